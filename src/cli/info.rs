@@ -1,0 +1,538 @@
+//! `llm info MODEL`: what a model file holds, from its header alone.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::format::gguf::{human_bytes, GgufError, GgufFile, Metadata, Value};
+use crate::model::HyperParams;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Model file (.gguf; for a split model, any part's name)
+    pub model: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Context size for the KV cache estimate (0 or absent: the model's own)
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    pub ctx_size: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    pub file: FileInfo,
+    pub general: General,
+    pub hparams: HyperParams,
+    pub tokenizer: TokenizerInfo,
+    pub chat_template: ChatTemplateInfo,
+    pub tensors: TensorCensus,
+    pub memory: Memory,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileInfo {
+    pub paths: Vec<PathBuf>,
+    pub bytes: u64,
+    pub gguf_version: u32,
+    pub alignment: u64,
+    pub metadata_entries: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct General {
+    pub name: Option<String>,
+    pub file_type: Option<String>,
+    pub quantization_version: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SpecialToken {
+    pub role: &'static str,
+    pub id: u64,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenizerInfo {
+    pub model: Option<String>,
+    pub pre: Option<String>,
+    pub tokens: u64,
+    pub merges: u64,
+    /// Count of each token type (normal, control, user-defined, byte, ...).
+    pub token_types: BTreeMap<&'static str, u64>,
+    pub add_bos: Option<bool>,
+    pub add_eos: Option<bool>,
+    pub add_space_prefix: Option<bool>,
+    pub special: Vec<SpecialToken>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChatTemplateInfo {
+    pub present: bool,
+    pub chars: usize,
+    pub first_line: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TypeCount {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TensorCensus {
+    pub count: usize,
+    pub by_type: Vec<TypeCount>,
+    pub parameters: u64,
+    pub bits_per_weight: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    pub weights_bytes: u64,
+    pub ctx_size: u64,
+    pub kv_cache_bytes: u64,
+    pub kv_cache_type: &'static str,
+}
+
+pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
+    let gguf = GgufFile::open(&args.model)?;
+    let info = ModelInfo::gather(&gguf, args.ctx_size)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &info).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", info.render())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// llama.cpp's `general.file_type` (enum llama_ftype) names.
+fn file_type_name(id: u64) -> Option<&'static str> {
+    Some(match id {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        _ => return None,
+    })
+}
+
+/// llama.cpp's token attribute values in `tokenizer.ggml.token_type`.
+fn token_type_name(t: i64) -> &'static str {
+    match t {
+        1 => "normal",
+        2 => "unknown",
+        3 => "control",
+        4 => "user-defined",
+        5 => "unused",
+        6 => "byte",
+        _ => "undefined",
+    }
+}
+
+const SPECIAL_ROLES: &[(&str, &str)] = &[
+    ("bos", "tokenizer.ggml.bos_token_id"),
+    ("eos", "tokenizer.ggml.eos_token_id"),
+    ("eot", "tokenizer.ggml.eot_token_id"),
+    ("eom", "tokenizer.ggml.eom_token_id"),
+    ("unk", "tokenizer.ggml.unknown_token_id"),
+    // llama.cpp spells the key this way.
+    ("sep", "tokenizer.ggml.seperator_token_id"),
+    ("pad", "tokenizer.ggml.padding_token_id"),
+    ("cls", "tokenizer.ggml.cls_token_id"),
+    ("mask", "tokenizer.ggml.mask_token_id"),
+];
+
+impl TokenizerInfo {
+    fn gather(md: &Metadata) -> Result<TokenizerInfo, GgufError> {
+        let tokens = md
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .and_then(|a| a.as_strings());
+        let merges = md
+            .get("tokenizer.ggml.merges")
+            .and_then(Value::as_array)
+            .map_or(0, |a| a.len() as u64);
+        let mut token_types = BTreeMap::new();
+        if let Some(types) = md
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+        {
+            for i in 0..types.len() {
+                let t = types.get(i).and_then(|v| v.as_i64()).unwrap_or(0);
+                *token_types.entry(token_type_name(t)).or_insert(0) += 1;
+            }
+        }
+        let mut special = Vec::new();
+        for &(role, key) in SPECIAL_ROLES {
+            if let Some(id) = md.u64(key)? {
+                let text = tokens.and_then(|t| usize::try_from(id).ok().and_then(|i| t.get(i)));
+                special.push(SpecialToken {
+                    role,
+                    id,
+                    text: text.cloned(),
+                });
+            }
+        }
+        Ok(TokenizerInfo {
+            model: md.str("tokenizer.ggml.model")?.map(str::to_string),
+            pre: md.str("tokenizer.ggml.pre")?.map(str::to_string),
+            tokens: tokens.map_or(0, |t| t.len() as u64),
+            merges,
+            token_types,
+            add_bos: md.bool("tokenizer.ggml.add_bos_token")?,
+            add_eos: md.bool("tokenizer.ggml.add_eos_token")?,
+            add_space_prefix: md.bool("tokenizer.ggml.add_space_prefix")?,
+            special,
+        })
+    }
+}
+
+impl ModelInfo {
+    pub fn gather(gguf: &GgufFile, ctx_size: Option<u64>) -> Result<ModelInfo, GgufError> {
+        let md = gguf.metadata();
+        let in_file = |e: GgufError| e.in_file(gguf.path());
+        let hparams = HyperParams::from_metadata(md).map_err(in_file)?;
+        let tokenizer = TokenizerInfo::gather(md).map_err(in_file)?;
+        let template = md.str("tokenizer.chat_template").map_err(in_file)?;
+        let chat_template = ChatTemplateInfo {
+            present: template.is_some(),
+            chars: template.map_or(0, |t| t.chars().count()),
+            first_line: template
+                .and_then(|t| t.lines().find(|l| !l.trim().is_empty()).map(str::to_string)),
+        };
+
+        let mut by_type: BTreeMap<ggml::GgmlType, (u64, u64)> = BTreeMap::new();
+        let mut parameters = 0u64;
+        let mut weights_bytes = 0u64;
+        for t in gguf.tensors() {
+            let entry = by_type.entry(t.ty).or_default();
+            entry.0 += 1;
+            entry.1 += t.size;
+            parameters = parameters.saturating_add(t.n_elements());
+            weights_bytes = weights_bytes.saturating_add(t.size);
+        }
+        let tensors = TensorCensus {
+            count: gguf.tensors().len(),
+            by_type: by_type
+                .into_iter()
+                .map(|(ty, (count, bytes))| TypeCount {
+                    ty: ty.name().to_string(),
+                    count,
+                    bytes,
+                })
+                .collect(),
+            parameters,
+            bits_per_weight: (parameters > 0)
+                .then(|| weights_bytes as f64 * 8.0 / parameters as f64),
+        };
+
+        let ctx = match ctx_size {
+            Some(n) if n > 0 => n,
+            _ => hparams.n_ctx_train.unwrap_or(0),
+        };
+        let memory = Memory {
+            weights_bytes,
+            ctx_size: ctx,
+            kv_cache_bytes: hparams.kv_cache_bytes(ctx),
+            kv_cache_type: "f16",
+        };
+        let general = General {
+            name: md.str("general.name").map_err(in_file)?.map(str::to_string),
+            file_type: md.u64("general.file_type").map_err(in_file)?.map(|id| {
+                file_type_name(id).map_or_else(|| format!("unknown ({id})"), str::to_string)
+            }),
+            quantization_version: md.u64("general.quantization_version").map_err(in_file)?,
+        };
+        let file = FileInfo {
+            paths: gguf.parts().iter().map(|p| p.path.clone()).collect(),
+            bytes: gguf.parts().iter().map(|p| p.len).sum(),
+            gguf_version: gguf.version(),
+            alignment: gguf.parts()[0].alignment,
+            metadata_entries: md.len(),
+        };
+        Ok(ModelInfo {
+            file,
+            general,
+            hparams,
+            tokenizer,
+            chat_template,
+            tensors,
+            memory,
+        })
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut r = Report::default();
+        let f = &self.file;
+        let parts = if f.paths.len() > 1 {
+            format!(", {} parts", f.paths.len())
+        } else {
+            String::new()
+        };
+        r.line(
+            "file",
+            format!("{} ({}{parts})", f.paths[0].display(), human_bytes(f.bytes)),
+        );
+        r.line(
+            "format",
+            format!(
+                "GGUF v{}, {} metadata entries, alignment {}",
+                f.gguf_version, f.metadata_entries, f.alignment
+            ),
+        );
+        if let Some(name) = &self.general.name {
+            r.line("name", name.clone());
+        }
+        if let Some(ft) = &self.general.file_type {
+            r.line("file type", ft.clone());
+        }
+
+        let h = &self.hparams;
+        r.line("architecture", h.architecture.clone());
+        r.line("layers", h.n_layer.to_string());
+        r.line("embedding", opt(h.n_embd));
+        r.line(
+            "heads",
+            format!(
+                "{} (KV heads {})",
+                per_layer(&h.n_head),
+                per_layer(&h.n_head_kv)
+            ),
+        );
+        let head_size = match (h.head_dim_k, h.head_dim_v) {
+            (Some(k), Some(v)) if k == v => k.to_string(),
+            (k, v) => format!("{} (K) / {} (V)", opt(k), opt(v)),
+        };
+        r.line("head size", head_size);
+        r.line("feed-forward", per_layer(&h.n_ff));
+        r.line("context", format!("{} (trained)", opt(h.n_ctx_train)));
+        let mut rope = format!(
+            "base {}",
+            h.rope_freq_base.map_or("?".into(), |b| b.to_string())
+        );
+        if let Some(b) = h.rope_freq_base_swa {
+            rope += &format!(", base {b} on sliding-window layers");
+        }
+        match &h.rope_scaling {
+            Some(s) => {
+                rope += &format!(", {} scaling", s.kind);
+                if let Some(f) = s.factor {
+                    rope += &format!(" x{f}");
+                }
+                if let Some(n) = s.original_context {
+                    rope += &format!(" from {n}");
+                }
+            }
+            None => rope += ", no scaling",
+        }
+        r.line("rope", rope);
+        let swa = match h.sliding_window {
+            Some(w) => {
+                let local = h.swa_layers.iter().filter(|&&s| s).count();
+                let global: Vec<String> = (0..h.swa_layers.len())
+                    .filter(|&i| !h.swa_layers[i])
+                    .map(|i| i.to_string())
+                    .collect();
+                format!(
+                    "{w} tokens on {local} of {} layers (global: {})",
+                    h.n_layer,
+                    if global.is_empty() {
+                        "none".into()
+                    } else {
+                        global.join(", ")
+                    }
+                )
+            }
+            None => "none".into(),
+        };
+        r.line("sliding window", swa);
+        // Epsilons are stored as f32; print the value the file meant, not its f64 widening.
+        r.line(
+            "norm epsilon",
+            h.norm_eps.map_or("?".into(), |e| format!("{:e}", e as f32)),
+        );
+        r.line("vocabulary", opt(h.n_vocab));
+
+        let t = &self.tokenizer;
+        let mut tok = format!(
+            "{} (pre-tokenizer {}), {} tokens",
+            t.model.as_deref().unwrap_or("none"),
+            t.pre.as_deref().unwrap_or("default"),
+            t.tokens
+        );
+        if t.merges > 0 {
+            tok += &format!(", {} merges", t.merges);
+        }
+        let types: Vec<String> = t
+            .token_types
+            .iter()
+            .filter(|(name, _)| **name != "normal")
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect();
+        if !types.is_empty() {
+            tok += &format!(" ({})", types.join(", "));
+        }
+        r.line("tokenizer", tok);
+        let flags = [
+            ("add_bos", t.add_bos),
+            ("add_eos", t.add_eos),
+            ("add_space_prefix", t.add_space_prefix),
+        ];
+        let flags: Vec<String> = flags
+            .iter()
+            .filter_map(|(name, v)| v.map(|v| format!("{name}={v}")))
+            .collect();
+        if !flags.is_empty() {
+            r.line("", flags.join(", "));
+        }
+        let special: Vec<String> = t
+            .special
+            .iter()
+            .map(|s| match &s.text {
+                Some(text) => format!("{} {} {:?}", s.role, s.id, text),
+                None => format!("{} {} (not in the vocabulary)", s.role, s.id),
+            })
+            .collect();
+        r.line(
+            "special tokens",
+            if special.is_empty() {
+                "none".into()
+            } else {
+                special.join(", ")
+            },
+        );
+        let c = &self.chat_template;
+        r.line(
+            "chat template",
+            match &c.first_line {
+                Some(first) if c.present => format!(
+                    "yes, {} chars, first line: {}",
+                    c.chars,
+                    truncate(first, 80)
+                ),
+                _ if c.present => "yes, empty".into(),
+                _ => "none".into(),
+            },
+        );
+
+        let census = &self.tensors;
+        r.line("tensors", census.count.to_string());
+        for tc in &census.by_type {
+            r.line(
+                "",
+                format!(
+                    "{:<8} {:>5} tensors {:>12}",
+                    tc.ty,
+                    tc.count,
+                    human_bytes(tc.bytes)
+                ),
+            );
+        }
+        let bpw = census
+            .bits_per_weight
+            .map_or(String::new(), |b| format!(", {b:.2} bits per weight"));
+        r.line(
+            "parameters",
+            format!("{}{bpw}", human_count(census.parameters)),
+        );
+        let m = &self.memory;
+        r.line("weights", human_bytes(m.weights_bytes));
+        r.line(
+            "KV cache",
+            format!(
+                "{} at context {} ({})",
+                human_bytes(m.kv_cache_bytes),
+                m.ctx_size,
+                m.kv_cache_type
+            ),
+        );
+        r.text
+    }
+}
+
+/// Two aligned columns.
+#[derive(Default)]
+struct Report {
+    text: String,
+}
+
+impl Report {
+    fn line(&mut self, label: &str, value: String) {
+        self.text += &format!("{label:<15} {value}\n");
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".into(), |v| v.to_string())
+}
+
+/// One number when every layer agrees, else the range.
+fn per_layer(v: &[u64]) -> String {
+    match (v.iter().min(), v.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+        (Some(lo), Some(hi)) => format!("{lo}..{hi} (varies by layer)"),
+        _ => "?".into(),
+    }
+}
+
+fn human_count(n: u64) -> String {
+    let x = n as f64;
+    if x >= 1e9 {
+        format!("{:.2} B", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.1} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} K", x / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max_chars).collect();
+        format!("{cut}...")
+    }
+}

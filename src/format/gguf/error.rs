@@ -1,0 +1,80 @@
+//! One-line GGUF errors that name the file, what is wrong and where.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GgufError {
+    /// The file the problem is in; absent while parsing bytes not yet tied to a file.
+    pub path: Option<PathBuf>,
+    pub message: String,
+}
+
+impl GgufError {
+    pub fn new(message: impl Into<String>) -> GgufError {
+        GgufError {
+            path: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn in_file(mut self, path: &Path) -> GgufError {
+        self.path.get_or_insert_with(|| path.to_path_buf());
+        self
+    }
+}
+
+impl fmt::Display for GgufError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}: {}", path.display(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for GgufError {}
+
+/// A byte count the way a person reads it: `512 bytes`, `4.7 KiB`, `93.0 MiB`, `4.36 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let x = n as f64;
+    if n < 1024 {
+        format!("{n} bytes")
+    } else if x < KIB * KIB {
+        format!("{:.1} KiB", x / KIB)
+    } else if x < KIB * KIB * KIB {
+        format!("{:.1} MiB", x / (KIB * KIB))
+    } else {
+        format!("{:.2} GiB", x / (KIB * KIB * KIB))
+    }
+}
+
+/// A file offset: exact while small, in MiB once large enough that bytes stop helping.
+pub fn human_offset(n: u64) -> String {
+    if n < 1024 * 1024 {
+        n.to_string()
+    } else {
+        human_bytes(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(4812), "4.7 KiB");
+        assert_eq!(human_bytes(93 * 1024 * 1024), "93.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "17179869184.00 GiB");
+    }
+
+    #[test]
+    fn path_prefix() {
+        let e = GgufError::new("bad magic").in_file(Path::new("m.gguf"));
+        assert_eq!(e.to_string(), "m.gguf: bad magic");
+    }
+}

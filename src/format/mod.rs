@@ -1,0 +1,3 @@
+//! Model file formats, read into one view of metadata and tensors.
+
+pub mod gguf;
