@@ -209,7 +209,7 @@ impl<'a> Cursor<'a> {
     /// (keys, tensor names) and is replaced otherwise (values).
     fn string(&mut self, what: &dyn Fn() -> String, strict: bool) -> Result<String> {
         let start = self.pos;
-        let len = self.u64(&|| format!("length of {}", what()))?;
+        let len = self.u64(&|| format!("the length of {}", what()))?;
         let bytes = self.take(len, &|| format!("{} ({} long)", what(), human_bytes(len)))?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
@@ -519,19 +519,21 @@ fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64> {
             })?;
     }
     let ne0 = dims.first().copied().unwrap_or(1);
-    let row = ty.row_size(ne0).ok_or_else(|| {
-        GgufError::new(format!(
+    if ne0 % ty.block_size() != 0 {
+        return Err(GgufError::new(format!(
             "tensor '{name}' of type {ty} has rows of {ne0} elements, not a multiple of its block size {}",
             ty.block_size()
-        ))
-    })?;
-    let rows = if ne0 == 0 { 0 } else { elements / ne0 };
-    row.checked_mul(rows).ok_or_else(|| {
+        )));
+    }
+    let overflow = || {
         GgufError::new(format!(
             "tensor '{name}' has shape {} whose size in bytes overflows",
             shape()
         ))
-    })
+    };
+    let row = ty.row_size(ne0).ok_or_else(overflow)?;
+    let rows = if ne0 == 0 { 0 } else { elements / ne0 };
+    row.checked_mul(rows).ok_or_else(overflow)
 }
 
 fn place_tensors(
