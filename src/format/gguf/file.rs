@@ -239,7 +239,7 @@ fn split_count(metadata: &Metadata, path: &Path) -> Result<u64, GgufError> {
         None => Ok(1),
         Some(v) => v
             .as_u64()
-            .filter(|&n| n >= 1 && n <= 99_999)
+            .filter(|n| (1..=99_999).contains(n))
             .ok_or_else(|| {
                 GgufError::new(format!(
                     "metadata '{SPLIT_COUNT}' should be a count from 1 to 99999, found {} {:?}",

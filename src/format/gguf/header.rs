@@ -501,7 +501,7 @@ fn parse_tensor_infos(c: &mut Cursor, n_tensors: u64) -> Result<(Vec<RawTensor>,
 
 /// Bytes of a tensor, refusing shapes whose sizes overflow or that do not
 /// split into whole blocks.
-fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64> {
+pub(super) fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64> {
     let shape = || {
         let d: Vec<String> = dims.iter().map(u64::to_string).collect();
         format!("[{}]", d.join(", "))
@@ -519,7 +519,7 @@ fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64> {
             })?;
     }
     let ne0 = dims.first().copied().unwrap_or(1);
-    if ne0 % ty.block_size() != 0 {
+    if !ne0.is_multiple_of(ty.block_size()) {
         return Err(GgufError::new(format!(
             "tensor '{name}' of type {ty} has rows of {ne0} elements, not a multiple of its block size {}",
             ty.block_size()
@@ -532,7 +532,7 @@ fn tensor_size(name: &str, ty: GgmlType, dims: &[u64]) -> Result<u64> {
         ))
     };
     let row = ty.row_size(ne0).ok_or_else(overflow)?;
-    let rows = if ne0 == 0 { 0 } else { elements / ne0 };
+    let rows = elements.checked_div(ne0).unwrap_or(0);
     row.checked_mul(rows).ok_or_else(overflow)
 }
 
@@ -549,7 +549,7 @@ fn place_tensors(
     }
     raw.into_iter()
         .map(|t| {
-            if t.rel_offset % alignment != 0 {
+            if !t.rel_offset.is_multiple_of(alignment) {
                 return Err(GgufError::new(format!(
                     "tensor '{}' has data offset {} which is not a multiple of the alignment {alignment}",
                     t.name, t.rel_offset

@@ -64,7 +64,10 @@ impl Rng {
 }
 
 /// A small model with every metadata type and one tensor of every ggml type.
-fn sample(version: u32) -> (Vec<u8>, Layout, Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>) {
+/// (name, type, dims, data) of each tensor written.
+type Written = Vec<(String, GgmlType, Vec<u64>, Vec<u8>)>;
+
+fn sample(version: u32) -> (Vec<u8>, Layout, Written) {
     let mut w = GgufWriter::new().with_version(version);
     w.set("general.architecture", Value::String("llama".into()));
     for (k, v) in all_scalars().into_iter().chain(all_arrays()) {

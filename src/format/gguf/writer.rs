@@ -7,7 +7,7 @@ use std::path::Path;
 use ggml::GgmlType;
 
 use super::error::GgufError;
-use super::header::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC};
+use super::header::{tensor_size, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC};
 use super::value::{Array, Value};
 
 struct PendingTensor {
@@ -79,20 +79,7 @@ impl GgufWriter {
         dims: &[u64],
         data: Vec<u8>,
     ) -> Result<&mut GgufWriter, GgufError> {
-        let elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| GgufError::new(format!("tensor '{name}': element count overflows")))?;
-        let ne0 = dims.first().copied().unwrap_or(1);
-        let expected = ty
-            .row_size(ne0)
-            .and_then(|row| row.checked_mul(if ne0 == 0 { 0 } else { elements / ne0 }))
-            .ok_or_else(|| {
-                GgufError::new(format!(
-                    "tensor '{name}': {ne0} is not a multiple of {ty}'s block size {}",
-                    ty.block_size()
-                ))
-            })?;
+        let expected = tensor_size(name, ty, dims)?;
         if data.len() as u64 != expected {
             return Err(GgufError::new(format!(
                 "tensor '{name}': {} bytes given, {ty} {dims:?} needs {expected}",
