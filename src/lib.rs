@@ -3,3 +3,5 @@
 pub mod cli;
 pub mod format;
 pub mod model;
+#[cfg(feature = "oracle")]
+pub mod oracle;

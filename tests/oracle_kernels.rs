@@ -1,0 +1,88 @@
+//! Our kernels against ggml's on fresh random data (issue 3).
+#![cfg(feature = "oracle")]
+
+use ggml::blocks::{dequantize, WEIGHT_TYPES};
+use ggml::GgmlType;
+use llm::oracle;
+
+/// A fresh seed per run (printed, so a failure can be replayed with LLM_SEED).
+fn seed() -> u64 {
+    let seed = std::env::var("LLM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1
+    });
+    eprintln!("LLM_SEED={seed}");
+    seed
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Random blocks; f16/bf16/f32 scales and values are kept finite so every
+/// output can be compared bit for bit.
+fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut b = rng.bytes(blocks * ty.type_size() as usize);
+    let finite_f16 = |rng: &mut Rng| -> [u8; 2] {
+        // Exponent below 31 (not inf/NaN); any sign and mantissa.
+        let h = (rng.next() as u16) & 0xfbff;
+        h.to_le_bytes()
+    };
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        GgmlType::F16 => &[0],
+        _ => &[],
+    };
+    let ts = ty.type_size() as usize;
+    for block in b.chunks_exact_mut(ts) {
+        for &at in scale_offsets {
+            block[at..at + 2].copy_from_slice(&finite_f16(rng));
+        }
+        if ty == GgmlType::F32 {
+            let x = (rng.next() as u32 & 0x3fff_ffff) as f32 / 1e6 - 500.0;
+            block.copy_from_slice(&x.to_le_bytes());
+        }
+        if ty == GgmlType::BF16 {
+            block[1] &= 0xbf; // exponent below 255
+        }
+    }
+    b
+}
+
+#[test]
+fn dequantised_blocks_are_bit_identical_to_ggml() {
+    let mut rng = Rng(seed());
+    let mut failures = Vec::new();
+    for &ty in WEIGHT_TYPES {
+        let blocks = 4096 / ty.block_size() as usize * 4;
+        let src = random_blocks(ty, blocks, &mut rng);
+        // ggml has no to_float for F32: its values are the bytes themselves.
+        let want = match ty {
+            GgmlType::F32 => src.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            _ => oracle::to_float(ty, &src).expect("ggml has to_float for every other weight type"),
+        };
+        let mut got = vec![0f32; want.len()];
+        dequantize(ty, &src, &mut got).unwrap();
+        let bad = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits());
+        if let Some(i) = bad {
+            failures.push(format!("{ty}: element {i}: ours {} ggml {}", got[i], want[i]));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
