@@ -23,7 +23,11 @@ fn ggml_type(ty: GgmlType) -> sys::ggml_type {
 pub fn to_float(ty: GgmlType, src: &[u8]) -> Option<Vec<f32>> {
     init();
     let blocks = src.len() / ty.type_size() as usize;
-    assert_eq!(blocks * ty.type_size() as usize, src.len(), "whole blocks only");
+    assert_eq!(
+        blocks * ty.type_size() as usize,
+        src.len(),
+        "whole blocks only"
+    );
     let n = blocks * ty.block_size() as usize;
     let mut out = vec![0f32; n];
     // SAFETY: ggml_get_type_traits returns a static table entry for valid ids;
@@ -35,4 +39,57 @@ pub fn to_float(ty: GgmlType, src: &[u8]) -> Option<Vec<f32>> {
         f(src.as_ptr() as *const c_void, out.as_mut_ptr(), n as i64);
     }
     Some(out)
+}
+
+/// ggml's CPU `from_float` for `ty` (the activation quantiser), if it has one.
+pub fn from_float(ty: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
+    init();
+    let bytes = ty.row_size(x.len() as u64)? as usize;
+    let mut out = vec![0u8; bytes];
+    // SAFETY: the traits table is static; from_float reads x.len() floats and
+    // writes the blocks for them, exactly `bytes` long.
+    unsafe {
+        sys::ggml_cpu_init();
+        let traits = sys::ggml_get_type_traits_cpu(ggml_type(ty));
+        let f = (*traits).from_float?;
+        f(x.as_ptr(), out.as_mut_ptr() as *mut c_void, x.len() as i64);
+    }
+    Some(out)
+}
+
+/// The activation type ggml's CPU backend pairs with weight type `ty`.
+pub fn vec_dot_type(ty: GgmlType) -> Option<GgmlType> {
+    init();
+    // SAFETY: static table lookup for a valid type id.
+    let id = unsafe {
+        sys::ggml_cpu_init();
+        (*sys::ggml_get_type_traits_cpu(ggml_type(ty))).vec_dot_type
+    };
+    GgmlType::from_id(id as u32).ok()
+}
+
+/// ggml's CPU dot product of `n` elements: a weight row of `ty` and an
+/// activation row of its `vec_dot_type`.
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Option<f32> {
+    init();
+    let act = vec_dot_type(ty)?;
+    assert_eq!(w.len() as u64, ty.row_size(n as u64)?);
+    assert_eq!(a.len() as u64, act.row_size(n as u64)?);
+    let mut s = 0f32;
+    // SAFETY: both rows hold exactly `n` elements of their types; one result.
+    unsafe {
+        let traits = sys::ggml_get_type_traits_cpu(ggml_type(ty));
+        let f = (*traits).vec_dot?;
+        f(
+            n as i32,
+            &mut s,
+            0,
+            w.as_ptr() as *const c_void,
+            0,
+            a.as_ptr() as *const c_void,
+            0,
+            1,
+        );
+    }
+    Some(s)
 }

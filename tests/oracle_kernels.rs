@@ -7,13 +7,16 @@ use llm::oracle;
 
 /// A fresh seed per run (printed, so a failure can be replayed with LLM_SEED).
 fn seed() -> u64 {
-    let seed = std::env::var("LLM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-            | 1
-    });
+    let seed = std::env::var("LLM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("LLM_SEED={seed}");
     seed
 }
@@ -41,7 +44,9 @@ fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
         h.to_le_bytes()
     };
     let scale_offsets: &[usize] = match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => &[0],
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+            &[0]
+        }
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
@@ -74,14 +79,97 @@ fn dequantised_blocks_are_bit_identical_to_ggml() {
         let src = random_blocks(ty, blocks, &mut rng);
         // ggml has no to_float for F32: its values are the bytes themselves.
         let want = match ty {
-            GgmlType::F32 => src.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            GgmlType::F32 => src
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
             _ => oracle::to_float(ty, &src).expect("ggml has to_float for every other weight type"),
         };
         let mut got = vec![0f32; want.len()];
         dequantize(ty, &src, &mut got).unwrap();
         let bad = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits());
         if let Some(i) = bad {
-            failures.push(format!("{ty}: element {i}: ours {} ggml {}", got[i], want[i]));
+            failures.push(format!(
+                "{ty}: element {i}: ours {} ggml {}",
+                got[i], want[i]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Activations like a model's: mostly small, a few outliers, some exact zeros.
+fn activations(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let v = (u * 2.0 - 1.0) as f32;
+            match i % 97 {
+                0 => v * 40.0,
+                1 => 0.0,
+                _ => v,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn activation_quantisers_match_ggml_bytes() {
+    let mut rng = Rng(seed());
+    for isa in ggml::cpu::Isa::available() {
+        for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+            let x = activations(4096, &mut rng);
+            let want = oracle::from_float(act, &x).expect("ggml quantises activations");
+            let quantize = ggml::cpu::quantizer(act, isa).unwrap();
+            let mut got = vec![0u8; want.len()];
+            quantize(&x, &mut got);
+            let first = (0..got.len()).find(|&i| got[i] != want[i]);
+            assert!(
+                first.is_none(),
+                "{act} on {isa:?}: first differing byte {first:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dot_products_match_ggml() {
+    let mut rng = Rng(seed());
+    let n = 4096;
+    let mut failures = Vec::new();
+    for isa in ggml::cpu::Isa::available() {
+        for &ty in WEIGHT_TYPES {
+            let k = ggml::cpu::kernels_for(ty, isa).unwrap();
+            assert_eq!(
+                Some(k.act),
+                oracle::vec_dot_type(ty),
+                "{ty}: activation partner"
+            );
+            let w = random_blocks(ty, n / ty.block_size() as usize, &mut rng);
+            let x = activations(n, &mut rng);
+            // Both sides dot the same activation bytes (ggml's own quantisation).
+            let a = oracle::from_float(k.act, &x).unwrap();
+            let want = oracle::vec_dot(ty, n, &w, &a).unwrap();
+            let got = (k.dot)(&w, &a);
+            // Relative to the sum of magnitudes: cancellation makes the plain
+            // relative error of a near-zero sum meaningless.
+            let mut mag = vec![0f32; n];
+            dequantize(ty, &w, &mut mag).unwrap();
+            let scale: f64 = mag
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| (a * b).abs() as f64)
+                .sum::<f64>()
+                .max(1e-30);
+            let err = (got as f64 - want as f64).abs() / scale;
+            let plain = (got as f64 - want as f64).abs() / (want as f64).abs().max(1e-30);
+            // Plainly relative within 1e-5; a sum that cancels to near zero is
+            // judged against the magnitudes that went into it instead.
+            if !(plain <= 1e-5 || err <= 1e-7) {
+                failures.push(format!(
+                    "{ty} on {isa:?}: ours {got} ggml {want} (relative {plain:.2e})"
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -2,6 +2,7 @@
 //! CPU, CUDA and Metal kernels that work on them.
 
 pub mod blocks;
+pub mod cpu;
 pub mod float16;
 pub mod types;
 

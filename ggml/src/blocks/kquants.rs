@@ -27,7 +27,7 @@ pub fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// The twelve scale bytes of Q3_K hold sixteen 6-bit scales, biased by 32.
-fn q3_k_scales(s: &[u8]) -> [i8; 16] {
+pub(crate) fn q3_k_scales(s: &[u8]) -> [i8; 16] {
     const KMASK1: u32 = 0x0303_0303;
     const KMASK2: u32 = 0x0f0f_0f0f;
     let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
