@@ -93,3 +93,90 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Option<f32> {
     }
     Some(s)
 }
+
+unsafe extern "C" fn quiet_log(
+    _level: sys::ggml_log_level,
+    _text: *const std::os::raw::c_char,
+    _user: *mut c_void,
+) {
+}
+
+/// The settings that change llama.cpp's numbers, pinned for every comparison:
+/// flash attention off (ggml's CPU flash attention accumulates V in f16), no
+/// weight repacking (repacked Q4_0/IQ4_NL/Q4_K dots round differently), all
+/// layers on the CPU, f16 KV cache (the default), and the thread count given.
+pub struct OracleModel {
+    model: *mut sys::llama_model,
+    ctx: *mut sys::llama_context,
+    pub n_vocab: usize,
+}
+
+impl OracleModel {
+    pub fn load(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
+        init();
+        let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
+        // SAFETY: plain C API use; pointers are checked before use and freed in Drop.
+        unsafe {
+            sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            let mut mp = sys::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            mp.use_extra_bufts = false;
+            let model = sys::llama_model_load_from_file(cpath.as_ptr(), mp);
+            if model.is_null() {
+                return None;
+            }
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = n_ctx;
+            cp.n_batch = n_ctx;
+            cp.n_ubatch = 512.min(n_ctx);
+            cp.n_threads = threads;
+            cp.n_threads_batch = threads;
+            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            let ctx = sys::llama_init_from_model(model, cp);
+            if ctx.is_null() {
+                sys::llama_model_free(model);
+                return None;
+            }
+            let vocab = sys::llama_model_get_vocab(model);
+            let n_vocab = sys::llama_vocab_n_tokens(vocab) as usize;
+            Some(OracleModel {
+                model,
+                ctx,
+                n_vocab,
+            })
+        }
+    }
+
+    /// Forgets every token evaluated so far.
+    pub fn clear(&mut self) {
+        // SAFETY: ctx is valid for self's life.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true) }
+    }
+
+    /// Evaluates `tokens` after those already evaluated; the logits of the last.
+    pub fn eval(&mut self, tokens: &[u32]) -> Option<Vec<f32>> {
+        let mut toks: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        // SAFETY: the batch borrows `toks` for the decode call only.
+        unsafe {
+            let batch = sys::llama_batch_get_one(toks.as_mut_ptr(), toks.len() as i32);
+            if sys::llama_decode(self.ctx, batch) != 0 {
+                return None;
+            }
+            let logits = sys::llama_get_logits_ith(self.ctx, -1);
+            if logits.is_null() {
+                return None;
+            }
+            Some(std::slice::from_raw_parts(logits, self.n_vocab).to_vec())
+        }
+    }
+}
+
+impl Drop for OracleModel {
+    fn drop(&mut self) {
+        // SAFETY: both were created in load() and are freed once.
+        unsafe {
+            sys::llama_free(self.ctx);
+            sys::llama_model_free(self.model);
+        }
+    }
+}

@@ -1,5 +1,10 @@
-//! Models: hyper-parameters read from metadata (and, later, the forward pass).
+//! Models: hyper-parameters from metadata, the architecture table, weights
+//! and the forward pass.
 
+pub mod arch;
+pub mod forward;
 pub mod hparams;
+pub mod weights;
 
+pub use forward::{Model, State};
 pub use hparams::HyperParams;

@@ -83,19 +83,39 @@ pub fn q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     s
 }
 
+/// Sums of 8 lanes the way ggml's x86 kernels reduce them (hsum_float_8).
+#[inline(always)]
+fn hsum8(l: &[f32; 8]) -> f32 {
+    let h = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    let h = [h[0] + h[2], h[1] + h[3]];
+    h[0] + h[1]
+}
+
+/// Q4_1 with ggml's x86 accumulation: eight lanes, each summing four adjacent
+/// products per block and fused-multiply-added with d·d; the min terms summed
+/// apart. Float rounding then matches llama.cpp, whose activations are
+/// quantised again after every layer (an ulp can flip a quant).
 #[inline(always)]
 pub fn q4_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for (x, y) in w.chunks_exact(20).zip(a.chunks_exact(36)) {
         let (qs, qy) = (&x[4..20], i8s(&y[4..36]));
-        let mut sumi = 0i32;
+        summs += f16_at(x, 2) * f16_at(y, 2);
+        let d = f16_at(x, 0) * f16_at(y, 0);
+        let mut q = [0i32; 32];
         for j in 0..16 {
-            sumi += (qs[j] & 0x0f) as i32 * qy[j] as i32;
-            sumi += (qs[j] >> 4) as i32 * qy[j + 16] as i32;
+            q[j] = (qs[j] & 0x0f) as i32;
+            q[j + 16] = (qs[j] >> 4) as i32;
         }
-        s += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
+        for (lane, acc) in acc.iter_mut().enumerate() {
+            let sum: i32 = (0..4)
+                .map(|k| q[4 * lane + k] * qy[4 * lane + k] as i32)
+                .sum();
+            *acc = d.mul_add(sum as f32, *acc);
+        }
     }
-    s
+    hsum8(&acc) + summs
 }
 
 #[inline(always)]

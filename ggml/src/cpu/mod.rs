@@ -3,6 +3,8 @@
 //! uses AVX2 or AVX-512 where the CPU has them.
 
 pub mod dot;
+pub mod ops;
+pub mod pool;
 pub mod quantize;
 
 use std::sync::OnceLock;
