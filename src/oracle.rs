@@ -113,6 +113,21 @@ pub struct OracleModel {
 
 impl OracleModel {
     pub fn load(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
+        Self::load_with(path, n_ctx, threads, false)
+    }
+
+    /// llama.cpp as its users run it, for speed races: weight repacking on
+    /// (its fastest CPU path) and flash attention left to its default.
+    pub fn load_for_speed(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
+        Self::load_with(path, n_ctx, threads, true)
+    }
+
+    fn load_with(
+        path: &std::path::Path,
+        n_ctx: u32,
+        threads: i32,
+        fast: bool,
+    ) -> Option<OracleModel> {
         init();
         let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
         // SAFETY: plain C API use; pointers are checked before use and freed in Drop.
@@ -120,7 +135,7 @@ impl OracleModel {
             sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
             let mut mp = sys::llama_model_default_params();
             mp.n_gpu_layers = 0;
-            mp.use_extra_bufts = false;
+            mp.use_extra_bufts = fast;
             let model = sys::llama_model_load_from_file(cpath.as_ptr(), mp);
             if model.is_null() {
                 return None;
@@ -131,7 +146,9 @@ impl OracleModel {
             cp.n_ubatch = 512.min(n_ctx);
             cp.n_threads = threads;
             cp.n_threads_batch = threads;
-            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            if !fast {
+                cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            }
             let ctx = sys::llama_init_from_model(model, cp);
             if ctx.is_null() {
                 sys::llama_model_free(model);
@@ -151,6 +168,18 @@ impl OracleModel {
     pub fn clear(&mut self) {
         // SAFETY: ctx is valid for self's life.
         unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.ctx), true) }
+    }
+
+    /// Evaluates `tokens` one decode call at a time, the way llama.cpp
+    /// generates: every matmul then takes ggml's vec_dot path (batches of two
+    /// or more go through llamafile's sgemm, whose different summation order,
+    /// amplified by re-quantised activations, moves logits by ~0.5).
+    pub fn eval_one_by_one(&mut self, tokens: &[u32]) -> Option<Vec<f32>> {
+        let mut last = None;
+        for &t in tokens {
+            last = Some(self.eval(&[t])?);
+        }
+        last
     }
 
     /// Evaluates `tokens` after those already evaluated; the logits of the last.
@@ -177,6 +206,75 @@ impl Drop for OracleModel {
         unsafe {
             sys::llama_free(self.ctx);
             sys::llama_model_free(self.model);
+        }
+    }
+}
+
+/// Tensors llama.cpp computed, captured by name through its eval callback:
+/// (name, shape, values). For finding where our numbers part from its.
+pub type Captured = std::sync::Mutex<Vec<(String, Vec<i64>, Vec<f32>)>>;
+
+unsafe extern "C" fn capture_cb(t: *mut sys::ggml_tensor, ask: bool, user: *mut c_void) -> bool {
+    if ask {
+        return true;
+    }
+    // SAFETY: llama.cpp passes a computed CPU tensor and our Captured pointer.
+    unsafe {
+        let t = &*t;
+        let name = std::ffi::CStr::from_ptr(t.name.as_ptr())
+            .to_string_lossy()
+            .into_owned();
+        let n: i64 = t.ne.iter().product();
+        let contiguous = t.nb[0] == 4 && t.nb[1] == 4 * t.ne[0] as usize;
+        if t.type_ == sys::GGML_TYPE_F32 && contiguous && !t.data.is_null() {
+            let values = std::slice::from_raw_parts(t.data as *const f32, n as usize).to_vec();
+            let store = &*(user as *const Captured);
+            store.lock().unwrap().push((name, t.ne.to_vec(), values));
+        }
+    }
+    true
+}
+
+impl OracleModel {
+    /// Like `load`, recording every F32 tensor the graph computes into `store`.
+    pub fn load_capturing(
+        path: &std::path::Path,
+        n_ctx: u32,
+        threads: i32,
+        store: &'static Captured,
+    ) -> Option<OracleModel> {
+        init();
+        let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
+        // SAFETY: as in load(); `store` lives for the program.
+        unsafe {
+            sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            let mut mp = sys::llama_model_default_params();
+            mp.n_gpu_layers = 0;
+            mp.use_extra_bufts = false;
+            let model = sys::llama_model_load_from_file(cpath.as_ptr(), mp);
+            if model.is_null() {
+                return None;
+            }
+            let mut cp = sys::llama_context_default_params();
+            cp.n_ctx = n_ctx;
+            cp.n_batch = n_ctx;
+            cp.n_ubatch = 512.min(n_ctx);
+            cp.n_threads = threads;
+            cp.n_threads_batch = threads;
+            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            cp.cb_eval = Some(capture_cb);
+            cp.cb_eval_user_data = store as *const Captured as *mut c_void;
+            let ctx = sys::llama_init_from_model(model, cp);
+            if ctx.is_null() {
+                sys::llama_model_free(model);
+                return None;
+            }
+            let n_vocab = sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(model)) as usize;
+            Some(OracleModel {
+                model,
+                ctx,
+                n_vocab,
+            })
         }
     }
 }

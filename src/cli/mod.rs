@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod info;
+pub mod run;
+pub mod tokenize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,12 +26,14 @@ pub struct Cli {
 pub enum Command {
     /// Chat with a model in the terminal (not built yet)
     Chat(Pending),
-    /// Complete a prompt without a chat template (not built yet)
-    Run(Pending),
+    /// Complete a prompt without a chat template, streamed to stdout
+    Run(run::RunArgs),
     /// Show a model's architecture, tokenizer, tensor types and memory needs
     Info(info::InfoArgs),
-    /// Measure prompt and generation speed (not built yet)
-    Bench(Pending),
+    /// Measure prompt and generation speed (like llama-bench)
+    Bench(bench::BenchArgs),
+    /// Print the token ids of a text (like llama-tokenize)
+    Tokenize(tokenize::TokenizeArgs),
 }
 
 /// Arguments of a subcommand that is not built yet: accepted as typed, so the
@@ -46,8 +51,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(args) => info::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Chat(_) => not_built("chat"),
-        Command::Run(_) => not_built("run"),
-        Command::Bench(_) => not_built("bench"),
+        Command::Run(args) => run::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Tokenize(args) => tokenize::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -9,7 +9,6 @@ use ggml::cpu::ops::{self, Rope};
 use ggml::cpu::pool::{split, ThreadPool};
 use ggml::cpu::Isa;
 use ggml::float16::{f16_to_f32, f32_to_f16};
-use ggml::GgmlType;
 
 use crate::format::gguf::GgufFile;
 use crate::model::arch::{Activation, Arch, RopeStyle};
@@ -77,6 +76,9 @@ struct Scratch {
     rope: Vec<f32>,
 }
 
+/// A debugging hook: (name as in llama.cpp's graph, layer, values).
+pub type Trace = Box<dyn FnMut(&str, usize, &[f32]) + Send>;
+
 /// A sequence being decoded: its cache and how far it has got.
 pub struct State {
     pub kv: KvCache,
@@ -84,6 +86,9 @@ pub struct State {
     scratch: Scratch,
     /// Logits of the last token of the last batch (or of every token, when asked).
     pub logits: Vec<f32>,
+    /// Called with (name, layer, values) at points named as in llama.cpp's
+    /// graph, to find where two implementations part. None in normal runs.
+    pub trace: Option<Trace>,
 }
 
 impl Model {
@@ -256,6 +261,7 @@ impl Model {
             n_past: 0,
             scratch: Scratch::default(),
             logits: Vec::new(),
+            trace: None,
         }
     }
 
@@ -369,6 +375,11 @@ impl Model {
                     .chunks_exact_mut(hd)
                     .for_each(|h| la.rope.apply(h, &sc.rope));
             }
+            if let Some(trace) = state.trace.as_mut() {
+                trace("Qcur", il, &sc.q);
+                trace("Kcur", il, &sc.k);
+                trace("Vcur", il, &sc.v);
+            }
             if let Some(qs) = c.q_scale {
                 sc.q.iter_mut().for_each(|v| *v *= qs);
             }
@@ -390,6 +401,9 @@ impl Model {
                 }
             }
             self.attention(kv, la, pos0, t, &sc.q, &mut sc.att, &mut sc.scores);
+            if let Some(trace) = state.trace.as_mut() {
+                trace("kqv_out", il, &sc.att);
+            }
             self.matmul(&layer.wo, &sc.att, &mut sc.act, &mut sc.xb);
             if let Some(pn) = &layer.post_attn_norm {
                 sc.xb
@@ -397,6 +411,9 @@ impl Model {
                     .for_each(|r| ops::rms_norm(r, pn, c.eps));
             }
             sc.x.iter_mut().zip(&sc.xb).for_each(|(x, d)| *x += d);
+            if let Some(trace) = state.trace.as_mut() {
+                trace("ffn_inp", il, &sc.x);
+            }
 
             // Feed-forward block.
             sc.xb.copy_from_slice(&sc.x);
@@ -417,17 +434,38 @@ impl Model {
                     }
                 }
             }
+            if let Some(trace) = state.trace.as_mut() {
+                trace("ffn_gate", il, &sc.gate);
+                trace("ffn_up", il, &sc.up);
+            }
             match c.arch.activation {
-                Activation::SwiGlu => ops::swiglu(&mut sc.gate, &sc.up),
+                Activation::SwiGlu => ops::swiglu(self.isa, &mut sc.gate, &sc.up),
                 Activation::GeGlu => ops::geglu(&mut sc.gate, &sc.up),
             }
+            if let Some(trace) = state.trace.as_mut() {
+                trace(
+                    if c.arch.activation == Activation::GeGlu {
+                        "ffn_geglu"
+                    } else {
+                        "ffn_swiglu"
+                    },
+                    il,
+                    &sc.gate,
+                );
+            }
             self.matmul(&layer.w_down, &sc.gate, &mut sc.act, &mut sc.xb);
+            if let Some(trace) = state.trace.as_mut() {
+                trace("ffn_out", il, &sc.xb);
+            }
             if let Some(pn) = &layer.post_ffn_norm {
                 sc.xb
                     .chunks_exact_mut(e)
                     .for_each(|r| ops::rms_norm(r, pn, c.eps));
             }
             sc.x.iter_mut().zip(&sc.xb).for_each(|(x, d)| *x += d);
+            if let Some(trace) = state.trace.as_mut() {
+                trace("l_out", il, &sc.x);
+            }
         }
 
         // Output: every token's logits, or the last one's.
@@ -486,8 +524,10 @@ impl Model {
     }
 
     /// Causal attention for `t` new tokens at positions `pos0..`, written
-    /// into `att` (t × q_dim). Mirrors llama.cpp without flash attention: Q as
-    /// f16 against the f16 cache, f32 softmax, probabilities as f16 against V.
+    /// into `att` (t × q_dim). Mirrors llama.cpp without flash attention, to
+    /// the bit on this CPU's instruction set: Q as f16 dotted with each f16 key
+    /// cell, scores over llama.cpp's padded cell count (masked cells -inf),
+    /// its softmax, then probabilities as f16 dotted with each V column.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -504,57 +544,64 @@ impl Model {
         let (q_dim, kv_dim) = (s.n_head * hd, s.n_head_kv * hd);
         let group = s.n_head / s.n_head_kv;
         let kq_scale = self.config.kq_scale;
-        let span = pos0 + t;
+        let isa = self.isa;
+        let last = pos0 + t - 1;
+        // llama.cpp attends over all cells up to the used ones, padded to 256.
+        let n_kv = kv.cells.min((last + 1).next_multiple_of(256).max(256));
+        let cell_pos = |c: usize| -> Option<usize> {
+            let back = (last as isize - c as isize).rem_euclid(kv.cells as isize) as usize;
+            last.checked_sub(back)
+        };
         let threads = self.pool.threads();
-        resize(scores, threads * (span + 2 * hd));
+        let per_thread = 2 * n_kv + 2 * hd;
+        resize(scores, threads * per_thread);
         let scores_ptr = SyncPtr(scores.as_mut_ptr());
         let att_ptr = SyncPtr(att.as_mut_ptr());
-        let dot16 = ggml::cpu::kernels_for(GgmlType::F16, self.isa)
-            .expect("f16 kernels")
-            .dot;
         let work = t * s.n_head;
         self.pool.run(&|i| {
             let (scores_ptr, att_ptr) = (&scores_ptr, &att_ptr);
             // SAFETY: each thread uses its own slice of the scratch buffer.
             let buf = unsafe {
-                std::slice::from_raw_parts_mut(scores_ptr.0.add(i * (span + 2 * hd)), span + 2 * hd)
+                std::slice::from_raw_parts_mut(scores_ptr.0.add(i * per_thread), per_thread)
             };
-            let (sc, rest) = buf.split_at_mut(span);
-            let (q16, acc) = rest.split_at_mut(hd);
+            let (sc, rest) = buf.split_at_mut(n_kv);
+            let (p16, q16) = rest.split_at_mut(n_kv);
             for job in split(work, threads, i, 1) {
                 let (ti, h) = (job / s.n_head, job % s.n_head);
                 let g = h / group;
                 let pos = pos0 + ti;
-                let lo = la.window.map_or(0, |w| (pos + 1).saturating_sub(w));
                 let qh = &q[ti * q_dim + h * hd..][..hd];
-                // Q as f16 (as ggml converts it for the f16 dot), in the
-                // byte view of this thread's scratch.
-                let q16b = &mut f32s_as_bytes(q16)[..2 * hd];
-                for (b, &v) in q16b.chunks_exact_mut(2).zip(qh) {
-                    b.copy_from_slice(&f32_to_f16(v).to_le_bytes());
+                for (d, &v) in q16.iter_mut().zip(qh) {
+                    *d = f16_to_f32(f32_to_f16(v));
                 }
-                let q16b = &*q16b;
-                let n = pos + 1 - lo;
-                for (j, p) in (lo..=pos).enumerate() {
-                    let cell = p % kv.cells;
-                    let k = &kv.k[cell * kv_dim + g * hd..][..hd];
-                    sc[j] = dot16(q16b, as_bytes(k)) * kq_scale;
+                for (c, score) in sc.iter_mut().enumerate() {
+                    let visible = cell_pos(c)
+                        .is_some_and(|p| p <= pos && la.window.is_none_or(|w| pos - p < w));
+                    *score = if visible {
+                        let k = &kv.k[c * kv_dim + g * hd..][..hd];
+                        ops::f16_dot_ordered(isa, hd, |i| q16[i], |i| f16_to_f32(k[i])) * kq_scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
                 }
-                ops::softmax(&mut sc[..n]);
-                acc.iter_mut().for_each(|a| *a = 0.0);
-                for (j, p) in (lo..=pos).enumerate() {
-                    let w = f16_to_f32(f32_to_f16(sc[j]));
-                    let cell = p % kv.cells;
-                    let v = &kv.v[cell * kv_dim + g * hd..][..hd];
-                    for (a, &vv) in acc.iter_mut().zip(v) {
-                        *a += w * f16_to_f32(vv);
-                    }
+                ops::softmax_isa(isa, sc);
+                for (p, &v) in p16.iter_mut().zip(sc.iter()) {
+                    *p = f16_to_f32(f32_to_f16(v));
                 }
                 // SAFETY: each (ti, h) head slice is written by one thread.
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
                 };
-                out.copy_from_slice(acc);
+                let p16 = &*p16;
+                for (d, o) in out.iter_mut().enumerate() {
+                    let col = g * hd + d;
+                    *o = ops::f16_dot_ordered(
+                        isa,
+                        n_kv,
+                        |j| p16[j],
+                        |j| f16_to_f32(kv.v[j * kv_dim + col]),
+                    );
+                }
             }
         });
     }
@@ -563,16 +610,6 @@ impl Model {
 struct SyncPtr(*mut f32);
 // SAFETY: used only for disjoint writes coordinated by the pool's split.
 unsafe impl Sync for SyncPtr {}
-
-fn as_bytes(v: &[u16]) -> &[u8] {
-    // SAFETY: u16 has no invalid bit patterns; the byte view has the same extent.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
-}
-
-fn f32s_as_bytes(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: any bytes are valid f32 bits; the byte view has the same extent.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
-}
 
 fn resize<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
     if v.len() != n {

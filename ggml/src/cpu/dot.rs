@@ -24,8 +24,8 @@ pub fn f32_f32(w: &[u8], a: &[u8]) -> f32 {
     let (wc, ac) = (w.chunks_exact(64), a.chunks_exact(64));
     let (wr, ar) = (wc.remainder(), ac.remainder());
     for (wb, ab) in wc.zip(ac) {
-        for k in 0..16 {
-            acc[k] += f32_at(wb, 4 * k) * f32_at(ab, 4 * k);
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += f32_at(wb, 4 * k) * f32_at(ab, 4 * k);
         }
     }
     let mut s: f32 = acc.iter().sum();
@@ -42,8 +42,8 @@ fn half_dot(w: &[u8], a: &[u8], conv: impl Fn(u16) -> f32) -> f32 {
     let (wr, ar) = (wc.remainder(), ac.remainder());
     let h = |b: &[u8], k: usize| conv(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]));
     for (wb, ab) in wc.zip(ac) {
-        for k in 0..16 {
-            acc[k] += h(wb, k) * h(ab, k);
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += h(wb, k) * h(ab, k);
         }
     }
     let mut s: f32 = acc.iter().sum();
@@ -53,9 +53,26 @@ fn half_dot(w: &[u8], a: &[u8], conv: impl Fn(u16) -> f32) -> f32 {
     s
 }
 
+/// F16 rows in ggml_vec_dot_f16's summation order for `isa`.
 #[inline(always)]
-pub fn f16_f16(w: &[u8], a: &[u8]) -> f32 {
-    half_dot(w, a, f16_to_f32)
+pub fn f16_f16(isa: crate::cpu::Isa, w: &[u8], a: &[u8]) -> f32 {
+    let h = |b: &[u8], i: usize| f16_to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]]));
+    crate::cpu::ops::f16_dot_ordered(isa, w.len() / 2, |i| h(w, i), |i| h(a, i))
+}
+
+#[inline(always)]
+pub fn f16_f16_scalar(w: &[u8], a: &[u8]) -> f32 {
+    f16_f16(crate::cpu::Isa::Scalar, w, a)
+}
+
+#[inline(always)]
+pub fn f16_f16_avx2(w: &[u8], a: &[u8]) -> f32 {
+    f16_f16(crate::cpu::Isa::Avx2, w, a)
+}
+
+#[inline(always)]
+pub fn f16_f16_avx512(w: &[u8], a: &[u8]) -> f32 {
+    f16_f16(crate::cpu::Isa::Avx512, w, a)
 }
 
 #[inline(always)]
@@ -70,17 +87,17 @@ fn sum_i8_i8(x: &[i8], y: &[i8]) -> i32 {
 
 #[inline(always)]
 pub fn q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
+    let mut acc = [0f32; 8];
+    let mut q = [0i32; 32];
     for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let (qs, qy) = (&x[2..18], i8s(&y[2..34]));
-        let mut sumi = 0i32;
+        let qs = &x[2..18];
         for j in 0..16 {
-            sumi += ((qs[j] & 0x0f) as i32 - 8) * qy[j] as i32;
-            sumi += ((qs[j] >> 4) as i32 - 8) * qy[j + 16] as i32;
+            q[j] = (qs[j] & 0x0f) as i32 - 8;
+            q[j + 16] = (qs[j] >> 4) as i32 - 8;
         }
-        s += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+        fma_lanes(&mut acc, f16_at(x, 0) * f16_at(y, 0), &q, i8s(&y[2..34]));
     }
-    s
+    hsum8(&acc)
 }
 
 /// Sums of 8 lanes the way ggml's x86 kernels reduce them (hsum_float_8).
@@ -89,6 +106,19 @@ fn hsum8(l: &[f32; 8]) -> f32 {
     let h = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
     let h = [h[0] + h[2], h[1] + h[3]];
     h[0] + h[1]
+}
+
+/// One block's contribution to eight float lanes: lane l takes the integer
+/// sum of products 4l..4l+4 (what `maddubs` + `madd`, or `dpbusd`, leave in
+/// an i32 lane), fused-multiply-added with the block scale.
+#[inline(always)]
+fn fma_lanes(acc: &mut [f32; 8], d: f32, x: &[i32; 32], y: &[i8]) {
+    for (lane, acc) in acc.iter_mut().enumerate() {
+        let sum: i32 = (0..4)
+            .map(|k| x[4 * lane + k] * y[4 * lane + k] as i32)
+            .sum();
+        *acc = d.mul_add(sum as f32, *acc);
+    }
 }
 
 /// Q4_1 with ggml's x86 accumulation: eight lanes, each summing four adjacent
@@ -129,51 +159,79 @@ fn q5_values(qh: &[u8], qs: &[u8], out: &mut [i32; 32]) {
 
 #[inline(always)]
 pub fn q5_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
+    let mut acc = [0f32; 8];
     let mut v = [0i32; 32];
     for (x, y) in w.chunks_exact(22).zip(a.chunks_exact(34)) {
         q5_values(&x[2..6], &x[6..22], &mut v);
-        let qy = i8s(&y[2..34]);
-        let sumi: i32 = (0..32).map(|j| (v[j] - 16) * qy[j] as i32).sum();
-        s += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+        v.iter_mut().for_each(|q| *q -= 16);
+        fma_lanes(&mut acc, f16_at(x, 0) * f16_at(y, 0), &v, i8s(&y[2..34]));
     }
-    s
+    hsum8(&acc)
 }
 
+/// Q5_1: like Q4_1, but ggml multiplies `q·(dx·dy)` in this order.
 #[inline(always)]
 pub fn q5_1_q8_1(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     let mut v = [0i32; 32];
     for (x, y) in w.chunks_exact(24).zip(a.chunks_exact(36)) {
         q5_values(&x[4..8], &x[8..24], &mut v);
-        let qy = i8s(&y[4..36]);
-        let sumi: i32 = (0..32).map(|j| v[j] * qy[j] as i32).sum();
-        s += (f16_at(x, 0) * f16_at(y, 0)) * sumi as f32 + f16_at(x, 2) * f16_at(y, 2);
+        summs += f16_at(x, 2) * f16_at(y, 2);
+        fma_lanes(&mut acc, f16_at(x, 0) * f16_at(y, 0), &v, i8s(&y[4..36]));
     }
-    s
+    hsum8(&acc) + summs
 }
 
 #[inline(always)]
 pub fn q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
+    let mut acc = [0f32; 8];
+    let mut q = [0i32; 32];
     for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(34)) {
-        let sumi = sum_i8_i8(i8s(&x[2..34]), i8s(&y[2..34]));
-        s += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+        for (d, &s) in q.iter_mut().zip(i8s(&x[2..34])) {
+            *d = s as i32;
+        }
+        fma_lanes(&mut acc, f16_at(x, 0) * f16_at(y, 0), &q, i8s(&y[2..34]));
     }
-    s
+    hsum8(&acc)
 }
 
+/// IQ4_NL: ggml alternates two accumulators over pairs of blocks and sums a
+/// last odd block in scalar.
 #[inline(always)]
 pub fn iq4_nl_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(34)) {
-        let (qs, qy) = (&x[2..18], i8s(&y[2..34]));
-        let mut sumi = 0i32;
+    let mut acc = [[0f32; 8]; 2];
+    let mut q = [0i32; 32];
+    let nb = w.len() / 18;
+    let pairs = nb / 2 * 2;
+    let block = |ib: usize, q: &mut [i32; 32]| {
+        let qs = &w[ib * 18 + 2..ib * 18 + 18];
         for j in 0..16 {
-            sumi += KVALUES_IQ4NL[(qs[j] & 0x0f) as usize] as i32 * qy[j] as i32;
-            sumi += KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32 * qy[j + 16] as i32;
+            q[j] = KVALUES_IQ4NL[(qs[j] & 0x0f) as usize] as i32;
+            q[j + 16] = KVALUES_IQ4NL[(qs[j] >> 4) as usize] as i32;
         }
-        s += sumi as f32 * (f16_at(x, 0) * f16_at(y, 0));
+    };
+    for ib in 0..pairs {
+        block(ib, &mut q);
+        let y = &a[ib * 34..ib * 34 + 34];
+        // ggml multiplies y.d * x.d here.
+        fma_lanes(
+            &mut acc[ib % 2],
+            f16_at(y, 0) * f16_at(w, ib * 18),
+            &q,
+            i8s(&y[2..34]),
+        );
+    }
+    let mut lanes = [0f32; 8];
+    for l in 0..8 {
+        lanes[l] = acc[0][l] + acc[1][l];
+    }
+    let mut s = hsum8(&lanes);
+    for ib in pairs..nb {
+        block(ib, &mut q);
+        let y = &a[ib * 34..ib * 34 + 34];
+        let sumi: i32 = (0..32).map(|j| q[j] * y[2 + j] as i8 as i32).sum();
+        s += f16_at(y, 0) * f16_at(w, ib * 18) * sumi as f32;
     }
     s
 }
@@ -255,23 +313,52 @@ fn k4_tail(x: &[u8], q: &[i8; 256], qy: &[i8], bsums: &[i32; 16], dy: f32) -> f3
     dy * f16_at(x, 0) * isum as f32 - dy * f16_at(x, 2) * msum as f32
 }
 
+/// Q4_K with ggml's x86 accumulation: integer lanes over the super-block,
+/// one fused multiply-add per lane with d, the mins in four lanes of their own.
 #[inline(always)]
 pub fn q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    let mut q = [0i8; 256];
+    let mut acc = [0f32; 8];
+    let mut acc_m = [0f32; 4];
     for (x, y) in w.chunks_exact(144).zip(a.chunks_exact(292)) {
         let (dy, qy, bsums) = q8_k(y);
+        let d = dy * f16_at(x, 0);
+        let dmin = -dy * f16_at(x, 2);
+        let scales = &x[4..16];
+        let mut sc = [0i32; 8];
+        let mut mn = [0i32; 8];
+        for j in 0..8 {
+            let (s, m) = scale_min_k4(j, scales);
+            sc[j] = s as i32;
+            mn[j] = m as i32;
+        }
+        for i in 0..4 {
+            let s0 = bsums[4 * i] + bsums[4 * i + 1];
+            let s1 = bsums[4 * i + 2] + bsums[4 * i + 3];
+            let prod = mn[2 * i] * s0 + mn[2 * i + 1] * s1;
+            acc_m[i] = dmin.mul_add(prod as f32, acc_m[i]);
+        }
         let qs = &x[16..144];
+        let mut sumi = [0i32; 8];
         for chunk in 0..4 {
-            for l in 0..32 {
-                let b = qs[chunk * 32 + l];
-                q[chunk * 64 + l] = (b & 0x0f) as i8;
-                q[chunk * 64 + 32 + l] = (b >> 4) as i8;
+            let q4 = &qs[chunk * 32..chunk * 32 + 32];
+            let ql = &qy[chunk * 64..chunk * 64 + 32];
+            let qh = &qy[chunk * 64 + 32..chunk * 64 + 64];
+            for (lane, s) in sumi.iter_mut().enumerate() {
+                let mut lo = 0i32;
+                let mut hi = 0i32;
+                for k in 4 * lane..4 * lane + 4 {
+                    lo += (q4[k] & 0x0f) as i32 * ql[k] as i32;
+                    hi += (q4[k] >> 4) as i32 * qh[k] as i32;
+                }
+                *s += sc[2 * chunk] * lo + sc[2 * chunk + 1] * hi;
             }
         }
-        s += k4_tail(x, &q, qy, &bsums, dy);
+        for l in 0..8 {
+            acc[l] = d.mul_add(sumi[l] as f32, acc[l]);
+        }
     }
-    s
+    let m = [acc_m[0] + acc_m[2], acc_m[1] + acc_m[3]];
+    hsum8(&acc) + (m[0] + m[1])
 }
 
 #[inline(always)]
@@ -296,31 +383,44 @@ pub fn q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     s
 }
 
+/// Q6_K with ggml's x86 accumulation: unsigned 6-bit values in integer
+/// lanes, the -32 offset taken off through the block sums, one fused
+/// multiply-add per lane.
 #[inline(always)]
 pub fn q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    let mut q = [0i8; 256];
+    let mut acc = [0f32; 8];
     for (x, y) in w.chunks_exact(210).zip(a.chunks_exact(292)) {
-        let (dy, qy, _) = q8_k(y);
+        let (dy, qy, bsums) = q8_k(y);
+        let d = dy * f16_at(x, 208);
+        let scales = i8s(&x[192..208]);
+        let mut sumi = [0i32; 8];
         for half in 0..2 {
             let ql = &x[half * 64..half * 64 + 64];
             let qh = &x[128 + half * 32..128 + half * 32 + 32];
-            let q = &mut q[half * 128..half * 128 + 128];
-            for l in 0..32 {
-                q[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
-                q[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            for part in 0..4 {
+                let base = half * 128 + part * 32;
+                for (lane, s) in sumi.iter_mut().enumerate() {
+                    for k in 4 * lane..4 * lane + 4 {
+                        let q = match part {
+                            0 => (ql[k] & 0x0f) | ((qh[k] & 3) << 4),
+                            1 => (ql[k + 32] & 0x0f) | (((qh[k] >> 2) & 3) << 4),
+                            2 => (ql[k] >> 4) | (((qh[k] >> 4) & 3) << 4),
+                            _ => (ql[k + 32] >> 4) | (((qh[k] >> 6) & 3) << 4),
+                        } as i32;
+                        let sc = scales[(base + k) / 16] as i32;
+                        *s += sc * q * qy[base + k] as i32;
+                    }
+                }
             }
         }
-        let scales = i8s(&x[192..208]);
-        let mut isum = 0i32;
-        for j in 0..16 {
-            isum += scales[j] as i32 * sum_i8_i8(&q[16 * j..16 * j + 16], &qy[16 * j..16 * j + 16]);
+        for (l, s) in sumi.iter_mut().enumerate() {
+            *s -= 32
+                * (bsums[2 * l] * scales[2 * l] as i32
+                    + bsums[2 * l + 1] * scales[2 * l + 1] as i32);
+            acc[l] = d.mul_add(*s as f32, acc[l]);
         }
-        s += dy * f16_at(x, 208) * isum as f32;
     }
-    s
+    hsum8(&acc)
 }
 
 #[inline(always)]

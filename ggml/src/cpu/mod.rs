@@ -108,6 +108,7 @@ pub struct Kernels {
 /// `inline(always)`, so each copy is compiled with that set's features.
 macro_rules! per_isa {
     ($name:ident, $body:path, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[allow(dead_code)]
         mod $name {
             #[allow(unused_imports)]
             use super::*;
@@ -157,7 +158,9 @@ macro_rules! pick {
 }
 
 per_isa!(d_f32, dot::f32_f32, (w: &[u8], a: &[u8]) -> f32);
-per_isa!(d_f16, dot::f16_f16, (w: &[u8], a: &[u8]) -> f32);
+per_isa!(d_f16_scalar, dot::f16_f16_scalar, (w: &[u8], a: &[u8]) -> f32);
+per_isa!(d_f16_avx2, dot::f16_f16_avx2, (w: &[u8], a: &[u8]) -> f32);
+per_isa!(d_f16_avx512, dot::f16_f16_avx512, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_bf16, dot::bf16_bf16, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q4_0, dot::q4_0_q8_0, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q4_1, dot::q4_1_q8_1, (w: &[u8], a: &[u8]) -> f32);
@@ -198,7 +201,15 @@ pub fn kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
     let act = dot_type(w)?;
     let dot: DotFn = match w {
         F32 => pick!(isa, d_f32),
-        F16 => pick!(isa, d_f16),
+        F16 => match isa {
+            Isa::Scalar => d_f16_scalar::scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => d_f16_avx2::avx2,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => d_f16_avx512::avx512,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => d_f16_scalar::scalar,
+        },
         BF16 => pick!(isa, d_bf16),
         Q4_0 => pick!(isa, d_q4_0),
         Q4_1 => pick!(isa, d_q4_1),

@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use crate::float16::{f16_to_f32, f32_to_f16};
 
+use super::Isa;
+
 /// `x * w / rms(x)` in place; the mean square is summed in f64 as ggml does.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     let sum: f64 = x.iter().map(|&v| f64::from(v * v)).sum();
@@ -19,7 +21,8 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
 fn gelu_f32(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+    // ggml's C contracts `1 + A·x·x` into a fused multiply-add.
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 /// GELU of every f16 value, rounded to f16: ggml's CPU computes GELU through
@@ -59,47 +62,184 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
 }
 
 /// exp(x) by the range-reduced polynomial that ggml's x86 CPU backend uses
-/// (from Arm's optimized-routines), in its AVX-512 form: reduce by n = round(x/ln2),
-/// evaluate a degree-5 polynomial, scale by 2^n. Matching it to the bit keeps
-/// SiLU activations, and so their quantisation, identical to llama.cpp's.
+/// (from Arm's optimized-routines): n = round(x/ln2), a degree-5 polynomial
+/// in the remainder, scaled by 2^n. Matching it to the bit keeps SiLU outputs,
+/// and so their quantisation, identical to llama.cpp's. This is the AVX-512
+/// form (scalef of a polynomial that includes the constant term).
 #[inline]
-pub fn expf_ggml(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
-    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // x * 1/ln2 + r
-    let n = z - r;
-    let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e),
-        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
-    );
+pub fn expf_avx512(x: f32) -> f32 {
+    let (n, b) = exp_reduce(x);
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     let u = b * b;
-    let c5 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
-    let c4 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
-    let c3 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
-    let c2 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
-    let c1 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
-    let j = c5
-        .mul_add(b, c4)
-        .mul_add(u, c3.mul_add(b, c2))
-        .mul_add(u, c1.mul_add(b, 1.0));
-    // scalef: j * 2^n, exact while the result stays normal.
-    j * 2f32.powi(n as i32)
+    let j = C5
+        .mul_add(b, C4)
+        .mul_add(u, C3.mul_add(b, C2))
+        .mul_add(u, C1.mul_add(b, 1.0));
+    // scalef: j * 2^n in two exact steps so 2^n itself never overflows.
+    let half = (n as i32) / 2;
+    j * 2f32.powi(half) * 2f32.powi(n as i32 - half)
 }
 
-/// `gate = silu(gate) * up`, with ggml's exp on whole groups of 16 and the C
-/// library's on the tail, as ggml does.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    let simd = gate.len() / 16 * 16;
+/// The AVX2 form of the same exp: the constant term is added by a final
+/// fused multiply-add with 2^n, and large |n| is assembled from two scales.
+#[inline]
+pub fn expf_avx2(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000);
+    let z = x.mul_add(INV_LN2, r);
+    let (n, b) = exp_reduce(x);
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = C5
+        .mul_add(b, C4)
+        .mul_add(u, C3.mul_add(b, C2))
+        .mul_add(u, C1 * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
+const C5: f32 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
+const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
+const C3: f32 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
+const C2: f32 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
+const C1: f32 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
+
+/// n = round(x / ln2) and the reduced argument b = x - n ln2 (ln2 in two parts).
+#[inline]
+fn exp_reduce(x: f32) -> (f32, f32) {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let z = x.mul_add(INV_LN2, r);
+    let n = z - r;
+    let ln2_hi = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
+    let ln2_lo = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
+    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    (n, b)
+}
+
+/// The vector width ggml's CPU kernels use for `isa` (0: plain C loops).
+fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2 => 8,
+        Isa::Scalar => 0,
+    }
+}
+
+/// exp as ggml computes it on the whole vectors of `isa`.
+#[inline]
+fn expf_vec(isa: Isa, x: f32) -> f32 {
+    match isa {
+        Isa::Avx512 => expf_avx512(x),
+        Isa::Avx2 => expf_avx2(x),
+        Isa::Scalar => x.exp(),
+    }
+}
+
+/// `gate = silu(gate) * up`, with ggml's vector exp on whole vectors and the
+/// C library's on the tail, as ggml does.
+pub fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    let w = lanes(isa);
+    let simd = gate.len().checked_div(w).map_or(0, |q| q * w);
     for (i, (g, &u)) in gate.iter_mut().zip(up).enumerate() {
         let e = if i < simd {
-            expf_ggml(-*g)
+            expf_vec(isa, -*g)
         } else {
             (-*g).exp()
         };
         *g = *g / (1.0 + e) * u;
     }
+}
+
+/// Sum of 16 lanes in the order of GCC's `_mm512_reduce_add_ps`.
+pub fn reduce16(l: &[f32]) -> f32 {
+    let t: [f32; 8] = std::array::from_fn(|i| l[i] + l[i + 8]);
+    let t: [f32; 4] = std::array::from_fn(|i| t[i] + t[i + 4]);
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
+/// Sum of 8 lanes as ggml's AVX reductions do (add halves, then two hadds).
+pub fn reduce8(l: &[f32]) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| l[i] + l[i + 4]);
+    (t[0] + t[1]) + (t[2] + t[3])
+}
+
+/// Softmax in place as ggml's CPU soft_max does on `isa`: exp over whole
+/// vectors, each vector's sum added to an f64 total, the tail in C.
+pub fn softmax_isa(isa: Isa, x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let w = lanes(isa);
+    let simd = x.len().checked_div(w).map_or(0, |q| q * w);
+    let mut sum = 0f64;
+    for chunk in x[..simd].chunks_exact_mut(w.max(1)) {
+        for v in chunk.iter_mut() {
+            *v = expf_vec(isa, *v - max);
+        }
+        sum += f64::from(if w == 16 {
+            reduce16(chunk)
+        } else {
+            reduce8(chunk)
+        });
+    }
+    for v in x[simd..].iter_mut() {
+        *v = (*v - max).exp();
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// ggml_vec_dot_f16's summation order on `isa`, over `n` products `x(i)·y(i)`
+/// of f16 values: four accumulators of one vector each over steps of four
+/// vectors, reduced pairwise, the tail added in f64.
+pub fn f16_dot_ordered(
+    isa: Isa,
+    n: usize,
+    x: impl Fn(usize) -> f32,
+    y: impl Fn(usize) -> f32,
+) -> f32 {
+    let w = lanes(isa);
+    if w == 0 {
+        let s: f64 = (0..n).map(|i| f64::from(x(i) * y(i))).sum();
+        return s as f32;
+    }
+    let step = 4 * w;
+    let np = n / step * step;
+    let mut acc = [[0f32; 16]; 4];
+    for i in (0..np).step_by(step) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, a) in a[..w].iter_mut().enumerate() {
+                let k = i + j * w + l;
+                *a = x(k).mul_add(y(k), *a);
+            }
+        }
+    }
+    let mut r = [0f32; 16];
+    for l in 0..w {
+        r[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let mut sum = f64::from(if w == 16 {
+        reduce16(&r)
+    } else {
+        reduce8(&r[..8])
+    });
+    for i in np..n {
+        sum += f64::from(x(i) * y(i));
+    }
+    sum as f32
 }
 
 /// Softmax in place; the normaliser is summed in f64 as ggml does.
@@ -184,8 +324,9 @@ impl Rope {
                 (i0, i0 + 1)
             };
             let (x0, x1) = (head[a], head[b]);
-            head[a] = x0 * c - x1 * s;
-            head[b] = x0 * s + x1 * c;
+            // ggml's C compiles these with contraction into fused multiply-adds.
+            head[a] = x0.mul_add(c, -(x1 * s));
+            head[b] = x0.mul_add(s, x1 * c);
         }
     }
 }
@@ -215,11 +356,16 @@ mod tests {
     fn ggml_exp_is_accurate() {
         for i in -1000..1000 {
             let x = i as f32 * 0.0837;
-            let (a, b) = (expf_ggml(x), x.exp());
-            assert!(((a - b) / b).abs() < 4e-7, "{x}: {a} vs {b}");
+            let b = x.exp();
+            for a in [expf_avx512(x), expf_avx2(x)] {
+                assert!(((a - b) / b).abs() < 4e-7, "{x}: {a} vs {b}");
+            }
         }
-        assert_eq!(expf_ggml(-200.0), 0.0);
-        assert_eq!(expf_ggml(200.0), f32::INFINITY);
+        assert_eq!(expf_avx512(-200.0), 0.0);
+        assert_eq!(expf_avx512(200.0), f32::INFINITY);
+        assert_eq!(expf_avx2(-200.0), 0.0);
+        assert_eq!(expf_avx2(200.0), f32::INFINITY);
+        assert!(expf_avx2(-100.0) > 0.0 && expf_avx2(-100.0) < 1e-43);
     }
 
     #[test]

@@ -178,8 +178,18 @@ impl GgufFile {
     }
 }
 
-/// Maps a file and parses its header.
-fn map_part(path: &Path) -> Result<(Part, Header), GgufError> {
+/// Only the metadata of a GGUF file (its first part, for a split model),
+/// without looking at tensors: enough for its vocabulary and chat template,
+/// even when the tensor data is missing or cut short.
+pub fn read_metadata(path: &Path) -> Result<Metadata, GgufError> {
+    let (_, map) = open_map(path)?;
+    let (_, metadata) = super::header::parse_metadata(map.as_deref().unwrap_or(&[]))
+        .map_err(|e| e.in_file(path))?;
+    Ok(metadata)
+}
+
+/// Opens and maps a model file (`None` for an empty file, which cannot be mapped).
+fn open_map(path: &Path) -> Result<(u64, Option<Mmap>), GgufError> {
     let err = |msg: String| GgufError::new(msg).in_file(path);
     let file = File::open(path).map_err(|e| err(describe_io(&e)))?;
     let meta = file.metadata().map_err(|e| err(describe_io(&e)))?;
@@ -199,6 +209,12 @@ fn map_part(path: &Path) -> Result<(Part, Header), GgufError> {
         // files are not edited in place.
         Some(unsafe { Mmap::map(&file) }.map_err(|e| err(format!("cannot map the file: {e}")))?)
     };
+    Ok((len, map))
+}
+
+/// Maps a file and parses its header.
+fn map_part(path: &Path) -> Result<(Part, Header), GgufError> {
+    let (len, map) = open_map(path)?;
     let header = parse(map.as_deref().unwrap_or(&[])).map_err(|e| e.in_file(path))?;
     let part = Part {
         path: path.to_path_buf(),

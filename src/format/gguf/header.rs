@@ -240,6 +240,34 @@ impl<'a> Cursor<'a> {
 /// Parses the header of a GGUF file whose whole contents are `buf`.
 pub fn parse(buf: &[u8]) -> Result<Header> {
     let mut c = Cursor { buf, pos: 0 };
+    let (version, n_tensors, metadata) = parse_start(&mut c)?;
+    let alignment = alignment(&metadata)?;
+    let (tensors, infos_end) = parse_tensor_infos(&mut c, n_tensors)?;
+    let data_offset = infos_end
+        .checked_next_multiple_of(alignment)
+        .ok_or_else(|| GgufError::new("tensor data offset overflows"))?;
+    let tensors = place_tensors(tensors, data_offset, alignment, buf.len() as u64)?;
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
+}
+
+/// Parses only the format version and the metadata at the start of `buf`,
+/// which may be a prefix of a file: what a tokenizer needs from a model whose
+/// tensors are absent or cut short.
+pub fn parse_metadata(buf: &[u8]) -> Result<(u32, Metadata)> {
+    let mut c = Cursor { buf, pos: 0 };
+    let (version, _, metadata) = parse_start(&mut c)?;
+    Ok((version, metadata))
+}
+
+/// Magic, version, counts and metadata: (version, tensor count, metadata).
+fn parse_start(c: &mut Cursor) -> Result<(u32, u64, Metadata)> {
+    let buf = c.buf;
     if buf.is_empty() {
         return Err(GgufError::new("the file is empty, not a GGUF model"));
     }
@@ -272,20 +300,8 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
     let n_tensors = c.u64(&|| "the tensor count".into())?;
     let n_kv = c.u64(&|| "the metadata count".into())?;
 
-    let metadata = parse_metadata(&mut c, n_kv)?;
-    let alignment = alignment(&metadata)?;
-    let (tensors, infos_end) = parse_tensor_infos(&mut c, n_tensors)?;
-    let data_offset = infos_end
-        .checked_next_multiple_of(alignment)
-        .ok_or_else(|| GgufError::new("tensor data offset overflows"))?;
-    let tensors = place_tensors(tensors, data_offset, alignment, buf.len() as u64)?;
-    Ok(Header {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-    })
+    let metadata = parse_metadata_entries(c, n_kv)?;
+    Ok((version, n_tensors, metadata))
 }
 
 fn describe_magic(magic: &[u8]) -> String {
@@ -300,7 +316,7 @@ fn describe_magic(magic: &[u8]) -> String {
 /// Smallest metadata entry: a one-byte key, the type tag and a one-byte value.
 const MIN_KV_SIZE: u64 = 8 + 1 + 4 + 1;
 
-fn parse_metadata(c: &mut Cursor, n_kv: u64) -> Result<Metadata> {
+fn parse_metadata_entries(c: &mut Cursor, n_kv: u64) -> Result<Metadata> {
     let n_kv = c.check_count(n_kv, MIN_KV_SIZE, &|| "the metadata count".into())?;
     let mut metadata = Metadata::default();
     for i in 0..n_kv {

@@ -7,8 +7,10 @@ mod value;
 mod writer;
 
 pub use error::{human_bytes, GgufError};
-pub use file::{GgufFile, Part, TensorView};
-pub use header::{parse, Header, Metadata, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT};
+pub use file::{read_metadata, GgufFile, Part, TensorView};
+pub use header::{
+    parse, parse_metadata, Header, Metadata, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
+};
 pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, Layout};
 
