@@ -103,8 +103,9 @@ unsafe extern "C" fn quiet_log(
 
 /// The settings that change llama.cpp's numbers, pinned for every comparison:
 /// flash attention off (ggml's CPU flash attention accumulates V in f16), no
-/// weight repacking (repacked Q4_0/IQ4_NL/Q4_K dots round differently), all
-/// layers on the CPU, f16 KV cache (the default), and the thread count given.
+/// weight repacking (repacked Q4_0/IQ4_NL/Q4_K dots round differently), a
+/// window-sized sliding-window cache (`swa_full` off), all layers on the CPU,
+/// f16 KV cache (the default), and the thread count given.
 pub struct OracleModel {
     model: *mut sys::llama_model,
     ctx: *mut sys::llama_context,
@@ -148,6 +149,10 @@ impl OracleModel {
             cp.n_threads_batch = threads;
             if !fast {
                 cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+                // A sliding-window cache of window + batch cells used as a
+                // ring, as ours: with the full-size default, cells (and so the
+                // summation lanes of attention) sit elsewhere past the ring.
+                cp.swa_full = false;
             }
             let ctx = sys::llama_init_from_model(model, cp);
             if ctx.is_null() {
@@ -262,6 +267,7 @@ impl OracleModel {
             cp.n_threads = threads;
             cp.n_threads_batch = threads;
             cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
+            cp.swa_full = false;
             cp.cb_eval = Some(capture_cb);
             cp.cb_eval_user_data = store as *const Captured as *mut c_void;
             let ctx = sys::llama_init_from_model(model, cp);

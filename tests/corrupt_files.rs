@@ -66,12 +66,10 @@ fn files_that_are_not_models() {
 
 #[test]
 fn unbuilt_subcommand_says_so_and_exits_2() {
-    for cmd in ["chat"] {
-        let run = llm(&[cmd, "model.gguf", "--n-gpu-layers", "100"]);
-        assert_eq!(run.code, Some(2), "{cmd}");
-        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-        assert!(run.stderr.contains("not built yet"), "{}", run.stderr);
-    }
+    let run = llm(&["chat", "model.gguf", "--n-gpu-layers", "100"]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not built yet"), "{}", run.stderr);
     let run = llm(&["info"]);
     assert_eq!(run.code, Some(2), "a usage error");
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ggml::cpu::ops::{self, Rope};
 use ggml::cpu::pool::{split, ThreadPool};
 use ggml::cpu::Isa;
-use ggml::float16::{f16_to_f32, f32_to_f16};
+use ggml::float16::f32_to_f16;
 
 use crate::format::gguf::GgufFile;
 use crate::model::arch::{Activation, Arch, RopeStyle};
@@ -45,6 +45,8 @@ pub struct Model {
     pub weights: Weights,
     pool: ThreadPool,
     isa: Isa,
+    /// The f16 dot product of this ISA (attention's scores and values).
+    dot16: ggml::cpu::DotFn,
 }
 
 /// A KV cache of f16 values; sliding-window layers keep a ring of cells.
@@ -73,6 +75,7 @@ struct Scratch {
     up: Vec<f32>,
     act: Vec<u8>,
     scores: Vec<f32>,
+    half: Vec<u16>,
     rope: Vec<f32>,
 }
 
@@ -231,6 +234,9 @@ impl Model {
             weights,
             pool: ThreadPool::new(threads.max(1)),
             isa,
+            dot16: ggml::cpu::kernels_for(ggml::GgmlType::F16, isa)
+                .expect("f16 kernels exist")
+                .dot,
         })
     }
 
@@ -393,14 +399,22 @@ impl Model {
                 {
                     *dst = f32_to_f16(src);
                 }
-                for (dst, &src) in kv.v[cell * kv_dim..(cell + 1) * kv_dim]
-                    .iter_mut()
-                    .zip(&sc.v[i * kv_dim..])
-                {
-                    *dst = f32_to_f16(src);
+                // V is stored transposed, one row per dimension over the
+                // cells, as llama.cpp does without flash attention.
+                for (dim, &src) in sc.v[i * kv_dim..(i + 1) * kv_dim].iter().enumerate() {
+                    kv.v[dim * kv.cells + cell] = f32_to_f16(src);
                 }
             }
-            self.attention(kv, la, pos0, t, &sc.q, &mut sc.att, &mut sc.scores);
+            self.attention(
+                kv,
+                la,
+                pos0,
+                t,
+                &sc.q,
+                &mut sc.att,
+                &mut sc.scores,
+                &mut sc.half,
+            );
             if let Some(trace) = state.trace.as_mut() {
                 trace("kqv_out", il, &sc.att);
             }
@@ -508,16 +522,29 @@ impl Model {
         let rows = m.rows;
         let threads = self.pool.threads();
         let act = &act[..];
-        let dot = m.kernels.dot;
+        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
         let rb = m.row_bytes;
         self.pool.run(&|i| {
             let out_ptr = &out_ptr;
+            // SAFETY: each (ti, r) is written by exactly one thread, and
+            // `out` outlives the pool run.
+            let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
             for r in split(rows, threads, i, 16) {
                 let w = &data[r * rb..(r + 1) * rb];
-                for (ti, a) in act.chunks_exact(ab).enumerate() {
-                    // SAFETY: each (ti, r) is written by exactly one thread,
-                    // and `out` outlives the pool run.
-                    unsafe { *out_ptr.0.add(ti * rows + r) = dot(w, a) };
+                let mut ti = 0;
+                // Four tokens per pass over the weight row, where a kernel allows.
+                if let Some(dot4) = dot4 {
+                    while ti + 4 <= t {
+                        let a: [&[u8]; 4] =
+                            std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
+                        for (k, v) in dot4(w, a).into_iter().enumerate() {
+                            put(ti + k, r, v);
+                        }
+                        ti += 4;
+                    }
+                }
+                for tj in ti..t {
+                    put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
                 }
             }
         });
@@ -527,7 +554,7 @@ impl Model {
     /// into `att` (t × q_dim). Mirrors llama.cpp without flash attention, to
     /// the bit on this CPU's instruction set: Q as f16 dotted with each f16 key
     /// cell, scores over llama.cpp's padded cell count (masked cells -inf),
-    /// its softmax, then probabilities as f16 dotted with each V column.
+    /// its softmax, then probabilities as f16 dotted with each V row.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
@@ -538,6 +565,7 @@ impl Model {
         q: &[f32],
         att: &mut [f32],
         scores: &mut Vec<f32>,
+        half: &mut Vec<u16>,
     ) {
         let s = &self.config.shape;
         let hd = s.head_dim;
@@ -545,6 +573,7 @@ impl Model {
         let group = s.n_head / s.n_head_kv;
         let kq_scale = self.config.kq_scale;
         let isa = self.isa;
+        let dot16 = self.dot16;
         let last = pos0 + t - 1;
         // llama.cpp attends over all cells up to the used ones, padded to 256.
         let n_kv = kv.cells.min((last + 1).next_multiple_of(256).max(256));
@@ -553,58 +582,66 @@ impl Model {
             last.checked_sub(back)
         };
         let threads = self.pool.threads();
-        let per_thread = 2 * n_kv + 2 * hd;
-        resize(scores, threads * per_thread);
+        resize(scores, threads * n_kv);
+        resize(half, threads * (n_kv + hd));
         let scores_ptr = SyncPtr(scores.as_mut_ptr());
+        let half_ptr = SyncPtr(half.as_mut_ptr() as *mut f32);
         let att_ptr = SyncPtr(att.as_mut_ptr());
+        let (k_bytes, v_bytes) = (u16_bytes(&kv.k), u16_bytes(&kv.v));
         let work = t * s.n_head;
         self.pool.run(&|i| {
-            let (scores_ptr, att_ptr) = (&scores_ptr, &att_ptr);
-            // SAFETY: each thread uses its own slice of the scratch buffer.
-            let buf = unsafe {
-                std::slice::from_raw_parts_mut(scores_ptr.0.add(i * per_thread), per_thread)
+            let (scores_ptr, half_ptr, att_ptr) = (&scores_ptr, &half_ptr, &att_ptr);
+            // SAFETY: each thread uses its own slices of the scratch buffers.
+            let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(i * n_kv), n_kv) };
+            let hb = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (half_ptr.0 as *mut u16).add(i * (n_kv + hd)),
+                    n_kv + hd,
+                )
             };
-            let (sc, rest) = buf.split_at_mut(n_kv);
-            let (p16, q16) = rest.split_at_mut(n_kv);
-            for job in split(work, threads, i, 1) {
+            let (p16, q16) = hb.split_at_mut(n_kv);
+            // Interleaved: later tokens attend over more cells, so a
+            // contiguous split would leave the first thread idle.
+            for job in (i..work).step_by(threads) {
                 let (ti, h) = (job / s.n_head, job % s.n_head);
                 let g = h / group;
                 let pos = pos0 + ti;
                 let qh = &q[ti * q_dim + h * hd..][..hd];
                 for (d, &v) in q16.iter_mut().zip(qh) {
-                    *d = f16_to_f32(f32_to_f16(v));
+                    *d = f32_to_f16(v);
                 }
+                let qb = u16_bytes(q16);
                 for (c, score) in sc.iter_mut().enumerate() {
                     let visible = cell_pos(c)
                         .is_some_and(|p| p <= pos && la.window.is_none_or(|w| pos - p < w));
                     *score = if visible {
-                        let k = &kv.k[c * kv_dim + g * hd..][..hd];
-                        ops::f16_dot_ordered(isa, hd, |i| q16[i], |i| f16_to_f32(k[i])) * kq_scale
+                        let k = &k_bytes[2 * (c * kv_dim + g * hd)..][..2 * hd];
+                        dot16(qb, k) * kq_scale
                     } else {
                         f32::NEG_INFINITY
                     };
                 }
                 ops::softmax_isa(isa, sc);
                 for (p, &v) in p16.iter_mut().zip(sc.iter()) {
-                    *p = f16_to_f32(f32_to_f16(v));
+                    *p = f32_to_f16(v);
                 }
+                let pb = u16_bytes(p16);
                 // SAFETY: each (ti, h) head slice is written by one thread.
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
                 };
-                let p16 = &*p16;
                 for (d, o) in out.iter_mut().enumerate() {
-                    let col = g * hd + d;
-                    *o = ops::f16_dot_ordered(
-                        isa,
-                        n_kv,
-                        |j| p16[j],
-                        |j| f16_to_f32(kv.v[j * kv_dim + col]),
-                    );
+                    let row = (g * hd + d) * kv.cells;
+                    *o = dot16(pb, &v_bytes[2 * row..2 * (row + n_kv)]);
                 }
             }
         });
     }
+}
+
+fn u16_bytes(v: &[u16]) -> &[u8] {
+    // SAFETY: u16 has no invalid bit patterns; the byte view has the same extent.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
 }
 
 struct SyncPtr(*mut f32);

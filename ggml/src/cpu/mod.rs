@@ -6,6 +6,8 @@ pub mod dot;
 pub mod ops;
 pub mod pool;
 pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 use std::sync::OnceLock;
 
@@ -91,6 +93,8 @@ pub fn dot_type(w: GgmlType) -> Result<GgmlType, Unsupported> {
 }
 
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
+/// One weight row against four activation rows; each result equals `DotFn`'s.
+pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
 pub type QuantizeFn = fn(&[f32], &mut [u8]);
 
 /// Kernels for one weight type on one instruction set.
@@ -100,6 +104,8 @@ pub struct Kernels {
     pub act: GgmlType,
     /// Dot product of a weight row and an activation row of the same length.
     pub dot: DotFn,
+    /// Four activation rows at once, where a kernel for it exists.
+    pub dot4: Option<Dot4Fn>,
     /// Activation floats to `act` blocks.
     pub quantize: QuantizeFn,
 }
@@ -195,8 +201,83 @@ pub fn quantizer(act: GgmlType, isa: Isa) -> Result<QuantizeFn, Unsupported> {
     })
 }
 
+/// Safe entry points to the x86 SIMD kernels; chosen only on CPUs that have
+/// the features (`Isa::detect`).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    macro_rules! safe {
+        ($($one:ident, $four:ident => $kernel:ident;)*) => {$(
+            pub fn $one(w: &[u8], a: &[u8]) -> f32 {
+                // SAFETY: selected only when Isa::detect() found AVX2, FMA and F16C.
+                unsafe { super::x86::$kernel::<1>(w, [a])[0] }
+            }
+            pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { super::x86::$kernel::<4>(w, a) }
+            }
+        )*};
+    }
+    safe! {
+        q4_0, q4_0_x4 => q4_0_q8_0_n;
+        q4_1, q4_1_x4 => q4_1_q8_1_n;
+        q5_0, q5_0_x4 => q5_0_q8_0_n;
+        q5_1, q5_1_x4 => q5_1_q8_1_n;
+        q8_0, q8_0_x4 => q8_0_q8_0_n;
+        q4_k, q4_k_x4 => q4_k_q8_k_n;
+        q6_k, q6_k_x4 => q6_k_q8_k_n;
+    }
+
+    pub fn f16_avx2(w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: selected only when Isa::detect() found AVX2, FMA and F16C.
+        unsafe { super::x86::f16_dot_avx2(w, a) }
+    }
+
+    pub fn f16_avx512(w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: selected only when Isa::detect() found AVX-512F too.
+        unsafe { super::x86::f16_dot_avx512(w, a) }
+    }
+}
+
+/// The hand-written SIMD kernels for `w` on `isa`, where there are some:
+/// one activation row, and four at once.
+#[cfg(target_arch = "x86_64")]
+fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
+    use GgmlType::*;
+    if isa == Isa::Scalar {
+        return None;
+    }
+    Some(match w {
+        Q4_0 => (simd::q4_0, Some(simd::q4_0_x4)),
+        Q4_1 => (simd::q4_1, Some(simd::q4_1_x4)),
+        Q5_0 => (simd::q5_0, Some(simd::q5_0_x4)),
+        Q5_1 => (simd::q5_1, Some(simd::q5_1_x4)),
+        Q8_0 => (simd::q8_0, Some(simd::q8_0_x4)),
+        Q4_K => (simd::q4_k, Some(simd::q4_k_x4)),
+        Q6_K => (simd::q6_k, Some(simd::q6_k_x4)),
+        F16 if isa == Isa::Avx512 => (simd::f16_avx512, None),
+        F16 => (simd::f16_avx2, None),
+        _ => return None,
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd_kernel(_: GgmlType, _: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
+    None
+}
+
 /// The kernels for weight type `w` on `isa`.
 pub fn kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
+    let mut k = generic_kernels_for(w, isa)?;
+    if let Some((dot, dot4)) = simd_kernel(w, isa) {
+        k.dot = dot;
+        k.dot4 = dot4;
+    }
+    Ok(k)
+}
+
+/// The kernels compiled from the portable source for `isa` (the reference
+/// the SIMD kernels are tested against).
+pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
     use GgmlType::*;
     let act = dot_type(w)?;
     let dot: DotFn = match w {
@@ -229,6 +310,7 @@ pub fn kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
         weight: w,
         act,
         dot,
+        dot4: None,
         quantize: quantizer(act, isa)?,
     })
 }
@@ -242,4 +324,85 @@ pub fn kernels(w: GgmlType) -> Result<Kernels, Unsupported> {
 pub fn act_row_bytes(w: GgmlType, n: usize) -> Result<usize, Unsupported> {
     let act = dot_type(w)?;
     Ok(act.row_size(n as u64).ok_or(Unsupported(w))? as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_blocks(ty: GgmlType, n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        let mut b: Vec<u8> = (0..ty.row_size(n as u64).unwrap())
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect();
+        // Finite f16 scales so every result compares bit for bit.
+        let scales: &[usize] = match ty {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[],
+        };
+        let ts = ty.type_size() as usize;
+        for block in b.chunks_exact_mut(ts) {
+            for &at in scales {
+                block[at + 1] &= 0x3b;
+            }
+            if ty == GgmlType::F16 {
+                block[1] &= 0x3b;
+            }
+        }
+        b
+    }
+
+    /// The SIMD kernels are bit-identical to the lane-ordered portable ones.
+    #[test]
+    fn simd_dots_equal_the_portable_ones() {
+        let n = 4096;
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            for ty in [
+                GgmlType::Q4_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_0,
+                GgmlType::Q5_1,
+                GgmlType::Q8_0,
+                GgmlType::Q4_K,
+                GgmlType::Q6_K,
+                GgmlType::F16,
+            ] {
+                let fast = kernels_for(ty, isa).unwrap();
+                let slow = generic_kernels_for(ty, isa).unwrap();
+                for seed in 1..20u64 {
+                    let w = random_blocks(ty, n, seed);
+                    let x: Vec<f32> = (0..n)
+                        .map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f32 / 1000.0 - 1.0)
+                        .collect();
+                    let mut a = vec![0u8; act_row_bytes(ty, n).unwrap()];
+                    (fast.quantize)(&x, &mut a);
+                    let (f, s) = ((fast.dot)(&w, &a), (slow.dot)(&w, &a));
+                    assert_eq!(
+                        f.to_bits(),
+                        s.to_bits(),
+                        "{ty} on {isa:?}: simd {f} portable {s}"
+                    );
+                    if let Some(dot4) = fast.dot4 {
+                        let xr: Vec<f32> = x.iter().rev().map(|v| v * 3.0).collect();
+                        let mut b = vec![0u8; a.len()];
+                        (fast.quantize)(&xr, &mut b);
+                        let four = dot4(&w, [&a, &b, &a, &b]);
+                        let fb = (slow.dot)(&w, &b);
+                        assert_eq!(
+                            four.map(f32::to_bits),
+                            [s, fb, s, fb].map(f32::to_bits),
+                            "{ty} x4 on {isa:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -66,7 +66,7 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
 /// in the remainder, scaled by 2^n. Matching it to the bit keeps SiLU outputs,
 /// and so their quantisation, identical to llama.cpp's. This is the AVX-512
 /// form (scalef of a polynomial that includes the constant term).
-#[inline]
+#[inline(always)]
 pub fn expf_avx512(x: f32) -> f32 {
     let (n, b) = exp_reduce(x);
     if n.abs() > 192.0 {
@@ -78,13 +78,14 @@ pub fn expf_avx512(x: f32) -> f32 {
         .mul_add(u, C3.mul_add(b, C2))
         .mul_add(u, C1.mul_add(b, 1.0));
     // scalef: j * 2^n in two exact steps so 2^n itself never overflows.
-    let half = (n as i32) / 2;
-    j * 2f32.powi(half) * 2f32.powi(n as i32 - half)
+    let n = n as i32;
+    let half = n / 2;
+    j * pow2(half) * pow2(n - half)
 }
 
 /// The AVX2 form of the same exp: the constant term is added by a final
 /// fused multiply-add with 2^n, and large |n| is assembled from two scales.
-#[inline]
+#[inline(always)]
 pub fn expf_avx2(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000);
     let z = x.mul_add(INV_LN2, r);
@@ -109,6 +110,12 @@ pub fn expf_avx2(x: f32) -> f32 {
     }
 }
 
+/// 2^n for n in -126..=127, built from its bits.
+#[inline(always)]
+fn pow2(n: i32) -> f32 {
+    f32::from_bits(((n + 127) as u32) << 23)
+}
+
 const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
 const C5: f32 = f32::from_bits(0x3c07_2010); // 0x1.0e4020p-7
 const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
@@ -117,7 +124,7 @@ const C2: f32 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
 const C1: f32 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
 
 /// n = round(x / ln2) and the reduced argument b = x - n ln2 (ln2 in two parts).
-#[inline]
+#[inline(always)]
 fn exp_reduce(x: f32) -> (f32, f32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
     let z = x.mul_add(INV_LN2, r);
@@ -138,7 +145,7 @@ fn lanes(isa: Isa) -> usize {
 }
 
 /// exp as ggml computes it on the whole vectors of `isa`.
-#[inline]
+#[inline(always)]
 fn expf_vec(isa: Isa, x: f32) -> f32 {
     match isa {
         Isa::Avx512 => expf_avx512(x),
@@ -150,6 +157,22 @@ fn expf_vec(isa: Isa, x: f32) -> f32 {
 /// `gate = silu(gate) * up`, with ggml's vector exp on whole vectors and the
 /// C library's on the tail, as ggml does.
 pub fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        // SAFETY: a non-scalar Isa is only chosen when the CPU has FMA.
+        return unsafe { swiglu_fma(isa, gate, up) };
+    }
+    swiglu_body(isa, gate, up)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn swiglu_fma(isa: Isa, gate: &mut [f32], up: &[f32]) {
+    swiglu_body(isa, gate, up)
+}
+
+#[inline(always)]
+fn swiglu_body(isa: Isa, gate: &mut [f32], up: &[f32]) {
     let w = lanes(isa);
     let simd = gate.len().checked_div(w).map_or(0, |q| q * w);
     for (i, (g, &u)) in gate.iter_mut().zip(up).enumerate() {
@@ -178,6 +201,22 @@ pub fn reduce8(l: &[f32]) -> f32 {
 /// Softmax in place as ggml's CPU soft_max does on `isa`: exp over whole
 /// vectors, each vector's sum added to an f64 total, the tail in C.
 pub fn softmax_isa(isa: Isa, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        // SAFETY: a non-scalar Isa is only chosen when the CPU has FMA.
+        return unsafe { softmax_fma(isa, x) };
+    }
+    softmax_body(isa, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn softmax_fma(isa: Isa, x: &mut [f32]) {
+    softmax_body(isa, x)
+}
+
+#[inline(always)]
+fn softmax_body(isa: Isa, x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let w = lanes(isa);
     let simd = x.len().checked_div(w).map_or(0, |q| q * w);

@@ -29,7 +29,10 @@ pub struct ThreadPool {
     workers: Vec<JoinHandle<()>>,
 }
 
-const SPIN_ROUNDS: usize = 1 << 16;
+/// Spins before a waiting thread yields or sleeps: long enough to bridge the
+/// microseconds between a token's matmuls, short enough not to steal a core
+/// from other work when the machine is oversubscribed.
+const SPIN_ROUNDS: usize = 1 << 11;
 
 impl ThreadPool {
     /// A pool of `n` threads in all, the caller included (`n` of at least 1).
@@ -76,8 +79,14 @@ impl ThreadPool {
         }
         self.shared.wake.notify_all();
         f(0);
+        let mut spins = 0;
         while self.shared.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            if spins < SPIN_ROUNDS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
     }
 }

@@ -1,0 +1,372 @@
+//! x86 SIMD dot products with ggml's exact float arithmetic: the same integer
+//! lanes (4 adjacent products per i32 lane), the same fused multiply-adds per
+//! block and the same horizontal sums, so results are bit-identical to
+//! llama.cpp's x86 build and to our lane-ordered scalar versions in `dot`.
+#![allow(clippy::missing_safety_doc)]
+
+use std::arch::x86_64::*;
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum_float_8(x: __m256) -> f32 {
+    let mut res = _mm256_extractf128_ps(x, 1);
+    res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
+}
+
+/// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bytes_from_nibbles_32(qs: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(qs as *const __m128i);
+    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    _mm256_and_si256(_mm256_set1_epi8(0x0f), bytes)
+}
+
+/// 32 bits -> 32 bytes of 0xff where the bit is set.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bytes_from_bits_32(x: *const u8) -> __m256i {
+    let x32 = u32::from_le_bytes([*x, *x.add(1), *x.add(2), *x.add(3)]);
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf);
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+}
+
+/// Unsigned bytes times signed bytes, 4 adjacent products per i32 lane, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_us8_pairs_float(ax, sy)
+}
+
+/// An f16 scale through F16C (exact, like the software conversion).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn h2f(p: *const u8) -> f32 {
+    let h = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// The dot kernels below take one weight row and N activation rows: each
+/// weight block is unpacked once and used for every activation row, and each
+/// row's float operations are exactly those of the single-row kernel.
+macro_rules! rows {
+    ($a:ident, $n:ident, $bytes:expr) => {{
+        for r in $a.iter() {
+            assert!(r.len() >= $n * $bytes, "activation row too short");
+        }
+        std::array::from_fn::<*const u8, N, _>(|t| $a[t].as_ptr())
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / 18;
+    let ya = rows!(a, nb, 34);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 18);
+        let dx = h2f(x);
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), _mm256_set1_epi8(8));
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let d = _mm256_set1_ps(dx * h2f(y));
+            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / 20;
+    let ya = rows!(a, nb, 36);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 20);
+        let (dx, mx) = (h2f(x), h2f(x.add(2)));
+        let qx = bytes_from_nibbles_32(x.add(4));
+        for t in 0..N {
+            let y = ya[t].add(ib * 36);
+            summs[t] += mx * h2f(y.add(2));
+            let d = _mm256_set1_ps(dx * h2f(y));
+            let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / 22;
+    let ya = rows!(a, nb, 34);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 22);
+        let dx = h2f(x);
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), hi);
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let d = _mm256_set1_ps(dx * h2f(y));
+            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / 24;
+    let ya = rows!(a, nb, 36);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 24);
+        let (dx, mx) = (h2f(x), h2f(x.add(2)));
+        let hi = _mm256_and_si256(bytes_from_bits_32(x.add(4)), _mm256_set1_epi8(0x10));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(8)), hi);
+        for t in 0..N {
+            let y = ya[t].add(ib * 36);
+            summs[t] += mx * h2f(y.add(2));
+            let d = _mm256_set1_ps(dx * h2f(y));
+            let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
+            acc[t] = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), d, acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q8_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let nb = w.len() / 34;
+    let ya = rows!(a, nb, 34);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 34);
+        let dx = h2f(x);
+        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
+        // Signs moved onto y once per block, as mul_sum_i8_pairs_float does.
+        let ax = _mm256_sign_epi8(qx, qx);
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let d = _mm256_set1_ps(dx * h2f(y));
+            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+            let sy = _mm256_sign_epi8(qy, qx);
+            acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+/// The eight 6-bit scales and mins of a Q4_K/Q5_K block as 16 bytes:
+/// scales 0..8, then mins 0..8.
+#[inline]
+fn k4_scales_mins(s: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for j in 0..8 {
+        let (sc, m) = crate::blocks::kquants::scale_min_k4(j, s);
+        out[j] = sc;
+        out[8 + j] = m;
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let nb = w.len() / 144;
+    let ya = rows!(a, nb, 292);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 144);
+        let (xd, xmin) = (h2f(x), h2f(x.add(2)));
+        let sm = k4_scales_mins(std::slice::from_raw_parts(x.add(4), 12));
+        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+        let mins = _mm256_extracti128_si256(mins_and_scales, 1);
+        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm[j] as i16));
+        // Low and high nibbles of the four 32-byte chunks.
+        let q4: [__m256i; 8] = std::array::from_fn(|k| {
+            let bits = _mm256_loadu_si256(x.add(16 + 32 * (k / 2)) as *const __m256i);
+            if k % 2 == 0 {
+                _mm256_and_si256(bits, m4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4)
+            }
+        });
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let d = dy * xd;
+            let dmin = -dy * xmin;
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
+                let q8h = _mm256_loadu_si256(y.add(4 + 64 * j + 32) as *const __m256i);
+                let p16l = _mm256_madd_epi16(scales[2 * j], _mm256_maddubs_epi16(q4[2 * j], q8l));
+                let p16h =
+                    _mm256_madd_epi16(scales[2 * j + 1], _mm256_maddubs_epi16(q4[2 * j + 1], q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| {
+        let mut m = acc_m[t];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum_float_8(acc[t]) + _mm_cvtss_f32(m)
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    let nb = w.len() / 210;
+    let ya = rows!(a, nb, 292);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 210);
+        let xd = h2f(x.add(208));
+        let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
+        // The eight 32-value chunks as unsigned 6-bit bytes, and their scales
+        // (one per 16 values: low half, high half).
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut sc = [_mm256_setzero_si256(); 8];
+        for half in 0..2 {
+            let q4bits1 = _mm256_loadu_si256(x.add(64 * half) as *const __m256i);
+            let q4bits2 = _mm256_loadu_si256(x.add(64 * half + 32) as *const __m256i);
+            let h = _mm256_loadu_si256(x.add(128 + 32 * half) as *const __m256i);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(h, m3), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(12)), 2);
+            let h2 = _mm256_and_si256(h, _mm256_set1_epi8(48));
+            let h3 = _mm256_srli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(-64)), 2);
+            q[4 * half] = _mm256_or_si256(_mm256_and_si256(q4bits1, m15), h0);
+            q[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m15), h1);
+            q[4 * half + 2] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m15), h2);
+            q[4 * half + 3] =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m15), h3);
+            for k in 0..4 {
+                let s_lo = *x.add(192 + 8 * half + 2 * k) as i8 as i16;
+                let s_hi = *x.add(192 + 8 * half + 2 * k + 1) as i8 as i16;
+                sc[4 * half + k] = _mm256_set_m128i(_mm_set1_epi16(s_hi), _mm_set1_epi16(s_lo));
+            }
+        }
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let d = dy * xd;
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+            let mut sumi = _mm256_setzero_si256();
+            for half in 0..2 {
+                let mut p = [_mm256_setzero_si256(); 4];
+                for k in 0..4 {
+                    let q8v = _mm256_loadu_si256(y.add(4 + 128 * half + 32 * k) as *const __m256i);
+                    p[k] = _mm256_madd_epi16(
+                        sc[4 * half + k],
+                        _mm256_maddubs_epi16(q[4 * half + k], q8v),
+                    );
+                }
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[0], p[1]));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
+            }
+            sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+/// ggml_vec_dot_f16 as built with AVX-512: four 16-lane accumulators over
+/// steps of 64, reduced pairwise, then `_mm512_reduce_add_ps`'s tree; the tail in f64.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub unsafe fn f16_dot_avx512(x: &[u8], y: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 64 * 64;
+    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut s = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, s) in s.iter_mut().enumerate() {
+            let ax = _mm512_cvtph_ps(_mm256_loadu_si256(
+                px.add(2 * (i + 16 * j)) as *const __m256i
+            ));
+            let ay = _mm512_cvtph_ps(_mm256_loadu_si256(
+                py.add(2 * (i + 16 * j)) as *const __m256i
+            ));
+            *s = _mm512_fmadd_ps(ax, ay, *s);
+        }
+        i += 64;
+    }
+    let r = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+    let mut lanes = [0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), r);
+    let mut sum = f64::from(super::ops::reduce16(&lanes));
+    for k in np..n {
+        let a = crate::float16::f16_to_f32(u16::from_le_bytes([x[2 * k], x[2 * k + 1]]));
+        let b = crate::float16::f16_to_f32(u16::from_le_bytes([y[2 * k], y[2 * k + 1]]));
+        sum += f64::from(a * b);
+    }
+    sum as f32
+}
+
+/// ggml_vec_dot_f16 as built with AVX2: four 8-lane accumulators over steps of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_dot_avx2(x: &[u8], y: &[u8]) -> f32 {
+    let n = x.len() / 2;
+    let np = n / 32 * 32;
+    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut s = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, s) in s.iter_mut().enumerate() {
+            let ax = _mm256_cvtph_ps(_mm_loadu_si128(px.add(2 * (i + 8 * j)) as *const __m128i));
+            let ay = _mm256_cvtph_ps(_mm_loadu_si128(py.add(2 * (i + 8 * j)) as *const __m128i));
+            *s = _mm256_fmadd_ps(ax, ay, *s);
+        }
+        i += 32;
+    }
+    let r = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), r);
+    let mut sum = f64::from(super::ops::reduce8(&lanes));
+    for k in np..n {
+        let a = crate::float16::f16_to_f32(u16::from_le_bytes([x[2 * k], x[2 * k + 1]]));
+        let b = crate::float16::f16_to_f32(u16::from_le_bytes([y[2 * k], y[2 * k + 1]]));
+        sum += f64::from(a * b);
+    }
+    sum as f32
+}
