@@ -133,7 +133,10 @@ impl OracleModel {
         let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
         // SAFETY: plain C API use; pointers are checked before use and freed in Drop.
         unsafe {
-            sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            // LLM_ORACLE_LOG=1 keeps llama.cpp's own log (why it refused a file).
+            if std::env::var_os("LLM_ORACLE_LOG").is_none() {
+                sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            }
             let mut mp = sys::llama_model_default_params();
             mp.n_gpu_layers = 0;
             mp.use_extra_bufts = fast;
@@ -252,7 +255,10 @@ impl OracleModel {
         let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
         // SAFETY: as in load(); `store` lives for the program.
         unsafe {
-            sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            // LLM_ORACLE_LOG=1 keeps llama.cpp's own log (why it refused a file).
+            if std::env::var_os("LLM_ORACLE_LOG").is_none() {
+                sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
+            }
             let mut mp = sys::llama_model_default_params();
             mp.n_gpu_layers = 0;
             mp.use_extra_bufts = false;

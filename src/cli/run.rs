@@ -128,7 +128,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let tok = Tokenizer::from_gguf_file(&args.model)?;
     let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
     let params = args.sampling.params();
-    eprintln!("seed: {}", params.seed);
     let ids = tok.encode(&prompt, true, true)?;
     if ids.is_empty() {
         bail!("the prompt is empty after tokenization");
@@ -142,6 +141,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let load_s = t_load.elapsed().as_secs_f64();
 
     let mut state = model.new_state(n_ctx);
+    eprintln!("seed: {}", params.seed);
     let mut sampler = Sampler::new(params);
     ids.iter().for_each(|&t| sampler.accept(t));
     let t_prompt = Instant::now();

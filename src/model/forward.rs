@@ -38,6 +38,8 @@ pub struct Config {
     pub kq_scale: f32,
     pub embd_scale: Option<f32>,
     pub n_ctx_train: usize,
+    /// The context the model was first trained at (before rope scaling).
+    pub n_ctx_orig: usize,
 }
 
 pub struct Model {
@@ -173,6 +175,14 @@ impl Model {
         let base = hp.rope_freq_base.unwrap_or(10000.0) as f32;
         let mut global_rope = Rope::plain(n_rot, base, neox);
         let n_ctx_train = hp.n_ctx_train.unwrap_or(4096) as usize;
+        let n_ctx_orig = hp
+            .rope_scaling
+            .as_ref()
+            .and_then(|s| s.original_context)
+            .or(md
+                .u64(&key("rope.scaling.original_context_length"))
+                .map_err(|e| e.in_file(path))?)
+            .map_or(n_ctx_train, |v| v as usize);
         if let Some(s) = &hp.rope_scaling {
             let factor = s.factor.unwrap_or(1.0) as f32;
             if factor > 0.0 {
@@ -190,6 +200,13 @@ impl Model {
                     path.display()
                 ),
             }
+        }
+        // Phi-3 LongRoPE files scale cos/sin by an attention factor.
+        if let Some(f) = md
+            .f64(&key("rope.scaling.attn_factor"))
+            .map_err(|e| e.in_file(path))?
+        {
+            global_rope.attn_factor = f as f32;
         }
         let swa_base = hp.rope_freq_base_swa.unwrap_or(10000.0) as f32;
         let layers = (0..n_layer)
@@ -230,6 +247,7 @@ impl Model {
                 kq_scale,
                 embd_scale,
                 n_ctx_train,
+                n_ctx_orig,
             },
             weights,
             pool: ThreadPool::new(threads.max(1)),
@@ -293,6 +311,13 @@ impl Model {
                 tokens.len(),
                 state.n_past,
                 state.kv.n_ctx
+            );
+        }
+        if self.weights.rope_long.is_some() && state.kv.n_ctx > self.config.n_ctx_orig {
+            bail!(
+                "a context of {} tokens needs LongRoPE's long factors, which are not supported yet; use -c {} or less",
+                state.kv.n_ctx,
+                self.config.n_ctx_orig
             );
         }
         let n_vocab = self.config.shape.n_vocab;
@@ -371,7 +396,13 @@ impl Model {
                 sc.k.chunks_exact_mut(hd)
                     .for_each(|h| ops::rms_norm(h, kn, c.eps));
             }
-            let freqs = self.weights.rope_freqs.as_deref();
+            // Llama-3's frequency factors, or Phi-3's short LongRoPE factors
+            // (contexts beyond the original are refused in forward()).
+            let freqs = self
+                .weights
+                .rope_freqs
+                .as_deref()
+                .or(self.weights.rope_short.as_deref());
             for i in 0..t {
                 la.rope.cache((pos0 + i) as i64, freqs, &mut sc.rope);
                 sc.q[i * q_dim..(i + 1) * q_dim]

@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod forward;
 pub mod hparams;
+pub mod synth;
 pub mod weights;
 
 pub use forward::{Model, State};

@@ -48,6 +48,10 @@ pub struct Weights {
     /// The output projection; the token embedding when the model ties them.
     pub output: Mat,
     pub rope_freqs: Option<Vec<f32>>,
+    /// Phi-3 LongRoPE frequency factors for contexts within / beyond the
+    /// original training context.
+    pub rope_short: Option<Vec<f32>>,
+    pub rope_long: Option<Vec<f32>>,
     pub layers: Vec<Layer>,
 }
 
@@ -235,11 +239,15 @@ pub fn load(
         layers.push(layer);
     }
     let rope_freqs = l.opt_vector("rope_freqs.weight", s.head_dim / 2)?;
+    let rope_short = l.opt_vector("rope_factors_short.weight", s.head_dim / 2)?;
+    let rope_long = l.opt_vector("rope_factors_long.weight", s.head_dim / 2)?;
     Ok(Weights {
         output_norm: l.vector("output_norm.weight", s.n_embd)?,
         token_embd,
         output,
         rope_freqs,
+        rope_short,
+        rope_long,
         layers,
         file: file.clone(),
     })

@@ -246,57 +246,80 @@ fn q8_k(y: &[u8]) -> (f32, &[i8], [i32; 16]) {
     (f32_at(y, 0), i8s(&y[4..260]), bsums)
 }
 
+/// Integer lanes of a 256-value super-block as ggml's x86 k-quant kernels
+/// form them: lane l takes values 4l..4l+4 of each 32-value chunk, each
+/// product weighted by the scale of its 16-value group.
+#[inline(always)]
+fn k_lanes(q: &[i32; 256], qy: &[i8], sc16: &[i32; 16]) -> [i32; 8] {
+    let mut sumi = [0i32; 8];
+    for chunk in 0..8 {
+        for (lane, s) in sumi.iter_mut().enumerate() {
+            for b in 4 * lane..4 * lane + 4 {
+                let e = 32 * chunk + b;
+                *s += sc16[e / 16] * q[e] * qy[e] as i32;
+            }
+        }
+    }
+    sumi
+}
+
+/// Q2_K with ggml's x86 accumulation: per block, first the mins through the
+/// block sums, then the scaled products, each a fused multiply-add per lane.
 #[inline(always)]
 pub fn q2_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    let mut q = [0i8; 256];
+    let mut acc = [0f32; 8];
+    let mut q = [0i32; 256];
     for (x, y) in w.chunks_exact(84).zip(a.chunks_exact(292)) {
         let (dy, qy, bsums) = q8_k(y);
+        let d = dy * f16_at(x, 80);
+        let dmin = -dy * f16_at(x, 82);
         let (scales, qs) = (&x[0..16], &x[16..80]);
-        let summs: i32 = (0..16).map(|j| (scales[j] >> 4) as i32 * bsums[j]).sum();
+        for (l, a) in acc.iter_mut().enumerate() {
+            let prod = (scales[2 * l] >> 4) as i32 * bsums[2 * l]
+                + (scales[2 * l + 1] >> 4) as i32 * bsums[2 * l + 1];
+            *a = dmin.mul_add(prod as f32, *a);
+        }
         for half in 0..2 {
             for (k, shift) in [0, 2, 4, 6].into_iter().enumerate() {
                 for l in 0..32 {
-                    q[half * 128 + k * 32 + l] = ((qs[half * 32 + l] >> shift) & 3) as i8;
+                    q[half * 128 + k * 32 + l] = ((qs[half * 32 + l] >> shift) & 3) as i32;
                 }
             }
         }
-        let mut isum = 0i32;
-        for j in 0..16 {
-            let part = sum_i8_i8(&q[16 * j..16 * j + 16], &qy[16 * j..16 * j + 16]);
-            isum += (scales[j] & 0x0f) as i32 * part;
+        let sc16: [i32; 16] = std::array::from_fn(|j| (scales[j] & 0x0f) as i32);
+        for (a, s) in acc.iter_mut().zip(k_lanes(&q, qy, &sc16)) {
+            *a = d.mul_add(s as f32, *a);
         }
-        s += dy * f16_at(x, 80) * isum as f32 - dy * f16_at(x, 82) * summs as f32;
     }
-    s
+    hsum8(&acc)
 }
 
+/// Q3_K with ggml's x86 accumulation.
 #[inline(always)]
 pub fn q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    let mut q = [0i8; 256];
+    let mut acc = [0f32; 8];
+    let mut q = [0i32; 256];
     for (x, y) in w.chunks_exact(110).zip(a.chunks_exact(292)) {
         let (dy, qy, _) = q8_k(y);
+        let d = dy * f16_at(x, 108);
         let (hmask, qs) = (&x[0..32], &x[32..96]);
         let scales = crate::blocks::kquants::q3_k_scales(&x[96..108]);
         for half in 0..2 {
             for (k, shift) in [0, 2, 4, 6].into_iter().enumerate() {
                 let m = 1u8 << (half * 4 + k);
                 for l in 0..32 {
-                    let low = ((qs[half * 32 + l] >> shift) & 3) as i8;
+                    let low = ((qs[half * 32 + l] >> shift) & 3) as i32;
                     let high = if hmask[l] & m != 0 { 0 } else { 4 };
                     q[half * 128 + k * 32 + l] = low - high;
                 }
             }
         }
-        let mut isum = 0i32;
-        for j in 0..16 {
-            let part = sum_i8_i8(&q[16 * j..16 * j + 16], &qy[16 * j..16 * j + 16]);
-            isum += (scales[j] as i32 - 32) * part;
+        let sc16: [i32; 16] = std::array::from_fn(|j| scales[j] as i32 - 32);
+        for (a, s) in acc.iter_mut().zip(k_lanes(&q, qy, &sc16)) {
+            *a = d.mul_add(s as f32, *a);
         }
-        s += dy * f16_at(x, 108) * isum as f32;
     }
-    s
+    hsum8(&acc)
 }
 
 /// Q4_K and Q5_K: eight sub-blocks of 32 with 6-bit scales and mins.
