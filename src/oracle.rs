@@ -114,13 +114,13 @@ pub struct OracleModel {
 
 impl OracleModel {
     pub fn load(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
-        Self::load_with(path, n_ctx, threads, false)
+        Self::load_with(path, n_ctx, threads, false, None)
     }
 
     /// llama.cpp as its users run it, for speed races: weight repacking on
     /// (its fastest CPU path) and flash attention left to its default.
     pub fn load_for_speed(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
-        Self::load_with(path, n_ctx, threads, true)
+        Self::load_with(path, n_ctx, threads, true, None)
     }
 
     fn load_with(
@@ -128,6 +128,7 @@ impl OracleModel {
         n_ctx: u32,
         threads: i32,
         fast: bool,
+        capture: Option<&'static Captured>,
     ) -> Option<OracleModel> {
         init();
         let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
@@ -156,6 +157,10 @@ impl OracleModel {
                 // ring, as ours: with the full-size default, cells (and so the
                 // summation lanes of attention) sit elsewhere past the ring.
                 cp.swa_full = false;
+            }
+            if let Some(store) = capture {
+                cp.cb_eval = Some(capture_cb);
+                cp.cb_eval_user_data = store as *const Captured as *mut c_void;
             }
             let ctx = sys::llama_init_from_model(model, cp);
             if ctx.is_null() {
@@ -251,42 +256,6 @@ impl OracleModel {
         threads: i32,
         store: &'static Captured,
     ) -> Option<OracleModel> {
-        init();
-        let cpath = std::ffi::CString::new(path.to_str()?).ok()?;
-        // SAFETY: as in load(); `store` lives for the program.
-        unsafe {
-            // LLM_ORACLE_LOG=1 keeps llama.cpp's own log (why it refused a file).
-            if std::env::var_os("LLM_ORACLE_LOG").is_none() {
-                sys::llama_log_set(Some(quiet_log), std::ptr::null_mut());
-            }
-            let mut mp = sys::llama_model_default_params();
-            mp.n_gpu_layers = 0;
-            mp.use_extra_bufts = false;
-            let model = sys::llama_model_load_from_file(cpath.as_ptr(), mp);
-            if model.is_null() {
-                return None;
-            }
-            let mut cp = sys::llama_context_default_params();
-            cp.n_ctx = n_ctx;
-            cp.n_batch = n_ctx;
-            cp.n_ubatch = 512.min(n_ctx);
-            cp.n_threads = threads;
-            cp.n_threads_batch = threads;
-            cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
-            cp.swa_full = false;
-            cp.cb_eval = Some(capture_cb);
-            cp.cb_eval_user_data = store as *const Captured as *mut c_void;
-            let ctx = sys::llama_init_from_model(model, cp);
-            if ctx.is_null() {
-                sys::llama_model_free(model);
-                return None;
-            }
-            let n_vocab = sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(model)) as usize;
-            Some(OracleModel {
-                model,
-                ctx,
-                n_vocab,
-            })
-        }
+        Self::load_with(path, n_ctx, threads, false, Some(store))
     }
 }
