@@ -520,22 +520,19 @@ impl Model {
         rows.chunks_exact_mut(e)
             .for_each(|r| ops::rms_norm(r, &self.weights.output_norm, c.eps));
         let n_vocab = s.n_vocab;
-        match logits_at {
-            Some(at) => {
-                let rows = sc.xb[..t * e].to_vec();
-                self.matmul(
-                    &self.weights.output,
-                    &rows,
-                    &mut sc.act,
-                    &mut state.logits[at..at + t * n_vocab],
-                );
-            }
+        let out = match logits_at {
+            Some(at) => &mut state.logits[at..at + t * n_vocab],
             None => {
                 resize(&mut state.logits, n_vocab);
-                let row = sc.xb[..e].to_vec();
-                self.matmul(&self.weights.output, &row, &mut sc.act, &mut state.logits);
+                &mut state.logits[..]
             }
-        }
+        };
+        self.matmul(
+            &self.weights.output,
+            &sc.xb[..(t - first) * e],
+            &mut sc.act,
+            out,
+        );
         state.n_past += t;
     }
 
