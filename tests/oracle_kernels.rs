@@ -21,18 +21,7 @@ fn seed() -> u64 {
     seed
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use llm::model::synth::Rng;
 
 /// Random blocks; f16/bf16/f32 scales and values are kept finite so every
 /// output can be compared bit for bit.
@@ -40,7 +29,7 @@ fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
     let mut b = rng.bytes(blocks * ty.type_size() as usize);
     let finite_f16 = |rng: &mut Rng| -> [u8; 2] {
         // Exponent below 31 (not inf/NaN); any sign and mantissa.
-        let h = (rng.next() as u16) & 0xfbff;
+        let h = (rng.next_u64() as u16) & 0xfbff;
         h.to_le_bytes()
     };
     let scale_offsets: &[usize] = match ty {
@@ -60,7 +49,7 @@ fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
             block[at..at + 2].copy_from_slice(&finite_f16(rng));
         }
         if ty == GgmlType::F32 {
-            let x = (rng.next() as u32 & 0x3fff_ffff) as f32 / 1e6 - 500.0;
+            let x = (rng.next_u64() as u32 & 0x3fff_ffff) as f32 / 1e6 - 500.0;
             block.copy_from_slice(&x.to_le_bytes());
         }
         if ty == GgmlType::BF16 {
@@ -72,7 +61,7 @@ fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
 
 #[test]
 fn dequantised_blocks_are_bit_identical_to_ggml() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let mut failures = Vec::new();
     for &ty in WEIGHT_TYPES {
         let blocks = 4096 / ty.block_size() as usize * 4;
@@ -102,7 +91,7 @@ fn dequantised_blocks_are_bit_identical_to_ggml() {
 fn activations(n: usize, rng: &mut Rng) -> Vec<f32> {
     (0..n)
         .map(|i| {
-            let u = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             let v = (u * 2.0 - 1.0) as f32;
             match i % 97 {
                 0 => v * 40.0,
@@ -115,7 +104,7 @@ fn activations(n: usize, rng: &mut Rng) -> Vec<f32> {
 
 #[test]
 fn activation_quantisers_match_ggml_bytes() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     for isa in ggml::cpu::Isa::available() {
         for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
             let x = activations(4096, &mut rng);
@@ -134,7 +123,7 @@ fn activation_quantisers_match_ggml_bytes() {
 
 #[test]
 fn dot_products_match_ggml() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let n = 4096;
     let mut failures = Vec::new();
     for isa in ggml::cpu::Isa::available() {

@@ -25,19 +25,29 @@ pub struct Spec {
     pub seed: u64,
 }
 
-struct Rng(u64);
+/// A small deterministic generator (xorshift64) for random weights and test
+/// data; a seed of 0 is bumped to 1.
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+
     /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    pub fn unit(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
@@ -75,7 +85,7 @@ fn random_tensor(ty: GgmlType, cols: usize, rows: usize, rng: &mut Rng) -> Vec<u
             .collect(),
         _ => {
             let bytes = ty.row_size(cols as u64).expect("whole blocks") as usize * rows;
-            let mut b: Vec<u8> = (0..bytes).map(|_| rng.next() as u8).collect();
+            let mut b: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
             let (at, d) = scales(ty);
             for block in b.chunks_exact_mut(ty.type_size() as usize) {
                 for &o in at {
@@ -97,7 +107,7 @@ fn norm(len: usize, rng: &mut Rng) -> Vec<u8> {
 /// The model as a GGUF writer; `vocab` supplies the `tokenizer.*` metadata
 /// (llama.cpp needs a real vocabulary to load a model).
 pub fn synthesize(spec: &Spec, vocab: &Metadata) -> Result<GgufWriter> {
-    let mut rng = Rng(spec.seed | 1);
+    let mut rng = Rng::new(spec.seed);
     let mut w = GgufWriter::new();
     let a = spec.arch.as_str();
     let key = |k: &str| format!("{a}.{k}");
@@ -168,7 +178,7 @@ pub fn synthesize(spec: &Spec, vocab: &Metadata) -> Result<GgufWriter> {
         mat(&mut w, &n("attn_output.weight"), q_dim, spec.n_embd)?;
         mat(&mut w, &n("ffn_down.weight"), spec.n_ff, spec.n_embd)?;
     }
-    let mut rng = Rng(spec.seed.wrapping_mul(31) | 1);
+    let mut rng = Rng::new(spec.seed.wrapping_mul(31));
     let vec_f32 = |w: &mut GgufWriter, name: &str, data: Vec<u8>| -> Result<()> {
         let len = data.len() as u64 / 4;
         w.add_tensor(name, GgmlType::F32, &[len], data)?;

@@ -49,19 +49,7 @@ fn all_arrays() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Deterministic bytes for tensor data and mutations.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use crate::model::synth::Rng;
 
 /// A small model with every metadata type and one tensor of every ggml type.
 /// (name, type, dims, data) of each tensor written.
@@ -73,7 +61,7 @@ fn sample(version: u32) -> (Vec<u8>, Layout, Written) {
     for (k, v) in all_scalars().into_iter().chain(all_arrays()) {
         w.set(k, v);
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut tensors = Vec::new();
     for (i, ty) in GgmlType::all().enumerate() {
         let dims = vec![ty.block_size() * 2, 3];
@@ -168,12 +156,12 @@ fn every_prefix_of_a_file_is_an_error_not_a_panic() {
 #[test]
 fn mutated_files_never_panic() {
     let (bytes, _, _) = sample(3);
-    let mut rng = Rng(12345);
+    let mut rng = Rng::new(12345);
     for _ in 0..20_000 {
         let mut b = bytes.clone();
-        for _ in 0..1 + rng.next() % 4 {
-            let at = (rng.next() % b.len() as u64) as usize;
-            b[at] = rng.next() as u8;
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let at = (rng.next_u64() % b.len() as u64) as usize;
+            b[at] = rng.next_u64() as u8;
         }
         // Only the absence of a panic matters here; many mutations stay valid.
         let _ = parse(&b);
