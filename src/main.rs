@@ -9,7 +9,7 @@ use clap::Parser;
 use llm::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::compat::rewrite(std::env::args_os()));
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,

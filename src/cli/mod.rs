@@ -1,12 +1,12 @@
 //! Command-line interface: one module per subcommand.
 
-use std::ffi::OsString;
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod bench;
+pub mod chat;
+pub mod compat;
 pub mod info;
 pub mod run;
 pub mod tokenize;
@@ -24,8 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Chat with a model in the terminal (not built yet)
-    Chat(Pending),
+    /// Chat with a model: a REPL in a terminal, a scripted chat on a pipe, or one answer with --prompt
+    Chat(chat::ChatArgs),
     /// Complete a prompt without a chat template, streamed to stdout
     Run(run::RunArgs),
     /// Show a model's architecture, tokenizer, tensor types and memory needs
@@ -36,31 +36,12 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
 }
 
-/// Arguments of a subcommand that is not built yet: accepted as typed, so the
-/// user hears that the command is missing rather than a usage error.
-#[derive(clap::Args, Debug)]
-pub struct Pending {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub args: Vec<OsString>,
-}
-
-/// Exit code for a command that exists in the interface but not yet in the build.
-const EXIT_USAGE: u8 = 2;
-
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info(args) => info::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Chat(_) => not_built("chat"),
+        Command::Chat(args) => chat::run(&args),
         Command::Run(args) => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Tokenize(args) => tokenize::run(&args).map(|()| ExitCode::SUCCESS),
     }
-}
-
-fn not_built(name: &str) -> anyhow::Result<ExitCode> {
-    let _ = writeln!(
-        std::io::stderr(),
-        "llm {name}: not built yet in this version of llm (see `llm --help` for what works)"
-    );
-    Ok(ExitCode::from(EXIT_USAGE))
 }

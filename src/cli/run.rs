@@ -11,63 +11,71 @@ use crate::engine::sampler::{Sampler, SamplingParams};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
-#[derive(clap::Args, Debug, Clone)]
+/// Sampling flags. Each is optional so that what the user typed can be laid
+/// over llama.cpp's defaults and a model family's own (models.toml).
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
-    /// Temperature; 0 picks the most likely token (greedy)
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep the k most likely tokens (0: all)
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: i32,
-    /// Keep the smallest set of tokens whose probabilities reach p (1.0: all)
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Drop tokens less likely than min-p times the most likely one
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalise tokens seen in the last --repeat-last-n (1.0: off)
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Tokens the penalties look back over (0: off, -1: whole context)
-    #[arg(
-        long = "repeat-last-n",
-        default_value_t = 64,
-        allow_hyphen_values = true
-    )]
-    pub repeat_last_n: i32,
-    /// Subtracted once from the logit of every token already present
-    #[arg(long = "presence-penalty", default_value_t = 0.0)]
-    pub presence_penalty: f32,
-    /// Subtracted from a token's logit per time it is present
-    #[arg(long = "frequency-penalty", default_value_t = 0.0)]
-    pub frequency_penalty: f32,
-    /// Random seed (-1: a fresh one, printed on stderr)
-    #[arg(short = 's', long, default_value_t = -1, allow_hyphen_values = true)]
-    pub seed: i64,
+    /// Temperature; 0 picks the most likely token (greedy) [default: 0.8]
+    #[arg(long)]
+    pub temp: Option<f32>,
+    /// Keep the k most likely tokens (0: all) [default: 40]
+    #[arg(long = "top-k")]
+    pub top_k: Option<i32>,
+    /// Keep the smallest set of tokens whose probabilities reach p (1.0: all) [default: 0.95]
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than min-p times the most likely one [default: 0.05]
+    #[arg(long = "min-p")]
+    pub min_p: Option<f32>,
+    /// Penalise tokens seen in the last --repeat-last-n (1.0: off) [default: 1.0]
+    #[arg(long = "repeat-penalty")]
+    pub repeat_penalty: Option<f32>,
+    /// Tokens the penalties look back over (0: off, -1: whole context) [default: 64]
+    #[arg(long = "repeat-last-n", allow_hyphen_values = true)]
+    pub repeat_last_n: Option<i32>,
+    /// Subtracted once from the logit of every token already present [default: 0]
+    #[arg(long = "presence-penalty")]
+    pub presence_penalty: Option<f32>,
+    /// Subtracted from a token's logit per time it is present [default: 0]
+    #[arg(long = "frequency-penalty")]
+    pub frequency_penalty: Option<f32>,
+    /// Random seed (-1: a fresh one, printed on stderr) [default: -1]
+    #[arg(short = 's', long, allow_hyphen_values = true)]
+    pub seed: Option<i64>,
 }
 
 impl SamplingArgs {
+    /// llama.cpp's defaults with the flags the user gave laid over them.
     pub fn params(&self) -> SamplingParams {
-        let seed = if self.seed < 0 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-                & 0xffff_ffff
-        } else {
-            self.seed as u64
-        };
+        self.over(SamplingParams::default())
+    }
+
+    /// `base` with the flags the user gave laid over it; a negative or absent
+    /// seed becomes a fresh one.
+    pub fn over(&self, base: SamplingParams) -> SamplingParams {
         SamplingParams {
-            temp: self.temp,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            repeat_last_n: self.repeat_last_n,
-            seed,
+            temp: self.temp.unwrap_or(base.temp),
+            top_k: self.top_k.unwrap_or(base.top_k),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            min_p: self.min_p.unwrap_or(base.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
+            presence_penalty: self.presence_penalty.unwrap_or(base.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(base.frequency_penalty),
+            repeat_last_n: self.repeat_last_n.unwrap_or(base.repeat_last_n),
+            seed: match self.seed {
+                Some(s) if s >= 0 => s as u64,
+                _ => fresh_seed(),
+            },
         }
     }
+}
+
+/// A seed from the clock, kept to 32 bits so it is easy to retype.
+pub fn fresh_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        & 0xffff_ffff
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,5 +1,6 @@
 //! Turning a model into a stream of tokens: sampling, threads, generation.
 
+pub mod offload;
 pub mod sampler;
 
 /// Physical cores of this machine (llama.cpp's default thread count), or the

@@ -71,6 +71,14 @@ impl Sampler {
         }
     }
 
+    /// New options; a new seed restarts the random stream from it.
+    pub fn set_params(&mut self, params: SamplingParams) {
+        if params.seed != self.params.seed {
+            self.rng = Rng(params.seed);
+        }
+        self.params = params;
+    }
+
     /// Records a token of the context (prompt or generated) for the penalties.
     pub fn accept(&mut self, token: u32) {
         self.history.push(token);

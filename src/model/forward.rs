@@ -59,6 +59,8 @@ pub struct KvCache {
 
 struct KvLayer {
     cells: usize,
+    /// The sliding window of this layer, if it has one.
+    window: Option<usize>,
     k: Vec<u16>,
     v: Vec<u16>,
 }
@@ -94,6 +96,32 @@ pub struct State {
     /// Called with (name, layer, values) at points named as in llama.cpp's
     /// graph, to find where two implementations part. None in normal runs.
     pub trace: Option<Trace>,
+}
+
+impl State {
+    /// Forgets the tokens from position `n` on, so decoding goes on from
+    /// there (a chat turn that shares a prefix with the last one). False, and
+    /// nothing changed, when a sliding-window ring has already overwritten
+    /// cells that position `n` still attends to: start from 0 then.
+    ///
+    /// Cells of forgotten positions stay as they are: attention reads a cell
+    /// as the latest position at or before the current one that maps to it,
+    /// which for a stale cell is at least a window (or the context) back, so
+    /// it is masked.
+    pub fn rewind(&mut self, n: usize) -> bool {
+        if n >= self.n_past {
+            return n == self.n_past;
+        }
+        let dropped = self.n_past - n;
+        let ok = self.kv.layers.iter().all(|l| match l.window {
+            Some(w) if l.cells < self.kv.n_ctx => dropped + w <= l.cells,
+            _ => true,
+        });
+        if ok {
+            self.n_past = n;
+        }
+        ok
+    }
 }
 
 impl Model {
@@ -275,6 +303,7 @@ impl Model {
                 let cells = l.window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx));
                 KvLayer {
                     cells,
+                    window: l.window,
                     k: vec![0; cells * kv_dim],
                     v: vec![0; cells * kv_dim],
                 }

@@ -7,5 +7,5 @@ pub mod hparams;
 pub mod synth;
 pub mod weights;
 
-pub use forward::{Model, State};
+pub use forward::{Model, State, MAX_BATCH};
 pub use hparams::HyperParams;

@@ -1,0 +1,15 @@
+//! `llm chat`: templates, the catalogue, the conversation and its session,
+//! and the terminal front ends (REPL, scripted stdin, one-shot).
+
+pub mod catalog;
+pub mod commands;
+pub mod conversation;
+pub mod driver;
+pub mod interrupt;
+pub mod repl;
+pub mod script;
+pub mod session;
+pub mod setup;
+pub mod stop;
+pub mod template;
+pub mod ui;

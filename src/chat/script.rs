@@ -1,0 +1,138 @@
+//! A scripted conversation on stdin: one user turn per line, `"""` opens
+//! and closes a multi-line turn, a trailing `\` continues a line. Turns are
+//! read as they arrive, so a slow writer gets each reply before its next
+//! line.
+
+use std::io::BufRead;
+
+use anyhow::Result;
+
+const FENCE: &str = "\"\"\"";
+
+pub struct Turns<R> {
+    input: R,
+    done: bool,
+}
+
+impl<R: BufRead> Turns<R> {
+    pub fn new(input: R) -> Turns<R> {
+        Turns { input, done: false }
+    }
+
+    fn line(&mut self) -> Result<Option<String>> {
+        let mut buf = Vec::new();
+        if self.input.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(None);
+        }
+        let mut line = String::from_utf8(buf)
+            .map_err(|_| anyhow::anyhow!("standard input is not UTF-8 text"))?;
+        if line.ends_with('\n') {
+            line.pop();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+        }
+        Ok(Some(line))
+    }
+
+    /// The next turn; None at the end of the input. A block left open at the
+    /// end is still a turn: nothing typed is lost.
+    pub fn next_turn(&mut self) -> Result<Option<String>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let Some(line) = self.line()? else {
+                self.done = true;
+                return Ok(None);
+            };
+            let trimmed = line.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            if let Some(rest) = trimmed.strip_prefix(FENCE) {
+                if let Some(inner) = rest.strip_suffix(FENCE) {
+                    if !inner.trim().is_empty() {
+                        return Ok(Some(inner.to_string()));
+                    }
+                    continue;
+                }
+                return self.block(rest).map(Some);
+            }
+            if trimmed.ends_with('\\') {
+                return self.continued(line).map(Some);
+            }
+            return Ok(Some(trimmed.to_string()));
+        }
+    }
+
+    fn block(&mut self, first: &str) -> Result<String> {
+        let mut lines: Vec<String> = Vec::new();
+        if !first.trim().is_empty() {
+            lines.push(first.to_string());
+        }
+        while let Some(line) = self.line()? {
+            if let Some(last) = line.trim_end().strip_suffix(FENCE) {
+                if !last.trim().is_empty() {
+                    lines.push(last.to_string());
+                }
+                return Ok(lines.join("\n"));
+            }
+            lines.push(line);
+        }
+        self.done = true;
+        Ok(lines.join("\n"))
+    }
+
+    fn continued(&mut self, first: String) -> Result<String> {
+        let mut lines = vec![first.trim_end().trim_end_matches('\\').to_string()];
+        while let Some(line) = self.line()? {
+            match line.trim_end().strip_suffix('\\') {
+                Some(part) => lines.push(part.to_string()),
+                None => {
+                    lines.push(line);
+                    return Ok(lines.join("\n").trim().to_string());
+                }
+            }
+        }
+        self.done = true;
+        Ok(lines.join("\n").trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turns(input: &str) -> Vec<String> {
+        let mut t = Turns::new(input.as_bytes());
+        let mut out = Vec::new();
+        while let Some(turn) = t.next_turn().unwrap() {
+            out.push(turn);
+        }
+        out
+    }
+
+    #[test]
+    fn lines_blocks_and_continuations() {
+        assert_eq!(
+            turns("Hi\n\n  What did I say?  \n"),
+            ["Hi", "What did I say?"]
+        );
+        assert_eq!(
+            turns("\"\"\"\nline one\n\n  line two\n\"\"\"\nnext"),
+            ["line one\n\n  line two", "next"]
+        );
+        assert_eq!(turns("\"\"\"first\nlast\"\"\"\n"), ["first\nlast"]);
+        assert_eq!(turns("\"\"\"one line\"\"\"\n"), ["one line"]);
+        assert_eq!(turns("a \\\nb\\\nc\nd"), ["a \nb\nc", "d"]);
+        assert_eq!(turns("crlf\r\nx\r\n"), ["crlf", "x"]);
+    }
+
+    #[test]
+    fn an_open_block_at_the_end_is_kept() {
+        assert_eq!(turns("\"\"\"\nunfinished\ntext"), ["unfinished\ntext"]);
+        assert!(turns("").is_empty());
+        assert!(turns("\n\n").is_empty());
+    }
+}

@@ -1,0 +1,323 @@
+//! `llm chat MODEL`: the mode comes from the terminal. `--prompt` answers
+//! once; a file or pipe on stdin is a scripted conversation; /dev/null or a
+//! closed stdin has nothing to say; a terminal gets the REPL.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use crate::chat::catalog::Catalogue;
+use crate::chat::driver::{Chat, Next};
+use crate::chat::session::{ChatSession, StopReason};
+use crate::chat::setup::{self, TemplateChoice};
+use crate::chat::ui::{ColorChoice, Ui};
+use crate::chat::{commands, interrupt, repl, script};
+use crate::cli::run::{context_size, SamplingArgs};
+use crate::engine::offload::{cpu_only_notice, GpuLayers};
+use crate::engine::sampler::SamplingParams;
+use crate::format::gguf::{human_bytes, read_metadata};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+
+/// Exit code after Ctrl-C in a one-shot or scripted chat, as shells expect.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(clap::Args, Debug)]
+pub struct ChatArgs {
+    /// Model file (.gguf), or a name from models.toml's aliases (e.g. smollm2)
+    #[arg(required_unless_present = "model_flag", value_name = "MODEL")]
+    pub model: Option<PathBuf>,
+    /// The model, as llama.cpp's -m spells it
+    #[arg(
+        short = 'm',
+        long = "model",
+        value_name = "MODEL",
+        conflicts_with = "model"
+    )]
+    pub model_flag: Option<PathBuf>,
+    /// Answer this one message and exit ('-' reads it from stdin; piped stdin
+    /// is put before it)
+    #[arg(short = 'p', long, allow_hyphen_values = true)]
+    pub prompt: Option<String>,
+    /// The system prompt (llama.cpp: -sys)
+    #[arg(long, value_name = "TEXT", conflicts_with = "system_file")]
+    pub system: Option<String>,
+    /// Read the system prompt from a file (llama.cpp: -sysf)
+    #[arg(long, value_name = "FILE")]
+    pub system_file: Option<PathBuf>,
+    /// Most tokens per reply (-1: until the model ends its turn or the context is full)
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
+    pub n_predict: i64,
+    /// Context size in tokens (0: the model's own) [default: 4096, or the model's if smaller]
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Threads [default: physical cores]
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Layers to put on the GPU: a number, 'auto' or 'all' (llama.cpp: -ngl)
+    #[arg(long = "n-gpu-layers", value_name = "N", allow_hyphen_values = true)]
+    pub n_gpu_layers: Option<GpuLayers>,
+    /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
+    #[arg(
+        long = "chat-template",
+        value_name = "NAME",
+        conflicts_with = "chat_template_file"
+    )]
+    pub chat_template: Option<String>,
+    /// A Jinja chat template from a file
+    #[arg(long = "chat-template-file", value_name = "PATH")]
+    pub chat_template_file: Option<PathBuf>,
+    /// Also stop a reply at this text (repeatable; llama.cpp: -r)
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Colours: auto (in a terminal, unless NO_COLOR is set), always or never
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Hide the speed line after each reply
+    #[arg(long)]
+    pub no_stats: bool,
+    /// Keep writing past end-of-generation tokens (until -n or a full context)
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print each rendered prompt on stderr before the reply
+    #[arg(long)]
+    pub verbose_prompt: bool,
+    /// Answer one message, then exit (llama.cpp: -st)
+    #[arg(long)]
+    pub single_turn: bool,
+    /// Accepted for llama.cpp's sake: flash attention (on|off|auto); the CPU path uses standard attention
+    #[arg(long = "flash-attn", value_name = "on|off|auto", num_args = 0..=1, default_missing_value = "on")]
+    pub flash_attn: Option<String>,
+    /// Accepted for llama.cpp's sake (conversation mode is always on)
+    #[arg(long, hide = true)]
+    pub conversation: bool,
+    /// llama.cpp's raw-completion mode: use `llm run` instead
+    #[arg(long, hide = true)]
+    pub no_conversation: bool,
+    /// Accepted for llama.cpp's sake (multi-line input is always available)
+    #[arg(long, hide = true)]
+    pub multiline_input: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Where stdin comes from decides the mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stdin {
+    Terminal,
+    /// /dev/null, or no stdin at all.
+    Nothing,
+    /// A file, pipe or socket.
+    Data,
+}
+
+fn stdin_kind() -> Stdin {
+    if io::stdin().is_terminal() {
+        return Stdin::Terminal;
+    }
+    #[cfg(unix)]
+    {
+        use std::mem::ManuallyDrop;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: fd 0 is only inspected, never closed (ManuallyDrop).
+        let stdin = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+        let Ok(meta) = stdin.metadata() else {
+            return Stdin::Nothing;
+        };
+        let null = std::fs::metadata("/dev/null").ok();
+        if meta.file_type().is_char_device() && null.is_some_and(|n| n.rdev() == meta.rdev()) {
+            return Stdin::Nothing;
+        }
+    }
+    Stdin::Data
+}
+
+pub fn run(args: &ChatArgs) -> Result<ExitCode> {
+    if args.no_conversation {
+        bail!("llm chat always chats; for raw completion without a template use `llm run MODEL -p TEXT`");
+    }
+    let catalogue = Catalogue::load()?;
+    let model_arg = args
+        .model
+        .as_ref()
+        .or(args.model_flag.as_ref())
+        .expect("clap requires a model");
+    let model_path = setup::resolve_model(model_arg, &catalogue)?;
+    // Check the file and the template before anything else, so that even a
+    // chat with nothing to say reports a bad model.
+    let md = read_metadata(&model_path)?;
+    let family = setup::family_for(&catalogue, &md)?;
+    let choice = TemplateChoice {
+        name: args.chat_template.as_deref(),
+        file: args.chat_template_file.as_deref(),
+    };
+    let (template, template_note) = setup::choose_template(&choice, &md, family)?;
+    let system = match &args.system_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        ),
+        None => args.system.clone(),
+    };
+
+    let stdin = stdin_kind();
+    let message = match args.prompt.as_deref() {
+        Some("-") => Some(read_stdin()?),
+        Some(p) if stdin == Stdin::Data => {
+            let piped = read_stdin()?;
+            let piped = piped.trim_end_matches(['\n', '\r']);
+            Some(if piped.trim().is_empty() {
+                p.to_string()
+            } else {
+                format!("{piped}\n\n{p}")
+            })
+        }
+        Some(p) => Some(p.to_string()),
+        None if stdin == Stdin::Nothing => return Ok(ExitCode::SUCCESS),
+        None => None,
+    };
+    if message.as_deref().is_some_and(|m| m.trim().is_empty()) {
+        bail!("the message is empty: nothing to answer");
+    }
+
+    let ui = Ui::new(args.color, !args.no_stats);
+    if let Some(note) = cpu_only_notice(args.n_gpu_layers) {
+        ui.warn(&note);
+    }
+    if args.flash_attn.as_deref() == Some("on") {
+        ui.note("llm: --flash-attn on: the CPU path uses standard attention (same results)");
+    }
+    if let Some(note) = &template_note {
+        ui.warn(note);
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(crate::engine::physical_cores)
+        .max(1);
+    let mut spinner = ui.spinner("loading model");
+    let model = Model::load(&model_path, threads)?;
+    let tok = Tokenizer::from_gguf_file(&model_path)?;
+    spinner.stop();
+    let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
+    let base = family.map_or(SamplingParams::default(), |f| {
+        f.sampling.over(SamplingParams::default())
+    });
+    let sampling = args.sampling.over(base);
+    let summary = model_summary(&model_path, &md, &model, threads);
+    let mut stops = family.map(|f| f.stop.clone()).unwrap_or_default();
+    stops.extend(args.stop.iter().cloned());
+    let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling);
+    session.n_predict = usize::try_from(args.n_predict).ok();
+    session.ignore_eos = args.ignore_eos;
+    session.conversation.system = system;
+    let mut chat = Chat {
+        session,
+        ui,
+        model_path,
+        model_summary: summary,
+    };
+    if args.verbose_prompt {
+        chat.session.verbose_prompt = true;
+    }
+    // After loading: a Ctrl-C while loading still ends the program.
+    interrupt::flag();
+
+    if let Some(message) = message {
+        return one_shot(&mut chat, &message);
+    }
+    match stdin {
+        Stdin::Data => scripted(&mut chat),
+        _ => {
+            if args.single_turn {
+                return single_turn_repl(&mut chat);
+            }
+            let banner = banner(&chat);
+            repl::run(&mut chat, &banner)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_stdin() -> Result<String> {
+    let mut text = String::new();
+    io::stdin()
+        .read_to_string(&mut text)
+        .context("reading standard input")?;
+    Ok(text)
+}
+
+fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
+    let stats = chat.say(message, "\n")?;
+    Ok(if stats.stop == StopReason::Interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One turn per line of stdin, each reply followed by a blank line. Known
+/// slash commands are carried out; other lines are messages.
+fn scripted(chat: &mut Chat) -> Result<ExitCode> {
+    let mut turns = script::Turns::new(io::stdin().lock());
+    while let Some(turn) = turns.next_turn()? {
+        if commands::is_known(&turn) {
+            match commands::parse(&turn) {
+                Ok(Some(command)) => {
+                    if chat.run(command, "\n\n")? == Next::Exit {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => bail!(e),
+            }
+            continue;
+        }
+        let stats = chat.say(&turn, "\n\n")?;
+        if stats.stop == StopReason::Interrupted {
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+    }
+    io::stdout().flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `-st` in a terminal: read one message, answer it, exit.
+fn single_turn_repl(chat: &mut Chat) -> Result<ExitCode> {
+    let mut line = String::new();
+    eprint!("{}", chat.ui.prompt());
+    io::stdin().read_line(&mut line)?;
+    if line.trim().is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    one_shot(chat, line.trim())
+}
+
+fn model_summary(
+    path: &Path,
+    md: &crate::format::gguf::Metadata,
+    model: &Model,
+    threads: usize,
+) -> String {
+    let name = md.str("general.name").ok().flatten().unwrap_or("(unnamed)");
+    let arch = md.str("general.architecture").ok().flatten().unwrap_or("?");
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    format!(
+        "model:   {name} ({arch}, {} layers)\nfile:    {} ({})\nthreads: {threads} ({})",
+        model.config.n_layer,
+        path.display(),
+        human_bytes(bytes),
+        ggml::cpu::isa().name()
+    )
+}
+
+fn banner(chat: &Chat) -> String {
+    let s = &chat.session;
+    format!(
+        "{}\ncontext {} tokens · template {} · type /help for commands, \"\"\" for several lines,\nCtrl-C stops a reply, Ctrl-D or /exit quits",
+        chat.model_summary.lines().next().unwrap_or_default().trim_start_matches("model:").trim(),
+        s.n_ctx(),
+        s.template.name,
+    )
+}
