@@ -10,7 +10,8 @@ Job on stdin:
   {"templates": {"name": {"source": "...", "bos_token": "<s>", "eos_token": "</s>"}},
    "conversations": {"name": [{"role": "user", "content": "..."}]}}
 Answer on stdout: a list of
-  {"template", "conversation", "add_generation_prompt", "output" or "error"}
+  {"template", "conversation", "add_generation_prompt", and one of
+   "output", "raised" (raise_exception's message) or "failed" (any other error)}
 for every template x conversation x add_generation_prompt (false, true).
 """
 
@@ -50,7 +51,11 @@ class Generation(jinja2.ext.Extension):
     def parse(self, parser):
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
-        return jinja2.nodes.Scope(body, lineno=lineno)
+        call = self.call_method("_body")
+        return jinja2.nodes.CallBlock(call, [], [], body).set_lineno(lineno)
+
+    def _body(self, caller):
+        return caller()
 
 
 def environment():
@@ -89,7 +94,9 @@ def main():
                         eos_token=template["eos_token"],
                     )
                 except TemplateRaised as e:
-                    result["error"] = str(e)
+                    result["raised"] = str(e)
+                except Exception as e:  # the template is broken for this input
+                    result["failed"] = f"{type(e).__name__}: {e}"
                 results.append(result)
     json.dump(results, sys.stdout, ensure_ascii=False)
 

@@ -126,7 +126,7 @@ impl Chat {
                     text += &format!("  {name:<8} {help}\n");
                 }
                 text += "Keys: Enter sends; end a line with \\ or open a \"\"\" block for several lines;\n      Ctrl-C stops a reply; Ctrl-D or /exit quits; Up/Down and Ctrl-R search history.";
-                println!("{text}");
+                self.ui.info(&text);
             }
             Command::Exit => return Ok(Next::Exit),
             Command::Clear => {
@@ -152,7 +152,7 @@ impl Chat {
                 }
             }
             Command::System(None) => match &self.session.conversation.system {
-                Some(s) => println!("{s}"),
+                Some(s) => self.ui.info(s),
                 None => self.ui.note("(no system prompt)"),
             },
             Command::System(Some(text)) => {
@@ -161,7 +161,8 @@ impl Chat {
             }
             Command::Set(None) => {
                 let p = &self.session.sampler.params;
-                println!("{}", commands::settings_table(p, self.session.n_predict));
+                self.ui
+                    .info(&commands::settings_table(p, self.session.n_predict));
             }
             Command::Set(Some((key, value))) => {
                 let mut params = self.session.sampler.params.clone();
@@ -175,7 +176,7 @@ impl Chat {
                     Err(e) => self.ui.error(&e),
                 }
             }
-            Command::Show(topic) => println!("{}", self.show(&topic)?),
+            Command::Show(topic) => self.ui.info(&self.show(&topic)?),
             Command::Save(path) => {
                 self.saved().save(&path)?;
                 self.ui.note(&format!(
@@ -219,21 +220,22 @@ impl Chat {
         self.session.conversation = saved.conversation();
         self.session.sampler.set_params(saved.sampling.clone());
         self.session.n_predict = saved.n_predict.and_then(|n| usize::try_from(n).ok());
-        // Show the restored conversation as it was seen.
-        let mut out = io::stdout().lock();
-        for m in &self.session.conversation.messages {
-            match m.role.as_str() {
-                "user" => writeln!(out, "{}{}", self.ui.prompt(), m.content)?,
-                _ => writeln!(
-                    out,
-                    "{}{}{}\n",
-                    self.ui.reply_start(),
-                    m.content,
-                    self.ui.reply_end()
-                )?,
+        // Show the restored conversation as it was seen, in a terminal.
+        if self.ui.out_tty {
+            let mut out = io::stdout().lock();
+            for m in &self.session.conversation.messages {
+                match m.role.as_str() {
+                    "user" => writeln!(out, "{}{}", self.ui.prompt(), m.content)?,
+                    _ => writeln!(
+                        out,
+                        "{}{}{}\n",
+                        self.ui.reply_start(),
+                        m.content,
+                        self.ui.reply_end()
+                    )?,
+                }
             }
         }
-        drop(out);
         self.ui.note(&format!(
             "(loaded {} messages from {})",
             self.session.conversation.messages.len(),

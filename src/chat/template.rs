@@ -17,6 +17,12 @@
 //! Templates from model files are untrusted: each render has an instruction
 //! budget (fuel) that grows with the conversation and a recursion limit, so
 //! a runaway template fails with an error instead of hanging the chat.
+//! Fuel bounds work, not memory: a template that doubles a string forty
+//! times can still exhaust memory, as it can in transformers.
+//!
+//! Known differences from jinja2, outside what chat templates do: a list
+//! printed whole shows non-printable characters as they are where Python's
+//! `repr` escapes them, and `strftime_now` formats UTC, not local time.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -84,6 +90,7 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A compiled-once template and the stop strings that go with it.
 #[derive(Clone, Debug)]
 pub struct ChatTemplate {
     pub name: String,
@@ -880,7 +887,7 @@ mod tests {
         );
         assert_eq!(
             render_source("{% generation %}\n  {{- 'a' }}\n{% endgeneration %}b").unwrap(),
-            "ab"
+            "a\nb"
         );
     }
 

@@ -24,6 +24,9 @@ pub struct Ui {
     pub color_err: bool,
     /// stderr is a terminal: spinners may draw there.
     pub err_tty: bool,
+    /// stdout is a terminal: command output may go there (on a pipe stdout
+    /// carries only the model's words).
+    pub out_tty: bool,
     pub stats: bool,
 }
 
@@ -48,6 +51,7 @@ impl Ui {
             color_out: pick(out_tty),
             color_err: pick(err_tty),
             err_tty,
+            out_tty,
             stats,
         }
     }
@@ -66,6 +70,16 @@ impl Ui {
 
     pub fn error(&self, message: &str) {
         eprintln!("{}", Self::paint(self.color_err, RED, message));
+    }
+
+    /// Output of a command (`/help`, `/show`): stdout in a terminal, stderr
+    /// when stdout is a pipe.
+    pub fn info(&self, text: &str) {
+        if self.out_tty {
+            println!("{text}");
+        } else {
+            eprintln!("{text}");
+        }
     }
 
     pub fn note(&self, message: &str) {

@@ -24,7 +24,9 @@ use crate::tokenizer::Tokenizer;
 /// Exit code after Ctrl-C in a one-shot or scripted chat, as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// A flag given twice takes its last value, as in llama.cpp.
 #[derive(clap::Args, Debug)]
+#[command(args_override_self = true)]
 pub struct ChatArgs {
     /// Model file (.gguf), or a name from models.toml's aliases (e.g. smollm2)
     #[arg(required_unless_present = "model_flag", value_name = "MODEL")]

@@ -56,3 +56,72 @@ pub fn llm(args: &[&str]) -> Run {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
+
+/// Runs `llm` with `stdin` as its standard input (a pipe).
+pub fn llm_stdin(args: &[&str], stdin: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run llm");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    // Written from a thread: llm may answer before it has read everything.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for llm");
+    writer.join().expect("stdin writer");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Renders `source` for `messages` (role, content) with the generation
+/// prompt, through scripts/render_templates.py (Python's jinja2 set up as
+/// Hugging Face does): an oracle independent of our renderer.
+pub fn render_with_python(source: &str, bos: &str, eos: &str, messages: &[(&str, &str)]) -> String {
+    use std::io::Write;
+    let msgs: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(r, c)| serde_json::json!({"role": r, "content": c}))
+        .collect();
+    let job = serde_json::json!({
+        "templates": {"t": {"source": source, "bos_token": bos, "eos_token": eos}},
+        "conversations": {"c": msgs},
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/render_templates.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for template oracles (apt-get install python3-jinja2)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "render_templates.py failed (apt-get install python3-jinja2?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let answer = answers
+        .iter()
+        .find(|a| a["add_generation_prompt"] == true)
+        .expect("an answer with the generation prompt");
+    answer["output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("python could not render: {}", answer["error"]))
+        .to_string()
+}

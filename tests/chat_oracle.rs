@@ -1,0 +1,146 @@
+//! `llm chat` against llama.cpp: with `--temp 0`, the one-shot reply and
+//! each reply of a scripted chat are exactly the text of llama.cpp's greedy
+//! tokens for the same conversation. The prompt is rendered by Python's
+//! jinja2 (scripts/render_templates.py), not by us; llama.cpp tokenizes it
+//! and generates token by token (its generation path).
+#![cfg(feature = "oracle")]
+
+mod common;
+
+use common::*;
+use llm::format::gguf::read_metadata;
+use llm::oracle::OracleModel;
+use llm::oracle_tokenizer::OracleVocab;
+
+const N_CTX: u32 = 2048;
+const MAX_TOKENS: usize = 48;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Oracle {
+    vocab: OracleVocab,
+    model: OracleModel,
+    template: String,
+    bos: String,
+    eos: String,
+}
+
+impl Oracle {
+    /// `template`: the model's own, or the source of a built-in one.
+    fn new(file: &str, template: Option<&str>) -> Oracle {
+        let path = real_model(file);
+        let vocab = OracleVocab::load(&path).unwrap();
+        let model = OracleModel::load(&path, N_CTX, 2).expect("llama.cpp loads the model");
+        let md = read_metadata(&path).unwrap();
+        let template = match template {
+            Some(t) => t.to_string(),
+            None => md
+                .str("tokenizer.chat_template")
+                .unwrap()
+                .unwrap()
+                .to_string(),
+        };
+        let text = |id: Option<u32>| {
+            id.map(|id| String::from_utf8(vocab.piece(id, true)).unwrap())
+                .unwrap_or_default()
+        };
+        let (bos, eos) = (text(vocab.bos()), text(vocab.eos()));
+        Oracle {
+            vocab,
+            model,
+            template,
+            bos,
+            eos,
+        }
+    }
+
+    /// llama.cpp's greedy reply to the conversation, as text.
+    fn reply(&mut self, messages: &[(&str, &str)]) -> String {
+        let rendered = render_with_python(&self.template, &self.bos, &self.eos, messages);
+        // llama.cpp drops a BOS the template wrote when the tokenizer adds one.
+        let text = match rendered.strip_prefix(self.bos.as_str()) {
+            Some(rest) if self.vocab.add_bos() && !self.bos.is_empty() => rest,
+            _ => rendered.as_str(),
+        };
+        let prompt = self.vocab.tokenize(text, true, true);
+        self.model.clear();
+        let mut logits = self.model.eval_one_by_one(&prompt).unwrap();
+        let mut bytes = Vec::new();
+        for _ in 0..MAX_TOKENS {
+            let next = argmax(&logits);
+            if self.vocab.is_eog(next) {
+                break;
+            }
+            bytes.extend(self.vocab.piece(next, false));
+            logits = self.model.eval(&[next]).unwrap();
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best }) as u32
+}
+
+fn chat_args<'a>(model: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "chat", model, "--temp", "0", "-t", "2", "-c", "2048", "-n", "48",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+const QUESTIONS: &[&str] = &[
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "List three prime numbers, then explain why 1 is not prime.",
+];
+
+fn one_shot_matches(file: &str, template: Option<&str>) {
+    let _guard = serial();
+    let mut oracle = Oracle::new(file, template);
+    let model = real_model(file);
+    for q in QUESTIONS {
+        let expected = oracle.reply(&[("user", q)]);
+        let run = llm(&chat_args(path_str(&model), &["-p", q]));
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_eq!(
+            run.stdout,
+            format!("{expected}\n"),
+            "{file}: one-shot reply to {q:?} differs from llama.cpp's greedy reply"
+        );
+    }
+}
+
+#[test]
+fn smollm2_one_shot_is_llama_cpp_greedy_reply() {
+    one_shot_matches(SMOLLM2, None);
+}
+
+#[test]
+fn gemma3_one_shot_via_catalogue_template_is_llama_cpp_greedy_reply() {
+    let gemma =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/gemma.jinja"))
+            .unwrap();
+    one_shot_matches(GEMMA3, Some(&gemma));
+}
+
+#[test]
+fn scripted_chat_keeps_context_and_matches_llama_cpp() {
+    let _guard = serial();
+    let mut oracle = Oracle::new(SMOLLM2, None);
+    let model = real_model(SMOLLM2);
+    let (q1, q2) = ("Hi, my name is Bob.", "What did I just say?");
+    let run = llm_stdin(
+        &chat_args(path_str(&model), &[]),
+        format!("{q1}\n{q2}\n").as_bytes(),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let a1 = oracle.reply(&[("user", q1)]);
+    let a2 = oracle.reply(&[("user", q1), ("assistant", &a1), ("user", q2)]);
+    assert_eq!(run.stdout, format!("{a1}\n\n{a2}\n\n"));
+}
