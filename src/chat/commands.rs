@@ -119,7 +119,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
 /// Whether `line` starts with one of our commands; anything else that
 /// starts with `/` is an ordinary message in a scripted chat.
 pub fn is_known(line: &str) -> bool {
-    let name = line.trim().split_whitespace().next().unwrap_or("");
+    let name = line.split_whitespace().next().unwrap_or("");
     COMMANDS.iter().any(|(c, _)| *c == name) || matches!(name, "/?" | "/quit")
 }
 

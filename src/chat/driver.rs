@@ -95,6 +95,7 @@ impl Chat {
     pub fn reply(&mut self, end: &str) -> Result<ReplyStats> {
         interrupt::reset();
         let cancel = interrupt::flag();
+
         let mut screen = Screen {
             ui: &self.ui,
             spinner: None,

@@ -13,8 +13,8 @@ use rustyline::history::FileHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Config, Context, Editor, Helper};
 
-use crate::chat::commands;
 use crate::chat::driver::{Chat, Next};
+use crate::chat::{commands, interrupt};
 
 const FENCE: &str = "\"\"\"";
 
@@ -141,6 +141,9 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
         files: FilenameCompleter::new(),
         prompt_color: chat.ui.color_err.then(|| chat.ui.prompt()),
     }));
+    // The editor put its own SIGINT handler in place; Ctrl-C during a reply
+    // must reach ours.
+    interrupt::install();
     let mut history = open_history(chat, &mut editor);
     chat.ui.note(banner);
     loop {

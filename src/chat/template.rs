@@ -90,7 +90,7 @@ impl fmt::Display for Origin {
     }
 }
 
-/// A compiled-once template and the stop strings that go with it.
+/// A chat template, known to compile, and the stop strings that go with it.
 #[derive(Clone, Debug)]
 pub struct ChatTemplate {
     pub name: String,

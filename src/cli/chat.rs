@@ -224,7 +224,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
         chat.session.verbose_prompt = true;
     }
     // After loading: a Ctrl-C while loading still ends the program.
-    interrupt::flag();
+    interrupt::install();
 
     if let Some(message) = message {
         return one_shot(&mut chat, &message);
