@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::chat::catalog::Catalogue;
+use crate::chat::setup::{self, TemplateChoice};
 use crate::format::gguf::{human_bytes, GgufError, GgufFile, Metadata, Value};
 use crate::model::HyperParams;
 
@@ -75,6 +77,56 @@ pub struct ChatTemplateInfo {
     pub present: bool,
     pub chars: usize,
     pub first_line: Option<String>,
+    /// What `llm chat` would use: the model's own, a models.toml family's,
+    /// or the plain fallback.
+    pub chosen: Option<String>,
+    pub origin: Option<String>,
+    pub stop: Vec<String>,
+    /// A fixed sample conversation rendered with the chosen template.
+    pub example: Option<String>,
+    /// Why the template cannot be used (a syntax error, a bad models.toml).
+    pub error: Option<String>,
+}
+
+impl ChatTemplateInfo {
+    fn gather(md: &Metadata, tokenizer: &TokenizerInfo) -> ChatTemplateInfo {
+        let own = md.str("tokenizer.chat_template").ok().flatten();
+        let mut info = ChatTemplateInfo {
+            present: own.is_some(),
+            chars: own.map_or(0, |t| t.chars().count()),
+            first_line: own
+                .and_then(|t| t.lines().find(|l| !l.trim().is_empty()).map(str::to_string)),
+            chosen: None,
+            origin: None,
+            stop: Vec::new(),
+            example: None,
+            error: None,
+        };
+        let special = |role: &str| {
+            tokenizer
+                .special
+                .iter()
+                .find(|s| s.role == role)
+                .and_then(|s| s.text.clone())
+                .unwrap_or_default()
+        };
+        let chosen = Catalogue::load().and_then(|cat| {
+            let family = setup::family_for(&cat, md)?;
+            let (template, _) = setup::choose_template(&TemplateChoice::default(), md, family)?;
+            let example = template.example(&special("bos"), &special("eos"))?;
+            Ok((template, example))
+        });
+        match chosen {
+            Ok((template, example)) => {
+                info.origin = Some(setup::origin_text(&template));
+                info.chosen = Some(template.name);
+                info.stop = template.stop;
+                info.example = Some(example);
+            }
+            Err(e) => info.error = Some(format!("{e:#}")),
+        }
+        info
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -232,13 +284,8 @@ impl ModelInfo {
         let in_file = |e: GgufError| e.in_file(gguf.path());
         let hparams = HyperParams::from_metadata(md).map_err(in_file)?;
         let tokenizer = TokenizerInfo::gather(md).map_err(in_file)?;
-        let template = md.str("tokenizer.chat_template").map_err(in_file)?;
-        let chat_template = ChatTemplateInfo {
-            present: template.is_some(),
-            chars: template.map_or(0, |t| t.chars().count()),
-            first_line: template
-                .and_then(|t| t.lines().find(|l| !l.trim().is_empty()).map(str::to_string)),
-        };
+        md.str("tokenizer.chat_template").map_err(in_file)?;
+        let chat_template = ChatTemplateInfo::gather(md, &tokenizer);
 
         let mut by_type: BTreeMap<ggml::GgmlType, (u64, u64)> = BTreeMap::new();
         let mut parameters = 0u64;
@@ -454,6 +501,22 @@ impl ModelInfo {
                 _ => "none".into(),
             },
         );
+        if let (Some(name), Some(origin)) = (&c.chosen, &c.origin) {
+            r.line("chat uses", format!("{name}: {origin}"));
+            if !c.stop.is_empty() {
+                let stops: Vec<String> = c.stop.iter().map(|s| format!("{s:?}")).collect();
+                r.line("stop strings", stops.join(", "));
+            }
+        }
+        if let Some(e) = &c.error {
+            r.line("chat uses", format!("nothing: {e}"));
+        }
+        if let Some(example) = &c.example {
+            r.line("example", String::new());
+            for l in example.lines() {
+                r.text += &format!("  {l}\n");
+            }
+        }
 
         let census = &self.tensors;
         r.line("tensors", census.count.to_string());
