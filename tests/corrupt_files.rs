@@ -1,5 +1,5 @@
 //! Every corrupt file gets its own clear one-line error and exit code 1 from
-//! `llm info`, never a panic (issue 2).
+//! `llm info` (and `llm chat`), never a panic (issue 2).
 
 mod common;
 
@@ -65,11 +65,19 @@ fn files_that_are_not_models() {
 }
 
 #[test]
-fn unbuilt_subcommand_says_so_and_exits_2() {
-    let run = llm(&["chat", "model.gguf", "--n-gpu-layers", "100"]);
-    assert_eq!(run.code, Some(2));
-    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("not built yet"), "{}", run.stderr);
+fn chat_reports_corrupt_files_in_one_line_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let path = dir.path().join(format!("{}.gguf", case.name));
+        std::fs::write(&path, &case.bytes).unwrap();
+        let run = llm(&["chat", path_str(&path), "-p", "hi"]);
+        let line = run.stderr.trim_end();
+        if run.code != Some(1) || line.lines().count() != 1 || line.contains("panicked") {
+            failures.push(format!("{}: exit {:?}: {line}", case.name, run.code));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     let run = llm(&["info"]);
     assert_eq!(run.code, Some(2), "a usage error");
 }

@@ -17,7 +17,7 @@ use crate::chat::{commands, interrupt, repl, script};
 use crate::cli::run::{context_size, SamplingArgs};
 use crate::engine::offload::{cpu_only_notice, GpuLayers};
 use crate::engine::sampler::SamplingParams;
-use crate::format::gguf::{human_bytes, read_metadata};
+use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
@@ -150,13 +150,14 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let model_path = setup::resolve_model(model_arg, &catalogue)?;
     // Check the file and the template before anything else, so that even a
     // chat with nothing to say reports a bad model.
-    let md = read_metadata(&model_path)?;
-    let family = setup::family_for(&catalogue, &md)?;
+    let gguf = GgufFile::open(&model_path)?;
+    let md = gguf.metadata();
+    let family = setup::family_for(&catalogue, md)?;
     let choice = TemplateChoice {
         name: args.chat_template.as_deref(),
         file: args.chat_template_file.as_deref(),
     };
-    let (template, template_note) = setup::choose_template(&choice, &md, family)?;
+    let (template, template_note) = setup::choose_template(&choice, md, family)?;
     let system = match &args.system_file {
         Some(f) => Some(
             std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
@@ -191,9 +192,6 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     if args.flash_attn.as_deref() == Some("on") {
         ui.note("llm: --flash-attn on: the CPU path uses standard attention (same results)");
     }
-    if let Some(note) = &template_note {
-        ui.warn(note);
-    }
     let threads = args
         .threads
         .unwrap_or_else(crate::engine::physical_cores)
@@ -202,12 +200,15 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let model = Model::load(&model_path, threads)?;
     let tok = Tokenizer::from_gguf_file(&model_path)?;
     spinner.stop();
+    if let Some(note) = &template_note {
+        ui.warn(note);
+    }
     let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
     let base = family.map_or(SamplingParams::default(), |f| {
         f.sampling.over(SamplingParams::default())
     });
     let sampling = args.sampling.over(base);
-    let summary = model_summary(&model_path, &md, &model, threads);
+    let summary = model_summary(&model_path, md, &model, threads);
     let mut stops = family.map(|f| f.stop.clone()).unwrap_or_default();
     stops.extend(args.stop.iter().cloned());
     let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling);
