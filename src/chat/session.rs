@@ -151,13 +151,17 @@ impl ChatSession {
 
     /// The tokens of the rendered conversation. A template that writes the
     /// BOS token itself does not get a second one from the tokenizer.
+    /// Control-token text inside a message stays text: only the template
+    /// writes turn markers.
     pub fn prompt_tokens(&self, conversation: &Conversation) -> Result<Vec<TokenId>> {
-        let text = self.render(&conversation.to_messages())?;
+        let messages = conversation.to_messages();
+        let text = self.render(&messages)?;
         let text = match text.strip_prefix(self.bos_text.as_str()) {
             Some(rest) if self.tok.add_bos() && !self.bos_text.is_empty() => rest,
             _ => text.as_str(),
         };
-        self.tok.encode(text, true, true)
+        self.tok
+            .encode_chat(text, true, &message_spans(text, &messages))
     }
 
     /// Forgets the cached prompt (a new conversation).
@@ -359,4 +363,26 @@ impl ChatSession {
         let (_, _, cancelled) = self.sync(&all, cancel)?;
         Ok(!cancelled)
     }
+}
+
+/// Where each message's text sits in the rendered prompt, found in order.
+/// A message the template changed (stripped, split) is looked for trimmed,
+/// and skipped if it is not there as such.
+fn message_spans(text: &str, messages: &[Message]) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    for m in messages {
+        for needle in [m.content.as_str(), m.content.trim()] {
+            if needle.is_empty() {
+                continue;
+            }
+            if let Some(at) = text[from..].find(needle) {
+                let start = from + at;
+                spans.push(start..start + needle.len());
+                from = start + needle.len();
+                break;
+            }
+        }
+    }
+    spans
 }

@@ -281,9 +281,14 @@ impl Tokenizer {
         parse_special: bool,
     ) -> Result<Vec<TokenId>> {
         match &self.encoder {
-            Encoder::Gguf { specials, finder } => {
-                self.encode_gguf(text, add_special, parse_special, specials, finder.as_ref())
-            }
+            Encoder::Gguf { specials, finder } => self.encode_gguf(
+                text,
+                add_special,
+                parse_special,
+                &[],
+                specials,
+                finder.as_ref(),
+            ),
             Encoder::Json { plain } => {
                 let tk = if parse_special { &self.inner } else { plain };
                 let enc = tk
@@ -294,11 +299,51 @@ impl Tokenizer {
         }
     }
 
+    /// Ids for a rendered chat prompt: control tokens in the template's text
+    /// become tokens (as `parse_special`), but inside the `literal` byte
+    /// ranges (the messages) their text stays text, so a user cannot forge
+    /// the template's turn markers. Outside those ranges, and wherever no
+    /// message holds such text, this is exactly `encode(text, add_special,
+    /// true)`.
+    pub fn encode_chat(
+        &self,
+        text: &str,
+        add_special: bool,
+        literal: &[std::ops::Range<usize>],
+    ) -> Result<Vec<TokenId>> {
+        match &self.encoder {
+            Encoder::Gguf { specials, finder } => {
+                self.encode_gguf(text, add_special, true, literal, specials, finder.as_ref())
+            }
+            Encoder::Json { plain } => {
+                // Template text with special parsing, messages without.
+                let mut ids = Vec::new();
+                let mut cur = 0;
+                let mut pieces: Vec<(&str, bool)> = Vec::new();
+                for r in literal {
+                    pieces.push((&text[cur..r.start], true));
+                    pieces.push((&text[r.start..r.end], false));
+                    cur = r.end;
+                }
+                pieces.push((&text[cur..], true));
+                for (i, (piece, special)) in pieces.into_iter().enumerate() {
+                    let tk = if special { &self.inner } else { plain };
+                    let enc = tk
+                        .encode_fast(piece, add_special && i == 0)
+                        .map_err(|e| anyhow!("tokenizing: {e}"))?;
+                    ids.extend_from_slice(enc.get_ids());
+                }
+                Ok(ids)
+            }
+        }
+    }
+
     fn encode_gguf(
         &self,
         text: &str,
         add_special: bool,
         parse_special: bool,
+        literal: &[std::ops::Range<usize>],
         specials: &[TokenId],
         finder: Option<&AhoCorasick>,
     ) -> Result<Vec<TokenId>> {
@@ -306,7 +351,7 @@ impl Tokenizer {
         if add_special && self.add_bos {
             out.extend(self.bos);
         }
-        for frag in self.partition(text, parse_special, specials, finder) {
+        for frag in self.partition(text, parse_special, literal, specials, finder) {
             match frag {
                 Fragment::Token(id) => out.push(id),
                 Fragment::Text(start, end) => {
@@ -332,6 +377,7 @@ impl Tokenizer {
         &self,
         text: &str,
         parse_special: bool,
+        literal: &[std::ops::Range<usize>],
         specials: &[TokenId],
         finder: Option<&AhoCorasick>,
     ) -> Vec<Fragment> {
@@ -369,8 +415,16 @@ impl Tokenizer {
                     continue;
                 };
                 let mut cur = start;
-                while let Some(at) = text[cur..end].find(pat) {
-                    let at = cur + at;
+                let mut from = start;
+                while let Some(at) = text[from..end].find(pat) {
+                    let at = from + at;
+                    let inside =
+                        |r: &std::ops::Range<usize>| r.start <= at && at + pat.len() <= r.end;
+                    if attr.is_special() && literal.iter().any(inside) {
+                        // A message's text: left as text.
+                        from = at + pat.len();
+                        continue;
+                    }
                     let mut left_end = at;
                     if attr.has(Attr::LSTRIP) {
                         while left_end > cur && is_c_space(bytes[left_end - 1]) {
@@ -387,6 +441,7 @@ impl Tokenizer {
                             cur += 1;
                         }
                     }
+                    from = cur;
                 }
                 if cur < end {
                     next.push(Fragment::Text(cur, end));
