@@ -120,6 +120,28 @@ impl Ui {
     }
 }
 
+/// A progress bar on stderr, only in a terminal: `[#####.....] 45% of 2.6 GiB`.
+pub fn draw_progress(ui: &Ui, label: &str, done: u64, total: u64) {
+    if !ui.err_tty || total == 0 {
+        return;
+    }
+    const WIDTH: u64 = 30;
+    let filled = (done.min(total) * WIDTH / total) as usize;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r{label} [{}{}] {:>3}% of {}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled),
+        done.min(total) * 100 / total,
+        crate::format::gguf::human_bytes(total)
+    );
+    if done >= total {
+        let _ = write!(err, "\r\x1b[2K");
+    }
+    let _ = err.flush();
+}
+
 pub fn stats_line(s: &ReplyStats) -> String {
     let rate = |n: usize, secs: f64| {
         if n == 0 || secs <= 0.0 {

@@ -12,7 +12,7 @@ use crate::chat::catalog::Catalogue;
 use crate::chat::driver::{Chat, Next};
 use crate::chat::session::{ChatSession, StopReason};
 use crate::chat::setup::{self, TemplateChoice};
-use crate::chat::ui::{ColorChoice, Ui};
+use crate::chat::ui::{draw_progress, ColorChoice, Ui};
 use crate::chat::{commands, interrupt, repl, script};
 use crate::cli::run::{context_size, SamplingArgs};
 use crate::engine::offload::{cpu_only_notice, GpuLayers};
@@ -20,6 +20,9 @@ use crate::engine::sampler::SamplingParams;
 use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
+
+/// Models from this size get a progress bar while they are read in.
+const PREFETCH_FROM: u64 = 256 << 20;
 
 /// Exit code after Ctrl-C in a one-shot or scripted chat, as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -200,6 +203,13 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let model = Model::load(&model_path, threads)?;
     let tok = Tokenizer::from_gguf_file(&model_path)?;
     spinner.stop();
+    // A large model is read in now, with a progress bar, rather than page by
+    // page during the first prompt.
+    if ui.err_tty && model.weights.file_bytes() >= PREFETCH_FROM {
+        model
+            .weights
+            .prefetch(|done, total| draw_progress(&ui, "loading model", done, total));
+    }
     if let Some(note) = &template_note {
         ui.warn(note);
     }

@@ -59,6 +59,39 @@ impl Weights {
     pub fn data(&self, m: &Mat) -> &[u8] {
         self.file.tensor_data(&m.info)
     }
+
+    /// Bytes of tensor data in the file(s).
+    pub fn file_bytes(&self) -> u64 {
+        self.file
+            .tensors()
+            .iter()
+            .map(|t| self.file.tensor_data(t).len() as u64)
+            .sum()
+    }
+
+    /// Reads every page of the mapped tensors once, so a large model is
+    /// loaded from disk now (with progress shown) rather than page by page
+    /// during the first prompt. `progress(done, total)` is called every few
+    /// MiB.
+    pub fn prefetch(&self, mut progress: impl FnMut(u64, u64)) {
+        const PAGE: usize = 4096;
+        const REPORT: u64 = 32 << 20;
+        let total = self.file_bytes();
+        let (mut done, mut reported) = (0u64, 0u64);
+        for t in self.file.tensors() {
+            let data = self.file.tensor_data(t);
+            for i in (0..data.len()).step_by(PAGE) {
+                // SAFETY: in bounds; a volatile read so the touch is not optimised away.
+                unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
+            }
+            done += data.len() as u64;
+            if done - reported >= REPORT {
+                reported = done;
+                progress(done, total);
+            }
+        }
+        progress(total, total);
+    }
 }
 
 /// Looks tensors up and checks their shapes.
