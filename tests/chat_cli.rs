@@ -81,11 +81,14 @@ fn piped_stdin_is_a_scripted_chat_ending_at_eof() {
     let m = smollm2();
     let run = llm_stdin(
         &quick(&m, &[]),
-        b"Hello!\n\n\"\"\"\nTwo lines\nof text\n\"\"\"\nBye.\n",
+        b"Hello!\n\n\"\"\"\nTwo lines\nof text\n\"\"\"\n/set\n/set temp\n/exit is a bash builtin?\n",
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    // Three turns: three replies, each followed by a blank line.
+    // Three turns (a mistyped command is reported and the script goes on; a
+    // line that only starts with a command word is a message): three
+    // replies, each followed by a blank line.
     assert_eq!(run.stderr.matches("[ prompt ").count(), 3, "{}", run.stderr);
+    assert!(run.stderr.contains("needs a value"), "{}", run.stderr);
     assert!(run.stdout.ends_with("\n\n"), "{:?}", run.stdout);
     no_escape_codes(&run);
 }
@@ -134,6 +137,88 @@ fn a_closed_stdout_ends_quietly() {
     assert_eq!(stdout.trim(), "status 0", "{stderr}");
     assert!(!stderr.contains("llm:"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stderr_or_merged_output_ends_quietly_too() {
+    let llm = env!("CARGO_BIN_EXE_llm");
+    let m = smollm2();
+    for script in [
+        format!("printf 'Hi\\nTell me about cats\\nBye\\n' | {llm} chat {} -t 2 -n 20 2>&1 | head -1 >/dev/null; echo \"status ${{PIPESTATUS[1]}}\"", path_str(&m)),
+        format!("{llm} chat {} -p hi -t 2 -n 20 2>&1 >/dev/null | head -c1 >/dev/null; echo \"status ${{PIPESTATUS[0]}}\"", path_str(&m)),
+    ] {
+        let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "status 0", "{script}");
+    }
+}
+
+#[test]
+fn bare_llama_cpp_flags_do_not_swallow_the_next_one() {
+    let m = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let sys = dir.path().join("sys.txt");
+    std::fs::write(&sys, "You answer in French.").unwrap();
+    let run = llm(&quick(
+        &m,
+        &[
+            "-fa",
+            "-ngl",
+            "99",
+            "-co",
+            "-sysf",
+            path_str(&sys),
+            "-cnv",
+            "-mli",
+            "-p",
+            "Hi",
+            "-n",
+            "1",
+            "--verbose-prompt",
+        ],
+    ));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("You answer in French."),
+        "{}",
+        run.stderr
+    );
+    // -co alone turns colour on, even on a pipe.
+    assert!(run.stderr.contains('\x1b'), "{}", run.stderr);
+    let run = llm(&quick(
+        &m,
+        &["-co", "off", "-fa", "off", "-p", "Hi", "-n", "1"],
+    ));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!run.stderr.contains('\x1b'), "{}", run.stderr);
+}
+
+#[test]
+fn one_shot_ctrl_c_stops_with_130_and_keeps_the_partial_reply() {
+    use std::io::Read;
+    let m = smollm2();
+    let mut child = llm_command()
+        .args(quick(
+            &m,
+            &["-p", "Tell me a long story.", "--ignore-eos", "-n", "5000"],
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("the reply starts");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        rest.ends_with(b"\n"),
+        "the partial reply ends with a newline"
+    );
 }
 
 #[test]
@@ -222,7 +307,7 @@ fn a_user_catalogue_overrides_the_built_in_one() {
     )
     .unwrap();
     let m = real_model(GEMMA3);
-    let out = Command::new(env!("CARGO_BIN_EXE_llm"))
+    let out = llm_command()
         .args(quick(&m, &["-p", "Hi", "-n", "1", "--verbose-prompt"]))
         .env("XDG_CONFIG_HOME", dir.path())
         .stdin(Stdio::null())
@@ -242,7 +327,7 @@ fn aliases_find_model_files() {
     let link = dir.path().join("SmolLM2-135M-Instruct.Q4_1.gguf");
     std::os::unix::fs::symlink(smollm2(), &link).unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_llm"))
+    let out = llm_command()
         .args(["chat", "smollm2", "--temp", "0", "-n", "1", "-p", "Hi"])
         .env("LLM_MODELS", dir.path())
         .env("LLM_TEST_MODELS", empty.path())

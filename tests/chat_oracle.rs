@@ -116,6 +116,11 @@ fn one_shot_matches(file: &str, template: Option<&str>) {
     }
 }
 
+/// The template models.toml gives Gemma-3-270M (it has none of its own).
+fn gemma_template() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/gemma.jinja")).unwrap()
+}
+
 #[test]
 fn smollm2_one_shot_is_llama_cpp_greedy_reply() {
     one_shot_matches(SMOLLM2, None);
@@ -129,11 +134,10 @@ fn gemma3_one_shot_via_catalogue_template_is_llama_cpp_greedy_reply() {
     one_shot_matches(GEMMA3, Some(&gemma));
 }
 
-#[test]
-fn scripted_chat_keeps_context_and_matches_llama_cpp() {
+fn scripted_chat_matches(file: &str, template: Option<&str>) {
     let _guard = serial();
-    let mut oracle = Oracle::new(SMOLLM2, None);
-    let model = real_model(SMOLLM2);
+    let mut oracle = Oracle::new(file, template);
+    let model = real_model(file);
     let (q1, q2) = ("Hi, my name is Bob.", "What did I just say?");
     let run = llm_stdin(
         &chat_args(path_str(&model), &[]),
@@ -142,5 +146,16 @@ fn scripted_chat_keeps_context_and_matches_llama_cpp() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let a1 = oracle.reply(&[("user", q1)]);
     let a2 = oracle.reply(&[("user", q1), ("assistant", &a1), ("user", q2)]);
-    assert_eq!(run.stdout, format!("{a1}\n\n{a2}\n\n"));
+    // Nothing but the replies on stdout, each followed by a blank line.
+    assert_eq!(run.stdout, format!("{a1}\n\n{a2}\n\n"), "{file}");
+}
+
+#[test]
+fn smollm2_scripted_chat_keeps_context_and_matches_llama_cpp() {
+    scripted_chat_matches(SMOLLM2, None);
+}
+
+#[test]
+fn gemma3_scripted_chat_keeps_context_and_matches_llama_cpp() {
+    scripted_chat_matches(GEMMA3, Some(&gemma_template()));
 }

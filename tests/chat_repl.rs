@@ -77,7 +77,10 @@ fn a_conversation_keeps_its_context_and_ctrl_d_quits() {
 #[test]
 fn ctrl_c_stops_the_reply_and_keeps_the_conversation() {
     let home = tempfile::tempdir().unwrap();
-    let mut s = spawn(home.path(), &["--ignore-eos", "-n", "5000"]);
+    let mut s = spawn(
+        home.path(),
+        &["--ignore-eos", "-n", "5000", "--verbose-prompt"],
+    );
     s.send_line("Tell me a very long story about a dragon.")
         .unwrap();
     // The reply's colour starts with its first token.
@@ -101,10 +104,26 @@ fn ctrl_c_stops_the_reply_and_keeps_the_conversation() {
     );
     let partial = messages[1]["content"].as_str().unwrap();
     assert!(!partial.is_empty(), "the partial reply is kept");
-    // The next question sees the interrupted exchange.
+    // The next question sees the interrupted exchange, the partial reply
+    // closed as the template closes a reply.
     s.send_line("/set n-predict 4").unwrap();
     s.expect(PROMPT).unwrap();
-    ask(&mut s, "Go on.");
+    s.send_line("/show template").unwrap();
+    s.expect(PROMPT).unwrap();
+    let tail: String = partial
+        .chars()
+        .rev()
+        .take(12)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let prompt = ask(&mut s, "Go on.");
+    let shown = prompt.replace("\r\n", "\n");
+    assert!(
+        shown.contains(&format!("{tail}<|im_end|>\n<|im_start|>user\nGo on.")),
+        "{tail:?} not closed in {shown:?}"
+    );
     s.send_line(format!("/save {}", saved.display())).unwrap();
     s.expect("(saved 4 messages").unwrap();
     s.expect(PROMPT).unwrap();

@@ -163,3 +163,86 @@ fn dot_products_match_ggml() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Rows for weight quantisation, each in one of several shapes: the
+/// quantisers' searches and tie-breaks take different paths on each.
+fn weight_row(kind: usize, n: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut gauss = || {
+        // Box-Muller on (0, 1] uniforms.
+        let u1 = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    };
+    let mut x: Vec<f32> = (0..n).map(|_| gauss()).collect();
+    match kind {
+        // Uniform in [-1, 1).
+        0 => x.iter_mut().for_each(|v| *v = rng.unit()),
+        // Gaussian as drawn.
+        1 => {}
+        // Outliers, as trained weights have.
+        2 => {
+            for v in x.iter_mut() {
+                if rng.next_u64().is_multiple_of(50) {
+                    *v *= 30.0;
+                }
+            }
+        }
+        // Scattered zeros, whole zero 32-blocks and a zero 256-block.
+        3 => {
+            for (i, v) in x.iter_mut().enumerate() {
+                if rng.next_u64().is_multiple_of(5) || (i / 32) % 7 == 3 || i / 256 == 1 {
+                    *v = 0.0;
+                }
+            }
+        }
+        // All positive: the minimum-fitting types' other branch.
+        4 => x.iter_mut().for_each(|v| *v = v.abs() + 0.5),
+        // Multiples of 1/8: rounding ties everywhere.
+        5 => x.iter_mut().for_each(|v| *v = (*v * 8.0).round() / 8.0),
+        _ => {}
+    }
+    // Magnitudes from 1e-4 to 1e3, whose scales stay within f16.
+    let scale = 10f32.powi((rng.next_u64() % 8) as i32 - 4);
+    x.iter_mut().for_each(|v| *v *= scale);
+    x
+}
+
+#[test]
+fn weight_quantisers_match_ggml_bytes() {
+    let mut rng = Rng::new(seed());
+    let rows: Vec<Vec<f32>> = (0..64)
+        .map(|r| {
+            let n = 256 * (1 + (rng.next_u64() % 16) as usize);
+            weight_row(r % 6, n, &mut rng)
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for &ty in WEIGHT_TYPES {
+        let (bs, ts) = (ty.block_size() as usize, ty.type_size() as usize);
+        let (mut blocks, mut bad, mut first) = (0, 0, None);
+        for (r, x) in rows.iter().enumerate() {
+            let want = oracle::from_float(ty, x).expect("ggml has from_float");
+            let mut got = vec![0u8; want.len()];
+            ggml::blocks::quantize(ty, x, &mut got).unwrap();
+            let pairs = got.chunks_exact(ts).zip(want.chunks_exact(ts));
+            for (i, ((g, w), xb)) in pairs.zip(x.chunks_exact(bs)).enumerate() {
+                blocks += 1;
+                // ggml leaves an all-zero IQ4_NL block's indices as its scratch
+                // buffer held them (stale or uninitialised): compare d only.
+                let stale = ty == GgmlType::IQ4_NL && xb.iter().all(|v| v.abs() < 1e-15);
+                let n = if stale { 2 } else { ts };
+                if g[..n] != w[..n] {
+                    bad += 1;
+                    first.get_or_insert((r, i, g.to_vec(), w.to_vec()));
+                }
+            }
+        }
+        eprintln!("{ty}: {bad} of {blocks} blocks differ");
+        if let Some((r, i, g, w)) = first {
+            failures.push(format!(
+                "{ty}: {bad} of {blocks} blocks differ; first: row {r} block {i}\n  ours {g:02x?}\n  ggml {w:02x?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

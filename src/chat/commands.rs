@@ -33,6 +33,12 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Commands that take nothing after them: `/exit is a builtin?` in a
+/// script is a message, not a command.
+const NO_ARGUMENTS: &[&str] = &[
+    "/help", "/?", "/exit", "/bye", "/quit", "/clear", "/regen", "/undo",
+];
+
 pub const SHOW_TOPICS: &[&str] = &["info", "template", "params", "stats"];
 
 /// Options `/set` knows, with the help each gets.
@@ -81,6 +87,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Ok(PathBuf::from(expand_home(rest)))
         }
     };
+    if NO_ARGUMENTS.contains(&name) && !rest.is_empty() {
+        return Err(format!("{name} takes no arguments"));
+    }
     let command = match name {
         "/help" | "/?" => Command::Help,
         "/exit" | "/bye" | "/quit" => Command::Exit,
@@ -119,8 +128,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
 /// Whether `line` starts with one of our commands; anything else that
 /// starts with `/` is an ordinary message in a scripted chat.
 pub fn is_known(line: &str) -> bool {
-    let name = line.split_whitespace().next().unwrap_or("");
-    COMMANDS.iter().any(|(c, _)| *c == name) || matches!(name, "/?" | "/quit")
+    let mut words = line.split_whitespace();
+    let name = words.next().unwrap_or("");
+    let known = COMMANDS.iter().any(|(c, _)| *c == name) || matches!(name, "/?" | "/quit");
+    known && !(NO_ARGUMENTS.contains(&name) && words.next().is_some())
 }
 
 fn expand_home(path: &str) -> String {
@@ -220,6 +231,11 @@ mod tests {
         // A multi-line message that starts with a slash is a message.
         assert_eq!(parse("/usr/bin\nis a directory"), Ok(None));
         assert!(is_known("/set temp 1"));
+        assert!(is_known("/exit"));
+        assert!(!is_known("/exit is a bash builtin?"));
+        assert!(parse("/clear now")
+            .unwrap_err()
+            .contains("takes no arguments"));
         assert!(!is_known("/usr/bin is where"));
     }
 

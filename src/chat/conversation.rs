@@ -94,14 +94,23 @@ impl SavedChat {
             .with_context(|| format!("cannot read {}", path.display()))?;
         let saved: SavedChat = serde_json::from_str(&text)
             .map_err(|e| anyhow!("{} is not a saved chat: {e}", path.display()))?;
-        for m in &saved.messages {
-            if !matches!(m.role.as_str(), "user" | "assistant") {
+        // Turns alternate, the user's first: templates rely on it.
+        for (i, m) in saved.messages.iter().enumerate() {
+            let expected = if i % 2 == 0 { "user" } else { "assistant" };
+            if m.role != expected {
                 bail!(
-                    "{}: message role '{}' is not user or assistant",
+                    "{}: message {} is '{}' where '{expected}' was expected (turns alternate, the user's first)",
                     path.display(),
+                    i + 1,
                     m.role
                 );
             }
+        }
+        if saved.messages.len() % 2 == 1 {
+            bail!(
+                "{}: the last message has no reply (a saved chat ends with the assistant's)",
+                path.display()
+            );
         }
         Ok(saved)
     }
@@ -163,6 +172,11 @@ mod tests {
         saved.save(&path).unwrap();
         let back = SavedChat::load(&path).unwrap();
         assert_eq!(back.conversation(), saved.conversation());
+        let mut odd = SavedChat::load(&path).unwrap();
+        odd.messages.swap(0, 1);
+        odd.save(&path).unwrap();
+        let err = SavedChat::load(&path).unwrap_err().to_string();
+        assert!(err.contains("turns alternate"), "{err}");
         std::fs::write(&path, "{}").unwrap();
         let err = SavedChat::load(&path).unwrap_err().to_string();
         assert!(err.contains("is not a saved chat"), "{err}");

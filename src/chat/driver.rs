@@ -64,7 +64,7 @@ impl Observer for Screen<'_> {
         if self.started {
             let _ = self.out.write_all(self.ui.reply_end().as_bytes());
             let _ = self.out.flush();
-            eprintln!();
+            ui::err_line("");
         }
         self.ui.warn(message);
         if self.started {

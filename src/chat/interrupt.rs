@@ -32,6 +32,15 @@ pub fn install() {
     }
 }
 
+/// Ctrl-C ends the process again (while a scripted chat waits for input).
+pub fn restore_default() {
+    #[cfg(unix)]
+    // SAFETY: SIG_DFL is a valid disposition for SIGINT.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
+}
+
 pub fn flag() -> &'static AtomicBool {
     &INTERRUPTED
 }

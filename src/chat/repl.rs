@@ -11,7 +11,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Config, Context, Editor, Helper};
+use rustyline::{Behavior, Config, Context, Editor, Helper};
 
 use crate::chat::driver::{Chat, Next};
 use crate::chat::{commands, interrupt};
@@ -134,6 +134,9 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
         .history_ignore_space(true)
         .auto_add_history(false)
         .bracketed_paste(true)
+        // Draw on the terminal itself: with `llm chat m > log` stdout must
+        // carry the model's words only, not the prompt and keystrokes.
+        .behavior(Behavior::PreferTerm)
         .build();
     let mut editor: Editor<ChatHelper, FileHistory> = Editor::with_config(config)?;
     let plain_prompt = ">>> ";

@@ -1,7 +1,7 @@
 //! A scripted conversation on stdin: one user turn per line, `"""` opens
-//! and closes a multi-line turn, a trailing `\` continues a line. Turns are
-//! read as they arrive, so a slow writer gets each reply before its next
-//! line.
+//! and closes a multi-line turn. Turns are read as they arrive, so a slow
+//! writer gets each reply before its next line. (A trailing `\` is text
+//! here, a Windows path say; it continues a line only in the REPL.)
 
 use std::io::BufRead;
 
@@ -59,9 +59,6 @@ impl<R: BufRead> Turns<R> {
                 }
                 return self.block(rest).map(Some);
             }
-            if trimmed.ends_with('\\') {
-                return self.continued(line).map(Some);
-            }
             return Ok(Some(trimmed.to_string()));
         }
     }
@@ -82,21 +79,6 @@ impl<R: BufRead> Turns<R> {
         }
         self.done = true;
         Ok(lines.join("\n"))
-    }
-
-    fn continued(&mut self, first: String) -> Result<String> {
-        let mut lines = vec![first.trim_end().trim_end_matches('\\').to_string()];
-        while let Some(line) = self.line()? {
-            match line.trim_end().strip_suffix('\\') {
-                Some(part) => lines.push(part.to_string()),
-                None => {
-                    lines.push(line);
-                    return Ok(lines.join("\n").trim().to_string());
-                }
-            }
-        }
-        self.done = true;
-        Ok(lines.join("\n").trim().to_string())
     }
 }
 
@@ -125,7 +107,7 @@ mod tests {
         );
         assert_eq!(turns("\"\"\"first\nlast\"\"\"\n"), ["first\nlast"]);
         assert_eq!(turns("\"\"\"one line\"\"\"\n"), ["one line"]);
-        assert_eq!(turns("a \\\nb\\\nc\nd"), ["a \nb\nc", "d"]);
+        assert_eq!(turns("C:\\temp\\\nd"), ["C:\\temp\\", "d"]);
         assert_eq!(turns("crlf\r\nx\r\n"), ["crlf", "x"]);
     }
 

@@ -3,6 +3,7 @@
 //! conversation again and re-uses the cache for the longest common token
 //! prefix, so templates may rewrite history freely.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -100,7 +101,10 @@ impl ChatSession {
                 None => {}
             }
         }
+        stop_strings.sort();
         stop_strings.dedup();
+        stop_tokens.sort_unstable();
+        stop_tokens.dedup();
         let state = model.new_state(n_ctx);
         ChatSession {
             model,
@@ -155,15 +159,66 @@ impl ChatSession {
     /// writes turn markers.
     pub fn prompt_tokens(&self, conversation: &Conversation) -> Result<Vec<TokenId>> {
         let messages = conversation.to_messages();
-        let text = self.render(&messages)?;
-        let text = match text.strip_prefix(self.bos_text.as_str()) {
-            Some(rest) if self.tok.add_bos() && !self.bos_text.is_empty() => rest,
-            _ => text.as_str(),
-        };
+        let rendered = self.render(&messages)?;
+        let text = self.without_bos(&rendered);
         self.tok
-            .encode_chat(text, true, &message_spans(text, &messages))
+            .encode_chat(text, true, &self.message_spans(text, &messages))
     }
 
+    fn without_bos<'t>(&self, text: &'t str) -> &'t str {
+        match text.strip_prefix(self.bos_text.as_str()) {
+            Some(rest) if self.tok.add_bos() && !self.bos_text.is_empty() => rest,
+            _ => text,
+        }
+    }
+
+    /// Where the messages' text sits in the rendered prompt `text`. The
+    /// template is rendered again with a marker for each message; where
+    /// putting the messages back in gives `text` exactly, the places are
+    /// known. A template that changes messages (strips, splits) falls back
+    /// to finding each message in order.
+    fn message_spans(&self, text: &str, messages: &[Message]) -> Vec<Range<usize>> {
+        const OPEN: char = '\u{F8FF}';
+        const CLOSE: char = '\u{F8FE}';
+        let marked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                role: m.role.clone(),
+                content: format!("{OPEN}{i}{CLOSE}"),
+            })
+            .collect();
+        if let Ok(rendered) = self.render(&marked) {
+            let mut rest = self.without_bos(&rendered);
+            let mut rebuilt = String::with_capacity(text.len());
+            let mut spans = Vec::new();
+            let mut ok = true;
+            while let Some(at) = rest.find(OPEN) {
+                rebuilt.push_str(&rest[..at]);
+                let after = &rest[at + OPEN.len_utf8()..];
+                let Some(end) = after.find(CLOSE) else {
+                    ok = false;
+                    break;
+                };
+                let Some(m) = after[..end]
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| messages.get(i))
+                else {
+                    ok = false;
+                    break;
+                };
+                spans.push(rebuilt.len()..rebuilt.len() + m.content.len());
+                rebuilt.push_str(&m.content);
+                rest = &after[end + CLOSE.len_utf8()..];
+            }
+            rebuilt.push_str(rest);
+            if ok && rebuilt == text {
+                return spans;
+            }
+        }
+        find_in_order(text, messages)
+    }
     /// Forgets the cached prompt (a new conversation).
     pub fn clear(&mut self) {
         self.conversation.messages.clear();
@@ -176,11 +231,14 @@ impl ChatSession {
     pub fn reply(&mut self, ui: &mut dyn Observer, cancel: &AtomicBool) -> Result<ReplyStats> {
         let mut prompt = self.fit_prompt(ui, &[])?;
         if self.verbose_prompt {
-            eprintln!("{}", self.render(&self.conversation.to_messages())?);
+            crate::chat::ui::err_line(&self.render(&self.conversation.to_messages())?);
         }
         ui.prompt_started(prompt.len());
         let t_prompt = Instant::now();
         let (processed, reused, cancelled) = self.sync(&prompt, cancel)?;
+        // As llama.cpp's server: the penalties look back over the prompt too.
+        self.sampler.reset();
+        prompt.iter().for_each(|&t| self.sampler.accept(t));
         let prompt_secs = t_prompt.elapsed().as_secs_f64();
         ui.prompt_done();
 
@@ -218,26 +276,28 @@ impl ChatSession {
     fn fit_prompt(&mut self, ui: &mut dyn Observer, extra: &[TokenId]) -> Result<Vec<TokenId>> {
         let n_ctx = self.n_ctx();
         let room = self.n_predict.unwrap_or(n_ctx / 4).clamp(1, n_ctx / 4 + 1);
-        let mut dropped = 0;
+        // Turns are dropped from a copy: a message that cannot fit at all
+        // leaves the conversation as it was.
+        let mut fitted = self.conversation.clone();
         loop {
-            let prompt = self.prompt_tokens(&self.conversation)?;
+            let prompt = self.prompt_tokens(&fitted)?;
             let need = prompt.len() + extra.len();
-            if need + room <= n_ctx || (need < n_ctx && self.conversation.messages.len() <= 1) {
+            if need + room <= n_ctx || (need < n_ctx && fitted.messages.len() <= 1) {
+                let dropped = self.conversation.messages.len() - fitted.messages.len();
                 if dropped > 0 {
                     ui.warn(&format!(
                         "llm: the context is full: dropped the {dropped} oldest message{} (the system prompt stays)",
                         if dropped == 1 { "" } else { "s" }
                     ));
                 }
+                self.conversation = fitted;
                 return Ok(prompt);
             }
-            let before = self.conversation.messages.len();
-            if !self.conversation.drop_oldest() {
+            if !fitted.drop_oldest() {
                 bail!(
                     "the message needs {need} tokens with the system prompt and template, but the context holds {n_ctx} (raise -c/--ctx-size)"
                 );
             }
-            dropped += before - self.conversation.messages.len();
         }
     }
 
@@ -283,7 +343,6 @@ impl ChatSession {
         let mut decoder = Utf8Stream::new();
         let mut stops = StopMatcher::new(&self.stop_strings);
         let limit = self.n_predict.unwrap_or(usize::MAX);
-        self.sampler.reset();
         let stop = loop {
             if cancel.load(Ordering::Relaxed) {
                 break StopReason::Interrupted;
@@ -365,10 +424,9 @@ impl ChatSession {
     }
 }
 
-/// Where each message's text sits in the rendered prompt, found in order.
-/// A message the template changed (stripped, split) is looked for trimmed,
-/// and skipped if it is not there as such.
-fn message_spans(text: &str, messages: &[Message]) -> Vec<std::ops::Range<usize>> {
+/// Each message's text found in the rendered prompt, in order; a message
+/// the template changed is looked for trimmed, and skipped if not there.
+fn find_in_order(text: &str, messages: &[Message]) -> Vec<Range<usize>> {
     let mut spans = Vec::new();
     let mut from = 0;
     for m in messages {

@@ -13,7 +13,9 @@ use crate::chat::session::ReplyStats;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ColorChoice {
     Auto,
+    #[value(alias = "on")]
     Always,
+    #[value(alias = "off")]
     Never,
 }
 
@@ -36,6 +38,13 @@ const RED: &str = "\x1b[31m";
 const BOLD_GREEN: &str = "\x1b[1;32m";
 const REPLY: &str = "\x1b[36m";
 const RESET: &str = "\x1b[0m";
+
+/// A line on stderr. A closed stderr (`2>&1 | head -1`) is not worth a
+/// panic, which is what `eprintln!` would do.
+pub fn err_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
 
 impl Ui {
     pub fn new(choice: ColorChoice, stats: bool) -> Ui {
@@ -65,25 +74,25 @@ impl Ui {
     }
 
     pub fn warn(&self, message: &str) {
-        eprintln!("{}", Self::paint(self.color_err, YELLOW, message));
+        err_line(&Self::paint(self.color_err, YELLOW, message));
     }
 
     pub fn error(&self, message: &str) {
-        eprintln!("{}", Self::paint(self.color_err, RED, message));
+        err_line(&Self::paint(self.color_err, RED, message));
     }
 
     /// Output of a command (`/help`, `/show`): stdout in a terminal, stderr
     /// when stdout is a pipe.
     pub fn info(&self, text: &str) {
         if self.out_tty {
-            println!("{text}");
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
         } else {
-            eprintln!("{text}");
+            err_line(text);
         }
     }
 
     pub fn note(&self, message: &str) {
-        eprintln!("{}", Self::paint(self.color_err, DIM, message));
+        err_line(&Self::paint(self.color_err, DIM, message));
     }
 
     /// The REPL's prompt, coloured for rustyline.
@@ -110,7 +119,7 @@ impl Ui {
 
     pub fn show_stats(&self, s: &ReplyStats) {
         if self.stats {
-            eprintln!("{}", Self::paint(self.color_err, DIM, &stats_line(s)));
+            err_line(&Self::paint(self.color_err, DIM, &stats_line(s)));
         }
     }
 

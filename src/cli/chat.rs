@@ -77,8 +77,8 @@ pub struct ChatArgs {
     /// Also stop a reply at this text (repeatable; llama.cpp: -r)
     #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT")]
     pub stop: Vec<String>,
-    /// Colours: auto (in a terminal, unless NO_COLOR is set), always or never
-    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    /// Colours: auto (in a terminal, unless NO_COLOR is set), always or never (llama.cpp: -co)
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, num_args = 0..=1, default_missing_value = "always")]
     pub color: ColorChoice,
     /// Hide the speed line after each reply
     #[arg(long)]
@@ -274,16 +274,23 @@ fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
 /// slash commands are carried out; other lines are messages.
 fn scripted(chat: &mut Chat) -> Result<ExitCode> {
     let mut turns = script::Turns::new(io::stdin().lock());
-    while let Some(turn) = turns.next_turn()? {
+    loop {
+        // Ctrl-C while waiting for the next line ends the chat, as usual.
+        interrupt::restore_default();
+        let Some(turn) = turns.next_turn()? else {
+            break;
+        };
+        interrupt::install();
         if commands::is_known(&turn) {
-            match commands::parse(&turn) {
-                Ok(Some(command)) => {
-                    if chat.run(command, "\n\n")? == Next::Exit {
-                        break;
-                    }
-                }
+            // A command that fails is reported; the script goes on.
+            match commands::parse(&turn).map_err(anyhow::Error::msg) {
+                Ok(Some(command)) => match chat.run(command, "\n\n") {
+                    Ok(Next::Exit) => break,
+                    Ok(Next::Continue) => {}
+                    Err(e) => chat.ui.error(&format!("llm: {e:#}")),
+                },
                 Ok(None) => {}
-                Err(e) => bail!(e),
+                Err(e) => chat.ui.error(&format!("llm: {e:#}")),
             }
             continue;
         }
@@ -299,7 +306,7 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
 /// `-st` in a terminal: read one message, answer it, exit.
 fn single_turn_repl(chat: &mut Chat) -> Result<ExitCode> {
     let mut line = String::new();
-    eprint!("{}", chat.ui.prompt());
+    let _ = write!(io::stderr(), "{}", chat.ui.prompt());
     io::stdin().read_line(&mut line)?;
     if line.trim().is_empty() {
         return Ok(ExitCode::SUCCESS);

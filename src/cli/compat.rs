@@ -40,8 +40,6 @@ const TAKES_VALUE: &[&str] = &[
     "-t",
     "--threads",
     "--n-gpu-layers",
-    "--color",
-    "--flash-attn",
     "-s",
     "--seed",
     "--temp",
@@ -54,15 +52,30 @@ const TAKES_VALUE: &[&str] = &[
     "--frequency-penalty",
 ];
 
+/// Flags whose value may be left out (`-fa`, `-co`): the next argument is
+/// their value only when it is one of these words.
+const OPTIONAL_VALUE: &[(&str, &[&str])] = &[
+    ("--flash-attn", &["on", "off", "auto"]),
+    ("--color", &["on", "off", "auto", "always", "never"]),
+];
+
 /// The command line with llama.cpp's spellings turned into ours. Everything
 /// after `--` and every option value is passed through untouched.
 pub fn rewrite<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     let mut out = Vec::new();
     let mut value_next = false;
+    let mut optional: &[&str] = &[];
     let mut literal = false;
     for arg in args {
         if literal || value_next {
             value_next = false;
+            out.push(arg);
+            continue;
+        }
+        if std::mem::take(&mut optional)
+            .iter()
+            .any(|v| arg.to_str() == Some(v))
+        {
             out.push(arg);
             continue;
         }
@@ -80,6 +93,10 @@ pub fn rewrite<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
             .find(|(llama, _)| *llama == text)
             .map_or(text, |(_, ours)| ours);
         value_next = TAKES_VALUE.contains(&flag);
+        optional = OPTIONAL_VALUE
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map_or(&[], |(_, values)| values);
         out.push(OsString::from(flag));
     }
     out
@@ -126,6 +143,36 @@ mod tests {
             ["llm", "chat", "m", "-p", "-sys", "--system", "-ngl"]
         );
         assert_eq!(rw(&["llm", "--", "-ngl"]), ["llm", "--", "-ngl"]);
+    }
+
+    #[test]
+    fn optional_values_are_taken_only_when_they_are_values() {
+        assert_eq!(
+            rw(&["llm", "chat", "m", "-fa", "-ngl", "99", "-co", "-sys", "x"]),
+            [
+                "llm",
+                "chat",
+                "m",
+                "--flash-attn",
+                "--n-gpu-layers",
+                "99",
+                "--color",
+                "--system",
+                "x"
+            ]
+        );
+        assert_eq!(
+            rw(&["llm", "chat", "m", "-fa", "off", "-co", "never"]),
+            [
+                "llm",
+                "chat",
+                "m",
+                "--flash-attn",
+                "off",
+                "--color",
+                "never"
+            ]
+        );
     }
 
     #[test]

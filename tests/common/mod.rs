@@ -40,8 +40,18 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// `llm` with no user configuration: a developer's own models.toml or
+/// model directories must not change what the tests see.
+pub fn llm_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
+    cmd.env("XDG_CONFIG_HOME", "/nonexistent/llm-test-config")
+        .env_remove("LLM_MODELS")
+        .env_remove("NO_COLOR");
+    cmd
+}
+
 pub fn llm(args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_llm"))
+    let out: Output = llm_command()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -60,7 +70,7 @@ pub fn path_str(p: &Path) -> &str {
 /// Runs `llm` with `stdin` as its standard input (a pipe).
 pub fn llm_stdin(args: &[&str], stdin: &[u8]) -> Run {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llm"))
+    let mut child = llm_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
