@@ -268,7 +268,14 @@ impl Chat {
                 let last = s
                     .last_stats
                     .as_ref()
-                    .map_or("no reply yet".to_string(), ui::stats_line);
+                    .map_or("no reply yet".to_string(), |st| {
+                        format!(
+                            "{} ({} prompt tokens re-used from the cache, {} run)",
+                            ui::stats_line(st),
+                            st.reused_tokens,
+                            st.prompt_tokens
+                        )
+                    });
                 format!(
                     "last reply: {last}\ncontext:    {} of {} tokens in use\nmessages:   {}",
                     s.n_cached(),

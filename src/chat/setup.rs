@@ -122,7 +122,7 @@ pub fn choose_template(
 /// Where a template came from, in words.
 pub fn origin_text(t: &ChatTemplate) -> String {
     match &t.origin {
-        Origin::Gguf => "the model file (tokenizer.chat_template)".to_string(),
+        Origin::Gguf => "the model file's tokenizer.chat_template".to_string(),
         Origin::BuiltIn => format!("built-in template '{}' (--chat-template)", t.name),
         Origin::File(p) => format!("file {}", p.display()),
         Origin::Catalogue(family) => {

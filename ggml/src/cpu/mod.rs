@@ -1,8 +1,10 @@
 //! CPU kernels: activation quantisation and dot products, compiled once per
 //! instruction set and picked at run time, so one binary runs everywhere and
-//! uses AVX2 or AVX-512 where the CPU has them.
+//! uses AVX2 or AVX-512 where the CPU has them (NEON on aarch64).
 
 pub mod dot;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod ops;
 pub mod pool;
 pub mod quantize;
@@ -14,12 +16,15 @@ use std::sync::OnceLock;
 use crate::blocks::Unsupported;
 use crate::GgmlType;
 
-/// The instruction sets our kernels are compiled for.
+/// The instruction sets our kernels are compiled for. `Avx2` and `Avx512`
+/// exist only on x86_64 CPUs and `Neon` only on aarch64 ones; the order
+/// ranks sets of one architecture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     Scalar,
     Avx2,
     Avx512,
+    Neon,
 }
 
 impl Isa {
@@ -28,6 +33,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
         }
     }
 
@@ -49,21 +55,38 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                return Isa::Neon;
+            }
+        }
         Isa::Scalar
     }
 
     /// Every set this CPU can run, for tests that check each path.
     pub fn available() -> Vec<Isa> {
         let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
+        Isa::family()
+            .iter()
+            .copied()
             .filter(|&i| i <= best)
             .collect()
     }
+
+    /// The sets of this build's architecture, lowest first.
+    fn family() -> &'static [Isa] {
+        if cfg!(target_arch = "aarch64") {
+            &[Isa::Scalar, Isa::Neon]
+        } else {
+            &[Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        }
+    }
 }
 
-/// The set in use: `LLM_ISA=scalar|avx2|avx512` lowers it (never above what
-/// the CPU has), else the best detected.
+/// The set in use: `LLM_ISA=scalar|avx2|avx512|neon` lowers it (never above
+/// what the CPU has, and never to another architecture's set), else the best
+/// detected.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
@@ -72,9 +95,14 @@ pub fn isa() -> Isa {
             Ok("scalar") => Isa::Scalar,
             Ok("avx2") => Isa::Avx2,
             Ok("avx512") => Isa::Avx512,
+            Ok("neon") => Isa::Neon,
             _ => best,
         };
-        wanted.min(best)
+        if Isa::family().contains(&wanted) {
+            wanted.min(best)
+        } else {
+            best
+        }
     })
 }
 
@@ -153,6 +181,7 @@ macro_rules! pick {
                 Isa::Scalar => $name::scalar as _,
                 Isa::Avx2 => $name::avx2 as _,
                 Isa::Avx512 => $name::avx512 as _,
+                Isa::Neon => $name::scalar as _,
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -243,7 +272,7 @@ mod simd {
 #[cfg(target_arch = "x86_64")]
 fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     use GgmlType::*;
-    if isa == Isa::Scalar {
+    if !matches!(isa, Isa::Avx2 | Isa::Avx512) {
         return None;
     }
     Some(match w {
@@ -260,7 +289,54 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     })
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+/// Safe entry points to the aarch64 NEON kernels; chosen only where
+/// `Isa::detect` found NEON.
+#[cfg(target_arch = "aarch64")]
+mod simd_neon {
+    macro_rules! safe {
+        ($($one:ident, $four:ident => $kernel:ident;)*) => {$(
+            pub fn $one(w: &[u8], a: &[u8]) -> f32 {
+                // SAFETY: selected only when Isa::detect() found NEON.
+                unsafe { super::neon::$kernel::<1>(w, [a])[0] }
+            }
+            pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { super::neon::$kernel::<4>(w, a) }
+            }
+        )*};
+    }
+    safe! {
+        q4_0, q4_0_x4 => q4_0_q8_0_n;
+        q4_1, q4_1_x4 => q4_1_q8_1_n;
+        q5_0, q5_0_x4 => q5_0_q8_0_n;
+        q5_1, q5_1_x4 => q5_1_q8_1_n;
+        q8_0, q8_0_x4 => q8_0_q8_0_n;
+        q4_k, q4_k_x4 => q4_k_q8_k_n;
+        q6_k, q6_k_x4 => q6_k_q8_k_n;
+    }
+}
+
+/// The hand-written NEON kernels for `w`, where there are some; other types
+/// (F16 included) keep the portable kernels.
+#[cfg(target_arch = "aarch64")]
+fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
+    use GgmlType::*;
+    if isa != Isa::Neon {
+        return None;
+    }
+    Some(match w {
+        Q4_0 => (simd_neon::q4_0, Some(simd_neon::q4_0_x4)),
+        Q4_1 => (simd_neon::q4_1, Some(simd_neon::q4_1_x4)),
+        Q5_0 => (simd_neon::q5_0, Some(simd_neon::q5_0_x4)),
+        Q5_1 => (simd_neon::q5_1, Some(simd_neon::q5_1_x4)),
+        Q8_0 => (simd_neon::q8_0, Some(simd_neon::q8_0_x4)),
+        Q4_K => (simd_neon::q4_k, Some(simd_neon::q4_k_x4)),
+        Q6_K => (simd_neon::q6_k, Some(simd_neon::q6_k_x4)),
+        _ => return None,
+    })
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn simd_kernel(_: GgmlType, _: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     None
 }
@@ -288,6 +364,8 @@ pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported
             Isa::Avx2 => d_f16_avx2::avx2,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => d_f16_avx512::avx512,
+            // Portable on NEON: the scalar build's order.
+            Isa::Neon => d_f16_scalar::scalar,
             #[cfg(not(target_arch = "x86_64"))]
             _ => d_f16_scalar::scalar,
         },
@@ -359,11 +437,57 @@ mod tests {
         b
     }
 
-    /// The SIMD kernels are bit-identical to the lane-ordered portable ones.
+    /// Activation blocks of random bytes within what the quantisers can
+    /// produce (quants in -127..=127, Q8_K block sums that match), with
+    /// finite scales: the full range of every quant, unlike `quantize`.
+    fn random_acts(w: GgmlType, n: usize, seed: u64) -> Vec<u8> {
+        let act = dot_type(w).unwrap();
+        let mut b = random_blocks(act, n, seed ^ 0x9e37_79b9_7f4a_7c15);
+        let ts = act.type_size() as usize;
+        let clamp = |q: &mut [u8]| q.iter_mut().for_each(|v| *v = (*v as i8).max(-127) as u8);
+        for block in b.chunks_exact_mut(ts) {
+            match act {
+                GgmlType::Q8_0 => {
+                    block[1] &= 0x3b;
+                    clamp(&mut block[2..34]);
+                }
+                GgmlType::Q8_1 => {
+                    block[1] &= 0x3b;
+                    block[3] &= 0x3b;
+                    clamp(&mut block[4..36]);
+                }
+                GgmlType::Q8_K => {
+                    // f32 d: exponent below 0x7f, so finite and below 2.
+                    block[3] &= 0x3f;
+                    clamp(&mut block[4..260]);
+                    for j in 0..16 {
+                        let s: i32 = block[4 + 16 * j..20 + 16 * j]
+                            .iter()
+                            .map(|&q| q as i8 as i32)
+                            .sum();
+                        block[260 + 2 * j..262 + 2 * j].copy_from_slice(&(s as i16).to_le_bytes());
+                    }
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+
+    /// The SIMD kernels are bit-identical to the lane-ordered portable ones,
+    /// on every instruction set this CPU has (AVX2/AVX-512 on x86_64, NEON
+    /// on aarch64), for one row and four rows at once.
     #[test]
     fn simd_dots_equal_the_portable_ones() {
-        let n = 4096;
-        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+        let isas: Vec<Isa> = Isa::available()
+            .into_iter()
+            .filter(|&i| i != Isa::Scalar)
+            .collect();
+        if cfg!(target_arch = "aarch64") {
+            assert_eq!(isas, [Isa::Neon], "NEON not detected");
+        }
+        for isa in isas {
+            let mut cases = 0;
             for ty in [
                 GgmlType::Q4_0,
                 GgmlType::Q4_1,
@@ -376,33 +500,52 @@ mod tests {
             ] {
                 let fast = kernels_for(ty, isa).unwrap();
                 let slow = generic_kernels_for(ty, isa).unwrap();
-                for seed in 1..20u64 {
-                    let w = random_blocks(ty, n, seed);
-                    let x: Vec<f32> = (0..n)
-                        .map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f32 / 1000.0 - 1.0)
-                        .collect();
-                    let mut a = vec![0u8; act_row_bytes(ty, n).unwrap()];
-                    (fast.quantize)(&x, &mut a);
-                    let (f, s) = ((fast.dot)(&w, &a), (slow.dot)(&w, &a));
-                    assert_eq!(
-                        f.to_bits(),
-                        s.to_bits(),
-                        "{ty} on {isa:?}: simd {f} portable {s}"
-                    );
-                    if let Some(dot4) = fast.dot4 {
-                        let xr: Vec<f32> = x.iter().rev().map(|v| v * 3.0).collect();
-                        let mut b = vec![0u8; a.len()];
-                        (fast.quantize)(&xr, &mut b);
-                        let four = dot4(&w, [&a, &b, &a, &b]);
-                        let fb = (slow.dot)(&w, &b);
+                if isa == Isa::Neon && ty != GgmlType::F16 {
+                    assert!(fast.dot4.is_some(), "{ty}: no NEON kernel");
+                }
+                let bs = ty.block_size() as usize;
+                let bs = if bs == 1 { 32 } else { bs };
+                let lengths = [(4096, 1..20u64), (bs, 20..30), (4096 + 3 * bs, 30..40)];
+                for (n, seeds) in lengths {
+                    for seed in seeds {
+                        let w = random_blocks(ty, n, seed);
+                        let x: Vec<f32> = (0..n)
+                            .map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f32 / 1000.0 - 1.0)
+                            .collect();
+                        let mut a = vec![0u8; act_row_bytes(ty, n).unwrap()];
+                        (fast.quantize)(&x, &mut a);
+                        let (f, s) = ((fast.dot)(&w, &a), (slow.dot)(&w, &a));
                         assert_eq!(
-                            four.map(f32::to_bits),
-                            [s, fb, s, fb].map(f32::to_bits),
-                            "{ty} x4 on {isa:?}"
+                            f.to_bits(),
+                            s.to_bits(),
+                            "{ty} on {isa:?}, n {n} seed {seed}: simd {f} portable {s}"
                         );
+                        cases += 1;
+                        if let Some(dot4) = fast.dot4 {
+                            let xr: Vec<f32> = x.iter().rev().map(|v| v * 3.0).collect();
+                            let mut b = vec![0u8; a.len()];
+                            (fast.quantize)(&xr, &mut b);
+                            let r = random_acts(ty, n, seed);
+                            let four = dot4(&w, [&a, &b, &r, &b]);
+                            let fb = (slow.dot)(&w, &b);
+                            let fr = (slow.dot)(&w, &r);
+                            assert_eq!(
+                                four.map(f32::to_bits),
+                                [s, fb, fr, fb].map(f32::to_bits),
+                                "{ty} x4 on {isa:?}, n {n} seed {seed}"
+                            );
+                            let fr1 = (fast.dot)(&w, &r);
+                            assert_eq!(
+                                fr1.to_bits(),
+                                fr.to_bits(),
+                                "{ty} on {isa:?}, raw activations, n {n} seed {seed}"
+                            );
+                            cases += 5;
+                        }
                     }
                 }
             }
+            eprintln!("{isa:?}: {cases} bit-identical cases");
         }
     }
 }

@@ -136,11 +136,12 @@ fn exp_reduce(x: f32) -> (f32, f32) {
 }
 
 /// The vector width ggml's CPU kernels use for `isa` (0: plain C loops).
+/// NEON runs the portable (scalar) order: its own ggml order is not modelled.
 fn lanes(isa: Isa) -> usize {
     match isa {
         Isa::Avx512 => 16,
         Isa::Avx2 => 8,
-        Isa::Scalar => 0,
+        Isa::Scalar | Isa::Neon => 0,
     }
 }
 
@@ -150,7 +151,7 @@ fn expf_vec(isa: Isa, x: f32) -> f32 {
     match isa {
         Isa::Avx512 => expf_avx512(x),
         Isa::Avx2 => expf_avx2(x),
-        Isa::Scalar => x.exp(),
+        Isa::Scalar | Isa::Neon => x.exp(),
     }
 }
 
@@ -158,8 +159,8 @@ fn expf_vec(isa: Isa, x: f32) -> f32 {
 /// C library's on the tail, as ggml does.
 pub fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar {
-        // SAFETY: a non-scalar Isa is only chosen when the CPU has FMA.
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: an x86 SIMD Isa is only chosen when the CPU has FMA.
         return unsafe { swiglu_fma(isa, gate, up) };
     }
     swiglu_body(isa, gate, up)
@@ -202,8 +203,8 @@ pub fn reduce8(l: &[f32]) -> f32 {
 /// vectors, each vector's sum added to an f64 total, the tail in C.
 pub fn softmax_isa(isa: Isa, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa != Isa::Scalar {
-        // SAFETY: a non-scalar Isa is only chosen when the CPU has FMA.
+    if matches!(isa, Isa::Avx2 | Isa::Avx512) {
+        // SAFETY: an x86 SIMD Isa is only chosen when the CPU has FMA.
         return unsafe { softmax_fma(isa, x) };
     }
     softmax_body(isa, x)
