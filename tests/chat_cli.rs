@@ -364,6 +364,7 @@ fn model_without_template(dir: &Path) -> PathBuf {
         n_ctx: 256,
         tied: true,
         seed: 7,
+        longrope_orig: None,
     };
     let path = dir.join("untemplated.gguf");
     synthesize(&spec, &md).unwrap().write_to(&path).unwrap();

@@ -27,6 +27,7 @@ fn spec(arch: &str, weight: GgmlType, seed: u64) -> Spec {
         // llama.cpp's phi3 requires its own output matrix.
         tied: seed.is_multiple_of(2) && arch != "phi3",
         seed,
+        longrope_orig: None,
     }
 }
 
@@ -121,6 +122,22 @@ fn every_weight_type_matches_llama_cpp() {
             .iter()
             .enumerate()
             .map(|(i, &t)| spec("llama", t, 200 + i as u64))
+            .collect(),
+    );
+}
+
+#[test]
+fn phi3_longrope_short_and_long_factors_match_llama_cpp() {
+    // An original context below the (padded) context takes the long
+    // factors; one above it, the short ones.
+    run_all(
+        [64, 512]
+            .iter()
+            .enumerate()
+            .map(|(i, &orig)| Spec {
+                longrope_orig: Some(orig),
+                ..spec("phi3", GgmlType::Q8_0, 300 + i as u64)
+            })
             .collect(),
     );
 }

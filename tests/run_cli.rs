@@ -63,6 +63,7 @@ fn synthetic(dir: &std::path::Path, arch: &str, weight: GgmlType) -> String {
         n_ctx: 64,
         tied: true,
         seed: 5,
+        longrope_orig: None,
     };
     let path = dir.join(format!("{arch}-{weight}.gguf"));
     synthesize(&spec, vocab.metadata())

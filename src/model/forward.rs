@@ -342,13 +342,6 @@ impl Model {
                 state.kv.n_ctx
             );
         }
-        if self.weights.rope_long.is_some() && state.kv.n_ctx > self.config.n_ctx_orig {
-            bail!(
-                "a context of {} tokens needs LongRoPE's long factors, which are not supported yet; use -c {} or less",
-                state.kv.n_ctx,
-                self.config.n_ctx_orig
-            );
-        }
         let n_vocab = self.config.shape.n_vocab;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
             bail!("token id {bad} is outside the vocabulary of {n_vocab}");
@@ -425,13 +418,16 @@ impl Model {
                 sc.k.chunks_exact_mut(hd)
                     .for_each(|h| ops::rms_norm(h, kn, c.eps));
             }
-            // Llama-3's frequency factors, or Phi-3's short LongRoPE factors
-            // (contexts beyond the original are refused in forward()).
-            let freqs = self
-                .weights
-                .rope_freqs
-                .as_deref()
-                .or(self.weights.rope_short.as_deref());
+            // Llama-3's frequency factors, or Phi-3's LongRoPE factors: the
+            // long ones for a context beyond the original, which llama.cpp
+            // judges on its context padded to 256.
+            let long = state.kv.n_ctx.next_multiple_of(256) > c.n_ctx_orig;
+            let longrope = if long {
+                self.weights.rope_long.as_deref()
+            } else {
+                self.weights.rope_short.as_deref()
+            };
+            let freqs = self.weights.rope_freqs.as_deref().or(longrope);
             for i in 0..t {
                 la.rope.cache((pos0 + i) as i64, freqs, &mut sc.rope);
                 sc.q[i * q_dim..(i + 1) * q_dim]

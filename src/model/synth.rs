@@ -23,6 +23,9 @@ pub struct Spec {
     /// No `output.weight`: the token embedding doubles as the output.
     pub tied: bool,
     pub seed: u64,
+    /// phi3 only: LongRoPE short and long factors, with this original
+    /// context length and an attention factor.
+    pub longrope_orig: Option<usize>,
 }
 
 /// A small deterministic generator (xorshift64) for random weights and test
@@ -132,6 +135,13 @@ pub fn synthesize(spec: &Spec, vocab: &Metadata) -> Result<GgufWriter> {
     w.set(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
     w.set(&key("rope.freq_base"), Value::F32(10000.0));
     w.set(&key("rope.dimension_count"), Value::U32(head_dim as u32));
+    if let (Some(orig), "phi3") = (spec.longrope_orig, a) {
+        w.set(
+            &key("rope.scaling.original_context_length"),
+            Value::U32(orig as u32),
+        );
+        w.set(&key("rope.scaling.attn_factor"), Value::F32(1.190_238));
+    }
     if a == "gemma3" {
         w.set(&key("attention.key_length"), Value::U32(head_dim as u32));
         w.set(&key("attention.value_length"), Value::U32(head_dim as u32));
@@ -185,6 +195,19 @@ pub fn synthesize(spec: &Spec, vocab: &Metadata) -> Result<GgufWriter> {
         Ok(())
     };
     vec_f32(&mut w, "output_norm.weight", norm(spec.n_embd, &mut rng))?;
+    if spec.longrope_orig.is_some() && a == "phi3" {
+        // Short factors near 1, long ones growing with the dimension, as in
+        // the real files.
+        let half = head_dim / 2;
+        let short = (0..half).flat_map(|i| {
+            (1.0 + 0.05 * (i as f32 / half as f32) + 0.01 * rng.unit()).to_le_bytes()
+        });
+        vec_f32(&mut w, "rope_factors_short.weight", short.collect())?;
+        let long = (0..half).flat_map(|i| {
+            (1.0 + 20.0 * (i as f32 / half as f32).powi(2) + 0.1 * rng.unit()).to_le_bytes()
+        });
+        vec_f32(&mut w, "rope_factors_long.weight", long.collect())?;
+    }
     for il in 0..spec.n_layer {
         let n = |t: &str| format!("blk.{il}.{t}");
         vec_f32(&mut w, &n("attn_norm.weight"), norm(spec.n_embd, &mut rng))?;
