@@ -365,6 +365,7 @@ fn model_without_template(dir: &Path) -> PathBuf {
         tied: true,
         seed: 7,
         longrope_orig: None,
+        rope_scaling: None,
     };
     let path = dir.join("untemplated.gguf");
     synthesize(&spec, &md).unwrap().write_to(&path).unwrap();

@@ -28,6 +28,7 @@ fn spec(arch: &str, weight: GgmlType, seed: u64) -> Spec {
         tied: seed.is_multiple_of(2) && arch != "phi3",
         seed,
         longrope_orig: None,
+        rope_scaling: None,
     }
 }
 
@@ -137,6 +138,20 @@ fn phi3_longrope_short_and_long_factors_match_llama_cpp() {
             .map(|(i, &orig)| Spec {
                 longrope_orig: Some(orig),
                 ..spec("phi3", GgmlType::Q8_0, 300 + i as u64)
+            })
+            .collect(),
+    );
+}
+
+#[test]
+fn linear_and_yarn_rope_scaling_match_llama_cpp() {
+    run_all(
+        [("linear", 2.0, 64), ("yarn", 4.0, 32)]
+            .iter()
+            .enumerate()
+            .map(|(i, &scaling)| Spec {
+                rope_scaling: Some(scaling),
+                ..spec("llama", GgmlType::Q8_0, 400 + i as u64)
             })
             .collect(),
     );

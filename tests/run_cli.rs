@@ -64,6 +64,7 @@ fn synthetic(dir: &std::path::Path, arch: &str, weight: GgmlType) -> String {
         tied: true,
         seed: 5,
         longrope_orig: None,
+        rope_scaling: None,
     };
     let path = dir.join(format!("{arch}-{weight}.gguf"));
     synthesize(&spec, vocab.metadata())

@@ -26,6 +26,8 @@ pub struct Spec {
     /// phi3 only: LongRoPE short and long factors, with this original
     /// context length and an attention factor.
     pub longrope_orig: Option<usize>,
+    /// `rope.scaling.*`: (type, factor, original context length).
+    pub rope_scaling: Option<(&'static str, f32, usize)>,
 }
 
 /// A small deterministic generator (xorshift64) for random weights and test
@@ -135,6 +137,14 @@ pub fn synthesize(spec: &Spec, vocab: &Metadata) -> Result<GgufWriter> {
     w.set(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
     w.set(&key("rope.freq_base"), Value::F32(10000.0));
     w.set(&key("rope.dimension_count"), Value::U32(head_dim as u32));
+    if let Some((kind, factor, orig)) = spec.rope_scaling {
+        w.set(&key("rope.scaling.type"), Value::String(kind.to_string()));
+        w.set(&key("rope.scaling.factor"), Value::F32(factor));
+        w.set(
+            &key("rope.scaling.original_context_length"),
+            Value::U32(orig as u32),
+        );
+    }
     if let (Some(orig), "phi3") = (spec.longrope_orig, a) {
         w.set(
             &key("rope.scaling.original_context_length"),
