@@ -238,11 +238,11 @@ mod simd {
         ($($one:ident, $four:ident => $kernel:ident;)*) => {$(
             pub fn $one(w: &[u8], a: &[u8]) -> f32 {
                 // SAFETY: selected only when Isa::detect() found AVX2, FMA and F16C.
-                unsafe { super::x86::$kernel::<1>(w, [a])[0] }
+                unsafe { crate::cpu::x86::$kernel::<1>(w, [a])[0] }
             }
             pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
                 // SAFETY: as above.
-                unsafe { super::x86::$kernel::<4>(w, a) }
+                unsafe { crate::cpu::x86::$kernel::<4>(w, a) }
             }
         )*};
     }
@@ -256,6 +256,15 @@ mod simd {
         q6_k, q6_k_x4 => q6_k_q8_k_n;
     }
 
+    /// AVX-512 VNNI forms, chosen only where `vnni()` found the features.
+    pub mod vnni {
+        safe! {
+            q4_0, q4_0_x4 => q4_0_q8_0_n_vnni;
+            q5_0, q5_0_x4 => q5_0_q8_0_n_vnni;
+            q8_0, q8_0_x4 => q8_0_q8_0_n_vnni;
+        }
+    }
+
     pub fn f16_avx2(w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: selected only when Isa::detect() found AVX2, FMA and F16C.
         unsafe { super::x86::f16_dot_avx2(w, a) }
@@ -267,6 +276,13 @@ mod simd {
     }
 }
 
+/// AVX-512 VNNI (with VL), which the Q4_0/Q5_0/Q8_0 kernels use on
+/// AVX-512 CPUs that have it.
+#[cfg(target_arch = "x86_64")]
+fn vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+}
+
 /// The hand-written SIMD kernels for `w` on `isa`, where there are some:
 /// one activation row, and four at once.
 #[cfg(target_arch = "x86_64")]
@@ -274,6 +290,14 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     use GgmlType::*;
     if !matches!(isa, Isa::Avx2 | Isa::Avx512) {
         return None;
+    }
+    if isa == Isa::Avx512 && vnni() {
+        match w {
+            Q4_0 => return Some((simd::vnni::q4_0, Some(simd::vnni::q4_0_x4))),
+            Q5_0 => return Some((simd::vnni::q5_0, Some(simd::vnni::q5_0_x4))),
+            Q8_0 => return Some((simd::vnni::q8_0, Some(simd::vnni::q8_0_x4))),
+            _ => {}
+        }
     }
     Some(match w {
         Q4_0 => (simd::q4_0, Some(simd::q4_0_x4)),

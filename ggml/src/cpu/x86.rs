@@ -49,14 +49,6 @@ unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_us8_pairs_float(ax, sy)
-}
-
 /// An f16 scale through F16C (exact, like the software conversion).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -77,24 +69,110 @@ macro_rules! rows {
     }};
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+/// Every f16 as f32 (256 KiB, stays in L2): an activation block's scale is
+/// then one broadcast load instead of a conversion chain per block and row.
+/// The values are exactly those of the F16C conversion.
+fn f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(crate::float16::f16_to_f32).collect())
+}
+
+/// Defines a kernel twice: for AVX2, and for AVX-512 VNNI, where one
+/// `vpdpbusd` gives the same exact i32 lane sums as `vpmaddubsw` +
+/// `vpmaddwd` (the products of these block types never saturate 16 bits:
+/// |x| <= 127 and |y| <= 127 give pair sums below 32767). Results are
+/// therefore bit-identical; only the instruction count changes.
+macro_rules! with_vnni {
+    ($avx2:ident, $vnni:ident, |$w:ident, $a:ident, $msum:ident| $body:block) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $avx2<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn $msum(ax: __m256i, sy: __m256i) -> __m256 {
+                mul_sum_us8_pairs_float(ax, sy)
+            }
+            $body
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $vnni<const N: usize>($w: &[u8], $a: [&[u8]; N]) -> [f32; N] {
+            #[inline]
+            #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+            unsafe fn $msum(ax: __m256i, sy: __m256i) -> __m256 {
+                _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy))
+            }
+            $body
+        }
+    };
+}
+
+with_vnni!(q4_0_q8_0_n, q4_0_q8_0_n_vnni, |w, a, msum| {
     let nb = w.len() / 18;
     let ya = rows!(a, nb, 34);
     let mut acc = [_mm256_setzero_ps(); N];
+    let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 18);
-        let dx = h2f(x);
+        let dx = _mm256_set1_ps(h2f(x));
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), _mm256_set1_epi8(8));
+        let ax = _mm256_sign_epi8(qx, qx);
         for t in 0..N {
             let y = ya[t].add(ib * 34);
-            let d = _mm256_set1_ps(dx * h2f(y));
+            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
             let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-            acc[t] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc[t]);
+            let sy = _mm256_sign_epi8(qy, qx);
+            acc[t] = _mm256_fmadd_ps(d, msum(ax, sy), acc[t]);
         }
     }
     std::array::from_fn(|t| hsum_float_8(acc[t]))
-}
+});
+
+with_vnni!(q5_0_q8_0_n, q5_0_q8_0_n_vnni, |w, a, msum| {
+    let nb = w.len() / 22;
+    let ya = rows!(a, nb, 34);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let table = f16_table();
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 22);
+        let dx = _mm256_set1_ps(h2f(x));
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), hi);
+        let ax = _mm256_sign_epi8(qx, qx);
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
+            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+            let sy = _mm256_sign_epi8(qy, qx);
+            acc[t] = _mm256_fmadd_ps(d, msum(ax, sy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+});
+
+with_vnni!(q8_0_q8_0_n, q8_0_q8_0_n_vnni, |w, a, msum| {
+    let nb = w.len() / 34;
+    let ya = rows!(a, nb, 34);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let table = f16_table();
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 34);
+        let dx = _mm256_set1_ps(h2f(x));
+        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
+        // Signs moved onto y once per block, as mul_sum_i8_pairs_float does.
+        let ax = _mm256_sign_epi8(qx, qx);
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
+            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
+            let sy = _mm256_sign_epi8(qy, qx);
+            acc[t] = _mm256_fmadd_ps(d, msum(ax, sy), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+});
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
@@ -102,14 +180,16 @@ pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let ya = rows!(a, nb, 36);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
+    let table = f16_table();
+    let h = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 20);
         let (dx, mx) = (h2f(x), h2f(x.add(2)));
         let qx = bytes_from_nibbles_32(x.add(4));
         for t in 0..N {
             let y = ya[t].add(ib * 36);
-            summs[t] += mx * h2f(y.add(2));
-            let d = _mm256_set1_ps(dx * h2f(y));
+            summs[t] += mx * h(y.add(2));
+            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(h(y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
             acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[t]);
         }
@@ -118,31 +198,13 @@ pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let nb = w.len() / 22;
-    let ya = rows!(a, nb, 34);
-    let mut acc = [_mm256_setzero_ps(); N];
-    for ib in 0..nb {
-        let x = w.as_ptr().add(ib * 22);
-        let dx = h2f(x);
-        let hi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
-        let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), hi);
-        for t in 0..N {
-            let y = ya[t].add(ib * 34);
-            let d = _mm256_set1_ps(dx * h2f(y));
-            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-            acc[t] = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc[t]);
-        }
-    }
-    std::array::from_fn(|t| hsum_float_8(acc[t]))
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let nb = w.len() / 24;
     let ya = rows!(a, nb, 36);
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
+    let table = f16_table();
+    let h = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 24);
         let (dx, mx) = (h2f(x), h2f(x.add(2)));
@@ -150,35 +212,13 @@ pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
         let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(8)), hi);
         for t in 0..N {
             let y = ya[t].add(ib * 36);
-            summs[t] += mx * h2f(y.add(2));
-            let d = _mm256_set1_ps(dx * h2f(y));
+            summs[t] += mx * h(y.add(2));
+            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(h(y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
             acc[t] = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), d, acc[t]);
         }
     }
     std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q8_0_q8_0_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
-    let nb = w.len() / 34;
-    let ya = rows!(a, nb, 34);
-    let mut acc = [_mm256_setzero_ps(); N];
-    for ib in 0..nb {
-        let x = w.as_ptr().add(ib * 34);
-        let dx = h2f(x);
-        let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
-        // Signs moved onto y once per block, as mul_sum_i8_pairs_float does.
-        let ax = _mm256_sign_epi8(qx, qx);
-        for t in 0..N {
-            let y = ya[t].add(ib * 34);
-            let d = _mm256_set1_ps(dx * h2f(y));
-            let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
-            let sy = _mm256_sign_epi8(qy, qx);
-            acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[t]);
-        }
-    }
-    std::array::from_fn(|t| hsum_float_8(acc[t]))
 }
 
 /// The eight 6-bit scales and mins of a Q4_K/Q5_K block as 16 bytes:
