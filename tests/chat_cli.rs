@@ -427,7 +427,18 @@ fn a_full_context_drops_the_oldest_turns_with_a_warning() {
 fn a_message_longer_than_the_context_is_an_error_not_a_truncation() {
     let m = smollm2();
     let long = "word ".repeat(400);
-    let run = llm(&["chat", path_str(&m), "-c", "128", "-t", "2", "-p", &long]);
+    let run = llm(&[
+        "chat",
+        path_str(&m),
+        "-c",
+        "128",
+        "-t",
+        "2",
+        "--temp",
+        "0",
+        "-p",
+        &long,
+    ]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert!(
         run.stderr.contains("the context holds 128"),
@@ -535,4 +546,41 @@ fn scripted_save_then_load_restores_the_conversation() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("Be brief."), "{}", run.stderr);
     assert!(run.stderr.contains("My name is Ada."), "{}", run.stderr);
+}
+
+#[test]
+fn a_random_seed_is_said_and_a_given_one_repeats_the_reply() {
+    let m = smollm2();
+    let run = |seed: Option<&str>| {
+        let mut args = vec![
+            "chat",
+            path_str(&m),
+            "-t",
+            "2",
+            "-n",
+            "12",
+            "--temp",
+            "1.5",
+            "-p",
+            "Tell me a word.",
+        ];
+        if let Some(s) = seed {
+            args.extend(["--seed", s]);
+        }
+        llm(&args)
+    };
+    let random = run(None);
+    assert_eq!(random.code, Some(0), "{}", random.stderr);
+    let seed = random
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("seed: "))
+        .unwrap_or_else(|| panic!("no seed line: {}", random.stderr))
+        .to_string();
+    let again = run(Some(&seed));
+    assert_eq!(
+        again.stdout, random.stdout,
+        "the same seed gives the same reply"
+    );
+    assert!(!again.stderr.contains("seed: "), "{}", again.stderr);
 }

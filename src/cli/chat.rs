@@ -237,6 +237,13 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     // After loading: a Ctrl-C while loading still ends the program.
     interrupt::install();
 
+    // A random seed is said, so that a run can be repeated with --seed.
+    let random_seed = args.sampling.seed.is_none_or(|s| s < 0);
+    let sampling_is_random = chat.session.sampler.params.temp > 0.0;
+    if random_seed && sampling_is_random && stdin != Stdin::Terminal {
+        chat.ui
+            .note(&format!("seed: {}", chat.session.sampler.params.seed));
+    }
     if let Some(message) = message {
         return one_shot(&mut chat, &message);
     }
@@ -335,9 +342,10 @@ fn model_summary(
 fn banner(chat: &Chat) -> String {
     let s = &chat.session;
     format!(
-        "{}\ncontext {} tokens · template {} · type /help for commands, \"\"\" for several lines,\nCtrl-C stops a reply, Ctrl-D or /exit quits",
+        "{}\ncontext {} tokens · template {} · seed {} · type /help for commands, \"\"\" for several lines,\nCtrl-C stops a reply, Ctrl-D or /exit quits",
         chat.model_summary.lines().next().unwrap_or_default().trim_start_matches("model:").trim(),
         s.n_ctx(),
         s.template.name,
+        s.sampler.params.seed,
     )
 }
