@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::Deserialize;
 
+use crate::engine::sampler::SamplingOverrides;
+#[cfg(test)]
 use crate::engine::sampler::SamplingParams;
 
 const BUILT_IN: &str = include_str!("../../models.toml");
@@ -36,36 +38,7 @@ pub struct Family {
     #[serde(default)]
     pub stop: Vec<String>,
     #[serde(default)]
-    pub sampling: SamplingDefaults,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingDefaults {
-    pub temp: Option<f32>,
-    pub top_k: Option<i32>,
-    pub top_p: Option<f32>,
-    pub min_p: Option<f32>,
-    pub repeat_penalty: Option<f32>,
-    pub repeat_last_n: Option<i32>,
-    pub presence_penalty: Option<f32>,
-    pub frequency_penalty: Option<f32>,
-}
-
-impl SamplingDefaults {
-    pub fn over(&self, base: SamplingParams) -> SamplingParams {
-        SamplingParams {
-            temp: self.temp.unwrap_or(base.temp),
-            top_k: self.top_k.unwrap_or(base.top_k),
-            top_p: self.top_p.unwrap_or(base.top_p),
-            min_p: self.min_p.unwrap_or(base.min_p),
-            repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
-            repeat_last_n: self.repeat_last_n.unwrap_or(base.repeat_last_n),
-            presence_penalty: self.presence_penalty.unwrap_or(base.presence_penalty),
-            frequency_penalty: self.frequency_penalty.unwrap_or(base.frequency_penalty),
-            seed: base.seed,
-        }
-    }
+    pub sampling: SamplingOverrides,
 }
 
 /// What a model says about itself, for matching it to a family.

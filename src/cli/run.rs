@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::engine::sampler::{Sampler, SamplingParams};
+use crate::engine::sampler::{Sampler, SamplingOverrides, SamplingParams};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
@@ -53,19 +53,23 @@ impl SamplingArgs {
     /// `base` with the flags the user gave laid over it; a negative or absent
     /// seed becomes a fresh one.
     pub fn over(&self, base: SamplingParams) -> SamplingParams {
+        // The same layering as a models.toml family's defaults.
+        let given = SamplingOverrides {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        };
         SamplingParams {
-            temp: self.temp.unwrap_or(base.temp),
-            top_k: self.top_k.unwrap_or(base.top_k),
-            top_p: self.top_p.unwrap_or(base.top_p),
-            min_p: self.min_p.unwrap_or(base.min_p),
-            repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
-            presence_penalty: self.presence_penalty.unwrap_or(base.presence_penalty),
-            frequency_penalty: self.frequency_penalty.unwrap_or(base.frequency_penalty),
-            repeat_last_n: self.repeat_last_n.unwrap_or(base.repeat_last_n),
             seed: match self.seed {
                 Some(s) if s >= 0 => s as u64,
                 _ => fresh_seed(),
             },
+            ..given.over(base)
         }
     }
 }

@@ -34,6 +34,37 @@ impl Default for SamplingParams {
     }
 }
 
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+/// Sampling options some of which are set (a models.toml family, the
+/// command line), laid over others.
+pub struct SamplingOverrides {
+    pub temp: Option<f32>,
+    pub top_k: Option<i32>,
+    pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<i32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+}
+
+impl SamplingOverrides {
+    pub fn over(&self, base: SamplingParams) -> SamplingParams {
+        SamplingParams {
+            temp: self.temp.unwrap_or(base.temp),
+            top_k: self.top_k.unwrap_or(base.top_k),
+            top_p: self.top_p.unwrap_or(base.top_p),
+            min_p: self.min_p.unwrap_or(base.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(base.repeat_penalty),
+            repeat_last_n: self.repeat_last_n.unwrap_or(base.repeat_last_n),
+            presence_penalty: self.presence_penalty.unwrap_or(base.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(base.frequency_penalty),
+            seed: base.seed,
+        }
+    }
+}
+
 /// A small, fast generator (SplitMix64) so that a seed reproduces a run.
 #[derive(Clone, Debug)]
 struct Rng(u64);
