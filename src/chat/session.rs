@@ -219,13 +219,6 @@ impl ChatSession {
         }
         find_in_order(text, messages)
     }
-    /// Forgets the cached prompt (a new conversation).
-    pub fn clear(&mut self) {
-        self.conversation.messages.clear();
-        self.cached.clear();
-        self.state.rewind(0);
-    }
-
     /// Answers the conversation's last (user) message, appending the reply
     /// (whole or, when stopped, partial) to the conversation.
     pub fn reply(&mut self, ui: &mut dyn Observer, cancel: &AtomicBool) -> Result<ReplyStats> {

@@ -230,23 +230,28 @@ pub fn quantizer(act: GgmlType, isa: Isa) -> Result<QuantizeFn, Unsupported> {
     })
 }
 
+/// Safe entry points (one activation row, and four) to SIMD kernels that
+/// are chosen only where `Isa::detect` found the features they need.
+macro_rules! safe {
+    ($m:ident; $($one:ident, $four:ident => $kernel:ident;)*) => {$(
+        pub fn $one(w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: selected only when Isa::detect() found the kernel's features.
+            unsafe { $m::$kernel::<1>(w, [a])[0] }
+        }
+        pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as above.
+            unsafe { $m::$kernel::<4>(w, a) }
+        }
+    )*};
+}
+
 /// Safe entry points to the x86 SIMD kernels; chosen only on CPUs that have
 /// the features (`Isa::detect`).
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    macro_rules! safe {
-        ($($one:ident, $four:ident => $kernel:ident;)*) => {$(
-            pub fn $one(w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: selected only when Isa::detect() found AVX2, FMA and F16C.
-                unsafe { crate::cpu::x86::$kernel::<1>(w, [a])[0] }
-            }
-            pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-                // SAFETY: as above.
-                unsafe { crate::cpu::x86::$kernel::<4>(w, a) }
-            }
-        )*};
-    }
-    safe! {
+    use crate::cpu::x86;
+
+    safe! { x86;
         q4_0, q4_0_x4 => q4_0_q8_0_n;
         q4_1, q4_1_x4 => q4_1_q8_1_n;
         q5_0, q5_0_x4 => q5_0_q8_0_n;
@@ -258,7 +263,9 @@ mod simd {
 
     /// AVX-512 VNNI forms, chosen only where `vnni()` found the features.
     pub mod vnni {
-        safe! {
+        use crate::cpu::x86;
+
+        safe! { x86;
             q4_0, q4_0_x4 => q4_0_q8_0_n_vnni;
             q5_0, q5_0_x4 => q5_0_q8_0_n_vnni;
             q8_0, q8_0_x4 => q8_0_q8_0_n_vnni;
@@ -317,19 +324,9 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
 /// `Isa::detect` found NEON.
 #[cfg(target_arch = "aarch64")]
 mod simd_neon {
-    macro_rules! safe {
-        ($($one:ident, $four:ident => $kernel:ident;)*) => {$(
-            pub fn $one(w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: selected only when Isa::detect() found NEON.
-                unsafe { super::neon::$kernel::<1>(w, [a])[0] }
-            }
-            pub fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-                // SAFETY: as above.
-                unsafe { super::neon::$kernel::<4>(w, a) }
-            }
-        )*};
-    }
-    safe! {
+    use crate::cpu::neon;
+
+    safe! { neon;
         q4_0, q4_0_x4 => q4_0_q8_0_n;
         q4_1, q4_1_x4 => q4_1_q8_1_n;
         q5_0, q5_0_x4 => q5_0_q8_0_n;
