@@ -1,3 +1,6 @@
 //! Model file formats, read into one view of metadata and tensors.
 
 pub mod gguf;
+pub mod tensors;
+
+pub use tensors::{TensorRef, TensorSource};

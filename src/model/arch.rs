@@ -31,6 +31,12 @@ pub struct Arch {
     pub scale_embeddings: bool,
     /// Q, K and V in one `attn_qkv` tensor; gate and up in one `ffn_up` (phi3).
     pub fused_qkv_and_gate_up: bool,
+    /// Sliding-window layers rotate with `rope.freq_base_swa` and no scaling
+    /// (gemma3); otherwise every layer uses the global rope.
+    pub swa_own_rope: bool,
+    /// Q is multiplied by 1/sqrt(head_dim) before attention, instead of the
+    /// scores after it (gemma3: the same math, ggml's rounding).
+    pub scale_q: bool,
 }
 
 impl Arch {
@@ -43,6 +49,8 @@ impl Arch {
             post_norms: false,
             scale_embeddings: false,
             fused_qkv_and_gate_up: false,
+            swa_own_rope: false,
+            scale_q: false,
         };
         Ok(match name {
             "llama" => base,
@@ -64,6 +72,8 @@ impl Arch {
                 qk_norm: true,
                 post_norms: true,
                 scale_embeddings: true,
+                swa_own_rope: true,
+                scale_q: true,
                 ..base
             },
             "phi3" => Arch {

@@ -1,57 +1,43 @@
 //! The forward pass: one code path for every architecture, a straight line of
-//! kernel calls over a batch of tokens, reading like the math.
+//! backend ops over a batch of tokens, reading like the math. It names no
+//! device: each range of layers runs on the backend the plan gave it, and the
+//! hidden state crosses to the host only between ranges.
 
+use std::any::Any;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use ggml::cpu::ops::{self, Rope};
-use ggml::cpu::pool::{split, ThreadPool};
+use anyhow::{bail, Result};
+use ggml::backend::{Attention, Backend, Glu, HostMat};
+use ggml::cpu::backend::CpuBackend;
 use ggml::cpu::Isa;
-use ggml::float16::f32_to_f16;
 
 use crate::format::gguf::GgufFile;
-use crate::model::arch::{Activation, Arch, RopeStyle};
-use crate::model::hparams::HyperParams;
-use crate::model::weights::{self, Mat, Shape, Weights};
+use crate::model::arch::Activation;
+use crate::model::config::Config;
+use crate::model::weights::{self, Layer, Weights};
 
 /// Most tokens processed in one batch; longer prompts go in several.
 pub const MAX_BATCH: usize = 512;
 
-/// Per-layer attention settings.
-#[derive(Clone, Copy, Debug)]
-pub struct LayerAttn {
-    pub rope: Rope,
-    /// Sliding window in tokens, for local layers.
-    pub window: Option<usize>,
-}
-
-pub struct Config {
-    pub arch: Arch,
-    pub n_layer: usize,
-    pub shape: Shape,
-    pub eps: f32,
-    pub layers: Vec<LayerAttn>,
-    /// Multiplies Q before attention (gemma3) ...
-    pub q_scale: Option<f32>,
-    /// ... or the scores (everyone else).
-    pub kq_scale: f32,
-    pub embd_scale: Option<f32>,
-    pub n_ctx_train: usize,
-    /// The context the model was first trained at (before rope scaling).
-    pub n_ctx_orig: usize,
+/// KV cells a layer allocates for a context of `n_ctx`: a sliding-window
+/// layer keeps a ring of its window plus one batch, so a batch never
+/// overwrites a cell that one of its own tokens still attends to.
+pub fn kv_cells(window: Option<usize>, n_ctx: usize) -> usize {
+    window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx))
 }
 
 pub struct Model {
     pub config: Config,
+    /// The weights as stored (host memory, usually the file mapping).
     pub weights: Weights,
-    pool: ThreadPool,
-    isa: Isa,
-    /// The f16 dot product of this ISA (attention's scores and values).
-    dot16: ggml::cpu::DotFn,
+    cpu: Arc<CpuBackend>,
+    /// Layer ranges in order, each on its device; the last one computes logits.
+    stages: Vec<Box<dyn Stage>>,
 }
 
-/// A KV cache of f16 values; sliding-window layers keep a ring of cells.
+/// How the KV cache of each layer is laid out, for rewinding.
 pub struct KvCache {
     pub n_ctx: usize,
     layers: Vec<KvLayer>,
@@ -59,38 +45,20 @@ pub struct KvCache {
 
 struct KvLayer {
     cells: usize,
-    /// The sliding window of this layer, if it has one.
     window: Option<usize>,
-    k: Vec<u16>,
-    v: Vec<u16>,
-}
-
-/// Buffers for one batch, kept between calls so decoding allocates nothing.
-#[derive(Default)]
-struct Scratch {
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    qkv: Vec<f32>,
-    att: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    act: Vec<u8>,
-    scores: Vec<f32>,
-    half: Vec<u16>,
-    rope: Vec<f32>,
 }
 
 /// A debugging hook: (name as in llama.cpp's graph, layer, values).
 pub type Trace = Box<dyn FnMut(&str, usize, &[f32]) + Send>;
 
-/// A sequence being decoded: its cache and how far it has got.
+/// A sequence being decoded: its caches and how far it has got.
 pub struct State {
     pub kv: KvCache,
     pub n_past: usize,
-    scratch: Scratch,
+    /// The hidden state on the host, between layer ranges.
+    hidden: Vec<f32>,
+    /// One per stage: its KV caches and working buffers, on its device.
+    caches: Vec<Box<dyn Any + Send>>,
     /// Logits of the last token of the last batch (or of every token, when asked).
     pub logits: Vec<f32>,
     /// Called with (name, layer, values) at points named as in llama.cpp's
@@ -124,6 +92,14 @@ impl State {
     }
 }
 
+/// Where each part of the model runs. Today every part is on the CPU; the
+/// planner fills this in when GPUs are present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Contiguous layer ranges, in order, covering every layer.
+    pub ranges: Vec<Range<usize>>,
+}
+
 impl Model {
     pub fn load(path: &Path, threads: usize) -> Result<Model> {
         Model::load_with_isa(path, threads, ggml::cpu::isa())
@@ -132,199 +108,84 @@ impl Model {
     /// Loads with the kernels of one instruction set (tests run each one).
     pub fn load_with_isa(path: &Path, threads: usize, isa: Isa) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path)?);
-        let hp = HyperParams::from_metadata(file.metadata()).map_err(|e| e.in_file(path))?;
-        let arch = Arch::from_name(&hp.architecture).with_context(|| path.display().to_string())?;
-        let md = file.metadata();
-        let key = |k: &str| format!("{}.{k}", hp.architecture);
-        let need = |v: Option<u64>, what: &str| -> Result<usize> {
-            v.map(|v| v as usize)
-                .with_context(|| format!("{}: metadata lacks {}", path.display(), key(what)))
+        let config = Config::from_gguf(&file)?;
+        let placement = Placement {
+            ranges: vec![0..config.n_layer],
         };
-        let n_layer = hp.n_layer as usize;
-        if n_layer == 0 {
-            bail!(
-                "{}: the model has no layers ({} is missing or 0)",
-                path.display(),
-                key("block_count")
-            );
-        }
-        let n_embd = need(hp.n_embd, "embedding_length")?;
-        let n_head = need(hp.n_head.first().copied(), "attention.head_count")?;
-        let n_head_kv = need(hp.n_head_kv.first().copied(), "attention.head_count_kv")?;
-        let n_ff = need(hp.n_ff.first().copied(), "feed_forward_length")?;
-        let uniform = |v: &[u64]| v.iter().all(|&x| x == v[0]);
-        if !uniform(&hp.n_head) || !uniform(&hp.n_head_kv) || !uniform(&hp.n_ff) {
-            bail!(
-                "{}: per-layer head counts or feed-forward sizes are not supported yet",
-                path.display()
-            );
-        }
-        let head_dim = need(hp.head_dim_k, "attention.key_length")?;
-        if hp.head_dim_v != hp.head_dim_k {
-            bail!(
-                "{}: different key and value head sizes are not supported yet",
-                path.display()
-            );
-        }
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-            bail!(
-                "{}: {n_head} heads cannot share {n_head_kv} KV heads",
-                path.display()
-            );
-        }
-        let n_vocab = file
-            .tensor_info("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
-            .context(format!(
-                "{}: tensor 'token_embd.weight' is missing",
-                path.display()
-            ))? as usize;
-        let shape = Shape {
-            n_embd,
-            n_head,
-            n_head_kv,
-            head_dim,
-            n_ff,
-            n_vocab,
-        };
-        let eps = hp.norm_eps.unwrap_or(1e-5) as f32;
+        Model::build(file, config, threads, isa, &placement)
+    }
 
-        let n_rot = md
-            .u64(&key("rope.dimension_count"))
-            .map_err(|e| e.in_file(path))?
-            .map_or(head_dim, |v| v as usize);
-        if n_rot > head_dim || n_rot % 2 != 0 {
-            bail!(
-                "{}: rope dimension count {n_rot} does not fit head size {head_dim}",
-                path.display()
-            );
+    /// Builds each layer range's buffers on its device, from a file opened
+    /// and a configuration read once.
+    pub fn build(
+        file: Arc<GgufFile>,
+        config: Config,
+        threads: usize,
+        isa: Isa,
+        placement: &Placement,
+    ) -> Result<Model> {
+        let weights = weights::load(file.clone(), &config.arch, config.n_layer, &config.shape)?;
+        let cpu = Arc::new(CpuBackend::new(threads, isa));
+        let n = placement.ranges.len();
+        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(n);
+        for (i, range) in placement.ranges.iter().enumerate() {
+            let stage = LayerRange::upload(cpu.clone(), &weights, range.clone(), i + 1 == n)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+            stages.push(Box::new(stage));
         }
-        let neox = arch.rope == RopeStyle::Neox;
-        let base = hp.rope_freq_base.unwrap_or(10000.0) as f32;
-        let mut global_rope = Rope::plain(n_rot, base, neox);
-        let n_ctx_train = hp.n_ctx_train.unwrap_or(4096) as usize;
-        let n_ctx_orig = hp
-            .rope_scaling
-            .as_ref()
-            .and_then(|s| s.original_context)
-            .or(md
-                .u64(&key("rope.scaling.original_context_length"))
-                .map_err(|e| e.in_file(path))?)
-            .map_or(n_ctx_train, |v| v as usize);
-        if let Some(s) = &hp.rope_scaling {
-            let factor = s.factor.unwrap_or(1.0) as f32;
-            if factor > 0.0 {
-                global_rope.freq_scale = 1.0 / factor;
-            }
-            match s.kind.as_str() {
-                "linear" => {}
-                "yarn" => {
-                    let orig = s.original_context.unwrap_or(n_ctx_train as u64) as usize;
-                    global_rope.ext_factor = 1.0;
-                    global_rope.corr_dims = ops::yarn_corr_dims(n_rot, orig, base, 32.0, 1.0);
-                }
-                other => bail!(
-                    "{}: rope scaling '{other}' is not supported yet",
-                    path.display()
-                ),
-            }
-        }
-        // Phi-3 LongRoPE files scale cos/sin by an attention factor.
-        if let Some(f) = md
-            .f64(&key("rope.scaling.attn_factor"))
-            .map_err(|e| e.in_file(path))?
-        {
-            global_rope.attn_factor = f as f32;
-        }
-        let swa_base = hp.rope_freq_base_swa.unwrap_or(10000.0) as f32;
-        let layers = (0..n_layer)
-            .map(|il| {
-                let local = hp.swa_layers.get(il).copied().unwrap_or(false);
-                match (local, hp.sliding_window) {
-                    (true, Some(w)) => LayerAttn {
-                        // Local layers of gemma3 use their own base and no scaling.
-                        rope: if arch.name == "gemma3" {
-                            Rope::plain(n_rot, swa_base, neox)
-                        } else {
-                            global_rope
-                        },
-                        window: Some(w as usize),
-                    },
-                    _ => LayerAttn {
-                        rope: global_rope,
-                        window: None,
-                    },
-                }
-            })
-            .collect();
-        let (q_scale, kq_scale) = if arch.name == "gemma3" {
-            (Some(1.0 / (head_dim as f32).sqrt()), 1.0)
-        } else {
-            (None, 1.0 / (head_dim as f32).sqrt())
-        };
-        let embd_scale = arch.scale_embeddings.then(|| (n_embd as f32).sqrt());
-        let weights = weights::load(file, &arch, n_layer, &shape, isa)?;
         Ok(Model {
-            config: Config {
-                arch,
-                n_layer,
-                shape,
-                eps,
-                layers,
-                q_scale,
-                kq_scale,
-                embd_scale,
-                n_ctx_train,
-                n_ctx_orig,
-            },
+            config,
             weights,
-            pool: ThreadPool::new(threads.max(1)),
-            isa,
-            dot16: ggml::cpu::kernels_for(ggml::GgmlType::F16, isa)
-                .expect("f16 kernels exist")
-                .dot,
+            cpu,
+            stages,
         })
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        self.cpu.threads()
     }
 
     /// A fresh sequence with room for `n_ctx` tokens.
     pub fn new_state(&self, n_ctx: usize) -> State {
-        let kv_dim = self.config.shape.n_head_kv * self.config.shape.head_dim;
         let layers = self
             .config
             .layers
             .iter()
-            .map(|l| {
-                // A window plus one batch: a batch never overwrites a cell
-                // that one of its own tokens still attends to.
-                let cells = l.window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx));
-                KvLayer {
-                    cells,
-                    window: l.window,
-                    k: vec![0; cells * kv_dim],
-                    v: vec![0; cells * kv_dim],
-                }
+            .map(|l| KvLayer {
+                cells: kv_cells(l.window, n_ctx),
+                window: l.window,
             })
             .collect();
         State {
             kv: KvCache { n_ctx, layers },
             n_past: 0,
-            scratch: Scratch::default(),
+            hidden: Vec::new(),
+            caches: self
+                .stages
+                .iter()
+                .map(|s| s.new_cache(&self.config, n_ctx))
+                .collect(),
             logits: Vec::new(),
             trace: None,
         }
     }
 
+    /// Bytes of KV cache a state holds, over every device.
+    pub fn kv_allocated(&self, state: &State) -> usize {
+        self.stages
+            .iter()
+            .zip(&state.caches)
+            .map(|(s, c)| s.kv_allocated(c.as_ref()))
+            .sum()
+    }
+
     /// Bytes of the KV cache of a state of `n_ctx` tokens.
     pub fn kv_bytes(&self, n_ctx: usize) -> usize {
-        let kv_dim = self.config.shape.n_head_kv * self.config.shape.head_dim;
+        let kv_dim = self.config.kv_dim();
         self.config
             .layers
             .iter()
-            .map(|l| l.window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx)) * kv_dim * 2 * 2)
+            .map(|l| CpuBackend::kv_bytes(kv_cells(l.window, n_ctx), kv_dim))
             .sum()
     }
 
@@ -359,358 +220,336 @@ impl Model {
 
     fn forward_batch(&self, state: &mut State, tokens: &[u32], logits_at: Option<usize>) {
         let c = &self.config;
-        let s = &c.shape;
         let t = tokens.len();
-        let (e, hd) = (s.n_embd, s.head_dim);
-        let (q_dim, kv_dim) = (s.n_head * hd, s.n_head_kv * hd);
-        let sc = &mut state.scratch;
-        resize(&mut sc.x, t * e);
-        resize(&mut sc.xb, t * e);
-        resize(&mut sc.q, t * q_dim);
-        resize(&mut sc.k, t * kv_dim);
-        resize(&mut sc.v, t * kv_dim);
-        resize(&mut sc.att, t * q_dim);
-        resize(&mut sc.gate, t * s.n_ff);
-        resize(&mut sc.up, t * s.n_ff);
-        resize(&mut sc.rope, hd);
+        let e = c.shape.n_embd;
+        self.embed(tokens, &mut state.hidden);
 
-        // Token embeddings: rows dequantised as ggml's get_rows does.
-        let embd = &self.weights.token_embd;
-        let embd_data = self.weights.data(embd);
-        for (i, &tok) in tokens.iter().enumerate() {
-            let row = &embd_data[tok as usize * embd.row_bytes..][..embd.row_bytes];
-            ggml::blocks::dequantize(embd.info.ty, row, &mut sc.x[i * e..(i + 1) * e])
-                .expect("type checked at load");
-            if let Some(scale) = c.embd_scale {
-                sc.x[i * e..(i + 1) * e]
-                    .iter_mut()
-                    .for_each(|v| *v *= scale);
-            }
-        }
-
-        let pos0 = state.n_past;
-        for (il, layer) in self.weights.layers.iter().enumerate() {
-            let la = &c.layers[il];
-            // Attention block.
-            sc.xb.copy_from_slice(&sc.x);
-            for row in sc.xb.chunks_exact_mut(e) {
-                ops::rms_norm(row, &layer.attn_norm, c.eps);
-            }
-            if let (Some(wk), Some(wv)) = (&layer.wk, &layer.wv) {
-                self.matmul(&layer.wq, &sc.xb, &mut sc.act, &mut sc.q);
-                self.matmul(wk, &sc.xb, &mut sc.act, &mut sc.k);
-                self.matmul(wv, &sc.xb, &mut sc.act, &mut sc.v);
-            } else {
-                resize(&mut sc.qkv, t * (q_dim + 2 * kv_dim));
-                self.matmul(&layer.wq, &sc.xb, &mut sc.act, &mut sc.qkv);
-                for (i, row) in sc.qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
-                    sc.q[i * q_dim..(i + 1) * q_dim].copy_from_slice(&row[..q_dim]);
-                    sc.k[i * kv_dim..(i + 1) * kv_dim].copy_from_slice(&row[q_dim..q_dim + kv_dim]);
-                    sc.v[i * kv_dim..(i + 1) * kv_dim].copy_from_slice(&row[q_dim + kv_dim..]);
-                }
-            }
-            add_bias(&mut sc.q, layer.bq.as_deref());
-            add_bias(&mut sc.k, layer.bk.as_deref());
-            add_bias(&mut sc.v, layer.bv.as_deref());
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                sc.q.chunks_exact_mut(hd)
-                    .for_each(|h| ops::rms_norm(h, qn, c.eps));
-                sc.k.chunks_exact_mut(hd)
-                    .for_each(|h| ops::rms_norm(h, kn, c.eps));
-            }
-            // Llama-3's frequency factors, or Phi-3's LongRoPE factors: the
-            // long ones for a context beyond the original, which llama.cpp
-            // judges on its context padded to 256.
-            let long = state.kv.n_ctx.next_multiple_of(256) > c.n_ctx_orig;
-            let longrope = if long {
-                self.weights.rope_long.as_deref()
-            } else {
-                self.weights.rope_short.as_deref()
-            };
-            let freqs = self.weights.rope_freqs.as_deref().or(longrope);
-            for i in 0..t {
-                la.rope.cache((pos0 + i) as i64, freqs, &mut sc.rope);
-                sc.q[i * q_dim..(i + 1) * q_dim]
-                    .chunks_exact_mut(hd)
-                    .for_each(|h| la.rope.apply(h, &sc.rope));
-                sc.k[i * kv_dim..(i + 1) * kv_dim]
-                    .chunks_exact_mut(hd)
-                    .for_each(|h| la.rope.apply(h, &sc.rope));
-            }
-            if let Some(trace) = state.trace.as_mut() {
-                trace("Qcur", il, &sc.q);
-                trace("Kcur", il, &sc.k);
-                trace("Vcur", il, &sc.v);
-            }
-            if let Some(qs) = c.q_scale {
-                sc.q.iter_mut().for_each(|v| *v *= qs);
-            }
-            // Store K and V as f16.
-            let kv = &mut state.kv.layers[il];
-            for i in 0..t {
-                let cell = (pos0 + i) % kv.cells;
-                for (dst, &src) in kv.k[cell * kv_dim..(cell + 1) * kv_dim]
-                    .iter_mut()
-                    .zip(&sc.k[i * kv_dim..])
-                {
-                    *dst = f32_to_f16(src);
-                }
-                // V is stored transposed, one row per dimension over the
-                // cells, as llama.cpp does without flash attention.
-                for (dim, &src) in sc.v[i * kv_dim..(i + 1) * kv_dim].iter().enumerate() {
-                    kv.v[dim * kv.cells + cell] = f32_to_f16(src);
-                }
-            }
-            self.attention(
-                kv,
-                la,
-                pos0,
-                t,
-                &sc.q,
-                &mut sc.att,
-                &mut sc.scores,
-                &mut sc.half,
-            );
-            if let Some(trace) = state.trace.as_mut() {
-                trace("kqv_out", il, &sc.att);
-            }
-            self.matmul(&layer.wo, &sc.att, &mut sc.act, &mut sc.xb);
-            if let Some(pn) = &layer.post_attn_norm {
-                sc.xb
-                    .chunks_exact_mut(e)
-                    .for_each(|r| ops::rms_norm(r, pn, c.eps));
-            }
-            sc.x.iter_mut().zip(&sc.xb).for_each(|(x, d)| *x += d);
-            if let Some(trace) = state.trace.as_mut() {
-                trace("ffn_inp", il, &sc.x);
-            }
-
-            // Feed-forward block.
-            sc.xb.copy_from_slice(&sc.x);
-            sc.xb
-                .chunks_exact_mut(e)
-                .for_each(|r| ops::rms_norm(r, &layer.ffn_norm, c.eps));
-            match &layer.w_gate {
-                Some(wg) => {
-                    self.matmul(wg, &sc.xb, &mut sc.act, &mut sc.gate);
-                    self.matmul(&layer.w_up, &sc.xb, &mut sc.act, &mut sc.up);
-                }
-                None => {
-                    resize(&mut sc.qkv, t * 2 * s.n_ff);
-                    self.matmul(&layer.w_up, &sc.xb, &mut sc.act, &mut sc.qkv);
-                    for (i, row) in sc.qkv.chunks_exact(2 * s.n_ff).enumerate() {
-                        sc.gate[i * s.n_ff..(i + 1) * s.n_ff].copy_from_slice(&row[..s.n_ff]);
-                        sc.up[i * s.n_ff..(i + 1) * s.n_ff].copy_from_slice(&row[s.n_ff..]);
-                    }
-                }
-            }
-            if let Some(trace) = state.trace.as_mut() {
-                trace("ffn_gate", il, &sc.gate);
-                trace("ffn_up", il, &sc.up);
-            }
-            match c.arch.activation {
-                Activation::SwiGlu => ops::swiglu(self.isa, &mut sc.gate, &sc.up),
-                Activation::GeGlu => ops::geglu(&mut sc.gate, &sc.up),
-            }
-            if let Some(trace) = state.trace.as_mut() {
-                trace(
-                    if c.arch.activation == Activation::GeGlu {
-                        "ffn_geglu"
-                    } else {
-                        "ffn_swiglu"
-                    },
-                    il,
-                    &sc.gate,
-                );
-            }
-            self.matmul(&layer.w_down, &sc.gate, &mut sc.act, &mut sc.xb);
-            if let Some(trace) = state.trace.as_mut() {
-                trace("ffn_out", il, &sc.xb);
-            }
-            if let Some(pn) = &layer.post_ffn_norm {
-                sc.xb
-                    .chunks_exact_mut(e)
-                    .for_each(|r| ops::rms_norm(r, pn, c.eps));
-            }
-            sc.x.iter_mut().zip(&sc.xb).for_each(|(x, d)| *x += d);
-            if let Some(trace) = state.trace.as_mut() {
-                trace("l_out", il, &sc.x);
-            }
-        }
-
-        // Output: every token's logits, or the last one's.
-        let first = if logits_at.is_some() { 0 } else { t - 1 };
-        let rows = &mut sc.xb[..(t - first) * e];
-        rows.copy_from_slice(&sc.x[first * e..]);
-        rows.chunks_exact_mut(e)
-            .for_each(|r| ops::rms_norm(r, &self.weights.output_norm, c.eps));
-        let n_vocab = s.n_vocab;
-        let out = match logits_at {
+        // Every token's logits, or the last one's.
+        let n_vocab = c.shape.n_vocab;
+        let logits = match logits_at {
             Some(at) => &mut state.logits[at..at + t * n_vocab],
             None => {
-                resize(&mut state.logits, n_vocab);
+                if state.logits.len() != n_vocab {
+                    state.logits.resize(n_vocab, 0.0);
+                }
                 &mut state.logits[..]
             }
         };
-        self.matmul(
-            &self.weights.output,
-            &sc.xb[..(t - first) * e],
-            &mut sc.act,
-            out,
-        );
+        let mut job = Job {
+            config: c,
+            hidden: &mut state.hidden,
+            pos0: state.n_past,
+            tokens: t,
+            n_ctx: state.kv.n_ctx,
+            first_logit_row: if logits_at.is_some() { 0 } else { t - 1 },
+            logits,
+            trace: &mut state.trace,
+        };
+        debug_assert_eq!(job.hidden.len(), t * e);
+        for (stage, cache) in self.stages.iter().zip(state.caches.iter_mut()) {
+            stage.run(cache.as_mut(), &mut job);
+        }
         state.n_past += t;
     }
 
-    /// `out[t][r] = W[r] · x[t]` for every token row of `x`, over the pool.
-    fn matmul(&self, m: &Mat, x: &[f32], act: &mut Vec<u8>, out: &mut [f32]) {
-        let t = x.len() / m.cols;
-        let ab =
-            ggml::cpu::act_row_bytes(m.info.ty, m.cols).expect("kernels exist for loaded weights");
-        resize(act, t * ab);
-        for (xr, ar) in x.chunks_exact(m.cols).zip(act.chunks_exact_mut(ab)) {
-            (m.kernels.quantize)(xr, ar);
-        }
-        let data = self.weights.data(m);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        let rows = m.rows;
-        let threads = self.pool.threads();
-        let act = &act[..];
-        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
-        let rb = m.row_bytes;
-        self.pool.run(&|i| {
-            let out_ptr = &out_ptr;
-            // SAFETY: each (ti, r) is written by exactly one thread, and
-            // `out` outlives the pool run.
-            let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
-            for r in split(rows, threads, i, 16) {
-                let w = &data[r * rb..(r + 1) * rb];
-                let mut ti = 0;
-                // Four tokens per pass over the weight row, where a kernel allows.
-                if let Some(dot4) = dot4 {
-                    while ti + 4 <= t {
-                        let a: [&[u8]; 4] =
-                            std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
-                        for (k, v) in dot4(w, a).into_iter().enumerate() {
-                            put(ti + k, r, v);
-                        }
-                        ti += 4;
-                    }
-                }
-                for tj in ti..t {
-                    put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
-                }
+    /// Token embeddings on the host: rows dequantised as ggml's get_rows does.
+    fn embed(&self, tokens: &[u32], out: &mut Vec<f32>) {
+        let e = self.config.shape.n_embd;
+        out.resize(tokens.len() * e, 0.0);
+        let embd = &self.weights.token_embd;
+        let data = embd.bytes();
+        for (i, &tok) in tokens.iter().enumerate() {
+            let row = &data[tok as usize * embd.row_bytes..][..embd.row_bytes];
+            let dst = &mut out[i * e..(i + 1) * e];
+            ggml::blocks::dequantize(embd.format.ggml(), row, dst).expect("type checked at load");
+            if let Some(scale) = self.config.embd_scale {
+                dst.iter_mut().for_each(|v| *v *= scale);
             }
-        });
+        }
     }
+}
 
-    /// Causal attention for `t` new tokens at positions `pos0..`, written
-    /// into `att` (t × q_dim). Mirrors llama.cpp without flash attention, to
-    /// the bit on this CPU's instruction set: Q as f16 dotted with each f16 key
-    /// cell, scores over llama.cpp's padded cell count (masked cells -inf),
-    /// its softmax, then probabilities as f16 dotted with each V row.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        kv: &KvLayer,
-        la: &LayerAttn,
-        pos0: usize,
-        t: usize,
-        q: &[f32],
-        att: &mut [f32],
-        scores: &mut Vec<f32>,
-        half: &mut Vec<u16>,
-    ) {
-        let s = &self.config.shape;
-        let hd = s.head_dim;
-        let (q_dim, kv_dim) = (s.n_head * hd, s.n_head_kv * hd);
-        let group = s.n_head / s.n_head_kv;
-        let kq_scale = self.config.kq_scale;
-        let isa = self.isa;
-        let dot16 = self.dot16;
-        let last = pos0 + t - 1;
-        // llama.cpp attends over all cells up to the used ones, padded to 256.
-        let n_kv = kv.cells.min((last + 1).next_multiple_of(256).max(256));
-        let cell_pos = |c: usize| -> Option<usize> {
-            let back = (last as isize - c as isize).rem_euclid(kv.cells as isize) as usize;
-            last.checked_sub(back)
+/// One batch as it passes through the stages.
+struct Job<'a> {
+    config: &'a Config,
+    /// The hidden state on the host: input of a stage, and its output unless
+    /// it is the last.
+    hidden: &'a mut Vec<f32>,
+    pos0: usize,
+    tokens: usize,
+    n_ctx: usize,
+    /// Logits are wanted for rows `first_logit_row..tokens`.
+    first_logit_row: usize,
+    logits: &'a mut [f32],
+    trace: &'a mut Option<Trace>,
+}
+
+/// A range of layers on one device, erased so that ranges on different
+/// backends sit in one list.
+trait Stage: Send + Sync {
+    /// Its KV caches and working buffers for a sequence of `n_ctx` tokens.
+    fn new_cache(&self, config: &Config, n_ctx: usize) -> Box<dyn Any + Send>;
+    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>);
+    /// Bytes of KV cache that `cache` holds on the device.
+    fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize;
+}
+
+/// Layers `first..first + layers.len()` uploaded to backend `B`, and the
+/// output head when this range is the last.
+struct LayerRange<B: Backend> {
+    backend: Arc<B>,
+    first: usize,
+    layers: Vec<Layer<B::Mat, B::Vector>>,
+    /// Rope frequency factors for contexts within / beyond the original one.
+    rope_factors: [Option<B::Vector>; 2],
+    head: Option<Head<B>>,
+}
+
+struct Head<B: Backend> {
+    norm: B::Vector,
+    output: B::Mat,
+}
+
+/// A range's state for one sequence, on its device.
+struct RangeCache<B: Backend> {
+    kv: Vec<B::Kv>,
+    sc: B::Scratch,
+    x: B::Buf,
+    xb: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    fused: B::Buf,
+    att: B::Buf,
+    gate: B::Buf,
+    up: B::Buf,
+    logits: B::Buf,
+}
+
+impl<B: Backend + 'static> LayerRange<B> {
+    fn upload(
+        backend: Arc<B>,
+        w: &Weights,
+        range: Range<usize>,
+        with_head: bool,
+    ) -> Result<LayerRange<B>, ggml::backend::BackendError> {
+        let b = &*backend;
+        let mat = |m: &HostMat| b.upload_mat(m);
+        let vector = |v: &Vec<f32>| b.upload_vector(v);
+        let layers = w.layers[range.clone()]
+            .iter()
+            .map(|l| l.try_map(mat, vector))
+            .collect::<Result<Vec<_>, _>>()?;
+        let head = if with_head {
+            Some(Head {
+                norm: b.upload_vector(&w.output_norm),
+                output: b.upload_mat(&w.output)?,
+            })
+        } else {
+            None
         };
-        let threads = self.pool.threads();
-        resize(scores, threads * n_kv);
-        resize(half, threads * (n_kv + hd));
-        let scores_ptr = SyncPtr(scores.as_mut_ptr());
-        let half_ptr = SyncPtr(half.as_mut_ptr() as *mut f32);
-        let att_ptr = SyncPtr(att.as_mut_ptr());
-        let (k_bytes, v_bytes) = (u16_bytes(&kv.k), u16_bytes(&kv.v));
-        let work = t * s.n_head;
-        self.pool.run(&|i| {
-            let (scores_ptr, half_ptr, att_ptr) = (&scores_ptr, &half_ptr, &att_ptr);
-            // SAFETY: each thread uses its own slices of the scratch buffers.
-            let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(i * n_kv), n_kv) };
-            let hb = unsafe {
-                std::slice::from_raw_parts_mut(
-                    (half_ptr.0 as *mut u16).add(i * (n_kv + hd)),
-                    n_kv + hd,
-                )
-            };
-            let (p16, q16) = hb.split_at_mut(n_kv);
-            // Interleaved: later tokens attend over more cells, so a
-            // contiguous split would leave the first thread idle.
-            for job in (i..work).step_by(threads) {
-                let (ti, h) = (job / s.n_head, job % s.n_head);
-                let g = h / group;
-                let pos = pos0 + ti;
-                let qh = &q[ti * q_dim + h * hd..][..hd];
-                for (d, &v) in q16.iter_mut().zip(qh) {
-                    *d = f32_to_f16(v);
-                }
-                let qb = u16_bytes(q16);
-                for (c, score) in sc.iter_mut().enumerate() {
-                    let visible = cell_pos(c)
-                        .is_some_and(|p| p <= pos && la.window.is_none_or(|w| pos - p < w));
-                    *score = if visible {
-                        let k = &k_bytes[2 * (c * kv_dim + g * hd)..][..2 * hd];
-                        dot16(qb, k) * kq_scale
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                }
-                ops::softmax_isa(isa, sc);
-                for (p, &v) in p16.iter_mut().zip(sc.iter()) {
-                    *p = f32_to_f16(v);
-                }
-                let pb = u16_bytes(p16);
-                // SAFETY: each (ti, h) head slice is written by one thread.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
-                };
-                for (d, o) in out.iter_mut().enumerate() {
-                    let row = (g * hd + d) * kv.cells;
-                    *o = dot16(pb, &v_bytes[2 * row..2 * (row + n_kv)]);
-                }
-            }
-        });
+        let rope_factors =
+            [false, true].map(|long| w.rope_factors(long).map(|f| b.upload_vector(f)));
+        Ok(LayerRange {
+            first: range.start,
+            layers,
+            rope_factors,
+            head,
+            backend,
+        })
     }
 }
 
-fn u16_bytes(v: &[u16]) -> &[u8] {
-    // SAFETY: u16 has no invalid bit patterns; the byte view has the same extent.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
-}
-
-struct SyncPtr(*mut f32);
-// SAFETY: used only for disjoint writes coordinated by the pool's split.
-unsafe impl Sync for SyncPtr {}
-
-fn resize<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
-    if v.len() != n {
-        v.resize(n, T::default());
+impl<B: Backend + 'static> Stage for LayerRange<B> {
+    fn new_cache(&self, c: &Config, n_ctx: usize) -> Box<dyn Any + Send> {
+        let b = &*self.backend;
+        let s = &c.shape;
+        let (e, q_dim, kv_dim) = (s.n_embd, c.q_dim(), c.kv_dim());
+        let kv = (self.first..self.first + self.layers.len())
+            .map(|il| b.kv(kv_cells(c.layers[il].window, n_ctx), kv_dim))
+            .collect();
+        let rows = MAX_BATCH;
+        let fused = (q_dim + 2 * kv_dim).max(2 * s.n_ff);
+        Box::new(RangeCache::<B> {
+            kv,
+            sc: b.scratch(),
+            x: b.buf(rows * e),
+            xb: b.buf(rows * e),
+            q: b.buf(rows * q_dim),
+            k: b.buf(rows * kv_dim),
+            v: b.buf(rows * kv_dim),
+            fused: b.buf(rows * fused),
+            att: b.buf(rows * q_dim),
+            gate: b.buf(rows * s.n_ff),
+            up: b.buf(rows * s.n_ff),
+            logits: b.buf(if self.head.is_some() {
+                rows * s.n_vocab
+            } else {
+                0
+            }),
+        })
     }
-}
 
-fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        for row in x.chunks_exact_mut(b.len()) {
-            row.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);
+    fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize {
+        let cache = cache
+            .downcast_ref::<RangeCache<B>>()
+            .expect("a stage's cache is the one it made");
+        cache
+            .kv
+            .iter()
+            .map(|kv| self.backend.kv_allocated(kv))
+            .sum()
+    }
+
+    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) {
+        let cache = cache
+            .downcast_mut::<RangeCache<B>>()
+            .expect("a stage's cache is the one it made");
+        let b = &*self.backend;
+        let c = job.config;
+        let t = job.tokens;
+        let e = c.shape.n_embd;
+        b.write(&job.hidden[..t * e], &mut cache.x);
+        let factors = self.rope_factors[usize::from(c.long_rope(job.n_ctx))].as_ref();
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.layer(cache, job, self.first + i, layer, factors);
         }
+        match &self.head {
+            Some(head) => self.output(cache, job, head),
+            None => b.read(&cache.x, &mut job.hidden[..t * e]),
+        }
+    }
+}
+
+impl<B: Backend + 'static> LayerRange<B> {
+    /// One transformer block: attention, then the feed-forward network, each
+    /// added to the residual stream `x`.
+    fn layer(
+        &self,
+        r: &mut RangeCache<B>,
+        job: &mut Job<'_>,
+        il: usize,
+        w: &Layer<B::Mat, B::Vector>,
+        factors: Option<&B::Vector>,
+    ) {
+        let b = &*self.backend;
+        let c = job.config;
+        let s = &c.shape;
+        let (t, pos0) = (job.tokens, job.pos0);
+        let (e, hd) = (s.n_embd, s.head_dim);
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let la = &c.layers[il];
+        let sc = &mut r.sc;
+
+        // Attention block.
+        b.rms_norm(&r.x, &w.attn_norm, c.eps, t, &mut r.xb);
+        if let (Some(wk), Some(wv)) = (&w.wk, &w.wv) {
+            b.matmul(sc, &w.wq, &r.xb, t, &mut r.q);
+            b.matmul(sc, wk, &r.xb, t, &mut r.k);
+            b.matmul(sc, wv, &r.xb, t, &mut r.v);
+        } else {
+            let width = q_dim + 2 * kv_dim;
+            b.matmul(sc, &w.wq, &r.xb, t, &mut r.fused);
+            b.copy_cols(&r.fused, width, 0, q_dim, t, &mut r.q);
+            b.copy_cols(&r.fused, width, q_dim, kv_dim, t, &mut r.k);
+            b.copy_cols(&r.fused, width, q_dim + kv_dim, kv_dim, t, &mut r.v);
+        }
+        if let Some(bias) = &w.bq {
+            b.add_bias(&mut r.q, bias, t);
+        }
+        if let Some(bias) = &w.bk {
+            b.add_bias(&mut r.k, bias, t);
+        }
+        if let Some(bias) = &w.bv {
+            b.add_bias(&mut r.v, bias, t);
+        }
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            b.rms_norm_in_place(&mut r.q, qn, c.eps, t * s.n_head);
+            b.rms_norm_in_place(&mut r.k, kn, c.eps, t * s.n_head_kv);
+        }
+        b.rope(sc, &mut r.q, t, s.n_head, hd, &la.rope, factors, pos0);
+        b.rope(sc, &mut r.k, t, s.n_head_kv, hd, &la.rope, factors, pos0);
+        trace(b, job.trace, "Qcur", il, &r.q, t * q_dim);
+        trace(b, job.trace, "Kcur", il, &r.k, t * kv_dim);
+        trace(b, job.trace, "Vcur", il, &r.v, t * kv_dim);
+        if let Some(qs) = c.q_scale {
+            b.scale(&mut r.q, qs, t * q_dim);
+        }
+        let kv = &mut r.kv[il - self.first];
+        b.kv_store(kv, &r.k, &r.v, pos0, t);
+        let attn = Attention {
+            n_head: s.n_head,
+            n_head_kv: s.n_head_kv,
+            head_dim: hd,
+            window: la.window,
+            kq_scale: c.kq_scale,
+        };
+        b.attention(sc, kv, &r.q, pos0, t, &attn, &mut r.att);
+        trace(b, job.trace, "kqv_out", il, &r.att, t * q_dim);
+        b.matmul(sc, &w.wo, &r.att, t, &mut r.xb);
+        if let Some(pn) = &w.post_attn_norm {
+            b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+        }
+        b.add(&mut r.x, &r.xb, t * e);
+        trace(b, job.trace, "ffn_inp", il, &r.x, t * e);
+
+        // Feed-forward block.
+        b.rms_norm(&r.x, &w.ffn_norm, c.eps, t, &mut r.xb);
+        match &w.w_gate {
+            Some(wg) => {
+                b.matmul(sc, wg, &r.xb, t, &mut r.gate);
+                b.matmul(sc, &w.w_up, &r.xb, t, &mut r.up);
+            }
+            None => {
+                b.matmul(sc, &w.w_up, &r.xb, t, &mut r.fused);
+                b.copy_cols(&r.fused, 2 * s.n_ff, 0, s.n_ff, t, &mut r.gate);
+                b.copy_cols(&r.fused, 2 * s.n_ff, s.n_ff, s.n_ff, t, &mut r.up);
+            }
+        }
+        trace(b, job.trace, "ffn_gate", il, &r.gate, t * s.n_ff);
+        trace(b, job.trace, "ffn_up", il, &r.up, t * s.n_ff);
+        let (glu, name) = match c.arch.activation {
+            Activation::SwiGlu => (Glu::SwiGlu, "ffn_swiglu"),
+            Activation::GeGlu => (Glu::GeGlu, "ffn_geglu"),
+        };
+        b.glu(glu, &mut r.gate, &r.up, t * s.n_ff);
+        trace(b, job.trace, name, il, &r.gate, t * s.n_ff);
+        b.matmul(sc, &w.w_down, &r.gate, t, &mut r.xb);
+        trace(b, job.trace, "ffn_out", il, &r.xb, t * e);
+        if let Some(pn) = &w.post_ffn_norm {
+            b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+        }
+        b.add(&mut r.x, &r.xb, t * e);
+        trace(b, job.trace, "l_out", il, &r.x, t * e);
+    }
+
+    /// The final norm and the output projection of the rows whose logits
+    /// are wanted, copied to the host.
+    fn output(&self, r: &mut RangeCache<B>, job: &mut Job<'_>, head: &Head<B>) {
+        let b = &*self.backend;
+        let c = job.config;
+        let e = c.shape.n_embd;
+        let first = job.first_logit_row;
+        let rows = job.tokens - first;
+        b.copy_rows(&r.x, first, rows, e, &mut r.xb);
+        b.rms_norm_in_place(&mut r.xb, &head.norm, c.eps, rows);
+        b.matmul(&mut r.sc, &head.output, &r.xb, rows, &mut r.logits);
+        b.read(&r.logits, job.logits);
+    }
+}
+
+/// Hands a buffer's values to the debugging hook, when one is set.
+fn trace<B: Backend>(
+    b: &B,
+    hook: &mut Option<Trace>,
+    name: &str,
+    il: usize,
+    buf: &B::Buf,
+    len: usize,
+) {
+    if let Some(f) = hook.as_mut() {
+        let mut host = vec![0f32; len];
+        b.read(buf, &mut host);
+        f(name, il, &host);
     }
 }

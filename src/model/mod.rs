@@ -1,11 +1,13 @@
-//! Models: hyper-parameters from metadata, the architecture table, weights
-//! and the forward pass.
+//! Models: hyper-parameters from metadata, the architecture table, the
+//! forward pass's configuration, weights and the forward pass.
 
 pub mod arch;
+pub mod config;
 pub mod forward;
 pub mod hparams;
 pub mod synth;
 pub mod weights;
 
-pub use forward::{Model, State, MAX_BATCH};
+pub use config::Config;
+pub use forward::{kv_cells, Model, State, MAX_BATCH};
 pub use hparams::HyperParams;

@@ -1,63 +1,127 @@
 //! The tensors of a model, found by llama.cpp's names and checked against the
-//! hyper-parameters before anything runs.
+//! hyper-parameters before anything runs. Format-neutral: tensors come from a
+//! `TensorSource` and keep their storage format; a backend uploads them.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ggml::cpu::{kernels_for, Isa, Kernels};
+use ggml::backend::HostMat;
 
-use crate::format::gguf::{GgufFile, TensorInfo};
+use crate::format::gguf::GgufFile;
+use crate::format::{TensorRef, TensorSource};
 
 use super::arch::Arch;
 
-/// A weight matrix of `rows` outputs by `cols` inputs, left in the mapping.
-#[derive(Clone)]
-pub struct Mat {
-    pub info: TensorInfo,
-    pub rows: usize,
-    pub cols: usize,
-    pub row_bytes: usize,
-    pub kernels: Kernels,
+/// One layer's weights: matrices `M` and small vectors `V`, on the host
+/// (`HostMat`, `Vec<f32>`) or uploaded to a backend.
+pub struct Layer<M, V> {
+    pub attn_norm: V,
+    /// Q, K, V projections, or one fused matrix in `wq` when the arch fuses them.
+    pub wq: M,
+    pub wk: Option<M>,
+    pub wv: Option<M>,
+    pub bq: Option<V>,
+    pub bk: Option<V>,
+    pub bv: Option<V>,
+    pub q_norm: Option<V>,
+    pub k_norm: Option<V>,
+    pub wo: M,
+    pub post_attn_norm: Option<V>,
+    pub ffn_norm: V,
+    /// None when the arch fuses gate and up into `w_up`.
+    pub w_gate: Option<M>,
+    pub w_up: M,
+    pub w_down: M,
+    pub post_ffn_norm: Option<V>,
 }
 
-pub struct Layer {
-    pub attn_norm: Vec<f32>,
-    /// Q, K, V projections, or one fused matrix in `wq` when the arch fuses them.
-    pub wq: Mat,
-    pub wk: Option<Mat>,
-    pub wv: Option<Mat>,
-    pub bq: Option<Vec<f32>>,
-    pub bk: Option<Vec<f32>>,
-    pub bv: Option<Vec<f32>>,
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
-    pub wo: Mat,
-    pub post_attn_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
-    /// None when the arch fuses gate and up into `w_up`.
-    pub w_gate: Option<Mat>,
-    pub w_up: Mat,
-    pub w_down: Mat,
-    pub post_ffn_norm: Option<Vec<f32>>,
+impl<M, V> Layer<M, V> {
+    /// The same layer with every matrix and vector converted (uploaded).
+    pub fn try_map<M2, V2, E>(
+        &self,
+        m: impl Fn(&M) -> Result<M2, E>,
+        v: impl Fn(&V) -> V2,
+    ) -> Result<Layer<M2, V2>, E> {
+        let om = |x: &Option<M>| x.as_ref().map(&m).transpose();
+        Ok(Layer {
+            wq: m(&self.wq)?,
+            wk: om(&self.wk)?,
+            wv: om(&self.wv)?,
+            wo: m(&self.wo)?,
+            w_gate: om(&self.w_gate)?,
+            w_up: m(&self.w_up)?,
+            w_down: m(&self.w_down)?,
+            attn_norm: v(&self.attn_norm),
+            bq: self.bq.as_ref().map(&v),
+            bk: self.bk.as_ref().map(&v),
+            bv: self.bv.as_ref().map(&v),
+            q_norm: self.q_norm.as_ref().map(&v),
+            k_norm: self.k_norm.as_ref().map(&v),
+            post_attn_norm: self.post_attn_norm.as_ref().map(&v),
+            ffn_norm: v(&self.ffn_norm),
+            post_ffn_norm: self.post_ffn_norm.as_ref().map(&v),
+        })
+    }
+}
+
+impl Layer<HostMat, Vec<f32>> {
+    /// Bytes of this layer's tensors as stored (what a device holds of it).
+    pub fn bytes(&self) -> usize {
+        let mats = [&self.wq, &self.wo, &self.w_up, &self.w_down]
+            .into_iter()
+            .chain([&self.wk, &self.wv, &self.w_gate].into_iter().flatten())
+            .map(|m| m.len)
+            .sum::<usize>();
+        let vecs = [&self.attn_norm, &self.ffn_norm]
+            .into_iter()
+            .chain(
+                [
+                    &self.bq,
+                    &self.bk,
+                    &self.bv,
+                    &self.q_norm,
+                    &self.k_norm,
+                    &self.post_attn_norm,
+                    &self.post_ffn_norm,
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .map(|v| v.len() * 4)
+            .sum::<usize>();
+        mats + vecs
+    }
 }
 
 pub struct Weights {
     pub file: Arc<GgufFile>,
-    pub token_embd: Mat,
+    pub token_embd: HostMat,
     pub output_norm: Vec<f32>,
     /// The output projection; the token embedding when the model ties them.
-    pub output: Mat,
+    pub output: HostMat,
     pub rope_freqs: Option<Vec<f32>>,
     /// Phi-3 LongRoPE frequency factors for contexts within / beyond the
     /// original training context.
     pub rope_short: Option<Vec<f32>>,
     pub rope_long: Option<Vec<f32>>,
-    pub layers: Vec<Layer>,
+    pub layers: Vec<Layer<HostMat, Vec<f32>>>,
 }
 
 impl Weights {
-    pub fn data(&self, m: &Mat) -> &[u8] {
-        self.file.tensor_data(&m.info)
+    pub fn data<'a>(&self, m: &'a HostMat) -> &'a [u8] {
+        m.bytes()
+    }
+
+    /// The rope frequency factors for a context of `n_ctx` tokens: Llama-3's,
+    /// or Phi-3's short or long ones.
+    pub fn rope_factors(&self, long: bool) -> Option<&[f32]> {
+        let longrope = if long {
+            self.rope_long.as_deref()
+        } else {
+            self.rope_short.as_deref()
+        };
+        self.rope_freqs.as_deref().or(longrope)
     }
 
     /// Bytes of tensor data in the file(s).
@@ -95,87 +159,98 @@ impl Weights {
 }
 
 /// Looks tensors up and checks their shapes.
-pub struct Loader<'a> {
-    pub file: &'a GgufFile,
-    pub isa: Isa,
+pub struct Loader<S: TensorSource> {
+    pub source: Arc<S>,
 }
 
-impl Loader<'_> {
-    fn info(&self, name: &str) -> Option<&TensorInfo> {
-        self.file.tensor_info(name)
+impl<S: TensorSource> Loader<S> {
+    fn info(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.source.tensor(name)
     }
 
-    fn require(&self, name: &str) -> Result<&TensorInfo> {
-        self.info(name)
-            .with_context(|| format!("{}: tensor '{name}' is missing", self.file.path().display()))
+    fn require(&self, name: &str) -> Result<TensorRef<'_>> {
+        self.info(name).with_context(|| {
+            format!(
+                "{}: tensor '{name}' is missing",
+                self.source.path().display()
+            )
+        })
     }
 
     /// A matrix with `cols` inputs; `rows` is checked when given.
-    pub fn mat(&self, name: &str, cols: usize, rows: Option<usize>) -> Result<Mat> {
-        let info = self.require(name)?;
-        self.mat_from(info, cols, rows)
+    pub fn mat(&self, name: &str, cols: usize, rows: Option<usize>) -> Result<HostMat> {
+        let t = self.require(name)?;
+        self.mat_from(t, cols, rows)
     }
 
-    pub fn opt_mat(&self, name: &str, cols: usize, rows: Option<usize>) -> Result<Option<Mat>> {
+    pub fn opt_mat(&self, name: &str, cols: usize, rows: Option<usize>) -> Result<Option<HostMat>> {
         self.info(name)
-            .map(|i| self.mat_from(i, cols, rows))
+            .map(|t| self.mat_from(t, cols, rows))
             .transpose()
     }
 
-    fn mat_from(&self, info: &TensorInfo, cols: usize, rows: Option<usize>) -> Result<Mat> {
-        let path = self.file.path().display();
-        let dims = &info.dims;
-        let (c, r) = match dims.as_slice() {
+    fn mat_from(&self, t: TensorRef<'_>, cols: usize, rows: Option<usize>) -> Result<HostMat> {
+        let path = self.source.path().display();
+        let dims = t.dims;
+        let (c, r) = match dims {
             [c] => (*c, 1),
             [c, r] => (*c, *r),
             [c, r, 1] | [c, r, 1, 1] => (*c, *r),
             _ => bail!(
                 "{path}: tensor '{}' has shape {dims:?}, expected a matrix",
-                info.name
+                t.name
             ),
         };
         if c as usize != cols || rows.is_some_and(|rows| rows as u64 != r) {
             bail!(
                 "{path}: tensor '{}' has shape {dims:?}, expected [{cols}, {}]",
-                info.name,
+                t.name,
                 rows.map_or("?".to_string(), |r| r.to_string())
             );
         }
-        let kernels = kernels_for(info.ty, self.isa)
-            .map_err(|e| anyhow::anyhow!("{path}: tensor '{}': {e}", info.name))?;
-        Ok(Mat {
-            info: info.clone(),
+        let row_bytes = t
+            .format
+            .ggml()
+            .row_size(c)
+            .with_context(|| format!("{path}: tensor '{}': bad row size", t.name))?
+            as usize;
+        let owner: Arc<dyn Any + Send + Sync> = self.source.clone();
+        Ok(HostMat {
+            name: t.name.to_string(),
+            format: t.format,
             rows: r as usize,
             cols: c as usize,
-            row_bytes: info.ty.row_size(c).expect("checked at parse") as usize,
-            kernels,
+            row_bytes,
+            owner,
+            ptr: t.bytes.as_ptr(),
+            len: t.bytes.len(),
         })
     }
 
     /// A vector, dequantised to f32 (norm weights and biases are small).
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let info = self.require(name)?;
-        self.vector_from(info, len)
+        let t = self.require(name)?;
+        self.vector_from(t, len)
     }
 
     pub fn opt_vector(&self, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
         self.info(name)
-            .map(|i| self.vector_from(i, len))
+            .map(|t| self.vector_from(t, len))
             .transpose()
     }
 
-    fn vector_from(&self, info: &TensorInfo, len: usize) -> Result<Vec<f32>> {
-        let path = self.file.path().display();
-        if info.n_elements() != len as u64 {
+    fn vector_from(&self, t: TensorRef<'_>, len: usize) -> Result<Vec<f32>> {
+        let path = self.source.path().display();
+        let n: u64 = t.dims.iter().product();
+        if n != len as u64 {
             bail!(
-                "{path}: tensor '{}' has {} elements, expected {len}",
-                info.name,
-                info.n_elements()
+                "{path}: tensor '{}' has {n} elements, expected {len}",
+                t.name
             );
         }
         let mut out = vec![0f32; len];
-        ggml::blocks::dequantize(info.ty, self.file.tensor_data(info), &mut out)
-            .map_err(|e| anyhow::anyhow!("{path}: tensor '{}': {e}", info.name))?;
+        ggml::blocks::dequantize(t.format.ggml(), t.bytes, &mut out)
+            .map_err(|e| anyhow::anyhow!("{path}: tensor '{}': {e}", t.name))?;
         Ok(out)
     }
 }
@@ -190,14 +265,12 @@ pub struct Shape {
     pub n_vocab: usize,
 }
 
-pub fn load(
-    file: Arc<GgufFile>,
-    arch: &Arch,
-    n_layer: usize,
-    s: &Shape,
-    isa: Isa,
-) -> Result<Weights> {
-    let l = Loader { file: &file, isa };
+/// Finds and checks every tensor the forward pass needs; nothing is copied
+/// but norm vectors and biases.
+pub fn load(file: Arc<GgufFile>, arch: &Arch, n_layer: usize, s: &Shape) -> Result<Weights> {
+    let l = Loader {
+        source: file.clone(),
+    };
     let q_dim = s.n_head * s.head_dim;
     let kv_dim = s.n_head_kv * s.head_dim;
     let token_embd = l.mat("token_embd.weight", s.n_embd, Some(s.n_vocab))?;

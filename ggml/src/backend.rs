@@ -1,0 +1,214 @@
+//! The backend seam: what a device (the CPU, a CUDA GPU, an Apple GPU) must
+//! provide for the forward pass to run a range of layers on it.
+//!
+//! A backend owns its buffers: activations (`Buf`), weights uploaded once
+//! (`Mat`, small `Vector`s), one KV cache per layer (`Kv`) and per-sequence
+//! working memory (`Scratch`). The forward pass is generic over this trait and
+//! names no device; the hidden state crosses to and from the host only at the
+//! ends of a layer range (`write` / `read`).
+//!
+//! The shape of the ops is chosen so that a GPU backend can record a decode
+//! step once and replay it: every op takes its row count explicitly, buffers
+//! are sized once by `buf(len)` (a backend may allocate them eagerly; the CPU
+//! one grows them lazily), and nothing in an op needs the host.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::rope::Rope;
+use crate::GgmlType;
+
+/// How a weight matrix is stored. Today every weight is a ggml block type;
+/// group-quantised Hugging Face formats (GPTQ, AWQ, EXL2) become variants here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    Ggml(GgmlType),
+}
+
+impl WeightFormat {
+    pub fn ggml(self) -> GgmlType {
+        match self {
+            WeightFormat::Ggml(t) => t,
+        }
+    }
+}
+
+impl fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightFormat::Ggml(t) => write!(f, "{}", t.name()),
+        }
+    }
+}
+
+/// A weight matrix as it lies in host memory (usually a file mapping): `rows`
+/// outputs by `cols` inputs, row-major, each row `row_bytes` long.
+#[derive(Clone)]
+pub struct HostMat {
+    pub name: String,
+    pub format: WeightFormat,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_bytes: usize,
+    /// Keeps the memory behind `bytes` alive (the mapped file).
+    pub owner: Arc<dyn Any + Send + Sync>,
+    /// Start and length of the tensor's bytes; valid while `owner` lives.
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+// SAFETY: the bytes are read-only and kept alive by `owner`, which is Send + Sync.
+unsafe impl Send for HostMat {}
+unsafe impl Sync for HostMat {}
+
+impl HostMat {
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `owner` keeps the memory mapped and nothing writes to it.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The gated activations of the feed-forward block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// silu(gate) * up
+    SwiGlu,
+    /// gelu(gate) * up, with ggml's tanh approximation
+    GeGlu,
+}
+
+/// Shapes and settings of one attention op.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Sliding window in tokens, for local layers.
+    pub window: Option<usize>,
+    /// Multiplies the scores (1 where Q was scaled instead).
+    pub kq_scale: f32,
+}
+
+/// What a backend reports when it cannot do what was asked: one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError(pub String);
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// A device that runs layers. All row-wise ops work on the first `rows` rows
+/// of their buffers; widths come from the weights or are given.
+pub trait Backend: Send + Sync {
+    /// Activations: f32, row-major.
+    type Buf: Send;
+    /// A weight matrix in the device's layout for its format.
+    type Mat: Send + Sync;
+    /// A small f32 vector: norm weights, biases, rope frequency factors.
+    type Vector: Send + Sync;
+    /// One layer's KV cache of `cells` cells.
+    type Kv: Send;
+    /// Per-sequence working memory of the ops (quantised activations, scores).
+    type Scratch: Send;
+
+    /// For messages and plans: "CPU", "CUDA0 (NVIDIA H200)".
+    fn name(&self) -> String;
+
+    /// An activation buffer of room for `len` floats.
+    fn buf(&self, len: usize) -> Self::Buf;
+    fn scratch(&self) -> Self::Scratch;
+    fn upload_mat(&self, w: &HostMat) -> Result<Self::Mat, BackendError>;
+    fn upload_vector(&self, v: &[f32]) -> Self::Vector;
+    /// A KV cache of `cells` cells of `kv_dim` keys and values each.
+    fn kv(&self, cells: usize, kv_dim: usize) -> Self::Kv;
+    /// Bytes a `kv(cells, kv_dim)` allocates (the planner counts with it).
+    fn kv_bytes(cells: usize, kv_dim: usize) -> usize;
+    /// Bytes a cache really holds (tests hold it to `kv_bytes`).
+    fn kv_allocated(&self, kv: &Self::Kv) -> usize;
+
+    /// `src` from the host into the first `src.len()` floats of `dst`.
+    fn write(&self, src: &[f32], dst: &mut Self::Buf);
+    /// The first `dst.len()` floats of `src` to the host.
+    fn read(&self, src: &Self::Buf, dst: &mut [f32]);
+
+    /// `out[t][r] = W[r] · x[t]` for `rows` token rows.
+    fn matmul(
+        &self,
+        sc: &mut Self::Scratch,
+        w: &Self::Mat,
+        x: &Self::Buf,
+        rows: usize,
+        out: &mut Self::Buf,
+    );
+    /// `dst = rms_norm(src) * w`, row by row (row width: `w`'s length).
+    fn rms_norm(
+        &self,
+        src: &Self::Buf,
+        w: &Self::Vector,
+        eps: f32,
+        rows: usize,
+        dst: &mut Self::Buf,
+    );
+    /// The same in place; also per head (rows = tokens × heads).
+    fn rms_norm_in_place(&self, x: &mut Self::Buf, w: &Self::Vector, eps: f32, rows: usize);
+    /// `x[r] += bias` for every row.
+    fn add_bias(&self, x: &mut Self::Buf, bias: &Self::Vector, rows: usize);
+    /// `x += y` over `len` floats (the residual).
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize);
+    fn scale(&self, x: &mut Self::Buf, s: f32, len: usize);
+    /// `dst[r][..width] = src[r][col0..col0 + width]` (splits fused projections).
+    fn copy_cols(
+        &self,
+        src: &Self::Buf,
+        src_width: usize,
+        col0: usize,
+        width: usize,
+        rows: usize,
+        dst: &mut Self::Buf,
+    );
+    /// `dst[..rows] = src[row0..row0 + rows]`, rows of `width`.
+    fn copy_rows(
+        &self,
+        src: &Self::Buf,
+        row0: usize,
+        rows: usize,
+        width: usize,
+        dst: &mut Self::Buf,
+    );
+    /// Rotates every head of `tokens` rows of `n_heads × head_dim`, token i at
+    /// position `pos0 + i`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        sc: &mut Self::Scratch,
+        x: &mut Self::Buf,
+        tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        rope: &Rope,
+        freq_factors: Option<&Self::Vector>,
+        pos0: usize,
+    );
+    /// Stores K and V of `tokens` tokens at positions `pos0..` (cell = pos mod cells).
+    fn kv_store(&self, kv: &mut Self::Kv, k: &Self::Buf, v: &Self::Buf, pos0: usize, tokens: usize);
+    /// Causal attention of `tokens` queries at positions `pos0..` over the
+    /// cache, into `out` (tokens × n_head × head_dim).
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        sc: &mut Self::Scratch,
+        kv: &Self::Kv,
+        q: &Self::Buf,
+        pos0: usize,
+        tokens: usize,
+        a: &Attention,
+        out: &mut Self::Buf,
+    );
+    /// `gate = act(gate) * up` over `len` floats.
+    fn glu(&self, act: Glu, gate: &mut Self::Buf, up: &Self::Buf, len: usize);
+}

@@ -1,0 +1,508 @@
+//! Every op of a backend against the scalar CPU backend, on random inputs of
+//! awkward shapes (llama.cpp's test-backend-ops, in our terms). Each backend's
+//! tests call `check` with the error it is allowed; the report says how far
+//! each op and case came from the reference.
+
+use std::sync::Arc;
+
+use crate::backend::{Attention, Backend, Glu, HostMat, WeightFormat};
+use crate::blocks::{quantize, WEIGHT_TYPES};
+use crate::cpu::backend::CpuBackend;
+use crate::cpu::Isa;
+use crate::rope::{yarn_corr_dims, Rope};
+use crate::GgmlType;
+
+/// One op on one case: the largest difference from the reference, relative
+/// to the largest reference magnitude.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub op: &'static str,
+    pub case: String,
+    pub rel_err: f64,
+}
+
+/// A small deterministic generator (xorshift), so failures repeat.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+/// The reference: the portable kernels on one thread.
+pub fn reference() -> CpuBackend {
+    CpuBackend::new(1, Isa::Scalar)
+}
+
+/// A random weight matrix of `ty`, quantised as ggml does.
+pub fn random_mat(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> HostMat {
+    let x = rng.vec(rows * cols, 1.0);
+    let row_bytes = ty.row_size(cols as u64).expect("whole blocks") as usize;
+    let mut bytes = vec![0u8; rows * row_bytes];
+    for (src, dst) in x.chunks_exact(cols).zip(bytes.chunks_exact_mut(row_bytes)) {
+        quantize(ty, src, dst).expect("every weight type quantises");
+    }
+    let owner = Arc::new(bytes);
+    HostMat {
+        name: format!("random {} {rows}x{cols}", ty.name()),
+        format: WeightFormat::Ggml(ty),
+        rows,
+        cols,
+        row_bytes,
+        ptr: owner.as_ptr(),
+        len: owner.len(),
+        owner,
+    }
+}
+
+fn rel_err(reference: &[f32], got: &[f32]) -> f64 {
+    assert_eq!(reference.len(), got.len(), "output sizes differ");
+    let scale = reference
+        .iter()
+        .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+        .max(1e-30);
+    reference
+        .iter()
+        .zip(got)
+        .map(|(&a, &b)| {
+            if a.to_bits() == b.to_bits() {
+                0.0
+            } else {
+                (f64::from(a) - f64::from(b)).abs() / scale
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+fn up<B: Backend>(b: &B, x: &[f32]) -> B::Buf {
+    let mut buf = b.buf(x.len());
+    b.write(x, &mut buf);
+    buf
+}
+
+fn down<B: Backend>(b: &B, buf: &B::Buf, len: usize) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    b.read(buf, &mut out);
+    out
+}
+
+/// Runs one op on a backend from host inputs to host outputs.
+trait Op {
+    fn name(&self) -> &'static str;
+    fn case(&self) -> String;
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32>;
+}
+
+struct MatMul {
+    w: HostMat,
+    x: Vec<f32>,
+    tokens: usize,
+}
+
+impl Op for MatMul {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+    fn case(&self) -> String {
+        format!(
+            "{} {}x{} x {} tokens",
+            self.w.format, self.w.rows, self.w.cols, self.tokens
+        )
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let w = b
+            .upload_mat(&self.w)
+            .expect("the backend takes every weight type");
+        let x = up(b, &self.x);
+        let mut out = b.buf(self.tokens * self.w.rows);
+        let mut sc = b.scratch();
+        b.matmul(&mut sc, &w, &x, self.tokens, &mut out);
+        down(b, &out, self.tokens * self.w.rows)
+    }
+}
+
+struct Norm {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    rows: usize,
+    in_place: bool,
+}
+
+impl Op for Norm {
+    fn name(&self) -> &'static str {
+        if self.in_place {
+            "rms_norm_in_place"
+        } else {
+            "rms_norm"
+        }
+    }
+    fn case(&self) -> String {
+        format!("{} rows of {}", self.rows, self.w.len())
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let w = b.upload_vector(&self.w);
+        let mut x = up(b, &self.x);
+        let n = self.rows * self.w.len();
+        if self.in_place {
+            b.rms_norm_in_place(&mut x, &w, 1e-6, self.rows);
+            down(b, &x, n)
+        } else {
+            let mut out = b.buf(n);
+            b.rms_norm(&x, &w, 1e-6, self.rows, &mut out);
+            down(b, &out, n)
+        }
+    }
+}
+
+/// add_bias, add, scale, copy_cols, copy_rows and the two GLUs on one input.
+struct Elementwise {
+    kind: &'static str,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    rows: usize,
+    width: usize,
+}
+
+impl Op for Elementwise {
+    fn name(&self) -> &'static str {
+        self.kind
+    }
+    fn case(&self) -> String {
+        format!("{} rows of {}", self.rows, self.width)
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let (rows, width) = (self.rows, self.width);
+        let n = rows * width;
+        let mut x = up(b, &self.x);
+        let y = up(b, &self.y);
+        match self.kind {
+            "add_bias" => {
+                let bias = b.upload_vector(&self.y[..width]);
+                b.add_bias(&mut x, &bias, rows);
+                down(b, &x, n)
+            }
+            "add" => {
+                b.add(&mut x, &y, n);
+                down(b, &x, n)
+            }
+            "scale" => {
+                b.scale(&mut x, 0.125, n);
+                down(b, &x, n)
+            }
+            "copy_cols" => {
+                // The middle third of each row.
+                let (col0, w) = (width / 3, width / 3 + 1);
+                let mut out = b.buf(rows * w);
+                b.copy_cols(&x, width, col0, w, rows, &mut out);
+                down(b, &out, rows * w)
+            }
+            "copy_rows" => {
+                let mut out = b.buf(n);
+                b.copy_rows(&x, rows / 2, rows - rows / 2, width, &mut out);
+                down(b, &out, (rows - rows / 2) * width)
+            }
+            "swiglu" | "geglu" => {
+                let act = if self.kind == "swiglu" {
+                    Glu::SwiGlu
+                } else {
+                    Glu::GeGlu
+                };
+                b.glu(act, &mut x, &y, n);
+                down(b, &x, n)
+            }
+            other => unreachable!("no elementwise op {other}"),
+        }
+    }
+}
+
+struct RopeOp {
+    x: Vec<f32>,
+    tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+    rope: Rope,
+    factors: Option<Vec<f32>>,
+    pos0: usize,
+}
+
+impl Op for RopeOp {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+    fn case(&self) -> String {
+        format!(
+            "{} tokens x {} heads of {} (rot {}, {}, yarn {}, factors {}) at {}",
+            self.tokens,
+            self.n_heads,
+            self.head_dim,
+            self.rope.n_dims,
+            if self.rope.neox { "neox" } else { "norm" },
+            self.rope.ext_factor != 0.0,
+            self.factors.is_some(),
+            self.pos0
+        )
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let mut x = up(b, &self.x);
+        let f = self.factors.as_ref().map(|f| b.upload_vector(f));
+        let mut sc = b.scratch();
+        b.rope(
+            &mut sc,
+            &mut x,
+            self.tokens,
+            self.n_heads,
+            self.head_dim,
+            &self.rope,
+            f.as_ref(),
+            self.pos0,
+        );
+        down(b, &x, self.x.len())
+    }
+}
+
+/// Fills a cache of `cells` with `history` earlier tokens, then attends for
+/// `tokens` new ones (their K and V stored first, as the forward pass does).
+struct AttentionOp {
+    a: Attention,
+    cells: usize,
+    history: usize,
+    tokens: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    q: Vec<f32>,
+}
+
+impl Op for AttentionOp {
+    fn name(&self) -> &'static str {
+        "attention"
+    }
+    fn case(&self) -> String {
+        format!(
+            "{} heads / {} kv heads of {}, {} cells, window {:?}, {} tokens after {}",
+            self.a.n_head,
+            self.a.n_head_kv,
+            self.a.head_dim,
+            self.cells,
+            self.a.window,
+            self.tokens,
+            self.history
+        )
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let kv_dim = self.a.n_head_kv * self.a.head_dim;
+        let q_dim = self.a.n_head * self.a.head_dim;
+        let mut kv = b.kv(self.cells, kv_dim);
+        let mut sc = b.scratch();
+        // The history in batches of at most `cells - window` so a ring never
+        // overwrites what a batch still needs, as the forward pass guarantees.
+        let total = self.history + self.tokens;
+        let step = self.a.window.map_or(total, |w| (self.cells - w).max(1));
+        let mut pos = 0;
+        while pos < self.history {
+            let n = step.min(self.history - pos);
+            let k = up(b, &self.k[pos * kv_dim..(pos + n) * kv_dim]);
+            let v = up(b, &self.v[pos * kv_dim..(pos + n) * kv_dim]);
+            b.kv_store(&mut kv, &k, &v, pos, n);
+            pos += n;
+        }
+        let k = up(b, &self.k[pos * kv_dim..]);
+        let v = up(b, &self.v[pos * kv_dim..]);
+        b.kv_store(&mut kv, &k, &v, pos, self.tokens);
+        let q = up(b, &self.q);
+        let mut out = b.buf(self.tokens * q_dim);
+        b.attention(&mut sc, &kv, &q, pos, self.tokens, &self.a, &mut out);
+        down(b, &out, self.tokens * q_dim)
+    }
+}
+
+fn outcome<R: Backend, B: Backend>(op: &impl Op, reference: &R, b: &B) -> Outcome {
+    Outcome {
+        op: op.name(),
+        case: op.case(),
+        rel_err: rel_err(&op.run(reference), &op.run(b)),
+    }
+}
+
+/// Runs every op on `b` and on the scalar reference, over the cases below,
+/// and returns how far each came. `seed` picks the random inputs.
+pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
+    let r = reference();
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+
+    // Every weight type; odd row counts, several blocks per row, token counts
+    // around the four-at-a-time kernels.
+    for &ty in WEIGHT_TYPES {
+        let block = ty.block_size() as usize;
+        let cols = if block >= 256 { 512 } else { 96 };
+        for (rows, tokens) in [(1, 1), (17, 1), (33, 5), (64, 8)] {
+            let op = MatMul {
+                w: random_mat(&mut rng, ty, rows, cols),
+                x: rng.vec(tokens * cols, 2.0),
+                tokens,
+            };
+            out.push(outcome(&op, &r, b));
+        }
+    }
+
+    for (rows, width) in [(1, 7), (3, 64), (5, 640)] {
+        for in_place in [false, true] {
+            let op = Norm {
+                x: rng.vec(rows * width, 3.0),
+                w: rng.vec(width, 1.0),
+                rows,
+                in_place,
+            };
+            out.push(outcome(&op, &r, b));
+        }
+        for kind in [
+            "add_bias",
+            "add",
+            "scale",
+            "copy_cols",
+            "copy_rows",
+            "swiglu",
+            "geglu",
+        ] {
+            let op = Elementwise {
+                kind,
+                x: rng.vec(rows * width, 4.0),
+                y: rng.vec(rows * width, 4.0),
+                rows,
+                width,
+            };
+            out.push(outcome(&op, &r, b));
+        }
+    }
+
+    for (neox, n_rot, yarn, factors, pos0) in [
+        (false, 64, false, false, 0),
+        (true, 64, false, false, 4095),
+        (true, 32, false, true, 17),
+        (false, 64, true, false, 9000),
+        (true, 64, true, true, 123),
+    ] {
+        let (tokens, n_heads, head_dim) = (3, 4, 64);
+        let mut rope = Rope::plain(n_rot, 10000.0, neox);
+        if yarn {
+            rope.freq_scale = 0.25;
+            rope.ext_factor = 1.0;
+            rope.corr_dims = yarn_corr_dims(n_rot, 32, 10000.0, 32.0, 1.0);
+        }
+        let op = RopeOp {
+            x: rng.vec(tokens * n_heads * head_dim, 2.0),
+            tokens,
+            n_heads,
+            head_dim,
+            rope,
+            factors: factors.then(|| (0..n_rot / 2).map(|i| 1.0 + i as f32 * 0.5).collect()),
+            pos0,
+        };
+        out.push(outcome(&op, &r, b));
+    }
+
+    // Every GQA ratio in use (1, 2, 4, 8), batch 1 and > 1, a full cache and
+    // a sliding-window ring with positions at the window's edge.
+    let window = 16;
+    for (n_head, n_head_kv, head_dim, window, cells, history, tokens) in [
+        (4, 4, 64, None, 64, 0, 1),
+        (4, 4, 64, None, 300, 270, 1),
+        (8, 4, 64, None, 64, 10, 7),
+        (8, 2, 128, None, 64, 3, 1),
+        (8, 1, 64, None, 40, 20, 20),
+        (4, 1, 256, Some(window), window + 8, window - 1, 1),
+        (4, 1, 256, Some(window), window + 8, window, 1),
+        (4, 2, 64, Some(window), window + 8, 3 * window + 5, 8),
+    ] {
+        let kv_dim = n_head_kv * head_dim;
+        let total = history + tokens;
+        let op = AttentionOp {
+            a: Attention {
+                n_head,
+                n_head_kv,
+                head_dim,
+                window,
+                kq_scale: 1.0 / (head_dim as f32).sqrt(),
+            },
+            cells,
+            history,
+            tokens,
+            k: rng.vec(total * kv_dim, 1.5),
+            v: rng.vec(total * kv_dim, 1.0),
+            q: rng.vec(tokens * n_head * head_dim, 1.5),
+        };
+        out.push(outcome(&op, &r, b));
+    }
+    out
+}
+
+/// The outcomes over `tolerance`, one line each, for an assertion message.
+pub fn failures(outcomes: &[Outcome], tolerance: impl Fn(&Outcome) -> f64) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter(|o| o.rel_err.is_nan() || o.rel_err > tolerance(o))
+        .map(|o| format!("{} [{}]: relative error {:.3e}", o.op, o.case, o.rel_err))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU backend on every instruction set this machine has, with
+    /// several threads, against the portable kernels on one: identical,
+    /// except where an ISA sums floats in its own lane order (f16 dots, as
+    /// ggml's do) or has its own exp (softmax, SiLU): within rounding there.
+    /// Attention stores probabilities as f16, so an exp one ulp apart can
+    /// move a probability by one f16 step (2^-11 relative).
+    #[test]
+    fn cpu_backend_matches_the_scalar_reference_on_every_op() {
+        for isa in Isa::available() {
+            let b = CpuBackend::new(3, isa);
+            let outcomes = check(&b, 7);
+            let bad = failures(&outcomes, |o| match o.op {
+                "attention" => 1e-3,
+                "swiglu" => 1e-6,
+                "matmul" if o.case.starts_with('F') || o.case.starts_with("BF") => 1e-6,
+                _ => 0.0,
+            });
+            assert!(bad.is_empty(), "{}:\n{}", isa.name(), bad.join("\n"));
+            assert!(outcomes.len() > 90, "every op ran");
+        }
+    }
+
+    /// The check can fail: a backend that gets one op wrong is caught.
+    #[test]
+    fn a_wrong_op_is_caught() {
+        let r = reference();
+        let mut rng = Rng::new(1);
+        let op = Norm {
+            x: rng.vec(64, 3.0),
+            w: rng.vec(64, 1.0),
+            rows: 1,
+            in_place: false,
+        };
+        let good = op.run(&r);
+        let mut bad = good.clone();
+        bad[5] *= 1.001;
+        assert!(rel_err(&good, &bad) > 1e-5);
+        assert_eq!(rel_err(&good, &good), 0.0);
+    }
+}

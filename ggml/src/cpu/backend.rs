@@ -1,0 +1,383 @@
+//! The CPU as a backend: weights used in place from the file mapping, f16 KV
+//! cache, one thread pool, kernels of one instruction set. Numerics follow
+//! ggml's CPU one-token path to the bit (activations quantised to each weight
+//! type's dot partner, f16 attention as llama.cpp does without flash
+//! attention).
+
+use super::ops;
+use super::pool::{split, ThreadPool};
+use super::{kernels_for, Isa, Kernels};
+use crate::backend::{Attention, Backend, BackendError, Glu, HostMat};
+use crate::float16::f32_to_f16;
+use crate::rope::Rope;
+
+pub struct CpuBackend {
+    pool: ThreadPool,
+    isa: Isa,
+    /// The f16 dot product of this ISA (attention's scores and values).
+    dot16: super::DotFn,
+}
+
+/// A weight matrix left where it lies (the mapping), with its kernels.
+pub struct CpuMat {
+    host: HostMat,
+    kernels: Kernels,
+}
+
+impl CpuMat {
+    pub fn host(&self) -> &HostMat {
+        &self.host
+    }
+}
+
+/// f16 keys, one row per cell, and f16 values stored transposed (one row per
+/// dimension over the cells), as llama.cpp does without flash attention.
+pub struct CpuKv {
+    cells: usize,
+    kv_dim: usize,
+    k: Vec<u16>,
+    v: Vec<u16>,
+}
+
+#[derive(Default)]
+pub struct CpuScratch {
+    /// Activations quantised for the dot kernels.
+    act: Vec<u8>,
+    scores: Vec<f32>,
+    half: Vec<u16>,
+    rope: Vec<f32>,
+}
+
+impl CpuBackend {
+    pub fn new(threads: usize, isa: Isa) -> CpuBackend {
+        CpuBackend {
+            pool: ThreadPool::new(threads.max(1)),
+            isa,
+            dot16: super::kernels_for(crate::GgmlType::F16, isa)
+                .expect("f16 kernels exist")
+                .dot,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = Vec<f32>;
+    type Mat = CpuMat;
+    type Vector = Vec<f32>;
+    type Kv = CpuKv;
+    type Scratch = CpuScratch;
+
+    fn name(&self) -> String {
+        "CPU".to_string()
+    }
+
+    /// Grows on first use instead: a one-token decode never touches the room
+    /// a full prompt batch would need.
+    fn buf(&self, _len: usize) -> Vec<f32> {
+        Vec::new()
+    }
+
+    fn scratch(&self) -> CpuScratch {
+        CpuScratch::default()
+    }
+
+    fn upload_mat(&self, w: &HostMat) -> Result<CpuMat, BackendError> {
+        let kernels = kernels_for(w.format.ggml(), self.isa)
+            .map_err(|e| BackendError(format!("tensor '{}': {e}", w.name)))?;
+        Ok(CpuMat {
+            host: w.clone(),
+            kernels,
+        })
+    }
+
+    fn upload_vector(&self, v: &[f32]) -> Vec<f32> {
+        v.to_vec()
+    }
+
+    fn kv(&self, cells: usize, kv_dim: usize) -> CpuKv {
+        CpuKv {
+            cells,
+            kv_dim,
+            k: vec![0; cells * kv_dim],
+            v: vec![0; cells * kv_dim],
+        }
+    }
+
+    fn kv_bytes(cells: usize, kv_dim: usize) -> usize {
+        2 * cells * kv_dim * std::mem::size_of::<u16>()
+    }
+
+    fn kv_allocated(&self, kv: &CpuKv) -> usize {
+        (kv.k.capacity() + kv.v.capacity()) * std::mem::size_of::<u16>()
+    }
+
+    fn write(&self, src: &[f32], dst: &mut Vec<f32>) {
+        resize(dst, src.len());
+        dst.copy_from_slice(src);
+    }
+
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
+    }
+
+    fn matmul(&self, sc: &mut CpuScratch, m: &CpuMat, x: &Vec<f32>, t: usize, out: &mut Vec<f32>) {
+        let (rows, cols) = (m.host.rows, m.host.cols);
+        let x = &x[..t * cols];
+        resize(out, t * rows);
+        let ab = super::act_row_bytes(m.host.format.ggml(), cols)
+            .expect("kernels exist for uploaded weights");
+        resize(&mut sc.act, t * ab);
+        for (xr, ar) in x.chunks_exact(cols).zip(sc.act.chunks_exact_mut(ab)) {
+            (m.kernels.quantize)(xr, ar);
+        }
+        let data = m.host.bytes();
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let threads = self.pool.threads();
+        let act = &sc.act[..];
+        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
+        let rb = m.host.row_bytes;
+        self.pool.run(&|i| {
+            let out_ptr = &out_ptr;
+            // SAFETY: each (ti, r) is written by exactly one thread, and
+            // `out` outlives the pool run.
+            let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
+            for r in split(rows, threads, i, 16) {
+                let w = &data[r * rb..(r + 1) * rb];
+                let mut ti = 0;
+                // Four tokens per pass over the weight row, where a kernel allows.
+                if let Some(dot4) = dot4 {
+                    while ti + 4 <= t {
+                        let a: [&[u8]; 4] =
+                            std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
+                        for (k, v) in dot4(w, a).into_iter().enumerate() {
+                            put(ti + k, r, v);
+                        }
+                        ti += 4;
+                    }
+                }
+                for tj in ti..t {
+                    put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
+                }
+            }
+        });
+    }
+
+    fn rms_norm(&self, src: &Vec<f32>, w: &Vec<f32>, eps: f32, rows: usize, dst: &mut Vec<f32>) {
+        let n = rows * w.len();
+        resize(dst, n);
+        dst.copy_from_slice(&src[..n]);
+        self.rms_norm_in_place(dst, w, eps, rows);
+    }
+
+    fn rms_norm_in_place(&self, x: &mut Vec<f32>, w: &Vec<f32>, eps: f32, rows: usize) {
+        x[..rows * w.len()]
+            .chunks_exact_mut(w.len())
+            .for_each(|r| ops::rms_norm(r, w, eps));
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize) {
+        for row in x[..rows * bias.len()].chunks_exact_mut(bias.len()) {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
+        x[..len]
+            .iter_mut()
+            .zip(&y[..len])
+            .for_each(|(x, d)| *x += d);
+    }
+
+    fn scale(&self, x: &mut Vec<f32>, s: f32, len: usize) {
+        x[..len].iter_mut().for_each(|v| *v *= s);
+    }
+
+    fn copy_cols(
+        &self,
+        src: &Vec<f32>,
+        src_width: usize,
+        col0: usize,
+        width: usize,
+        rows: usize,
+        dst: &mut Vec<f32>,
+    ) {
+        resize(dst, rows * width);
+        for (d, s) in dst
+            .chunks_exact_mut(width)
+            .zip(src[..rows * src_width].chunks_exact(src_width))
+        {
+            d.copy_from_slice(&s[col0..col0 + width]);
+        }
+    }
+
+    fn copy_rows(
+        &self,
+        src: &Vec<f32>,
+        row0: usize,
+        rows: usize,
+        width: usize,
+        dst: &mut Vec<f32>,
+    ) {
+        resize(dst, rows * width);
+        dst.copy_from_slice(&src[row0 * width..(row0 + rows) * width]);
+    }
+
+    fn rope(
+        &self,
+        sc: &mut CpuScratch,
+        x: &mut Vec<f32>,
+        tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        rope: &Rope,
+        freq_factors: Option<&Vec<f32>>,
+        pos0: usize,
+    ) {
+        resize(&mut sc.rope, head_dim);
+        let width = n_heads * head_dim;
+        for (i, row) in x[..tokens * width].chunks_exact_mut(width).enumerate() {
+            rope.cache(
+                (pos0 + i) as i64,
+                freq_factors.map(|f| &f[..]),
+                &mut sc.rope,
+            );
+            row.chunks_exact_mut(head_dim)
+                .for_each(|h| rope.apply(h, &sc.rope));
+        }
+    }
+
+    fn kv_store(&self, kv: &mut CpuKv, k: &Vec<f32>, v: &Vec<f32>, pos0: usize, tokens: usize) {
+        let kv_dim = kv.kv_dim;
+        for i in 0..tokens {
+            let cell = (pos0 + i) % kv.cells;
+            for (dst, &src) in kv.k[cell * kv_dim..(cell + 1) * kv_dim]
+                .iter_mut()
+                .zip(&k[i * kv_dim..(i + 1) * kv_dim])
+            {
+                *dst = f32_to_f16(src);
+            }
+            for (dim, &src) in v[i * kv_dim..(i + 1) * kv_dim].iter().enumerate() {
+                kv.v[dim * kv.cells + cell] = f32_to_f16(src);
+            }
+        }
+    }
+
+    /// Mirrors llama.cpp without flash attention, to the bit on this CPU's
+    /// instruction set: Q as f16 dotted with each f16 key cell, scores over
+    /// llama.cpp's padded cell count (masked cells -inf), its softmax, then
+    /// probabilities as f16 dotted with each V row.
+    fn attention(
+        &self,
+        sc: &mut CpuScratch,
+        kv: &CpuKv,
+        q: &Vec<f32>,
+        pos0: usize,
+        t: usize,
+        a: &Attention,
+        att: &mut Vec<f32>,
+    ) {
+        let hd = a.head_dim;
+        let (q_dim, kv_dim) = (a.n_head * hd, a.n_head_kv * hd);
+        resize(att, t * q_dim);
+        let group = a.n_head / a.n_head_kv;
+        let kq_scale = a.kq_scale;
+        let window = a.window;
+        let isa = self.isa;
+        let dot16 = self.dot16;
+        let last = pos0 + t - 1;
+        // llama.cpp attends over all cells up to the used ones, padded to 256.
+        let n_kv = kv.cells.min((last + 1).next_multiple_of(256).max(256));
+        let cells = kv.cells;
+        let cell_pos = |c: usize| -> Option<usize> {
+            let back = (last as isize - c as isize).rem_euclid(cells as isize) as usize;
+            last.checked_sub(back)
+        };
+        let threads = self.pool.threads();
+        resize(&mut sc.scores, threads * n_kv);
+        resize(&mut sc.half, threads * (n_kv + hd));
+        let scores_ptr = SyncPtr(sc.scores.as_mut_ptr());
+        let half_ptr = SyncPtr(sc.half.as_mut_ptr() as *mut f32);
+        let att_ptr = SyncPtr(att.as_mut_ptr());
+        let (k_bytes, v_bytes) = (u16_bytes(&kv.k), u16_bytes(&kv.v));
+        let work = t * a.n_head;
+        let n_head = a.n_head;
+        self.pool.run(&|i| {
+            let (scores_ptr, half_ptr, att_ptr) = (&scores_ptr, &half_ptr, &att_ptr);
+            // SAFETY: each thread uses its own slices of the scratch buffers.
+            let sc = unsafe { std::slice::from_raw_parts_mut(scores_ptr.0.add(i * n_kv), n_kv) };
+            let hb = unsafe {
+                std::slice::from_raw_parts_mut(
+                    (half_ptr.0 as *mut u16).add(i * (n_kv + hd)),
+                    n_kv + hd,
+                )
+            };
+            let (p16, q16) = hb.split_at_mut(n_kv);
+            // Interleaved: later tokens attend over more cells, so a
+            // contiguous split would leave the first thread idle.
+            for job in (i..work).step_by(threads) {
+                let (ti, h) = (job / n_head, job % n_head);
+                let g = h / group;
+                let pos = pos0 + ti;
+                let qh = &q[ti * q_dim + h * hd..][..hd];
+                for (d, &v) in q16.iter_mut().zip(qh) {
+                    *d = f32_to_f16(v);
+                }
+                let qb = u16_bytes(q16);
+                for (c, score) in sc.iter_mut().enumerate() {
+                    let visible =
+                        cell_pos(c).is_some_and(|p| p <= pos && window.is_none_or(|w| pos - p < w));
+                    *score = if visible {
+                        let k = &k_bytes[2 * (c * kv_dim + g * hd)..][..2 * hd];
+                        dot16(qb, k) * kq_scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+                ops::softmax_isa(isa, sc);
+                for (p, &v) in p16.iter_mut().zip(sc.iter()) {
+                    *p = f32_to_f16(v);
+                }
+                let pb = u16_bytes(p16);
+                // SAFETY: each (ti, h) head slice is written by one thread.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
+                };
+                for (d, o) in out.iter_mut().enumerate() {
+                    let row = (g * hd + d) * cells;
+                    *o = dot16(pb, &v_bytes[2 * row..2 * (row + n_kv)]);
+                }
+            }
+        });
+    }
+
+    fn glu(&self, act: Glu, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
+        match act {
+            Glu::SwiGlu => ops::swiglu(self.isa, &mut gate[..len], &up[..len]),
+            Glu::GeGlu => ops::geglu(&mut gate[..len], &up[..len]),
+        }
+    }
+}
+
+fn u16_bytes(v: &[u16]) -> &[u8] {
+    // SAFETY: u16 has no invalid bit patterns; the byte view has the same extent.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: used only for disjoint writes coordinated by the pool's split.
+unsafe impl Sync for SyncPtr {}
+
+/// Sets the length exactly: ops see buffers of the current batch's size.
+fn resize<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
+    if v.len() != n {
+        v.resize(n, T::default());
+    }
+}

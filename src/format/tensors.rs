@@ -1,0 +1,38 @@
+//! Where weights come from, whatever the file format: a tensor by name, with
+//! its storage format, shape and bytes in host memory. GGUF files are one
+//! source; safetensors folders will be another.
+
+use std::path::Path;
+
+use ggml::backend::WeightFormat;
+
+/// One stored tensor, borrowed from its source.
+pub struct TensorRef<'a> {
+    pub name: &'a str,
+    pub format: WeightFormat,
+    /// Dimensions, contiguous one first (ggml's order).
+    pub dims: &'a [u64],
+    pub bytes: &'a [u8],
+}
+
+pub trait TensorSource: Send + Sync + 'static {
+    /// For messages: the file or folder the tensors come from.
+    fn path(&self) -> &Path;
+    fn tensor(&self, name: &str) -> Option<TensorRef<'_>>;
+}
+
+impl TensorSource for super::gguf::GgufFile {
+    fn path(&self) -> &Path {
+        super::gguf::GgufFile::path(self)
+    }
+
+    fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
+        let info = self.tensor_info(name)?;
+        Some(TensorRef {
+            name: &info.name,
+            format: WeightFormat::Ggml(info.ty),
+            dims: &info.dims,
+            bytes: self.tensor_data(info),
+        })
+    }
+}
