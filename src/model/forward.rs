@@ -12,6 +12,7 @@ use ggml::float16::f32_to_f16;
 
 use crate::format::gguf::GgufFile;
 use crate::model::arch::{Activation, Arch, RopeStyle};
+use crate::model::footprint::kv_cells;
 use crate::model::hparams::HyperParams;
 use crate::model::weights::{self, Mat, Shape, Weights};
 
@@ -298,9 +299,7 @@ impl Model {
             .layers
             .iter()
             .map(|l| {
-                // A window plus one batch: a batch never overwrites a cell
-                // that one of its own tokens still attends to.
-                let cells = l.window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx));
+                let cells = kv_cells(l.window, n_ctx);
                 KvLayer {
                     cells,
                     window: l.window,
@@ -324,7 +323,7 @@ impl Model {
         self.config
             .layers
             .iter()
-            .map(|l| l.window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx)) * kv_dim * 2 * 2)
+            .map(|l| kv_cells(l.window, n_ctx) * kv_dim * 2 * 2)
             .sum()
     }
 

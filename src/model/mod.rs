@@ -2,6 +2,7 @@
 //! and the forward pass.
 
 pub mod arch;
+pub mod footprint;
 pub mod forward;
 pub mod hparams;
 pub mod synth;
