@@ -103,13 +103,17 @@ fn gemma3_architecture_layers_census_and_sliding_window() {
             ("Q6_K", 9)
         ])
     );
-    // At -c 1024: 3 global layers hold 1024 cells, 15 local ones their 512-token window.
-    let run = llm(&["info", path_str(&model), "--json", "-c", "1024"]);
-    let json: Json = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(
-        json["memory"]["kv_cache_bytes"],
-        (3 * 1024 + 15 * 512) * 512 * 2
-    );
+    // The KV cache as a load allocates it (issue 8): 3 global layers hold
+    // the context, 15 local ones their 512-token window plus one 512-token
+    // batch. (Before issue 8 this counted the window alone: at -c 1024,
+    // (3 * 1024 + 15 * 512) * 512 * 2.)
+    let kv_at = |ctx: &str| {
+        let run = llm(&["info", path_str(&model), "--json", "-c", ctx]);
+        let json: Json = serde_json::from_str(&run.stdout).unwrap();
+        json["memory"]["kv_cache_bytes"].as_u64().unwrap()
+    };
+    assert_eq!(kv_at("1024"), 18 * 1024 * 512 * 2);
+    assert_eq!(kv_at("4096"), (3 * 4096 + 15 * 1024) * 512 * 2);
 }
 
 #[test]

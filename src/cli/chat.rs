@@ -15,7 +15,7 @@ use crate::chat::setup::{self, TemplateChoice};
 use crate::chat::ui::{draw_progress, ColorChoice, Ui};
 use crate::chat::{commands, interrupt, repl, script};
 use crate::cli::run::{context_size, SamplingArgs};
-use crate::engine::offload::{cpu_only_notice, GpuLayers};
+use crate::engine::planner::{no_gpu_notice, Devices, GpuLayers};
 use crate::engine::sampler::SamplingParams;
 use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::Model;
@@ -189,7 +189,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     }
 
     let ui = Ui::new(args.color, !args.no_stats);
-    if let Some(note) = cpu_only_notice(args.n_gpu_layers) {
+    if let Some(note) = no_gpu_notice(args.n_gpu_layers, &Devices::present()) {
         ui.warn(&note);
     }
     if args.flash_attn.as_deref() == Some("on") {

@@ -8,6 +8,9 @@ use std::ffi::OsString;
 /// `-p`, `-s`, `-f`, `-m`, `-r`) are clap short flags already.
 const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-ngl", "--n-gpu-layers"),
+    ("-sm", "--split-mode"),
+    ("-ts", "--tensor-split"),
+    ("-mg", "--main-gpu"),
     ("-sys", "--system"),
     ("-sysf", "--system-file"),
     ("-fa", "--flash-attn"),
@@ -40,6 +43,10 @@ const TAKES_VALUE: &[&str] = &[
     "-t",
     "--threads",
     "--n-gpu-layers",
+    "--split-mode",
+    "--tensor-split",
+    "--main-gpu",
+    "--gpu-mem",
     "-s",
     "--seed",
     "--temp",

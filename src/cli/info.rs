@@ -9,7 +9,12 @@ use serde::Serialize;
 
 use crate::chat::catalog::Catalogue;
 use crate::chat::setup::{self, TemplateChoice};
+use crate::cli::run::context_size;
+use crate::engine::planner::{
+    self, parse_bytes, parse_tensor_split, Devices, GpuLayers, Options, Plan, SplitMode,
+};
 use crate::format::gguf::{human_bytes, GgufError, GgufFile, Metadata, Value};
+use crate::model::footprint::{footprint, Footprint};
 use crate::model::HyperParams;
 
 #[derive(clap::Args, Debug)]
@@ -19,9 +24,60 @@ pub struct InfoArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
-    /// Context size for the KV cache estimate (0 or absent: the model's own)
+    /// Context size for the KV cache estimate (0: the model's own; absent:
+    /// the model's own, or with --plan chat's default, 4096 or the model's if smaller)
     #[arg(short = 'c', long = "ctx-size", value_name = "N")]
     pub ctx_size: Option<u64>,
+    /// Print the offload plan (which device runs each layer, MiB per device)
+    /// without loading the model
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: layers on the GPU, a number, 'auto' or 'all' (llama.cpp: -ngl)
+    #[arg(
+        long = "n-gpu-layers",
+        value_name = "N",
+        default_value = "auto",
+        allow_hyphen_values = true,
+        requires = "plan"
+    )]
+    pub n_gpu_layers: GpuLayers,
+    /// With --plan: hypothetical GPUs, each card's usable memory after any
+    /// margin (24GiB, 512MiB, 8GB, bytes), comma-separated for several
+    #[arg(long = "gpu-mem", value_name = "SIZE[,SIZE...]", requires = "plan", value_parser = parse_gpu_mem)]
+    pub gpu_mem: Option<GpuMem>,
+    /// With --plan: none (all on --main-gpu) or layer (ranges across GPUs) (llama.cpp: -sm)
+    #[arg(
+        long = "split-mode",
+        value_name = "MODE",
+        default_value = "layer",
+        requires = "plan"
+    )]
+    pub split_mode: SplitMode,
+    /// With --plan: each GPU's share of the layers, e.g. 3,1 (llama.cpp: -ts)
+    #[arg(long = "tensor-split", value_name = "A,B,...", requires = "plan", value_parser = |s: &str| parse_tensor_split(s).map(Shares))]
+    pub tensor_split: Option<Shares>,
+    /// With --plan: the GPU of --split-mode none (llama.cpp: -mg)
+    #[arg(
+        long = "main-gpu",
+        value_name = "I",
+        default_value_t = 0,
+        requires = "plan"
+    )]
+    pub main_gpu: usize,
+}
+
+/// One card's bytes each; a list is one value to clap.
+#[derive(Clone, Debug)]
+pub struct GpuMem(pub Vec<u64>);
+
+#[derive(Clone, Debug)]
+pub struct Shares(pub Vec<f32>);
+
+fn parse_gpu_mem(s: &str) -> Result<GpuMem, String> {
+    s.split(',')
+        .map(parse_bytes)
+        .collect::<Result<_, _>>()
+        .map(GpuMem)
 }
 
 #[derive(Debug, Serialize)]
@@ -155,6 +211,9 @@ pub struct Memory {
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
     let gguf = GgufFile::open(&args.model)?;
+    if args.plan {
+        return show_plan(args, &gguf);
+    }
     let info = ModelInfo::gather(&gguf, args.ctx_size)?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -162,6 +221,44 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         writeln!(out)?;
     } else {
         write!(out, "{}", info.render())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `llm info --plan`: the offload plan from the header alone.
+fn show_plan(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
+    let hparams =
+        HyperParams::from_metadata(gguf.metadata()).map_err(|e| e.in_file(gguf.path()))?;
+    let trained = hparams.n_ctx_train.unwrap_or(4096) as usize;
+    let n_ctx = context_size(args.ctx_size.map(|c| c as usize), trained);
+    let fp = footprint(gguf, &hparams, n_ctx);
+    let devices = match &args.gpu_mem {
+        Some(GpuMem(sizes)) => Devices::hypothetical(sizes),
+        None => Devices::present(),
+    };
+    let opts = Options {
+        gpu_layers: args.n_gpu_layers,
+        split_mode: args.split_mode,
+        tensor_split: args.tensor_split.as_ref().map(|s| s.0.clone()),
+        main_gpu: args.main_gpu,
+    };
+    let plan = planner::plan(&fp, &devices, &opts).map_err(anyhow::Error::msg)?;
+    let mut out = io::stdout().lock();
+    if args.json {
+        #[derive(Serialize)]
+        struct PlanJson<'a> {
+            footprint: &'a Footprint,
+            plan: &'a Plan,
+        }
+        let json = PlanJson {
+            footprint: &fp,
+            plan: &plan,
+        };
+        serde_json::to_writer_pretty(&mut out, &json).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{plan}")?;
     }
     out.flush()?;
     Ok(())
@@ -319,7 +416,7 @@ impl ModelInfo {
         let memory = Memory {
             weights_bytes,
             ctx_size: ctx,
-            kv_cache_bytes: hparams.kv_cache_bytes(ctx),
+            kv_cache_bytes: footprint(gguf, &hparams, ctx as usize).kv_bytes(),
             kv_cache_type: "f16",
         };
         let general = General {

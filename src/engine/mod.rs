@@ -1,7 +1,9 @@
 //! Turning a model into a stream of tokens: sampling, threads, generation.
 
-pub mod offload;
+pub mod planner;
 pub mod sampler;
+
+pub use planner::GpuLayers;
 
 /// Physical cores of this machine (llama.cpp's default thread count), or the
 /// logical count where the topology cannot be read.

@@ -16,17 +16,11 @@ use ggml::cpu::Isa;
 use crate::format::gguf::GgufFile;
 use crate::model::arch::Activation;
 use crate::model::config::Config;
+use crate::model::footprint::kv_cells;
 use crate::model::weights::{self, Layer, Weights};
 
 /// Most tokens processed in one batch; longer prompts go in several.
 pub const MAX_BATCH: usize = 512;
-
-/// KV cells a layer allocates for a context of `n_ctx`: a sliding-window
-/// layer keeps a ring of its window plus one batch, so a batch never
-/// overwrites a cell that one of its own tokens still attends to.
-pub fn kv_cells(window: Option<usize>, n_ctx: usize) -> usize {
-    window.map_or(n_ctx, |w| (w + MAX_BATCH).min(n_ctx))
-}
 
 pub struct Model {
     pub config: Config,

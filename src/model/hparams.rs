@@ -120,28 +120,6 @@ impl HyperParams {
             architecture,
         })
     }
-
-    /// Bytes of an f16 KV cache holding `n_ctx` positions; sliding-window
-    /// layers hold at most their window.
-    pub fn kv_cache_bytes(&self, n_ctx: u64) -> u64 {
-        let (Some(dk), Some(dv)) = (self.head_dim_k, self.head_dim_v) else {
-            return 0;
-        };
-        const F16_BYTES: u64 = 2;
-        (0..self.n_layer as usize)
-            .map(|il| {
-                let kv_heads = self.n_head_kv.get(il).copied().unwrap_or(0);
-                let cells = match (self.swa_layers.get(il), self.sliding_window) {
-                    (Some(true), Some(window)) => window.min(n_ctx),
-                    _ => n_ctx,
-                };
-                cells
-                    .saturating_mul(kv_heads)
-                    .saturating_mul(dk.saturating_add(dv))
-                    .saturating_mul(F16_BYTES)
-            })
-            .fold(0u64, u64::saturating_add)
-    }
 }
 
 /// Which layers use the sliding window: the file's own pattern (a period or a
@@ -218,11 +196,6 @@ mod tests {
         let hp = HyperParams::from_metadata(&m).unwrap();
         let global: Vec<usize> = (0..18).filter(|&i| !hp.swa_layers[i]).collect();
         assert_eq!(global, vec![5, 11, 17]);
-        // 3 global layers at 4096 cells, 15 local layers at 512, 1 head of 256+256 f16.
-        let per_cell = 512 * 2;
-        assert_eq!(hp.kv_cache_bytes(4096), (3 * 4096 + 15 * 512) * per_cell);
-        // A context shorter than the window fills every layer alike.
-        assert_eq!(hp.kv_cache_bytes(100), 18 * 100 * per_cell);
     }
 
     #[test]

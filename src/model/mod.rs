@@ -3,11 +3,13 @@
 
 pub mod arch;
 pub mod config;
+pub mod footprint;
 pub mod forward;
 pub mod hparams;
 pub mod synth;
 pub mod weights;
 
 pub use config::Config;
-pub use forward::{kv_cells, Model, State, MAX_BATCH};
+pub use footprint::kv_cells;
+pub use forward::{Model, State, MAX_BATCH};
 pub use hparams::HyperParams;
