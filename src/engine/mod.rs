@@ -1,7 +1,10 @@
-//! Turning a model into a stream of tokens: sampling, threads, generation.
+//! Turning a model into a stream of tokens: sampling, threads, the session
+//! (KV prefix re-use and the one token loop). Nothing here knows of chat or
+//! the command line.
 
 pub mod offload;
 pub mod sampler;
+pub mod session;
 
 /// Physical cores of this machine (llama.cpp's default thread count), or the
 /// logical count where the topology cannot be read.
