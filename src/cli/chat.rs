@@ -14,8 +14,8 @@ use crate::chat::session::{ChatSession, StopReason};
 use crate::chat::setup::{self, TemplateChoice};
 use crate::chat::ui::{draw_progress, ColorChoice, Ui};
 use crate::chat::{commands, interrupt, repl, script};
-use crate::cli::run::{context_size, SamplingArgs};
-use crate::engine::offload::{cpu_only_notice, GpuLayers};
+use crate::cli::model_args::ModelArgs;
+use crate::cli::run::SamplingArgs;
 use crate::engine::sampler::SamplingParams;
 use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::Model;
@@ -31,17 +31,8 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(clap::Args, Debug)]
 #[command(args_override_self = true)]
 pub struct ChatArgs {
-    /// Model file (.gguf), or a name from models.toml's aliases (e.g. smollm2)
-    #[arg(required_unless_present = "model_flag", value_name = "MODEL")]
-    pub model: Option<PathBuf>,
-    /// The model, as llama.cpp's -m spells it
-    #[arg(
-        short = 'm',
-        long = "model",
-        value_name = "MODEL",
-        conflicts_with = "model"
-    )]
-    pub model_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Answer this one message and exit ('-' reads it from stdin; piped stdin
     /// is put before it)
     #[arg(short = 'p', long, allow_hyphen_values = true)]
@@ -55,15 +46,6 @@ pub struct ChatArgs {
     /// Most tokens per reply (-1: until the model ends its turn or the context is full)
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
     pub n_predict: i64,
-    /// Context size in tokens (0: the model's own) [default: 4096, or the model's if smaller]
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
-    /// Threads [default: physical cores]
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
-    /// Layers to put on the GPU: a number, 'auto' or 'all' (llama.cpp: -ngl)
-    #[arg(long = "n-gpu-layers", value_name = "N", allow_hyphen_values = true)]
-    pub n_gpu_layers: Option<GpuLayers>,
     /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
     #[arg(
         long = "chat-template",
@@ -145,12 +127,8 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
         bail!("llm chat always chats; for raw completion without a template use `llm run MODEL -p TEXT`");
     }
     let catalogue = Catalogue::load()?;
-    let model_arg = args
-        .model
-        .as_ref()
-        .or(args.model_flag.as_ref())
-        .expect("clap requires a model");
-    let model_path = setup::resolve_model(model_arg, &catalogue)?;
+    let config = args.model.config()?;
+    let model_path = config.path.clone();
     // Check the file and the template before anything else, so that even a
     // chat with nothing to say reports a bad model.
     let gguf = GgufFile::open(&model_path)?;
@@ -189,16 +167,13 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     }
 
     let ui = Ui::new(args.color, !args.no_stats);
-    if let Some(note) = cpu_only_notice(args.n_gpu_layers) {
+    if let Some(note) = config.cpu_only_notice() {
         ui.warn(&note);
     }
     if args.flash_attn.as_deref() == Some("on") {
         ui.note("llm: --flash-attn on: the CPU path uses standard attention (same results)");
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(crate::engine::physical_cores)
-        .max(1);
+    let threads = config.threads;
     let mut spinner = ui.spinner("loading model");
     let model = Model::load(&model_path, threads)?;
     let tok = Tokenizer::from_gguf_file(&model_path)?;
@@ -213,7 +188,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     if let Some(note) = &template_note {
         ui.warn(note);
     }
-    let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
+    let n_ctx = config.n_ctx(model.config.n_ctx_train);
     let base = family.map_or(SamplingParams::default(), |f| {
         f.sampling.over(SamplingParams::default())
     });
