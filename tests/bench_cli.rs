@@ -34,10 +34,7 @@ fn tiny_model(dir: &Path) -> String {
         rope_scaling: None,
     };
     let path = dir.join("tiny.gguf");
-    synthesize(&spec, &vocab)
-        .unwrap()
-        .write_to(&path)
-        .unwrap();
+    synthesize(&spec, &vocab).unwrap().write_to(&path).unwrap();
     path_str(&path).to_string()
 }
 
@@ -118,7 +115,9 @@ fn gpu_layers_and_flash_attn_lists_are_recorded_in_llama_cpp_spelling() {
 fn markdown_is_a_llama_bench_table() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());
-    let run = llm(&["bench", &model, "-p", "8", "-n", "4", "-d", "8", "-r", "2", "-t", "1"]);
+    let run = llm(&[
+        "bench", &model, "-p", "8", "-n", "4", "-d", "8", "-r", "2", "-t", "1",
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", run.stdout);
@@ -152,7 +151,9 @@ fn bad_model_flags_are_one_line_errors() {
         "--tensor-split",
     );
     one_line_error(
-        &llm(&["bench", &model, "-p", "64", "-n", "0", "-c", "32", "-r", "1"]),
+        &llm(&[
+            "bench", &model, "-p", "64", "-n", "0", "-c", "32", "-r", "1",
+        ]),
         "-c/--ctx-size gives 32",
     );
     one_line_error(

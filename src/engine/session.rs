@@ -330,3 +330,204 @@ impl Session {
         Ok(stats)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::sampler::SamplingParams;
+    use crate::format::gguf::{Array, Metadata, Value};
+    use crate::model::synth::{synthesize, Spec};
+
+    /// A tiny random model: `gemma3` has a sliding window of 8, so its
+    /// local layers keep a ring of 8 + MAX_BATCH cells.
+    fn model(arch: &str) -> Model {
+        let mut vocab = Metadata::default();
+        vocab.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::String((0..64).map(|i| format!("t{i}")).collect())),
+        );
+        let spec = Spec {
+            arch: arch.into(),
+            weight: ggml::GgmlType::Q8_0,
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 2,
+            n_head_kv: 1,
+            n_ff: 64,
+            n_ctx: 2048,
+            tied: true,
+            seed: 3,
+            longrope_orig: None,
+            rope_scaling: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        synthesize(&spec, &vocab).unwrap().write_to(&path).unwrap();
+        Model::load(&path, 1).unwrap()
+    }
+
+    fn tokens(n: usize, salt: usize) -> Vec<TokenId> {
+        (0..n).map(|i| ((i * 7 + salt) % 64) as TokenId).collect()
+    }
+
+    static NO: AtomicBool = AtomicBool::new(false);
+
+    /// The logits of `prompt` run in a fresh cache.
+    fn fresh(session: &mut Session, prompt: &[TokenId]) -> Vec<f32> {
+        session.clear();
+        session.prefill(prompt, &NO).unwrap();
+        session.logits().to_vec()
+    }
+
+    #[test]
+    fn sync_reuses_the_common_prefix_and_agrees_with_a_fresh_run() {
+        let mut s = Session::new(model("llama"), 64);
+        let first = tokens(20, 1);
+        let synced = s.sync(&first, &NO).unwrap();
+        assert_eq!((synced.run, synced.reused), (20, 0));
+        let mut second = first[..12].to_vec();
+        second.extend(tokens(5, 9));
+        let synced = s.sync(&second, &NO).unwrap();
+        assert_eq!((synced.run, synced.reused), (5, 12));
+        assert_eq!(s.cached(), second.as_slice());
+        let reused = s.logits().to_vec();
+        assert_eq!(reused, fresh(&mut s, &second));
+        // The same prompt again: its last token runs again for its logits.
+        let again = s.sync(&second, &NO).unwrap();
+        assert_eq!((again.run, again.reused), (1, 16));
+    }
+
+    #[test]
+    fn a_ring_that_moved_on_restarts_from_nothing() {
+        let mut s = Session::new(model("gemma3"), 1024);
+        let long = tokens(700, 2);
+        s.sync(&long, &NO).unwrap();
+        // Rewinding 690 tokens would need cells the ring has overwritten.
+        assert!(!s.truncate(10));
+        assert_eq!(s.cached().len(), 700);
+        let mut short = long[..10].to_vec();
+        short.extend(tokens(4, 5));
+        let synced = s.sync(&short, &NO).unwrap();
+        assert_eq!((synced.run, synced.reused), (14, 0));
+        let restarted = s.logits().to_vec();
+        assert_eq!(restarted, fresh(&mut s, &short));
+        // A short step back inside the window is rewound.
+        s.sync(&tokens(30, 2), &NO).unwrap();
+        assert!(s.truncate(25));
+    }
+
+    struct Count {
+        seen: Vec<TokenId>,
+        stop_after: Option<usize>,
+        room_made: usize,
+    }
+
+    impl Events for Count {
+        fn token(&mut self, id: TokenId) -> Result<Flow> {
+            self.seen.push(id);
+            Ok(match self.stop_after {
+                Some(n) if self.seen.len() >= n => Flow::Stop,
+                _ => Flow::Continue,
+            })
+        }
+
+        fn context_full(
+            &mut self,
+            session: &mut Session,
+            generated: &[TokenId],
+            cancel: &AtomicBool,
+        ) -> Result<bool> {
+            if self.room_made > 0 {
+                return Ok(false);
+            }
+            self.room_made += 1;
+            // Keep the last 8 prompt tokens and the reply less its last token.
+            let mut history = session.cached()[..8].to_vec();
+            history.extend_from_slice(&generated[..generated.len() - 1]);
+            Ok(!session.sync(&history, cancel)?.cancelled)
+        }
+    }
+
+    fn greedy() -> Sampler {
+        Sampler::new(SamplingParams {
+            temp: 0.0,
+            ..SamplingParams::default()
+        })
+    }
+
+    fn reply(s: &mut Session, opts: &Generate, stop_after: Option<usize>) -> (ReplyStats, Count) {
+        let mut events = Count {
+            seen: Vec::new(),
+            stop_after,
+            room_made: 0,
+        };
+        let stats = s
+            .complete(&tokens(10, 3), &mut greedy(), opts, &NO, &mut events)
+            .unwrap();
+        (stats, events)
+    }
+
+    #[test]
+    fn limits_ends_and_a_full_context() {
+        let mut s = Session::new(model("llama"), 24);
+        let never = |_: TokenId| false;
+        let opts = |limit, is_end, on_end| Generate {
+            limit,
+            is_end,
+            on_end,
+        };
+        let (stats, ev) = reply(&mut s, &opts(Some(5), &never, OnEnd::Stop), None);
+        assert_eq!((stats.stop, stats.generated_tokens), (StopReason::Limit, 5));
+        assert_eq!((stats.prompt_tokens, ev.seen.len()), (10, 5));
+
+        let (stats, ev) = reply(&mut s, &opts(Some(5), &never, OnEnd::Stop), Some(2));
+        assert_eq!((stats.stop, ev.seen.len()), (StopReason::EndOfTurn, 2));
+
+        // The first greedy token, made an end token: stopped, forbidden, or
+        // written.
+        let first = reply(&mut s, &opts(Some(1), &never, OnEnd::Stop), None)
+            .1
+            .seen[0];
+        let is_first = move |id: TokenId| id == first;
+        let (stats, ev) = reply(&mut s, &opts(Some(3), &is_first, OnEnd::Stop), None);
+        assert_eq!((stats.stop, ev.seen.len()), (StopReason::EndOfTurn, 0));
+        let (_, ev) = reply(&mut s, &opts(Some(3), &is_first, OnEnd::Forbid), None);
+        assert!(!ev.seen.contains(&first), "{:?}", ev.seen);
+        let (_, ev) = reply(&mut s, &opts(Some(3), &is_first, OnEnd::Pass), None);
+        assert_eq!(ev.seen[0], first);
+
+        // 10 prompt tokens in 24: the 15th token finds it full (10 + 14
+        // run); the caller makes room once (8 + the reply so far, 22 with
+        // the 15th), and the 17th finds it full again.
+        let (stats, ev) = reply(&mut s, &opts(None, &never, OnEnd::Stop), None);
+        assert_eq!(stats.stop, StopReason::ContextFull);
+        assert_eq!(ev.room_made, 1);
+        assert_eq!(stats.generated_tokens, 17);
+        assert!(s.is_full());
+    }
+
+    #[test]
+    fn cancel_stops_before_the_prompt_runs() {
+        let mut s = Session::new(model("llama"), 32);
+        let cancel = AtomicBool::new(true);
+        let mut events = Count {
+            seen: Vec::new(),
+            stop_after: None,
+            room_made: 0,
+        };
+        let never = |_: TokenId| false;
+        let opts = Generate {
+            limit: None,
+            is_end: &never,
+            on_end: OnEnd::Stop,
+        };
+        let stats = s
+            .complete(&tokens(10, 3), &mut greedy(), &opts, &cancel, &mut events)
+            .unwrap();
+        assert_eq!(
+            (stats.stop, stats.prompt_tokens),
+            (StopReason::Interrupted, 0)
+        );
+        assert!(events.seen.is_empty() && s.cached().is_empty());
+    }
+}
