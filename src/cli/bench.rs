@@ -220,11 +220,10 @@ static NEVER: AtomicBool = AtomicBool::new(false);
 /// the depth already there when it can), then the test timed.
 fn measure(session: &mut Session, test: &Test, vocab: usize) -> Result<f64> {
     let depth = bench_tokens(test.depth, vocab);
-    if session.cached() != depth.as_slice() {
-        if !session.truncate(test.depth) || session.cached() != depth.as_slice() {
-            session.clear();
-            session.prefill(&depth, &NEVER)?;
-        }
+    let at_depth = |s: &mut Session| s.truncate(test.depth) && s.cached() == depth.as_slice();
+    if !at_depth(session) {
+        session.clear();
+        session.prefill(&depth, &NEVER)?;
     }
     let t0 = Instant::now();
     if test.n_prompt > 0 {
@@ -424,20 +423,20 @@ fn peer_rows(tests: &[Test], reps: usize, vocab: usize) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut loaded: Option<((usize, usize), OracleModel)> = None;
     for test in tests {
-        let threads = test.config.threads;
-        let n_ctx = test.n_ctx;
-        let peer = match &mut loaded {
-            Some((key, peer)) if *key == (threads, n_ctx) => peer,
-            _ => {
-                // llama.cpp as its users run it: batched prompts, repacked
-                // weights allowed.
-                let path = &test.config.path;
-                let peer = OracleModel::load_for_speed(path, n_ctx as u32, threads as i32)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("llama.cpp could not load {}", path.display())
-                    })?;
-                &mut loaded.insert(((threads, n_ctx), peer)).1
-            }
+        let (threads, n_ctx) = (test.config.threads, test.n_ctx);
+        let key = (threads, n_ctx);
+        if !matches!(&loaded, Some((k, _)) if *k == key) {
+            // One llama.cpp model at a time: the old one goes first.
+            drop(loaded.take());
+            // llama.cpp as its users run it: batched prompts, repacked
+            // weights allowed.
+            let path = &test.config.path;
+            let peer = OracleModel::load_for_speed(path, n_ctx as u32, threads as i32)
+                .ok_or_else(|| anyhow::anyhow!("llama.cpp could not load {}", path.display()))?;
+            loaded = Some((key, peer));
+        }
+        let Some((_, peer)) = loaded.as_mut() else {
+            unreachable!("loaded above")
         };
         let depth = bench_tokens(test.depth, vocab);
         let mut samples = Vec::new();
