@@ -1,11 +1,12 @@
-//! One chat with one model: the conversation, the KV cache of what was last
-//! rendered, and how a reply is made. Each turn renders the whole
-//! conversation again and re-uses the cache for the longest common token
-//! prefix, so templates may rewrite history freely.
+//! One chat with one model: the conversation, its template and stop
+//! strings, on top of the engine's session. Each turn renders the whole
+//! conversation again and the session re-uses its cache for the longest
+//! common token prefix, so templates may rewrite history freely. When the
+//! context fills up, the oldest exchanges are dropped (here: that is chat
+//! policy) and the session is synced to what remains.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{bail, Result};
 
@@ -13,31 +14,10 @@ use crate::chat::conversation::Conversation;
 use crate::chat::stop::StopMatcher;
 use crate::chat::template::{ChatTemplate, Message};
 use crate::engine::sampler::{Sampler, SamplingParams};
-use crate::model::{Model, State, MAX_BATCH};
+use crate::engine::session::{Events, Flow, Generate, OnEnd, Session};
+pub use crate::engine::session::{ReplyStats, StopReason};
+use crate::model::Model;
 use crate::tokenizer::{TokenId, Tokenizer, Utf8Stream};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model ended its turn (an end-of-generation token or stop string).
-    EndOfTurn,
-    /// `-n/--n-predict` tokens were written.
-    Limit,
-    /// The user pressed Ctrl-C.
-    Interrupted,
-    /// Nothing older was left to drop and the context is full.
-    ContextFull,
-}
-
-#[derive(Clone, Debug)]
-pub struct ReplyStats {
-    /// Prompt tokens run through the model this turn (not the re-used ones).
-    pub prompt_tokens: usize,
-    pub reused_tokens: usize,
-    pub prompt_secs: f64,
-    pub generated_tokens: usize,
-    pub generation_secs: f64,
-    pub stop: StopReason,
-}
 
 /// What the front end shows while a reply is made.
 pub trait Observer {
@@ -52,7 +32,6 @@ pub trait Observer {
 }
 
 pub struct ChatSession {
-    pub model: Model,
     pub tok: Tokenizer,
     pub template: ChatTemplate,
     pub conversation: Conversation,
@@ -67,9 +46,7 @@ pub struct ChatSession {
     stop_tokens: Vec<TokenId>,
     bos_text: String,
     eos_text: String,
-    state: State,
-    /// The tokens whose keys and values are in `state`, in order.
-    cached: Vec<TokenId>,
+    engine: Session,
 }
 
 impl ChatSession {
@@ -105,9 +82,7 @@ impl ChatSession {
         stop_strings.dedup();
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        let state = model.new_state(n_ctx);
         ChatSession {
-            model,
             tok,
             template,
             conversation: Conversation::default(),
@@ -120,18 +95,26 @@ impl ChatSession {
             stop_tokens,
             bos_text,
             eos_text,
-            state,
-            cached: Vec::new(),
+            engine: Session::new(model, n_ctx),
         }
     }
 
+    pub fn model(&self) -> &Model {
+        self.engine.model()
+    }
+
+    /// The engine session underneath (its cache, its logits).
+    pub fn engine(&self) -> &Session {
+        &self.engine
+    }
+
     pub fn n_ctx(&self) -> usize {
-        self.state.kv.n_ctx
+        self.engine.n_ctx()
     }
 
     /// Tokens in the KV cache now.
     pub fn n_cached(&self) -> usize {
-        self.cached.len()
+        self.engine.cached().len()
     }
 
     pub fn stop_strings(&self) -> impl Iterator<Item = String> + '_ {
@@ -146,11 +129,19 @@ impl ChatSession {
         (&self.bos_text, &self.eos_text)
     }
 
+    fn prompter(&self) -> Prompter<'_> {
+        Prompter {
+            tok: &self.tok,
+            template: &self.template,
+            bos_text: &self.bos_text,
+            eos_text: &self.eos_text,
+        }
+    }
+
     /// The text the model sees for `messages`, ending with the assistant's
     /// cue.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
-        self.template
-            .render(messages, true, &self.bos_text, &self.eos_text)
+        self.prompter().render(messages)
     }
 
     /// The tokens of the rendered conversation. A template that writes the
@@ -158,6 +149,90 @@ impl ChatSession {
     /// Control-token text inside a message stays text: only the template
     /// writes turn markers.
     pub fn prompt_tokens(&self, conversation: &Conversation) -> Result<Vec<TokenId>> {
+        self.prompter().prompt_tokens(conversation)
+    }
+
+    /// Answers the conversation's last (user) message, appending the reply
+    /// (whole or, when stopped, partial) to the conversation.
+    pub fn reply(&mut self, ui: &mut dyn Observer, cancel: &AtomicBool) -> Result<ReplyStats> {
+        let n_ctx = self.n_ctx();
+        // Disjoint borrows: the turn writes the conversation while the
+        // engine and the sampler run.
+        let prompter = Prompter {
+            tok: &self.tok,
+            template: &self.template,
+            bos_text: &self.bos_text,
+            eos_text: &self.eos_text,
+        };
+        let fit = Fit {
+            n_ctx,
+            n_predict: self.n_predict,
+        };
+        let prompt = fit.prompt(&prompter, &mut self.conversation, ui, &[])?;
+        if self.verbose_prompt {
+            crate::chat::ui::err_line(&prompter.render(&self.conversation.to_messages())?);
+        }
+        let (tok, stop_tokens) = (&self.tok, &self.stop_tokens);
+        let is_end = |id: TokenId| tok.is_eog(id) || stop_tokens.contains(&id);
+        let opts = Generate {
+            limit: self.n_predict,
+            is_end: &is_end,
+            on_end: if self.ignore_eos {
+                OnEnd::Forbid
+            } else {
+                OnEnd::Stop
+            },
+        };
+        let mut turn = Turn {
+            ui,
+            tok,
+            // Bytes of each token, held back while a character is cut (the
+            // tokenizer's own stream decoder would borrow it for the turn).
+            decoder: Utf8Stream::new(),
+            stops: StopMatcher::new(&self.stop_strings),
+            text: String::new(),
+            prompted: false,
+            prompter,
+            fit,
+            conversation: &mut self.conversation,
+            prompt: prompt.clone(),
+        };
+        let result = self
+            .engine
+            .complete(&prompt, &mut self.sampler, &opts, cancel, &mut turn)
+            .and_then(|stats| turn.finish(stats.stop).map(|()| stats));
+        let stats = match result {
+            Ok(stats) => stats,
+            Err(e) => {
+                // Keep what was written (a closed stdout, a full disk); a
+                // turn that failed before its reply began leaves nothing.
+                if turn.prompted {
+                    turn.conversation.push("assistant", turn.text);
+                }
+                return Err(e);
+            }
+        };
+        turn.conversation.push("assistant", turn.text);
+        self.last_stats = Some(stats.clone());
+        Ok(stats)
+    }
+}
+
+/// Turns a conversation into prompt tokens.
+struct Prompter<'a> {
+    tok: &'a Tokenizer,
+    template: &'a ChatTemplate,
+    bos_text: &'a str,
+    eos_text: &'a str,
+}
+
+impl Prompter<'_> {
+    fn render(&self, messages: &[Message]) -> Result<String> {
+        self.template
+            .render(messages, true, self.bos_text, self.eos_text)
+    }
+
+    fn prompt_tokens(&self, conversation: &Conversation) -> Result<Vec<TokenId>> {
         let messages = conversation.to_messages();
         let rendered = self.render(&messages)?;
         let text = self.without_bos(&rendered);
@@ -166,7 +241,7 @@ impl ChatSession {
     }
 
     fn without_bos<'t>(&self, text: &'t str) -> &'t str {
-        match text.strip_prefix(self.bos_text.as_str()) {
+        match text.strip_prefix(self.bos_text) {
             Some(rest) if self.tok.add_bos() && !self.bos_text.is_empty() => rest,
             _ => text,
         }
@@ -219,71 +294,42 @@ impl ChatSession {
         }
         find_in_order(text, messages)
     }
-    /// Answers the conversation's last (user) message, appending the reply
-    /// (whole or, when stopped, partial) to the conversation.
-    pub fn reply(&mut self, ui: &mut dyn Observer, cancel: &AtomicBool) -> Result<ReplyStats> {
-        let mut prompt = self.fit_prompt(ui, &[])?;
-        if self.verbose_prompt {
-            crate::chat::ui::err_line(&self.render(&self.conversation.to_messages())?);
-        }
-        ui.prompt_started(prompt.len());
-        let t_prompt = Instant::now();
-        let (processed, reused, cancelled) = self.sync(&prompt, cancel)?;
-        // As llama.cpp's server: the penalties look back over the prompt too.
-        self.sampler.reset();
-        prompt.iter().for_each(|&t| self.sampler.accept(t));
-        let prompt_secs = t_prompt.elapsed().as_secs_f64();
-        ui.prompt_done();
+}
 
-        let mut stats = ReplyStats {
-            prompt_tokens: processed,
-            reused_tokens: reused,
-            prompt_secs,
-            generated_tokens: 0,
-            generation_secs: 0.0,
-            stop: StopReason::Interrupted,
-        };
-        let mut text = String::new();
-        let mut generated: Vec<TokenId> = Vec::new();
-        if !cancelled {
-            let t_gen = Instant::now();
-            let result = self.generate(ui, cancel, &mut prompt, &mut generated, &mut text);
-            stats.generation_secs = t_gen.elapsed().as_secs_f64();
-            stats.generated_tokens = generated.len();
-            match result {
-                Ok(stop) => stats.stop = stop,
-                Err(e) => {
-                    // Keep what was written (a closed stdout, a full disk).
-                    self.conversation.push("assistant", text);
-                    return Err(e);
-                }
-            }
-        }
-        self.conversation.push("assistant", text);
-        self.last_stats = Some(stats.clone());
-        Ok(stats)
-    }
+/// How much of a conversation fits in the context.
+#[derive(Clone, Copy)]
+struct Fit {
+    n_ctx: usize,
+    n_predict: Option<usize>,
+}
 
-    /// The prompt tokens of the conversation, after dropping the oldest
+impl Fit {
+    /// The prompt tokens of `conversation`, after dropping its oldest
     /// exchanges until the prompt, `extra` tokens and room to reply fit.
-    fn fit_prompt(&mut self, ui: &mut dyn Observer, extra: &[TokenId]) -> Result<Vec<TokenId>> {
-        let n_ctx = self.n_ctx();
+    fn prompt(
+        &self,
+        prompter: &Prompter,
+        conversation: &mut Conversation,
+        ui: &mut dyn Observer,
+        extra: &[TokenId],
+    ) -> Result<Vec<TokenId>> {
+        let n_ctx = self.n_ctx;
         let room = self.n_predict.unwrap_or(n_ctx / 4).clamp(1, n_ctx / 4 + 1);
         // Turns are dropped from a copy: a message that cannot fit at all
         // leaves the conversation as it was.
-        let mut fitted = self.conversation.clone();
+        let mut fitted = conversation.clone();
         loop {
-            let prompt = self.prompt_tokens(&fitted)?;
+            let prompt = prompter.prompt_tokens(&fitted)?;
             let need = prompt.len() + extra.len();
             if need + room <= n_ctx || (need < n_ctx && fitted.messages.len() <= 1) {
-                let dropped = self.conversation.messages.len() - fitted.messages.len();
+                let dropped = conversation.messages.len() - fitted.messages.len();
                 if dropped > 0 {
                     ui.warn(&format!(
                         "llm: the context is full: dropped the {dropped} oldest message{} (the system prompt stays)",
                         if dropped == 1 { "" } else { "s" }
                     ));
                 }
-                self.conversation = fitted;
+                *conversation = fitted;
                 return Ok(prompt);
             }
             if !fitted.drop_oldest() {
@@ -293,110 +339,69 @@ impl ChatSession {
             }
         }
     }
+}
 
-    /// Brings the KV cache to `tokens`: keeps the longest common prefix with
-    /// what is cached and runs the rest. Returns (tokens run, tokens re-used,
-    /// cancelled).
-    fn sync(&mut self, tokens: &[TokenId], cancel: &AtomicBool) -> Result<(usize, usize, bool)> {
-        let mut keep = self
-            .cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // The last token is always run again: its logits start the reply.
-        keep = keep.min(tokens.len().saturating_sub(1));
-        if !self.state.rewind(keep) {
-            keep = 0;
-            self.state.rewind(0);
-        }
-        self.cached.truncate(keep);
-        let mut run = 0;
-        for chunk in tokens[keep..].chunks(MAX_BATCH) {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok((run, keep, true));
-            }
-            self.model.forward(&mut self.state, chunk, false)?;
-            self.cached.extend_from_slice(chunk);
-            run += chunk.len();
-        }
-        Ok((run, keep, false))
-    }
+/// One reply being made: its text, shown as it comes, and the conversation
+/// it may shorten when the context fills up.
+struct Turn<'a, 'u> {
+    ui: &'u mut dyn Observer,
+    tok: &'a Tokenizer,
+    decoder: Utf8Stream,
+    stops: StopMatcher,
+    text: String,
+    /// The prompt is in the cache: from here on a failed turn keeps its text.
+    prompted: bool,
+    prompter: Prompter<'a>,
+    fit: Fit,
+    conversation: &'a mut Conversation,
+    /// The prompt now in the cache, before the reply.
+    prompt: Vec<TokenId>,
+}
 
-    fn generate(
-        &mut self,
-        ui: &mut dyn Observer,
-        cancel: &AtomicBool,
-        prompt: &mut Vec<TokenId>,
-        generated: &mut Vec<TokenId>,
-        text: &mut String,
-    ) -> Result<StopReason> {
-        // Bytes of each token, held back while a character is cut (the
-        // tokenizer's own stream decoder would borrow it for the whole loop).
-        let mut decoder = Utf8Stream::new();
-        let mut stops = StopMatcher::new(&self.stop_strings);
-        let limit = self.n_predict.unwrap_or(usize::MAX);
-        let stop = loop {
-            if cancel.load(Ordering::Relaxed) {
-                break StopReason::Interrupted;
-            }
-            if generated.len() >= limit {
-                break StopReason::Limit;
-            }
-            if self.ignore_eos {
-                // As llama.cpp does: the end is made impossible, not skipped.
-                for (id, l) in self.state.logits.iter_mut().enumerate() {
-                    if self.tok.is_eog(id as TokenId) || self.stop_tokens.contains(&(id as u32)) {
-                        *l = f32::NEG_INFINITY;
-                    }
-                }
-            }
-            let next = self.sampler.sample(&self.state.logits);
-            if self.tok.is_eog(next) || self.stop_tokens.contains(&next) {
-                break StopReason::EndOfTurn;
-            }
-            self.sampler.accept(next);
-            generated.push(next);
-            let (shown, hit) = stops.push(&decoder.push(self.tok.token_bytes(next, false)));
-            text.push_str(&shown);
-            ui.text(&shown)?;
-            if hit {
-                break StopReason::EndOfTurn;
-            }
-            if generated.len() >= limit {
-                break StopReason::Limit;
-            }
-            if self.state.n_past >= self.n_ctx() && !self.shift(ui, prompt, generated, cancel)? {
-                break StopReason::ContextFull;
-            }
-            if cancel.load(Ordering::Relaxed) {
-                break StopReason::Interrupted;
-            }
-            self.model.forward(&mut self.state, &[next], false)?;
-            self.cached.push(next);
-        };
-        if stop != StopReason::EndOfTurn || !text.is_empty() {
-            let (shown, _) = stops.push(&decoder.finish());
-            let rest = shown + &stops.finish();
-            text.push_str(&rest);
-            ui.text(&rest)?;
+impl Turn<'_, '_> {
+    /// Shows what was held back (a cut character, a possible stop string)
+    /// and says why a full context ended the reply.
+    fn finish(&mut self, stop: StopReason) -> Result<()> {
+        if stop != StopReason::EndOfTurn || !self.text.is_empty() {
+            let (shown, _) = self.stops.push(&self.decoder.finish());
+            let rest = shown + &self.stops.finish();
+            self.text.push_str(&rest);
+            self.ui.text(&rest)?;
         }
         if stop == StopReason::ContextFull {
-            ui.warn(&format!(
+            self.ui.warn(&format!(
                 "llm: the context is full ({} tokens) and there is no older turn to drop; the reply stops here (raise -c/--ctx-size)",
-                self.n_ctx()
+                self.fit.n_ctx
             ));
         }
-        Ok(stop)
+        Ok(())
+    }
+}
+
+impl Events for Turn<'_, '_> {
+    fn prompt_started(&mut self, n: usize) {
+        self.ui.prompt_started(n);
+    }
+
+    fn prompt_done(&mut self) {
+        self.prompted = true;
+        self.ui.prompt_done();
+    }
+
+    fn token(&mut self, id: TokenId) -> Result<Flow> {
+        let bytes = self.decoder.push(self.tok.token_bytes(id, false));
+        let (shown, hit) = self.stops.push(&bytes);
+        self.text.push_str(&shown);
+        self.ui.text(&shown)?;
+        Ok(if hit { Flow::Stop } else { Flow::Continue })
     }
 
     /// Makes room in a full context mid-reply: drops the oldest exchanges,
     /// renders the conversation again and runs it with the reply so far.
     /// False when nothing can be dropped.
-    fn shift(
+    fn context_full(
         &mut self,
-        ui: &mut dyn Observer,
-        prompt: &mut Vec<TokenId>,
+        session: &mut Session,
         generated: &[TokenId],
         cancel: &AtomicBool,
     ) -> Result<bool> {
@@ -405,15 +410,18 @@ impl ChatSession {
         if self.conversation.messages.len() <= 1 {
             return Ok(false);
         }
-        let new_prompt = match self.fit_prompt(ui, fed) {
-            Ok(p) if p.len() + fed.len() < self.n_ctx() && p.len() < prompt.len() => p,
+        let new_prompt = match self
+            .fit
+            .prompt(&self.prompter, self.conversation, self.ui, fed)
+        {
+            Ok(p) if p.len() + fed.len() < self.fit.n_ctx && p.len() < self.prompt.len() => p,
             _ => return Ok(false),
         };
-        *prompt = new_prompt;
-        let mut all = prompt.clone();
+        self.prompt = new_prompt;
+        let mut all = self.prompt.clone();
         all.extend_from_slice(fed);
-        let (_, _, cancelled) = self.sync(&all, cancel)?;
-        Ok(!cancelled)
+        let synced = session.sync(&all, cancel)?;
+        Ok(!synced.cancelled)
     }
 }
 

@@ -6,6 +6,8 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 
 use crate::chat::catalog::Catalogue;
@@ -14,8 +16,9 @@ use crate::chat::session::{ChatSession, StopReason};
 use crate::chat::setup::{self, TemplateChoice};
 use crate::chat::ui::{draw_progress, ColorChoice, Ui};
 use crate::chat::{commands, interrupt, repl, script};
-use crate::cli::run::{context_size, SamplingArgs};
-use crate::engine::planner::{no_gpu_notice, Devices, GpuLayers};
+use crate::cli::model_args::ModelArgs;
+use crate::cli::run::SamplingArgs;
+use crate::engine::load;
 use crate::engine::sampler::SamplingParams;
 use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::Model;
@@ -31,17 +34,8 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(clap::Args, Debug)]
 #[command(args_override_self = true)]
 pub struct ChatArgs {
-    /// Model file (.gguf), or a name from models.toml's aliases (e.g. smollm2)
-    #[arg(required_unless_present = "model_flag", value_name = "MODEL")]
-    pub model: Option<PathBuf>,
-    /// The model, as llama.cpp's -m spells it
-    #[arg(
-        short = 'm',
-        long = "model",
-        value_name = "MODEL",
-        conflicts_with = "model"
-    )]
-    pub model_flag: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Answer this one message and exit ('-' reads it from stdin; piped stdin
     /// is put before it)
     #[arg(short = 'p', long, allow_hyphen_values = true)]
@@ -55,15 +49,6 @@ pub struct ChatArgs {
     /// Most tokens per reply (-1: until the model ends its turn or the context is full)
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
     pub n_predict: i64,
-    /// Context size in tokens (0: the model's own) [default: 4096, or the model's if smaller]
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
-    /// Threads [default: physical cores]
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
-    /// Layers to put on the GPU: a number, 'auto' or 'all' (llama.cpp: -ngl)
-    #[arg(long = "n-gpu-layers", value_name = "N", allow_hyphen_values = true)]
-    pub n_gpu_layers: Option<GpuLayers>,
     /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
     #[arg(
         long = "chat-template",
@@ -145,15 +130,11 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
         bail!("llm chat always chats; for raw completion without a template use `llm run MODEL -p TEXT`");
     }
     let catalogue = Catalogue::load()?;
-    let model_arg = args
-        .model
-        .as_ref()
-        .or(args.model_flag.as_ref())
-        .expect("clap requires a model");
-    let model_path = setup::resolve_model(model_arg, &catalogue)?;
+    let config = args.model.config()?;
+    let model_path = config.path.clone();
     // Check the file and the template before anything else, so that even a
     // chat with nothing to say reports a bad model.
-    let gguf = GgufFile::open(&model_path)?;
+    let gguf = Arc::new(GgufFile::open(&model_path)?);
     let md = gguf.metadata();
     let family = setup::family_for(&catalogue, md)?;
     let choice = TemplateChoice {
@@ -189,20 +170,19 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     }
 
     let ui = Ui::new(args.color, !args.no_stats);
-    if let Some(note) = no_gpu_notice(args.n_gpu_layers, &Devices::present()) {
-        ui.warn(&note);
-    }
     if args.flash_attn.as_deref() == Some("on") {
         ui.note("llm: --flash-attn on: the CPU path uses standard attention (same results)");
     }
-    let threads = args
-        .threads
-        .unwrap_or_else(crate::engine::physical_cores)
-        .max(1);
+    let threads = config.threads;
     let mut spinner = ui.spinner("loading model");
-    let model = Model::load(&model_path, threads)?;
-    let tok = Tokenizer::from_gguf_file(&model_path)?;
+    let loaded = load::load_file(gguf.clone(), &config.load_options())?;
+    let tok =
+        Tokenizer::from_gguf_metadata(md).with_context(|| model_path.display().to_string())?;
     spinner.stop();
+    for note in &loaded.notes {
+        ui.warn(note);
+    }
+    let (model, n_ctx) = (loaded.model, loaded.n_ctx);
     // A large model is read in now, with a progress bar, rather than page by
     // page during the first prompt.
     if ui.err_tty && model.weights.file_bytes() >= PREFETCH_FROM {
@@ -213,7 +193,6 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     if let Some(note) = &template_note {
         ui.warn(note);
     }
-    let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
     let base = family.map_or(SamplingParams::default(), |f| {
         f.sampling.over(SamplingParams::default())
     });

@@ -19,6 +19,9 @@ const LLAMA_FLAGS: &[(&str, &str)] = &[
     ("-no-cnv", "--no-conversation"),
     ("-st", "--single-turn"),
     ("-mli", "--multiline-input"),
+    ("-mg", "--main-gpu"),
+    ("-ts", "--tensor-split"),
+    ("-sm", "--split-mode"),
 ];
 
 /// Our flags whose next argument is a value, so a value that happens to be
@@ -43,10 +46,17 @@ const TAKES_VALUE: &[&str] = &[
     "-t",
     "--threads",
     "--n-gpu-layers",
-    "--split-mode",
-    "--tensor-split",
     "--main-gpu",
+    "--tensor-split",
+    "--split-mode",
     "--gpu-mem",
+    "--n-prompt",
+    "--n-gen",
+    "-d",
+    "--n-depth",
+    "--repetitions",
+    "-o",
+    "--output",
     "-s",
     "--seed",
     "--temp",
@@ -60,9 +70,10 @@ const TAKES_VALUE: &[&str] = &[
 ];
 
 /// Flags whose value may be left out (`-fa`, `-co`): the next argument is
-/// their value only when it is one of these words.
+/// their value only when it is one of these words, or (`llm bench -fa 0,1`)
+/// a comma-separated list of them.
 const OPTIONAL_VALUE: &[(&str, &[&str])] = &[
-    ("--flash-attn", &["on", "off", "auto"]),
+    ("--flash-attn", &["on", "off", "auto", "0", "1"]),
     ("--color", &["on", "off", "auto", "always", "never"]),
 ];
 
@@ -79,9 +90,10 @@ pub fn rewrite<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
             out.push(arg);
             continue;
         }
-        if std::mem::take(&mut optional)
-            .iter()
-            .any(|v| arg.to_str() == Some(v))
+        let values = std::mem::take(&mut optional);
+        if arg
+            .to_str()
+            .is_some_and(|a| !values.is_empty() && a.split(',').all(|v| values.contains(&v)))
         {
             out.push(arg);
             continue;
@@ -179,6 +191,38 @@ mod tests {
                 "--color",
                 "never"
             ]
+        );
+    }
+
+    #[test]
+    fn bench_spellings_and_lists() {
+        assert_eq!(
+            rw(&[
+                "llm", "bench", "m", "-ngl", "0,99", "-fa", "0,1", "-d", "-1", "-sm", "layer",
+                "-ts", "3,1", "-mg", "1"
+            ]),
+            [
+                "llm",
+                "bench",
+                "m",
+                "--n-gpu-layers",
+                "0,99",
+                "--flash-attn",
+                "0,1",
+                "-d",
+                "-1",
+                "--split-mode",
+                "layer",
+                "--tensor-split",
+                "3,1",
+                "--main-gpu",
+                "1"
+            ]
+        );
+        // A list that is not all flash-attention words is not its value.
+        assert_eq!(
+            rw(&["llm", "chat", "-fa", "on,x", "-ngl"]),
+            ["llm", "chat", "--flash-attn", "on,x", "--n-gpu-layers"]
         );
     }
 

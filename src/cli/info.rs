@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::chat::catalog::Catalogue;
 use crate::chat::setup::{self, TemplateChoice};
-use crate::cli::run::context_size;
+use crate::engine::load::context_size;
 use crate::engine::planner::{
     self, parse_bytes, parse_tensor_split, Devices, GpuLayers, Options, Plan, SplitMode,
 };

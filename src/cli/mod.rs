@@ -8,6 +8,7 @@ pub mod bench;
 pub mod chat;
 pub mod compat;
 pub mod info;
+pub mod model_args;
 pub mod run;
 pub mod tokenize;
 

@@ -3,13 +3,16 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cli::model_args::ModelArgs;
+use crate::engine::load;
 use crate::engine::sampler::{Sampler, SamplingOverrides, SamplingParams};
-use crate::model::Model;
-use crate::tokenizer::Tokenizer;
+use crate::engine::session::{Events, Flow, Generate, OnEnd, Session, StopReason};
+use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 
 /// Sampling flags. Each is optional so that what the user typed can be laid
 /// over llama.cpp's defaults and a model family's own (models.toml).
@@ -84,8 +87,8 @@ pub fn fresh_seed() -> u64 {
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Model file (.gguf)
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The text to continue
     #[arg(short = 'p', long, conflicts_with = "file")]
     pub prompt: Option<String>,
@@ -95,12 +98,6 @@ pub struct RunArgs {
     /// Tokens to generate (-1: until end of generation or a full context)
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
     pub n_predict: i64,
-    /// Context size in tokens (0: the model's own; default 4096 or the model's if smaller)
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
-    /// Threads (default: physical cores)
-    #[arg(short = 't', long)]
-    pub threads: Option<usize>,
     /// Keep generating past end-of-generation tokens
     #[arg(long)]
     pub ignore_eos: bool,
@@ -110,16 +107,29 @@ pub struct RunArgs {
     /// Print the generated token ids instead of text (one line)
     #[arg(long)]
     pub print_ids: bool,
+    /// Accepted for llama.cpp's sake: flash attention (on|off|auto); the CPU path uses standard attention
+    #[arg(long = "flash-attn", value_name = "on|off|auto", num_args = 0..=1, default_missing_value = "on")]
+    pub flash_attn: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
 
-/// The context size to use: the user's, or 4096 capped at the model's own.
-pub fn context_size(requested: Option<usize>, trained: usize) -> usize {
-    match requested {
-        Some(0) => trained,
-        Some(n) => n,
-        None => trained.min(4096),
+/// Streams the completion to stdout as it is made.
+struct Stream<'t> {
+    out: std::io::StdoutLock<'static>,
+    decoder: StreamDecoder<'t>,
+    print_ids: bool,
+    generated: Vec<TokenId>,
+}
+
+impl Events for Stream<'_> {
+    fn token(&mut self, id: TokenId) -> Result<Flow> {
+        self.generated.push(id);
+        if !self.print_ids {
+            self.out.write_all(self.decoder.push(id).as_bytes())?;
+            self.out.flush()?;
+        }
+        Ok(Flow::Continue)
     }
 }
 
@@ -131,14 +141,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         (None, None) => bail!("nothing to complete: give a prompt with -p TEXT or -f FILE"),
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(crate::engine::physical_cores)
-        .max(1);
+    let config = args.model.config()?;
+    if args.flash_attn.as_deref() == Some("on") {
+        eprintln!("llm: --flash-attn on: the CPU path uses standard attention (same results)");
+    }
+    let threads = config.threads;
     let t_load = Instant::now();
-    let model = Model::load(&args.model, threads)?;
-    let tok = Tokenizer::from_gguf_file(&args.model)?;
-    let n_ctx = context_size(args.ctx_size, model.config.n_ctx_train);
+    let loaded = load::load(&config.path, &config.load_options())?;
+    for note in &loaded.notes {
+        eprintln!("{note}");
+    }
+    let tok = Tokenizer::from_gguf_metadata(loaded.file.metadata())
+        .with_context(|| config.path.display().to_string())?;
+    let (model, n_ctx) = (loaded.model, loaded.n_ctx);
     let params = args.sampling.params();
     let ids = tok.encode(&prompt, true, true)?;
     if ids.is_empty() {
@@ -152,58 +167,50 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let load_s = t_load.elapsed().as_secs_f64();
 
-    let mut state = model.new_state(n_ctx);
+    let mut session = Session::new(model, n_ctx);
     eprintln!("seed: {}", params.seed);
     let mut sampler = Sampler::new(params);
-    ids.iter().for_each(|&t| sampler.accept(t));
-    let t_prompt = Instant::now();
-    model.forward(&mut state, &ids, false)?;
-    let prompt_s = t_prompt.elapsed().as_secs_f64();
-
-    let mut out = std::io::stdout().lock();
-    let mut decoder = tok.stream_decoder(false);
-    let mut generated = Vec::new();
-    let t_gen = Instant::now();
-    let limit = if args.n_predict < 0 {
-        usize::MAX
-    } else {
-        args.n_predict as usize
+    let is_end = |id: TokenId| tok.is_eog(id);
+    let opts = Generate {
+        limit: usize::try_from(args.n_predict).ok(),
+        is_end: &is_end,
+        on_end: if args.ignore_eos {
+            OnEnd::Pass
+        } else {
+            OnEnd::Stop
+        },
     };
-    while generated.len() < limit {
-        let next = sampler.sample(&state.logits);
-        if tok.is_eog(next) && !args.ignore_eos {
-            break;
-        }
-        sampler.accept(next);
-        generated.push(next);
-        if !args.print_ids {
-            out.write_all(decoder.push(next).as_bytes())?;
-            out.flush()?;
-        }
-        if generated.len() >= limit {
-            break;
-        }
-        if state.n_past >= n_ctx {
-            eprintln!("\nllm: the context is full ({n_ctx} tokens); stopping (raise -c/--ctx-size for longer output)");
-            break;
-        }
-        model.forward(&mut state, &[next], false)?;
+    let mut stream = Stream {
+        out: std::io::stdout().lock(),
+        decoder: tok.stream_decoder(false),
+        print_ids: args.print_ids,
+        generated: Vec::new(),
+    };
+    let stats = session.complete(
+        &ids,
+        &mut sampler,
+        &opts,
+        &AtomicBool::new(false),
+        &mut stream,
+    )?;
+    if stats.stop == StopReason::ContextFull {
+        eprintln!("\nllm: the context is full ({n_ctx} tokens); stopping (raise -c/--ctx-size for longer output)");
     }
-    let gen_s = t_gen.elapsed().as_secs_f64();
+    let out = &mut stream.out;
     if args.print_ids {
-        let line: Vec<String> = generated.iter().map(u32::to_string).collect();
+        let line: Vec<String> = stream.generated.iter().map(u32::to_string).collect();
         writeln!(out, "{}", line.join(" "))?;
     } else {
-        out.write_all(decoder.finish().as_bytes())?;
+        out.write_all(stream.decoder.finish().as_bytes())?;
         out.flush()?;
     }
     if args.verbose {
         eprintln!(
             "\nload {load_s:.2} s | prompt {} tokens, {:.1} t/s | generation {} tokens, {:.1} t/s | {threads} threads, {}",
-            ids.len(),
-            ids.len() as f64 / prompt_s,
-            generated.len(),
-            generated.len() as f64 / gen_s.max(1e-9),
+            stats.prompt_tokens,
+            stats.prompt_tokens as f64 / stats.prompt_secs,
+            stats.generated_tokens,
+            stats.generated_tokens as f64 / stats.generation_secs.max(1e-9),
             ggml::cpu::isa().name()
         );
     }

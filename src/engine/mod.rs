@@ -1,7 +1,11 @@
-//! Turning a model into a stream of tokens: sampling, threads, generation.
+//! Turning a model into a stream of tokens: sampling, threads, the session
+//! (KV prefix re-use and the one token loop). Nothing here knows of chat or
+//! the command line.
 
+pub mod load;
 pub mod planner;
 pub mod sampler;
+pub mod session;
 
 pub use planner::GpuLayers;
 

@@ -86,12 +86,42 @@ impl State {
     }
 }
 
-/// Where each part of the model runs. Today every part is on the CPU; the
-/// planner fills this in when GPUs are present.
+/// A device a part of the model runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// A GPU, by its index among the devices the planner was given.
+    Gpu(usize),
+}
+
+/// Where each part of the model runs: contiguous layer ranges in order,
+/// covering every layer, and the output head's device.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    /// Contiguous layer ranges, in order, covering every layer.
-    pub ranges: Vec<Range<usize>>,
+pub struct Layout {
+    pub ranges: Vec<(Device, Range<usize>)>,
+    pub output: Device,
+}
+
+impl Layout {
+    /// Everything on the CPU.
+    pub fn cpu(n_layer: usize) -> Layout {
+        Layout {
+            ranges: vec![(Device::Cpu, 0..n_layer)],
+            output: Device::Cpu,
+        }
+    }
+
+    /// From each layer's device: runs of equal devices become ranges.
+    pub fn from_layers(layers: &[Device], output: Device) -> Layout {
+        let mut ranges: Vec<(Device, Range<usize>)> = Vec::new();
+        for (il, &d) in layers.iter().enumerate() {
+            match ranges.last_mut() {
+                Some((last, r)) if *last == d => r.end = il + 1,
+                _ => ranges.push((d, il..il + 1)),
+            }
+        }
+        Layout { ranges, output }
+    }
 }
 
 impl Model {
@@ -103,10 +133,8 @@ impl Model {
     pub fn load_with_isa(path: &Path, threads: usize, isa: Isa) -> Result<Model> {
         let file = Arc::new(GgufFile::open(path)?);
         let config = Config::from_gguf(&file)?;
-        let placement = Placement {
-            ranges: vec![0..config.n_layer],
-        };
-        Model::build(file, config, threads, isa, &placement)
+        let layout = Layout::cpu(config.n_layer);
+        Model::build(file, config, threads, isa, &layout)
     }
 
     /// Builds each layer range's buffers on its device, from a file opened
@@ -116,15 +144,38 @@ impl Model {
         config: Config,
         threads: usize,
         isa: Isa,
-        placement: &Placement,
+        layout: &Layout,
     ) -> Result<Model> {
         let weights = weights::load(file.clone(), &config.arch, config.n_layer, &config.shape)?;
         let cpu = Arc::new(CpuBackend::new(threads, isa));
-        let n = placement.ranges.len();
-        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(n);
-        for (i, range) in placement.ranges.iter().enumerate() {
-            let stage = LayerRange::upload(cpu.clone(), &weights, range.clone(), i + 1 == n)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
+        // The head rides with the last range when they share a device;
+        // otherwise it is a range of no layers of its own.
+        let mut parts: Vec<(Device, Range<usize>, bool)> = layout
+            .ranges
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(d, r)| (*d, r.clone(), false))
+            .collect();
+        match parts.last_mut() {
+            Some((d, _, head)) if *d == layout.output => *head = true,
+            _ => {
+                let end = config.n_layer;
+                parts.push((layout.output, end..end, true));
+            }
+        }
+        let covered: usize = parts.iter().map(|(_, r, _)| r.len()).sum();
+        if covered != config.n_layer {
+            bail!("the layout covers {covered} of {} layers", config.n_layer);
+        }
+        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(parts.len());
+        for (device, range, head) in parts {
+            let stage = match device {
+                Device::Cpu => LayerRange::upload(cpu.clone(), &weights, range, head),
+                Device::Gpu(i) => {
+                    bail!("layers were planned for GPU {i}, but this build has no GPU backend")
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
             stages.push(Box::new(stage));
         }
         Ok(Model {

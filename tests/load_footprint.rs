@@ -1,0 +1,60 @@
+//! The footprint that `llm info`, the planner and the loader count with is
+//! what a load really holds (issue 8): each layer's weights as the model keeps
+//! them, and the KV cache a fresh sequence allocates, sliding-window rings
+//! included, at several contexts.
+
+mod common;
+
+use common::*;
+use llm::engine::load::{load, LoadOptions};
+use llm::engine::planner::{Options, Placement};
+
+fn check(name: &str, n_ctx: usize) {
+    let path = real_model(name);
+    let opts = LoadOptions {
+        ctx_size: Some(n_ctx),
+        threads: 1,
+        gpu_layers: None,
+        planner: Options::default(),
+    };
+    let loaded = load(&path, &opts).unwrap();
+    assert_eq!(loaded.n_ctx, n_ctx);
+    let plan = &loaded.plan;
+    // No GPU here: everything is planned for the CPU, and said nowhere.
+    assert!(plan.layers.iter().all(|p| *p == Placement::Cpu));
+    assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
+
+    let model = &loaded.model;
+    let state = model.new_state(n_ctx);
+    assert_eq!(
+        model.kv_allocated(&state) as u64,
+        plan.cpu.usage.kv_bytes,
+        "{name} at {n_ctx}: KV allocated vs planned"
+    );
+    let held: u64 = model.weights.layers.iter().map(|l| l.bytes() as u64).sum();
+    let planned: u64 = plan.cpu.usage.weights_bytes
+        - plan.cpu.token_embd_bytes
+        - if plan.output == Placement::Cpu {
+            // The planner counts the output layer (a tied one again) with the
+            // device that runs it.
+            model.weights.output.len as u64 + 4 * model.weights.output_norm.len() as u64
+        } else {
+            0
+        };
+    assert_eq!(held, planned, "{name}: layer weights held vs planned");
+}
+
+#[test]
+fn smollm2_footprint_is_what_a_load_holds() {
+    for n_ctx in [256, 4096] {
+        check(SMOLLM2, n_ctx);
+    }
+}
+
+#[test]
+fn gemma3_footprint_counts_sliding_window_rings_as_allocated() {
+    // Below, at and above the 512-token window plus one batch.
+    for n_ctx in [600, 1024, 1025, 4096] {
+        check(GEMMA3, n_ctx);
+    }
+}
