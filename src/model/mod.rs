@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod forward;
 pub mod hparams;
+pub mod reference;
 pub mod synth;
 pub mod weights;
 
