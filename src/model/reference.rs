@@ -277,8 +277,10 @@ impl ReferenceModel {
             q = add_bias(q, l.bq.as_deref());
             k = add_bias(k, l.bk.as_deref());
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                q.chunks_exact_mut(hd).for_each(|h| rms_norm(h, qn, self.eps));
-                k.chunks_exact_mut(hd).for_each(|h| rms_norm(h, kn, self.eps));
+                q.chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm(h, qn, self.eps));
+                k.chunks_exact_mut(hd)
+                    .for_each(|h| rms_norm(h, kn, self.eps));
             }
             for t in 0..t_len {
                 let cs = rope_cos_sin(&l.rope, t, freqs);
@@ -481,7 +483,11 @@ fn rope_cos_sin(r: &Rope, pos: usize, freq_factors: Option<&[f64]>) -> Vec<(f64,
 fn rope_apply(r: &Rope, head: &mut [f64], cs: &[(f64, f64)]) {
     let n = r.n_dims;
     for (i, &(c, s)) in cs.iter().enumerate() {
-        let (a, b) = if r.neox { (i, i + n / 2) } else { (2 * i, 2 * i + 1) };
+        let (a, b) = if r.neox {
+            (i, i + n / 2)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0 * c - x1 * s;
         head[b] = x0 * s + x1 * c;
@@ -675,7 +681,10 @@ mod tests {
             fault(&mut p.exact);
             let bad = error(&p, 2);
             eprintln!("{name}: {good:.2e} -> {bad:.2e}");
-            assert!(good < TOLERANCE && bad > TOLERANCE, "{name}: {good} -> {bad}");
+            assert!(
+                good < TOLERANCE && bad > TOLERANCE,
+                "{name}: {good} -> {bad}"
+            );
         }
     }
 
