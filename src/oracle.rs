@@ -213,6 +213,42 @@ impl OracleModel {
     }
 }
 
+impl OracleModel {
+    /// Evaluates `tokens` as one batch, a fresh sequence at positions 0..,
+    /// and returns every token's logits: the graph of a prompt batch (as
+    /// llama-perplexity scores text), whose output projection then runs for
+    /// every row rather than only the last. At most `n_ctx` tokens.
+    pub fn eval_all(&mut self, tokens: &[u32]) -> Option<Vec<Vec<f32>>> {
+        self.clear();
+        let n = i32::try_from(tokens.len()).ok()?;
+        // SAFETY: the batch is allocated for `n` tokens of one sequence and
+        // every one of its arrays is filled for those `n` before the decode;
+        // logits rows are read for the `n` outputs asked for, then it is freed.
+        unsafe {
+            let mut batch = sys::llama_batch_init(n, 0, 1);
+            for (i, &t) in tokens.iter().enumerate() {
+                *batch.token.add(i) = t as i32;
+                *batch.pos.add(i) = i as i32;
+                *batch.n_seq_id.add(i) = 1;
+                **batch.seq_id.add(i) = 0;
+                *batch.logits.add(i) = 1;
+            }
+            batch.n_tokens = n;
+            let ok = sys::llama_decode(self.ctx, batch) == 0;
+            let out = ok.then(|| {
+                (0..n)
+                    .map(|i| {
+                        let l = sys::llama_get_logits_ith(self.ctx, i);
+                        (!l.is_null()).then(|| std::slice::from_raw_parts(l, self.n_vocab).to_vec())
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            sys::llama_batch_free(batch);
+            out.flatten()
+        }
+    }
+}
+
 impl Drop for OracleModel {
     fn drop(&mut self) {
         // SAFETY: both were created in load() and are freed once.

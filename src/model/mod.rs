@@ -6,6 +6,7 @@ pub mod config;
 pub mod footprint;
 pub mod forward;
 pub mod hparams;
+pub mod reference;
 pub mod synth;
 pub mod weights;
 
