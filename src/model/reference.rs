@@ -24,7 +24,7 @@ use ggml::cpu::ops::Rope;
 use ggml::GgmlType;
 
 use crate::model::arch::Activation;
-use crate::model::weights::Mat;
+use ggml::backend::HostMat as Mat;
 use crate::model::Model;
 
 /// A matrix of `rows` outputs by `cols` inputs, dequantised.
@@ -158,8 +158,8 @@ impl ReferenceModel {
         let w = &model.weights;
         let mat = |m: &Mat| -> Result<Matrix> {
             let mut data = vec![0f32; m.rows * m.cols];
-            dequantize_exact(m.info.ty, w.data(m), &mut data)
-                .with_context(|| format!("tensor '{}'", m.info.name))?;
+            dequantize_exact(m.format.ggml(), w.data(m), &mut data)
+                .with_context(|| format!("tensor '{}'", m.name))?;
             Ok(Matrix {
                 rows: m.rows,
                 cols: m.cols,
@@ -209,7 +209,7 @@ impl ReferenceModel {
                 post_ffn_norm: widen_opt(&l.post_ffn_norm),
             });
         }
-        let tied = w.output.info.name == w.token_embd.info.name;
+        let tied = w.output.name == w.token_embd.name;
         Ok(ReferenceModel {
             activation: c.arch.activation,
             n_head: s.n_head,
