@@ -81,7 +81,8 @@ pub struct ModelArgs {
     pub tensor_split: Option<List<f32>>,
     /// Layers over several GPUs: none (one GPU, --main-gpu) or layer (a contiguous range each) (llama.cpp: -sm) [default: layer]
     #[arg(long = "split-mode", value_name = "none|layer")]
-    pub split_mode: Option<SplitMode>,
+    // Parsed in `checked`, so that `row` is one line of error, not clap's usage.
+    pub split_mode: Option<String>,
 }
 
 /// The model flags, checked.
@@ -173,7 +174,12 @@ impl ModelArgs {
 
     /// The flags that never take lists, checked, with the model's path.
     fn checked(&self) -> Result<ModelConfig> {
-        let split_mode = self.split_mode.unwrap_or_default();
+        let split_mode = match &self.split_mode {
+            Some(s) => s
+                .parse::<SplitMode>()
+                .map_err(|e| anyhow::anyhow!("--split-mode: {e}"))?,
+            None => SplitMode::default(),
+        };
         let tensor_split = self.tensor_split.clone().map_or(Vec::new(), |l| l.0);
         if tensor_split.iter().any(|s| !s.is_finite() || *s < 0.0)
             || (!tensor_split.is_empty() && tensor_split.iter().all(|&s| s == 0.0))
@@ -261,14 +267,9 @@ mod tests {
         assert_eq!("layer".parse(), Ok(SplitMode::Layer));
         assert_eq!("none".parse(), Ok(SplitMode::None));
         assert!("rows".parse::<SplitMode>().is_err());
-        use clap::Parser;
-        #[derive(clap::Parser, Debug)]
-        struct Cli {
-            #[command(flatten)]
-            _model: ModelArgs,
-        }
-        let err = Cli::try_parse_from(["llm", "m.gguf", "--split-mode", "row"]).unwrap_err();
+        let err = args(&["--split-mode", "row"]).checked().unwrap_err();
         assert!(err.to_string().contains("'row'"), "{err}");
+        assert!(!err.to_string().contains('\n'));
     }
 
     #[test]
