@@ -144,7 +144,7 @@ fn bad_model_flags_are_one_line_errors() {
     let model = tiny_model(dir.path());
     one_line_error(
         &llm(&["bench", &model, "-sm", "row", "-r", "1"]),
-        "--split-mode row",
+        "split mode 'row'",
     );
     one_line_error(
         &llm(&["bench", &model, "-ts", "0,0", "-r", "1"]),

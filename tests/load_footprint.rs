@@ -32,15 +32,13 @@ fn check(name: &str, n_ctx: usize) {
         "{name} at {n_ctx}: KV allocated vs planned"
     );
     let held: u64 = model.weights.layers.iter().map(|l| l.bytes() as u64).sum();
-    let planned: u64 = plan.cpu.usage.weights_bytes
-        - plan.cpu.token_embd_bytes
-        - if plan.output == Placement::Cpu {
-            // The planner counts the output layer (a tied one again) with the
-            // device that runs it.
-            model.weights.output.len as u64 + 4 * model.weights.output_norm.len() as u64
-        } else {
-            0
-        };
+    // The CPU's weights are its layers and the output head; a tied output
+    // is the token embedding the CPU holds already (counted apart).
+    let w = &model.weights;
+    let tied = w.output.name == w.token_embd.name;
+    let head = 4 * w.output_norm.len() as u64 + if tied { 0 } else { w.output.len as u64 };
+    assert_eq!(plan.cpu.token_embd_bytes, w.token_embd.len as u64);
+    let planned = plan.cpu.usage.weights_bytes - head;
     assert_eq!(held, planned, "{name}: layer weights held vs planned");
 }
 
