@@ -1,5 +1,6 @@
 //! `llm`: a local chat app for quantized large language models.
 
+pub mod alloc_budget;
 pub mod chat;
 pub mod cli;
 pub mod engine;

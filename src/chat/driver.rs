@@ -8,10 +8,10 @@ use anyhow::{anyhow, Result};
 
 use crate::chat::commands::{self, Command};
 use crate::chat::conversation::SavedChat;
-use crate::chat::interrupt;
 use crate::chat::session::{ChatSession, Observer, ReplyStats, StopReason};
 use crate::chat::setup::origin_text;
 use crate::chat::ui::{self, Spinner, Ui};
+use crate::chat::{interrupt, text_input};
 
 pub struct Chat {
     pub session: ChatSession,
@@ -93,8 +93,11 @@ impl Chat {
     /// Answers the conversation as it stands (its last message is the
     /// user's).
     pub fn reply(&mut self, end: &str) -> Result<ReplyStats> {
-        interrupt::reset();
+        // The flag is not cleared here: a Ctrl-C since the user's last
+        // input (while loading, say) stops this reply before it starts.
         let cancel = interrupt::flag();
+        interrupt::replying(true);
+        let _idle = scopeguard_idle();
 
         let mut screen = Screen {
             ui: &self.ui,
@@ -295,9 +298,26 @@ impl Chat {
     }
 }
 
+/// Leaves the reply phase however the reply ends.
+fn scopeguard_idle() -> impl Drop {
+    struct Idle;
+    impl Drop for Idle {
+        fn drop(&mut self) {
+            interrupt::replying(false);
+        }
+    }
+    Idle
+}
+
 /// A file's text as a message: it must be text.
 pub fn read_message_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes = text_input::read(path).map_err(|e| {
+        anyhow!(
+            "cannot read {}: {}",
+            path.display(),
+            text_input::describe(&e)
+        )
+    })?;
     let text =
         String::from_utf8(bytes).map_err(|_| anyhow!("{} is not UTF-8 text", path.display()))?;
     if text.trim().is_empty() {

@@ -12,4 +12,5 @@ pub mod session;
 pub mod setup;
 pub mod stop;
 pub mod template;
+pub mod text_input;
 pub mod ui;

@@ -162,6 +162,8 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
         if entry.trim().is_empty() {
             continue;
         }
+        // Something new: an earlier Ctrl-C no longer applies.
+        interrupt::reset();
         if let Some(path) = &history {
             if !remember(chat, &mut editor, path, &entry) {
                 history = None;

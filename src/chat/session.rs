@@ -314,6 +314,7 @@ impl Fit {
         extra: &[TokenId],
     ) -> Result<Vec<TokenId>> {
         let n_ctx = self.n_ctx;
+        self.refuse_what_cannot_fit(prompter, conversation)?;
         let room = self.n_predict.unwrap_or(n_ctx / 4).clamp(1, n_ctx / 4 + 1);
         // Turns are dropped from a copy: a message that cannot fit at all
         // leaves the conversation as it was.
@@ -338,6 +339,36 @@ impl Fit {
                 );
             }
         }
+    }
+}
+
+impl Fit {
+    /// Refuses at once a conversation whose newest message and system prompt
+    /// (which are never dropped) cannot fit by their size alone, before
+    /// spending seconds and gigabytes tokenizing, say, a 10 MB line. Each
+    /// token stands for at most the longest token's bytes; the margin of 2
+    /// leaves room for normalization that shortens text.
+    fn refuse_what_cannot_fit(
+        &self,
+        prompter: &Prompter,
+        conversation: &Conversation,
+    ) -> Result<()> {
+        let messages = conversation.to_messages();
+        let kept: usize = messages
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i + 1 == messages.len() || m.role == "system")
+            .map(|(_, m)| m.content.len())
+            .sum();
+        let at_least = kept / (2 * prompter.tok.longest_token_bytes());
+        if at_least >= self.n_ctx {
+            bail!(
+                "the message is too long: {} bytes need at least {at_least} tokens, but the context holds {} (raise -c/--ctx-size)",
+                kept,
+                self.n_ctx
+            );
+        }
+        Ok(())
     }
 }
 

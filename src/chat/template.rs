@@ -17,8 +17,9 @@
 //! Templates from model files are untrusted: each render has an instruction
 //! budget (fuel) that grows with the conversation and a recursion limit, so
 //! a runaway template fails with an error instead of hanging the chat.
-//! Fuel bounds work, not memory: a template that doubles a string forty
-//! times can still exhaust memory, as it can in transformers.
+//! Fuel bounds work, not memory: memory has a budget of its own (see
+//! crate::alloc_budget), so a template that doubles a string forty times
+//! fails too, as it would not in transformers.
 //!
 //! Known differences from jinja2, outside what chat templates do: a list
 //! printed whole shows non-printable characters as they are where Python's
@@ -30,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
+
+use crate::alloc_budget::run_with_budget;
+use crate::format::gguf::human_bytes;
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{context, AutoEscape, Environment, Error, ErrorKind, Value};
@@ -127,6 +131,13 @@ const FUEL_PER_MESSAGE: u64 = 20_000;
 /// 4), shallow enough to stay far from the stack's end.
 const RECURSION_LIMIT: usize = 200;
 
+/// Memory budget of one render: what the engine needs plus room for the
+/// conversation's text many times over (a template that writes each message
+/// once, escaped as JSON, uses about twice its text). Doubling a string
+/// reaches it within a few dozen steps, in milliseconds.
+const MEMORY_BASE: usize = 64 << 20;
+const MEMORY_PER_TEXT_BYTE: usize = 16;
+
 impl ChatTemplate {
     pub fn builtin(name: &str) -> Result<ChatTemplate> {
         let Some((name, source)) = BUILT_IN.iter().find(|(n, _)| *n == name) else {
@@ -143,13 +154,12 @@ impl ChatTemplate {
     }
 
     pub fn from_file(path: &Path) -> Result<ChatTemplate> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".to_string(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                _ => e.to_string(),
-            };
-            anyhow!("chat template {}: {why}", path.display())
+        let bytes = crate::chat::text_input::read(path).map_err(|e| {
+            anyhow!(
+                "chat template {}: {}",
+                path.display(),
+                crate::chat::text_input::describe(&e)
+            )
         })?;
         let source = String::from_utf8(bytes).map_err(|e| {
             anyhow!(
@@ -191,7 +201,41 @@ impl ChatTemplate {
         template
     }
 
+    /// Renders on a thread of its own under a memory budget that grows with
+    /// the conversation, so that a template that blows up strings or lists
+    /// fails with an error instead of taking the process's memory.
     pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String> {
+        let text_bytes: usize = messages
+            .iter()
+            .map(|m| m.content.len() + m.role.len())
+            .sum::<usize>()
+            + bos_token.len()
+            + eos_token.len();
+        let limit = MEMORY_BASE.saturating_add(text_bytes.saturating_mul(MEMORY_PER_TEXT_BYTE));
+        let (template, messages) = (self.clone(), messages.to_vec());
+        let (bos, eos) = (bos_token.to_string(), eos_token.to_string());
+        let rendered = run_with_budget(limit, move || {
+            template
+                .render_here(&messages, add_generation_prompt, &bos, &eos)
+                .map_err(|e| format!("{e:#}"))
+        });
+        match rendered {
+            Some(result) => result.map_err(|e| anyhow!(e)),
+            None => Err(anyhow!(
+                "chat template {} went over its memory limit ({})",
+                self.name,
+                human_bytes(limit as u64)
+            )),
+        }
+    }
+
+    fn render_here(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,

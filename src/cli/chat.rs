@@ -15,7 +15,7 @@ use crate::chat::driver::{Chat, Next};
 use crate::chat::session::{ChatSession, StopReason};
 use crate::chat::setup::{self, TemplateChoice};
 use crate::chat::ui::{draw_progress, ColorChoice, Ui};
-use crate::chat::{commands, interrupt, repl, script};
+use crate::chat::{commands, interrupt, repl, script, text_input};
 use crate::cli::model_args::ModelArgs;
 use crate::cli::run::SamplingArgs;
 use crate::engine::load;
@@ -26,9 +26,6 @@ use crate::tokenizer::Tokenizer;
 
 /// Models from this size get a progress bar while they are read in.
 const PREFETCH_FROM: u64 = 256 << 20;
-
-/// Exit code after Ctrl-C in a one-shot or scripted chat, as shells expect.
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// A flag given twice takes its last value, as in llama.cpp.
 #[derive(clap::Args, Debug)]
@@ -129,6 +126,9 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     if args.no_conversation {
         bail!("llm chat always chats; for raw completion without a template use `llm run MODEL -p TEXT`");
     }
+    // Ctrl-C (or SIGTERM) from here until the model is loaded ends the
+    // program at once, whatever it is waiting for.
+    interrupt::loading();
     let catalogue = Catalogue::load()?;
     let config = args.model.config()?;
     let model_path = config.path.clone();
@@ -143,9 +143,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     };
     let (template, template_note) = setup::choose_template(&choice, md, family)?;
     let system = match &args.system_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
-        ),
+        Some(f) => Some(text_input::read_to_string(f)?),
         None => args.system.clone(),
     };
 
@@ -213,8 +211,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     if args.verbose_prompt {
         chat.session.verbose_prompt = true;
     }
-    // After loading: a Ctrl-C while loading still ends the program.
-    interrupt::install();
+    interrupt::loaded();
 
     // A random seed is said, so that a run can be repeated with --seed.
     let random_seed = args.sampling.seed.is_none_or(|s| s < 0);
@@ -250,7 +247,7 @@ fn read_stdin() -> Result<String> {
 fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
     let stats = chat.say(message, "\n")?;
     Ok(if stats.stop == StopReason::Interrupted {
-        ExitCode::from(EXIT_INTERRUPTED)
+        ExitCode::from(interrupt::exit_code())
     } else {
         ExitCode::SUCCESS
     })
@@ -266,6 +263,7 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
         let Some(turn) = turns.next_turn()? else {
             break;
         };
+        interrupt::reset();
         interrupt::install();
         if commands::is_known(&turn) {
             // A command that fails is reported; the script goes on.
@@ -282,7 +280,7 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
         }
         let stats = chat.say(&turn, "\n\n")?;
         if stats.stop == StopReason::Interrupted {
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(interrupt::exit_code()));
         }
     }
     io::stdout().flush()?;
@@ -293,7 +291,10 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
 fn single_turn_repl(chat: &mut Chat) -> Result<ExitCode> {
     let mut line = String::new();
     let _ = write!(io::stderr(), "{}", chat.ui.prompt());
+    // Ctrl-C while waiting for the line ends the program, as usual.
+    interrupt::restore_default();
     io::stdin().read_line(&mut line)?;
+    interrupt::install();
     if line.trim().is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

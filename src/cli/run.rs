@@ -136,9 +136,7 @@ impl Events for Stream<'_> {
 pub fn run(args: &RunArgs) -> Result<()> {
     let prompt = match (&args.prompt, &args.file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
+        (None, Some(f)) => crate::chat::text_input::read_to_string(f)?,
         (None, None) => bail!("nothing to complete: give a prompt with -p TEXT or -f FILE"),
     };
     let config = args.model.config()?;

@@ -270,6 +270,17 @@ impl Tokenizer {
         self.pieces.get(id as usize).map_or(&[], |p| p)
     }
 
+    /// The most bytes of text one token stands for, so that a text of B
+    /// bytes needs at least B divided by this many tokens.
+    pub fn longest_token_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| p.len())
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Token ids for `text`. `add_special` adds BOS/EOS where the vocabulary
     /// wants them; `parse_special` lets control tokens written in the text
     /// (`<|im_start|>`) become those tokens, as templates need. User text must

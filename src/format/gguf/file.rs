@@ -191,7 +191,23 @@ pub fn read_metadata(path: &Path) -> Result<Metadata, GgufError> {
 /// Opens and maps a model file (`None` for an empty file, which cannot be mapped).
 fn open_map(path: &Path) -> Result<(u64, Option<Mmap>), GgufError> {
     let err = |msg: String| GgufError::new(msg).in_file(path);
-    let file = File::open(path).map_err(|e| err(describe_io(&e)))?;
+    // Looked at before opening: opening a FIFO would wait for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| err(describe_io(&e)))?;
+    if meta.is_dir() {
+        return Err(err("is a directory, not a model file".into()));
+    }
+    if !meta.is_file() {
+        return Err(err("is not a regular file".into()));
+    }
+    // Without blocking, in case it was swapped for a FIFO since.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| err(describe_io(&e)))?
+    };
     let meta = file.metadata().map_err(|e| err(describe_io(&e)))?;
     if meta.is_dir() {
         return Err(err("is a directory, not a model file".into()));
