@@ -630,7 +630,11 @@ fn generated_tokens(stderr: &str) -> usize {
         .find(|l| l.starts_with("[ prompt "))
         .expect("a speed line");
     let n = line.rsplit('|').next().unwrap();
-    n.trim().trim_end_matches("tokens ]").trim().parse().unwrap()
+    n.trim()
+        .trim_end_matches("tokens ]")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// ChatML whose cue opens a thinking block, as DeepSeek-R1's templates do:
