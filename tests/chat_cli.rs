@@ -584,3 +584,113 @@ fn a_random_seed_is_said_and_a_given_one_repeats_the_reply() {
     );
     assert!(!again.stderr.contains("seed: "), "{}", again.stderr);
 }
+
+#[test]
+fn a_looping_greedy_reply_is_cut_with_a_note_and_exit_0() {
+    let m = smollm2();
+    // The README's old first command: greedy, SmolLM2 answers
+    // "L'Étoile, la Marseillaise, la femme, la femme, ..." until the
+    // context is full.
+    let args = [
+        "chat",
+        path_str(&m),
+        "--prompt",
+        "What is the capital of France?",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+    ];
+    let run = llm(&args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("llm: the reply was cut: it kept repeating itself"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.ends_with('\n'), "{:?}", run.stdout);
+    let tokens = generated_tokens(&run.stderr);
+    assert!(tokens < 200, "{tokens} tokens: {}", run.stdout);
+    no_escape_codes(&run);
+
+    // Any -n is the user's own limit: the reply runs on to it.
+    let mut limited = args.to_vec();
+    limited.extend(["-n", "90"]);
+    let run = llm(&limited);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!run.stderr.contains("was cut"), "{}", run.stderr);
+    assert_eq!(generated_tokens(&run.stderr), 90, "{}", run.stderr);
+}
+
+/// The token count of the speed line.
+fn generated_tokens(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("[ prompt "))
+        .expect("a speed line");
+    let n = line.rsplit('|').next().unwrap();
+    n.trim()
+        .trim_end_matches("tokens ]")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// ChatML whose cue opens a thinking block, as DeepSeek-R1's templates do:
+/// SmolLM2 never closes it, so all of each reply is thinking.
+const THINKING_TEMPLATE: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}";
+
+#[test]
+fn thinking_is_hidden_on_a_pipe_shown_on_request_and_never_kept() {
+    let m = smollm2();
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("think.jinja");
+    std::fs::write(&template, THINKING_TEMPLATE).unwrap();
+    let saved = dir.path().join("chat.json");
+    let script = format!("Hi\nWho are you?\n/save {}\n", saved.display());
+    let run_with = |extra: &[&str]| {
+        let mut args = quick(
+            &m,
+            &[
+                "--chat-template-file",
+                path_str(&template),
+                "--verbose-prompt",
+            ],
+        );
+        args.extend_from_slice(extra);
+        llm_stdin(&args, script.as_bytes())
+    };
+
+    // On a pipe the thinking is left out: two empty replies.
+    let hidden = run_with(&[]);
+    assert_eq!(hidden.code, Some(0), "{}", hidden.stderr);
+    assert_eq!(hidden.stdout, "\n\n\n\n", "{}", hidden.stderr);
+
+    let shown = run_with(&["--reasoning", "show"]);
+    assert_eq!(shown.code, Some(0), "{}", shown.stderr);
+    no_escape_codes(&shown);
+    let replies: Vec<&str> = shown.stdout.split("\n\n").collect();
+    let first = replies[0].trim();
+    assert!(!first.is_empty(), "{:?}", shown.stdout);
+    // The second prompt holds the first exchange without its thinking.
+    let second_prompt = shown
+        .stderr
+        .split("Who are you?")
+        .next()
+        .unwrap()
+        .rsplit("<|im_start|>user\nHi<|im_end|>\n")
+        .next()
+        .unwrap();
+    assert!(
+        second_prompt.starts_with("<|im_start|>assistant\n<|im_end|>"),
+        "{second_prompt:?}"
+    );
+    assert!(!shown.stderr.contains(first), "{}", shown.stderr);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let messages = json["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[1]["content"], "", "{json}");
+    assert_eq!(messages[3]["content"], "", "{json}");
+}

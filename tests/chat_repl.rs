@@ -198,8 +198,12 @@ fn multi_line_blocks_are_one_message() {
     let home = tempfile::tempdir().unwrap();
     let mut s = spawn(home.path(), &["-n", "2", "--verbose-prompt"]);
     s.send_line("\"\"\"").unwrap();
+    // Each line inside the block gets the continuation prompt.
+    s.expect("... ").expect("the continuation prompt");
     s.send_line("first line").unwrap();
+    s.expect("... ").unwrap();
     s.send_line("second line").unwrap();
+    s.expect("... ").unwrap();
     s.send_line("\"\"\"").unwrap();
     s.expect("first line\r\nsecond line<|im_end|>")
         .expect("one message of two lines");

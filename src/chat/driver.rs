@@ -12,6 +12,7 @@ use crate::chat::session::{ChatSession, Observer, ReplyStats, StopReason};
 use crate::chat::setup::origin_text;
 use crate::chat::ui::{self, Spinner, Ui};
 use crate::chat::{interrupt, text_input};
+use crate::chat::wrap::Wrapper;
 
 pub struct Chat {
     pub session: ChatSession,
@@ -19,6 +20,11 @@ pub struct Chat {
     pub model_path: PathBuf,
     /// A few lines about the model for `/show info`.
     pub model_summary: String,
+    /// The token limit when it is ours, not the user's: a reply it cuts
+    /// gets a note saying how to lift it.
+    pub default_limit: Option<usize>,
+    /// Show a reasoning model's thinking (dimmed in a terminal).
+    pub show_thinking: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +39,53 @@ struct Screen<'a> {
     spinner: Option<Spinner>,
     out: io::StdoutLock<'static>,
     started: bool,
+    /// Word wrap, in a terminal.
+    wrap: Option<Wrapper>,
+    show_thinking: bool,
+    /// Whether the last text written was thinking (it has its own style).
+    in_thinking: bool,
+}
+
+/// Thinking is dimmed, without the reply's colour.
+const THINKING_STYLE: &str = "\x1b[0;2m";
+
+impl Screen<'_> {
+    fn write(&mut self, text: &str, thinking: bool) -> Result<()> {
+        if let Some(mut s) = self.spinner.take() {
+            s.stop();
+        }
+        let mut styled = String::new();
+        if !self.started {
+            self.started = true;
+            styled += self.ui.reply_start();
+        }
+        if thinking != self.in_thinking && self.ui.color_out {
+            // The word held back by the wrapper belongs to the old style.
+            if let Some(w) = &mut self.wrap {
+                styled += &w.flush();
+            }
+            styled += if thinking { THINKING_STYLE } else { "\x1b[0m" };
+            if !thinking {
+                styled += self.ui.reply_start();
+            }
+        }
+        self.in_thinking = thinking;
+        match &mut self.wrap {
+            Some(w) => styled += &w.push(text),
+            None => styled += text,
+        }
+        self.out.write_all(styled.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Writes what the wrapper holds back: the reply has ended.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(rest) = self.wrap.as_mut().map(Wrapper::flush) {
+            self.out.write_all(rest.as_bytes())?;
+        }
+        Ok(())
+    }
 }
 
 impl Observer for Screen<'_> {
@@ -50,18 +103,28 @@ impl Observer for Screen<'_> {
         if text.is_empty() {
             return Ok(());
         }
-        if !self.started {
-            self.started = true;
-            self.out.write_all(self.ui.reply_start().as_bytes())?;
+        self.write(text, false)
+    }
+
+    fn thinking(&mut self, text: &str) -> Result<()> {
+        if self.show_thinking {
+            self.write(text, true)
+        } else {
+            // Hidden thinking can take a while: the spinner says so.
+            if self.spinner.is_none() && !self.started {
+                self.spinner = Some(self.ui.spinner("thinking"));
+            }
+            Ok(())
         }
-        self.out.write_all(text.as_bytes())?;
-        self.out.flush()?;
-        Ok(())
     }
 
     fn warn(&mut self, message: &str) {
         // A warning mid-reply starts on its own line.
         if self.started {
+            if let Some(w) = &mut self.wrap {
+                let _ = self.out.write_all(w.flush().as_bytes());
+                w.at_line_start();
+            }
             let _ = self.out.write_all(self.ui.reply_end().as_bytes());
             let _ = self.out.flush();
             ui::err_line("");
@@ -99,14 +162,25 @@ impl Chat {
         interrupt::replying(true);
         let _idle = scopeguard_idle();
 
+        // The terminal's width now: it may have been resized since.
+        let wrap = self
+            .ui
+            .out_tty
+            .then(crossterm::terminal::size)
+            .and_then(Result::ok)
+            .map(|(cols, _)| Wrapper::new(cols.into()));
         let mut screen = Screen {
             ui: &self.ui,
             spinner: None,
             out: io::stdout().lock(),
             started: false,
+            wrap,
+            show_thinking: self.show_thinking,
+            in_thinking: false,
         };
         let result = self.session.reply(&mut screen, cancel);
         screen.prompt_done();
+        screen.finish()?;
         if screen.started {
             screen.out.write_all(self.ui.reply_end().as_bytes())?;
         }
@@ -116,6 +190,19 @@ impl Chat {
         drop(screen);
         if stats.stop == StopReason::Interrupted {
             self.ui.note("(stopped: the partial reply is kept)");
+        }
+        if let Some(l) = self.session.last_loop {
+            self.ui.warn(&format!(
+                "llm: the reply was cut: it kept repeating itself (the same {} token{} over its last {} tokens); -n -1 lets replies run on",
+                l.period,
+                if l.period == 1 { "" } else { "s" },
+                l.span
+            ));
+        }
+        if let (StopReason::Limit, Some(n)) = (stats.stop, self.default_limit) {
+            self.ui.warn(&format!(
+                "llm: the reply was cut at {n} tokens, the default limit for a reply without a terminal; -n N sets another, -n -1 none"
+            ));
         }
         self.ui.show_stats(&stats);
         Ok(stats)
@@ -174,6 +261,11 @@ impl Chat {
                 match commands::apply_setting(&mut params, &mut n_predict, &key, &value) {
                     Ok(()) => {
                         self.session.sampler.set_params(params);
+                        if key == "n-predict" {
+                            // The user's limit replaces ours, as -n does.
+                            self.default_limit = None;
+                            self.session.loop_check = false;
+                        }
                         self.session.n_predict = n_predict;
                         self.ui.note(&format!("({key} = {value})"));
                     }

@@ -10,13 +10,16 @@ use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
-use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::validate::Validator;
 use rustyline::{Behavior, Config, Context, Editor, Helper};
 
 use crate::chat::driver::{Chat, Next};
 use crate::chat::{commands, interrupt};
 
 const FENCE: &str = "\"\"\"";
+const PROMPT: &str = ">>> ";
+/// The prompt for the next line of an entry not yet complete.
+const CONTINUATION: &str = "... ";
 
 /// The history file: $XDG_STATE_HOME/llm/history (~/.local/state/llm/history).
 pub fn history_path() -> Option<PathBuf> {
@@ -83,21 +86,15 @@ impl Highlighter for ChatHelper {
         _default: bool,
     ) -> Cow<'b, str> {
         match &self.prompt_color {
-            Some(colored) => Cow::Borrowed(colored.as_str()),
-            None => Cow::Borrowed(prompt),
+            Some(colored) if prompt == PROMPT => Cow::Borrowed(colored.as_str()),
+            _ => Cow::Borrowed(prompt),
         }
     }
 }
 
-impl Validator for ChatHelper {
-    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
-        Ok(if is_incomplete(ctx.input()) {
-            ValidationResult::Incomplete
-        } else {
-            ValidationResult::Valid(None)
-        })
-    }
-}
+// Entries are checked for completeness by the REPL itself, which reads the
+// rest of a block line by line behind a `...` prompt, as ollama does.
+impl Validator for ChatHelper {}
 
 impl Helper for ChatHelper {}
 
@@ -139,7 +136,6 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
         .behavior(Behavior::PreferTerm)
         .build();
     let mut editor: Editor<ChatHelper, FileHistory> = Editor::with_config(config)?;
-    let plain_prompt = ">>> ";
     editor.set_helper(Some(ChatHelper {
         files: FilenameCompleter::new(),
         prompt_color: chat.ui.color_err.then(|| chat.ui.prompt()),
@@ -150,7 +146,7 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
     let mut history = open_history(chat, &mut editor);
     chat.ui.note(banner);
     loop {
-        let entry = match editor.readline(plain_prompt) {
+        let mut entry = match editor.readline(PROMPT) {
             Ok(entry) => entry,
             Err(ReadlineError::Interrupted) => {
                 chat.ui.note("(Ctrl-C: use Ctrl-D or /exit to quit)");
@@ -159,6 +155,27 @@ pub fn run(chat: &mut Chat, banner: &str) -> Result<()> {
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         };
+        // A `"""` block or a line ending in `\` goes on behind `...`;
+        // Ctrl-C drops the block, Ctrl-D quits.
+        let mut dropped = false;
+        while is_incomplete(&entry) {
+            match editor.readline(CONTINUATION) {
+                Ok(line) => {
+                    entry.push('\n');
+                    entry.push_str(&line);
+                }
+                Err(ReadlineError::Interrupted) => {
+                    chat.ui.note("(Ctrl-C: the message is dropped)");
+                    dropped = true;
+                    break;
+                }
+                Err(ReadlineError::Eof) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if dropped {
+            continue;
+        }
         if entry.trim().is_empty() {
             continue;
         }

@@ -11,8 +11,10 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Result};
 
 use crate::chat::conversation::Conversation;
+use crate::chat::repeat::{Loop, LoopGuard};
 use crate::chat::stop::StopMatcher;
 use crate::chat::template::{ChatTemplate, Message};
+use crate::chat::think::{self, Part, ThinkSplitter};
 use crate::engine::sampler::{Sampler, SamplingParams};
 use crate::engine::session::{Events, Flow, Generate, OnEnd, Session};
 pub use crate::engine::session::{ReplyStats, StopReason};
@@ -27,6 +29,11 @@ pub trait Observer {
     fn prompt_done(&mut self) {}
     /// Reply text, as it is made.
     fn text(&mut self, text: &str) -> Result<()>;
+    /// A reasoning model's thinking (`<think>...</think>`), as it is made;
+    /// never part of the answer kept in the conversation.
+    fn thinking(&mut self, _text: &str) -> Result<()> {
+        Ok(())
+    }
     /// A warning for stderr (older turns dropped, a full context).
     fn warn(&mut self, message: &str);
 }
@@ -41,6 +48,10 @@ pub struct ChatSession {
     pub ignore_eos: bool,
     /// Print each rendered prompt on stderr (`--verbose-prompt`).
     pub verbose_prompt: bool,
+    /// Cut a reply that keeps repeating itself.
+    pub loop_check: bool,
+    /// The loop that cut the last reply, if one did.
+    pub last_loop: Option<Loop>,
     pub last_stats: Option<ReplyStats>,
     stop_strings: Vec<String>,
     stop_tokens: Vec<TokenId>,
@@ -90,6 +101,8 @@ impl ChatSession {
             n_predict: None,
             ignore_eos: false,
             verbose_prompt: false,
+            loop_check: true,
+            last_loop: None,
             last_stats: None,
             stop_strings,
             stop_tokens,
@@ -155,6 +168,7 @@ impl ChatSession {
     /// Answers the conversation's last (user) message, appending the reply
     /// (whole or, when stopped, partial) to the conversation.
     pub fn reply(&mut self, ui: &mut dyn Observer, cancel: &AtomicBool) -> Result<ReplyStats> {
+        self.last_loop = None;
         let n_ctx = self.n_ctx();
         // Disjoint borrows: the turn writes the conversation while the
         // engine and the sampler run.
@@ -169,9 +183,11 @@ impl ChatSession {
             n_predict: self.n_predict,
         };
         let prompt = fit.prompt(&prompter, &mut self.conversation, ui, &[])?;
+        let rendered = prompter.render(&self.conversation.to_messages())?;
         if self.verbose_prompt {
-            crate::chat::ui::err_line(&prompter.render(&self.conversation.to_messages())?);
+            crate::chat::ui::err_line(&rendered);
         }
+        let opens_thinking = think::prompt_opens_thinking(&rendered);
         let (tok, stop_tokens) = (&self.tok, &self.stop_tokens);
         let is_end = |id: TokenId| tok.is_eog(id) || stop_tokens.contains(&id);
         let opts = Generate {
@@ -191,11 +207,15 @@ impl ChatSession {
             decoder: Utf8Stream::new(),
             stops: StopMatcher::new(&self.stop_strings),
             text: String::new(),
+            think: ThinkSplitter::new(opens_thinking),
+            answer: String::new(),
             prompted: false,
             prompter,
             fit,
             conversation: &mut self.conversation,
             prompt: prompt.clone(),
+            guard: self.loop_check.then(LoopGuard::default),
+            looped: None,
         };
         let result = self
             .engine
@@ -207,12 +227,13 @@ impl ChatSession {
                 // Keep what was written (a closed stdout, a full disk); a
                 // turn that failed before its reply began leaves nothing.
                 if turn.prompted {
-                    turn.conversation.push("assistant", turn.text);
+                    turn.conversation.push("assistant", turn.answer);
                 }
                 return Err(e);
             }
         };
-        turn.conversation.push("assistant", turn.text);
+        turn.conversation.push("assistant", turn.answer);
+        self.last_loop = turn.looped;
         self.last_stats = Some(stats.clone());
         Ok(stats)
     }
@@ -379,7 +400,11 @@ struct Turn<'a, 'u> {
     tok: &'a Tokenizer,
     decoder: Utf8Stream,
     stops: StopMatcher,
+    /// All of the reply so far, thinking included.
     text: String,
+    think: ThinkSplitter,
+    /// The reply less its thinking: what the conversation keeps.
+    answer: String,
     /// The prompt is in the cache: from here on a failed turn keeps its text.
     prompted: bool,
     prompter: Prompter<'a>,
@@ -387,18 +412,40 @@ struct Turn<'a, 'u> {
     conversation: &'a mut Conversation,
     /// The prompt now in the cache, before the reply.
     prompt: Vec<TokenId>,
+    guard: Option<LoopGuard>,
+    looped: Option<Loop>,
 }
 
 impl Turn<'_, '_> {
+    fn show(&mut self, text: &str) -> Result<()> {
+        self.text.push_str(text);
+        let parts = self.think.push(text);
+        self.show_parts(parts)
+    }
+
+    fn show_parts(&mut self, parts: Vec<(Part, String)>) -> Result<()> {
+        for (part, text) in parts {
+            match part {
+                Part::Thinking => self.ui.thinking(&text)?,
+                Part::Answer => {
+                    self.answer.push_str(&text);
+                    self.ui.text(&text)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Shows what was held back (a cut character, a possible stop string)
     /// and says why a full context ended the reply.
     fn finish(&mut self, stop: StopReason) -> Result<()> {
         if stop != StopReason::EndOfTurn || !self.text.is_empty() {
             let (shown, _) = self.stops.push(&self.decoder.finish());
             let rest = shown + &self.stops.finish();
-            self.text.push_str(&rest);
-            self.ui.text(&rest)?;
+            self.show(&rest)?;
         }
+        let rest = self.think.finish();
+        self.show_parts(rest)?;
         if stop == StopReason::ContextFull {
             self.ui.warn(&format!(
                 "llm: the context is full ({} tokens) and there is no older turn to drop; the reply stops here (raise -c/--ctx-size)",
@@ -422,8 +469,11 @@ impl Events for Turn<'_, '_> {
     fn token(&mut self, id: TokenId) -> Result<Flow> {
         let bytes = self.decoder.push(self.tok.token_bytes(id, false));
         let (shown, hit) = self.stops.push(&bytes);
-        self.text.push_str(&shown);
-        self.ui.text(&shown)?;
+        self.show(&shown)?;
+        if let Some(found) = self.guard.as_mut().and_then(|g| g.push(id)) {
+            self.looped = Some(found);
+            return Ok(Flow::Stop);
+        }
         Ok(if hit { Flow::Stop } else { Flow::Continue })
     }
 

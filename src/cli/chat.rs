@@ -14,6 +14,7 @@ use crate::chat::catalog::Catalogue;
 use crate::chat::driver::{Chat, Next};
 use crate::chat::session::{ChatSession, StopReason};
 use crate::chat::setup::{self, TemplateChoice};
+use crate::chat::think::Reasoning;
 use crate::chat::ui::{draw_progress, ColorChoice, Ui};
 use crate::chat::{commands, interrupt, repl, script, text_input};
 use crate::cli::model_args::ModelArgs;
@@ -26,6 +27,10 @@ use crate::tokenizer::Tokenizer;
 
 /// Models from this size get a progress bar while they are read in.
 const PREFETCH_FROM: u64 = 256 << 20;
+
+/// The most tokens of a reply without a terminal, unless -n says otherwise:
+/// a small model that never ends its turn must not write for minutes.
+const PIPED_LIMIT: usize = 1024;
 
 /// A flag given twice takes its last value, as in llama.cpp.
 #[derive(clap::Args, Debug)]
@@ -43,9 +48,11 @@ pub struct ChatArgs {
     /// Read the system prompt from a file (llama.cpp: -sysf)
     #[arg(long, value_name = "FILE")]
     pub system_file: Option<PathBuf>,
-    /// Most tokens per reply (-1: until the model ends its turn or the context is full)
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
-    pub n_predict: i64,
+    /// Most tokens per reply (-1: until the model ends its turn or the context
+    /// is full). Without -n, a reply that keeps repeating itself is cut, and
+    /// so is a one-shot or scripted reply at 1024 tokens
+    #[arg(short = 'n', long = "n-predict", allow_hyphen_values = true)]
+    pub n_predict: Option<i64>,
     /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
     #[arg(
         long = "chat-template",
@@ -62,6 +69,10 @@ pub struct ChatArgs {
     /// Colours: auto (in a terminal, unless NO_COLOR is set), always or never (llama.cpp: -co)
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, num_args = 0..=1, default_missing_value = "always")]
     pub color: ColorChoice,
+    /// A reasoning model's thinking (<think>...</think>): show (dimmed in a
+    /// terminal) or hide; by default shown in a terminal, hidden on a pipe
+    #[arg(long, value_enum, value_name = "show|hide")]
+    pub reasoning: Option<Reasoning>,
     /// Hide the speed line after each reply
     #[arg(long)]
     pub no_stats: bool,
@@ -199,7 +210,15 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let mut stops = family.map(|f| f.stop.clone()).unwrap_or_default();
     stops.extend(args.stop.iter().cloned());
     let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling);
-    session.n_predict = usize::try_from(args.n_predict).ok();
+    // Without -n, we guard against replies that run on; -n is the user's
+    // own limit (-1: none) and lifts the guards.
+    let default_limit = (args.n_predict.is_none() && (message.is_some() || stdin == Stdin::Data))
+        .then_some(PIPED_LIMIT);
+    session.n_predict = match args.n_predict {
+        Some(n) => usize::try_from(n).ok(),
+        None => default_limit,
+    };
+    session.loop_check = args.n_predict.is_none();
     session.ignore_eos = args.ignore_eos;
     session.conversation.system = system;
     let mut chat = Chat {
@@ -207,6 +226,11 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
         ui,
         model_path,
         model_summary: summary,
+        default_limit,
+        show_thinking: match args.reasoning {
+            Some(r) => r == Reasoning::Show,
+            None => ui.out_tty,
+        },
     };
     if args.verbose_prompt {
         chat.session.verbose_prompt = true;
