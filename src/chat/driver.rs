@@ -19,6 +19,8 @@ pub struct Chat {
     pub model_path: PathBuf,
     /// A few lines about the model for `/show info`.
     pub model_summary: String,
+    /// `-n` was on the command line: it wins over a loaded chat's limit.
+    pub n_predict_given: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -220,7 +222,9 @@ impl Chat {
         }
         self.session.conversation = saved.conversation();
         self.session.sampler.set_params(saved.sampling.clone());
-        self.session.n_predict = saved.n_predict.and_then(|n| usize::try_from(n).ok());
+        if !self.n_predict_given {
+            self.session.n_predict = saved.n_predict.and_then(|n| usize::try_from(n).ok());
+        }
         // Show the restored conversation as it was seen, in a terminal.
         if self.ui.out_tty {
             let mut out = io::stdout().lock();

@@ -145,7 +145,7 @@ pub fn tests(configs: &[ModelConfig], fa: &[FlashAttn], args: &BenchArgs) -> Res
         for &fa in fa {
             for config in configs.iter().filter(|c| c.gpu_layers == n) {
                 for &depth in &args.n_depth.0 {
-                    let need = depth + largest.unwrap_or(0) + 1;
+                    let need = depth.saturating_add(largest.unwrap_or(0)).saturating_add(1);
                     let n_ctx = match config.ctx_size {
                         Some(c) if c > 0 && c < need => bail!(
                             "a test at depth {depth} needs a context of {need} tokens but -c/--ctx-size gives {c}"

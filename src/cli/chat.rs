@@ -46,9 +46,10 @@ pub struct ChatArgs {
     /// Read the system prompt from a file (llama.cpp: -sysf)
     #[arg(long, value_name = "FILE")]
     pub system_file: Option<PathBuf>,
-    /// Most tokens per reply (-1: until the model ends its turn or the context is full)
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_hyphen_values = true)]
-    pub n_predict: i64,
+    /// Most tokens per reply (-1: until the model ends its turn or the context is full) [default: -1]
+    // None when not given, so that /load knows the flag is to win.
+    #[arg(short = 'n', long = "n-predict", allow_hyphen_values = true)]
+    pub n_predict: Option<i64>,
     /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
     #[arg(
         long = "chat-template",
@@ -201,7 +202,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let mut stops = family.map(|f| f.stop.clone()).unwrap_or_default();
     stops.extend(args.stop.iter().cloned());
     let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling);
-    session.n_predict = usize::try_from(args.n_predict).ok();
+    session.n_predict = usize::try_from(args.n_predict.unwrap_or(-1)).ok();
     session.ignore_eos = args.ignore_eos;
     session.conversation.system = system;
     let mut chat = Chat {
@@ -209,6 +210,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
         ui,
         model_path,
         model_summary: summary,
+        n_predict_given: args.n_predict.is_some(),
     };
     if args.verbose_prompt {
         chat.session.verbose_prompt = true;
@@ -240,11 +242,14 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
 }
 
 fn read_stdin() -> Result<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     io::stdin()
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .context("reading standard input")?;
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| {
+        let at = script::where_not_utf8(e.as_bytes()).unwrap_or_default();
+        anyhow::anyhow!("standard input, {at}: not UTF-8 text")
+    })
 }
 
 fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
@@ -256,10 +261,13 @@ fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
     })
 }
 
-/// One turn per line of stdin, each reply followed by a blank line. Known
-/// slash commands are carried out; other lines are messages.
+/// One turn per line of stdin, each reply followed by a blank line. Slash
+/// commands are carried out; other lines are messages.
 fn scripted(chat: &mut Chat) -> Result<ExitCode> {
     let mut turns = script::Turns::new(io::stdin().lock());
+    // A command that fails is reported and the script goes on, but the
+    // exit status says so: a script that meant to /save must not look done.
+    let mut failed = false;
     loop {
         // Ctrl-C while waiting for the next line ends the chat, as usual.
         interrupt::restore_default();
@@ -267,16 +275,21 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
             break;
         };
         interrupt::install();
-        if commands::is_known(&turn) {
-            // A command that fails is reported; the script goes on.
+        if commands::is_known(&turn) || commands::looks_like_command(&turn) {
             match commands::parse(&turn).map_err(anyhow::Error::msg) {
                 Ok(Some(command)) => match chat.run(command, "\n\n") {
                     Ok(Next::Exit) => break,
                     Ok(Next::Continue) => {}
-                    Err(e) => chat.ui.error(&format!("llm: {e:#}")),
+                    Err(e) => {
+                        chat.ui.error(&format!("llm: {e:#}"));
+                        failed = true;
+                    }
                 },
                 Ok(None) => {}
-                Err(e) => chat.ui.error(&format!("llm: {e:#}")),
+                Err(e) => {
+                    chat.ui.error(&format!("llm: {e:#}"));
+                    failed = true;
+                }
             }
             continue;
         }
@@ -286,7 +299,11 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
         }
     }
     io::stdout().flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `-st` in a terminal: read one message, answer it, exit.

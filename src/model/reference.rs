@@ -24,8 +24,8 @@ use ggml::cpu::ops::Rope;
 use ggml::GgmlType;
 
 use crate::model::arch::Activation;
-use ggml::backend::HostMat as Mat;
 use crate::model::Model;
+use ggml::backend::HostMat as Mat;
 
 /// A matrix of `rows` outputs by `cols` inputs, dequantised.
 pub(crate) struct Matrix {
