@@ -35,7 +35,7 @@ fn a_context_too_large_for_memory_is_refused_before_allocating() {
         vec!["bench", m, "-p", "100000000", "-n", "0", "-r", "1"],
     ] {
         let run = llm(&args);
-        one_line_error(&run, 1, &["memory available", "give a smaller -c"]);
+        one_line_error(&run, 1, &["memory available", "use a smaller context, -c"]);
         assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
     }
 }

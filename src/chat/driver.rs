@@ -176,7 +176,8 @@ impl Chat {
                         self.session.n_predict = n_predict;
                         self.ui.note(&format!("({key} = {value})"));
                     }
-                    Err(e) => self.ui.error(&e),
+                    // An error, so that a scripted chat's exit status says so.
+                    Err(e) => return Err(anyhow!(e)),
                 }
             }
             Command::Show(topic) => self.ui.info(&self.show(&topic)?),

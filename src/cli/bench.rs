@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::model_args::{List, ModelArgs, ModelConfig};
 use crate::engine::load::{self, LoadOptions};
@@ -275,7 +275,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     ctx_size: Some(test.n_ctx),
                     ..test.config.load_options()
                 };
-                Session::new(load::load(path, &opts)?.model, test.n_ctx)
+                let loaded =
+                    load::load(path, &opts).with_context(|| format!("test {}", test.name()))?;
+                Session::new(loaded.model, test.n_ctx)
             }
         };
         // The same context keeps its cache: a depth already there is re-used.

@@ -135,7 +135,7 @@ pub fn check_memory(
         return Ok(());
     }
     bail!(
-        "-c {n_ctx}: the KV cache and scratch need {} but this machine has {} of memory available; give a smaller -c (the model was trained on {trained})",
+        "a context of {n_ctx} tokens needs {} (KV cache and scratch) but this machine has {} of memory available: use a smaller context, -c (the model was trained on {trained})",
         human_bytes(need),
         human_bytes(available)
     )
