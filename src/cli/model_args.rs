@@ -319,10 +319,11 @@ mod tests {
         );
         assert!(all.iter().all(|c| c.tensor_split == [3.0, 1.0]));
 
-        let mut one = args(&["-t", "3", "-c", "0"]);
+        // One thread: more than the machine's cores would be cut to them.
+        let mut one = args(&["-t", "1", "-c", "0"]);
         one.model = Some(model.clone());
         let c = one.config().unwrap();
-        assert_eq!((c.threads, c.gpu_layers, &c.path), (3, None, &model));
+        assert_eq!((c.threads, c.gpu_layers, &c.path), (1, None, &model));
         assert_eq!(c.n_ctx(2048), 2048);
         assert_eq!(context_size(None, 8192), 4096);
         assert_eq!(context_size(Some(100), 8192), 100);
