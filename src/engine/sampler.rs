@@ -49,10 +49,13 @@ pub struct SamplingOverrides {
     pub frequency_penalty: Option<f32>,
 }
 
+/// An option's name, its test, and its range as an error says it.
+type Range = (&'static str, fn(f64) -> bool, &'static str);
+
 /// The range each sampling option takes, as said in an error: the one check
 /// behind the flags, `/set` and models.toml. Keys are spelled as `/set` and
 /// the flags spell them; `check_option` also takes models.toml's `top_k`.
-const RANGES: &[(&str, fn(f64) -> bool, &str)] = &[
+const RANGES: &[Range] = &[
     ("temp", |v| v >= 0.0, "a number of 0 or more (0: greedy)"),
     (
         "top-k",
