@@ -83,10 +83,11 @@ fn piped_stdin_is_a_scripted_chat_ending_at_eof() {
         &quick(&m, &[]),
         b"Hello!\n\n\"\"\"\nTwo lines\nof text\n\"\"\"\n/set\n/set temp\n/exit is a bash builtin?\n",
     );
-    assert_eq!(run.code, Some(0), "{}", run.stderr);
-    // Three turns (a mistyped command is reported and the script goes on; a
-    // line that only starts with a command word is a message): three
+    // A mistyped command is reported and the script goes on, but it ends
+    // with exit 1 so that a script's failure shows (issue 13). Three turns
+    // (a line that only starts with a command word is a message): three
     // replies, each followed by a blank line.
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(run.stderr.matches("[ prompt ").count(), 3, "{}", run.stderr);
     assert!(run.stderr.contains("needs a value"), "{}", run.stderr);
     assert!(run.stdout.ends_with("\n\n"), "{:?}", run.stdout);

@@ -59,20 +59,33 @@ impl Catalogue {
                     cat.merge(user);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+                // A HOME that is a file or a config directory we may not
+                // enter says nothing about the model: chat goes on with the
+                // built-in catalogue. A file that is there but wrong stays an
+                // error above.
+                Err(e) => eprintln!(
+                    "llm: warning: cannot read {}: {e}; using the built-in catalogue",
+                    path.display()
+                ),
             }
         }
         Ok(cat)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Catalogue> {
-        toml::from_str(text).map_err(|e| {
+        let cat: Catalogue = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let at = line.map_or(String::new(), |l| format!(" (line {l})"));
             anyhow!("{origin}{at}: {}", e.message().trim())
-        })
+        })?;
+        for f in &cat.families {
+            f.sampling
+                .check()
+                .map_err(|e| anyhow!("{origin}: family '{}': [family.sampling] {e}", f.name))?;
+        }
+        Ok(cat)
     }
 
     /// `user` wins: its families replace same-named ones and are tried first.

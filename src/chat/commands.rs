@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::sampler::SamplingParams;
+use crate::engine::sampler::{check_option, SamplingParams};
 
 /// Every command with a one-line description, for `/help` and completion.
 pub const COMMANDS: &[(&str, &str)] = &[
@@ -125,8 +125,21 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
-/// Whether `line` starts with one of our commands; anything else that
-/// starts with `/` is an ordinary message in a scripted chat.
+/// Whether `line` reads as a command we do not have (`/bogus`, `/sve x`): a
+/// slash and letters, then nothing or a space. A scripted chat reports such
+/// a line as the REPL does instead of sending a typo to the model; a path
+/// (`/usr/bin is ...`), `/5`, or a known command used as prose (`/exit is
+/// a builtin`) stays a message.
+pub fn looks_like_command(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    let letters = first
+        .strip_prefix('/')
+        .is_some_and(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphabetic()));
+    let known = COMMANDS.iter().any(|(c, _)| *c == first) || matches!(first, "/?" | "/quit");
+    letters && !known && !line.contains('\n')
+}
+
+/// Whether `line` starts with one of our commands.
 pub fn is_known(line: &str) -> bool {
     let mut words = line.split_whitespace();
     let name = words.next().unwrap_or("");
@@ -157,6 +170,11 @@ pub fn apply_setting(
             .ok_or_else(bad)
     };
     let i = || value.parse::<i32>().map_err(|_| bad());
+    if SETTINGS.iter().any(|(k, _)| *k == key.replace('_', "-")) || key == "temperature" {
+        if let Ok(v) = value.trim().parse::<f64>() {
+            check_option(key, v).map_err(|e| format!("/set {key} {value}: {e}"))?;
+        }
+    }
     match key.replace('_', "-").as_str() {
         "temp" | "temperature" => params.temp = f()?,
         "top-k" => params.top_k = i()?,
@@ -237,6 +255,12 @@ mod tests {
             .unwrap_err()
             .contains("takes no arguments"));
         assert!(!is_known("/usr/bin is where"));
+        assert!(looks_like_command("/bogus"));
+        assert!(looks_like_command("/sve notes.txt"));
+        assert!(!looks_like_command("/usr/bin is where"));
+        assert!(!looks_like_command("/5 of them"));
+        assert!(!looks_like_command("hello /bogus"));
+        assert!(!looks_like_command("/exit is a bash builtin?"));
     }
 
     #[test]
@@ -249,6 +273,14 @@ mod tests {
         assert_eq!((p.temp, p.top_k, n), (0.25, 7, Some(12)));
         assert!(apply_setting(&mut p, &mut n, "temp", "hot").is_err());
         assert!(apply_setting(&mut p, &mut n, "temp", "NaN").is_err());
+        let e = apply_setting(&mut p, &mut n, "top_p", "2").unwrap_err();
+        assert!(
+            e.contains("/set top_p 2: out of range: give a number from 0 to 1"),
+            "{e}"
+        );
+        assert!(apply_setting(&mut p, &mut n, "temp", "-1").is_err());
+        assert!(apply_setting(&mut p, &mut n, "repeat-penalty", "0").is_err());
+        assert_eq!(p.temp, 0.25);
         assert!(apply_setting(&mut p, &mut n, "warmth", "1")
             .unwrap_err()
             .contains("options: temp"));

@@ -11,8 +11,8 @@ use crate::chat::conversation::SavedChat;
 use crate::chat::session::{ChatSession, Observer, ReplyStats, StopReason};
 use crate::chat::setup::origin_text;
 use crate::chat::ui::{self, Spinner, Ui};
-use crate::chat::{interrupt, text_input};
 use crate::chat::wrap::Wrapper;
+use crate::chat::{interrupt, text_input};
 
 pub struct Chat {
     pub session: ChatSession,
@@ -25,6 +25,8 @@ pub struct Chat {
     pub default_limit: Option<usize>,
     /// Show a reasoning model's thinking (dimmed in a terminal).
     pub show_thinking: bool,
+    /// `-n` was on the command line: it wins over a loaded chat's limit.
+    pub n_predict_given: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -269,7 +271,8 @@ impl Chat {
                         self.session.n_predict = n_predict;
                         self.ui.note(&format!("({key} = {value})"));
                     }
-                    Err(e) => self.ui.error(&e),
+                    // An error, so that a scripted chat's exit status says so.
+                    Err(e) => return Err(anyhow!(e)),
                 }
             }
             Command::Show(topic) => self.ui.info(&self.show(&topic)?),
@@ -315,7 +318,9 @@ impl Chat {
         }
         self.session.conversation = saved.conversation();
         self.session.sampler.set_params(saved.sampling.clone());
-        self.session.n_predict = saved.n_predict.and_then(|n| usize::try_from(n).ok());
+        if !self.n_predict_given {
+            self.session.n_predict = saved.n_predict.and_then(|n| usize::try_from(n).ok());
+        }
         // Show the restored conversation as it was seen, in a terminal.
         if self.ui.out_tty {
             let mut out = io::stdout().lock();

@@ -12,11 +12,17 @@ const FENCE: &str = "\"\"\"";
 pub struct Turns<R> {
     input: R,
     done: bool,
+    /// Lines read so far, to say where bad input is.
+    line_no: usize,
 }
 
 impl<R: BufRead> Turns<R> {
     pub fn new(input: R) -> Turns<R> {
-        Turns { input, done: false }
+        Turns {
+            input,
+            done: false,
+            line_no: 0,
+        }
     }
 
     fn line(&mut self) -> Result<Option<String>> {
@@ -24,8 +30,12 @@ impl<R: BufRead> Turns<R> {
         if self.input.read_until(b'\n', &mut buf)? == 0 {
             return Ok(None);
         }
-        let mut line = String::from_utf8(buf)
-            .map_err(|_| anyhow::anyhow!("standard input is not UTF-8 text"))?;
+        self.line_no += 1;
+        let line_no = self.line_no;
+        let mut line = String::from_utf8(buf).map_err(|e| {
+            let col = e.utf8_error().valid_up_to() + 1;
+            anyhow::anyhow!("standard input, line {line_no}, byte {col}: not UTF-8 text")
+        })?;
         if line.ends_with('\n') {
             line.pop();
             if line.ends_with('\r') {
@@ -82,6 +92,19 @@ impl<R: BufRead> Turns<R> {
     }
 }
 
+/// Where `bytes` stop being UTF-8, as "line L, byte B" (B counted from 1
+/// within the line), for the error that refuses them.
+pub fn where_not_utf8(bytes: &[u8]) -> Option<String> {
+    let bad = std::str::from_utf8(bytes).err()?.valid_up_to();
+    let before = &bytes[..bad];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    Some(format!("line {line}, byte {}", bad - start + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +132,19 @@ mod tests {
         assert_eq!(turns("\"\"\"one line\"\"\"\n"), ["one line"]);
         assert_eq!(turns("C:\\temp\\\nd"), ["C:\\temp\\", "d"]);
         assert_eq!(turns("crlf\r\nx\r\n"), ["crlf", "x"]);
+    }
+
+    #[test]
+    fn bad_bytes_are_placed() {
+        assert_eq!(
+            where_not_utf8(b"ok\nab\xffc"),
+            Some("line 2, byte 3".into())
+        );
+        assert_eq!(where_not_utf8(b"fine"), None);
+        let mut t = Turns::new(&b"hi\n\nab\xff\n"[..]);
+        assert_eq!(t.next_turn().unwrap().as_deref(), Some("hi"));
+        let e = t.next_turn().unwrap_err().to_string();
+        assert_eq!(e, "standard input, line 3, byte 3: not UTF-8 text");
     }
 
     #[test]

@@ -256,6 +256,13 @@ impl Prompter<'_> {
     fn prompt_tokens(&self, conversation: &Conversation) -> Result<Vec<TokenId>> {
         let messages = conversation.to_messages();
         let rendered = self.render(&messages)?;
+        // A template that writes nothing would get an empty reply to every
+        // message, with no word of why.
+        if rendered.trim().is_empty() {
+            anyhow::bail!(
+                "the chat template rendered an empty prompt for this conversation: nothing for the model to answer"
+            );
+        }
         let text = self.without_bos(&rendered);
         self.tok
             .encode_chat(text, true, &self.message_spans(text, &messages))

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::model_args::{List, ModelArgs, ModelConfig};
 use crate::engine::load::{self, LoadOptions};
@@ -145,7 +145,7 @@ pub fn tests(configs: &[ModelConfig], fa: &[FlashAttn], args: &BenchArgs) -> Res
         for &fa in fa {
             for config in configs.iter().filter(|c| c.gpu_layers == n) {
                 for &depth in &args.n_depth.0 {
-                    let need = depth + largest.unwrap_or(0) + 1;
+                    let need = depth.saturating_add(largest.unwrap_or(0)).saturating_add(1);
                     let n_ctx = match config.ctx_size {
                         Some(c) if c > 0 && c < need => bail!(
                             "a test at depth {depth} needs a context of {need} tokens but -c/--ctx-size gives {c}"
@@ -275,7 +275,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     ctx_size: Some(test.n_ctx),
                     ..test.config.load_options()
                 };
-                Session::new(load::load(path, &opts)?.model, test.n_ctx)
+                let loaded =
+                    load::load(path, &opts).with_context(|| format!("test {}", test.name()))?;
+                Session::new(loaded.model, test.n_ctx)
             }
         };
         // The same context keeps its cache: a depth already there is re-used.

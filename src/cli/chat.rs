@@ -51,6 +51,7 @@ pub struct ChatArgs {
     /// Most tokens per reply (-1: until the model ends its turn or the context
     /// is full). Without -n, a reply that keeps repeating itself is cut, and
     /// so is a one-shot or scripted reply at 1024 tokens
+    // None when not given, so that /load knows the flag is to win.
     #[arg(short = 'n', long = "n-predict", allow_hyphen_values = true)]
     pub n_predict: Option<i64>,
     /// A built-in template by name (chatml, llama3, gemma, ...); see `llm chat --list-templates`
@@ -231,6 +232,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
             Some(r) => r == Reasoning::Show,
             None => ui.out_tty,
         },
+        n_predict_given: args.n_predict.is_some(),
     };
     if args.verbose_prompt {
         chat.session.verbose_prompt = true;
@@ -261,11 +263,14 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
 }
 
 fn read_stdin() -> Result<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     io::stdin()
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .context("reading standard input")?;
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| {
+        let at = script::where_not_utf8(e.as_bytes()).unwrap_or_default();
+        anyhow::anyhow!("standard input, {at}: not UTF-8 text")
+    })
 }
 
 fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
@@ -277,10 +282,13 @@ fn one_shot(chat: &mut Chat, message: &str) -> Result<ExitCode> {
     })
 }
 
-/// One turn per line of stdin, each reply followed by a blank line. Known
-/// slash commands are carried out; other lines are messages.
+/// One turn per line of stdin, each reply followed by a blank line. Slash
+/// commands are carried out; other lines are messages.
 fn scripted(chat: &mut Chat) -> Result<ExitCode> {
     let mut turns = script::Turns::new(io::stdin().lock());
+    // A command that fails is reported and the script goes on, but the
+    // exit status says so: a script that meant to /save must not look done.
+    let mut failed = false;
     loop {
         // Ctrl-C while waiting for the next line ends the chat, as usual.
         interrupt::restore_default();
@@ -289,16 +297,21 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
         };
         interrupt::reset();
         interrupt::install();
-        if commands::is_known(&turn) {
-            // A command that fails is reported; the script goes on.
+        if commands::is_known(&turn) || commands::looks_like_command(&turn) {
             match commands::parse(&turn).map_err(anyhow::Error::msg) {
                 Ok(Some(command)) => match chat.run(command, "\n\n") {
                     Ok(Next::Exit) => break,
                     Ok(Next::Continue) => {}
-                    Err(e) => chat.ui.error(&format!("llm: {e:#}")),
+                    Err(e) => {
+                        chat.ui.error(&format!("llm: {e:#}"));
+                        failed = true;
+                    }
                 },
                 Ok(None) => {}
-                Err(e) => chat.ui.error(&format!("llm: {e:#}")),
+                Err(e) => {
+                    chat.ui.error(&format!("llm: {e:#}"));
+                    failed = true;
+                }
             }
             continue;
         }
@@ -308,7 +321,11 @@ fn scripted(chat: &mut Chat) -> Result<ExitCode> {
         }
     }
     io::stdout().flush()?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `-st` in a terminal: read one message, answer it, exit.

@@ -121,6 +121,40 @@ pub fn rewrite<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     out
 }
 
+/// One-character flags that take a number, so that `-c2048` is `-c 2048`.
+const NUMBER_SHORTS: &[char] = &['c', 'n', 't', 's'];
+
+/// A llama.cpp flag we do not know that starts like one of our numeric
+/// short flags (`-cb`, `-ctk`, `-nkvo`, `-tb`): clap would read `-cb` as
+/// `-c b` and blame the value. The error names the whole flag instead.
+/// Takes the arguments after [`rewrite`].
+pub fn unknown_joined_flag(args: &[OsString]) -> Option<String> {
+    let mut value_next = false;
+    for arg in args.iter().skip(1) {
+        let Some(text) = arg.to_str() else {
+            value_next = false;
+            continue;
+        };
+        if value_next {
+            value_next = false;
+            continue;
+        }
+        if text == "--" {
+            return None;
+        }
+        value_next = TAKES_VALUE.contains(&text);
+        let mut chars = text.chars();
+        if let (Some('-'), Some(short), Some(third)) = (chars.next(), chars.next(), chars.next()) {
+            if NUMBER_SHORTS.contains(&short) && third.is_ascii_alphabetic() {
+                return Some(format!(
+                    "unknown option '{text}' (-{short} takes a number, as in -{short} 4096; see --help for the options)"
+                ));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +258,20 @@ mod tests {
             rw(&["llm", "chat", "-fa", "on,x", "-ngl"]),
             ["llm", "chat", "--flash-attn", "on,x", "--n-gpu-layers"]
         );
+    }
+
+    #[test]
+    fn unknown_flags_that_start_like_a_short_one_are_named() {
+        let check = |args: &[&str]| {
+            unknown_joined_flag(&args.iter().map(OsString::from).collect::<Vec<_>>())
+        };
+        assert!(check(&["llm", "chat", "m", "-cb"])
+            .unwrap()
+            .starts_with("unknown option '-cb'"));
+        assert!(check(&["llm", "run", "m", "-tb", "4"]).is_some());
+        assert_eq!(check(&["llm", "chat", "m", "-c2048", "-t", "4"]), None);
+        assert_eq!(check(&["llm", "chat", "m", "-p", "-cb"]), None);
+        assert_eq!(check(&["llm", "chat", "m", "--", "-cb"]), None);
     }
 
     #[test]

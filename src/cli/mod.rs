@@ -11,6 +11,7 @@ pub mod info;
 pub mod model_args;
 pub mod run;
 pub mod tokenize;
+pub mod values;
 
 #[derive(Parser, Debug)]
 #[command(

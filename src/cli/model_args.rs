@@ -65,10 +65,10 @@ pub struct ModelArgs {
     )]
     pub model_flag: Option<PathBuf>,
     /// Context size in tokens (0: the model's own) [default: 4096, or the model's if smaller; bench: what each test needs]
-    #[arg(short = 'c', long = "ctx-size")]
+    #[arg(short = 'c', long = "ctx-size", allow_hyphen_values = true, value_parser = crate::cli::values::ctx_size)]
     pub ctx_size: Option<usize>,
     /// Threads [default: physical cores] (bench: a comma-separated list)
-    #[arg(short = 't', long, value_name = "N")]
+    #[arg(short = 't', long, value_name = "N", allow_hyphen_values = true, value_parser = crate::cli::values::threads)]
     pub threads: Option<List<usize>>,
     /// Layers to put on the GPU: a number, 'auto' or 'all' (llama.cpp: -ngl; bench: a comma-separated list)
     #[arg(long = "n-gpu-layers", value_name = "N", allow_hyphen_values = true)]
@@ -130,6 +130,20 @@ impl ModelConfig {
 
 pub use crate::engine::load::context_size;
 
+/// More threads than logical cores only makes them wait on each other (at
+/// `-t 1000` a reply crawls): such a count is cut to the cores, with a word.
+fn clamp_threads(t: usize) -> usize {
+    let logical = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
+    if t > logical {
+        eprintln!(
+            "llm: -t {t}: this machine has {logical} logical core{}; using {logical}",
+            if logical == 1 { "" } else { "s" }
+        );
+        return logical;
+    }
+    t.max(1)
+}
+
 impl ModelArgs {
     /// One configuration: every flag must have one value.
     pub fn config(&self) -> Result<ModelConfig> {
@@ -155,7 +169,7 @@ impl ModelArgs {
     pub fn configs(&self) -> Result<Vec<ModelConfig>> {
         let base = self.checked()?;
         let threads: Vec<usize> = match &self.threads {
-            Some(l) => l.0.iter().map(|&t| t.max(1)).collect(),
+            Some(l) => l.0.iter().map(|&t| clamp_threads(t)).collect(),
             None => vec![crate::engine::physical_cores().max(1)],
         };
         let ngl: Vec<Option<GpuLayers>> = match &self.n_gpu_layers {
@@ -305,10 +319,11 @@ mod tests {
         );
         assert!(all.iter().all(|c| c.tensor_split == [3.0, 1.0]));
 
-        let mut one = args(&["-t", "3", "-c", "0"]);
+        // One thread: more than the machine's cores would be cut to them.
+        let mut one = args(&["-t", "1", "-c", "0"]);
         one.model = Some(model.clone());
         let c = one.config().unwrap();
-        assert_eq!((c.threads, c.gpu_layers, &c.path), (3, None, &model));
+        assert_eq!((c.threads, c.gpu_layers, &c.path), (1, None, &model));
         assert_eq!(c.n_ctx(2048), 2048);
         assert_eq!(context_size(None, 8192), 4096);
         assert_eq!(context_size(Some(100), 8192), 100);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::model_args::ModelArgs;
+use crate::cli::values;
 use crate::engine::load;
 use crate::engine::sampler::{Sampler, SamplingOverrides, SamplingParams};
 use crate::engine::session::{Events, Flow, Generate, OnEnd, Session, StopReason};
@@ -19,28 +20,28 @@ use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
     /// Temperature; 0 picks the most likely token (greedy) [default: 0.8]
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = values::sampling::<f32>("temp"))]
     pub temp: Option<f32>,
     /// Keep the k most likely tokens (0: all) [default: 40]
-    #[arg(long = "top-k")]
+    #[arg(long = "top-k", allow_hyphen_values = true, value_parser = values::sampling::<i32>("top-k"))]
     pub top_k: Option<i32>,
     /// Keep the smallest set of tokens whose probabilities reach p (1.0: all) [default: 0.95]
-    #[arg(long = "top-p")]
+    #[arg(long = "top-p", allow_hyphen_values = true, value_parser = values::sampling::<f32>("top-p"))]
     pub top_p: Option<f32>,
     /// Drop tokens less likely than min-p times the most likely one [default: 0.05]
-    #[arg(long = "min-p")]
+    #[arg(long = "min-p", allow_hyphen_values = true, value_parser = values::sampling::<f32>("min-p"))]
     pub min_p: Option<f32>,
     /// Penalise tokens seen in the last --repeat-last-n (1.0: off) [default: 1.0]
-    #[arg(long = "repeat-penalty")]
+    #[arg(long = "repeat-penalty", allow_hyphen_values = true, value_parser = values::sampling::<f32>("repeat-penalty"))]
     pub repeat_penalty: Option<f32>,
     /// Tokens the penalties look back over (0: off, -1: whole context) [default: 64]
-    #[arg(long = "repeat-last-n", allow_hyphen_values = true)]
+    #[arg(long = "repeat-last-n", allow_hyphen_values = true, value_parser = values::sampling::<i32>("repeat-last-n"))]
     pub repeat_last_n: Option<i32>,
     /// Subtracted once from the logit of every token already present [default: 0]
-    #[arg(long = "presence-penalty")]
+    #[arg(long = "presence-penalty", allow_hyphen_values = true, value_parser = values::sampling::<f32>("presence-penalty"))]
     pub presence_penalty: Option<f32>,
     /// Subtracted from a token's logit per time it is present [default: 0]
-    #[arg(long = "frequency-penalty")]
+    #[arg(long = "frequency-penalty", allow_hyphen_values = true, value_parser = values::sampling::<f32>("frequency-penalty"))]
     pub frequency_penalty: Option<f32>,
     /// Random seed (-1: a fresh one, printed on stderr) [default: -1]
     #[arg(short = 's', long, allow_hyphen_values = true)]

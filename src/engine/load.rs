@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::engine::planner::{self, Devices, GpuLayers, Placement, Plan};
-use crate::format::gguf::GgufFile;
+use crate::format::gguf::{human_bytes, GgufFile};
 use crate::model::footprint::footprint;
 use crate::model::forward::{Device, Layout};
 use crate::model::{Config, HyperParams, Model};
@@ -54,6 +54,9 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
     let hp = HyperParams::from_metadata(file.metadata()).map_err(|e| e.in_file(&path))?;
     let config = Config::from_gguf(&file)?;
     let n_ctx = context_size(opts.ctx_size, config.n_ctx_train);
+    if n_ctx > MAX_CTX {
+        bail!("-c {n_ctx}: a context holds at most {MAX_CTX} tokens");
+    }
     let fp = footprint(&file, &hp, n_ctx);
     let devices = Devices::present();
     let mut planner_opts = opts.planner.clone();
@@ -61,7 +64,14 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
     let plan = planner::plan(&fp, &devices, &planner_opts)
         .map_err(anyhow::Error::msg)
         .with_context(|| path.display().to_string())?;
+    check_memory(&plan, n_ctx, config.n_ctx_train, mem_available())?;
     let mut notes = Vec::new();
+    if n_ctx > config.n_ctx_train && config.n_ctx_train > 0 {
+        notes.push(format!(
+            "llm: -c {n_ctx} is more than the {} tokens the model was trained on: replies past that may degrade",
+            config.n_ctx_train
+        ));
+    }
     if let Some(note) = planner::no_gpu_notice(opts.gpu_layers, &devices) {
         notes.push(note);
     } else if !devices.list.is_empty() {
@@ -81,6 +91,54 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
         plan,
         notes,
     })
+}
+
+/// llama.cpp keeps its context size in 32 bits; beyond it positions and
+/// byte counts stop making sense long before memory runs out.
+pub const MAX_CTX: usize = u32::MAX as usize;
+
+/// Bytes this machine can give a new allocation without pushing others out:
+/// MemAvailable plus free swap (what an allocation could still get before the
+/// kernel kills something). None where /proc/meminfo cannot be read; then
+/// nothing is checked.
+pub fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    };
+    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+}
+
+/// Refuses a context whose KV cache and scratch cannot fit in `available`
+/// bytes of host memory, before anything is allocated: otherwise the
+/// allocation aborts the process. The weights are mapped from the file and
+/// paged in and out by the kernel, so they are not counted.
+pub fn check_memory(
+    plan: &Plan,
+    n_ctx: usize,
+    trained: usize,
+    available: Option<u64>,
+) -> Result<()> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let cpu = &plan.cpu.usage;
+    let need = cpu.kv_bytes.saturating_add(cpu.scratch_bytes);
+    if need <= available {
+        return Ok(());
+    }
+    bail!(
+        "a context of {n_ctx} tokens needs {} (KV cache and scratch) but this machine has {} of memory available: use a smaller context, -c (the model was trained on {trained})",
+        human_bytes(need),
+        human_bytes(available)
+    )
 }
 
 /// The model's layout from the plan.

@@ -49,7 +49,80 @@ pub struct SamplingOverrides {
     pub frequency_penalty: Option<f32>,
 }
 
+/// An option's name, its test, and its range as an error says it.
+type Range = (&'static str, fn(f64) -> bool, &'static str);
+
+/// The range each sampling option takes, as said in an error: the one check
+/// behind the flags, `/set` and models.toml. Keys are spelled as `/set` and
+/// the flags spell them; `check_option` also takes models.toml's `top_k`.
+const RANGES: &[Range] = &[
+    ("temp", |v| v >= 0.0, "a number of 0 or more (0: greedy)"),
+    (
+        "top-k",
+        |v| v >= 0.0,
+        "a whole number of 0 or more (0: all)",
+    ),
+    (
+        "top-p",
+        |v| (0.0..=1.0).contains(&v),
+        "a number from 0 to 1",
+    ),
+    (
+        "min-p",
+        |v| (0.0..=1.0).contains(&v),
+        "a number from 0 to 1",
+    ),
+    ("repeat-penalty", |v| v > 0.0, "a number above 0 (1: off)"),
+    (
+        "repeat-last-n",
+        |v| v >= -1.0,
+        "a whole number of -1 or more (-1: the whole context, 0: off)",
+    ),
+    ("presence-penalty", |_| true, "a finite number"),
+    ("frequency-penalty", |_| true, "a finite number"),
+];
+
+/// Whether `value` is in the range of option `key`; the error says the
+/// range ("a number from 0 to 1"). Not-a-number and infinities are never in
+/// range. Keys not listed take any finite value.
+pub fn check_option(key: &str, value: f64) -> Result<(), String> {
+    let key = key.replace('_', "-");
+    let key = if key == "temperature" { "temp" } else { &key };
+    let (ok, says) = RANGES
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map_or((None, "a finite number"), |(_, ok, says)| {
+            (Some(*ok), *says)
+        });
+    if value.is_finite() && ok.is_none_or(|ok| ok(value)) {
+        Ok(())
+    } else {
+        Err(format!("out of range: give {says}"))
+    }
+}
+
 impl SamplingOverrides {
+    /// Every option that is set, in range; the error names the first that is
+    /// not, with its value and range (`temp = -5 is out of range: ...`).
+    pub fn check(&self) -> Result<(), String> {
+        let fields: [(&str, Option<f64>); 8] = [
+            ("temp", self.temp.map(f64::from)),
+            ("top_k", self.top_k.map(f64::from)),
+            ("top_p", self.top_p.map(f64::from)),
+            ("min_p", self.min_p.map(f64::from)),
+            ("repeat_penalty", self.repeat_penalty.map(f64::from)),
+            ("repeat_last_n", self.repeat_last_n.map(f64::from)),
+            ("presence_penalty", self.presence_penalty.map(f64::from)),
+            ("frequency_penalty", self.frequency_penalty.map(f64::from)),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                check_option(key, v).map_err(|e| format!("{key} = {v} is {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn over(&self, base: SamplingParams) -> SamplingParams {
         SamplingParams {
             temp: self.temp.unwrap_or(base.temp),

@@ -147,14 +147,22 @@ pub fn cases() -> Vec<Case> {
     ));
     let mut b = good.clone();
     put_u64(&mut b, layout.kv_offsets[0], 1 << 40);
-    cases.push(with("key-length-2^40", "needs 1024.00 GiB", b));
-    cases.push(written("string-value-2^40", "needs 1024.00 GiB", |_| {}));
+    cases.push(with("key-length-2^40", "needs 1.00 TiB", b));
+    cases.push(written("string-value-2^40", "needs 1.00 TiB", |_| {}));
     {
         // general.name's value length sits after its key and type.
         let last = cases.len() - 1;
         let at = layout.kv_offsets[1] + 8 + "general.name".len() as u64 + 4;
         put_u64(&mut cases[last].bytes, at, 1 << 40);
     }
+    // Sizes read in the largest unit, not as ten digits of GiB.
+    let mut b = good.clone();
+    put_u64(&mut b, layout.kv_offsets[0], 1 << 63);
+    cases.push(with("key-length-2^63", "needs 8.00 EiB", b));
+    // One entry is an entry (the count agrees with its noun).
+    let mut b = good[..layout.metadata_offset as usize].to_vec();
+    put_u64(&mut b, 16, 1);
+    cases.push(with("kv-count-1-nothing-left", "claims 1 entry,", b));
     let tokens_at = layout.kv_offsets[5] + 8 + "tokenizer.ggml.tokens".len() as u64 + 4 + 4;
     let mut b = good.clone();
     put_u64(&mut b, tokens_at, 1 << 62);

@@ -37,17 +37,20 @@ impl std::error::Error for GgufError {}
 
 /// A byte count the way a person reads it: `512 bytes`, `4.7 KiB`, `93.0 MiB`, `4.36 GiB`.
 pub fn human_bytes(n: u64) -> String {
-    const KIB: f64 = 1024.0;
-    let x = n as f64;
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
-        format!("{n} bytes")
-    } else if x < KIB * KIB {
-        format!("{:.1} KiB", x / KIB)
-    } else if x < KIB * KIB * KIB {
-        format!("{:.1} MiB", x / (KIB * KIB))
-    } else {
-        format!("{:.2} GiB", x / (KIB * KIB * KIB))
+        return format!("{n} bytes");
     }
+    // The largest unit that keeps the number at least 1: a corrupt count
+    // near 2^63 reads "8.00 EiB", not ten digits of GiB.
+    let mut x = n as f64 / 1024.0;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if unit >= 2 { 2 } else { 1 };
+    format!("{x:.decimals$} {}", UNITS[unit])
 }
 
 /// A file offset: exact while small, in MiB once large enough that bytes stop helping.
@@ -69,7 +72,10 @@ mod tests {
         assert_eq!(human_bytes(1023), "1023 bytes");
         assert_eq!(human_bytes(4812), "4.7 KiB");
         assert_eq!(human_bytes(93 * 1024 * 1024), "93.0 MiB");
-        assert_eq!(human_bytes(u64::MAX), "17179869184.00 GiB");
+        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
+        assert_eq!(human_bytes(5 << 40), "5.00 TiB");
+        assert_eq!(human_bytes(1 << 63), "8.00 EiB");
+        assert_eq!(human_bytes(u64::MAX), "16.00 EiB");
     }
 
     #[test]

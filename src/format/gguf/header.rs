@@ -227,9 +227,10 @@ impl<'a> Cursor<'a> {
         let fits = self.remaining() / min_size;
         if count > fits {
             return Err(GgufError::new(format!(
-                "{} at offset {} claims {count} entries, but the {} left in the file can hold at most {fits} (corrupt or truncated file)",
+                "{} at offset {} claims {count} {}, but the {} left in the file can hold at most {fits} (corrupt or truncated file)",
                 what(),
                 self.pos,
+                if count == 1 { "entry" } else { "entries" },
                 human_bytes(self.remaining()),
             )));
         }
