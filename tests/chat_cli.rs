@@ -695,3 +695,26 @@ fn thinking_is_hidden_on_a_pipe_shown_on_request_and_never_kept() {
     assert_eq!(messages[1]["content"], "", "{json}");
     assert_eq!(messages[3]["content"], "", "{json}");
 }
+
+#[test]
+fn show_stats_after_undoing_everything_counts_nothing() {
+    let m = smollm2();
+    let run = llm_stdin(
+        &["chat", path_str(&m), "--temp", "0", "-t", "2", "-n", "4"],
+        b"Hello!\n/show stats\n/undo\n/show stats\n",
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let stats: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("context:"))
+        .collect();
+    assert_eq!(stats.len(), 2, "{}", run.stderr);
+    assert!(!stats[0].starts_with("context:    0 of"), "{}", stats[0]);
+    assert!(stats[1].starts_with("context:    0 of"), "{}", stats[1]);
+    assert!(
+        run.stderr.contains("last reply: no reply yet"),
+        "{}",
+        run.stderr
+    );
+}

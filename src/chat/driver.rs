@@ -224,6 +224,7 @@ impl Chat {
             Command::Exit => return Ok(Next::Exit),
             Command::Clear => {
                 self.session.conversation.messages.clear();
+                self.session.last_stats = None;
                 self.ui.note("(new conversation)");
             }
             Command::Regen => match self.session.conversation.take_last_reply() {
@@ -239,6 +240,9 @@ impl Chat {
             },
             Command::Undo => {
                 if self.session.conversation.undo() {
+                    if self.session.conversation.messages.is_empty() {
+                        self.session.last_stats = None;
+                    }
                     self.ui.note("(dropped the last exchange)");
                 } else {
                     self.ui.warn("nothing to undo");
@@ -376,9 +380,17 @@ impl Chat {
                             st.prompt_tokens
                         )
                     });
+                // The conversation as it stands now: the cache may still hold
+                // turns that were undone until the next reply re-uses it.
+                let in_use = if s.conversation.messages.is_empty() {
+                    0
+                } else {
+                    s.prompt_tokens(&s.conversation)
+                        .map_or(s.n_cached(), |t| t.len())
+                };
                 format!(
                     "last reply: {last}\ncontext:    {} of {} tokens in use\nmessages:   {}",
-                    s.n_cached(),
+                    in_use,
                     s.n_ctx(),
                     s.conversation.messages.len()
                 )

@@ -48,7 +48,8 @@ pub struct ChatSession {
     pub ignore_eos: bool,
     /// Print each rendered prompt on stderr (`--verbose-prompt`).
     pub verbose_prompt: bool,
-    /// Cut a reply that keeps repeating itself.
+    /// Cut a reply that keeps repeating itself. Off unless the caller asks:
+    /// `llm chat` turns it on when the user gave no `-n` of their own.
     pub loop_check: bool,
     /// The loop that cut the last reply, if one did.
     pub last_loop: Option<Loop>,
@@ -101,7 +102,7 @@ impl ChatSession {
             n_predict: None,
             ignore_eos: false,
             verbose_prompt: false,
-            loop_check: true,
+            loop_check: false,
             last_loop: None,
             last_stats: None,
             stop_strings,
