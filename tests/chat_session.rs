@@ -57,7 +57,7 @@ fn session(file: &str, template: Option<&str>, n_predict: usize) -> ChatSession 
         temp: 0.0,
         ..SamplingParams::default()
     };
-    let mut s = ChatSession::new(model, tok, template, &[], 2048, greedy);
+    let mut s = ChatSession::new(model, tok, template, &[], 2048, greedy).unwrap();
     s.n_predict = Some(n_predict);
     s
 }

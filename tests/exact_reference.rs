@@ -88,7 +88,7 @@ fn measure(path: &std::path::Path, prompts: &[Vec<u32>]) -> Row {
     let ours_one: Vec<Vec<Vec<f32>>> = prompts
         .iter()
         .map(|p| {
-            let mut state = model.new_state(N_CTX);
+            let mut state = model.new_state(N_CTX).unwrap();
             p.iter()
                 .map(|&t| {
                     model.forward(&mut state, &[t], false).unwrap();
@@ -100,7 +100,7 @@ fn measure(path: &std::path::Path, prompts: &[Vec<u32>]) -> Row {
     let ours_batch: Vec<Vec<Vec<f32>>> = prompts
         .iter()
         .map(|p| {
-            let mut state = model.new_state(N_CTX);
+            let mut state = model.new_state(N_CTX).unwrap();
             model.forward(&mut state, p, true).unwrap();
             state
                 .logits

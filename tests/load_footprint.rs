@@ -25,7 +25,7 @@ fn check(name: &str, n_ctx: usize) {
     assert!(loaded.notes.is_empty(), "{:?}", loaded.notes);
 
     let model = &loaded.model;
-    let state = model.new_state(n_ctx);
+    let state = model.new_state(n_ctx).unwrap();
     assert_eq!(
         model.kv_allocated(&state) as u64,
         plan.cpu.usage.kv_bytes,

@@ -111,7 +111,7 @@ fn compare(name: &str) -> Outcome {
     for (i, prompt) in all.iter().enumerate() {
         let ids = tok.encode(prompt, true, true).unwrap();
         long_seen |= ids.len() > 600;
-        let mut state = model.new_state(N_CTX);
+        let mut state = model.new_state(N_CTX).unwrap();
         model.forward(&mut state, &ids, false).unwrap();
         oracle.clear();
         let mut want = oracle.eval_one_by_one(&ids).unwrap();
@@ -234,7 +234,7 @@ fn gemma3_layer_tensors_equal_llama_cpp() {
         .unwrap();
     let mut oracle = OracleModel::load_capturing(&path, 512, THREADS as i32, &STORE).unwrap();
     let model = Model::load(&path, THREADS).unwrap();
-    let mut state = model.new_state(512);
+    let mut state = model.new_state(512).unwrap();
     let ours: Traced = Arc::new(Mutex::new(Vec::new()));
     let sink = ours.clone();
     state.trace = Some(Box::new(move |name, il, v| {

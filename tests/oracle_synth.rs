@@ -58,7 +58,7 @@ fn compare(spec: &Spec, dir: &std::path::Path) -> Result<f32, String> {
         let toks: Vec<u32> = (0..len)
             .map(|k| ((k * 7919 + i * 104729 + 11) % 49152) as u32)
             .collect();
-        let mut state = model.new_state(N_CTX);
+        let mut state = model.new_state(N_CTX).unwrap();
         model.forward(&mut state, &toks, false).unwrap();
         oracle.clear();
         let mut want = oracle.eval_one_by_one(&toks).unwrap();

@@ -120,12 +120,12 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
 
     /// An activation buffer of room for `len` floats.
-    fn buf(&self, len: usize) -> Self::Buf;
-    fn scratch(&self) -> Self::Scratch;
+    fn buf(&self, len: usize) -> Result<Self::Buf, BackendError>;
+    fn scratch(&self) -> Result<Self::Scratch, BackendError>;
     fn upload_mat(&self, w: &HostMat) -> Result<Self::Mat, BackendError>;
-    fn upload_vector(&self, v: &[f32]) -> Self::Vector;
+    fn upload_vector(&self, v: &[f32]) -> Result<Self::Vector, BackendError>;
     /// A KV cache of `cells` cells of `kv_dim` keys and values each.
-    fn kv(&self, cells: usize, kv_dim: usize) -> Self::Kv;
+    fn kv(&self, cells: usize, kv_dim: usize) -> Result<Self::Kv, BackendError>;
     /// Bytes a `kv(cells, kv_dim)` allocates (the planner counts with it).
     fn kv_bytes(cells: usize, kv_dim: usize) -> usize;
     /// Bytes a cache really holds (tests hold it to `kv_bytes`).
@@ -133,8 +133,27 @@ pub trait Backend: Send + Sync {
 
     /// `src` from the host into the first `src.len()` floats of `dst`.
     fn write(&self, src: &[f32], dst: &mut Self::Buf);
-    /// The first `dst.len()` floats of `src` to the host.
-    fn read(&self, src: &Self::Buf, dst: &mut [f32]);
+    /// The first `dst.len()` floats of `src` to the host. This is where a
+    /// device that runs ops asynchronously waits for them, and reports the
+    /// first op that failed since the last read.
+    fn read(&self, src: &Self::Buf, dst: &mut [f32]) -> Result<(), BackendError>;
+
+    /// Starts a batch of `tokens` tokens at positions `pos0..`: a backend
+    /// whose ops read the positions from device memory (so that a recorded
+    /// step replays anywhere) sets them here.
+    fn begin(&self, _sc: &mut Self::Scratch, _pos0: usize, _tokens: usize) {}
+
+    /// Replays the ops recorded under `key` for this scratch, if any: true
+    /// when it did (the caller then skips issuing them). Otherwise a backend
+    /// that records may start recording the ops that follow, up to
+    /// `end_recording`. Positions come from `begin`, so only ops whose other
+    /// arguments depend on `key` alone may be recorded.
+    fn replay(&self, _sc: &mut Self::Scratch, _key: u64) -> bool {
+        false
+    }
+
+    /// Ends the recording that `replay` started, and runs what was recorded.
+    fn end_recording(&self, _sc: &mut Self::Scratch, _key: u64) {}
 
     /// `out[t][r] = W[r] · x[t]` for `rows` token rows.
     fn matmul(
@@ -195,7 +214,15 @@ pub trait Backend: Send + Sync {
         pos0: usize,
     );
     /// Stores K and V of `tokens` tokens at positions `pos0..` (cell = pos mod cells).
-    fn kv_store(&self, kv: &mut Self::Kv, k: &Self::Buf, v: &Self::Buf, pos0: usize, tokens: usize);
+    fn kv_store(
+        &self,
+        sc: &mut Self::Scratch,
+        kv: &mut Self::Kv,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        pos0: usize,
+        tokens: usize,
+    );
     /// Causal attention of `tokens` queries at positions `pos0..` over the
     /// cache, into `out` (tokens × n_head × head_dim).
     #[allow(clippy::too_many_arguments)]

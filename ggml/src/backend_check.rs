@@ -92,14 +92,18 @@ fn rel_err(reference: &[f32], got: &[f32]) -> f64 {
 }
 
 fn up<B: Backend>(b: &B, x: &[f32]) -> B::Buf {
-    let mut buf = b.buf(x.len());
+    let mut buf = b.buf(x.len()).expect("room for a test buffer");
     b.write(x, &mut buf);
     buf
 }
 
+fn buf<B: Backend>(b: &B, len: usize) -> B::Buf {
+    b.buf(len).expect("room for a test buffer")
+}
+
 fn down<B: Backend>(b: &B, buf: &B::Buf, len: usize) -> Vec<f32> {
     let mut out = vec![0f32; len];
-    b.read(buf, &mut out);
+    b.read(buf, &mut out).expect("the ops ran");
     out
 }
 
@@ -131,8 +135,8 @@ impl Op for MatMul {
             .upload_mat(&self.w)
             .expect("the backend takes every weight type");
         let x = up(b, &self.x);
-        let mut out = b.buf(self.tokens * self.w.rows);
-        let mut sc = b.scratch();
+        let mut out = buf(b, self.tokens * self.w.rows);
+        let mut sc = b.scratch().expect("scratch");
         b.matmul(&mut sc, &w, &x, self.tokens, &mut out);
         down(b, &out, self.tokens * self.w.rows)
     }
@@ -157,14 +161,14 @@ impl Op for Norm {
         format!("{} rows of {}", self.rows, self.w.len())
     }
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
-        let w = b.upload_vector(&self.w);
+        let w = b.upload_vector(&self.w).expect("a vector");
         let mut x = up(b, &self.x);
         let n = self.rows * self.w.len();
         if self.in_place {
             b.rms_norm_in_place(&mut x, &w, 1e-6, self.rows);
             down(b, &x, n)
         } else {
-            let mut out = b.buf(n);
+            let mut out = buf(b, n);
             b.rms_norm(&x, &w, 1e-6, self.rows, &mut out);
             down(b, &out, n)
         }
@@ -194,7 +198,7 @@ impl Op for Elementwise {
         let y = up(b, &self.y);
         match self.kind {
             "add_bias" => {
-                let bias = b.upload_vector(&self.y[..width]);
+                let bias = b.upload_vector(&self.y[..width]).expect("a vector");
                 b.add_bias(&mut x, &bias, rows);
                 down(b, &x, n)
             }
@@ -209,12 +213,12 @@ impl Op for Elementwise {
             "copy_cols" => {
                 // The middle third of each row.
                 let (col0, w) = (width / 3, width / 3 + 1);
-                let mut out = b.buf(rows * w);
+                let mut out = buf(b, rows * w);
                 b.copy_cols(&x, width, col0, w, rows, &mut out);
                 down(b, &out, rows * w)
             }
             "copy_rows" => {
-                let mut out = b.buf(n);
+                let mut out = buf(b, n);
                 b.copy_rows(&x, rows / 2, rows - rows / 2, width, &mut out);
                 down(b, &out, (rows - rows / 2) * width)
             }
@@ -261,8 +265,12 @@ impl Op for RopeOp {
     }
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
         let mut x = up(b, &self.x);
-        let f = self.factors.as_ref().map(|f| b.upload_vector(f));
-        let mut sc = b.scratch();
+        let f = self
+            .factors
+            .as_ref()
+            .map(|f| b.upload_vector(f).expect("a vector"));
+        let mut sc = b.scratch().expect("scratch");
+        b.begin(&mut sc, self.pos0, self.tokens);
         b.rope(
             &mut sc,
             &mut x,
@@ -308,8 +316,8 @@ impl Op for AttentionOp {
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
         let kv_dim = self.a.n_head_kv * self.a.head_dim;
         let q_dim = self.a.n_head * self.a.head_dim;
-        let mut kv = b.kv(self.cells, kv_dim);
-        let mut sc = b.scratch();
+        let mut kv = b.kv(self.cells, kv_dim).expect("a cache");
+        let mut sc = b.scratch().expect("scratch");
         // The history in batches of at most `cells - window` so a ring never
         // overwrites what a batch still needs, as the forward pass guarantees.
         let total = self.history + self.tokens;
@@ -319,17 +327,40 @@ impl Op for AttentionOp {
             let n = step.min(self.history - pos);
             let k = up(b, &self.k[pos * kv_dim..(pos + n) * kv_dim]);
             let v = up(b, &self.v[pos * kv_dim..(pos + n) * kv_dim]);
-            b.kv_store(&mut kv, &k, &v, pos, n);
+            b.begin(&mut sc, pos, n);
+            b.kv_store(&mut sc, &mut kv, &k, &v, pos, n);
             pos += n;
         }
         let k = up(b, &self.k[pos * kv_dim..]);
         let v = up(b, &self.v[pos * kv_dim..]);
-        b.kv_store(&mut kv, &k, &v, pos, self.tokens);
+        b.begin(&mut sc, pos, self.tokens);
+        b.kv_store(&mut sc, &mut kv, &k, &v, pos, self.tokens);
         let q = up(b, &self.q);
-        let mut out = b.buf(self.tokens * q_dim);
+        let mut out = buf(b, self.tokens * q_dim);
         b.attention(&mut sc, &kv, &q, pos, self.tokens, &self.a, &mut out);
         down(b, &out, self.tokens * q_dim)
     }
+}
+
+/// The product in f64 over the dequantised weights: what every backend
+/// approximates (the CPU quantises activations on the way, as ggml does).
+pub fn exact_matmul(w: &HostMat, x: &[f32], tokens: usize) -> Vec<f32> {
+    let mut row = vec![0f32; w.cols];
+    let mut out = vec![0f32; tokens * w.rows];
+    for r in 0..w.rows {
+        let bytes = &w.bytes()[r * w.row_bytes..(r + 1) * w.row_bytes];
+        crate::blocks::dequantize(w.format.ggml(), bytes, &mut row).expect("a known type");
+        for t in 0..tokens {
+            let xt = &x[t * w.cols..(t + 1) * w.cols];
+            let dot: f64 = row
+                .iter()
+                .zip(xt)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            out[t * w.rows + r] = dot as f32;
+        }
+    }
+    out
 }
 
 fn outcome<R: Backend, B: Backend>(op: &impl Op, reference: &R, b: &B) -> Outcome {
@@ -352,13 +383,24 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
     for &ty in WEIGHT_TYPES {
         let block = ty.block_size() as usize;
         let cols = if block >= 256 { 512 } else { 96 };
-        for (rows, tokens) in [(1, 1), (17, 1), (33, 5), (64, 8)] {
+        // Batches past 8 tokens take a GPU's tiled path, with partial tiles.
+        for (rows, tokens) in [(1, 1), (17, 1), (33, 5), (64, 8), (130, 9), (70, 67)] {
             let op = MatMul {
                 w: random_mat(&mut rng, ty, rows, cols),
                 x: rng.vec(tokens * cols, 2.0),
                 tokens,
             };
-            out.push(outcome(&op, &r, b));
+            let got = op.run(b);
+            out.push(Outcome {
+                op: "matmul",
+                case: op.case(),
+                rel_err: rel_err(&op.run(&r), &got),
+            });
+            out.push(Outcome {
+                op: "matmul_vs_f64",
+                case: op.case(),
+                rel_err: rel_err(&exact_matmul(&op.w, &op.x, tokens), &got),
+            });
         }
     }
 
@@ -480,6 +522,8 @@ mod tests {
             let bad = failures(&outcomes, |o| match o.op {
                 "attention" => 1e-3,
                 "swiglu" => 1e-6,
+                // Activations quantised to 8 bits, as ggml does.
+                "matmul_vs_f64" => 3e-2,
                 "matmul" if o.case.starts_with('F') || o.case.starts_with("BF") => 1e-6,
                 _ => 0.0,
             });

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod backend_check;
 pub mod blocks;
 pub mod cpu;
+pub mod cuda;
 pub mod float16;
 pub mod rope;
 pub mod types;

@@ -69,7 +69,7 @@ impl ChatSession {
         extra_stops: &[String],
         n_ctx: usize,
         sampling: SamplingParams,
-    ) -> ChatSession {
+    ) -> anyhow::Result<ChatSession> {
         let text_of = |id: Option<TokenId>| {
             id.and_then(|id| tok.token_text(id))
                 .unwrap_or_default()
@@ -94,7 +94,7 @@ impl ChatSession {
         stop_strings.dedup();
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        ChatSession {
+        Ok(ChatSession {
             tok,
             template,
             conversation: Conversation::default(),
@@ -109,8 +109,8 @@ impl ChatSession {
             stop_tokens,
             bos_text,
             eos_text,
-            engine: Session::new(model, n_ctx),
-        }
+            engine: Session::new(model, n_ctx)?,
+        })
     }
 
     pub fn model(&self) -> &Model {

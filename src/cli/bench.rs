@@ -222,7 +222,7 @@ fn measure(session: &mut Session, test: &Test, vocab: usize) -> Result<f64> {
     let depth = bench_tokens(test.depth, vocab);
     let at_depth = |s: &mut Session| s.truncate(test.depth) && s.cached() == depth.as_slice();
     if !at_depth(session) {
-        session.clear();
+        session.clear()?;
         session.prefill(&depth, &NEVER)?;
     }
     let t0 = Instant::now();
@@ -277,12 +277,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 };
                 let loaded =
                     load::load(path, &opts).with_context(|| format!("test {}", test.name()))?;
-                Session::new(loaded.model, test.n_ctx)
+                Session::new(loaded.model, test.n_ctx)?
             }
         };
         // The same context keeps its cache: a depth already there is re-used.
         if s.n_ctx() != test.n_ctx {
-            s.set_context(test.n_ctx);
+            s.set_context(test.n_ctx)?;
         }
         let vocab = s.model().config.shape.n_vocab;
         let mut samples = Vec::new();

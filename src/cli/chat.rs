@@ -210,7 +210,7 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let summary = model_summary(&model_path, md, &model, threads);
     let mut stops = family.map(|f| f.stop.clone()).unwrap_or_default();
     stops.extend(args.stop.iter().cloned());
-    let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling);
+    let mut session = ChatSession::new(model, tok, template, &stops, n_ctx, sampling)?;
     // Without -n, we guard against replies that run on; -n is the user's
     // own limit (-1: none) and lifts the guards.
     let default_limit = (args.n_predict.is_none() && (message.is_some() || stdin == Stdin::Data))

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod chat;
 pub mod compat;
+pub mod devices;
 pub mod info;
 pub mod model_args;
 pub mod run;
@@ -16,7 +17,7 @@ pub mod values;
 #[derive(Parser, Debug)]
 #[command(
     name = "llm",
-    version,
+    version = crate::cli::version(),
     about = "Chat with quantized language models on your own machine"
 )]
 pub struct Cli {
@@ -36,6 +37,14 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Print the token ids of a text (like llama-tokenize)
     Tokenize(tokenize::TokenizeArgs),
+    /// List the GPUs this binary can use, with their memory
+    Devices,
+}
+
+/// The version line: the crate's version, then the backends compiled in.
+pub fn version() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(|| format!("{}\n{}", env!("CARGO_PKG_VERSION"), devices::backends()))
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -45,5 +54,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Tokenize(args) => tokenize::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Devices => devices::run().map(|()| ExitCode::SUCCESS),
     }
 }

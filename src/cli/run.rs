@@ -166,7 +166,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let load_s = t_load.elapsed().as_secs_f64();
 
-    let mut session = Session::new(model, n_ctx);
+    let mut session = Session::new(model, n_ctx)?;
     eprintln!("seed: {}", params.seed);
     let mut sampler = Sampler::new(params);
     let is_end = |id: TokenId| tok.is_eog(id);

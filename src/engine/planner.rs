@@ -154,10 +154,21 @@ pub struct Devices {
 impl Devices {
     /// The GPUs of this machine that a backend of this build can drive.
     pub fn present() -> Devices {
+        let why_none = match ggml::cuda::driver::driver() {
+            Err(e) => e.0,
+            Ok(()) => "the NVIDIA driver found no GPU".into(),
+        };
         Devices {
-            list: Vec::new(),
+            list: ggml::cuda::devices()
+                .into_iter()
+                .map(|d| Device {
+                    name: format!("CUDA{} ({})", d.ordinal, d.name),
+                    total_bytes: d.total as u64,
+                    free_bytes: d.free as u64,
+                })
+                .collect(),
             margin_bytes: MARGIN_BYTES,
-            why_none: "no GPU backend is available in this build".into(),
+            why_none,
         }
     }
 

@@ -111,14 +111,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(model: Model, n_ctx: usize) -> Session {
-        let state = model.new_state(n_ctx);
-        Session {
+    pub fn new(model: Model, n_ctx: usize) -> Result<Session> {
+        let state = model.new_state(n_ctx)?;
+        Ok(Session {
             model,
             state,
             n_ctx,
             cached: Vec::new(),
-        }
+        })
     }
 
     pub fn model(&self) -> &Model {
@@ -150,13 +150,21 @@ impl Session {
 
     /// An empty cache of `n_ctx` tokens (a new allocation when the size
     /// changes).
-    pub fn set_context(&mut self, n_ctx: usize) {
+    pub fn set_context(&mut self, n_ctx: usize) -> Result<()> {
         if n_ctx != self.n_ctx {
-            self.state = self.model.new_state(n_ctx);
+            self.replace_state(n_ctx)?;
             self.n_ctx = n_ctx;
             self.cached.clear();
         }
-        self.clear();
+        self.clear()
+    }
+
+    /// A fresh state, the old one's device memory freed first so that both
+    /// never need to fit at once.
+    fn replace_state(&mut self, n_ctx: usize) -> Result<()> {
+        self.state.release();
+        self.state = self.model.new_state(n_ctx)?;
+        Ok(())
     }
 
     /// Keeps the first `n` cached tokens. False, and the cache unchanged,
@@ -172,11 +180,12 @@ impl Session {
 
     /// Empties the cache. A ring that will not rewind that far is replaced
     /// by a fresh one.
-    pub fn clear(&mut self) {
-        if !self.state.rewind(0) {
-            self.state = self.model.new_state(self.n_ctx);
-        }
+    pub fn clear(&mut self) -> Result<()> {
         self.cached.clear();
+        if !self.state.rewind(0) {
+            self.replace_state(self.n_ctx)?;
+        }
+        Ok(())
     }
 
     /// Runs `tokens` after the cached ones, a batch at a time, checking
@@ -215,7 +224,7 @@ impl Session {
         let mut keep = common.min(tokens.len().saturating_sub(1));
         if !self.truncate(keep) {
             keep = 0;
-            self.clear();
+            self.clear()?;
         }
         let (run, cancelled) = self.prefill(&tokens[keep..], cancel)?;
         Ok(Synced {
@@ -374,14 +383,14 @@ mod tests {
 
     /// The logits of `prompt` run in a fresh cache.
     fn fresh(session: &mut Session, prompt: &[TokenId]) -> Vec<f32> {
-        session.clear();
+        session.clear().unwrap();
         session.prefill(prompt, &NO).unwrap();
         session.logits().to_vec()
     }
 
     #[test]
     fn sync_reuses_the_common_prefix_and_agrees_with_a_fresh_run() {
-        let mut s = Session::new(model("llama"), 64);
+        let mut s = Session::new(model("llama"), 64).unwrap();
         let first = tokens(20, 1);
         let synced = s.sync(&first, &NO).unwrap();
         assert_eq!((synced.run, synced.reused), (20, 0));
@@ -399,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_ring_that_moved_on_restarts_from_nothing() {
-        let mut s = Session::new(model("gemma3"), 1024);
+        let mut s = Session::new(model("gemma3"), 1024).unwrap();
         let long = tokens(700, 2);
         s.sync(&long, &NO).unwrap();
         // Rewinding 690 tokens would need cells the ring has overwritten.
@@ -469,7 +478,7 @@ mod tests {
 
     #[test]
     fn limits_ends_and_a_full_context() {
-        let mut s = Session::new(model("llama"), 24);
+        let mut s = Session::new(model("llama"), 24).unwrap();
         let never = |_: TokenId| false;
         let opts = |limit, is_end, on_end| Generate {
             limit,
@@ -508,7 +517,7 @@ mod tests {
 
     #[test]
     fn cancel_stops_before_the_prompt_runs() {
-        let mut s = Session::new(model("llama"), 32);
+        let mut s = Session::new(model("llama"), 32).unwrap();
         let cancel = AtomicBool::new(true);
         let mut events = Count {
             seen: Vec::new(),

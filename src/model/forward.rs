@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 use ggml::backend::{Attention, Backend, Glu, HostMat};
 use ggml::cpu::backend::CpuBackend;
 use ggml::cpu::Isa;
+use ggml::cuda::CudaBackend;
 
 use crate::format::gguf::GgufFile;
 use crate::model::arch::Activation;
@@ -61,6 +62,12 @@ pub struct State {
 }
 
 impl State {
+    /// Frees the caches on every device; the state is unusable until replaced.
+    pub fn release(&mut self) {
+        self.caches.clear();
+        self.n_past = self.kv.n_ctx;
+    }
+
     /// Forgets the tokens from position `n` on, so decoding goes on from
     /// there (a chat turn that shares a prefix with the last one). False, and
     /// nothing changed, when a sliding-window ring has already overwritten
@@ -168,15 +175,23 @@ impl Model {
             bail!("the layout covers {covered} of {} layers", config.n_layer);
         }
         let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(parts.len());
+        let mut gpus: Vec<(usize, Arc<CudaBackend>)> = Vec::new();
         for (device, range, head) in parts {
-            let stage = match device {
-                Device::Cpu => LayerRange::upload(cpu.clone(), &weights, range, head),
+            let stage: Box<dyn Stage> = match device {
+                Device::Cpu => Box::new(LayerRange::upload(cpu.clone(), &weights, range, head)?),
                 Device::Gpu(i) => {
-                    bail!("layers were planned for GPU {i}, but this build has no GPU backend")
+                    let gpu = match gpus.iter().find(|(o, _)| *o == i) {
+                        Some((_, g)) => g.clone(),
+                        None => {
+                            let g = Arc::new(CudaBackend::new(i)?);
+                            gpus.push((i, g.clone()));
+                            g
+                        }
+                    };
+                    Box::new(LayerRange::upload(gpu, &weights, range, head)?)
                 }
-            }
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.path().display()))?;
-            stages.push(Box::new(stage));
+            };
+            stages.push(stage);
         }
         Ok(Model {
             config,
@@ -191,7 +206,7 @@ impl Model {
     }
 
     /// A fresh sequence with room for `n_ctx` tokens.
-    pub fn new_state(&self, n_ctx: usize) -> State {
+    pub fn new_state(&self, n_ctx: usize) -> Result<State> {
         let layers = self
             .config
             .layers
@@ -201,7 +216,7 @@ impl Model {
                 window: l.window,
             })
             .collect();
-        State {
+        Ok(State {
             kv: KvCache { n_ctx, layers },
             n_past: 0,
             hidden: Vec::new(),
@@ -209,10 +224,10 @@ impl Model {
                 .stages
                 .iter()
                 .map(|s| s.new_cache(&self.config, n_ctx))
-                .collect(),
+                .collect::<Result<_>>()?,
             logits: Vec::new(),
             trace: None,
-        }
+        })
     }
 
     /// Bytes of KV cache a state holds, over every device.
@@ -258,12 +273,17 @@ impl Model {
         }
         for (i, chunk) in tokens.chunks(MAX_BATCH).enumerate() {
             let out = all_logits.then_some(i * MAX_BATCH * n_vocab);
-            self.forward_batch(state, chunk, out);
+            self.forward_batch(state, chunk, out)?;
         }
         Ok(())
     }
 
-    fn forward_batch(&self, state: &mut State, tokens: &[u32], logits_at: Option<usize>) {
+    fn forward_batch(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        logits_at: Option<usize>,
+    ) -> Result<()> {
         let c = &self.config;
         let t = tokens.len();
         let e = c.shape.n_embd;
@@ -292,9 +312,10 @@ impl Model {
         };
         debug_assert_eq!(job.hidden.len(), t * e);
         for (stage, cache) in self.stages.iter().zip(state.caches.iter_mut()) {
-            stage.run(cache.as_mut(), &mut job);
+            stage.run(cache.as_mut(), &mut job)?;
         }
         state.n_past += t;
+        Ok(())
     }
 
     /// Token embeddings on the host: rows dequantised as ggml's get_rows does.
@@ -333,8 +354,8 @@ struct Job<'a> {
 /// backends sit in one list.
 trait Stage: Send + Sync {
     /// Its KV caches and working buffers for a sequence of `n_ctx` tokens.
-    fn new_cache(&self, config: &Config, n_ctx: usize) -> Box<dyn Any + Send>;
-    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>);
+    fn new_cache(&self, config: &Config, n_ctx: usize) -> Result<Box<dyn Any + Send>>;
+    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) -> Result<()>;
     /// Bytes of KV cache that `cache` holds on the device.
     fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize;
 }
@@ -387,14 +408,14 @@ impl<B: Backend + 'static> LayerRange<B> {
             .collect::<Result<Vec<_>, _>>()?;
         let head = if with_head {
             Some(Head {
-                norm: b.upload_vector(&w.output_norm),
+                norm: b.upload_vector(&w.output_norm)?,
                 output: b.upload_mat(&w.output)?,
             })
         } else {
             None
         };
-        let rope_factors =
-            [false, true].map(|long| w.rope_factors(long).map(|f| b.upload_vector(f)));
+        let [short, long] = [false, true].map(|long| w.rope_factors(long).map(|f| b.upload_vector(f)));
+        let rope_factors = [short.transpose()?, long.transpose()?];
         Ok(LayerRange {
             first: range.start,
             layers,
@@ -406,33 +427,33 @@ impl<B: Backend + 'static> LayerRange<B> {
 }
 
 impl<B: Backend + 'static> Stage for LayerRange<B> {
-    fn new_cache(&self, c: &Config, n_ctx: usize) -> Box<dyn Any + Send> {
+    fn new_cache(&self, c: &Config, n_ctx: usize) -> Result<Box<dyn Any + Send>> {
         let b = &*self.backend;
         let s = &c.shape;
         let (e, q_dim, kv_dim) = (s.n_embd, c.q_dim(), c.kv_dim());
         let kv = (self.first..self.first + self.layers.len())
             .map(|il| b.kv(kv_cells(c.layers[il].window, n_ctx), kv_dim))
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         let rows = MAX_BATCH;
         let fused = (q_dim + 2 * kv_dim).max(2 * s.n_ff);
-        Box::new(RangeCache::<B> {
+        Ok(Box::new(RangeCache::<B> {
             kv,
-            sc: b.scratch(),
-            x: b.buf(rows * e),
-            xb: b.buf(rows * e),
-            q: b.buf(rows * q_dim),
-            k: b.buf(rows * kv_dim),
-            v: b.buf(rows * kv_dim),
-            fused: b.buf(rows * fused),
-            att: b.buf(rows * q_dim),
-            gate: b.buf(rows * s.n_ff),
-            up: b.buf(rows * s.n_ff),
+            sc: b.scratch()?,
+            x: b.buf(rows * e)?,
+            xb: b.buf(rows * e)?,
+            q: b.buf(rows * q_dim)?,
+            k: b.buf(rows * kv_dim)?,
+            v: b.buf(rows * kv_dim)?,
+            fused: b.buf(rows * fused)?,
+            att: b.buf(rows * q_dim)?,
+            gate: b.buf(rows * s.n_ff)?,
+            up: b.buf(rows * s.n_ff)?,
             logits: b.buf(if self.head.is_some() {
                 rows * s.n_vocab
             } else {
                 0
-            }),
-        })
+            })?,
+        }))
     }
 
     fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize {
@@ -446,7 +467,7 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
             .sum()
     }
 
-    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) {
+    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) -> Result<()> {
         let cache = cache
             .downcast_mut::<RangeCache<B>>()
             .expect("a stage's cache is the one it made");
@@ -455,14 +476,32 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
         let t = job.tokens;
         let e = c.shape.n_embd;
         b.write(&job.hidden[..t * e], &mut cache.x);
-        let factors = self.rope_factors[usize::from(c.long_rope(job.n_ctx))].as_ref();
-        for (i, layer) in self.layers.iter().enumerate() {
-            self.layer(cache, job, self.first + i, layer, factors);
+        b.begin(&mut cache.sc, job.pos0, t);
+        let long = c.long_rope(job.n_ctx);
+        let factors = self.rope_factors[usize::from(long)].as_ref();
+        // A decode step issues the same ops at every position (positions come
+        // from `begin`), so a backend may record it once and replay it. Not
+        // while tracing, which reads buffers between ops.
+        let first_logit = job.first_logit_row as u64;
+        let key = (job.trace.is_none() && t == 1)
+            .then_some(u64::from(long) << 32 | first_logit << 1 | t as u64);
+        if !key.is_some_and(|k| b.replay(&mut cache.sc, k)) {
+            for (i, layer) in self.layers.iter().enumerate() {
+                self.layer(cache, job, self.first + i, layer, factors);
+            }
+            if let Some(head) = &self.head {
+                self.output(cache, job, head);
+            }
+            if let Some(k) = key {
+                b.end_recording(&mut cache.sc, k);
+            }
         }
+        let b_name = || b.name();
         match &self.head {
-            Some(head) => self.output(cache, job, head),
+            Some(_) => b.read(&cache.logits, job.logits),
             None => b.read(&cache.x, &mut job.hidden[..t * e]),
         }
+        .map_err(|e| anyhow::anyhow!("{}: {e}", b_name()))
     }
 }
 
@@ -521,7 +560,7 @@ impl<B: Backend + 'static> LayerRange<B> {
             b.scale(&mut r.q, qs, t * q_dim);
         }
         let kv = &mut r.kv[il - self.first];
-        b.kv_store(kv, &r.k, &r.v, pos0, t);
+        b.kv_store(sc, kv, &r.k, &r.v, pos0, t);
         let attn = Attention {
             n_head: s.n_head,
             n_head_kv: s.n_head_kv,
@@ -579,7 +618,6 @@ impl<B: Backend + 'static> LayerRange<B> {
         b.copy_rows(&r.x, first, rows, e, &mut r.xb);
         b.rms_norm_in_place(&mut r.xb, &head.norm, c.eps, rows);
         b.matmul(&mut r.sc, &head.output, &r.xb, rows, &mut r.logits);
-        b.read(&r.logits, job.logits);
     }
 }
 
@@ -594,7 +632,8 @@ fn trace<B: Backend>(
 ) {
     if let Some(f) = hook.as_mut() {
         let mut host = vec![0f32; len];
-        b.read(buf, &mut host);
-        f(name, il, &host);
+        if b.read(buf, &mut host).is_ok() {
+            f(name, il, &host);
+        }
     }
 }

@@ -563,7 +563,7 @@ mod tests {
     fn error(p: &Pair, seed: u64) -> f64 {
         let toks = tokens(seed);
         let exact = p.exact.logits(&toks, N_CTX).unwrap();
-        let mut state = p.model.new_state(N_CTX);
+        let mut state = p.model.new_state(N_CTX).unwrap();
         p.model.forward(&mut state, &toks, true).unwrap();
         let ours = state.logits.chunks_exact(N_VOCAB);
         let (mut worst, mut scale) = (0f64, 0f64);

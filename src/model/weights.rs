@@ -41,9 +41,10 @@ impl<M, V> Layer<M, V> {
     pub fn try_map<M2, V2, E>(
         &self,
         m: impl Fn(&M) -> Result<M2, E>,
-        v: impl Fn(&V) -> V2,
+        v: impl Fn(&V) -> Result<V2, E>,
     ) -> Result<Layer<M2, V2>, E> {
         let om = |x: &Option<M>| x.as_ref().map(&m).transpose();
+        let ov = |x: &Option<V>| x.as_ref().map(&v).transpose();
         Ok(Layer {
             wq: m(&self.wq)?,
             wk: om(&self.wk)?,
@@ -52,15 +53,15 @@ impl<M, V> Layer<M, V> {
             w_gate: om(&self.w_gate)?,
             w_up: m(&self.w_up)?,
             w_down: m(&self.w_down)?,
-            attn_norm: v(&self.attn_norm),
-            bq: self.bq.as_ref().map(&v),
-            bk: self.bk.as_ref().map(&v),
-            bv: self.bv.as_ref().map(&v),
-            q_norm: self.q_norm.as_ref().map(&v),
-            k_norm: self.k_norm.as_ref().map(&v),
-            post_attn_norm: self.post_attn_norm.as_ref().map(&v),
-            ffn_norm: v(&self.ffn_norm),
-            post_ffn_norm: self.post_ffn_norm.as_ref().map(&v),
+            attn_norm: v(&self.attn_norm)?,
+            bq: ov(&self.bq)?,
+            bk: ov(&self.bk)?,
+            bv: ov(&self.bv)?,
+            q_norm: ov(&self.q_norm)?,
+            k_norm: ov(&self.k_norm)?,
+            post_attn_norm: ov(&self.post_attn_norm)?,
+            ffn_norm: v(&self.ffn_norm)?,
+            post_ffn_norm: ov(&self.post_ffn_norm)?,
         })
     }
 }

@@ -81,12 +81,12 @@ impl Backend for CpuBackend {
 
     /// Grows on first use instead: a one-token decode never touches the room
     /// a full prompt batch would need.
-    fn buf(&self, _len: usize) -> Vec<f32> {
-        Vec::new()
+    fn buf(&self, _len: usize) -> Result<Vec<f32>, BackendError> {
+        Ok(Vec::new())
     }
 
-    fn scratch(&self) -> CpuScratch {
-        CpuScratch::default()
+    fn scratch(&self) -> Result<CpuScratch, BackendError> {
+        Ok(CpuScratch::default())
     }
 
     fn upload_mat(&self, w: &HostMat) -> Result<CpuMat, BackendError> {
@@ -98,17 +98,17 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn upload_vector(&self, v: &[f32]) -> Vec<f32> {
-        v.to_vec()
+    fn upload_vector(&self, v: &[f32]) -> Result<Vec<f32>, BackendError> {
+        Ok(v.to_vec())
     }
 
-    fn kv(&self, cells: usize, kv_dim: usize) -> CpuKv {
-        CpuKv {
+    fn kv(&self, cells: usize, kv_dim: usize) -> Result<CpuKv, BackendError> {
+        Ok(CpuKv {
             cells,
             kv_dim,
             k: vec![0; cells * kv_dim],
             v: vec![0; cells * kv_dim],
-        }
+        })
     }
 
     fn kv_bytes(cells: usize, kv_dim: usize) -> usize {
@@ -124,8 +124,9 @@ impl Backend for CpuBackend {
         dst.copy_from_slice(src);
     }
 
-    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) {
+    fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<(), BackendError> {
         dst.copy_from_slice(&src[..dst.len()]);
+        Ok(())
     }
 
     fn matmul(&self, sc: &mut CpuScratch, m: &CpuMat, x: &Vec<f32>, t: usize, out: &mut Vec<f32>) {
@@ -254,7 +255,15 @@ impl Backend for CpuBackend {
         }
     }
 
-    fn kv_store(&self, kv: &mut CpuKv, k: &Vec<f32>, v: &Vec<f32>, pos0: usize, tokens: usize) {
+    fn kv_store(
+        &self,
+        _sc: &mut CpuScratch,
+        kv: &mut CpuKv,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        pos0: usize,
+        tokens: usize,
+    ) {
         let kv_dim = kv.kv_dim;
         for i in 0..tokens {
             let cell = (pos0 + i) % kv.cells;

@@ -1,0 +1,557 @@
+//! One NVIDIA GPU as a backend: weights, KV caches and activations in device
+//! memory, every op a kernel on one stream, the hidden state crossing to and
+//! from the host through pinned memory. Ops are asynchronous; the first
+//! failure is kept and reported by the next `read`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::driver::{
+    check, Context, CuResult, DeviceInfo, DeviceMem, Function, Graph, KernelArg, Module,
+    PinnedMem, Stream,
+};
+use crate::backend::{Attention, Backend, BackendError, Glu, HostMat};
+use crate::rope::Rope;
+use crate::GgmlType;
+
+/// Weight types with kernels: every type the CPU runs.
+const TYPES: [GgmlType; 15] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+    GgmlType::IQ4_XS,
+];
+
+/// Up to this many tokens a mat-vec kernel reads each weight once for all of
+/// them; more go through the tiled tensor-core matmul.
+const MATVEC_MAX_TOKENS: usize = 8;
+
+struct Kernels {
+    rms_norm: Function,
+    add_bias: Function,
+    add: Function,
+    scale: Function,
+    copy_cols: Function,
+    swiglu: Function,
+    geglu: Function,
+    rope: Function,
+    kv_store: Function,
+    attention: Function,
+    /// (matvec, matmul) by weight type.
+    matmul: HashMap<GgmlType, (Function, Function)>,
+}
+
+pub struct CudaBackend {
+    info: DeviceInfo,
+    kernels: Kernels,
+    /// Host side of the crossings (`write`, `read`), grown as needed.
+    staging: Mutex<PinnedMem>,
+    /// The first op failure since the last `read`.
+    error: Mutex<Option<BackendError>>,
+    stream: Stream,
+    _modules: Vec<Module>,
+    // Dropped last: everything above lives in this context.
+    ctx: Context,
+}
+
+pub struct CudaBuf {
+    mem: DeviceMem,
+    len: usize,
+}
+
+impl CudaBuf {
+    fn ptr(&self) -> u64 {
+        self.mem.ptr
+    }
+}
+
+pub struct CudaMat {
+    mem: DeviceMem,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+pub struct CudaVector {
+    mem: DeviceMem,
+    len: usize,
+}
+
+/// f16 keys and values, both `[cell][kv_dim]`.
+pub struct CudaKv {
+    k: DeviceMem,
+    v: DeviceMem,
+    cells: usize,
+    kv_dim: usize,
+}
+
+pub struct CudaScratch {
+    /// [pos0, tokens] of the batch being run, on the device...
+    step: DeviceMem,
+    /// ...copied from here, which a replayed graph reads anew each time.
+    step_host: PinnedMem,
+    graphs: HashMap<u64, Graph>,
+    recording: Option<u64>,
+}
+
+/// The rope parameters as the kernel's struct lays them out.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RopeParams {
+    n_dims: i32,
+    freq_base: f32,
+    freq_scale: f32,
+    ext_factor: f32,
+    attn_factor: f32,
+    corr_low: f32,
+    corr_high: f32,
+    neox: i32,
+}
+
+impl KernelArg for RopeParams {
+    fn arg_ptr(&self) -> *mut std::ffi::c_void {
+        self as *const RopeParams as *mut std::ffi::c_void
+    }
+}
+
+fn blocks(n: usize, per: usize) -> u32 {
+    n.div_ceil(per).max(1) as u32
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` and loads the kernels.
+    pub fn new(ordinal: usize) -> CuResult<CudaBackend> {
+        let ctx = Context::new(ordinal)?;
+        let info = ctx.info();
+        let modules = super::MODULES
+            .iter()
+            .map(|(_, image)| Module::load(image))
+            .collect::<CuResult<Vec<_>>>()?;
+        let find = |name: &str| -> CuResult<Function> {
+            modules
+                .iter()
+                .find_map(|m| m.function(name).ok())
+                .ok_or_else(|| BackendError(format!("CUDA: kernel {name} is missing")))
+        };
+        let mut matmul = HashMap::new();
+        for ty in TYPES {
+            let n = ty.name().to_lowercase();
+            matmul.insert(
+                ty,
+                (find(&format!("matvec_{n}"))?, find(&format!("matmul_{n}"))?),
+            );
+        }
+        let kernels = Kernels {
+            rms_norm: find("rms_norm")?,
+            add_bias: find("add_bias")?,
+            add: find("add")?,
+            scale: find("scale")?,
+            copy_cols: find("copy_cols")?,
+            swiglu: find("swiglu")?,
+            geglu: find("geglu")?,
+            rope: find("rope")?,
+            kv_store: find("kv_store")?,
+            attention: find("attention")?,
+            matmul,
+        };
+        Ok(CudaBackend {
+            info,
+            kernels,
+            staging: Mutex::new(PinnedMem::alloc(1 << 20)?),
+            error: Mutex::new(None),
+            stream: Stream::new()?,
+            _modules: modules,
+            ctx,
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// (free, total) device memory now.
+    pub fn mem_info(&self) -> CuResult<(usize, usize)> {
+        self.ctx.mem_info()
+    }
+
+    /// Keeps the first failure for the next `read`.
+    fn keep(&self, r: CuResult<()>) {
+        if let Err(e) = r {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    }
+
+    fn bind(&self) {
+        self.keep(self.ctx.bind());
+    }
+
+    fn launch(&self, f: Function, grid: (u32, u32, u32), block: u32, args: &[&dyn KernelArg]) {
+        self.keep(f.launch(&self.stream, grid, block, 0, args));
+    }
+
+    /// An element-wise kernel over `n` elements.
+    fn elementwise(&self, f: Function, n: usize, args: &[&dyn KernelArg]) {
+        self.launch(f, (blocks(n, 256), 1, 1), 256, args);
+    }
+
+    fn alloc(&self, bytes: usize, what: &str) -> CuResult<DeviceMem> {
+        self.ctx.bind()?;
+        DeviceMem::alloc(bytes, what).map_err(|e| self.name_device(e))
+    }
+
+    fn name_device(&self, e: BackendError) -> BackendError {
+        BackendError(format!("{}: {}", self.name(), e.0))
+    }
+
+    fn stage(&self, bytes: usize) -> std::sync::MutexGuard<'_, PinnedMem> {
+        let mut s = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if s.bytes < bytes {
+            match PinnedMem::alloc(bytes.next_power_of_two()) {
+                Ok(m) => *s = m,
+                Err(e) => self.keep(Err(e)),
+            }
+        }
+        s
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaBuf;
+    type Mat = CudaMat;
+    type Vector = CudaVector;
+    type Kv = CudaKv;
+    type Scratch = CudaScratch;
+
+    fn name(&self) -> String {
+        format!("CUDA{} ({})", self.info.ordinal, self.info.name)
+    }
+
+    fn buf(&self, len: usize) -> Result<CudaBuf, BackendError> {
+        Ok(CudaBuf {
+            mem: self.alloc(len * 4, "activations")?,
+            len,
+        })
+    }
+
+    fn scratch(&self) -> Result<CudaScratch, BackendError> {
+        self.ctx.bind()?;
+        Ok(CudaScratch {
+            step: DeviceMem::zeroed(8, "positions")?,
+            step_host: PinnedMem::alloc(8)?,
+            graphs: HashMap::new(),
+            recording: None,
+        })
+    }
+
+    fn upload_mat(&self, w: &HostMat) -> Result<CudaMat, BackendError> {
+        let ty = w.format.ggml();
+        if !self.kernels.matmul.contains_key(&ty) {
+            return Err(BackendError(format!(
+                "tensor '{}': {} has no CUDA kernels",
+                w.name, ty
+            )));
+        }
+        let mem = self.alloc(w.len, &format!("tensor '{}'", w.name))?;
+        check("uploading weights", unsafe {
+            // SAFETY: `w` keeps its bytes alive for the call; the copy is synchronous.
+            cudarc::driver::result::memcpy_htod_sync(mem.ptr, w.bytes())
+        })
+        .map_err(|e| self.name_device(e))?;
+        Ok(CudaMat {
+            mem,
+            ty,
+            rows: w.rows,
+            cols: w.cols,
+            row_bytes: w.row_bytes,
+        })
+    }
+
+    fn upload_vector(&self, v: &[f32]) -> Result<CudaVector, BackendError> {
+        let mem = self.alloc(v.len() * 4, "a vector")?;
+        // SAFETY: `v` is live for the synchronous copy.
+        check("uploading a vector", unsafe {
+            cudarc::driver::result::memcpy_htod_sync(mem.ptr, v)
+        })?;
+        Ok(CudaVector { mem, len: v.len() })
+    }
+
+    fn kv(&self, cells: usize, kv_dim: usize) -> Result<CudaKv, BackendError> {
+        let bytes = cells * kv_dim * 2;
+        self.ctx.bind()?;
+        let k = DeviceMem::zeroed(bytes, "the KV cache").map_err(|e| self.name_device(e))?;
+        let v = DeviceMem::zeroed(bytes, "the KV cache").map_err(|e| self.name_device(e))?;
+        Ok(CudaKv {
+            k,
+            v,
+            cells,
+            kv_dim,
+        })
+    }
+
+    fn kv_bytes(cells: usize, kv_dim: usize) -> usize {
+        2 * cells * kv_dim * 2
+    }
+
+    fn kv_allocated(&self, kv: &CudaKv) -> usize {
+        kv.k.bytes + kv.v.bytes
+    }
+
+    fn write(&self, src: &[f32], dst: &mut CudaBuf) {
+        assert!(src.len() <= dst.len, "write past the buffer");
+        self.bind();
+        let bytes = src.len() * 4;
+        let mut s = self.stage(bytes);
+        if s.bytes < bytes {
+            return;
+        }
+        // The previous use of the staging memory must be over before it is
+        // overwritten: reads sync, and writes are followed by this one.
+        self.keep(self.stream.sync());
+        s.f32s(src.len()).copy_from_slice(src);
+        self.keep(self.stream.htod(dst.ptr(), s.as_mut_ptr(), bytes));
+    }
+
+    fn read(&self, src: &CudaBuf, dst: &mut [f32]) -> Result<(), BackendError> {
+        assert!(dst.len() <= src.len, "read past the buffer");
+        self.bind();
+        let bytes = dst.len() * 4;
+        let mut s = self.stage(bytes);
+        if s.bytes >= bytes {
+            self.keep(self.stream.dtoh(s.as_mut_ptr(), src.ptr(), bytes));
+            self.keep(self.stream.sync());
+            dst.copy_from_slice(s.f32s(dst.len()));
+        }
+        let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => Err(self.name_device(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&self, sc: &mut CudaScratch, pos0: usize, tokens: usize) {
+        self.bind();
+        // The last batch's copy must have read the old values first.
+        self.keep(self.stream.sync());
+        let host = sc.step_host.as_mut_ptr() as *mut i32;
+        // SAFETY: 8 bytes of pinned memory owned by `sc`.
+        unsafe {
+            *host = pos0 as i32;
+            *host.add(1) = tokens as i32;
+        }
+        self.keep(self.stream.htod(sc.step.ptr, host as *const u8, 8));
+    }
+
+    fn replay(&self, sc: &mut CudaScratch, key: u64) -> bool {
+        if let Some(g) = sc.graphs.get(&key) {
+            self.keep(g.launch(&self.stream));
+            return true;
+        }
+        match self.stream.begin_capture() {
+            Ok(()) => sc.recording = Some(key),
+            Err(e) => self.keep(Err(e)),
+        }
+        false
+    }
+
+    fn end_recording(&self, sc: &mut CudaScratch, key: u64) {
+        if sc.recording.take() != Some(key) {
+            return;
+        }
+        match self.stream.end_capture() {
+            Ok(g) => {
+                self.keep(g.launch(&self.stream));
+                sc.graphs.insert(key, g);
+            }
+            Err(e) => self.keep(Err(e)),
+        }
+    }
+
+    fn matmul(&self, _sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
+        debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
+        let (mv, mm) = self.kernels.matmul[&w.ty];
+        let (rows, cols, rb, nt) = (
+            w.rows as i32,
+            w.cols as i32,
+            w.row_bytes as i64,
+            t as i32,
+        );
+        let args: [&dyn KernelArg; 7] = [&w.mem.ptr, &x.mem.ptr, &out.mem.ptr, &rows, &cols, &rb, &nt];
+        if t <= MATVEC_MAX_TOKENS {
+            self.launch(mv, (blocks(w.rows, 4), 1, 1), 128, &args);
+        } else {
+            self.launch(mm, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
+        }
+    }
+
+    fn rms_norm(&self, src: &CudaBuf, w: &CudaVector, eps: f32, rows: usize, dst: &mut CudaBuf) {
+        let width = w.len as i32;
+        self.launch(
+            self.kernels.rms_norm,
+            (rows as u32, 1, 1),
+            256,
+            &[&src.mem.ptr, &w.mem.ptr, &dst.mem.ptr, &width, &eps],
+        );
+    }
+
+    fn rms_norm_in_place(&self, x: &mut CudaBuf, w: &CudaVector, eps: f32, rows: usize) {
+        let width = w.len as i32;
+        self.launch(
+            self.kernels.rms_norm,
+            (rows as u32, 1, 1),
+            256,
+            &[&x.mem.ptr, &w.mem.ptr, &x.mem.ptr, &width, &eps],
+        );
+    }
+
+    fn add_bias(&self, x: &mut CudaBuf, bias: &CudaVector, rows: usize) {
+        let (width, n) = (bias.len as i32, (rows * bias.len) as i64);
+        self.elementwise(
+            self.kernels.add_bias,
+            n as usize,
+            &[&x.mem.ptr, &bias.mem.ptr, &width, &n],
+        );
+    }
+
+    fn add(&self, x: &mut CudaBuf, y: &CudaBuf, len: usize) {
+        let n = len as i64;
+        self.elementwise(self.kernels.add, len, &[&x.mem.ptr, &y.mem.ptr, &n]);
+    }
+
+    fn scale(&self, x: &mut CudaBuf, s: f32, len: usize) {
+        let n = len as i64;
+        self.elementwise(self.kernels.scale, len, &[&x.mem.ptr, &s, &n]);
+    }
+
+    fn copy_cols(
+        &self,
+        src: &CudaBuf,
+        src_width: usize,
+        col0: usize,
+        width: usize,
+        rows: usize,
+        dst: &mut CudaBuf,
+    ) {
+        let (sw, c0, w, n) = (src_width as i32, col0 as i32, width as i32, (rows * width) as i64);
+        self.elementwise(
+            self.kernels.copy_cols,
+            rows * width,
+            &[&src.mem.ptr, &sw, &c0, &w, &dst.mem.ptr, &n],
+        );
+    }
+
+    fn copy_rows(&self, src: &CudaBuf, row0: usize, rows: usize, width: usize, dst: &mut CudaBuf) {
+        self.keep(self.stream.dtod(
+            dst.mem.ptr,
+            src.mem.at(row0 * width * 4),
+            rows * width * 4,
+        ));
+    }
+
+    fn rope(
+        &self,
+        sc: &mut CudaScratch,
+        x: &mut CudaBuf,
+        tokens: usize,
+        n_heads: usize,
+        head_dim: usize,
+        rope: &Rope,
+        freq_factors: Option<&CudaVector>,
+        _pos0: usize,
+    ) {
+        let p = RopeParams {
+            n_dims: rope.n_dims as i32,
+            freq_base: rope.freq_base,
+            freq_scale: rope.freq_scale,
+            ext_factor: rope.ext_factor,
+            attn_factor: rope.attn_factor,
+            corr_low: rope.corr_dims[0],
+            corr_high: rope.corr_dims[1],
+            neox: i32::from(rope.neox),
+        };
+        let ff = freq_factors.map_or(0u64, |f| f.mem.ptr);
+        let (nh, hd) = (n_heads as i32, head_dim as i32);
+        self.launch(
+            self.kernels.rope,
+            (tokens as u32, n_heads as u32, 1),
+            128,
+            &[&x.mem.ptr, &nh, &hd, &sc.step.ptr, &p, &ff],
+        );
+    }
+
+    fn kv_store(
+        &self,
+        sc: &mut CudaScratch,
+        kv: &mut CudaKv,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        _pos0: usize,
+        tokens: usize,
+    ) {
+        let (kv_dim, cells) = (kv.kv_dim as i32, kv.cells as i32);
+        self.launch(
+            self.kernels.kv_store,
+            (tokens as u32, 1, 1),
+            256,
+            &[&kv.k.ptr, &kv.v.ptr, &k.mem.ptr, &v.mem.ptr, &kv_dim, &cells, &sc.step.ptr],
+        );
+    }
+
+    fn attention(
+        &self,
+        sc: &mut CudaScratch,
+        kv: &CudaKv,
+        q: &CudaBuf,
+        _pos0: usize,
+        tokens: usize,
+        a: &Attention,
+        out: &mut CudaBuf,
+    ) {
+        let (nh, nkv, hd, cells) = (
+            a.n_head as i32,
+            a.n_head_kv as i32,
+            a.head_dim as i32,
+            kv.cells as i32,
+        );
+        let window = a.window.map_or(0, |w| w as i32);
+        self.launch(
+            self.kernels.attention,
+            (tokens as u32, a.n_head as u32, 1),
+            128,
+            &[
+                &q.mem.ptr,
+                &kv.k.ptr,
+                &kv.v.ptr,
+                &out.mem.ptr,
+                &nh,
+                &nkv,
+                &hd,
+                &cells,
+                &sc.step.ptr,
+                &window,
+                &a.kq_scale,
+            ],
+        );
+    }
+
+    fn glu(&self, act: Glu, gate: &mut CudaBuf, up: &CudaBuf, len: usize) {
+        let f = match act {
+            Glu::SwiGlu => self.kernels.swiglu,
+            Glu::GeGlu => self.kernels.geglu,
+        };
+        let n = len as i64;
+        self.elementwise(f, len, &[&gate.mem.ptr, &up.mem.ptr, &n]);
+    }
+}

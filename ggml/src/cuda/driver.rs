@@ -1,0 +1,406 @@
+//! A thin, safe layer over the NVIDIA driver API (through cudarc's dynamic
+//! loading, so nothing but libcuda is needed, and only where a GPU is):
+//! device memory, pinned host memory, one stream, modules, launches, graphs.
+//! Every failure becomes a one-line `BackendError`.
+
+use std::ffi::{c_void, CString};
+use std::sync::OnceLock;
+
+use cudarc::driver::result;
+use cudarc::driver::sys;
+
+use crate::backend::BackendError;
+
+pub type CuResult<T> = Result<T, BackendError>;
+
+/// Turns a driver error into our one-line error, naming what was being done.
+pub fn check<T>(what: &str, r: Result<T, result::DriverError>) -> CuResult<T> {
+    r.map_err(|e| {
+        let name = e
+            .error_string()
+            .ok()
+            .and_then(|s| s.to_str().ok().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", e.0));
+        BackendError(format!("CUDA: {what}: {name}"))
+    })
+}
+
+/// Whether the driver library loads and initialises (once per process).
+pub fn driver() -> CuResult<()> {
+    static INIT: OnceLock<CuResult<()>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        // SAFETY: only probes for the library; nothing is called through it.
+        if std::env::var_os("LLM_NO_GPU").is_some() || !unsafe { sys::is_culib_present() } {
+            return Err(BackendError("no NVIDIA driver (libcuda) was found".into()));
+        }
+        check("initialising the driver", result::init())
+    })
+    .clone()
+}
+
+/// What `llm devices` and the planner know of a GPU.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub total: usize,
+    pub free: usize,
+    /// Compute capability as major * 10 + minor (90 for Hopper).
+    pub capability: u32,
+}
+
+/// Every GPU the driver sees; empty without a driver.
+pub fn devices() -> Vec<DeviceInfo> {
+    if driver().is_err() {
+        return Vec::new();
+    }
+    let n = result::device::get_count().unwrap_or(0).max(0) as usize;
+    (0..n)
+        .filter_map(|i| Context::new(i).ok().map(|c| c.info()))
+        .collect()
+}
+
+/// A device's primary context, made current on the calling thread by `bind`.
+pub struct Context {
+    pub ordinal: usize,
+    device: sys::CUdevice,
+    ctx: sys::CUcontext,
+}
+
+// SAFETY: a primary context may be used from any thread once made current there,
+// which every entry point does through `bind`.
+unsafe impl Send for Context {}
+unsafe impl Sync for Context {}
+
+impl Context {
+    pub fn new(ordinal: usize) -> CuResult<Context> {
+        driver()?;
+        let device = check("opening the device", result::device::get(ordinal as i32))?;
+        // SAFETY: `device` is a valid handle; the context is released in Drop.
+        let ctx = check("creating the context", unsafe {
+            result::primary_ctx::retain(device)
+        })?;
+        let c = Context {
+            ordinal,
+            device,
+            ctx,
+        };
+        c.bind()?;
+        Ok(c)
+    }
+
+    /// Makes this context current on the calling thread.
+    pub fn bind(&self) -> CuResult<()> {
+        // SAFETY: the context lives as long as `self`.
+        check("binding the context", unsafe {
+            result::ctx::set_current(self.ctx)
+        })
+    }
+
+    pub fn info(&self) -> DeviceInfo {
+        let _ = self.bind();
+        let (free, total) = result::mem_get_info().unwrap_or((0, 0));
+        let attr = |a| unsafe { result::device::get_attribute(self.device, a) }.unwrap_or(0) as u32;
+        let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+        let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+        DeviceInfo {
+            ordinal: self.ordinal,
+            name: result::device::get_name(self.device).unwrap_or_else(|_| "unknown GPU".into()),
+            total,
+            free,
+            capability: major * 10 + minor,
+        }
+    }
+
+    /// (free, total) bytes of device memory now.
+    pub fn mem_info(&self) -> CuResult<(usize, usize)> {
+        self.bind()?;
+        check("reading free memory", result::mem_get_info())
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: retained in `new`, released once.
+        unsafe {
+            let _ = result::primary_ctx::release(self.device);
+        }
+    }
+}
+
+/// Device memory of `bytes` bytes, freed on drop.
+pub struct DeviceMem {
+    pub ptr: sys::CUdeviceptr,
+    pub bytes: usize,
+}
+
+// SAFETY: a device address; ordering is the stream's business.
+unsafe impl Send for DeviceMem {}
+unsafe impl Sync for DeviceMem {}
+
+impl DeviceMem {
+    pub fn alloc(bytes: usize, what: &str) -> CuResult<DeviceMem> {
+        // A zero-byte request still gets a valid (tiny) allocation.
+        let n = bytes.max(16);
+        // SAFETY: plain allocation, freed in Drop.
+        let ptr = unsafe { result::malloc_sync(n) }.map_err(|e| {
+            if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                BackendError(format!(
+                    "CUDA: out of device memory allocating {} MiB for {what}",
+                    n.div_ceil(1 << 20)
+                ))
+            } else {
+                check::<()>(&format!("allocating {what}"), Err(e)).unwrap_err()
+            }
+        })?;
+        Ok(DeviceMem { ptr, bytes })
+    }
+
+    pub fn zeroed(bytes: usize, what: &str) -> CuResult<DeviceMem> {
+        let m = DeviceMem::alloc(bytes, what)?;
+        // SAFETY: the range lies inside the allocation.
+        check("clearing memory", unsafe {
+            result::memset_d8_sync(m.ptr, 0, bytes.max(16))
+        })?;
+        Ok(m)
+    }
+
+    /// The address `byte` bytes in.
+    pub fn at(&self, byte: usize) -> sys::CUdeviceptr {
+        debug_assert!(byte <= self.bytes);
+        self.ptr + byte as u64
+    }
+}
+
+impl Drop for DeviceMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_sync, freed once; the context is current
+        // or the free fails harmlessly at exit.
+        unsafe {
+            let _ = result::free_sync(self.ptr);
+        }
+    }
+}
+
+/// Page-locked host memory, for copies the GPU can do asynchronously and that
+/// a captured graph can read at replay time.
+pub struct PinnedMem {
+    ptr: *mut u8,
+    pub bytes: usize,
+}
+
+// SAFETY: plain host memory owned by this value.
+unsafe impl Send for PinnedMem {}
+unsafe impl Sync for PinnedMem {}
+
+impl PinnedMem {
+    pub fn alloc(bytes: usize) -> CuResult<PinnedMem> {
+        // SAFETY: freed in Drop.
+        let ptr = check("allocating pinned host memory", unsafe {
+            result::malloc_host(bytes.max(16), 0)
+        })? as *mut u8;
+        Ok(PinnedMem { ptr, bytes })
+    }
+
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    pub fn f32s(&mut self, n: usize) -> &mut [f32] {
+        assert!(n * 4 <= self.bytes);
+        // SAFETY: within the allocation, which is 16-byte aligned or more.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut f32, n) }
+    }
+}
+
+impl Drop for PinnedMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated by malloc_host, freed once.
+        unsafe {
+            let _ = result::free_host(self.ptr as *mut c_void);
+        }
+    }
+}
+
+/// A non-blocking stream.
+pub struct Stream(pub sys::CUstream);
+
+// SAFETY: a handle; the driver serialises use of one stream.
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
+
+impl Stream {
+    pub fn new() -> CuResult<Stream> {
+        check(
+            "creating a stream",
+            result::stream::create(result::stream::StreamKind::NonBlocking),
+        )
+        .map(Stream)
+    }
+
+    pub fn sync(&self) -> CuResult<()> {
+        // SAFETY: a live stream.
+        check("running kernels", unsafe { result::stream::synchronize(self.0) })
+    }
+
+    pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
+        // SAFETY: callers pass live ranges of `bytes` bytes.
+        check("copying to the device", unsafe {
+            sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, bytes, self.0).result()
+        })
+    }
+
+    pub fn dtoh(&self, dst: *mut u8, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
+        // SAFETY: callers pass live ranges of `bytes` bytes.
+        check("copying from the device", unsafe {
+            sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, bytes, self.0).result()
+        })
+    }
+
+    pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
+        // SAFETY: callers pass live ranges of `bytes` bytes.
+        check("copying on the device", unsafe {
+            result::memcpy_dtod_async(dst, src, bytes, self.0)
+        })
+    }
+
+    pub fn begin_capture(&self) -> CuResult<()> {
+        // SAFETY: a live stream, not capturing.
+        check("starting a graph capture", unsafe {
+            result::stream::begin_capture(
+                self.0,
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        })
+    }
+
+    pub fn end_capture(&self) -> CuResult<Graph> {
+        // SAFETY: the stream is capturing.
+        let graph = check("ending a graph capture", unsafe {
+            result::stream::end_capture(self.0)
+        })?;
+        // SAFETY: a graph just captured; destroyed below once instantiated.
+        let exec = unsafe {
+            let exec = result::graph::instantiate(graph, sys::CUgraphInstantiate_flags(0));
+            let _ = result::graph::destroy(graph);
+            check("instantiating a graph", exec)?
+        };
+        Ok(Graph(exec))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once.
+        unsafe {
+            let _ = result::stream::synchronize(self.0);
+            let _ = result::stream::destroy(self.0);
+        }
+    }
+}
+
+/// An instantiated graph, replayed on a stream.
+pub struct Graph(sys::CUgraphExec);
+
+// SAFETY: a handle used under the owner's stream.
+unsafe impl Send for Graph {}
+
+impl Graph {
+    pub fn launch(&self, stream: &Stream) -> CuResult<()> {
+        // SAFETY: both live.
+        check("replaying a graph", unsafe {
+            result::graph::launch(self.0, stream.0)
+        })
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // SAFETY: instantiated once, destroyed once.
+        unsafe {
+            let _ = result::graph::exec_destroy(self.0);
+        }
+    }
+}
+
+/// A loaded module (our embedded kernels).
+pub struct Module(sys::CUmodule);
+
+// SAFETY: a handle; functions from it are used under the owner's context.
+unsafe impl Send for Module {}
+unsafe impl Sync for Module {}
+
+impl Module {
+    /// Loads a fatbin/cubin/PTX image; the driver picks the code for this GPU.
+    pub fn load(image: &[u8]) -> CuResult<Module> {
+        // cuModuleLoadData reads the image through a pointer without a length.
+        let mut owned = image.to_vec();
+        owned.push(0);
+        // SAFETY: a complete image, NUL-terminated in case it is PTX text.
+        check("loading the kernels (is this GPU older than Turing?)", unsafe {
+            result::module::load_data(owned.as_ptr() as *const c_void)
+        })
+        .map(Module)
+    }
+
+    pub fn function(&self, name: &str) -> CuResult<Function> {
+        let c = CString::new(name).expect("kernel names have no NUL");
+        // SAFETY: the module lives as long as the backend that holds both.
+        check(&format!("finding kernel {name}"), unsafe {
+            result::module::get_function(self.0, c)
+        })
+        .map(Function)
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: loaded once, unloaded once.
+        unsafe {
+            let _ = result::module::unload(self.0);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Function(pub sys::CUfunction);
+
+// SAFETY: a handle into a module that outlives its users.
+unsafe impl Send for Function {}
+unsafe impl Sync for Function {}
+
+/// One kernel argument: a pointer to its value, as cuLaunchKernel wants.
+pub trait KernelArg {
+    fn arg_ptr(&self) -> *mut c_void;
+}
+
+macro_rules! kernel_arg {
+    ($($t:ty),*) => {$(
+        impl KernelArg for $t {
+            fn arg_ptr(&self) -> *mut c_void {
+                self as *const $t as *mut c_void
+            }
+        }
+    )*};
+}
+kernel_arg!(u64, i32, u32, i64, f32);
+
+impl Function {
+    /// Enqueues the kernel on `stream`.
+    pub fn launch(
+        &self,
+        stream: &Stream,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &[&dyn KernelArg],
+    ) -> CuResult<()> {
+        let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
+        // SAFETY: the argument list matches the kernel's signature (each
+        // launcher sits next to its kernel's contract); the values are read
+        // during the call.
+        check("launching a kernel", unsafe {
+            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
+        })
+    }
+}

@@ -1,0 +1,230 @@
+// Element-wise, normalisation, rope, KV-cache and attention kernels of the
+// CUDA backend. Launch contracts are stated above each kernel; the host side
+// (ggml/src/cuda/backend.rs) follows them. Positions come from device memory
+// (`step`: [pos0, tokens]) so that a captured decode graph replays at any
+// position.
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over a block of up to 1024 threads (a multiple of 32).
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = lane < nw ? part[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+// dst[r] = src[r] / rms(src[r]) * w, one block (256 threads) per row;
+// src may equal dst.
+extern "C" __global__ void rms_norm(const float* src, const float* w, float* dst, int width,
+                                    float eps) {
+    const float* x = src + (long long)blockIdx.x * width;
+    float* y = dst + (long long)blockIdx.x * width;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < width; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss);
+    float scale = rsqrtf(ss / (float)width + eps);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) y[i] = x[i] * scale * w[i];
+}
+
+// x[i] += bias[i % width] over n elements; any grid covering n.
+extern "C" __global__ void add_bias(float* x, const float* bias, int width, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += bias[i % width];
+}
+
+extern "C" __global__ void add(float* x, const float* y, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += y[i];
+}
+
+extern "C" __global__ void scale(float* x, float s, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+
+// dst[r][c] = src[r][col0 + c] for c < width, n = rows * width elements.
+extern "C" __global__ void copy_cols(const float* src, int src_width, int col0, int width,
+                                     float* dst, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        long long r = i / width;
+        int c = (int)(i - r * width);
+        dst[i] = src[r * src_width + col0 + c];
+    }
+}
+
+// gate = silu(gate) * up
+extern "C" __global__ void swiglu(float* gate, const float* up, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        gate[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+// gate = gelu(gate) * up, ggml's tanh approximation (and its cut-offs).
+extern "C" __global__ void geglu(float* gate, const float* up, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        float g = gate[i];
+        float r;
+        if (g <= -10.0f) {
+            r = 0.0f;
+        } else if (g >= 10.0f) {
+            r = g;
+        } else {
+            const float k = 0.7978845608028654f, a = 0.044715f;
+            r = 0.5f * g * (1.0f + tanhf(k * g * fmaf(a * g, g, 1.0f)));
+        }
+        gate[i] = r * up[i];
+    }
+}
+
+struct RopeParams {
+    int n_dims;
+    float freq_base, freq_scale, ext_factor, attn_factor, corr_low, corr_high;
+    int neox;
+};
+
+// Rotates every head of `tokens` rows of n_heads * head_dim; token i is at
+// position step[0] + i. grid = (tokens, n_heads), block = 128; each thread
+// rotates pairs i0/2 = threadIdx.x, threadIdx.x + 128, ...
+// `ff` (frequency factors, n_dims / 2) may be null.
+extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* step,
+                                RopeParams p, const float* ff) {
+    int t = blockIdx.x, h = blockIdx.y;
+    float* head = x + ((long long)t * n_heads + h) * head_dim;
+    float pos = (float)(step[0] + t);
+    float theta_scale = powf(p.freq_base, -2.0f / (float)p.n_dims);
+    float mscale0 = p.attn_factor;
+    if (p.ext_factor != 0.0f) mscale0 *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
+    for (int pair = threadIdx.x; pair < p.n_dims / 2; pair += blockDim.x) {
+        int i0 = 2 * pair;
+        float theta = pos * powf(theta_scale, (float)pair);
+        float f = ff ? ff[pair] : 1.0f;
+        float extrap = theta / f;
+        float interp = p.freq_scale * extrap;
+        float th = interp;
+        float mscale = p.attn_factor;
+        if (p.ext_factor != 0.0f) {
+            float y = ((float)pair - p.corr_low) / fmaxf(0.001f, p.corr_high - p.corr_low);
+            float ramp = 1.0f - fminf(1.0f, fmaxf(0.0f, y));
+            float mix = ramp * p.ext_factor;
+            th = interp * (1.0f - mix) + extrap * mix;
+            mscale = mscale0;
+        }
+        float c = cosf(th) * mscale, s = sinf(th) * mscale;
+        int a = p.neox ? pair : i0;
+        int b = p.neox ? pair + p.n_dims / 2 : i0 + 1;
+        float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+}
+
+// Stores K and V rows of `tokens` tokens (f32, kv_dim wide) as f16 in the
+// cache cells (step[0] + t) % cells; both caches are [cell][kv_dim].
+// grid = (tokens), block = 256.
+extern "C" __global__ void kv_store(__half* kc, __half* vc, const float* k, const float* v,
+                                    int kv_dim, int cells, const int* step) {
+    int t = blockIdx.x;
+    long long cell = (long long)((step[0] + t) % cells);
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
+        kc[cell * kv_dim + i] = __float2half_rn(k[(long long)t * kv_dim + i]);
+        vc[cell * kv_dim + i] = __float2half_rn(v[(long long)t * kv_dim + i]);
+    }
+}
+
+#define ATT_WARPS 4
+#define ATT_MAX_D 8 // head_dim up to 256
+
+// Causal attention with an f16 cache, one block of ATT_WARPS warps per
+// (query token, head): grid = (tokens, n_head), block = 32 * ATT_WARPS.
+// Each warp walks a share of the cells with an online softmax (running max,
+// sum and weighted values in f32), then the warps' partial results merge.
+// The cell of a position p is p % cells; the query at position `pos` sees
+// cell c when the latest position mapped to c (at or before the batch's last
+// one) is <= pos and, with a window, within it.
+extern "C" __global__ void attention(const float* q, const __half* kc, const __half* vc,
+                                     float* out, int n_head, int n_head_kv, int head_dim,
+                                     int cells, const int* step, int window, float kq_scale) {
+    int t = blockIdx.x, h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pos0 = step[0], tokens = step[1];
+    int last = pos0 + tokens - 1;
+    int pos = pos0 + t;
+    int g = h / (n_head / n_head_kv);
+    int kv_dim = n_head_kv * head_dim;
+    int nd = head_dim / 32; // dims per lane: lane + 32 * j
+    const float* qh = q + ((long long)t * n_head + h) * head_dim;
+    float qr[ATT_MAX_D], acc[ATT_MAX_D];
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_D; j++) {
+        qr[j] = j < nd ? qh[lane + 32 * j] : 0.0f;
+        acc[j] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    int n_cells = min(cells, last + 1);
+    for (int c = warp; c < n_cells; c += ATT_WARPS) {
+        int back = ((last - c) % cells + cells) % cells;
+        int p = last - back;
+        if (p < 0 || p > pos || (window > 0 && pos - p >= window)) continue;
+        const __half* kr = kc + (long long)c * kv_dim + g * head_dim;
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_D; j++)
+            if (j < nd) s += qr[j] * __half2float(kr[lane + 32 * j]);
+        s = warp_sum(s) * kq_scale;
+        float m_new = fmaxf(m, s);
+        float corr = expf(m - m_new);
+        float e = expf(s - m_new);
+        l = l * corr + e;
+        const __half* vr = vc + (long long)c * kv_dim + g * head_dim;
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_D; j++)
+            if (j < nd) acc[j] = acc[j] * corr + e * __half2float(vr[lane + 32 * j]);
+        m = m_new;
+    }
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
+    __shared__ float sacc[ATT_WARPS][32 * ATT_MAX_D];
+    if (lane == 0) {
+        sm[warp] = m;
+        sl[warp] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_D; j++)
+        if (j < nd) sacc[warp][lane + 32 * j] = acc[j];
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f;
+    for (int w = 0; w < ATT_WARPS; w++)
+        if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
+    float* o = out + ((long long)t * n_head + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < ATT_WARPS; w++)
+            if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
+        o[d] = L > 0.0f ? v / L : 0.0f;
+    }
+}
