@@ -83,7 +83,8 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
         opts.threads,
         ggml::cpu::isa(),
         &layout(&plan),
-    )?;
+    )
+    .map_err(|e| out_of_memory_hint(e, &fp, &planner_opts))?;
     Ok(Loaded {
         file,
         model,
@@ -91,6 +92,32 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
         plan,
         notes,
     })
+}
+
+/// A GPU allocation that failed (the free memory moved since the plan, or
+/// the plan was forced with -ngl): the one-line error gains the free memory
+/// now and the -ngl that fits it.
+fn out_of_memory_hint(
+    e: anyhow::Error,
+    fp: &crate::model::footprint::Footprint,
+    opts: &planner::Options,
+) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    if !msg.contains("out of device memory") {
+        return e;
+    }
+    let devices = Devices::present();
+    let free: Vec<String> = devices
+        .list
+        .iter()
+        .map(|d| format!("{} MiB free on {}", d.free_bytes >> 20, d.name))
+        .collect();
+    let mut auto = opts.clone();
+    auto.gpu_layers = GpuLayers::Auto;
+    let fits = planner::plan(fp, &devices, &auto)
+        .map(|p| format!("; -ngl {} fits", p.gpu_layers))
+        .unwrap_or_default();
+    anyhow::anyhow!("{msg} ({}){fits}", free.join(", "))
 }
 
 /// llama.cpp keeps its context size in 32 bits; beyond it positions and

@@ -414,7 +414,8 @@ impl<B: Backend + 'static> LayerRange<B> {
         } else {
             None
         };
-        let [short, long] = [false, true].map(|long| w.rope_factors(long).map(|f| b.upload_vector(f)));
+        let [short, long] =
+            [false, true].map(|long| w.rope_factors(long).map(|f| b.upload_vector(f)));
         let rope_factors = [short.transpose()?, long.transpose()?];
         Ok(LayerRange {
             first: range.start,

@@ -43,7 +43,9 @@ pub struct Run {
 /// `llm` with no user configuration: a developer's own models.toml or
 /// model directories must not change what the tests see.
 pub fn llm_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm"));
+    // LLM_BIN: the binary beside a test built elsewhere (scripts/gpu-suite.sh).
+    let bin = std::env::var_os("LLM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_llm").into());
+    let mut cmd = Command::new(bin);
     cmd.env("XDG_CONFIG_HOME", "/nonexistent/llm-test-config")
         .env_remove("LLM_MODELS")
         .env_remove("NO_COLOR");

@@ -240,7 +240,9 @@ impl Stream {
 
     pub fn sync(&self) -> CuResult<()> {
         // SAFETY: a live stream.
-        check("running kernels", unsafe { result::stream::synchronize(self.0) })
+        check("running kernels", unsafe {
+            result::stream::synchronize(self.0)
+        })
     }
 
     pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
@@ -337,9 +339,10 @@ impl Module {
         let mut owned = image.to_vec();
         owned.push(0);
         // SAFETY: a complete image, NUL-terminated in case it is PTX text.
-        check("loading the kernels (is this GPU older than Turing?)", unsafe {
-            result::module::load_data(owned.as_ptr() as *const c_void)
-        })
+        check(
+            "loading the kernels (is this GPU older than Turing?)",
+            unsafe { result::module::load_data(owned.as_ptr() as *const c_void) },
+        )
         .map(Module)
     }
 

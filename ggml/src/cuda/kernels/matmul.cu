@@ -19,18 +19,24 @@ constexpr unsigned FULL = 0xffffffffu;
 
 // ---------------------------------------------------------------- matvec
 //
-// One warp per weight row, all (<= 8 at a time) tokens. Lane l takes chunks
-// l, l+32, ... (consecutive lanes read consecutive 32-weight chunks, so the
-// warp's weight reads are contiguous), dequantises each into registers and
-// FMAs it against every token's 32 activations.
+// One warp per weight row, all (<= 8 at a time) tokens. The K axis is walked
+// in segments of 1024 (32 chunks of 32): lane l dequantises chunk l of the
+// segment into registers (consecutive lanes read consecutive chunks, so the
+// warp's weight reads are contiguous); the block stages each token's 1024
+// activations in shared memory with coalesced loads, and every lane FMAs its
+// 32 weights against them. (Reading X straight from global memory, lane l at
+// 32*l, costs a cache line per lane per load and was the bottleneck.)
 
-// Tokens [0, nt) of one row, nt <= NT (a compile-time bound; the tokens past
-// nt are skipped by warp-uniform branches). With one token, its sum is split
-// over four accumulators to shorten the FMA dependency chain.
+constexpr int MV_LDX = 36;  // floats per staged chunk: 32 + 4 pad, conflict-free float4 reads
+
+// Tokens [0, nt) of one row, nt <= NT (a compile-time bound; nt is uniform
+// over the block, so the tokens past it are skipped by uniform branches).
+// With one token its sum is split over four accumulators to shorten the FMA
+// dependency chain. Every thread of the block must call this (barriers).
 template <int T, int NT>
-__device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row,
+__device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, bool active,
                                               const float* __restrict__ X, float* __restrict__ Y,
-                                              int r, int rows, int cols, int nt, int lane) {
+                                              int r, int rows, int cols, int nt, int lane, float* xs) {
     constexpr int NA = NT == 1 ? 4 : 1;
     float acc[NT][NA];
 #pragma unroll
@@ -39,21 +45,35 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row,
         for (int a = 0; a < NA; ++a) acc[t][a] = 0.0f;
 
     const int nchunks = cols >> 5;
-    for (int c = lane; c < nchunks; c += 32) {
+    const int nseg = (nchunks + 31) >> 5;
+    for (int seg = 0; seg < nseg; ++seg) {
+        const int c = seg * 32 + lane;
+        const bool have = active && c < nchunks;
         float w[32];
-        dequant32<T>(row, c, w);
+        if (have) dequant32<T>(row, c, w);
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (NT > 1 && t >= nt) break;
-            const float4* x = reinterpret_cast<const float4*>(X + static_cast<long long>(t) * cols + 32 * c);
+            __syncthreads();  // the previous token's readers are done
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                const float4 v = __ldg(x + i);
-                float& s = acc[t][i % NA];
-                s = fmaf(w[4 * i + 0], v.x, s);
-                s = fmaf(w[4 * i + 1], v.y, s);
-                s = fmaf(w[4 * i + 2], v.z, s);
-                s = fmaf(w[4 * i + 3], v.w, s);
+            for (int h = 0; h < 2; ++h) {
+                const int q = threadIdx.x + 128 * h;  // float4 index within the segment
+                const int k = seg * 1024 + 4 * q;
+                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (k < cols) v = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(t) * cols + k));
+                *reinterpret_cast<float4*>(xs + (q >> 3) * MV_LDX + (q & 7) * 4) = v;
+            }
+            __syncthreads();
+            if (have) {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    const float4 v = *reinterpret_cast<const float4*>(xs + lane * MV_LDX + 4 * i);
+                    float& s = acc[t][i % NA];
+                    s = fmaf(w[4 * i + 0], v.x, s);
+                    s = fmaf(w[4 * i + 1], v.y, s);
+                    s = fmaf(w[4 * i + 2], v.z, s);
+                    s = fmaf(w[4 * i + 3], v.w, s);
+                }
             }
         }
     }
@@ -69,24 +89,26 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row,
         for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL, s, off);
         if (lane == t) mine = s;
     }
-    if (lane < nt) Y[static_cast<long long>(lane) * rows + r] = mine;
+    if (active && lane < nt) Y[static_cast<long long>(lane) * rows + r] = mine;
 }
 
 template <int T>
 __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const float* __restrict__ X,
                                        float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                        int ntok) {
+    __shared__ __align__(16) float xs[32 * MV_LDX];
     const int lane = threadIdx.x & 31;
     const int r = blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (r >= rows) return;  // whole warp; no block-level synchronisation follows
-    const uint8_t* row = W + static_cast<long long>(r) * row_bytes;
+    // A warp past the last row still takes part in staging and barriers.
+    const bool active = r < rows;
+    const uint8_t* row = W + static_cast<long long>(active ? r : 0) * row_bytes;
     if (ntok == 1) {
-        matvec_tokens<T, 1>(row, X, Y, r, rows, cols, 1, lane);
+        matvec_tokens<T, 1>(row, active, X, Y, r, rows, cols, 1, lane, xs);
     } else {
         // The contract is ntok <= 8; larger batches are still handled, 8 at a time.
         for (int t0 = 0; t0 < ntok; t0 += 8)
-            matvec_tokens<T, 8>(row, X + static_cast<long long>(t0) * cols, Y + static_cast<long long>(t0) * rows,
-                                r, rows, cols, min(ntok - t0, 8), lane);
+            matvec_tokens<T, 8>(row, active, X + static_cast<long long>(t0) * cols,
+                                Y + static_cast<long long>(t0) * rows, r, rows, cols, min(ntok - t0, 8), lane, xs);
     }
 }
 
@@ -280,8 +302,10 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
     const uint8_t *__restrict__ W, const float *__restrict__ X, float *__restrict__ Y, int rows, int cols, \
         long long row_bytes, int ntok
 
-#define GQ_MATVEC(name, T)                                                    \
-    extern "C" __global__ void __launch_bounds__(128) matvec_##name(GQ_ARGS) { \
+// matvec: min 5 blocks/SM caps registers at 96 (below that ptxas spilled a
+// few bytes; without a bound it settles near 80 and spills for some types).
+#define GQ_MATVEC(name, T)                                                       \
+    extern "C" __global__ void __launch_bounds__(128, 5) matvec_##name(GQ_ARGS) { \
         matvec<T>(W, X, Y, rows, cols, row_bytes, ntok);                      \
     }
 

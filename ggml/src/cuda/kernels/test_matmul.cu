@@ -1,0 +1,359 @@
+// Standalone check of quants.cuh / matmul.cu against a host reference.
+//
+//   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_matmul test_matmul.cu && ./test_matmul
+//   ./test_matmul --bench     (timings on a 4096 x 4096 weight)
+//
+// For every type: random blocks (scales kept finite), then
+//   1. dequant32 on the device is bit-identical to a host port of
+//      ggml/src/blocks/*.rs, for every chunk of every row;
+//   2. matvec (ntok 1..8 and 11) and matmul (several ntok) agree with a
+//      double-precision host product within a tolerance (f32 for matvec and
+//      the F32/BF16 matmul; f16 operands for the tensor-core matmul).
+// Weights are placed at an address that is 2 mod 4 to exercise unaligned rows.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "matmul.cu"
+
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(2);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+// ---------------------------------------------------------------- host reference
+
+static float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0 && mant == 0) bits = sign;
+    else if (exp == 0) {
+        uint32_t shift = __builtin_clz(mant) - 21;
+        uint32_t m = (mant << shift) & 0x3ff;
+        bits = sign | ((113 - shift) << 23) | (m << 13);
+    } else if (exp == 0x1f) bits = sign | 0x7f800000u | (mant << 13);
+    else bits = sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static float bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint16_t u16(const uint8_t* b, int at) { return (uint16_t)(b[at] | (b[at + 1] << 8)); }
+static float f16at(const uint8_t* b, int at) { return f16_to_f32(u16(b, at)); }
+
+static const int8_t KV[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+static void scale_min_k4(int j, const uint8_t* q, uint8_t& sc, uint8_t& m) {
+    if (j < 4) { sc = q[j] & 63; m = q[j + 4] & 63; }
+    else { sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+static void q3k_scales(const uint8_t* s, int8_t out[16]) {
+    const uint32_t K1 = 0x03030303, K2 = 0x0f0f0f0f;
+    uint32_t a0, a1, tmp;
+    memcpy(&a0, s, 4); memcpy(&a1, s + 4, 4); memcpy(&tmp, s + 8, 4);
+    uint32_t aux[4] = {(a0 & K2) | ((tmp & K1) << 4), (a1 & K2) | (((tmp >> 2) & K1) << 4),
+                       ((a0 >> 4) & K2) | (((tmp >> 4) & K1) << 4), ((a1 >> 4) & K2) | (((tmp >> 6) & K1) << 4)};
+    memcpy(out, aux, 16);
+}
+
+// One block of type t at b into y (block_elems(t) values).
+static void ref_block(int t, const uint8_t* b, float* y) {
+    switch (t) {
+        case gq::F32: { uint32_t u; memcpy(&u, b, 4); y[0] = bits_f(u); break; }
+        case gq::F16: y[0] = f16at(b, 0); break;
+        case gq::BF16: y[0] = bits_f((uint32_t)u16(b, 0) << 16); break;
+        case gq::Q4_0: { float d = f16at(b, 0); for (int j = 0; j < 16; j++) { y[j] = (float)((b[2 + j] & 15) - 8) * d; y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d; } break; }
+        case gq::Q4_1: { float d = f16at(b, 0), m = f16at(b, 2); for (int j = 0; j < 16; j++) { y[j] = (float)(b[4 + j] & 15) * d + m; y[j + 16] = (float)(b[4 + j] >> 4) * d + m; } break; }
+        case gq::Q5_0:
+        case gq::Q5_1: {
+            bool one = t == gq::Q5_1;
+            float d = f16at(b, 0), m = one ? f16at(b, 2) : 0.f;
+            uint32_t qh; memcpy(&qh, b + (one ? 4 : 2), 4);
+            const uint8_t* qs = b + (one ? 8 : 6);
+            for (int j = 0; j < 16; j++) {
+                uint8_t lo = (uint8_t)(((qh >> j) << 4) & 0x10), hi = (uint8_t)((qh >> (j + 12)) & 0x10);
+                int a = (qs[j] & 15) | lo, c = (qs[j] >> 4) | hi;
+                if (one) { y[j] = (float)a * d + m; y[j + 16] = (float)c * d + m; }
+                else { y[j] = (float)(a - 16) * d; y[j + 16] = (float)(c - 16) * d; }
+            }
+            break;
+        }
+        case gq::Q8_0: { float d = f16at(b, 0); for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d; break; }
+        case gq::IQ4_NL: { float d = f16at(b, 0); for (int j = 0; j < 16; j++) { y[j] = d * (float)KV[b[2 + j] & 15]; y[j + 16] = d * (float)KV[b[2 + j] >> 4]; } break; }
+        case gq::IQ4_XS: {
+            float d = f16at(b, 0); uint16_t sh = u16(b, 2);
+            for (int ib = 0; ib < 8; ib++) {
+                int low = (b[4 + ib / 2] >> (4 * (ib % 2))) & 15, high = (sh >> (2 * ib)) & 3;
+                float dl = d * (float)((low | (high << 4)) - 32);
+                const uint8_t* qs = b + 8 + 16 * ib;
+                for (int j = 0; j < 16; j++) { y[32 * ib + j] = dl * (float)KV[qs[j] & 15]; y[32 * ib + j + 16] = dl * (float)KV[qs[j] >> 4]; }
+            }
+            break;
+        }
+        case gq::Q2_K: {
+            const uint8_t *sc = b, *qs = b + 16; float d = f16at(b, 80), mn = f16at(b, 82);
+            int out = 0, is = 0;
+            for (int h = 0; h < 2; h++) for (int sh = 0; sh < 8; sh += 2) for (int part = 0; part < 2; part++) {
+                uint8_t s = sc[is++]; float dl = d * (float)(s & 15), ml = mn * (float)(s >> 4);
+                for (int l = 0; l < 16; l++) y[out++] = dl * (float)((qs[h * 32 + part * 16 + l] >> sh) & 3) - ml;
+            }
+            break;
+        }
+        case gq::Q3_K: {
+            const uint8_t *hm = b, *qs = b + 32; int8_t sc[16]; q3k_scales(b + 96, sc); float d = f16at(b, 108);
+            int out = 0, is = 0; uint8_t m = 1;
+            for (int h = 0; h < 2; h++) { for (int sh = 0; sh < 8; sh += 2) { for (int part = 0; part < 2; part++) {
+                float dl = d * (float)(sc[is++] - 32);
+                for (int l = part * 16; l < part * 16 + 16; l++) { int lo = (qs[h * 32 + l] >> sh) & 3, hi = (hm[l] & m) ? 0 : 4; y[out++] = dl * (float)(lo - hi); }
+            } m <<= 1; } }
+            break;
+        }
+        case gq::Q4_K:
+        case gq::Q5_K: {
+            bool five = t == gq::Q5_K;
+            float d = f16at(b, 0), mn = f16at(b, 2);
+            const uint8_t *sc = b + 4, *qh = b + 16, *qs = b + (five ? 48 : 16);
+            for (int c = 0; c < 4; c++) {
+                uint8_t s1, m1, s2, m2; scale_min_k4(2 * c, sc, s1, m1); scale_min_k4(2 * c + 1, sc, s2, m2);
+                float d1 = d * (float)s1, mm1 = mn * (float)m1, d2 = d * (float)s2, mm2 = mn * (float)m2;
+                for (int l = 0; l < 32; l++) {
+                    int h1 = five && (qh[l] & (1 << (2 * c))) ? 16 : 0, h2 = five && (qh[l] & (2 << (2 * c))) ? 16 : 0;
+                    y[c * 64 + l] = d1 * (float)((qs[c * 32 + l] & 15) + h1) - mm1;
+                    y[c * 64 + l + 32] = d2 * (float)((qs[c * 32 + l] >> 4) + h2) - mm2;
+                }
+            }
+            break;
+        }
+        case gq::Q6_K: {
+            float d = f16at(b, 208);
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *ql = b + h * 64, *qh = b + 128 + h * 32; const int8_t* sc = (const int8_t*)(b + 192 + h * 8);
+                for (int l = 0; l < 32; l++) {
+                    int is = l / 16;
+                    int q1 = ((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32, q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32, q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    y[h * 128 + l] = d * (float)sc[is] * (float)q1; y[h * 128 + l + 32] = d * (float)sc[is + 2] * (float)q2;
+                    y[h * 128 + l + 64] = d * (float)sc[is + 4] * (float)q3; y[h * 128 + l + 96] = d * (float)sc[is + 6] * (float)q4;
+                }
+            }
+            break;
+        }
+    }
+}
+
+static void ref_row(int t, const uint8_t* row, int cols, float* y) {
+    int be = gq::block_elems(t), bb = gq::block_bytes(t);
+    for (int i = 0; i < cols / be; i++) ref_block(t, row + (size_t)i * bb, y + (size_t)i * be);
+}
+
+// Offsets of the f16 scale fields per block, set to sane finite values.
+static std::vector<int> f16_fields(int t) {
+    switch (t) {
+        case gq::Q4_0: case gq::Q5_0: case gq::Q8_0: case gq::IQ4_NL: case gq::IQ4_XS: return {0};
+        case gq::Q4_1: case gq::Q5_1: case gq::Q4_K: case gq::Q5_K: return {0, 2};
+        case gq::Q2_K: return {80, 82};
+        case gq::Q3_K: return {108};
+        case gq::Q6_K: return {208};
+        default: return {};
+    }
+}
+
+static void random_row(int t, uint8_t* row, int cols, std::mt19937& rng) {
+    int be = gq::block_elems(t), bb = gq::block_bytes(t), nb = cols / be;
+    for (int i = 0; i < nb * bb; i++) row[i] = (uint8_t)rng();
+    auto sane16 = [&](uint8_t* p, int lo, int hi) {  // random f16, exponent in [lo, hi] (biased), random sign/mantissa
+        uint16_t h = (uint16_t)((rng() & 0x8000) | ((lo + rng() % (hi - lo + 1)) << 10) | (rng() & 0x3ff));
+        if (rng() % 50 == 0) h &= 0x83ff;  // now and then a subnormal
+        p[0] = (uint8_t)h; p[1] = (uint8_t)(h >> 8);
+    };
+    if (t == gq::F16) { for (int i = 0; i < cols; i++) sane16(row + 2 * i, 1, 16); return; }
+    if (t == gq::BF16) { for (int i = 0; i < cols; i++) { uint16_t h = (uint16_t)((rng() & 0x807f) | ((120 + rng() % 10) << 7)); row[2 * i] = (uint8_t)h; row[2 * i + 1] = (uint8_t)(h >> 8); } return; }
+    if (t == gq::F32) { std::uniform_real_distribution<float> u(-2.f, 2.f); for (int i = 0; i < cols; i++) { float f = u(rng); memcpy(row + 4 * i, &f, 4); } return; }
+    for (int i = 0; i < nb; i++) for (int off : f16_fields(t)) sane16(row + (size_t)i * bb + off, 5, 13);
+}
+
+// ---------------------------------------------------------------- device helpers
+
+template <int T>
+__global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long long row_bytes) {
+    const int nch = cols / 32;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * nch) return;
+    const int r = i / nch, c = i % nch;
+    float v[32];
+    gq::dequant32<T>(W + r * row_bytes, c, v);
+    for (int j = 0; j < 32; j++) out[(size_t)r * cols + 32 * c + j] = v[j];
+}
+
+typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
+
+struct TypeCase {
+    int t;
+    const char* name;
+    void (*deq)(const uint8_t*, float*, int, int, long long);
+    kern_t matvec, matmul;
+};
+
+template <int T>
+static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long long rb) {
+    int n = rows * (cols / 32);
+    k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
+}
+
+#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name}
+static const TypeCase CASES[] = {
+    TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TC(q4_0, gq::Q4_0), TC(q4_1, gq::Q4_1),
+    TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TC(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
+    TC(q4_k, gq::Q4_K), TC(q5_k, gq::Q5_K), TC(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
+};
+
+// Y vs the double-precision reference; tolerance relative to sum |w x|.
+static int compare(const char* what, const TypeCase& tc, int rows, int cols, int ntok, const std::vector<float>& Wf,
+                   const std::vector<float>& X, const std::vector<float>& Y, double rel) {
+    int bad = 0;
+    double worst = 0;
+    for (int t = 0; t < ntok; t++)
+        for (int r = 0; r < rows; r++) {
+            double s = 0, a = 0;
+            for (int k = 0; k < cols; k++) {
+                double p = (double)Wf[(size_t)r * cols + k] * X[(size_t)t * cols + k];
+                s += p; a += fabs(p);
+            }
+            double y = Y[(size_t)t * rows + r], err = fabs(y - s), lim = rel * a + 1e-30;
+            if (err / lim > worst) worst = err / lim;
+            if (!(err <= lim)) {
+                if (bad < 3) fprintf(stderr, "  %s %s rows=%d cols=%d ntok=%d: Y[%d][%d]=%.9g want %.9g (sum|wx| %.3g)\n", what,
+                                     tc.name, rows, cols, ntok, t, r, y, s, a);
+                bad++;
+            }
+        }
+    return bad;
+}
+
+// --bench: W bandwidth of matvec and throughput of matmul on a 4096 x 4096 weight.
+static void bench() {
+    std::mt19937 rng(7);
+    const int rows = 4096, cols = 4096;
+    for (const TypeCase& tc : CASES) {
+        const long long rb = (long long)cols / gq::block_elems(tc.t) * gq::block_bytes(tc.t);
+        std::vector<uint8_t> W(rows * rb);
+        for (int r = 0; r < rows; r++) random_row(tc.t, W.data() + r * rb, cols, rng);
+        uint8_t* dW; float *dX, *dY;
+        CK(cudaMalloc(&dW, W.size()));
+        CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dX, 512ll * cols * 4));
+        CK(cudaMemset(dX, 0, 512ll * cols * 4));
+        CK(cudaMalloc(&dY, 512ll * rows * 4));
+        cudaEvent_t a, b;
+        CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+        printf("%-7s", tc.name);
+        for (int ntok : {1, 2, 8}) {
+            const int it = 200;
+            for (int i = 0; i < 3; i++) tc.matvec<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            CK(cudaEventRecord(a));
+            for (int i = 0; i < it; i++) tc.matvec<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+            float ms; CK(cudaEventElapsedTime(&ms, a, b));
+            printf("  mv%d %6.1f us %6.0f GB/s", ntok, 1e3 * ms / it, W.size() / (1e6 * ms / it));
+        }
+        for (int ntok : {64, 512}) {
+            const int it = 20;
+            dim3 grid(rows / 64, (ntok + 63) / 64);
+            tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            CK(cudaEventRecord(a));
+            for (int i = 0; i < it; i++) tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+            float ms; CK(cudaEventElapsedTime(&ms, a, b));
+            printf("  mm%d %7.1f us %5.1f TFLOP/s", ntok, 1e3 * ms / it, 2.0 * rows * cols * ntok / (1e9 * ms / it));
+        }
+        printf("\n");
+        CK(cudaGetLastError());
+        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
+    }
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
+    std::mt19937 rng(1234);
+    int failures = 0;
+    for (const TypeCase& tc : CASES) {
+        const int be = gq::block_elems(tc.t), bb = gq::block_bytes(tc.t), mult = gq::cols_multiple(tc.t);
+        const int col_list[] = {mult, mult * 5, mult * (mult == 32 ? 70 : 9)};
+        int type_fail = 0;
+        for (int cols : col_list) {
+            const int rows = 131;
+            const long long rb = (long long)cols / be * bb;
+            std::vector<uint8_t> W(rows * rb);
+            for (int r = 0; r < rows; r++) random_row(tc.t, W.data() + r * rb, cols, rng);
+            std::vector<float> Wf((size_t)rows * cols);
+            for (int r = 0; r < rows; r++) ref_row(tc.t, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
+
+            uint8_t* dWbuf;
+            CK(cudaMalloc(&dWbuf, W.size() + 16));
+            uint8_t* dW = dWbuf + 2;  // 2 mod 4: the unaligned path
+            CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+
+            // 1. exact dequantisation
+            float* dD;
+            CK(cudaMalloc(&dD, Wf.size() * 4));
+            tc.deq(dW, dD, rows, cols, rb);
+            CK(cudaGetLastError());
+            std::vector<float> D(Wf.size());
+            CK(cudaMemcpy(D.data(), dD, D.size() * 4, cudaMemcpyDeviceToHost));
+            CK(cudaFree(dD));
+            int nd = 0;
+            for (size_t i = 0; i < D.size(); i++)
+                if (memcmp(&D[i], &Wf[i], 4) != 0) {
+                    if (nd < 3) fprintf(stderr, "  dequant %s cols=%d elem %zu: %.9g want %.9g\n", tc.name, cols, i, D[i], Wf[i]);
+                    nd++;
+                }
+            type_fail += nd;
+
+            // 2. matvec and matmul
+            const int ntoks[] = {1, 2, 3, 5, 8, 11, 64, 67, 130};
+            for (int ntok : ntoks) {
+                std::vector<float> X((size_t)ntok * cols);
+                std::uniform_real_distribution<float> u(-1.f, 1.f);
+                for (auto& v : X) v = u(rng);
+                float *dX, *dY;
+                CK(cudaMalloc(&dX, X.size() * 4));
+                CK(cudaMalloc(&dY, (size_t)ntok * rows * 4));
+                CK(cudaMemcpy(dX, X.data(), X.size() * 4, cudaMemcpyHostToDevice));
+                std::vector<float> Y((size_t)ntok * rows);
+                if (ntok <= 11) {
+                    CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                    tc.matvec<<<(rows + 3) / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                    CK(cudaGetLastError());
+                    CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                    type_fail += compare("matvec", tc, rows, cols, ntok, Wf, X, Y, 1e-5);
+                }
+                if (ntok != 2 && ntok != 3 && ntok != 5) {
+                    CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                    dim3 grid((rows + 63) / 64, (ntok + 63) / 64);
+                    tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                    CK(cudaGetLastError());
+                    CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                    const bool simt = tc.t == gq::F32 || tc.t == gq::BF16;
+                    type_fail += compare("matmul", tc, rows, cols, ntok, Wf, X, Y, simt ? 1e-5 : 2e-3);
+                }
+                CK(cudaFree(dX));
+                CK(cudaFree(dY));
+            }
+            CK(cudaFree(dWbuf));
+        }
+        CK(cudaDeviceSynchronize());
+        printf("%-7s %s\n", tc.name, type_fail ? "FAIL" : "ok");
+        failures += type_fail != 0;
+    }
+    printf(failures ? "%d type(s) FAILED\n" : "all ok\n", failures);
+    return failures != 0;
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The GPU suite, in two halves (the GPU machine has no Rust toolchain):
+#
+#   scripts/gpu-suite.sh pack [--with-smollm2 PART]
+#       here: builds llm and the GPU test binaries (release), strips and
+#       compresses them into .gpu/ with a vocabulary-only GGUF for the
+#       synthetic models. SmolLM2 (98 MB) is over one transfer's limit, so it
+#       travels in two halves over two runs: PART is 1 or 2 (a run with part 1
+#       keeps it on the machine for the run with part 2).
+#   scripts/gpu-suite.sh run
+#       there: unpacks .gpu/ and runs every GPU test (the backend ops against
+#       the CPU, synthetic models of every architecture and weight type,
+#       SmolLM2 when both halves have arrived), printing their tables.
+#       Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pack=.gpu
+
+case "${1:-}" in
+pack)
+  rm -rf "$pack" && mkdir -p "$pack"
+  json="$(cargo test --release -p ggml -p llm --lib --test gpu --no-run --message-format=json 2>/dev/null)"
+  cargo build --release --bin llm
+  exes="$(printf '%s\n' "$json" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("ggml", "gpu"):
+        print(m["target"]["name"], m["executable"])')"
+  printf '%s\n' "$exes" | while read -r name exe; do
+    strip -o "$pack/test-$name" "$exe"
+  done
+  strip -o "$pack/llm" target/release/llm
+  xz -T2 -6 "$pack"/llm "$pack"/test-*
+  models="$(scripts/fetch-models.sh)"
+  LLM_TEST_MODELS="$models" LLM_WRITE_VOCAB="$PWD/$pack/vocab.gguf" \
+    "$(printf '%s\n' "$exes" | awk '$1=="gpu"{print $2}')" --ignored write_vocabulary_only_gguf >/dev/null
+  if [ "${2:-}" = "--with-smollm2" ]; then
+    half=$(( ($(stat -c %s "$models/SmolLM2-135M-Instruct.Q4_1.gguf") + 1) / 2 ))
+    split -b "$half" -d -a 1 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$pack/smol.part"
+    # parts are smol.part0 and smol.part1; keep only the one asked for
+    keep=$(( ${3:-1} - 1 ))
+    for p in "$pack"/smol.part*; do [ "$p" = "$pack/smol.part$keep" ] || rm "$p"; done
+  fi
+  du -sh "$pack"/*
+  ;;
+run)
+  work=/tmp/llm-gpu
+  mkdir -p "$work/models"
+  for f in "$pack"/*.xz; do xz -dc "$f" >"$work/$(basename "$f" .xz)"; done
+  chmod +x "$work"/llm "$work"/test-*
+  cp "$pack/vocab.gguf" "$work/"
+  for p in "$pack"/smol.part*; do [ -f "$p" ] && cp "$p" "$work/models/"; done
+  if [ -f "$work/models/smol.part0" ] && [ -f "$work/models/smol.part1" ]; then
+    cat "$work/models/smol.part0" "$work/models/smol.part1" >"$work/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader || true
+  "$work/llm" --version
+  "$work/llm" devices
+  export LLM_TEST_MODELS="$work/models" LLM_GPU_VOCAB="$work/vocab.gguf" LLM_BIN="$work/llm"
+  status=0
+  "$work/test-ggml" --nocapture --test-threads 1 cuda:: || status=1
+  "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
+  exit $status
+  ;;
+*)
+  sed -n 2,16p "$0" >&2
+  exit 2
+  ;;
+esac
