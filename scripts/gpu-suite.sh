@@ -14,7 +14,7 @@
 #       Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pack=.gpu
+pack=${GPU_PACK:-.gpu}
 
 case "${1:-}" in
 pack)
@@ -50,7 +50,9 @@ run)
   for f in "$pack"/*.xz; do xz -dc "$f" >"$work/$(basename "$f" .xz)"; done
   chmod +x "$work"/llm "$work"/test-*
   cp "$pack/vocab.gguf" "$work/"
-  for p in "$pack"/smol.part*; do [ -f "$p" ] && cp "$p" "$work/models/"; done
+  for p in "$pack"/smol.part*; do
+    if [ -f "$p" ]; then cp "$p" "$work/models/"; fi
+  done
   if [ -f "$work/models/smol.part0" ] && [ -f "$work/models/smol.part1" ]; then
     cat "$work/models/smol.part0" "$work/models/smol.part1" >"$work/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   fi

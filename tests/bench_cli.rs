@@ -104,7 +104,7 @@ fn gpu_layers_and_flash_attn_lists_are_recorded_in_llama_cpp_spelling() {
     );
     // No GPU backend: said once, for the count that asked for one.
     assert_eq!(
-        run.stderr.matches("no GPU backend").count(),
+        run.stderr.matches("no NVIDIA driver").count(),
         1,
         "{}",
         run.stderr
@@ -187,6 +187,6 @@ fn run_takes_the_gpu_flags_chat_takes() {
         "64",
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("no GPU backend"), "{}", run.stderr);
+    assert!(run.stderr.contains("no NVIDIA driver"), "{}", run.stderr);
     assert!(run.stdout.contains("Paris"), "{:?}", run.stdout);
 }

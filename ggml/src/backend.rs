@@ -90,6 +90,9 @@ pub struct Attention {
     pub kq_scale: f32,
 }
 
+/// The alignment of each weight in a device's reserved room.
+pub const WEIGHT_ALIGN: usize = 256;
+
 /// What a backend reports when it cannot do what was asked: one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendError(pub String);
@@ -122,6 +125,12 @@ pub trait Backend: Send + Sync {
     /// An activation buffer of room for `len` floats.
     fn buf(&self, len: usize) -> Result<Self::Buf, BackendError>;
     fn scratch(&self) -> Result<Self::Scratch, BackendError>;
+    /// Room for `bytes` of weights about to be uploaded (matrices and
+    /// vectors, each rounded up to WEIGHT_ALIGN), so a device can take them
+    /// in one allocation rather than many (each of which it may round up).
+    fn reserve(&self, _bytes: usize) -> Result<(), BackendError> {
+        Ok(())
+    }
     fn upload_mat(&self, w: &HostMat) -> Result<Self::Mat, BackendError>;
     fn upload_vector(&self, v: &[f32]) -> Result<Self::Vector, BackendError>;
     /// A KV cache of `cells` cells of `kv_dim` keys and values each.

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::format::gguf::GgufFile;
+use crate::model::forward::LOGIT_ROWS;
 use crate::model::{HyperParams, MAX_BATCH};
 
 const F16: u64 = 2;
@@ -36,9 +37,9 @@ pub struct LayerBytes {
 /// - attention: scores of one head over the batch, B x cells in f32 plus
 ///   their f16 copies with the query, B x (cells + head_dim); the CPU keeps
 ///   one such row per worker thread, a device up to one per token;
-/// - logits: one row of n_vocab, on the device of the output layer (the
-///   forward pass returns the last token's; a run that asks for every
-///   token's logits gets them in host memory).
+/// - logits: LOGIT_ROWS rows of n_vocab, on the device of the output layer
+///   (the forward pass returns the last token's; a run that asks for every
+///   token's logits gets them in host memory, LOGIT_ROWS at a time).
 ///
 /// A device that holds none of the model keeps none; the CPU, which always
 /// embeds the tokens, keeps at least `input`: B x n_embd.
@@ -166,7 +167,7 @@ fn scratch_model(gguf: &GgufFile, hp: &HyperParams) -> ScratchModel {
             + dk.max(dv) * F32,
         attention_per_cell: b * (F32 + F16),
         attention_fixed: b * dk.max(dv) * F16,
-        logits: hp.n_vocab.unwrap_or(0) * F32,
+        logits: LOGIT_ROWS as u64 * hp.n_vocab.unwrap_or(0) * F32,
     }
 }
 

@@ -23,6 +23,11 @@ use crate::model::weights::{self, Layer, Weights};
 /// Most tokens processed in one batch; longer prompts go in several.
 pub const MAX_BATCH: usize = 512;
 
+/// Rows of logits a device computes at a time: a batch that wants every
+/// token's logits gets them in pieces, so a device never holds MAX_BATCH
+/// rows of a 128k vocabulary.
+pub const LOGIT_ROWS: usize = 8;
+
 pub struct Model {
     pub config: Config,
     /// The weights as stored (host memory, usually the file mapping).
@@ -400,6 +405,7 @@ impl<B: Backend + 'static> LayerRange<B> {
         with_head: bool,
     ) -> Result<LayerRange<B>, ggml::backend::BackendError> {
         let b = &*backend;
+        b.reserve(range_weight_bytes(w, range.clone(), with_head))?;
         let mat = |m: &HostMat| b.upload_mat(m);
         let vector = |v: &Vec<f32>| b.upload_vector(v);
         let layers = w.layers[range.clone()]
@@ -436,7 +442,21 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
             .map(|il| b.kv(kv_cells(c.layers[il].window, n_ctx), kv_dim))
             .collect::<Result<Vec<_>, _>>()?;
         let rows = MAX_BATCH;
-        let fused = (q_dim + 2 * kv_dim).max(2 * s.n_ff);
+        // The split buffer of fused QKV or gate-up weights, where there are any.
+        let fused = self
+            .layers
+            .iter()
+            .map(|l| {
+                let qkv = if l.wk.is_none() {
+                    q_dim + 2 * kv_dim
+                } else {
+                    0
+                };
+                let up = if l.w_gate.is_none() { 2 * s.n_ff } else { 0 };
+                qkv.max(up)
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Box::new(RangeCache::<B> {
             kv,
             sc: b.scratch()?,
@@ -450,7 +470,7 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
             gate: b.buf(rows * s.n_ff)?,
             up: b.buf(rows * s.n_ff)?,
             logits: b.buf(if self.head.is_some() {
-                rows * s.n_vocab
+                LOGIT_ROWS * s.n_vocab
             } else {
                 0
             })?,
@@ -483,26 +503,25 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
         // A decode step issues the same ops at every position (positions come
         // from `begin`), so a backend may record it once and replay it. Not
         // while tracing, which reads buffers between ops.
-        let first_logit = job.first_logit_row as u64;
-        let key = (job.trace.is_none() && t == 1)
-            .then_some(u64::from(long) << 32 | first_logit << 1 | t as u64);
+        let key = (job.trace.is_none() && t == 1).then_some(u64::from(long));
+        let name = || b.name();
+        let failed = |e: ggml::backend::BackendError| anyhow::anyhow!("{}: {e}", name());
         if !key.is_some_and(|k| b.replay(&mut cache.sc, k)) {
             for (i, layer) in self.layers.iter().enumerate() {
                 self.layer(cache, job, self.first + i, layer, factors);
             }
-            if let Some(head) = &self.head {
-                self.output(cache, job, head);
-            }
             if let Some(k) = key {
+                if let Some(head) = &self.head {
+                    self.logits(cache, job, head, 0, 1);
+                }
                 b.end_recording(&mut cache.sc, k);
             }
         }
-        let b_name = || b.name();
         match &self.head {
-            Some(_) => b.read(&cache.logits, job.logits),
-            None => b.read(&cache.x, &mut job.hidden[..t * e]),
+            Some(_) if key.is_some() => b.read(&cache.logits, job.logits).map_err(failed),
+            Some(head) => self.output(cache, job, head),
+            None => b.read(&cache.x, &mut job.hidden[..t * e]).map_err(failed),
         }
-        .map_err(|e| anyhow::anyhow!("{}: {e}", b_name()))
     }
 }
 
@@ -609,17 +628,63 @@ impl<B: Backend + 'static> LayerRange<B> {
     }
 
     /// The final norm and the output projection of the rows whose logits
-    /// are wanted, copied to the host.
-    fn output(&self, r: &mut RangeCache<B>, job: &mut Job<'_>, head: &Head<B>) {
+    /// are wanted, LOGIT_ROWS at a time, each piece copied to the host.
+    fn output(&self, r: &mut RangeCache<B>, job: &mut Job<'_>, head: &Head<B>) -> Result<()> {
+        let n_vocab = job.config.shape.n_vocab;
+        let mut row = job.first_logit_row;
+        while row < job.tokens {
+            let rows = LOGIT_ROWS.min(job.tokens - row);
+            self.logits(r, job, head, row, rows);
+            let at = (row - job.first_logit_row) * n_vocab;
+            self.backend
+                .read(&r.logits, &mut job.logits[at..at + rows * n_vocab])
+                .map_err(|e| anyhow::anyhow!("{}: {e}", self.backend.name()))?;
+            row += rows;
+        }
+        Ok(())
+    }
+
+    /// Logits of hidden rows `row0..row0 + rows` (at most LOGIT_ROWS) into
+    /// the logits buffer.
+    fn logits(
+        &self,
+        r: &mut RangeCache<B>,
+        job: &Job<'_>,
+        head: &Head<B>,
+        row0: usize,
+        rows: usize,
+    ) {
         let b = &*self.backend;
         let c = job.config;
         let e = c.shape.n_embd;
-        let first = job.first_logit_row;
-        let rows = job.tokens - first;
-        b.copy_rows(&r.x, first, rows, e, &mut r.xb);
+        b.copy_rows(&r.x, row0, rows, e, &mut r.xb);
         b.rms_norm_in_place(&mut r.xb, &head.norm, c.eps, rows);
         b.matmul(&mut r.sc, &head.output, &r.xb, rows, &mut r.logits);
     }
+}
+
+/// Bytes of the weights a range uploads, each rounded up as a device
+/// places them.
+fn range_weight_bytes(w: &Weights, range: Range<usize>, with_head: bool) -> usize {
+    let align = |n: usize| n.next_multiple_of(ggml::backend::WEIGHT_ALIGN);
+    let vec_bytes = |v: &Vec<f32>| align(v.len() * 4);
+    let mut total = 0;
+    for l in &w.layers[range] {
+        // Sizing through the same mapping as the upload counts every tensor.
+        let sized = l
+            .try_map::<usize, usize, ()>(|m| Ok(align(m.len)), |v| Ok(vec_bytes(v)))
+            .expect("sizing cannot fail");
+        total += sized.bytes_of_parts();
+    }
+    if with_head {
+        total += vec_bytes(&w.output_norm) + align(w.output.len);
+    }
+    total
+        + [false, true]
+            .iter()
+            .filter_map(|&long| w.rope_factors(long))
+            .map(|f| align(f.len() * 4))
+            .sum::<usize>()
 }
 
 /// Hands a buffer's values to the debugging hook, when one is set.

@@ -66,6 +66,29 @@ impl<M, V> Layer<M, V> {
     }
 }
 
+impl Layer<usize, usize> {
+    /// The sum of every part, where each part is a size.
+    pub fn bytes_of_parts(&self) -> usize {
+        let mats = [self.wq, self.wo, self.w_up, self.w_down]
+            .into_iter()
+            .chain([self.wk, self.wv, self.w_gate].into_iter().flatten());
+        let vecs = [self.attn_norm, self.ffn_norm].into_iter().chain(
+            [
+                self.bq,
+                self.bk,
+                self.bv,
+                self.q_norm,
+                self.k_norm,
+                self.post_attn_norm,
+                self.post_ffn_norm,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        mats.chain(vecs).sum()
+    }
+}
+
 impl Layer<HostMat, Vec<f32>> {
     /// Bytes of this layer's tensors as stored (what a device holds of it).
     pub fn bytes(&self) -> usize {
