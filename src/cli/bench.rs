@@ -289,6 +289,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         // The first run warms caches and the page cache of the mapping.
         for rep in 0..=reps {
             let tps = measure(&mut s, test, vocab)?;
+            if std::env::var_os("LLM_TIMING").is_some() {
+                eprintln!("llm: {} rep {rep}: {tps:.2} t/s", test.name());
+            }
             if rep > 0 {
                 samples.push(tps);
             }

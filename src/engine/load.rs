@@ -77,14 +77,21 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
     } else if !devices.list.is_empty() {
         notes.push(plan.to_string());
     }
+    let t_build = std::time::Instant::now();
     let model = Model::build(
         file.clone(),
         config,
         opts.threads,
         ggml::cpu::isa(),
-        &layout(&plan),
+        &layout(&plan, &devices.ordinals),
     )
     .map_err(|e| out_of_memory_hint(e, &fp, &planner_opts))?;
+    if std::env::var_os("LLM_TIMING").is_some() {
+        eprintln!(
+            "llm: built the model in {:.2} s",
+            t_build.elapsed().as_secs_f64()
+        );
+    }
     Ok(Loaded {
         file,
         model,
@@ -169,10 +176,11 @@ pub fn check_memory(
 }
 
 /// The model's layout from the plan.
-pub fn layout(plan: &Plan) -> Layout {
+/// The plan as layer ranges on devices, GPUs named by their driver ordinal.
+pub fn layout(plan: &Plan, ordinals: &[usize]) -> Layout {
     let device = |p: &Placement| match *p {
         Placement::Cpu => Device::Cpu,
-        Placement::Gpu(i) => Device::Gpu(i),
+        Placement::Gpu(i) => Device::Gpu(ordinals.get(i).copied().unwrap_or(i)),
     };
     let layers: Vec<Device> = plan.layers.iter().map(device).collect();
     Layout::from_layers(&layers, device(&plan.output))

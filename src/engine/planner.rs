@@ -145,6 +145,9 @@ pub struct Device {
 #[derive(Clone, Debug)]
 pub struct Devices {
     pub list: Vec<Device>,
+    /// The driver's ordinal of each device in `list` (GPUs too old for our
+    /// kernels are left out of the list).
+    pub ordinals: Vec<usize>,
     /// Memory kept free on each beyond the plan (MARGIN_BYTES on real cards).
     pub margin_bytes: u64,
     /// Said when the list is empty.
@@ -154,12 +157,20 @@ pub struct Devices {
 impl Devices {
     /// The GPUs of this machine that a backend of this build can drive.
     pub fn present() -> Devices {
+        let all = ggml::cuda::devices();
+        // Our kernels carry code for Turing (compute 7.5) and newer.
+        let (usable, old): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.capability >= 75);
         let why_none = match ggml::cuda::driver::driver() {
             Err(e) => e.0,
+            Ok(()) if !old.is_empty() => format!(
+                "{} is older than Turing (compute 7.5), the oldest GPU llm supports",
+                old[0].name
+            ),
             Ok(()) => "the NVIDIA driver found no GPU".into(),
         };
         Devices {
-            list: ggml::cuda::devices()
+            ordinals: usable.iter().map(|d| d.ordinal).collect(),
+            list: usable
                 .into_iter()
                 .map(|d| Device {
                     name: format!("CUDA{} ({})", d.ordinal, d.name),
@@ -175,6 +186,7 @@ impl Devices {
     /// Cards of the given usable sizes (already after any margin).
     pub fn hypothetical(sizes: &[u64]) -> Devices {
         Devices {
+            ordinals: (0..sizes.len()).collect(),
             list: sizes
                 .iter()
                 .enumerate()

@@ -102,7 +102,7 @@ impl State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// A GPU, by its index among the devices the planner was given.
+    /// A GPU, by its driver ordinal (CUDA device number).
     Gpu(usize),
 }
 
