@@ -117,21 +117,37 @@ fn gemma3_architecture_layers_census_and_sliding_window() {
 }
 
 #[test]
-fn truncated_qwen2_download_is_a_clear_error() {
+fn truncated_qwen2_download_shows_its_header_and_what_is_missing() {
     let model = real_model(QWEN2_TRUNCATED);
     // The header itself is intact: 152k tokens and a chat template parse.
     let run = llm(&["info", path_str(&model)]);
     assert_eq!(run.code, Some(1));
-    assert!(run.stdout.is_empty());
+    assert!(
+        run.stdout.contains("architecture    qwen2"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("152064 tokens"), "{}", run.stdout);
+    assert!(run.stdout.contains("tensors         339"), "{}", run.stdout);
     let line = run.stderr.trim_end();
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(line.contains(path_str(&model)), "{line}");
     assert!(
-        line.contains("needs")
-            && line.contains("but the file ends at 95.0 MiB (truncated download?)"),
+        line.contains("the file ends at 95.0 MiB of 4.36 GiB")
+            && line.contains("339 tensors")
+            && line.contains("1 of them cut part way")
+            && line.contains("(truncated download?)"),
         "{line}"
     );
     assert!(!line.contains("panicked"));
+    // Loading it for a chat is still refused, before anything runs.
+    let chat = llm(&["run", path_str(&model), "--prompt", "hi", "-n", "1"]);
+    assert_eq!(chat.code, Some(1), "{}", chat.stderr);
+    assert!(
+        chat.stderr.contains("truncated download?"),
+        "{}",
+        chat.stderr
+    );
 }
 
 /// Our writer reproduces a real file byte for byte from what our reader read.

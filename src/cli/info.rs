@@ -210,11 +210,43 @@ pub struct Memory {
 }
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
-    let gguf = GgufFile::open(&args.model)?;
-    if args.plan {
-        return show_plan(args, &gguf);
+    // A truncated download still has its header: show it, then say what is
+    // missing (that is when users need the header).
+    let (gguf, missing) = match GgufFile::open(&args.model) {
+        Ok(g) => (g, None),
+        Err(e) if e.to_string().contains("truncated download") => {
+            match GgufFile::open_truncated(&args.model) {
+                Ok((g, Some(m))) => (g, Some(m)),
+                _ => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    show(args, &gguf)?;
+    match missing {
+        None => Ok(()),
+        Some(m) => anyhow::bail!(
+            "{}: incomplete: the file ends at {} of {}; {} tensors ({}) lie past its end{} (truncated download?); the header above is whole",
+            args.model.display(),
+            human_bytes(m.file_len),
+            human_bytes(m.full_len),
+            m.absent + m.cut,
+            human_bytes(m.bytes),
+            if m.cut > 0 {
+                format!(", {} of them cut part way", m.cut)
+            } else {
+                String::new()
+            },
+        ),
     }
-    let info = ModelInfo::gather(&gguf, args.ctx_size)?;
+}
+
+fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
+    let gguf = gguf;
+    if args.plan {
+        return show_plan(args, gguf);
+    }
+    let info = ModelInfo::gather(gguf, args.ctx_size)?;
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &info).context("writing JSON")?;

@@ -103,8 +103,9 @@ pub struct Synced {
 }
 
 pub struct Session {
-    model: Model,
+    // The state first: dropped before the model whose devices it lives on.
     state: State,
+    model: Model,
     n_ctx: usize,
     /// The tokens whose keys and values are in `state`, in order.
     cached: Vec<TokenId>,

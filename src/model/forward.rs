@@ -395,6 +395,9 @@ struct RangeCache<B: Backend> {
     gate: B::Buf,
     up: B::Buf,
     logits: B::Buf,
+    /// Declared last, so dropped last: the device (its context) outlives
+    /// every buffer above, whatever order the model and state go in.
+    _backend: Arc<B>,
 }
 
 impl<B: Backend + 'static> LayerRange<B> {
@@ -474,6 +477,7 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
             } else {
                 0
             })?,
+            _backend: self.backend.clone(),
         }))
     }
 

@@ -37,6 +37,9 @@ const TYPES: [GgmlType; 15] = [
 /// them; more go through the tiled tensor-core matmul.
 const MATVEC_MAX_TOKENS: usize = 8;
 
+/// Weights go to the device through pinned memory in pieces of this size.
+const UPLOAD_CHUNK: usize = 16 << 20;
+
 struct Kernels {
     rms_norm: Function,
     add_bias: Function,
@@ -252,6 +255,26 @@ impl CudaBackend {
         Ok(Storage::Own(self.alloc(bytes, what)?))
     }
 
+    /// Copies host bytes (usually the file mapping) to the device through
+    /// the pinned staging memory, UPLOAD_CHUNK at a time: the mapping's pages
+    /// are read here, not faulted in one by one inside the driver's copy.
+    fn upload(&self, dst: u64, src: &[u8]) -> CuResult<()> {
+        self.ctx.bind()?;
+        let s = self.stage(UPLOAD_CHUNK.min(src.len()));
+        let chunk = s.bytes.min(UPLOAD_CHUNK);
+        for (i, part) in src.chunks(chunk.max(1)).enumerate() {
+            // The last copy out of the staging memory must be done.
+            self.stream.sync()?;
+            // SAFETY: `part` fits in the staging memory, which nothing else uses now.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), s.as_mut_ptr(), part.len()) };
+            self.stream
+                .htod(dst + (i * chunk) as u64, s.as_mut_ptr(), part.len())?;
+        }
+        self.stream.sync()?;
+        drop(s);
+        Ok(())
+    }
+
     fn name_device(&self, e: BackendError) -> BackendError {
         BackendError(format!("{}: {}", self.name(), e.0))
     }
@@ -312,11 +335,8 @@ impl Backend for CudaBackend {
             )));
         }
         let mem = self.weight_storage(w.len, &format!("tensor '{}'", w.name))?;
-        check("uploading weights", unsafe {
-            // SAFETY: `w` keeps its bytes alive for the call; the copy is synchronous.
-            cudarc::driver::result::memcpy_htod_sync(mem.ptr(), w.bytes())
-        })
-        .map_err(|e| self.name_device(e))?;
+        self.upload(mem.ptr(), w.bytes())
+            .map_err(|e| self.name_device(e))?;
         Ok(CudaMat {
             mem,
             ty,

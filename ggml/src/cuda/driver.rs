@@ -51,13 +51,22 @@ pub struct DeviceInfo {
 
 /// Every GPU the driver sees; empty without a driver.
 pub fn devices() -> Vec<DeviceInfo> {
-    if driver().is_err() {
-        return Vec::new();
-    }
-    let n = result::device::get_count().unwrap_or(0).max(0) as usize;
-    (0..n)
-        .filter_map(|i| Context::new(i).ok().map(|c| c.info()))
-        .collect()
+    contexts().iter().map(Context::info).collect()
+}
+
+/// One retained primary context per GPU, for the life of the process:
+/// reading free memory needs a context, and letting the last reference go
+/// would tear the context down (seconds on a large GPU) only for the
+/// backend to build it again.
+fn contexts() -> &'static [Context] {
+    static CONTEXTS: OnceLock<Vec<Context>> = OnceLock::new();
+    CONTEXTS.get_or_init(|| {
+        if driver().is_err() {
+            return Vec::new();
+        }
+        let n = result::device::get_count().unwrap_or(0).max(0) as usize;
+        (0..n).filter_map(|i| Context::new(i).ok()).collect()
+    })
 }
 
 /// A device's primary context, made current on the calling thread by `bind`.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use super::error::GgufError;
-use super::header::{parse, Header, Metadata, TensorInfo};
+use super::header::{parse, parse_truncated, Header, Metadata, Missing, TensorInfo};
 use super::value::Value;
 
 /// One mapped file of a model.
@@ -135,6 +135,25 @@ impl GgufFile {
         })
     }
 
+    /// Opens a single-file model whose header is whole but whose tensor
+    /// data may be cut short (a truncated download), for `llm info`: the
+    /// tensors past the end are described but have no bytes (their data
+    /// reads as empty). The second value says what is missing.
+    pub fn open_truncated(path: &Path) -> Result<(GgufFile, Option<Missing>), GgufError> {
+        let (len, map) = open_map(path)?;
+        let (header, missing) =
+            parse_truncated(map.as_deref().unwrap_or(&[])).map_err(|e| e.in_file(path))?;
+        let part = Part {
+            path: path.to_path_buf(),
+            len,
+            version: header.version,
+            alignment: header.alignment,
+            data_offset: header.data_offset,
+            map,
+        };
+        Ok((GgufFile::from_parts(vec![(part, header)])?, missing))
+    }
+
     /// The files of the model; one unless it is split.
     pub fn parts(&self) -> &[Part] {
         &self.parts
@@ -172,7 +191,11 @@ impl GgufFile {
     /// The bytes of a tensor of this model (bounds were checked at open).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         match &self.parts[info.part].map {
-            Some(map) => &map[info.offset as usize..(info.offset + info.size) as usize],
+            // Empty past the end: only a file opened with `open_truncated`
+            // has such tensors.
+            Some(map) => map
+                .get(info.offset as usize..(info.offset + info.size) as usize)
+                .unwrap_or(&[]),
             None => &[],
         }
     }

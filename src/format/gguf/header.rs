@@ -240,6 +240,52 @@ impl<'a> Cursor<'a> {
 
 /// Parses the header of a GGUF file whose whole contents are `buf`.
 pub fn parse(buf: &[u8]) -> Result<Header> {
+    parse_with(buf, buf.len() as u64)
+}
+
+/// What a file cut short lacks: the tensors whose data lies past its end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Missing {
+    pub file_len: u64,
+    /// Tensors with no byte in the file, and tensors cut part way.
+    pub absent: usize,
+    pub cut: usize,
+    /// Bytes of tensor data the file lacks.
+    pub bytes: u64,
+    /// Where the tensor data would end.
+    pub full_len: u64,
+}
+
+/// Parses a header that is whole although the tensor data after it is cut
+/// short (a truncated download): every tensor is placed as the header says,
+/// and what lies past the end is counted. None when nothing is missing.
+pub fn parse_truncated(buf: &[u8]) -> Result<(Header, Option<Missing>)> {
+    let header = parse_with(buf, u64::MAX)?;
+    let file_len = buf.len() as u64;
+    let mut m = Missing {
+        file_len,
+        absent: 0,
+        cut: 0,
+        bytes: 0,
+        full_len: header.data_offset.max(file_len),
+    };
+    for t in &header.tensors {
+        let end = t.offset.saturating_add(t.size);
+        m.full_len = m.full_len.max(end);
+        if end > file_len {
+            if t.offset >= file_len {
+                m.absent += 1;
+            } else {
+                m.cut += 1;
+            }
+            m.bytes += end - t.offset.max(file_len);
+        }
+    }
+    let cut = m.absent + m.cut > 0 || header.data_offset > file_len;
+    Ok((header, cut.then_some(m)))
+}
+
+fn parse_with(buf: &[u8], file_len: u64) -> Result<Header> {
     let mut c = Cursor { buf, pos: 0 };
     let (version, n_tensors, metadata) = parse_start(&mut c)?;
     let alignment = alignment(&metadata)?;
@@ -247,7 +293,7 @@ pub fn parse(buf: &[u8]) -> Result<Header> {
     let data_offset = infos_end
         .checked_next_multiple_of(alignment)
         .ok_or_else(|| GgufError::new("tensor data offset overflows"))?;
-    let tensors = place_tensors(tensors, data_offset, alignment, buf.len() as u64)?;
+    let tensors = place_tensors(tensors, data_offset, alignment, file_len)?;
     Ok(Header {
         version,
         metadata,

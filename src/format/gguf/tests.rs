@@ -231,3 +231,25 @@ fn split_model_opens_as_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_file_cut_in_its_tensor_data_keeps_its_header() {
+    let (bytes, layout, _) = sample(3);
+    let whole = parse_truncated(&bytes).unwrap();
+    assert!(whole.1.is_none(), "nothing is missing from a whole file");
+    // Cut a few bytes into the data: the header parses, every tensor is
+    // still described, and what is missing is counted.
+    let cut_at = layout.data_offset as usize + 5;
+    let (header, missing) = parse_truncated(&bytes[..cut_at]).unwrap();
+    let m = missing.expect("a cut file misses data");
+    assert_eq!(header.tensors.len(), whole.0.tensors.len());
+    assert_eq!(m.absent + m.cut, header.tensors.len());
+    assert_eq!(m.file_len, cut_at as u64);
+    assert_eq!(m.full_len, bytes.len() as u64);
+    assert!(
+        parse(&bytes[..cut_at]).is_err(),
+        "the strict parse still refuses it"
+    );
+    // A header cut short is still an error.
+    assert!(parse_truncated(&bytes[..layout.data_offset as usize / 2]).is_err());
+}

@@ -184,7 +184,9 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
         acc[j] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    int n_cells = min(cells, last + 1);
+    // Before the ring wraps, cells past this query's position hold later
+    // tokens of the batch (masked anyway): skip them.
+    int n_cells = last < cells ? pos + 1 : cells;
     for (int c = warp; c < n_cells; c += ATT_WARPS) {
         int back = ((last - c) % cells + cells) % cells;
         int p = last - back;
