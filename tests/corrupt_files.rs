@@ -25,8 +25,10 @@ fn every_corrupt_file_gives_its_own_clear_error() {
         std::fs::write(&path, &case.bytes).unwrap();
         let run = llm(&["info", path_str(&path)]);
         let line = run.stderr.trim_end();
+        // A file cut in its tensor data still shows its (whole) header.
+        let header_shown = line.contains("the header above is whole");
         let ok = run.code == Some(1)
-            && run.stdout.is_empty()
+            && (run.stdout.is_empty() || header_shown)
             && line.lines().count() == 1
             && line.starts_with(&format!("llm: {}: ", path.display()))
             && line.contains(case.expect)

@@ -244,27 +244,10 @@ fn synthetic_models_of_every_architecture_and_type_match_the_cpu() {
     };
     let vocab = GgufFile::open(&vocab).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let types = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q2_K,
-        GgmlType::Q3_K,
-        GgmlType::Q4_K,
-        GgmlType::Q5_K,
-        GgmlType::Q6_K,
-        GgmlType::IQ4_NL,
-        GgmlType::IQ4_XS,
-    ];
     let mut bad = Vec::new();
     let mut seed = 900;
     for arch in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
-        for ty in types {
+        for &ty in ggml::blocks::WEIGHT_TYPES {
             seed += 1;
             let spec = Spec {
                 arch: arch.to_string(),

@@ -216,29 +216,35 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
         Ok(g) => (g, None),
         Err(e) if e.to_string().contains("truncated download") => {
             match GgufFile::open_truncated(&args.model) {
-                Ok((g, Some(m))) => (g, Some(m)),
+                Ok((g, Some(m))) => (g, Some((m, e))),
                 _ => return Err(e.into()),
             }
         }
         Err(e) => return Err(e.into()),
     };
     show(args, &gguf)?;
-    match missing {
-        None => Ok(()),
-        Some(m) => anyhow::bail!(
-            "{}: incomplete: the file ends at {} of {}; {} tensors ({}) lie past its end{} (truncated download?); the header above is whole",
-            args.model.display(),
-            human_bytes(m.file_len),
-            human_bytes(m.full_len),
-            m.absent + m.cut,
-            human_bytes(m.bytes),
-            if m.cut > 0 {
-                format!(", {} of them cut part way", m.cut)
-            } else {
-                String::new()
-            },
-        ),
-    }
+    let Some((m, first)) = missing else {
+        return Ok(());
+    };
+    // The strict reader's words name the first tensor that is missing.
+    let first = first.to_string();
+    let first = first
+        .strip_prefix(&format!("{}: ", args.model.display()))
+        .unwrap_or(&first);
+    let n = m.absent + m.cut;
+    anyhow::bail!(
+        "{}: incomplete: {first}; in all {n} tensor{} ({}) lie past the end, the file has {} of {}{}; the header above is whole",
+        args.model.display(),
+        if n == 1 { "" } else { "s" },
+        human_bytes(m.bytes),
+        human_bytes(m.file_len),
+        human_bytes(m.full_len),
+        if m.cut > 0 {
+            format!(" ({} cut part way)", m.cut)
+        } else {
+            String::new()
+        },
+    )
 }
 
 fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {

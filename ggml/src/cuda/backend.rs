@@ -14,25 +14,6 @@ use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, WEIGHT_ALIG
 use crate::rope::Rope;
 use crate::GgmlType;
 
-/// Weight types with kernels: every type the CPU runs.
-const TYPES: [GgmlType; 15] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::IQ4_NL,
-    GgmlType::IQ4_XS,
-];
-
 /// Up to this many tokens a mat-vec kernel reads each weight once for all of
 /// them; more go through the tiled tensor-core matmul.
 const MATVEC_MAX_TOKENS: usize = 8;
@@ -173,7 +154,8 @@ impl CudaBackend {
                 .ok_or_else(|| BackendError(format!("CUDA: kernel {name} is missing")))
         };
         let mut matmul = HashMap::new();
-        for ty in TYPES {
+        // Every weight type the CPU runs.
+        for &ty in crate::blocks::WEIGHT_TYPES {
             let n = ty.name().to_lowercase();
             matmul.insert(
                 ty,

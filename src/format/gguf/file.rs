@@ -143,14 +143,7 @@ impl GgufFile {
         let (len, map) = open_map(path)?;
         let (header, missing) =
             parse_truncated(map.as_deref().unwrap_or(&[])).map_err(|e| e.in_file(path))?;
-        let part = Part {
-            path: path.to_path_buf(),
-            len,
-            version: header.version,
-            alignment: header.alignment,
-            data_offset: header.data_offset,
-            map,
-        };
+        let part = Part::new(path, len, &header, map);
         Ok((GgufFile::from_parts(vec![(part, header)])?, missing))
     }
 
@@ -252,17 +245,23 @@ fn open_map(path: &Path) -> Result<(u64, Option<Mmap>), GgufError> {
 }
 
 /// Maps a file and parses its header.
+impl Part {
+    fn new(path: &Path, len: u64, header: &Header, map: Option<Mmap>) -> Part {
+        Part {
+            path: path.to_path_buf(),
+            len,
+            version: header.version,
+            alignment: header.alignment,
+            data_offset: header.data_offset,
+            map,
+        }
+    }
+}
+
 fn map_part(path: &Path) -> Result<(Part, Header), GgufError> {
     let (len, map) = open_map(path)?;
     let header = parse(map.as_deref().unwrap_or(&[])).map_err(|e| e.in_file(path))?;
-    let part = Part {
-        path: path.to_path_buf(),
-        len,
-        version: header.version,
-        alignment: header.alignment,
-        data_offset: header.data_offset,
-        map,
-    };
+    let part = Part::new(path, len, &header, map);
     Ok((part, header))
 }
 
