@@ -248,7 +248,6 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
 }
 
 fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
-    let gguf = gguf;
     if args.plan {
         return show_plan(args, gguf);
     }
