@@ -48,7 +48,10 @@ run)
     # shellcheck disable=SC2086
     "$B/bin/llama-bench" -m "$f" $args -fa 1 -r "$reps" -o md > "$out/rival-$q-${args// /_}.md" 2>"$out/rival.err" || tail -3 "$out/rival.err"
     # shellcheck disable=SC2086
-    "$llm" bench -m "$f" $args -r "$reps" -o md > "$out/llm-$q-${args// /_}.md" 2>"$out/llm.err" || tail -3 "$out/llm.err"
+    # LLM_TIMING: the load and every repetition on stderr as they happen
+    # (bench prints its table only at the end).
+    LLM_TIMING=1 timeout "${GPU_BENCH_TIMEOUT:-300}" "$llm" bench -m "$f" $args -r "$reps" -o md \
+      > "$out/llm-$q-${args// /_}.md" 2>"$out/llm-$q.err" || tail -3 "$out/llm-$q.err"
     echo "== $q $args"; grep -h '|' "$out/rival-$q-${args// /_}.md" | tail -n +3; grep -h '|' "$out/llm-$q-${args// /_}.md" | tail -n +3
   done
   ;;
