@@ -3,7 +3,8 @@
 # machine, on the same Llama-2-7B-shaped random-weight files.
 #
 #   scripts/gpu-bench.sh start RIVALS   builds llama-bench/llama-quantize from
-#       RIVALS/llama.cpp.tar.xz and writes the models (F16 by RIVALS/gen_llama_gguf.py,
+#       RIVALS/llama.cpp.tar.xz, with scripts/rival/rival_logits.c over its libllama
+#       ($GPU_BENCH_WORK/rival_logits, for tests/gpu.rs), and writes the models (F16 by RIVALS/gen_llama_gguf.py,
 #       then Q4_K_M, Q4_0 and Q8_0 by llama-quantize), detached: it outlives the call
 #       while the machine stays up. RIVALS is a copy of ../shared/rivals.
 #   scripts/gpu-bench.sh poll           its progress
@@ -18,6 +19,7 @@ M=$W/models
 case "${1:-}" in
 start)
   rivals=$(cd "$2" && pwd)
+  repo=$(cd "$(dirname "$0")/.." && pwd)
   mkdir -p "$W" "$M"
   setsid nohup bash -c "
     set -x
@@ -28,6 +30,9 @@ start)
       -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF > $W/build.log 2>&1
     cmake --build $B -j \$(nproc) --target llama-bench llama-quantize >> $W/build.log 2>&1
     echo build rc=\$?
+    gcc -O2 $repo/scripts/rival/rival_logits.c -I lcpp/include -I lcpp/ggml/include -L $B/bin -lllama \
+      -Wl,-rpath,$B/bin -o $W/rival_logits
+    echo rival_logits rc=\$?
     wait
     for q in Q4_K_M Q4_0 Q8_0; do $B/bin/llama-quantize $M/m-F16.gguf $M/m-\$q.gguf \$q \$(nproc) > $W/quantize-\$q.log 2>&1; echo quantize \$q rc=\$?; done
     touch $W/READY

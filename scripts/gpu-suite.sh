@@ -60,6 +60,9 @@ run)
   "$work/llm" --version
   "$work/llm" devices
   export LLM_TEST_MODELS="$work/models" LLM_GPU_VOCAB="$work/vocab.gguf" LLM_BIN="$work/llm"
+  # llama.cpp's logits program, where scripts/gpu-bench.sh start has built it.
+  rival=${GPU_BENCH_WORK:-/tmp/gpu-bench}/rival_logits
+  if [ -x "$rival" ]; then export LLM_RIVAL_LOGITS="$rival"; fi
   status=0
   "$work/test-ggml" --nocapture --test-threads 1 cuda:: || status=1
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
