@@ -31,7 +31,7 @@ const STEPS: usize = 64;
 const N_CTX: usize = 256;
 
 fn gpu_present() -> bool {
-    if ggml::cuda::devices().is_empty() {
+    if !ggml::cuda::devices().iter().any(|d| d.problem.is_none()) {
         let why = ggml::cuda::driver::driver()
             .err()
             .map_or("the driver sees no GPU".to_string(), |e| e.0);

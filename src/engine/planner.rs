@@ -158,15 +158,16 @@ impl Devices {
     /// The GPUs of this machine that a backend of this build can drive.
     pub fn present() -> Devices {
         let all = ggml::cuda::devices();
-        // Our kernels carry code for Turing (compute 7.5) and newer.
-        let (usable, old): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.capability >= 75);
+        // Our kernels carry code for Turing (compute 7.5) and newer, built
+        // for drivers from 580 on; a GPU they cannot run on is left out.
+        let (usable, unusable): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|d| d.problem.is_none());
         let why_none = match ggml::cuda::driver::driver() {
             Err(e) => e.0,
-            Ok(()) if !old.is_empty() => format!(
-                "{} is older than Turing (compute 7.5), the oldest GPU llm supports",
-                old[0].name
-            ),
-            Ok(()) => "the NVIDIA driver found no GPU".into(),
+            Ok(()) => match unusable.first() {
+                Some(d) => format!("{}: {}", d.name, d.problem.as_deref().unwrap_or("unusable")),
+                None => "the NVIDIA driver found no GPU".into(),
+            },
         };
         Devices {
             ordinals: usable.iter().map(|d| d.ordinal).collect(),

@@ -47,25 +47,61 @@ pub struct DeviceInfo {
     pub free: usize,
     /// Compute capability as major * 10 + minor (90 for Hopper).
     pub capability: u32,
+    /// Why our kernels cannot run there (too old a GPU or driver), if so.
+    pub problem: Option<String>,
 }
 
 /// Every GPU the driver sees; empty without a driver.
 pub fn devices() -> Vec<DeviceInfo> {
-    contexts().iter().map(Context::info).collect()
+    contexts()
+        .iter()
+        .map(|(c, problem)| DeviceInfo {
+            problem: problem.clone(),
+            ..c.info()
+        })
+        .collect()
+}
+
+/// Why our kernels would not run on a device: loading them is the test (a
+/// driver older than the toolkit that built them refuses them).
+fn probe(c: &Context) -> Option<String> {
+    let info = c.info();
+    if info.capability < 75 {
+        return Some(format!(
+            "compute {}.{} is older than Turing (7.5), the oldest GPU llm supports",
+            info.capability / 10,
+            info.capability % 10
+        ));
+    }
+    super::MODULES
+        .iter()
+        .find_map(|(_, image)| Module::load(image).err())
+        .map(|e| {
+            format!(
+                "{}: the driver may be older than 580, which llm's kernels need",
+                e.0
+            )
+        })
 }
 
 /// One retained primary context per GPU, for the life of the process:
 /// reading free memory needs a context, and letting the last reference go
 /// would tear the context down (seconds on a large GPU) only for the
 /// backend to build it again.
-fn contexts() -> &'static [Context] {
-    static CONTEXTS: OnceLock<Vec<Context>> = OnceLock::new();
+fn contexts() -> &'static [(Context, Option<String>)] {
+    static CONTEXTS: OnceLock<Vec<(Context, Option<String>)>> = OnceLock::new();
     CONTEXTS.get_or_init(|| {
         if driver().is_err() {
             return Vec::new();
         }
         let n = result::device::get_count().unwrap_or(0).max(0) as usize;
-        (0..n).filter_map(|i| Context::new(i).ok()).collect()
+        (0..n)
+            .filter_map(|i| Context::new(i).ok())
+            .map(|c| {
+                let problem = probe(&c);
+                (c, problem)
+            })
+            .collect()
     })
 }
 
@@ -118,6 +154,7 @@ impl Context {
             total,
             free,
             capability: major * 10 + minor,
+            problem: None,
         }
     }
 
