@@ -90,6 +90,23 @@ pub struct Attention {
     pub kq_scale: f32,
 }
 
+/// A device that can take a large batched matmul off the CPU: the weight
+/// travels to it for the one product (llama.cpp does the same for prompt
+/// batches of the layers it keeps on the CPU). Only batches of at least
+/// `min_tokens()` rows are offered, so the one-token path stays the CPU's.
+pub trait MatmulOffload: Send + Sync {
+    fn min_tokens(&self) -> usize;
+    /// `out[t][r] = W[r] · x[t]` for `tokens` rows; an error leaves the
+    /// product to the CPU.
+    fn matmul_host(
+        &self,
+        w: &HostMat,
+        x: &[f32],
+        tokens: usize,
+        out: &mut [f32],
+    ) -> Result<(), BackendError>;
+}
+
 /// The alignment of each weight in a device's reserved room.
 pub const WEIGHT_ALIGN: usize = 256;
 

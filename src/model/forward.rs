@@ -159,7 +159,20 @@ impl Model {
         layout: &Layout,
     ) -> Result<Model> {
         let weights = weights::load(file.clone(), &config.arch, config.n_layer, &config.shape)?;
-        let cpu = Arc::new(CpuBackend::new(threads, isa));
+        // The GPUs first: the CPU hands its large prompt batches to the first.
+        let mut gpus: Vec<(usize, Arc<CudaBackend>)> = Vec::new();
+        for d in layout.ranges.iter().map(|(d, _)| *d).chain([layout.output]) {
+            if let Device::Gpu(i) = d {
+                if !gpus.iter().any(|(o, _)| *o == i) {
+                    gpus.push((i, Arc::new(CudaBackend::new(i)?)));
+                }
+            }
+        }
+        let mut cpu = CpuBackend::new(threads, isa);
+        if let Some((_, gpu)) = gpus.first() {
+            cpu = cpu.with_offload(gpu.clone());
+        }
+        let cpu = Arc::new(cpu);
         // The head rides with the last range when they share a device;
         // otherwise it is a range of no layers of its own.
         let mut parts: Vec<(Device, Range<usize>, bool)> = layout
@@ -180,19 +193,15 @@ impl Model {
             bail!("the layout covers {covered} of {} layers", config.n_layer);
         }
         let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(parts.len());
-        let mut gpus: Vec<(usize, Arc<CudaBackend>)> = Vec::new();
         for (device, range, head) in parts {
             let stage: Box<dyn Stage> = match device {
                 Device::Cpu => Box::new(LayerRange::upload(cpu.clone(), &weights, range, head)?),
                 Device::Gpu(i) => {
-                    let gpu = match gpus.iter().find(|(o, _)| *o == i) {
-                        Some((_, g)) => g.clone(),
-                        None => {
-                            let g = Arc::new(CudaBackend::new(i)?);
-                            gpus.push((i, g.clone()));
-                            g
-                        }
-                    };
+                    let gpu = gpus
+                        .iter()
+                        .find(|(o, _)| *o == i)
+                        .map(|(_, g)| g.clone())
+                        .expect("every GPU of the layout was opened");
                     Box::new(LayerRange::upload(gpu, &weights, range, head)?)
                 }
             };

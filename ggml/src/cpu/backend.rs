@@ -7,11 +7,13 @@
 use super::ops;
 use super::pool::{split, ThreadPool};
 use super::{kernels_for, Isa, Kernels};
-use crate::backend::{Attention, Backend, BackendError, Glu, HostMat};
+use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, MatmulOffload};
 use crate::float16::f32_to_f16;
 use crate::rope::Rope;
 
 pub struct CpuBackend {
+    /// Where large prompt batches' matmuls go, when a GPU is there.
+    offload: Option<std::sync::Arc<dyn MatmulOffload>>,
     pool: ThreadPool,
     isa: Isa,
     /// The f16 dot product of this ISA (attention's scores and values).
@@ -51,12 +53,19 @@ pub struct CpuScratch {
 impl CpuBackend {
     pub fn new(threads: usize, isa: Isa) -> CpuBackend {
         CpuBackend {
+            offload: None,
             pool: ThreadPool::new(threads.max(1)),
             isa,
             dot16: super::kernels_for(crate::GgmlType::F16, isa)
                 .expect("f16 kernels exist")
                 .dot,
         }
+    }
+
+    /// Sends matmuls of large batches to `device` (see MatmulOffload).
+    pub fn with_offload(mut self, device: std::sync::Arc<dyn MatmulOffload>) -> CpuBackend {
+        self.offload = Some(device);
+        self
     }
 
     pub fn threads(&self) -> usize {
@@ -133,6 +142,11 @@ impl Backend for CpuBackend {
         let (rows, cols) = (m.host.rows, m.host.cols);
         let x = &x[..t * cols];
         resize(out, t * rows);
+        if let Some(dev) = self.offload.as_ref().filter(|d| t >= d.min_tokens()) {
+            if dev.matmul_host(&m.host, x, t, out).is_ok() {
+                return;
+            }
+        }
         let ab = super::act_row_bytes(m.host.format.ggml(), cols)
             .expect("kernels exist for uploaded weights");
         resize(&mut sc.act, t * ab);

@@ -10,7 +10,7 @@ use super::driver::{
     check, Context, CuResult, DeviceInfo, DeviceMem, Function, Graph, KernelArg, Module, PinnedMem,
     Stream,
 };
-use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, WEIGHT_ALIGN};
+use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, MatmulOffload, WEIGHT_ALIGN};
 use crate::rope::Rope;
 use crate::GgmlType;
 
@@ -45,6 +45,8 @@ pub struct CudaBackend {
     error: Mutex<Option<BackendError>>,
     /// Where uploaded weights go, once `reserve` has been called.
     rooms: Mutex<Vec<Room>>,
+    /// Room for the CPU's offloaded matmuls: a weight, its input and output.
+    offload: Mutex<Option<[DeviceMem; 3]>>,
     stream: Stream,
     _modules: Vec<Module>,
     // Dropped last: everything above lives in this context.
@@ -181,6 +183,7 @@ impl CudaBackend {
             staging: Mutex::new(PinnedMem::alloc(1 << 20)?),
             error: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
+            offload: Mutex::new(None),
             stream: Stream::new()?,
             _modules: modules,
             ctx,
@@ -257,6 +260,19 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// `dst.len()` floats from the device, waiting for them.
+    fn download(&self, src: u64, dst: &mut [f32]) -> CuResult<()> {
+        let bytes = dst.len() * 4;
+        let mut s = self.stage(bytes);
+        if s.bytes < bytes {
+            return Err(BackendError("CUDA: no pinned memory for a copy".into()));
+        }
+        self.stream.dtoh(s.as_mut_ptr(), src, bytes)?;
+        self.stream.sync()?;
+        dst.copy_from_slice(s.f32s(dst.len()));
+        Ok(())
+    }
+
     fn name_device(&self, e: BackendError) -> BackendError {
         BackendError(format!("{}: {}", self.name(), e.0))
     }
@@ -270,6 +286,63 @@ impl CudaBackend {
             }
         }
         s
+    }
+}
+
+/// Prompt batches of the layers left on the CPU: each weight crosses to the
+/// GPU for its product, as llama.cpp does; worth it from this many tokens
+/// (llama.cpp's threshold too).
+const OFFLOAD_MIN_TOKENS: usize = 32;
+
+impl MatmulOffload for CudaBackend {
+    fn min_tokens(&self) -> usize {
+        OFFLOAD_MIN_TOKENS
+    }
+
+    fn matmul_host(
+        &self,
+        w: &HostMat,
+        x: &[f32],
+        tokens: usize,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let Some(&(_, mm)) = self.kernels.matmul.get(&w.format.ggml()) else {
+            return Err(BackendError(format!("{}: no kernels", w.format)));
+        };
+        self.ctx.bind()?;
+        let need = [w.len, x.len() * 4, out.len() * 4];
+        let mut room = self.offload.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = room
+            .as_ref()
+            .is_some_and(|r| r.iter().zip(need).all(|(m, n)| m.bytes >= n));
+        if !fits {
+            let old = room.take().map_or([0; 3], |r| r.map(|m| m.bytes));
+            let sizes: Vec<usize> = old.iter().zip(need).map(|(&o, n)| o.max(n)).collect();
+            *room = Some([
+                DeviceMem::alloc(sizes[0], "an offloaded weight")?,
+                DeviceMem::alloc(sizes[1], "offloaded activations")?,
+                DeviceMem::alloc(sizes[2], "offloaded activations")?,
+            ]);
+        }
+        let [wm, xm, ym] = room.as_ref().expect("made above");
+        self.upload(wm.ptr, w.bytes())?;
+        // SAFETY: f32 has no invalid bit patterns; the byte view has x's extent.
+        let x_bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
+        self.upload(xm.ptr, x_bytes)?;
+        let (rows, cols, rb, nt) = (
+            w.rows as i32,
+            w.cols as i32,
+            w.row_bytes as i64,
+            tokens as i32,
+        );
+        mm.launch(
+            &self.stream,
+            (blocks(w.rows, 64), blocks(tokens, 64), 1),
+            128,
+            0,
+            &[&wm.ptr, &xm.ptr, &ym.ptr, &rows, &cols, &rb, &nt],
+        )?;
+        self.download(ym.ptr, &mut out[..tokens * w.rows])
     }
 }
 
