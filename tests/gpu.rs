@@ -228,6 +228,24 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
     bad
 }
 
+/// A small synthetic model: 4 layers, 256 wide, GQA 4/2.
+fn small_spec(arch: &str, weight: GgmlType, tied: bool, seed: u64) -> Spec {
+    Spec {
+        arch: arch.to_string(),
+        weight,
+        n_layer: 4,
+        n_embd: 256,
+        n_head: 4,
+        n_head_kv: 2,
+        n_ff: 512,
+        n_ctx: N_CTX,
+        tied,
+        seed,
+        longrope_orig: None,
+        rope_scaling: None,
+    }
+}
+
 fn prompt_tokens() -> Vec<u32> {
     // Ids well inside any vocabulary; a prompt long enough for the tiled
     // matmul (more than 8 tokens) and several attention tiles.
@@ -249,20 +267,7 @@ fn synthetic_models_of_every_architecture_and_type_match_the_cpu() {
     for arch in ["llama", "qwen2", "qwen3", "gemma3", "phi3"] {
         for &ty in ggml::blocks::WEIGHT_TYPES {
             seed += 1;
-            let spec = Spec {
-                arch: arch.to_string(),
-                weight: ty,
-                n_layer: 4,
-                n_embd: 256,
-                n_head: 4,
-                n_head_kv: 2,
-                n_ff: 512,
-                n_ctx: N_CTX,
-                tied: seed % 2 == 0 && arch != "phi3",
-                seed,
-                longrope_orig: None,
-                rope_scaling: None,
-            };
+            let spec = small_spec(arch, ty, seed % 2 == 0 && arch != "phi3", seed);
             let path = dir.path().join(format!("{arch}-{ty}.gguf"));
             synthesize(&spec, vocab.metadata())
                 .unwrap()
@@ -458,20 +463,7 @@ fn closer_to_exact_than_llama_cpp_cuda() {
         "model", "ours one", "rival one", "ours batch", "rival batch"
     );
     for (i, (arch, ty)) in cases.into_iter().enumerate() {
-        let spec = Spec {
-            arch: arch.to_string(),
-            weight: ty,
-            n_layer: 4,
-            n_embd: 256,
-            n_head: 4,
-            n_head_kv: 2,
-            n_ff: 512,
-            n_ctx: N_CTX,
-            tied: i % 2 == 0 && arch != "phi3",
-            seed: 700 + i as u64,
-            longrope_orig: None,
-            rope_scaling: None,
-        };
+        let spec = small_spec(arch, ty, i % 2 == 0 && arch != "phi3", 700 + i as u64);
         let path = dir.path().join(format!("{arch}-{ty}.gguf"));
         synthesize(&spec, vocab.metadata())
             .unwrap()

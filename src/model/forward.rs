@@ -681,14 +681,10 @@ impl<B: Backend + 'static> LayerRange<B> {
 fn range_weight_bytes(w: &Weights, range: Range<usize>, with_head: bool) -> usize {
     let align = |n: usize| n.next_multiple_of(ggml::backend::WEIGHT_ALIGN);
     let vec_bytes = |v: &Vec<f32>| align(v.len() * 4);
-    let mut total = 0;
-    for l in &w.layers[range] {
-        // Sizing through the same mapping as the upload counts every tensor.
-        let sized = l
-            .try_map::<usize, usize, ()>(|m| Ok(align(m.len)), |v| Ok(vec_bytes(v)))
-            .expect("sizing cannot fail");
-        total += sized.bytes_of_parts();
-    }
+    let mut total: usize = w.layers[range]
+        .iter()
+        .map(|l| l.bytes_aligned(ggml::backend::WEIGHT_ALIGN))
+        .sum();
     if with_head {
         total += vec_bytes(&w.output_norm) + align(w.output.len);
     }

@@ -68,7 +68,7 @@ impl<M, V> Layer<M, V> {
 
 impl Layer<usize, usize> {
     /// The sum of every part, where each part is a size.
-    pub fn bytes_of_parts(&self) -> usize {
+    fn bytes_of_parts(&self) -> usize {
         let mats = [self.wq, self.wo, self.w_up, self.w_down]
             .into_iter()
             .chain([self.wk, self.wv, self.w_gate].into_iter().flatten());
@@ -92,29 +92,18 @@ impl Layer<usize, usize> {
 impl Layer<HostMat, Vec<f32>> {
     /// Bytes of this layer's tensors as stored (what a device holds of it).
     pub fn bytes(&self) -> usize {
-        let mats = [&self.wq, &self.wo, &self.w_up, &self.w_down]
-            .into_iter()
-            .chain([&self.wk, &self.wv, &self.w_gate].into_iter().flatten())
-            .map(|m| m.len)
-            .sum::<usize>();
-        let vecs = [&self.attn_norm, &self.ffn_norm]
-            .into_iter()
-            .chain(
-                [
-                    &self.bq,
-                    &self.bk,
-                    &self.bv,
-                    &self.q_norm,
-                    &self.k_norm,
-                    &self.post_attn_norm,
-                    &self.post_ffn_norm,
-                ]
-                .into_iter()
-                .flatten(),
-            )
-            .map(|v| v.len() * 4)
-            .sum::<usize>();
-        mats + vecs
+        self.bytes_aligned(1)
+    }
+
+    /// The same with each tensor rounded up to `align` bytes, as a device
+    /// places them one after another.
+    pub fn bytes_aligned(&self, align: usize) -> usize {
+        let up = |n: usize| n.next_multiple_of(align);
+        let Ok(sizes) = self.try_map::<usize, usize, std::convert::Infallible>(
+            |m| Ok(up(m.len)),
+            |v| Ok(up(v.len() * 4)),
+        );
+        sizes.bytes_of_parts()
     }
 }
 
