@@ -6,38 +6,48 @@
 #          GPU_PACK=.gpu-b scripts/gpu-suite.sh pack --with-smollm2 2
 #          mkdir -p .rivals && cp ../shared/rivals/{llama.cpp.tar.xz,gen_llama_gguf.py} .rivals/
 #   call A (carry .gpu-a .rivals): scripts/gpu-session.sh a
-#       starts llama.cpp's build and the 7B models in the background, runs
-#       the GPU suite (SmolLM2's first half stays on the machine)
+#       starts llama.cpp's builds and the 7B models in the background; the
+#       kernels' own test (test_matmul.cu, with its timings), the GPU suite
+#       (SmolLM2's first half stays on the machine), then llm's benchmarks
 #   call B (carry .gpu-b): scripts/gpu-session.sh b
 #       SmolLM2 (both halves), llama.cpp's CUDA logits against ours, then
-#       the side-by-side benchmarks
+#       llama.cpp's benchmarks beside llm's
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
 W=${GPU_BENCH_WORK:-/tmp/gpu-bench}
+results=$W/results
+ENTRIES=("Q4_K_M:-ngl 99 -p 512 -n 128" "Q4_0:-ngl 99 -p 512 -n 128" "Q8_0:-ngl 99 -p 512 -n 128"
+  "F16:-ngl 99 -p 512 -n 128" "Q4_K_M:-ngl 99 -p 0 -n 128 -d 4096" "Q4_K_M:-ngl 16 -p 512 -n 128")
 
 case "${1:-}" in
 a)
   scripts/gpu-bench.sh start .rivals
-  GPU_PACK=.gpu-a timeout 420 scripts/gpu-suite.sh run >"$out/suite-a.log" 2>&1
+  k=ggml/src/cuda/kernels
+  { nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
+    /tmp/test_matmul && /tmp/test_matmul --bench; } >"$out/test_matmul.log" 2>&1
+  echo "test_matmul rc=$?"; tail -40 "$out/test_matmul.log"
+  GPU_PACK=.gpu-a timeout 300 scripts/gpu-suite.sh run >"$out/suite-a.log" 2>&1
   echo "suite rc=$?"
-  grep -E "^test |test result|tokens equal to step [0-9]+ of|planned|FAIL|panicked" "$out/suite-a.log" | grep -v "step 64 of 64; max |logit diff| vs CPU [0-9.e-]*$" | tail -40
+  grep -E "^test |test result|tokens equal to step [0-9]+ of|planned|FAIL|panicked" "$out/suite-a.log" | grep -v "step 64 of 64; max |logit diff| vs CPU [0-9.e-]*$" | tail -30
+  scripts/gpu-bench.sh wait MODELS_READY 240
   scripts/gpu-bench.sh poll
+  mkdir -p "$results"
+  GPU_BENCH_ENGINES=llm OUT=$results GPU_BENCH_TIMEOUT=100 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench-llm.log"
+  cp "$results"/* "$out/"
   ;;
 b)
   GPU_PACK=.gpu-b timeout 120 scripts/gpu-suite.sh run smollm2 chat_on >"$out/suite-b.log" 2>&1
   echo "smollm2 rc=$?"
-  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked" "$out/suite-b.log" | tail -12
-  for _ in $(seq 60); do [ -f "$W/READY" ] && break; sleep 5; done
+  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked|part after" "$out/suite-b.log" | tail -12
+  scripts/gpu-bench.sh wait READY 420
   scripts/gpu-bench.sh poll
   export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_RIVAL_LOGITS=$W/rival_logits
-  timeout 120 /tmp/llm-gpu/test-gpu --nocapture closer_to_exact >"$out/rival-logits.log" 2>&1
+  timeout 60 /tmp/llm-gpu/test-gpu --nocapture closer_to_exact >"$out/rival-logits.log" 2>&1
   echo "rival logits rc=$?"; grep -vE "^running|^$" "$out/rival-logits.log" | tail -12
-  OUT=$out GPU_BENCH_TIMEOUT=90 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
-    "Q4_K_M:-ngl 99 -p 512 -n 128" "Q4_0:-ngl 99 -p 512 -n 128" "Q8_0:-ngl 99 -p 512 -n 128" \
-    "Q4_K_M:-ngl 99 -p 0 -n 128 -d 4096" "Q4_K_M:-ngl 16 -p 512 -n 128" "F16:-ngl 99 -p 512 -n 128" \
-    2>&1 | tee "$out/bench.log"
+  GPU_BENCH_ENGINES=rival OUT=$results scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
+  cp "$results"/* "$out/"
   ;;
 *) sed -n 2,15p "$0" >&2; exit 2 ;;
 esac

@@ -264,20 +264,37 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let reps = args.repetitions.max(1);
 
     let mut rows = Vec::new();
-    let mut session: Option<(usize, Session)> = None;
+    // A session is kept while the next test loads the model the same way
+    // (threads, GPU layers and split; the context size is set per test).
+    let mut session: Option<(ModelConfig, String, Session)> = None;
     for test in &tests {
-        let threads = test.config.threads;
-        // A thread count is fixed at load: a new count loads the model again.
-        let mut s = match session.take() {
-            Some((t, s)) if t == threads => s,
-            _ => {
+        let same_load = |c: &ModelConfig| {
+            ModelConfig {
+                ctx_size: test.config.ctx_size,
+                ..c.clone()
+            } == test.config
+        };
+        let (config, backend, mut s) = match session.take() {
+            Some((c, b, s)) if same_load(&c) => (c, b, s),
+            other => {
+                // The old model's memory (a GPU's above all) goes before the new one loads.
+                drop(other);
                 let opts = LoadOptions {
                     ctx_size: Some(test.n_ctx),
                     ..test.config.load_options()
                 };
                 let loaded =
                     load::load(path, &opts).with_context(|| format!("test {}", test.name()))?;
-                Session::new(loaded.model, test.n_ctx)?
+                let backend = if loaded.plan.gpu_layers > 0 {
+                    "CUDA".to_string()
+                } else {
+                    format!("CPU ({})", ggml::cpu::isa().name())
+                };
+                (
+                    test.config.clone(),
+                    backend,
+                    Session::new(loaded.model, test.n_ctx)?,
+                )
             }
         };
         // The same context keeps its cache: a depth already there is re-used.
@@ -298,15 +315,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         rows.push(Row {
             engine: "llm",
-            backend: format!("CPU ({})", ggml::cpu::isa().name()),
+            backend: backend.clone(),
             test: test.clone(),
             speed: speed(samples),
         });
-        session = Some((threads, s));
+        session = Some((config, backend, s));
     }
     let vocab = session
         .as_ref()
-        .map_or(0, |(_, s)| s.model().config.shape.n_vocab);
+        .map_or(0, |(_, _, s)| s.model().config.shape.n_vocab);
     drop(session);
     if args.peer {
         rows.extend(peer_rows(&tests, reps, vocab)?);

@@ -237,7 +237,10 @@ impl CudaBackend {
                 return Ok(Storage::Reserved(p));
             }
         }
-        Ok(Storage::Own(self.alloc(bytes, what)?))
+        // Padded like the room's slots: kernels read 16-byte-aligned windows.
+        Ok(Storage::Own(
+            self.alloc(bytes.next_multiple_of(WEIGHT_ALIGN), what)?,
+        ))
     }
 
     /// Copies host bytes (usually the file mapping) to the device through
@@ -310,7 +313,11 @@ impl MatmulOffload for CudaBackend {
             return Err(BackendError(format!("{}: no kernels", w.format)));
         };
         self.ctx.bind()?;
-        let need = [w.len, x.len() * 4, out.len() * 4];
+        let need = [
+            w.len.next_multiple_of(WEIGHT_ALIGN),
+            x.len() * 4,
+            out.len() * 4,
+        ];
         let mut room = self.offload.lock().unwrap_or_else(|p| p.into_inner());
         let fits = room
             .as_ref()
@@ -632,7 +639,7 @@ impl Backend for CudaBackend {
         let (kv_dim, cells) = (kv.kv_dim as i32, kv.cells as i32);
         self.launch(
             self.kernels.kv_store,
-            (tokens as u32, 1, 1),
+            (tokens as u32, blocks(kv.kv_dim, 256), 1),
             256,
             &[
                 &kv.k.ptr,
@@ -663,10 +670,13 @@ impl Backend for CudaBackend {
             kv.cells as i32,
         );
         let window = a.window.map_or(0, |w| w as i32);
+        // A decode step has only n_head blocks: many warps each, so that the
+        // cache streams from the whole GPU; a prompt batch has plenty.
+        let warps = if tokens <= MATVEC_MAX_TOKENS { 16 } else { 4 };
         self.launch(
             self.kernels.attention,
             (tokens as u32, a.n_head as u32, 1),
-            128,
+            32 * warps,
             &[
                 &q.mem.ptr,
                 &kv.k.ptr,

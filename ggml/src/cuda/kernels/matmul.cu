@@ -20,14 +20,134 @@ constexpr unsigned FULL = 0xffffffffu;
 // ---------------------------------------------------------------- matvec
 //
 // One warp per weight row, all (<= 8 at a time) tokens. The K axis is walked
-// in segments of 1024 (32 chunks of 32): lane l dequantises chunk l of the
-// segment into registers (consecutive lanes read consecutive chunks, so the
-// warp's weight reads are contiguous); the block stages each token's 1024
-// activations in shared memory with coalesced loads, and every lane FMAs its
-// 32 weights against them. (Reading X straight from global memory, lane l at
-// 32*l, costs a cache line per lane per load and was the bottleneck.)
+// in segments of 1024 weights (32 chunks of 32). Each warp streams its row's
+// segments into a private ring of shared-memory slots with 16-byte
+// asynchronous copies (cp.async, sm_80 on; plain copies on Turing), several
+// segments ahead, so that enough bytes are in flight to keep HBM busy
+// (Little's law: ~4 MB over the whole H200), and every global load is a full,
+// coalesced 512-byte warp transaction whatever the block layout. Lanes then
+// read their weights out of shared memory: for block types lane l
+// dequantises chunk l of the segment (dequant32, bit-exact); for F32, F16 and
+// BF16 lane l takes 8 consecutive weights at 8*(l + 32*j), so that neither
+// the copy nor the shared-memory reads conflict. The block stages each
+// token's 1024 activations in shared memory with coalesced loads, in a padded
+// chunk layout the two weight mappings both read without bank conflicts.
 
 constexpr int MV_LDX = 36;  // floats per staged chunk: 32 + 4 pad, conflict-free float4 reads
+constexpr int MV_SEG = 1024;  // weights per segment
+
+__host__ __device__ constexpr bool is_float_type(int t) { return t == F32 || t == F16 || t == BF16; }
+
+// Bytes of one segment of a row (segments start on block boundaries).
+__host__ __device__ constexpr int mv_seg_bytes(int t) { return MV_SEG / block_elems(t) * block_bytes(t); }
+
+// A slot holds a segment's 16-byte-aligned window: up to 15 bytes either side.
+__host__ __device__ constexpr int mv_slot_bytes(int t) { return (mv_seg_bytes(t) + 31 + 15) / 16 * 16; }
+
+// Slots per warp: about 4 KB ahead where shared memory allows.
+__host__ __device__ constexpr int mv_stages(int t) {
+    return mv_seg_bytes(t) >= 4096 ? 2 : (4096 / mv_seg_bytes(t) + 1 > 6 ? 6 : (4096 / mv_seg_bytes(t) + 1 < 3 ? 3 : 4096 / mv_seg_bytes(t) + 1));
+}
+
+__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+#else
+    *reinterpret_cast<uint4*>(smem) = __ldg(reinterpret_cast<const uint4*>(gmem));
+#endif
+}
+
+__device__ __forceinline__ void async_commit() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+__device__ __forceinline__ void async_wait() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// Starts the copy of segment `seg` of `row` into `slot`; returns nothing, the
+// data is there after the matching async_wait and a __syncwarp. The window is
+// [floor16(start), ceil16(end)): the weights are stored 256-byte aligned and
+// padded to 256 bytes (WEIGHT_ALIGN), so it never leaves the tensor's storage.
+template <int T>
+__device__ __forceinline__ void mv_fetch(const uint8_t* row, int seg, int cols, uint8_t* slot, int lane) {
+    constexpr int SB = mv_seg_bytes(T);
+    const int seg_elems = min(MV_SEG, cols - seg * MV_SEG);
+    const int bytes = seg_elems / block_elems(T) * block_bytes(T);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(seg) * SB;
+    const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
+    const int n16 = static_cast<int>((a + bytes + 15 - a0) >> 4);
+    for (int i = lane; i < n16; i += 32)
+        copy16_async(slot + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
+}
+
+// The 32 weights lane `lane` owns in a landed segment (see the layout above).
+template <int T>
+__device__ __forceinline__ void mv_weights(const uint8_t* slot, const uint8_t* row, int seg, int lane, float w[32]) {
+    const int skew = static_cast<int>((reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
+    const uint8_t* base = slot + skew;
+    // Float rows are 16-byte aligned in our storage (whole 64-byte chunks
+    // from a 256-byte-aligned start); any other alignment reads by words.
+    if constexpr (T == F16 || T == BF16) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            uint32_t u[4];
+            const uint8_t* p = base + 16 * (lane + 32 * j);
+            if (skew == 0) {
+                const uint4 v = *reinterpret_cast<const uint4*>(p);
+                u[0] = v.x, u[1] = v.y, u[2] = v.z, u[3] = v.w;
+            } else {
+                ldspan<16>(p, u);
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                if constexpr (T == F16) {
+                    w[8 * j + 2 * i] = h2f(u[i]);
+                    w[8 * j + 2 * i + 1] = h2f(u[i] >> 16);
+                } else {
+                    w[8 * j + 2 * i] = __uint_as_float(u[i] << 16);
+                    w[8 * j + 2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+                }
+            }
+        }
+    } else if constexpr (T == F32) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint8_t* p = base + 32 * (lane + 32 * j);
+            if (skew == 0) {
+                const float4 a = *reinterpret_cast<const float4*>(p);
+                const float4 b = *reinterpret_cast<const float4*>(p + 16);
+                w[8 * j + 0] = a.x; w[8 * j + 1] = a.y; w[8 * j + 2] = a.z; w[8 * j + 3] = a.w;
+                w[8 * j + 4] = b.x; w[8 * j + 5] = b.y; w[8 * j + 6] = b.z; w[8 * j + 7] = b.w;
+            } else {
+                uint32_t u[8];
+                ldspan<32>(p, u);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) w[8 * j + i] = __uint_as_float(u[i]);
+            }
+        }
+    } else {
+        dequant32<T>(base, lane, w);
+    }
+}
+
+// Where lane `lane`'s weights 4i..4i+3 meet the staged activations.
+template <int T>
+__device__ __forceinline__ int mv_x_index(int lane, int i) {
+    if constexpr (is_float_type(T)) {
+        // weights 8j..8j+7 are elements 8*(lane + 32j) + 0..7 of the segment
+        const int e = 8 * (lane + 32 * (i >> 1)) + 4 * (i & 1);
+        return (e >> 5) * MV_LDX + (e & 31);
+    } else {
+        return lane * MV_LDX + 4 * i;
+    }
+}
 
 // Tokens [0, nt) of one row, nt <= NT (a compile-time bound; nt is uniform
 // over the block, so the tokens past it are skipped by uniform branches).
@@ -36,8 +156,10 @@ constexpr int MV_LDX = 36;  // floats per staged chunk: 32 + 4 pad, conflict-fre
 template <int T, int NT>
 __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, bool active,
                                               const float* __restrict__ X, float* __restrict__ Y,
-                                              int r, int rows, int cols, int nt, int lane, float* xs) {
+                                              int r, int rows, int cols, int nt, int lane, float* xs,
+                                              uint8_t* slots) {
     constexpr int NA = NT == 1 ? 4 : 1;
+    constexpr int ST = mv_stages(T), SLOT = mv_slot_bytes(T);
     float acc[NT][NA];
 #pragma unroll
     for (int t = 0; t < NT; ++t)
@@ -45,12 +167,38 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
         for (int a = 0; a < NA; ++a) acc[t][a] = 0.0f;
 
     const int nchunks = cols >> 5;
-    const int nseg = (nchunks + 31) >> 5;
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
+    // Prologue: ST - 1 segments in flight (one commit group each, empty or not).
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) {
+        if (active && s < nseg) mv_fetch<T>(row, s, cols, slots + s * SLOT, lane);
+        async_commit();
+    }
     for (int seg = 0; seg < nseg; ++seg) {
+        {
+            const int s = seg + ST - 1;
+            if (active && s < nseg) mv_fetch<T>(row, s, cols, slots + (s % ST) * SLOT, lane);
+            async_commit();
+        }
+        async_wait<ST - 1>();
+        __syncwarp();
         const int c = seg * 32 + lane;
-        const bool have = active && c < nchunks;
+        // Float types: lane l's weights lie in chunks l/4 + 8j; present when
+        // the segment is whole (cols is a multiple of 32, the tail chunks
+        // are checked one by one below).
+        const bool have = active && (is_float_type(T) ? seg * 32 < nchunks : c < nchunks);
         float w[32];
-        if (have) dequant32<T>(row, c, w);
+        if (have) {
+            mv_weights<T>(slots + (seg % ST) * SLOT, row, seg, lane, w);
+            if constexpr (is_float_type(T)) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    if (seg * 32 + (lane >> 2) + 8 * j >= nchunks)
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) w[8 * j + i] = 0.0f;
+            }
+        }
+        __syncwarp();  // the slot is read before a later fetch overwrites it
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             if (NT > 1 && t >= nt) break;
@@ -58,7 +206,7 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int q = threadIdx.x + 128 * h;  // float4 index within the segment
-                const int k = seg * 1024 + 4 * q;
+                const int k = seg * MV_SEG + 4 * q;
                 float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
                 if (k < cols) v = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(t) * cols + k));
                 *reinterpret_cast<float4*>(xs + (q >> 3) * MV_LDX + (q & 7) * 4) = v;
@@ -67,7 +215,7 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
             if (have) {
 #pragma unroll
                 for (int i = 0; i < 8; ++i) {
-                    const float4 v = *reinterpret_cast<const float4*>(xs + lane * MV_LDX + 4 * i);
+                    const float4 v = *reinterpret_cast<const float4*>(xs + mv_x_index<T>(lane, i));
                     float& s = acc[t][i % NA];
                     s = fmaf(w[4 * i + 0], v.x, s);
                     s = fmaf(w[4 * i + 1], v.y, s);
@@ -77,6 +225,7 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
             }
         }
     }
+    async_wait<0>();
 
     float mine = 0.0f;
 #pragma unroll
@@ -97,37 +246,68 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
                                        float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                        int ntok) {
     __shared__ __align__(16) float xs[32 * MV_LDX];
-    const int lane = threadIdx.x & 31;
-    const int r = blockIdx.x * 4 + (threadIdx.x >> 5);
+    __shared__ __align__(16) uint8_t slots[4][mv_stages(T) * mv_slot_bytes(T)];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r = blockIdx.x * 4 + warp;
     // A warp past the last row still takes part in staging and barriers.
     const bool active = r < rows;
     const uint8_t* row = W + static_cast<long long>(active ? r : 0) * row_bytes;
     if (ntok == 1) {
-        matvec_tokens<T, 1>(row, active, X, Y, r, rows, cols, 1, lane, xs);
+        matvec_tokens<T, 1>(row, active, X, Y, r, rows, cols, 1, lane, xs, slots[warp]);
     } else {
         // The contract is ntok <= 8; larger batches are still handled, 8 at a time.
         for (int t0 = 0; t0 < ntok; t0 += 8)
             matvec_tokens<T, 8>(row, active, X + static_cast<long long>(t0) * cols,
-                                Y + static_cast<long long>(t0) * rows, r, rows, cols, min(ntok - t0, 8), lane, xs);
+                                Y + static_cast<long long>(t0) * rows, r, rows, cols, min(ntok - t0, 8), lane, xs,
+                                slots[warp]);
     }
 }
 
 // ---------------------------------------------------------------- matmul, tensor cores
 //
 // A block computes the 64 (rows) x 64 (tokens) tile of Y at
-// (blockIdx.x*64, blockIdx.y*64), stepping K by 64 (two 32-weight chunks; a
-// missing last chunk is zero-filled). Each of the 128 threads dequantises one
-// chunk of one row into shared memory as __half, the activations are
-// converted f32 -> __half, and each warp accumulates a 32x32 sub-tile as
-// 2x2 wmma 16x16x16 fragments in f32.
+// (blockIdx.x*64, blockIdx.y*64). The K axis goes in stages of whole blocks
+// (256 weights for the super-block types, else 64): the stage's raw bytes of
+// the 64 rows are copied into shared memory with coalesced 16-byte
+// asynchronous copies, double-buffered so that the next stage is in flight
+// while this one is used (reading the rows in place, one lane per row, cost a
+// cache line per lane per load and bound the kernel). Each K step of 64 then
+// has every thread dequantise one chunk of one row out of shared memory into
+// a __half tile, the activations are converted f32 -> __half (their loads
+// issued first, to overlap the dequantisation), and each warp accumulates a
+// 32x32 sub-tile as 2x2 wmma 16x16x16 fragments in f32.
 
 constexpr int TM = 64, TN = 64, TK = 64;
 constexpr int LDH = TK + 8;  // halves per shared row (pad: conflict-free ldmatrix, 32-byte fragment alignment)
 constexpr int LDC = TM + 4;  // floats per shared column of the output tile
 
+// Weights per stage, a stage's bytes in a row, and a row's slot in shared
+// memory (its 16-byte-aligned window: up to 15 bytes either side).
+__host__ __device__ constexpr int mm_stage_elems(int t) { return block_elems(t) == 256 ? 256 : 64; }
+__host__ __device__ constexpr int mm_stage_bytes(int t) { return mm_stage_elems(t) / block_elems(t) * block_bytes(t); }
+__host__ __device__ constexpr int mm_slot_bytes(int t) { return (mm_stage_bytes(t) + 30 + 15) / 16 * 16; }
+
 __device__ __forceinline__ uint32_t pack_half2(float a, float b) {
     const __half2 h = __floats2half2_rn(a, b);
     return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// Starts the copies of stage `s` of rows r0..r0+63 into `raw` (one slot per row).
+template <int T>
+__device__ __forceinline__ void mm_fetch(const uint8_t* W, long long row_bytes, int rows, int cols, int r0, int s,
+                                         uint8_t* raw) {
+    constexpr int SLOT = mm_slot_bytes(T), NPR = SLOT / 16;
+    const int elems = min(mm_stage_elems(T), cols - s * mm_stage_elems(T));
+    const int bytes = elems / block_elems(T) * block_bytes(T);
+    for (int item = threadIdx.x; item < TM * NPR; item += 128) {
+        const int r = item / NPR, i = item - r * NPR;
+        if (r0 + r >= rows) continue;
+        const uintptr_t a = reinterpret_cast<uintptr_t>(W) + static_cast<uintptr_t>((r0 + r) * row_bytes) +
+                            static_cast<uintptr_t>(s) * mm_stage_bytes(T);
+        const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
+        if (a0 + 16 * static_cast<uintptr_t>(i) < a + bytes)
+            copy16_async(raw + r * SLOT + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
+    }
 }
 
 template <int T>
@@ -135,11 +315,13 @@ __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const f
                                           float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                           int ntok) {
     namespace wmma = nvcuda::wmma;
+    constexpr int SLOT = mm_slot_bytes(T), KS = mm_stage_elems(T);
     // W tile [64 rows][LDH] and X tile [64 tokens][LDH] as halves; after the
     // K loop the same bytes hold the f32 output tile, column-major [64 tokens][LDC].
     constexpr int SMEM = 2 * TM * LDH * 2;
     static_assert(TN * LDC * 4 <= SMEM, "output tile must fit");
     __shared__ __align__(128) unsigned char smem[SMEM];
+    __shared__ __align__(16) uint8_t raw[2][TM * SLOT];
     __half* Ws = reinterpret_cast<__half*>(smem);
     __half* Xs = Ws + TM * LDH;
     float* Cs = reinterpret_cast<float*>(smem);
@@ -147,11 +329,12 @@ __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const f
     const int tid = threadIdx.x, warp = tid >> 5;
     const int r0 = blockIdx.x * TM, t0 = blockIdx.y * TN;
     const int nchunks = cols >> 5;
+    const int nstages = (cols + KS - 1) / KS;
 
     // This thread's weight row and which of the two chunks of a K step.
     const int dr = tid >> 1, dsub = tid & 1;
     const bool rok = r0 + dr < rows;
-    const uint8_t* wrow = W + static_cast<long long>(rok ? r0 + dr : 0) * row_bytes;
+    const uintptr_t wrow = reinterpret_cast<uintptr_t>(W) + static_cast<uintptr_t>((rok ? r0 + dr : 0) * row_bytes);
 
     const int wm = warp & 1, wn = warp >> 1;  // warp's 32x32 sub-tile
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
@@ -160,50 +343,71 @@ __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const f
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    for (int kc = 0; kc < nchunks; kc += 2) {
-        // Weights: 64 rows x 2 chunks, one (row, chunk) per thread.
-        {
-            const int c = kc + dsub;
-            float v[32];
-            if (rok && c < nchunks) {
-                dequant32<T>(wrow, c, v);
-            } else {
+    mm_fetch<T>(W, row_bytes, rows, cols, r0, 0, raw[0]);
+    async_commit();
+    for (int s = 0; s < nstages; ++s) {
+        if (s + 1 < nstages) mm_fetch<T>(W, row_bytes, rows, cols, r0, s + 1, raw[(s + 1) & 1]);
+        async_commit();
+        async_wait<1>();
+        __syncthreads();  // stage s has landed, every thread's copies
+        const int skew = static_cast<int>((wrow + static_cast<uintptr_t>(s) * mm_stage_bytes(T)) & 15);
+        const uint8_t* mine = raw[s & 1] + dr * SLOT + skew;
+#pragma unroll 1
+        for (int kk0 = 0; kk0 < KS; kk0 += TK) {
+            const int kc = (s * KS + kk0) >> 5;  // first chunk of this K step
+            if (kc >= nchunks) break;
+            // Activations: 64 tokens x 64 k as 1024 float4, 16 consecutive threads per token.
+            float4 xv[8];
 #pragma unroll
-                for (int i = 0; i < 32; ++i) v[i] = 0.0f;
+            for (int m = 0; m < 8; ++m) {
+                const int f = tid + 128 * m;
+                const int t = f >> 4, k = (f & 15) * 4;
+                const int gt = t0 + t, gk = kc * 32 + k;
+                xv[m] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (gt < ntok && gk < cols)
+                    xv[m] = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(gt) * cols + gk));
             }
-            uint4* dst = reinterpret_cast<uint4*>(Ws + dr * LDH + dsub * 32);
+            // Weights: 64 rows x 2 chunks, one (row, chunk) per thread.
+            {
+                const int c = kc + dsub;
+                float v[32];
+                if (rok && c < nchunks) {
+                    dequant32<T>(mine, (kk0 >> 5) + dsub, v);
+                } else {
 #pragma unroll
-            for (int q = 0; q < 4; ++q)
-                dst[q] = make_uint4(pack_half2(v[8 * q + 0], v[8 * q + 1]), pack_half2(v[8 * q + 2], v[8 * q + 3]),
-                                    pack_half2(v[8 * q + 4], v[8 * q + 5]), pack_half2(v[8 * q + 6], v[8 * q + 7]));
+                    for (int i = 0; i < 32; ++i) v[i] = 0.0f;
+                }
+                uint4* dst = reinterpret_cast<uint4*>(Ws + dr * LDH + dsub * 32);
+#pragma unroll
+                for (int q = 0; q < 4; ++q)
+                    dst[q] = make_uint4(pack_half2(v[8 * q + 0], v[8 * q + 1]), pack_half2(v[8 * q + 2], v[8 * q + 3]),
+                                        pack_half2(v[8 * q + 4], v[8 * q + 5]), pack_half2(v[8 * q + 6], v[8 * q + 7]));
+            }
+#pragma unroll
+            for (int m = 0; m < 8; ++m) {
+                const int f = tid + 128 * m;
+                const int t = f >> 4, k = (f & 15) * 4;
+                *reinterpret_cast<uint2*>(Xs + t * LDH + k) =
+                    make_uint2(pack_half2(xv[m].x, xv[m].y), pack_half2(xv[m].z, xv[m].w));
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kk = 0; kk < TK; kk += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
+#pragma unroll
+                for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Ws + (wm * 32 + 16 * i) * LDH + kk, LDH);
+#pragma unroll
+                for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], Xs + (wn * 32 + 16 * j) * LDH + kk, LDH);
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+#pragma unroll
+                    for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+            }
+            __syncthreads();
         }
-        // Activations: 64 tokens x 64 k as 1024 float4, 16 consecutive threads per token.
-#pragma unroll
-        for (int m = 0; m < 8; ++m) {
-            const int f = tid + 128 * m;
-            const int t = f >> 4, k = (f & 15) * 4;
-            const int gt = t0 + t, gk = kc * 32 + k;
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (gt < ntok && gk < cols)
-                v = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(gt) * cols + gk));
-            *reinterpret_cast<uint2*>(Xs + t * LDH + k) = make_uint2(pack_half2(v.x, v.y), pack_half2(v.z, v.w));
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < TK; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], Ws + (wm * 32 + 16 * i) * LDH + kk, LDH);
-#pragma unroll
-            for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], Xs + (wn * 32 + 16 * j) * LDH + kk, LDH);
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-        }
-        __syncthreads();
     }
+    async_wait<0>();
 
     // C(r, t) at Cs[t*LDC + r], then coalesced guarded stores along r.
 #pragma unroll

@@ -40,6 +40,27 @@ extern "C" __global__ void rms_norm(const float* src, const float* w, float* dst
     const float* x = src + (long long)blockIdx.x * width;
     float* y = dst + (long long)blockIdx.x * width;
     float ss = 0.0f;
+    if ((width & 3) == 0) {
+        // float4 loads, several in flight per thread: one block per row is
+        // latency-bound otherwise (a decode step has a single row).
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        const float4* w4 = reinterpret_cast<const float4*>(w);
+        float4* y4 = reinterpret_cast<float4*>(y);
+        const int n4 = width >> 2;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+            const float4 v = x4[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+        ss = block_sum(ss);
+        const float scale = rsqrtf(ss / (float)width + eps);
+#pragma unroll 4
+        for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+            const float4 v = x4[i], g = w4[i];
+            y4[i] = make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < width; i += blockDim.x) ss += x[i] * x[i];
     ss = block_sum(ss);
     float scale = rsqrtf(ss / (float)width + eps);
@@ -147,21 +168,25 @@ extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* 
 // grid = (tokens), block = 256.
 extern "C" __global__ void kv_store(__half* kc, __half* vc, const float* k, const float* v,
                                     int kv_dim, int cells, const int* step) {
+    // grid (tokens, ceil(kv_dim / blockDim)): one element per thread.
     int t = blockIdx.x;
+    int i = blockIdx.y * blockDim.x + threadIdx.x;
+    if (i >= kv_dim) return;
     long long cell = (long long)((step[0] + t) % cells);
-    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        kc[cell * kv_dim + i] = __float2half_rn(k[(long long)t * kv_dim + i]);
-        vc[cell * kv_dim + i] = __float2half_rn(v[(long long)t * kv_dim + i]);
-    }
+    kc[cell * kv_dim + i] = __float2half_rn(k[(long long)t * kv_dim + i]);
+    vc[cell * kv_dim + i] = __float2half_rn(v[(long long)t * kv_dim + i]);
 }
 
-#define ATT_WARPS 4
+#define ATT_MAX_WARPS 16
 #define ATT_MAX_D 8 // head_dim up to 256
+#define ATT_U 4     // cells a warp takes at once: their loads overlap
 
-// Causal attention with an f16 cache, one block of ATT_WARPS warps per
-// (query token, head): grid = (tokens, n_head), block = 32 * ATT_WARPS.
-// Each warp walks a share of the cells with an online softmax (running max,
-// sum and weighted values in f32), then the warps' partial results merge.
+// Causal attention with an f16 cache, one block per (query token, head):
+// grid = (tokens, n_head), block = 32 * warps (warps <= ATT_MAX_WARPS; the
+// host gives a decode step many warps, since a single query has only n_head
+// blocks to spread over the GPU). Each warp walks a share of the cells,
+// ATT_U at a time, with an online softmax (running max, sum and weighted
+// values in f32), then the warps' partial results merge.
 // The cell of a position p is p % cells; the query at position `pos` sees
 // cell c when the latest position mapped to c (at or before the batch's last
 // one) is <= pos and, with a window, within it.
@@ -169,7 +194,7 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
                                      float* out, int n_head, int n_head_kv, int head_dim,
                                      int cells, const int* step, int window, float kq_scale) {
     int t = blockIdx.x, h = blockIdx.y;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     int pos0 = step[0], tokens = step[1];
     int last = pos0 + tokens - 1;
     int pos = pos0 + t;
@@ -187,28 +212,48 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
     // Before the ring wraps, cells past this query's position hold later
     // tokens of the batch (masked anyway): skip them.
     int n_cells = last < cells ? pos + 1 : cells;
-    for (int c = warp; c < n_cells; c += ATT_WARPS) {
-        int back = ((last - c) % cells + cells) % cells;
-        int p = last - back;
-        if (p < 0 || p > pos || (window > 0 && pos - p >= window)) continue;
-        const __half* kr = kc + (long long)c * kv_dim + g * head_dim;
-        float s = 0.0f;
+    for (int c0 = warp; c0 < n_cells; c0 += ATT_U * nwarps) {
+        float s[ATT_U];
+        bool ok[ATT_U];
 #pragma unroll
-        for (int j = 0; j < ATT_MAX_D; j++)
-            if (j < nd) s += qr[j] * __half2float(kr[lane + 32 * j]);
-        s = warp_sum(s) * kq_scale;
-        float m_new = fmaxf(m, s);
-        float corr = expf(m - m_new);
-        float e = expf(s - m_new);
-        l = l * corr + e;
-        const __half* vr = vc + (long long)c * kv_dim + g * head_dim;
+        for (int u = 0; u < ATT_U; u++) {
+            int c = c0 + u * nwarps;
+            int back = ((last - c) % cells + cells) % cells;
+            int p = last - back;
+            ok[u] = c < n_cells && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
+            s[u] = 0.0f;
+            if (ok[u]) {
+                const __half* kr = kc + (long long)c * kv_dim + g * head_dim;
 #pragma unroll
-        for (int j = 0; j < ATT_MAX_D; j++)
-            if (j < nd) acc[j] = acc[j] * corr + e * __half2float(vr[lane + 32 * j]);
-        m = m_new;
+                for (int j = 0; j < ATT_MAX_D; j++)
+                    if (j < nd) s[u] += qr[j] * __half2float(kr[lane + 32 * j]);
+            }
+        }
+        float mx = m;
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            s[u] = warp_sum(s[u]) * kq_scale;
+            if (ok[u]) mx = fmaxf(mx, s[u]);
+        }
+        if (mx == -INFINITY) continue;  // nothing visible yet (warp-uniform)
+        float corr = expf(m - mx);
+        l *= corr;
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_D; j++) acc[j] *= corr;
+#pragma unroll
+        for (int u = 0; u < ATT_U; u++) {
+            if (!ok[u]) continue;
+            float e = expf(s[u] - mx);
+            l += e;
+            const __half* vr = vc + (long long)(c0 + u * nwarps) * kv_dim + g * head_dim;
+#pragma unroll
+            for (int j = 0; j < ATT_MAX_D; j++)
+                if (j < nd) acc[j] += e * __half2float(vr[lane + 32 * j]);
+        }
+        m = mx;
     }
-    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS];
-    __shared__ float sacc[ATT_WARPS][32 * ATT_MAX_D];
+    __shared__ float sm[ATT_MAX_WARPS], sl[ATT_MAX_WARPS];
+    __shared__ float sacc[ATT_MAX_WARPS][32 * ATT_MAX_D];
     if (lane == 0) {
         sm[warp] = m;
         sl[warp] = l;
@@ -218,14 +263,14 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
         if (j < nd) sacc[warp][lane + 32 * j] = acc[j];
     __syncthreads();
     float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    for (int w = 0; w < nwarps; w++) M = fmaxf(M, sm[w]);
     float L = 0.0f;
-    for (int w = 0; w < ATT_WARPS; w++)
+    for (int w = 0; w < nwarps; w++)
         if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
     float* o = out + ((long long)t * n_head + h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float v = 0.0f;
-        for (int w = 0; w < ATT_WARPS; w++)
+        for (int w = 0; w < nwarps; w++)
             if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
         o[d] = L > 0.0f ? v / L : 0.0f;
     }

@@ -9,7 +9,7 @@
 //
 // Rows are only assumed 2-byte aligned: every block size is even, and all
 // reads go through ldspan (aligned 4-byte loads plus funnel shifts) or 2-byte
-// loads. ldspan only ever loads aligned words holding at least one byte of the
+// loads, generic ones, so `row` may point into global or shared memory. ldspan only ever loads aligned words holding at least one byte of the
 // requested span, so it never touches a 4-byte granule without requested data.
 #pragma once
 
@@ -48,7 +48,7 @@ __host__ __device__ constexpr int cols_multiple(int t) {
 // ---------------------------------------------------------------- loads
 
 __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
-    return __ldg(reinterpret_cast<const unsigned short*>(p));
+    return *reinterpret_cast<const unsigned short*>(p);
 }
 
 // Reads the N bytes at p (p 2-byte aligned, N even) into ceil(N/4) words:
@@ -61,9 +61,9 @@ __device__ __forceinline__ void ldspan(const uint8_t* p, uint32_t (&out)[(N + 3)
     const unsigned int* w = reinterpret_cast<const unsigned int*>(a - s);
     uint32_t v[NW + 1];
 #pragma unroll
-    for (int k = 0; k < NW; ++k) v[k] = __ldg(w + k);
+    for (int k = 0; k < NW; ++k) v[k] = w[k];
     // The extra word is needed (and holds requested bytes) only when misaligned.
-    v[NW] = (4 * NW < N + static_cast<int>(s)) ? __ldg(w + NW) : 0u;
+    v[NW] = (4 * NW < N + static_cast<int>(s)) ? w[NW] : 0u;
 #pragma unroll
     for (int k = 0; k < NW; ++k) out[k] = __funnelshift_r(v[k], v[k + 1], s * 8);
 }
