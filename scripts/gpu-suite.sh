@@ -65,6 +65,9 @@ run)
   if [ -x "$rival" ]; then export LLM_RIVAL_LOGITS="$rival"; fi
   status=0
   "$work/test-ggml" --nocapture --test-threads 1 cuda:: || status=1
+  # The fallbacks the backend keeps (float matvec, one-query attention).
+  LLM_CUDA_FLOAT_MATVEC=1 LLM_CUDA_SIMPLE_ATTENTION=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "the fallback kernels fail"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   exit $status
   ;;

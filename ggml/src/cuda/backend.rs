@@ -32,7 +32,12 @@ struct Kernels {
     rope: Function,
     kv_store: Function,
     attention: Function,
-    /// (matvec, matmul) by weight type.
+    /// Prompt batches' attention (AQ = 8 queries a block), unless
+    /// LLM_CUDA_SIMPLE_ATTENTION is set.
+    attention_prompt: Option<Function>,
+    /// (matvec, matmul) by weight type; the matvec is the integer-dot one
+    /// (matvecx_<t>, 16-bit activations) where the type has it, unless
+    /// LLM_CUDA_FLOAT_MATVEC is set.
     matmul: HashMap<GgmlType, (Function, Function)>,
 }
 
@@ -156,13 +161,18 @@ impl CudaBackend {
                 .ok_or_else(|| BackendError(format!("CUDA: kernel {name} is missing")))
         };
         let mut matmul = HashMap::new();
+        let float_matvec = std::env::var_os("LLM_CUDA_FLOAT_MATVEC").is_some();
         // Every weight type the CPU runs.
         for &ty in crate::blocks::WEIGHT_TYPES {
             let n = ty.name().to_lowercase();
-            matmul.insert(
-                ty,
-                (find(&format!("matvec_{n}"))?, find(&format!("matmul_{n}"))?),
-            );
+            let int_matvec = (!float_matvec)
+                .then(|| find(&format!("matvecx_{n}")).ok())
+                .flatten();
+            let matvec = match int_matvec {
+                Some(f) => f,
+                None => find(&format!("matvec_{n}"))?,
+            };
+            matmul.insert(ty, (matvec, find(&format!("matmul_{n}"))?));
         }
         let kernels = Kernels {
             rms_norm: find("rms_norm")?,
@@ -175,6 +185,11 @@ impl CudaBackend {
             rope: find("rope")?,
             kv_store: find("kv_store")?,
             attention: find("attention")?,
+            attention_prompt: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some() {
+                None
+            } else {
+                Some(find("attention_prompt")?)
+            },
             matmul,
         };
         Ok(CudaBackend {
@@ -671,12 +686,16 @@ impl Backend for CudaBackend {
         );
         let window = a.window.map_or(0, |w| w as i32);
         // A decode step has only n_head blocks: many warps each, so that the
-        // cache streams from the whole GPU; a prompt batch has plenty.
-        let warps = if tokens <= MATVEC_MAX_TOKENS { 16 } else { 4 };
+        // cache streams from the whole GPU. A prompt batch shares each tile
+        // of the cache among 8 queries.
+        let (kernel, grid, block) = match self.kernels.attention_prompt {
+            Some(f) if tokens > MATVEC_MAX_TOKENS => (f, blocks(tokens, 8), 256),
+            _ => (self.kernels.attention, tokens as u32, 32 * 16),
+        };
         self.launch(
-            self.kernels.attention,
-            (tokens as u32, a.n_head as u32, 1),
-            32 * warps,
+            kernel,
+            (grid, a.n_head as u32, 1),
+            block,
             &[
                 &q.mem.ptr,
                 &kv.k.ptr,

@@ -9,6 +9,7 @@
 #include <mma.h>
 #include <stdint.h>
 
+#include "intdot.cuh"
 #include "quants.cuh"
 
 namespace {
@@ -241,7 +242,116 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
     if (active && lane < nt) Y[static_cast<long long>(lane) * rows + r] = mine;
 }
 
-template <int T>
+// The integer-dot variant for the types with an int_chunk (intdot.cuh): the
+// same weight stream, but each token's segment of activations is staged as
+// 16-bit integers with one scale and one float sum per chunk, and a lane's
+// chunk costs eight words of packed weights and sixteen __dp2a a token
+// instead of 32 dequantised floats and FMAs (the float kernel was bound by
+// issuing those). Staged layout: chunk c's 32 int16 at byte 80*c (64 + 16
+// pad: conflict-free 16-byte reads), scales at byte 2560, sums at 2688.
+constexpr int MV_XQ_STRIDE = 80, MV_XQ_SCALES = 2560, MV_XQ_SUMS = 2688;
+
+// Stages token t's segment `seg` of X as above (every thread of the block).
+__device__ __forceinline__ void mv_stage_x16(const float* __restrict__ X, int t, int seg, int cols, uint8_t* xq) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int q = threadIdx.x + 128 * h;  // float4 index within the segment; 8 per chunk
+        const int k = seg * MV_SEG + 4 * q;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (k < cols) v = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(t) * cols + k));
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+        float sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+        for (int off = 1; off < 8; off <<= 1) {
+            amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+            sum += __shfl_xor_sync(FULL, sum, off);
+        }
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
+                            (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
+        const uint32_t hi = (static_cast<uint32_t>(__float2int_rn(v.z * inv)) & 0xffffu) |
+                            (static_cast<uint32_t>(__float2int_rn(v.w * inv)) << 16);
+        const int c = q >> 3;
+        *reinterpret_cast<uint2*>(xq + c * MV_XQ_STRIDE + (q & 7) * 8) = make_uint2(lo, hi);
+        if ((q & 7) == 0) {
+            reinterpret_cast<float*>(xq + MV_XQ_SCALES)[c] = amax / 32767.0f;
+            reinterpret_cast<float*>(xq + MV_XQ_SUMS)[c] = sum;
+        }
+    }
+}
+
+template <int T, int NT>
+__device__ __forceinline__ void matvec_tokens_int(const uint8_t* __restrict__ row, bool active,
+                                                  const float* __restrict__ X, float* __restrict__ Y, int r,
+                                                  int rows, int cols, int nt, int lane, uint8_t* xq,
+                                                  uint8_t* slots) {
+    constexpr int ST = mv_stages(T), SLOT = mv_slot_bytes(T);
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+
+    const int nchunks = cols >> 5;
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) {
+        if (active && s < nseg) mv_fetch<T>(row, s, cols, slots + s * SLOT, lane);
+        async_commit();
+    }
+    for (int seg = 0; seg < nseg; ++seg) {
+        {
+            const int s = seg + ST - 1;
+            if (active && s < nseg) mv_fetch<T>(row, s, cols, slots + (s % ST) * SLOT, lane);
+            async_commit();
+        }
+        async_wait<ST - 1>();
+        __syncwarp();
+        const int c = seg * 32 + lane;
+        const bool have = active && c < nchunks;
+        IntChunk w;
+        if (have) {
+            const int skew = static_cast<int>(
+                (reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
+            int_chunk<T>(slots + (seg % ST) * SLOT + skew, lane, w);
+        }
+        __syncwarp();  // the slot is read before a later fetch overwrites it
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (NT > 1 && t >= nt) break;
+            __syncthreads();  // the previous token's readers are done
+            mv_stage_x16(X, t, seg, cols, xq);
+            __syncthreads();
+            if (have) {
+                int s0 = 0, s1 = 0;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint4 x = *reinterpret_cast<const uint4*>(xq + lane * MV_XQ_STRIDE + 16 * i);
+                    int& s = i < 2 ? s0 : s1;
+                    s = __dp2a_lo(static_cast<int>(x.x), w.q[2 * i], s);
+                    s = __dp2a_hi(static_cast<int>(x.y), w.q[2 * i], s);
+                    s = __dp2a_lo(static_cast<int>(x.z), w.q[2 * i + 1], s);
+                    s = __dp2a_hi(static_cast<int>(x.w), w.q[2 * i + 1], s);
+                }
+                const float dx = reinterpret_cast<const float*>(xq + MV_XQ_SCALES)[lane];
+                const float sx = reinterpret_cast<const float*>(xq + MV_XQ_SUMS)[lane];
+                acc[t] += dx * (w.a0 * static_cast<float>(s0) + w.a1 * static_cast<float>(s1)) - w.m * sx;
+            }
+        }
+    }
+    async_wait<0>();
+
+    float mine = 0.0f;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        if (NT > 1 && t >= nt) break;
+        float s = acc[t];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL, s, off);
+        if (lane == t) mine = s;
+    }
+    if (active && lane < nt) Y[static_cast<long long>(lane) * rows + r] = mine;
+}
+
+template <int T, bool INT>
 __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const float* __restrict__ X,
                                        float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                        int ntok) {
@@ -252,6 +362,18 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
     // A warp past the last row still takes part in staging and barriers.
     const bool active = r < rows;
     const uint8_t* row = W + static_cast<long long>(active ? r : 0) * row_bytes;
+    if constexpr (INT) {
+        uint8_t* xq = reinterpret_cast<uint8_t*>(xs);
+        if (ntok == 1) {
+            matvec_tokens_int<T, 1>(row, active, X, Y, r, rows, cols, 1, lane, xq, slots[warp]);
+        } else {
+            for (int t0 = 0; t0 < ntok; t0 += 8)
+                matvec_tokens_int<T, 8>(row, active, X + static_cast<long long>(t0) * cols,
+                                        Y + static_cast<long long>(t0) * rows, r, rows, cols, min(ntok - t0, 8),
+                                        lane, xq, slots[warp]);
+        }
+        return;
+    }
     if (ntok == 1) {
         matvec_tokens<T, 1>(row, active, X, Y, r, rows, cols, 1, lane, xs, slots[warp]);
     } else {
@@ -510,7 +632,14 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 // few bytes; without a bound it settles near 80 and spills for some types).
 #define GQ_MATVEC(name, T)                                                       \
     extern "C" __global__ void __launch_bounds__(128, 5) matvec_##name(GQ_ARGS) { \
-        matvec<T>(W, X, Y, rows, cols, row_bytes, ntok);                      \
+        matvec<T, false>(W, X, Y, rows, cols, row_bytes, ntok);               \
+    }
+
+// matvecx_<t>: the integer-dot matvec (same contract), for the types with an
+// int_chunk; the backend prefers it for decode.
+#define GQ_MATVEC_INT(name, T)                                                    \
+    extern "C" __global__ void __launch_bounds__(128, 8) matvecx_##name(GQ_ARGS) { \
+        matvec<T, true>(W, X, Y, rows, cols, row_bytes, ntok);                  \
     }
 
 #define GQ_MATMUL_TC(name, T)                                                 \
@@ -538,6 +667,13 @@ GQ_MATVEC(q5_k, gq::Q5_K)
 GQ_MATVEC(q6_k, gq::Q6_K)
 GQ_MATVEC(iq4_nl, gq::IQ4_NL)
 GQ_MATVEC(iq4_xs, gq::IQ4_XS)
+
+GQ_MATVEC_INT(q4_0, gq::Q4_0)
+GQ_MATVEC_INT(q4_1, gq::Q4_1)
+GQ_MATVEC_INT(q8_0, gq::Q8_0)
+GQ_MATVEC_INT(q4_k, gq::Q4_K)
+GQ_MATVEC_INT(q5_k, gq::Q5_K)
+GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 GQ_MATMUL_SIMT(f32, gq::F32)
 GQ_MATMUL_SIMT(bf16, gq::BF16)

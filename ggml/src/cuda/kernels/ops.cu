@@ -275,3 +275,89 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
         o[d] = L > 0.0f ? v / L : 0.0f;
     }
 }
+
+#define AQ 8   // queries (one warp each) per block of attention_prompt
+#define AC 32  // cells per tile: one a lane for the scores
+#define ATT_LDS (32 * ATT_MAX_D + 2) // halves per staged cell row: an odd word count, conflict-free
+
+// Causal attention for prompt batches: the same contract as `attention`, but
+// a block takes AQ consecutive queries of one head (grid = (ceil(tokens/AQ),
+// n_head), block = 32 * AQ) and walks the cells in tiles of AC staged in
+// shared memory, so that each K and V row is read from the cache once per AQ
+// queries instead of once per query. Scores: lane = cell; values: lane =
+// dims lane + 32 j, the tile's softmax weights broadcast by shuffles.
+extern "C" __global__ void __launch_bounds__(32 * AQ)
+attention_prompt(const float* q, const __half* kc, const __half* vc, float* out, int n_head, int n_head_kv,
+                 int head_dim, int cells, const int* step, int window, float kq_scale) {
+    __shared__ float qs[AQ][32 * ATT_MAX_D];
+    __shared__ __align__(16) __half ks[AC][ATT_LDS];
+    __shared__ __align__(16) __half vs[AC][ATT_LDS];
+    int h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pos0 = step[0], tokens = step[1];
+    int last = pos0 + tokens - 1;
+    int t = blockIdx.x * AQ + warp;
+    bool qok = t < tokens;
+    int pos = pos0 + t;
+    int g = h / (n_head / n_head_kv);
+    int kv_dim = n_head_kv * head_dim;
+    int nd = head_dim / 32;
+    for (int d = lane; d < head_dim; d += 32)
+        qs[warp][d] = qok ? q[((long long)t * n_head + h) * head_dim + d] : 0.0f;
+    float acc[ATT_MAX_D];
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_D; j++) acc[j] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    // The cells the block's last query may see (before the ring wraps,
+    // later ones hold later tokens of the batch).
+    int pos_max = pos0 + min(tokens, (int)(blockIdx.x + 1) * AQ) - 1;
+    int n_cells = last < cells ? pos_max + 1 : cells;
+    int hd2 = head_dim / 2;
+    for (int c0 = 0; c0 < n_cells; c0 += AC) {
+        __syncthreads();  // the previous tile is consumed (and qs written, the first time)
+        for (int i = threadIdx.x; i < AC * hd2; i += blockDim.x) {
+            int cc = i / hd2, d2 = i - cc * hd2;
+            int c = c0 + cc;
+            __half2 kv2 = __floats2half2_rn(0.0f, 0.0f), vv2 = kv2;
+            if (c < n_cells) {
+                kv2 = reinterpret_cast<const __half2*>(kc + (long long)c * kv_dim + g * head_dim)[d2];
+                vv2 = reinterpret_cast<const __half2*>(vc + (long long)c * kv_dim + g * head_dim)[d2];
+            }
+            *reinterpret_cast<__half2*>(&ks[cc][2 * d2]) = kv2;
+            *reinterpret_cast<__half2*>(&vs[cc][2 * d2]) = vv2;
+        }
+        __syncthreads();
+        int c = c0 + lane;
+        int back = ((last - c) % cells + cells) % cells;
+        int p = last - back;
+        bool visible = qok && c < n_cells && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
+        float s = 0.0f;
+#pragma unroll 4
+        for (int d2 = 0; d2 < hd2; d2++) {
+            float2 kf = __half22float2(*reinterpret_cast<const __half2*>(&ks[lane][2 * d2]));
+            s = fmaf(qs[warp][2 * d2], kf.x, s);
+            s = fmaf(qs[warp][2 * d2 + 1], kf.y, s);
+        }
+        s = visible ? s * kq_scale : -INFINITY;
+        float m_new = fmaxf(m, warp_max(s));
+        if (m_new == -INFINITY) continue;  // nothing visible yet (warp-uniform)
+        float corr = expf(m - m_new);
+        float e = visible ? expf(s - m_new) : 0.0f;
+        l = l * corr + warp_sum(e);
+#pragma unroll
+        for (int j = 0; j < ATT_MAX_D; j++) acc[j] *= corr;
+        for (int cc = 0; cc < AC; cc++) {
+            float pc = __shfl_sync(FULL_MASK, e, cc);
+            if (pc == 0.0f) continue;  // warp-uniform
+#pragma unroll
+            for (int j = 0; j < ATT_MAX_D; j++)
+                if (j < nd) acc[j] = fmaf(pc, __half2float(vs[cc][lane + 32 * j]), acc[j]);
+        }
+        m = m_new;
+    }
+    if (!qok) return;
+    float* o = out + ((long long)t * n_head + h) * head_dim;
+#pragma unroll
+    for (int j = 0; j < ATT_MAX_D; j++)
+        if (j < nd) o[lane + 32 * j] = l > 0.0f ? acc[j] / l : 0.0f;
+}

@@ -1,12 +1,13 @@
 // Standalone check of quants.cuh / matmul.cu against a host reference.
 //
 //   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_matmul test_matmul.cu && ./test_matmul
-//   ./test_matmul --bench     (timings on a 4096 x 4096 weight)
+//   ./test_matmul --bench     (timings on a 32768 x 4096 weight)
 //
 // For every type: random blocks (scales kept finite), then
 //   1. dequant32 on the device is bit-identical to a host port of
 //      ggml/src/blocks/*.rs, for every chunk of every row;
-//   2. matvec (ntok 1..8 and 11) and matmul (several ntok) agree with a
+//   2. matvec (ntok 1..8 and 11; the integer-dot matvecx too, where a type
+//      has one, within 1e-4) and matmul (several ntok) agree with a
 //      double-precision host product within a tolerance (f32 for matvec and
 //      the F32/BF16 matmul; f16 operands for the tensor-core matmul).
 // Weights are placed at an address that is 2 mod 4 to exercise unaligned rows.
@@ -201,6 +202,7 @@ struct TypeCase {
     const char* name;
     void (*deq)(const uint8_t*, float*, int, int, long long);
     kern_t matvec, matmul;
+    kern_t matvecx;  // the integer-dot matvec, where the type has one
 };
 
 template <int T>
@@ -209,11 +211,12 @@ static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long lo
     k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
 }
 
-#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name}
+#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr}
+#define TCX(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name}
 static const TypeCase CASES[] = {
-    TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TC(q4_0, gq::Q4_0), TC(q4_1, gq::Q4_1),
-    TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TC(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
-    TC(q4_k, gq::Q4_K), TC(q5_k, gq::Q5_K), TC(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
+    TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
+    TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
+    TCX(q4_k, gq::Q4_K), TCX(q5_k, gq::Q5_K), TCX(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
 };
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
@@ -239,10 +242,11 @@ static int compare(const char* what, const TypeCase& tc, int rows, int cols, int
     return bad;
 }
 
-// --bench: W bandwidth of matvec and throughput of matmul on a 4096 x 4096 weight.
+// --bench: W bandwidth of matvec and throughput of matmul on a 32768 x 4096
+// weight (larger than the L2 cache, as a 7B model's weights are).
 static void bench() {
     std::mt19937 rng(7);
-    const int rows = 4096, cols = 4096;
+    const int rows = 32768, cols = 4096;
     for (const TypeCase& tc : CASES) {
         const long long rb = (long long)cols / gq::block_elems(tc.t) * gq::block_bytes(tc.t);
         std::vector<uint8_t> W(rows * rb);
@@ -264,6 +268,13 @@ static void bench() {
             CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
             float ms; CK(cudaEventElapsedTime(&ms, a, b));
             printf("  mv%d %6.1f us %6.0f GB/s", ntok, 1e3 * ms / it, W.size() / (1e6 * ms / it));
+            if (tc.matvecx) {
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++) tc.matvecx<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
+            }
         }
         for (int ntok : {64, 512}) {
             const int it = 20;
@@ -335,6 +346,14 @@ int main(int argc, char** argv) {
                     CK(cudaGetLastError());
                     CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                     type_fail += compare("matvec", tc, rows, cols, ntok, Wf, X, Y, 1e-5);
+                    if (tc.matvecx) {
+                        // 16-bit activations: 2^-15 of each chunk's largest, at worst.
+                        CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                        tc.matvecx<<<(rows + 3) / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                        CK(cudaGetLastError());
+                        CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                        type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
+                    }
                 }
                 if (ntok != 2 && ntok != 3 && ntok != 5) {
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));

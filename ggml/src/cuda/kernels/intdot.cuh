@@ -1,0 +1,132 @@
+// Weights as packed 8-bit integers for the integer-dot matvec.
+//
+// int_chunk<T>(row, chunk, c) unpacks the 32 weights of a chunk (as
+// dequant32 numbers them) into eight words of four signed bytes, element
+// 4k + i in byte i of word k, with the float factors that turn integer dot
+// products back into the chunk's sum:
+//
+//   sum_j w_j * x_j = a0 * sum_{j<16} q_j x_j + a1 * sum_{j>=16} q_j x_j - m * sum_j x_j
+//
+// The matvec quantises the activations of each chunk to 16 bits (scale
+// amax / 32767, far finer than the 8-bit activations of llama.cpp's mmvq), so
+// the dot products run on __dp2a (two 16x8-bit products a lane per
+// instruction) instead of dequantising every weight to a float.
+#pragma once
+
+#include "quants.cuh"
+
+namespace gq {
+
+__host__ __device__ constexpr bool has_int_chunk(int t) {
+    return t == Q4_0 || t == Q8_0 || t == Q4_K || t == Q6_K || t == Q5_K || t == Q4_1;
+}
+
+struct IntChunk {
+    int q[8];
+    float a0, a1, m;
+};
+
+template <int T>
+__device__ __forceinline__ void int_chunk(const uint8_t* row, int chunk, IntChunk& c);
+
+// Q4_0 {f16 d; u8 qs[16]}: element j < 16 is the low nibble of qs[j], j >= 16
+// the high nibble of qs[j - 16]; w = d * (q - 8).
+template <>
+__device__ __forceinline__ void int_chunk<Q4_0>(const uint8_t* row, int chunk, IntChunk& c) {
+    uint32_t w[5];
+    ldspan<18>(row + static_cast<long long>(chunk) * 18, w);
+    const float d = h2f(w[0]);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t qs = __funnelshift_r(w[k], w[k + 1], 16);
+        c.q[k] = static_cast<int>(__vsub4(qs & 0x0f0f0f0fu, 0x08080808u));
+        c.q[k + 4] = static_cast<int>(__vsub4((qs >> 4) & 0x0f0f0f0fu, 0x08080808u));
+    }
+    c.a0 = c.a1 = d;
+    c.m = 0.0f;
+}
+
+// Q4_1 {f16 d, m; u8 qs[16]}: w = d * q + m.
+template <>
+__device__ __forceinline__ void int_chunk<Q4_1>(const uint8_t* row, int chunk, IntChunk& c) {
+    uint32_t w[5];
+    ldspan<20>(row + static_cast<long long>(chunk) * 20, w);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        c.q[k] = static_cast<int>(w[k + 1] & 0x0f0f0f0fu);
+        c.q[k + 4] = static_cast<int>((w[k + 1] >> 4) & 0x0f0f0f0fu);
+    }
+    c.a0 = c.a1 = h2f(w[0]);
+    c.m = -h2f(w[0] >> 16);
+}
+
+// Q8_0 {f16 d; i8 qs[32]}: w = d * q.
+template <>
+__device__ __forceinline__ void int_chunk<Q8_0>(const uint8_t* row, int chunk, IntChunk& c) {
+    uint32_t w[9];
+    ldspan<34>(row + static_cast<long long>(chunk) * 34, w);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) c.q[k] = static_cast<int>(__funnelshift_r(w[k], w[k + 1], 16));
+    c.a0 = c.a1 = h2f(w[0]);
+    c.m = 0.0f;
+}
+
+// Q4_K: w = (d * sc) * q - dmin * mn (see dequant32<Q4_K>).
+template <>
+__device__ __forceinline__ void int_chunk<Q4_K>(const uint8_t* row, int chunk, IntChunk& c) {
+    const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 144;
+    const int j = chunk & 7;
+    uint32_t h[4], q[8];
+    ldspan<16>(b, h);
+    ldspan<32>(b + 16 + 32 * (j >> 1), q);
+    uint32_t sc, mn;
+    scale_min_k4(j, h[1], h[2], h[3], sc, mn);
+    const int nib = 4 * (j & 1);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) c.q[k] = static_cast<int>((q[k] >> nib) & 0x0f0f0f0fu);
+    c.a0 = c.a1 = h2f(h[0]) * static_cast<float>(sc);
+    c.m = h2f(h[0] >> 16) * static_cast<float>(mn);
+}
+
+// Q5_K: Q4_K plus bit j of qh[l] worth 16.
+template <>
+__device__ __forceinline__ void int_chunk<Q5_K>(const uint8_t* row, int chunk, IntChunk& c) {
+    const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 176;
+    const int j = chunk & 7;
+    uint32_t h[4], qh[8], q[8];
+    ldspan<16>(b, h);
+    ldspan<32>(b + 16, qh);
+    ldspan<32>(b + 48 + 32 * (j >> 1), q);
+    uint32_t sc, mn;
+    scale_min_k4(j, h[1], h[2], h[3], sc, mn);
+    const int nib = 4 * (j & 1);
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        c.q[k] = static_cast<int>(((q[k] >> nib) & 0x0f0f0f0fu) | (((qh[k] >> j) & 0x01010101u) << 4));
+    c.a0 = c.a1 = h2f(h[0]) * static_cast<float>(sc);
+    c.m = h2f(h[0] >> 16) * static_cast<float>(mn);
+}
+
+// Q6_K: w = (d * scale[half]) * (q - 32), one scale per 16 weights (see dequant32<Q6_K>).
+template <>
+__device__ __forceinline__ void int_chunk<Q6_K>(const uint8_t* row, int chunk, IntChunk& c) {
+    const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 210;
+    const int j = chunk & 7;
+    const int half = j >> 2, sub = j & 3;
+    uint32_t ql[8], qh[8];
+    ldspan<32>(b + 64 * half + 32 * (sub & 1), ql);
+    ldspan<32>(b + 128 + 32 * half, qh);
+    const uint32_t sc = ldg_u16(b + 192 + 8 * half + 2 * sub);
+    const float d = h2f(ldg_u16(b + 208));
+    const int nib = 4 * (sub >> 1), hs = 2 * sub;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const uint32_t v = ((ql[k] >> nib) & 0x0f0f0f0fu) | (((qh[k] >> hs) & 0x03030303u) << 4);
+        c.q[k] = static_cast<int>(__vsub4(v, 0x20202020u));
+    }
+    c.a0 = d * static_cast<float>(static_cast<int8_t>(sc & 0xffu));
+    c.a1 = d * static_cast<float>(static_cast<int8_t>(sc >> 8));
+    c.m = 0.0f;
+}
+
+}  // namespace gq
