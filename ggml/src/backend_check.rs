@@ -461,7 +461,8 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
     }
 
     // Every GQA ratio in use (1, 2, 4, 8), batch 1 and > 1, a full cache and
-    // a sliding-window ring with positions at the window's edge.
+    // a sliding-window ring with positions at the window's edge, short and
+    // long caches.
     let window = 16;
     for (n_head, n_head_kv, head_dim, window, cells, history, tokens) in [
         (4, 4, 64, None, 64, 0, 1),
@@ -472,6 +473,10 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
         (4, 1, 256, Some(window), window + 8, window - 1, 1),
         (4, 1, 256, Some(window), window + 8, window, 1),
         (4, 2, 64, Some(window), window + 8, 3 * window + 5, 8),
+        // Caches long enough that a device may split a decode step's cells.
+        (8, 2, 128, None, 1100, 900, 1),
+        (4, 4, 64, None, 600, 590, 3),
+        (4, 2, 128, Some(300), 812, 1500, 2),
     ] {
         let kv_dim = n_head_kv * head_dim;
         let total = history + tokens;

@@ -35,10 +35,18 @@ struct Kernels {
     /// Prompt batches' attention (AQ = 8 queries a block), unless
     /// LLM_CUDA_SIMPLE_ATTENTION is set.
     attention_prompt: Option<Function>,
-    /// (matvec, matmul) by weight type; the matvec is the integer-dot one
-    /// (matvecx_<t>, 16-bit activations) where the type has it, unless
-    /// LLM_CUDA_FLOAT_MATVEC is set.
-    matmul: HashMap<GgmlType, (Function, Function)>,
+    attention_split: Function,
+    attention_merge: Function,
+    /// The product kernels of each weight type.
+    matmul: HashMap<GgmlType, MatKernels>,
+}
+
+struct MatKernels {
+    /// Up to MATVEC_MAX_TOKENS tokens: the integer-dot matvec (matvecx_<t>,
+    /// 16-bit activations) where the type has it, unless
+    /// LLM_CUDA_FLOAT_MATVEC is set, else the float one.
+    matvec: Function,
+    matmul: Function,
 }
 
 pub struct CudaBackend {
@@ -119,6 +127,22 @@ pub struct CudaScratch {
     step_host: PinnedMem,
     graphs: HashMap<u64, Graph>,
     recording: Option<u64>,
+    /// Split-K decode attention's partial results (ATT_PART_BYTES).
+    attn_part: DeviceMem,
+}
+
+/// Room for split-K attention's partials: (head_dim + 2) floats per token,
+/// head and split; 4 MiB holds 32 splits of a 64-head, 256-dim decode step.
+const ATT_PART_BYTES: usize = 4 << 20;
+
+/// Splits of a decode step's attention: about 256 cells each, at most 32,
+/// as many as `ATT_PART_BYTES` holds; 1 means no split.
+fn attention_splits(cells: usize, tokens: usize, n_head: usize, head_dim: usize) -> usize {
+    let per_split = tokens * n_head * (head_dim + 2) * 4;
+    (cells / 256)
+        .min(32)
+        .min(ATT_PART_BYTES / per_split.max(1))
+        .max(1)
 }
 
 /// The rope parameters as the kernel's struct lays them out.
@@ -172,7 +196,14 @@ impl CudaBackend {
                 Some(f) => f,
                 None => find(&format!("matvec_{n}"))?,
             };
-            matmul.insert(ty, (matvec, find(&format!("matmul_{n}"))?));
+            let matmul_fn = find(&format!("matmul_{n}"))?;
+            matmul.insert(
+                ty,
+                MatKernels {
+                    matvec,
+                    matmul: matmul_fn,
+                },
+            );
         }
         let kernels = Kernels {
             rms_norm: find("rms_norm")?,
@@ -190,6 +221,8 @@ impl CudaBackend {
             } else {
                 Some(find("attention_prompt")?)
             },
+            attention_split: find("attention_split")?,
+            attention_merge: find("attention_merge")?,
             matmul,
         };
         Ok(CudaBackend {
@@ -324,7 +357,7 @@ impl MatmulOffload for CudaBackend {
         tokens: usize,
         out: &mut [f32],
     ) -> Result<(), BackendError> {
-        let Some(&(_, mm)) = self.kernels.matmul.get(&w.format.ggml()) else {
+        let Some(mm) = self.kernels.matmul.get(&w.format.ggml()).map(|k| k.matmul) else {
             return Err(BackendError(format!("{}: no kernels", w.format)));
         };
         self.ctx.bind()?;
@@ -393,6 +426,7 @@ impl Backend for CudaBackend {
             step_host: PinnedMem::alloc(8)?,
             graphs: HashMap::new(),
             recording: None,
+            attn_part: DeviceMem::alloc(ATT_PART_BYTES, "attention partials")?,
         })
     }
 
@@ -525,7 +559,7 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, _sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
         debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
-        let (mv, mm) = self.kernels.matmul[&w.ty];
+        let k = &self.kernels.matmul[&w.ty];
         let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
         let args: [&dyn KernelArg; 7] = [
             &w.mem.ptr(),
@@ -537,9 +571,9 @@ impl Backend for CudaBackend {
             &nt,
         ];
         if t <= MATVEC_MAX_TOKENS {
-            self.launch(mv, (blocks(w.rows, 4), 1, 1), 128, &args);
+            self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
         } else {
-            self.launch(mm, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
+            self.launch(k.matmul, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
         }
     }
 
@@ -685,9 +719,39 @@ impl Backend for CudaBackend {
             kv.cells as i32,
         );
         let window = a.window.map_or(0, |w| w as i32);
-        // A decode step has only n_head blocks: many warps each, so that the
-        // cache streams from the whole GPU. A prompt batch shares each tile
-        // of the cache among 8 queries.
+        // A decode step has only n_head blocks: over a long cache they split
+        // it (each block a share, then a merge), over a short one they take
+        // many warps each. A prompt batch shares each tile of the cache among
+        // 8 queries.
+        let splits = attention_splits(kv.cells, tokens, a.n_head, a.head_dim);
+        if tokens <= MATVEC_MAX_TOKENS && splits > 1 {
+            let s = splits as i32;
+            self.launch(
+                self.kernels.attention_split,
+                (tokens as u32, a.n_head as u32, splits as u32),
+                128,
+                &[
+                    &q.mem.ptr,
+                    &kv.k.ptr,
+                    &kv.v.ptr,
+                    &sc.attn_part.ptr,
+                    &nh,
+                    &nkv,
+                    &hd,
+                    &cells,
+                    &sc.step.ptr,
+                    &window,
+                    &a.kq_scale,
+                ],
+            );
+            self.launch(
+                self.kernels.attention_merge,
+                (tokens as u32, a.n_head as u32, 1),
+                128,
+                &[&sc.attn_part.ptr, &out.mem.ptr, &nh, &hd, &s],
+            );
+            return;
+        }
         let (kernel, grid, block) = match self.kernels.attention_prompt {
             Some(f) if tokens > MATVEC_MAX_TOKENS => (f, blocks(tokens, 8), 256),
             _ => (self.kernels.attention, tokens as u32, 32 * 16),

@@ -190,9 +190,13 @@ extern "C" __global__ void kv_store(__half* kc, __half* vc, const float* k, cons
 // The cell of a position p is p % cells; the query at position `pos` sees
 // cell c when the latest position mapped to c (at or before the batch's last
 // one) is <= pos and, with a window, within it.
-extern "C" __global__ void attention(const float* q, const __half* kc, const __half* vc,
-                                     float* out, int n_head, int n_head_kv, int head_dim,
-                                     int cells, const int* step, int window, float kq_scale) {
+// The block's share of the cells: split blockIdx.z of gridDim.z. With one
+// split it writes the normalised output; with several, its partial result
+// (running max m, sum l, then the unnormalised values) to part[((t * n_head
+// + h) * splits + split) * (head_dim + 2)], for attention_merge.
+__device__ __forceinline__ void attention_range(const float* q, const __half* kc, const __half* vc, float* out,
+                                                float* part, int n_head, int n_head_kv, int head_dim, int cells,
+                                                const int* step, int window, float kq_scale) {
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     int pos0 = step[0], tokens = step[1];
@@ -212,7 +216,10 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
     // Before the ring wraps, cells past this query's position hold later
     // tokens of the batch (masked anyway): skip them.
     int n_cells = last < cells ? pos + 1 : cells;
-    for (int c0 = warp; c0 < n_cells; c0 += ATT_U * nwarps) {
+    int splits = gridDim.z, split = blockIdx.z;
+    int c_lo = (int)((long long)n_cells * split / splits);
+    int c_hi = (int)((long long)n_cells * (split + 1) / splits);
+    for (int c0 = c_lo + warp; c0 < c_hi; c0 += ATT_U * nwarps) {
         float s[ATT_U];
         bool ok[ATT_U];
 #pragma unroll
@@ -220,7 +227,7 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
             int c = c0 + u * nwarps;
             int back = ((last - c) % cells + cells) % cells;
             int p = last - back;
-            ok[u] = c < n_cells && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
+            ok[u] = c < c_hi && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
             s[u] = 0.0f;
             if (ok[u]) {
                 const __half* kr = kc + (long long)c * kv_dim + g * head_dim;
@@ -267,11 +274,63 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
     float L = 0.0f;
     for (int w = 0; w < nwarps; w++)
         if (sm[w] != -INFINITY) L += sl[w] * expf(sm[w] - M);
+    if (splits > 1) {
+        float* pp = part + (((long long)t * n_head + h) * splits + split) * (head_dim + 2);
+        if (threadIdx.x == 0) {
+            pp[0] = M;
+            pp[1] = L;
+        }
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < nwarps; w++)
+                if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
+            pp[2 + d] = v;
+        }
+        return;
+    }
     float* o = out + ((long long)t * n_head + h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < nwarps; w++)
             if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
+        o[d] = L > 0.0f ? v / L : 0.0f;
+    }
+}
+
+extern "C" __global__ void attention(const float* q, const __half* kc, const __half* vc,
+                                     float* out, int n_head, int n_head_kv, int head_dim,
+                                     int cells, const int* step, int window, float kq_scale) {
+    attention_range(q, kc, vc, out, nullptr, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);
+}
+
+// Split-K attention for decode at depth: grid (tokens, n_head, splits), each
+// block a contiguous share of the cells (a single query's n_head blocks
+// cannot stream a long cache from the whole GPU), partials to `part`, then
+// attention_merge.
+extern "C" __global__ void attention_split(const float* q, const __half* kc, const __half* vc, float* part,
+                                           int n_head, int n_head_kv, int head_dim, int cells, const int* step,
+                                           int window, float kq_scale) {
+    attention_range(q, kc, vc, nullptr, part, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);
+}
+
+// out[t][h] from the splits' partials: grid (tokens, n_head), any block size.
+extern "C" __global__ void attention_merge(const float* part, float* out, int n_head, int head_dim, int splits) {
+    int t = blockIdx.x, h = blockIdx.y;
+    const float* pp = part + ((long long)t * n_head + h) * splits * (head_dim + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, pp[s * (head_dim + 2)]);
+    float L = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        float m = pp[s * (head_dim + 2)];
+        if (m != -INFINITY) L += pp[s * (head_dim + 2) + 1] * expf(m - M);
+    }
+    float* o = out + ((long long)t * n_head + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            float m = pp[s * (head_dim + 2)];
+            if (m != -INFINITY) v += pp[s * (head_dim + 2) + 2 + d] * expf(m - M);
+        }
         o[d] = L > 0.0f ? v / L : 0.0f;
     }
 }
