@@ -1,0 +1,13 @@
+//! safetensors checkpoints: one file or a sharded folder, memory-mapped and
+//! bounds-checked as strictly as the GGUF reader. Pickled PyTorch
+//! checkpoints are refused, never unpickled.
+
+mod error;
+mod folder;
+mod header;
+#[cfg(test)]
+mod tests;
+
+pub use error::SafetensorsError;
+pub use folder::{Checkpoint, SafetensorsFile};
+pub use header::{parse, Dtype, Header, TensorInfo, MAX_HEADER_BYTES};
