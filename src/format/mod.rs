@@ -1,6 +1,7 @@
 //! Model file formats, read into one view of metadata and tensors.
 
 pub mod gguf;
+pub mod gptq;
 pub mod safetensors;
 pub mod tensors;
 
