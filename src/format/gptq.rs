@@ -92,7 +92,7 @@ impl<'a> GptqLinear<'a> {
         let (qw, qweight) = get("qweight", Dtype::I32)?;
         let (qz, qzeros) = get("qzeros", Dtype::I32)?;
         let (sc, scales) = get("scales", Dtype::F16)?;
-        let g_idx = c.tensor(&format!("{prefix}.g_idx")).map(|(t, d)| (t, d));
+        let g_idx = c.tensor(&format!("{prefix}.g_idx"));
         let dims = |t: &TensorInfo| -> (usize, usize) {
             match t.shape.as_slice() {
                 [a, b] => (*a as usize, *b as usize),
