@@ -1,5 +1,6 @@
 //! Model file formats, read into one view of metadata and tensors.
 
+pub mod exl2;
 pub mod gguf;
 pub mod gptq;
 pub mod safetensors;
