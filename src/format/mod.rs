@@ -3,6 +3,7 @@
 pub mod exl2;
 pub mod gguf;
 pub mod gptq;
+pub mod hf_config;
 pub mod safetensors;
 pub mod tensors;
 
