@@ -4,6 +4,7 @@ pub mod exl2;
 pub mod gguf;
 pub mod gptq;
 pub mod hf_config;
+pub mod hf_names;
 pub mod safetensors;
 pub mod tensors;
 
