@@ -5,6 +5,7 @@ pub mod gguf;
 pub mod gptq;
 pub mod hf_config;
 pub mod hf_names;
+pub mod model_folder;
 pub mod safetensors;
 pub mod tensors;
 

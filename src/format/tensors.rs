@@ -19,6 +19,8 @@ pub trait TensorSource: Send + Sync + 'static {
     /// For messages: the file or folder the tensors come from.
     fn path(&self) -> &Path;
     fn tensor(&self, name: &str) -> Option<TensorRef<'_>>;
+    /// Every tensor's bytes, for reading the mapping in ahead of use.
+    fn tensor_bytes(&self) -> Vec<&[u8]>;
 }
 
 impl TensorSource for super::gguf::GgufFile {
@@ -34,5 +36,9 @@ impl TensorSource for super::gguf::GgufFile {
             dims: &info.dims,
             bytes: self.tensor_data(info),
         })
+    }
+
+    fn tensor_bytes(&self) -> Vec<&[u8]> {
+        self.tensors().iter().map(|t| self.tensor_data(t)).collect()
     }
 }

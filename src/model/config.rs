@@ -4,7 +4,9 @@
 use anyhow::{bail, Context, Result};
 use ggml::cpu::ops::{self, Rope};
 
-use crate::format::gguf::GgufFile;
+use std::path::Path;
+
+use crate::format::gguf::{GgufFile, Metadata};
 use crate::model::arch::{Arch, RopeStyle};
 use crate::model::hparams::HyperParams;
 use crate::model::weights::Shape;
@@ -38,9 +40,39 @@ impl Config {
     /// vocabulary size); errors name the file and the key.
     pub fn from_gguf(file: &GgufFile) -> Result<Config> {
         let path = file.path();
-        let hp = HyperParams::from_metadata(file.metadata()).map_err(|e| e.in_file(path))?;
+        let n_vocab = file
+            .tensor_info("token_embd.weight")
+            .and_then(|t| t.dims.get(1).copied())
+            .context(format!(
+                "{}: tensor 'token_embd.weight' is missing",
+                path.display()
+            ))? as usize;
+        Config::from_metadata(file.metadata(), path, n_vocab)
+    }
+
+    /// From a Hugging Face model folder. Its llama and mistral checkpoints
+    /// keep Q and K in rotate-half order (llama.cpp's converter permutes them
+    /// for GGUF), so their rope is the NEOX one here.
+    pub fn from_folder(folder: &crate::format::model_folder::ModelFolder) -> Result<Config> {
+        let path = crate::format::TensorSource::path(folder);
+        let n_vocab = folder.n_vocab().with_context(|| {
+            format!(
+                "{}: no token embedding (model.embed_tokens.weight)",
+                path.display()
+            )
+        })?;
+        let mut config = Config::from_metadata(&folder.metadata, path, n_vocab)?;
+        for l in &mut config.layers {
+            l.rope.neox = true;
+        }
+        Ok(config)
+    }
+
+    /// From GGUF-style metadata (a file's, or a model folder's config.json
+    /// read as such) and the vocabulary size; errors name `path`.
+    pub fn from_metadata(md: &Metadata, path: &Path, n_vocab: usize) -> Result<Config> {
+        let hp = HyperParams::from_metadata(md).map_err(|e| e.in_file(path))?;
         let arch = Arch::from_name(&hp.architecture).with_context(|| path.display().to_string())?;
-        let md = file.metadata();
         let key = |k: &str| format!("{}.{k}", hp.architecture);
         let need = |v: Option<u64>, what: &str| -> Result<usize> {
             v.map(|v| v as usize)
@@ -78,13 +110,6 @@ impl Config {
                 path.display()
             );
         }
-        let n_vocab = file
-            .tensor_info("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
-            .context(format!(
-                "{}: tensor 'token_embd.weight' is missing",
-                path.display()
-            ))? as usize;
         let shape = Shape {
             n_embd,
             n_head,

@@ -15,6 +15,7 @@ use ggml::cpu::Isa;
 use ggml::cuda::CudaBackend;
 
 use crate::format::gguf::GgufFile;
+use crate::format::TensorSource;
 use crate::model::arch::Activation;
 use crate::model::config::Config;
 use crate::model::footprint::kv_cells;
@@ -151,8 +152,8 @@ impl Model {
 
     /// Builds each layer range's buffers on its device, from a file opened
     /// and a configuration read once.
-    pub fn build(
-        file: Arc<GgufFile>,
+    pub fn build<S: TensorSource>(
+        file: Arc<S>,
         config: Config,
         threads: usize,
         isa: Isa,

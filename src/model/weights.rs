@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use ggml::backend::HostMat;
 
-use crate::format::gguf::GgufFile;
 use crate::format::{TensorRef, TensorSource};
 
 use super::arch::Arch;
@@ -108,7 +107,8 @@ impl Layer<HostMat, Vec<f32>> {
 }
 
 pub struct Weights {
-    pub file: Arc<GgufFile>,
+    /// Where the tensors live (a GGUF file, a model folder).
+    pub file: Arc<dyn TensorSource>,
     pub token_embd: HostMat,
     pub output_norm: Vec<f32>,
     /// The output projection; the token embedding when the model ties them.
@@ -140,9 +140,9 @@ impl Weights {
     /// Bytes of tensor data in the file(s).
     pub fn file_bytes(&self) -> u64 {
         self.file
-            .tensors()
+            .tensor_bytes()
             .iter()
-            .map(|t| self.file.tensor_data(t).len() as u64)
+            .map(|d| d.len() as u64)
             .sum()
     }
 
@@ -155,8 +155,7 @@ impl Weights {
         const REPORT: u64 = 32 << 20;
         let total = self.file_bytes();
         let (mut done, mut reported) = (0u64, 0u64);
-        for t in self.file.tensors() {
-            let data = self.file.tensor_data(t);
+        for data in self.file.tensor_bytes() {
             for i in (0..data.len()).step_by(PAGE) {
                 // SAFETY: in bounds; a volatile read so the touch is not optimised away.
                 unsafe { std::ptr::read_volatile(data.as_ptr().add(i)) };
@@ -280,9 +279,15 @@ pub struct Shape {
 
 /// Finds and checks every tensor the forward pass needs; nothing is copied
 /// but norm vectors and biases.
-pub fn load(file: Arc<GgufFile>, arch: &Arch, n_layer: usize, s: &Shape) -> Result<Weights> {
+pub fn load<S: TensorSource>(
+    source: Arc<S>,
+    arch: &Arch,
+    n_layer: usize,
+    s: &Shape,
+) -> Result<Weights> {
+    let path = source.path().to_path_buf();
     let l = Loader {
-        source: file.clone(),
+        source: source.clone(),
     };
     let q_dim = s.n_head * s.head_dim;
     let kv_dim = s.n_head_kv * s.head_dim;
@@ -344,15 +349,12 @@ pub fn load(file: Arc<GgufFile>, arch: &Arch, n_layer: usize, s: &Shape) -> Resu
             post_ffn_norm: norm("post_ffw_norm.weight", s.n_embd)?,
         };
         if arch.qk_norm && (layer.q_norm.is_none() || layer.k_norm.is_none()) {
-            bail!(
-                "{}: layer {i} lacks its Q/K norm tensors",
-                file.path().display()
-            );
+            bail!("{}: layer {i} lacks its Q/K norm tensors", path.display());
         }
         if arch.post_norms && (layer.post_attn_norm.is_none() || layer.post_ffn_norm.is_none()) {
             bail!(
                 "{}: layer {i} lacks its post-attention/FFN norm tensors",
-                file.path().display()
+                path.display()
             );
         }
         layers.push(layer);
@@ -368,6 +370,6 @@ pub fn load(file: Arc<GgufFile>, arch: &Arch, n_layer: usize, s: &Shape) -> Resu
         rope_short,
         rope_long,
         layers,
-        file: file.clone(),
+        file: source,
     })
 }

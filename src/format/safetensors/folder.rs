@@ -1,8 +1,9 @@
 //! Memory-mapped safetensors files, and a checkpoint folder: one
 //! `model.safetensors`, or shards listed by `model.safetensors.index.json`
-//! (or, without an index, every `*.safetensors` of the folder: EXL2 writes
-//! `output.safetensors` or `output-0000N-of-0000M.safetensors`). The tensors of
-//! all shards form one namespace.
+//! (without an index: `model.safetensors` or `model-0000N-of-0000M`, or
+//! EXL2's `output.safetensors` or `output-0000N-of-0000M`, and only where
+//! none of those is there every `*.safetensors`). The tensors of all shards
+//! form one namespace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -92,11 +93,23 @@ impl Checkpoint {
                 }
                 shards
             }
-            None => names
-                .iter()
-                .filter(|n| n.ends_with(".safetensors"))
-                .cloned()
-                .collect(),
+            None => {
+                // The weights' own names where the folder has them (other
+                // safetensors files, such as a fixture's reference dump, are
+                // not weights), else every safetensors file.
+                let all: Vec<String> = names
+                    .iter()
+                    .filter(|n| n.ends_with(".safetensors"))
+                    .cloned()
+                    .collect();
+                let weights: Vec<String> =
+                    all.iter().filter(|n| weights_file(n)).cloned().collect();
+                if weights.is_empty() {
+                    all
+                } else {
+                    weights
+                }
+            }
         };
         if shards.is_empty() {
             if let Some(p) = names
@@ -169,6 +182,27 @@ impl Checkpoint {
     pub fn tensors(&self) -> impl Iterator<Item = &TensorInfo> {
         self.files.iter().flat_map(|f| f.header.tensors.iter())
     }
+}
+
+/// `model.safetensors`, `output.safetensors` (EXL2) or a shard of either,
+/// `model-00001-of-00003.safetensors`.
+fn weights_file(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".safetensors") else {
+        return false;
+    };
+    ["model", "output"].iter().any(|base| {
+        stem == *base
+            || stem
+                .strip_prefix(base)
+                .and_then(|r| r.strip_prefix('-'))
+                .is_some_and(|r| {
+                    let parts: Vec<&str> = r.split("-of-").collect();
+                    parts.len() == 2
+                        && parts
+                            .iter()
+                            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                })
+    })
 }
 
 /// An index's `weight_map` (tensor -> shard file), checked to be an object

@@ -346,3 +346,22 @@ fn mutated_files_are_refused_or_consistent() {
         }
     }
 }
+
+#[test]
+fn weights_files_win_over_other_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "output.safetensors",
+        &file_bytes(&[("a", vec![1], vec![1.0])], None),
+    );
+    // A reference dump beside the weights (as the fixtures have) is not read.
+    write(
+        dir.path(),
+        "dequant_layer0.safetensors",
+        &file_bytes(&[("a", vec![1], vec![2.0])], None),
+    );
+    let c = Checkpoint::open(dir.path()).unwrap();
+    assert_eq!(c.tensor("a").unwrap().1, 1.0f32.to_le_bytes());
+    assert_eq!(c.files.len(), 1);
+}

@@ -1,0 +1,252 @@
+//! A Hugging Face model folder as a tensor source under our (GGUF) names:
+//! plain F16/BF16/F32 weights straight from the mapping, GPTQ and EXL2
+//! linear layers dequantised once at open to f16 (exact to the libraries'
+//! own dequantisation; their fast kernels are still to come), and the
+//! config read as GGUF-style metadata.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ggml::backend::WeightFormat;
+use ggml::GgmlType;
+use serde_json::Value as Json;
+
+use super::exl2::Exl2Linear;
+use super::gguf::Metadata;
+use super::gptq::{GptqConfig, GptqLinear, ZeroFormat};
+use super::hf_config;
+use super::hf_names::hf_names;
+use super::safetensors::{Checkpoint, Dtype};
+use super::{TensorRef, TensorSource};
+
+enum Bytes {
+    /// In the checkpoint, under this name.
+    Mapped(String),
+    /// Dequantised at open.
+    Owned(Vec<u8>),
+}
+
+struct Stored {
+    name: String,
+    format: WeightFormat,
+    /// Contiguous dimension first, as GGUF.
+    dims: Vec<u64>,
+    bytes: Bytes,
+}
+
+pub struct ModelFolder {
+    dir: PathBuf,
+    pub metadata: Metadata,
+    /// `gptq`, `exl2`, or None for plain weights.
+    pub quant_method: Option<String>,
+    checkpoint: Checkpoint,
+    tensors: HashMap<String, Stored>,
+}
+
+fn read_json(path: &Path) -> Result<Json, String> {
+    let text =
+        std::fs::read(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: not valid JSON: {e}", path.display()))
+}
+
+/// Our tensor names a model of `n_layer` layers may have.
+fn our_names(n_layer: u64) -> Vec<String> {
+    let mut names: Vec<String> = ["token_embd.weight", "output_norm.weight", "output.weight"]
+        .map(String::from)
+        .to_vec();
+    const STEMS: [&str; 17] = [
+        "attn_norm.weight",
+        "attn_q.weight",
+        "attn_q.bias",
+        "attn_k.weight",
+        "attn_k.bias",
+        "attn_v.weight",
+        "attn_v.bias",
+        "attn_qkv.weight",
+        "attn_output.weight",
+        "attn_q_norm.weight",
+        "attn_k_norm.weight",
+        "post_attention_norm.weight",
+        "ffn_norm.weight",
+        "post_ffw_norm.weight",
+        "ffn_gate.weight",
+        "ffn_up.weight",
+        "ffn_down.weight",
+    ];
+    for i in 0..n_layer {
+        names.extend(STEMS.iter().map(|s| format!("blk.{i}.{s}")));
+    }
+    names
+}
+
+fn f16_bytes(w: Vec<u16>) -> Vec<u8> {
+    w.into_iter().flat_map(u16::to_le_bytes).collect()
+}
+
+impl ModelFolder {
+    pub fn open(dir: &Path) -> Result<ModelFolder, String> {
+        let config = read_json(&dir.join("config.json"))?;
+        let quantize_config = dir.join("quantize_config.json");
+        let quantize_config = quantize_config
+            .is_file()
+            .then(|| read_json(&quantize_config))
+            .transpose()?;
+        let in_dir = |e: String| format!("{}: {e}", dir.display());
+        let metadata = hf_config::metadata(&config).map_err(in_dir)?;
+        let quant_method =
+            hf_config::quant_method(&config, quantize_config.as_ref()).map_err(in_dir)?;
+        let arch = metadata
+            .str("general.architecture")
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+            .to_string();
+        let n_layer = metadata
+            .u64(&format!("{arch}.block_count"))
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        let checkpoint = Checkpoint::open(dir).map_err(|e| e.to_string())?;
+        let qc = config
+            .get("quantization_config")
+            .or(quantize_config.as_ref());
+        let gptq = match quant_method.as_deref() {
+            Some("gptq") => {
+                let q = qc.expect("a method implies its config");
+                let bits = q
+                    .get("bits")
+                    .and_then(Json::as_u64)
+                    .ok_or_else(|| in_dir("GPTQ config without 'bits'".into()))?;
+                let zeros = match q.get("checkpoint_format").and_then(Json::as_str) {
+                    Some("gptq_v2") => ZeroFormat::V2,
+                    None | Some("gptq") => ZeroFormat::V1,
+                    Some(other) => {
+                        return Err(in_dir(format!(
+                            "GPTQ checkpoint format '{other}' is not supported (gptq, gptq_v2)"
+                        )))
+                    }
+                };
+                Some(GptqConfig {
+                    bits: bits as u32,
+                    zeros,
+                })
+            }
+            Some("awq") => return Err(in_dir("AWQ folders are not supported yet".into())),
+            _ => None,
+        };
+        let mut tensors = HashMap::new();
+        for ours in our_names(n_layer) {
+            let candidates = hf_names(&arch, &ours);
+            let plain = candidates.iter().find_map(|n| c_tensor(&checkpoint, n));
+            if let Some((name, dtype, shape)) = plain {
+                let ty = match dtype {
+                    Dtype::F16 => GgmlType::F16,
+                    Dtype::BF16 => GgmlType::BF16,
+                    Dtype::F32 => GgmlType::F32,
+                    other => {
+                        return Err(format!(
+                            "{}: tensor '{name}' is {}, not a float type",
+                            dir.display(),
+                            other.name()
+                        ))
+                    }
+                };
+                let dims: Vec<u64> = shape.iter().rev().copied().collect();
+                tensors.insert(
+                    ours.clone(),
+                    Stored {
+                        name,
+                        format: WeightFormat::Ggml(ty),
+                        dims,
+                        bytes: Bytes::Mapped(ours.clone()),
+                    },
+                );
+                continue;
+            }
+            for hf in &candidates {
+                let Some(prefix) = hf.strip_suffix(".weight") else {
+                    continue;
+                };
+                let (w, out, inp) = if let (Some(cfg), true) = (
+                    gptq,
+                    checkpoint.tensor(&format!("{prefix}.qweight")).is_some(),
+                ) {
+                    let l =
+                        GptqLinear::from_checkpoint(&checkpoint, prefix, cfg).map_err(in_dir)?;
+                    (l.dequantize_f16(), l.out_features, l.in_features)
+                } else if let Some((qw, _)) = checkpoint.tensor(&format!("{prefix}.q_weight")) {
+                    // EXL2 pads the outputs to 32; our dimensions are multiples of it.
+                    let out = qw.shape.get(1).copied().unwrap_or(0) as usize;
+                    let l =
+                        Exl2Linear::from_checkpoint(&checkpoint, prefix, out).map_err(in_dir)?;
+                    (l.dequantize_f16(), l.out_features, l.in_features)
+                } else {
+                    continue;
+                };
+                tensors.insert(
+                    ours.clone(),
+                    Stored {
+                        name: hf.clone(),
+                        format: WeightFormat::Ggml(GgmlType::F16),
+                        dims: vec![inp as u64, out as u64],
+                        bytes: Bytes::Owned(f16_bytes(w)),
+                    },
+                );
+                break;
+            }
+        }
+        // Mapped entries remember the checkpoint name, not ours.
+        for s in tensors.values_mut() {
+            if let Bytes::Mapped(n) = &mut s.bytes {
+                *n = s.name.clone();
+            }
+        }
+        Ok(ModelFolder {
+            dir: dir.to_path_buf(),
+            metadata,
+            quant_method,
+            checkpoint,
+            tensors,
+        })
+    }
+
+    /// Rows of the token embedding: the vocabulary size.
+    pub fn n_vocab(&self) -> Option<usize> {
+        self.tensors
+            .get("token_embd.weight")
+            .and_then(|t| t.dims.get(1))
+            .map(|&n| n as usize)
+    }
+}
+
+fn c_tensor(c: &Checkpoint, name: &str) -> Option<(String, Dtype, Vec<u64>)> {
+    c.tensor(name)
+        .map(|(t, _)| (t.name.clone(), t.dtype, t.shape.clone()))
+}
+
+impl TensorSource for ModelFolder {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
+        let s = self.tensors.get(name)?;
+        let bytes = match &s.bytes {
+            Bytes::Mapped(n) => self.checkpoint.tensor(n)?.1,
+            Bytes::Owned(b) => b.as_slice(),
+        };
+        Some(TensorRef {
+            name: &s.name,
+            format: s.format,
+            dims: &s.dims,
+            bytes,
+        })
+    }
+
+    fn tensor_bytes(&self) -> Vec<&[u8]> {
+        self.tensors
+            .keys()
+            .filter_map(|k| self.tensor(k).map(|t| t.bytes))
+            .collect()
+    }
+}
