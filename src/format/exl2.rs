@@ -48,20 +48,7 @@ impl<'a> Exl2Linear<'a> {
         prefix: &str,
         out_features: usize,
     ) -> Result<Exl2Linear<'a>, String> {
-        let get = |name: &str, dtype: Dtype| -> Result<(&'a TensorInfo, &'a [u8]), String> {
-            let full = format!("{prefix}.{name}");
-            let (t, d) = c
-                .tensor(&full)
-                .ok_or_else(|| format!("tensor '{full}' is missing"))?;
-            if t.dtype != dtype {
-                return Err(format!(
-                    "tensor '{full}' is {}, not {}",
-                    t.dtype.name(),
-                    dtype.name()
-                ));
-            }
-            Ok((t, d))
-        };
+        let get = |name: &str, dtype: Dtype| c.typed(&format!("{prefix}.{name}"), dtype);
         let bad = |what: String| Err(format!("{prefix}: {what}"));
         let (qw, qweight) = get("q_weight", Dtype::I32)?;
         let (qs, qscale) = get("q_scale", Dtype::I32)?;

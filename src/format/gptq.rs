@@ -73,21 +73,14 @@ impl<'a> GptqLinear<'a> {
         cfg: GptqConfig,
     ) -> Result<GptqLinear<'a>, String> {
         let get = |name: &str, dtype: Dtype| -> Result<(&'a TensorInfo, &'a [u8]), String> {
-            let full = format!("{prefix}.{name}");
-            let (t, data) = c
-                .tensor(&full)
-                .ok_or_else(|| format!("tensor '{full}' is missing"))?;
-            if t.dtype != dtype {
+            let (t, d) = c.typed(&format!("{prefix}.{name}"), dtype)?;
+            if t.shape.len() > 2 {
                 return Err(format!(
-                    "tensor '{full}' is {}, not {}",
-                    t.dtype.name(),
-                    dtype.name()
+                    "tensor '{prefix}.{name}' has {} dimensions",
+                    t.shape.len()
                 ));
             }
-            if t.shape.len() > 2 {
-                return Err(format!("tensor '{full}' has {} dimensions", t.shape.len()));
-            }
-            Ok((t, data))
+            Ok((t, d))
         };
         let (qw, qweight) = get("qweight", Dtype::I32)?;
         let (qz, qzeros) = get("qzeros", Dtype::I32)?;

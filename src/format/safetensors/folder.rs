@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde_json::Value;
 
-use super::header::{parse_with_len, Header, TensorInfo, MAX_HEADER_BYTES};
+use super::header::{parse_with_len, Dtype, Header, TensorInfo, MAX_HEADER_BYTES};
 use super::SafetensorsError;
 
 pub struct SafetensorsFile {
@@ -176,6 +176,21 @@ impl Checkpoint {
         let f = &self.files[s.file];
         let t = &f.header.tensors[s.tensor];
         Some((t, f.data(t)))
+    }
+
+    /// A tensor that must be there with this dtype (quantised layers' parts).
+    pub fn typed(&self, name: &str, dtype: Dtype) -> Result<(&TensorInfo, &[u8]), String> {
+        let (t, d) = self
+            .tensor(name)
+            .ok_or_else(|| format!("tensor '{name}' is missing"))?;
+        if t.dtype != dtype {
+            return Err(format!(
+                "tensor '{name}' is {}, not {}",
+                t.dtype.name(),
+                dtype.name()
+            ));
+        }
+        Ok((t, d))
     }
 
     /// Every tensor, shard by shard in file order.
