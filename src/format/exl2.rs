@@ -19,7 +19,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
-use super::safetensors::{Checkpoint, Dtype, TensorInfo};
+use super::safetensors::{Checkpoint, Dtype};
 
 pub struct Exl2Linear<'a> {
     pub in_features: usize,
