@@ -24,15 +24,75 @@ fn fixture(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Our logits sit within 5e-3 of the references' (below), so a step whose
+/// top two are closer than this may go either way.
+const NEAR_TIE: f64 = 0.02;
+
+fn model(dir: &Path) -> Model {
+    let folder = Arc::new(ModelFolder::open(dir).unwrap_or_else(|e| panic!("{e}")));
+    let config = Config::from_folder(&folder).unwrap();
+    let layout = Layout::cpu(config.n_layer);
+    Model::build(folder, config, 2, ggml::cpu::isa(), &layout).unwrap()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap()
+}
+
+/// Greedy continuations (one token at a time through the KV cache) against
+/// the reference's `greedy_ids`, up to its first near-tie: (tokens
+/// compared, tokens equal) over all prompts.
+fn greedy(dir: &Path, prompts: &Value, reference: &Value) -> (usize, usize) {
+    let model = model(dir);
+    let (mut compared, mut equal) = (0, 0);
+    for (p, r) in prompts["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reference["prompts"].as_array().unwrap())
+    {
+        let ids: Vec<u32> = p["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let want: Vec<u32> = r["greedy_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let margins: Vec<f64> = r["greedy_top1_top2_margin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let mut state = model.new_state(256).unwrap();
+        model.forward(&mut state, &ids, false).unwrap();
+        for (step, &w) in want.iter().enumerate() {
+            if margins[step] < NEAR_TIE {
+                break;
+            }
+            let next = argmax(&state.logits) as u32;
+            compared += 1;
+            if next != w {
+                break;
+            }
+            equal += 1;
+            model.forward(&mut state, &[next], false).unwrap();
+        }
+    }
+    (compared, equal)
+}
+
 /// Max |logit - reference| at each prompt's last position, and how many of
 /// the prompts have the reference's argmax: the prompts' ids from
 /// `prompts`, their logits from `logits` (the same list or another
 /// reference's).
 fn compare(dir: &Path, prompts: &Value, logits: &Value) -> (f32, usize, usize) {
-    let folder = Arc::new(ModelFolder::open(dir).unwrap_or_else(|e| panic!("{e}")));
-    let config = Config::from_folder(&folder).unwrap();
-    let layout = Layout::cpu(config.n_layer);
-    let model = Model::build(folder, config, 2, ggml::cpu::isa(), &layout).unwrap();
+    let model = model(dir);
     let prompts = prompts["prompts"].as_array().unwrap();
     let logits = logits["prompts"].as_array().unwrap();
     assert_eq!(prompts.len(), logits.len());
@@ -56,7 +116,6 @@ fn compare(dir: &Path, prompts: &Value, logits: &Value) -> (f32, usize, usize) {
         for (a, b) in got.iter().zip(&want) {
             worst = worst.max((a - b).abs());
         }
-        let argmax = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
         same += usize::from(argmax(got) == argmax(&want));
     }
     (worst, same, prompts.len())
@@ -82,6 +141,12 @@ fn the_fp16_folder_gives_the_f32_reference_logits() {
     // wrong rope or layout (those move logits by tenths).
     assert!(worst < 1e-2, "max |logit diff| {worst}");
     assert_eq!(same, n);
+    let (compared, equal) = greedy(&dir, &r, &r);
+    eprintln!("tiny-llama-fp16: greedy {equal}/{compared} tokens equal up to the first near-tie");
+    assert!(
+        compared > 0 && equal == compared,
+        "greedy {equal}/{compared}"
+    );
 }
 
 #[test]
@@ -105,5 +170,11 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
         // rest is the f16-activation rounding above.
         assert!(worst < 1e-2, "{name}: max |logit diff| {worst}");
         assert_eq!(same, n, "{name}");
+        let (compared, equal) = greedy(&dir, &r, &r["fp32_dequant_reference"]);
+        eprintln!("{name}: greedy {equal}/{compared} tokens equal up to the first near-tie");
+        assert!(
+            compared > 0 && equal == compared,
+            "{name}: greedy {equal}/{compared}"
+        );
     }
 }
