@@ -35,6 +35,11 @@ fn model(dir: &Path) -> Model {
     Model::build(folder, config, 2, ggml::cpu::isa(), &layout).unwrap()
 }
 
+/// A reference.json list of numbers (ids, logits, margins).
+fn numbers(v: &Value) -> impl Iterator<Item = f64> + '_ {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())
+}
+
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap()
 }
@@ -51,24 +56,9 @@ fn greedy(dir: &Path, prompts: &Value, reference: &Value) -> (usize, usize) {
         .iter()
         .zip(reference["prompts"].as_array().unwrap())
     {
-        let ids: Vec<u32> = p["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let want: Vec<u32> = r["greedy_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let margins: Vec<f64> = r["greedy_top1_top2_margin"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        let ids: Vec<u32> = numbers(&p["input_ids"]).map(|x| x as u32).collect();
+        let want: Vec<u32> = numbers(&r["greedy_ids"]).map(|x| x as u32).collect();
+        let margins: Vec<f64> = numbers(&r["greedy_top1_top2_margin"]).collect();
         let mut state = model.new_state(256).unwrap();
         model.forward(&mut state, &ids, false).unwrap();
         for (step, &w) in want.iter().enumerate() {
@@ -98,18 +88,8 @@ fn compare(dir: &Path, prompts: &Value, logits: &Value) -> (f32, usize, usize) {
     assert_eq!(prompts.len(), logits.len());
     let (mut worst, mut same) = (0f32, 0);
     for (p, l) in prompts.iter().zip(logits) {
-        let ids: Vec<u32> = p["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        let want: Vec<f32> = l["last_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let ids: Vec<u32> = numbers(&p["input_ids"]).map(|x| x as u32).collect();
+        let want: Vec<f32> = numbers(&l["last_logits"]).map(|x| x as f32).collect();
         let mut state = model.new_state(256).unwrap();
         model.forward(&mut state, &ids, false).unwrap();
         let got = &state.logits[state.logits.len() - want.len()..];
