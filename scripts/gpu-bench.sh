@@ -5,7 +5,8 @@
 #   scripts/gpu-bench.sh start RIVALS   detached (it outlives the call while the
 #       machine stays up), from RIVALS/llama.cpp.tar.xz (a copy of ../shared/rivals):
 #       1. a CPU-only llama-quantize (a minute), the F16 model by
-#          RIVALS/gen_llama_gguf.py, then Q4_K_M, Q4_0 and Q8_0: $W/MODELS_READY;
+#          RIVALS/gen_llama_gguf.py, then Q4_K_M, Q4_0 and Q8_0, and a
+#          Llama-3.2-1B-shaped Q4_K_M (m-1B-Q4_K_M): $W/MODELS_READY;
 #       2. alongside, at low priority, the CUDA build of llama-bench, and
 #          scripts/rival/rival_logits.c over its libllama ($W/rival_logits,
 #          for tests/gpu.rs): $W/READY.
@@ -45,6 +46,11 @@ start)
     echo build-cpu rc=\$?
     wait \$gen
     for q in Q4_K_M Q4_0 Q8_0; do $W/build-cpu/bin/llama-quantize $M/m-F16.gguf $M/m-\$q.gguf \$q \$(nproc) > $W/quantize-\$q.log 2>&1; echo quantize \$q rc=\$?; done
+    # Llama-3.2-1B's shape (issue 10: small models are the most overhead-bound).
+    PYTHONPATH=$W/lcpp/gguf-py python3 $rivals/gen_llama_gguf.py $M/m-1B-F16.gguf --n-embd 2048 --n-layer 16 \
+      --n-head 32 --n-head-kv 8 --n-ff 8192 --n-vocab 128256 > $W/gen-1b.log 2>&1
+    $W/build-cpu/bin/llama-quantize $M/m-1B-F16.gguf $M/m-1B-Q4_K_M.gguf Q4_K_M \$(nproc) > $W/quantize-1b.log 2>&1
+    echo 1B rc=\$?
     touch $W/MODELS_READY
     wait
   " >"$W/progress.log" 2>&1 < /dev/null &

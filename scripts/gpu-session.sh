@@ -19,7 +19,8 @@ mkdir -p "$out"
 W=${GPU_BENCH_WORK:-/tmp/gpu-bench}
 results=$W/results
 ENTRIES=("Q4_K_M:-ngl 99 -p 512 -n 128" "Q4_0:-ngl 99 -p 512 -n 128" "Q8_0:-ngl 99 -p 512 -n 128"
-  "F16:-ngl 99 -p 512 -n 128" "Q4_K_M:-ngl 99 -p 0 -n 128 -d 4096" "Q4_K_M:-ngl 16 -p 512 -n 128")
+  "F16:-ngl 99 -p 512 -n 128" "Q4_K_M:-ngl 99 -p 0 -n 128 -d 4096" "Q4_K_M:-ngl 16 -p 512 -n 128"
+  "1B-Q4_K_M:-ngl 99 -p 512 -n 128")
 
 case "${1:-}" in
 a)

@@ -68,6 +68,8 @@ run)
   # The fallbacks the backend keeps (float matvec, one-query attention).
   LLM_CUDA_FLOAT_MATVEC=1 LLM_CUDA_SIMPLE_ATTENTION=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "the fallback kernels fail"; status=1; }
+  LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "the per-segment integer matvec fails"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   exit $status
   ;;

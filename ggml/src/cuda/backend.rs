@@ -37,11 +37,46 @@ struct Kernels {
     attention_prompt: Option<Function>,
     attention_split: Function,
     attention_merge: Function,
+    quantize_x16: Function,
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
 }
 
+/// The one-token matvec of a type (matvec1_<t>, after quantize_x16) and
+/// the dynamic shared memory it may take on this GPU.
+#[derive(Clone, Copy)]
+struct Matvec1 {
+    f: Function,
+    max_shared: usize,
+}
+
+/// quantize_x16's output for one token of `cols` (matmul.cu's
+/// mv_x16_bytes, rounded up to the 16-byte copies that read it).
+fn x16_bytes(cols: usize) -> usize {
+    (cols / 32 * 72).next_multiple_of(16)
+}
+
+/// Room for quantize_x16's output: one token of up to 116k columns.
+const XQ_BYTES: usize = 256 << 10;
+
+/// The most dynamic shared memory `f` may take here: the largest block
+/// budget the driver accepts (227 KiB on Hopper, 163 on A100, 99 on Ada, 64
+/// on Turing), less what the kernel declares itself.
+fn dynamic_shared_budget(f: Function) -> usize {
+    let Ok(fixed) = f.static_shared() else {
+        return 0;
+    };
+    [227usize, 163, 99, 64, 48]
+        .into_iter()
+        .map(|kib| (kib << 10).saturating_sub(fixed))
+        .find(|&bytes| bytes > 0 && f.allow_dynamic_shared(bytes).is_ok())
+        .unwrap_or(0)
+}
+
 struct MatKernels {
+    /// One token of the integer-dot types (unless LLM_CUDA_FLOAT_MATVEC or
+    /// LLM_CUDA_NO_MATVEC1 is set).
+    matvec1: Option<Matvec1>,
     /// Up to MATVEC_MAX_TOKENS tokens: the integer-dot matvec (matvecx_<t>,
     /// 16-bit activations) where the type has it, unless
     /// LLM_CUDA_FLOAT_MATVEC is set, else the float one.
@@ -129,6 +164,8 @@ pub struct CudaScratch {
     recording: Option<u64>,
     /// Split-K decode attention's partial results (ATT_PART_BYTES).
     attn_part: DeviceMem,
+    /// One token's activations as quantize_x16 leaves them (XQ_BYTES).
+    xq: DeviceMem,
 }
 
 /// Room for split-K attention's partials: (head_dim + 2) floats per token,
@@ -197,9 +234,18 @@ impl CudaBackend {
                 None => find(&format!("matvec_{n}"))?,
             };
             let matmul_fn = find(&format!("matmul_{n}"))?;
+            let matvec1 = (int_matvec.is_some()
+                && std::env::var_os("LLM_CUDA_NO_MATVEC1").is_none())
+            .then(|| find(&format!("matvec1_{n}")).ok())
+            .flatten()
+            .map(|f| Matvec1 {
+                f,
+                max_shared: dynamic_shared_budget(f),
+            });
             matmul.insert(
                 ty,
                 MatKernels {
+                    matvec1,
                     matvec,
                     matmul: matmul_fn,
                 },
@@ -223,6 +269,7 @@ impl CudaBackend {
             },
             attention_split: find("attention_split")?,
             attention_merge: find("attention_merge")?,
+            quantize_x16: find("quantize_x16")?,
             matmul,
         };
         Ok(CudaBackend {
@@ -427,6 +474,7 @@ impl Backend for CudaBackend {
             graphs: HashMap::new(),
             recording: None,
             attn_part: DeviceMem::alloc(ATT_PART_BYTES, "attention partials")?,
+            xq: DeviceMem::alloc(XQ_BYTES, "quantised activations")?,
         })
     }
 
@@ -557,7 +605,7 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn matmul(&self, _sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
+    fn matmul(&self, sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
         debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
         let k = &self.kernels.matmul[&w.ty];
         let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
@@ -570,6 +618,23 @@ impl Backend for CudaBackend {
             &rb,
             &nt,
         ];
+        let xb = x16_bytes(w.cols);
+        match k.matvec1 {
+            Some(m) if t == 1 && xb <= m.max_shared && xb <= XQ_BYTES => {
+                self.launch(
+                    self.kernels.quantize_x16,
+                    (blocks(w.cols, 1024), 1, 1),
+                    256,
+                    &[&x.mem.ptr, &sc.xq.ptr, &cols],
+                );
+                let args: [&dyn KernelArg; 6] =
+                    [&w.mem.ptr(), &sc.xq.ptr, &out.mem.ptr, &rows, &cols, &rb];
+                let grid = (blocks(w.rows, 16), 1, 1);
+                self.keep(m.f.launch(&self.stream, grid, 256, xb as u32, &args));
+                return;
+            }
+            _ => {}
+        }
         if t <= MATVEC_MAX_TOKENS {
             self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
         } else {

@@ -435,6 +435,31 @@ macro_rules! kernel_arg {
 kernel_arg!(u64, i32, u32, i64, f32);
 
 impl Function {
+    /// Shared memory the kernel declares statically, in bytes.
+    pub fn static_shared(&self) -> CuResult<usize> {
+        // SAFETY: a live function handle.
+        check("reading a kernel's attributes", unsafe {
+            result::function::get_function_attribute(
+                self.0,
+                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+            )
+        })
+        .map(|b| b.max(0) as usize)
+    }
+
+    /// Lets launches ask for up to `bytes` of dynamic shared memory (past
+    /// 48 KiB the driver wants this said first).
+    pub fn allow_dynamic_shared(&self, bytes: usize) -> CuResult<()> {
+        // SAFETY: a live function handle.
+        check("setting a kernel's shared memory", unsafe {
+            result::function::set_function_attribute(
+                self.0,
+                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+        })
+    }
+
     /// Enqueues the kernel on `stream`.
     pub fn launch(
         &self,

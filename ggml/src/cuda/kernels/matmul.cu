@@ -385,6 +385,144 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
     }
 }
 
+// ---------------------------------------------------------------- one token, rows per block
+//
+// The decode step's mat-vec for the integer-dot types. The per-segment
+// staging above (two block barriers and an L2 round trip per 1024 weights)
+// bounds the kernels above far below HBM bandwidth; here the token's
+// activations are quantised once per product (quantize_x16, into global
+// memory: a few KB that stay in L2), each block copies them into shared
+// memory alongside its first weights, and then runs without block barriers.
+// A block is 8 warps of 2 rows each, so one staged copy of X serves 16 rows
+// and each lane's X chunk, read once a segment, serves both of its rows.
+//
+// X layout (global and shared): chunk c's 32 int16 at byte 64*c, its four
+// 16-byte pieces XOR-swizzled by c & 3; then the chunks' scales, then their
+// float sums: mv_x16_bytes(cols) bytes, rounded up to 16 for the copy.
+__host__ __device__ constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 72; }
+
+constexpr int MV1_WARPS = 8, MV1_ROWS = 2;
+
+// Two slots a row (one segment in flight while one is read) for the larger
+// blocks, three for the small ones: within 48 KB of static shared memory.
+__host__ __device__ constexpr int mv1_stages(int t) { return mv_slot_bytes(t) > 700 ? 2 : 3; }
+
+template <int T>
+__device__ __forceinline__ void matvec1(const uint8_t* __restrict__ W, const uint8_t* __restrict__ xg,
+                                        float* __restrict__ Y, int rows, int cols, long long row_bytes) {
+    constexpr int ST = mv1_stages(T), SLOT = mv_slot_bytes(T);
+    extern __shared__ __align__(16) uint8_t xq[];
+    __shared__ __align__(16) uint8_t slots[MV1_WARPS][MV1_ROWS][ST * SLOT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int r0 = (blockIdx.x * MV1_WARPS + warp) * MV1_ROWS;
+    const int nchunks = cols >> 5;
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
+    const uint8_t* row[MV1_ROWS];
+    bool active[MV1_ROWS];
+#pragma unroll
+    for (int i = 0; i < MV1_ROWS; ++i) {
+        active[i] = r0 + i < rows;
+        row[i] = W + static_cast<long long>(active[i] ? r0 + i : 0) * row_bytes;
+    }
+    // X joins the first commit group.
+    const int x16 = (mv_x16_bytes(cols) + 15) >> 4;
+    for (int i = threadIdx.x; i < x16; i += blockDim.x) copy16_async(xq + 16 * i, xg + 16 * i);
+#pragma unroll
+    for (int s = 0; s < ST - 1; ++s) {
+#pragma unroll
+        for (int i = 0; i < MV1_ROWS; ++i)
+            if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + s * SLOT, lane);
+        async_commit();
+    }
+    const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
+    const float* sums = scales + nchunks;
+    float acc[MV1_ROWS];
+#pragma unroll
+    for (int i = 0; i < MV1_ROWS; ++i) acc[i] = 0.0f;
+    for (int seg = 0; seg < nseg; ++seg) {
+        {
+            const int s = seg + ST - 1;
+#pragma unroll
+            for (int i = 0; i < MV1_ROWS; ++i)
+                if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + (s % ST) * SLOT, lane);
+            async_commit();
+        }
+        async_wait<ST - 1>();
+        if (seg == 0)
+            __syncthreads();  // every thread's part of X has landed (block-uniform: seg)
+        else
+            __syncwarp();
+        const int c = seg * 32 + lane;
+        if (c < nchunks) {
+            uint4 x[4];
+#pragma unroll
+            for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
+            const float dx = scales[c], sx = sums[c];
+#pragma unroll
+            for (int i = 0; i < MV1_ROWS; ++i) {
+                if (!active[i]) continue;
+                const int skew = static_cast<int>(
+                    (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
+                IntChunk w;
+                int_chunk<T>(slots[warp][i] + (seg % ST) * SLOT + skew, lane, w);
+                int s0 = 0, s1 = 0;
+#pragma unroll
+                for (int p = 0; p < 4; ++p) {
+                    int& s = p < 2 ? s0 : s1;
+                    s = __dp2a_lo(static_cast<int>(x[p].x), w.q[2 * p], s);
+                    s = __dp2a_hi(static_cast<int>(x[p].y), w.q[2 * p], s);
+                    s = __dp2a_lo(static_cast<int>(x[p].z), w.q[2 * p + 1], s);
+                    s = __dp2a_hi(static_cast<int>(x[p].w), w.q[2 * p + 1], s);
+                }
+                acc[i] += dx * (w.a0 * static_cast<float>(s0) + w.a1 * static_cast<float>(s1)) - w.m * sx;
+            }
+        }
+        __syncwarp();  // the slots are read before a later fetch overwrites them
+    }
+    async_wait<0>();
+#pragma unroll
+    for (int i = 0; i < MV1_ROWS; ++i) {
+        float s = acc[i];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL, s, off);
+        if (lane == 0 && active[i]) Y[r0 + i] = s;
+    }
+}
+
+}  // namespace
+
+// One token's X, cols floats, into the int16 layout above; grid
+// ceil(cols / 1024), block 256 (a float4 a thread, 8 threads a chunk).
+extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __restrict__ X, uint8_t* __restrict__ xq,
+                                                              int cols) {
+    const int nchunks = cols >> 5, n4 = cols >> 2;
+    const int q = blockIdx.x * 256 + threadIdx.x;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (q < n4) v = __ldg(reinterpret_cast<const float4*>(X) + q);
+    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    float sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+        sum += __shfl_xor_sync(FULL, sum, off);
+    }
+    if (q >= n4) return;
+    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
+                        (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
+    const uint32_t hi = (static_cast<uint32_t>(__float2int_rn(v.z * inv)) & 0xffffu) |
+                        (static_cast<uint32_t>(__float2int_rn(v.w * inv)) << 16);
+    const int c = q >> 3, piece = (q & 7) >> 1;
+    *reinterpret_cast<uint2*>(xq + 64 * c + 16 * (piece ^ (c & 3)) + 8 * (q & 1)) = make_uint2(lo, hi);
+    if ((q & 7) == 0) {
+        float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
+        scales[c] = amax / 32767.0f;
+        scales[nchunks + c] = sum;
+    }
+}
+
+namespace {
+
 // ---------------------------------------------------------------- matmul, tensor cores
 //
 // A block computes the 64 (rows) x 64 (tokens) tile of Y at
@@ -674,6 +812,22 @@ GQ_MATVEC_INT(q8_0, gq::Q8_0)
 GQ_MATVEC_INT(q4_k, gq::Q4_K)
 GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
+
+// matvec1_<t>(W, xq, Y, rows, cols, row_bytes): one token, xq from
+// quantize_x16; grid ceil(rows / 16), block 256, dynamic shared memory
+// (mv_x16_bytes(cols) + 15) & ~15.
+#define GQ_MATVEC1(name, T)                                                                            \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                                \
+        matvec1_##name(const uint8_t* __restrict__ W, const uint8_t* __restrict__ xq, float* __restrict__ Y, \
+                       int rows, int cols, long long row_bytes) {                                       \
+        matvec1<T>(W, xq, Y, rows, cols, row_bytes);                                                    \
+    }
+GQ_MATVEC1(q4_0, gq::Q4_0)
+GQ_MATVEC1(q4_1, gq::Q4_1)
+GQ_MATVEC1(q8_0, gq::Q8_0)
+GQ_MATVEC1(q4_k, gq::Q4_K)
+GQ_MATVEC1(q5_k, gq::Q5_K)
+GQ_MATVEC1(q6_k, gq::Q6_K)
 
 GQ_MATMUL_SIMT(f32, gq::F32)
 GQ_MATMUL_SIMT(bf16, gq::BF16)

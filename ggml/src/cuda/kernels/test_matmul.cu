@@ -196,6 +196,7 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 }
 
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
+typedef void (*kern1_t)(const uint8_t*, const uint8_t*, float*, int, int, long long);
 
 struct TypeCase {
     int t;
@@ -203,6 +204,7 @@ struct TypeCase {
     void (*deq)(const uint8_t*, float*, int, int, long long);
     kern_t matvec, matmul;
     kern_t matvecx;  // the integer-dot matvec, where the type has one
+    kern1_t matvec1;  // the one-token integer matvec (with quantize_x16), where the type has one
 };
 
 template <int T>
@@ -211,8 +213,16 @@ static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long lo
     k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
 }
 
-#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr}
-#define TCX(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name}
+#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, nullptr}
+#define TCX(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name, matvec1_##name}
+
+// One token through quantize_x16 and matvec1 (xq: room for mv_x16_bytes(cols) rounded to 16).
+static void run_matvec1(const TypeCase& tc, const uint8_t* dW, const float* dX, uint8_t* dXq, float* dY, int rows,
+                        int cols, long long rb) {
+    const int dyn = (mv_x16_bytes(cols) + 15) & ~15;
+    quantize_x16<<<(cols + 1023) / 1024, 256>>>(dX, dXq, cols);
+    tc.matvec1<<<(rows + 15) / 16, 256, dyn>>>(dW, dXq, dY, rows, cols, rb);
+}
 static const TypeCase CASES[] = {
     TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
     TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
@@ -274,6 +284,16 @@ static void bench() {
                 CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
                 CK(cudaEventElapsedTime(&ms, a, b));
                 printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
+            }
+            if (tc.matvec1 && ntok == 1) {
+                uint8_t* dXq;
+                CK(cudaMalloc(&dXq, mv_x16_bytes(cols) + 16));
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++) run_matvec1(tc, dW, dX, dXq, dY, rows, cols, rb);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" (1 %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
+                CK(cudaFree(dXq));
             }
         }
         for (int ntok : {64, 512}) {
@@ -353,6 +373,16 @@ int main(int argc, char** argv) {
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
+                    }
+                    if (tc.matvec1 && ntok == 1) {
+                        uint8_t* dXq;
+                        CK(cudaMalloc(&dXq, mv_x16_bytes(cols) + 16));
+                        CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                        run_matvec1(tc, dW, dX, dXq, dY, rows, cols, rb);
+                        CK(cudaGetLastError());
+                        CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                        type_fail += compare("matvec1", tc, rows, cols, 1, Wf, X, Y, 1e-4);
+                        CK(cudaFree(dXq));
                     }
                 }
                 if (ntok != 2 && ntok != 3 && ntok != 5) {
