@@ -5,8 +5,9 @@
 #       here: builds llm and the GPU test binaries (release), strips and
 #       compresses them into .gpu/ with a vocabulary-only GGUF for the
 #       synthetic models. SmolLM2 (98 MB) is over one transfer's limit, so it
-#       travels in two halves over two runs: PART is 1 or 2 (a run with part 1
-#       keeps it on the machine for the run with part 2).
+#       travels in two parts over two runs: PART is 1 or 2 (a run with part 1
+#       keeps it, llm and the backend test on the machine for the run with
+#       part 2).
 #   scripts/gpu-suite.sh run
 #       there: unpacks .gpu/ and runs every GPU test (the backend ops against
 #       the CPU, synthetic models of every architecture and weight type,
@@ -36,11 +37,18 @@ for line in sys.stdin:
   LLM_TEST_MODELS="$models" LLM_WRITE_VOCAB="$PWD/$pack/vocab.gguf" \
     "$(printf '%s\n' "$exes" | awk '$1=="gpu"{print $2}')" --ignored write_vocabulary_only_gguf >/dev/null
   if [ "${2:-}" = "--with-smollm2" ]; then
-    half=$(( ($(stat -c %s "$models/SmolLM2-135M-Instruct.Q4_1.gguf") + 1) / 2 ))
-    split -b "$half" -d -a 1 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$pack/smol.part"
-    # parts are smol.part0 and smol.part1; keep only the one asked for
-    keep=$(( ${3:-1} - 1 ))
-    for p in "$pack"/smol.part*; do [ "$p" = "$pack/smol.part$keep" ] || rm "$p"; done
+    # Part 1 travels with .rivals (llama.cpp's source), so it is the smaller.
+    smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    first=$(( $(stat -c %s "$smol") * 45 / 100 ))
+    case "${3:-1}" in
+    1) head -c "$first" "$smol" >"$pack/smol.part0" ;;
+    *)
+      tail -c +"$((first + 1))" "$smol" >"$pack/smol.part1"
+      # Part 2's run follows part 1's on the same machine, which keeps llm
+      # and the backend test from it: their room goes to SmolLM2.
+      rm "$pack/llm.xz" "$pack/test-ggml.xz"
+      ;;
+    esac
   fi
   du -sh "$pack"/*
   ;;
