@@ -190,6 +190,53 @@ pub trait Backend: Send + Sync {
         rows: usize,
         out: &mut Self::Buf,
     );
+    /// `out_i = W_i · x` for products of one input (q, k and v): a device
+    /// may run them as one, preparing `x` once.
+    fn matmuls(
+        &self,
+        sc: &mut Self::Scratch,
+        x: &Self::Buf,
+        rows: usize,
+        products: &mut [(&Self::Mat, &mut Self::Buf)],
+    ) {
+        for (w, out) in products.iter_mut() {
+            self.matmul(sc, w, x, rows, out);
+        }
+    }
+    /// `acc += W · x` (the residual stream), for `rows` token rows of `width`
+    /// outputs; `tmp` is room for the product where a device wants it.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_add(
+        &self,
+        sc: &mut Self::Scratch,
+        w: &Self::Mat,
+        x: &Self::Buf,
+        rows: usize,
+        width: usize,
+        acc: &mut Self::Buf,
+        tmp: &mut Self::Buf,
+    ) {
+        self.matmul(sc, w, x, rows, tmp);
+        self.add(acc, tmp, rows * width);
+    }
+    /// `gate = act(W_gate · x) * (W_up · x)`, for `rows` token rows of
+    /// `width` outputs; `up` is room for the up product where a device wants it.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_glu(
+        &self,
+        sc: &mut Self::Scratch,
+        act: Glu,
+        w_gate: &Self::Mat,
+        w_up: &Self::Mat,
+        x: &Self::Buf,
+        rows: usize,
+        width: usize,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+    ) {
+        self.matmuls(sc, x, rows, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
+        self.glu(act, gate, up, rows * width);
+    }
     /// `dst = rms_norm(src) * w`, row by row (row width: `w`'s length).
     fn rms_norm(
         &self,
@@ -249,6 +296,29 @@ pub trait Backend: Send + Sync {
         pos0: usize,
         tokens: usize,
     );
+    /// `rope` on `q` (n_head heads) and `k` (n_head_kv heads), then
+    /// `kv_store` of k and v: the attention block's steps between its
+    /// projections and attention, which a device may run as one.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store(
+        &self,
+        sc: &mut Self::Scratch,
+        kv: &mut Self::Kv,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &Self::Buf,
+        tokens: usize,
+        heads: (usize, usize),
+        head_dim: usize,
+        rope: &Rope,
+        freq_factors: Option<&Self::Vector>,
+        pos0: usize,
+    ) {
+        let (n_head, n_head_kv) = heads;
+        self.rope(sc, q, tokens, n_head, head_dim, rope, freq_factors, pos0);
+        self.rope(sc, k, tokens, n_head_kv, head_dim, rope, freq_factors, pos0);
+        self.kv_store(sc, kv, k, v, pos0, tokens);
+    }
     /// Causal attention of `tokens` queries at positions `pos0..` over the
     /// cache, into `out` (tokens × n_head × head_dim).
     #[allow(clippy::too_many_arguments)]

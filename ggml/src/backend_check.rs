@@ -295,11 +295,18 @@ struct AttentionOp {
     k: Vec<f32>,
     v: Vec<f32>,
     q: Vec<f32>,
+    /// Rotate the new tokens' q and k and store them through `rope_store`
+    /// (then the roped q and k follow the output).
+    rope: Option<Rope>,
 }
 
 impl Op for AttentionOp {
     fn name(&self) -> &'static str {
-        "attention"
+        if self.rope.is_some() {
+            "rope_store"
+        } else {
+            "attention"
+        }
     }
     fn case(&self) -> String {
         format!(
@@ -331,14 +338,144 @@ impl Op for AttentionOp {
             b.kv_store(&mut sc, &mut kv, &k, &v, pos, n);
             pos += n;
         }
-        let k = up(b, &self.k[pos * kv_dim..]);
+        let mut k = up(b, &self.k[pos * kv_dim..]);
         let v = up(b, &self.v[pos * kv_dim..]);
+        let mut q = up(b, &self.q);
         b.begin(&mut sc, pos, self.tokens);
-        b.kv_store(&mut sc, &mut kv, &k, &v, pos, self.tokens);
-        let q = up(b, &self.q);
+        if let Some(rope) = &self.rope {
+            let heads = (self.a.n_head, self.a.n_head_kv);
+            let (t, hd) = (self.tokens, self.a.head_dim);
+            b.rope_store(&mut sc, &mut kv, &mut q, &mut k, &v, t, heads, hd, rope, None, pos);
+        } else {
+            b.kv_store(&mut sc, &mut kv, &k, &v, pos, self.tokens);
+        }
         let mut out = buf(b, self.tokens * q_dim);
         b.attention(&mut sc, &kv, &q, pos, self.tokens, &self.a, &mut out);
-        down(b, &out, self.tokens * q_dim)
+        let mut got = down(b, &out, self.tokens * q_dim);
+        if self.rope.is_some() {
+            got.extend(down(b, &q, self.tokens * q_dim));
+            got.extend(down(b, &k, self.tokens * kv_dim));
+        }
+        got
+    }
+}
+
+/// The decode step's fused products (`matmuls`, `matmul_add`,
+/// `matmul_glu`): one input, several weights, an epilogue.
+struct Fused {
+    /// "matmuls", "add", or a gated activation ("swiglu", "geglu").
+    kind: &'static str,
+    ws: Vec<HostMat>,
+    x: Vec<f32>,
+    /// The residual that "add" adds to.
+    acc: Vec<f32>,
+    tokens: usize,
+}
+
+impl Fused {
+    fn new(rng: &mut Rng, kind: &'static str, types: &[GgmlType], rows: &[usize], tokens: usize) -> Fused {
+        let cols = 512;
+        let ws: Vec<HostMat> = types
+            .iter()
+            .zip(rows)
+            .map(|(&ty, &r)| random_mat(rng, ty, r, cols))
+            .collect();
+        Fused {
+            kind,
+            acc: rng.vec(tokens * rows[0], 3.0),
+            x: rng.vec(tokens * cols, 2.0),
+            ws,
+            tokens,
+        }
+    }
+
+    fn act(&self) -> Glu {
+        if self.kind == "geglu" {
+            Glu::GeGlu
+        } else {
+            Glu::SwiGlu
+        }
+    }
+
+    /// The same from the exact products, the epilogue in f64.
+    fn exact(&self) -> Vec<f32> {
+        let p: Vec<Vec<f32>> = self
+            .ws
+            .iter()
+            .map(|w| exact_matmul(w, &self.x, self.tokens))
+            .collect();
+        match self.kind {
+            "matmuls" => p.concat(),
+            "add" => self
+                .acc
+                .iter()
+                .zip(&p[0])
+                .map(|(&a, &b)| (f64::from(a) + f64::from(b)) as f32)
+                .collect(),
+            _ => p[0]
+                .iter()
+                .zip(&p[1])
+                .map(|(&g, &u)| {
+                    let (g, u) = (f64::from(g), f64::from(u));
+                    let a = match self.act() {
+                        Glu::SwiGlu => g / (1.0 + (-g).exp()),
+                        Glu::GeGlu => {
+                            let k = (2.0 / std::f64::consts::PI).sqrt();
+                            0.5 * g * (1.0 + (k * g * (1.0 + 0.044715 * g * g)).tanh())
+                        }
+                    };
+                    (a * u) as f32
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Op for Fused {
+    fn name(&self) -> &'static str {
+        "fused"
+    }
+    fn case(&self) -> String {
+        let shapes: Vec<String> = self
+            .ws
+            .iter()
+            .map(|w| format!("{} {}x{}", w.format, w.rows, w.cols))
+            .collect();
+        format!("{} {} x {} tokens", self.kind, shapes.join(", "), self.tokens)
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let ws: Vec<B::Mat> = self
+            .ws
+            .iter()
+            .map(|w| b.upload_mat(w).expect("the backend takes every weight type"))
+            .collect();
+        let x = up(b, &self.x);
+        let t = self.tokens;
+        let mut sc = b.scratch().expect("scratch");
+        let mut outs: Vec<B::Buf> = self.ws.iter().map(|w| buf(b, t * w.rows)).collect();
+        let width = self.ws[0].rows;
+        match self.kind {
+            "matmuls" => {
+                let mut products: Vec<(&B::Mat, &mut B::Buf)> = ws.iter().zip(outs.iter_mut()).collect();
+                b.matmuls(&mut sc, &x, t, &mut products);
+                self.ws
+                    .iter()
+                    .zip(&outs)
+                    .flat_map(|(w, o)| down(b, o, t * w.rows))
+                    .collect()
+            }
+            "add" => {
+                let mut acc = up(b, &self.acc);
+                b.matmul_add(&mut sc, &ws[0], &x, t, width, &mut acc, &mut outs[0]);
+                down(b, &acc, t * width)
+            }
+            _ => {
+                let (gate, rest) = outs.split_at_mut(1);
+                let (g, u) = (&mut gate[0], &mut rest[0]);
+                b.matmul_glu(&mut sc, self.act(), &ws[0], &ws[1], &x, t, width, g, u);
+                down(b, g, t * width)
+            }
+        }
     }
 }
 
@@ -404,6 +541,37 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
         }
     }
 
+    // The fused products: one and several tokens (the latter the ops one by
+    // one), a run of one type then another, gate and up of one type and of
+    // two, and sizes past what one block a multiprocessor takes (a GPU's
+    // two-rows-a-warp kernels).
+    for &ty in WEIGHT_TYPES {
+        let other = if ty == GgmlType::Q6_K { GgmlType::Q4_K } else { GgmlType::Q6_K };
+        for tokens in [1, 3] {
+            let cases: [(&str, Vec<GgmlType>, Vec<usize>); 5] = [
+                ("matmuls", vec![ty, ty, other], vec![17, 5, 33]),
+                ("add", vec![ty], vec![33]),
+                ("swiglu", vec![ty, ty], vec![17, 17]),
+                ("geglu", vec![ty, ty], vec![9, 9]),
+                ("swiglu", vec![ty, other], vec![9, 9]),
+            ];
+            for (kind, types, rows) in cases {
+                let op = Fused::new(&mut rng, kind, &types, &rows, tokens);
+                push_fused(&mut out, &op, &r, b);
+            }
+        }
+    }
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
+        for (kind, types, rows) in [
+            ("matmuls", vec![ty, ty, ty], vec![2200, 300, 300]),
+            ("add", vec![ty], vec![2300]),
+            ("swiglu", vec![ty, ty], vec![2300, 2300]),
+        ] {
+            let op = Fused::new(&mut rng, kind, &types, &rows, 1);
+            push_fused(&mut out, &op, &r, b);
+        }
+    }
+
     for (rows, width) in [(1, 7), (3, 64), (5, 640)] {
         for in_place in [false, true] {
             let op = Norm {
@@ -464,7 +632,7 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
     // a sliding-window ring with positions at the window's edge, short and
     // long caches.
     let window = 16;
-    for (n_head, n_head_kv, head_dim, window, cells, history, tokens) in [
+    for case in [
         (4, 4, 64, None, 64, 0, 1),
         (4, 4, 64, None, 300, 270, 1),
         (8, 4, 64, None, 64, 10, 7),
@@ -477,7 +645,16 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
         (8, 2, 128, None, 1100, 900, 1),
         (4, 4, 64, None, 600, 590, 3),
         (4, 2, 128, Some(300), 812, 1500, 2),
-    ] {
+    ]
+    .into_iter()
+    .map(|case| (case, None))
+    // rope_store: batch 1 and > 1, full and partial rotation, both layouts.
+    .chain([
+        ((8, 2, 64, None, 64, 10, 1), Some(Rope::plain(64, 10000.0, false))),
+        ((4, 4, 128, None, 64, 5, 3), Some(Rope::plain(32, 10000.0, true))),
+        ((4, 2, 64, Some(window), window + 8, 2 * window, 1), Some(Rope::plain(64, 500.0, true))),
+    ]) {
+        let ((n_head, n_head_kv, head_dim, window, cells, history, tokens), rope) = case;
         let kv_dim = n_head_kv * head_dim;
         let total = history + tokens;
         let op = AttentionOp {
@@ -494,10 +671,27 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
             k: rng.vec(total * kv_dim, 1.5),
             v: rng.vec(total * kv_dim, 1.0),
             q: rng.vec(tokens * n_head * head_dim, 1.5),
+            rope,
         };
         out.push(outcome(&op, &r, b));
     }
     out
+}
+
+/// A fused product against the reference backend ("fused") and against
+/// the exact products ("fused_vs_f64").
+fn push_fused<R: Backend, B: Backend>(out: &mut Vec<Outcome>, op: &Fused, reference: &R, b: &B) {
+    let got = op.run(b);
+    out.push(Outcome {
+        op: "fused",
+        case: op.case(),
+        rel_err: rel_err(&op.run(reference), &got),
+    });
+    out.push(Outcome {
+        op: "fused_vs_f64",
+        case: op.case(),
+        rel_err: rel_err(&op.exact(), &got),
+    });
 }
 
 /// The outcomes over `tolerance`, one line each, for an assertion message.
@@ -525,13 +719,15 @@ mod tests {
             let b = CpuBackend::new(3, isa);
             let outcomes = check(&b, 7);
             let bad = failures(&outcomes, |o| match o.op {
-                "attention" => 1e-3,
+                "attention" | "rope_store" => 1e-3,
                 "swiglu" => 1e-6,
                 // Activations quantised to 8 bits, as ggml does: a bound
                 // that catches a wrong kernel, not a measure of precision
                 // (one short row of Q2_K is off by 3% against the max).
-                "matmul_vs_f64" => 1e-1,
+                "matmul_vs_f64" | "fused_vs_f64" => 1e-1,
                 "matmul" if o.case.starts_with('F') || o.case.starts_with("BF") => 1e-6,
+                // F16 and BF16 weights' dot products and SiLU's exp, per ISA.
+                "fused" => 1e-6,
                 _ => 0.0,
             });
             assert!(bad.is_empty(), "{}:\n{}", isa.name(), bad.join("\n"));

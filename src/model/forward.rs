@@ -562,9 +562,8 @@ impl<B: Backend + 'static> LayerRange<B> {
         // Attention block.
         b.rms_norm(&r.x, &w.attn_norm, c.eps, t, &mut r.xb);
         if let (Some(wk), Some(wv)) = (&w.wk, &w.wv) {
-            b.matmul(sc, &w.wq, &r.xb, t, &mut r.q);
-            b.matmul(sc, wk, &r.xb, t, &mut r.k);
-            b.matmul(sc, wv, &r.xb, t, &mut r.v);
+            let products = &mut [(&w.wq, &mut r.q), (wk, &mut r.k), (wv, &mut r.v)];
+            b.matmuls(sc, &r.xb, t, products);
         } else {
             let width = q_dim + 2 * kv_dim;
             b.matmul(sc, &w.wq, &r.xb, t, &mut r.fused);
@@ -585,16 +584,15 @@ impl<B: Backend + 'static> LayerRange<B> {
             b.rms_norm_in_place(&mut r.q, qn, c.eps, t * s.n_head);
             b.rms_norm_in_place(&mut r.k, kn, c.eps, t * s.n_head_kv);
         }
-        b.rope(sc, &mut r.q, t, s.n_head, hd, &la.rope, factors, pos0);
-        b.rope(sc, &mut r.k, t, s.n_head_kv, hd, &la.rope, factors, pos0);
+        let kv = &mut r.kv[il - self.first];
+        let heads = (s.n_head, s.n_head_kv);
+        b.rope_store(sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0);
         trace(b, job.trace, "Qcur", il, &r.q, t * q_dim);
         trace(b, job.trace, "Kcur", il, &r.k, t * kv_dim);
         trace(b, job.trace, "Vcur", il, &r.v, t * kv_dim);
         if let Some(qs) = c.q_scale {
             b.scale(&mut r.q, qs, t * q_dim);
         }
-        let kv = &mut r.kv[il - self.first];
-        b.kv_store(sc, kv, &r.k, &r.v, pos0, t);
         let attn = Attention {
             n_head: s.n_head,
             n_head_kv: s.n_head_kv,
@@ -604,40 +602,57 @@ impl<B: Backend + 'static> LayerRange<B> {
         };
         b.attention(sc, kv, &r.q, pos0, t, &attn, &mut r.att);
         trace(b, job.trace, "kqv_out", il, &r.att, t * q_dim);
-        b.matmul(sc, &w.wo, &r.att, t, &mut r.xb);
-        if let Some(pn) = &w.post_attn_norm {
-            b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+        match &w.post_attn_norm {
+            Some(pn) => {
+                b.matmul(sc, &w.wo, &r.att, t, &mut r.xb);
+                b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+                b.add(&mut r.x, &r.xb, t * e);
+            }
+            None => b.matmul_add(sc, &w.wo, &r.att, t, e, &mut r.x, &mut r.xb),
         }
-        b.add(&mut r.x, &r.xb, t * e);
         trace(b, job.trace, "ffn_inp", il, &r.x, t * e);
 
         // Feed-forward block.
         b.rms_norm(&r.x, &w.ffn_norm, c.eps, t, &mut r.xb);
-        match &w.w_gate {
-            Some(wg) => {
-                b.matmul(sc, wg, &r.xb, t, &mut r.gate);
-                b.matmul(sc, &w.w_up, &r.xb, t, &mut r.up);
-            }
-            None => {
-                b.matmul(sc, &w.w_up, &r.xb, t, &mut r.fused);
-                b.copy_cols(&r.fused, 2 * s.n_ff, 0, s.n_ff, t, &mut r.gate);
-                b.copy_cols(&r.fused, 2 * s.n_ff, s.n_ff, s.n_ff, t, &mut r.up);
-            }
-        }
-        trace(b, job.trace, "ffn_gate", il, &r.gate, t * s.n_ff);
-        trace(b, job.trace, "ffn_up", il, &r.up, t * s.n_ff);
         let (glu, name) = match c.arch.activation {
             Activation::SwiGlu => (Glu::SwiGlu, "ffn_swiglu"),
             Activation::GeGlu => (Glu::GeGlu, "ffn_geglu"),
         };
-        b.glu(glu, &mut r.gate, &r.up, t * s.n_ff);
-        trace(b, job.trace, name, il, &r.gate, t * s.n_ff);
-        b.matmul(sc, &w.w_down, &r.gate, t, &mut r.xb);
-        trace(b, job.trace, "ffn_out", il, &r.xb, t * e);
-        if let Some(pn) = &w.post_ffn_norm {
-            b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+        // A trace wants each intermediate, so it takes the ops one by one.
+        let tracing = job.trace.is_some();
+        match &w.w_gate {
+            Some(wg) if !tracing => {
+                b.matmul_glu(sc, glu, wg, &w.w_up, &r.xb, t, s.n_ff, &mut r.gate, &mut r.up);
+            }
+            gate => {
+                match gate {
+                    Some(wg) => {
+                        let products = &mut [(wg, &mut r.gate), (&w.w_up, &mut r.up)];
+                        b.matmuls(sc, &r.xb, t, products);
+                    }
+                    None => {
+                        b.matmul(sc, &w.w_up, &r.xb, t, &mut r.fused);
+                        b.copy_cols(&r.fused, 2 * s.n_ff, 0, s.n_ff, t, &mut r.gate);
+                        b.copy_cols(&r.fused, 2 * s.n_ff, s.n_ff, s.n_ff, t, &mut r.up);
+                    }
+                }
+                trace(b, job.trace, "ffn_gate", il, &r.gate, t * s.n_ff);
+                trace(b, job.trace, "ffn_up", il, &r.up, t * s.n_ff);
+                b.glu(glu, &mut r.gate, &r.up, t * s.n_ff);
+            }
         }
-        b.add(&mut r.x, &r.xb, t * e);
+        trace(b, job.trace, name, il, &r.gate, t * s.n_ff);
+        match &w.post_ffn_norm {
+            None if !tracing => b.matmul_add(sc, &w.w_down, &r.gate, t, e, &mut r.x, &mut r.xb),
+            post_norm => {
+                b.matmul(sc, &w.w_down, &r.gate, t, &mut r.xb);
+                trace(b, job.trace, "ffn_out", il, &r.xb, t * e);
+                if let Some(pn) = post_norm {
+                    b.rms_norm_in_place(&mut r.xb, pn, c.eps, t);
+                }
+                b.add(&mut r.x, &r.xb, t * e);
+            }
+        }
         trace(b, job.trace, "l_out", il, &r.x, t * e);
     }
 

@@ -47,6 +47,8 @@ pub struct DeviceInfo {
     pub free: usize,
     /// Compute capability as major * 10 + minor (90 for Hopper).
     pub capability: u32,
+    /// Streaming multiprocessors.
+    pub sms: u32,
     /// Why our kernels cannot run there (too old a GPU or driver), if so.
     pub problem: Option<String>,
 }
@@ -154,6 +156,7 @@ impl Context {
             total,
             free,
             capability: major * 10 + minor,
+            sms: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
             problem: None,
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod driver;
+mod matvec1;
 
 pub use backend::CudaBackend;
 pub use driver::{devices, DeviceInfo};

@@ -9,6 +9,7 @@
 #include <mma.h>
 #include <stdint.h>
 
+#include "act.cuh"
 #include "intdot.cuh"
 #include "quants.cuh"
 
@@ -389,69 +390,133 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
 //
 // The decode step's mat-vec for the integer-dot types. The per-segment
 // staging above (two block barriers and an L2 round trip per 1024 weights)
-// bounds the kernels above far below HBM bandwidth; here the token's
-// activations are quantised once per product (quantize_x16, into global
-// memory: a few KB that stay in L2), each block copies them into shared
-// memory alongside its first weights, and then runs without block barriers.
-// A block is 8 warps of 2 rows each, so one staged copy of X serves 16 rows
-// and each lane's X chunk, read once a segment, serves both of its rows.
+// bounds the kernels above far below HBM bandwidth; here each block
+// quantises the token's activations once, into shared memory, while its
+// first weights are in flight, and then runs without block barriers. A
+// block is 8 warps of R rows each, so one staged copy of X serves 8R rows
+// and each lane's X chunk, read once a segment, serves all of its rows.
 //
-// X layout (global and shared): chunk c's 32 int16 at byte 64*c, its four
-// 16-byte pieces XOR-swizzled by c & 3; then the chunks' scales, then their
-// float sums: mv_x16_bytes(cols) bytes, rounded up to 16 for the copy.
-__host__ __device__ constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 72; }
-
-constexpr int MV1_WARPS = 8, MV1_ROWS = 2;
+// A decode step runs few, small products, so a launch does more than one
+// (each launch costs microseconds, and X is quantised once for all):
+//  - up to three products of one input (q, k and v), MV1_STORE;
+//  - a product added to its output (the residual stream), MV1_ADD;
+//  - gate and up with their activation: warp w's two rows are row w of
+//    gate and of up, and it writes act(gate) * up (MV1_SWIGLU, MV1_GEGLU).
+//
+// X layout in shared memory: chunk c's 32 int16 at byte 64*c, its four
+// 16-byte pieces XOR-swizzled by c & 3 (conflict-free reads of a warp's
+// consecutive chunks); then the chunks' scales, then their float sums: 72
+// bytes a chunk (cuda/matvec1.rs sizes the launch's dynamic shared memory).
+constexpr int MV1_WARPS = 8;
+enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
 // Two slots a row (one segment in flight while one is read) for the larger
 // blocks, three for the small ones: within 48 KB of static shared memory.
 __host__ __device__ constexpr int mv1_stages(int t) { return mv_slot_bytes(t) > 700 ? 2 : 3; }
 
-template <int T>
-__device__ __forceinline__ void matvec1(const uint8_t* __restrict__ W, const uint8_t* __restrict__ xg,
-                                        float* __restrict__ Y, int rows, int cols, long long row_bytes) {
+// X (cols floats) into the layout above, by the whole block; every thread
+// takes part in every round (the shuffles), whether or not it has a value.
+__device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, uint8_t* xq, int cols) {
+    const int nchunks = cols >> 5, n4 = cols >> 2;
+    float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
+    for (int base = 0; base < n4; base += blockDim.x) {
+        const int q = base + threadIdx.x;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (q < n4) v = __ldg(reinterpret_cast<const float4*>(X) + q);
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+        float sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+        for (int off = 1; off < 8; off <<= 1) {
+            amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+            sum += __shfl_xor_sync(FULL, sum, off);
+        }
+        if (q >= n4) continue;
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
+                            (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
+        const uint32_t hi = (static_cast<uint32_t>(__float2int_rn(v.z * inv)) & 0xffffu) |
+                            (static_cast<uint32_t>(__float2int_rn(v.w * inv)) << 16);
+        const int c = q >> 3, piece = (q & 7) >> 1;
+        *reinterpret_cast<uint2*>(xq + 64 * c + 16 * (piece ^ (c & 3)) + 8 * (q & 1)) = make_uint2(lo, hi);
+        if ((q & 7) == 0) {
+            scales[c] = amax / 32767.0f;
+            scales[nchunks + c] = sum;
+        }
+    }
+}
+
+// The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
+struct Mv1Parts {
+    const uint8_t* W[3];
+    float* Y[3];
+    int rows[3];
+    // Element `p` of a three-element array by selects, not indexing: a
+    // runtime index would put the array in local memory.
+    template <typename V>
+    __device__ __forceinline__ static V pick(const V (&a)[3], int p) {
+        return p == 0 ? a[0] : (p == 1 ? a[1] : a[2]);
+    }
+};
+
+template <int T, int R, int OUT>
+__device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                        long long row_bytes) {
+    constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
+    static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int ST = mv1_stages(T), SLOT = mv_slot_bytes(T);
     extern __shared__ __align__(16) uint8_t xq[];
-    __shared__ __align__(16) uint8_t slots[MV1_WARPS][MV1_ROWS][ST * SLOT];
+    __shared__ __align__(16) uint8_t slots[MV1_WARPS][R][ST * SLOT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int r0 = (blockIdx.x * MV1_WARPS + warp) * MV1_ROWS;
+
+    // This block's part and its first row (block-uniform).
+    int part = 0, block = blockIdx.x;
+    constexpr int ROWS_PER_BLOCK = GLU ? MV1_WARPS : MV1_WARPS * R;
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+        const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        if (part == p && block >= nb) {
+            block -= nb;
+            part = p + 1;
+        }
+    }
+    const int rows = Mv1Parts::pick(parts.rows, part);
+    const int r0 = GLU ? block * MV1_WARPS + warp : (block * MV1_WARPS + warp) * R;
+    const uint8_t* row[R];
+    bool active[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        const int r = GLU ? r0 : r0 + i;
+        active[i] = r < rows;
+        const uint8_t* w = GLU ? parts.W[i] : Mv1Parts::pick(parts.W, part);
+        row[i] = w + static_cast<long long>(active[i] ? r : 0) * row_bytes;
+    }
     const int nchunks = cols >> 5;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG;
-    const uint8_t* row[MV1_ROWS];
-    bool active[MV1_ROWS];
-#pragma unroll
-    for (int i = 0; i < MV1_ROWS; ++i) {
-        active[i] = r0 + i < rows;
-        row[i] = W + static_cast<long long>(active[i] ? r0 + i : 0) * row_bytes;
-    }
-    // X joins the first commit group.
-    const int x16 = (mv_x16_bytes(cols) + 15) >> 4;
-    for (int i = threadIdx.x; i < x16; i += blockDim.x) copy16_async(xq + 16 * i, xg + 16 * i);
 #pragma unroll
     for (int s = 0; s < ST - 1; ++s) {
 #pragma unroll
-        for (int i = 0; i < MV1_ROWS; ++i)
+        for (int i = 0; i < R; ++i)
             if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + s * SLOT, lane);
         async_commit();
     }
+    // X while the first weights arrive.
+    mv1_quantize_x(X, xq, cols);
+    __syncthreads();
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
-    float acc[MV1_ROWS];
+    float acc[R];
 #pragma unroll
-    for (int i = 0; i < MV1_ROWS; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < R; ++i) acc[i] = 0.0f;
     for (int seg = 0; seg < nseg; ++seg) {
         {
             const int s = seg + ST - 1;
 #pragma unroll
-            for (int i = 0; i < MV1_ROWS; ++i)
+            for (int i = 0; i < R; ++i)
                 if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + (s % ST) * SLOT, lane);
             async_commit();
         }
         async_wait<ST - 1>();
-        if (seg == 0)
-            __syncthreads();  // every thread's part of X has landed (block-uniform: seg)
-        else
-            __syncwarp();
+        __syncwarp();
         const int c = seg * 32 + lane;
         if (c < nchunks) {
             uint4 x[4];
@@ -459,7 +524,7 @@ __device__ __forceinline__ void matvec1(const uint8_t* __restrict__ W, const uin
             for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
             const float dx = scales[c], sx = sums[c];
 #pragma unroll
-            for (int i = 0; i < MV1_ROWS; ++i) {
+            for (int i = 0; i < R; ++i) {
                 if (!active[i]) continue;
                 const int skew = static_cast<int>(
                     (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
@@ -481,47 +546,22 @@ __device__ __forceinline__ void matvec1(const uint8_t* __restrict__ W, const uin
     }
     async_wait<0>();
 #pragma unroll
-    for (int i = 0; i < MV1_ROWS; ++i) {
-        float s = acc[i];
+    for (int i = 0; i < R; ++i) {
 #pragma unroll
-        for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL, s, off);
-        if (lane == 0 && active[i]) Y[r0 + i] = s;
+        for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+    }
+    if (lane != 0) return;
+    float* Y = Mv1Parts::pick(parts.Y, part);
+    if constexpr (GLU) {
+        if (active[0]) Y[r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            if (!active[i]) continue;
+            Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + acc[i] : acc[i];
+        }
     }
 }
-
-}  // namespace
-
-// One token's X, cols floats, into the int16 layout above; grid
-// ceil(cols / 1024), block 256 (a float4 a thread, 8 threads a chunk).
-extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __restrict__ X, uint8_t* __restrict__ xq,
-                                                              int cols) {
-    const int nchunks = cols >> 5, n4 = cols >> 2;
-    const int q = blockIdx.x * 256 + threadIdx.x;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (q < n4) v = __ldg(reinterpret_cast<const float4*>(X) + q);
-    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-    float sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-    for (int off = 1; off < 8; off <<= 1) {
-        amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
-        sum += __shfl_xor_sync(FULL, sum, off);
-    }
-    if (q >= n4) return;
-    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-    const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
-                        (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
-    const uint32_t hi = (static_cast<uint32_t>(__float2int_rn(v.z * inv)) & 0xffffu) |
-                        (static_cast<uint32_t>(__float2int_rn(v.w * inv)) << 16);
-    const int c = q >> 3, piece = (q & 7) >> 1;
-    *reinterpret_cast<uint2*>(xq + 64 * c + 16 * (piece ^ (c & 3)) + 8 * (q & 1)) = make_uint2(lo, hi);
-    if ((q & 7) == 0) {
-        float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
-        scales[c] = amax / 32767.0f;
-        scales[nchunks + c] = sum;
-    }
-}
-
-namespace {
 
 // ---------------------------------------------------------------- matmul, tensor cores
 //
@@ -813,15 +853,29 @@ GQ_MATVEC_INT(q4_k, gq::Q4_K)
 GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
-// matvec1_<t>(W, xq, Y, rows, cols, row_bytes): one token, xq from
-// quantize_x16; grid ceil(rows / 16), block 256, dynamic shared memory
-// (mv_x16_bytes(cols) + 15) & ~15.
-#define GQ_MATVEC1(name, T)                                                                            \
-    extern "C" __global__ void __launch_bounds__(256, 3)                                                \
-        matvec1_##name(const uint8_t* __restrict__ W, const uint8_t* __restrict__ xq, float* __restrict__ Y, \
-                       int rows, int cols, long long row_bytes) {                                       \
-        matvec1<T>(W, xq, Y, rows, cols, row_bytes);                                                    \
+// matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
+// row_bytes): one token, X f32; block 256, dynamic shared memory
+// 72 * cols / 32 rounded up to 16. Variants:
+//   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
+//              a warp, grid sum_p ceil(rows_p / (8 R));
+//   r1a, r2a:  Y0 += W0 X (one part);
+//   swiglu, geglu: Y0 = act(W0 X) * (W1 X), W0 and W1 of rows0 rows each;
+//              grid ceil(rows0 / 8).
+#define GQ_MATVEC1_ONE(name, T, variant, R, OUT)                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 3)                                                    \
+        matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
+                                   const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
+                                   int rows2, int cols, long long row_bytes) {                               \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
+        matvec1<T, R, OUT>(X, parts, cols, row_bytes);                                                      \
     }
+#define GQ_MATVEC1(name, T)                             \
+    GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \
+    GQ_MATVEC1_ONE(name, T, r2, 2, MV1_STORE)           \
+    GQ_MATVEC1_ONE(name, T, r1a, 1, MV1_ADD)            \
+    GQ_MATVEC1_ONE(name, T, r2a, 2, MV1_ADD)            \
+    GQ_MATVEC1_ONE(name, T, swiglu, 2, MV1_SWIGLU)      \
+    GQ_MATVEC1_ONE(name, T, geglu, 2, MV1_GEGLU)
 GQ_MATVEC1(q4_0, gq::Q4_0)
 GQ_MATVEC1(q4_1, gq::Q4_1)
 GQ_MATVEC1(q8_0, gq::Q8_0)

@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "act.cuh"
+
 #define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -97,28 +99,13 @@ extern "C" __global__ void copy_cols(const float* src, int src_width, int col0, 
 // gate = silu(gate) * up
 extern "C" __global__ void swiglu(float* gate, const float* up, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
-        float g = gate[i];
-        gate[i] = g / (1.0f + expf(-g)) * up[i];
-    }
+    if (i < n) gate[i] = swiglu_of(gate[i], up[i]);
 }
 
-// gate = gelu(gate) * up, ggml's tanh approximation (and its cut-offs).
+// gate = gelu(gate) * up
 extern "C" __global__ void geglu(float* gate, const float* up, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) {
-        float g = gate[i];
-        float r;
-        if (g <= -10.0f) {
-            r = 0.0f;
-        } else if (g >= 10.0f) {
-            r = g;
-        } else {
-            const float k = 0.7978845608028654f, a = 0.044715f;
-            r = 0.5f * g * (1.0f + tanhf(k * g * fmaf(a * g, g, 1.0f)));
-        }
-        gate[i] = r * up[i];
-    }
+    if (i < n) gate[i] = geglu_of(gate[i], up[i]);
 }
 
 struct RopeParams {
@@ -127,15 +114,11 @@ struct RopeParams {
     int neox;
 };
 
-// Rotates every head of `tokens` rows of n_heads * head_dim; token i is at
-// position step[0] + i. grid = (tokens, n_heads), block = 128; each thread
-// rotates pairs i0/2 = threadIdx.x, threadIdx.x + 128, ...
-// `ff` (frequency factors, n_dims / 2) may be null.
-extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* step,
-                                RopeParams p, const float* ff) {
-    int t = blockIdx.x, h = blockIdx.y;
-    float* head = x + ((long long)t * n_heads + h) * head_dim;
-    float pos = (float)(step[0] + t);
+// Rotates one head at position `pos`, the block's threads taking pairs
+// threadIdx.x, threadIdx.x + blockDim.x, ... (`ff`: frequency factors,
+// n_dims / 2, or null).
+__device__ __forceinline__ void rope_head(float* head, int pos_i, const RopeParams& p, const float* ff) {
+    float pos = (float)pos_i;
     float theta_scale = powf(p.freq_base, -2.0f / (float)p.n_dims);
     float mscale0 = p.attn_factor;
     if (p.ext_factor != 0.0f) mscale0 *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
@@ -160,6 +143,40 @@ extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* 
         float x0 = head[a], x1 = head[b];
         head[a] = x0 * c - x1 * s;
         head[b] = x0 * s + x1 * c;
+    }
+}
+
+// Rotates every head of `tokens` rows of n_heads * head_dim; token i is at
+// position step[0] + i. grid = (tokens, n_heads), block = 128.
+extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* step,
+                                RopeParams p, const float* ff) {
+    int t = blockIdx.x, h = blockIdx.y;
+    rope_head(x + ((long long)t * n_heads + h) * head_dim, step[0] + t, p, ff);
+}
+
+// The attention block's steps between its projections and attention, in one
+// launch: rope on q (n_head heads) and k (n_head_kv heads) of `tokens` rows,
+// then k and v (kv_dim = n_head_kv * head_dim wide) as f16 into the cache
+// cells (step[0] + t) % cells, as rope and kv_store do.
+// grid = (tokens, n_head + n_head_kv), block = 128.
+extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
+                                      int head_dim, const int* step, RopeParams p, const float* ff,
+                                      __half* kc, __half* vc, int cells) {
+    int t = blockIdx.x, h = blockIdx.y;
+    if (h < n_head) {
+        rope_head(q + ((long long)t * n_head + h) * head_dim, step[0] + t, p, ff);
+        return;
+    }
+    h -= n_head;
+    const int kv_dim = n_head_kv * head_dim;
+    float* head = k + (long long)t * kv_dim + h * head_dim;
+    rope_head(head, step[0] + t, p, ff);
+    __syncthreads();  // the head as the other threads rotated it
+    long long at = (long long)((step[0] + t) % cells) * kv_dim + h * head_dim;
+    const float* vh = v + (long long)t * kv_dim + h * head_dim;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+        kc[at + i] = __float2half_rn(head[i]);
+        vc[at + i] = __float2half_rn(vh[i]);
     }
 }
 

@@ -196,7 +196,8 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 }
 
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
-typedef void (*kern1_t)(const uint8_t*, const uint8_t*, float*, int, int, long long);
+typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
+                        float*, int, int, long long);
 
 struct TypeCase {
     int t;
@@ -204,7 +205,7 @@ struct TypeCase {
     void (*deq)(const uint8_t*, float*, int, int, long long);
     kern_t matvec, matmul;
     kern_t matvecx;  // the integer-dot matvec, where the type has one
-    kern1_t matvec1;  // the one-token integer matvec (with quantize_x16), where the type has one
+    kern1_t matvec1[2];  // the one-token integer matvec, 1 and 2 rows a warp, where the type has one
 };
 
 template <int T>
@@ -213,21 +214,33 @@ static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long lo
     k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
 }
 
-#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, nullptr}
-#define TCX(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name, matvec1_##name}
+#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, {nullptr, nullptr}}
+#define TCX(name, T) \
+    {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name, {matvec1_##name##_r1, matvec1_##name##_r2}}
 
-// One token through quantize_x16 and matvec1 (xq: room for mv_x16_bytes(cols) rounded to 16).
-static void run_matvec1(const TypeCase& tc, const uint8_t* dW, const float* dX, uint8_t* dXq, float* dY, int rows,
-                        int cols, long long rb) {
-    const int dyn = (mv_x16_bytes(cols) + 15) & ~15;
-    quantize_x16<<<(cols + 1023) / 1024, 256>>>(dX, dXq, cols);
-    tc.matvec1<<<(rows + 15) / 16, 256, dyn>>>(dW, dXq, dY, rows, cols, rb);
-}
 static const TypeCase CASES[] = {
     TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
     TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
     TCX(q4_k, gq::Q4_K), TCX(q5_k, gq::Q5_K), TCX(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
 };
+
+// matvec1's shared X: 72 bytes a chunk of 32 (matmul.cu).
+static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 72; }
+
+// One token through matvec1 with R (1 or 2) rows a warp, one part.
+static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const float* dX, float* dY, int rows, int cols,
+                        long long rb) {
+    static bool allowed[2] = {false, false};
+    const int dyn = (mv_x16_bytes(cols) + 15) & ~15;
+    if (!allowed[R - 1]) {
+        for (const TypeCase& c : CASES)
+            if (c.matvec1[R - 1])
+                CK(cudaFuncSetAttribute(c.matvec1[R - 1], cudaFuncAttributeMaxDynamicSharedMemorySize, 200 << 10));
+        allowed[R - 1] = true;
+    }
+    tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
+                                                                   nullptr, 0, cols, rb);
+}
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
 static int compare(const char* what, const TypeCase& tc, int rows, int cols, int ntok, const std::vector<float>& Wf,
@@ -285,15 +298,13 @@ static void bench() {
                 CK(cudaEventElapsedTime(&ms, a, b));
                 printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
             }
-            if (tc.matvec1 && ntok == 1) {
-                uint8_t* dXq;
-                CK(cudaMalloc(&dXq, mv_x16_bytes(cols) + 16));
+            for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++) {
+                run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
                 CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++) run_matvec1(tc, dW, dX, dXq, dY, rows, cols, rb);
+                for (int i = 0; i < it; i++) run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
                 CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
                 CK(cudaEventElapsedTime(&ms, a, b));
-                printf(" (1 %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
-                CK(cudaFree(dXq));
+                printf(" (1r%d %6.1f us %6.0f GB/s)", R, 1e3 * ms / it, W.size() / (1e6 * ms / it));
             }
         }
         for (int ntok : {64, 512}) {
@@ -374,15 +385,12 @@ int main(int argc, char** argv) {
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
                     }
-                    if (tc.matvec1 && ntok == 1) {
-                        uint8_t* dXq;
-                        CK(cudaMalloc(&dXq, mv_x16_bytes(cols) + 16));
+                    for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++) {
                         CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                        run_matvec1(tc, dW, dX, dXq, dY, rows, cols, rb);
+                        run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
-                        type_fail += compare("matvec1", tc, rows, cols, 1, Wf, X, Y, 1e-4);
-                        CK(cudaFree(dXq));
+                        type_fail += compare(R == 1 ? "matvec1 r1" : "matvec1 r2", tc, rows, cols, 1, Wf, X, Y, 1e-4);
                     }
                 }
                 if (ntok != 2 && ntok != 3 && ntok != 5) {

@@ -1,0 +1,121 @@
+//! The decode step's one-token mat-vec kernels (matmul.cu's
+//! `matvec1_<t>_<variant>`): X quantised inside the kernel, up to three
+//! products of one input in one launch, and the residual add or the gated
+//! activation in the epilogue. A decode step runs many small products, each
+//! launch costs microseconds, and so do the element-wise kernels these
+//! replace.
+
+use super::driver::{CuResult, Function};
+use crate::backend::Glu;
+
+/// What a launch does with its products.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Epilogue {
+    /// `Y_p = W_p · X` for each part.
+    Store,
+    /// `Y += W · X` (one part).
+    Add,
+    /// `Y = act(W_gate · X) * (W_up · X)` (parts: gate, then up).
+    Glu(Glu),
+}
+
+/// One kernel and the dynamic shared memory it may take on this GPU.
+#[derive(Clone, Copy)]
+struct Kernel {
+    f: Function,
+    max_shared: usize,
+}
+
+/// A weight type's one-token kernels.
+pub(super) struct Matvec1 {
+    /// One and two rows a warp; stores, then adds.
+    r1: Kernel,
+    r2: Kernel,
+    r1a: Kernel,
+    r2a: Kernel,
+    swiglu: Kernel,
+    geglu: Kernel,
+}
+
+/// A launch: the kernel, its dynamic shared memory and its rows a block.
+pub(super) struct Plan {
+    pub f: Function,
+    pub shared: u32,
+    pub rows_per_block: usize,
+}
+
+/// X in the kernel's shared layout for one token of `cols` (matmul.cu's
+/// mv_x16_bytes: 32 int16, a scale and a sum a chunk of 32), rounded up to 16.
+fn x16_bytes(cols: usize) -> usize {
+    (cols / 32 * 72).next_multiple_of(16)
+}
+
+/// The most dynamic shared memory `f` may take here: the largest block
+/// budget the driver accepts (227 KiB on Hopper, 163 on A100, 99 on Ada, 64
+/// on Turing), less what the kernel declares itself.
+fn dynamic_shared_budget(f: Function) -> usize {
+    let Ok(fixed) = f.static_shared() else {
+        return 0;
+    };
+    [227usize, 163, 99, 64, 48]
+        .into_iter()
+        .map(|kib| (kib << 10).saturating_sub(fixed))
+        .find(|&bytes| bytes > 0 && f.allow_dynamic_shared(bytes).is_ok())
+        .unwrap_or(0)
+}
+
+impl Matvec1 {
+    /// The kernels of type `name` (lowercase ggml name), if it has them.
+    pub fn find(find: impl Fn(&str) -> CuResult<Function>, name: &str) -> Option<Matvec1> {
+        let kernel = |variant: &str| -> Option<Kernel> {
+            let f = find(&format!("matvec1_{name}_{variant}")).ok()?;
+            Some(Kernel {
+                f,
+                max_shared: dynamic_shared_budget(f),
+            })
+        };
+        Some(Matvec1 {
+            r1: kernel("r1")?,
+            r2: kernel("r2")?,
+            r1a: kernel("r1a")?,
+            r2a: kernel("r2a")?,
+            swiglu: kernel("swiglu")?,
+            geglu: kernel("geglu")?,
+        })
+    }
+
+    /// The launch for `rows` outputs in all over `cols` columns on a GPU
+    /// of `sms` multiprocessors; None when X does not fit its shared memory.
+    /// Two rows a warp halve the copies of X, but only while that still
+    /// leaves a block for every multiprocessor.
+    pub fn plan(&self, epilogue: Epilogue, rows: usize, cols: usize, sms: usize) -> Option<Plan> {
+        let two = rows.div_ceil(16) >= sms;
+        let (k, rows_per_block) = match epilogue {
+            Epilogue::Store if two => (self.r2, 16),
+            Epilogue::Store => (self.r1, 8),
+            Epilogue::Add if two => (self.r2a, 16),
+            Epilogue::Add => (self.r1a, 8),
+            Epilogue::Glu(Glu::SwiGlu) => (self.swiglu, 8),
+            Epilogue::Glu(Glu::GeGlu) => (self.geglu, 8),
+        };
+        let shared = x16_bytes(cols);
+        (cols % 32 == 0 && shared <= k.max_shared).then_some(Plan {
+            f: k.f,
+            shared: shared as u32,
+            rows_per_block,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_layout_matches_the_kernel() {
+        // 4096 columns: 128 chunks of 64 bytes of int16, then 128 scales and 128 sums.
+        assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2);
+        assert_eq!(x16_bytes(96) % 16, 0);
+        assert!(x16_bytes(96) >= 3 * 72);
+    }
+}
