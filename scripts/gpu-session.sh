@@ -21,6 +21,14 @@ results=$W/results
 ENTRIES=("Q4_K_M:-ngl 99 -p 512 -n 128" "Q4_0:-ngl 99 -p 512 -n 128" "Q8_0:-ngl 99 -p 512 -n 128"
   "F16:-ngl 99 -p 512 -n 128" "Q4_K_M:-ngl 99 -p 0 -n 128 -d 4096" "Q4_K_M:-ngl 16 -p 512 -n 128"
   "1B-Q4_K_M:-ngl 99 -p 512 -n 128")
+# GPU_SESSION_ONLY=REGEX keeps the entries it matches (device time is scarce).
+if [ -n "${GPU_SESSION_ONLY:-}" ]; then
+  kept=()
+  for e in "${ENTRIES[@]}"; do [[ $e =~ $GPU_SESSION_ONLY ]] && kept+=("$e"); done
+  ENTRIES=("${kept[@]}")
+fi
+# GPU_SESSION_AB="VAR=VALUE ..." also times llm's decode under each setting.
+DECODE=("Q4_K_M:-ngl 99 -p 0 -n 128" "Q4_0:-ngl 99 -p 0 -n 128" "1B-Q4_K_M:-ngl 99 -p 0 -n 128")
 
 case "${1:-}" in
 a)
@@ -37,6 +45,11 @@ a)
   mkdir -p "$results"
   GPU_BENCH_ENGINES=llm OUT=$results GPU_BENCH_TIMEOUT=100 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench-llm.log"
   cp "$results"/* "$out/"
+  for ab in ${GPU_SESSION_AB:-}; do
+    mkdir -p "$out/$ab"
+    env "$ab" GPU_BENCH_ENGINES=llm OUT="$out/$ab" GPU_BENCH_TIMEOUT=60 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
+      "${DECODE[@]}" 2>&1 | grep -E "^==|tg128" | sed "s/^/$ab /"
+  done
   ;;
 b)
   GPU_PACK=.gpu-b timeout 120 scripts/gpu-suite.sh run smollm2 chat_on >"$out/suite-b.log" 2>&1

@@ -345,7 +345,9 @@ impl Op for AttentionOp {
         if let Some(rope) = &self.rope {
             let heads = (self.a.n_head, self.a.n_head_kv);
             let (t, hd) = (self.tokens, self.a.head_dim);
-            b.rope_store(&mut sc, &mut kv, &mut q, &mut k, &v, t, heads, hd, rope, None, pos);
+            b.rope_store(
+                &mut sc, &mut kv, &mut q, &mut k, &v, t, heads, hd, rope, None, pos,
+            );
         } else {
             b.kv_store(&mut sc, &mut kv, &k, &v, pos, self.tokens);
         }
@@ -373,7 +375,13 @@ struct Fused {
 }
 
 impl Fused {
-    fn new(rng: &mut Rng, kind: &'static str, types: &[GgmlType], rows: &[usize], tokens: usize) -> Fused {
+    fn new(
+        rng: &mut Rng,
+        kind: &'static str,
+        types: &[GgmlType],
+        rows: &[usize],
+        tokens: usize,
+    ) -> Fused {
         let cols = 512;
         let ws: Vec<HostMat> = types
             .iter()
@@ -441,13 +449,21 @@ impl Op for Fused {
             .iter()
             .map(|w| format!("{} {}x{}", w.format, w.rows, w.cols))
             .collect();
-        format!("{} {} x {} tokens", self.kind, shapes.join(", "), self.tokens)
+        format!(
+            "{} {} x {} tokens",
+            self.kind,
+            shapes.join(", "),
+            self.tokens
+        )
     }
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
         let ws: Vec<B::Mat> = self
             .ws
             .iter()
-            .map(|w| b.upload_mat(w).expect("the backend takes every weight type"))
+            .map(|w| {
+                b.upload_mat(w)
+                    .expect("the backend takes every weight type")
+            })
             .collect();
         let x = up(b, &self.x);
         let t = self.tokens;
@@ -456,7 +472,8 @@ impl Op for Fused {
         let width = self.ws[0].rows;
         match self.kind {
             "matmuls" => {
-                let mut products: Vec<(&B::Mat, &mut B::Buf)> = ws.iter().zip(outs.iter_mut()).collect();
+                let mut products: Vec<(&B::Mat, &mut B::Buf)> =
+                    ws.iter().zip(outs.iter_mut()).collect();
                 b.matmuls(&mut sc, &x, t, &mut products);
                 self.ws
                     .iter()
@@ -546,7 +563,11 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
     // two, and sizes past what one block a multiprocessor takes (a GPU's
     // two-rows-a-warp kernels).
     for &ty in WEIGHT_TYPES {
-        let other = if ty == GgmlType::Q6_K { GgmlType::Q4_K } else { GgmlType::Q6_K };
+        let other = if ty == GgmlType::Q6_K {
+            GgmlType::Q4_K
+        } else {
+            GgmlType::Q6_K
+        };
         for tokens in [1, 3] {
             let cases: [(&str, Vec<GgmlType>, Vec<usize>); 5] = [
                 ("matmuls", vec![ty, ty, other], vec![17, 5, 33]),
@@ -650,9 +671,18 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
     .map(|case| (case, None))
     // rope_store: batch 1 and > 1, full and partial rotation, both layouts.
     .chain([
-        ((8, 2, 64, None, 64, 10, 1), Some(Rope::plain(64, 10000.0, false))),
-        ((4, 4, 128, None, 64, 5, 3), Some(Rope::plain(32, 10000.0, true))),
-        ((4, 2, 64, Some(window), window + 8, 2 * window, 1), Some(Rope::plain(64, 500.0, true))),
+        (
+            (8, 2, 64, None, 64, 10, 1),
+            Some(Rope::plain(64, 10000.0, false)),
+        ),
+        (
+            (4, 4, 128, None, 64, 5, 3),
+            Some(Rope::plain(32, 10000.0, true)),
+        ),
+        (
+            (4, 2, 64, Some(window), window + 8, 2 * window, 1),
+            Some(Rope::plain(64, 500.0, true)),
+        ),
     ]) {
         let ((n_head, n_head_kv, head_dim, window, cells, history, tokens), rope) = case;
         let kv_dim = n_head_kv * head_dim;

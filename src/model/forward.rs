@@ -586,7 +586,9 @@ impl<B: Backend + 'static> LayerRange<B> {
         }
         let kv = &mut r.kv[il - self.first];
         let heads = (s.n_head, s.n_head_kv);
-        b.rope_store(sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0);
+        b.rope_store(
+            sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0,
+        );
         trace(b, job.trace, "Qcur", il, &r.q, t * q_dim);
         trace(b, job.trace, "Kcur", il, &r.k, t * kv_dim);
         trace(b, job.trace, "Vcur", il, &r.v, t * kv_dim);
@@ -622,7 +624,17 @@ impl<B: Backend + 'static> LayerRange<B> {
         let tracing = job.trace.is_some();
         match &w.w_gate {
             Some(wg) if !tracing => {
-                b.matmul_glu(sc, glu, wg, &w.w_up, &r.xb, t, s.n_ff, &mut r.gate, &mut r.up);
+                b.matmul_glu(
+                    sc,
+                    glu,
+                    wg,
+                    &w.w_up,
+                    &r.xb,
+                    t,
+                    s.n_ff,
+                    &mut r.gate,
+                    &mut r.up,
+                );
             }
             gate => {
                 match gate {

@@ -290,16 +290,24 @@ impl CudaBackend {
     /// One token's products `parts` (weight, output, its rows) of matrices of
     /// `w`'s type and shape, as one matvec1 launch; false (nothing launched)
     /// where the type or width has none. Glu takes gate and up, one output.
-    fn matvec1(&self, ep: Epilogue, w: &CudaMat, x: &CudaBuf, parts: &[(&CudaMat, u64, usize)]) -> bool {
+    fn matvec1(
+        &self,
+        ep: Epilogue,
+        w: &CudaMat,
+        x: &CudaBuf,
+        parts: &[(&CudaMat, u64, usize)],
+    ) -> bool {
         let Some(m) = &self.kernels.matmul[&w.ty].matvec1 else {
             return false;
         };
-        debug_assert!(parts.len() <= 3 && parts.iter().all(|(p, ..)| p.ty == w.ty && p.cols == w.cols));
+        debug_assert!(
+            parts.len() <= 3 && parts.iter().all(|(p, ..)| p.ty == w.ty && p.cols == w.cols)
+        );
         let outputs = match ep {
             Epilogue::Glu(_) => parts[0].2,
             _ => parts.iter().map(|p| p.2).sum(),
         };
-        let Some(plan) = m.plan(ep, outputs, w.cols, self.info.sms.max(1) as usize) else {
+        let Some(plan) = m.plan(w.ty, ep, outputs, w.cols, self.info.sms.max(1) as usize) else {
             return false;
         };
         let mut ws = [0u64; 3];
@@ -313,12 +321,30 @@ impl CudaBackend {
         if let Epilogue::Glu(_) = ep {
             rows[1] = 0; // gate's rows index both; part 1 has no blocks of its own
         }
-        let grid: u32 = rows.iter().map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32).sum();
+        let grid: u32 = rows
+            .iter()
+            .map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32)
+            .sum();
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        let args: [&dyn KernelArg; 12] = [
-            &x.mem.ptr, &ws[0], &ys[0], &rows[0], &ws[1], &ys[1], &rows[1], &ws[2], &ys[2], &rows[2], &cols, &rb,
+        let args: [&dyn KernelArg; 13] = [
+            &x.mem.ptr,
+            &ws[0],
+            &ys[0],
+            &rows[0],
+            &ws[1],
+            &ys[1],
+            &rows[1],
+            &ws[2],
+            &ys[2],
+            &rows[2],
+            &cols,
+            &rb,
+            &plan.stages,
         ];
-        self.keep(plan.f.launch(&self.stream, (grid.max(1), 1, 1), 256, plan.shared, &args));
+        self.keep(
+            plan.f
+                .launch(&self.stream, (grid.max(1), 1, 1), 256, plan.shared, &args),
+        );
         true
     }
 
@@ -816,7 +842,12 @@ impl Backend for CudaBackend {
         debug_assert_eq!(kv.kv_dim, n_head_kv * head_dim);
         let p = rope_params(rope);
         let ff = freq_factors.map_or(0u64, |f| f.mem.ptr());
-        let (nh, nkv, hd, cells) = (n_head as i32, n_head_kv as i32, head_dim as i32, kv.cells as i32);
+        let (nh, nkv, hd, cells) = (
+            n_head as i32,
+            n_head_kv as i32,
+            head_dim as i32,
+            kv.cells as i32,
+        );
         self.launch(
             self.kernels.rope_store,
             (tokens as u32, (n_head + n_head_kv) as u32, 1),

@@ -7,6 +7,7 @@
 
 use super::driver::{CuResult, Function};
 use crate::backend::Glu;
+use crate::GgmlType;
 
 /// What a launch does with its products.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,11 +38,33 @@ pub(super) struct Matvec1 {
     geglu: Kernel,
 }
 
-/// A launch: the kernel, its dynamic shared memory and its rows a block.
+/// A launch: the kernel, its dynamic shared memory, its rows a block and
+/// the slots each row cycles its weights through.
 pub(super) struct Plan {
     pub f: Function,
     pub shared: u32,
     pub rows_per_block: usize,
+    pub stages: i32,
+}
+
+/// Segments of a row in flight while one is read, unless
+/// LLM_CUDA_MV1_AHEAD says otherwise (1..7): a 4096-wide row of 4-bit
+/// weights is 4 segments, so all of a small matrix is asked for at once.
+fn segments_ahead() -> usize {
+    static AHEAD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *AHEAD.get_or_init(|| {
+        std::env::var("LLM_CUDA_MV1_AHEAD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(4, |n: usize| n.clamp(1, 7))
+    })
+}
+
+/// One slot: a segment of 1024 weights of `ty` and room to align it
+/// (matmul.cu's mv_slot_bytes).
+fn slot_bytes(ty: GgmlType) -> usize {
+    let seg = 1024 / ty.block_size() as usize * ty.type_size() as usize;
+    (seg + 31).div_ceil(16) * 16
 }
 
 /// X in the kernel's shared layout for one token of `cols` (matmul.cu's
@@ -88,7 +111,15 @@ impl Matvec1 {
     /// of `sms` multiprocessors; None when X does not fit its shared memory.
     /// Two rows a warp halve the copies of X, but only while that still
     /// leaves a block for every multiprocessor.
-    pub fn plan(&self, epilogue: Epilogue, rows: usize, cols: usize, sms: usize) -> Option<Plan> {
+    /// The stages shrink until the block fits its shared memory.
+    pub fn plan(
+        &self,
+        ty: GgmlType,
+        epilogue: Epilogue,
+        rows: usize,
+        cols: usize,
+        sms: usize,
+    ) -> Option<Plan> {
         let two = rows.div_ceil(16) >= sms;
         let (k, rows_per_block) = match epilogue {
             Epilogue::Store if two => (self.r2, 16),
@@ -98,11 +129,25 @@ impl Matvec1 {
             Epilogue::Glu(Glu::SwiGlu) => (self.swiglu, 8),
             Epilogue::Glu(Glu::GeGlu) => (self.geglu, 8),
         };
-        let shared = x16_bytes(cols);
-        (cols % 32 == 0 && shared <= k.max_shared).then_some(Plan {
-            f: k.f,
-            shared: shared as u32,
-            rows_per_block,
+        if !cols.is_multiple_of(32) {
+            return None;
+        }
+        // Warps' rows: 8 of 1 or 2, or gate and up.
+        let warp_rows = if rows_per_block == 16 || matches!(epilogue, Epilogue::Glu(_)) {
+            2
+        } else {
+            1
+        };
+        let ahead = segments_ahead().min(cols.div_ceil(1024));
+        (1..=ahead).rev().find_map(|ahead| {
+            let stages = ahead + 1;
+            let shared = x16_bytes(cols) + 8 * warp_rows * stages * slot_bytes(ty);
+            (shared <= k.max_shared).then_some(Plan {
+                f: k.f,
+                shared: shared as u32,
+                rows_per_block,
+                stages: stages as i32,
+            })
         })
     }
 }
@@ -117,5 +162,13 @@ mod tests {
         assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2);
         assert_eq!(x16_bytes(96) % 16, 0);
         assert!(x16_bytes(96) >= 3 * 72);
+    }
+
+    #[test]
+    fn slots_hold_a_segment_and_its_skew() {
+        // Q4_K: 4 blocks of 144 bytes; Q8_0: 32 blocks of 34.
+        assert_eq!(slot_bytes(GgmlType::Q4_K), 608);
+        assert_eq!(slot_bytes(GgmlType::Q8_0), 1120);
+        assert_eq!(slot_bytes(GgmlType::Q4_K) % 16, 0);
     }
 }

@@ -410,9 +410,19 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
 constexpr int MV1_WARPS = 8;
 enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
-// Two slots a row (one segment in flight while one is read) for the larger
-// blocks, three for the small ones: within 48 KB of static shared memory.
-__host__ __device__ constexpr int mv1_stages(int t) { return mv_slot_bytes(t) > 700 ? 2 : 3; }
+// Waits until at most `n` (0..7, warp-uniform) commit groups are in flight.
+__device__ __forceinline__ void async_wait_n(int n) {
+    switch (n) {
+        case 0: async_wait<0>(); break;
+        case 1: async_wait<1>(); break;
+        case 2: async_wait<2>(); break;
+        case 3: async_wait<3>(); break;
+        case 4: async_wait<4>(); break;
+        case 5: async_wait<5>(); break;
+        case 6: async_wait<6>(); break;
+        default: async_wait<7>(); break;
+    }
+}
 
 // X (cols floats) into the layout above, by the whole block; every thread
 // takes part in every round (the shuffles), whether or not it has a value.
@@ -458,15 +468,21 @@ struct Mv1Parts {
     }
 };
 
+// ST (2..8) slots of a segment a row: ST - 1 segments in flight while one
+// is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
+// then the slots, [warp][row][stage].
 template <int T, int R, int OUT>
 __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Parts& parts, int cols,
-                                        long long row_bytes) {
+                                        long long row_bytes, int ST) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
-    constexpr int ST = mv1_stages(T), SLOT = mv_slot_bytes(T);
+    constexpr int SLOT = mv_slot_bytes(T);
     extern __shared__ __align__(16) uint8_t xq[];
-    __shared__ __align__(16) uint8_t slots[MV1_WARPS][R][ST * SLOT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint8_t* slots[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+        slots[i] = xq + (((cols >> 5) * 72 + 15) & ~15) + ((warp * R + i) * ST) * SLOT;
 
     // This block's part and its first row (block-uniform).
     int part = 0, block = blockIdx.x;
@@ -492,11 +508,10 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     }
     const int nchunks = cols >> 5;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG;
-#pragma unroll
     for (int s = 0; s < ST - 1; ++s) {
 #pragma unroll
         for (int i = 0; i < R; ++i)
-            if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + s * SLOT, lane);
+            if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[i] + s * SLOT, lane);
         async_commit();
     }
     // X while the first weights arrive.
@@ -507,15 +522,17 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     float acc[R];
 #pragma unroll
     for (int i = 0; i < R; ++i) acc[i] = 0.0f;
+    // The slots segment `seg` is read from and segment seg + ST - 1 goes to.
+    int read = 0, write = ST - 1;
     for (int seg = 0; seg < nseg; ++seg) {
         {
             const int s = seg + ST - 1;
 #pragma unroll
             for (int i = 0; i < R; ++i)
-                if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[warp][i] + (s % ST) * SLOT, lane);
+                if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[i] + write * SLOT, lane);
             async_commit();
         }
-        async_wait<ST - 1>();
+        async_wait_n(ST - 1);
         __syncwarp();
         const int c = seg * 32 + lane;
         if (c < nchunks) {
@@ -529,7 +546,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
                 const int skew = static_cast<int>(
                     (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
                 IntChunk w;
-                int_chunk<T>(slots[warp][i] + (seg % ST) * SLOT + skew, lane, w);
+                int_chunk<T>(slots[i] + read * SLOT + skew, lane, w);
                 int s0 = 0, s1 = 0;
 #pragma unroll
                 for (int p = 0; p < 4; ++p) {
@@ -543,6 +560,8 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
             }
         }
         __syncwarp();  // the slots are read before a later fetch overwrites them
+        read = read + 1 == ST ? 0 : read + 1;
+        write = write + 1 == ST ? 0 : write + 1;
     }
     async_wait<0>();
 #pragma unroll
@@ -854,8 +873,9 @@ GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 // matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
-// row_bytes): one token, X f32; block 256, dynamic shared memory
-// 72 * cols / 32 rounded up to 16. Variants:
+// row_bytes, stages): one token, X f32; block 256, dynamic shared memory
+// 72 * cols / 32 rounded up to 16, plus 8 R stages mv_slot_bytes(t)
+// (2 <= stages <= 8). Variants:
 //   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
 //              a warp, grid sum_p ceil(rows_p / (8 R));
 //   r1a, r2a:  Y0 += W0 X (one part);
@@ -865,9 +885,9 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
     extern "C" __global__ void __launch_bounds__(256, 3)                                                    \
         matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
-                                   int rows2, int cols, long long row_bytes) {                               \
+                                   int rows2, int cols, long long row_bytes, int stages) {                   \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        matvec1<T, R, OUT>(X, parts, cols, row_bytes);                                                      \
+        matvec1<T, R, OUT>(X, parts, cols, row_bytes, stages);                                              \
     }
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \

@@ -197,7 +197,7 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
 typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
-                        float*, int, int, long long);
+                        float*, int, int, long long, int);
 
 struct TypeCase {
     int t;
@@ -227,17 +227,21 @@ static const TypeCase CASES[] = {
 // matvec1's shared X: 72 bytes a chunk of 32 (matmul.cu).
 static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 72; }
 
-// One token through matvec1 with R (1 or 2) rows a warp, one part.
+// One token through matvec1 with R (1 or 2) rows a warp and `stages` slots a
+// row, one part.
 static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const float* dX, float* dY, int rows, int cols,
-                        long long rb) {
+                        long long rb, int stages = 4) {
     static bool allowed[2] = {false, false};
-    const int dyn = (mv_x16_bytes(cols) + 15) & ~15;
+    const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) + 8 * R * stages * mv_slot_bytes(tc.t);
     if (!allowed[R - 1]) {
         for (const TypeCase& c : CASES)
             if (c.matvec1[R - 1])
-                CK(cudaFuncSetAttribute(c.matvec1[R - 1], cudaFuncAttributeMaxDynamicSharedMemorySize, 200 << 10));
+                CK(cudaFuncSetAttribute(c.matvec1[R - 1], cudaFuncAttributeMaxDynamicSharedMemorySize, 220 << 10));
         allowed[R - 1] = true;
     }
+    tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
+                                                                   nullptr, 0, cols, rb, stages);
+}
     tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
                                                                    nullptr, 0, cols, rb);
 }
@@ -298,14 +302,15 @@ static void bench() {
                 CK(cudaEventElapsedTime(&ms, a, b));
                 printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
             }
-            for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++) {
-                run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
-                CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++) run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
-                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-                CK(cudaEventElapsedTime(&ms, a, b));
-                printf(" (1r%d %6.1f us %6.0f GB/s)", R, 1e3 * ms / it, W.size() / (1e6 * ms / it));
-            }
+            for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++)
+                for (int st : {2, 3, 5}) {
+                    run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st);
+                    CK(cudaEventRecord(a));
+                    for (int i = 0; i < it; i++) run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st);
+                    CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                    CK(cudaEventElapsedTime(&ms, a, b));
+                    printf(" (1r%ds%d %5.1f us %5.0f GB/s)", R, st, 1e3 * ms / it, W.size() / (1e6 * ms / it));
+                }
         }
         for (int ntok : {64, 512}) {
             const int it = 20;
@@ -387,7 +392,7 @@ int main(int argc, char** argv) {
                     }
                     for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++) {
                         CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                        run_matvec1(tc, R, dW, dX, dY, rows, cols, rb);
+                        run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + 1);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare(R == 1 ? "matvec1 r1" : "matvec1 r2", tc, rows, cols, 1, Wf, X, Y, 1e-4);
