@@ -242,9 +242,6 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
     tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
                                                                    nullptr, 0, cols, rb, stages);
 }
-    tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
-                                                                   nullptr, 0, cols, rb);
-}
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
 static int compare(const char* what, const TypeCase& tc, int rows, int cols, int ntok, const std::vector<float>& Wf,
