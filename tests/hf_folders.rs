@@ -3,8 +3,12 @@
 //! libraries themselves) against the logits those libraries' reference
 //! computed (README there).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use common::{llm, path_str};
 
 use llm::format::model_folder::ModelFolder;
 use llm::model::config::Config;
@@ -157,4 +161,119 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
             "{name}: greedy {equal}/{compared}"
         );
     }
+}
+
+/// The command line takes a folder as it takes a GGUF file: `llm run` reads
+/// its tokenizer.json, and greedy decoding gives the reference's
+/// continuation up to its first near-tie.
+#[test]
+fn llm_run_takes_a_model_folder() {
+    for name in [
+        "tiny-llama-fp16",
+        "tiny-llama-gptq-4bit-g64-actorder",
+        "tiny-llama-gptq-3bit-g64",
+        "tiny-llama-exl2-3.0bpw",
+    ] {
+        let Some(dir) = fixture(name) else { return };
+        let r = reference(&dir);
+        let want_from = if name.ends_with("fp16") {
+            &r
+        } else {
+            &r["fp32_dequant_reference"]
+        };
+        let prompts = r["prompts"].as_array().unwrap();
+        let wants = want_from["prompts"].as_array().unwrap();
+        let mut compared = 0;
+        for (p, w) in prompts.iter().zip(wants) {
+            let want: Vec<u32> = numbers(&w["greedy_ids"]).map(|x| x as u32).collect();
+            let margins: Vec<f64> = numbers(&w["greedy_top1_top2_margin"]).collect();
+            let n = want.len().to_string();
+            let text = p["text"].as_str().unwrap();
+            let run = llm(&[
+                "run",
+                path_str(&dir),
+                "-p",
+                text,
+                "-n",
+                &n,
+                "--temp",
+                "0",
+                "--print-ids",
+            ]);
+            assert_eq!(run.code, Some(0), "{name}: {}", run.stderr);
+            let got: Vec<u32> = run
+                .stdout
+                .split_whitespace()
+                .map(|t| t.parse().unwrap())
+                .collect();
+            let sure = margins.iter().take_while(|&&m| m >= NEAR_TIE).count();
+            compared += sure;
+            // We stop at the end of text; the reference ran on past it.
+            let k = sure.min(got.len());
+            assert_eq!(got[..k], want[..k], "{name}: {text:?}");
+            if k < sure {
+                assert_eq!(want[k], eos(&dir), "{name}: {text:?} stopped early");
+            }
+        }
+        assert!(compared > 0, "{name}: every prompt starts with a near-tie");
+    }
+}
+
+/// The end-of-text id of generation_config.json.
+fn eos(dir: &Path) -> u32 {
+    let c: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("generation_config.json")).unwrap())
+            .unwrap();
+    c["eos_token_id"].as_u64().unwrap() as u32
+}
+
+/// `llm chat` on a folder: its tokenizer and, lacking a template of its
+/// own, the plain format, said once.
+#[test]
+fn llm_chat_takes_a_model_folder() {
+    let Some(dir) = fixture("tiny-llama-gptq-4bit-g64") else {
+        return;
+    };
+    let run = llm(&[
+        "chat",
+        path_str(&dir),
+        "-p",
+        "Hello",
+        "-n",
+        "4",
+        "--temp",
+        "0",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("no chat template"), "{}", run.stderr);
+    assert!(!run.stdout.trim().is_empty(), "no reply");
+}
+
+/// `llm info` and `llm info --plan` on a folder: its shape from config.json,
+/// its tokenizer, its quantisation, and a plan without loading it.
+#[test]
+fn llm_info_reads_a_model_folder() {
+    let Some(dir) = fixture("tiny-llama-exl2-4.0bpw") else {
+        return;
+    };
+    let run = llm(&["info", path_str(&dir)]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for want in [
+        "quantisation: exl2",
+        "architecture    llama",
+        "layers          4",
+        "eos 1 \"</s>\"",
+    ] {
+        assert!(run.stdout.contains(want), "{want:?} in:\n{}", run.stdout);
+    }
+    let run = llm(&["info", path_str(&dir), "--plan", "--gpu-mem", "1GiB"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("5 of 5 layers on the GPU"),
+        "{}",
+        run.stdout
+    );
+    let run = llm(&["info", path_str(&dir), "--json"]);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["hparams"]["n_layer"], 4);
 }

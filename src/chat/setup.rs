@@ -9,12 +9,16 @@ use crate::chat::catalog::{model_dirs, Catalogue, Family, ModelIdentity};
 use crate::chat::template::{ChatTemplate, Origin};
 use crate::format::gguf::Metadata;
 
-/// The model file that `arg` names: a path, or an alias from models.toml
-/// (or a bare file name) found in the model directories.
+/// The model that `arg` names: a GGUF file or a Hugging Face folder (one
+/// with a config.json), or an alias from models.toml (or a bare file name)
+/// found in the model directories.
 pub fn resolve_model(arg: &Path, catalogue: &Catalogue) -> Result<PathBuf> {
     if arg.is_dir() {
+        if arg.join("config.json").is_file() {
+            return Ok(arg.to_path_buf());
+        }
         bail!(
-            "{} is a directory, not a model file (give the .gguf file inside it)",
+            "{} is a directory, not a model file nor a Hugging Face model folder (it has no config.json): give the .gguf file inside it",
             arg.display()
         );
     }

@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use crate::cli::model_args::{List, ModelArgs, ModelConfig};
 use crate::engine::load::{self, LoadOptions};
 use crate::engine::session::Session;
+use crate::engine::source::ModelSource;
 use crate::engine::GpuLayers;
-use crate::format::gguf::{human_bytes, GgufFile};
+use crate::format::gguf::human_bytes;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -329,17 +330,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         rows.extend(peer_rows(&tests, reps, vocab)?);
     }
 
-    let file = GgufFile::open(path)?;
+    let source = ModelSource::open(path)?;
     let model = Described {
         name: path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         ),
-        size: file.parts().iter().map(|p| p.len).sum(),
-        params: file
-            .tensors()
-            .iter()
-            .fold(0u64, |n, t| n.saturating_add(t.n_elements())),
+        size: match &source {
+            ModelSource::Gguf(file) => file.parts().iter().map(|p| p.len).sum(),
+            ModelSource::Folder(_) => source.weight_bytes(),
+        },
+        params: source.params(),
     };
     let mut out = std::io::stdout().lock();
     match args.output {

@@ -6,8 +6,6 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use anyhow::{bail, Context, Result};
 
 use crate::chat::catalog::Catalogue;
@@ -21,9 +19,9 @@ use crate::cli::model_args::ModelArgs;
 use crate::cli::run::SamplingArgs;
 use crate::engine::load;
 use crate::engine::sampler::SamplingParams;
-use crate::format::gguf::{human_bytes, GgufFile};
+use crate::engine::source::ModelSource;
+use crate::format::gguf::human_bytes;
 use crate::model::Model;
-use crate::tokenizer::Tokenizer;
 
 /// Models from this size get a progress bar while they are read in.
 const PREFETCH_FROM: u64 = 256 << 20;
@@ -146,8 +144,8 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     let model_path = config.path.clone();
     // Check the file and the template before anything else, so that even a
     // chat with nothing to say reports a bad model.
-    let gguf = Arc::new(GgufFile::open(&model_path)?);
-    let md = gguf.metadata();
+    let source = ModelSource::open(&model_path)?;
+    let md = source.metadata();
     let family = setup::family_for(&catalogue, md)?;
     let choice = TemplateChoice {
         name: args.chat_template.as_deref(),
@@ -185,9 +183,8 @@ pub fn run(args: &ChatArgs) -> Result<ExitCode> {
     }
     let threads = config.threads;
     let mut spinner = ui.spinner("loading model");
-    let loaded = load::load_file(gguf.clone(), &config.load_options())?;
-    let tok =
-        Tokenizer::from_gguf_metadata(md).with_context(|| model_path.display().to_string())?;
+    let loaded = load::load_source(source.clone(), &config.load_options())?;
+    let tok = source.tokenizer()?;
     spinner.stop();
     for note in &loaded.notes {
         ui.warn(note);

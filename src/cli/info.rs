@@ -1,4 +1,5 @@
-//! `llm info MODEL`: what a model file holds, from its header alone.
+//! `llm info MODEL`: what a model file holds, from its header alone (a
+//! Hugging Face folder's report is in info_folder.rs).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -14,12 +15,15 @@ use crate::engine::planner::{
     self, parse_bytes, parse_tensor_split, Devices, GpuLayers, Options, Plan, SplitMode,
 };
 use crate::format::gguf::{human_bytes, GgufError, GgufFile, Metadata, Value};
+use crate::format::model_folder::ModelFolder;
+use crate::format::TensorSource;
 use crate::model::footprint::{footprint, Footprint};
 use crate::model::HyperParams;
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
-    /// Model file (.gguf; for a split model, any part's name)
+    /// Model file (.gguf; for a split model, any part's name), or a Hugging
+    /// Face model folder
     pub model: PathBuf,
     /// Print JSON instead of text
     #[arg(long)]
@@ -210,6 +214,13 @@ pub struct Memory {
 }
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
+    if args.model.is_dir() && args.model.join("config.json").is_file() {
+        let folder = ModelFolder::open(&args.model).map_err(anyhow::Error::msg)?;
+        if args.plan {
+            return show_plan(args, &folder.metadata, &folder);
+        }
+        return super::info_folder::show(args, &folder);
+    }
     // A truncated download still has its header: show it, then say what is
     // missing (that is when users need the header).
     let (gguf, missing) = match GgufFile::open(&args.model) {
@@ -249,7 +260,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
 
 fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
     if args.plan {
-        return show_plan(args, gguf);
+        return show_plan(args, gguf.metadata(), gguf);
     }
     let info = ModelInfo::gather(gguf, args.ctx_size)?;
     let mut out = io::stdout().lock();
@@ -264,12 +275,11 @@ fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
 }
 
 /// `llm info --plan`: the offload plan from the header alone.
-fn show_plan(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
-    let hparams =
-        HyperParams::from_metadata(gguf.metadata()).map_err(|e| e.in_file(gguf.path()))?;
+fn show_plan(args: &InfoArgs, md: &Metadata, tensors: &dyn TensorSource) -> anyhow::Result<()> {
+    let hparams = HyperParams::from_metadata(md).map_err(|e| e.in_file(tensors.path()))?;
     let trained = hparams.n_ctx_train.unwrap_or(4096) as usize;
     let n_ctx = context_size(args.ctx_size.map(|c| c as usize), trained);
-    let fp = footprint(gguf, &hparams, n_ctx);
+    let fp = footprint(tensors, &hparams, n_ctx);
     let devices = match &args.gpu_mem {
         Some(GpuMem(sizes)) => Devices::hypothetical(sizes),
         None => Devices::present(),
@@ -508,71 +518,7 @@ impl ModelInfo {
             r.line("file type", ft.clone());
         }
 
-        let h = &self.hparams;
-        r.line("architecture", h.architecture.clone());
-        r.line("layers", h.n_layer.to_string());
-        r.line("embedding", opt(h.n_embd));
-        r.line(
-            "heads",
-            format!(
-                "{} (KV heads {})",
-                per_layer(&h.n_head),
-                per_layer(&h.n_head_kv)
-            ),
-        );
-        let head_size = match (h.head_dim_k, h.head_dim_v) {
-            (Some(k), Some(v)) if k == v => k.to_string(),
-            (k, v) => format!("{} (K) / {} (V)", opt(k), opt(v)),
-        };
-        r.line("head size", head_size);
-        r.line("feed-forward", per_layer(&h.n_ff));
-        r.line("context", format!("{} (trained)", opt(h.n_ctx_train)));
-        let mut rope = format!(
-            "base {}",
-            h.rope_freq_base.map_or("?".into(), |b| b.to_string())
-        );
-        if let Some(b) = h.rope_freq_base_swa {
-            rope += &format!(", base {b} on sliding-window layers");
-        }
-        match &h.rope_scaling {
-            Some(s) => {
-                rope += &format!(", {} scaling", s.kind);
-                if let Some(f) = s.factor {
-                    rope += &format!(" x{f}");
-                }
-                if let Some(n) = s.original_context {
-                    rope += &format!(" from {n}");
-                }
-            }
-            None => rope += ", no scaling",
-        }
-        r.line("rope", rope);
-        let swa = match h.sliding_window {
-            Some(w) => {
-                let local = h.swa_layers.iter().filter(|&&s| s).count();
-                let global: Vec<String> = (0..h.swa_layers.len())
-                    .filter(|&i| !h.swa_layers[i])
-                    .map(|i| i.to_string())
-                    .collect();
-                format!(
-                    "{w} tokens on {local} of {} layers (global: {})",
-                    h.n_layer,
-                    if global.is_empty() {
-                        "none".into()
-                    } else {
-                        global.join(", ")
-                    }
-                )
-            }
-            None => "none".into(),
-        };
-        r.line("sliding window", swa);
-        // Epsilons are stored as f32; print the value the file meant, not its f64 widening.
-        r.line(
-            "norm epsilon",
-            h.norm_eps.map_or("?".into(), |e| format!("{:e}", e as f32)),
-        );
-        r.line("vocabulary", opt(h.n_vocab));
+        render_hparams(&mut r, &self.hparams);
 
         let t = &self.tokenizer;
         let mut tok = format!(
@@ -688,13 +634,81 @@ impl ModelInfo {
 }
 
 /// Two aligned columns.
+/// The model's shape and settings, as `llm info` prints them.
+pub(super) fn render_hparams(r: &mut Report, h: &HyperParams) {
+    r.line("architecture", h.architecture.clone());
+    r.line("layers", h.n_layer.to_string());
+    r.line("embedding", opt(h.n_embd));
+    r.line(
+        "heads",
+        format!(
+            "{} (KV heads {})",
+            per_layer(&h.n_head),
+            per_layer(&h.n_head_kv)
+        ),
+    );
+    let head_size = match (h.head_dim_k, h.head_dim_v) {
+        (Some(k), Some(v)) if k == v => k.to_string(),
+        (k, v) => format!("{} (K) / {} (V)", opt(k), opt(v)),
+    };
+    r.line("head size", head_size);
+    r.line("feed-forward", per_layer(&h.n_ff));
+    r.line("context", format!("{} (trained)", opt(h.n_ctx_train)));
+    let mut rope = format!(
+        "base {}",
+        h.rope_freq_base.map_or("?".into(), |b| b.to_string())
+    );
+    if let Some(b) = h.rope_freq_base_swa {
+        rope += &format!(", base {b} on sliding-window layers");
+    }
+    match &h.rope_scaling {
+        Some(s) => {
+            rope += &format!(", {} scaling", s.kind);
+            if let Some(f) = s.factor {
+                rope += &format!(" x{f}");
+            }
+            if let Some(n) = s.original_context {
+                rope += &format!(" from {n}");
+            }
+        }
+        None => rope += ", no scaling",
+    }
+    r.line("rope", rope);
+    let swa = match h.sliding_window {
+        Some(w) => {
+            let local = h.swa_layers.iter().filter(|&&s| s).count();
+            let global: Vec<String> = (0..h.swa_layers.len())
+                .filter(|&i| !h.swa_layers[i])
+                .map(|i| i.to_string())
+                .collect();
+            format!(
+                "{w} tokens on {local} of {} layers (global: {})",
+                h.n_layer,
+                if global.is_empty() {
+                    "none".into()
+                } else {
+                    global.join(", ")
+                }
+            )
+        }
+        None => "none".into(),
+    };
+    r.line("sliding window", swa);
+    // Epsilons are stored as f32; print the value the file meant, not its f64 widening.
+    r.line(
+        "norm epsilon",
+        h.norm_eps.map_or("?".into(), |e| format!("{:e}", e as f32)),
+    );
+    r.line("vocabulary", opt(h.n_vocab));
+}
+
 #[derive(Default)]
-struct Report {
-    text: String,
+pub(super) struct Report {
+    pub(super) text: String,
 }
 
 impl Report {
-    fn line(&mut self, label: &str, value: String) {
+    pub(super) fn line(&mut self, label: &str, value: String) {
         self.text += &format!("{label:<15} {value}\n");
     }
 }

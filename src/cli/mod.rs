@@ -9,6 +9,7 @@ pub mod chat;
 pub mod compat;
 pub mod devices;
 pub mod info;
+mod info_folder;
 pub mod model_args;
 pub mod run;
 pub mod tokenize;

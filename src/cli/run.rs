@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cli::model_args::ModelArgs;
 use crate::cli::values;
 use crate::engine::load;
 use crate::engine::sampler::{Sampler, SamplingOverrides, SamplingParams};
 use crate::engine::session::{Events, Flow, Generate, OnEnd, Session, StopReason};
-use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
+use crate::tokenizer::{StreamDecoder, TokenId};
 
 /// Sampling flags. Each is optional so that what the user typed can be laid
 /// over llama.cpp's defaults and a model family's own (models.toml).
@@ -150,8 +150,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     for note in &loaded.notes {
         eprintln!("{note}");
     }
-    let tok = Tokenizer::from_gguf_metadata(loaded.file.metadata())
-        .with_context(|| config.path.display().to_string())?;
+    let tok = loaded.source.tokenizer()?;
     let (model, n_ctx) = (loaded.model, loaded.n_ctx);
     let params = args.sampling.params();
     let ids = tok.encode(&prompt, true, true)?;

@@ -3,15 +3,15 @@
 //! layer runs, then build each layer range on its device.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::engine::planner::{self, Devices, GpuLayers, Placement, Plan};
-use crate::format::gguf::{human_bytes, GgufFile};
+use crate::engine::source::ModelSource;
+use crate::format::gguf::human_bytes;
 use crate::model::footprint::footprint;
 use crate::model::forward::{Device, Layout};
-use crate::model::{Config, HyperParams, Model};
+use crate::model::Model;
 
 /// What the user asked for, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +25,7 @@ pub struct LoadOptions {
 }
 
 pub struct Loaded {
-    pub file: Arc<GgufFile>,
+    pub source: ModelSource,
     pub model: Model,
     pub n_ctx: usize,
     pub plan: Plan,
@@ -43,21 +43,22 @@ pub fn context_size(requested: Option<usize>, trained: usize) -> usize {
     }
 }
 
-/// Opens `path` and loads it as `opts` says.
+/// Opens `path` (a GGUF file or a Hugging Face folder) and loads it as
+/// `opts` says.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
-    load_file(Arc::new(GgufFile::open(path)?), opts)
+    load_source(ModelSource::open(path)?, opts)
 }
 
-/// Loads a file already opened (chat reads its template from it first).
-pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
-    let path = file.path().to_path_buf();
-    let hp = HyperParams::from_metadata(file.metadata()).map_err(|e| e.in_file(&path))?;
-    let config = Config::from_gguf(&file)?;
+/// Loads a model already opened (chat reads its template from it first).
+pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
+    let path = source.path().to_path_buf();
+    let hp = source.hyper_params()?;
+    let config = source.config()?;
     let n_ctx = context_size(opts.ctx_size, config.n_ctx_train);
     if n_ctx > MAX_CTX {
         bail!("-c {n_ctx}: a context holds at most {MAX_CTX} tokens");
     }
-    let fp = footprint(&file, &hp, n_ctx);
+    let fp = footprint(source.tensors(), &hp, n_ctx);
     let devices = Devices::present();
     let mut planner_opts = opts.planner.clone();
     planner_opts.gpu_layers = opts.gpu_layers.unwrap_or(GpuLayers::Auto);
@@ -78,13 +79,15 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
         notes.push(plan.to_string());
     }
     let t_build = std::time::Instant::now();
-    let model = Model::build(
-        file.clone(),
-        config,
+    let (threads, isa, layout) = (
         opts.threads,
         ggml::cpu::isa(),
-        &layout(&plan, &devices.ordinals),
-    )
+        layout(&plan, &devices.ordinals),
+    );
+    let model = match &source {
+        ModelSource::Gguf(f) => Model::build(f.clone(), config, threads, isa, &layout),
+        ModelSource::Folder(f) => Model::build(f.clone(), config, threads, isa, &layout),
+    }
     .map_err(|e| out_of_memory_hint(e, &fp, &planner_opts))?;
     if std::env::var_os("LLM_TIMING").is_some() {
         eprintln!(
@@ -93,7 +96,7 @@ pub fn load_file(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Loaded> {
         );
     }
     Ok(Loaded {
-        file,
+        source,
         model,
         n_ctx,
         plan,

@@ -6,6 +6,7 @@ pub mod load;
 pub mod planner;
 pub mod sampler;
 pub mod session;
+pub mod source;
 
 pub use planner::GpuLayers;
 

@@ -12,7 +12,7 @@ use ggml::GgmlType;
 use serde_json::Value as Json;
 
 use super::exl2::Exl2Linear;
-use super::gguf::Metadata;
+use super::gguf::{Metadata, Value};
 use super::gptq::{GptqConfig, GptqLinear, ZeroFormat};
 use super::hf_config;
 use super::hf_names::hf_names;
@@ -79,6 +79,40 @@ fn our_names(n_layer: u64) -> Vec<String> {
     names
 }
 
+/// The folder's chat template, where transformers keeps it: a
+/// `chat_template.jinja` file, `chat_template` in `chat_template.json`, or
+/// in `tokenizer_config.json` (a string, or a list of named templates of
+/// which "default" is the one).
+fn chat_template(dir: &Path) -> Result<Option<String>, String> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| format!("{}: cannot read it: {e}", jinja.display()));
+    }
+    for name in ["chat_template.json", "tokenizer_config.json"] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let found = match read_json(&path)?.get("chat_template") {
+            Some(Json::String(t)) => Some(t.clone()),
+            Some(Json::Array(named)) => named
+                .iter()
+                .find(|t| t.get("name").and_then(Json::as_str) == Some("default"))
+                .or_else(|| named.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Json::as_str)
+                .map(str::to_string),
+            _ => None,
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
 fn f16_bytes(w: Vec<u16>) -> Vec<u8> {
     w.into_iter().flat_map(u16::to_le_bytes).collect()
 }
@@ -92,7 +126,10 @@ impl ModelFolder {
             .then(|| read_json(&quantize_config))
             .transpose()?;
         let in_dir = |e: String| format!("{}: {e}", dir.display());
-        let metadata = hf_config::metadata(&config).map_err(in_dir)?;
+        let mut metadata = hf_config::metadata(&config).map_err(in_dir)?;
+        if let Some(t) = chat_template(dir)? {
+            metadata.insert("tokenizer.chat_template".into(), Value::String(t));
+        }
         let quant_method =
             hf_config::quant_method(&config, quantize_config.as_ref()).map_err(in_dir)?;
         let arch = metadata
@@ -243,10 +280,41 @@ impl TensorSource for ModelFolder {
         })
     }
 
-    fn tensor_bytes(&self) -> Vec<&[u8]> {
-        self.tensors
-            .keys()
-            .filter_map(|k| self.tensor(k).map(|t| t.bytes))
-            .collect()
+    fn tensor_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_templates_where_transformers_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tokenizer_config.json");
+        assert_eq!(chat_template(dir.path()), Ok(None));
+        std::fs::write(&config, r#"{"bos_token": "<s>"}"#).unwrap();
+        assert_eq!(chat_template(dir.path()), Ok(None));
+        std::fs::write(&config, r#"{"chat_template": "A{{ x }}"}"#).unwrap();
+        assert_eq!(chat_template(dir.path()), Ok(Some("A{{ x }}".into())));
+        std::fs::write(
+            &config,
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(chat_template(dir.path()), Ok(Some("D".into())));
+        std::fs::write(
+            dir.path().join("chat_template.json"),
+            r#"{"chat_template": "J"}"#,
+        )
+        .unwrap();
+        assert_eq!(chat_template(dir.path()), Ok(Some("J".into())));
+        std::fs::write(dir.path().join("chat_template.jinja"), "F").unwrap();
+        assert_eq!(chat_template(dir.path()), Ok(Some("F".into())));
+        std::fs::write(dir.path().join("chat_template.jinja"), [0xff, 0xfe]).unwrap();
+        assert!(chat_template(dir.path()).is_err());
     }
 }

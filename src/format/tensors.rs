@@ -1,6 +1,6 @@
 //! Where weights come from, whatever the file format: a tensor by name, with
 //! its storage format, shape and bytes in host memory. GGUF files are one
-//! source; safetensors folders will be another.
+//! source; Hugging Face folders (format/model_folder.rs) another.
 
 use std::path::Path;
 
@@ -19,8 +19,15 @@ pub trait TensorSource: Send + Sync + 'static {
     /// For messages: the file or folder the tensors come from.
     fn path(&self) -> &Path;
     fn tensor(&self, name: &str) -> Option<TensorRef<'_>>;
+    /// Every tensor's name, in the source's order.
+    fn tensor_names(&self) -> Vec<&str>;
     /// Every tensor's bytes, for reading the mapping in ahead of use.
-    fn tensor_bytes(&self) -> Vec<&[u8]>;
+    fn tensor_bytes(&self) -> Vec<&[u8]> {
+        self.tensor_names()
+            .into_iter()
+            .filter_map(|n| self.tensor(n).map(|t| t.bytes))
+            .collect()
+    }
 }
 
 impl TensorSource for super::gguf::GgufFile {
@@ -38,7 +45,7 @@ impl TensorSource for super::gguf::GgufFile {
         })
     }
 
-    fn tensor_bytes(&self) -> Vec<&[u8]> {
-        self.tensors().iter().map(|t| self.tensor_data(t)).collect()
+    fn tensor_names(&self) -> Vec<&str> {
+        self.tensors().iter().map(|t| t.name.as_str()).collect()
     }
 }

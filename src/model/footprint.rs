@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::format::gguf::GgufFile;
+use crate::format::TensorSource;
 use crate::model::forward::LOGIT_ROWS;
 use crate::model::{HyperParams, MAX_BATCH};
 
@@ -85,7 +85,7 @@ pub struct Footprint {
 }
 
 /// The bytes of every part of the model at context `n_ctx`.
-pub fn footprint(gguf: &GgufFile, hp: &HyperParams, n_ctx: usize) -> Footprint {
+pub fn footprint<S: TensorSource + ?Sized>(src: &S, hp: &HyperParams, n_ctx: usize) -> Footprint {
     let n_layer = hp.n_layer as usize;
     let (dk, dv) = (hp.head_dim_k.unwrap_or(0), hp.head_dim_v.unwrap_or(0));
     let mut layers: Vec<LayerBytes> = (0..n_layer)
@@ -104,14 +104,15 @@ pub fn footprint(gguf: &GgufFile, hp: &HyperParams, n_ctx: usize) -> Footprint {
         })
         .collect();
     let (mut token_embd, mut output, mut output_norm, mut shared) = (0, None, 0, 0);
-    for t in gguf.tensors() {
-        match t.name.as_str() {
-            "token_embd.weight" => token_embd += t.size,
-            "output.weight" => output = Some(t.size),
-            "output_norm.weight" => output_norm += t.size,
+    for name in src.tensor_names() {
+        let size = src.tensor(name).map_or(0, |t| t.bytes.len() as u64);
+        match name {
+            "token_embd.weight" => token_embd += size,
+            "output.weight" => output = Some(size),
+            "output_norm.weight" => output_norm += size,
             name => match layer_of(name).and_then(|il| layers.get_mut(il)) {
-                Some(l) => l.weights += t.size,
-                None => shared += t.size,
+                Some(l) => l.weights += size,
+                None => shared += size,
             },
         }
     }
@@ -122,7 +123,7 @@ pub fn footprint(gguf: &GgufFile, hp: &HyperParams, n_ctx: usize) -> Footprint {
         output: output_norm + output.unwrap_or(token_embd),
         output_tied: output.is_none(),
         shared,
-        scratch: scratch_model(gguf, hp),
+        scratch: scratch_model(src, hp),
     }
 }
 
@@ -131,7 +132,7 @@ fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
-fn scratch_model(gguf: &GgufFile, hp: &HyperParams) -> ScratchModel {
+fn scratch_model<S: TensorSource + ?Sized>(src: &S, hp: &HyperParams) -> ScratchModel {
     let b = MAX_BATCH as u64;
     let max = |v: &[u64]| v.iter().copied().max().unwrap_or(0);
     let e = hp.n_embd.unwrap_or(0);
@@ -139,7 +140,7 @@ fn scratch_model(gguf: &GgufFile, hp: &HyperParams) -> ScratchModel {
     let q_dim = max(&hp.n_head) * dk;
     let kv_dim = max(&hp.n_head_kv) * dk.max(dv);
     let n_ff = max(&hp.n_ff);
-    let has = |name: &str| gguf.tensor_info(name).is_some();
+    let has = |name: &str| src.tensor(name).is_some();
     let mut fused = 0;
     if has("blk.0.attn_qkv.weight") {
         fused = fused.max(q_dim + 2 * kv_dim);
@@ -150,13 +151,15 @@ fn scratch_model(gguf: &GgufFile, hp: &HyperParams) -> ScratchModel {
     // The widest activation row any matrix of the model quantises its input
     // to; the token embedding is a matrix only when it doubles as the output.
     let tied = !has("output.weight");
-    let act_row = gguf
-        .tensors()
-        .iter()
+    let act_row = src
+        .tensor_names()
+        .into_iter()
+        .filter_map(|n| src.tensor(n))
         .filter(|t| t.dims.len() >= 2 && (t.name != "token_embd.weight" || tied))
         .map(|t| {
             let cols = t.dims[0];
-            ggml::cpu::act_row_bytes(t.ty, cols as usize).map_or(cols * F32, |n| n as u64)
+            ggml::cpu::act_row_bytes(t.format.ggml(), cols as usize)
+                .map_or(cols * F32, |n| n as u64)
         })
         .max()
         .unwrap_or(0);
@@ -202,6 +205,7 @@ impl Footprint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::gguf::GgufFile;
 
     #[test]
     fn window_layers_hold_a_window_and_a_batch() {
