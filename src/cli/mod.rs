@@ -11,6 +11,7 @@ pub mod devices;
 pub mod info;
 mod info_folder;
 pub mod model_args;
+pub mod perplexity;
 pub mod run;
 pub mod tokenize;
 pub mod values;
@@ -36,6 +37,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Measure prompt and generation speed (like llama-bench)
     Bench(bench::BenchArgs),
+    /// Score how well a model predicts a text (like llama-perplexity)
+    Perplexity(perplexity::PerplexityArgs),
     /// Print the token ids of a text (like llama-tokenize)
     Tokenize(tokenize::TokenizeArgs),
     /// List the GPUs this binary can use, with their memory
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::run(&args),
         Command::Run(args) => run::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Perplexity(args) => perplexity::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Tokenize(args) => tokenize::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Devices => devices::run().map(|()| ExitCode::SUCCESS),
     }

@@ -3,6 +3,7 @@
 //! the command line.
 
 pub mod load;
+pub mod perplexity;
 pub mod planner;
 pub mod sampler;
 pub mod session;

@@ -1,0 +1,108 @@
+//! `llm perplexity` on the real models and the shipped text
+//! (tests/data/gpl-3.0.txt): its report, its errors, and (with the oracle)
+//! llama.cpp's own perplexity of the same chunks.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const TEXT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gpl-3.0.txt");
+
+/// (PPL, uncertainty) from the report's last line.
+fn final_estimate(stdout: &str) -> (f64, f64) {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Final estimate: PPL = "))
+        .unwrap_or_else(|| panic!("no final estimate in {stdout:?}"));
+    let (ppl, err) = line.split_once(" +/- ").expect("PPL = x +/- y");
+    (ppl.parse().unwrap(), err.parse().unwrap())
+}
+
+fn perplexity(model: &Path, chunks: usize) -> (f64, f64) {
+    let chunks = chunks.to_string();
+    let run = llm(&[
+        "perplexity",
+        path_str(model),
+        "-f",
+        TEXT,
+        "-c",
+        "256",
+        "--chunks",
+        &chunks,
+        "-t",
+        "2",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // llama.cpp's running estimates: [1]x,[2]y,...
+    assert!(run.stdout.starts_with("[1]"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("[{chunks}]")),
+        "{}",
+        run.stdout
+    );
+    final_estimate(&run.stdout)
+}
+
+#[test]
+fn reports_a_perplexity_with_its_uncertainty() {
+    let (ppl, err) = perplexity(&real_model(SMOLLM2), 3);
+    // A small chat model on a legal text: well above 1, far below its
+    // vocabulary (49152), and an uncertainty a fraction of it.
+    assert!(ppl > 2.0 && ppl < 200.0, "PPL {ppl}");
+    assert!(err > 0.0 && err < ppl / 2.0, "+/- {err}");
+}
+
+#[test]
+fn too_short_a_text_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "Only a few words here.").unwrap();
+    let model = real_model(SMOLLM2);
+    let run = llm(&["perplexity", path_str(&model), "-f", path_str(&short)]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("needs at least 1024"), "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    let run = llm(&["perplexity", path_str(&model), "-f", "/nonexistent.txt"]);
+    assert_eq!(run.code, Some(1));
+}
+
+/// llama.cpp's perplexity of the same chunks, its logits from one batch a
+/// chunk (as llama-perplexity runs them), scored the same way: ours falls
+/// within its printed uncertainty (batched products sum in another order,
+/// so the two are close, not equal).
+#[cfg(feature = "oracle")]
+#[test]
+fn agrees_with_llama_cpp_within_its_uncertainty() {
+    use llm::engine::perplexity::Scored;
+    use llm::oracle::OracleModel;
+    use llm::tokenizer::Tokenizer;
+
+    for name in [SMOLLM2, GEMMA3] {
+        let model = real_model(name);
+        let (ours, _) = perplexity(&model, 3);
+        let tok = Tokenizer::from_gguf_file(&model).unwrap();
+        let text = std::fs::read_to_string(TEXT).unwrap();
+        let tokens = tok.encode(&text, true, false).unwrap();
+        let n_ctx = 256;
+        let mut oracle = OracleModel::load(&model, n_ctx as u32, 2).unwrap();
+        let mut scored = Scored::default();
+        for chunk in tokens.chunks_exact(n_ctx).take(3) {
+            let mut chunk = chunk.to_vec();
+            if let (Some(bos), true) = (tok.bos(), tok.add_bos()) {
+                chunk[0] = bos;
+            }
+            let logits = oracle.eval_all(&chunk).unwrap();
+            for j in n_ctx / 2..n_ctx - 1 {
+                scored.add(&logits[j], chunk[j + 1]);
+            }
+        }
+        let (theirs, err) = (scored.ppl(), scored.uncertainty().unwrap());
+        eprintln!("{name}: PPL ours {ours:.4}, llama.cpp {theirs:.4} +/- {err:.4}");
+        assert!(
+            (ours - theirs).abs() <= err,
+            "{name}: {ours} vs {theirs} +/- {err}"
+        );
+    }
+}
