@@ -106,3 +106,55 @@ fn agrees_with_llama_cpp_within_its_uncertainty() {
         );
     }
 }
+
+/// KL divergence across formats: the fixtures' f16 folder saved as the base,
+/// its GPTQ rendition compared (a small positive divergence), the base
+/// against itself (none), and a base of another context refused.
+#[test]
+fn kl_divergence_of_a_quantisation_against_its_f16_folder() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let (f16, gptq) = (
+        fixtures.join("tiny-llama-fp16"),
+        fixtures.join("tiny-llama-gptq-4bit-g64"),
+    );
+    if !f16.is_dir() || !gptq.is_dir() {
+        eprintln!("skipped: {} is not there", fixtures.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.kld");
+    let ppl = |model: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "perplexity",
+            path_str(model),
+            "-f",
+            TEXT,
+            "-c",
+            "128",
+            "--chunks",
+            "8",
+        ];
+        args.extend(extra);
+        llm(&args)
+    };
+    let run = ppl(&f16, &["--kl-divergence-base", path_str(&base)]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let kld = |run: &Run| -> f64 {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let line = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Mean    KLD:"))
+            .unwrap();
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let compare = ["--kl-divergence-base", path_str(&base), "--kl-divergence"];
+    assert_eq!(kld(&ppl(&f16, &compare)), 0.0);
+    let q = kld(&ppl(&gptq, &compare));
+    assert!(q > 1e-4 && q < 0.1, "KLD {q}");
+    let mut other = vec!["perplexity", path_str(&gptq), "-f", TEXT, "-c", "64"];
+    other.extend(compare);
+    let run = llm(&other);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("saved at -c 128"), "{}", run.stderr);
+}

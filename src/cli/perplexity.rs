@@ -6,9 +6,10 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::cli::model_args::ModelArgs;
+use crate::engine::kl_divergence::{BaseReader, BaseWriter, Header, KlStats};
 use crate::engine::load;
 use crate::engine::perplexity::{chunk_count, score_chunk, Scored};
 
@@ -25,6 +26,19 @@ pub struct PerplexityArgs {
     /// Accepted for llama.cpp's sake: tokens a batch (chunks run whole)
     #[arg(short = 'b', long = "batch-size", value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Save this model's next-token distributions to FILE (top 32 a
+    /// position) as the base of a later --kl-divergence; with
+    /// --kl-divergence, read them from FILE
+    #[arg(
+        long = "kl-divergence-base",
+        visible_alias = "save-logits",
+        value_name = "FILE"
+    )]
+    pub kl_divergence_base: Option<PathBuf>,
+    /// Compare this model against the base saved in --kl-divergence-base:
+    /// KL divergence, Δp and same top token, as llama-perplexity reports them
+    #[arg(long = "kl-divergence", requires = "kl_divergence_base")]
+    pub kl_divergence: bool,
 }
 
 /// llama-perplexity's default chunk: 512 tokens.
@@ -45,7 +59,45 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     // tokens parsed out of the text.
     let tokens = tok.encode(&text, true, false)?;
     let limit = usize::try_from(args.chunks).ok();
-    let n_chunks = chunk_count(tokens.len(), n_ctx, limit)?;
+    let mut n_chunks = chunk_count(tokens.len(), n_ctx, limit)?;
+    let n_vocab = loaded.model.config.shape.n_vocab;
+    // The base to compare with, or the file to save one to.
+    let mut base = None;
+    let mut save = None;
+    match (&args.kl_divergence_base, args.kl_divergence) {
+        (Some(path), true) => {
+            let r = BaseReader::open(path)?;
+            let h = &r.header;
+            if h.n_ctx != n_ctx || h.n_vocab != n_vocab {
+                bail!(
+                    "{}: saved at -c {} with a vocabulary of {}; this run is -c {n_ctx} with {n_vocab}",
+                    path.display(),
+                    h.n_ctx,
+                    h.n_vocab
+                );
+            }
+            n_chunks = n_chunks.min(h.n_chunk);
+            if tokens[..n_chunks * n_ctx] != h.tokens[..n_chunks * n_ctx] {
+                bail!(
+                    "{}: saved from another text or tokenizer (the tokens differ)",
+                    path.display()
+                );
+            }
+            base = Some(r);
+        }
+        (Some(path), false) => {
+            let header = Header {
+                n_ctx,
+                n_vocab,
+                n_chunk: n_chunks,
+                tokens: tokens[..n_chunks * n_ctx].to_vec(),
+            };
+            save = Some(BaseWriter::create(path, &header)?);
+        }
+        _ => {}
+    }
+    let mut kl = KlStats::default();
+    let mut base_scored = Scored::default();
     let bos = tok.bos().filter(|_| tok.add_bos());
     eprintln!(
         "perplexity: {} tokens, {n_chunks} chunks of {n_ctx}, scoring the second half of each",
@@ -58,7 +110,18 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     let started = Instant::now();
     let mut out = std::io::stdout().lock();
     for (i, chunk) in tokens.chunks_exact(n_ctx).take(n_chunks).enumerate() {
-        score_chunk(&model, &mut state, chunk, bos, &mut scored)?;
+        score_chunk(&model, &mut state, chunk, bos, |logits, target| {
+            scored.add(logits, target);
+            if let Some(w) = save.as_mut() {
+                w.position(logits, target)?;
+            }
+            if let Some(r) = base.as_mut() {
+                let b = r.position()?;
+                base_scored.add_logprob(f64::from(b.target_logprob));
+                kl.position(logits, target, &b);
+            }
+            Ok(())
+        })?;
         write!(out, "[{}]{:.4},", i + 1, scored.ppl())?;
         out.flush()?;
         if progress {
@@ -74,6 +137,15 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     match scored.uncertainty() {
         Some(u) => writeln!(out, "Final estimate: PPL = {:.4} +/- {u:.5}", scored.ppl())?,
         None => writeln!(out, "Final estimate: PPL = {:.4}", scored.ppl())?,
+    }
+    if let Some(w) = save {
+        w.finish()?;
+    }
+    if base.is_some() {
+        let (ours, theirs) = (scored.ppl(), base_scored.ppl());
+        writeln!(out, "Mean PPL(Q)/PPL(base): {:.6}", ours / theirs)?;
+        writeln!(out, "PPL(base): {theirs:.4}")?;
+        write!(out, "{}", kl.report())?;
     }
     eprintln!(
         "perplexity: {} tokens scored in {:.2} s ({:.1} tokens/s evaluated)",

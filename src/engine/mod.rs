@@ -2,6 +2,7 @@
 //! (KV prefix re-use and the one token loop). Nothing here knows of chat or
 //! the command line.
 
+pub mod kl_divergence;
 pub mod load;
 pub mod perplexity;
 pub mod planner;

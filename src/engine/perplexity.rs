@@ -21,7 +21,11 @@ impl Scored {
     pub fn add(&mut self, logits: &[f32], target: u32) {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-        let log_p = f64::from(logits[target as usize] - max) - sum.ln();
+        self.add_logprob(f64::from(logits[target as usize] - max) - sum.ln());
+    }
+
+    /// Adds a token's log-probability as another run saved it.
+    pub fn add_logprob(&mut self, log_p: f64) {
         self.nll -= log_p;
         self.nll2 += log_p * log_p;
         self.count += 1;
@@ -59,13 +63,14 @@ pub fn chunk_count(tokens: usize, n_ctx: usize, limit: Option<usize>) -> Result<
 }
 
 /// Runs one chunk of `n_ctx` tokens from an empty cache (its first token
-/// replaced by `bos`, where given) and adds its second half's scores.
+/// replaced by `bos`, where given) and hands each position of its second
+/// half to `visit` with its logits and the token that came next, in order.
 pub fn score_chunk(
     model: &Model,
     state: &mut Option<State>,
     chunk: &[u32],
     bos: Option<u32>,
-    scored: &mut Scored,
+    mut visit: impl FnMut(&[f32], u32) -> Result<()>,
 ) -> Result<()> {
     let n_ctx = chunk.len();
     let first = n_ctx / 2;
@@ -86,7 +91,7 @@ pub fn score_chunk(
     model.forward(state, &tokens[first..], true)?;
     let n_vocab = model.config.shape.n_vocab;
     for (i, &target) in tokens[first + 1..].iter().enumerate() {
-        scored.add(&state.logits[i * n_vocab..(i + 1) * n_vocab], target);
+        visit(&state.logits[i * n_vocab..(i + 1) * n_vocab], target)?;
     }
     Ok(())
 }
