@@ -17,7 +17,8 @@
 //! so the file is bounded by the positions scored, not the vocabulary. The
 //! KL divergence sums the top k exactly and the rest of the base's mass as
 //! one bucket against the same tokens' mass under the model: a lower bound
-//! of the full sum (log-sum inequality) that the remainder keeps tight.
+//! of the full sum (log-sum inequality), tight where the top k hold most of
+//! the mass.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
@@ -28,7 +29,7 @@ const MAGIC: &[u8; 8] = b"LLMKLD01";
 /// Tokens kept a position: enough that the rest of the mass is small.
 pub const TOP_K: usize = 32;
 
-/// log-softmax of `logits` at `ids`, and of the whole row's normaliser.
+/// log of the sum of exp over a row of logits: log p(i) = logits[i] - this.
 fn log_norm(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
@@ -168,7 +169,7 @@ impl BaseReader {
             self.input.read_exact(&mut b)?;
             top.push((id, f32::from_le_bytes(b)));
         }
-        Ok(top_check(top, self.header.n_vocab, target_logprob)?)
+        top_check(top, self.header.n_vocab, target_logprob)
     }
 }
 
