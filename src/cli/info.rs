@@ -560,14 +560,7 @@ impl ModelInfo {
                 None => format!("{} {} (not in the vocabulary)", s.role, s.id),
             })
             .collect();
-        r.line(
-            "special tokens",
-            if special.is_empty() {
-                "none".into()
-            } else {
-                special.join(", ")
-            },
-        );
+        r.line("special tokens", list_or_none(&special));
         let c = &self.chat_template;
         r.line(
             "chat template",
@@ -710,6 +703,15 @@ pub(super) struct Report {
 impl Report {
     pub(super) fn line(&mut self, label: &str, value: String) {
         self.text += &format!("{label:<15} {value}\n");
+    }
+}
+
+/// Items joined by commas, or "none".
+pub(super) fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
 }
 

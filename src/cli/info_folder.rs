@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::info::{render_hparams, InfoArgs, Report};
+use super::info::{list_or_none, render_hparams, InfoArgs, Report};
 use crate::format::gguf::human_bytes;
 use crate::format::model_folder::ModelFolder;
 use crate::format::TensorSource;
@@ -101,14 +101,7 @@ fn render(i: &FolderInfo) -> String {
         .iter()
         .filter_map(|(role, s)| s.as_ref().map(|(id, text)| format!("{role} {id} {text:?}")))
         .collect();
-    r.line(
-        "special tokens",
-        if special.is_empty() {
-            "none".into()
-        } else {
-            special.join(", ")
-        },
-    );
+    r.line("special tokens", list_or_none(&special));
     r.line(
         "chat template",
         i.chat_template_chars
