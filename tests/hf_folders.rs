@@ -109,28 +109,32 @@ fn reference(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap()
 }
 
+/// Last-position logits within `1e-2` of `reference`'s with the same
+/// argmax, and greedy continuations equal to its up to the first near-tie.
+fn agrees_with(name: &str, dir: &Path, r: &Value, reference: &Value, against: &str) {
+    let (worst, same, n) = compare(dir, r, reference);
+    eprintln!("{name}: max |logit diff| {worst:.2e} vs {against}; argmax {same}/{n}");
+    assert!(worst < 1e-2, "{name}: max |logit diff| {worst}");
+    assert_eq!(same, n, "{name}");
+    let (compared, equal) = greedy(dir, r, reference);
+    eprintln!("{name}: greedy {equal}/{compared} tokens equal up to the first near-tie");
+    assert!(
+        compared > 0 && equal == compared,
+        "{name}: greedy {equal}/{compared}"
+    );
+}
+
 #[test]
 fn the_fp16_folder_gives_the_f32_reference_logits() {
     let Some(dir) = fixture("tiny-llama-fp16") else {
         return;
     };
     let r = reference(&dir);
-    let (worst, same, n) = compare(&dir, &r, &r);
-    eprintln!(
-        "tiny-llama-fp16: max |logit diff| {worst:.2e} vs transformers in f32; argmax {same}/{n}"
-    );
     // The same f16 weights; our CPU path (llama.cpp's) rounds each product's
     // activations to f16 (2^-11 relative), transformers keeps f32: measured
     // 3.7e-3 on logits of about +-3, so 1e-2 leaves room without hiding a
     // wrong rope or layout (those move logits by tenths).
-    assert!(worst < 1e-2, "max |logit diff| {worst}");
-    assert_eq!(same, n);
-    let (compared, equal) = greedy(&dir, &r, &r);
-    eprintln!("tiny-llama-fp16: greedy {equal}/{compared} tokens equal up to the first near-tie");
-    assert!(
-        compared > 0 && equal == compared,
-        "greedy {equal}/{compared}"
-    );
+    agrees_with("tiny-llama-fp16", &dir, &r, &r, "transformers in f32");
 }
 
 #[test]
@@ -146,20 +150,10 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
     ] {
         let Some(dir) = fixture(name) else { return };
         let r = reference(&dir);
-        let (worst, same, n) = compare(&dir, &r, &r["fp32_dequant_reference"]);
-        eprintln!(
-            "{name}: max |logit diff| {worst:.2e} vs its fp32 dequant reference; argmax {same}/{n}"
-        );
         // Bit-exact f16 weights (format::gptq, format::exl2 tests); the
         // rest is the f16-activation rounding above.
-        assert!(worst < 1e-2, "{name}: max |logit diff| {worst}");
-        assert_eq!(same, n, "{name}");
-        let (compared, equal) = greedy(&dir, &r, &r["fp32_dequant_reference"]);
-        eprintln!("{name}: greedy {equal}/{compared} tokens equal up to the first near-tie");
-        assert!(
-            compared > 0 && equal == compared,
-            "{name}: greedy {equal}/{compared}"
-        );
+        let against = "its fp32 dequant reference";
+        agrees_with(name, &dir, &r, &r["fp32_dequant_reference"], against);
     }
 }
 

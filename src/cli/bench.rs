@@ -338,9 +338,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ),
         size: match &source {
             ModelSource::Gguf(file) => file.parts().iter().map(|p| p.len).sum(),
-            ModelSource::Folder(_) => source.weight_bytes(),
+            ModelSource::Folder(_) => source.tensors().stored_bytes(),
         },
-        params: source.params(),
+        params: source.tensors().parameters(),
     };
     let mut out = std::io::stdout().lock();
     match args.output {

@@ -44,12 +44,6 @@ pub(super) fn show(args: &InfoArgs, folder: &ModelFolder) -> anyhow::Result<()> 
     let hparams = HyperParams::from_metadata(&folder.metadata).map_err(|e| e.in_file(path))?;
     let tok = Tokenizer::from_tokenizer_json(path)?;
     let named = |id: Option<u32>| id.map(|i| (i, tok.token_text(i).unwrap_or("").to_string()));
-    let (mut parameters, mut weights_bytes) = (0u64, 0u64);
-    let names = folder.tensor_names();
-    for t in names.iter().filter_map(|n| folder.tensor(n)) {
-        parameters = parameters.saturating_add(t.dims.iter().product());
-        weights_bytes += t.bytes.len() as u64;
-    }
     let ctx = match args.ctx_size {
         Some(n) if n > 0 => n,
         _ => hparams.n_ctx_train.unwrap_or(0),
@@ -69,9 +63,9 @@ pub(super) fn show(args: &InfoArgs, folder: &ModelFolder) -> anyhow::Result<()> 
             .ok()
             .flatten()
             .map(|t| t.chars().count()),
-        tensors: names.len(),
-        parameters,
-        weights_bytes,
+        tensors: folder.tensor_names().len(),
+        parameters: folder.parameters(),
+        weights_bytes: folder.stored_bytes(),
         ctx_size: ctx,
         kv_cache_bytes: footprint(folder, &hparams, ctx as usize).kv_bytes(),
         hparams,

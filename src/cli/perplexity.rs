@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use crate::cli::model_args::ModelArgs;
 use crate::engine::kl_divergence::{BaseReader, BaseWriter, Header, KlStats};
 use crate::engine::load;
-use crate::engine::perplexity::{chunk_count, score_chunk, Scored};
+use crate::engine::perplexity::{chunk_count, score_chunk, LogSoftmax, Scored};
 
 #[derive(clap::Args, Debug)]
 pub struct PerplexityArgs {
@@ -111,14 +111,15 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for (i, chunk) in tokens.chunks_exact(n_ctx).take(n_chunks).enumerate() {
         score_chunk(&model, &mut state, chunk, bos, |logits, target| {
-            scored.add(logits, target);
+            let norm = LogSoftmax::of(logits);
+            scored.add_logprob(norm.log_prob(logits, target));
             if let Some(w) = save.as_mut() {
-                w.position(logits, target)?;
+                w.position(logits, &norm, target)?;
             }
             if let Some(r) = base.as_mut() {
                 let b = r.position()?;
                 base_scored.add_logprob(f64::from(b.target_logprob));
-                kl.position(logits, target, &b);
+                kl.position(logits, &norm, target, &b);
             }
             Ok(())
         })?;

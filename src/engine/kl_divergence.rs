@@ -25,16 +25,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::perplexity::LogSoftmax;
+
 const MAGIC: &[u8; 8] = b"LLMKLD01";
 /// Tokens kept a position: enough that the rest of the mass is small.
 pub const TOP_K: usize = 32;
-
-/// log of the sum of exp over a row of logits: log p(i) = logits[i] - this.
-fn log_norm(logits: &[f32]) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-    f64::from(max) + sum.ln()
-}
 
 /// The shape of a saved run, checked against the run that compares.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,14 +59,14 @@ impl BaseWriter {
         Ok(BaseWriter { out })
     }
 
-    /// One scored position: its logits and the token that came next.
-    pub fn position(&mut self, logits: &[f32], target: u32) -> Result<()> {
-        let norm = log_norm(logits);
-        let lp = |i: usize| (f64::from(logits[i]) - norm) as f32;
-        self.out.write_all(&lp(target as usize).to_le_bytes())?;
+    /// One scored position: its logits, their log-softmax and the token
+    /// that came next.
+    pub fn position(&mut self, logits: &[f32], norm: &LogSoftmax, target: u32) -> Result<()> {
+        let lp = |i: u32| norm.log_prob(logits, i) as f32;
+        self.out.write_all(&lp(target).to_le_bytes())?;
         for i in top_k(logits) {
             self.out.write_all(&(i as u32).to_le_bytes())?;
-            self.out.write_all(&lp(i).to_le_bytes())?;
+            self.out.write_all(&lp(i as u32).to_le_bytes())?;
         }
         Ok(())
     }
@@ -196,9 +191,14 @@ pub struct KlStats {
 }
 
 impl KlStats {
-    pub fn position(&mut self, logits: &[f32], target: u32, base: &BasePosition) {
-        let norm = log_norm(logits);
-        let lq = |i: u32| f64::from(logits[i as usize]) - norm;
+    pub fn position(
+        &mut self,
+        logits: &[f32],
+        norm: &LogSoftmax,
+        target: u32,
+        base: &BasePosition,
+    ) {
+        let lq = |i: u32| norm.log_prob(logits, i);
         let (mut kld, mut p_top, mut q_top) = (0.0, 0.0, 0.0);
         for &(id, lp) in &base.top {
             let (lp, lq) = (f64::from(lp), lq(id));
@@ -283,11 +283,10 @@ mod tests {
     }
 
     fn exact_kld(p: &[f32], q: &[f32]) -> f64 {
-        let (np, nq) = (log_norm(p), log_norm(q));
-        p.iter()
-            .zip(q)
-            .map(|(&a, &b)| {
-                let (lp, lq) = (f64::from(a) - np, f64::from(b) - nq);
+        let (np, nq) = (LogSoftmax::of(p), LogSoftmax::of(q));
+        (0..p.len() as u32)
+            .map(|i| {
+                let (lp, lq) = (np.log_prob(p, i), nq.log_prob(q, i));
                 lp.exp() * (lp - lq)
             })
             .sum()
@@ -308,7 +307,7 @@ mod tests {
         let mut w = BaseWriter::create(&path, &header).unwrap();
         // n_ctx 6 scores positions 3 and 4.
         for b in &base {
-            w.position(b, 7).unwrap();
+            w.position(b, &LogSoftmax::of(b), 7).unwrap();
         }
         w.finish().unwrap();
         let mut r = BaseReader::open(&path).unwrap();
@@ -324,9 +323,9 @@ mod tests {
                     .enumerate()
                     .fold(0, |m, (i, &v)| if v > b[m] { i } else { m })
             );
-            same.position(b, 7, &saved);
+            same.position(b, &LogSoftmax::of(b), 7, &saved);
             let q = peaked(n_vocab, 7, 3.0);
-            other.position(&q, 7, &saved);
+            other.position(&q, &LogSoftmax::of(&q), 7, &saved);
             // Top 32 of 100 plus the rest as one bucket: close to the full sum.
             let exact = exact_kld(b, &q);
             let got = *other.kld.last().unwrap();

@@ -7,6 +7,30 @@ use anyhow::{bail, Result};
 
 use crate::model::forward::{Model, State};
 
+/// One row's log-softmax as llama.cpp takes it: the largest logit in f32,
+/// the exponentials summed in f64. Computed once a position, for every use.
+#[derive(Clone, Copy, Debug)]
+pub struct LogSoftmax {
+    max: f32,
+    log_sum: f64,
+}
+
+impl LogSoftmax {
+    pub fn of(logits: &[f32]) -> LogSoftmax {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+        LogSoftmax {
+            max,
+            log_sum: sum.ln(),
+        }
+    }
+
+    /// log p(token `i`).
+    pub fn log_prob(&self, logits: &[f32], i: u32) -> f64 {
+        f64::from(logits[i as usize] - self.max) - self.log_sum
+    }
+}
+
 /// Negative log-likelihoods summed over the tokens scored so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Scored {
@@ -16,12 +40,9 @@ pub struct Scored {
 }
 
 impl Scored {
-    /// Adds the token `target` scored by one position's `logits`: a maximum
-    /// in f32, exponentials summed in f64 (llama.cpp's log_softmax).
+    /// Adds the token `target` scored by one position's `logits`.
     pub fn add(&mut self, logits: &[f32], target: u32) {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
-        self.add_logprob(f64::from(logits[target as usize] - max) - sum.ln());
+        self.add_logprob(LogSoftmax::of(logits).log_prob(logits, target));
     }
 
     /// Adds a token's log-probability as another run saved it.

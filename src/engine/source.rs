@@ -69,24 +69,4 @@ impl ModelSource {
         }
         .with_context(|| self.path().display().to_string())
     }
-
-    /// Bytes of the weights as stored (a folder's quantised layers count as
-    /// the f16 they are dequantised to).
-    pub fn weight_bytes(&self) -> u64 {
-        self.tensors()
-            .tensor_bytes()
-            .iter()
-            .map(|b| b.len() as u64)
-            .sum()
-    }
-
-    /// Parameters: every tensor's elements.
-    pub fn params(&self) -> u64 {
-        let t = self.tensors();
-        t.tensor_names()
-            .into_iter()
-            .filter_map(|n| t.tensor(n))
-            .map(|t| t.dims.iter().product::<u64>())
-            .fold(0u64, u64::saturating_add)
-    }
 }

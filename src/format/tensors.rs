@@ -28,6 +28,19 @@ pub trait TensorSource: Send + Sync + 'static {
             .filter_map(|n| self.tensor(n).map(|t| t.bytes))
             .collect()
     }
+    /// Every tensor's elements.
+    fn parameters(&self) -> u64 {
+        self.tensor_names()
+            .into_iter()
+            .filter_map(|n| self.tensor(n))
+            .map(|t| t.dims.iter().product::<u64>())
+            .fold(0, u64::saturating_add)
+    }
+    /// Bytes of the tensors as held (a folder's quantised layers count as
+    /// the f16 they are dequantised to).
+    fn stored_bytes(&self) -> u64 {
+        self.tensor_bytes().iter().map(|b| b.len() as u64).sum()
+    }
 }
 
 impl TensorSource for super::gguf::GgufFile {

@@ -139,11 +139,7 @@ impl Weights {
 
     /// Bytes of tensor data in the file(s).
     pub fn file_bytes(&self) -> u64 {
-        self.file
-            .tensor_bytes()
-            .iter()
-            .map(|d| d.len() as u64)
-            .sum()
+        self.file.stored_bytes()
     }
 
     /// Reads every page of the mapped tensors once, so a large model is
