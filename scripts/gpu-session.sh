@@ -27,6 +27,14 @@ if [ -n "${GPU_SESSION_ONLY:-}" ]; then
   for e in "${ENTRIES[@]}"; do [[ $e =~ $GPU_SESSION_ONLY ]] && kept+=("$e"); done
   ENTRIES=("${kept[@]}")
 fi
+# Partial offload leans on the CPU: llm's run of it waits, like llama.cpp's,
+# until the rival's build (all cores) is over, in call B.
+HYBRID=()
+kept=()
+for e in "${ENTRIES[@]}"; do
+  if [[ $e == *"-ngl 16"* ]]; then HYBRID+=("$e"); else kept+=("$e"); fi
+done
+ENTRIES=("${kept[@]}")
 # GPU_SESSION_AB="VAR=VALUE ..." also times llm's decode under each setting.
 DECODE=("Q4_K_M:-ngl 99 -p 0 -n 128" "Q4_0:-ngl 99 -p 0 -n 128" "1B-Q4_K_M:-ngl 99 -p 0 -n 128")
 
@@ -60,7 +68,10 @@ b)
   export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_RIVAL_LOGITS=$W/rival_logits
   timeout 60 /tmp/llm-gpu/test-gpu --nocapture closer_to_exact >"$out/rival-logits.log" 2>&1
   echo "rival logits rc=$?"; grep -vE "^running|^$" "$out/rival-logits.log" | tail -12
-  GPU_BENCH_ENGINES=rival OUT=$results scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
+  if [ ${#HYBRID[@]} -gt 0 ]; then
+    LLM_PROFILE=1 GPU_BENCH_ENGINES=llm OUT=$results GPU_BENCH_TIMEOUT=200 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${HYBRID[@]}" 2>&1 | tee "$out/bench-hybrid.log"
+  fi
+  GPU_BENCH_ENGINES=rival OUT=$results scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" "${HYBRID[@]}" 2>&1 | tee "$out/bench.log"
   cp "$results"/* "$out/"
   ;;
 *) sed -n 2,15p "$0" >&2; exit 2 ;;

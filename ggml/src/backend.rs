@@ -94,18 +94,36 @@ pub struct Attention {
 /// travels to it for the one product (llama.cpp does the same for prompt
 /// batches of the layers it keeps on the CPU). Only batches of at least
 /// `min_tokens()` rows are offered, so the one-token path stays the CPU's.
+/// Host bytes go through `copy` (the caller's threads) into the device's
+/// pinned memory: one thread alone copies slower than the bus.
 pub trait MatmulOffload: Send + Sync {
     fn min_tokens(&self) -> usize;
-    /// `out[t][r] = W[r] · x[t]` for `tokens` rows; an error leaves the
-    /// product to the CPU.
-    fn matmul_host(
+    /// `out_i[t][r] = W_i[r] · x[t]` for `tokens` rows of one input, which
+    /// crosses once; an error leaves the products to the CPU.
+    fn matmuls_host(
         &self,
-        w: &HostMat,
+        x: &[f32],
+        tokens: usize,
+        products: &mut [(&HostMat, &mut [f32])],
+        copy: &HostCopy<'_>,
+    ) -> Result<(), BackendError>;
+    /// `out = act(W_gate · x) * (W_up · x)`: only `out` crosses back.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_glu_host(
+        &self,
+        act: Glu,
+        gate: &HostMat,
+        up: &HostMat,
         x: &[f32],
         tokens: usize,
         out: &mut [f32],
+        copy: &HostCopy<'_>,
     ) -> Result<(), BackendError>;
 }
+
+/// Copies the first slice into the second (same length), perhaps on several
+/// threads.
+pub type HostCopy<'a> = dyn Fn(&[u8], &mut [u8]) + Sync + 'a;
 
 /// The alignment of each weight in a device's reserved room.
 pub const WEIGHT_ALIGN: usize = 256;

@@ -72,7 +72,7 @@ pub fn random_mat(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Host
     }
 }
 
-fn rel_err(reference: &[f32], got: &[f32]) -> f64 {
+pub fn rel_err(reference: &[f32], got: &[f32]) -> f64 {
     assert_eq!(reference.len(), got.len(), "output sizes differ");
     let scale = reference
         .iter()

@@ -314,6 +314,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 samples.push(tps);
             }
         }
+        let profile = ggml::profile::report();
+        if !profile.is_empty() {
+            eprint!(
+                "llm: {} host time over {} runs:\n{profile}",
+                test.name(),
+                reps + 1
+            );
+        }
         rows.push(Row {
             engine: "llm",
             backend: backend.clone(),

@@ -326,7 +326,9 @@ impl Model {
             trace: &mut state.trace,
         };
         debug_assert_eq!(job.hidden.len(), t * e);
-        for (stage, cache) in self.stages.iter().zip(state.caches.iter_mut()) {
+        const STAGE_NAMES: [&str; 4] = ["stage 0", "stage 1", "stage 2", "stage 3+"];
+        for (i, (stage, cache)) in self.stages.iter().zip(state.caches.iter_mut()).enumerate() {
+            let _p = ggml::profile::scope(STAGE_NAMES[i.min(3)]);
             stage.run(cache.as_mut(), &mut job)?;
         }
         state.n_past += t;

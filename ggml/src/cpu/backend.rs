@@ -10,10 +10,11 @@ use super::{kernels_for, Isa, Kernels};
 use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, MatmulOffload};
 use crate::float16::f32_to_f16;
 use crate::rope::Rope;
+use std::sync::Arc;
 
 pub struct CpuBackend {
     /// Where large prompt batches' matmuls go, when a GPU is there.
-    offload: Option<std::sync::Arc<dyn MatmulOffload>>,
+    offload: Option<Arc<dyn MatmulOffload>>,
     pool: ThreadPool,
     isa: Isa,
     /// The f16 dot product of this ISA (attention's scores and values).
@@ -63,13 +64,56 @@ impl CpuBackend {
     }
 
     /// Sends matmuls of large batches to `device` (see MatmulOffload).
-    pub fn with_offload(mut self, device: std::sync::Arc<dyn MatmulOffload>) -> CpuBackend {
+    pub fn with_offload(mut self, device: Arc<dyn MatmulOffload>) -> CpuBackend {
         self.offload = Some(device);
         self
     }
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The offload device, for a batch of `tokens` rows it takes.
+    fn offload_for(&self, tokens: usize) -> Option<&dyn MatmulOffload> {
+        self.offload.as_deref().filter(|d| tokens >= d.min_tokens())
+    }
+
+    /// A copy of host bytes spread over the pool (one thread copies well
+    /// below the memory's and the bus's speed).
+    fn copy_bytes(&self, src: &[u8], dst: &mut [u8]) {
+        self.par_pieces(dst, 4096, 1 << 20, &|at, d| {
+            d.copy_from_slice(&src[at..at + d.len()])
+        });
+    }
+
+    /// Runs `f(start, piece)` over `data` cut in pieces that start at
+    /// multiples of `align`, one a thread, when `data` holds at least
+    /// `min_len` values (less is done here: waking the pool costs more).
+    fn par_pieces<T: Send>(
+        &self,
+        data: &mut [T],
+        align: usize,
+        min_len: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let threads = self.pool.threads();
+        let n = data.len();
+        if threads == 1 || n < min_len {
+            return f(0, data);
+        }
+        let base = SyncPtr(data.as_mut_ptr() as *mut f32);
+        self.pool.run(&|i| {
+            let base = &base;
+            let r = split(n, threads, i, align);
+            if !r.is_empty() {
+                // SAFETY: split's ranges are disjoint and inside `data`,
+                // which outlives the pool run.
+                let piece = unsafe {
+                    std::slice::from_raw_parts_mut((base.0 as *mut T).add(r.start), r.len())
+                };
+                f(r.start, piece);
+            }
+        });
     }
 
     pub fn isa(&self) -> Isa {
@@ -139,11 +183,16 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, sc: &mut CpuScratch, m: &CpuMat, x: &Vec<f32>, t: usize, out: &mut Vec<f32>) {
+        let _p = crate::profile::scope("cpu.matmul");
         let (rows, cols) = (m.host.rows, m.host.cols);
         let x = &x[..t * cols];
         resize(out, t * rows);
-        if let Some(dev) = self.offload.as_ref().filter(|d| t >= d.min_tokens()) {
-            if dev.matmul_host(&m.host, x, t, out).is_ok() {
+        if let Some(dev) = self.offload_for(t) {
+            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            if dev
+                .matmuls_host(x, t, &mut [(&m.host, &mut out[..])], &copy)
+                .is_ok()
+            {
                 return;
             }
         }
@@ -185,6 +234,64 @@ impl Backend for CpuBackend {
         });
     }
 
+    fn matmuls(
+        &self,
+        sc: &mut CpuScratch,
+        x: &Vec<f32>,
+        t: usize,
+        products: &mut [(&CpuMat, &mut Vec<f32>)],
+    ) {
+        if let Some(dev) = self.offload_for(t) {
+            let _p = crate::profile::scope("cpu.matmul");
+            let cols = products[0].0.host.cols;
+            let mut outs: Vec<(&HostMat, &mut [f32])> = products
+                .iter_mut()
+                .map(|(m, out)| {
+                    resize(out, t * m.host.rows);
+                    (&m.host, &mut out[..])
+                })
+                .collect();
+            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            if dev
+                .matmuls_host(&x[..t * cols], t, &mut outs, &copy)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        for (w, out) in products.iter_mut() {
+            self.matmul(sc, w, x, t, out);
+        }
+    }
+
+    fn matmul_glu(
+        &self,
+        sc: &mut CpuScratch,
+        act: Glu,
+        w_gate: &CpuMat,
+        w_up: &CpuMat,
+        x: &Vec<f32>,
+        t: usize,
+        width: usize,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+    ) {
+        if let Some(dev) = self.offload_for(t) {
+            let _p = crate::profile::scope("cpu.matmul");
+            resize(gate, t * width);
+            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            let x = &x[..t * w_gate.host.cols];
+            if dev
+                .matmul_glu_host(act, &w_gate.host, &w_up.host, x, t, gate, &copy)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
+        self.glu(act, gate, up, t * width);
+    }
+
     fn rms_norm(&self, src: &Vec<f32>, w: &Vec<f32>, eps: f32, rows: usize, dst: &mut Vec<f32>) {
         let n = rows * w.len();
         resize(dst, n);
@@ -193,25 +300,30 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm_in_place(&self, x: &mut Vec<f32>, w: &Vec<f32>, eps: f32, rows: usize) {
-        x[..rows * w.len()]
-            .chunks_exact_mut(w.len())
-            .for_each(|r| ops::rms_norm(r, w, eps));
+        let _p = crate::profile::scope("cpu.rms_norm_in_place");
+        let e = w.len();
+        self.par_pieces(&mut x[..rows * e], e, 2 * e, &|_, rows| {
+            rows.chunks_exact_mut(e)
+                .for_each(|r| ops::rms_norm(r, w, eps))
+        });
     }
 
     fn add_bias(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize) {
+        let _p = crate::profile::scope("cpu.add_bias");
         for row in x[..rows * bias.len()].chunks_exact_mut(bias.len()) {
             row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
         }
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
-        x[..len]
-            .iter_mut()
-            .zip(&y[..len])
-            .for_each(|(x, d)| *x += d);
+        let _p = crate::profile::scope("cpu.add");
+        self.par_pieces(&mut x[..len], 64, PAR_MIN, &|at, x| {
+            x.iter_mut().zip(&y[at..]).for_each(|(x, d)| *x += d)
+        });
     }
 
     fn scale(&self, x: &mut Vec<f32>, s: f32, len: usize) {
+        let _p = crate::profile::scope("cpu.scale");
         x[..len].iter_mut().for_each(|v| *v *= s);
     }
 
@@ -224,6 +336,7 @@ impl Backend for CpuBackend {
         rows: usize,
         dst: &mut Vec<f32>,
     ) {
+        let _p = crate::profile::scope("cpu.copy_cols");
         resize(dst, rows * width);
         for (d, s) in dst
             .chunks_exact_mut(width)
@@ -241,6 +354,7 @@ impl Backend for CpuBackend {
         width: usize,
         dst: &mut Vec<f32>,
     ) {
+        let _p = crate::profile::scope("cpu.copy_rows");
         resize(dst, rows * width);
         dst.copy_from_slice(&src[row0 * width..(row0 + rows) * width]);
     }
@@ -256,17 +370,25 @@ impl Backend for CpuBackend {
         freq_factors: Option<&Vec<f32>>,
         pos0: usize,
     ) {
-        resize(&mut sc.rope, head_dim);
+        let _p = crate::profile::scope("cpu.rope");
         let width = n_heads * head_dim;
-        for (i, row) in x[..tokens * width].chunks_exact_mut(width).enumerate() {
-            rope.cache(
-                (pos0 + i) as i64,
-                freq_factors.map(|f| &f[..]),
-                &mut sc.rope,
-            );
-            row.chunks_exact_mut(head_dim)
+        if tokens == 1 {
+            resize(&mut sc.rope, head_dim);
+            rope.cache(pos0 as i64, freq_factors.map(|f| &f[..]), &mut sc.rope);
+            x[..width]
+                .chunks_exact_mut(head_dim)
                 .for_each(|h| rope.apply(h, &sc.rope));
+            return;
         }
+        self.par_pieces(&mut x[..tokens * width], width, 2 * width, &|at, rows| {
+            let mut cache = vec![0f32; head_dim];
+            for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+                let pos = pos0 + at / width + i;
+                rope.cache(pos as i64, freq_factors.map(|f| &f[..]), &mut cache);
+                row.chunks_exact_mut(head_dim)
+                    .for_each(|h| rope.apply(h, &cache));
+            }
+        });
     }
 
     fn kv_store(
@@ -278,18 +400,37 @@ impl Backend for CpuBackend {
         pos0: usize,
         tokens: usize,
     ) {
-        let kv_dim = kv.kv_dim;
-        for i in 0..tokens {
-            let cell = (pos0 + i) % kv.cells;
-            for (dst, &src) in kv.k[cell * kv_dim..(cell + 1) * kv_dim]
-                .iter_mut()
-                .zip(&k[i * kv_dim..(i + 1) * kv_dim])
-            {
-                *dst = f32_to_f16(src);
+        let _p = crate::profile::scope("cpu.kv_store");
+        let (kv_dim, cells) = (kv.kv_dim, kv.cells);
+        // Split by dimension: each thread writes its columns of the key rows
+        // and its rows of the transposed values, which for several tokens
+        // are runs of neighbouring cells rather than one cache line a value.
+        let k_cache = SyncPtr(kv.k.as_mut_ptr() as *mut f32);
+        let v_cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
+        let threads = self.pool.threads();
+        let work = |dims: std::ops::Range<usize>| {
+            let (k_cache, v_cache) = (&k_cache, &v_cache);
+            let (kc, vc) = (k_cache.0 as *mut u16, v_cache.0 as *mut u16);
+            for i in 0..tokens {
+                let cell = (pos0 + i) % cells;
+                for d in dims.clone() {
+                    // SAFETY: cell < cells and d < kv_dim: inside both caches;
+                    // threads write disjoint dimensions.
+                    unsafe { *kc.add(cell * kv_dim + d) = f32_to_f16(k[i * kv_dim + d]) };
+                }
             }
-            for (dim, &src) in v[i * kv_dim..(i + 1) * kv_dim].iter().enumerate() {
-                kv.v[dim * kv.cells + cell] = f32_to_f16(src);
+            for d in dims {
+                for i in 0..tokens {
+                    let cell = (pos0 + i) % cells;
+                    // SAFETY: as above.
+                    unsafe { *vc.add(d * cells + cell) = f32_to_f16(v[i * kv_dim + d]) };
+                }
             }
+        };
+        if threads == 1 || tokens * kv_dim < 1024 {
+            work(0..kv_dim);
+        } else {
+            self.pool.run(&|i| work(split(kv_dim, threads, i, 16)));
         }
     }
 
@@ -307,6 +448,7 @@ impl Backend for CpuBackend {
         a: &Attention,
         att: &mut Vec<f32>,
     ) {
+        let _p = crate::profile::scope("cpu.attention");
         let hd = a.head_dim;
         let (q_dim, kv_dim) = (a.n_head * hd, a.n_head_kv * hd);
         resize(att, t * q_dim);
@@ -354,7 +496,18 @@ impl Backend for CpuBackend {
                     *d = f32_to_f16(v);
                 }
                 let qb = u16_bytes(q16);
-                for (c, score) in sc.iter_mut().enumerate() {
+                // Cells from `hi` on are masked (unused, or later than this
+                // token) while the cache has not wrapped: their scores are
+                // -inf and their probabilities 0, which add nothing to the
+                // value dots. `hi` is a multiple of every dot's step, so the
+                // dots keep their lanes and have no tail.
+                let hi = if last < cells {
+                    (pos + 1).next_multiple_of(64).min(n_kv)
+                } else {
+                    n_kv
+                };
+                sc[hi..].fill(f32::NEG_INFINITY);
+                for (c, score) in sc[..hi].iter_mut().enumerate() {
                     let visible =
                         cell_pos(c).is_some_and(|p| p <= pos && window.is_none_or(|w| pos - p < w));
                     *score = if visible {
@@ -375,17 +528,24 @@ impl Backend for CpuBackend {
                 };
                 for (d, o) in out.iter_mut().enumerate() {
                     let row = (g * hd + d) * cells;
-                    *o = dot16(pb, &v_bytes[2 * row..2 * (row + n_kv)]);
+                    *o = dot16(&pb[..2 * hi], &v_bytes[2 * row..2 * (row + hi)]);
                 }
             }
         });
     }
 
     fn glu(&self, act: Glu, gate: &mut Vec<f32>, up: &Vec<f32>, len: usize) {
-        match act {
-            Glu::SwiGlu => ops::swiglu(self.isa, &mut gate[..len], &up[..len]),
-            Glu::GeGlu => ops::geglu(&mut gate[..len], &up[..len]),
-        }
+        let _p = crate::profile::scope("cpu.glu");
+        // Pieces start at multiples of the SIMD width, so every value takes
+        // the same (vector or tail) path as in one pass.
+        let isa = self.isa;
+        self.par_pieces(&mut gate[..len], 64, PAR_MIN, &|at, g| {
+            let u = &up[at..at + g.len()];
+            match act {
+                Glu::SwiGlu => ops::swiglu(isa, g, u),
+                Glu::GeGlu => ops::geglu(g, u),
+            }
+        });
     }
 }
 
@@ -393,6 +553,9 @@ fn u16_bytes(v: &[u16]) -> &[u8] {
     // SAFETY: u16 has no invalid bit patterns; the byte view has the same extent.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
 }
+
+/// Element-wise work below this many values stays on the calling thread.
+const PAR_MIN: usize = 4096;
 
 struct SyncPtr(*mut f32);
 // SAFETY: used only for disjoint writes coordinated by the pool's split.

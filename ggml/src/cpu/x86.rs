@@ -49,12 +49,15 @@ unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
 }
 
-/// An f16 scale through F16C (exact, like the software conversion).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn h2f(p: *const u8) -> f32 {
-    let h = u16::from_le_bytes([*p, *p.add(1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+/// An f16 scale as f32, looked up in `table` (f16_table): a plain load, where
+/// F16C's conversion of a value inserted into a vector register made LLVM
+/// merge into the accumulator's register, so that each block waited for the
+/// previous block's arithmetic before its weight's scale could load, and the
+/// loop ran at memory latency rather than bandwidth.
+#[inline(always)]
+unsafe fn f16_at(table: &[f32], p: *const u8) -> f32 {
+    debug_assert_eq!(table.len(), 1 << 16);
+    *table.get_unchecked(u16::from_le_bytes([*p, *p.add(1)]) as usize)
 }
 
 /// The dot kernels below take one weight row and N activation rows: each
@@ -113,12 +116,12 @@ with_vnni!(q4_0_q8_0_n, q4_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 18);
-        let dx = _mm256_set1_ps(h2f(x));
+        let dx = _mm256_set1_ps(f16_at(table, x));
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), _mm256_set1_epi8(8));
         let ax = _mm256_sign_epi8(qx, qx);
         for t in 0..N {
             let y = ya[t].add(ib * 34);
-            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let dy = f16_at(table, y);
             let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
             let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
             let sy = _mm256_sign_epi8(qy, qx);
@@ -135,13 +138,13 @@ with_vnni!(q5_0_q8_0_n, q5_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 22);
-        let dx = _mm256_set1_ps(h2f(x));
+        let dx = _mm256_set1_ps(f16_at(table, x));
         let hi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
         let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), hi);
         let ax = _mm256_sign_epi8(qx, qx);
         for t in 0..N {
             let y = ya[t].add(ib * 34);
-            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let dy = f16_at(table, y);
             let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
             let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
             let sy = _mm256_sign_epi8(qy, qx);
@@ -158,13 +161,13 @@ with_vnni!(q8_0_q8_0_n, q8_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 34);
-        let dx = _mm256_set1_ps(h2f(x));
+        let dx = _mm256_set1_ps(f16_at(table, x));
         let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
         // Signs moved onto y once per block, as mul_sum_i8_pairs_float does.
         let ax = _mm256_sign_epi8(qx, qx);
         for t in 0..N {
             let y = ya[t].add(ib * 34);
-            let dy = table[u16::from_le_bytes([*y, *y.add(1)]) as usize];
+            let dy = f16_at(table, y);
             let d = _mm256_mul_ps(dx, _mm256_set1_ps(dy));
             let qy = _mm256_loadu_si256(y.add(2) as *const __m256i);
             let sy = _mm256_sign_epi8(qy, qx);
@@ -181,15 +184,14 @@ pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
     let table = f16_table();
-    let h = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 20);
-        let (dx, mx) = (h2f(x), h2f(x.add(2)));
+        let (dx, mx) = (f16_at(table, x), f16_at(table, x.add(2)));
         let qx = bytes_from_nibbles_32(x.add(4));
         for t in 0..N {
             let y = ya[t].add(ib * 36);
-            summs[t] += mx * h(y.add(2));
-            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(h(y)));
+            summs[t] += mx * f16_at(table, y.add(2));
+            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(f16_at(table, y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
             acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[t]);
         }
@@ -204,16 +206,15 @@ pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut summs = [0f32; N];
     let table = f16_table();
-    let h = |p: *const u8| table[u16::from_le_bytes([*p, *p.add(1)]) as usize];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 24);
-        let (dx, mx) = (h2f(x), h2f(x.add(2)));
+        let (dx, mx) = (f16_at(table, x), f16_at(table, x.add(2)));
         let hi = _mm256_and_si256(bytes_from_bits_32(x.add(4)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(8)), hi);
         for t in 0..N {
             let y = ya[t].add(ib * 36);
-            summs[t] += mx * h(y.add(2));
-            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(h(y)));
+            summs[t] += mx * f16_at(table, y.add(2));
+            let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(f16_at(table, y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
             acc[t] = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), d, acc[t]);
         }
@@ -221,17 +222,34 @@ pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
 }
 
-/// The eight 6-bit scales and mins of a Q4_K/Q5_K block as 16 bytes:
-/// scales 0..8, then mins 0..8.
-#[inline]
-fn k4_scales_mins(s: &[u8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for j in 0..8 {
-        let (sc, m) = crate::blocks::kquants::scale_min_k4(j, s);
-        out[j] = sc;
-        out[8 + j] = m;
-    }
-    out
+/// The eight 6-bit scales and mins of a Q4_K/Q5_K block (its 12 packed
+/// bytes at `s`) as 16 bytes: scales 0..8, then mins 0..8. Whole-word masks
+/// and shifts do all eight at once (see `kquants::scale_min_k4` for the
+/// layout, which a test checks this against).
+#[inline(always)]
+unsafe fn k4_scales_mins(s: *const u8) -> __m128i {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            *s.add(4 * i),
+            *s.add(4 * i + 1),
+            *s.add(4 * i + 2),
+            *s.add(4 * i + 3),
+        ])
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let scales_lo = w0 & LOW6;
+    let scales_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mins_lo = w1 & LOW6;
+    let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    _mm_set_epi32(
+        mins_hi as i32,
+        mins_lo as i32,
+        scales_hi as i32,
+        scales_lo as i32,
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -239,15 +257,18 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0f);
     let nb = w.len() / 144;
     let ya = rows!(a, nb, 292);
+    let table = f16_table();
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_m = [_mm_setzero_ps(); N];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 144);
-        let (xd, xmin) = (h2f(x), h2f(x.add(2)));
-        let sm = k4_scales_mins(std::slice::from_raw_parts(x.add(4), 12));
-        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+        let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
+        let sm = k4_scales_mins(x.add(4));
+        let mins_and_scales = _mm256_cvtepu8_epi16(sm);
         let mins = _mm256_extracti128_si256(mins_and_scales, 1);
-        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm[j] as i16));
+        let mut sm_bytes = [0u8; 16];
+        _mm_storeu_si128(sm_bytes.as_mut_ptr() as *mut __m128i, sm);
+        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm_bytes[j] as i16));
         // Low and high nibbles of the four 32-byte chunks.
         let q4: [__m256i; 8] = std::array::from_fn(|k| {
             let bits = _mm256_loadu_si256(x.add(16 + 32 * (k / 2)) as *const __m256i);
@@ -289,16 +310,83 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     })
 }
 
+/// Q4_K with AVX-512: two 32-value chunks (a byte's low and high nibbles)
+/// in one 512-bit register, their products scaled and summed by one
+/// `vpdpwssd`. Lane k of each half gets exactly the integer that lane k of
+/// the AVX2 kernel's sum gets (four neighbouring products times the chunk's
+/// scale), and the halves are added before the one float step a block, so
+/// the result is bit-identical to it; the work a block is about half.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let nb = w.len() / 144;
+    let ya = rows!(a, nb, 292);
+    let table = f16_table();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
+    // Picks scale 2j for the low half's 16-bit lanes and 2j+1 for the high.
+    let pick: [__m512i; 4] = std::array::from_fn(|j| {
+        _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi16(2 * j as i16)),
+            _mm256_set1_epi16(2 * j as i16 + 1),
+        )
+    });
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 144);
+        let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
+        let mins_and_scales = _mm256_cvtepu8_epi16(k4_scales_mins(x.add(4)));
+        let mins = _mm256_extracti128_si256(mins_and_scales, 1);
+        let all = _mm512_castsi256_si512(mins_and_scales);
+        let scales: [__m512i; 4] = std::array::from_fn(|j| _mm512_permutexvar_epi16(pick[j], all));
+        let q4: [__m512i; 4] = std::array::from_fn(|j| {
+            let bits = _mm256_loadu_si256(x.add(16 + 32 * j) as *const __m256i);
+            let both =
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(bits), _mm256_srli_epi16(bits, 4));
+            _mm512_and_si512(both, m4)
+        });
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let d = dy * xd;
+            let dmin = -dy * xmin;
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            let mut sumi = _mm512_setzero_si512();
+            for (j, (&q4, &sc)) in q4.iter().zip(&scales).enumerate() {
+                let q8 = _mm512_loadu_si512(y.add(4 + 64 * j) as *const __m512i);
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q4, q8), sc);
+            }
+            let halves = _mm256_add_epi32(
+                _mm512_castsi512_si256(sumi),
+                _mm512_extracti64x4_epi64::<1>(sumi),
+            );
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(halves), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| {
+        let mut m = acc_m[t];
+        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum_float_8(acc[t]) + _mm_cvtss_f32(m)
+    })
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m3 = _mm256_set1_epi8(3);
     let m15 = _mm256_set1_epi8(15);
     let nb = w.len() / 210;
     let ya = rows!(a, nb, 292);
+    let table = f16_table();
     let mut acc = [_mm256_setzero_ps(); N];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 210);
-        let xd = h2f(x.add(208));
+        let xd = f16_at(table, x.add(208));
         let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
         // The eight 32-value chunks as unsigned 6-bit bytes, and their scales
         // (one per 16 values: low half, high half).
@@ -409,4 +497,34 @@ pub unsafe fn f16_dot_avx2(x: &[u8], y: &[u8]) -> f32 {
         sum += f64::from(a * b);
     }
     sum as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k4_scales_mins_unpacks_like_the_reference() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..1000 {
+            let packed: [u8; 12] = std::array::from_fn(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            });
+            let mut got = [0u8; 16];
+            // SAFETY: SSE2 is part of x86_64; `packed` has 12 bytes.
+            unsafe {
+                _mm_storeu_si128(
+                    got.as_mut_ptr() as *mut __m128i,
+                    k4_scales_mins(packed.as_ptr()),
+                )
+            };
+            for j in 0..8 {
+                let (sc, m) = crate::blocks::kquants::scale_min_k4(j, &packed);
+                assert_eq!((got[j], got[8 + j]), (sc, m), "j={j} {packed:?}");
+            }
+        }
+    }
 }

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::driver::{
-    check, Context, CuResult, DeviceInfo, DeviceMem, Function, Graph, KernelArg, Module, PinnedMem,
-    Stream,
+    check, Context, CuResult, DeviceInfo, DeviceMem, Event, Function, Graph, KernelArg, Module,
+    PinnedMem, Stream,
 };
 use super::matvec1::{Epilogue, Matvec1};
-use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, MatmulOffload, WEIGHT_ALIGN};
+use crate::backend::{
+    Attention, Backend, BackendError, Glu, HostCopy, HostMat, MatmulOffload, WEIGHT_ALIGN,
+};
 use crate::rope::Rope;
 use crate::GgmlType;
 
@@ -63,8 +65,8 @@ pub struct CudaBackend {
     error: Mutex<Option<BackendError>>,
     /// Where uploaded weights go, once `reserve` has been called.
     rooms: Mutex<Vec<Room>>,
-    /// Room for the CPU's offloaded matmuls: a weight, its input and output.
-    offload: Mutex<Option<[DeviceMem; 3]>>,
+    /// Room for the CPU's offloaded matmuls.
+    offload: Mutex<Option<OffloadRoom>>,
     stream: Stream,
     _modules: Vec<Module>,
     // Dropped last: everything above lives in this context.
@@ -396,19 +398,6 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// `dst.len()` floats from the device, waiting for them.
-    fn download(&self, src: u64, dst: &mut [f32]) -> CuResult<()> {
-        let bytes = dst.len() * 4;
-        let mut s = self.stage(bytes);
-        if s.bytes < bytes {
-            return Err(BackendError("CUDA: no pinned memory for a copy".into()));
-        }
-        self.stream.dtoh(s.as_mut_ptr(), src, bytes)?;
-        self.stream.sync()?;
-        dst.copy_from_slice(s.f32s(dst.len()));
-        Ok(())
-    }
-
     fn name_device(&self, e: BackendError) -> BackendError {
         BackendError(format!("{}: {}", self.name(), e.0))
     }
@@ -430,45 +419,137 @@ impl CudaBackend {
 /// (llama.cpp's threshold too).
 const OFFLOAD_MIN_TOKENS: usize = 32;
 
-impl MatmulOffload for CudaBackend {
-    fn min_tokens(&self) -> usize {
-        OFFLOAD_MIN_TOKENS
+/// Host bytes cross in pieces of this size through two pinned halves: the
+/// host copies one piece while the bus carries the other.
+const OFFLOAD_PIECE: usize = 8 << 20;
+
+/// The device and pinned memory of the CPU's offloaded products, grown to
+/// the largest call so far.
+struct OffloadRoom {
+    weights: DeviceMem,
+    x: DeviceMem,
+    out: DeviceMem,
+    staging: PinnedMem,
+    /// When each staging half's last copy is done.
+    done: [Event; 2],
+}
+
+/// `mem` holding at least `bytes`, reallocated if smaller.
+fn at_least(mem: &mut DeviceMem, bytes: usize, what: &str) -> CuResult<u64> {
+    if mem.bytes < bytes {
+        *mem = DeviceMem::alloc(bytes, what)?;
+    }
+    Ok(mem.ptr)
+}
+
+impl CudaBackend {
+    /// The offload room, with at least these bytes of weights, input and output.
+    fn offload_room(
+        &self,
+        weights: usize,
+        x: usize,
+        out: usize,
+    ) -> CuResult<std::sync::MutexGuard<'_, Option<OffloadRoom>>> {
+        self.ctx.bind()?;
+        let mut room = self.offload.lock().unwrap_or_else(|p| p.into_inner());
+        if room.is_none() {
+            *room = Some(OffloadRoom {
+                weights: DeviceMem::alloc(weights, "offloaded weights")?,
+                x: DeviceMem::alloc(x, "offloaded activations")?,
+                out: DeviceMem::alloc(out, "offloaded activations")?,
+                staging: PinnedMem::alloc(2 * OFFLOAD_PIECE)?,
+                done: [Event::new()?, Event::new()?],
+            });
+        }
+        let r = room.as_mut().expect("made above");
+        at_least(&mut r.weights, weights, "offloaded weights")?;
+        at_least(&mut r.x, x, "offloaded activations")?;
+        at_least(&mut r.out, out, "offloaded activations")?;
+        Ok(room)
     }
 
-    fn matmul_host(
+    /// Host bytes to device memory at `dst`, piece by piece through the
+    /// staging halves, the host copy of one piece overlapping the transfer
+    /// of the one before.
+    fn send(&self, r: &OffloadRoom, dst: u64, src: &[u8], copy: &HostCopy<'_>) -> CuResult<()> {
+        for (i, part) in src.chunks(OFFLOAD_PIECE).enumerate() {
+            let half = i % 2;
+            if i >= 2 {
+                r.done[half].sync()?;
+            }
+            // SAFETY: each half holds OFFLOAD_PIECE bytes, unused until its
+            // event said its last transfer was done.
+            let stage = unsafe {
+                std::slice::from_raw_parts_mut(
+                    r.staging.as_mut_ptr().add(half * OFFLOAD_PIECE),
+                    part.len(),
+                )
+            };
+            copy(part, stage);
+            self.stream
+                .htod(dst + (i * OFFLOAD_PIECE) as u64, stage.as_ptr(), part.len())?;
+            r.done[half].record(&self.stream)?;
+        }
+        // The halves are free for the next use once both transfers are done.
+        r.done[0].sync()?;
+        r.done[1].sync()
+    }
+
+    /// Device bytes at `src` to the host, the transfer of one piece
+    /// overlapping the host copy of the one before; waits for the queued work.
+    fn receive(
+        &self,
+        r: &OffloadRoom,
+        src: u64,
+        dst: &mut [u8],
+        copy: &HostCopy<'_>,
+    ) -> CuResult<()> {
+        let len = dst.len();
+        let pieces = len.div_ceil(OFFLOAD_PIECE);
+        let piece = |i: usize| i * OFFLOAD_PIECE..((i + 1) * OFFLOAD_PIECE).min(len);
+        let start = |i: usize| -> CuResult<()> {
+            let half = i % 2;
+            let p = piece(i);
+            // SAFETY: as in `send`; the caller waits on the half's event
+            // before reading it or starting another transfer into it.
+            let stage = unsafe { r.staging.as_mut_ptr().add(half * OFFLOAD_PIECE) };
+            self.stream.dtoh(stage, src + p.start as u64, p.len())?;
+            r.done[half].record(&self.stream)
+        };
+        for i in 0..pieces.min(2) {
+            start(i)?;
+        }
+        for i in 0..pieces {
+            let half = i % 2;
+            r.done[half].sync()?;
+            let p = piece(i);
+            // SAFETY: the transfer into this half is done.
+            let stage = unsafe {
+                std::slice::from_raw_parts(
+                    r.staging.as_mut_ptr().add(half * OFFLOAD_PIECE),
+                    p.len(),
+                )
+            };
+            copy(stage, &mut dst[p]);
+            if i + 2 < pieces {
+                start(i + 2)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tiled product of `w` (on the device at `wp`) and `tokens` rows at `xp`, into `yp`.
+    fn offload_product(
         &self,
         w: &HostMat,
-        x: &[f32],
+        wp: u64,
+        xp: u64,
+        yp: u64,
         tokens: usize,
-        out: &mut [f32],
-    ) -> Result<(), BackendError> {
+    ) -> CuResult<()> {
         let Some(mm) = self.kernels.matmul.get(&w.format.ggml()).map(|k| k.matmul) else {
             return Err(BackendError(format!("{}: no kernels", w.format)));
         };
-        self.ctx.bind()?;
-        let need = [
-            w.len.next_multiple_of(WEIGHT_ALIGN),
-            x.len() * 4,
-            out.len() * 4,
-        ];
-        let mut room = self.offload.lock().unwrap_or_else(|p| p.into_inner());
-        let fits = room
-            .as_ref()
-            .is_some_and(|r| r.iter().zip(need).all(|(m, n)| m.bytes >= n));
-        if !fits {
-            let old = room.take().map_or([0; 3], |r| r.map(|m| m.bytes));
-            let sizes: Vec<usize> = old.iter().zip(need).map(|(&o, n)| o.max(n)).collect();
-            *room = Some([
-                DeviceMem::alloc(sizes[0], "an offloaded weight")?,
-                DeviceMem::alloc(sizes[1], "offloaded activations")?,
-                DeviceMem::alloc(sizes[2], "offloaded activations")?,
-            ]);
-        }
-        let [wm, xm, ym] = room.as_ref().expect("made above");
-        self.upload(wm.ptr, w.bytes())?;
-        // SAFETY: f32 has no invalid bit patterns; the byte view has x's extent.
-        let x_bytes = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) };
-        self.upload(xm.ptr, x_bytes)?;
         let (rows, cols, rb, nt) = (
             w.rows as i32,
             w.cols as i32,
@@ -480,9 +561,92 @@ impl MatmulOffload for CudaBackend {
             (blocks(w.rows, 64), blocks(tokens, 64), 1),
             128,
             0,
-            &[&wm.ptr, &xm.ptr, &ym.ptr, &rows, &cols, &rb, &nt],
+            &[&wp, &xp, &yp, &rows, &cols, &rb, &nt],
+        )
+    }
+}
+
+fn f32_bytes(x: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no invalid bit patterns; the byte view has x's extent.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) }
+}
+
+fn f32_bytes_mut(x: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; any bytes are a valid f32.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut u8, x.len() * 4) }
+}
+
+impl MatmulOffload for CudaBackend {
+    fn min_tokens(&self) -> usize {
+        OFFLOAD_MIN_TOKENS
+    }
+
+    fn matmuls_host(
+        &self,
+        x: &[f32],
+        tokens: usize,
+        products: &mut [(&HostMat, &mut [f32])],
+        copy: &HostCopy<'_>,
+    ) -> Result<(), BackendError> {
+        let _p = crate::profile::scope("offload.matmuls");
+        let wbytes = |w: &HostMat| w.len.next_multiple_of(WEIGHT_ALIGN);
+        let weights: usize = products.iter().map(|(w, _)| wbytes(w)).sum();
+        let outs: usize = products.iter().map(|(w, _)| w.rows * tokens * 4).sum();
+        let room = self.offload_room(weights, x.len() * 4, outs)?;
+        let r = room.as_ref().expect("made by offload_room");
+        self.send(r, r.x.ptr, f32_bytes(x), copy)?;
+        let (mut wp, mut yp) = (r.weights.ptr, r.out.ptr);
+        for (w, _) in products.iter() {
+            self.send(r, wp, w.bytes(), copy)?;
+            self.offload_product(w, wp, r.x.ptr, yp, tokens)?;
+            wp += wbytes(w) as u64;
+            yp += (w.rows * tokens * 4) as u64;
+        }
+        let mut yp = r.out.ptr;
+        for (w, out) in products.iter_mut() {
+            let n = w.rows * tokens;
+            self.receive(r, yp, f32_bytes_mut(&mut out[..n]), copy)?;
+            yp += (n * 4) as u64;
+        }
+        Ok(())
+    }
+
+    fn matmul_glu_host(
+        &self,
+        act: Glu,
+        gate: &HostMat,
+        up: &HostMat,
+        x: &[f32],
+        tokens: usize,
+        out: &mut [f32],
+        copy: &HostCopy<'_>,
+    ) -> Result<(), BackendError> {
+        let _p = crate::profile::scope("offload.matmul_glu");
+        let gb = gate.len.next_multiple_of(WEIGHT_ALIGN);
+        let ub = up.len.next_multiple_of(WEIGHT_ALIGN);
+        let n = gate.rows * tokens;
+        let room = self.offload_room(gb + ub, x.len() * 4, 2 * n * 4)?;
+        let r = room.as_ref().expect("made by offload_room");
+        self.send(r, r.x.ptr, f32_bytes(x), copy)?;
+        let (gp, up_out) = (r.out.ptr, r.out.ptr + (n * 4) as u64);
+        self.send(r, r.weights.ptr, gate.bytes(), copy)?;
+        self.offload_product(gate, r.weights.ptr, r.x.ptr, gp, tokens)?;
+        let uw = r.weights.ptr + gb as u64;
+        self.send(r, uw, up.bytes(), copy)?;
+        self.offload_product(up, uw, r.x.ptr, up_out, tokens)?;
+        let f = match act {
+            Glu::SwiGlu => self.kernels.swiglu,
+            Glu::GeGlu => self.kernels.geglu,
+        };
+        let len = n as i64;
+        f.launch(
+            &self.stream,
+            (blocks(n, 256), 1, 1),
+            256,
+            0,
+            &[&gp, &up_out, &len],
         )?;
-        self.download(ym.ptr, &mut out[..tokens * w.rows])
+        self.receive(r, gp, f32_bytes_mut(&mut out[..n]), copy)
     }
 }
 
@@ -1026,5 +1190,68 @@ mod tests {
             _ => 0.0,
         });
         assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// The CPU's prompt batches sent to the GPU (`matmuls_host`,
+    /// `matmul_glu_host`), pieces of the pipelined copies included, against
+    /// the exact product.
+    #[test]
+    fn offloaded_batches_match_the_exact_product() {
+        use crate::backend_check::{exact_matmul, random_mat, rel_err, Rng};
+        let gpus = crate::cuda::devices();
+        let Some(first) = gpus.iter().find(|d| d.problem.is_none()) else {
+            eprintln!("skipped: no GPU");
+            return;
+        };
+        let gpu = std::sync::Arc::new(CudaBackend::new(first.ordinal).expect("the GPU opens"));
+        let cpu = crate::cpu::backend::CpuBackend::new(2, crate::cpu::isa()).with_offload(gpu);
+        let mut sc = cpu.scratch().expect("CPU scratch");
+        let mut rng = Rng::new(5);
+        // (type, rows, cols, tokens): the last two cross in several pieces
+        // (an 18 MB weight; a 9 MB product).
+        let cases = [
+            (GgmlType::Q4_K, 96, 512, 40),
+            (GgmlType::Q6_K, 64, 256, 33),
+            (GgmlType::Q8_0, 80, 256, 64),
+            (GgmlType::F16, 2304, 4096, 32),
+            (GgmlType::Q4_0, 4608, 256, 512),
+        ];
+        for (ty, rows, cols, tokens) in cases {
+            let (w1, w2) = (
+                random_mat(&mut rng, ty, rows, cols),
+                random_mat(&mut rng, ty, rows, cols),
+            );
+            let x = rng.vec(tokens * cols, 1.0);
+            let (m1, m2) = (cpu.upload_mat(&w1).unwrap(), cpu.upload_mat(&w2).unwrap());
+            let (e1, e2) = (exact_matmul(&w1, &x, tokens), exact_matmul(&w2, &x, tokens));
+            let (mut o1, mut o2) = (Vec::new(), Vec::new());
+            cpu.matmuls(&mut sc, &x, tokens, &mut [(&m1, &mut o1), (&m2, &mut o2)]);
+            let err = rel_err(&e1, &o1).max(rel_err(&e2, &o2));
+            eprintln!("{ty:?} {rows}x{cols} x {tokens}: matmuls {err:.3e}");
+            assert!(err < 2e-3, "{ty:?}: offloaded matmuls off by {err:.3e}");
+            let (mut gate, mut up) = (Vec::new(), Vec::new());
+            cpu.matmul_glu(
+                &mut sc,
+                Glu::SwiGlu,
+                &m1,
+                &m2,
+                &x,
+                tokens,
+                rows,
+                &mut gate,
+                &mut up,
+            );
+            let want: Vec<f32> = e1
+                .iter()
+                .zip(&e2)
+                .map(|(&g, &u)| {
+                    let g = f64::from(g);
+                    (g / (1.0 + (-g).exp()) * f64::from(u)) as f32
+                })
+                .collect();
+            let err = rel_err(&want, &gate[..want.len()]);
+            eprintln!("{ty:?} {rows}x{cols} x {tokens}: matmul_glu {err:.3e}");
+            assert!(err < 2e-3, "{ty:?}: offloaded swiglu off by {err:.3e}");
+        }
     }
 }

@@ -271,6 +271,48 @@ impl Drop for PinnedMem {
     }
 }
 
+/// A point in a stream's work that the host can wait for.
+pub struct Event(sys::CUevent);
+
+// SAFETY: a handle; the driver serialises its use.
+unsafe impl Send for Event {}
+unsafe impl Sync for Event {}
+
+impl Event {
+    pub fn new() -> CuResult<Event> {
+        check(
+            "creating an event",
+            result::event::create(sys::CUevent_flags::CU_EVENT_DISABLE_TIMING),
+        )
+        .map(Event)
+    }
+
+    /// Marks the work queued on `stream` so far.
+    pub fn record(&self, stream: &Stream) -> CuResult<()> {
+        // SAFETY: a live event and stream.
+        check("recording an event", unsafe {
+            result::event::record(self.0, stream.0)
+        })
+    }
+
+    /// Waits until the work marked by the last `record` is done.
+    pub fn sync(&self) -> CuResult<()> {
+        // SAFETY: a live event.
+        check("waiting for a copy", unsafe {
+            sys::cuEventSynchronize(self.0).result()
+        })
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: created by cuEventCreate, destroyed once.
+        unsafe {
+            let _ = sys::cuEventDestroy_v2(self.0).result();
+        }
+    }
+}
+
 /// A non-blocking stream.
 pub struct Stream(pub sys::CUstream);
 
