@@ -555,7 +555,7 @@ fn u16_bytes(v: &[u16]) -> &[u8] {
 }
 
 /// Element-wise work below this many values stays on the calling thread.
-const PAR_MIN: usize = 4096;
+const PAR_MIN: usize = 8192;
 
 struct SyncPtr(*mut f32);
 // SAFETY: used only for disjoint writes coordinated by the pool's split.

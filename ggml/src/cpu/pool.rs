@@ -3,26 +3,28 @@
 //! spin briefly between jobs (a token's matmuls come microseconds apart), then
 //! sleep, so an idle pool costs nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-type Job = *const (dyn Fn(usize) + Sync);
+/// The current job: `run`'s closure, through a pointer to a reference to it
+/// on `run`'s stack (a thin pointer, so one atomic holds it).
+type JobRef<'a> = &'a (dyn Fn(usize) + Sync);
 
 struct Shared {
     /// Bumped once per job; workers start when it changes.
     generation: AtomicUsize,
     /// Workers still running the current job.
     pending: AtomicUsize,
-    job: Mutex<Option<JobPtr>>,
+    /// A `*const JobRef`, valid from the generation's bump until `pending`
+    /// is zero. Workers read it without a lock: fifteen threads taking one
+    /// mutex at each job's start queued on it for tens of microseconds.
+    job: AtomicPtr<()>,
+    /// Only for workers going to sleep, and for waking them.
+    sleep: Mutex<usize>,
     wake: Condvar,
     stop: AtomicUsize,
 }
-
-#[derive(Clone, Copy)]
-struct JobPtr(Job);
-// SAFETY: the pointee is Sync and outlives every use (run() waits for all workers).
-unsafe impl Send for JobPtr {}
 
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -40,7 +42,8 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
-            job: Mutex::new(None),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            sleep: Mutex::new(0),
             wake: Condvar::new(),
             stop: AtomicUsize::new(0),
         });
@@ -66,21 +69,23 @@ impl ThreadPool {
             f(0);
             return;
         }
-        // SAFETY: the lifetime is erased only until every worker has finished
-        // with it, which the wait below guarantees before returning.
-        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
-        self.shared
-            .pending
-            .store(self.workers.len(), Ordering::SeqCst);
+        let job: JobRef<'_> = f;
+        let sh = &*self.shared;
+        sh.job
+            .store(&job as *const JobRef<'_> as *mut (), Ordering::Release);
+        sh.pending.store(self.workers.len(), Ordering::SeqCst);
         {
-            let mut slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
-            *slot = Some(JobPtr(job));
-            self.shared.generation.fetch_add(1, Ordering::SeqCst);
+            // Bumped under the lock, so that a worker deciding to sleep
+            // either sees the new generation or is woken below.
+            let sleepers = sh.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            sh.generation.fetch_add(1, Ordering::SeqCst);
+            if *sleepers > 0 {
+                sh.wake.notify_all();
+            }
         }
-        self.shared.wake.notify_all();
         f(0);
         let mut spins = 0;
-        while self.shared.pending.load(Ordering::Acquire) != 0 {
+        while sh.pending.load(Ordering::Acquire) != 0 {
             if spins < SPIN_ROUNDS {
                 spins += 1;
                 std::hint::spin_loop();
@@ -88,6 +93,8 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
+        // `job` (on this stack) is no longer read by anyone.
+        sh.job.store(std::ptr::null_mut(), Ordering::Release);
     }
 }
 
@@ -95,31 +102,35 @@ fn worker(shared: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
         let mut spins = 0;
-        let job = loop {
+        loop {
             if shared.stop.load(Ordering::Relaxed) != 0 {
                 return;
             }
             let g = shared.generation.load(Ordering::Acquire);
             if g != seen {
                 seen = g;
-                let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
-                break slot.expect("a job is set with each generation");
+                break;
             }
             spins += 1;
             if spins < SPIN_ROUNDS {
                 std::hint::spin_loop();
             } else {
-                let slot = shared.job.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sleepers = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 if shared.generation.load(Ordering::Acquire) == seen
                     && shared.stop.load(Ordering::Relaxed) == 0
                 {
-                    drop(shared.wake.wait(slot).unwrap_or_else(|e| e.into_inner()));
+                    *sleepers += 1;
+                    sleepers = shared.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+                    *sleepers -= 1;
                 }
+                drop(sleepers);
                 spins = 0;
             }
-        };
-        // SAFETY: run() keeps the closure alive until `pending` reaches zero.
-        unsafe { (*job.0)(index) };
+        }
+        let job = shared.job.load(Ordering::Acquire) as *const JobRef<'_>;
+        // SAFETY: set before the generation this worker saw, and kept alive
+        // by run() until `pending` reaches zero, which needs this worker.
+        unsafe { (*job)(index) };
         shared.pending.fetch_sub(1, Ordering::Release);
     }
 }
@@ -128,7 +139,7 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.stop.store(1, Ordering::SeqCst);
         {
-            let _slot = self.shared.job.lock().unwrap_or_else(|e| e.into_inner());
+            let _sleepers = self.shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {
