@@ -58,7 +58,7 @@ fn add(name: &'static str, d: Duration) {
 /// when profiling is off or nothing was timed. Clears the table.
 pub fn report() -> String {
     let mut t = std::mem::take(&mut *TABLE.lock().unwrap_or_else(|e| e.into_inner()));
-    t.sort_by(|a, b| b.1.cmp(&a.1));
+    t.sort_by_key(|row| std::cmp::Reverse(row.1));
     t.iter()
         .map(|(name, d, n)| {
             format!(

@@ -120,7 +120,10 @@ fn worker(shared: &Shared, index: usize) {
                     && shared.stop.load(Ordering::Relaxed) == 0
                 {
                     *sleepers += 1;
-                    sleepers = shared.wake.wait(sleepers).unwrap_or_else(|e| e.into_inner());
+                    sleepers = shared
+                        .wake
+                        .wait(sleepers)
+                        .unwrap_or_else(|e| e.into_inner());
                     *sleepers -= 1;
                 }
                 drop(sleepers);
