@@ -73,6 +73,112 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// A batch's attention (see attention_batch), its jobs spread over the pool.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_batch(
+        &self,
+        kv: &CpuKv,
+        q: &[f32],
+        pos0: usize,
+        t: usize,
+        a: &Attention,
+        n_kv: usize,
+        att: &mut [f32],
+    ) {
+        use super::attention_batch::{jobs, run, Cache};
+        let cache = Cache {
+            k: &kv.k,
+            v: &kv.v,
+            cells: kv.cells,
+            kv_dim: kv.kv_dim,
+            n_kv,
+        };
+        let threads = self.pool.threads();
+        let jobs = jobs(a.n_head_kv, t, threads);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (hd, q_dim) = (a.head_dim, a.n_head * a.head_dim);
+        let att_ptr = SyncPtr(att.as_mut_ptr());
+        let isa = self.isa;
+        self.pool.run(&|_| {
+            let att_ptr = &att_ptr;
+            let mut put = |ti: usize, h: usize, o: &[f32]| {
+                // SAFETY: each (token, head) belongs to one job, run once;
+                // `att` outlives the pool run.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
+                };
+                dst.copy_from_slice(o);
+            };
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                run(isa, &cache, q, pos0, t, a, job, &mut put);
+            }
+        });
+    }
+
+    /// `t` rows of `x` quantised for `m`'s dot kernels into `sc.act`, rows
+    /// spread over the pool; returns the bytes of one row.
+    fn quantize_rows(&self, sc: &mut CpuScratch, m: &CpuMat, x: &[f32], t: usize) -> usize {
+        let cols = m.host.cols;
+        let ab = super::act_row_bytes(m.host.format.ggml(), cols)
+            .expect("kernels exist for uploaded weights");
+        resize(&mut sc.act, t * ab);
+        let quantize = m.kernels.quantize;
+        self.par_pieces(&mut sc.act[..t * ab], ab, 2 * ab, &|at, rows| {
+            for (k, ar) in rows.chunks_exact_mut(ab).enumerate() {
+                let r = at / ab + k;
+                quantize(&x[r * cols..(r + 1) * cols], ar);
+            }
+        });
+        ab
+    }
+
+    /// `out[t][r] = W[r] · act[t]` over activations quantised for `m`
+    /// (`ab` bytes a row), rows of `W` spread over the pool.
+    fn product(&self, act: &[u8], ab: usize, m: &CpuMat, t: usize, out: &mut Vec<f32>) {
+        let rows = m.host.rows;
+        resize(out, t * rows);
+        let data = m.host.bytes();
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let threads = self.pool.threads();
+        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
+        let rb = m.host.row_bytes;
+        self.pool.run(&|i| {
+            let out_ptr = &out_ptr;
+            // SAFETY: each (ti, r) is written by exactly one thread, and
+            // `out` outlives the pool run.
+            let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
+            // Tiles of 16 weight rows by TOKEN_TILE tokens, so that both stay
+            // in the first-level cache while every pair is dotted.
+            let mine = split(rows, threads, i, 16);
+            for r0 in mine.clone().step_by(16) {
+                let block = r0..(r0 + 16).min(mine.end);
+                for t0 in (0..t).step_by(TOKEN_TILE) {
+                    let t1 = (t0 + TOKEN_TILE).min(t);
+                    for r in block.clone() {
+                        let w = &data[r * rb..(r + 1) * rb];
+                        let mut ti = t0;
+                        // Four tokens per pass over the weight row, where a kernel allows.
+                        if let Some(dot4) = dot4 {
+                            while ti + 4 <= t1 {
+                                let a: [&[u8]; 4] =
+                                    std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
+                                for (k, v) in dot4(w, a).into_iter().enumerate() {
+                                    put(ti + k, r, v);
+                                }
+                                ti += 4;
+                            }
+                        }
+                        for tj in ti..t1 {
+                            put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// The offload device, for a batch of `tokens` rows it takes.
     fn offload_for(&self, tokens: usize) -> Option<&dyn MatmulOffload> {
         self.offload.as_deref().filter(|d| tokens >= d.min_tokens())
@@ -196,42 +302,8 @@ impl Backend for CpuBackend {
                 return;
             }
         }
-        let ab = super::act_row_bytes(m.host.format.ggml(), cols)
-            .expect("kernels exist for uploaded weights");
-        resize(&mut sc.act, t * ab);
-        for (xr, ar) in x.chunks_exact(cols).zip(sc.act.chunks_exact_mut(ab)) {
-            (m.kernels.quantize)(xr, ar);
-        }
-        let data = m.host.bytes();
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        let threads = self.pool.threads();
-        let act = &sc.act[..];
-        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
-        let rb = m.host.row_bytes;
-        self.pool.run(&|i| {
-            let out_ptr = &out_ptr;
-            // SAFETY: each (ti, r) is written by exactly one thread, and
-            // `out` outlives the pool run.
-            let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
-            for r in split(rows, threads, i, 16) {
-                let w = &data[r * rb..(r + 1) * rb];
-                let mut ti = 0;
-                // Four tokens per pass over the weight row, where a kernel allows.
-                if let Some(dot4) = dot4 {
-                    while ti + 4 <= t {
-                        let a: [&[u8]; 4] =
-                            std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
-                        for (k, v) in dot4(w, a).into_iter().enumerate() {
-                            put(ti + k, r, v);
-                        }
-                        ti += 4;
-                    }
-                }
-                for tj in ti..t {
-                    put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
-                }
-            }
-        });
+        let ab = self.quantize_rows(sc, m, x, t);
+        self.product(&sc.act, ab, m, t, out);
     }
 
     fn matmuls(
@@ -258,6 +330,21 @@ impl Backend for CpuBackend {
             {
                 return;
             }
+        }
+        // One quantisation of x for products whose kernels take the same
+        // activation type (q, k and v; gate and up, mostly).
+        let act_type = |m: &CpuMat| super::dot_type(m.host.format.ggml()).ok();
+        let first = act_type(products[0].0);
+        if products.len() > 1
+            && first.is_some()
+            && products.iter().all(|(m, _)| act_type(m) == first)
+        {
+            let _p = crate::profile::scope("cpu.matmul");
+            let ab = self.quantize_rows(sc, products[0].0, &x[..t * products[0].0.host.cols], t);
+            for (m, out) in products.iter_mut() {
+                self.product(&sc.act, ab, m, t, out);
+            }
+            return;
         }
         for (w, out) in products.iter_mut() {
             self.matmul(sc, w, x, t, out);
@@ -403,8 +490,7 @@ impl Backend for CpuBackend {
         let _p = crate::profile::scope("cpu.kv_store");
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
         // Split by dimension: each thread writes its columns of the key rows
-        // and its rows of the transposed values, which for several tokens
-        // are runs of neighbouring cells rather than one cache line a value.
+        // and its rows of the transposed values.
         let k_cache = SyncPtr(kv.k.as_mut_ptr() as *mut f32);
         let v_cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
         let threads = self.pool.threads();
@@ -419,9 +505,12 @@ impl Backend for CpuBackend {
                     unsafe { *kc.add(cell * kv_dim + d) = f32_to_f16(k[i * kv_dim + d]) };
                 }
             }
-            for d in dims {
-                for i in 0..tokens {
-                    let cell = (pos0 + i) % cells;
+            // Token by token: reads run along a row of `v`, and the writes,
+            // one a dimension, land in the same cache lines (one a
+            // dimension's row) for neighbouring cells.
+            for i in 0..tokens {
+                let cell = (pos0 + i) % cells;
+                for d in dims.clone() {
                     // SAFETY: as above.
                     unsafe { *vc.add(d * cells + cell) = f32_to_f16(v[i * kv_dim + d]) };
                 }
@@ -466,6 +555,9 @@ impl Backend for CpuBackend {
             last.checked_sub(back)
         };
         let threads = self.pool.threads();
+        if t > 1 {
+            return self.attention_batch(kv, q, pos0, t, a, n_kv, att);
+        }
         resize(&mut sc.scores, threads * n_kv);
         resize(&mut sc.half, threads * (n_kv + hd));
         let scores_ptr = SyncPtr(sc.scores.as_mut_ptr());
@@ -554,6 +646,10 @@ fn u16_bytes(v: &[u16]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
 }
 
+/// Tokens a matmul tile takes (a multiple of 4, the four-token kernels'
+/// step): their quantised activations stay in the first-level cache.
+const TOKEN_TILE: usize = 32;
+
 /// Element-wise work below this many values stays on the calling thread.
 const PAR_MIN: usize = 8192;
 
@@ -565,5 +661,54 @@ unsafe impl Sync for SyncPtr {}
 fn resize<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
     if v.len() != n {
         v.resize(n, T::default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend_check::Rng;
+
+    /// A prompt's attention in one batch equals, to the bit, the same
+    /// queries one token at a time (the path that mirrors llama.cpp), on
+    /// every ISA this CPU has, with and without a sliding window.
+    #[test]
+    fn batched_attention_is_the_one_token_path() {
+        let (n_head, n_head_kv, hd) = (4, 2, 64);
+        let (kv_dim, q_dim) = (n_head_kv * hd, n_head * hd);
+        let (prefix, t) = (5, 90);
+        let mut rng = Rng::new(7);
+        let k = rng.vec((prefix + t) * kv_dim, 1.0);
+        let v = rng.vec((prefix + t) * kv_dim, 1.0);
+        let q = rng.vec(t * q_dim, 1.0);
+        for isa in Isa::available() {
+            let b = CpuBackend::new(2, isa);
+            let mut sc = b.scratch().unwrap();
+            let mut kv = b.kv(300, kv_dim).unwrap();
+            b.kv_store(&mut sc, &mut kv, &k, &v, 0, prefix + t);
+            for window in [None, Some(16)] {
+                let a = Attention {
+                    n_head,
+                    n_head_kv,
+                    head_dim: hd,
+                    window,
+                    kq_scale: 0.125,
+                };
+                let mut batch = Vec::new();
+                b.attention(&mut sc, &kv, &q, prefix, t, &a, &mut batch);
+                for i in 0..t {
+                    let mut one = Vec::new();
+                    let qi = q[i * q_dim..(i + 1) * q_dim].to_vec();
+                    b.attention(&mut sc, &kv, &qi, prefix + i, 1, &a, &mut one);
+                    let got = &batch[i * q_dim..(i + 1) * q_dim];
+                    assert!(
+                        got.iter()
+                            .zip(&one)
+                            .all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{isa:?} window {window:?}: token {i} differs"
+                    );
+                }
+            }
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! instruction set and picked at run time, so one binary runs everywhere and
 //! uses AVX2 or AVX-512 where the CPU has them (NEON on aarch64).
 
+pub mod attention_batch;
 pub mod backend;
 pub mod dot;
 #[cfg(target_arch = "aarch64")]

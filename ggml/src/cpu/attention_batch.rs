@@ -1,0 +1,277 @@
+//! Attention for a batch of queries (a prompt), to the bit the one-token
+//! path's (`CpuBackend::attention`, which mirrors llama.cpp): the same f16
+//! rounding of queries and probabilities, the same lanes and order in every
+//! dot. What changes is the work: a job converts its KV head's cells from f16
+//! once and serves every query of that head from them, where the one-token
+//! path converts both operands inside each dot call.
+
+use super::ops;
+use super::Isa;
+use crate::backend::Attention;
+use crate::float16::{f16_to_f32, f32_to_f16};
+
+/// One job's share: the queries of KV head `g` for tokens `tokens` (all of
+/// that head's query heads).
+pub struct Job {
+    pub g: usize,
+    pub tokens: std::ops::Range<usize>,
+}
+
+/// The jobs of a batch: each KV head's tokens cut into enough blocks to give
+/// every thread about two jobs (each job converts its head's cells once, so
+/// fewer, larger jobs convert less).
+pub fn jobs(n_head_kv: usize, tokens: usize, threads: usize) -> Vec<Job> {
+    let per_head = (2 * threads)
+        .div_ceil(n_head_kv)
+        .clamp(1, tokens.div_ceil(16));
+    let size = tokens.div_ceil(per_head);
+    (0..n_head_kv)
+        .flat_map(|g| {
+            (0..tokens).step_by(size).map(move |s| Job {
+                g,
+                tokens: s..(s + size).min(tokens),
+            })
+        })
+        .collect()
+}
+
+/// The cache as the batch sees it.
+pub struct Cache<'a> {
+    /// f16 keys, a row of `kv_dim` a cell.
+    pub k: &'a [u16],
+    /// f16 values transposed: a row of `cells` a dimension.
+    pub v: &'a [u16],
+    pub cells: usize,
+    pub kv_dim: usize,
+    /// Cells from 0 that attention looks at (llama.cpp's padded count).
+    pub n_kv: usize,
+}
+
+/// Runs `job`, handing each query's output to `out(token, head, values)`.
+/// `q` holds the batch's `t` queries (from position `pos0`).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    isa: Isa,
+    cache: &Cache<'_>,
+    q: &[f32],
+    pos0: usize,
+    t: usize,
+    a: &Attention,
+    job: &Job,
+    out: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: these ISAs are chosen only where the CPU has the features.
+        match isa {
+            Isa::Avx512 => return unsafe { run_avx512(isa, cache, q, pos0, t, a, job, out) },
+            Isa::Avx2 => return unsafe { run_avx2(isa, cache, q, pos0, t, a, job, out) },
+            _ => {}
+        }
+    }
+    run_body(isa, cache, q, pos0, t, a, job, out, dot)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_avx512(
+    isa: Isa,
+    cache: &Cache<'_>,
+    q: &[f32],
+    pos0: usize,
+    t: usize,
+    a: &Attention,
+    job: &Job,
+    out: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    run_body(isa, cache, q, pos0, t, a, job, out, |x, y| dot_avx512(x, y))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_avx2(
+    isa: Isa,
+    cache: &Cache<'_>,
+    q: &[f32],
+    pos0: usize,
+    t: usize,
+    a: &Attention,
+    job: &Job,
+    out: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    run_body(isa, cache, q, pos0, t, a, job, out, |x, y| dot_avx2(x, y))
+}
+
+/// The work of `run`, compiled once for each ISA's vector width.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn run_body(
+    isa: Isa,
+    cache: &Cache<'_>,
+    q: &[f32],
+    pos0: usize,
+    t: usize,
+    a: &Attention,
+    job: &Job,
+    out: &mut dyn FnMut(usize, usize, &[f32]),
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let hd = a.head_dim;
+    let group = a.n_head / a.n_head_kv;
+    let q_dim = a.n_head * hd;
+    let last = pos0 + t - 1;
+    let cells = cache.cells;
+    // Where the cache has not wrapped, cell c holds position c and the
+    // block's last token sees no cell past its position.
+    let unwrapped = last < cells;
+    let block_last = pos0 + job.tokens.end - 1;
+    // Cells up to a multiple of 64 past the last visible one: the value dots
+    // of the one-token path stop there too (see CpuBackend::attention).
+    let reach = |pos: usize| {
+        if unwrapped {
+            (pos + 1).next_multiple_of(64).min(cache.n_kv)
+        } else {
+            cache.n_kv
+        }
+    };
+    let hi = reach(block_last);
+    let cell_pos = |c: usize| -> Option<usize> {
+        let back = (last as isize - c as isize).rem_euclid(cells as isize) as usize;
+        last.checked_sub(back)
+    };
+    // This head's keys (a row a cell) and values (a row a dimension), f32.
+    let mut k = vec![0f32; hi * hd];
+    for (c, row) in k.chunks_exact_mut(hd).enumerate() {
+        let src = &cache.k[c * cache.kv_dim + job.g * hd..][..hd];
+        convert(src, row);
+    }
+    let mut v = vec![0f32; hd * hi];
+    for (d, row) in v.chunks_exact_mut(hi.max(1)).enumerate().take(hd) {
+        let src = &cache.v[(job.g * hd + d) * cells..][..hi];
+        convert(src, row);
+    }
+    let mut scores = vec![0f32; hi];
+    let mut qh = vec![0f32; hd];
+    let mut o = vec![0f32; hd];
+    for ti in job.tokens.clone() {
+        let pos = pos0 + ti;
+        let seen = reach(pos);
+        for h in job.g * group..(job.g + 1) * group {
+            // The query as f16, as the one-token path dots it.
+            for (d, &x) in qh.iter_mut().zip(&q[ti * q_dim + h * hd..][..hd]) {
+                *d = f16_to_f32(f32_to_f16(x));
+            }
+            let s = &mut scores[..seen];
+            for (c, score) in s.iter_mut().enumerate() {
+                // Unwrapped, cell c holds position c.
+                let p = if unwrapped { Some(c) } else { cell_pos(c) };
+                let visible = p.is_some_and(|p| p <= pos && a.window.is_none_or(|w| pos - p < w));
+                *score = if visible {
+                    dot(&qh, &k[c * hd..(c + 1) * hd]) * a.kq_scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            // Over `seen` cells rather than n_kv: the rest would be exp(-inf)
+            // = 0 in whole vectors, adding nothing to the max or the sum.
+            ops::softmax_isa(isa, s);
+            for p in s.iter_mut() {
+                *p = f16_to_f32(f32_to_f16(*p));
+            }
+            for (d, od) in o.iter_mut().enumerate() {
+                *od = dot(s, &v[d * hi..d * hi + seen]);
+            }
+            out(ti, h, &o);
+        }
+    }
+}
+
+fn convert(src: &[u16], dst: &mut [f32]) {
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = f16_to_f32(h);
+    }
+}
+
+/// ggml_vec_dot_f16's order where the one-token path uses the portable dot
+/// (every ISA but AVX2 and AVX-512): products summed in f64.
+#[inline(always)]
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    ops::f16_dot_ordered(Isa::Scalar, x.len().min(y.len()), |i| x[i], |i| y[i])
+}
+
+/// x86::f16_dot_avx512's lanes and order on values already in f32: four
+/// 16-lane accumulators over steps of 64, reduced pairwise, then
+/// `reduce16`, the tail in f64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_avx512(x: &[f32], y: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = x.len().min(y.len());
+    let np = n / 64 * 64;
+    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut s = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, s) in s.iter_mut().enumerate() {
+            let o = i + 16 * j;
+            *s = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(o)), _mm512_loadu_ps(py.add(o)), *s);
+        }
+        i += 64;
+    }
+    let r = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+    let mut lanes = [0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), r);
+    let mut sum = f64::from(ops::reduce16(&lanes));
+    for k in np..n {
+        sum += f64::from(*px.add(k) * *py.add(k));
+    }
+    sum as f32
+}
+
+/// x86::f16_dot_avx2's lanes and order: four 8-lane accumulators over steps
+/// of 32, reduced pairwise, then `reduce8`, the tail in f64.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = x.len().min(y.len());
+    let np = n / 32 * 32;
+    let (px, py) = (x.as_ptr(), y.as_ptr());
+    let mut s = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, s) in s.iter_mut().enumerate() {
+            let o = i + 8 * j;
+            *s = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(o)), _mm256_loadu_ps(py.add(o)), *s);
+        }
+        i += 32;
+    }
+    let r = _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), r);
+    let mut sum = f64::from(ops::reduce8(&lanes));
+    for k in np..n {
+        sum += f64::from(*px.add(k) * *py.add(k));
+    }
+    sum as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_cover_every_head_and_token_once() {
+        for (heads, tokens, threads) in [(32, 512, 16), (3, 256, 2), (1, 2, 8), (8, 33, 1)] {
+            let mut seen = vec![0; heads * tokens];
+            for j in jobs(heads, tokens, threads) {
+                for ti in j.tokens {
+                    seen[j.g * tokens + ti] += 1;
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{heads} {tokens} {threads}");
+        }
+    }
+}
