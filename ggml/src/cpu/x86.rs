@@ -83,7 +83,8 @@ fn f16_table() -> &'static [f32] {
 /// Defines a kernel twice: for AVX2, and for AVX-512 VNNI, where one
 /// `vpdpbusd` gives the same exact i32 lane sums as `vpmaddubsw` +
 /// `vpmaddwd` (the products of these block types never saturate 16 bits:
-/// |x| <= 127 and |y| <= 127 give pair sums below 32767). Results are
+/// |x| <= 127 and |y| <= 127 give pair sums below 32767; Q4_1 and Q5_1's
+/// unsigned 0..31 against |y| <= 128 give at most 7936). Results are
 /// therefore bit-identical; only the instruction count changes.
 macro_rules! with_vnni {
     ($avx2:ident, $vnni:ident, |$w:ident, $a:ident, $msum:ident| $body:block) => {
@@ -177,8 +178,7 @@ with_vnni!(q8_0_q8_0_n, q8_0_q8_0_n_vnni, |w, a, msum| {
     std::array::from_fn(|t| hsum_float_8(acc[t]))
 });
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+with_vnni!(q4_1_q8_1_n, q4_1_q8_1_n_vnni, |w, a, msum| {
     let nb = w.len() / 20;
     let ya = rows!(a, nb, 36);
     let mut acc = [_mm256_setzero_ps(); N];
@@ -193,14 +193,13 @@ pub unsafe fn q4_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             summs[t] += mx * f16_at(table, y.add(2));
             let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(f16_at(table, y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
-            acc[t] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(qx, qy), acc[t]);
+            acc[t] = _mm256_fmadd_ps(d, msum(qx, qy), acc[t]);
         }
     }
     std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
-}
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+with_vnni!(q5_1_q8_1_n, q5_1_q8_1_n_vnni, |w, a, msum| {
     let nb = w.len() / 24;
     let ya = rows!(a, nb, 36);
     let mut acc = [_mm256_setzero_ps(); N];
@@ -216,11 +215,11 @@ pub unsafe fn q5_1_q8_1_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             summs[t] += mx * f16_at(table, y.add(2));
             let d = _mm256_mul_ps(_mm256_set1_ps(dx), _mm256_set1_ps(f16_at(table, y)));
             let qy = _mm256_loadu_si256(y.add(4) as *const __m256i);
-            acc[t] = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), d, acc[t]);
+            acc[t] = _mm256_fmadd_ps(msum(qx, qy), d, acc[t]);
         }
     }
     std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
-}
+});
 
 /// The eight 6-bit scales and mins of a Q4_K/Q5_K block (its 12 packed
 /// bytes at `s`) as 16 bytes: scales 0..8, then mins 0..8. Whole-word masks
