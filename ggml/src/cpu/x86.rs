@@ -251,6 +251,31 @@ unsafe fn k4_scales_mins(s: *const u8) -> __m128i {
     )
 }
 
+/// The mins' part of a Q4_K block against one activation block `y`: the
+/// eight mins times the activation's 32-value sums, scaled by `dmin`, added
+/// into four lanes (shared by the AVX2 and VNNI kernels, to the bit).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k4_mins_step(mins: __m128i, y: *const u8, dmin: f32, acc: __m128) -> __m128 {
+    let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+    let q8s = _mm_hadd_epi16(
+        _mm256_extracti128_si256(q8sums, 0),
+        _mm256_extracti128_si256(q8sums, 1),
+    );
+    let prod = _mm_madd_epi16(mins, q8s);
+    _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc)
+}
+
+/// A Q4_K row's sum: the scaled products' eight lanes and the mins' four.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn k4_finish(acc: __m256, acc_m: __m128) -> f32 {
+    let mut m = acc_m;
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    hsum_float_8(acc) + _mm_cvtss_f32(m)
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0f);
@@ -282,13 +307,7 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
             let d = dy * xd;
             let dmin = -dy * xmin;
-            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-            let q8s = _mm_hadd_epi16(
-                _mm256_extracti128_si256(q8sums, 0),
-                _mm256_extracti128_si256(q8sums, 1),
-            );
-            let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            acc_m[t] = k4_mins_step(mins, y, dmin, acc_m[t]);
             let mut sumi = _mm256_setzero_si256();
             for j in 0..4 {
                 let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
@@ -301,12 +320,7 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }
-    std::array::from_fn(|t| {
-        let mut m = acc_m[t];
-        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum_float_8(acc[t]) + _mm_cvtss_f32(m)
-    })
+    std::array::from_fn(|t| k4_finish(acc[t], acc_m[t]))
 }
 
 /// Q4_K with AVX-512: two 32-value chunks (a byte's low and high nibbles)
@@ -348,13 +362,7 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
             let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
             let d = dy * xd;
             let dmin = -dy * xmin;
-            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-            let q8s = _mm_hadd_epi16(
-                _mm256_extracti128_si256(q8sums, 0),
-                _mm256_extracti128_si256(q8sums, 1),
-            );
-            let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[t]);
+            acc_m[t] = k4_mins_step(mins, y, dmin, acc_m[t]);
             let mut sumi = _mm512_setzero_si512();
             for (j, (&q4, &sc)) in q4.iter().zip(&scales).enumerate() {
                 let q8 = _mm512_loadu_si512(y.add(4 + 64 * j) as *const __m512i);
@@ -367,12 +375,7 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(halves), acc[t]);
         }
     }
-    std::array::from_fn(|t| {
-        let mut m = acc_m[t];
-        m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        hsum_float_8(acc[t]) + _mm_cvtss_f32(m)
-    })
+    std::array::from_fn(|t| k4_finish(acc[t], acc_m[t]))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
