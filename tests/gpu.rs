@@ -203,6 +203,34 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
         }
     }
 
+    // The CPU's layers run prompt batches on the GPU with the GPU's own
+    // kernels, their KV cells crossing over and back: the logits of both
+    // batches (the second reads cells the first left on the CPU) must be
+    // full offload's to the bit.
+    let half: Vec<Device> = (0..n)
+        .map(|i| if i < n / 2 { Device::Cpu } else { Device::Gpu(0) })
+        .collect();
+    let streamed = load(path, &half, Device::Gpu(0));
+    let twice = |m: &Model| {
+        let mut state = m.new_state(N_CTX).unwrap();
+        m.forward(&mut state, prompt, true).unwrap();
+        let mut logits = state.logits.clone();
+        m.forward(&mut state, prompt, true).unwrap();
+        logits.extend_from_slice(&state.logits);
+        logits
+    };
+    let (want_twice, got_twice) = (twice(&gpu), twice(&streamed));
+    if want_twice != got_twice {
+        let diff = want_twice
+            .iter()
+            .zip(&got_twice)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        bad.push(format!(
+            "{name}: streamed prompt batches differ from full offload's (max |diff| {diff:.3e})"
+        ));
+    }
+
     let (cpu_batch, cpu_one) = all_logits(&cpu, prompt);
     let (gpu_batch, gpu_one) = all_logits(&gpu, prompt);
     let vs_cpu = max_diff(&cpu_one, &gpu_one).max(max_diff(&cpu_batch, &gpu_batch));

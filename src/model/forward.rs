@@ -21,6 +21,9 @@ use crate::model::config::Config;
 use crate::model::footprint::kv_cells;
 use crate::model::weights::{self, Layer, Weights};
 
+mod streamed;
+use streamed::StreamedRange;
+
 /// Most tokens processed in one batch; longer prompts go in several.
 pub const MAX_BATCH: usize = 512;
 
@@ -196,7 +199,18 @@ impl Model {
         let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(parts.len());
         for (device, range, head) in parts {
             let stage: Box<dyn Stage> = match device {
-                Device::Cpu => Box::new(LayerRange::upload(cpu.clone(), &weights, range, head)?),
+                Device::Cpu => {
+                    let on_cpu = LayerRange::upload(cpu.clone(), &weights, range.clone(), head)?;
+                    match gpus.first() {
+                        Some((_, gpu)) if stream_prompts() => Box::new(StreamedRange::new(
+                            on_cpu,
+                            gpu.clone(),
+                            &weights,
+                            range,
+                        )?),
+                        _ => Box::new(on_cpu),
+                    }
+                }
                 Device::Gpu(i) => {
                     let gpu = gpus
                         .iter()
@@ -450,6 +464,39 @@ impl<B: Backend + 'static> LayerRange<B> {
 
 impl<B: Backend + 'static> Stage for LayerRange<B> {
     fn new_cache(&self, c: &Config, n_ctx: usize) -> Result<Box<dyn Any + Send>> {
+        Ok(Box::new(self.make_cache(c, n_ctx)?))
+    }
+
+    fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize {
+        let cache = cache
+            .downcast_ref::<RangeCache<B>>()
+            .expect("a stage's cache is the one it made");
+        self.kv_bytes_of(cache)
+    }
+
+    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) -> Result<()> {
+        let cache = cache
+            .downcast_mut::<RangeCache<B>>()
+            .expect("a stage's cache is the one it made");
+        self.run_on(cache, job)
+    }
+}
+
+impl<B: Backend + 'static> LayerRange<B> {
+    fn kv_bytes_of(&self, cache: &RangeCache<B>) -> usize {
+        cache
+            .kv
+            .iter()
+            .map(|kv| self.backend.kv_allocated(kv))
+            .sum()
+    }
+
+    fn make_cache(&self, c: &Config, n_ctx: usize) -> Result<RangeCache<B>> {
+        self.make_cache_for(c, n_ctx, fused_width(&self.layers, c))
+    }
+
+    /// The range's cache, with a split buffer of `fused` values a row.
+    fn make_cache_for(&self, c: &Config, n_ctx: usize, fused: usize) -> Result<RangeCache<B>> {
         let b = &*self.backend;
         let s = &c.shape;
         let (e, q_dim, kv_dim) = (s.n_embd, c.q_dim(), c.kv_dim());
@@ -457,22 +504,7 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
             .map(|il| b.kv(kv_cells(c.layers[il].window, n_ctx), kv_dim))
             .collect::<Result<Vec<_>, _>>()?;
         let rows = MAX_BATCH;
-        // The split buffer of fused QKV or gate-up weights, where there are any.
-        let fused = self
-            .layers
-            .iter()
-            .map(|l| {
-                let qkv = if l.wk.is_none() {
-                    q_dim + 2 * kv_dim
-                } else {
-                    0
-                };
-                let up = if l.w_gate.is_none() { 2 * s.n_ff } else { 0 };
-                qkv.max(up)
-            })
-            .max()
-            .unwrap_or(0);
-        Ok(Box::new(RangeCache::<B> {
+        Ok(RangeCache::<B> {
             kv,
             sc: b.scratch()?,
             x: b.buf(rows * e)?,
@@ -490,24 +522,10 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
                 0
             })?,
             _backend: self.backend.clone(),
-        }))
+        })
     }
 
-    fn kv_allocated(&self, cache: &(dyn Any + Send)) -> usize {
-        let cache = cache
-            .downcast_ref::<RangeCache<B>>()
-            .expect("a stage's cache is the one it made");
-        cache
-            .kv
-            .iter()
-            .map(|kv| self.backend.kv_allocated(kv))
-            .sum()
-    }
-
-    fn run(&self, cache: &mut (dyn Any + Send), job: &mut Job<'_>) -> Result<()> {
-        let cache = cache
-            .downcast_mut::<RangeCache<B>>()
-            .expect("a stage's cache is the one it made");
+    fn run_on(&self, cache: &mut RangeCache<B>, job: &mut Job<'_>) -> Result<()> {
         let b = &*self.backend;
         let c = job.config;
         let t = job.tokens;
@@ -524,7 +542,7 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
         let failed = |e: ggml::backend::BackendError| anyhow::anyhow!("{}: {e}", name());
         if !key.is_some_and(|k| b.replay(&mut cache.sc, k)) {
             for (i, layer) in self.layers.iter().enumerate() {
-                self.layer(cache, job, self.first + i, layer, factors);
+                self.layer(cache, i, job, self.first + i, layer, factors);
             }
             if let Some(k) = key {
                 if let Some(head) = &self.head {
@@ -544,9 +562,12 @@ impl<B: Backend + 'static> Stage for LayerRange<B> {
 impl<B: Backend + 'static> LayerRange<B> {
     /// One transformer block: attention, then the feed-forward network, each
     /// added to the residual stream `x`.
+    /// Layer `il` with weights `w`, its KV cache `r.kv[kv]`.
+    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         r: &mut RangeCache<B>,
+        kv: usize,
         job: &mut Job<'_>,
         il: usize,
         w: &Layer<B::Mat, B::Vector>,
@@ -586,7 +607,7 @@ impl<B: Backend + 'static> LayerRange<B> {
             b.rms_norm_in_place(&mut r.q, qn, c.eps, t * s.n_head);
             b.rms_norm_in_place(&mut r.k, kn, c.eps, t * s.n_head_kv);
         }
-        let kv = &mut r.kv[il - self.first];
+        let kv = &mut r.kv[kv];
         let heads = (s.n_head, s.n_head_kv);
         b.rope_store(
             sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0,
@@ -704,6 +725,32 @@ impl<B: Backend + 'static> LayerRange<B> {
         b.rms_norm_in_place(&mut r.xb, &head.norm, c.eps, rows);
         b.matmul(&mut r.sc, &head.output, &r.xb, rows, &mut r.logits);
     }
+}
+
+/// Values a row of the split buffer of fused QKV or gate-up weights needs,
+/// where any of `layers` has them.
+fn fused_width<M, V>(layers: &[Layer<M, V>], c: &Config) -> usize {
+    let (q_dim, kv_dim, n_ff) = (c.q_dim(), c.kv_dim(), c.shape.n_ff);
+    layers
+        .iter()
+        .map(|l| {
+            let qkv = if l.wk.is_none() {
+                q_dim + 2 * kv_dim
+            } else {
+                0
+            };
+            let up = if l.w_gate.is_none() { 2 * n_ff } else { 0 };
+            qkv.max(up)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether the CPU's layers run their large prompt batches on the GPU
+/// (LLM_NO_STREAMED_LAYERS=1 leaves them on the CPU, sending only their
+/// products over: for comparisons).
+fn stream_prompts() -> bool {
+    std::env::var_os("LLM_NO_STREAMED_LAYERS").is_none()
 }
 
 /// Bytes of the weights a range uploads, each rounded up as a device

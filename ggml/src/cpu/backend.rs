@@ -73,6 +73,72 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// The device large prompt batches go to, if any.
+    pub fn offload(&self) -> Option<&Arc<dyn MatmulOffload>> {
+        self.offload.as_ref()
+    }
+
+    /// Copies `src` into `dst` (same length) on the pool's threads.
+    pub fn host_copy(&self, src: &[u8], dst: &mut [u8]) {
+        self.copy_bytes(src, dst)
+    }
+
+    /// Cells `cell0..cell0 + n` of a cache as rows, `[cell][kv_dim]` f16
+    /// keys and values (another device's layout: the values untransposed).
+    pub fn kv_cells_out(&self, kv: &CpuKv, cell0: usize, k: &mut [u16], v: &mut [u16]) {
+        let (kv_dim, cells) = (kv.kv_dim, kv.cells);
+        let n = k.len() / kv_dim;
+        assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
+        k.copy_from_slice(&kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim]);
+        let out = SyncPtr(v.as_mut_ptr() as *mut f32);
+        let work = |dims: std::ops::Range<usize>| {
+            let out = &out;
+            let out = out.0 as *mut u16;
+            for d in dims {
+                let row = &kv.v[d * cells + cell0..][..n];
+                for (c, &x) in row.iter().enumerate() {
+                    // SAFETY: c < n and d < kv_dim: inside `v`; threads
+                    // write disjoint dimensions.
+                    unsafe { *out.add(c * kv_dim + d) = x };
+                }
+            }
+        };
+        self.over_dims(kv_dim, n, &work);
+    }
+
+    /// The reverse of `kv_cells_out`: rows of keys and values into cells
+    /// `cell0..` of a cache.
+    pub fn kv_cells_in(&self, kv: &mut CpuKv, cell0: usize, k: &[u16], v: &[u16]) {
+        let (kv_dim, cells) = (kv.kv_dim, kv.cells);
+        let n = k.len() / kv_dim;
+        assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
+        kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim].copy_from_slice(k);
+        let cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
+        let work = |dims: std::ops::Range<usize>| {
+            let cache = &cache;
+            let cache = cache.0 as *mut u16;
+            for d in dims {
+                for c in 0..n {
+                    // SAFETY: d < kv_dim, cell0 + c < cells: inside the
+                    // cache; threads write disjoint dimensions.
+                    unsafe { *cache.add(d * cells + cell0 + c) = v[c * kv_dim + d] };
+                }
+            }
+        };
+        self.over_dims(kv_dim, n, &work);
+    }
+
+    /// `work` over the dimensions `0..kv_dim` of `cells` cells, split
+    /// over the pool when there is enough of it.
+    fn over_dims(&self, kv_dim: usize, cells: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        let threads = self.pool.threads();
+        if threads == 1 || cells * kv_dim < 1 << 14 {
+            work(0..kv_dim);
+        } else {
+            self.pool.run(&|i| work(split(kv_dim, threads, i, 16)));
+        }
+    }
+
     /// A batch's attention (see attention_batch), its jobs spread over the pool.
     #[allow(clippy::too_many_arguments)]
     fn attention_batch(

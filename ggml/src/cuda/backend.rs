@@ -24,7 +24,7 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// Weights go to the device through pinned memory in pieces of this size.
 const UPLOAD_CHUNK: usize = 16 << 20;
 
-struct Kernels {
+pub(super) struct Kernels {
     rms_norm: Function,
     add_bias: Function,
     add: Function,
@@ -42,10 +42,10 @@ struct Kernels {
     attention_split: Function,
     attention_merge: Function,
     /// The product kernels of each weight type.
-    matmul: HashMap<GgmlType, MatKernels>,
+    pub(super) matmul: HashMap<GgmlType, MatKernels>,
 }
 
-struct MatKernels {
+pub(super) struct MatKernels {
     /// One token of the integer-dot types (unless LLM_CUDA_FLOAT_MATVEC or
     /// LLM_CUDA_NO_MATVEC1 is set).
     matvec1: Option<Matvec1>,
@@ -58,7 +58,7 @@ struct MatKernels {
 
 pub struct CudaBackend {
     info: DeviceInfo,
-    kernels: Kernels,
+    pub(super) kernels: Kernels,
     /// Host side of the crossings (`write`, `read`), grown as needed.
     staging: Mutex<PinnedMem>,
     /// The first op failure since the last `read`.
@@ -86,7 +86,7 @@ impl CudaBuf {
 
 /// Device memory of a weight: its own allocation, or a place in the room
 /// that `reserve` made (which the backend owns and outlives the weight).
-enum Storage {
+pub(super) enum Storage {
     Own(DeviceMem),
     Reserved(u64),
 }
@@ -107,24 +107,24 @@ struct Room {
 }
 
 pub struct CudaMat {
-    mem: Storage,
-    ty: GgmlType,
-    rows: usize,
-    cols: usize,
-    row_bytes: usize,
+    pub(super) mem: Storage,
+    pub(super) ty: GgmlType,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) row_bytes: usize,
 }
 
 pub struct CudaVector {
-    mem: Storage,
-    len: usize,
+    pub(super) mem: Storage,
+    pub(super) len: usize,
 }
 
 /// f16 keys and values, both `[cell][kv_dim]`.
 pub struct CudaKv {
-    k: DeviceMem,
-    v: DeviceMem,
-    cells: usize,
-    kv_dim: usize,
+    pub(super) k: DeviceMem,
+    pub(super) v: DeviceMem,
+    pub(super) cells: usize,
+    pub(super) kv_dim: usize,
 }
 
 pub struct CudaScratch {
@@ -355,7 +355,7 @@ impl CudaBackend {
         self.launch(f, (blocks(n, 256), 1, 1), 256, args);
     }
 
-    fn alloc(&self, bytes: usize, what: &str) -> CuResult<DeviceMem> {
+    pub(super) fn alloc(&self, bytes: usize, what: &str) -> CuResult<DeviceMem> {
         self.ctx.bind()?;
         DeviceMem::alloc(bytes, what).map_err(|e| self.name_device(e))
     }
@@ -398,7 +398,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn name_device(&self, e: BackendError) -> BackendError {
+    pub(super) fn name_device(&self, e: BackendError) -> BackendError {
         BackendError(format!("{}: {}", self.name(), e.0))
     }
 
@@ -425,7 +425,7 @@ const OFFLOAD_PIECE: usize = 8 << 20;
 
 /// The device and pinned memory of the CPU's offloaded products, grown to
 /// the largest call so far.
-struct OffloadRoom {
+pub(super) struct OffloadRoom {
     weights: DeviceMem,
     x: DeviceMem,
     out: DeviceMem,
@@ -444,7 +444,7 @@ fn at_least(mem: &mut DeviceMem, bytes: usize, what: &str) -> CuResult<u64> {
 
 impl CudaBackend {
     /// The offload room, with at least these bytes of weights, input and output.
-    fn offload_room(
+    pub(super) fn offload_room(
         &self,
         weights: usize,
         x: usize,
@@ -471,7 +471,7 @@ impl CudaBackend {
     /// Host bytes to device memory at `dst`, piece by piece through the
     /// staging halves, the host copy of one piece overlapping the transfer
     /// of the one before.
-    fn send(&self, r: &OffloadRoom, dst: u64, src: &[u8], copy: &HostCopy<'_>) -> CuResult<()> {
+    pub(super) fn send(&self, r: &OffloadRoom, dst: u64, src: &[u8], copy: &HostCopy<'_>) -> CuResult<()> {
         for (i, part) in src.chunks(OFFLOAD_PIECE).enumerate() {
             let half = i % 2;
             if i >= 2 {
@@ -497,7 +497,7 @@ impl CudaBackend {
 
     /// Device bytes at `src` to the host, the transfer of one piece
     /// overlapping the host copy of the one before; waits for the queued work.
-    fn receive(
+    pub(super) fn receive(
         &self,
         r: &OffloadRoom,
         src: u64,

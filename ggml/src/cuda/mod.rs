@@ -6,9 +6,11 @@
 pub mod backend;
 pub mod driver;
 mod matvec1;
+pub mod stream;
 
 pub use backend::CudaBackend;
 pub use driver::{devices, DeviceInfo};
+pub use stream::LayerRoom;
 
 /// The embedded kernel images, by module name.
 pub(crate) const MODULES: &[(&str, &[u8])] = &[
