@@ -735,6 +735,34 @@ mod tests {
     use super::*;
     use crate::backend_check::Rng;
 
+    /// Cells leave a cache as untransposed rows and come back to the same
+    /// bits, wherever in the ring they are, on one thread or several.
+    #[test]
+    fn kv_cells_cross_as_rows_and_back() {
+        let (cells, kv_dim) = (300, 520); // enough for the threaded path
+        let mut rng = Rng::new(11);
+        let (pos0, t) = (250, 120); // wraps: cells 250..300, then 0..70
+        let k = rng.vec(t * kv_dim, 1.0);
+        let v = rng.vec(t * kv_dim, 1.0);
+        for threads in [1, 3] {
+            let b = CpuBackend::new(threads, Isa::Scalar);
+            let mut sc = b.scratch().unwrap();
+            let mut kv = b.kv(cells, kv_dim).unwrap();
+            b.kv_store(&mut sc, &mut kv, &k, &v, pos0, t);
+            let (mut kr, mut vr) = (vec![0u16; t * kv_dim], vec![0u16; t * kv_dim]);
+            let tail = (cells - pos0) * kv_dim;
+            b.kv_cells_out(&kv, pos0, &mut kr[..tail], &mut vr[..tail]);
+            b.kv_cells_out(&kv, 0, &mut kr[tail..], &mut vr[tail..]);
+            let half = |x: &[f32]| x.iter().map(|&f| f32_to_f16(f)).collect::<Vec<u16>>();
+            assert_eq!(kr, half(&k));
+            assert_eq!(vr, half(&v));
+            let mut back = b.kv(cells, kv_dim).unwrap();
+            b.kv_cells_in(&mut back, pos0, &kr[..tail], &vr[..tail]);
+            b.kv_cells_in(&mut back, 0, &kr[tail..], &vr[tail..]);
+            assert!(back.k == kv.k && back.v == kv.v);
+        }
+    }
+
     /// A prompt's attention in one batch equals, to the bit, the same
     /// queries one token at a time (the path that mirrors llama.cpp), on
     /// every ISA this CPU has, with and without a sliding window.
