@@ -208,7 +208,13 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
     // batches (the second reads cells the first left on the CPU) must be
     // full offload's to the bit.
     let half: Vec<Device> = (0..n)
-        .map(|i| if i < n / 2 { Device::Cpu } else { Device::Gpu(0) })
+        .map(|i| {
+            if i < n / 2 {
+                Device::Cpu
+            } else {
+                Device::Gpu(0)
+            }
+        })
         .collect();
     let streamed = load(path, &half, Device::Gpu(0));
     let twice = |m: &Model| {

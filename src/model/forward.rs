@@ -202,12 +202,9 @@ impl Model {
                 Device::Cpu => {
                     let on_cpu = LayerRange::upload(cpu.clone(), &weights, range.clone(), head)?;
                     match gpus.first() {
-                        Some((_, gpu)) if stream_prompts() => Box::new(StreamedRange::new(
-                            on_cpu,
-                            gpu.clone(),
-                            &weights,
-                            range,
-                        )?),
+                        Some((_, gpu)) if stream_prompts() => {
+                            Box::new(StreamedRange::new(on_cpu, gpu.clone(), &weights, range)?)
+                        }
                         _ => Box::new(on_cpu),
                     }
                 }

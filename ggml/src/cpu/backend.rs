@@ -130,7 +130,12 @@ impl CpuBackend {
 
     /// `work` over the dimensions `0..kv_dim` of `cells` cells, split
     /// over the pool when there is enough of it.
-    fn over_dims(&self, kv_dim: usize, cells: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    fn over_dims(
+        &self,
+        kv_dim: usize,
+        cells: usize,
+        work: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) {
         let threads = self.pool.threads();
         if threads == 1 || cells * kv_dim < 1 << 14 {
             work(0..kv_dim);

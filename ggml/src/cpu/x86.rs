@@ -117,6 +117,7 @@ with_vnni!(q4_0_q8_0_n, q4_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 18);
+        prefetch_ahead::<1>(x);
         let dx = _mm256_set1_ps(f16_at(table, x));
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(x.add(2)), _mm256_set1_epi8(8));
         let ax = _mm256_sign_epi8(qx, qx);
@@ -139,6 +140,7 @@ with_vnni!(q5_0_q8_0_n, q5_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 22);
+        prefetch_ahead::<1>(x);
         let dx = _mm256_set1_ps(f16_at(table, x));
         let hi = _mm256_andnot_si256(bytes_from_bits_32(x.add(2)), _mm256_set1_epi8(0xf0u8 as i8));
         let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(6)), hi);
@@ -162,6 +164,7 @@ with_vnni!(q8_0_q8_0_n, q8_0_q8_0_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 34);
+        prefetch_ahead::<1>(x);
         let dx = _mm256_set1_ps(f16_at(table, x));
         let qx = _mm256_loadu_si256(x.add(2) as *const __m256i);
         // Signs moved onto y once per block, as mul_sum_i8_pairs_float does.
@@ -186,6 +189,7 @@ with_vnni!(q4_1_q8_1_n, q4_1_q8_1_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 20);
+        prefetch_ahead::<1>(x);
         let (dx, mx) = (f16_at(table, x), f16_at(table, x.add(2)));
         let qx = bytes_from_nibbles_32(x.add(4));
         for t in 0..N {
@@ -207,6 +211,7 @@ with_vnni!(q5_1_q8_1_n, q5_1_q8_1_n_vnni, |w, a, msum| {
     let table = f16_table();
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 24);
+        prefetch_ahead::<1>(x);
         let (dx, mx) = (f16_at(table, x), f16_at(table, x.add(2)));
         let hi = _mm256_and_si256(bytes_from_bits_32(x.add(4)), _mm256_set1_epi8(0x10));
         let qx = _mm256_or_si256(bytes_from_nibbles_32(x.add(8)), hi);
@@ -266,6 +271,23 @@ unsafe fn k4_mins_step(mins: __m128i, y: *const u8, dmin: f32, acc: __m128) -> _
     _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc)
 }
 
+/// How far ahead of a block the weight stream is prefetched: the rows a
+/// thread takes follow each other in memory, so this runs on into the
+/// next row. A decode step reads each weight once, from DRAM; a core's own
+/// prefetchers keep too few lines in flight for its share of the bandwidth.
+const PREFETCH_BYTES: usize = 4096;
+
+/// Asks for `LINES` cache lines from `PREFETCH_BYTES` past the block at
+/// `x`: enough to cover a block (a hint: past the end of the weights it
+/// does nothing).
+#[inline(always)]
+unsafe fn prefetch_ahead<const LINES: usize>(x: *const u8) {
+    let p = x.wrapping_add(PREFETCH_BYTES) as *const i8;
+    for i in 0..LINES {
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i));
+    }
+}
+
 /// A Q4_K row's sum: the scaled products' eight lanes and the mins' four.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -286,6 +308,7 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc_m = [_mm_setzero_ps(); N];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 144);
+        prefetch_ahead::<3>(x);
         let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
         let sm = k4_scales_mins(x.add(4));
         let mins_and_scales = _mm256_cvtepu8_epi16(sm);
@@ -346,6 +369,7 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
     });
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 144);
+        prefetch_ahead::<3>(x);
         let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
         let mins_and_scales = _mm256_cvtepu8_epi16(k4_scales_mins(x.add(4)));
         let mins = _mm256_extracti128_si256(mins_and_scales, 1);
@@ -388,6 +412,7 @@ pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     for ib in 0..nb {
         let x = w.as_ptr().add(ib * 210);
+        prefetch_ahead::<4>(x);
         let xd = f16_at(table, x.add(208));
         let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
         // The eight 32-value chunks as unsigned 6-bit bytes, and their scales

@@ -471,7 +471,13 @@ impl CudaBackend {
     /// Host bytes to device memory at `dst`, piece by piece through the
     /// staging halves, the host copy of one piece overlapping the transfer
     /// of the one before.
-    pub(super) fn send(&self, r: &OffloadRoom, dst: u64, src: &[u8], copy: &HostCopy<'_>) -> CuResult<()> {
+    pub(super) fn send(
+        &self,
+        r: &OffloadRoom,
+        dst: u64,
+        src: &[u8],
+        copy: &HostCopy<'_>,
+    ) -> CuResult<()> {
         for (i, part) in src.chunks(OFFLOAD_PIECE).enumerate() {
             let half = i % 2;
             if i >= 2 {

@@ -135,15 +135,9 @@ impl CudaBackend {
 
     /// The byte offset of cell `cell0`, once checked that `k` and `v` values
     /// from there fit in the cache.
-    fn kv_span(
-        &self,
-        kv: &CudaKv,
-        cell0: usize,
-        k: usize,
-        v: usize,
-    ) -> Result<u64, BackendError> {
+    fn kv_span(&self, kv: &CudaKv, cell0: usize, k: usize, v: usize) -> Result<u64, BackendError> {
         let end = cell0 * kv.kv_dim + k;
-        if k != v || k % kv.kv_dim != 0 || end > kv.cells * kv.kv_dim {
+        if k != v || !k.is_multiple_of(kv.kv_dim) || end > kv.cells * kv.kv_dim {
             return Err(BackendError(format!(
                 "KV cells {cell0}.. of {} values do not fit a cache of {} cells",
                 k, kv.cells

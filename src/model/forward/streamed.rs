@@ -111,7 +111,12 @@ impl StreamedRange {
     }
 
     /// The batch through every layer of the range on the GPU.
-    fn stream(&self, cpu_cache: &mut RangeCache<CpuBackend>, g: &mut GpuSide, job: &mut Job<'_>) -> Result<()> {
+    fn stream(
+        &self,
+        cpu_cache: &mut RangeCache<CpuBackend>,
+        g: &mut GpuSide,
+        job: &mut Job<'_>,
+    ) -> Result<()> {
         let (cpu, gpu) = (&*self.cpu.backend, &*self.gpu.backend);
         let failed = |e: ggml::backend::BackendError| anyhow!("{}: {e}", gpu.name());
         let copy = |s: &[u8], d: &mut [u8]| cpu.host_copy(s, d);
@@ -138,17 +143,25 @@ impl StreamedRange {
             }
             self.cells_over(cpu_cache, g, i, job)?;
             let il = self.cpu.first + i;
-            self.gpu.layer(&mut g.cache, g.slot[i], job, il, &w, factors);
+            self.gpu
+                .layer(&mut g.cache, g.slot[i], job, il, &w, factors);
             written = Some(i);
         }
         if let Some(j) = written {
             self.cells_back(cpu_cache, g, j, job)?;
         }
-        gpu.read(&g.cache.x, &mut job.hidden[..t * e]).map_err(failed)
+        gpu.read(&g.cache.x, &mut job.hidden[..t * e])
+            .map_err(failed)
     }
 
     /// The cells layer `i` attends to from before the batch, CPU to GPU.
-    fn cells_over(&self, cpu_cache: &RangeCache<CpuBackend>, g: &mut GpuSide, i: usize, job: &Job<'_>) -> Result<()> {
+    fn cells_over(
+        &self,
+        cpu_cache: &RangeCache<CpuBackend>,
+        g: &mut GpuSide,
+        i: usize,
+        job: &Job<'_>,
+    ) -> Result<()> {
         let kv = &cpu_cache.kv[i];
         let cells = kv_cells(job.config.layers[self.cpu.first + i].window, job.n_ctx);
         let n = job.pos0.min(cells) * job.config.kv_dim();
@@ -158,12 +171,24 @@ impl StreamedRange {
         let (cpu, gpu) = (&*self.cpu.backend, &*self.gpu.backend);
         let copy = |s: &[u8], d: &mut [u8]| cpu.host_copy(s, d);
         cpu.kv_cells_out(kv, 0, &mut g.k_rows[..n], &mut g.v_rows[..n]);
-        gpu.kv_put(&mut g.cache.kv[g.slot[i]], 0, &g.k_rows[..n], &g.v_rows[..n], &copy)
-            .map_err(|e| anyhow!("{}: {e}", gpu.name()))
+        gpu.kv_put(
+            &mut g.cache.kv[g.slot[i]],
+            0,
+            &g.k_rows[..n],
+            &g.v_rows[..n],
+            &copy,
+        )
+        .map_err(|e| anyhow!("{}: {e}", gpu.name()))
     }
 
     /// The cells the batch wrote in layer `i`, GPU to CPU.
-    fn cells_back(&self, cpu_cache: &mut RangeCache<CpuBackend>, g: &mut GpuSide, i: usize, job: &Job<'_>) -> Result<()> {
+    fn cells_back(
+        &self,
+        cpu_cache: &mut RangeCache<CpuBackend>,
+        g: &mut GpuSide,
+        i: usize,
+        job: &Job<'_>,
+    ) -> Result<()> {
         let cells = kv_cells(job.config.layers[self.cpu.first + i].window, job.n_ctx);
         let kv_dim = job.config.kv_dim();
         let (cpu, gpu) = (&*self.cpu.backend, &*self.gpu.backend);
@@ -181,6 +206,7 @@ impl StreamedRange {
 
 /// The cells that positions `pos0..pos0 + tokens` land in, in a cache of
 /// `cells` cells used as a ring: at most two runs.
+#[allow(clippy::single_range_in_vec_init)] // a list of runs that may hold one
 fn written_cells(pos0: usize, tokens: usize, cells: usize) -> Vec<Range<usize>> {
     if tokens >= cells {
         return vec![0..cells];
@@ -246,6 +272,7 @@ mod tests {
     use super::written_cells;
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn a_batch_writes_one_run_or_two_around_the_ring() {
         assert_eq!(written_cells(0, 512, 4096), vec![0..512]);
         assert_eq!(written_cells(4000, 200, 4096), vec![4000..4096, 0..104]);
