@@ -199,6 +199,13 @@ pub fn reduce8(l: &[f32]) -> f32 {
     (t[0] + t[1]) + (t[2] + t[3])
 }
 
+/// Sum of 8 lanes as ggml's AVX2 soft_max adds each vector: halves added,
+/// then `movehl` and `movehdup` (lanes 0+2, then 1+3), not reduce8's hadds.
+pub fn reduce8_softmax(l: &[f32]) -> f32 {
+    let t: [f32; 4] = std::array::from_fn(|i| l[i] + l[i + 4]);
+    (t[0] + t[2]) + (t[1] + t[3])
+}
+
 /// Softmax in place as ggml's CPU soft_max does on `isa`: exp over whole
 /// vectors, each vector's sum added to an f64 total, the tail in C.
 pub fn softmax_isa(isa: Isa, x: &mut [f32]) {
@@ -229,7 +236,7 @@ fn softmax_body(isa: Isa, x: &mut [f32]) {
         sum += f64::from(if w == 16 {
             reduce16(chunk)
         } else {
-            reduce8(chunk)
+            reduce8_softmax(chunk)
         });
     }
     for v in x[simd..].iter_mut() {
