@@ -202,7 +202,8 @@ impl Model {
                 Device::Cpu => {
                     let on_cpu = LayerRange::upload(cpu.clone(), &weights, range.clone(), head)?;
                     match gpus.first() {
-                        Some((_, gpu)) if stream_prompts() => {
+                        // A head-only range has no layers to stream.
+                        Some((_, gpu)) if stream_prompts() && !range.is_empty() => {
                             Box::new(StreamedRange::new(on_cpu, gpu.clone(), &weights, range)?)
                         }
                         _ => Box::new(on_cpu),
