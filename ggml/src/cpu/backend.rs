@@ -73,16 +73,6 @@ impl CpuBackend {
         self.pool.threads()
     }
 
-    /// The device large prompt batches go to, if any.
-    pub fn offload(&self) -> Option<&Arc<dyn MatmulOffload>> {
-        self.offload.as_ref()
-    }
-
-    /// Copies `src` into `dst` (same length) on the pool's threads.
-    pub fn host_copy(&self, src: &[u8], dst: &mut [u8]) {
-        self.copy_bytes(src, dst)
-    }
-
     /// Cells `cell0..cell0 + n` of a cache as rows, `[cell][kv_dim]` f16
     /// keys and values (another device's layout: the values untransposed).
     pub fn kv_cells_out(&self, kv: &CpuKv, cell0: usize, k: &mut [u16], v: &mut [u16]) {
@@ -103,7 +93,7 @@ impl CpuBackend {
                 }
             }
         };
-        self.over_dims(kv_dim, n, &work);
+        self.over_dims(kv_dim, n * kv_dim, 1 << 14, &work);
     }
 
     /// The reverse of `kv_cells_out`: rows of keys and values into cells
@@ -125,19 +115,20 @@ impl CpuBackend {
                 }
             }
         };
-        self.over_dims(kv_dim, n, &work);
+        self.over_dims(kv_dim, n * kv_dim, 1 << 14, &work);
     }
 
-    /// `work` over the dimensions `0..kv_dim` of `cells` cells, split
-    /// over the pool when there is enough of it.
+    /// `work` over the dimensions `0..kv_dim` of a cache, split over the
+    /// pool when it moves at least `min` of its `values`.
     fn over_dims(
         &self,
         kv_dim: usize,
-        cells: usize,
+        values: usize,
+        min: usize,
         work: &(dyn Fn(std::ops::Range<usize>) + Sync),
     ) {
         let threads = self.pool.threads();
-        if threads == 1 || cells * kv_dim < 1 << 14 {
+        if threads == 1 || values < min {
             work(0..kv_dim);
         } else {
             self.pool.run(&|i| work(split(kv_dim, threads, i, 16)));
@@ -257,7 +248,7 @@ impl CpuBackend {
 
     /// A copy of host bytes spread over the pool (one thread copies well
     /// below the memory's and the bus's speed).
-    fn copy_bytes(&self, src: &[u8], dst: &mut [u8]) {
+    pub fn host_copy(&self, src: &[u8], dst: &mut [u8]) {
         self.par_pieces(dst, 4096, 1 << 20, &|at, d| {
             d.copy_from_slice(&src[at..at + d.len()])
         });
@@ -365,7 +356,7 @@ impl Backend for CpuBackend {
         let x = &x[..t * cols];
         resize(out, t * rows);
         if let Some(dev) = self.offload_for(t) {
-            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            let copy = |s: &[u8], d: &mut [u8]| self.host_copy(s, d);
             if dev
                 .matmuls_host(x, t, &mut [(&m.host, &mut out[..])], &copy)
                 .is_ok()
@@ -394,7 +385,7 @@ impl Backend for CpuBackend {
                     (&m.host, &mut out[..])
                 })
                 .collect();
-            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            let copy = |s: &[u8], d: &mut [u8]| self.host_copy(s, d);
             if dev
                 .matmuls_host(&x[..t * cols], t, &mut outs, &copy)
                 .is_ok()
@@ -437,7 +428,7 @@ impl Backend for CpuBackend {
         if let Some(dev) = self.offload_for(t) {
             let _p = crate::profile::scope("cpu.matmul");
             resize(gate, t * width);
-            let copy = |s: &[u8], d: &mut [u8]| self.copy_bytes(s, d);
+            let copy = |s: &[u8], d: &mut [u8]| self.host_copy(s, d);
             let x = &x[..t * w_gate.host.cols];
             if dev
                 .matmul_glu_host(act, &w_gate.host, &w_up.host, x, t, gate, &copy)
@@ -564,7 +555,6 @@ impl Backend for CpuBackend {
         // and its rows of the transposed values.
         let k_cache = SyncPtr(kv.k.as_mut_ptr() as *mut f32);
         let v_cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
-        let threads = self.pool.threads();
         let work = |dims: std::ops::Range<usize>| {
             let (k_cache, v_cache) = (&k_cache, &v_cache);
             let (kc, vc) = (k_cache.0 as *mut u16, v_cache.0 as *mut u16);
@@ -587,11 +577,7 @@ impl Backend for CpuBackend {
                 }
             }
         };
-        if threads == 1 || tokens * kv_dim < 1024 {
-            work(0..kv_dim);
-        } else {
-            self.pool.run(&|i| work(split(kv_dim, threads, i, 16)));
-        }
+        self.over_dims(kv_dim, tokens * kv_dim, 1024, &work);
     }
 
     /// Mirrors llama.cpp without flash attention, to the bit on this CPU's

@@ -24,7 +24,7 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// Weights go to the device through pinned memory in pieces of this size.
 const UPLOAD_CHUNK: usize = 16 << 20;
 
-pub(super) struct Kernels {
+struct Kernels {
     rms_norm: Function,
     add_bias: Function,
     add: Function,
@@ -42,10 +42,10 @@ pub(super) struct Kernels {
     attention_split: Function,
     attention_merge: Function,
     /// The product kernels of each weight type.
-    pub(super) matmul: HashMap<GgmlType, MatKernels>,
+    matmul: HashMap<GgmlType, MatKernels>,
 }
 
-pub(super) struct MatKernels {
+struct MatKernels {
     /// One token of the integer-dot types (unless LLM_CUDA_FLOAT_MATVEC or
     /// LLM_CUDA_NO_MATVEC1 is set).
     matvec1: Option<Matvec1>,
@@ -58,7 +58,7 @@ pub(super) struct MatKernels {
 
 pub struct CudaBackend {
     info: DeviceInfo,
-    pub(super) kernels: Kernels,
+    kernels: Kernels,
     /// Host side of the crossings (`write`, `read`), grown as needed.
     staging: Mutex<PinnedMem>,
     /// The first op failure since the last `read`.
@@ -108,10 +108,23 @@ struct Room {
 
 pub struct CudaMat {
     pub(super) mem: Storage,
-    pub(super) ty: GgmlType,
-    pub(super) rows: usize,
-    pub(super) cols: usize,
-    pub(super) row_bytes: usize,
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+}
+
+impl CudaMat {
+    /// `w`'s shape, its bytes at `mem`.
+    pub(super) fn of(w: &HostMat, mem: Storage) -> CudaMat {
+        CudaMat {
+            mem,
+            ty: w.format.ggml(),
+            rows: w.rows,
+            cols: w.cols,
+            row_bytes: w.row_bytes,
+        }
+    }
 }
 
 pub struct CudaVector {
@@ -396,6 +409,19 @@ impl CudaBackend {
         self.stream.sync()?;
         drop(s);
         Ok(())
+    }
+
+    /// An error unless `w`'s type has product kernels here.
+    pub(super) fn check_kernels(&self, w: &HostMat) -> Result<(), BackendError> {
+        let ty = w.format.ggml();
+        if self.kernels.matmul.contains_key(&ty) {
+            Ok(())
+        } else {
+            Err(BackendError(format!(
+                "tensor '{}': {} has no CUDA kernels",
+                w.name, ty
+            )))
+        }
     }
 
     pub(super) fn name_device(&self, e: BackendError) -> BackendError {
@@ -693,23 +719,11 @@ impl Backend for CudaBackend {
     }
 
     fn upload_mat(&self, w: &HostMat) -> Result<CudaMat, BackendError> {
-        let ty = w.format.ggml();
-        if !self.kernels.matmul.contains_key(&ty) {
-            return Err(BackendError(format!(
-                "tensor '{}': {} has no CUDA kernels",
-                w.name, ty
-            )));
-        }
+        self.check_kernels(w)?;
         let mem = self.weight_storage(w.len, &format!("tensor '{}'", w.name))?;
         self.upload(mem.ptr(), w.bytes())
             .map_err(|e| self.name_device(e))?;
-        Ok(CudaMat {
-            mem,
-            ty,
-            rows: w.rows,
-            cols: w.cols,
-            row_bytes: w.row_bytes,
-        })
+        Ok(CudaMat::of(w, mem))
     }
 
     fn upload_vector(&self, v: &[f32]) -> Result<CudaVector, BackendError> {

@@ -65,22 +65,10 @@ impl CudaBackend {
         w: &HostMat,
         copy: &HostCopy<'_>,
     ) -> Result<CudaMat, BackendError> {
-        let ty = w.format.ggml();
-        if !self.kernels.matmul.contains_key(&ty) {
-            return Err(BackendError(format!(
-                "tensor '{}': {} has no CUDA kernels",
-                w.name, ty
-            )));
-        }
+        self.check_kernels(w)?;
         let p = room.take(w.len)?;
         self.send_bytes(p, w.bytes(), copy)?;
-        Ok(CudaMat {
-            mem: Storage::Reserved(p),
-            ty,
-            rows: w.rows,
-            cols: w.cols,
-            row_bytes: w.row_bytes,
-        })
+        Ok(CudaMat::of(w, Storage::Reserved(p)))
     }
 
     /// A host vector put in the room, like `stream_mat`.
