@@ -414,6 +414,48 @@ fn write_vocabulary_only_gguf() {
     w.write_to(Path::new(&out)).unwrap();
 }
 
+/// Not a test: writes a random-weight model of Llama-2-7B's shape (or
+/// Llama-3.2-1B's, LLM_WRITE_SHAPE=1b) in one weight type where
+/// LLM_WRITE_MODEL says, for A/B timings of kernels on the GPU machine
+/// without llama.cpp's quantiser: `test-gpu --ignored write_a_bench_model`.
+#[test]
+#[ignore = "writes a large model where LLM_WRITE_MODEL says"]
+fn write_a_bench_model() {
+    let out = std::env::var_os("LLM_WRITE_MODEL").expect("LLM_WRITE_MODEL names the output");
+    let ty = std::env::var("LLM_WRITE_TYPE").unwrap_or_else(|_| "Q4_K".into());
+    let weight = ggml::blocks::WEIGHT_TYPES
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(&ty))
+        .unwrap_or_else(|| panic!("LLM_WRITE_TYPE={ty} is not a weight type"));
+    let vocab = vocab_source().expect("no vocabulary: set LLM_GPU_VOCAB");
+    let vocab = GgufFile::open(&vocab).unwrap();
+    let small = std::env::var("LLM_WRITE_SHAPE").is_ok_and(|s| s == "1b");
+    let (n_layer, n_embd, n_head_kv, n_ff) = if small {
+        (16, 2048, 8, 8192)
+    } else {
+        (32, 4096, 32, 11008)
+    };
+    let spec = Spec {
+        arch: "llama".into(),
+        weight,
+        n_layer,
+        n_embd,
+        n_head: 32,
+        n_head_kv,
+        n_ff,
+        n_ctx: 4096,
+        tied: false,
+        seed: 2026,
+        longrope_orig: None,
+        rope_scaling: None,
+    };
+    synthesize(&spec, vocab.metadata())
+        .unwrap()
+        .write_to(Path::new(&out))
+        .unwrap();
+}
+
 /// How close the planner's estimate of device memory is to what loading and
 /// a state really take (cuMemGetInfo before and after), on a model large
 /// enough for the difference to matter. Reported, and held within 10% + 64 MiB.

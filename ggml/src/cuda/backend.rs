@@ -341,7 +341,7 @@ impl CudaBackend {
             .map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32)
             .sum();
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        let args: [&dyn KernelArg; 13] = [
+        let args: [&dyn KernelArg; 14] = [
             &x.mem.ptr,
             &ws[0],
             &ys[0],
@@ -355,6 +355,7 @@ impl CudaBackend {
             &cols,
             &rb,
             &plan.stages,
+            &plan.split,
         ];
         self.keep(
             plan.f

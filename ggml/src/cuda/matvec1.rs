@@ -38,13 +38,15 @@ pub(super) struct Matvec1 {
     geglu: Kernel,
 }
 
-/// A launch: the kernel, its dynamic shared memory, its rows a block and
-/// the slots each row cycles its weights through.
+/// A launch: the kernel, its dynamic shared memory, its rows a block, the
+/// slots each row cycles its weights through and the warps a row is split
+/// over.
 pub(super) struct Plan {
     pub f: Function,
     pub shared: u32,
     pub rows_per_block: usize,
     pub stages: i32,
+    pub split: i32,
 }
 
 /// Segments of a row in flight while one is read, unless
@@ -63,6 +65,41 @@ fn segments_ahead() -> usize {
     })
 }
 
+/// The blocks a launch should make per multiprocessor before its rows are
+/// split over more warps, unless LLM_CUDA_MV1_TARGET says otherwise (0: never
+/// split); LLM_CUDA_MV1_SPLIT (1, 2, 4 or 8) fixes the split instead.
+fn split_setting() -> (usize, Option<usize>) {
+    static SETTING: std::sync::OnceLock<(usize, Option<usize>)> = std::sync::OnceLock::new();
+    *SETTING.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let fixed = var("LLM_CUDA_MV1_SPLIT").map(|n| n.clamp(1, 8).next_power_of_two().min(8));
+        (var("LLM_CUDA_MV1_TARGET").unwrap_or(0), fixed)
+    })
+}
+
+/// The warps each row is split over: the fewest (1, 2, 4 or 8, and no more
+/// than the row has segments, so that none idles) that give `blocks` * split
+/// at least the target blocks for `sms` multiprocessors. A small product
+/// keeps too few bytes in flight with a warp a row, and a larger one loses
+/// to the extra copies of X each block quantises.
+fn split_for(blocks: usize, segments: usize, sms: usize) -> usize {
+    let (per_sm, fixed) = split_setting();
+    split_of(blocks, segments, sms, per_sm, fixed)
+}
+
+fn split_of(blocks: usize, segments: usize, sms: usize, per_sm: usize, fixed: Option<usize>) -> usize {
+    let most = segments.clamp(1, 8);
+    let most = 1 << most.ilog2();
+    if let Some(n) = fixed {
+        return n.min(most);
+    }
+    let mut split = 1;
+    while split < most && blocks * split < per_sm * sms {
+        split *= 2;
+    }
+    split
+}
+
 /// One slot: a segment of 1024 weights of `ty` and room to align it
 /// (matmul.cu's mv_slot_bytes).
 fn slot_bytes(ty: GgmlType) -> usize {
@@ -70,10 +107,10 @@ fn slot_bytes(ty: GgmlType) -> usize {
     (seg + 31).div_ceil(16) * 16
 }
 
-/// X in the kernel's shared layout for one token of `cols` (matmul.cu's
-/// mv_x16_bytes: 32 int16, a scale and a sum a chunk of 32), rounded up to 16.
+/// X in the kernel's shared layout for one token of `cols` (32 int16, a
+/// scale, a sum and two half sums a chunk of 32), rounded up to 16.
 fn x16_bytes(cols: usize) -> usize {
-    (cols / 32 * 72).next_multiple_of(16)
+    (cols / 32 * 80).next_multiple_of(16)
 }
 
 /// The most dynamic shared memory `f` may take here: the largest block
@@ -141,15 +178,18 @@ impl Matvec1 {
         } else {
             1
         };
-        let ahead = segments_ahead().min(cols.div_ceil(1024));
+        let segments = cols.div_ceil(1024);
+        let split = split_for(rows.div_ceil(rows_per_block), segments, sms);
+        let ahead = segments_ahead().min(segments.div_ceil(split));
         (1..=ahead).rev().find_map(|ahead| {
             let stages = ahead + 1;
             let shared = x16_bytes(cols) + 8 * warp_rows * stages * slot_bytes(ty);
             (shared <= k.max_shared).then_some(Plan {
                 f: k.f,
                 shared: shared as u32,
-                rows_per_block,
+                rows_per_block: rows_per_block / split,
                 stages: stages as i32,
+                split: split as i32,
             })
         })
     }
@@ -161,10 +201,28 @@ mod tests {
 
     #[test]
     fn x_layout_matches_the_kernel() {
-        // 4096 columns: 128 chunks of 64 bytes of int16, then 128 scales and 128 sums.
-        assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2);
+        // 4096 columns: 128 chunks of 64 bytes of int16, then 128 scales,
+        // 128 sums and 128 pairs of half sums.
+        assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2 + 128 * 8);
         assert_eq!(x16_bytes(96) % 16, 0);
-        assert!(x16_bytes(96) >= 3 * 72);
+        assert!(x16_bytes(96) >= 3 * 80);
+    }
+
+    #[test]
+    fn small_products_split_their_rows() {
+        let split = |blocks, segments| split_of(blocks, segments, 132, 4, None);
+        // A 7B's output projection on 132 multiprocessors: 256 blocks of 16
+        // rows, 4 segments; split until 528 blocks.
+        assert_eq!(split(256, 4), 4);
+        // Its q, k and v together fill the machine already.
+        assert_eq!(split(768, 4), 1);
+        // Never more warps than segments, and a power of two.
+        assert_eq!(split(1, 3), 2);
+        assert_eq!(split(1, 1), 1);
+        assert_eq!(split(1, 40), 8);
+        // A fixed split, within the segments; a target of 0 never splits.
+        assert_eq!(split_of(1, 3, 132, 4, Some(8)), 2);
+        assert_eq!(split_of(1, 40, 132, 0, None), 1);
     }
 
     #[test]

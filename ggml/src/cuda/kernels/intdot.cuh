@@ -88,6 +88,61 @@ __device__ __forceinline__ void int_chunk<Q4_K>(const uint8_t* row, int chunk, I
     c.m = h2f(h[0] >> 16) * static_cast<float>(mn);
 }
 
+// The offset a type's stored integers carry (w = scale * (q - offset)).
+__host__ __device__ constexpr int int_offset(int t) { return t == Q4_0 ? 8 : t == Q6_K ? 32 : 0; }
+
+// int_chunk with the stored integers as they are, offset and all (the
+// caller subtracts int_offset(T) times each half's sum of X); A16: the row
+// starts 16-byte aligned, so the types whose blocks keep 16-byte fields
+// aligned read them whole.
+template <int T, bool A16>
+__device__ __forceinline__ void int_chunk_raw(const uint8_t* row, int chunk, IntChunk& c) {
+    if constexpr (T == Q4_0) {
+        uint32_t w[5];
+        ldspan<18>(row + static_cast<long long>(chunk) * 18, w);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const uint32_t qs = __funnelshift_r(w[k], w[k + 1], 16);
+            c.q[k] = static_cast<int>(qs & 0x0f0f0f0fu);
+            c.q[k + 4] = static_cast<int>((qs >> 4) & 0x0f0f0f0fu);
+        }
+        c.a0 = c.a1 = h2f(w[0]);
+        c.m = 0.0f;
+    } else if constexpr (T == Q6_K) {
+        const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 210;
+        const int j = chunk & 7;
+        const int half = j >> 2, sub = j & 3;
+        uint32_t ql[8], qh[8];
+        ldspan<32>(b + 64 * half + 32 * (sub & 1), ql);
+        ldspan<32>(b + 128 + 32 * half, qh);
+        const uint32_t sc = ldg_u16(b + 192 + 8 * half + 2 * sub);
+        const float d = h2f(ldg_u16(b + 208));
+        const int nib = 4 * (sub >> 1), hs = 2 * sub;
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+            c.q[k] = static_cast<int>(((ql[k] >> nib) & 0x0f0f0f0fu) | (((qh[k] >> hs) & 0x03030303u) << 4));
+        c.a0 = d * static_cast<float>(static_cast<int8_t>(sc & 0xffu));
+        c.a1 = d * static_cast<float>(static_cast<int8_t>(sc >> 8));
+        c.m = 0.0f;
+    } else if constexpr (T == Q4_K && A16) {
+        const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 144;
+        const int j = chunk & 7;
+        const uint4 h = *reinterpret_cast<const uint4*>(b);
+        const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * (j >> 1));
+        const uint4 q0 = qp[0], q1 = qp[1];
+        const uint32_t q[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        uint32_t sc, mn;
+        scale_min_k4(j, h.y, h.z, h.w, sc, mn);
+        const int nib = 4 * (j & 1);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) c.q[k] = static_cast<int>((q[k] >> nib) & 0x0f0f0f0fu);
+        c.a0 = c.a1 = h2f(h.x) * static_cast<float>(sc);
+        c.m = h2f(h.x >> 16) * static_cast<float>(mn);
+    } else {
+        int_chunk<T>(row, chunk, c);
+    }
+}
+
 // Q5_K: Q4_K plus bit j of qh[l] worth 16.
 template <>
 __device__ __forceinline__ void int_chunk<Q5_K>(const uint8_t* row, int chunk, IntChunk& c) {

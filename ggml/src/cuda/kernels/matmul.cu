@@ -85,8 +85,14 @@ __device__ __forceinline__ void mv_fetch(const uint8_t* row, int seg, int cols, 
     const uintptr_t a = reinterpret_cast<uintptr_t>(row) + static_cast<uintptr_t>(seg) * SB;
     const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
     const int n16 = static_cast<int>((a + bytes + 15 - a0) >> 4);
-    for (int i = lane; i < n16; i += 32)
-        copy16_async(slot + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
+    // At most this many pieces a lane: a fixed, unrolled count of predicated
+    // copies rather than a loop with a remainder.
+    constexpr int MOST = ((SB + 30) / 16 + 1 + 31) / 32;
+#pragma unroll
+    for (int k = 0; k < MOST; ++k) {
+        const int i = lane + 32 * k;
+        if (i < n16) copy16_async(slot + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
+    }
 }
 
 // The 32 weights lane `lane` owns in a landed segment (see the layout above).
@@ -403,10 +409,22 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
 //  - gate and up with their activation: warp w's two rows are row w of
 //    gate and of up, and it writes act(gate) * up (MV1_SWIGLU, MV1_GEGLU).
 //
+// A row may also be split over S (1, 2, 4 or 8) warps of its block, warp
+// k of S taking segments k, k + S, ...: the products of a decode step are
+// small, and a grid of one or two rows a warp fills too few warps to keep
+// enough bytes in flight (a 7B's output and down projections make 256
+// blocks, under one wave of the H200). The S partial sums meet in shared
+// memory and are added in warp order, so a result does not depend on timing.
+//
 // X layout in shared memory: chunk c's 32 int16 at byte 64*c, its four
 // 16-byte pieces XOR-swizzled by c & 3 (conflict-free reads of a warp's
-// consecutive chunks); then the chunks' scales, then their float sums: 72
-// bytes a chunk (cuda/matvec1.rs sizes the launch's dynamic shared memory).
+// consecutive chunks); then the chunks' scales, then their float sums, then
+// the integer sums of each half (elements 0-15, 16-31) of the quantised
+// chunk: 80 bytes a chunk (cuda/matvec1.rs sizes the launch's dynamic
+// shared memory). The half sums let a type whose weights are stored with
+// an offset (Q4_0's q - 8, Q6_K's q - 32) take the dot product of the raw
+// stored values and subtract offset * half sum, an integer identity, instead
+// of subtracting bytewise (three instructions a word on the GPU).
 constexpr int MV1_WARPS = 8;
 enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
@@ -426,13 +444,24 @@ __device__ __forceinline__ void async_wait_n(int n) {
 
 // X (cols floats) into the layout above, by the whole block; every thread
 // takes part in every round (the shuffles), whether or not it has a value.
+// A round's loads are all issued before any is used: every block starts
+// with this, and one L2 round trip a float4 of a thread made it the largest
+// fixed cost of a small product.
+constexpr int MV1_X_LOADS = 4;
 __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, uint8_t* xq, int cols) {
     const int nchunks = cols >> 5, n4 = cols >> 2;
     float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
-    for (int base = 0; base < n4; base += blockDim.x) {
-        const int q = base + threadIdx.x;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (q < n4) v = __ldg(reinterpret_cast<const float4*>(X) + q);
+    for (int base = 0; base < n4; base += MV1_X_LOADS * blockDim.x) {
+        float4 vs[MV1_X_LOADS];
+#pragma unroll
+        for (int b = 0; b < MV1_X_LOADS; ++b) {
+            const int q = base + b * blockDim.x + threadIdx.x;
+            vs[b] = q < n4 ? __ldg(reinterpret_cast<const float4*>(X) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int b = 0; b < MV1_X_LOADS; ++b) {
+        const int q = base + b * blockDim.x + threadIdx.x;
+        const float4 v = vs[b];
         float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
         float sum = (v.x + v.y) + (v.z + v.w);
 #pragma unroll
@@ -440,17 +469,22 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, uint
             amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
             sum += __shfl_xor_sync(FULL, sum, off);
         }
-        if (q >= n4) continue;
         const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
-                            (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
-        const uint32_t hi = (static_cast<uint32_t>(__float2int_rn(v.z * inv)) & 0xffffu) |
-                            (static_cast<uint32_t>(__float2int_rn(v.w * inv)) << 16);
+        const int ix = __float2int_rn(v.x * inv), iy = __float2int_rn(v.y * inv);
+        const int iz = __float2int_rn(v.z * inv), iw = __float2int_rn(v.w * inv);
+        int half = (ix + iy) + (iz + iw);
+        half += __shfl_xor_sync(FULL, half, 1);
+        half += __shfl_xor_sync(FULL, half, 2);
+        if (q >= n4) continue;
+        const uint32_t lo = (static_cast<uint32_t>(ix) & 0xffffu) | (static_cast<uint32_t>(iy) << 16);
+        const uint32_t hi = (static_cast<uint32_t>(iz) & 0xffffu) | (static_cast<uint32_t>(iw) << 16);
         const int c = q >> 3, piece = (q & 7) >> 1;
         *reinterpret_cast<uint2*>(xq + 64 * c + 16 * (piece ^ (c & 3)) + 8 * (q & 1)) = make_uint2(lo, hi);
         if ((q & 7) == 0) {
             scales[c] = amax / 32767.0f;
             scales[nchunks + c] = sum;
+        }
+        if ((q & 3) == 0) reinterpret_cast<int*>(scales + 2 * nchunks)[2 * c + ((q & 7) >> 2)] = half;
         }
     }
 }
@@ -473,7 +507,7 @@ struct Mv1Parts {
 // then the slots, [warp][row][stage].
 template <int T, int R, int OUT>
 __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Parts& parts, int cols,
-                                        long long row_bytes, int ST) {
+                                        long long row_bytes, int ST, int S) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int SLOT = mv_slot_bytes(T);
@@ -482,11 +516,15 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     uint8_t* slots[R];
 #pragma unroll
     for (int i = 0; i < R; ++i)
-        slots[i] = xq + (((cols >> 5) * 72 + 15) & ~15) + ((warp * R + i) * ST) * SLOT;
+        slots[i] = xq + (((cols >> 5) * 80 + 15) & ~15) + ((warp * R + i) * ST) * SLOT;
+
+    __shared__ float partial[MV1_WARPS][R];
+    // Warp `warp` is piece `kw` of row group `group` (S pieces a group).
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
 
     // This block's part and its first row (block-uniform).
     int part = 0, block = blockIdx.x;
-    constexpr int ROWS_PER_BLOCK = GLU ? MV1_WARPS : MV1_WARPS * R;
+    const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
 #pragma unroll
     for (int p = 0; p < 2; ++p) {
         const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
@@ -496,7 +534,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
         }
     }
     const int rows = Mv1Parts::pick(parts.rows, part);
-    const int r0 = GLU ? block * MV1_WARPS + warp : (block * MV1_WARPS + warp) * R;
+    const int r0 = GLU ? block * groups + group : (block * groups + group) * R;
     const uint8_t* row[R];
     bool active[R];
 #pragma unroll
@@ -508,10 +546,17 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     }
     const int nchunks = cols >> 5;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG;
-    for (int s = 0; s < ST - 1; ++s) {
+    // Rows whose segments all start 16-byte aligned (every row of the usual
+    // shapes) read their weights with aligned loads.
+    bool a16 = (row_bytes & 15) == 0 && (mv_seg_bytes(T) & 15) == 0;
+#pragma unroll
+    for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
+    // This warp's segments: kw + S j for j < mine.
+    const int mine = kw < nseg ? (nseg - kw + S - 1) / S : 0;
+    for (int j = 0; j < ST - 1; ++j) {
 #pragma unroll
         for (int i = 0; i < R; ++i)
-            if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[i] + s * SLOT, lane);
+            if (active[i] && j < mine) mv_fetch<T>(row[i], kw + j * S, cols, slots[i] + j * SLOT, lane);
         async_commit();
     }
     // X while the first weights arrive.
@@ -519,17 +564,20 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     __syncthreads();
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
+    const int2* halves = reinterpret_cast<const int2*>(sums + nchunks);
+    constexpr int OFFSET = int_offset(T);
     float acc[R];
 #pragma unroll
     for (int i = 0; i < R; ++i) acc[i] = 0.0f;
     // The slots segment `seg` is read from and segment seg + ST - 1 goes to.
     int read = 0, write = ST - 1;
-    for (int seg = 0; seg < nseg; ++seg) {
+    for (int j = 0; j < mine; ++j) {
+        const int seg = kw + j * S;
         {
-            const int s = seg + ST - 1;
+            const int ahead = j + ST - 1;
 #pragma unroll
             for (int i = 0; i < R; ++i)
-                if (active[i] && s < nseg) mv_fetch<T>(row[i], s, cols, slots[i] + write * SLOT, lane);
+                if (active[i] && ahead < mine) mv_fetch<T>(row[i], kw + ahead * S, cols, slots[i] + write * SLOT, lane);
             async_commit();
         }
         async_wait_n(ST - 1);
@@ -540,14 +588,18 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
 #pragma unroll
             for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
             const float dx = scales[c], sx = sums[c];
+            const int2 half = OFFSET != 0 ? halves[c] : make_int2(0, 0);
 #pragma unroll
             for (int i = 0; i < R; ++i) {
                 if (!active[i]) continue;
                 const int skew = static_cast<int>(
                     (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
                 IntChunk w;
-                int_chunk<T>(slots[i] + read * SLOT + skew, lane, w);
-                int s0 = 0, s1 = 0;
+                if (a16)
+                    int_chunk_raw<T, true>(slots[i] + read * SLOT, lane, w);
+                else
+                    int_chunk_raw<T, false>(slots[i] + read * SLOT + skew, lane, w);
+                int s0 = -OFFSET * half.x, s1 = -OFFSET * half.y;
 #pragma unroll
                 for (int p = 0; p < 4; ++p) {
                     int& s = p < 2 ? s0 : s1;
@@ -568,6 +620,19 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
     for (int i = 0; i < R; ++i) {
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+    }
+    if (S > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
+        }
+        __syncthreads();
+        if (kw != 0) return;
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            acc[i] = partial[warp][i];
+            for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
+        }
     }
     if (lane != 0) return;
     float* Y = Mv1Parts::pick(parts.Y, part);
@@ -873,21 +938,21 @@ GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 // matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
-// row_bytes, stages): one token, X f32; block 256, dynamic shared memory
-// 72 * cols / 32 rounded up to 16, plus 8 R stages mv_slot_bytes(t)
-// (2 <= stages <= 8). Variants:
+// row_bytes, stages, split): one token, X f32; block 256, dynamic shared
+// memory 80 * cols / 32 rounded up to 16, plus 8 R stages mv_slot_bytes(t)
+// (2 <= stages <= 8); each row over `split` warps (1, 2, 4 or 8). Variants:
 //   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
-//              a warp, grid sum_p ceil(rows_p / (8 R));
+//              a warp, grid sum_p ceil(rows_p / (8 R / split));
 //   r1a, r2a:  Y0 += W0 X (one part);
 //   swiglu, geglu: Y0 = act(W0 X) * (W1 X), W0 and W1 of rows0 rows each;
-//              grid ceil(rows0 / 8).
+//              grid ceil(rows0 / (8 / split)).
 #define GQ_MATVEC1_ONE(name, T, variant, R, OUT)                                                           \
     extern "C" __global__ void __launch_bounds__(256, 3)                                                    \
         matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
-                                   int rows2, int cols, long long row_bytes, int stages) {                   \
+                                   int rows2, int cols, long long row_bytes, int stages, int split) {        \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        matvec1<T, R, OUT>(X, parts, cols, row_bytes, stages);                                              \
+        matvec1<T, R, OUT>(X, parts, cols, row_bytes, stages, split);                                       \
     }
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \

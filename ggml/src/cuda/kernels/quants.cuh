@@ -56,9 +56,11 @@ __device__ __forceinline__ uint32_t ldg_u16(const uint8_t* p) {
 template <int N>
 __device__ __forceinline__ void ldspan(const uint8_t* p, uint32_t (&out)[(N + 3) / 4]) {
     constexpr int NW = (N + 3) / 4;
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    const uint32_t s = static_cast<uint32_t>(a & 2);  // 0 or 2
-    const unsigned int* w = reinterpret_cast<const unsigned int*>(a - s);
+    const uint32_t s = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p) & 2);  // 0 or 2
+    // Offset from p itself (not rebuilt from an integer), so that where p
+    // points into shared memory the compiler still knows it and emits
+    // shared loads rather than generic ones.
+    const unsigned int* w = reinterpret_cast<const unsigned int*>(p - s);
     uint32_t v[NW + 1];
 #pragma unroll
     for (int k = 0; k < NW; ++k) v[k] = w[k];

@@ -197,7 +197,7 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
 typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
-                        float*, int, int, long long, int);
+                        float*, int, int, long long, int, int);
 
 struct TypeCase {
     int t;
@@ -224,13 +224,13 @@ static const TypeCase CASES[] = {
     TCX(q4_k, gq::Q4_K), TCX(q5_k, gq::Q5_K), TCX(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
 };
 
-// matvec1's shared X: 72 bytes a chunk of 32 (matmul.cu).
-static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 72; }
+// matvec1's shared X: 80 bytes a chunk of 32 (matmul.cu).
+static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 80; }
 
-// One token through matvec1 with R (1 or 2) rows a warp and `stages` slots a
-// row, one part.
+// One token through matvec1 with R (1 or 2) rows a warp, `stages` slots a
+// row and each row over `split` warps, one part.
 static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const float* dX, float* dY, int rows, int cols,
-                        long long rb, int stages = 4) {
+                        long long rb, int stages = 4, int split = 1) {
     static bool allowed[2] = {false, false};
     const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) + 8 * R * stages * mv_slot_bytes(tc.t);
     if (!allowed[R - 1]) {
@@ -239,8 +239,9 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
                 CK(cudaFuncSetAttribute(c.matvec1[R - 1], cudaFuncAttributeMaxDynamicSharedMemorySize, 220 << 10));
         allowed[R - 1] = true;
     }
-    tc.matvec1[R - 1]<<<(rows + 8 * R - 1) / (8 * R), 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
-                                                                   nullptr, 0, cols, rb, stages);
+    const int per_block = 8 * R / split;
+    tc.matvec1[R - 1]<<<(rows + per_block - 1) / per_block, 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
+                                                                         nullptr, 0, cols, rb, stages, split);
 }
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
@@ -300,14 +301,16 @@ static void bench() {
                 printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
             }
             for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++)
-                for (int st : {2, 3, 5}) {
-                    run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st);
-                    CK(cudaEventRecord(a));
-                    for (int i = 0; i < it; i++) run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st);
-                    CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-                    CK(cudaEventElapsedTime(&ms, a, b));
-                    printf(" (1r%ds%d %5.1f us %5.0f GB/s)", R, st, 1e3 * ms / it, W.size() / (1e6 * ms / it));
-                }
+                for (int st : {2, 3})
+                    for (int split : {1, 2, 4}) {
+                        run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st, split);
+                        CK(cudaEventRecord(a));
+                        for (int i = 0; i < it; i++) run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, st, split);
+                        CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                        CK(cudaEventElapsedTime(&ms, a, b));
+                        printf(" (1r%ds%dk%d %5.1f us %5.0f GB/s)", R, st, split, 1e3 * ms / it,
+                               W.size() / (1e6 * ms / it));
+                    }
         }
         for (int ntok : {64, 512}) {
             const int it = 20;
@@ -325,8 +328,54 @@ static void bench() {
     }
 }
 
+// --bench-small: matvec1 on a decode step's small products (a 7B's output
+// and down projections), cycling over copies that together outsize the L2
+// cache, at each split of a row over warps.
+// `only`: the index of the one shape to run (for a profiler), or -1.
+static void bench_small(int only) {
+    std::mt19937 rng(9);
+    const int shapes[][2] = {{4096, 4096}, {4096, 11008}, {12288, 4096}, {22016, 4096}, {2048, 2048}, {2048, 8192}};
+    for (const TypeCase& tc : CASES) {
+        if (!tc.matvec1[0] || tc.t == gq::Q4_1) continue;
+        for (const auto& shape : shapes) {
+            if (only >= 0 && &shape - shapes != only) continue;
+            const int rows = shape[0], cols = shape[1];
+            if (cols % gq::cols_multiple(tc.t)) continue;
+            const long long rb = (long long)cols / gq::block_elems(tc.t) * gq::block_bytes(tc.t);
+            const long long bytes = rows * rb;
+            const int copies = (int)(256ll * 1024 * 1024 / bytes) + 1;
+            std::vector<uint8_t> W(bytes);
+            for (int r = 0; r < rows; r++) random_row(tc.t, W.data() + r * rb, cols, rng);
+            uint8_t* dW; float *dX, *dY;
+            CK(cudaMalloc(&dW, bytes * copies));
+            for (int c = 0; c < copies; c++) CK(cudaMemcpy(dW + bytes * c, W.data(), bytes, cudaMemcpyHostToDevice));
+            CK(cudaMalloc(&dX, cols * 4));
+            CK(cudaMemset(dX, 0, cols * 4));
+            CK(cudaMalloc(&dY, rows * 4));
+            cudaEvent_t a, b;
+            CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+            printf("%-7s %5dx%-5d", tc.name, rows, cols);
+            const int runs[][3] = {{1, 2, 1}, {2, 2, 1}, {2, 3, 1}, {2, 2, 2}};
+            for (const auto& run : runs) {
+                const int R = run[0], st = run[1], split = run[2];
+                const int it = 4 * copies;
+                for (int i = 0; i < copies; i++) run_matvec1(tc, R, dW + bytes * i, dX, dY, rows, cols, rb, st, split);
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++)
+                    run_matvec1(tc, R, dW + bytes * (i % copies), dX, dY, rows, cols, rb, st, split);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                float ms; CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" r%ds%dk%d %5.1fus %4.0f", R, st, split, 1e3 * ms / it, bytes / (1e6 * ms / it));
+            }
+            printf("\n");
+            CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
+        }
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
     int failures = 0;
     for (const TypeCase& tc : CASES) {
@@ -387,13 +436,16 @@ int main(int argc, char** argv) {
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
                     }
-                    for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++) {
-                        CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                        run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + 1);
-                        CK(cudaGetLastError());
-                        CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
-                        type_fail += compare(R == 1 ? "matvec1 r1" : "matvec1 r2", tc, rows, cols, 1, Wf, X, Y, 1e-4);
-                    }
+                    for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++)
+                        for (int split : {1, 2, 4, 8}) {
+                            CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                            run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + split % 3, split);
+                            CK(cudaGetLastError());
+                            CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                            char what[32];
+                            snprintf(what, sizeof what, "matvec1 r%d k%d", R, split);
+                            type_fail += compare(what, tc, rows, cols, 1, Wf, X, Y, 1e-4);
+                        }
                 }
                 if (ntok != 2 && ntok != 3 && ntok != 5) {
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
