@@ -217,11 +217,19 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
         })
         .collect();
     let streamed = load(path, &half, Device::Gpu(0));
+    // Batches under 32 tokens stay on the CPU (llama.cpp's threshold), so a
+    // short prompt is repeated to 40 tokens.
+    let batch: Vec<u32> = prompt
+        .iter()
+        .cycle()
+        .take(prompt.len().max(40))
+        .copied()
+        .collect();
     let twice = |m: &Model| {
         let mut state = m.new_state(N_CTX).unwrap();
-        m.forward(&mut state, prompt, true).unwrap();
+        m.forward(&mut state, &batch, true).unwrap();
         let mut logits = state.logits.clone();
-        m.forward(&mut state, prompt, true).unwrap();
+        m.forward(&mut state, &batch, true).unwrap();
         logits.extend_from_slice(&state.logits);
         logits
     };
