@@ -71,7 +71,11 @@ fn segments_ahead() -> usize {
 fn split_setting() -> (usize, Option<usize>) {
     static SETTING: std::sync::OnceLock<(usize, Option<usize>)> = std::sync::OnceLock::new();
     *SETTING.get_or_init(|| {
-        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
         let fixed = var("LLM_CUDA_MV1_SPLIT").map(|n| n.clamp(1, 8).next_power_of_two().min(8));
         (var("LLM_CUDA_MV1_TARGET").unwrap_or(0), fixed)
     })
@@ -87,7 +91,13 @@ fn split_for(blocks: usize, segments: usize, sms: usize) -> usize {
     split_of(blocks, segments, sms, per_sm, fixed)
 }
 
-fn split_of(blocks: usize, segments: usize, sms: usize, per_sm: usize, fixed: Option<usize>) -> usize {
+fn split_of(
+    blocks: usize,
+    segments: usize,
+    sms: usize,
+    per_sm: usize,
+    fixed: Option<usize>,
+) -> usize {
     let most = segments.clamp(1, 8);
     let most = 1 << most.ilog2();
     if let Some(n) = fixed {
