@@ -69,7 +69,22 @@ pub fn run(
             _ => {}
         }
     }
-    run_body(isa, cache, q, pos0, t, a, job, out, dot)
+    run_body(isa, cache, q, pos0, t, a, job, out, dot, |x, y, stride, n| {
+        dots16_each(x, y, stride, n, dot)
+    })
+}
+
+/// Sixteen dots of `x[..n]` with the rows `y[j * stride..][..n]`, one at a
+/// time.
+#[inline(always)]
+fn dots16_each(
+    x: &[f32],
+    y: &[f32],
+    stride: usize,
+    n: usize,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) -> [f32; 16] {
+    std::array::from_fn(|j| dot(&x[..n], &y[j * stride..][..n]))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -85,7 +100,18 @@ unsafe fn run_avx512(
     job: &Job,
     out: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
-    run_body(isa, cache, q, pos0, t, a, job, out, |x, y| dot_avx512(x, y))
+    run_body(
+        isa,
+        cache,
+        q,
+        pos0,
+        t,
+        a,
+        job,
+        out,
+        |x, y| dot_avx512(x, y),
+        |x, y, stride, n| dots16_avx512(x, y, stride, n),
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -101,7 +127,18 @@ unsafe fn run_avx2(
     job: &Job,
     out: &mut dyn FnMut(usize, usize, &[f32]),
 ) {
-    run_body(isa, cache, q, pos0, t, a, job, out, |x, y| dot_avx2(x, y))
+    run_body(
+        isa,
+        cache,
+        q,
+        pos0,
+        t,
+        a,
+        job,
+        out,
+        |x, y| dot_avx2(x, y),
+        |x, y, stride, n| dots16_each(x, y, stride, n, |x, y| dot_avx2(x, y)),
+    )
 }
 
 /// The work of `run`, compiled once for each ISA's vector width.
@@ -117,6 +154,7 @@ fn run_body(
     job: &Job,
     out: &mut dyn FnMut(usize, usize, &[f32]),
     dot: impl Fn(&[f32], &[f32]) -> f32,
+    dots16: impl Fn(&[f32], &[f32], usize, usize) -> [f32; 16],
 ) {
     let hd = a.head_dim;
     let group = a.n_head / a.n_head_kv;
@@ -164,14 +202,23 @@ fn run_body(
                 *d = f16_to_f32(f32_to_f16(x));
             }
             let s = &mut scores[..seen];
+            // Sixteen cells' dots at a time where the cells are there (each
+            // dot exactly as alone: only the horizontal sums are shared).
+            let whole = seen / 16 * 16;
+            for c0 in (0..whole).step_by(16) {
+                let d = dots16(&qh, &k[c0 * hd..], hd, hd);
+                s[c0..c0 + 16].copy_from_slice(&d);
+            }
             for (c, score) in s.iter_mut().enumerate() {
                 // Unwrapped, cell c holds position c.
                 let p = if unwrapped { Some(c) } else { cell_pos(c) };
                 let visible = p.is_some_and(|p| p <= pos && a.window.is_none_or(|w| pos - p < w));
-                *score = if visible {
-                    dot(&qh, &k[c * hd..(c + 1) * hd]) * a.kq_scale
-                } else {
+                *score = if !visible {
                     f32::NEG_INFINITY
+                } else if c < whole {
+                    *score * a.kq_scale
+                } else {
+                    dot(&qh, &k[c * hd..(c + 1) * hd]) * a.kq_scale
                 };
             }
             // Over `seen` cells rather than n_kv: the rest would be exp(-inf)
@@ -180,7 +227,11 @@ fn run_body(
             for p in s.iter_mut() {
                 *p = f16_to_f32(f32_to_f16(*p));
             }
-            for (d, od) in o.iter_mut().enumerate() {
+            let whole = hd / 16 * 16;
+            for d0 in (0..whole).step_by(16) {
+                o[d0..d0 + 16].copy_from_slice(&dots16(s, &v[d0 * hi..], hi, seen));
+            }
+            for (d, od) in o.iter_mut().enumerate().skip(whole) {
                 *od = dot(s, &v[d * hi..d * hi + seen]);
             }
             out(ti, h, &o);
@@ -230,6 +281,71 @@ unsafe fn dot_avx512(x: &[f32], y: &[f32]) -> f32 {
     sum as f32
 }
 
+/// Sixteen dots of `x[..n]` with the rows `y[j * stride..][..n]`, each in
+/// `dot_avx512`'s exact lanes and order: the same accumulators and pairwise
+/// adds a row, then `reduce16`'s tree done for the sixteen at once in
+/// registers (the same adds on the same operands, lane by lane), where a
+/// store and fifteen scalar adds a dot cost more than its multiplies.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dots16_avx512(x: &[f32], y: &[f32], stride: usize, n: usize) -> [f32; 16] {
+    use std::arch::x86_64::*;
+    assert!(x.len() >= n && y.len() >= 15 * stride + n);
+    let np = n / 64 * 64;
+    let px = x.as_ptr();
+    let mut r = [_mm512_setzero_ps(); 16];
+    // Four rows at a time share each load of x (sixteen accumulators), which
+    // a dot alone loads once for every multiply.
+    for (g, r) in r.chunks_exact_mut(4).enumerate() {
+        let py: [*const f32; 4] = std::array::from_fn(|j| y.as_ptr().add((4 * g + j) * stride));
+        let mut s = [[_mm512_setzero_ps(); 4]; 4];
+        let mut i = 0;
+        while i < np {
+            let xv: [__m512; 4] = std::array::from_fn(|k| _mm512_loadu_ps(px.add(i + 16 * k)));
+            for (s, py) in s.iter_mut().zip(&py) {
+                for (k, s) in s.iter_mut().enumerate() {
+                    *s = _mm512_fmadd_ps(xv[k], _mm512_loadu_ps(py.add(i + 16 * k)), *s);
+                }
+            }
+            i += 64;
+        }
+        for (r, s) in r.iter_mut().zip(&s) {
+            *r = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        }
+    }
+    // reduce16, step 1: lanes i + (i + 8), two rows a register.
+    let u: [__m512; 8] = std::array::from_fn(|m| {
+        let (a, b) = (r[2 * m], r[2 * m + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x44>(a, b),
+            _mm512_shuffle_f32x4::<0xEE>(a, b),
+        )
+    });
+    // Step 2: lanes i + (i + 4), four rows a register (a quarter each).
+    let t: [__m512; 4] = std::array::from_fn(|m| {
+        let (a, b) = (u[2 * m], u[2 * m + 1]);
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
+    });
+    // Step 3: (t0 + t2) + (t1 + t3) in lane 0 of each quarter.
+    let mut lanes = [0f32; 64];
+    for (m, t) in t.iter().enumerate() {
+        let a = _mm512_add_ps(*t, _mm512_permute_ps::<0b01_00_11_10>(*t));
+        let b = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+        _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * m), b);
+    }
+    std::array::from_fn(|j| {
+        let mut sum = f64::from(lanes[4 * j]);
+        let py = y.as_ptr().add(j * stride);
+        for k in np..n {
+            sum += f64::from(*px.add(k) * *py.add(k));
+        }
+        sum as f32
+    })
+}
+
 /// x86::f16_dot_avx2's lanes and order: four 8-lane accumulators over steps
 /// of 32, reduced pairwise, then `reduce8`, the tail in f64.
 #[cfg(target_arch = "x86_64")]
@@ -261,6 +377,34 @@ unsafe fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sixteen-at-once dots are the single dots to the bit, tails and
+    /// all.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_dots_equal_single_ones() {
+        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("fma") {
+            eprintln!("skipped: no AVX-512 here");
+            return;
+        }
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        };
+        for (n, stride) in [(64, 64), (256, 256), (256, 300), (100, 130), (640, 641), (8, 8)] {
+            let x: Vec<f32> = (0..n).map(|_| next()).collect();
+            let y: Vec<f32> = (0..15 * stride + n).map(|_| next()).collect();
+            // SAFETY: AVX-512F and FMA were found above.
+            let (many, one) = unsafe {
+                (
+                    dots16_avx512(&x, &y, stride, n),
+                    dots16_each(&x, &y, stride, n, |a, b| dot_avx512(a, b)),
+                )
+            };
+            assert_eq!(many.map(f32::to_bits), one.map(f32::to_bits), "n {n} stride {stride}");
+        }
+    }
 
     #[test]
     fn jobs_cover_every_head_and_token_once() {
