@@ -69,9 +69,18 @@ pub fn run(
             _ => {}
         }
     }
-    run_body(isa, cache, q, pos0, t, a, job, out, dot, |x, y, stride, n| {
-        dots16_each(x, y, stride, n, dot)
-    })
+    run_body(
+        isa,
+        cache,
+        q,
+        pos0,
+        t,
+        a,
+        job,
+        out,
+        dot,
+        |x, y, stride, n| dots16_each(x, y, stride, n, dot),
+    )
 }
 
 /// Sixteen dots of `x[..n]` with the rows `y[j * stride..][..n]`, one at a
@@ -389,10 +398,19 @@ mod tests {
         }
         let mut seed = 1u64;
         let mut next = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
         };
-        for (n, stride) in [(64, 64), (256, 256), (256, 300), (100, 130), (640, 641), (8, 8)] {
+        for (n, stride) in [
+            (64, 64),
+            (256, 256),
+            (256, 300),
+            (100, 130),
+            (640, 641),
+            (8, 8),
+        ] {
             let x: Vec<f32> = (0..n).map(|_| next()).collect();
             let y: Vec<f32> = (0..15 * stride + n).map(|_| next()).collect();
             // SAFETY: AVX-512F and FMA were found above.
@@ -402,7 +420,11 @@ mod tests {
                     dots16_each(&x, &y, stride, n, |a, b| dot_avx512(a, b)),
                 )
             };
-            assert_eq!(many.map(f32::to_bits), one.map(f32::to_bits), "n {n} stride {stride}");
+            assert_eq!(
+                many.map(f32::to_bits),
+                one.map(f32::to_bits),
+                "n {n} stride {stride}"
+            );
         }
     }
 

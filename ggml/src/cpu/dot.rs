@@ -446,6 +446,49 @@ pub fn q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     hsum8(&acc)
 }
 
+/// IQ4_XS with ggml's x86 (AVX2) accumulation: each 32-value block's
+/// products in eight integer lanes (lane l: values 4l..4l+4) times the
+/// block's scale, a super-block's lanes fused-multiply-added into eight
+/// float lanes, summed as `hsum_float_8` at the end. (The plain version
+/// below is ggml's generic C, one float sum; other CPUs run that.)
+#[inline(always)]
+pub fn iq4_xs_q8_k_lanes(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in w.chunks_exact(136).zip(a.chunks_exact(292)) {
+        let (dy, qy, _) = q8_k(y);
+        let scales_h = u16::from_le_bytes([x[2], x[3]]);
+        let mut lanes = [0i32; 8];
+        for ib in 0..8 {
+            let low = (x[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
+            let high = ((scales_h >> (2 * ib)) & 3) as u8;
+            let ls = (low | (high << 4)) as i32 - 32;
+            let qs = &x[8 + 16 * ib..8 + 16 * ib + 16];
+            let qy = &qy[32 * ib..32 * ib + 32];
+            for (e, &y) in qy.iter().enumerate() {
+                let nibble = if e < 16 {
+                    qs[e] & 0x0f
+                } else {
+                    qs[e - 16] >> 4
+                };
+                let w = KVALUES_IQ4NL[nibble as usize];
+                // |w| times y with w's sign moved on (`vpsignb`), which
+                // wraps a y of -128 where w is negative, as ggml's does.
+                let sy = match w.signum() {
+                    -1 => y.wrapping_neg(),
+                    0 => 0,
+                    _ => y,
+                };
+                lanes[e / 4] += ls * (w.unsigned_abs() as i32 * sy as i32);
+            }
+        }
+        let d = f16_at(x, 0) * dy;
+        for (acc, &l) in acc.iter_mut().zip(&lanes) {
+            *acc = d.mul_add(l as f32, *acc);
+        }
+    }
+    hsum8(&acc)
+}
+
 #[inline(always)]
 pub fn iq4_xs_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut s = 0f32;

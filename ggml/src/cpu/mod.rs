@@ -211,6 +211,7 @@ per_isa!(d_q4_k, dot::q4_k_q8_k, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q5_k, dot::q5_k_q8_k, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q6_k, dot::q6_k_q8_k, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_iq4_xs, dot::iq4_xs_q8_k, (w: &[u8], a: &[u8]) -> f32);
+per_isa!(d_iq4_xs_lanes, dot::iq4_xs_q8_k_lanes, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(q_q8_0, quantize::quantize_q8_0, (x: &[f32], out: &mut [u8]) -> ());
 per_isa!(q_q8_1, quantize::quantize_q8_1, (x: &[f32], out: &mut [u8]) -> ());
 per_isa!(q_q8_k, quantize::quantize_q8_k, (x: &[f32], out: &mut [u8]) -> ());
@@ -261,6 +262,8 @@ mod simd {
         q8_0, q8_0_x4 => q8_0_q8_0_n;
         q4_k, q4_k_x4 => q4_k_q8_k_n;
         q6_k, q6_k_x4 => q6_k_q8_k_n;
+        iq4_xs, iq4_xs_x4 => iq4_xs_q8_k_n;
+        iq4_nl, iq4_nl_x4 => iq4_nl_q8_0_n;
     }
 
     /// AVX-512 VNNI forms, chosen only where `vnni()` found the features.
@@ -268,6 +271,7 @@ mod simd {
         use crate::cpu::x86;
 
         safe! { x86;
+            iq4_nl, iq4_nl_x4 => iq4_nl_q8_0_n_vnni;
             q4_0, q4_0_x4 => q4_0_q8_0_n_vnni;
             q5_0, q5_0_x4 => q5_0_q8_0_n_vnni;
             q8_0, q8_0_x4 => q8_0_q8_0_n_vnni;
@@ -288,7 +292,7 @@ mod simd {
     }
 }
 
-/// AVX-512 VNNI (with VL and BW), which the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K kernels use on
+/// AVX-512 VNNI (with VL and BW), which the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/IQ4_NL kernels use on
 /// AVX-512 CPUs that have it.
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
@@ -313,6 +317,7 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
             Q4_1 => return Some((simd::vnni::q4_1, Some(simd::vnni::q4_1_x4))),
             Q5_1 => return Some((simd::vnni::q5_1, Some(simd::vnni::q5_1_x4))),
             Q4_K => return Some((simd::vnni::q4_k, Some(simd::vnni::q4_k_x4))),
+            IQ4_NL => return Some((simd::vnni::iq4_nl, Some(simd::vnni::iq4_nl_x4))),
             _ => {}
         }
     }
@@ -324,6 +329,8 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
         Q8_0 => (simd::q8_0, Some(simd::q8_0_x4)),
         Q4_K => (simd::q4_k, Some(simd::q4_k_x4)),
         Q6_K => (simd::q6_k, Some(simd::q6_k_x4)),
+        IQ4_XS => (simd::iq4_xs, Some(simd::iq4_xs_x4)),
+        IQ4_NL => (simd::iq4_nl, Some(simd::iq4_nl_x4)),
         F16 if isa == Isa::Avx512 => (simd::f16_avx512, None),
         F16 => (simd::f16_avx2, None),
         _ => return None,
@@ -344,6 +351,8 @@ mod simd_neon {
         q8_0, q8_0_x4 => q8_0_q8_0_n;
         q4_k, q4_k_x4 => q4_k_q8_k_n;
         q6_k, q6_k_x4 => q6_k_q8_k_n;
+        iq4_xs, iq4_xs_x4 => iq4_xs_q8_k_n;
+        iq4_nl, iq4_nl_x4 => iq4_nl_q8_0_n;
     }
 }
 
@@ -412,6 +421,12 @@ pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported
         Q4_K => pick!(isa, d_q4_k),
         Q5_K => pick!(isa, d_q5_k),
         Q6_K => pick!(isa, d_q6_k),
+        // x86's SIMD order differs from ggml's generic C here (lanes, not
+        // one sum): the portable form of each.
+        #[cfg(target_arch = "x86_64")]
+        IQ4_XS if matches!(isa, Isa::Avx2) => d_iq4_xs_lanes::avx2,
+        #[cfg(target_arch = "x86_64")]
+        IQ4_XS if matches!(isa, Isa::Avx512) => d_iq4_xs_lanes::avx512,
         IQ4_XS => pick!(isa, d_iq4_xs),
         other => return Err(Unsupported(other)),
     };
@@ -527,6 +542,8 @@ mod tests {
                 GgmlType::Q8_0,
                 GgmlType::Q4_K,
                 GgmlType::Q6_K,
+                GgmlType::IQ4_XS,
+                GgmlType::IQ4_NL,
                 GgmlType::F16,
             ] {
                 let fast = kernels_for(ty, isa).unwrap();

@@ -181,6 +181,55 @@ with_vnni!(q8_0_q8_0_n, q8_0_q8_0_n_vnni, |w, a, msum| {
     std::array::from_fn(|t| hsum_float_8(acc[t]))
 });
 
+// ggml_vec_dot_iq4_nl_q8_0's AVX2 path: the 4-bit indices looked up in
+// the IQ4_NL table by byte shuffle, blocks alternating between two
+// accumulators, their sum reduced, a last odd block added in scalar.
+with_vnni!(iq4_nl_q8_0_n, iq4_nl_q8_0_n_vnni, |w, a, msum| {
+    let values = _mm_loadu_si128(crate::blocks::iquants::KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let m4b = _mm_set1_epi8(0x0f);
+    let nb = w.len() / 18;
+    let pairs = nb / 2 * 2;
+    let ya = rows!(a, nb, 34);
+    let table = f16_table();
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let lookup = |x: *const u8| {
+        let bits = _mm_loadu_si128(x.add(2) as *const __m128i);
+        _mm256_set_m128i(
+            _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b)),
+            _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b)),
+        )
+    };
+    for ib in 0..pairs {
+        let x = w.as_ptr().add(ib * 18);
+        prefetch_ahead::<1>(x);
+        let dx = f16_at(table, x);
+        let qx = lookup(x);
+        let ax = _mm256_sign_epi8(qx, qx);
+        for t in 0..N {
+            let y = ya[t].add(ib * 34);
+            let d = _mm256_set1_ps(f16_at(table, y) * dx);
+            let sy = _mm256_sign_epi8(_mm256_loadu_si256(y.add(2) as *const __m256i), qx);
+            acc[t][ib % 2] = _mm256_fmadd_ps(d, msum(ax, sy), acc[t][ib % 2]);
+        }
+    }
+    std::array::from_fn(|t| {
+        let mut s = hsum_float_8(_mm256_add_ps(acc[t][0], acc[t][1]));
+        for ib in pairs..nb {
+            let x = w.as_ptr().add(ib * 18);
+            let y = ya[t].add(ib * 34);
+            let mut sumi = 0i32;
+            for j in 0..16 {
+                let b = *x.add(2 + j);
+                let k = &crate::blocks::iquants::KVALUES_IQ4NL;
+                sumi += *y.add(2 + j) as i8 as i32 * k[(b & 0x0f) as usize] as i32;
+                sumi += *y.add(18 + j) as i8 as i32 * k[(b >> 4) as usize] as i32;
+            }
+            s += f16_at(table, y) * f16_at(table, x) * sumi as f32;
+        }
+        s
+    })
+});
+
 with_vnni!(q4_1_q8_1_n, q4_1_q8_1_n_vnni, |w, a, msum| {
     let nb = w.len() / 20;
     let ya = rows!(a, nb, 36);
@@ -460,6 +509,68 @@ pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             }
             sumi = _mm256_sub_epi32(sumi, q8sclsub);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+/// ggml_vec_dot_iq4_xs_q8_K's AVX2 path: the 4-bit indices looked up in the
+/// IQ4_NL table by byte shuffle, `maddubs` on |x| and sign-moved y, `madd`
+/// by the block's scale, two blocks' lanes at a time, one fused multiply-add
+/// a super-block. Lookups and scales are made once for all N rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn iq4_xs_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let values = _mm_loadu_si128(crate::blocks::iquants::KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    let m4b = _mm_set1_epi8(0x0f);
+    let nb = w.len() / 136;
+    let ya = rows!(a, nb, 292);
+    let table = f16_table();
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 136);
+        prefetch_ahead::<2>(x);
+        let xd = f16_at(table, x);
+        let mut sh = u16::from_le_bytes([*x.add(2), *x.add(3)]);
+        // Per block: |x| and x (for the sign), and the scale as 16-bit lanes.
+        let mut ax = [_mm256_setzero_si256(); 8];
+        let mut qx = [_mm256_setzero_si256(); 8];
+        let mut ls = [_mm256_setzero_si256(); 8];
+        for p in 0..4 {
+            for h in 0..2 {
+                let bits = _mm_loadu_si128(x.add(8 + 32 * p + 16 * h) as *const __m128i);
+                let q = _mm256_set_m128i(
+                    _mm_shuffle_epi8(values, _mm_and_si128(_mm_srli_epi16(bits, 4), m4b)),
+                    _mm_shuffle_epi8(values, _mm_and_si128(bits, m4b)),
+                );
+                qx[2 * p + h] = q;
+                ax[2 * p + h] = _mm256_sign_epi8(q, q);
+            }
+            let sl = *x.add(4 + p) as i16;
+            let l1 = ((sl & 0xf) | (((sh as i16) << 4) & 0x30)) - 32;
+            let l2 = ((sl >> 4) | (((sh as i16) << 2) & 0x30)) - 32;
+            sh >>= 4;
+            ls[2 * p] = _mm256_set1_epi16(l1);
+            ls[2 * p + 1] = _mm256_set1_epi16(l2);
+        }
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let mut sumi1 = _mm256_setzero_si256();
+            let mut sumi2 = _mm256_setzero_si256();
+            for p in 0..4 {
+                let y1 = _mm256_loadu_si256(y.add(4 + 64 * p) as *const __m256i);
+                let y2 = _mm256_loadu_si256(y.add(36 + 64 * p) as *const __m256i);
+                let p16_1 = _mm256_maddubs_epi16(ax[2 * p], _mm256_sign_epi8(y1, qx[2 * p]));
+                let p16_2 =
+                    _mm256_maddubs_epi16(ax[2 * p + 1], _mm256_sign_epi8(y2, qx[2 * p + 1]));
+                sumi1 = _mm256_add_epi32(_mm256_madd_epi16(p16_1, ls[2 * p]), sumi1);
+                sumi2 = _mm256_add_epi32(_mm256_madd_epi16(p16_2, ls[2 * p + 1]), sumi2);
+            }
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_set1_ps(xd * dy),
+                _mm256_cvtepi32_ps(_mm256_add_epi32(sumi1, sumi2)),
+                acc[t],
+            );
         }
     }
     std::array::from_fn(|t| hsum_float_8(acc[t]))
