@@ -430,12 +430,7 @@ fn write_vocabulary_only_gguf() {
 #[ignore = "writes a large model where LLM_WRITE_MODEL says"]
 fn write_a_bench_model() {
     let out = std::env::var_os("LLM_WRITE_MODEL").expect("LLM_WRITE_MODEL names the output");
-    let ty = std::env::var("LLM_WRITE_TYPE").unwrap_or_else(|_| "Q4_K".into());
-    let weight = ggml::blocks::WEIGHT_TYPES
-        .iter()
-        .copied()
-        .find(|t| t.name().eq_ignore_ascii_case(&ty))
-        .unwrap_or_else(|| panic!("LLM_WRITE_TYPE={ty} is not a weight type"));
+    let weight = weight_type_from_env();
     let vocab = vocab_source().expect("no vocabulary: set LLM_GPU_VOCAB");
     let vocab = GgufFile::open(&vocab).unwrap();
     let small = std::env::var("LLM_WRITE_SHAPE").is_ok_and(|s| s == "1b");

@@ -14,12 +14,7 @@ use llm::model::synth::{synthesize, Spec};
 #[ignore = "writes a large model where LLM_WRITE_1B says"]
 fn write_a_1b_shaped_model() {
     let out = std::env::var("LLM_WRITE_1B").expect("LLM_WRITE_1B names the file to write");
-    let ty = std::env::var("LLM_WRITE_TYPE").unwrap_or_else(|_| "Q4_K".into());
-    let weight = ggml::blocks::WEIGHT_TYPES
-        .iter()
-        .copied()
-        .find(|t| t.name().eq_ignore_ascii_case(&ty))
-        .unwrap_or_else(|| panic!("LLM_WRITE_TYPE={ty} is not a weight type"));
+    let weight = weight_type_from_env();
     let vocab = GgufFile::open(&real_model(SMOLLM2)).unwrap();
     let spec = Spec {
         arch: "llama".into(),

@@ -137,3 +137,14 @@ pub fn render_with_python(source: &str, bos: &str, eos: &str, messages: &[(&str,
         .unwrap_or_else(|| panic!("python could not render: {}", answer["error"]))
         .to_string()
 }
+
+/// The weight type LLM_WRITE_TYPE names (default Q4_K), for the ignored
+/// model writers.
+pub fn weight_type_from_env() -> ggml::GgmlType {
+    let ty = std::env::var("LLM_WRITE_TYPE").unwrap_or_else(|_| "Q4_K".into());
+    ggml::blocks::WEIGHT_TYPES
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(&ty))
+        .unwrap_or_else(|| panic!("LLM_WRITE_TYPE={ty} is not a weight type"))
+}

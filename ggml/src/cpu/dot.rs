@@ -446,6 +446,16 @@ pub fn q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     hsum8(&acc)
 }
 
+/// The signed scale of block `ib` (0..8) of an IQ4_XS super-block: four
+/// low bits from `scales_l`, two high bits from `scales_h`, less 32.
+#[inline(always)]
+fn iq4_xs_scale(x: &[u8], ib: usize) -> i32 {
+    let scales_h = u16::from_le_bytes([x[2], x[3]]);
+    let low = (x[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
+    let high = ((scales_h >> (2 * ib)) & 3) as u8;
+    (low | (high << 4)) as i32 - 32
+}
+
 /// IQ4_XS with ggml's x86 (AVX2) accumulation: each 32-value block's
 /// products in eight integer lanes (lane l: values 4l..4l+4) times the
 /// block's scale, a super-block's lanes fused-multiply-added into eight
@@ -456,12 +466,9 @@ pub fn iq4_xs_q8_k_lanes(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = [0f32; 8];
     for (x, y) in w.chunks_exact(136).zip(a.chunks_exact(292)) {
         let (dy, qy, _) = q8_k(y);
-        let scales_h = u16::from_le_bytes([x[2], x[3]]);
         let mut lanes = [0i32; 8];
         for ib in 0..8 {
-            let low = (x[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
-            let high = ((scales_h >> (2 * ib)) & 3) as u8;
-            let ls = (low | (high << 4)) as i32 - 32;
+            let ls = iq4_xs_scale(x, ib);
             let qs = &x[8 + 16 * ib..8 + 16 * ib + 16];
             let qy = &qy[32 * ib..32 * ib + 32];
             for (e, &y) in qy.iter().enumerate() {
@@ -494,12 +501,9 @@ pub fn iq4_xs_q8_k(w: &[u8], a: &[u8]) -> f32 {
     let mut s = 0f32;
     for (x, y) in w.chunks_exact(136).zip(a.chunks_exact(292)) {
         let (dy, qy, _) = q8_k(y);
-        let scales_h = u16::from_le_bytes([x[2], x[3]]);
         let mut isum = 0i32;
         for ib in 0..8 {
-            let low = (x[4 + ib / 2] >> (4 * (ib % 2))) & 0x0f;
-            let high = ((scales_h >> (2 * ib)) & 3) as u8;
-            let ls = (low | (high << 4)) as i32 - 32;
+            let ls = iq4_xs_scale(x, ib);
             let qs = &x[8 + 16 * ib..8 + 16 * ib + 16];
             let qy = &qy[32 * ib..32 * ib + 32];
             let mut part = 0i32;
