@@ -351,8 +351,6 @@ mod simd_neon {
         q8_0, q8_0_x4 => q8_0_q8_0_n;
         q4_k, q4_k_x4 => q4_k_q8_k_n;
         q6_k, q6_k_x4 => q6_k_q8_k_n;
-        iq4_xs, iq4_xs_x4 => iq4_xs_q8_k_n;
-        iq4_nl, iq4_nl_x4 => iq4_nl_q8_0_n;
     }
 }
 
@@ -548,7 +546,8 @@ mod tests {
             ] {
                 let fast = kernels_for(ty, isa).unwrap();
                 let slow = generic_kernels_for(ty, isa).unwrap();
-                if isa == Isa::Neon && ty != GgmlType::F16 {
+                let neon_has = !matches!(ty, GgmlType::F16 | GgmlType::IQ4_XS | GgmlType::IQ4_NL);
+                if isa == Isa::Neon && neon_has {
                     assert!(fast.dot4.is_some(), "{ty}: no NEON kernel");
                 }
                 let bs = ty.block_size() as usize;
