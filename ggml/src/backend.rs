@@ -19,18 +19,28 @@ use std::sync::Arc;
 use crate::rope::Rope;
 use crate::GgmlType;
 
-/// How a weight matrix is stored. Today every weight is a ggml block type;
-/// group-quantised Hugging Face formats (GPTQ, AWQ, EXL2) become variants here.
+/// How a weight matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
     Ggml(GgmlType),
+    /// A group-quantised Hugging Face layer (GPTQ, AWQ, EXL2) re-encoded
+    /// without loss in ggml's blocks. Its libraries multiply it with f16
+    /// activations, so its products keep activations at least that precise
+    /// (ggml's one 8-bit level would move logits by several hundredths).
+    Grouped(GgmlType),
 }
 
 impl WeightFormat {
+    /// The block type the bytes are in.
     pub fn ggml(self) -> GgmlType {
         match self {
-            WeightFormat::Ggml(t) => t,
+            WeightFormat::Ggml(t) | WeightFormat::Grouped(t) => t,
         }
+    }
+
+    /// Whether products must keep activations to f16 precision or better.
+    pub fn precise_activations(self) -> bool {
+        matches!(self, WeightFormat::Grouped(_))
     }
 }
 
@@ -38,6 +48,7 @@ impl fmt::Display for WeightFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             WeightFormat::Ggml(t) => write!(f, "{}", t.name()),
+            WeightFormat::Grouped(t) => write!(f, "{} (group-quantised)", t.name()),
         }
     }
 }
@@ -56,6 +67,10 @@ pub struct HostMat {
     /// Start and length of the tensor's bytes; valid while `owner` lives.
     pub ptr: *const u8,
     pub len: usize,
+    /// Where each stored input comes from: column k multiplies input
+    /// `input_order[k]` (group-quantised formats store their inputs in group
+    /// order). None: in order.
+    pub input_order: Option<Arc<[u32]>>,
 }
 
 // SAFETY: the bytes are read-only and kept alive by `owner`, which is Send + Sync.

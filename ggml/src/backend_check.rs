@@ -69,6 +69,7 @@ pub fn random_mat(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Host
         ptr: owner.as_ptr(),
         len: owner.len(),
         owner,
+        input_order: None,
     }
 }
 

@@ -19,6 +19,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
+use super::group_blocks::GroupCodes;
 use super::safetensors::{Checkpoint, Dtype};
 
 pub struct Exl2Linear<'a> {
@@ -150,30 +151,89 @@ impl<'a> Exl2Linear<'a> {
         &self.perm
     }
 
+    fn scale(&self, gi: usize, o: usize) -> f32 {
+        let s = (i32_at(self.qscale, gi * self.cols / 8 + o / 8) >> (4 * (o % 8))) & 15;
+        let qs = ((s + 1) * (s + 1)) as f32;
+        f16_to_f32(f32_to_f16(qs * self.scale_max[gi]))
+    }
+
+    /// `q - 2^(b - 1)` of output `o` at packed row `j` of group `gi`.
+    fn code(&self, gi: usize, o: usize, j: usize) -> i32 {
+        let (b, first, _, _) = self.groups[gi];
+        let bit = j * b as usize;
+        let (word, shift) = (first + bit / 32, (bit % 32) as u32);
+        let mut v = i32_at(self.qweight, word * self.cols + o) >> shift;
+        if shift + b > 32 {
+            v |= i32_at(self.qweight, (word + 1) * self.cols + o) << (32 - shift);
+        }
+        (v & ((1 << b) - 1)) as i32 - (1 << (b - 1))
+    }
+
     /// The whole weight, `[out][in]` row-major f16 bits, inputs in their
     /// original order.
     pub fn dequantize_f16(&self) -> Vec<u16> {
         let k = self.in_features;
         let mut w = vec![0u16; self.out_features * k];
-        for (gi, &(b, first, row0, rows)) in self.groups.iter().enumerate() {
-            let zero = 1i32 << (b - 1);
+        for (gi, &(_, _, row0, rows)) in self.groups.iter().enumerate() {
             for o in 0..self.out_features {
-                let s = (i32_at(self.qscale, gi * self.cols / 8 + o / 8) >> (4 * (o % 8))) & 15;
-                let qs = ((s + 1) * (s + 1)) as f32;
-                let scale = f16_to_f32(f32_to_f16(qs * self.scale_max[gi]));
+                let scale = self.scale(gi, o);
                 for j in 0..rows {
-                    let bit = j * b as usize;
-                    let (word, shift) = (first + bit / 32, (bit % 32) as u32);
-                    let mut v = i32_at(self.qweight, word * self.cols + o) >> shift;
-                    if shift + b > 32 {
-                        v |= i32_at(self.qweight, (word + 1) * self.cols + o) << (32 - shift);
-                    }
-                    let q = (v & ((1 << b) - 1)) as i32;
-                    w[o * k + self.perm[row0 + j]] = f32_to_f16((q - zero) as f32 * scale);
+                    let v = self.code(gi, o, j);
+                    w[o * k + self.perm[row0 + j]] = f32_to_f16(v as f32 * scale);
                 }
             }
         }
         w
+    }
+}
+
+impl GroupCodes for Exl2Linear<'_> {
+    fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Packed rows are in group order already; their order is the input's
+    /// permutation.
+    fn group_order(&self) -> Option<Vec<u32>> {
+        let identity = self.perm.iter().enumerate().all(|(k, &p)| k == p);
+        (!identity).then(|| self.perm.iter().map(|&p| p as u32).collect())
+    }
+
+    fn blocks_in_groups(&self, _order: Option<&[u32]>) -> bool {
+        self.groups
+            .iter()
+            .all(|&(_, _, row0, rows)| row0 % 32 == 0 && rows % 32 == 0)
+    }
+
+    fn code_range(&self) -> (i32, i32) {
+        let b = self.groups.iter().map(|g| g.0).max().unwrap_or(2);
+        (-(1 << (b - 1)), (1 << (b - 1)) - 1)
+    }
+
+    fn tile(
+        &self,
+        _order: Option<&[u32]>,
+        o0: usize,
+        n: usize,
+        codes: &mut [i16],
+        scales: &mut [f32],
+    ) {
+        let k_in = self.in_features;
+        for (gi, &(_, _, row0, rows)) in self.groups.iter().enumerate() {
+            for j in 0..rows {
+                let k = row0 + j;
+                for jo in 0..n {
+                    codes[jo * k_in + k] = self.code(gi, o0 + jo, j) as i16;
+                    if k % 32 == 0 {
+                        scales[jo * k_in / 32 + k / 32] = self.scale(gi, o0 + jo);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
+use super::group_blocks::{runs_of_32_share, sort_by_group, GroupCodes};
 use super::safetensors::{Checkpoint, Dtype, TensorInfo};
 
 /// How the zero points are stored.
@@ -162,26 +163,42 @@ impl<'a> GptqLinear<'a> {
         }
     }
 
-    /// Weight `[o][i]` as f16 bits.
-    pub fn weight_f16(&self, o: usize, i: usize) -> u16 {
+    /// `q - z` of output `o` at input `i`, and its group.
+    fn code(&self, o: usize, i: usize) -> (i32, usize) {
         let g = self.group(i);
         let q = code(self.qweight, o, self.out_features, self.bits, i) as i32;
+        (q - self.zero(g, o), g)
+    }
+
+    fn zero(&self, g: usize, o: usize) -> i32 {
         let zwords = self.qzeros.len() / 4 / self.groups;
         let z = code(self.qzeros, g * zwords, 1, self.bits, o) as i32;
-        let z = match self.zeros {
+        match self.zeros {
             ZeroFormat::V1 => (z + 1) & ((1 << self.bits) - 1),
             ZeroFormat::V2 => z,
-        };
-        let s = f16_to_f32(u16::from_le_bytes(
+        }
+    }
+
+    fn scale(&self, g: usize, o: usize) -> f32 {
+        f16_to_f32(u16::from_le_bytes(
             self.scales[2 * (g * self.out_features + o)..][..2]
                 .try_into()
                 .expect("2 bytes"),
-        ));
-        f32_to_f16(s * (q - z) as f32)
+        ))
     }
 
-    /// The whole weight, `[out][in]` row-major f16 bits (our layout: a row
-    /// per output).
+    /// Weight `[o][i]` as f16 bits.
+    pub fn weight_f16(&self, o: usize, i: usize) -> u16 {
+        let (v, g) = self.code(o, i);
+        f32_to_f16(self.scale(g, o) * v as f32)
+    }
+
+    fn groups_of_inputs(&self) -> Vec<u32> {
+        (0..self.in_features)
+            .map(|i| self.group(i) as u32)
+            .collect()
+    }
+
     pub fn dequantize_f16(&self) -> Vec<u16> {
         let mut w = Vec::with_capacity(self.out_features * self.in_features);
         for o in 0..self.out_features {
@@ -190,6 +207,56 @@ impl<'a> GptqLinear<'a> {
             }
         }
         w
+    }
+}
+
+impl GroupCodes for GptqLinear<'_> {
+    fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    fn group_order(&self) -> Option<Vec<u32>> {
+        sort_by_group(&self.groups_of_inputs())
+    }
+
+    fn blocks_in_groups(&self, order: Option<&[u32]>) -> bool {
+        runs_of_32_share(&self.groups_of_inputs(), order)
+    }
+
+    fn code_range(&self) -> (i32, i32) {
+        let (mut zlo, mut zhi) = (i32::MAX, i32::MIN);
+        for g in 0..self.groups {
+            for o in 0..self.out_features {
+                let z = self.zero(g, o);
+                (zlo, zhi) = (zlo.min(z), zhi.max(z));
+            }
+        }
+        (-zhi, (1 << self.bits) - 1 - zlo)
+    }
+
+    fn tile(
+        &self,
+        order: Option<&[u32]>,
+        o0: usize,
+        n: usize,
+        codes: &mut [i16],
+        scales: &mut [f32],
+    ) {
+        let k_in = self.in_features;
+        for k in 0..k_in {
+            let i = order.map_or(k, |p| p[k] as usize);
+            for j in 0..n {
+                let (v, g) = self.code(o0 + j, i);
+                codes[j * k_in + k] = v as i16;
+                if k % 32 == 0 {
+                    scales[j * k_in / 32 + k / 32] = self.scale(g, o0 + j);
+                }
+            }
+        }
     }
 }
 

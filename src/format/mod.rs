@@ -3,6 +3,7 @@
 pub mod exl2;
 pub mod gguf;
 pub mod gptq;
+pub mod group_blocks;
 pub mod hf_config;
 pub mod hf_names;
 pub mod model_folder;

@@ -1,8 +1,8 @@
 //! A Hugging Face model folder as a tensor source under our (GGUF) names:
 //! plain F16/BF16/F32 weights straight from the mapping, GPTQ and EXL2
-//! linear layers dequantised once at open to f16 (exact to the libraries'
-//! own dequantisation; their fast kernels are still to come), and the
-//! config read as GGUF-style metadata.
+//! linear layers re-encoded once at open as ggml blocks without loss
+//! (group_blocks.rs; dequantised to f16 where blocks cannot hold them), and
+//! the config read as GGUF-style metadata.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use serde_json::Value as Json;
 use super::exl2::Exl2Linear;
 use super::gguf::{Metadata, Value};
 use super::gptq::{GptqConfig, GptqLinear, ZeroFormat};
+use super::group_blocks::{self, GroupCodes};
 use super::hf_config;
 use super::hf_names::hf_names;
 use super::safetensors::{Checkpoint, Dtype};
@@ -22,7 +23,7 @@ use super::{TensorRef, TensorSource};
 enum Bytes {
     /// In the checkpoint, under this name.
     Mapped(String),
-    /// Dequantised at open.
+    /// Re-encoded or dequantised at open.
     Owned(Vec<u8>),
 }
 
@@ -32,6 +33,7 @@ struct Stored {
     /// Contiguous dimension first, as GGUF.
     dims: Vec<u64>,
     bytes: Bytes,
+    input_order: Option<Vec<u32>>,
 }
 
 pub struct ModelFolder {
@@ -196,6 +198,7 @@ impl ModelFolder {
                         format: WeightFormat::Ggml(ty),
                         dims,
                         bytes: Bytes::Mapped(ours.clone()),
+                        input_order: None,
                     },
                 );
                 continue;
@@ -204,19 +207,19 @@ impl ModelFolder {
                 let Some(prefix) = hf.strip_suffix(".weight") else {
                     continue;
                 };
-                let (w, out, inp) = if let (Some(cfg), true) = (
+                let encoded = if let (Some(cfg), true) = (
                     gptq,
                     checkpoint.tensor(&format!("{prefix}.qweight")).is_some(),
                 ) {
                     let l =
                         GptqLinear::from_checkpoint(&checkpoint, prefix, cfg).map_err(in_dir)?;
-                    (l.dequantize_f16(), l.out_features, l.in_features)
+                    as_blocks(&l, || l.dequantize_f16())
                 } else if let Some((qw, _)) = checkpoint.tensor(&format!("{prefix}.q_weight")) {
                     // EXL2 pads the outputs to 32; our dimensions are multiples of it.
                     let out = qw.shape.get(1).copied().unwrap_or(0) as usize;
                     let l =
                         Exl2Linear::from_checkpoint(&checkpoint, prefix, out).map_err(in_dir)?;
-                    (l.dequantize_f16(), l.out_features, l.in_features)
+                    as_blocks(&l, || l.dequantize_f16())
                 } else {
                     continue;
                 };
@@ -224,9 +227,10 @@ impl ModelFolder {
                     ours.clone(),
                     Stored {
                         name: hf.clone(),
-                        format: WeightFormat::Ggml(GgmlType::F16),
-                        dims: vec![inp as u64, out as u64],
-                        bytes: Bytes::Owned(f16_bytes(w)),
+                        format: encoded.format,
+                        dims: encoded.dims,
+                        bytes: Bytes::Owned(encoded.bytes),
+                        input_order: encoded.input_order,
                     },
                 );
                 break;
@@ -256,6 +260,32 @@ impl ModelFolder {
     }
 }
 
+/// A quantised layer as blocks, or as f16 where blocks cannot hold it.
+fn as_blocks(l: &dyn GroupCodes, f16: impl FnOnce() -> Vec<u16>) -> Blocks {
+    let dims = vec![l.in_features() as u64, l.out_features() as u64];
+    match group_blocks::encode(l) {
+        Some(e) => Blocks {
+            format: WeightFormat::Grouped(e.ty),
+            dims,
+            bytes: e.bytes,
+            input_order: e.input_order,
+        },
+        None => Blocks {
+            format: WeightFormat::Ggml(GgmlType::F16),
+            dims,
+            bytes: f16_bytes(f16()),
+            input_order: None,
+        },
+    }
+}
+
+struct Blocks {
+    format: WeightFormat,
+    dims: Vec<u64>,
+    bytes: Vec<u8>,
+    input_order: Option<Vec<u32>>,
+}
+
 fn c_tensor(c: &Checkpoint, name: &str) -> Option<(String, Dtype, Vec<u64>)> {
     c.tensor(name)
         .map(|(t, _)| (t.name.clone(), t.dtype, t.shape.clone()))
@@ -277,6 +307,7 @@ impl TensorSource for ModelFolder {
             format: s.format,
             dims: &s.dims,
             bytes,
+            input_order: s.input_order.as_deref(),
         })
     }
 

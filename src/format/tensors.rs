@@ -13,6 +13,8 @@ pub struct TensorRef<'a> {
     /// Dimensions, contiguous one first (ggml's order).
     pub dims: &'a [u64],
     pub bytes: &'a [u8],
+    /// Stored input k is input `input_order[k]` (see HostMat).
+    pub input_order: Option<&'a [u32]>,
 }
 
 pub trait TensorSource: Send + Sync + 'static {
@@ -36,8 +38,8 @@ pub trait TensorSource: Send + Sync + 'static {
             .map(|t| t.dims.iter().product::<u64>())
             .fold(0, u64::saturating_add)
     }
-    /// Bytes of the tensors as held (a folder's quantised layers count as
-    /// the f16 they are dequantised to).
+    /// Bytes of the tensors as held (a folder's quantised layers as the
+    /// blocks they are re-encoded to).
     fn stored_bytes(&self) -> u64 {
         self.tensor_bytes().iter().map(|b| b.len() as u64).sum()
     }
@@ -55,6 +57,7 @@ impl TensorSource for super::gguf::GgufFile {
             format: WeightFormat::Ggml(info.ty),
             dims: &info.dims,
             bytes: self.tensor_data(info),
+            input_order: None,
         })
     }
 

@@ -232,6 +232,7 @@ impl<S: TensorSource> Loader<S> {
             owner,
             ptr: t.bytes.as_ptr(),
             len: t.bytes.len(),
+            input_order: t.input_order.map(Arc::from),
         })
     }
 

@@ -180,3 +180,26 @@ pub fn quantize_q5_1(x: &[f32], out: &mut [u8]) {
 pub fn quantize_q8_0(x: &[f32], out: &mut [u8]) {
     crate::cpu::quantize::quantize_q8_0(x, out);
 }
+
+/// Blocks from integer levels and a scale that are already known (a
+/// group-quantised format re-encoded without loss): `levels` are the stored
+/// codes (the value is `(level - offset) * d`), `d` the f16 bits of the scale.
+pub fn pack_q4_0(d: u16, levels: &[u8; 32], out: &mut [u8]) {
+    out[..2].copy_from_slice(&d.to_le_bytes());
+    pack_nibbles(levels, &mut out[2..18]);
+}
+
+/// As `pack_q4_0`, for 5-bit levels (offset 16).
+pub fn pack_q5_0(d: u16, levels: &[u8; 32], out: &mut [u8]) {
+    out[..2].copy_from_slice(&d.to_le_bytes());
+    out[2..6].copy_from_slice(&pack_fifth_bits(levels));
+    pack_nibbles(levels, &mut out[6..22]);
+}
+
+/// As `pack_q4_0`, for signed 8-bit values (no offset).
+pub fn pack_q8_0(d: u16, values: &[i8; 32], out: &mut [u8]) {
+    out[..2].copy_from_slice(&d.to_le_bytes());
+    for (o, &v) in out[2..34].iter_mut().zip(values) {
+        *o = v as u8;
+    }
+}

@@ -46,6 +46,8 @@ pub struct CpuKv {
 pub struct CpuScratch {
     /// Activations quantised for the dot kernels.
     act: Vec<u8>,
+    /// The two products of two-level activations.
+    pairs: Vec<f32>,
     scores: Vec<f32>,
     half: Vec<u16>,
     rope: Vec<f32>,
@@ -185,15 +187,63 @@ impl CpuBackend {
         let cols = m.host.cols;
         let ab = super::act_row_bytes(m.host.format.ggml(), cols)
             .expect("kernels exist for uploaded weights");
-        resize(&mut sc.act, t * ab);
         let quantize = m.kernels.quantize;
-        self.par_pieces(&mut sc.act[..t * ab], ab, 2 * ab, &|at, rows| {
-            for (k, ar) in rows.chunks_exact_mut(ab).enumerate() {
-                let r = at / ab + k;
-                quantize(&x[r * cols..(r + 1) * cols], ar);
+        let order = m.host.input_order.as_deref();
+        let levels = if two_levels(m) { 2 } else { 1 };
+        let act_type = super::dot_type(m.host.format.ggml()).expect("as above");
+        resize(&mut sc.act, levels * t * ab);
+        let row = levels * ab;
+        self.par_pieces(&mut sc.act[..levels * t * ab], row, 2 * row, &|at, rows| {
+            let mut gathered = vec![0f32; if order.is_some() { cols } else { 0 }];
+            let mut rest = vec![0f32; if levels == 2 { cols } else { 0 }];
+            for (k, ar) in rows.chunks_exact_mut(row).enumerate() {
+                let r = at / row + k;
+                let mut x = &x[r * cols..(r + 1) * cols];
+                if let Some(order) = order {
+                    for (g, &i) in gathered.iter_mut().zip(order) {
+                        *g = x[i as usize];
+                    }
+                    x = &gathered;
+                }
+                let (hi, lo) = ar.split_at_mut(ab);
+                quantize(x, hi);
+                if levels == 2 {
+                    // What the first level missed, as a second row.
+                    crate::blocks::dequantize(act_type, hi, &mut rest).expect("a dot type");
+                    rest.iter_mut().zip(x).for_each(|(r, x)| *r = x - *r);
+                    quantize(&rest, lo);
+                }
             }
         });
         ab
+    }
+
+    /// `out[t][r] = W[r] · act[t]`, where two-level activations (see
+    /// `two_levels`) are two rows a token whose products add up.
+    fn products(
+        &self,
+        act: &[u8],
+        pairs: &mut Vec<f32>,
+        ab: usize,
+        m: &CpuMat,
+        t: usize,
+        out: &mut Vec<f32>,
+    ) {
+        if !two_levels(m) {
+            return self.product(act, ab, m, t, out);
+        }
+        let rows = m.host.rows;
+        self.product(act, ab, m, 2 * t, pairs);
+        resize(out, t * rows);
+        for (o, p) in out[..t * rows]
+            .chunks_exact_mut(rows)
+            .zip(pairs.chunks_exact(2 * rows))
+        {
+            let (hi, lo) = p.split_at(rows);
+            o.iter_mut()
+                .zip(hi.iter().zip(lo))
+                .for_each(|(o, (h, l))| *o = h + l);
+        }
     }
 
     /// `out[t][r] = W[r] · act[t]` over activations quantised for `m`
@@ -289,6 +339,15 @@ impl CpuBackend {
     }
 }
 
+/// Whether `m`'s products take each activation row as two 8-bit levels, the
+/// second quantising what the first missed (relative error about 1e-5, below
+/// f16's 5e-4), as its format asks (WeightFormat::precise_activations).
+fn two_levels(m: &CpuMat) -> bool {
+    use crate::GgmlType::{BF16, F16, F32};
+    m.host.format.precise_activations()
+        && !matches!(super::dot_type(m.host.format.ggml()), Ok(F32 | F16 | BF16))
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Mat = CpuMat;
@@ -365,7 +424,7 @@ impl Backend for CpuBackend {
             }
         }
         let ab = self.quantize_rows(sc, m, x, t);
-        self.product(&sc.act, ab, m, t, out);
+        self.products(&sc.act, &mut sc.pairs, ab, m, t, out);
     }
 
     fn matmuls(
@@ -397,14 +456,20 @@ impl Backend for CpuBackend {
         // activation type (q, k and v; gate and up, mostly).
         let act_type = |m: &CpuMat| super::dot_type(m.host.format.ggml()).ok();
         let first = act_type(products[0].0);
+        let order = |m: &CpuMat| {
+            let order = m.host.input_order.as_ref().map(|o| o.as_ptr());
+            (order, two_levels(m))
+        };
         if products.len() > 1
             && first.is_some()
-            && products.iter().all(|(m, _)| act_type(m) == first)
+            && products
+                .iter()
+                .all(|(m, _)| act_type(m) == first && order(m) == order(products[0].0))
         {
             let _p = crate::profile::scope("cpu.matmul");
             let ab = self.quantize_rows(sc, products[0].0, &x[..t * products[0].0.host.cols], t);
             for (m, out) in products.iter_mut() {
-                self.product(&sc.act, ab, m, t, out);
+                self.products(&sc.act, &mut sc.pairs, ab, m, t, out);
             }
             return;
         }

@@ -4,6 +4,7 @@
 //! failure is kept and reported by the next `read`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::driver::{
@@ -30,6 +31,7 @@ struct Kernels {
     add: Function,
     scale: Function,
     copy_cols: Function,
+    gather_cols: Function,
     swiglu: Function,
     geglu: Function,
     rope: Function,
@@ -65,6 +67,8 @@ pub struct CudaBackend {
     error: Mutex<Option<BackendError>>,
     /// Where uploaded weights go, once `reserve` has been called.
     rooms: Mutex<Vec<Room>>,
+    /// The widest weight with an input order (for `CudaScratch::gathered`).
+    ordered_cols: AtomicUsize,
     /// Room for the CPU's offloaded matmuls.
     offload: Mutex<Option<OffloadRoom>>,
     stream: Stream,
@@ -112,18 +116,29 @@ pub struct CudaMat {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    /// The input order of the stored columns (HostMat::input_order), as u32s.
+    order: Option<Storage>,
+    /// Products keep activations to f16 precision (16-bit or f16
+    /// activations: not matvec1's 8 bits).
+    precise: bool,
 }
 
 impl CudaMat {
-    /// `w`'s shape, its bytes at `mem`.
-    pub(super) fn of(w: &HostMat, mem: Storage) -> CudaMat {
+    /// `w`'s shape, its bytes at `mem`, its input order at `order`.
+    pub(super) fn of(w: &HostMat, mem: Storage, order: Option<Storage>) -> CudaMat {
         CudaMat {
             mem,
             ty: w.format.ggml(),
             rows: w.rows,
             cols: w.cols,
             row_bytes: w.row_bytes,
+            order,
+            precise: w.format.precise_activations(),
         }
+    }
+
+    fn order_ptr(&self) -> Option<u64> {
+        self.order.as_ref().map(Storage::ptr)
     }
 }
 
@@ -149,6 +164,9 @@ pub struct CudaScratch {
     recording: Option<u64>,
     /// Split-K decode attention's partial results (ATT_PART_BYTES).
     attn_part: DeviceMem,
+    /// Inputs gathered into a weight's stored order; made in `scratch` for
+    /// one token (a recorded step must not allocate), grown for batches.
+    gathered: Option<CudaBuf>,
 }
 
 /// Room for split-K attention's partials: (head_dim + 2) floats per token,
@@ -249,6 +267,7 @@ impl CudaBackend {
             add: find("add")?,
             scale: find("scale")?,
             copy_cols: find("copy_cols")?,
+            gather_cols: find("gather_cols")?,
             swiglu: find("swiglu")?,
             geglu: find("geglu")?,
             rope: find("rope")?,
@@ -270,6 +289,7 @@ impl CudaBackend {
             staging: Mutex::new(PinnedMem::alloc(1 << 20)?),
             error: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
+            ordered_cols: AtomicUsize::new(0),
             offload: Mutex::new(None),
             stream: Stream::new()?,
             _modules: modules,
@@ -302,6 +322,66 @@ impl CudaBackend {
         self.keep(f.launch(&self.stream, grid, block, 0, args));
     }
 
+    /// `out[t][r] = W[r] · x[t]` with `x` already in `w`'s input order.
+    fn matmul_in_order(&self, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
+        debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
+        let k = &self.kernels.matmul[&w.ty];
+        let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
+        let args: [&dyn KernelArg; 7] = [
+            &w.mem.ptr(),
+            &x.mem.ptr,
+            &out.mem.ptr,
+            &rows,
+            &cols,
+            &rb,
+            &nt,
+        ];
+        if t == 1 && self.matvec1(Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
+            return;
+        }
+        if t <= MATVEC_MAX_TOKENS {
+            self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
+        } else {
+            self.launch(k.matmul, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
+        }
+    }
+
+    /// `f` of `x` in `w`'s input order: `x` itself, or its first `t` rows
+    /// gathered into the scratch's buffer.
+    fn in_order<R>(
+        &self,
+        sc: &mut CudaScratch,
+        w: &CudaMat,
+        x: &CudaBuf,
+        t: usize,
+        f: impl FnOnce(&CudaBuf) -> R,
+    ) -> R {
+        let Some(order) = w.order_ptr() else {
+            return f(x);
+        };
+        let n = t * w.cols;
+        let g = match sc.gathered.take() {
+            Some(g) if g.len >= n => g,
+            _ => match self.buf(n) {
+                Ok(g) => g,
+                Err(e) => {
+                    // Reported at the next read; the product runs on stale input.
+                    self.keep(Err(e));
+                    return f(x);
+                }
+            },
+        };
+        let (width, len) = (w.cols as i32, n as i64);
+        self.elementwise(
+            self.kernels.gather_cols,
+            n,
+            &[&x.mem.ptr, &order, &width, &g.mem.ptr, &len],
+        );
+        let r = f(&g);
+        sc.gathered = Some(g);
+        r
+    }
+
     /// One token's products `parts` (weight, output, its rows) of matrices of
     /// `w`'s type and shape, as one matvec1 launch; false (nothing launched)
     /// where the type or width has none. Glu takes gate and up, one output.
@@ -315,6 +395,9 @@ impl CudaBackend {
         let Some(m) = &self.kernels.matmul[&w.ty].matvec1 else {
             return false;
         };
+        if w.precise {
+            return false;
+        }
         debug_assert!(
             parts.len() <= 3 && parts.iter().all(|(p, ..)| p.ty == w.ty && p.cols == w.cols)
         );
@@ -599,6 +682,11 @@ impl CudaBackend {
     }
 }
 
+pub(super) fn u32_bytes(x: &[u32]) -> &[u8] {
+    // SAFETY: the byte view has x's extent; u8 has no alignment needs.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) }
+}
+
 fn f32_bytes(x: &[f32]) -> &[u8] {
     // SAFETY: f32 has no invalid bit patterns; the byte view has x's extent.
     unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, x.len() * 4) }
@@ -622,6 +710,11 @@ impl MatmulOffload for CudaBackend {
         copy: &HostCopy<'_>,
     ) -> Result<(), BackendError> {
         let _p = crate::profile::scope("offload.matmuls");
+        if products.iter().any(|(w, _)| w.input_order.is_some()) {
+            return Err(BackendError(
+                "inputs in a stored order stay on the host".into(),
+            ));
+        }
         let wbytes = |w: &HostMat| w.len.next_multiple_of(WEIGHT_ALIGN);
         let weights: usize = products.iter().map(|(w, _)| wbytes(w)).sum();
         let outs: usize = products.iter().map(|(w, _)| w.rows * tokens * 4).sum();
@@ -655,6 +748,11 @@ impl MatmulOffload for CudaBackend {
         copy: &HostCopy<'_>,
     ) -> Result<(), BackendError> {
         let _p = crate::profile::scope("offload.matmul_glu");
+        if gate.input_order.is_some() || up.input_order.is_some() {
+            return Err(BackendError(
+                "inputs in a stored order stay on the host".into(),
+            ));
+        }
         let gb = gate.len.next_multiple_of(WEIGHT_ALIGN);
         let ub = up.len.next_multiple_of(WEIGHT_ALIGN);
         let n = gate.rows * tokens;
@@ -709,6 +807,10 @@ impl Backend for CudaBackend {
             graphs: HashMap::new(),
             recording: None,
             attn_part: DeviceMem::alloc(ATT_PART_BYTES, "attention partials")?,
+            gathered: match self.ordered_cols.load(Ordering::Relaxed) {
+                0 => None,
+                cols => Some(self.buf(cols)?),
+            },
         })
     }
 
@@ -724,7 +826,17 @@ impl Backend for CudaBackend {
         let mem = self.weight_storage(w.len, &format!("tensor '{}'", w.name))?;
         self.upload(mem.ptr(), w.bytes())
             .map_err(|e| self.name_device(e))?;
-        Ok(CudaMat::of(w, mem))
+        let order = match &w.input_order {
+            Some(order) => {
+                self.ordered_cols.fetch_max(w.cols, Ordering::Relaxed);
+                let o = self.weight_storage(order.len() * 4, &format!("tensor '{}'", w.name))?;
+                self.upload(o.ptr(), u32_bytes(order))
+                    .map_err(|e| self.name_device(e))?;
+                Some(o)
+            }
+            None => None,
+        };
+        Ok(CudaMat::of(w, mem, order))
     }
 
     fn upload_vector(&self, v: &[f32]) -> Result<CudaVector, BackendError> {
@@ -827,27 +939,8 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn matmul(&self, _sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
-        debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
-        let k = &self.kernels.matmul[&w.ty];
-        let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
-        let args: [&dyn KernelArg; 7] = [
-            &w.mem.ptr(),
-            &x.mem.ptr,
-            &out.mem.ptr,
-            &rows,
-            &cols,
-            &rb,
-            &nt,
-        ];
-        if t == 1 && self.matvec1(Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
-            return;
-        }
-        if t <= MATVEC_MAX_TOKENS {
-            self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
-        } else {
-            self.launch(k.matmul, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
-        }
+    fn matmul(&self, sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
+        self.in_order(sc, w, x, t, |x| self.matmul_in_order(w, x, t, out));
     }
 
     fn matmuls(
@@ -857,26 +950,27 @@ impl Backend for CudaBackend {
         t: usize,
         products: &mut [(&CudaMat, &mut CudaBuf)],
     ) {
-        // Runs of products of one type and shape go as one launch.
+        // Runs of products of one type, shape and input order go as one launch.
         let mut i = 0;
         while i < products.len() {
             let w = products[i].0;
+            let key = |m: &CudaMat| (m.ty, m.cols, m.order_ptr());
             let mut n = 1;
-            while n < 3
-                && i + n < products.len()
-                && (products[i + n].0.ty, products[i + n].0.cols) == (w.ty, w.cols)
-            {
+            while n < 3 && i + n < products.len() && key(products[i + n].0) == key(w) {
                 n += 1;
             }
-            let parts: Vec<(&CudaMat, u64, usize)> = products[i..i + n]
-                .iter()
-                .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
-                .collect();
-            if !(t == 1 && self.matvec1(Epilogue::Store, w, x, &parts)) {
-                for (pw, out) in products[i..i + n].iter_mut() {
-                    self.matmul(sc, pw, x, t, out);
+            let run = &mut products[i..i + n];
+            self.in_order(sc, w, x, t, |x| {
+                let parts: Vec<(&CudaMat, u64, usize)> = run
+                    .iter()
+                    .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
+                    .collect();
+                if !(t == 1 && self.matvec1(Epilogue::Store, w, x, &parts)) {
+                    for (pw, out) in run.iter_mut() {
+                        self.matmul_in_order(pw, x, t, out);
+                    }
                 }
-            }
+            });
             i += n;
         }
     }
@@ -891,11 +985,14 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        if t == 1 && self.matvec1(Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)]) {
-            return;
+        let done = t == 1
+            && self.in_order(sc, w, x, t, |x| {
+                self.matvec1(Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])
+            });
+        if !done {
+            self.matmul(sc, w, x, t, tmp);
+            self.add(acc, tmp, t * width);
         }
-        self.matmul(sc, w, x, t, tmp);
-        self.add(acc, tmp, t * width);
     }
 
     fn matmul_glu(
@@ -910,14 +1007,17 @@ impl Backend for CudaBackend {
         gate: &mut CudaBuf,
         up: &mut CudaBuf,
     ) {
-        let same = (w_gate.ty, w_gate.rows, w_gate.cols, w_gate.row_bytes)
-            == (w_up.ty, w_up.rows, w_up.cols, w_up.row_bytes);
+        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes, m.order_ptr());
         let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
-        if t == 1 && same && self.matvec1(Epilogue::Glu(act), w_gate, x, &parts) {
-            return;
+        let done = t == 1
+            && shape(w_gate) == shape(w_up)
+            && self.in_order(sc, w_gate, x, t, |x| {
+                self.matvec1(Epilogue::Glu(act), w_gate, x, &parts)
+            });
+        if !done {
+            self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
+            self.glu(act, gate, up, t * width);
         }
-        self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
-        self.glu(act, gate, up, t * width);
     }
 
     fn rms_norm(&self, src: &CudaBuf, w: &CudaVector, eps: f32, rows: usize, dst: &mut CudaBuf) {

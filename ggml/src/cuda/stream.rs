@@ -68,7 +68,15 @@ impl CudaBackend {
         self.check_kernels(w)?;
         let p = room.take(w.len)?;
         self.send_bytes(p, w.bytes(), copy)?;
-        Ok(CudaMat::of(w, Storage::Reserved(p)))
+        let order = match &w.input_order {
+            Some(order) => {
+                let mem = self.alloc(order.len() * 4, "an input order")?;
+                self.send_bytes(mem.ptr, super::backend::u32_bytes(order), copy)?;
+                Some(Storage::Own(mem))
+            }
+            None => None,
+        };
+        Ok(CudaMat::of(w, Storage::Reserved(p), order))
     }
 
     /// A host vector put in the room, like `stream_mat`.

@@ -96,6 +96,18 @@ extern "C" __global__ void copy_cols(const float* src, int src_width, int col0, 
     }
 }
 
+// dst[r][k] = src[r][order[k]]: a row's inputs in a weight's stored order
+// (group-quantised formats keep their inputs in group order).
+extern "C" __global__ void gather_cols(const float* src, const unsigned* order, int width,
+                                       float* dst, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        long long r = i / width;
+        int c = (int)(i - r * width);
+        dst[i] = src[r * width + order[c]];
+    }
+}
+
 // gate = silu(gate) * up
 extern "C" __global__ void swiglu(float* gate, const float* up, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
