@@ -1299,6 +1299,8 @@ mod tests {
             // epilogues in f32: a wrong row, part or epilogue is off by O(1).
             "fused" => f64::INFINITY,
             "fused_vs_f64" => 2e-3,
+            // 16-bit activations up to 8 tokens, f16 tiles past them.
+            "grouped_vs_f64" => 1e-3,
             "attention" | "rope_store" => 2e-3,
             // The CPU rounds GELU through an f16 table.
             "geglu" => 2e-3,
