@@ -65,7 +65,7 @@ a)
 b)
   GPU_PACK=.gpu-b timeout 120 scripts/gpu-suite.sh run smollm2 chat_on >"$out/suite-b.log" 2>&1
   echo "smollm2 rc=$?"
-  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked|part after" "$out/suite-b.log" | tail -12
+  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked|part after|dequant reference" "$out/suite-b.log" | tail -24
   scripts/gpu-bench.sh wait READY 420
   scripts/gpu-bench.sh poll
   export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_RIVAL_LOGITS=$W/rival_logits

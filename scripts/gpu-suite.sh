@@ -20,13 +20,13 @@ pack=${GPU_PACK:-.gpu}
 case "${1:-}" in
 pack)
   rm -rf "$pack" && mkdir -p "$pack"
-  json="$(cargo test --release -p ggml -p llm --lib --test gpu --no-run --message-format=json 2>/dev/null)"
+  json="$(cargo test --release -p ggml -p llm --lib --test gpu --test hf_folders --no-run --message-format=json 2>/dev/null)"
   cargo build --release --bin llm
   exes="$(printf '%s\n' "$json" | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("ggml", "gpu"):
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("ggml", "gpu", "hf_folders"):
         print(m["target"]["name"], m["executable"])')"
   printf '%s\n' "$exes" | while read -r name exe; do
     strip -o "$pack/test-$name" "$exe"
@@ -47,6 +47,9 @@ for line in sys.stdin:
       # Part 2's run follows part 1's on the same machine, which keeps llm
       # and the backend test from it: their room goes to SmolLM2.
       rm "$pack/llm.xz" "$pack/test-ggml.xz"
+      # Three of the quantised folder fixtures (tests/hf_folders.rs says which).
+      tar -C ../shared/fixtures -cJf "$pack/fixtures.tar.xz" tiny-llama-gptq-4bit-g64-actorder \
+        tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
       ;;
     esac
   fi
@@ -79,6 +82,10 @@ run)
   LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "the per-segment integer matvec fails"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
+  if [ -f "$pack/fixtures.tar.xz" ]; then
+    mkdir -p "$work/fixtures" && tar -C "$work/fixtures" -xJf "$pack/fixtures.tar.xz"
+    LLM_FIXTURES="$work/fixtures" "$work/test-hf_folders" --nocapture --test-threads 1 on_the_gpu || status=1
+  fi
   exit $status
   ;;
 *)

@@ -12,14 +12,18 @@ use common::{llm, path_str};
 
 use llm::format::model_folder::ModelFolder;
 use llm::model::config::Config;
-use llm::model::forward::Layout;
+use llm::model::forward::{Device, Layout};
 use llm::model::Model;
 use serde_json::Value;
 
+/// A fixture of ../shared/fixtures, or of LLM_FIXTURES (the GPU machine's
+/// copy of some of them).
 fn fixture(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name);
+    let root = std::env::var_os("LLM_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        PathBuf::from,
+    );
+    let p = root.join(name);
     if p.is_dir() {
         Some(p)
     } else {
@@ -32,10 +36,28 @@ fn fixture(name: &str) -> Option<PathBuf> {
 /// top two are closer than this may go either way.
 const NEAR_TIE: f64 = 0.02;
 
-fn model(dir: &Path) -> Model {
+/// Where the layers run: all on the CPU, or the first `n` of them on GPU 0
+/// (with the head when all are).
+#[derive(Clone, Copy)]
+enum Place {
+    Cpu,
+    Gpu(usize),
+}
+
+fn model(dir: &Path, place: Place) -> Model {
     let folder = Arc::new(ModelFolder::open(dir).unwrap_or_else(|e| panic!("{e}")));
     let config = Config::from_folder(&folder).unwrap();
-    let layout = Layout::cpu(config.n_layer);
+    let n = config.n_layer;
+    let layout = match place {
+        Place::Cpu => Layout::cpu(n),
+        Place::Gpu(g) => {
+            let layers: Vec<Device> = (0..n)
+                .map(|i| if i < g { Device::Gpu(0) } else { Device::Cpu })
+                .collect();
+            let head = if g >= n { Device::Gpu(0) } else { Device::Cpu };
+            Layout::from_layers(&layers, head)
+        }
+    };
     Model::build(folder, config, 2, ggml::cpu::isa(), &layout).unwrap()
 }
 
@@ -51,8 +73,8 @@ fn argmax(v: &[f32]) -> usize {
 /// Greedy continuations (one token at a time through the KV cache) against
 /// the reference's `greedy_ids`, up to its first near-tie: (tokens
 /// compared, tokens equal) over all prompts.
-fn greedy(dir: &Path, prompts: &Value, reference: &Value) -> (usize, usize) {
-    let model = model(dir);
+fn greedy(dir: &Path, place: Place, prompts: &Value, reference: &Value) -> (usize, usize) {
+    let model = model(dir, place);
     let (mut compared, mut equal) = (0, 0);
     for (p, r) in prompts["prompts"]
         .as_array()
@@ -85,8 +107,8 @@ fn greedy(dir: &Path, prompts: &Value, reference: &Value) -> (usize, usize) {
 /// the prompts have the reference's argmax: the prompts' ids from
 /// `prompts`, their logits from `logits` (the same list or another
 /// reference's).
-fn compare(dir: &Path, prompts: &Value, logits: &Value) -> (f32, usize, usize) {
-    let model = model(dir);
+fn compare(dir: &Path, place: Place, prompts: &Value, logits: &Value) -> (f32, usize, usize) {
+    let model = model(dir, place);
     let prompts = prompts["prompts"].as_array().unwrap();
     let logits = logits["prompts"].as_array().unwrap();
     assert_eq!(prompts.len(), logits.len());
@@ -111,12 +133,19 @@ fn reference(dir: &Path) -> Value {
 
 /// Last-position logits within `1e-2` of `reference`'s with the same
 /// argmax, and greedy continuations equal to its up to the first near-tie.
-fn agrees_with(name: &str, dir: &Path, r: &Value, reference: &Value, against: &str) {
-    let (worst, same, n) = compare(dir, r, reference);
+fn agrees_with(
+    name: &str,
+    dir: &Path,
+    place: Place,
+    r: &Value,
+    reference: &Value,
+    against: &str,
+) {
+    let (worst, same, n) = compare(dir, place, r, reference);
     eprintln!("{name}: max |logit diff| {worst:.2e} vs {against}; argmax {same}/{n}");
     assert!(worst < 1e-2, "{name}: max |logit diff| {worst}");
     assert_eq!(same, n, "{name}");
-    let (compared, equal) = greedy(dir, r, reference);
+    let (compared, equal) = greedy(dir, place, r, reference);
     eprintln!("{name}: greedy {equal}/{compared} tokens equal up to the first near-tie");
     assert!(
         compared > 0 && equal == compared,
@@ -134,7 +163,14 @@ fn the_fp16_folder_gives_the_f32_reference_logits() {
     // activations to f16 (2^-11 relative), transformers keeps f32: measured
     // 3.7e-3 on logits of about +-3, so 1e-2 leaves room without hiding a
     // wrong rope or layout (those move logits by tenths).
-    agrees_with("tiny-llama-fp16", &dir, &r, &r, "transformers in f32");
+    agrees_with(
+        "tiny-llama-fp16",
+        &dir,
+        Place::Cpu,
+        &r,
+        &r,
+        "transformers in f32",
+    );
 }
 
 #[test]
@@ -157,7 +193,14 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
         // One 8-bit level, as ggml quantises activations for these blocks,
         // measured 9e-2: a bound of 1e-2 tells the two apart.
         let against = "its fp32 dequant reference";
-        agrees_with(name, &dir, &r, &r["fp32_dequant_reference"], against);
+        agrees_with(
+            name,
+            &dir,
+            Place::Cpu,
+            &r,
+            &r["fp32_dequant_reference"],
+            against,
+        );
         // And within the library's own f16 noise of its logits: how far they
         // are from that reference, plus the bound above.
         let noise = r["prompts"]
@@ -170,11 +213,37 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
                     .unwrap() as f32
             })
             .fold(0f32, f32::max);
-        let (worst, same, n) = compare(&dir, &r, &r);
+        let (worst, same, n) = compare(&dir, Place::Cpu, &r, &r);
         eprintln!(
             "{name}: max |logit diff| {worst:.2e} vs the library's own logits (its noise {noise:.2e}); argmax {same}/{n}"
         );
         assert!(worst < noise + 1e-2, "{name}: {worst} vs the library");
+    }
+}
+
+/// On the GPU, whole and split with the CPU: the same bound against the
+/// fp32 reference (the GPU keeps activations in 16 bits or f16) and the same
+/// greedy tokens. The GPU suite carries these three fixtures: group order
+/// with Q4_0 and Q8_0 blocks (the EXL2 head among them), and Q5_0.
+#[test]
+fn quantised_folders_on_the_gpu_give_their_fp32_dequant_reference() {
+    if !ggml::cuda::devices().iter().any(|d| d.problem.is_none()) {
+        eprintln!("skipped: no GPU");
+        return;
+    }
+    for name in [
+        "tiny-llama-gptq-4bit-g64-actorder",
+        "tiny-llama-gptq-4bit-g64-asym",
+        "tiny-llama-exl2-4.0bpw",
+    ] {
+        let Some(dir) = fixture(name) else {
+            panic!("{name} is not there: set LLM_FIXTURES")
+        };
+        let r = reference(&dir);
+        for (place, how) in [(Place::Gpu(4), "all on the GPU"), (Place::Gpu(2), "half")] {
+            let against = format!("its fp32 dequant reference, {how}");
+            agrees_with(name, &dir, place, &r, &r["fp32_dequant_reference"], &against);
+        }
     }
 }
 
