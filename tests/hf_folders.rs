@@ -16,9 +16,13 @@ use llm::model::forward::{Device, Layout};
 use llm::model::Model;
 use serde_json::Value;
 
-/// A fixture of ../shared/fixtures, or of LLM_FIXTURES (the GPU machine's
-/// copy of some of them).
+/// A fixture of tests/data (the AWQ one), ../shared/fixtures, or
+/// LLM_FIXTURES (the GPU machine's copy of some of them).
 fn fixture(name: &str) -> Option<PathBuf> {
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    if ours.is_dir() {
+        return Some(ours);
+    }
     let root = std::env::var_os("LLM_FIXTURES").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
         PathBuf::from,
@@ -183,6 +187,7 @@ fn quantised_folders_give_their_fp32_dequant_reference() {
         "tiny-llama-gptq-8bit-g64",
         "tiny-llama-exl2-4.0bpw",
         "tiny-llama-exl2-3.0bpw",
+        "tiny-llama-awq-4bit-g64",
     ] {
         let Some(dir) = fixture(name) else { return };
         let r = reference(&dir);
@@ -235,6 +240,7 @@ fn quantised_folders_on_the_gpu_give_their_fp32_dequant_reference() {
         "tiny-llama-gptq-4bit-g64-actorder",
         "tiny-llama-gptq-4bit-g64-asym",
         "tiny-llama-exl2-4.0bpw",
+        "tiny-llama-awq-4bit-g64",
     ] {
         let Some(dir) = fixture(name) else {
             panic!("{name} is not there: set LLM_FIXTURES")
@@ -360,4 +366,31 @@ fn llm_info_reads_a_model_folder() {
     let run = llm(&["info", path_str(&dir), "--json"]);
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["hparams"]["n_layer"], 4);
+}
+
+/// Writes a random-weight folder for benchmarks (run by hand and by the
+/// GPU session): LLM_WRITE_FOLDER (the directory), LLM_WRITE_SHAPE (7b or
+/// 1b), LLM_WRITE_FORMAT (f16, gptq4 (group 128), gptq4-act (act-order) or
+/// gptq8).
+#[test]
+#[ignore]
+fn write_a_bench_folder() {
+    use llm::format::folder_writer::{write_folder, FolderSpec, FolderWeights};
+    let dir = std::env::var("LLM_WRITE_FOLDER").expect("LLM_WRITE_FOLDER");
+    let shape = std::env::var("LLM_WRITE_SHAPE").unwrap_or_else(|_| "7b".into());
+    let format = std::env::var("LLM_WRITE_FORMAT").unwrap_or_else(|_| "gptq4".into());
+    let gptq = |bits, act_order| FolderWeights::Gptq {
+        bits,
+        group: 128,
+        act_order,
+    };
+    let weights = match format.as_str() {
+        "f16" => FolderWeights::F16,
+        "gptq4" => gptq(4, false),
+        "gptq4-act" => gptq(4, true),
+        "gptq8" => gptq(8, false),
+        other => panic!("unknown LLM_WRITE_FORMAT {other}"),
+    };
+    let spec = FolderSpec::named(&shape, weights).expect("LLM_WRITE_SHAPE: 7b or 1b");
+    write_folder(&spec, Path::new(&dir)).unwrap();
 }

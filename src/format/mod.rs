@@ -1,6 +1,8 @@
 //! Model file formats, read into one view of metadata and tensors.
 
+pub mod awq;
 pub mod exl2;
+pub mod folder_writer;
 pub mod gguf;
 pub mod gptq;
 pub mod group_blocks;

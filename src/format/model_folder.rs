@@ -1,5 +1,5 @@
 //! A Hugging Face model folder as a tensor source under our (GGUF) names:
-//! plain F16/BF16/F32 weights straight from the mapping, GPTQ and EXL2
+//! plain F16/BF16/F32 weights straight from the mapping, GPTQ, AWQ and EXL2
 //! linear layers re-encoded once at open as ggml blocks without loss
 //! (group_blocks.rs; dequantised to f16 where blocks cannot hold them), and
 //! the config read as GGUF-style metadata.
@@ -11,6 +11,7 @@ use ggml::backend::WeightFormat;
 use ggml::GgmlType;
 use serde_json::Value as Json;
 
+use super::awq::AwqLinear;
 use super::exl2::Exl2Linear;
 use super::gguf::{Metadata, Value};
 use super::gptq::{GptqConfig, GptqLinear, ZeroFormat};
@@ -170,7 +171,27 @@ impl ModelFolder {
                     zeros,
                 })
             }
-            Some("awq") => return Err(in_dir("AWQ folders are not supported yet".into())),
+            _ => None,
+        };
+        let awq = match (quant_method.as_deref(), qc) {
+            (Some("awq"), Some(q)) => {
+                let version = q
+                    .get("version")
+                    .or_else(|| q.get("format"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("gemm");
+                if !version.eq_ignore_ascii_case("gemm") {
+                    return Err(in_dir(format!(
+                        "AWQ version '{version}' is not supported (gemm)"
+                    )));
+                }
+                let bits = q
+                    .get("bits")
+                    .or_else(|| q.get("w_bit"))
+                    .and_then(Json::as_u64)
+                    .ok_or_else(|| in_dir("AWQ config without 'bits'".into()))?;
+                Some(bits)
+            }
             _ => None,
         };
         let mut tensors = HashMap::new();
@@ -207,7 +228,11 @@ impl ModelFolder {
                 let Some(prefix) = hf.strip_suffix(".weight") else {
                     continue;
                 };
-                let encoded = if let (Some(cfg), true) = (
+                let packed = checkpoint.tensor(&format!("{prefix}.qweight")).is_some();
+                let encoded = if let (Some(bits), true) = (awq, packed) {
+                    let l = AwqLinear::from_checkpoint(&checkpoint, prefix, bits).map_err(in_dir)?;
+                    as_blocks(&l, || l.dequantize_f16())
+                } else if let (Some(cfg), true) = (
                     gptq,
                     checkpoint.tensor(&format!("{prefix}.qweight")).is_some(),
                 ) {

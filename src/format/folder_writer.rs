@@ -1,0 +1,378 @@
+//! Random-weight Hugging Face folders of a given Llama shape, plain f16 or
+//! GPTQ, for benchmarks (as model::synth writes GGUF files): speed does not
+//! depend on the weights, and a 7B folder is written in seconds without
+//! holding it in memory.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use serde_json::json;
+
+use super::safetensors::Dtype;
+
+#[derive(Clone, Copy, Debug)]
+pub enum FolderWeights {
+    F16,
+    /// Symmetric GPTQ (v1 zeros) of 2, 4 or 8 bits, groups of `group`
+    /// inputs, act-order (a shuffled `g_idx`) or not.
+    Gptq {
+        bits: u32,
+        group: usize,
+        act_order: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct FolderSpec {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub weights: FolderWeights,
+    pub seed: u64,
+}
+
+impl FolderSpec {
+    /// Llama-2-7B's shape, or Llama-3.2-1B's.
+    pub fn named(shape: &str, weights: FolderWeights) -> Option<FolderSpec> {
+        let (n_layer, n_embd, n_head, n_head_kv, n_ff, n_vocab) = match shape {
+            "7b" => (32, 4096, 32, 32, 11008, 32000),
+            "1b" => (16, 2048, 32, 8, 8192, 128256),
+            _ => return None,
+        };
+        Some(FolderSpec {
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            n_ff,
+            n_vocab,
+            weights,
+            seed: 7,
+        })
+    }
+}
+
+/// One tensor of the file: its name, dtype, shape and how its bytes are made.
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    fill: Fill,
+}
+
+#[derive(Clone, Copy)]
+enum Fill {
+    /// f16 values uniform in `center ± spread`.
+    F16 { center: f32, spread: f32 },
+    /// Random 32-bit words.
+    Words,
+    /// One repeated 32-bit word.
+    Word(u32),
+    /// i32 `g_idx`: input i's group, shuffled when the flag says so.
+    GroupIndex { group: usize, shuffled: bool },
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        let width = match self.dtype {
+            Dtype::F16 => 2,
+            _ => 4,
+        };
+        self.shape.iter().product::<usize>() * width
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: FolderWeights) {
+    let e = |name: &str, dtype, shape: Vec<usize>, fill| Entry {
+        name: format!("{prefix}.{name}"),
+        dtype,
+        shape,
+        fill,
+    };
+    match w {
+        FolderWeights::F16 => entries.push(e(
+            "weight",
+            Dtype::F16,
+            vec![out, inp],
+            Fill::F16 {
+                center: 0.0,
+                spread: 0.05,
+            },
+        )),
+        FolderWeights::Gptq {
+            bits,
+            group,
+            act_order,
+        } => {
+            let groups = inp.div_ceil(group);
+            // Zero points of 2^(bits-1), stored minus one (v1), in every slot.
+            let z = (1u32 << (bits - 1)) - 1;
+            let word = (0..32 / bits).fold(0u32, |w, i| w | (z << (i * bits)));
+            entries.push(e("qweight", Dtype::I32, vec![inp * bits as usize / 32, out], Fill::Words));
+            entries.push(e("qzeros", Dtype::I32, vec![groups, out * bits as usize / 32], Fill::Word(word)));
+            entries.push(e(
+                "scales",
+                Dtype::F16,
+                vec![groups, out],
+                Fill::F16 {
+                    center: 0.004,
+                    spread: 0.002,
+                },
+            ));
+            entries.push(e(
+                "g_idx",
+                Dtype::I32,
+                vec![inp],
+                Fill::GroupIndex {
+                    group,
+                    shuffled: act_order,
+                },
+            ));
+        }
+    }
+}
+
+fn entries(s: &FolderSpec) -> Vec<Entry> {
+    let hd = s.n_embd / s.n_head;
+    let kv = s.n_head_kv * hd;
+    let mut v = Vec::new();
+    let norm = Fill::F16 {
+        center: 1.0,
+        spread: 0.1,
+    };
+    let plain = Fill::F16 {
+        center: 0.0,
+        spread: 0.05,
+    };
+    let f16 = |name: String, shape: Vec<usize>, fill| Entry {
+        name,
+        dtype: Dtype::F16,
+        shape,
+        fill,
+    };
+    v.push(f16("model.embed_tokens.weight".into(), vec![s.n_vocab, s.n_embd], plain));
+    for l in 0..s.n_layer {
+        let p = format!("model.layers.{l}");
+        v.push(f16(format!("{p}.input_layernorm.weight"), vec![s.n_embd], norm));
+        v.push(f16(format!("{p}.post_attention_layernorm.weight"), vec![s.n_embd], norm));
+        for (name, inp, out) in [
+            ("self_attn.q_proj", s.n_embd, s.n_embd),
+            ("self_attn.k_proj", s.n_embd, kv),
+            ("self_attn.v_proj", s.n_embd, kv),
+            ("self_attn.o_proj", s.n_embd, s.n_embd),
+            ("mlp.gate_proj", s.n_embd, s.n_ff),
+            ("mlp.up_proj", s.n_embd, s.n_ff),
+            ("mlp.down_proj", s.n_ff, s.n_embd),
+        ] {
+            linear(&mut v, &format!("{p}.{name}"), inp, out, s.weights);
+        }
+    }
+    v.push(f16("model.norm.weight".into(), vec![s.n_embd], norm));
+    v.push(f16("lm_head.weight".into(), vec![s.n_vocab, s.n_embd], plain));
+    v
+}
+
+fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result<()> {
+    let n = e.bytes();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut done = 0;
+    let order: Vec<u32> = match e.fill {
+        Fill::GroupIndex { group, shuffled } => {
+            let inp = e.shape[0];
+            let mut g: Vec<u32> = (0..inp).map(|i| (i / group) as u32).collect();
+            if shuffled {
+                for i in (1..inp).rev() {
+                    g.swap(i, rng.next() as usize % (i + 1));
+                }
+            }
+            g
+        }
+        _ => Vec::new(),
+    };
+    while done < n {
+        buf.clear();
+        let piece = (n - done).min(1 << 20);
+        match e.fill {
+            Fill::F16 { center, spread } => {
+                for _ in 0..piece / 2 {
+                    let u = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+                    let h = ggml::float16::f32_to_f16(center + spread * (2.0 * u - 1.0));
+                    buf.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+            Fill::Words => {
+                for _ in 0..piece / 4 {
+                    buf.extend_from_slice(&(rng.next() as u32).to_le_bytes());
+                }
+            }
+            Fill::Word(w) => {
+                for _ in 0..piece / 4 {
+                    buf.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+            Fill::GroupIndex { .. } => {
+                for g in &order[done / 4..(done + piece) / 4] {
+                    buf.extend_from_slice(&g.to_le_bytes());
+                }
+            }
+        }
+        out.write_all(&buf)?;
+        done += piece;
+    }
+    Ok(())
+}
+
+/// A WordLevel tokenizer of `n` tokens: `<s>` (0), `</s>` (1), then `t2`...
+fn tokenizer_json(n: usize) -> serde_json::Value {
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..n)
+        .map(|i| {
+            let t = match i {
+                0 => "<s>".to_string(),
+                1 => "</s>".to_string(),
+                _ => format!("t{i}"),
+            };
+            (t, json!(i))
+        })
+        .collect();
+    let special = |id: usize, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+               "rstrip": false, "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "added_tokens": [special(0, "<s>"), special(1, "</s>")],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "</s>"}
+    })
+}
+
+fn config_json(s: &FolderSpec) -> serde_json::Value {
+    let mut c = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": s.n_embd,
+        "intermediate_size": s.n_ff,
+        "num_hidden_layers": s.n_layer,
+        "num_attention_heads": s.n_head,
+        "num_key_value_heads": s.n_head_kv,
+        "vocab_size": s.n_vocab,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 4096,
+        "tie_word_embeddings": false,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "torch_dtype": "float16"
+    });
+    if let FolderWeights::Gptq {
+        bits,
+        group,
+        act_order,
+    } = s.weights
+    {
+        c["quantization_config"] = json!({
+            "quant_method": "gptq", "bits": bits, "group_size": group,
+            "desc_act": act_order, "sym": true, "checkpoint_format": "gptq"
+        });
+    }
+    c
+}
+
+/// Writes the folder: config.json, tokenizer.json, tokenizer_config.json
+/// and one model.safetensors.
+pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    if let FolderWeights::Gptq { bits, group, .. } = s.weights {
+        if ![2, 4, 8].contains(&bits) || group == 0 {
+            return Err(format!("GPTQ of {bits} bits in groups of {group} is not written"));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
+    std::fs::write(dir.join("config.json"), pretty(&config_json(s))).map_err(io)?;
+    std::fs::write(dir.join("tokenizer.json"), pretty(&tokenizer_json(s.n_vocab))).map_err(io)?;
+    let tc = json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true});
+    std::fs::write(dir.join("tokenizer_config.json"), pretty(&tc)).map_err(io)?;
+
+    let entries = entries(s);
+    let mut header = serde_json::Map::new();
+    let mut at = 0usize;
+    for e in &entries {
+        let dtype = match e.dtype {
+            Dtype::F16 => "F16",
+            _ => "I32",
+        };
+        header.insert(
+            e.name.clone(),
+            json!({"dtype": dtype, "shape": e.shape, "data_offsets": [at, at + e.bytes()]}),
+        );
+        at += e.bytes();
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let file = File::create(dir.join("model.safetensors")).map_err(io)?;
+    let mut out = BufWriter::with_capacity(1 << 22, file);
+    out.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&h).map_err(io)?;
+    let mut rng = Rng(s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    for e in &entries {
+        write_fill(&mut out, e, &mut rng).map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_gptq_folder_loads_with_its_layers_as_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        for (act_order, bits) in [(false, 4), (true, 4), (false, 8), (true, 2)] {
+            let spec = FolderSpec {
+                n_layer: 2,
+                n_embd: 256,
+                n_head: 4,
+                n_head_kv: 2,
+                n_ff: 512,
+                n_vocab: 300,
+                weights: FolderWeights::Gptq {
+                    bits,
+                    group: 64,
+                    act_order,
+                },
+                seed: 3,
+            };
+            let path = dir.path().join(format!("gptq-{bits}-{act_order}"));
+            write_folder(&spec, &path).unwrap();
+            let folder = super::super::model_folder::ModelFolder::open(&path).unwrap();
+            use super::super::TensorSource;
+            let t = folder.tensor("blk.1.ffn_down.weight").unwrap();
+            let want = if bits == 8 { "Q8_0" } else { "Q4_0" };
+            assert_eq!(t.format.ggml().name(), want);
+            assert_eq!(t.dims, [512, 256]);
+            assert_eq!(t.input_order.is_some(), act_order);
+            assert_eq!(folder.n_vocab(), Some(300));
+        }
+    }
+}
