@@ -254,7 +254,7 @@ impl CpuBackend {
         let data = m.host.bytes();
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
-        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
+        let (dot, dot2, dot4) = (m.kernels.dot, m.kernels.dot2, m.kernels.dot4);
         let rb = m.host.row_bytes;
         self.pool.run(&|i| {
             let out_ptr = &out_ptr;
@@ -280,6 +280,15 @@ impl CpuBackend {
                                     put(ti + k, r, v);
                                 }
                                 ti += 4;
+                            }
+                        }
+                        if let Some(dot2) = dot2 {
+                            while ti + 2 <= t1 {
+                                let a = [&act[ti * ab..(ti + 1) * ab], &act[(ti + 1) * ab..(ti + 2) * ab]];
+                                let [v0, v1] = dot2(w, a);
+                                put(ti, r, v0);
+                                put(ti + 1, r, v1);
+                                ti += 2;
                             }
                         }
                         for tj in ti..t1 {

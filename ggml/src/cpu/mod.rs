@@ -125,6 +125,7 @@ pub fn dot_type(w: GgmlType) -> Result<GgmlType, Unsupported> {
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 /// One weight row against four activation rows; each result equals `DotFn`'s.
 pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
+pub type Dot2Fn = fn(&[u8], [&[u8]; 2]) -> [f32; 2];
 pub type QuantizeFn = fn(&[f32], &mut [u8]);
 
 /// Kernels for one weight type on one instruction set.
@@ -136,6 +137,8 @@ pub struct Kernels {
     pub dot: DotFn,
     /// Four activation rows at once, where a kernel for it exists.
     pub dot4: Option<Dot4Fn>,
+    /// Two at once (the two levels of a group-quantised layer's activations).
+    pub dot2: Option<Dot2Fn>,
     /// Activation floats to `act` blocks.
     pub quantize: QuantizeFn,
 }
@@ -337,6 +340,70 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     })
 }
 
+/// Safe two-row entry points to SIMD kernels, chosen as `safe!`'s are.
+macro_rules! safe_pair {
+    ($m:ident; $($two:ident => $kernel:ident;)*) => {$(
+        pub fn $two(w: &[u8], a: [&[u8]; 2]) -> [f32; 2] {
+            // SAFETY: selected only when Isa::detect() found the kernel's features.
+            unsafe { $m::$kernel::<2>(w, a) }
+        }
+    )*};
+}
+
+/// Two activation rows at once, for the block types group-quantised layers
+/// are re-encoded to (their activations come in two levels).
+#[cfg(target_arch = "x86_64")]
+fn simd_pair(w: GgmlType, isa: Isa) -> Option<Dot2Fn> {
+    use GgmlType::*;
+    mod pair {
+        use crate::cpu::x86;
+        safe_pair! { x86;
+            q4_0 => q4_0_q8_0_n;
+            q5_0 => q5_0_q8_0_n;
+            q8_0 => q8_0_q8_0_n;
+            q4_0_vnni => q4_0_q8_0_n_vnni;
+            q5_0_vnni => q5_0_q8_0_n_vnni;
+            q8_0_vnni => q8_0_q8_0_n_vnni;
+        }
+    }
+    let vnni = isa == Isa::Avx512 && vnni();
+    match (w, vnni) {
+        _ if !matches!(isa, Isa::Avx2 | Isa::Avx512) => None,
+        (Q4_0, true) => Some(pair::q4_0_vnni),
+        (Q5_0, true) => Some(pair::q5_0_vnni),
+        (Q8_0, true) => Some(pair::q8_0_vnni),
+        (Q4_0, false) => Some(pair::q4_0),
+        (Q5_0, false) => Some(pair::q5_0),
+        (Q8_0, false) => Some(pair::q8_0),
+        _ => None,
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn simd_pair(w: GgmlType, isa: Isa) -> Option<Dot2Fn> {
+    use GgmlType::*;
+    mod pair {
+        use crate::cpu::neon;
+        safe_pair! { neon;
+            q4_0 => q4_0_q8_0_n;
+            q5_0 => q5_0_q8_0_n;
+            q8_0 => q8_0_q8_0_n;
+        }
+    }
+    match w {
+        _ if isa != Isa::Neon => None,
+        Q4_0 => Some(pair::q4_0),
+        Q5_0 => Some(pair::q5_0),
+        Q8_0 => Some(pair::q8_0),
+        _ => None,
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn simd_pair(_: GgmlType, _: Isa) -> Option<Dot2Fn> {
+    None
+}
+
 /// Safe entry points to the aarch64 NEON kernels; chosen only where
 /// `Isa::detect` found NEON.
 #[cfg(target_arch = "aarch64")]
@@ -385,6 +452,7 @@ pub fn kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
     if let Some((dot, dot4)) = simd_kernel(w, isa) {
         k.dot = dot;
         k.dot4 = dot4;
+        k.dot2 = simd_pair(w, isa);
     }
     Ok(k)
 }
@@ -433,6 +501,7 @@ pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported
         act,
         dot,
         dot4: None,
+        dot2: None,
         quantize: quantizer(act, isa)?,
     })
 }
@@ -588,6 +657,14 @@ mod tests {
                                 "{ty} on {isa:?}, raw activations, n {n} seed {seed}"
                             );
                             cases += 5;
+                            if let Some(dot2) = fast.dot2 {
+                                assert_eq!(
+                                    dot2(&w, [&r, &b]).map(f32::to_bits),
+                                    [fr, fb].map(f32::to_bits),
+                                    "{ty} x2 on {isa:?}, n {n} seed {seed}"
+                                );
+                                cases += 2;
+                            }
                         }
                     }
                 }
