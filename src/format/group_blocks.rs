@@ -52,7 +52,7 @@ pub struct Encoded {
 /// The smallest of Q4_0, Q5_0 and Q8_0 that holds every code of `l`, or
 /// None when none does (8-bit codes with zero points, groups that split a
 /// block, inputs not a multiple of 32): the caller then dequantises.
-pub fn encode(l: &dyn GroupCodes) -> Option<Encoded> {
+pub fn encode(l: &(dyn GroupCodes + Sync)) -> Option<Encoded> {
     let (cols, rows) = (l.in_features(), l.out_features());
     if cols % 32 != 0 || cols == 0 {
         return None;
@@ -72,31 +72,42 @@ pub fn encode(l: &dyn GroupCodes) -> Option<Encoded> {
         return None;
     }
     let nb = cols / 32;
-    let mut bytes = vec![0u8; rows * nb * block];
-    // Tiles of outputs: the formats pack neighbouring outputs together.
+    let row_bytes = nb * block;
+    let mut bytes = vec![0u8; rows * row_bytes];
+    // Tiles of outputs (the formats pack neighbouring outputs together),
+    // spread over the cores: a 7B model has 6.5e9 codes to move.
     const TILE: usize = 32;
-    let mut codes = vec![0i16; TILE * cols];
-    let mut scales = vec![0f32; TILE * nb];
-    for o0 in (0..rows).step_by(TILE) {
-        let n = TILE.min(rows - o0);
-        l.tile(order.as_deref(), o0, n, &mut codes, &mut scales);
-        for j in 0..n {
-            let row = &mut bytes[(o0 + j) * nb * block..][..nb * block];
-            for (b, out) in row.chunks_exact_mut(block).enumerate() {
-                let c = &codes[j * cols + 32 * b..][..32];
-                let d = f32_to_f16(scales[j * nb + b]);
-                if ty == GgmlType::Q8_0 {
-                    pack_q8_0(d, &std::array::from_fn(|i| c[i] as i8), out);
-                } else {
-                    let levels = std::array::from_fn(|i| (c[i] + offset) as u8);
-                    match ty {
-                        GgmlType::Q4_0 => pack_q4_0(d, &levels, out),
-                        _ => pack_q5_0(d, &levels, out),
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_thread = rows.div_ceil(TILE).div_ceil(threads) * TILE;
+    std::thread::scope(|scope| {
+        for (i, part) in bytes.chunks_mut(per_thread * row_bytes).enumerate() {
+            let order = order.as_deref();
+            scope.spawn(move || {
+                let mut codes = vec![0i16; TILE * cols];
+                let mut scales = vec![0f32; TILE * nb];
+                for (k, tile) in part.chunks_mut(TILE * row_bytes).enumerate() {
+                    let o0 = i * per_thread + k * TILE;
+                    let n = tile.len() / row_bytes;
+                    l.tile(order, o0, n, &mut codes, &mut scales);
+                    for (j, row) in tile.chunks_exact_mut(row_bytes).enumerate() {
+                        for (b, out) in row.chunks_exact_mut(block).enumerate() {
+                            let c = &codes[j * cols + 32 * b..][..32];
+                            let d = f32_to_f16(scales[j * nb + b]);
+                            if ty == GgmlType::Q8_0 {
+                                pack_q8_0(d, &std::array::from_fn(|i| c[i] as i8), out);
+                            } else {
+                                let levels = std::array::from_fn(|i| (c[i] + offset) as u8);
+                                match ty {
+                                    GgmlType::Q4_0 => pack_q4_0(d, &levels, out),
+                                    _ => pack_q5_0(d, &levels, out),
+                                }
+                            }
+                        }
                     }
                 }
-            }
+            });
         }
-    }
+    });
     Some(Encoded {
         ty,
         bytes,
@@ -271,7 +282,7 @@ mod tests {
                 let (out, inp) = (t.shape[0] as usize, t.shape[1] as usize);
                 let exl2;
                 let gptq;
-                let layer: &dyn GroupCodes = match bits {
+                let layer: &(dyn GroupCodes + Sync) = match bits {
                     Some(bits) => {
                         let cfg = GptqConfig {
                             bits,

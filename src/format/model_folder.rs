@@ -286,7 +286,7 @@ impl ModelFolder {
 }
 
 /// A quantised layer as blocks, or as f16 where blocks cannot hold it.
-fn as_blocks(l: &dyn GroupCodes, f16: impl FnOnce() -> Vec<u16>) -> Blocks {
+fn as_blocks(l: &(dyn GroupCodes + Sync), f16: impl FnOnce() -> Vec<u16>) -> Blocks {
     let dims = vec![l.in_features() as u64, l.out_features() as u64];
     match group_blocks::encode(l) {
         Some(e) => Blocks {
