@@ -76,6 +76,15 @@ b)
   mkdir -p "$results/decode"
   GPU_BENCH_ENGINES=llm OUT=$results/decode GPU_BENCH_TIMEOUT=100 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
     "${DECODE[@]}" 2>&1 | tee "$out/bench-decode.log"
+  # Hugging Face folders (issue 11): 7B-shaped GPTQ 4-bit g128, plain and
+  # act-order, written here by our writer, beside the GGUF figures above.
+  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act}; do
+    LLM_WRITE_FOLDER=$W/models/7b-$f LLM_WRITE_SHAPE=7b LLM_WRITE_FORMAT=$f \
+      /tmp/llm-gpu/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
+    timeout 150 /tmp/llm-gpu/llm bench -m "$W/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |
+      grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
+    rm -rf "$W/models/7b-$f"
+  done
   GPU_BENCH_ENGINES=rival OUT=$results scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
   # Partial offload leans on the host's cores and memory, which the host's
   # other machines share (the same binary has read 21.9 and 27.3 tokens/s

@@ -19,7 +19,9 @@ use serde_json::Value;
 /// A fixture of tests/data (the AWQ one), ../shared/fixtures, or
 /// LLM_FIXTURES (the GPU machine's copy of some of them).
 fn fixture(name: &str) -> Option<PathBuf> {
-    let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name);
+    let ours = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
     if ours.is_dir() {
         return Some(ours);
     }
@@ -137,14 +139,7 @@ fn reference(dir: &Path) -> Value {
 
 /// Last-position logits within `1e-2` of `reference`'s with the same
 /// argmax, and greedy continuations equal to its up to the first near-tie.
-fn agrees_with(
-    name: &str,
-    dir: &Path,
-    place: Place,
-    r: &Value,
-    reference: &Value,
-    against: &str,
-) {
+fn agrees_with(name: &str, dir: &Path, place: Place, r: &Value, reference: &Value, against: &str) {
     let (worst, same, n) = compare(dir, place, r, reference);
     eprintln!("{name}: max |logit diff| {worst:.2e} vs {against}; argmax {same}/{n}");
     assert!(worst < 1e-2, "{name}: max |logit diff| {worst}");
@@ -248,7 +243,14 @@ fn quantised_folders_on_the_gpu_give_their_fp32_dequant_reference() {
         let r = reference(&dir);
         for (place, how) in [(Place::Gpu(4), "all on the GPU"), (Place::Gpu(2), "half")] {
             let against = format!("its fp32 dequant reference, {how}");
-            agrees_with(name, &dir, place, &r, &r["fp32_dequant_reference"], &against);
+            agrees_with(
+                name,
+                &dir,
+                place,
+                &r,
+                &r["fp32_dequant_reference"],
+                &against,
+            );
         }
     }
 }

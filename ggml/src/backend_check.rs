@@ -604,7 +604,11 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
                 let first = grouped(&mut rng, op.ws[0].clone(), None);
                 let order = shared.then(|| first.input_order.clone()).flatten();
                 op.ws = std::iter::once(first)
-                    .chain(op.ws[1..].iter().map(|w| grouped(&mut rng, w.clone(), order.clone())))
+                    .chain(
+                        op.ws[1..]
+                            .iter()
+                            .map(|w| grouped(&mut rng, w.clone(), order.clone())),
+                    )
                     .collect();
                 out.push(Outcome {
                     op: "grouped_vs_f64",

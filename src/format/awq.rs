@@ -133,7 +133,14 @@ impl GroupCodes for AwqLinear<'_> {
         (-15, 15)
     }
 
-    fn tile(&self, _order: Option<&[u32]>, o0: usize, n: usize, codes: &mut [i16], scales: &mut [f32]) {
+    fn tile(
+        &self,
+        _order: Option<&[u32]>,
+        o0: usize,
+        n: usize,
+        codes: &mut [i16],
+        scales: &mut [f32],
+    ) {
         let k_in = self.in_features;
         for i in 0..k_in {
             for j in 0..n {
@@ -163,7 +170,8 @@ mod tests {
     #[test]
     fn the_awq_fixture_dequantises_bit_for_bit() {
         let model = Checkpoint::open(&fixture()).unwrap();
-        let reference = SafetensorsFile::open(&fixture().join("dequant_layer0.safetensors")).unwrap();
+        let reference =
+            SafetensorsFile::open(&fixture().join("dequant_layer0.safetensors")).unwrap();
         let mut checked = 0;
         for t in &reference.header.tensors {
             let prefix = t.name.strip_suffix(".weight").unwrap();

@@ -123,8 +123,18 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
             // Zero points of 2^(bits-1), stored minus one (v1), in every slot.
             let z = (1u32 << (bits - 1)) - 1;
             let word = (0..32 / bits).fold(0u32, |w, i| w | (z << (i * bits)));
-            entries.push(e("qweight", Dtype::I32, vec![inp * bits as usize / 32, out], Fill::Words));
-            entries.push(e("qzeros", Dtype::I32, vec![groups, out * bits as usize / 32], Fill::Word(word)));
+            entries.push(e(
+                "qweight",
+                Dtype::I32,
+                vec![inp * bits as usize / 32, out],
+                Fill::Words,
+            ));
+            entries.push(e(
+                "qzeros",
+                Dtype::I32,
+                vec![groups, out * bits as usize / 32],
+                Fill::Word(word),
+            ));
             entries.push(e(
                 "scales",
                 Dtype::F16,
@@ -165,11 +175,23 @@ fn entries(s: &FolderSpec) -> Vec<Entry> {
         shape,
         fill,
     };
-    v.push(f16("model.embed_tokens.weight".into(), vec![s.n_vocab, s.n_embd], plain));
+    v.push(f16(
+        "model.embed_tokens.weight".into(),
+        vec![s.n_vocab, s.n_embd],
+        plain,
+    ));
     for l in 0..s.n_layer {
         let p = format!("model.layers.{l}");
-        v.push(f16(format!("{p}.input_layernorm.weight"), vec![s.n_embd], norm));
-        v.push(f16(format!("{p}.post_attention_layernorm.weight"), vec![s.n_embd], norm));
+        v.push(f16(
+            format!("{p}.input_layernorm.weight"),
+            vec![s.n_embd],
+            norm,
+        ));
+        v.push(f16(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![s.n_embd],
+            norm,
+        ));
         for (name, inp, out) in [
             ("self_attn.q_proj", s.n_embd, s.n_embd),
             ("self_attn.k_proj", s.n_embd, kv),
@@ -183,7 +205,11 @@ fn entries(s: &FolderSpec) -> Vec<Entry> {
         }
     }
     v.push(f16("model.norm.weight".into(), vec![s.n_embd], norm));
-    v.push(f16("lm_head.weight".into(), vec![s.n_vocab, s.n_embd], plain));
+    v.push(f16(
+        "lm_head.weight".into(),
+        vec![s.n_vocab, s.n_embd],
+        plain,
+    ));
     v
 }
 
@@ -302,13 +328,19 @@ pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
     if let FolderWeights::Gptq { bits, group, .. } = s.weights {
         if ![2, 4, 8].contains(&bits) || group == 0 {
-            return Err(format!("GPTQ of {bits} bits in groups of {group} is not written"));
+            return Err(format!(
+                "GPTQ of {bits} bits in groups of {group} is not written"
+            ));
         }
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
     std::fs::write(dir.join("config.json"), pretty(&config_json(s))).map_err(io)?;
-    std::fs::write(dir.join("tokenizer.json"), pretty(&tokenizer_json(s.n_vocab))).map_err(io)?;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        pretty(&tokenizer_json(s.n_vocab)),
+    )
+    .map_err(io)?;
     let tc = json!({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true});
     std::fs::write(dir.join("tokenizer_config.json"), pretty(&tc)).map_err(io)?;
 
@@ -327,7 +359,7 @@ pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
         at += e.bytes();
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let file = File::create(dir.join("model.safetensors")).map_err(io)?;

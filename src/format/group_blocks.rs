@@ -129,7 +129,7 @@ pub fn sort_by_group(groups: &[u32]) -> Option<Vec<u32>> {
 /// Whether each run of 32 inputs, taken in `order`, has one group.
 pub fn runs_of_32_share(groups: &[u32], order: Option<&[u32]>) -> bool {
     let at = |k: usize| groups[order.map_or(k, |o| o[k] as usize)];
-    groups.len() % 32 == 0 && (0..groups.len()).all(|k| at(k) == at(k - k % 32))
+    groups.len().is_multiple_of(32) && (0..groups.len()).all(|k| at(k) == at(k - k % 32))
 }
 
 #[cfg(test)]

@@ -230,7 +230,8 @@ impl ModelFolder {
                 };
                 let packed = checkpoint.tensor(&format!("{prefix}.qweight")).is_some();
                 let encoded = if let (Some(bits), true) = (awq, packed) {
-                    let l = AwqLinear::from_checkpoint(&checkpoint, prefix, bits).map_err(in_dir)?;
+                    let l =
+                        AwqLinear::from_checkpoint(&checkpoint, prefix, bits).map_err(in_dir)?;
                     as_blocks(&l, || l.dequantize_f16())
                 } else if let (Some(cfg), true) = (
                     gptq,

@@ -284,7 +284,10 @@ impl CpuBackend {
                         }
                         if let Some(dot2) = dot2 {
                             while ti + 2 <= t1 {
-                                let a = [&act[ti * ab..(ti + 1) * ab], &act[(ti + 1) * ab..(ti + 2) * ab]];
+                                let a = [
+                                    &act[ti * ab..(ti + 1) * ab],
+                                    &act[(ti + 1) * ab..(ti + 2) * ab],
+                                ];
                                 let [v0, v1] = dot2(w, a);
                                 put(ti, r, v0);
                                 put(ti + 1, r, v1);
