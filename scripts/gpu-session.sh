@@ -12,6 +12,9 @@
 #   call B (carry .gpu-b): scripts/gpu-session.sh b
 #       SmolLM2 (both halves), llama.cpp's CUDA logits against ours, then
 #       llama.cpp's benchmarks beside llm's
+#   call C (carry .gpu-c, made by GPU_PACK=.gpu-c scripts/gpu-suite.sh pack
+#       --folders): scripts/gpu-session.sh c
+#       the folder fixtures on the GPU, then 7B GPTQ folders' benchmarks
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -65,7 +68,7 @@ a)
 b)
   GPU_PACK=.gpu-b timeout 120 scripts/gpu-suite.sh run smollm2 chat_on >"$out/suite-b.log" 2>&1
   echo "smollm2 rc=$?"
-  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked|part after|dequant reference" "$out/suite-b.log" | tail -24
+  grep -E "^test |test result|tokens equal|CPU:|GPU:|panicked|part after" "$out/suite-b.log" | tail -12
   scripts/gpu-bench.sh wait READY 420
   scripts/gpu-bench.sh poll
   export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_RIVAL_LOGITS=$W/rival_logits
@@ -76,15 +79,6 @@ b)
   mkdir -p "$results/decode"
   GPU_BENCH_ENGINES=llm OUT=$results/decode GPU_BENCH_TIMEOUT=100 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
     "${DECODE[@]}" 2>&1 | tee "$out/bench-decode.log"
-  # Hugging Face folders (issue 11): 7B-shaped GPTQ 4-bit g128, plain and
-  # act-order, written here by our writer, beside the GGUF figures above.
-  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act}; do
-    LLM_WRITE_FOLDER=$W/models/7b-$f LLM_WRITE_SHAPE=7b LLM_WRITE_FORMAT=$f \
-      /tmp/llm-gpu/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
-    timeout 150 /tmp/llm-gpu/llm bench -m "$W/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |
-      grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
-    rm -rf "$W/models/7b-$f"
-  done
   GPU_BENCH_ENGINES=rival OUT=$results scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
   # Partial offload leans on the host's cores and memory, which the host's
   # other machines share (the same binary has read 21.9 and 27.3 tokens/s
@@ -99,5 +93,19 @@ b)
   fi
   cp "$results"/* "$out/" 2>/dev/null
   ;;
-*) sed -n 2,15p "$0" >&2; exit 2 ;;
+c)
+  GPU_PACK=.gpu-c timeout 120 scripts/gpu-suite.sh run-folders >"$out/suite-c.log" 2>&1
+  echo "folders rc=$?"
+  grep -E "^test |test result|dequant reference|panicked" "$out/suite-c.log" | tail -24
+  # Hugging Face folders (issue 11): 7B-shaped GPTQ 4-bit g128, plain and
+  # act-order, written here by our writer, beside the GGUF figures above.
+  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act}; do
+    LLM_WRITE_FOLDER=$W/models/7b-$f LLM_WRITE_SHAPE=7b LLM_WRITE_FORMAT=$f \
+      /tmp/llm-gpu/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
+    timeout 150 /tmp/llm-gpu/llm bench -m "$W/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |
+      grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
+    rm -rf "$W/models/7b-$f"
+  done
+  ;;
+*) sed -n 2,19p "$0" >&2; exit 2 ;;
 esac

@@ -36,10 +36,17 @@ for line in sys.stdin:
   models="$(scripts/fetch-models.sh)"
   LLM_TEST_MODELS="$models" LLM_WRITE_VOCAB="$PWD/$pack/vocab.gguf" \
     "$(printf '%s\n' "$exes" | awk '$1=="gpu"{print $2}')" --ignored write_vocabulary_only_gguf >/dev/null
+  if [ "${2:-}" = "--folders" ]; then
+    # Only the folder test, with three of the quantised fixtures
+    # (tests/hf_folders.rs says which): scripts/gpu-session.sh c.
+    find "$pack" -type f ! -name test-hf_folders.xz -delete
+    tar -C ../shared/fixtures -cJf "$pack/fixtures.tar.xz" tiny-llama-gptq-4bit-g64-actorder \
+      tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
+  fi
   if [ "${2:-}" = "--with-smollm2" ]; then
     # Part 1 travels with .rivals (llama.cpp's source), so it is the smaller.
     smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    first=$(( $(stat -c %s "$smol") * 49 / 100 ))
+    first=$(( $(stat -c %s "$smol") * 42 / 100 ))
     case "${3:-1}" in
     1)
       head -c "$first" "$smol" >"$pack/smol.part0"
@@ -48,12 +55,9 @@ for line in sys.stdin:
       ;;
     *)
       tail -c +"$((first + 1))" "$smol" >"$pack/smol.part1"
-      # Part 2's run follows part 1's on the same machine, which keeps llm
-      # and the backend test from it: their room goes to SmolLM2.
-      rm "$pack/llm.xz" "$pack/test-ggml.xz"
-      # Three of the quantised folder fixtures (tests/hf_folders.rs says which).
-      tar -C ../shared/fixtures -cJf "$pack/fixtures.tar.xz" tiny-llama-gptq-4bit-g64-actorder \
-        tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
+      # Part 2's run follows part 1's on the same machine, which keeps the
+      # binaries and the vocabulary from it: their room goes to SmolLM2.
+      rm "$pack"/*.xz "$pack/vocab.gguf"
       ;;
     esac
   fi
@@ -62,9 +66,11 @@ for line in sys.stdin:
 run)
   work=/tmp/llm-gpu
   mkdir -p "$work/models"
-  for f in "$pack"/*.xz; do xz -dc "$f" >"$work/$(basename "$f" .xz)"; done
+  for f in "$pack"/*.xz; do
+    if [ -f "$f" ]; then xz -dc "$f" >"$work/$(basename "$f" .xz)"; fi
+  done
   chmod +x "$work"/llm "$work"/test-*
-  cp "$pack/vocab.gguf" "$work/"
+  if [ -f "$pack/vocab.gguf" ]; then cp "$pack/vocab.gguf" "$work/"; fi
   for p in "$pack"/smol.part*; do
     if [ -f "$p" ]; then cp "$p" "$work/models/"; fi
   done
@@ -86,11 +92,15 @@ run)
   LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "the per-segment integer matvec fails"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
-  if [ -f "$pack/fixtures.tar.xz" ]; then
-    mkdir -p "$work/fixtures" && tar -C "$work/fixtures" -xJf "$pack/fixtures.tar.xz"
-    LLM_FIXTURES="$work/fixtures" "$work/test-hf_folders" --nocapture --test-threads 1 on_the_gpu || status=1
-  fi
   exit $status
+  ;;
+run-folders)
+  # The folder fixtures on the GPU (a pack made with --folders).
+  work=/tmp/llm-gpu
+  mkdir -p "$work/fixtures"
+  xz -dc "$pack/test-hf_folders.xz" >"$work/test-hf_folders" && chmod +x "$work/test-hf_folders"
+  tar -C "$work/fixtures" -xJf "$pack/fixtures.tar.xz"
+  LLM_FIXTURES="$work/fixtures" "$work/test-hf_folders" --nocapture --test-threads 1 on_the_gpu
   ;;
 *)
   sed -n 2,16p "$0" >&2
