@@ -118,9 +118,6 @@ pub struct CudaMat {
     row_bytes: usize,
     /// The input order of the stored columns (HostMat::input_order), as u32s.
     order: Option<Storage>,
-    /// Products keep activations to f16 precision (16-bit or f16
-    /// activations: not matvec1's 8 bits).
-    precise: bool,
 }
 
 impl CudaMat {
@@ -133,7 +130,6 @@ impl CudaMat {
             cols: w.cols,
             row_bytes: w.row_bytes,
             order,
-            precise: w.format.precise_activations(),
         }
     }
 
@@ -322,7 +318,9 @@ impl CudaBackend {
         self.keep(f.launch(&self.stream, grid, block, 0, args));
     }
 
-    /// `out[t][r] = W[r] · x[t]` with `x` already in `w`'s input order.
+    /// `out[t][r] = W[r] · x[t]` with `x` already in `w`'s input order, by
+    /// the mat-vec or the tiled kernels (one token's matvec1 takes the order
+    /// itself and is tried first by the callers).
     fn matmul_in_order(&self, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
         debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
         let k = &self.kernels.matmul[&w.ty];
@@ -336,9 +334,6 @@ impl CudaBackend {
             &rb,
             &nt,
         ];
-        if t == 1 && self.matvec1(Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
-            return;
-        }
         if t <= MATVEC_MAX_TOKENS {
             self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
         } else {
@@ -395,11 +390,11 @@ impl CudaBackend {
         let Some(m) = &self.kernels.matmul[&w.ty].matvec1 else {
             return false;
         };
-        if w.precise {
-            return false;
-        }
         debug_assert!(
-            parts.len() <= 3 && parts.iter().all(|(p, ..)| p.ty == w.ty && p.cols == w.cols)
+            parts.len() <= 3
+                && parts.iter().all(|(p, ..)| {
+                    (p.ty, p.cols, p.order_ptr()) == (w.ty, w.cols, w.order_ptr())
+                })
         );
         let outputs = match ep {
             Epilogue::Glu(_) => parts[0].2,
@@ -424,7 +419,9 @@ impl CudaBackend {
             .map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32)
             .sum();
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        let args: [&dyn KernelArg; 14] = [
+        // Every part shares the first's input order (the callers group so).
+        let order = w.order_ptr().unwrap_or(0);
+        let args: [&dyn KernelArg; 15] = [
             &x.mem.ptr,
             &ws[0],
             &ys[0],
@@ -439,6 +436,7 @@ impl CudaBackend {
             &rb,
             &plan.stages,
             &plan.split,
+            &order,
         ];
         self.keep(
             plan.f
@@ -940,6 +938,9 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
+        if t == 1 && self.matvec1(Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
+            return;
+        }
         self.in_order(sc, w, x, t, |x| self.matmul_in_order(w, x, t, out));
     }
 
@@ -960,17 +961,17 @@ impl Backend for CudaBackend {
                 n += 1;
             }
             let run = &mut products[i..i + n];
-            self.in_order(sc, w, x, t, |x| {
-                let parts: Vec<(&CudaMat, u64, usize)> = run
-                    .iter()
-                    .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
-                    .collect();
-                if !(t == 1 && self.matvec1(Epilogue::Store, w, x, &parts)) {
+            let parts: Vec<(&CudaMat, u64, usize)> = run
+                .iter()
+                .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
+                .collect();
+            if !(t == 1 && self.matvec1(Epilogue::Store, w, x, &parts)) {
+                self.in_order(sc, w, x, t, |x| {
                     for (pw, out) in run.iter_mut() {
                         self.matmul_in_order(pw, x, t, out);
                     }
-                }
-            });
+                });
+            }
             i += n;
         }
     }
@@ -985,11 +986,7 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        let done = t == 1
-            && self.in_order(sc, w, x, t, |x| {
-                self.matvec1(Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])
-            });
-        if !done {
+        if !(t == 1 && self.matvec1(Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])) {
             self.matmul(sc, w, x, t, tmp);
             self.add(acc, tmp, t * width);
         }
@@ -1011,9 +1008,7 @@ impl Backend for CudaBackend {
         let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
         let done = t == 1
             && shape(w_gate) == shape(w_up)
-            && self.in_order(sc, w_gate, x, t, |x| {
-                self.matvec1(Epilogue::Glu(act), w_gate, x, &parts)
-            });
+            && self.matvec1(Epilogue::Glu(act), w_gate, x, &parts);
         if !done {
             self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
             self.glu(act, gate, up, t * width);

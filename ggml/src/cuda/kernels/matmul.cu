@@ -448,7 +448,10 @@ __device__ __forceinline__ void async_wait_n(int n) {
 // with this, and one L2 round trip a float4 of a thread made it the largest
 // fixed cost of a small product.
 constexpr int MV1_X_LOADS = 4;
-__device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, uint8_t* xq, int cols) {
+// With `order` (a group-quantised weight's stored input order), element k
+// is X[order[k]]: the gather costs four scalar loads a float4, not a launch.
+__device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, const unsigned* __restrict__ order,
+                                               uint8_t* xq, int cols) {
     const int nchunks = cols >> 5, n4 = cols >> 2;
     float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
     for (int base = 0; base < n4; base += MV1_X_LOADS * blockDim.x) {
@@ -456,7 +459,13 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, uint
 #pragma unroll
         for (int b = 0; b < MV1_X_LOADS; ++b) {
             const int q = base + b * blockDim.x + threadIdx.x;
-            vs[b] = q < n4 ? __ldg(reinterpret_cast<const float4*>(X) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (q >= n4)
+                vs[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            else if (order)
+                vs[b] = make_float4(__ldg(X + __ldg(order + 4 * q)), __ldg(X + __ldg(order + 4 * q + 1)),
+                                    __ldg(X + __ldg(order + 4 * q + 2)), __ldg(X + __ldg(order + 4 * q + 3)));
+            else
+                vs[b] = __ldg(reinterpret_cast<const float4*>(X) + q);
         }
 #pragma unroll
         for (int b = 0; b < MV1_X_LOADS; ++b) {
@@ -506,8 +515,8 @@ struct Mv1Parts {
 // is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
 // then the slots, [warp][row][stage].
 template <int T, int R, int OUT>
-__device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Parts& parts, int cols,
-                                        long long row_bytes, int ST, int S) {
+__device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsigned* __restrict__ order,
+                                        const Mv1Parts& parts, int cols, long long row_bytes, int ST, int S) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int SLOT = mv_slot_bytes(T);
@@ -560,7 +569,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const Mv1Pa
         async_commit();
     }
     // X while the first weights arrive.
-    mv1_quantize_x(X, xq, cols);
+    mv1_quantize_x(X, order, xq, cols);
     __syncthreads();
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
@@ -938,7 +947,8 @@ GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 // matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
-// row_bytes, stages, split): one token, X f32; block 256, dynamic shared
+// row_bytes, stages, split, order): one token, X f32 (read through `order`
+// where it is not null: the weights' stored input order); block 256, dynamic shared
 // memory 80 * cols / 32 rounded up to 16, plus 8 R stages mv_slot_bytes(t)
 // (2 <= stages <= 8); each row over `split` warps (1, 2, 4 or 8). Variants:
 //   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
@@ -950,9 +960,10 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
     extern "C" __global__ void __launch_bounds__(256, 3)                                                    \
         matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
-                                   int rows2, int cols, long long row_bytes, int stages, int split) {        \
+                                   int rows2, int cols, long long row_bytes, int stages, int split,         \
+                                   const unsigned* order) {                                                 \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        matvec1<T, R, OUT>(X, parts, cols, row_bytes, stages, split);                                       \
+        matvec1<T, R, OUT>(X, order, parts, cols, row_bytes, stages, split);                                \
     }
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \
