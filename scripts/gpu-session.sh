@@ -99,7 +99,7 @@ c)
   grep -E "^test |test result|dequant reference|panicked" "$out/suite-c.log" | tail -24
   # Hugging Face folders (issue 11): 7B-shaped GPTQ 4-bit g128, plain and
   # act-order, written here by our writer, beside the GGUF figures above.
-  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act}; do
+  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act gptq4-asym}; do
     LLM_WRITE_FOLDER=$W/models/7b-$f LLM_WRITE_SHAPE=7b LLM_WRITE_FORMAT=$f \
       /tmp/llm-gpu/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
     timeout 150 /tmp/llm-gpu/llm bench -m "$W/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |

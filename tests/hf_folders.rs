@@ -372,8 +372,8 @@ fn llm_info_reads_a_model_folder() {
 
 /// Writes a random-weight folder for benchmarks (run by hand and by the
 /// GPU session): LLM_WRITE_FOLDER (the directory), LLM_WRITE_SHAPE (7b or
-/// 1b), LLM_WRITE_FORMAT (f16, gptq4 (group 128), gptq4-act (act-order) or
-/// gptq8).
+/// 1b), LLM_WRITE_FORMAT (f16, gptq4 (group 128), gptq4-act (act-order),
+/// gptq4-asym (zero points, as Q5_0 blocks) or gptq8).
 #[test]
 #[ignore]
 fn write_a_bench_folder() {
@@ -381,16 +381,18 @@ fn write_a_bench_folder() {
     let dir = std::env::var("LLM_WRITE_FOLDER").expect("LLM_WRITE_FOLDER");
     let shape = std::env::var("LLM_WRITE_SHAPE").unwrap_or_else(|_| "7b".into());
     let format = std::env::var("LLM_WRITE_FORMAT").unwrap_or_else(|_| "gptq4".into());
-    let gptq = |bits, act_order| FolderWeights::Gptq {
+    let gptq = |bits, act_order, sym| FolderWeights::Gptq {
         bits,
         group: 128,
         act_order,
+        sym,
     };
     let weights = match format.as_str() {
         "f16" => FolderWeights::F16,
-        "gptq4" => gptq(4, false),
-        "gptq4-act" => gptq(4, true),
-        "gptq8" => gptq(8, false),
+        "gptq4" => gptq(4, false, true),
+        "gptq4-act" => gptq(4, true, true),
+        "gptq4-asym" => gptq(4, false, false),
+        "gptq8" => gptq(8, false, true),
         other => panic!("unknown LLM_WRITE_FORMAT {other}"),
     };
     let spec = FolderSpec::named(&shape, weights).expect("LLM_WRITE_SHAPE: 7b or 1b");

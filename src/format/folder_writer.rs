@@ -10,16 +10,19 @@ use std::path::Path;
 use serde_json::json;
 
 use super::safetensors::Dtype;
+use crate::model::synth::Rng;
 
 #[derive(Clone, Copy, Debug)]
 pub enum FolderWeights {
     F16,
-    /// Symmetric GPTQ (v1 zeros) of 2, 4 or 8 bits, groups of `group`
-    /// inputs, act-order (a shuffled `g_idx`) or not.
+    /// GPTQ (v1 zeros) of 2, 4 or 8 bits, groups of `group` inputs,
+    /// act-order (a shuffled `g_idx`) or not, symmetric or with random zero
+    /// points.
     Gptq {
         bits: u32,
         group: usize,
         act_order: bool,
+        sym: bool,
     },
 }
 
@@ -86,17 +89,6 @@ impl Entry {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: FolderWeights) {
     let e = |name: &str, dtype, shape: Vec<usize>, fill| Entry {
         name: format!("{prefix}.{name}"),
@@ -118,6 +110,7 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
             bits,
             group,
             act_order,
+            sym,
         } => {
             let groups = inp.div_ceil(group);
             // Zero points of 2^(bits-1), stored minus one (v1), in every slot.
@@ -133,7 +126,7 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
                 "qzeros",
                 Dtype::I32,
                 vec![groups, out * bits as usize / 32],
-                Fill::Word(word),
+                if sym { Fill::Word(word) } else { Fill::Words },
             ));
             entries.push(e(
                 "scales",
@@ -223,7 +216,7 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
             let mut g: Vec<u32> = (0..inp).map(|i| (i / group) as u32).collect();
             if shuffled {
                 for i in (1..inp).rev() {
-                    g.swap(i, rng.next() as usize % (i + 1));
+                    g.swap(i, rng.next_u64() as usize % (i + 1));
                 }
             }
             g
@@ -236,14 +229,13 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
         match e.fill {
             Fill::F16 { center, spread } => {
                 for _ in 0..piece / 2 {
-                    let u = (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
-                    let h = ggml::float16::f32_to_f16(center + spread * (2.0 * u - 1.0));
+                    let h = ggml::float16::f32_to_f16(center + spread * rng.unit());
                     buf.extend_from_slice(&h.to_le_bytes());
                 }
             }
             Fill::Words => {
                 for _ in 0..piece / 4 {
-                    buf.extend_from_slice(&(rng.next() as u32).to_le_bytes());
+                    buf.extend_from_slice(&(rng.next_u64() as u32).to_le_bytes());
                 }
             }
             Fill::Word(w) => {
@@ -312,11 +304,12 @@ fn config_json(s: &FolderSpec) -> serde_json::Value {
         bits,
         group,
         act_order,
+        sym,
     } = s.weights
     {
         c["quantization_config"] = json!({
             "quant_method": "gptq", "bits": bits, "group_size": group,
-            "desc_act": act_order, "sym": true, "checkpoint_format": "gptq"
+            "desc_act": act_order, "sym": sym, "checkpoint_format": "gptq"
         });
     }
     c
@@ -366,7 +359,7 @@ pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
     let mut out = BufWriter::with_capacity(1 << 22, file);
     out.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     out.write_all(&h).map_err(io)?;
-    let mut rng = Rng(s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng::new(s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for e in &entries {
         write_fill(&mut out, e, &mut rng).map_err(io)?;
     }
@@ -380,7 +373,13 @@ mod tests {
     #[test]
     fn a_small_gptq_folder_loads_with_its_layers_as_blocks() {
         let dir = tempfile::tempdir().unwrap();
-        for (act_order, bits) in [(false, 4), (true, 4), (false, 8), (true, 2)] {
+        for (act_order, bits, sym) in [
+            (false, 4, true),
+            (true, 4, true),
+            (false, 8, true),
+            (true, 2, true),
+            (false, 4, false),
+        ] {
             let spec = FolderSpec {
                 n_layer: 2,
                 n_embd: 256,
@@ -392,15 +391,20 @@ mod tests {
                     bits,
                     group: 64,
                     act_order,
+                    sym,
                 },
                 seed: 3,
             };
-            let path = dir.path().join(format!("gptq-{bits}-{act_order}"));
+            let path = dir.path().join(format!("gptq-{bits}-{act_order}-{sym}"));
             write_folder(&spec, &path).unwrap();
             let folder = super::super::model_folder::ModelFolder::open(&path).unwrap();
             use super::super::TensorSource;
             let t = folder.tensor("blk.1.ffn_down.weight").unwrap();
-            let want = if bits == 8 { "Q8_0" } else { "Q4_0" };
+            let want = match (bits, sym) {
+                (8, _) => "Q8_0",
+                (_, false) => "Q5_0",
+                _ => "Q4_0",
+            };
             assert_eq!(t.format.ggml().name(), want);
             assert_eq!(t.dims, [512, 256]);
             assert_eq!(t.input_order.is_some(), act_order);

@@ -179,13 +179,8 @@ mod tests {
     }
 
     fn synthetic(out: usize, inp: usize, range: (i32, i32), shuffled: bool) -> Synthetic {
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::model::synth::Rng::new(0x9e3779b97f4a7c15);
+        let mut next = move || rng.next_u64();
         let mut group: Vec<u32> = (0..inp as u32).map(|i| i / 64).collect();
         if shuffled {
             for i in (1..inp).rev() {

@@ -18,7 +18,7 @@
 namespace gq {
 
 __host__ __device__ constexpr bool has_int_chunk(int t) {
-    return t == Q4_0 || t == Q8_0 || t == Q4_K || t == Q6_K || t == Q5_K || t == Q4_1;
+    return t == Q4_0 || t == Q5_0 || t == Q8_0 || t == Q4_K || t == Q6_K || t == Q5_K || t == Q4_1;
 }
 
 struct IntChunk {
@@ -44,6 +44,31 @@ __device__ __forceinline__ void int_chunk<Q4_0>(const uint8_t* row, int chunk, I
     }
     c.a0 = c.a1 = d;
     c.m = 0.0f;
+}
+
+// Q5_0 {f16 d; u8 qh[4]; u8 qs[16]}: element j's low four bits as Q4_0's,
+// its fifth bit bit j of qh; w = d * (q - 16). `offset` subtracts the 16
+// (int_chunk) or leaves it to the caller (int_chunk_raw).
+__device__ __forceinline__ void q5_0_chunk(const uint8_t* row, int chunk, IntChunk& c, bool offset) {
+    uint32_t w[6];
+    ldspan<22>(row + static_cast<long long>(chunk) * 22, w);
+    const uint32_t qh = __funnelshift_r(w[0], w[1], 16);
+    // Bits 4k..4k+3 of qh to bit 4 of bytes 0..3 (the product puts bit i at 8i).
+    auto fifth = [qh](int k) { return ((((qh >> (4 * k)) & 0xfu) * 0x00204081u) & 0x01010101u) << 4; };
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const uint32_t qs = __funnelshift_r(w[k + 1], w[k + 2], 16);
+        const uint32_t lo = (qs & 0x0f0f0f0fu) | fifth(k), hi = ((qs >> 4) & 0x0f0f0f0fu) | fifth(k + 4);
+        c.q[k] = static_cast<int>(offset ? __vsub4(lo, 0x10101010u) : lo);
+        c.q[k + 4] = static_cast<int>(offset ? __vsub4(hi, 0x10101010u) : hi);
+    }
+    c.a0 = c.a1 = h2f(w[0]);
+    c.m = 0.0f;
+}
+
+template <>
+__device__ __forceinline__ void int_chunk<Q5_0>(const uint8_t* row, int chunk, IntChunk& c) {
+    q5_0_chunk(row, chunk, c, true);
 }
 
 // Q4_1 {f16 d, m; u8 qs[16]}: w = d * q + m.
@@ -89,7 +114,7 @@ __device__ __forceinline__ void int_chunk<Q4_K>(const uint8_t* row, int chunk, I
 }
 
 // The offset a type's stored integers carry (w = scale * (q - offset)).
-__host__ __device__ constexpr int int_offset(int t) { return t == Q4_0 ? 8 : t == Q6_K ? 32 : 0; }
+__host__ __device__ constexpr int int_offset(int t) { return t == Q4_0 ? 8 : t == Q5_0 ? 16 : t == Q6_K ? 32 : 0; }
 
 // int_chunk with the stored integers as they are, offset and all (the
 // caller subtracts int_offset(T) times each half's sum of X); A16: the row
@@ -108,6 +133,8 @@ __device__ __forceinline__ void int_chunk_raw(const uint8_t* row, int chunk, Int
         }
         c.a0 = c.a1 = h2f(w[0]);
         c.m = 0.0f;
+    } else if constexpr (T == Q5_0) {
+        q5_0_chunk(row, chunk, c, false);
     } else if constexpr (T == Q6_K) {
         const uint8_t* b = row + static_cast<long long>(chunk >> 3) * 210;
         const int j = chunk & 7;

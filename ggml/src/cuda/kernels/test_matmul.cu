@@ -220,7 +220,7 @@ static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long lo
 
 static const TypeCase CASES[] = {
     TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
-    TC(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
+    TCX(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
     TCX(q4_k, gq::Q4_K), TCX(q5_k, gq::Q5_K), TCX(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
 };
 
