@@ -1,7 +1,7 @@
 # Reference outputs + layer-0 dequantized weights for an AWQ (GEMM) checkpoint, via GPTQModel (torch AWQ backend).
 # Mirrors /work/shared/fixtures/tools/gptq_ref.py.
 # usage: awq_ref.py QUANT_DIR OUT_DIR FP16_BASE_DIR [COMPUTE_DTYPE=float16]
-import sys, os, os, json, torch
+import sys, os, json, torch
 # refcommon.py: the fixtures' own (../shared/fixtures/tools), not copied here.
 sys.path.insert(0, os.environ.get("FIXTURE_TOOLS", __file__.rsplit("/", 1)[0] + "/../../../../../shared/fixtures/tools"))
 from refcommon import run_reference, dump, fp32_dequant_reference
