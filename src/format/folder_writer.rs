@@ -81,11 +81,7 @@ enum Fill {
 
 impl Entry {
     fn bytes(&self) -> usize {
-        let width = match self.dtype {
-            Dtype::F16 => 2,
-            _ => 4,
-        };
-        self.shape.iter().product::<usize>() * width
+        self.shape.iter().product::<usize>() * self.dtype.size() as usize
     }
 }
 
@@ -256,7 +252,7 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
 }
 
 /// A WordLevel tokenizer of `n` tokens: `<s>` (0), `</s>` (1), then `t2`...
-fn tokenizer_json(n: usize) -> serde_json::Value {
+pub(super) fn tokenizer_json(n: usize) -> serde_json::Value {
     let vocab: serde_json::Map<String, serde_json::Value> = (0..n)
         .map(|i| {
             let t = match i {
@@ -338,26 +334,13 @@ pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
     std::fs::write(dir.join("tokenizer_config.json"), pretty(&tc)).map_err(io)?;
 
     let entries = entries(s);
-    let mut header = serde_json::Map::new();
-    let mut at = 0usize;
-    for e in &entries {
-        let dtype = match e.dtype {
-            Dtype::F16 => "F16",
-            _ => "I32",
-        };
-        header.insert(
-            e.name.clone(),
-            json!({"dtype": dtype, "shape": e.shape, "data_offsets": [at, at + e.bytes()]}),
-        );
-        at += e.bytes();
-    }
-    let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("JSON");
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
+    let h = super::safetensors::header(
+        entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.dtype, e.shape.as_slice())),
+    );
     let file = File::create(dir.join("model.safetensors")).map_err(io)?;
     let mut out = BufWriter::with_capacity(1 << 22, file);
-    out.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
     out.write_all(&h).map_err(io)?;
     let mut rng = Rng::new(s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     for e in &entries {

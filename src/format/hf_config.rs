@@ -56,11 +56,7 @@ pub fn metadata(config: &Json) -> Result<Metadata, String> {
     let arch = architecture(model_type).ok_or_else(|| {
         format!("architecture '{model_type}' is not supported (llama, mistral, qwen2, qwen3, gemma3, phi3)")
     })?;
-    // Gemma 3's multimodal config keeps the text model's settings apart.
-    let c: &Map<String, Json> = match top.get("text_config").and_then(Json::as_object) {
-        Some(text) if model_type == "gemma3" => text,
-        _ => top,
-    };
+    let c = text_config(top);
     let uint = |k: &str| c.get(k).and_then(Json::as_u64);
     let float = |k: &str| c.get(k).and_then(Json::as_f64);
     let need = |k: &str| uint(k).ok_or_else(|| format!("config.json has no whole number '{k}'"));
@@ -130,29 +126,44 @@ pub fn metadata(config: &Json) -> Result<Metadata, String> {
     if let Some(t) = local_theta {
         put("rope.freq_base_swa", Value::F64(t));
     }
-    let scaling = global
-        .filter(|p| {
-            p.get("rope_type")
-                .and_then(Json::as_str)
-                .is_some_and(|t| t != "default")
-        })
-        .or_else(|| c.get("rope_scaling").and_then(Json::as_object));
-    if let Some(s) = scaling {
-        let kind = s
-            .get("rope_type")
-            .or_else(|| s.get("type"))
-            .and_then(Json::as_str)
-            .unwrap_or("linear");
-        if kind != "default" {
-            put("rope.scaling.type", Value::String(kind.to_string()));
-            if let Some(f) = s.get("factor").and_then(Json::as_f64) {
-                put("rope.scaling.factor", Value::F64(f));
+    if let Some(s) = rope_scaling(c) {
+        let kind = scaling_kind(s);
+        match kind {
+            // Frequency factors, as tensors (rope_factor_tensors), and for
+            // LongRoPE the context it was trained at and its attention factor.
+            "llama3" => {}
+            "longrope" | "su" => {
+                let orig = s
+                    .get("original_max_position_embeddings")
+                    .and_then(Json::as_u64)
+                    .or_else(|| uint("original_max_position_embeddings"))
+                    .ok_or("LongRoPE without 'original_max_position_embeddings'")?;
+                put("rope.scaling.original_context_length", Value::U64(orig));
+                let attn = match s.get("attention_factor").and_then(Json::as_f64) {
+                    Some(f) => f,
+                    None => {
+                        let scale = uint("max_position_embeddings").unwrap_or(orig) as f64
+                            / orig.max(1) as f64;
+                        if scale <= 1.0 || orig <= 1 {
+                            1.0
+                        } else {
+                            (1.0 + scale.ln() / (orig as f64).ln()).sqrt()
+                        }
+                    }
+                };
+                put("rope.scaling.attn_factor", Value::F64(attn));
             }
-            if let Some(n) = s
-                .get("original_max_position_embeddings")
-                .and_then(Json::as_u64)
-            {
-                put("rope.scaling.original_context_length", Value::U64(n));
+            _ => {
+                put("rope.scaling.type", Value::String(kind.to_string()));
+                if let Some(f) = s.get("factor").and_then(Json::as_f64) {
+                    put("rope.scaling.factor", Value::F64(f));
+                }
+                if let Some(n) = s
+                    .get("original_max_position_embeddings")
+                    .and_then(Json::as_u64)
+                {
+                    put("rope.scaling.original_context_length", Value::U64(n));
+                }
             }
         }
     }
@@ -188,6 +199,138 @@ pub fn metadata(config: &Json) -> Result<Metadata, String> {
         }
     }
     Ok(md)
+}
+
+/// The text model's settings: Gemma 3's multimodal config nests them.
+fn text_config(top: &Map<String, Json>) -> &Map<String, Json> {
+    match top.get("text_config").and_then(Json::as_object) {
+        Some(text) if top.get("model_type").and_then(Json::as_str) == Some("gemma3") => text,
+        _ => top,
+    }
+}
+
+/// Rope scaling other than the default: transformers 5's `rope_parameters`
+/// (the full-attention one where it is split by attention kind), or the
+/// older `rope_scaling`.
+fn rope_scaling(c: &Map<String, Json>) -> Option<&Map<String, Json>> {
+    let params = c.get("rope_parameters").and_then(Json::as_object);
+    let global = match params {
+        Some(p) if p.contains_key("full_attention") => {
+            p.get("full_attention").and_then(Json::as_object)
+        }
+        other => other,
+    };
+    global
+        .filter(|p| {
+            p.get("rope_type")
+                .and_then(Json::as_str)
+                .is_some_and(|t| t != "default")
+        })
+        .or_else(|| c.get("rope_scaling").and_then(Json::as_object))
+        .filter(|s| scaling_kind(s) != "default")
+}
+
+fn scaling_kind(s: &Map<String, Json>) -> &str {
+    s.get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(Json::as_str)
+        .unwrap_or("linear")
+}
+
+/// The rope frequency factors a config implies, as the F32 tensors a GGUF
+/// file would carry: Llama 3's `rope_freqs.weight` (computed as llama.cpp's
+/// converter does) and Phi-3's LongRoPE `rope_factors_short/long.weight`.
+pub fn rope_factor_tensors(config: &Json) -> Result<Vec<(&'static str, Vec<f32>)>, String> {
+    let Some(top) = config.as_object() else {
+        return Ok(Vec::new());
+    };
+    let c = text_config(top);
+    let Some(s) = rope_scaling(c) else {
+        return Ok(Vec::new());
+    };
+    let n_embd = c.get("hidden_size").and_then(Json::as_u64).unwrap_or(0);
+    let n_head = c
+        .get("num_attention_heads")
+        .and_then(Json::as_u64)
+        .unwrap_or(1)
+        .max(1);
+    let head_dim = c
+        .get("head_dim")
+        .and_then(Json::as_u64)
+        .unwrap_or(n_embd / n_head) as usize;
+    let f = |k: &str, default: f64| s.get(k).and_then(Json::as_f64).unwrap_or(default);
+    match scaling_kind(s) {
+        "llama3" => {
+            let theta = s
+                .get("rope_theta")
+                .or_else(|| c.get("rope_theta"))
+                .and_then(Json::as_f64)
+                .unwrap_or(10000.0);
+            Ok(vec![(
+                "rope_freqs.weight",
+                llama3_rope_factors(
+                    head_dim,
+                    theta,
+                    f("factor", 8.0),
+                    f("low_freq_factor", 1.0),
+                    f("high_freq_factor", 4.0),
+                    f("original_max_position_embeddings", 8192.0),
+                ),
+            )])
+        }
+        "longrope" | "su" => {
+            let list = |k: &str| -> Result<Vec<f32>, String> {
+                let v: Vec<f32> = s
+                    .get(k)
+                    .and_then(Json::as_array)
+                    .ok_or_else(|| format!("LongRoPE without '{k}'"))?
+                    .iter()
+                    .map(|x| x.as_f64().map(|x| x as f32))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| format!("LongRoPE '{k}' is not a list of numbers"))?;
+                if v.len() != head_dim / 2 {
+                    return Err(format!(
+                        "LongRoPE '{k}' has {} factors for a head of {head_dim}",
+                        v.len()
+                    ));
+                }
+                Ok(v)
+            };
+            Ok(vec![
+                ("rope_factors_short.weight", list("short_factor")?),
+                ("rope_factors_long.weight", list("long_factor")?),
+            ])
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Llama 3's frequency factors: 1 for wavelengths below the original
+/// context / `high`, `factor` above context / `low`, a smooth blend between.
+/// As llama.cpp's converter: frequencies in f32, the blend in f64.
+fn llama3_rope_factors(
+    head_dim: usize,
+    theta: f64,
+    factor: f64,
+    low: f64,
+    high: f64,
+    orig: f64,
+) -> Vec<f32> {
+    let (low_wavelen, high_wavelen) = (orig / low, orig / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor as f32
+            } else {
+                let smooth = (orig / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -237,12 +380,50 @@ mod tests {
                 "original_max_position_embeddings": 8192, "rope_type": "llama3"}}),
         );
         assert_eq!(h.rope_freq_base, Some(500000.0));
-        let s = h.rope_scaling.unwrap();
-        assert_eq!(
-            (s.kind.as_str(), s.factor, s.original_context),
-            ("llama3", Some(32.0), Some(8192))
-        );
+        // As a GGUF file: no scaling keys, frequency factors as a tensor.
+        assert_eq!(h.rope_scaling, None);
         assert_eq!(h.head_dim_k, Some(64));
+    }
+
+    #[test]
+    fn llama3_frequency_factors_as_llama_cpp_computes_them() {
+        let config = json!({"model_type": "llama", "hidden_size": 2048, "num_attention_heads": 32,
+            "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}});
+        let t = rope_factor_tensors(&config).unwrap();
+        assert_eq!(t.len(), 1);
+        let (name, f) = &t[0];
+        assert_eq!((*name, f.len()), ("rope_freqs.weight", 32));
+        assert!(f[..15].iter().all(|&x| x == 1.0) && f[18..].iter().all(|&x| x == 32.0));
+        for (got, want) in f[15..18].iter().zip([1.6513, 3.2923, 9.6667]) {
+            assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn phi3_longrope_factors_and_attention_factor() {
+        let half = |v: f64| vec![v; 48];
+        let config = json!({"model_type": "phi3", "num_hidden_layers": 2, "hidden_size": 3072,
+            "num_attention_heads": 32, "intermediate_size": 8192,
+            "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+            "rope_scaling": {"type": "longrope", "short_factor": half(1.0), "long_factor": half(2.0)}});
+        let md = metadata(&config).unwrap();
+        let attn = md.f64("phi3.rope.scaling.attn_factor").unwrap().unwrap();
+        assert!((attn - 1.190_238).abs() < 1e-6, "{attn}");
+        assert_eq!(
+            md.u64("phi3.rope.scaling.original_context_length").unwrap(),
+            Some(4096)
+        );
+        assert_eq!(hp(config.clone()).rope_scaling, None);
+        let t = rope_factor_tensors(&config).unwrap();
+        assert_eq!(t[0].0, "rope_factors_short.weight");
+        assert_eq!(t[1].1, vec![2.0; 48]);
+        let mut short = config;
+        short["rope_scaling"]["short_factor"] = json!(half(1.0)[..47]);
+        assert!(rope_factor_tensors(&short)
+            .unwrap_err()
+            .contains("47 factors"));
     }
 
     #[test]

@@ -48,7 +48,9 @@ fn hf_base(arch: &str, ours: &str) -> Option<String> {
         "attn_output" => "self_attn.o_proj",
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
-        "post_attention_norm" => "post_attention_layernorm",
+        // Gemma 3's norm after attention; llama-likes' of that name is their
+        // norm before the MLP (ffn_norm).
+        "post_attention_norm" if gemma => "post_attention_layernorm",
         // Gemma 3 norms around the MLP too; llama-likes name theirs after attention.
         "ffn_norm" if gemma => "pre_feedforward_layernorm",
         "ffn_norm" => "post_attention_layernorm",
@@ -130,6 +132,7 @@ mod tests {
             vec!["model.layers.0.self_attn.q_proj.bias"]
         );
         assert!(hf_names("llama", "rope_freqs.weight").is_empty());
+        assert!(hf_names("qwen3", "blk.0.post_attention_norm.weight").is_empty());
         assert!(hf_names("llama", "blk.x.attn_q.weight").is_empty());
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod awq;
 pub mod exl2;
+pub mod folder_from_gguf;
 pub mod folder_writer;
 pub mod gguf;
 pub mod gptq;

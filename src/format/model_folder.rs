@@ -116,6 +116,23 @@ fn chat_template(dir: &Path) -> Result<Option<String>, String> {
     Ok(None)
 }
 
+fn u16s(bytes: &[u8]) -> impl Iterator<Item = u16> + '_ {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+}
+
+/// An F32 vector made at open (not in the checkpoint).
+fn f32_vector(name: &str, values: Vec<f32>) -> Stored {
+    Stored {
+        name: name.to_string(),
+        format: WeightFormat::Ggml(GgmlType::F32),
+        dims: vec![values.len() as u64],
+        bytes: Bytes::Owned(values.into_iter().flat_map(f32::to_le_bytes).collect()),
+        input_order: None,
+    }
+}
+
 fn f16_bytes(w: Vec<u16>) -> Vec<u8> {
     w.into_iter().flat_map(u16::to_le_bytes).collect()
 }
@@ -260,6 +277,30 @@ impl ModelFolder {
                     },
                 );
                 break;
+            }
+        }
+        for (name, values) in hf_config::rope_factor_tensors(&config).map_err(in_dir)? {
+            tensors.insert(name.to_string(), f32_vector(name, values));
+        }
+        if arch == "gemma3" {
+            // Gemma's RMS norms scale by 1 + w; GGUF files (and our forward
+            // pass) keep 1 + w.
+            for (ours, s) in tensors.iter_mut() {
+                if !ours.ends_with("norm.weight") {
+                    continue;
+                }
+                let bytes = checkpoint.tensor(&s.name).map(|(_, b)| b).unwrap_or(&[]);
+                let values: Vec<f32> = match s.format.ggml() {
+                    GgmlType::F32 => bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    GgmlType::F16 => u16s(bytes).map(ggml::float16::f16_to_f32).collect(),
+                    GgmlType::BF16 => u16s(bytes).map(ggml::float16::bf16_to_f32).collect(),
+                    _ => continue,
+                };
+                let name = std::mem::take(&mut s.name);
+                *s = f32_vector(&name, values.into_iter().map(|w| 1.0 + w).collect());
             }
         }
         // Mapped entries remember the checkpoint name, not ours.

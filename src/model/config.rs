@@ -19,6 +19,7 @@ pub struct LayerAttn {
     pub window: Option<usize>,
 }
 
+#[derive(Debug)]
 pub struct Config {
     pub arch: Arch,
     pub n_layer: usize,

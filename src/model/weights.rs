@@ -265,6 +265,7 @@ impl<S: TensorSource> Loader<S> {
 }
 
 /// Shapes the loader checks tensors against.
+#[derive(Debug)]
 pub struct Shape {
     pub n_embd: usize,
     pub n_head: usize,

@@ -7,7 +7,9 @@ mod folder;
 mod header;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 pub use error::SafetensorsError;
 pub use folder::{Checkpoint, SafetensorsFile};
 pub use header::{parse, Dtype, Header, TensorInfo, MAX_HEADER_BYTES};
+pub use writer::header;
