@@ -188,7 +188,15 @@ impl Config {
                 }
             })
             .collect();
-        let attn_scale = 1.0 / (head_dim as f32).sqrt();
+        // Gemma 3 27B scales queries by its width per head (5376 / 32 = 168,
+        // its query_pre_attn_scalar) rather than its head size of 128;
+        // llama.cpp tells it by its 62 layers, as here.
+        let scaled_by = if arch.name == "gemma3" && n_layer == 62 {
+            n_embd / n_head
+        } else {
+            head_dim
+        };
+        let attn_scale = 1.0 / (scaled_by as f32).sqrt();
         let (q_scale, kq_scale) = if arch.scale_q {
             (Some(attn_scale), 1.0)
         } else {
