@@ -481,7 +481,8 @@ fn llm_info_reads_a_model_folder() {
 /// Writes a random-weight folder for benchmarks (run by hand and by the
 /// GPU session): LLM_WRITE_FOLDER (the directory), LLM_WRITE_SHAPE (7b or
 /// 1b), LLM_WRITE_FORMAT (f16, gptq4 (group 128), gptq4-act (act-order),
-/// gptq4-asym (zero points, as Q5_0 blocks) or gptq8).
+/// gptq4-asym (zero points, as Q5_0 blocks), gptq8, awq (group 128), exl2-4
+/// (every group 4 bits) or exl2 (the 4.0 bpw fixture's mix of widths)).
 #[test]
 #[ignore]
 fn write_a_bench_folder() {
@@ -501,6 +502,15 @@ fn write_a_bench_folder() {
         "gptq4-act" => gptq(4, true, true),
         "gptq4-asym" => gptq(4, false, false),
         "gptq8" => gptq(8, false, true),
+        "awq" => FolderWeights::Awq { group: 128 },
+        "exl2-4" => FolderWeights::Exl2 {
+            bits: Some(4),
+            head_bits: 6,
+        },
+        "exl2" => FolderWeights::Exl2 {
+            bits: None,
+            head_bits: 6,
+        },
         other => panic!("unknown LLM_WRITE_FORMAT {other}"),
     };
     let spec = FolderSpec::named(&shape, weights).expect("LLM_WRITE_SHAPE: 7b or 1b");

@@ -1,5 +1,5 @@
-//! Random-weight Hugging Face folders of a given Llama shape, plain f16 or
-//! GPTQ, for benchmarks (as model::synth writes GGUF files): speed does not
+//! Random-weight Hugging Face folders of a given Llama shape, plain f16,
+//! GPTQ, AWQ or EXL2, for benchmarks (as model::synth writes GGUF files): speed does not
 //! depend on the weights, and a 7B folder is written in seconds without
 //! holding it in memory.
 
@@ -24,6 +24,15 @@ pub enum FolderWeights {
         act_order: bool,
         sym: bool,
     },
+    /// AWQ GEMM, 4 bits, random zero points.
+    Awq { group: usize },
+    /// EXL2 in groups of 32 inputs under a random input permutation, every
+    /// group at `bits` or, with None, each projection mixed as exllamav2
+    /// 0.3.2 mixed the 4.0 bpw fixture's first layer (q, k, o: an eighth of
+    /// the groups at 6 bits, the rest 5; v 6; gate and up 4; down a twelfth
+    /// at 8, the rest 4: 4.5 bits a weight on a 7B shape); the head at
+    /// `head_bits`.
+    Exl2 { bits: Option<u32>, head_bits: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -67,7 +76,7 @@ struct Entry {
     fill: Fill,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Fill {
     /// f16 values uniform in `center ± spread`.
     F16 { center: f32, spread: f32 },
@@ -77,6 +86,8 @@ enum Fill {
     Word(u32),
     /// i32 `g_idx`: input i's group, shuffled when the flag says so.
     GroupIndex { group: usize, shuffled: bool },
+    /// These bytes.
+    Bytes(std::sync::Arc<[u8]>),
 }
 
 impl Entry {
@@ -143,7 +154,85 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
                 },
             ));
         }
+        FolderWeights::Awq { group } => {
+            let groups = inp.div_ceil(group);
+            entries.push(e("qweight", Dtype::I32, vec![inp, out / 8], Fill::Words));
+            entries.push(e("qzeros", Dtype::I32, vec![groups, out / 8], Fill::Words));
+            entries.push(e(
+                "scales",
+                Dtype::F16,
+                vec![groups, out],
+                Fill::F16 {
+                    center: 0.004,
+                    spread: 0.002,
+                },
+            ));
+        }
+        FolderWeights::Exl2 { bits, .. } => {
+            let (high_bits, high_share, bits) = match bits {
+                Some(b) => (b, 0.0, b),
+                None if prefix.ends_with("v_proj") => (6, 0.0, 6),
+                None if prefix.ends_with("_proj") && prefix.contains("self_attn") => (6, 0.125, 5),
+                None if prefix.ends_with("down_proj") => (8, 1.0 / 12.0, 4),
+                None => (4, 0.0, 4),
+            };
+            exl2_linear(entries, prefix, inp, out, bits, high_bits, high_share)
+        }
     }
+}
+
+/// One EXL2 layer: groups of 32 inputs, the first `high_share` of them at
+/// `high_bits`, the rest at `bits`; a random input permutation (fixed by the
+/// layer's size and position in the file, so runs are repeatable).
+fn exl2_linear(
+    entries: &mut Vec<Entry>,
+    prefix: &str,
+    inp: usize,
+    out: usize,
+    bits: u32,
+    high_bits: u32,
+    high_share: f32,
+) {
+    let groups = inp / 32;
+    let high = ((groups as f32 * high_share).ceil() as usize).min(groups);
+    let mut q_groups = Vec::with_capacity(4 * groups);
+    let mut packed = 0usize;
+    for g in 0..groups {
+        let b = if g < high { high_bits } else { bits };
+        q_groups.extend_from_slice(&(b as i16).to_le_bytes());
+        q_groups.extend_from_slice(&(packed as u16).to_le_bytes());
+        packed += b as usize;
+    }
+    let mut rng = Rng::new((inp * 31 + out + entries.len()) as u64);
+    let mut perm: Vec<u32> = (0..inp as u32).collect();
+    for i in (1..inp).rev() {
+        perm.swap(i, rng.next_u64() as usize % (i + 1));
+    }
+    let mut inv = vec![0u32; inp];
+    for (k, &p) in perm.iter().enumerate() {
+        inv[p as usize] = k as u32;
+    }
+    let words = |v: &[u32]| -> std::sync::Arc<[u8]> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let e = |name: &str, dtype, shape: Vec<usize>, fill| Entry {
+        name: format!("{prefix}.{name}"),
+        dtype,
+        shape,
+        fill,
+    };
+    entries.push(e("q_weight", Dtype::I32, vec![packed, out], Fill::Words));
+    entries.push(e("q_scale", Dtype::I32, vec![groups, out / 8], Fill::Words));
+    entries.push(e(
+        "q_scale_max",
+        Dtype::F16,
+        vec![groups],
+        Fill::F16 {
+            center: 0.02,
+            spread: 0.01,
+        },
+    ));
+    entries.push(e("q_groups", Dtype::I16, vec![2 * groups], Fill::Bytes(q_groups.into())));
+    entries.push(e("q_perm", Dtype::I32, vec![inp], Fill::Bytes(words(&perm))));
+    entries.push(e("q_invperm", Dtype::I32, vec![inp], Fill::Bytes(words(&inv))));
 }
 
 fn entries(s: &FolderSpec) -> Vec<Entry> {
@@ -167,19 +256,19 @@ fn entries(s: &FolderSpec) -> Vec<Entry> {
     v.push(f16(
         "model.embed_tokens.weight".into(),
         vec![s.n_vocab, s.n_embd],
-        plain,
+        plain.clone(),
     ));
     for l in 0..s.n_layer {
         let p = format!("model.layers.{l}");
         v.push(f16(
             format!("{p}.input_layernorm.weight"),
             vec![s.n_embd],
-            norm,
+            norm.clone(),
         ));
         v.push(f16(
             format!("{p}.post_attention_layernorm.weight"),
             vec![s.n_embd],
-            norm,
+            norm.clone(),
         ));
         for (name, inp, out) in [
             ("self_attn.q_proj", s.n_embd, s.n_embd),
@@ -193,12 +282,24 @@ fn entries(s: &FolderSpec) -> Vec<Entry> {
             linear(&mut v, &format!("{p}.{name}"), inp, out, s.weights);
         }
     }
-    v.push(f16("model.norm.weight".into(), vec![s.n_embd], norm));
-    v.push(f16(
-        "lm_head.weight".into(),
-        vec![s.n_vocab, s.n_embd],
-        plain,
-    ));
+    v.push(f16("model.norm.weight".into(), vec![s.n_embd], norm.clone()));
+    // GPTQ and AWQ keep the head in f16; exllamav2 quantises it too.
+    match s.weights {
+        FolderWeights::Exl2 { head_bits, .. } => exl2_linear(
+            &mut v,
+            "lm_head",
+            s.n_embd,
+            s.n_vocab,
+            head_bits,
+            head_bits,
+            0.0,
+        ),
+        _ => v.push(f16(
+            "lm_head.weight".into(),
+            vec![s.n_vocab, s.n_embd],
+            plain.clone(),
+        )),
+    }
     v
 }
 
@@ -206,8 +307,8 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
     let n = e.bytes();
     let mut buf = Vec::with_capacity(1 << 20);
     let mut done = 0;
-    let order: Vec<u32> = match e.fill {
-        Fill::GroupIndex { group, shuffled } => {
+    let order: Vec<u32> = match &e.fill {
+        &Fill::GroupIndex { group, shuffled } => {
             let inp = e.shape[0];
             let mut g: Vec<u32> = (0..inp).map(|i| (i / group) as u32).collect();
             if shuffled {
@@ -222,8 +323,8 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
     while done < n {
         buf.clear();
         let piece = (n - done).min(1 << 20);
-        match e.fill {
-            Fill::F16 { center, spread } => {
+        match &e.fill {
+            &Fill::F16 { center, spread } => {
                 for _ in 0..piece / 2 {
                     let h = ggml::float16::f32_to_f16(center + spread * rng.unit());
                     buf.extend_from_slice(&h.to_le_bytes());
@@ -234,7 +335,7 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
                     buf.extend_from_slice(&(rng.next_u64() as u32).to_le_bytes());
                 }
             }
-            Fill::Word(w) => {
+            &Fill::Word(w) => {
                 for _ in 0..piece / 4 {
                     buf.extend_from_slice(&w.to_le_bytes());
                 }
@@ -244,6 +345,7 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
                     buf.extend_from_slice(&g.to_le_bytes());
                 }
             }
+            Fill::Bytes(b) => buf.extend_from_slice(&b[done..done + piece]),
         }
         out.write_all(&buf)?;
         done += piece;
@@ -296,17 +398,31 @@ fn config_json(s: &FolderSpec) -> serde_json::Value {
         "eos_token_id": 1,
         "torch_dtype": "float16"
     });
-    if let FolderWeights::Gptq {
-        bits,
-        group,
-        act_order,
-        sym,
-    } = s.weights
-    {
-        c["quantization_config"] = json!({
-            "quant_method": "gptq", "bits": bits, "group_size": group,
-            "desc_act": act_order, "sym": sym, "checkpoint_format": "gptq"
-        });
+    match s.weights {
+        FolderWeights::F16 => {}
+        FolderWeights::Gptq {
+            bits,
+            group,
+            act_order,
+            sym,
+        } => {
+            c["quantization_config"] = json!({
+                "quant_method": "gptq", "bits": bits, "group_size": group,
+                "desc_act": act_order, "sym": sym, "checkpoint_format": "gptq"
+            })
+        }
+        FolderWeights::Awq { group } => {
+            c["quantization_config"] = json!({
+                "quant_method": "awq", "bits": 4, "group_size": group,
+                "version": "gemm", "zero_point": true
+            })
+        }
+        FolderWeights::Exl2 { bits, head_bits } => {
+            c["quantization_config"] = json!({
+                "quant_method": "exl2", "version": "0.3.2",
+                "bits": bits.map_or(4.0, |b| b as f32), "head_bits": head_bits
+            })
+        }
     }
     c
 }
@@ -315,12 +431,25 @@ fn config_json(s: &FolderSpec) -> serde_json::Value {
 /// and one model.safetensors.
 pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
-    if let FolderWeights::Gptq { bits, group, .. } = s.weights {
-        if ![2, 4, 8].contains(&bits) || group == 0 {
+    match s.weights {
+        FolderWeights::Gptq { bits, group, .. } if ![2, 4, 8].contains(&bits) || group == 0 => {
             return Err(format!(
                 "GPTQ of {bits} bits in groups of {group} is not written"
-            ));
+            ))
         }
+        FolderWeights::Awq { group } if group == 0 || group % 32 != 0 => {
+            return Err(format!("AWQ in groups of {group} is not written"))
+        }
+        FolderWeights::Exl2 { bits, head_bits }
+            if [bits.unwrap_or(4), head_bits]
+                .iter()
+                .any(|b| ![2, 3, 4, 5, 6, 8].contains(b))
+                || s.n_embd % 32 != 0
+                || s.n_ff % 32 != 0 =>
+        {
+            return Err("EXL2 of those widths or that shape is not written".to_string())
+        }
+        _ => {}
     }
     std::fs::create_dir_all(dir).map_err(io)?;
     let pretty = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
@@ -392,6 +521,54 @@ mod tests {
             assert_eq!(t.dims, [512, 256]);
             assert_eq!(t.input_order.is_some(), act_order);
             assert_eq!(folder.n_vocab(), Some(300));
+        }
+    }
+
+    #[test]
+    fn small_awq_and_exl2_folders_load_as_blocks() {
+        use super::super::TensorSource;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, weights, want, ordered) in [
+            ("awq", FolderWeights::Awq { group: 64 }, "Q5_0", false),
+            (
+                "exl2-4",
+                FolderWeights::Exl2 {
+                    bits: Some(4),
+                    head_bits: 6,
+                },
+                "Q4_0",
+                true,
+            ),
+            (
+                "exl2-mixed",
+                FolderWeights::Exl2 {
+                    bits: None,
+                    head_bits: 6,
+                },
+                "Q8_0",
+                true,
+            ),
+        ] {
+            let spec = FolderSpec {
+                n_layer: 2,
+                n_embd: 256,
+                n_head: 4,
+                n_head_kv: 2,
+                n_ff: 512,
+                n_vocab: 320,
+                weights,
+                seed: 5,
+            };
+            let path = dir.path().join(name);
+            write_folder(&spec, &path).unwrap();
+            let folder = super::super::model_folder::ModelFolder::open(&path)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let t = folder.tensor("blk.1.ffn_down.weight").unwrap();
+            assert_eq!(t.format.ggml().name(), want, "{name}");
+            assert_eq!(t.dims, [512, 256]);
+            assert_eq!(t.input_order.is_some(), ordered, "{name}");
+            let head = folder.tensor("output.weight").unwrap();
+            assert_eq!(head.dims, [256, 320]);
         }
     }
 }
