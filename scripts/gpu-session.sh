@@ -15,6 +15,12 @@
 #   call C (carry .gpu-c, made by GPU_PACK=.gpu-c scripts/gpu-suite.sh pack
 #       --folders): scripts/gpu-session.sh c
 #       the folder fixtures on the GPU, then 7B GPTQ folders' benchmarks
+#
+# Or, where the rival's figures of an earlier session stand (no change to the
+# GGUF decode path), one call: GPU_PACK=.gpu-d scripts/gpu-suite.sh pack
+# --lean, then (carry .gpu-d) scripts/gpu-session.sh d: the kernels' test,
+# the GPU suite but SmolLM2, the folder fixtures, and 7B folders' benchmarks
+# beside our one-type Q4_K and Q4_0 files written there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -107,5 +113,34 @@ c)
     rm -rf "$W/models/7b-$f"
   done
   ;;
-*) sed -n 2,19p "$0" >&2; exit 2 ;;
+d)
+  k=ggml/src/cuda/kernels
+  { nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
+    /tmp/test_matmul; } >"$out/test_matmul.log" 2>&1
+  echo "test_matmul rc=$?"; tail -3 "$out/test_matmul.log"
+  GPU_PACK=.gpu-d timeout 240 scripts/gpu-suite.sh run >"$out/suite-d.log" 2>&1
+  echo "suite rc=$?"
+  grep -E "^test |test result|planned|FAIL|panicked" "$out/suite-d.log" | grep -v " ok$" | tail -20
+  w=/tmp/llm-gpu
+  mkdir -p $w/fixtures $w/models
+  tar -C $w/fixtures -xJf .gpu-d/fixtures.tar.xz
+  LLM_FIXTURES=$w/fixtures timeout 120 $w/test-hf_folders --nocapture --test-threads 1 on_the_gpu \
+    >"$out/folders.log" 2>&1
+  echo "folders rc=$?"; grep -E "dequant reference|greedy|test result|panicked" "$out/folders.log" | tail -24
+  for t in ${GPU_SESSION_TYPES-Q4_K Q4_0}; do
+    LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$w/models/7b-$t.gguf LLM_WRITE_TYPE=$t \
+      $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+    timeout 100 $w/llm bench -m $w/models/7b-$t.gguf -ngl 99 -p 512 -n 128 -r 5 2>&1 |
+      grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
+    rm -f $w/models/7b-$t.gguf
+  done
+  for f in ${GPU_SESSION_FOLDERS-gptq4 gptq4-act gptq4-asym awq exl2-4 exl2}; do
+    LLM_WRITE_FOLDER=$w/models/7b-$f LLM_WRITE_SHAPE=7b LLM_WRITE_FORMAT=$f \
+      $w/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
+    timeout 100 $w/llm bench -m "$w/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |
+      grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
+    rm -rf "$w/models/7b-$f"
+  done
+  ;;
+*) sed -n 2,26p "$0" >&2; exit 2 ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU suite, in two halves (the GPU machine has no Rust toolchain):
 #
-#   scripts/gpu-suite.sh pack [--with-smollm2 PART]
+#   scripts/gpu-suite.sh pack [--with-smollm2 PART | --folders | --lean]
 #       here: builds llm and the GPU test binaries (release), strips and
 #       compresses them into .gpu/ with a vocabulary-only GGUF for the
 #       synthetic models. SmolLM2 (98 MB) is over one transfer's limit, so it
@@ -40,6 +40,12 @@ for line in sys.stdin:
     # Only the folder test, with three of the quantised fixtures
     # (tests/hf_folders.rs says which): scripts/gpu-session.sh c.
     find "$pack" -type f ! -name test-hf_folders.xz -delete
+    tar -C ../shared/fixtures -cJf "$pack/fixtures.tar.xz" tiny-llama-gptq-4bit-g64-actorder \
+      tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
+  fi
+  if [ "${2:-}" = "--lean" ]; then
+    # Everything but SmolLM2, with the folder fixtures: the whole check but
+    # the real model in one call (scripts/gpu-session.sh d).
     tar -C ../shared/fixtures -cJf "$pack/fixtures.tar.xz" tiny-llama-gptq-4bit-g64-actorder \
       tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
   fi

@@ -392,15 +392,26 @@ impl CudaBackend {
         };
         debug_assert!(
             parts.len() <= 3
-                && parts.iter().all(|(p, ..)| {
-                    (p.ty, p.cols, p.order_ptr()) == (w.ty, w.cols, w.order_ptr())
-                })
+                && parts
+                    .iter()
+                    .all(|(p, ..)| (p.ty, p.cols) == (w.ty, w.cols))
         );
         let outputs = match ep {
             Epilogue::Glu(_) => parts[0].2,
             _ => parts.iter().map(|p| p.2).sum(),
         };
-        let Some(plan) = m.plan(w.ty, ep, outputs, w.cols, self.info.sms.max(1) as usize) else {
+        // Each part reads X in its own input order; a glu whose gate and up
+        // orders differ quantises X twice.
+        let mut orders = [0u64; 3];
+        for (i, (pw, ..)) in parts.iter().enumerate() {
+            orders[i] = pw.order_ptr().unwrap_or(0);
+        }
+        let x_copies = match ep {
+            Epilogue::Glu(_) if orders[1] != orders[0] => 2,
+            _ => 1,
+        };
+        let sms = self.info.sms.max(1) as usize;
+        let Some(plan) = m.plan(w.ty, ep, outputs, w.cols, x_copies, sms) else {
             return false;
         };
         let mut ws = [0u64; 3];
@@ -419,9 +430,7 @@ impl CudaBackend {
             .map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32)
             .sum();
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        // Every part shares the first's input order (the callers group so).
-        let order = w.order_ptr().unwrap_or(0);
-        let args: [&dyn KernelArg; 15] = [
+        let args: [&dyn KernelArg; 17] = [
             &x.mem.ptr,
             &ws[0],
             &ys[0],
@@ -436,7 +445,9 @@ impl CudaBackend {
             &rb,
             &plan.stages,
             &plan.split,
-            &order,
+            &orders[0],
+            &orders[1],
+            &orders[2],
         ];
         self.keep(
             plan.f
@@ -951,11 +962,13 @@ impl Backend for CudaBackend {
         t: usize,
         products: &mut [(&CudaMat, &mut CudaBuf)],
     ) {
-        // Runs of products of one type, shape and input order go as one launch.
+        // Runs of products of one type and shape go as one launch: for one
+        // token whatever their input orders (matvec1 reads X through each),
+        // for batches only those of one order (gathered once).
         let mut i = 0;
         while i < products.len() {
             let w = products[i].0;
-            let key = |m: &CudaMat| (m.ty, m.cols, m.order_ptr());
+            let key = |m: &CudaMat| (m.ty, m.cols, if t == 1 { None } else { m.order_ptr() });
             let mut n = 1;
             while n < 3 && i + n < products.len() && key(products[i + n].0) == key(w) {
                 n += 1;
@@ -965,12 +978,18 @@ impl Backend for CudaBackend {
                 .iter()
                 .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
                 .collect();
-            if !(t == 1 && self.matvec1(Epilogue::Store, w, x, &parts)) {
+            let one_order = run.iter().all(|(pw, _)| pw.order_ptr() == w.order_ptr());
+            if t == 1 && self.matvec1(Epilogue::Store, w, x, &parts) {
+            } else if one_order {
                 self.in_order(sc, w, x, t, |x| {
                     for (pw, out) in run.iter_mut() {
                         self.matmul_in_order(pw, x, t, out);
                     }
                 });
+            } else {
+                for (pw, out) in run.iter_mut() {
+                    self.in_order(sc, pw, x, t, |x| self.matmul_in_order(pw, x, t, out));
+                }
             }
             i += n;
         }
@@ -1004,7 +1023,8 @@ impl Backend for CudaBackend {
         gate: &mut CudaBuf,
         up: &mut CudaBuf,
     ) {
-        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes, m.order_ptr());
+        // matvec1 reads X in each one's input order.
+        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes);
         let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
         let done = t == 1
             && shape(w_gate) == shape(w_up)

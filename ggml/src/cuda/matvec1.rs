@@ -157,8 +157,9 @@ impl Matvec1 {
         })
     }
 
-    /// The launch for `rows` outputs in all over `cols` columns on a GPU
-    /// of `sms` multiprocessors; None when X does not fit its shared memory.
+    /// The launch for `rows` outputs in all over `cols` columns (X held
+    /// `x_copies` times: a glu of two input orders holds two) on a GPU of
+    /// `sms` multiprocessors; None when X does not fit its shared memory.
     /// Two rows a warp halve the copies of X, but only while that still
     /// leaves a block for every multiprocessor.
     /// The stages shrink until the block fits its shared memory.
@@ -168,6 +169,7 @@ impl Matvec1 {
         epilogue: Epilogue,
         rows: usize,
         cols: usize,
+        x_copies: usize,
         sms: usize,
     ) -> Option<Plan> {
         let two = rows.div_ceil(16) >= sms;
@@ -193,7 +195,7 @@ impl Matvec1 {
         let ahead = segments_ahead().min(segments.div_ceil(split));
         (1..=ahead).rev().find_map(|ahead| {
             let stages = ahead + 1;
-            let shared = x16_bytes(cols) + 8 * warp_rows * stages * slot_bytes(ty);
+            let shared = x_copies * x16_bytes(cols) + 8 * warp_rows * stages * slot_bytes(ty);
             (shared <= k.max_shared).then_some(Plan {
                 f: k.f,
                 shared: shared as u32,

@@ -514,18 +514,24 @@ struct Mv1Parts {
 // ST (2..8) slots of a segment a row: ST - 1 segments in flight while one
 // is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
 // then the slots, [warp][row][stage].
+// Each part reads X through its own order (orders[p], null for none). A
+// glu's gate and up may have different orders (act-order GPTQ): then X is
+// quantised twice, the up's copy after the gate's (`two_x`, block-uniform).
 template <int T, int R, int OUT>
-__device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsigned* __restrict__ order,
+__device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsigned* const (&orders)[3],
                                         const Mv1Parts& parts, int cols, long long row_bytes, int ST, int S) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int SLOT = mv_slot_bytes(T);
     extern __shared__ __align__(16) uint8_t xq[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int x_bytes = ((cols >> 5) * 80 + 15) & ~15;
+    const bool two_x = GLU && orders[1] != orders[0];
+    uint8_t* const xq_up = xq + (two_x ? x_bytes : 0);
     uint8_t* slots[R];
 #pragma unroll
     for (int i = 0; i < R; ++i)
-        slots[i] = xq + (((cols >> 5) * 80 + 15) & ~15) + ((warp * R + i) * ST) * SLOT;
+        slots[i] = xq + (two_x ? 2 : 1) * x_bytes + ((warp * R + i) * ST) * SLOT;
 
     __shared__ float partial[MV1_WARPS][R];
     // Warp `warp` is piece `kw` of row group `group` (S pieces a group).
@@ -569,11 +575,13 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
         async_commit();
     }
     // X while the first weights arrive.
-    mv1_quantize_x(X, order, xq, cols);
+    mv1_quantize_x(X, GLU ? orders[0] : Mv1Parts::pick(orders, part), xq, cols);
+    if (two_x) mv1_quantize_x(X, orders[1], xq_up, cols);
     __syncthreads();
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
     const int2* halves = reinterpret_cast<const int2*>(sums + nchunks);
+    const float* up_scales = reinterpret_cast<const float*>(xq_up + 64 * nchunks);
     constexpr int OFFSET = int_offset(T);
     float acc[R];
 #pragma unroll
@@ -596,10 +604,18 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
             uint4 x[4];
 #pragma unroll
             for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
-            const float dx = scales[c], sx = sums[c];
-            const int2 half = OFFSET != 0 ? halves[c] : make_int2(0, 0);
+            float dx = scales[c], sx = sums[c];
+            int2 half = OFFSET != 0 ? halves[c] : make_int2(0, 0);
 #pragma unroll
             for (int i = 0; i < R; ++i) {
+                if (GLU && i == 1 && two_x) {
+#pragma unroll
+                    for (int p = 0; p < 4; ++p)
+                        x[p] = *reinterpret_cast<const uint4*>(xq_up + 64 * c + 16 * (p ^ (c & 3)));
+                    dx = up_scales[c];
+                    sx = up_scales[nchunks + c];
+                    if (OFFSET != 0) half = reinterpret_cast<const int2*>(up_scales + 2 * nchunks)[c];
+                }
                 if (!active[i]) continue;
                 const int skew = static_cast<int>(
                     (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
@@ -948,10 +964,12 @@ GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 // matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
-// row_bytes, stages, split, order): one token, X f32 (read through `order`
-// where it is not null: the weights' stored input order); block 256, dynamic shared
-// memory 80 * cols / 32 rounded up to 16, plus 8 R stages mv_slot_bytes(t)
-// (2 <= stages <= 8); each row over `split` warps (1, 2, 4 or 8). Variants:
+// row_bytes, stages, split, order0, order1, order2): one token, X f32 (read
+// for part p through order_p where it is not null: its weights' stored
+// input order); block 256, dynamic shared memory 80 * cols / 32 rounded up
+// to 16 (twice for a glu whose two orders differ), plus 8 R stages
+// mv_slot_bytes(t) (2 <= stages <= 8); each row over `split` warps (1, 2, 4
+// or 8). Variants:
 //   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
 //              a warp, grid sum_p ceil(rows_p / (8 R / split));
 //   r1a, r2a:  Y0 += W0 X (one part);
@@ -962,9 +980,11 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
         matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
                                    int rows2, int cols, long long row_bytes, int stages, int split,         \
-                                   const unsigned* order) {                                                 \
+                                   const unsigned* order0, const unsigned* order1,                          \
+                                   const unsigned* order2) {                                                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        matvec1<T, R, OUT>(X, order, parts, cols, row_bytes, stages, split);                                \
+        const unsigned* const orders[3] = {order0, order1, order2};                                         \
+        matvec1<T, R, OUT>(X, orders, parts, cols, row_bytes, stages, split);                               \
     }
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \
