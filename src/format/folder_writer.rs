@@ -84,8 +84,13 @@ enum Fill {
     Words,
     /// One repeated 32-bit word.
     Word(u32),
-    /// i32 `g_idx`: input i's group, shuffled when the flag says so.
-    GroupIndex { group: usize, shuffled: bool },
+    /// i32 `g_idx`: input i's group, shuffled (by a generator of `seed`)
+    /// when the flag says so.
+    GroupIndex {
+        group: usize,
+        shuffled: bool,
+        seed: u64,
+    },
     /// These bytes.
     Bytes(std::sync::Arc<[u8]>),
 }
@@ -151,6 +156,7 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
                 Fill::GroupIndex {
                     group,
                     shuffled: act_order,
+                    seed: input_seed(prefix),
                 },
             ));
         }
@@ -181,9 +187,23 @@ fn linear(entries: &mut Vec<Entry>, prefix: &str, inp: usize, out: usize, w: Fol
     }
 }
 
+/// A seed for the input order of the layer at `prefix`: the same for the
+/// projections that read one input (q, k and v; gate and up), as the
+/// quantisers' orders are (they follow the input's statistics; so are the
+/// fixtures').
+fn input_seed(prefix: &str) -> u64 {
+    let input = prefix
+        .replace("k_proj", "q_proj")
+        .replace("v_proj", "q_proj")
+        .replace("up_proj", "gate_proj");
+    input
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 /// One EXL2 layer: groups of 32 inputs, the first `high_share` of them at
-/// `high_bits`, the rest at `bits`; a random input permutation (fixed by the
-/// layer's size and position in the file, so runs are repeatable).
+/// `high_bits`, the rest at `bits`; a random input permutation, shared by
+/// the projections of one input (input_seed).
 fn exl2_linear(
     entries: &mut Vec<Entry>,
     prefix: &str,
@@ -203,7 +223,7 @@ fn exl2_linear(
         q_groups.extend_from_slice(&(packed as u16).to_le_bytes());
         packed += b as usize;
     }
-    let mut rng = Rng::new((inp * 31 + out + entries.len()) as u64);
+    let mut rng = Rng::new(input_seed(prefix));
     let mut perm: Vec<u32> = (0..inp as u32).collect();
     for i in (1..inp).rev() {
         perm.swap(i, rng.next_u64() as usize % (i + 1));
@@ -308,9 +328,14 @@ fn write_fill(out: &mut impl Write, e: &Entry, rng: &mut Rng) -> std::io::Result
     let mut buf = Vec::with_capacity(1 << 20);
     let mut done = 0;
     let order: Vec<u32> = match &e.fill {
-        &Fill::GroupIndex { group, shuffled } => {
+        &Fill::GroupIndex {
+            group,
+            shuffled,
+            seed,
+        } => {
             let inp = e.shape[0];
             let mut g: Vec<u32> = (0..inp).map(|i| (i / group) as u32).collect();
+            let mut rng = Rng::new(seed);
             if shuffled {
                 for i in (1..inp).rev() {
                     g.swap(i, rng.next_u64() as usize % (i + 1));
@@ -519,7 +544,10 @@ mod tests {
             };
             assert_eq!(t.format.ggml().name(), want);
             assert_eq!(t.dims, [512, 256]);
-            assert_eq!(t.input_order.is_some(), act_order);
+            // The down projection's order went into gate's and up's rows.
+            assert!(t.input_order.is_none());
+            let gate = folder.tensor("blk.1.ffn_gate.weight").unwrap();
+            assert_eq!(gate.input_order.is_some(), act_order);
             assert_eq!(folder.n_vocab(), Some(300));
         }
     }
@@ -566,7 +594,9 @@ mod tests {
             let t = folder.tensor("blk.1.ffn_down.weight").unwrap();
             assert_eq!(t.format.ggml().name(), want, "{name}");
             assert_eq!(t.dims, [512, 256]);
-            assert_eq!(t.input_order.is_some(), ordered, "{name}");
+            assert!(t.input_order.is_none(), "{name}");
+            let o = folder.tensor("blk.1.attn_output.weight").unwrap();
+            assert_eq!(o.input_order.is_some(), ordered, "{name}");
             let head = folder.tensor("output.weight").unwrap();
             assert_eq!(head.dims, [256, 320]);
         }

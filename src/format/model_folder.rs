@@ -279,6 +279,9 @@ impl ModelFolder {
                 break;
             }
         }
+        for i in 0..n_layer {
+            feed_down_in_its_order(&mut tensors, i, arch == "phi3");
+        }
         for (name, values) in hf_config::rope_factor_tensors(&config).map_err(in_dir)? {
             tensors.insert(name.to_string(), f32_vector(name, values));
         }
@@ -325,6 +328,57 @@ impl ModelFolder {
             .and_then(|t| t.dims.get(1))
             .map(|&n| n as usize)
     }
+}
+
+/// Where a layer's down projection keeps its inputs in an order of its own
+/// (act-order GPTQ, EXL2), the gate and up projections' rows go into that
+/// order instead: their product then arrives as the down projection reads
+/// it, and no backend gathers it. Only rows move, so every product is the
+/// same. phi3's fused gate_up holds gate then up, each reordered alike.
+fn feed_down_in_its_order(tensors: &mut HashMap<String, Stored>, layer: u64, fused: bool) {
+    let name = |t: &str| format!("blk.{layer}.{t}.weight");
+    let Some(order) = tensors
+        .get(&name("ffn_down"))
+        .and_then(|d| d.input_order.clone())
+    else {
+        return;
+    };
+    let feeders: &[&str] = if fused {
+        &["ffn_up"]
+    } else {
+        &["ffn_gate", "ffn_up"]
+    };
+    let n = order.len();
+    let fits = |s: &Stored| {
+        let rows = s.dims.get(1).copied().unwrap_or(0) as usize;
+        matches!(s.bytes, Bytes::Owned(_)) && rows == if fused { 2 * n } else { n }
+    };
+    if !feeders
+        .iter()
+        .all(|f| tensors.get(&name(f)).is_some_and(fits))
+    {
+        return;
+    }
+    for f in feeders {
+        let s = tensors.get_mut(&name(f)).expect("checked");
+        let Bytes::Owned(bytes) = &mut s.bytes else {
+            unreachable!("checked")
+        };
+        let rows = s.dims[1] as usize;
+        let row = bytes.len() / rows;
+        let mut moved = vec![0u8; bytes.len()];
+        for half in 0..rows / n {
+            for (j, &from) in order.iter().enumerate() {
+                let (to, from) = (half * n + j, half * n + from as usize);
+                moved[to * row..(to + 1) * row].copy_from_slice(&bytes[from * row..(from + 1) * row]);
+            }
+        }
+        *bytes = moved;
+    }
+    tensors
+        .get_mut(&name("ffn_down"))
+        .expect("checked")
+        .input_order = None;
 }
 
 /// A quantised layer as blocks, or as f16 where blocks cannot hold it.
