@@ -139,6 +139,11 @@ d)
       $w/test-hf_folders --ignored write_a_bench_folder >/dev/null 2>&1
     timeout 100 $w/llm bench -m "$w/models/7b-$f" -ngl 99 -p 512 -n 128 -r 5 2>&1 |
       grep -E "^\| 7b" | tee -a "$out/bench-folders.log"
+    # GPU_SESSION_AB="VAR=VALUE ...": the folder's decode under each setting too.
+    for ab in ${GPU_SESSION_AB:-}; do
+      env "$ab" timeout 60 $w/llm bench -m "$w/models/7b-$f" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+        grep -E "^\| 7b" | sed "s/^/$ab /" | tee -a "$out/bench-folders.log"
+    done
     rm -rf "$w/models/7b-$f"
   done
   ;;

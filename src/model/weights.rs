@@ -169,6 +169,10 @@ impl Weights {
 /// Looks tensors up and checks their shapes.
 pub struct Loader<S: TensorSource> {
     pub source: Arc<S>,
+    /// Input orders handed out so far: projections of one input (q, k and
+    /// v; gate and up) have equal orders, and sharing one lets the backends
+    /// see that by pointer (one activation quantisation, one launch).
+    pub orders: std::sync::Mutex<Vec<Arc<[u32]>>>,
 }
 
 impl<S: TensorSource> Loader<S> {
@@ -232,8 +236,18 @@ impl<S: TensorSource> Loader<S> {
             owner,
             ptr: t.bytes.as_ptr(),
             len: t.bytes.len(),
-            input_order: t.input_order.map(Arc::from),
+            input_order: t.input_order.map(|o| self.shared_order(o)),
         })
+    }
+
+    fn shared_order(&self, order: &[u32]) -> Arc<[u32]> {
+        let mut known = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = known.iter().find(|o| ***o == *order) {
+            return o.clone();
+        }
+        let o: Arc<[u32]> = Arc::from(order);
+        known.push(o.clone());
+        o
     }
 
     /// A vector, dequantised to f32 (norm weights and biases are small).
@@ -286,6 +300,7 @@ pub fn load<S: TensorSource>(
     let path = source.path().to_path_buf();
     let l = Loader {
         source: source.clone(),
+        orders: Default::default(),
     };
     let q_dim = s.n_head * s.head_dim;
     let kv_dim = s.n_head_kv * s.head_dim;

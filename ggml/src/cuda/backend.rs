@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::driver::{
     check, Context, CuResult, DeviceInfo, DeviceMem, Event, Function, Graph, KernelArg, Module,
     PinnedMem, Stream,
 };
-use super::matvec1::{Epilogue, Matvec1};
+use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
 use crate::backend::{
     Attention, Backend, BackendError, Glu, HostCopy, HostMat, MatmulOffload, WEIGHT_ALIGN,
 };
@@ -69,6 +69,9 @@ pub struct CudaBackend {
     rooms: Mutex<Vec<Room>>,
     /// The widest weight with an input order (for `CudaScratch::gathered`).
     ordered_cols: AtomicUsize,
+    /// Input orders uploaded, by the host's shared copy: weights of one
+    /// input share one (and so one gather, one launch).
+    orders: Mutex<Vec<(Arc<[u32]>, Arc<Storage>)>>,
     /// Room for the CPU's offloaded matmuls.
     offload: Mutex<Option<OffloadRoom>>,
     stream: Stream,
@@ -117,12 +120,12 @@ pub struct CudaMat {
     cols: usize,
     row_bytes: usize,
     /// The input order of the stored columns (HostMat::input_order), as u32s.
-    order: Option<Storage>,
+    order: Option<Arc<Storage>>,
 }
 
 impl CudaMat {
     /// `w`'s shape, its bytes at `mem`, its input order at `order`.
-    pub(super) fn of(w: &HostMat, mem: Storage, order: Option<Storage>) -> CudaMat {
+    pub(super) fn of(w: &HostMat, mem: Storage, order: Option<Arc<Storage>>) -> CudaMat {
         CudaMat {
             mem,
             ty: w.format.ggml(),
@@ -134,7 +137,7 @@ impl CudaMat {
     }
 
     fn order_ptr(&self) -> Option<u64> {
-        self.order.as_ref().map(Storage::ptr)
+        self.order.as_ref().map(|o| o.ptr())
     }
 }
 
@@ -286,6 +289,7 @@ impl CudaBackend {
             error: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
             ordered_cols: AtomicUsize::new(0),
+            orders: Mutex::new(Vec::new()),
             offload: Mutex::new(None),
             stream: Stream::new()?,
             _modules: modules,
@@ -354,7 +358,26 @@ impl CudaBackend {
         let Some(order) = w.order_ptr() else {
             return f(x);
         };
-        let n = t * w.cols;
+        let Some(g) = self.gather(sc, x, order, w.cols, t) else {
+            return f(x);
+        };
+        let r = f(&g);
+        sc.gathered = Some(g);
+        r
+    }
+
+    /// `t` rows of `cols` of `x` read through `order`, in the scratch's
+    /// buffer (taken: put it back); None (the failure kept for the next
+    /// read) where no buffer could be had.
+    fn gather(
+        &self,
+        sc: &mut CudaScratch,
+        x: &CudaBuf,
+        order: u64,
+        cols: usize,
+        t: usize,
+    ) -> Option<CudaBuf> {
+        let n = t * cols;
         let g = match sc.gathered.take() {
             Some(g) if g.len >= n => g,
             _ => match self.buf(n) {
@@ -362,19 +385,17 @@ impl CudaBackend {
                 Err(e) => {
                     // Reported at the next read; the product runs on stale input.
                     self.keep(Err(e));
-                    return f(x);
+                    return None;
                 }
             },
         };
-        let (width, len) = (w.cols as i32, n as i64);
+        let (width, len) = (cols as i32, n as i64);
         self.elementwise(
             self.kernels.gather_cols,
             n,
             &[&x.mem.ptr, &order, &width, &g.mem.ptr, &len],
         );
-        let r = f(&g);
-        sc.gathered = Some(g);
-        r
+        Some(g)
     }
 
     /// One token's products `parts` (weight, output, its rows) of matrices of
@@ -382,6 +403,7 @@ impl CudaBackend {
     /// where the type or width has none. Glu takes gate and up, one output.
     fn matvec1(
         &self,
+        sc: &mut CudaScratch,
         ep: Epilogue,
         w: &CudaMat,
         x: &CudaBuf,
@@ -429,9 +451,23 @@ impl CudaBackend {
             .iter()
             .map(|&r| (r as usize).div_ceil(plan.rows_per_block) as u32)
             .sum();
+        // Parts of one input order read X gathered once by a small kernel:
+        // gathering inside the product costs every block scattered loads
+        // (7B act-order decode 227 tokens/s that way).
+        let mut gathered = None;
+        if orders[0] != 0
+            && orders[1..parts.len()].iter().all(|&o| o == orders[0])
+            && !gather_in_matvec1()
+        {
+            gathered = self.gather(sc, x, orders[0], w.cols, 1);
+            if gathered.is_some() {
+                orders = [0; 3];
+            }
+        }
+        let x_ptr = gathered.as_ref().map_or(x.mem.ptr, |g| g.mem.ptr);
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
         let args: [&dyn KernelArg; 17] = [
-            &x.mem.ptr,
+            &x_ptr,
             &ws[0],
             &ys[0],
             &rows[0],
@@ -453,6 +489,9 @@ impl CudaBackend {
             plan.f
                 .launch(&self.stream, (grid.max(1), 1, 1), 256, plan.shared, &args),
         );
+        if gathered.is_some() {
+            sc.gathered = gathered;
+        }
         true
     }
 
@@ -838,10 +877,19 @@ impl Backend for CudaBackend {
         let order = match &w.input_order {
             Some(order) => {
                 self.ordered_cols.fetch_max(w.cols, Ordering::Relaxed);
-                let o = self.weight_storage(order.len() * 4, &format!("tensor '{}'", w.name))?;
-                self.upload(o.ptr(), u32_bytes(order))
-                    .map_err(|e| self.name_device(e))?;
-                Some(o)
+                let mut known = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+                match known.iter().find(|(host, _)| Arc::ptr_eq(host, order)) {
+                    Some((_, o)) => Some(o.clone()),
+                    None => {
+                        let what = format!("tensor '{}'", w.name);
+                        let o = self.weight_storage(order.len() * 4, &what)?;
+                        self.upload(o.ptr(), u32_bytes(order))
+                            .map_err(|e| self.name_device(e))?;
+                        let o = Arc::new(o);
+                        known.push((order.clone(), o.clone()));
+                        Some(o)
+                    }
+                }
             }
             None => None,
         };
@@ -949,7 +997,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
-        if t == 1 && self.matvec1(Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
+        if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
             return;
         }
         self.in_order(sc, w, x, t, |x| self.matmul_in_order(w, x, t, out));
@@ -979,7 +1027,7 @@ impl Backend for CudaBackend {
                 .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
                 .collect();
             let one_order = run.iter().all(|(pw, _)| pw.order_ptr() == w.order_ptr());
-            if t == 1 && self.matvec1(Epilogue::Store, w, x, &parts) {
+            if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &parts) {
             } else if one_order {
                 self.in_order(sc, w, x, t, |x| {
                     for (pw, out) in run.iter_mut() {
@@ -1005,7 +1053,7 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        if !(t == 1 && self.matvec1(Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])) {
+        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])) {
             self.matmul(sc, w, x, t, tmp);
             self.add(acc, tmp, t * width);
         }
@@ -1028,7 +1076,7 @@ impl Backend for CudaBackend {
         let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
         let done = t == 1
             && shape(w_gate) == shape(w_up)
-            && self.matvec1(Epilogue::Glu(act), w_gate, x, &parts);
+            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts);
         if !done {
             self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
             self.glu(act, gate, up, t * width);

@@ -65,6 +65,14 @@ fn segments_ahead() -> usize {
     })
 }
 
+/// LLM_CUDA_MV1_GATHER_IN_KERNEL=1: one token's products of one input order
+/// read X through the order inside matvec1 rather than from a copy
+/// gathered first (for timing the two).
+pub fn gather_in_matvec1() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_GATHER_IN_KERNEL").is_some_and(|v| v == "1"))
+}
+
 /// The blocks a launch should make per multiprocessor before its rows are
 /// split over more warps, unless LLM_CUDA_MV1_TARGET says otherwise (0: never
 /// split); LLM_CUDA_MV1_SPLIT (1, 2, 4 or 8) fixes the split instead.

@@ -72,7 +72,7 @@ impl CudaBackend {
             Some(order) => {
                 let mem = self.alloc(order.len() * 4, "an input order")?;
                 self.send_bytes(mem.ptr, super::backend::u32_bytes(order), copy)?;
-                Some(Storage::Own(mem))
+                Some(std::sync::Arc::new(Storage::Own(mem)))
             }
             None => None,
         };
