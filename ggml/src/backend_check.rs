@@ -727,6 +727,10 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
         (8, 2, 128, None, 1100, 900, 1),
         (4, 4, 64, None, 600, 590, 3),
         (4, 2, 128, Some(300), 812, 1500, 2),
+        // Sixteen splits; a head size without a 16-byte decode kernel.
+        (8, 2, 128, None, 4200, 4000, 1),
+        (4, 2, 96, None, 700, 650, 1),
+        (4, 1, 256, None, 1300, 1200, 2),
     ]
     .into_iter()
     .map(|case| (case, None))
