@@ -248,7 +248,7 @@ fn every_architecture_reads_the_same_from_a_folder_as_from_gguf() {
         n_head_kv: 2,
         n_ff: 512,
         n_ctx: 128,
-        tied: seed % 2 == 0 && arch != "phi3",
+        tied: seed.is_multiple_of(2) && arch != "phi3",
         seed,
         longrope_orig: None,
         rope_scaling: None,

@@ -25,14 +25,19 @@ pub enum FolderWeights {
         sym: bool,
     },
     /// AWQ GEMM, 4 bits, random zero points.
-    Awq { group: usize },
+    Awq {
+        group: usize,
+    },
     /// EXL2 in groups of 32 inputs under a random input permutation, every
     /// group at `bits` or, with None, each projection mixed as exllamav2
     /// 0.3.2 mixed the 4.0 bpw fixture's first layer (q, k, o: an eighth of
     /// the groups at 6 bits, the rest 5; v 6; gate and up 4; down a twelfth
     /// at 8, the rest 4: 4.5 bits a weight on a 7B shape); the head at
     /// `head_bits`.
-    Exl2 { bits: Option<u32>, head_bits: u32 },
+    Exl2 {
+        bits: Option<u32>,
+        head_bits: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -196,9 +201,9 @@ fn input_seed(prefix: &str) -> u64 {
         .replace("k_proj", "q_proj")
         .replace("v_proj", "q_proj")
         .replace("up_proj", "gate_proj");
-    input
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    input.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// One EXL2 layer: groups of 32 inputs, the first `high_share` of them at
@@ -232,7 +237,8 @@ fn exl2_linear(
     for (k, &p) in perm.iter().enumerate() {
         inv[p as usize] = k as u32;
     }
-    let words = |v: &[u32]| -> std::sync::Arc<[u8]> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let words =
+        |v: &[u32]| -> std::sync::Arc<[u8]> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
     let e = |name: &str, dtype, shape: Vec<usize>, fill| Entry {
         name: format!("{prefix}.{name}"),
         dtype,
@@ -250,9 +256,24 @@ fn exl2_linear(
             spread: 0.01,
         },
     ));
-    entries.push(e("q_groups", Dtype::I16, vec![2 * groups], Fill::Bytes(q_groups.into())));
-    entries.push(e("q_perm", Dtype::I32, vec![inp], Fill::Bytes(words(&perm))));
-    entries.push(e("q_invperm", Dtype::I32, vec![inp], Fill::Bytes(words(&inv))));
+    entries.push(e(
+        "q_groups",
+        Dtype::I16,
+        vec![2 * groups],
+        Fill::Bytes(q_groups.into()),
+    ));
+    entries.push(e(
+        "q_perm",
+        Dtype::I32,
+        vec![inp],
+        Fill::Bytes(words(&perm)),
+    ));
+    entries.push(e(
+        "q_invperm",
+        Dtype::I32,
+        vec![inp],
+        Fill::Bytes(words(&inv)),
+    ));
 }
 
 fn entries(s: &FolderSpec) -> Vec<Entry> {
@@ -302,17 +323,15 @@ fn entries(s: &FolderSpec) -> Vec<Entry> {
             linear(&mut v, &format!("{p}.{name}"), inp, out, s.weights);
         }
     }
-    v.push(f16("model.norm.weight".into(), vec![s.n_embd], norm.clone()));
+    v.push(f16(
+        "model.norm.weight".into(),
+        vec![s.n_embd],
+        norm.clone(),
+    ));
     // GPTQ and AWQ keep the head in f16; exllamav2 quantises it too.
     match s.weights {
         FolderWeights::Exl2 { head_bits, .. } => exl2_linear(
-            &mut v,
-            "lm_head",
-            s.n_embd,
-            s.n_vocab,
-            head_bits,
-            head_bits,
-            0.0,
+            &mut v, "lm_head", s.n_embd, s.n_vocab, head_bits, head_bits, 0.0,
         ),
         _ => v.push(f16(
             "lm_head.weight".into(),
@@ -462,15 +481,15 @@ pub fn write_folder(s: &FolderSpec, dir: &Path) -> Result<(), String> {
                 "GPTQ of {bits} bits in groups of {group} is not written"
             ))
         }
-        FolderWeights::Awq { group } if group == 0 || group % 32 != 0 => {
+        FolderWeights::Awq { group } if group == 0 || !group.is_multiple_of(32) => {
             return Err(format!("AWQ in groups of {group} is not written"))
         }
         FolderWeights::Exl2 { bits, head_bits }
             if [bits.unwrap_or(4), head_bits]
                 .iter()
                 .any(|b| ![2, 3, 4, 5, 6, 8].contains(b))
-                || s.n_embd % 32 != 0
-                || s.n_ff % 32 != 0 =>
+                || !s.n_embd.is_multiple_of(32)
+                || !s.n_ff.is_multiple_of(32) =>
         {
             return Err("EXL2 of those widths or that shape is not written".to_string())
         }

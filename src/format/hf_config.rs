@@ -97,7 +97,11 @@ pub fn metadata(config: &Json) -> Result<Metadata, String> {
         // The forward pass scales queries as llama.cpp does (model::config):
         // by the width per head for the 62-layer 27B, else by the head size.
         let head_dim = uint("head_dim").unwrap_or(n_embd / n_head);
-        let ours = if n_layer == 62 { n_embd / n_head } else { head_dim };
+        let ours = if n_layer == 62 {
+            n_embd / n_head
+        } else {
+            head_dim
+        };
         if let Some(q) = float("query_pre_attn_scalar") {
             if q != ours as f64 {
                 return Err(format!(

@@ -370,7 +370,8 @@ fn feed_down_in_its_order(tensors: &mut HashMap<String, Stored>, layer: u64, fus
         for half in 0..rows / n {
             for (j, &from) in order.iter().enumerate() {
                 let (to, from) = (half * n + j, half * n + from as usize);
-                moved[to * row..(to + 1) * row].copy_from_slice(&bytes[from * row..(from + 1) * row]);
+                moved[to * row..(to + 1) * row]
+                    .copy_from_slice(&bytes[from * row..(from + 1) * row]);
             }
         }
         *bytes = moved;

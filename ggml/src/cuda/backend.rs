@@ -74,7 +74,7 @@ pub struct CudaBackend {
     ordered_cols: AtomicUsize,
     /// Input orders uploaded, by the host's shared copy: weights of one
     /// input share one (and so one gather, one launch).
-    orders: Mutex<Vec<(Arc<[u32]>, Arc<Storage>)>>,
+    orders: Mutex<Vec<UploadedOrder>>,
     /// Room for the CPU's offloaded matmuls.
     offload: Mutex<Option<OffloadRoom>>,
     stream: Stream,
@@ -82,6 +82,9 @@ pub struct CudaBackend {
     // Dropped last: everything above lives in this context.
     ctx: Context,
 }
+
+/// An input order on the host and its copy on the device.
+type UploadedOrder = (Arc<[u32]>, Arc<Storage>);
 
 pub struct CudaBuf {
     mem: DeviceMem,
@@ -431,10 +434,7 @@ impl CudaBackend {
             return false;
         };
         debug_assert!(
-            parts.len() <= 3
-                && parts
-                    .iter()
-                    .all(|(p, ..)| (p.ty, p.cols) == (w.ty, w.cols))
+            parts.len() <= 3 && parts.iter().all(|(p, ..)| (p.ty, p.cols) == (w.ty, w.cols))
         );
         let outputs = match ep {
             Epilogue::Glu(_) => parts[0].2,
