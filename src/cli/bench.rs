@@ -135,41 +135,44 @@ impl Test {
 
 /// Every test of the cross product, in llama-bench's order: GPU layers,
 /// flash attention, threads and depth vary from slowest to fastest, then the
-/// prompt tests, then the generation tests. Each depth has one context,
-/// with room for the depth and the largest test (as one context served
-/// every test before depths existed), or the one -c gives.
+/// prompt tests, then the generation tests. Each test has a context of its
+/// depth, prompt and generation plus one, at least 16, as llama-bench sizes
+/// one per test (decode in a larger cache reads slower, so one context for
+/// all would not compare like with like), or the one -c gives.
 pub fn tests(configs: &[ModelConfig], fa: &[FlashAttn], args: &BenchArgs) -> Result<Vec<Test>> {
-    let largest = args.n_prompt.0.iter().chain(&args.n_gen.0).max().copied();
     let mut out = Vec::new();
     let ngl: Vec<Option<GpuLayers>> = dedup(configs.iter().map(|c| c.gpu_layers));
     for n in ngl {
         for &fa in fa {
             for config in configs.iter().filter(|c| c.gpu_layers == n) {
                 for &depth in &args.n_depth.0 {
-                    let need = depth.saturating_add(largest.unwrap_or(0)).saturating_add(1);
-                    let n_ctx = match config.ctx_size {
-                        Some(c) if c > 0 && c < need => bail!(
-                            "a test at depth {depth} needs a context of {need} tokens but -c/--ctx-size gives {c}"
-                        ),
-                        Some(c) if c > 0 => c,
-                        _ => need.max(16),
+                    let test = |n_prompt: usize, n_gen: usize| -> Result<Test> {
+                        let need = depth
+                            .saturating_add(n_prompt)
+                            .saturating_add(n_gen)
+                            .saturating_add(1);
+                        let n_ctx = match config.ctx_size {
+                            Some(c) if c > 0 && c < need => bail!(
+                                "a test at depth {depth} needs a context of {need} tokens but -c/--ctx-size gives {c}"
+                            ),
+                            Some(c) if c > 0 => c,
+                            _ => need.max(16),
+                        };
+                        Ok(Test {
+                            config: config.clone(),
+                            fa,
+                            depth,
+                            n_prompt,
+                            n_gen,
+                            n_ctx,
+                        })
                     };
-                    let test = |n_prompt, n_gen| Test {
-                        config: config.clone(),
-                        fa,
-                        depth,
-                        n_prompt,
-                        n_gen,
-                        n_ctx,
-                    };
-                    out.extend(
-                        args.n_prompt
-                            .0
-                            .iter()
-                            .filter(|&&p| p > 0)
-                            .map(|&p| test(p, 0)),
-                    );
-                    out.extend(args.n_gen.0.iter().filter(|&&g| g > 0).map(|&g| test(0, g)));
+                    for &p in args.n_prompt.0.iter().filter(|&&p| p > 0) {
+                        out.push(test(p, 0)?);
+                    }
+                    for &g in args.n_gen.0.iter().filter(|&&g| g > 0) {
+                        out.push(test(0, g)?);
+                    }
                 }
             }
         }
@@ -590,11 +593,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs a context of 105"), "{err}");
-        // Without depth, as before: one context for the largest test plus
-        // one, at least 16.
+        // A context a test, as llama-bench: its tokens plus one, at least 16.
         let plain = bench(&["-p", "512", "-n", "128"]);
         let t = tests(&[config(1, None)], &[FlashAttn::Auto], &plain).unwrap();
-        assert_eq!((t[0].n_ctx, t[1].n_ctx), (513, 513));
+        assert_eq!((t[0].n_ctx, t[1].n_ctx), (513, 129));
         let tiny = bench(&["-p", "4", "-n", "2"]);
         let t = tests(&[config(1, None)], &[FlashAttn::Auto], &tiny).unwrap();
         assert_eq!(t[0].n_ctx, 16);
