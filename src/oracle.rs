@@ -4,6 +4,7 @@
 use std::ffi::c_void;
 use std::sync::Once;
 
+use ggml::backend::KvTypes;
 use ggml::GgmlType;
 use llama_cpp_sys_2 as sys;
 
@@ -105,7 +106,8 @@ unsafe extern "C" fn quiet_log(
 /// flash attention off (ggml's CPU flash attention accumulates V in f16), no
 /// weight repacking (repacked Q4_0/IQ4_NL/Q4_K dots round differently), a
 /// window-sized sliding-window cache (`swa_full` off), all layers on the CPU,
-/// f16 KV cache (the default), and the thread count given.
+/// f16 KV cache (the default; `load_with_cache` takes others, with flash
+/// attention), and the thread count given.
 pub struct OracleModel {
     model: *mut sys::llama_model,
     ctx: *mut sys::llama_context,
@@ -114,13 +116,30 @@ pub struct OracleModel {
 
 impl OracleModel {
     pub fn load(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
-        Self::load_with(path, n_ctx, threads, false, None)
+        Self::load_with(path, n_ctx, threads, false, KvTypes::F16, None)
+    }
+
+    /// The pinned settings with a KV cache of `kv` types; a cache other than
+    /// f16 runs with flash attention on, as llama.cpp needs for a quantised
+    /// V (and takes by default): its one-row CPU path for such caches.
+    pub fn load_with_cache(
+        path: &std::path::Path,
+        n_ctx: u32,
+        threads: i32,
+        kv: KvTypes,
+    ) -> Option<OracleModel> {
+        Self::load_with(path, n_ctx, threads, false, kv, None)
     }
 
     /// llama.cpp as its users run it, for speed races: weight repacking on
     /// (its fastest CPU path) and flash attention left to its default.
-    pub fn load_for_speed(path: &std::path::Path, n_ctx: u32, threads: i32) -> Option<OracleModel> {
-        Self::load_with(path, n_ctx, threads, true, None)
+    pub fn load_for_speed(
+        path: &std::path::Path,
+        n_ctx: u32,
+        threads: i32,
+        kv: KvTypes,
+    ) -> Option<OracleModel> {
+        Self::load_with(path, n_ctx, threads, true, kv, None)
     }
 
     fn load_with(
@@ -128,6 +147,7 @@ impl OracleModel {
         n_ctx: u32,
         threads: i32,
         fast: bool,
+        kv: KvTypes,
         capture: Option<&'static Captured>,
     ) -> Option<OracleModel> {
         init();
@@ -151,7 +171,12 @@ impl OracleModel {
             cp.n_ubatch = 512.min(n_ctx);
             cp.n_threads = threads;
             cp.n_threads_batch = threads;
-            if !fast {
+            cp.type_k = kv.k.id() as sys::ggml_type;
+            cp.type_v = kv.v.id() as sys::ggml_type;
+            if !fast && !kv.is_f16() {
+                cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_ENABLED;
+                cp.swa_full = false;
+            } else if !fast {
                 cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_DISABLED;
                 // A sliding-window cache of window + batch cells used as a
                 // ring, as ours: with the full-size default, cells (and so the
@@ -292,6 +317,6 @@ impl OracleModel {
         threads: i32,
         store: &'static Captured,
     ) -> Option<OracleModel> {
-        Self::load_with(path, n_ctx, threads, false, Some(store))
+        Self::load_with(path, n_ctx, threads, false, KvTypes::F16, Some(store))
     }
 }

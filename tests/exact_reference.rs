@@ -121,7 +121,9 @@ fn measure(path: &std::path::Path, prompts: &[Vec<u32>]) -> Row {
             .collect()
     };
     let oracle_default: Vec<Vec<Vec<f32>>> = {
-        let mut o = OracleModel::load_for_speed(path, N_CTX as u32, THREADS as i32).unwrap();
+        let mut o =
+            OracleModel::load_for_speed(path, N_CTX as u32, THREADS as i32, Default::default())
+                .unwrap();
         prompts.iter().map(|p| o.eval_all(p).unwrap()).collect()
     };
     Row {

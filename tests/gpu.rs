@@ -499,6 +499,7 @@ fn the_plan_estimates_device_memory() {
         threads: 4,
         gpu_layers: Some(llm::engine::planner::GpuLayers::All),
         planner: Default::default(),
+        kv_types: Default::default(),
     };
     let loaded = llm::engine::load::load(&path, &opts).unwrap();
     let state = loaded.model.new_state(loaded.n_ctx).unwrap();

@@ -6,16 +6,23 @@
 mod common;
 
 use common::*;
+use ggml::backend::KvTypes;
+use ggml::GgmlType;
 use llm::engine::load::{load, LoadOptions};
 use llm::engine::planner::{Options, Placement};
 
 fn check(name: &str, n_ctx: usize) {
+    check_with(name, n_ctx, KvTypes::F16);
+}
+
+fn check_with(name: &str, n_ctx: usize, kv_types: KvTypes) {
     let path = real_model(name);
     let opts = LoadOptions {
         ctx_size: Some(n_ctx),
         threads: 1,
         gpu_layers: None,
         planner: Options::default(),
+        kv_types,
     };
     let loaded = load(&path, &opts).unwrap();
     assert_eq!(loaded.n_ctx, n_ctx);
@@ -55,4 +62,19 @@ fn gemma3_footprint_counts_sliding_window_rings_as_allocated() {
     for n_ctx in [600, 1024, 1025, 4096] {
         check(GEMMA3, n_ctx);
     }
+}
+
+#[test]
+fn quantised_caches_are_counted_as_allocated() {
+    let q8_q4 = KvTypes {
+        k: GgmlType::Q8_0,
+        v: GgmlType::Q4_0,
+    };
+    check_with(SMOLLM2, 1024, q8_q4);
+    check_with(GEMMA3, 1025, q8_q4);
+    let bf16_iq4 = KvTypes {
+        k: GgmlType::BF16,
+        v: GgmlType::IQ4_NL,
+    };
+    check_with(GEMMA3, 600, bf16_iq4);
 }

@@ -11,6 +11,7 @@
 mod common;
 
 use common::*;
+use ggml::backend::KvTypes;
 use llm::model::Model;
 use llm::oracle::OracleModel;
 use llm::tokenizer::Tokenizer;
@@ -95,18 +96,23 @@ struct Outcome {
 }
 
 fn compare(name: &str) -> Outcome {
+    compare_with(name, KvTypes::F16, &prompts())
+}
+
+/// Our logits and greedy continuations against llama.cpp's with a KV cache
+/// of `kv` types (flash attention on in llama.cpp where it is not f16).
+fn compare_with(name: &str, kv: KvTypes, all: &[String]) -> Outcome {
     let path = real_model(name);
     let tok = Tokenizer::from_gguf_file(&path).unwrap();
-    let model = Model::load(&path, THREADS).unwrap();
-    let mut oracle =
-        OracleModel::load(&path, N_CTX as u32, THREADS as i32).expect("llama.cpp loads the model");
+    let model = Model::load_with_cache(&path, THREADS, kv).unwrap();
+    let mut oracle = OracleModel::load_with_cache(&path, N_CTX as u32, THREADS as i32, kv)
+        .expect("llama.cpp loads the model");
     let mut out = Outcome {
         worst_logit_diff: 0.0,
         identical: 0,
         forgiven: 0,
         failures: Vec::new(),
     };
-    let all = prompts();
     let mut long_seen = false;
     for (i, prompt) in all.iter().enumerate() {
         let ids = tok.encode(prompt, true, true).unwrap();
@@ -149,9 +155,12 @@ fn compare(name: &str) -> Outcome {
             )),
         }
     }
-    assert!(long_seen, "the corpus needs a prompt over 600 tokens");
+    assert!(
+        long_seen || all.len() < prompts().len(),
+        "the corpus needs a prompt over 600 tokens"
+    );
     eprintln!(
-        "{name}: worst next-token logit difference {:.3e}; greedy continuations identical {}/{} (forgiven near-ties {})",
+        "{name} ({kv} cache): worst next-token logit difference {:.3e}; greedy continuations identical {}/{} (forgiven near-ties {})",
         out.worst_logit_diff,
         out.identical,
         all.len(),
@@ -169,6 +178,57 @@ fn check(name: &str) {
         "{name}: only {} of 20 continuations identical",
         o.identical
     );
+}
+
+/// Every cache type, and mixes that take each of llama.cpp's value paths
+/// (f16 values summed in f16; quantised values dequantised to f32; keys
+/// and values rotated or not), against llama.cpp with the same cache on a
+/// few prompts, with the long one where `long` (Gemma's ring of
+/// sliding-window cells wraps there).
+fn check_cache_types(name: &str, long: bool) {
+    let _one_at_a_time = serial();
+    let all = prompts();
+    let n = if long { 3 } else { 4 };
+    let some: Vec<String> = all[..n]
+        .iter()
+        .chain(all.last().filter(|_| long))
+        .cloned()
+        .collect();
+    use ggml::GgmlType::*;
+    let pairs = [
+        (Q8_0, Q8_0),
+        (Q4_0, Q4_0),
+        (Q4_1, Q5_1),
+        (Q5_0, IQ4_NL),
+        (BF16, BF16),
+        (F16, Q8_0),
+        (Q8_0, F16),
+        (IQ4_NL, Q4_1),
+    ];
+    let mut failures = Vec::new();
+    for (k, v) in pairs {
+        let kv = KvTypes { k, v };
+        let o = compare_with(name, kv, &some);
+        failures.extend(o.failures.iter().map(|f| format!("{kv}: {f}")));
+        if o.identical + 1 < some.len() {
+            failures.push(format!(
+                "{kv}: only {} of {} continuations identical",
+                o.identical,
+                some.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn smollm2_cache_types_match_llama_cpp() {
+    check_cache_types(SMOLLM2, false);
+}
+
+#[test]
+fn gemma3_cache_types_match_llama_cpp() {
+    check_cache_types(GEMMA3, true);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
+pub use crate::kv_types::KvTypes;
 use crate::rope::Rope;
 use crate::GgmlType;
 
@@ -183,10 +184,18 @@ pub trait Backend: Send + Sync {
     }
     fn upload_mat(&self, w: &HostMat) -> Result<Self::Mat, BackendError>;
     fn upload_vector(&self, v: &[f32]) -> Result<Self::Vector, BackendError>;
-    /// A KV cache of `cells` cells of `kv_dim` keys and values each.
-    fn kv(&self, cells: usize, kv_dim: usize) -> Result<Self::Kv, BackendError>;
-    /// Bytes a `kv(cells, kv_dim)` allocates (the planner counts with it).
-    fn kv_bytes(cells: usize, kv_dim: usize) -> usize;
+    /// A KV cache of `cells` cells of `kv_dim` keys and values each (heads
+    /// of `head_dim`), of `types`; a device without attention for those
+    /// types says so.
+    fn kv(
+        &self,
+        cells: usize,
+        kv_dim: usize,
+        head_dim: usize,
+        types: KvTypes,
+    ) -> Result<Self::Kv, BackendError>;
+    /// Bytes a `kv(cells, kv_dim, types)` allocates (the planner counts with it).
+    fn kv_bytes(cells: usize, kv_dim: usize, types: KvTypes) -> usize;
     /// Bytes a cache really holds (tests hold it to `kv_bytes`).
     fn kv_allocated(&self, kv: &Self::Kv) -> usize;
 

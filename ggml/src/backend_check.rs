@@ -339,7 +339,14 @@ impl Op for AttentionOp {
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
         let kv_dim = self.a.n_head_kv * self.a.head_dim;
         let q_dim = self.a.n_head * self.a.head_dim;
-        let mut kv = b.kv(self.cells, kv_dim).expect("a cache");
+        let mut kv = b
+            .kv(
+                self.cells,
+                kv_dim,
+                self.a.head_dim,
+                crate::backend::KvTypes::F16,
+            )
+            .expect("a cache");
         let mut sc = b.scratch().expect("scratch");
         // The history in batches of at most `cells - window` so a ring never
         // overwrites what a batch still needs, as the forward pass guarantees.

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod cpu;
 pub mod cuda;
 pub mod float16;
+pub mod kv_types;
 pub mod profile;
 pub mod rope;
 pub mod types;

@@ -17,6 +17,7 @@ use crate::engine::session::Session;
 use crate::engine::source::ModelSource;
 use crate::engine::GpuLayers;
 use crate::format::gguf::human_bytes;
+use ggml::kv_types::cache_type_name;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -134,7 +135,8 @@ impl Test {
 }
 
 /// Every test of the cross product, in llama-bench's order: GPU layers,
-/// flash attention, threads and depth vary from slowest to fastest, then the
+/// cache types, flash attention, threads and depth vary from slowest to
+/// fastest, then the
 /// prompt tests, then the generation tests. Each test has a context of its
 /// depth, prompt and generation plus one, at least 16, as llama-bench sizes
 /// one per test (decode in a larger cache reads slower, so one context for
@@ -143,8 +145,20 @@ pub fn tests(configs: &[ModelConfig], fa: &[FlashAttn], args: &BenchArgs) -> Res
     let mut out = Vec::new();
     let ngl: Vec<Option<GpuLayers>> = dedup(configs.iter().map(|c| c.gpu_layers));
     for n in ngl {
-        for &fa in fa {
-            for config in configs.iter().filter(|c| c.gpu_layers == n) {
+        let kv = dedup(
+            configs
+                .iter()
+                .filter(|c| c.gpu_layers == n)
+                .map(|c| c.kv_types),
+        );
+        for (kv, &fa) in kv
+            .into_iter()
+            .flat_map(|kv| fa.iter().map(move |f| (kv, f)))
+        {
+            for config in configs
+                .iter()
+                .filter(|c| c.gpu_layers == n && c.kv_types == kv)
+            {
                 for &depth in &args.n_depth.0 {
                     let test = |n_prompt: usize, n_gen: usize| -> Result<Test> {
                         let need = depth
@@ -385,14 +399,18 @@ fn ngl_text(n: Option<GpuLayers>) -> String {
 
 fn write_md(out: &mut impl Write, model: &Described, rows: &[Row]) -> Result<()> {
     let peers = rows.iter().any(|r| r.engine != "llm");
+    // As llama-bench, the cache types only where one is not f16.
+    let types = rows.iter().any(|r| !r.test.config.kv_types.is_f16());
     writeln!(
         out,
-        "| model | size | params | backend | threads | ngl | fa | test | t/s |{}",
+        "| model | size | params | backend | threads | ngl |{} fa | test | t/s |{}",
+        if types { " type_k | type_v |" } else { "" },
         if peers { " llm / llama.cpp |" } else { "" }
     )?;
     writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|{}",
+        "|---|---|---|---|---|---|{}---|---|---|{}",
+        if types { "---|---|" } else { "" },
         if peers { "---|" } else { "" }
     )?;
     for r in rows {
@@ -407,9 +425,15 @@ fn write_md(out: &mut impl Write, model: &Described, rows: &[Row]) -> Result<()>
         } else {
             " |".to_string()
         };
+        let kv = r.test.config.kv_types;
+        let type_cols = if types {
+            format!(" {} | {} |", cache_type_name(kv.k), cache_type_name(kv.v))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "| {} | {} | {} | {} {} | {} | {} | {} | {} | {:.2} ± {:.2} |{ratio}",
+            "| {} | {} | {} | {} {} | {} | {} |{type_cols} {} | {} | {:.2} ± {:.2} |{ratio}",
             model.name,
             human_bytes(model.size),
             params_text(model.params),
@@ -441,6 +465,8 @@ fn json(model: &Described, rows: &[Row]) -> serde_json::Value {
                 "backend": r.backend,
                 "threads": r.test.config.threads,
                 "ngl": ngl(r.test.config.gpu_layers),
+                "type_k": cache_type_name(r.test.config.kv_types.k),
+                "type_v": cache_type_name(r.test.config.kv_types.v),
                 "fa": r.test.fa.to_string(),
                 "test": r.test.name(),
                 "n_prompt": r.test.n_prompt,
@@ -461,17 +487,17 @@ fn peer_rows(tests: &[Test], reps: usize, vocab: usize) -> Result<Vec<Row>> {
     use crate::oracle::OracleModel;
     let failed = || anyhow::anyhow!("llama.cpp decode failed");
     let mut rows = Vec::new();
-    let mut loaded: Option<((usize, usize), OracleModel)> = None;
+    let mut loaded: Option<((usize, usize, ggml::backend::KvTypes), OracleModel)> = None;
     for test in tests {
-        let (threads, n_ctx) = (test.config.threads, test.n_ctx);
-        let key = (threads, n_ctx);
+        let (threads, n_ctx, kv) = (test.config.threads, test.n_ctx, test.config.kv_types);
+        let key = (threads, n_ctx, kv);
         if !matches!(&loaded, Some((k, _)) if *k == key) {
             // One llama.cpp model at a time: the old one goes first.
             drop(loaded.take());
             // llama.cpp as its users run it: batched prompts, repacked
             // weights allowed.
             let path = &test.config.path;
-            let peer = OracleModel::load_for_speed(path, n_ctx as u32, threads as i32)
+            let peer = OracleModel::load_for_speed(path, n_ctx as u32, threads as i32, kv)
                 .ok_or_else(|| anyhow::anyhow!("llama.cpp could not load {}", path.display()))?;
             loaded = Some((key, peer));
         }
@@ -540,7 +566,32 @@ mod tests {
             main_gpu: 0,
             tensor_split: Vec::new(),
             split_mode: Default::default(),
+            kv_types: Default::default(),
         }
+    }
+
+    #[test]
+    fn cache_types_vary_between_gpu_layers_and_flash_attention() {
+        let args = bench(&["-p", "8", "-n", "0", "--flash-attn", "0,1"]);
+        let q8 = ggml::backend::KvTypes {
+            k: ggml::GgmlType::Q8_0,
+            v: ggml::GgmlType::Q8_0,
+        };
+        let configs = [
+            config(1, Some(0)),
+            ModelConfig {
+                kv_types: q8,
+                ..config(1, Some(0))
+            },
+        ];
+        let fa = args.flash_attn.clone().unwrap().0;
+        let order: Vec<_> = tests(&configs, &fa, &args)
+            .unwrap()
+            .iter()
+            .map(|t| (t.config.kv_types.is_f16(), t.fa))
+            .collect();
+        use FlashAttn::{Off, On};
+        assert_eq!(order, [(true, Off), (true, On), (false, Off), (false, On)]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::chat::catalog::Catalogue;
 use crate::chat::setup::{self, TemplateChoice};
+use crate::cli::model_args::CacheType;
 use crate::engine::load::context_size;
 use crate::engine::planner::{
     self, parse_bytes, parse_tensor_split, Devices, GpuLayers, Options, Plan, SplitMode,
@@ -19,6 +20,8 @@ use crate::format::model_folder::ModelFolder;
 use crate::format::TensorSource;
 use crate::model::footprint::{footprint, Footprint};
 use crate::model::HyperParams;
+use ggml::backend::KvTypes;
+use ggml::GgmlType;
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
@@ -68,6 +71,21 @@ pub struct InfoArgs {
         requires = "plan"
     )]
     pub main_gpu: usize,
+    /// KV cache type of the keys, for the memory figures (llama.cpp: -ctk) [default: f16]
+    #[arg(long = "cache-type-k", value_name = "TYPE")]
+    pub cache_type_k: Option<CacheType>,
+    /// KV cache type of the values (llama.cpp: -ctv) [default: f16]
+    #[arg(long = "cache-type-v", value_name = "TYPE")]
+    pub cache_type_v: Option<CacheType>,
+}
+
+impl InfoArgs {
+    pub fn kv_types(&self) -> KvTypes {
+        KvTypes {
+            k: self.cache_type_k.map_or(GgmlType::F16, |t| t.0),
+            v: self.cache_type_v.map_or(GgmlType::F16, |t| t.0),
+        }
+    }
 }
 
 /// One card's bytes each; a list is one value to clap.
@@ -210,7 +228,7 @@ pub struct Memory {
     pub weights_bytes: u64,
     pub ctx_size: u64,
     pub kv_cache_bytes: u64,
-    pub kv_cache_type: &'static str,
+    pub kv_cache_type: String,
 }
 
 pub fn run(args: &InfoArgs) -> anyhow::Result<()> {
@@ -262,7 +280,7 @@ fn show(args: &InfoArgs, gguf: &GgufFile) -> anyhow::Result<()> {
     if args.plan {
         return show_plan(args, gguf.metadata(), gguf);
     }
-    let info = ModelInfo::gather(gguf, args.ctx_size)?;
+    let info = ModelInfo::gather(gguf, args.ctx_size, args.kv_types())?;
     let mut out = io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &info).context("writing JSON")?;
@@ -279,7 +297,7 @@ fn show_plan(args: &InfoArgs, md: &Metadata, tensors: &dyn TensorSource) -> anyh
     let hparams = HyperParams::from_metadata(md).map_err(|e| e.in_file(tensors.path()))?;
     let trained = hparams.n_ctx_train.unwrap_or(4096) as usize;
     let n_ctx = context_size(args.ctx_size.map(|c| c as usize), trained);
-    let fp = footprint(tensors, &hparams, n_ctx);
+    let fp = footprint(tensors, &hparams, n_ctx, args.kv_types());
     let devices = match &args.gpu_mem {
         Some(GpuMem(sizes)) => Devices::hypothetical(sizes),
         None => Devices::present(),
@@ -423,7 +441,11 @@ impl TokenizerInfo {
 }
 
 impl ModelInfo {
-    pub fn gather(gguf: &GgufFile, ctx_size: Option<u64>) -> Result<ModelInfo, GgufError> {
+    pub fn gather(
+        gguf: &GgufFile,
+        ctx_size: Option<u64>,
+        kv_types: KvTypes,
+    ) -> Result<ModelInfo, GgufError> {
         let md = gguf.metadata();
         let in_file = |e: GgufError| e.in_file(gguf.path());
         let hparams = HyperParams::from_metadata(md).map_err(in_file)?;
@@ -463,8 +485,8 @@ impl ModelInfo {
         let memory = Memory {
             weights_bytes,
             ctx_size: ctx,
-            kv_cache_bytes: footprint(gguf, &hparams, ctx as usize).kv_bytes(),
-            kv_cache_type: "f16",
+            kv_cache_bytes: footprint(gguf, &hparams, ctx as usize, kv_types).kv_bytes(),
+            kv_cache_type: kv_types.to_string(),
         };
         let general = General {
             name: md.str("general.name").map_err(in_file)?.map(str::to_string),

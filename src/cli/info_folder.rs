@@ -29,6 +29,7 @@ struct FolderInfo {
     weights_bytes: u64,
     ctx_size: u64,
     kv_cache_bytes: u64,
+    kv_cache_type: String,
 }
 
 #[derive(Serialize)]
@@ -67,7 +68,8 @@ pub(super) fn show(args: &InfoArgs, folder: &ModelFolder) -> anyhow::Result<()> 
         parameters: folder.parameters(),
         weights_bytes: folder.stored_bytes(),
         ctx_size: ctx,
-        kv_cache_bytes: footprint(folder, &hparams, ctx as usize).kv_bytes(),
+        kv_cache_bytes: footprint(folder, &hparams, ctx as usize, args.kv_types()).kv_bytes(),
+        kv_cache_type: args.kv_types().to_string(),
         hparams,
     };
     let mut out = io::stdout().lock();
@@ -116,10 +118,11 @@ fn render(i: &FolderInfo) -> String {
     r.line(
         "memory",
         format!(
-            "weights {} as loaded, KV cache {} at {} tokens (f16)",
+            "weights {} as loaded, KV cache {} at {} tokens ({})",
             human_bytes(i.weights_bytes),
             human_bytes(i.kv_cache_bytes),
-            i.ctx_size
+            i.ctx_size,
+            i.kv_cache_type
         ),
     );
     r.text

@@ -14,6 +14,9 @@ use crate::chat::catalog::Catalogue;
 use crate::chat::setup::resolve_model;
 use crate::engine::load::LoadOptions;
 use crate::engine::planner::{self, no_gpu_notice, Devices, GpuLayers, SplitMode};
+use ggml::backend::KvTypes;
+use ggml::kv_types::{cache_type_name, parse_cache_type};
+use ggml::GgmlType;
 
 /// Values separated by commas, as llama-bench takes them (`-p 512,1024`).
 #[derive(Clone, Debug, PartialEq)]
@@ -83,6 +86,30 @@ pub struct ModelArgs {
     #[arg(long = "split-mode", value_name = "none|layer")]
     // Parsed in `checked`, so that `row` is one line of error, not clap's usage.
     pub split_mode: Option<String>,
+    /// KV cache type of the keys: f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (llama.cpp: -ctk; bench: a list) [default: f16]
+    #[arg(long = "cache-type-k", value_name = "TYPE")]
+    pub cache_type_k: Option<List<CacheType>>,
+    /// KV cache type of the values, as --cache-type-k (llama.cpp: -ctv) [default: f16]
+    #[arg(long = "cache-type-v", value_name = "TYPE")]
+    pub cache_type_v: Option<List<CacheType>>,
+}
+
+/// A KV cache type by llama.cpp's name (`q8_0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheType(pub GgmlType);
+
+impl FromStr for CacheType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<CacheType, String> {
+        parse_cache_type(s).map(CacheType)
+    }
+}
+
+impl fmt::Display for CacheType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&cache_type_name(self.0))
+    }
 }
 
 /// The model flags, checked.
@@ -98,6 +125,7 @@ pub struct ModelConfig {
     /// Empty: in proportion to each GPU's free memory.
     pub tensor_split: Vec<f32>,
     pub split_mode: SplitMode,
+    pub kv_types: KvTypes,
 }
 
 impl ModelConfig {
@@ -118,6 +146,7 @@ impl ModelConfig {
                 tensor_split: (!self.tensor_split.is_empty()).then(|| self.tensor_split.clone()),
                 main_gpu: self.main_gpu,
             },
+            kv_types: self.kv_types,
         }
     }
 
@@ -161,11 +190,20 @@ impl ModelArgs {
             "-ngl/--n-gpu-layers",
             self.n_gpu_layers.as_ref().map_or(0, |l| l.0.len()),
         )?;
+        one(
+            "-ctk/--cache-type-k",
+            self.cache_type_k.as_ref().map_or(0, |l| l.0.len()),
+        )?;
+        one(
+            "-ctv/--cache-type-v",
+            self.cache_type_v.as_ref().map_or(0, |l| l.0.len()),
+        )?;
         Ok(self.configs()?.remove(0))
     }
 
-    /// Every combination of the listed values, GPU layers varying slowest
-    /// (as llama-bench orders its tests).
+    /// Every combination of the listed values, GPU layers varying slowest,
+    /// then the key and value cache types, then threads (as llama-bench
+    /// orders its tests).
     pub fn configs(&self) -> Result<Vec<ModelConfig>> {
         let base = self.checked()?;
         let threads: Vec<usize> = match &self.threads {
@@ -176,11 +214,20 @@ impl ModelArgs {
             Some(l) => l.0.iter().copied().map(Some).collect(),
             None => vec![None],
         };
-        Ok(cross(&ngl, &threads)
+        let types = |l: &Option<List<CacheType>>| -> Vec<GgmlType> {
+            l.as_ref()
+                .map_or(vec![GgmlType::F16], |l| l.0.iter().map(|t| t.0).collect())
+        };
+        let kv: Vec<KvTypes> = cross(&types(&self.cache_type_k), &types(&self.cache_type_v))
             .into_iter()
-            .map(|(gpu_layers, threads)| ModelConfig {
+            .map(|(k, v)| KvTypes { k, v })
+            .collect();
+        Ok(cross(&cross(&ngl, &kv), &threads)
+            .into_iter()
+            .map(|((gpu_layers, kv_types), threads)| ModelConfig {
                 gpu_layers,
                 threads,
+                kv_types,
                 ..base.clone()
             })
             .collect())
@@ -208,6 +255,7 @@ impl ModelArgs {
             main_gpu: self.main_gpu.unwrap_or(0),
             tensor_split,
             split_mode,
+            kv_types: KvTypes::F16,
         })
     }
 
@@ -318,6 +366,50 @@ mod tests {
             [(zero, 1), (zero, 2), (ninety_nine, 1), (ninety_nine, 2)]
         );
         assert!(all.iter().all(|c| c.tensor_split == [3.0, 1.0]));
+
+        // Cache types cross between GPU layers and threads, keys slower.
+        let mut kv = args(&[
+            "-t",
+            "1,2",
+            "--cache-type-k",
+            "f16,q8_0",
+            "--cache-type-v",
+            "q4_0",
+        ]);
+        kv.model = Some(model.clone());
+        let err = kv.config().unwrap_err().to_string();
+        assert!(err.contains("-t/--threads takes one value"), "{err}");
+        let got: Vec<_> = kv
+            .configs()
+            .unwrap()
+            .iter()
+            .map(|c| (c.kv_types.k.name(), c.kv_types.v.name(), c.threads))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("F16", "Q4_0", 1),
+                ("F16", "Q4_0", 2),
+                ("Q8_0", "Q4_0", 1),
+                ("Q8_0", "Q4_0", 2)
+            ]
+        );
+        kv.threads = None;
+        assert!(kv
+            .config()
+            .unwrap_err()
+            .to_string()
+            .contains("-ctk/--cache-type-k takes one value"));
+        kv.cache_type_k = Some("q5_1".parse().unwrap());
+        let c = kv.config().unwrap();
+        assert_eq!(
+            (c.kv_types.k, c.kv_types.v),
+            (GgmlType::Q5_1, GgmlType::Q4_0)
+        );
+        assert!("q4_k"
+            .parse::<List<CacheType>>()
+            .unwrap_err()
+            .contains("not a KV cache type"));
 
         // One thread: more than the machine's cores would be cut to them.
         let mut one = args(&["-t", "1", "-c", "0"]);

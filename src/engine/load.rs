@@ -12,6 +12,7 @@ use crate::format::gguf::human_bytes;
 use crate::model::footprint::footprint;
 use crate::model::forward::{Device, Layout};
 use crate::model::Model;
+use ggml::backend::KvTypes;
 
 /// What the user asked for, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +23,8 @@ pub struct LoadOptions {
     /// None when not asked for (then `auto` where GPUs are present).
     pub gpu_layers: Option<GpuLayers>,
     pub planner: planner::Options,
+    /// The KV cache's types (-ctk/-ctv).
+    pub kv_types: KvTypes,
 }
 
 pub struct Loaded {
@@ -53,20 +56,29 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
 pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
     let path = source.path().to_path_buf();
     let hp = source.hyper_params()?;
-    let config = source.config()?;
+    let mut config = source.config()?;
     let n_ctx = context_size(opts.ctx_size, config.n_ctx_train);
     if n_ctx > MAX_CTX {
         bail!("-c {n_ctx}: a context holds at most {MAX_CTX} tokens");
     }
-    let fp = footprint(source.tensors(), &hp, n_ctx);
+    config.kv_types = opts.kv_types;
+    config
+        .kv_types
+        .check_head_dim(config.shape.head_dim)
+        .map_err(anyhow::Error::msg)?;
+    let fp = footprint(source.tensors(), &hp, n_ctx, opts.kv_types);
     let devices = Devices::present();
     let mut planner_opts = opts.planner.clone();
     planner_opts.gpu_layers = opts.gpu_layers.unwrap_or(GpuLayers::Auto);
+    let mut notes = Vec::new();
+    if let Some(note) = quantised_cache_on_cpu(opts, &devices)? {
+        planner_opts.gpu_layers = GpuLayers::Count(0);
+        notes.push(note);
+    }
     let plan = planner::plan(&fp, &devices, &planner_opts)
         .map_err(anyhow::Error::msg)
         .with_context(|| path.display().to_string())?;
     check_memory(&plan, n_ctx, config.n_ctx_train, mem_available())?;
-    let mut notes = Vec::new();
     if n_ctx > config.n_ctx_train && config.n_ctx_train > 0 {
         notes.push(format!(
             "llm: -c {n_ctx} is more than the {} tokens the model was trained on: replies past that may degrade",
@@ -102,6 +114,25 @@ pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
         plan,
         notes,
     })
+}
+
+/// Quantised caches are attended on the CPU only so far: asked for with
+/// GPU layers, that is an error; with `auto` (or nothing) where a GPU is
+/// found, the model stays on the CPU, and the returned line says why.
+fn quantised_cache_on_cpu(opts: &LoadOptions, devices: &Devices) -> Result<Option<String>> {
+    let t = opts.kv_types;
+    if t.is_f16() || devices.list.is_empty() {
+        return Ok(None);
+    }
+    match opts.gpu_layers {
+        Some(GpuLayers::Count(0)) => Ok(None),
+        None | Some(GpuLayers::Auto) => Ok(Some(format!(
+            "llm: a KV cache of {t} runs on the CPU only so far: every layer stays on the CPU"
+        ))),
+        Some(_) => bail!(
+            "a KV cache of {t} runs on the CPU only so far: use -ngl 0, or an f16 cache (-ctk f16 -ctv f16) on the GPU"
+        ),
+    }
 }
 
 /// A GPU allocation that failed (the free memory moved since the plan, or

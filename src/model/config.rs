@@ -34,6 +34,9 @@ pub struct Config {
     pub n_ctx_train: usize,
     /// The context the model was first trained at (before rope scaling).
     pub n_ctx_orig: usize,
+    /// The KV cache's types: f16 from the file, the user's -ctk/-ctv once
+    /// the loader sets them.
+    pub kv_types: ggml::backend::KvTypes,
 }
 
 impl Config {
@@ -214,6 +217,7 @@ impl Config {
             embd_scale,
             n_ctx_train,
             n_ctx_orig,
+            kv_types: ggml::backend::KvTypes::F16,
         })
     }
 

@@ -7,6 +7,8 @@ use serde::Serialize;
 use crate::format::TensorSource;
 use crate::model::forward::LOGIT_ROWS;
 use crate::model::{HyperParams, MAX_BATCH};
+use ggml::backend::KvTypes;
+use ggml::kv_types::row_bytes;
 
 const F16: u64 = 2;
 const F32: u64 = 4;
@@ -22,7 +24,7 @@ pub fn kv_cells(window: Option<usize>, n_ctx: usize) -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LayerBytes {
     pub weights: u64,
-    /// K and V as f16, `kv_cells` cells each.
+    /// K and V of the cache's types, `kv_cells` cells each.
     pub kv: u64,
     pub kv_cells: u64,
 }
@@ -85,7 +87,12 @@ pub struct Footprint {
 }
 
 /// The bytes of every part of the model at context `n_ctx`.
-pub fn footprint<S: TensorSource + ?Sized>(src: &S, hp: &HyperParams, n_ctx: usize) -> Footprint {
+pub fn footprint<S: TensorSource + ?Sized>(
+    src: &S,
+    hp: &HyperParams,
+    n_ctx: usize,
+    kv_types: KvTypes,
+) -> Footprint {
     let n_layer = hp.n_layer as usize;
     let (dk, dv) = (hp.head_dim_k.unwrap_or(0), hp.head_dim_v.unwrap_or(0));
     let mut layers: Vec<LayerBytes> = (0..n_layer)
@@ -98,7 +105,10 @@ pub fn footprint<S: TensorSource + ?Sized>(src: &S, hp: &HyperParams, n_ctx: usi
             let kv_heads = hp.n_head_kv.get(il).copied().unwrap_or(0);
             LayerBytes {
                 weights: 0,
-                kv: cells * kv_heads * (dk + dv) * F16,
+                kv: cells
+                    * (row_bytes(kv_types.k, (kv_heads * dk) as usize)
+                        + row_bytes(kv_types.v, (kv_heads * dv) as usize))
+                        as u64,
                 kv_cells: cells,
             }
         })
@@ -242,12 +252,15 @@ mod tests {
         let file = GgufFile::open(&path).unwrap();
         let hp = HyperParams::from_metadata(file.metadata()).unwrap();
         let per_cell = 512 * 2;
-        let fp = footprint(&file, &hp, 4096);
+        let fp = footprint(&file, &hp, 4096, KvTypes::F16);
         assert_eq!(fp.kv_bytes(), (3 * 4096 + 15 * 1024) * per_cell);
         assert_eq!(fp.layers[5].kv_cells, 4096);
         assert_eq!(fp.layers[4].kv_cells, 1024);
         // A context shorter than window + batch fills every layer alike.
-        assert_eq!(footprint(&file, &hp, 700).kv_bytes(), 18 * 700 * per_cell);
+        assert_eq!(
+            footprint(&file, &hp, 700, KvTypes::F16).kv_bytes(),
+            18 * 700 * per_cell
+        );
         assert_eq!(fp.weights_bytes(), 0);
     }
 }

@@ -153,6 +153,21 @@ impl Model {
         Model::build(file, config, threads, isa, &layout)
     }
 
+    /// Loads onto the CPU with a KV cache of `kv` types (-ctk/-ctv).
+    pub fn load_with_cache(
+        path: &Path,
+        threads: usize,
+        kv: ggml::backend::KvTypes,
+    ) -> Result<Model> {
+        let file = Arc::new(GgufFile::open(path)?);
+        let mut config = Config::from_gguf(&file)?;
+        kv.check_head_dim(config.shape.head_dim)
+            .map_err(anyhow::Error::msg)?;
+        config.kv_types = kv;
+        let layout = Layout::cpu(config.n_layer);
+        Model::build(file, config, threads, ggml::cpu::isa(), &layout)
+    }
+
     /// Builds each layer range's buffers on its device, from a file opened
     /// and a configuration read once.
     pub fn build<S: TensorSource>(
@@ -272,7 +287,7 @@ impl Model {
         self.config
             .layers
             .iter()
-            .map(|l| CpuBackend::kv_bytes(kv_cells(l.window, n_ctx), kv_dim))
+            .map(|l| CpuBackend::kv_bytes(kv_cells(l.window, n_ctx), kv_dim, self.config.kv_types))
             .sum()
     }
 
@@ -499,7 +514,14 @@ impl<B: Backend + 'static> LayerRange<B> {
         let s = &c.shape;
         let (e, q_dim, kv_dim) = (s.n_embd, c.q_dim(), c.kv_dim());
         let kv = (self.first..self.first + self.layers.len())
-            .map(|il| b.kv(kv_cells(c.layers[il].window, n_ctx), kv_dim))
+            .map(|il| {
+                b.kv(
+                    kv_cells(c.layers[il].window, n_ctx),
+                    kv_dim,
+                    s.head_dim,
+                    c.kv_types,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let rows = MAX_BATCH;
         Ok(RangeCache::<B> {

@@ -1,13 +1,14 @@
-//! The CPU as a backend: weights used in place from the file mapping, f16 KV
-//! cache, one thread pool, kernels of one instruction set. Numerics follow
-//! ggml's CPU one-token path to the bit (activations quantised to each weight
-//! type's dot partner, f16 attention as llama.cpp does without flash
-//! attention).
+//! The CPU as a backend: weights used in place from the file mapping, a KV
+//! cache of f16 or a quantised type, one thread pool, kernels of one
+//! instruction set. Numerics follow ggml's CPU one-token path to the bit
+//! (activations quantised to each weight type's dot partner, f16 attention as
+//! llama.cpp does without flash attention, other cache types as its flash
+//! attention does).
 
 use super::ops;
 use super::pool::{split, ThreadPool};
 use super::{kernels_for, Isa, Kernels};
-use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, MatmulOffload};
+use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, KvTypes, MatmulOffload};
 use crate::float16::f32_to_f16;
 use crate::rope::Rope;
 use std::sync::Arc;
@@ -33,13 +34,27 @@ impl CpuMat {
     }
 }
 
-/// f16 keys, one row per cell, and f16 values stored transposed (one row per
-/// dimension over the cells), as llama.cpp does without flash attention.
+/// With f16 keys and values (the default): keys one row per cell, values
+/// stored transposed (one row per dimension over the cells), as llama.cpp
+/// does without flash attention. Other types: keys and values each one row
+/// of their type per cell, as llama.cpp keeps them for flash attention.
+/// Rows of every cache type are a whole number of u16 (blocks of 2, 18, 20,
+/// 22, 24 or 34 bytes).
 pub struct CpuKv {
     cells: usize,
     kv_dim: usize,
+    /// Rows of a quantised cache rotate head by head.
+    head_dim: usize,
+    types: KvTypes,
     k: Vec<u16>,
     v: Vec<u16>,
+}
+
+impl CpuKv {
+    /// u16 words of one cell's row of `t`.
+    fn words(t: crate::GgmlType, kv_dim: usize) -> usize {
+        crate::kv_types::row_bytes(t, kv_dim) / 2
+    }
 }
 
 #[derive(Default)]
@@ -80,6 +95,7 @@ impl CpuBackend {
     pub fn kv_cells_out(&self, kv: &CpuKv, cell0: usize, k: &mut [u16], v: &mut [u16]) {
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
         let n = k.len() / kv_dim;
+        assert!(kv.types.is_f16(), "cells cross between devices as f16");
         assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
         k.copy_from_slice(&kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim]);
         let out = SyncPtr(v.as_mut_ptr() as *mut f32);
@@ -103,6 +119,7 @@ impl CpuBackend {
     pub fn kv_cells_in(&self, kv: &mut CpuKv, cell0: usize, k: &[u16], v: &[u16]) {
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
         let n = k.len() / kv_dim;
+        assert!(kv.types.is_f16(), "cells cross between devices as f16");
         assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
         kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim].copy_from_slice(k);
         let cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
@@ -135,6 +152,113 @@ impl CpuBackend {
         } else {
             self.pool.run(&|i| work(split(kv_dim, threads, i, 16)));
         }
+    }
+
+    /// Keys and values of `tokens` tokens into a cache of rows, each row
+    /// quantised as ggml's `from_float` of the cache type does; tokens are
+    /// spread over the pool.
+    fn kv_store_rows(&self, kv: &mut CpuKv, k: &[f32], v: &[f32], pos0: usize, tokens: usize) {
+        let (kv_dim, cells, types, head_dim) = (kv.kv_dim, kv.cells, kv.types, kv.head_dim);
+        let (kw, vw) = (CpuKv::words(types.k, kv_dim), CpuKv::words(types.v, kv_dim));
+        let (k_rot, v_rot) = (types.k_rotation(head_dim), types.v_rotation(head_dim));
+        let k_cache = SyncPtr(kv.k.as_mut_ptr() as *mut f32);
+        let v_cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
+        let work = |i: usize| {
+            let (k_cache, v_cache) = (&k_cache, &v_cache);
+            let cell = (pos0 + i) % cells;
+            // SAFETY: cell < cells: the rows lie inside the caches; each
+            // token's cell is written by one thread (a batch never holds
+            // more tokens than a ring has cells).
+            let (kr, vr) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(
+                        (k_cache.0 as *mut u8).add(cell * kw * 2),
+                        kw * 2,
+                    ),
+                    std::slice::from_raw_parts_mut(
+                        (v_cache.0 as *mut u8).add(cell * vw * 2),
+                        vw * 2,
+                    ),
+                )
+            };
+            let row = i * kv_dim..(i + 1) * kv_dim;
+            // Rotated as llama.cpp rotates them before they enter its cache.
+            let store = |x: &[f32], rot: Option<usize>, t, out: &mut [u8]| {
+                let q = |x: &[f32], out| crate::blocks::quantize(t, x, out);
+                match rot {
+                    Some(n) => {
+                        let mut x = x.to_vec();
+                        crate::kv_types::hadamard(&mut x, n);
+                        q(&x, out)
+                    }
+                    None => q(x, out),
+                }
+                .expect("cache types quantise")
+            };
+            store(&k[row.clone()], k_rot, types.k, kr);
+            store(&v[row], v_rot, types.v, vr);
+        };
+        let threads = self.pool.threads();
+        if threads == 1 || tokens * kv_dim < 8192 {
+            (0..tokens).for_each(&work);
+        } else {
+            self.pool
+                .run(&|t| split(tokens, threads, t, 1).for_each(&work));
+        }
+    }
+
+    /// Attention over a cache of rows (see attention_rows): one job a query
+    /// head of a token, handed out to the pool's threads as they free up.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_rows(
+        &self,
+        kv: &CpuKv,
+        q: &[f32],
+        pos0: usize,
+        t: usize,
+        a: &Attention,
+        n_kv: usize,
+        att: &mut [f32],
+    ) {
+        use super::attention_rows::{attend, Kernels, RowsCache, Scratch, Visibility};
+        let cache = RowsCache {
+            k: u16_bytes(&kv.k),
+            v: u16_bytes(&kv.v),
+            types: kv.types,
+            cells: kv.cells,
+            kv_dim: kv.kv_dim,
+            n_kv,
+        };
+        let (hd, n_head) = (a.head_dim, a.n_head);
+        let q_dim = n_head * hd;
+        let group = n_head / a.n_head_kv;
+        let kern = Kernels::new(kv.types, hd, self.isa);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let att_ptr = SyncPtr(att.as_mut_ptr());
+        let isa = self.isa;
+        let last = pos0 + t - 1;
+        self.pool.run(&|_| {
+            let att_ptr = &att_ptr;
+            let mut sc = Scratch::default();
+            loop {
+                let job = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if job >= t * n_head {
+                    break;
+                }
+                let (ti, h) = (job / n_head, job % n_head);
+                let seen = Visibility {
+                    pos: pos0 + ti,
+                    last,
+                    window: a.window,
+                };
+                // SAFETY: each (token, head) is one job, taken once.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
+                };
+                let qh = &q[ti * q_dim + h * hd..][..hd];
+                attend(isa, &cache, &kern, a, h / group, qh, &seen, &mut sc, out);
+            }
+        });
     }
 
     /// A batch's attention (see attention_batch), its jobs spread over the pool.
@@ -394,17 +518,34 @@ impl Backend for CpuBackend {
         Ok(v.to_vec())
     }
 
-    fn kv(&self, cells: usize, kv_dim: usize) -> Result<CpuKv, BackendError> {
+    fn kv(
+        &self,
+        cells: usize,
+        kv_dim: usize,
+        head_dim: usize,
+        types: KvTypes,
+    ) -> Result<CpuKv, BackendError> {
+        for t in [types.k, types.v] {
+            if !kv_dim.is_multiple_of(t.block_size() as usize) {
+                return Err(BackendError(format!(
+                    "a KV cache of {} needs rows that are a multiple of {} values, not {kv_dim}",
+                    crate::kv_types::cache_type_name(t),
+                    t.block_size()
+                )));
+            }
+        }
         Ok(CpuKv {
             cells,
             kv_dim,
-            k: vec![0; cells * kv_dim],
-            v: vec![0; cells * kv_dim],
+            head_dim,
+            types,
+            k: vec![0; cells * CpuKv::words(types.k, kv_dim)],
+            v: vec![0; cells * CpuKv::words(types.v, kv_dim)],
         })
     }
 
-    fn kv_bytes(cells: usize, kv_dim: usize) -> usize {
-        2 * cells * kv_dim * std::mem::size_of::<u16>()
+    fn kv_bytes(cells: usize, kv_dim: usize, types: KvTypes) -> usize {
+        cells * types.cell_bytes(kv_dim)
     }
 
     fn kv_allocated(&self, kv: &CpuKv) -> usize {
@@ -627,6 +768,9 @@ impl Backend for CpuBackend {
         tokens: usize,
     ) {
         let _p = crate::profile::scope("cpu.kv_store");
+        if !kv.types.is_f16() {
+            return self.kv_store_rows(kv, k, v, pos0, tokens);
+        }
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
         // Split by dimension: each thread writes its columns of the key rows
         // and its rows of the transposed values.
@@ -689,6 +833,9 @@ impl Backend for CpuBackend {
             last.checked_sub(back)
         };
         let threads = self.pool.threads();
+        if !kv.types.is_f16() {
+            return self.attention_rows(kv, q, pos0, t, a, n_kv, att);
+        }
         if t > 1 {
             return self.attention_batch(kv, q, pos0, t, a, n_kv, att);
         }
@@ -815,7 +962,7 @@ mod tests {
         for threads in [1, 3] {
             let b = CpuBackend::new(threads, Isa::Scalar);
             let mut sc = b.scratch().unwrap();
-            let mut kv = b.kv(cells, kv_dim).unwrap();
+            let mut kv = b.kv(cells, kv_dim, 64, KvTypes::F16).unwrap();
             b.kv_store(&mut sc, &mut kv, &k, &v, pos0, t);
             let (mut kr, mut vr) = (vec![0u16; t * kv_dim], vec![0u16; t * kv_dim]);
             let tail = (cells - pos0) * kv_dim;
@@ -824,7 +971,7 @@ mod tests {
             let half = |x: &[f32]| x.iter().map(|&f| f32_to_f16(f)).collect::<Vec<u16>>();
             assert_eq!(kr, half(&k));
             assert_eq!(vr, half(&v));
-            let mut back = b.kv(cells, kv_dim).unwrap();
+            let mut back = b.kv(cells, kv_dim, 64, KvTypes::F16).unwrap();
             b.kv_cells_in(&mut back, pos0, &kr[..tail], &vr[..tail]);
             b.kv_cells_in(&mut back, 0, &kr[tail..], &vr[tail..]);
             assert!(back.k == kv.k && back.v == kv.v);
@@ -846,7 +993,7 @@ mod tests {
         for isa in Isa::available() {
             let b = CpuBackend::new(2, isa);
             let mut sc = b.scratch().unwrap();
-            let mut kv = b.kv(300, kv_dim).unwrap();
+            let mut kv = b.kv(300, kv_dim, hd, KvTypes::F16).unwrap();
             b.kv_store(&mut sc, &mut kv, &k, &v, 0, prefix + t);
             for window in [None, Some(16)] {
                 let a = Attention {

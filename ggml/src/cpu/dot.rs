@@ -5,7 +5,7 @@
 use crate::blocks::f16_at;
 use crate::blocks::iquants::KVALUES_IQ4NL;
 use crate::blocks::kquants::scale_min_k4;
-use crate::float16::{bf16_to_f32, f16_to_f32};
+use crate::float16::f16_to_f32;
 
 #[inline(always)]
 fn f32_at(b: &[u8], at: usize) -> f32 {
@@ -35,24 +35,6 @@ pub fn f32_f32(w: &[u8], a: &[u8]) -> f32 {
     s
 }
 
-#[inline(always)]
-fn half_dot(w: &[u8], a: &[u8], conv: impl Fn(u16) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let (wc, ac) = (w.chunks_exact(32), a.chunks_exact(32));
-    let (wr, ar) = (wc.remainder(), ac.remainder());
-    let h = |b: &[u8], k: usize| conv(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]));
-    for (wb, ab) in wc.zip(ac) {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += h(wb, k) * h(ab, k);
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in wr.chunks_exact(2).zip(ar.chunks_exact(2)) {
-        s += h(x, 0) * h(y, 0);
-    }
-    s
-}
-
 /// F16 rows in ggml_vec_dot_f16's summation order for `isa`.
 #[inline(always)]
 pub fn f16_f16(isa: crate::cpu::Isa, w: &[u8], a: &[u8]) -> f32 {
@@ -75,9 +57,26 @@ pub fn f16_f16_avx512(w: &[u8], a: &[u8]) -> f32 {
     f16_f16(crate::cpu::Isa::Avx512, w, a)
 }
 
+/// BF16 rows in ggml_vec_dot_bf16's summation order for `isa`.
 #[inline(always)]
-pub fn bf16_bf16(w: &[u8], a: &[u8]) -> f32 {
-    half_dot(w, a, bf16_to_f32)
+pub fn bf16_bf16(isa: crate::cpu::Isa, w: &[u8], a: &[u8]) -> f32 {
+    let h = |b: &[u8], i: usize| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]);
+    crate::cpu::ops::bf16_dot_ordered(isa, w.len() / 2, |i| h(w, i), |i| h(a, i))
+}
+
+#[inline(always)]
+pub fn bf16_bf16_scalar(w: &[u8], a: &[u8]) -> f32 {
+    bf16_bf16(crate::cpu::Isa::Scalar, w, a)
+}
+
+#[inline(always)]
+pub fn bf16_bf16_avx2(w: &[u8], a: &[u8]) -> f32 {
+    bf16_bf16(crate::cpu::Isa::Avx2, w, a)
+}
+
+#[inline(always)]
+pub fn bf16_bf16_avx512(w: &[u8], a: &[u8]) -> f32 {
+    bf16_bf16(crate::cpu::Isa::Avx512, w, a)
 }
 
 #[inline(always)]

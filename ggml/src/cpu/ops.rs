@@ -289,6 +289,98 @@ pub fn f16_dot_ordered(
     sum as f32
 }
 
+/// Whether this CPU has AVX512-BF16: ggml built for such a CPU dots bf16
+/// rows with VDPBF16PS.
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            // CPUID leaf 7, sub-leaf 1: EAX bit 5 is AVX512_BF16.
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::x86_64::__cpuid_count(7, 1).eax & (1 << 5) != 0
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// BF16 rows (`x`, `y`: the bf16 bits of element i) in
+/// ggml_vec_dot_bf16's order for `isa`. Products of two bf16 values are
+/// exact in f32, so only the order of the sums matters: with AVX512-BF16,
+/// VDPBF16PS's pairs (the odd element first, denormals in and out flushed)
+/// in 16 lanes for each half of 64 values; with AVX-512F, 16 lanes for each
+/// half of 32; with AVX2, four sets of 8 lanes over 32; each set reduced as
+/// ggml's intrinsics do and summed in f64 with the tail.
+pub fn bf16_dot_ordered(
+    isa: Isa,
+    n: usize,
+    x: impl Fn(usize) -> u16,
+    y: impl Fn(usize) -> u16,
+) -> f32 {
+    use crate::float16::bf16_to_f32;
+    let p = |k: usize| bf16_to_f32(x(k)) * bf16_to_f32(y(k));
+    let mut sum = 0f64;
+    let mut i = 0;
+    match isa {
+        Isa::Avx512 if has_avx512_bf16() => {
+            let daz = |h: u16| if h & 0x7f80 == 0 { h & 0x8000 } else { h };
+            let ftz = |v: f32| {
+                if v.is_subnormal() {
+                    0.0f32.copysign(v)
+                } else {
+                    v
+                }
+            };
+            let pd = |k: usize| bf16_to_f32(daz(x(k))) * bf16_to_f32(daz(y(k)));
+            let mut c = [[0f32; 16]; 2];
+            while i + 64 <= n {
+                for (half, c) in c.iter_mut().enumerate() {
+                    for (j, l) in c.iter_mut().enumerate() {
+                        let k = i + 32 * half + 2 * j;
+                        *l = ftz(*l + pd(k + 1));
+                        *l = ftz(*l + pd(k));
+                    }
+                }
+                i += 64;
+            }
+            sum += f64::from(reduce16(&c[0]));
+            sum += f64::from(reduce16(&c[1]));
+        }
+        Isa::Avx512 => {
+            let mut c = [[0f32; 16]; 2];
+            while i + 32 <= n {
+                for (half, c) in c.iter_mut().enumerate() {
+                    for (j, l) in c.iter_mut().enumerate() {
+                        *l += p(i + 16 * half + j);
+                    }
+                }
+                i += 32;
+            }
+            sum += f64::from(reduce16(&c[0]));
+            sum += f64::from(reduce16(&c[1]));
+        }
+        Isa::Avx2 => {
+            let mut c = [[0f32; 8]; 4];
+            while i + 32 <= n {
+                for (q, c) in c.iter_mut().enumerate() {
+                    for (j, l) in c.iter_mut().enumerate() {
+                        *l += p(i + 8 * q + j);
+                    }
+                }
+                i += 32;
+            }
+            let r: [f32; 8] = std::array::from_fn(|l| (c[0][l] + c[2][l]) + (c[1][l] + c[3][l]));
+            sum += f64::from(reduce8_softmax(&r));
+        }
+        Isa::Scalar | Isa::Neon => {}
+    }
+    for k in i..n {
+        sum += f64::from(p(k));
+    }
+    sum as f32
+}
+
 /// Softmax in place; the normaliser is summed in f64 as ggml does.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));

@@ -13,7 +13,7 @@ use super::driver::{
 };
 use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
 use crate::backend::{
-    Attention, Backend, BackendError, Glu, HostCopy, HostMat, MatmulOffload, WEIGHT_ALIGN,
+    Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes, MatmulOffload, WEIGHT_ALIGN,
 };
 use crate::rope::Rope;
 use crate::GgmlType;
@@ -923,7 +923,19 @@ impl Backend for CudaBackend {
         Ok(CudaVector { mem, len: v.len() })
     }
 
-    fn kv(&self, cells: usize, kv_dim: usize) -> Result<CudaKv, BackendError> {
+    fn kv(
+        &self,
+        cells: usize,
+        kv_dim: usize,
+        _head_dim: usize,
+        types: KvTypes,
+    ) -> Result<CudaKv, BackendError> {
+        if !types.is_f16() {
+            return Err(BackendError(format!(
+                "{}: the CUDA backend keeps its KV cache in f16 only (asked for {types})",
+                self.name()
+            )));
+        }
         let bytes = cells * kv_dim * 2;
         self.ctx.bind()?;
         let k = DeviceMem::zeroed(bytes, "the KV cache").map_err(|e| self.name_device(e))?;
@@ -936,8 +948,8 @@ impl Backend for CudaBackend {
         })
     }
 
-    fn kv_bytes(cells: usize, kv_dim: usize) -> usize {
-        2 * cells * kv_dim * 2
+    fn kv_bytes(cells: usize, kv_dim: usize, types: KvTypes) -> usize {
+        cells * types.cell_bytes(kv_dim)
     }
 
     fn kv_allocated(&self, kv: &CudaKv) -> usize {

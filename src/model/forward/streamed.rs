@@ -87,7 +87,9 @@ impl StreamedRange {
             let i = match counts.iter().position(|&n| n == cells) {
                 Some(i) => i,
                 None => {
-                    cache.kv.push(gpu.kv(cells, kv_dim)?);
+                    cache
+                        .kv
+                        .push(gpu.kv(cells, kv_dim, c.shape.head_dim, c.kv_types)?);
                     counts.push(cells);
                     counts.len() - 1
                 }
