@@ -79,6 +79,19 @@ impl Visibility {
     }
 }
 
+/// KV head `g`'s values of cells `0..n_kv`, dequantised, `head_dim` floats
+/// a cell: a batch's queries of that head share them (the same floats each
+/// would dequantise for itself).
+pub fn dequantize_values(cache: &RowsCache<'_>, g: usize, head_dim: usize, out: &mut Vec<f32>) {
+    let vt = cache.types.v;
+    let (v_row, v_head) = (row_bytes(vt, cache.kv_dim), row_bytes(vt, head_dim));
+    out.resize(cache.n_kv * head_dim, 0.0);
+    for (c, o) in out.chunks_exact_mut(head_dim).enumerate() {
+        dequantize(vt, &cache.v[c * v_row + g * v_head..][..v_head], o)
+            .expect("cache types dequantise");
+    }
+}
+
 /// The attention of one query head `qh` (of KV head `g`) into `out`.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
@@ -89,52 +102,108 @@ pub fn attend(
     g: usize,
     qh: &[f32],
     seen: &Visibility,
+    v_rows: Option<&[f32]>,
     sc: &mut Scratch,
     out: &mut [f32],
 ) {
+    let args = Args {
+        cache,
+        kern,
+        a,
+        g,
+        qh,
+        seen,
+        v_rows,
+    };
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: these ISAs are chosen only where the CPU has the features.
         match isa {
-            Isa::Avx512 => return unsafe { attend_avx512(cache, kern, a, g, qh, seen, sc, out) },
-            Isa::Avx2 => return unsafe { attend_avx2(cache, kern, a, g, qh, seen, sc, out) },
+            Isa::Avx512 => return unsafe { attend_avx512(&args, sc, out) },
+            Isa::Avx2 => return unsafe { attend_avx2(&args, sc, out) },
             _ => {}
         }
     }
     let _ = isa;
-    attend_body(cache, kern, a, g, qh, seen, sc, out)
+    attend_body::<false>(&args, sc, out)
+}
+
+/// One query head's inputs: the cache, kernels, shape, its KV head `g`, the
+/// query, what it sees, and (for a batch) KV head `g`'s values dequantised
+/// once for every query, `head_dim` floats a cell.
+struct Args<'a> {
+    cache: &'a RowsCache<'a>,
+    kern: &'a Kernels,
+    a: &'a Attention,
+    g: usize,
+    qh: &'a [f32],
+    seen: &'a Visibility,
+    v_rows: Option<&'a [f32]>,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx512(
-    cache: &RowsCache<'_>,
-    kern: &Kernels,
-    a: &Attention,
-    g: usize,
-    qh: &[f32],
-    seen: &Visibility,
-    sc: &mut Scratch,
-    out: &mut [f32],
-) {
-    attend_body(cache, kern, a, g, qh, seen, sc, out)
+unsafe fn attend_avx512(args: &Args<'_>, sc: &mut Scratch, out: &mut [f32]) {
+    attend_body::<true>(args, sc, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    cache: &RowsCache<'_>,
-    kern: &Kernels,
-    a: &Attention,
-    g: usize,
-    qh: &[f32],
-    seen: &Visibility,
-    sc: &mut Scratch,
-    out: &mut [f32],
-) {
-    attend_body(cache, kern, a, g, qh, seen, sc, out)
+unsafe fn attend_avx2(args: &Args<'_>, sc: &mut Scratch, out: &mut [f32]) {
+    attend_body::<true>(args, sc, out)
+}
+
+/// `acc = f16(v * s + acc)` (fused) and `acc = f16(acc * s)` on f16 rows,
+/// with F16C's conversions where `F16C` (the caller's features include it):
+/// the same bits as the portable conversions.
+#[inline(always)]
+fn mad_f16<const F16C: bool>(acc: &mut [u16], v: &[u8], s: f32) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if F16C {
+        use std::arch::x86_64::*;
+        // SAFETY: F16C is set only inside functions built with avx2, fma and
+        // f16c, chosen where the CPU has them; loads and stores stay inside
+        // `acc` (8 halves) and `v` (16 bytes) at each step.
+        unsafe {
+            let vs = _mm256_set1_ps(s);
+            while done + 8 <= acc.len() {
+                let pa = acc.as_mut_ptr().add(done) as *mut __m128i;
+                let y = _mm256_cvtph_ps(_mm_loadu_si128(pa));
+                let x =
+                    _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(2 * done) as *const __m128i));
+                let r = _mm256_fmadd_ps(x, vs, y);
+                _mm_storeu_si128(pa, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+                done += 8;
+            }
+        }
+    }
+    for (y, x) in acc[done..].iter_mut().zip(v[2 * done..].chunks_exact(2)) {
+        let x = f16_to_f32(u16::from_le_bytes([x[0], x[1]]));
+        *y = f32_to_f16(x.mul_add(s, f16_to_f32(*y)));
+    }
+}
+
+#[inline(always)]
+fn scale_f16<const F16C: bool>(acc: &mut [u16], s: f32) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if F16C {
+        use std::arch::x86_64::*;
+        // SAFETY: as in mad_f16.
+        unsafe {
+            let vs = _mm256_set1_ps(s);
+            while done + 8 <= acc.len() {
+                let pa = acc.as_mut_ptr().add(done) as *mut __m128i;
+                let r = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(pa)), vs);
+                _mm_storeu_si128(pa, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(r));
+                done += 8;
+            }
+        }
+    }
+    for y in acc[done..].iter_mut() {
+        *y = f32_to_f16(f16_to_f32(*y) * s);
+    }
 }
 
 /// ggml's order exactly: `s = dot * scale` (its mask adds 0 to a visible
@@ -142,17 +211,16 @@ unsafe fn attend_avx2(
 /// any other cell weighs `exp(s - M)`; `S = S * ms + vs` fused (ggml is
 /// built with contraction on); the result is the values times `1 / S`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_body(
-    cache: &RowsCache<'_>,
-    kern: &Kernels,
-    a: &Attention,
-    g: usize,
-    qh: &[f32],
-    seen: &Visibility,
-    sc: &mut Scratch,
-    out: &mut [f32],
-) {
+fn attend_body<const F16C: bool>(args: &Args<'_>, sc: &mut Scratch, out: &mut [f32]) {
+    let Args {
+        cache,
+        kern,
+        a,
+        g,
+        qh,
+        seen,
+        v_rows,
+    } = *args;
     let hd = a.head_dim;
     let KvTypes { k: kt, v: vt } = cache.types;
     let (k_row, v_row) = (row_bytes(kt, cache.kv_dim), row_bytes(vt, cache.kv_dim));
@@ -191,22 +259,23 @@ fn attend_body(
         }
         if v16 {
             if ms != 1.0 {
-                for y in sc.acc16.iter_mut() {
-                    *y = f32_to_f16(f16_to_f32(*y) * ms);
-                }
+                scale_f16::<F16C>(&mut sc.acc16, ms);
             }
-            for (y, x) in sc.acc16.iter_mut().zip(v.chunks_exact(2)) {
-                let x = f16_to_f32(u16::from_le_bytes([x[0], x[1]]));
-                *y = f32_to_f16(x.mul_add(vs, f16_to_f32(*y)));
-            }
+            mad_f16::<F16C>(&mut sc.acc16, v, vs);
         } else {
             if ms != 1.0 {
                 for y in sc.acc32.iter_mut() {
                     *y *= ms;
                 }
             }
-            dequantize(vt, v, &mut sc.v32).expect("cache types dequantise");
-            for (y, &x) in sc.acc32.iter_mut().zip(&sc.v32) {
+            let x = match v_rows {
+                Some(rows) => &rows[c * hd..][..hd],
+                None => {
+                    dequantize(vt, v, &mut sc.v32).expect("cache types dequantise");
+                    &sc.v32
+                }
+            };
+            for (y, &x) in sc.acc32.iter_mut().zip(x) {
                 *y = x.mul_add(vs, *y);
             }
         }
@@ -312,6 +381,7 @@ mod tests {
                         g,
                         &qh,
                         &seen,
+                        None,
                         &mut Scratch::default(),
                         &mut out,
                     );

@@ -220,7 +220,9 @@ impl CpuBackend {
         n_kv: usize,
         att: &mut [f32],
     ) {
-        use super::attention_rows::{attend, Kernels, RowsCache, Scratch, Visibility};
+        use super::attention_rows::{
+            attend, dequantize_values, Kernels, RowsCache, Scratch, Visibility,
+        };
         let cache = RowsCache {
             k: u16_bytes(&kv.k),
             v: u16_bytes(&kv.v),
@@ -237,8 +239,50 @@ impl CpuBackend {
         let att_ptr = SyncPtr(att.as_mut_ptr());
         let isa = self.isa;
         let last = pos0 + t - 1;
+        let seen = |ti: usize| Visibility {
+            pos: pos0 + ti,
+            last,
+            window: a.window,
+        };
+        // SAFETY (for both paths): each (token, head) is one job's, run
+        // once; `att` outlives the pool run.
+        let att_ptr = &att_ptr;
+        let out = |ti: usize, h: usize| unsafe {
+            std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
+        };
+        if t > 1 && kv.types.v != crate::GgmlType::F16 {
+            // A batch: each job dequantises its KV head's values once for
+            // all its queries.
+            let jobs = super::attention_batch::jobs(a.n_head_kv, t, self.pool.threads());
+            self.pool.run(&|_| {
+                let (mut sc, mut values) = (Scratch::default(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    dequantize_values(&cache, job.g, hd, &mut values);
+                    for ti in job.tokens.clone() {
+                        for h in job.g * group..(job.g + 1) * group {
+                            let qh = &q[ti * q_dim + h * hd..][..hd];
+                            let (s, o) = (seen(ti), out(ti, h));
+                            attend(
+                                isa,
+                                &cache,
+                                &kern,
+                                a,
+                                job.g,
+                                qh,
+                                &s,
+                                Some(&values),
+                                &mut sc,
+                                o,
+                            );
+                        }
+                    }
+                }
+            });
+            return;
+        }
         self.pool.run(&|_| {
-            let att_ptr = &att_ptr;
             let mut sc = Scratch::default();
             loop {
                 let job = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -246,17 +290,9 @@ impl CpuBackend {
                     break;
                 }
                 let (ti, h) = (job / n_head, job % n_head);
-                let seen = Visibility {
-                    pos: pos0 + ti,
-                    last,
-                    window: a.window,
-                };
-                // SAFETY: each (token, head) is one job, taken once.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
-                };
                 let qh = &q[ti * q_dim + h * hd..][..hd];
-                attend(isa, &cache, &kern, a, h / group, qh, &seen, &mut sc, out);
+                let (s, o) = (seen(ti), out(ti, h));
+                attend(isa, &cache, &kern, a, h / group, qh, &s, None, &mut sc, o);
             }
         });
     }
@@ -980,7 +1016,8 @@ mod tests {
 
     /// A prompt's attention in one batch equals, to the bit, the same
     /// queries one token at a time (the path that mirrors llama.cpp), on
-    /// every ISA this CPU has, with and without a sliding window.
+    /// every ISA this CPU has, f16 and quantised caches, with and without a
+    /// sliding window.
     #[test]
     fn batched_attention_is_the_one_token_path() {
         let (n_head, n_head_kv, hd) = (4, 2, 64);
@@ -990,10 +1027,16 @@ mod tests {
         let k = rng.vec((prefix + t) * kv_dim, 1.0);
         let v = rng.vec((prefix + t) * kv_dim, 1.0);
         let q = rng.vec(t * q_dim, 1.0);
-        for isa in Isa::available() {
+        use crate::GgmlType::*;
+        let types = [(F16, F16), (Q8_0, Q4_0), (Q8_0, F16), (BF16, Q5_1)];
+        for (isa, (kt, vt)) in Isa::available()
+            .into_iter()
+            .flat_map(|i| types.map(|t| (i, t)))
+        {
             let b = CpuBackend::new(2, isa);
             let mut sc = b.scratch().unwrap();
-            let mut kv = b.kv(300, kv_dim, hd, KvTypes::F16).unwrap();
+            let types = KvTypes { k: kt, v: vt };
+            let mut kv = b.kv(300, kv_dim, hd, types).unwrap();
             b.kv_store(&mut sc, &mut kv, &k, &v, 0, prefix + t);
             for window in [None, Some(16)] {
                 let a = Attention {
@@ -1014,7 +1057,7 @@ mod tests {
                         got.iter()
                             .zip(&one)
                             .all(|(x, y)| x.to_bits() == y.to_bits()),
-                        "{isa:?} window {window:?}: token {i} differs"
+                        "{isa:?} {types} window {window:?}: token {i} differs"
                     );
                 }
             }
