@@ -42,8 +42,16 @@ impl Kernels {
     pub fn new(types: KvTypes, head_dim: usize, isa: Isa) -> Kernels {
         let k = kernels_for(types.k, isa).expect("cache types have kernels");
         let act = dot_type(types.k).expect("as above");
+        // bf16 keys dot in ggml's own order for this CPU, not the weights'
+        // faster lanes: the cache's scores then equal llama.cpp's.
+        let k_dot: DotFn = match (types.k, isa) {
+            (GgmlType::BF16, Isa::Avx512) => super::dot::bf16_bf16_avx512,
+            (GgmlType::BF16, Isa::Avx2) => super::dot::bf16_bf16_avx2,
+            (GgmlType::BF16, _) => super::dot::bf16_bf16_scalar,
+            _ => k.dot,
+        };
         Kernels {
-            k_dot: k.dot,
+            k_dot,
             q_to_k: quantizer(act, isa).expect("as above"),
             q_bytes: row_bytes(act, head_dim),
             k_rot: types.k_rotation(head_dim),

@@ -250,9 +250,9 @@ impl CpuBackend {
         let out = |ti: usize, h: usize| unsafe {
             std::slice::from_raw_parts_mut(att_ptr.0.add(ti * q_dim + h * hd), hd)
         };
-        if t > 1 && kv.types.v != crate::GgmlType::F16 {
-            // A batch: each job dequantises its KV head's values once for
-            // all its queries.
+        if kv.types.v != crate::GgmlType::F16 {
+            // Each job dequantises its KV head's values once for all its
+            // queries: the group's query heads, and a batch's tokens.
             let jobs = super::attention_batch::jobs(a.n_head_kv, t, self.pool.threads());
             self.pool.run(&|_| {
                 let (mut sc, mut values) = (Scratch::default(), Vec::new());

@@ -5,7 +5,7 @@
 use crate::blocks::f16_at;
 use crate::blocks::iquants::KVALUES_IQ4NL;
 use crate::blocks::kquants::scale_min_k4;
-use crate::float16::f16_to_f32;
+use crate::float16::{bf16_to_f32, f16_to_f32};
 
 #[inline(always)]
 fn f32_at(b: &[u8], at: usize) -> f32 {
@@ -57,7 +57,27 @@ pub fn f16_f16_avx512(w: &[u8], a: &[u8]) -> f32 {
     f16_f16(crate::cpu::Isa::Avx512, w, a)
 }
 
-/// BF16 rows in ggml_vec_dot_bf16's summation order for `isa`.
+/// BF16 rows in 16 lanes: fast, within rounding of ggml's order (weights).
+#[inline(always)]
+pub fn bf16_bf16_lanes(w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (wc, ac) = (w.chunks_exact(32), a.chunks_exact(32));
+    let (wr, ar) = (wc.remainder(), ac.remainder());
+    let h = |b: &[u8], k: usize| bf16_to_f32(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]));
+    for (wb, ab) in wc.zip(ac) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += h(wb, k) * h(ab, k);
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in wr.chunks_exact(2).zip(ar.chunks_exact(2)) {
+        s += h(x, 0) * h(y, 0);
+    }
+    s
+}
+
+/// BF16 rows in ggml_vec_dot_bf16's summation order for `isa` (slower:
+/// the bf16 KV cache's keys, where llama.cpp's order is kept to the bit).
 #[inline(always)]
 pub fn bf16_bf16(isa: crate::cpu::Isa, w: &[u8], a: &[u8]) -> f32 {
     let h = |b: &[u8], i: usize| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]);

@@ -202,9 +202,7 @@ per_isa!(d_f32, dot::f32_f32, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_f16_scalar, dot::f16_f16_scalar, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_f16_avx2, dot::f16_f16_avx2, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_f16_avx512, dot::f16_f16_avx512, (w: &[u8], a: &[u8]) -> f32);
-per_isa!(d_bf16_scalar, dot::bf16_bf16_scalar, (w: &[u8], a: &[u8]) -> f32);
-per_isa!(d_bf16_avx2, dot::bf16_bf16_avx2, (w: &[u8], a: &[u8]) -> f32);
-per_isa!(d_bf16_avx512, dot::bf16_bf16_avx512, (w: &[u8], a: &[u8]) -> f32);
+per_isa!(d_bf16, dot::bf16_bf16_lanes, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q4_0, dot::q4_0_q8_0, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q4_1, dot::q4_1_q8_1, (w: &[u8], a: &[u8]) -> f32);
 per_isa!(d_q5_0, dot::q5_0_q8_0, (w: &[u8], a: &[u8]) -> f32);
@@ -478,13 +476,7 @@ pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported
             #[cfg(not(target_arch = "x86_64"))]
             _ => d_f16_scalar::scalar,
         },
-        BF16 => match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => d_bf16_avx2::avx2,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => d_bf16_avx512::avx512,
-            _ => d_bf16_scalar::scalar,
-        },
+        BF16 => pick!(isa, d_bf16),
         Q4_0 => pick!(isa, d_q4_0),
         Q4_1 => pick!(isa, d_q4_1),
         Q5_0 => pick!(isa, d_q5_0),
