@@ -79,6 +79,18 @@ pub struct Visibility {
 }
 
 impl Visibility {
+    /// The cells to look at, in order, and whether each still needs
+    /// `sees`: while the ring has not wrapped, cell c holds position c, so
+    /// the visible cells are one range and no cell needs a test.
+    fn span(&self, cells: usize, n_kv: usize) -> (std::ops::Range<usize>, bool) {
+        if self.last < cells {
+            let lo = self.window.map_or(0, |w| (self.pos + 1).saturating_sub(w));
+            ((lo..(self.pos + 1).min(n_kv)), false)
+        } else {
+            (0..n_kv, true)
+        }
+    }
+
     fn sees(&self, cells: usize, c: usize) -> bool {
         let back = (self.last as isize - c as isize).rem_euclid(cells as isize) as usize;
         self.last
@@ -250,8 +262,9 @@ fn attend_body<const F16C: bool>(args: &Args<'_>, sc: &mut Scratch, out: &mut [f
     sc.acc16.resize(if v16 { hd } else { 0 }, 0);
     sc.v32.resize(if v16 { 0 } else { hd }, 0.0);
     let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
-    for c in 0..cache.n_kv {
-        if !seen.sees(cache.cells, c) {
+    let (span, test) = seen.span(cache.cells, cache.n_kv);
+    for c in span {
+        if test && !seen.sees(cache.cells, c) {
             continue;
         }
         let k = &cache.k[c * k_row + g * k_head..][..k_head];
@@ -308,6 +321,27 @@ mod tests {
     use super::*;
     use crate::backend_check::Rng;
     use crate::blocks::quantize;
+
+    /// The span (with its per-cell test where the ring wrapped) visits
+    /// exactly the cells `sees` accepts, in cell order.
+    #[test]
+    fn spans_visit_the_visible_cells() {
+        for cells in [40usize, 64, 300] {
+            for last in 0..2 * cells {
+                for pos in last.saturating_sub(20)..=last {
+                    for window in [None, Some(1), Some(16), Some(37)] {
+                        let seen = Visibility { pos, last, window };
+                        let n_kv = cells.min((last + 1).next_multiple_of(32));
+                        let want: Vec<usize> = (0..n_kv).filter(|&c| seen.sees(cells, c)).collect();
+                        let (span, test) = seen.span(cells, n_kv);
+                        let got: Vec<usize> =
+                            span.filter(|&c| !test || seen.sees(cells, c)).collect();
+                        assert_eq!(got, want, "cells {cells} last {last} pos {pos} {window:?}");
+                    }
+                }
+            }
+        }
+    }
 
     /// Against an f64 softmax over the dequantised cache: the online
     /// softmax, quantised query and f16 or f32 value sums stay within the
