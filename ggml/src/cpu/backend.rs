@@ -207,8 +207,10 @@ impl CpuBackend {
         }
     }
 
-    /// Attention over a cache of rows (see attention_rows): one job a query
-    /// head of a token, handed out to the pool's threads as they free up.
+    /// Attention over a cache of rows (see attention_rows), jobs handed out
+    /// to the pool's threads as they free up: with quantised values, one job
+    /// a KV head (and block of tokens) that dequantises them once; with f16
+    /// values, one job a query head of a token.
     #[allow(clippy::too_many_arguments)]
     fn attention_rows(
         &self,
