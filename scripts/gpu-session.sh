@@ -147,5 +147,33 @@ d)
     rm -rf "$w/models/7b-$f"
   done
   ;;
+e)
+  # KV cache types (issue 15): the GPU suite with SmolLM2's first half
+  # (pack --with-smollm2 1 into .gpu-e), then decode at depth 4096 of a
+  # 7B-shaped Q4_K file written here, with each cache type.
+  GPU_PACK=.gpu-e timeout 300 scripts/gpu-suite.sh run >"$out/suite-e.log" 2>&1
+  echo "suite rc=$?"
+  grep -E "^test |test result|cache|planned|FAIL|panicked" "$out/suite-e.log" | grep -v " ok$" | tail -60
+  w=/tmp/llm-gpu
+  mkdir -p $w/models
+  LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$w/models/7b-Q4_K.gguf LLM_WRITE_TYPE=Q4_K \
+    $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
+    timeout 60 $w/llm bench -m $w/models/7b-Q4_K.gguf -ngl 99 -p 0 -n 128 -d 4096 -ctk $t -ctv $t -r 5 2>&1 |
+      grep -E "^\| 7b" | tee -a "$out/bench-caches.log"
+  done
+  ;;
+f)
+  # SmolLM2 complete (its halves in .gpu-s1/smol.part0, copied to the models by
+  # an earlier call, and .gpu-s2/smol.part1; after e on the same
+  # machine): its GPU tests, then its decode at depth 4096 per cache type.
+  GPU_PACK=.gpu-s2 timeout 200 scripts/gpu-suite.sh run smollm2 chat_on quantised_kv >"$out/suite-f.log" 2>&1
+  echo "smollm2 rc=$?"
+  grep -E "^test |test result|tokens equal|CPU|GPU|panicked|part after" "$out/suite-f.log" | tail -40
+  for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
+    timeout 60 /tmp/llm-gpu/llm bench -m /tmp/llm-gpu/models/SmolLM2-135M-Instruct.Q4_1.gguf -ngl 99 -p 0 -n 128 \
+      -d 4096 -ctk $t -ctv $t -r 5 2>&1 | grep -E "^\| " | tee -a "$out/bench-caches-smollm2.log"
+  done
+  ;;
 *) sed -n 2,26p "$0" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
+use ggml::backend::KvTypes;
 use ggml::GgmlType;
 use llm::format::gguf::{GgufFile, GgufWriter};
 use llm::model::forward::{Device, Layout};
@@ -52,8 +53,14 @@ fn vocab_source() -> Option<PathBuf> {
 }
 
 fn load(path: &Path, layers: &[Device], output: Device) -> Model {
+    load_cached(path, layers, output, KvTypes::F16)
+}
+
+/// `load` with a KV cache of `types`.
+fn load_cached(path: &Path, layers: &[Device], output: Device, types: KvTypes) -> Model {
     let file = Arc::new(GgufFile::open(path).unwrap());
-    let config = Config::from_gguf(&file).unwrap();
+    let mut config = Config::from_gguf(&file).unwrap();
+    config.kv_types = types;
     assert_eq!(layers.len(), config.n_layer);
     Model::build(
         file,
@@ -354,6 +361,110 @@ fn smollm2_matches_the_cpu() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// Every KV cache type on the GPU: the CPU's greedy tokens up to a near-tie
+/// (the CPU quantises queries to 8 bits for a quantised K cache, the GPU
+/// keeps them in f32), and a CPU layer range whose prompt batches stream to
+/// the GPU, cells crossing as bytes both ways, gives full offload's logits
+/// to the bit.
+#[test]
+fn quantised_kv_caches_match_the_cpu() {
+    if !gpu_present() {
+        return;
+    }
+    use GgmlType::*;
+    let pairs = [
+        (Q8_0, Q8_0),
+        (Q4_0, Q4_0),
+        (Q4_1, Q4_1),
+        (Q5_0, Q5_0),
+        (Q5_1, Q5_1),
+        (IQ4_NL, IQ4_NL),
+        (BF16, BF16),
+        (Q8_0, Q4_0),
+    ];
+    // SmolLM2 (heads of 64) where it is there; synthetic models with heads
+    // of 128 (llama) and 256 (gemma3, sliding-window layers).
+    let vocab = GgufFile::open(&vocab_source().expect("a vocabulary")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for (arch, ty, n_head, seed) in [("llama", Q8_0, 4, 31), ("gemma3", Q4_K, 2, 32)] {
+        let mut spec = small_spec(arch, ty, true, seed);
+        (spec.n_embd, spec.n_head, spec.n_head_kv) = (512, n_head, n_head / 2);
+        let path = dir.path().join(format!("{arch}.gguf"));
+        synthesize(&spec, vocab.metadata())
+            .unwrap()
+            .write_to(&path)
+            .unwrap();
+        models.push((
+            format!("{arch} {ty} heads of {}", 512 / n_head),
+            path,
+            prompt_tokens(),
+        ));
+    }
+    let smol = models_dir().join(SMOLLM2);
+    if smol.is_file() {
+        let tok = llm::tokenizer::Tokenizer::from_gguf_file(&smol).unwrap();
+        let text = "Rivers carry sediment from the mountains to the sea, and over many years";
+        models.push((
+            "SmolLM2".into(),
+            smol,
+            tok.encode(text, true, true).unwrap(),
+        ));
+    } else {
+        eprintln!("skipped SmolLM2: {} is not there", smol.display());
+    }
+    let mut bad = Vec::new();
+    for (name, path, prompt) in models {
+        let n = n_layer(&path);
+        let half: Vec<Device> = (0..n)
+            .map(|i| {
+                if i < n / 2 {
+                    Device::Cpu
+                } else {
+                    Device::Gpu(0)
+                }
+            })
+            .collect();
+        let batch: Vec<u32> = prompt.iter().cycle().take(40).copied().collect();
+        for (k, v) in pairs {
+            let types = KvTypes { k, v };
+            let cpu = load_cached(&path, &vec![Device::Cpu; n], Device::Cpu, types);
+            let gpu = load_cached(&path, &vec![Device::Gpu(0); n], Device::Gpu(0), types);
+            let want = greedy(&cpu, &prompt);
+            let got = greedy(&gpu, &prompt);
+            let (_, cpu_one) = all_logits(&cpu, &prompt);
+            let (gpu_batch, gpu_one) = all_logits(&gpu, &prompt);
+            let step = diverges(&want, &got.0);
+            eprintln!(
+                "{name} cache {types}: tokens equal to step {} of {STEPS}; max |logit diff| vs CPU {:.3e} (one token), batch vs one {:.3e}",
+                step.unwrap_or(STEPS),
+                max_diff(&cpu_one, &gpu_one),
+                max_diff(&gpu_batch, &gpu_one)
+            );
+            if let Some(i) = step {
+                bad.push(format!(
+                    "{name} cache {types}: the GPU leaves the CPU's tokens at step {i}"
+                ));
+            }
+            let streamed = load_cached(&path, &half, Device::Gpu(0), types);
+            let twice = |m: &Model| {
+                let mut state = m.new_state(N_CTX).unwrap();
+                m.forward(&mut state, &batch, true).unwrap();
+                let mut logits = state.logits.clone();
+                m.forward(&mut state, &batch, true).unwrap();
+                logits.extend_from_slice(&state.logits);
+                logits
+            };
+            if twice(&gpu) != twice(&streamed) {
+                bad.push(format!(
+                    "{name} cache {types}: streamed prompt batches differ from full offload's"
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 /// The user's own command line: the GPU prints the CPU's reply (up to a
 /// near-tie late in it).
 #[test]
@@ -404,6 +515,32 @@ fn chat_on_the_gpu_prints_the_cpus_reply() {
         "the replies part after {same} characters"
     );
     assert!(gpu.stdout.trim().len() > 40, "a short GPU reply");
+
+    // A quantised cache stays on the GPU (the plan offloads every layer)
+    // and answers as the CPU with the same cache does.
+    let with_cache = |ngl: &'static str| {
+        let mut a = args(ngl);
+        a.extend(["-ctk", "q8_0", "-ctv", "q8_0"]);
+        llm(&a)
+    };
+    let (cpu_q, gpu_q) = (with_cache("0"), with_cache("100"));
+    assert_eq!(gpu_q.code, Some(0), "{}", gpu_q.stderr);
+    assert!(
+        gpu_q.stderr.contains("layers on the GPU") && !gpu_q.stderr.contains("puts 0 of"),
+        "{}",
+        gpu_q.stderr
+    );
+    eprintln!("CPU q8_0: {}\nGPU q8_0: {}", cpu_q.stdout, gpu_q.stdout);
+    let same = cpu_q
+        .stdout
+        .chars()
+        .zip(gpu_q.stdout.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        same >= 20,
+        "the q8_0-cache replies part after {same} characters"
+    );
 }
 
 /// Writes the vocabulary-only GGUF that scripts/gpu-suite.sh carries to the

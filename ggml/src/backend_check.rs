@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Attention, Backend, Glu, HostMat, WeightFormat};
+use crate::backend::{Attention, Backend, Glu, HostMat, KvTypes, WeightFormat};
 use crate::blocks::{quantize, WEIGHT_TYPES};
 use crate::cpu::backend::CpuBackend;
 use crate::cpu::Isa;
@@ -314,6 +314,134 @@ struct AttentionOp {
     /// Rotate the new tokens' q and k and store them through `rope_store`
     /// (then the roped q and k follow the output).
     rope: Option<Rope>,
+    types: KvTypes,
+}
+
+impl AttentionOp {
+    /// Fills `kv` with the history, then stores the new tokens' keys and
+    /// values (through rope_store when the op ropes): the cache as the
+    /// forward pass leaves it for attention.
+    #[allow(clippy::too_many_arguments)]
+    fn fill<B: Backend>(
+        &self,
+        b: &B,
+        sc: &mut B::Scratch,
+        kv: &mut B::Kv,
+        q: &mut B::Buf,
+        k: &mut B::Buf,
+        v: &B::Buf,
+    ) {
+        let kv_dim = self.a.n_head_kv * self.a.head_dim;
+        // The history in batches of at most `cells - window` so a ring never
+        // overwrites what a batch still needs, as the forward pass guarantees.
+        let total = self.history + self.tokens;
+        let step = self.a.window.map_or(total, |w| (self.cells - w).max(1));
+        let mut pos = 0;
+        while pos < self.history {
+            let n = step.min(self.history - pos);
+            let k = up(b, &self.k[pos * kv_dim..(pos + n) * kv_dim]);
+            let v = up(b, &self.v[pos * kv_dim..(pos + n) * kv_dim]);
+            b.begin(sc, pos, n);
+            b.kv_store(sc, kv, &k, &v, pos, n);
+            pos += n;
+        }
+        b.begin(sc, pos, self.tokens);
+        if let Some(rope) = &self.rope {
+            let heads = (self.a.n_head, self.a.n_head_kv);
+            let (t, hd) = (self.tokens, self.a.head_dim);
+            b.rope_store(sc, kv, q, k, v, t, heads, hd, rope, None, pos);
+        } else {
+            b.kv_store(sc, kv, k, v, pos, self.tokens);
+        }
+    }
+
+    /// Attention in f64 over the cache the CPU stores (quantised, rotated):
+    /// what a kernel would give with no rounding of its own. None for an f16
+    /// cache or a roped case (whose q the devices rotate differently).
+    fn exact_over_cache(&self) -> Option<Vec<f32>> {
+        if self.types.is_f16() || self.rope.is_some() {
+            return None;
+        }
+        let r = reference();
+        let a = &self.a;
+        let (hd, kv_dim) = (a.head_dim, a.n_head_kv * a.head_dim);
+        let mut kv = r.kv(self.cells, kv_dim, hd, self.types).expect("a cache");
+        let mut sc = r.scratch().expect("scratch");
+        let (mut q, mut k) = (self.q.clone(), self.k[self.history * kv_dim..].to_vec());
+        let v = self.v[self.history * kv_dim..].to_vec();
+        self.fill(&r, &mut sc, &mut kv, &mut q, &mut k, &v);
+        let (kw, vw) = self.types.row_words(kv_dim);
+        let (mut kc, mut vc) = (vec![0u16; self.cells * kw], vec![0u16; self.cells * vw]);
+        r.kv_cells_out(&kv, 0, &mut kc, &mut vc);
+        let rows = |t: GgmlType, words: &[u16]| -> Vec<f32> {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut out = vec![0f32; self.cells * kv_dim];
+            crate::blocks::dequantize(t, &bytes, &mut out).expect("cache types dequantise");
+            out
+        };
+        let (kf, vf) = (rows(self.types.k, &kc), rows(self.types.v, &vc));
+        let (k_rot, v_rot) = (self.types.k_rotation(hd), self.types.v_rotation(hd));
+        let last = self.history + self.tokens - 1;
+        let oldest = (last + 1).saturating_sub(self.cells);
+        let mut out = Vec::with_capacity(self.q.len());
+        for t in 0..self.tokens {
+            let pos = self.history + t;
+            for h in 0..a.n_head {
+                let g = h / (a.n_head / a.n_head_kv);
+                let qh = &self.q[(t * a.n_head + h) * hd..][..hd];
+                let mut qh: Vec<f64> = qh.iter().map(|&x| f64::from(x)).collect();
+                if let Some(n) = k_rot {
+                    hadamard_f64(&mut qh, n);
+                }
+                let seen: Vec<usize> = (oldest..=pos)
+                    .filter(|&p| a.window.is_none_or(|w| pos - p < w))
+                    .collect();
+                let row = |c: &[f32], p: usize| -> Vec<f64> {
+                    let at = (p % self.cells) * kv_dim + g * hd;
+                    c[at..at + hd].iter().map(|&x| f64::from(x)).collect()
+                };
+                let scores: Vec<f64> = seen
+                    .iter()
+                    .map(|&p| {
+                        let kr = row(&kf, p);
+                        qh.iter().zip(&kr).map(|(x, y)| x * y).sum::<f64>() * f64::from(a.kq_scale)
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = weights.iter().sum();
+                let mut o = vec![0f64; hd];
+                for (&p, w) in seen.iter().zip(&weights) {
+                    for (oi, vi) in o.iter_mut().zip(row(&vf, p)) {
+                        *oi += w / sum * vi;
+                    }
+                }
+                if let Some(n) = v_rot {
+                    hadamard_f64(&mut o, n);
+                }
+                out.extend(o.iter().map(|&x| x as f32));
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The orthonormal Walsh-Hadamard rotation in f64, pieces of n.
+fn hadamard_f64(x: &mut [f64], n: usize) {
+    for piece in x.chunks_exact_mut(n) {
+        let mut len = 1;
+        while len < n {
+            for pair in piece.chunks_exact_mut(2 * len) {
+                let (lo, hi) = pair.split_at_mut(len);
+                for (u, v) in lo.iter_mut().zip(hi.iter_mut()) {
+                    (*u, *v) = (*u + *v, *u - *v);
+                }
+            }
+            len <<= 1;
+        }
+        let scale = 1.0 / (n as f64).sqrt();
+        piece.iter_mut().for_each(|v| *v *= scale);
+    }
 }
 
 impl Op for AttentionOp {
@@ -326,54 +454,33 @@ impl Op for AttentionOp {
     }
     fn case(&self) -> String {
         format!(
-            "{} heads / {} kv heads of {}, {} cells, window {:?}, {} tokens after {}",
+            "{} heads / {} kv heads of {}, {} cells, window {:?}, {} tokens after {}{}",
             self.a.n_head,
             self.a.n_head_kv,
             self.a.head_dim,
             self.cells,
             self.a.window,
             self.tokens,
-            self.history
+            self.history,
+            if self.types.is_f16() {
+                String::new()
+            } else {
+                format!(", cache {}", self.types)
+            }
         )
     }
     fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
         let kv_dim = self.a.n_head_kv * self.a.head_dim;
         let q_dim = self.a.n_head * self.a.head_dim;
         let mut kv = b
-            .kv(
-                self.cells,
-                kv_dim,
-                self.a.head_dim,
-                crate::backend::KvTypes::F16,
-            )
+            .kv(self.cells, kv_dim, self.a.head_dim, self.types)
             .expect("a cache");
         let mut sc = b.scratch().expect("scratch");
-        // The history in batches of at most `cells - window` so a ring never
-        // overwrites what a batch still needs, as the forward pass guarantees.
-        let total = self.history + self.tokens;
-        let step = self.a.window.map_or(total, |w| (self.cells - w).max(1));
-        let mut pos = 0;
-        while pos < self.history {
-            let n = step.min(self.history - pos);
-            let k = up(b, &self.k[pos * kv_dim..(pos + n) * kv_dim]);
-            let v = up(b, &self.v[pos * kv_dim..(pos + n) * kv_dim]);
-            b.begin(&mut sc, pos, n);
-            b.kv_store(&mut sc, &mut kv, &k, &v, pos, n);
-            pos += n;
-        }
-        let mut k = up(b, &self.k[pos * kv_dim..]);
-        let v = up(b, &self.v[pos * kv_dim..]);
+        let mut k = up(b, &self.k[self.history * kv_dim..]);
+        let v = up(b, &self.v[self.history * kv_dim..]);
         let mut q = up(b, &self.q);
-        b.begin(&mut sc, pos, self.tokens);
-        if let Some(rope) = &self.rope {
-            let heads = (self.a.n_head, self.a.n_head_kv);
-            let (t, hd) = (self.tokens, self.a.head_dim);
-            b.rope_store(
-                &mut sc, &mut kv, &mut q, &mut k, &v, t, heads, hd, rope, None, pos,
-            );
-        } else {
-            b.kv_store(&mut sc, &mut kv, &k, &v, pos, self.tokens);
-        }
+        self.fill(b, &mut sc, &mut kv, &mut q, &mut k, &v);
+        let pos = self.history;
         let mut out = buf(b, self.tokens * q_dim);
         b.attention(&mut sc, &kv, &q, pos, self.tokens, &self.a, &mut out);
         let mut got = down(b, &out, self.tokens * q_dim);
@@ -774,10 +881,92 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
             v: rng.vec(total * kv_dim, 1.0),
             q: rng.vec(tokens * n_head * head_dim, 1.5),
             rope,
+            types: KvTypes::F16,
         };
         out.push(outcome(&op, &r, b));
     }
+    push_quantised_caches(&mut out, &mut rng, &r, b);
     out
+}
+
+/// Attention over caches of every other type, and pairs of two types: each
+/// against the reference backend ("attention" / "rope_store") and against
+/// f64 attention over the same stored cache ("attention_vs_f64").
+fn push_quantised_caches<R: Backend, B: Backend>(
+    out: &mut Vec<Outcome>,
+    rng: &mut Rng,
+    r: &R,
+    b: &B,
+) {
+    use GgmlType::*;
+    let pairs = [
+        (Q8_0, Q8_0),
+        (Q4_0, Q4_0),
+        (Q4_1, Q4_1),
+        (Q5_0, Q5_0),
+        (Q5_1, Q5_1),
+        (IQ4_NL, IQ4_NL),
+        (BF16, BF16),
+        (Q8_0, F16),
+        (F16, Q4_0),
+        (Q4_0, Q8_0),
+    ];
+    // Decode over a split cache, a short one, a prompt batch, a sliding
+    // window's ring, a head without a vector kernel rotated in pieces of 64,
+    // and one too odd to rotate at all.
+    let shapes = [
+        (8, 2, 128, None, 1100, 900, 1),
+        (4, 4, 64, None, 64, 10, 1),
+        (8, 2, 64, None, 80, 30, 20),
+        (4, 1, 256, Some(16), 24, 40, 1),
+        (4, 2, 192, None, 96, 50, 2),
+        (4, 2, 96, None, 64, 20, 1),
+    ];
+    let cases = pairs.iter().enumerate().flat_map(|(i, &(k, v))| {
+        [shapes[i % 6], shapes[(i + 2) % 6]]
+            .into_iter()
+            .map(move |shape| (KvTypes { k, v }, shape, None))
+    });
+    let roped = (
+        KvTypes { k: Q8_0, v: Q4_0 },
+        (8, 2, 64, None, 64, 10, 3),
+        Some(Rope::plain(64, 10000.0, false)),
+    );
+    for (types, shape, rope) in cases.chain([roped]) {
+        let (n_head, n_head_kv, head_dim, window, cells, history, tokens) = shape;
+        let kv_dim = n_head_kv * head_dim;
+        let total = history + tokens;
+        let op = AttentionOp {
+            a: Attention {
+                n_head,
+                n_head_kv,
+                head_dim,
+                window,
+                kq_scale: 1.0 / (head_dim as f32).sqrt(),
+            },
+            cells,
+            history,
+            tokens,
+            k: rng.vec(total * kv_dim, 1.5),
+            v: rng.vec(total * kv_dim, 1.0),
+            q: rng.vec(tokens * n_head * head_dim, 1.5),
+            rope,
+            types,
+        };
+        let got = op.run(b);
+        out.push(Outcome {
+            op: op.name(),
+            case: op.case(),
+            rel_err: rel_err(&op.run(r), &got),
+        });
+        if let Some(exact) = op.exact_over_cache() {
+            out.push(Outcome {
+                op: "attention_vs_f64",
+                case: op.case(),
+                rel_err: rel_err(&exact, &got[..exact.len()]),
+            });
+        }
+    }
 }
 
 /// A fused product against the reference backend ("fused") and against
@@ -822,6 +1011,9 @@ mod tests {
             let outcomes = check(&b, 7);
             let bad = failures(&outcomes, |o| match o.op {
                 "attention" | "rope_store" => 1e-3,
+                // Queries quantised to the K cache's dot partner (8 bits,
+                // or bf16), f16 value sums where V is f16, as ggml does.
+                "attention_vs_f64" => 2e-2,
                 "swiglu" => 1e-6,
                 // Activations quantised to 8 bits, as ggml does: a bound
                 // that catches a wrong kernel, not a measure of precision

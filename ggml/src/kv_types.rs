@@ -47,6 +47,13 @@ impl KvTypes {
         row_bytes(self.k, kv_dim) + row_bytes(self.v, kv_dim)
     }
 
+    /// u16 words of one cell's keys and of its values (every row of a
+    /// cache type is a whole number of words), as cells cross between
+    /// devices.
+    pub fn row_words(self, kv_dim: usize) -> (usize, usize) {
+        (row_bytes(self.k, kv_dim) / 2, row_bytes(self.v, kv_dim) / 2)
+    }
+
     /// The size of the Walsh-Hadamard rotation that keys (and queries) take
     /// before a quantised K cache, as llama.cpp does since its attention
     /// rotation (quantisation error spreads evenly over a rotated head):

@@ -71,10 +71,6 @@ pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
     let mut planner_opts = opts.planner.clone();
     planner_opts.gpu_layers = opts.gpu_layers.unwrap_or(GpuLayers::Auto);
     let mut notes = Vec::new();
-    if let Some(note) = quantised_cache_on_cpu(opts, &devices)? {
-        planner_opts.gpu_layers = GpuLayers::Count(0);
-        notes.push(note);
-    }
     let plan = planner::plan(&fp, &devices, &planner_opts)
         .map_err(anyhow::Error::msg)
         .with_context(|| path.display().to_string())?;
@@ -114,25 +110,6 @@ pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
         plan,
         notes,
     })
-}
-
-/// Quantised caches are attended on the CPU only so far: asked for with
-/// GPU layers, that is an error; with `auto` (or nothing) where a GPU is
-/// found, the model stays on the CPU, and the returned line says why.
-fn quantised_cache_on_cpu(opts: &LoadOptions, devices: &Devices) -> Result<Option<String>> {
-    let t = opts.kv_types;
-    if t.is_f16() || devices.list.is_empty() {
-        return Ok(None);
-    }
-    match opts.gpu_layers {
-        Some(GpuLayers::Count(0)) => Ok(None),
-        None | Some(GpuLayers::Auto) => Ok(Some(format!(
-            "llm: a KV cache of {t} runs on the CPU only so far: every layer stays on the CPU"
-        ))),
-        Some(_) => bail!(
-            "a KV cache of {t} runs on the CPU only so far: use -ngl 0, or an f16 cache (-ctk f16 -ctv f16) on the GPU"
-        ),
-    }
 }
 
 /// A GPU allocation that failed (the free memory moved since the plan, or

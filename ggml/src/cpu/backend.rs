@@ -50,13 +50,6 @@ pub struct CpuKv {
     v: Vec<u16>,
 }
 
-impl CpuKv {
-    /// u16 words of one cell's row of `t`.
-    fn words(t: crate::GgmlType, kv_dim: usize) -> usize {
-        crate::kv_types::row_bytes(t, kv_dim) / 2
-    }
-}
-
 #[derive(Default)]
 pub struct CpuScratch {
     /// Activations quantised for the dot kernels.
@@ -90,12 +83,20 @@ impl CpuBackend {
         self.pool.threads()
     }
 
-    /// Cells `cell0..cell0 + n` of a cache as rows, `[cell][kv_dim]` f16
-    /// keys and values (another device's layout: the values untransposed).
+    /// Cells `cell0..cell0 + n` of a cache as rows, `[cell][kv_dim]` keys
+    /// and values in the cache's types as u16 words (another device's
+    /// layout: an f16 cache's values untransposed).
     pub fn kv_cells_out(&self, kv: &CpuKv, cell0: usize, k: &mut [u16], v: &mut [u16]) {
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
+        if !kv.types.is_f16() {
+            let (kw, vw) = kv.types.row_words(kv_dim);
+            let n = k.len() / kw;
+            assert!(k.len() == n * kw && v.len() == n * vw && cell0 + n <= cells);
+            k.copy_from_slice(&kv.k[cell0 * kw..(cell0 + n) * kw]);
+            v.copy_from_slice(&kv.v[cell0 * vw..(cell0 + n) * vw]);
+            return;
+        }
         let n = k.len() / kv_dim;
-        assert!(kv.types.is_f16(), "cells cross between devices as f16");
         assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
         k.copy_from_slice(&kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim]);
         let out = SyncPtr(v.as_mut_ptr() as *mut f32);
@@ -118,8 +119,15 @@ impl CpuBackend {
     /// `cell0..` of a cache.
     pub fn kv_cells_in(&self, kv: &mut CpuKv, cell0: usize, k: &[u16], v: &[u16]) {
         let (kv_dim, cells) = (kv.kv_dim, kv.cells);
+        if !kv.types.is_f16() {
+            let (kw, vw) = kv.types.row_words(kv_dim);
+            let n = k.len() / kw;
+            assert!(k.len() == n * kw && v.len() == n * vw && cell0 + n <= cells);
+            kv.k[cell0 * kw..(cell0 + n) * kw].copy_from_slice(k);
+            kv.v[cell0 * vw..(cell0 + n) * vw].copy_from_slice(v);
+            return;
+        }
         let n = k.len() / kv_dim;
-        assert!(kv.types.is_f16(), "cells cross between devices as f16");
         assert!(k.len() == n * kv_dim && v.len() == k.len() && cell0 + n <= cells);
         kv.k[cell0 * kv_dim..(cell0 + n) * kv_dim].copy_from_slice(k);
         let cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
@@ -159,7 +167,7 @@ impl CpuBackend {
     /// spread over the pool.
     fn kv_store_rows(&self, kv: &mut CpuKv, k: &[f32], v: &[f32], pos0: usize, tokens: usize) {
         let (kv_dim, cells, types, head_dim) = (kv.kv_dim, kv.cells, kv.types, kv.head_dim);
-        let (kw, vw) = (CpuKv::words(types.k, kv_dim), CpuKv::words(types.v, kv_dim));
+        let (kw, vw) = types.row_words(kv_dim);
         let (k_rot, v_rot) = (types.k_rotation(head_dim), types.v_rotation(head_dim));
         let k_cache = SyncPtr(kv.k.as_mut_ptr() as *mut f32);
         let v_cache = SyncPtr(kv.v.as_mut_ptr() as *mut f32);
@@ -572,13 +580,14 @@ impl Backend for CpuBackend {
                 )));
             }
         }
+        let (kw, vw) = types.row_words(kv_dim);
         Ok(CpuKv {
             cells,
             kv_dim,
             head_dim,
             types,
-            k: vec![0; cells * CpuKv::words(types.k, kv_dim)],
-            v: vec![0; cells * CpuKv::words(types.v, kv_dim)],
+            k: vec![0; cells * kw],
+            v: vec![0; cells * vw],
         })
     }
 

@@ -11,6 +11,7 @@ use super::driver::{
     check, Context, CuResult, DeviceInfo, DeviceMem, Event, Function, Graph, KernelArg, Module,
     PinnedMem, Stream,
 };
+use super::kvcache::QuantKvKernels;
 use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
 use crate::backend::{
     Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes, MatmulOffload, WEIGHT_ALIGN,
@@ -25,7 +26,7 @@ const MATVEC_MAX_TOKENS: usize = 8;
 /// Weights go to the device through pinned memory in pieces of this size.
 const UPLOAD_CHUNK: usize = 16 << 20;
 
-struct Kernels {
+pub(super) struct Kernels {
     rms_norm: Function,
     add_bias: Function,
     add: Function,
@@ -48,6 +49,8 @@ struct Kernels {
     attention_vec: [Option<Function>; 3],
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
+    /// Caches of other types than f16 (kvcache.rs).
+    pub(super) kvq: QuantKvKernels,
 }
 
 struct MatKernels {
@@ -63,7 +66,7 @@ struct MatKernels {
 
 pub struct CudaBackend {
     info: DeviceInfo,
-    kernels: Kernels,
+    pub(super) kernels: Kernels,
     /// Host side of the crossings (`write`, `read`), grown as needed.
     staging: Mutex<PinnedMem>,
     /// The first op failure since the last `read`.
@@ -92,7 +95,7 @@ pub struct CudaBuf {
 }
 
 impl CudaBuf {
-    fn ptr(&self) -> u64 {
+    pub(super) fn ptr(&self) -> u64 {
         self.mem.ptr
     }
 }
@@ -152,23 +155,36 @@ pub struct CudaVector {
     pub(super) len: usize,
 }
 
-/// f16 keys and values, both `[cell][kv_dim]`.
+/// Keys and values, both `[cell][kv_dim]` in their types' blocks (the
+/// CPU's rows for the types other than f16 for both).
 pub struct CudaKv {
     pub(super) k: DeviceMem,
     pub(super) v: DeviceMem,
     pub(super) cells: usize,
     pub(super) kv_dim: usize,
+    pub(super) head_dim: usize,
+    pub(super) types: KvTypes,
+}
+
+impl CudaKv {
+    /// Bytes of one cell's keys and of its values.
+    pub(super) fn row_bytes(&self) -> (usize, usize) {
+        (
+            crate::kv_types::row_bytes(self.types.k, self.kv_dim),
+            crate::kv_types::row_bytes(self.types.v, self.kv_dim),
+        )
+    }
 }
 
 pub struct CudaScratch {
     /// [pos0, tokens] of the batch being run, on the device...
-    step: DeviceMem,
+    pub(super) step: DeviceMem,
     /// ...copied from here, which a replayed graph reads anew each time.
     step_host: PinnedMem,
     graphs: HashMap<u64, Graph>,
     recording: Option<u64>,
     /// Split-K decode attention's partial results (ATT_PART_BYTES).
-    attn_part: DeviceMem,
+    pub(super) attn_part: DeviceMem,
     /// Inputs gathered into a weight's stored order; made in `scratch` for
     /// one token (a recorded step must not allocate), grown for batches.
     gathered: Option<CudaBuf>,
@@ -302,6 +318,7 @@ impl CudaBackend {
                 ]
             },
             matmul,
+            kvq: QuantKvKernels::find(find)?,
         };
         Ok(CudaBackend {
             info,
@@ -339,8 +356,32 @@ impl CudaBackend {
         self.keep(self.ctx.bind());
     }
 
-    fn launch(&self, f: Function, grid: (u32, u32, u32), block: u32, args: &[&dyn KernelArg]) {
+    pub(super) fn launch(
+        &self,
+        f: Function,
+        grid: (u32, u32, u32),
+        block: u32,
+        args: &[&dyn KernelArg],
+    ) {
         self.keep(f.launch(&self.stream, grid, block, 0, args));
+    }
+
+    /// The output of split-K decode attention from its splits' partials.
+    pub(super) fn attention_merge(
+        &self,
+        sc: &CudaScratch,
+        tokens: usize,
+        a: &Attention,
+        splits: usize,
+        out: &mut CudaBuf,
+    ) {
+        let (nh, hd, s) = (a.n_head as i32, a.head_dim as i32, splits as i32);
+        self.launch(
+            self.kernels.attention_merge,
+            (tokens as u32, a.n_head as u32, 1),
+            128,
+            &[&sc.attn_part.ptr, &out.mem.ptr, &nh, &hd, &s],
+        );
     }
 
     /// `out[t][r] = W[r] · x[t]` with `x` already in `w`'s input order, by
@@ -927,24 +968,32 @@ impl Backend for CudaBackend {
         &self,
         cells: usize,
         kv_dim: usize,
-        _head_dim: usize,
+        head_dim: usize,
         types: KvTypes,
     ) -> Result<CudaKv, BackendError> {
         if !types.is_f16() {
+            types
+                .check_head_dim(head_dim)
+                .map_err(|e| BackendError(format!("{}: {e}", self.name())))?;
+        }
+        if head_dim > 256 {
             return Err(BackendError(format!(
-                "{}: the CUDA backend keeps its KV cache in f16 only (asked for {types})",
+                "{}: attention takes heads of up to 256 values, and this model's are {head_dim}",
                 self.name()
             )));
         }
-        let bytes = cells * kv_dim * 2;
+        let k_bytes = cells * crate::kv_types::row_bytes(types.k, kv_dim);
+        let v_bytes = cells * crate::kv_types::row_bytes(types.v, kv_dim);
         self.ctx.bind()?;
-        let k = DeviceMem::zeroed(bytes, "the KV cache").map_err(|e| self.name_device(e))?;
-        let v = DeviceMem::zeroed(bytes, "the KV cache").map_err(|e| self.name_device(e))?;
+        let k = DeviceMem::zeroed(k_bytes, "the KV cache").map_err(|e| self.name_device(e))?;
+        let v = DeviceMem::zeroed(v_bytes, "the KV cache").map_err(|e| self.name_device(e))?;
         Ok(CudaKv {
             k,
             v,
             cells,
             kv_dim,
+            head_dim,
+            types,
         })
     }
 
@@ -1215,9 +1264,15 @@ impl Backend for CudaBackend {
         head_dim: usize,
         rope: &Rope,
         freq_factors: Option<&CudaVector>,
-        _pos0: usize,
+        pos0: usize,
     ) {
         debug_assert_eq!(kv.kv_dim, n_head_kv * head_dim);
+        if !kv.types.is_f16() {
+            self.rope(sc, q, tokens, n_head, head_dim, rope, freq_factors, pos0);
+            self.rope(sc, k, tokens, n_head_kv, head_dim, rope, freq_factors, pos0);
+            self.kv_store_quantised(sc, kv, k, v, tokens);
+            return;
+        }
         let p = rope_params(rope);
         let ff = freq_factors.map_or(0u64, |f| f.mem.ptr());
         let (nh, nkv, hd, cells) = (
@@ -1256,6 +1311,10 @@ impl Backend for CudaBackend {
         _pos0: usize,
         tokens: usize,
     ) {
+        if !kv.types.is_f16() {
+            self.kv_store_quantised(sc, kv, k, v, tokens);
+            return;
+        }
         let (kv_dim, cells) = (kv.kv_dim as i32, kv.cells as i32);
         self.launch(
             self.kernels.kv_store,
@@ -1295,6 +1354,12 @@ impl Backend for CudaBackend {
         // many warps each. A prompt batch shares each tile of the cache among
         // 8 queries.
         let splits = attention_splits(kv.cells, tokens, a.n_head, a.head_dim);
+        if !kv.types.is_f16() {
+            let decode = tokens <= MATVEC_MAX_TOKENS;
+            let splits = if decode { splits } else { 1 };
+            self.attention_quantised(sc, kv, q, tokens, a, splits, decode, out);
+            return;
+        }
         let vec = match a.head_dim {
             64 => self.kernels.attention_vec[0],
             128 => self.kernels.attention_vec[1],
@@ -1322,18 +1387,11 @@ impl Backend for CudaBackend {
                 ],
             );
             if splits > 1 {
-                let s = splits as i32;
-                self.launch(
-                    self.kernels.attention_merge,
-                    (tokens as u32, a.n_head as u32, 1),
-                    128,
-                    &[&sc.attn_part.ptr, &out.mem.ptr, &nh, &hd, &s],
-                );
+                self.attention_merge(sc, tokens, a, splits, out);
             }
             return;
         }
         if tokens <= MATVEC_MAX_TOKENS && splits > 1 {
-            let s = splits as i32;
             self.launch(
                 self.kernels.attention_split,
                 (tokens as u32, a.n_head as u32, splits as u32),
@@ -1352,12 +1410,7 @@ impl Backend for CudaBackend {
                     &a.kq_scale,
                 ],
             );
-            self.launch(
-                self.kernels.attention_merge,
-                (tokens as u32, a.n_head as u32, 1),
-                128,
-                &[&sc.attn_part.ptr, &out.mem.ptr, &nh, &hd, &s],
-            );
+            self.attention_merge(sc, tokens, a, splits, out);
             return;
         }
         let (kernel, grid, block) = match self.kernels.attention_prompt {
@@ -1417,7 +1470,22 @@ mod tests {
         for o in &outcomes {
             eprintln!("{:<18} {:<60} {:.3e}", o.op, o.case, o.rel_err);
         }
+        // The same cases on the CPU, which attends over a quantised cache
+        // as llama.cpp does (queries quantised for the dot products).
+        let cpu = check(
+            &crate::cpu::backend::CpuBackend::new(2, crate::cpu::isa()),
+            11,
+        );
+        let cpu_err = |o: &crate::backend_check::Outcome| {
+            cpu.iter()
+                .find(|c| c.op == o.op && c.case == o.case)
+                .map_or(0.0, |c| c.rel_err)
+        };
         let bad = failures(&outcomes, |o| match o.op {
+            // No further from attention over the stored cache than the CPU.
+            "attention_vs_f64" => cpu_err(o),
+            // Against the CPU: its 8-bit queries set the difference.
+            "attention" | "rope_store" if o.case.contains("cache") => 3e-2,
             // Shown, not held: the CPU's own 8-bit activations dominate
             // (a single short row can be off by tens of percent); the exact
             // product below is the bound.
@@ -1442,6 +1510,78 @@ mod tests {
             "rms_norm" | "rms_norm_in_place" => 1e-5,
             _ => 0.0,
         });
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// A cache of every type the GPU stores holds the CPU's bytes for the
+    /// same keys and values (so cells cross between them as bytes, and the
+    /// attention check compares kernels over one cache): rotated heads,
+    /// blocks of zeros, a ring that wraps.
+    #[test]
+    fn quantised_caches_hold_the_cpus_bytes() {
+        use crate::backend_check::Rng;
+        use crate::kv_types::CACHE_TYPES;
+        let gpus = crate::cuda::devices();
+        let Some(first) = gpus.iter().find(|d| d.problem.is_none()) else {
+            eprintln!("skipped: no GPU");
+            return;
+        };
+        let gpu = CudaBackend::new(first.ordinal).expect("the GPU opens");
+        let cpu = crate::cpu::backend::CpuBackend::new(2, crate::cpu::isa());
+        let mut rng = Rng::new(3);
+        let copy = |s: &[u8], d: &mut [u8]| d.copy_from_slice(s);
+        let mut bad = Vec::new();
+        for (i, &k) in CACHE_TYPES.iter().enumerate() {
+            let v = CACHE_TYPES[(i + 3) % CACHE_TYPES.len()];
+            let types = KvTypes { k, v };
+            for (n_head_kv, head_dim) in [(2, 64), (1, 128), (2, 96), (1, 256)] {
+                // Two batches, the second wrapping the ring.
+                let (kv_dim, cells, tokens) = (n_head_kv * head_dim, 24, 30);
+                let batches = [(0, 20), (20, 10)];
+                let mut kx = rng.vec(tokens * kv_dim, 2.0);
+                let vx = rng.vec(tokens * kv_dim, 0.5);
+                kx[..32].fill(0.0);
+                kx[64..96].iter_mut().for_each(|x| *x *= 1e4);
+                let mut caches = Vec::new();
+                for dev in 0..2 {
+                    let (mut kc, mut vc) = (vec![0u16; 0], vec![0u16; 0]);
+                    let (kw, vw) = types.row_words(kv_dim);
+                    kc.resize(cells * kw, 0);
+                    vc.resize(cells * vw, 0);
+                    if dev == 0 {
+                        let mut kv = cpu.kv(cells, kv_dim, head_dim, types).unwrap();
+                        let mut sc = cpu.scratch().unwrap();
+                        for (pos0, n) in batches {
+                            let r = pos0 * kv_dim..(pos0 + n) * kv_dim;
+                            let (kx, vx) = (kx[r.clone()].to_vec(), vx[r].to_vec());
+                            cpu.kv_store(&mut sc, &mut kv, &kx, &vx, pos0, n);
+                        }
+                        cpu.kv_cells_out(&kv, 0, &mut kc, &mut vc);
+                    } else {
+                        let mut kv = gpu.kv(cells, kv_dim, head_dim, types).unwrap();
+                        let mut sc = gpu.scratch().unwrap();
+                        for (pos0, n) in batches {
+                            let r = pos0 * kv_dim..(pos0 + n) * kv_dim;
+                            let (mut kb, mut vb) =
+                                (gpu.buf(r.len()).unwrap(), gpu.buf(r.len()).unwrap());
+                            gpu.write(&kx[r.clone()], &mut kb);
+                            gpu.write(&vx[r], &mut vb);
+                            gpu.begin(&mut sc, pos0, n);
+                            gpu.kv_store(&mut sc, &mut kv, &kb, &vb, pos0, n);
+                        }
+                        gpu.kv_get(&kv, 0, &mut kc, &mut vc, &copy).unwrap();
+                    }
+                    caches.push((kc, vc));
+                }
+                let what = format!("{types}, {n_head_kv} heads of {head_dim}");
+                if caches[0].0 != caches[1].0 {
+                    bad.push(format!("{what}: keys differ"));
+                }
+                if caches[0].1 != caches[1].1 {
+                    bad.push(format!("{what}: values differ"));
+                }
+            }
+        }
         assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
 

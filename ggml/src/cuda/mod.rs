@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod driver;
+mod kvcache;
 mod matvec1;
 pub mod stream;
 
@@ -16,6 +17,7 @@ pub use stream::LayerRoom;
 pub(crate) const MODULES: &[(&str, &[u8])] = &[
     ("ops", include_bytes!("kernels/build/ops.fatbin")),
     ("matmul", include_bytes!("kernels/build/matmul.fatbin")),
+    ("kvcache", include_bytes!("kernels/build/kvcache.fatbin")),
 ];
 
 /// What `llm --version` says: the GPU architectures the embedded kernels

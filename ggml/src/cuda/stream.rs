@@ -96,9 +96,9 @@ impl CudaBackend {
         })
     }
 
-    /// Keys and values of cells `cell0..` (host rows, `[cell][kv_dim]` f16,
-    /// the device cache's layout) into the device cache, after the work
-    /// queued so far.
+    /// Keys and values of cells `cell0..` (host rows, `[cell][kv_dim]` in
+    /// the cache's types: the device cache's layout, as u16 words) into the
+    /// device cache, after the work queued so far.
     pub fn kv_put(
         &self,
         kv: &mut CudaKv,
@@ -107,9 +107,9 @@ impl CudaBackend {
         v: &[u16],
         copy: &HostCopy<'_>,
     ) -> Result<(), BackendError> {
-        let at = self.kv_span(kv, cell0, k.len(), v.len())?;
-        self.send_bytes(kv.k.ptr + at, u16_bytes(k), copy)?;
-        self.send_bytes(kv.v.ptr + at, u16_bytes(v), copy)
+        let (k_at, v_at) = self.kv_span(kv, cell0, k.len(), v.len())?;
+        self.send_bytes(kv.k.ptr + k_at, u16_bytes(k), copy)?;
+        self.send_bytes(kv.v.ptr + v_at, u16_bytes(v), copy)
     }
 
     /// Keys and values of cells `cell0..` of the device cache into host
@@ -122,24 +122,33 @@ impl CudaBackend {
         v: &mut [u16],
         copy: &HostCopy<'_>,
     ) -> Result<(), BackendError> {
-        let at = self.kv_span(kv, cell0, k.len(), v.len())?;
+        let (k_at, v_at) = self.kv_span(kv, cell0, k.len(), v.len())?;
         let room = self.offload_room(0, 0, 0)?;
         let r = room.as_ref().expect("made by offload_room");
-        self.receive(r, kv.k.ptr + at, u16_bytes_mut(k), copy)?;
-        self.receive(r, kv.v.ptr + at, u16_bytes_mut(v), copy)
+        self.receive(r, kv.k.ptr + k_at, u16_bytes_mut(k), copy)?;
+        self.receive(r, kv.v.ptr + v_at, u16_bytes_mut(v), copy)
     }
 
-    /// The byte offset of cell `cell0`, once checked that `k` and `v` values
-    /// from there fit in the cache.
-    fn kv_span(&self, kv: &CudaKv, cell0: usize, k: usize, v: usize) -> Result<u64, BackendError> {
-        let end = cell0 * kv.kv_dim + k;
-        if k != v || !k.is_multiple_of(kv.kv_dim) || end > kv.cells * kv.kv_dim {
+    /// The byte offsets of cell `cell0` in the K and V caches, once checked
+    /// that `k` and `v` words from there are whole cells, as many of each,
+    /// inside the cache.
+    fn kv_span(
+        &self,
+        kv: &CudaKv,
+        cell0: usize,
+        k: usize,
+        v: usize,
+    ) -> Result<(u64, u64), BackendError> {
+        let (k_row, v_row) = kv.row_bytes();
+        let (kw, vw) = (k_row / 2, v_row / 2);
+        let n = k / kw;
+        if !k.is_multiple_of(kw) || v != n * vw || cell0 + n > kv.cells {
             return Err(BackendError(format!(
-                "KV cells {cell0}.. of {} values do not fit a cache of {} cells",
-                k, kv.cells
+                "KV cells {cell0}.. of {k} and {v} words do not fit a cache of {} cells",
+                kv.cells
             )));
         }
-        Ok((cell0 * kv.kv_dim * 2) as u64)
+        Ok(((cell0 * k_row) as u64, (cell0 * v_row) as u64))
     }
 
     fn send_bytes(&self, dst: u64, src: &[u8], copy: &HostCopy<'_>) -> Result<(), BackendError> {

@@ -102,13 +102,14 @@ impl StreamedRange {
             .map(|l| l.bytes_aligned(WEIGHT_ALIGN))
             .max()
             .unwrap_or(0);
-        let rows = counts.iter().copied().max().unwrap_or(0) * kv_dim;
+        let most = counts.iter().copied().max().unwrap_or(0);
+        let (kw, vw) = c.kv_types.row_words(kv_dim);
         Ok(GpuSide {
             cache,
             slot,
             room: gpu.layer_room(room_bytes)?,
-            k_rows: vec![0; rows],
-            v_rows: vec![0; rows],
+            k_rows: vec![0; most * kw],
+            v_rows: vec![0; most * vw],
         })
     }
 
@@ -166,21 +167,17 @@ impl StreamedRange {
     ) -> Result<()> {
         let kv = &cpu_cache.kv[i];
         let cells = kv_cells(job.config.layers[self.cpu.first + i].window, job.n_ctx);
-        let n = job.pos0.min(cells) * job.config.kv_dim();
+        let n = job.pos0.min(cells);
         if n == 0 {
             return Ok(());
         }
+        let (kw, vw) = job.config.kv_types.row_words(job.config.kv_dim());
+        let (k_rows, v_rows) = (&mut g.k_rows[..n * kw], &mut g.v_rows[..n * vw]);
         let (cpu, gpu) = (&*self.cpu.backend, &*self.gpu.backend);
         let copy = |s: &[u8], d: &mut [u8]| cpu.host_copy(s, d);
-        cpu.kv_cells_out(kv, 0, &mut g.k_rows[..n], &mut g.v_rows[..n]);
-        gpu.kv_put(
-            &mut g.cache.kv[g.slot[i]],
-            0,
-            &g.k_rows[..n],
-            &g.v_rows[..n],
-            &copy,
-        )
-        .map_err(|e| anyhow!("{}: {e}", gpu.name()))
+        cpu.kv_cells_out(kv, 0, k_rows, v_rows);
+        gpu.kv_put(&mut g.cache.kv[g.slot[i]], 0, k_rows, v_rows, &copy)
+            .map_err(|e| anyhow!("{}: {e}", gpu.name()))
     }
 
     /// The cells the batch wrote in layer `i`, GPU to CPU.
@@ -192,12 +189,14 @@ impl StreamedRange {
         job: &Job<'_>,
     ) -> Result<()> {
         let cells = kv_cells(job.config.layers[self.cpu.first + i].window, job.n_ctx);
-        let kv_dim = job.config.kv_dim();
+        let (kw, vw) = job.config.kv_types.row_words(job.config.kv_dim());
         let (cpu, gpu) = (&*self.cpu.backend, &*self.gpu.backend);
         let copy = |s: &[u8], d: &mut [u8]| cpu.host_copy(s, d);
         for run in written_cells(job.pos0, job.tokens, cells) {
-            let n = run.len() * kv_dim;
-            let (k, v) = (&mut g.k_rows[..n], &mut g.v_rows[..n]);
+            let (k, v) = (
+                &mut g.k_rows[..run.len() * kw],
+                &mut g.v_rows[..run.len() * vw],
+            );
             gpu.kv_get(&g.cache.kv[g.slot[i]], run.start, k, v, &copy)
                 .map_err(|e| anyhow!("{}: {e}", gpu.name()))?;
             cpu.kv_cells_in(&mut cpu_cache.kv[i], run.start, k, v);
