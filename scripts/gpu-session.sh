@@ -148,19 +148,28 @@ d)
   done
   ;;
 e)
-  # KV cache types (issue 15): the GPU suite with SmolLM2's first half
-  # (pack --with-smollm2 1 into .gpu-e), then decode at depth 4096 of a
-  # 7B-shaped Q4_K file written here, with each cache type.
+  # KV cache types (issue 15): the GPU suite but SmolLM2 (pack into
+  # .gpu-e), then decode at depth 4096 of a 7B-shaped Q4_K file written
+  # here with each cache type, and its prompt speed with f16 and q8_0.
   GPU_PACK=.gpu-e timeout 300 scripts/gpu-suite.sh run >"$out/suite-e.log" 2>&1
   echo "suite rc=$?"
-  grep -E "^test |test result|cache|planned|FAIL|panicked" "$out/suite-e.log" | grep -v " ok$" | tail -60
+  grep -E "^test |test result|tokens equal|planned|FAIL|panicked" "$out/suite-e.log" | grep -v " ok$" | tail -40
   w=/tmp/llm-gpu
   mkdir -p $w/models
   LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$w/models/7b-Q4_K.gguf LLM_WRITE_TYPE=Q4_K \
     $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  timeout 60 $w/llm bench -m $w/models/7b-Q4_K.gguf -ngl 99 -p 512 -n 0 -ctk f16,q8_0 -ctv f16,q8_0 -r 5 2>&1 |
+    grep -E "^\| 7b" | tee -a "$out/bench-caches.log"
   for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
     timeout 60 $w/llm bench -m $w/models/7b-Q4_K.gguf -ngl 99 -p 0 -n 128 -d 4096 -ctk $t -ctv $t -r 5 2>&1 |
       grep -E "^\| 7b" | tee -a "$out/bench-caches.log"
+  done
+  # GPU_SESSION_AB="VAR=VALUE ...": f16, q8_0 and q4_0 again under each setting.
+  for ab in ${GPU_SESSION_AB:-}; do
+    for t in f16 q8_0 q4_0; do
+      env "$ab" timeout 60 $w/llm bench -m $w/models/7b-Q4_K.gguf -ngl 99 -p 0 -n 128 -d 4096 -ctk $t -ctv $t -r 5 2>&1 |
+        grep -E "^\| 7b" | sed "s/^/$ab /" | tee -a "$out/bench-caches.log"
+    done
   done
   ;;
 f)
@@ -173,6 +182,15 @@ f)
   for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
     timeout 60 /tmp/llm-gpu/llm bench -m /tmp/llm-gpu/models/SmolLM2-135M-Instruct.Q4_1.gguf -ngl 99 -p 0 -n 128 \
       -d 4096 -ctk $t -ctv $t -r 5 2>&1 | grep -E "^\| " | tee -a "$out/bench-caches-smollm2.log"
+  done
+  # The KLD of each cache type against the f16 cache on the GPU, as
+  # scripts/kv-cache-table.sh measures it on the CPU.
+  smol=/tmp/llm-gpu/models/SmolLM2-135M-Instruct.Q4_1.gguf
+  ppl() { timeout 60 /tmp/llm-gpu/llm perplexity $smol -f tests/data/gpl-3.0.txt -c 512 --chunks 4 -ngl 99 "$@" 2>&1; }
+  ppl --kl-divergence-base /tmp/smol-f16.kld >/dev/null
+  for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
+    echo "$t $(ppl -ctk $t -ctv $t --kl-divergence-base /tmp/smol-f16.kld --kl-divergence |
+      grep -E "^Mean +KLD|^Same top" | tr -s ' ' | tr '\n' ' ')" | tee -a "$out/kld-smollm2.log"
   done
   ;;
 *) sed -n 2,26p "$0" >&2; exit 2 ;;

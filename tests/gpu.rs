@@ -361,11 +361,17 @@ fn smollm2_matches_the_cpu() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
-/// Every KV cache type on the GPU: the CPU's greedy tokens up to a near-tie
-/// (the CPU quantises queries to 8 bits for a quantised K cache, the GPU
-/// keeps them in f32), and a CPU layer range whose prompt batches stream to
-/// the GPU, cells crossing as bytes both ways, gives full offload's logits
-/// to the bit.
+/// Every KV cache type on the GPU. On synthetic models: the CPU's greedy
+/// tokens up to a near-tie (the CPU quantises queries to 8 bits for a
+/// quantised K cache, the GPU keeps them in f32). On SmolLM2, whose GPU and
+/// CPU logits differ by up to 0.9 with an f16 cache already (the CPU's
+/// 8-bit activations), a key that lands on the other side of a quantisation
+/// step turns that into whole steps of the cache: there the measure is the
+/// one users choose a cache type by, the KL divergence from the same
+/// device's f16 cache over a text, and the GPU's may not be worse than the
+/// CPU's. Everywhere, a CPU layer range whose prompt batches stream to the
+/// GPU (cells crossing as bytes both ways) gives full offload's logits to
+/// the bit.
 #[test]
 fn quantised_kv_caches_match_the_cpu() {
     if !gpu_present() {
@@ -399,23 +405,31 @@ fn quantised_kv_caches_match_the_cpu() {
             format!("{arch} {ty} heads of {}", 512 / n_head),
             path,
             prompt_tokens(),
+            true,
         ));
     }
     let smol = models_dir().join(SMOLLM2);
     if smol.is_file() {
         let tok = llm::tokenizer::Tokenizer::from_gguf_file(&smol).unwrap();
-        let text = "Rivers carry sediment from the mountains to the sea, and over many years";
-        models.push((
-            "SmolLM2".into(),
-            smol,
-            tok.encode(text, true, true).unwrap(),
-        ));
+        let text = &include_str!("data/gpl-3.0.txt")[..8000];
+        let mut tokens = tok.encode(text, true, false).unwrap();
+        tokens.truncate(KLD_TOKENS);
+        models.push(("SmolLM2".into(), smol, tokens, false));
     } else {
         eprintln!("skipped SmolLM2: {} is not there", smol.display());
     }
     let mut bad = Vec::new();
-    for (name, path, prompt) in models {
+    for (name, path, prompt, greedy_check) in models {
         let n = n_layer(&path);
+        let f16_logits = |layers: Device| {
+            let m = load_cached(&path, &vec![layers; n], layers, KvTypes::F16);
+            text_logits(&m, &prompt)
+        };
+        let (cpu_f16, gpu_f16) = if greedy_check {
+            (Vec::new(), Vec::new())
+        } else {
+            (f16_logits(Device::Cpu), f16_logits(Device::Gpu(0)))
+        };
         let half: Vec<Device> = (0..n)
             .map(|i| {
                 if i < n / 2 {
@@ -430,21 +444,41 @@ fn quantised_kv_caches_match_the_cpu() {
             let types = KvTypes { k, v };
             let cpu = load_cached(&path, &vec![Device::Cpu; n], Device::Cpu, types);
             let gpu = load_cached(&path, &vec![Device::Gpu(0); n], Device::Gpu(0), types);
-            let want = greedy(&cpu, &prompt);
-            let got = greedy(&gpu, &prompt);
-            let (_, cpu_one) = all_logits(&cpu, &prompt);
-            let (gpu_batch, gpu_one) = all_logits(&gpu, &prompt);
-            let step = diverges(&want, &got.0);
-            eprintln!(
-                "{name} cache {types}: tokens equal to step {} of {STEPS}; max |logit diff| vs CPU {:.3e} (one token), batch vs one {:.3e}",
-                step.unwrap_or(STEPS),
-                max_diff(&cpu_one, &gpu_one),
-                max_diff(&gpu_batch, &gpu_one)
-            );
-            if let Some(i) = step {
-                bad.push(format!(
-                    "{name} cache {types}: the GPU leaves the CPU's tokens at step {i}"
-                ));
+            if greedy_check {
+                let (_, cpu_one) = all_logits(&cpu, &prompt);
+                let (gpu_batch, gpu_one) = all_logits(&gpu, &prompt);
+                let diffs = format!(
+                    "max |logit diff| vs CPU {:.3e} (one token), batch vs one {:.3e}",
+                    max_diff(&cpu_one, &gpu_one),
+                    max_diff(&gpu_batch, &gpu_one)
+                );
+                let step = diverges(&greedy(&cpu, &prompt), &greedy(&gpu, &prompt).0);
+                eprintln!(
+                    "{name} cache {types}: tokens equal to step {} of {STEPS}; {diffs}",
+                    step.unwrap_or(STEPS)
+                );
+                if let Some(i) = step {
+                    bad.push(format!(
+                        "{name} cache {types}: the GPU leaves the CPU's tokens at step {i}"
+                    ));
+                }
+            } else {
+                let (k_cpu, k_gpu) = (
+                    mean_kld(&cpu_f16, &text_logits(&cpu, &prompt)),
+                    mean_kld(&gpu_f16, &text_logits(&gpu, &prompt)),
+                );
+                eprintln!(
+                    "{name} cache {types}: KLD vs the f16 cache over {} tokens: CPU {k_cpu:.5}, GPU {k_gpu:.5}",
+                    prompt.len()
+                );
+                // Over 2048 tokens (llm perplexity, 4 chunks) the GPU's KLD
+                // is 0.05-1.05 times the CPU's for every type; 512 tokens
+                // are noisier.
+                if k_gpu > 1.5 * k_cpu + 5e-3 {
+                    bad.push(format!(
+                        "{name} cache {types}: KLD from f16 on the GPU {k_gpu:.5} against the CPU's {k_cpu:.5}"
+                    ));
+                }
             }
             let streamed = load_cached(&path, &half, Device::Gpu(0), types);
             let twice = |m: &Model| {
@@ -463,6 +497,44 @@ fn quantised_kv_caches_match_the_cpu() {
         }
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Tokens of text the KL divergences of SmolLM2's caches are taken over.
+const KLD_TOKENS: usize = 512;
+
+/// Every position's logits over `tokens` as one batch (as `llm perplexity`
+/// scores a chunk).
+fn text_logits(model: &Model, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = model.new_state(tokens.len()).unwrap();
+    model.forward(&mut state, tokens, true).unwrap();
+    let n_vocab = model.config.shape.n_vocab;
+    state
+        .logits
+        .chunks_exact(n_vocab)
+        .map(<[f32]>::to_vec)
+        .collect()
+}
+
+/// The mean KL divergence of the distributions of `logits` from those of
+/// `base`, position by position.
+fn mean_kld(base: &[Vec<f32>], logits: &[Vec<f32>]) -> f64 {
+    let log_softmax = |l: &[f32]| -> Vec<f64> {
+        let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+        let sum: f64 = l.iter().map(|&x| (x as f64 - max).exp()).sum();
+        l.iter().map(|&x| x as f64 - max - sum.ln()).collect()
+    };
+    let total: f64 = base
+        .iter()
+        .zip(logits)
+        .map(|(p, q)| {
+            let (lp, lq) = (log_softmax(p), log_softmax(q));
+            lp.iter()
+                .zip(&lq)
+                .map(|(a, b)| a.exp() * (a - b))
+                .sum::<f64>()
+        })
+        .sum();
+    total / base.len() as f64
 }
 
 /// The user's own command line: the GPU prints the CPU's reply (up to a

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::backend::{CudaBackend, CudaBuf, CudaKv, CudaScratch};
+use super::backend::{CudaBackend, CudaBuf, CudaKv, CudaScratch, RopeParams};
 use super::driver::{CuResult, Function};
 use crate::backend::{Attention, KvTypes};
 use crate::GgmlType;
@@ -15,7 +15,8 @@ const VEC_HEADS: [usize; 3] = [64, 128, 256];
 
 pub(super) struct QuantKvKernels {
     store: Function,
-    hadamard: Function,
+    rope_store: Function,
+    merge: Function,
     /// Decode steps, by head size and the one type of both caches (None:
     /// any pair, the types read at run time).
     vec: HashMap<(usize, Option<GgmlType>), Function>,
@@ -38,7 +39,8 @@ impl QuantKvKernels {
         }
         Ok(QuantKvKernels {
             store: find("kv_store_q")?,
-            hadamard: find("hadamard_rows")?,
+            rope_store: find("rope_store_q")?,
+            merge: find("attention_merge_q")?,
             vec,
             any: find("attention_q_any")?,
             prompt: find("attention_q_prompt")?,
@@ -96,9 +98,58 @@ impl CudaBackend {
         );
     }
 
+    /// `rope` on q and k, then k and v stored as `kv_store_quantised` stores
+    /// them, in one launch.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rope_store_quantised(
+        &self,
+        sc: &CudaScratch,
+        kv: &mut CudaKv,
+        q: &mut CudaBuf,
+        k: &mut CudaBuf,
+        v: &CudaBuf,
+        tokens: usize,
+        n_head: usize,
+        rope: &RopeParams,
+        freq_factors: u64,
+    ) {
+        let n_head_kv = kv.kv_dim / kv.head_dim;
+        let (kt, vt) = type_ids(kv.types);
+        let (k_rot, v_rot) = rotations(kv.types, kv.head_dim);
+        let (nh, nkv, hd, cells) = (
+            n_head as i32,
+            n_head_kv as i32,
+            kv.head_dim as i32,
+            kv.cells as i32,
+        );
+        self.launch(
+            self.kernels.kvq.rope_store,
+            (tokens as u32, (n_head + n_head_kv) as u32, 1),
+            128,
+            &[
+                &q.ptr(),
+                &k.ptr(),
+                &v.ptr(),
+                &nh,
+                &nkv,
+                &hd,
+                &sc.step.ptr,
+                rope,
+                &freq_factors,
+                &kv.k.ptr,
+                &kv.v.ptr,
+                &cells,
+                &kt,
+                &vt,
+                &k_rot,
+                &v_rot,
+            ],
+        );
+    }
+
     /// Attention over a quantised cache: the decode kernels (split over long
-    /// caches as the f16 ones are), the tiled one for prompt batches, then
-    /// the output's rotation back where V is rotated.
+    /// caches as the f16 ones are, their merge here) or the tiled one for
+    /// prompt batches, each rotating the output back where V is rotated.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_quantised(
         &self,
@@ -149,6 +200,7 @@ impl CudaBackend {
                         &kt,
                         &vt,
                         &k_rot,
+                        &v_rot,
                     ],
                 ),
                 None => self.launch(
@@ -171,11 +223,18 @@ impl CudaBackend {
                         &kt,
                         &vt,
                         &k_rot,
+                        &v_rot,
                     ],
                 ),
             }
             if splits > 1 {
-                self.attention_merge(sc, tokens, a, splits, out);
+                let s = splits as i32;
+                self.launch(
+                    kq.merge,
+                    (tokens as u32, a.n_head as u32, 1),
+                    128,
+                    &[&sc.attn_part.ptr, &out.ptr(), &nh, &hd, &s, &v_rot],
+                );
             }
         } else {
             self.launch(
@@ -197,16 +256,8 @@ impl CudaBackend {
                     &kt,
                     &vt,
                     &k_rot,
+                    &v_rot,
                 ],
-            );
-        }
-        if v_rot > 0 {
-            let pieces = tokens * a.n_head * a.head_dim / v_rot as usize;
-            self.launch(
-                kq.hadamard,
-                (pieces as u32, 1, 1),
-                64,
-                &[&out.ptr(), &v_rot],
             );
         }
     }

@@ -1,0 +1,43 @@
+// Rotary position embedding of one head, shared by ops.cu (rope,
+// rope_store) and kvcache.cu (rope_store_q). RopeParams is laid out as
+// ggml/src/cuda/backend.rs's struct of the same name.
+#pragma once
+
+struct RopeParams {
+    int n_dims;
+    float freq_base, freq_scale, ext_factor, attn_factor, corr_low, corr_high;
+    int neox;
+};
+
+// Rotates one head at position `pos`, the block's threads taking pairs
+// threadIdx.x, threadIdx.x + blockDim.x, ... (`ff`: frequency factors,
+// n_dims / 2, or null).
+__device__ __forceinline__ void rope_head(float* head, int pos_i, const RopeParams& p, const float* ff) {
+    float pos = (float)pos_i;
+    float theta_scale = powf(p.freq_base, -2.0f / (float)p.n_dims);
+    float mscale0 = p.attn_factor;
+    if (p.ext_factor != 0.0f) mscale0 *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
+    for (int pair = threadIdx.x; pair < p.n_dims / 2; pair += blockDim.x) {
+        int i0 = 2 * pair;
+        float theta = pos * powf(theta_scale, (float)pair);
+        float f = ff ? ff[pair] : 1.0f;
+        float extrap = theta / f;
+        float interp = p.freq_scale * extrap;
+        float th = interp;
+        float mscale = p.attn_factor;
+        if (p.ext_factor != 0.0f) {
+            float y = ((float)pair - p.corr_low) / fmaxf(0.001f, p.corr_high - p.corr_low);
+            float ramp = 1.0f - fminf(1.0f, fmaxf(0.0f, y));
+            float mix = ramp * p.ext_factor;
+            th = interp * (1.0f - mix) + extrap * mix;
+            mscale = mscale0;
+        }
+        float c = cosf(th) * mscale, s = sinf(th) * mscale;
+        int a = p.neox ? pair : i0;
+        int b = p.neox ? pair + p.n_dims / 2 : i0 + 1;
+        float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+}
+
