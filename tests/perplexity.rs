@@ -108,8 +108,9 @@ fn agrees_with_llama_cpp_within_its_uncertainty() {
 }
 
 /// KL divergence across formats: the fixtures' f16 folder saved as the base,
-/// its GPTQ rendition compared (a small positive divergence), the base
-/// against itself (none), and a base of another context refused.
+/// its GPTQ and EXL2 renditions compared (small positive divergences that
+/// grow as bits fall), the base against itself (none), and a base of
+/// another context refused.
 #[test]
 fn kl_divergence_of_a_quantisation_against_its_f16_folder() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
@@ -152,6 +153,15 @@ fn kl_divergence_of_a_quantisation_against_its_f16_folder() {
     assert_eq!(kld(&ppl(&f16, &compare)), 0.0);
     let q = kld(&ppl(&gptq, &compare));
     assert!(q > 1e-4 && q < 0.1, "KLD {q}");
+    // Every other rendition: fewer bits, more divergence, for each library.
+    let other = |name: &str| kld(&ppl(&fixtures.join(format!("tiny-llama-{name}")), &compare));
+    let (g3, g8) = (other("gptq-3bit-g64"), other("gptq-8bit-g64"));
+    let (e3, e4) = (other("exl2-3.0bpw"), other("exl2-4.0bpw"));
+    eprintln!(
+        "KLD vs fp16: GPTQ 3/4/8-bit {g3:.6} {q:.6} {g8:.6}; EXL2 3.0/4.0 bpw {e3:.6} {e4:.6}"
+    );
+    assert!(g8 < q && q < g3, "GPTQ: 8-bit {g8}, 4-bit {q}, 3-bit {g3}");
+    assert!(e4 < e3 && e4 > 1e-4, "EXL2: 4.0 bpw {e4}, 3.0 bpw {e3}");
     let mut other = vec!["perplexity", path_str(&gptq), "-f", TEXT, "-c", "64"];
     other.extend(compare);
     let run = llm(&other);
