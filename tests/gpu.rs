@@ -119,6 +119,17 @@ fn diverges(want: &(Vec<u32>, Vec<bool>), got: &[u32]) -> Option<usize> {
     None
 }
 
+/// The logits of `batch` run twice as prompt batches (the second reads the
+/// cells the first wrote).
+fn batch_twice(m: &Model, batch: &[u32]) -> Vec<f32> {
+    let mut state = m.new_state(N_CTX).unwrap();
+    m.forward(&mut state, batch, true).unwrap();
+    let mut logits = state.logits.clone();
+    m.forward(&mut state, batch, true).unwrap();
+    logits.extend_from_slice(&state.logits);
+    logits
+}
+
 /// Every position's logits, batched and token by token.
 fn all_logits(model: &Model, prompt: &[u32]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let n_vocab = model.config.shape.n_vocab;
@@ -232,15 +243,7 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
         .take(prompt.len().max(40))
         .copied()
         .collect();
-    let twice = |m: &Model| {
-        let mut state = m.new_state(N_CTX).unwrap();
-        m.forward(&mut state, &batch, true).unwrap();
-        let mut logits = state.logits.clone();
-        m.forward(&mut state, &batch, true).unwrap();
-        logits.extend_from_slice(&state.logits);
-        logits
-    };
-    let (want_twice, got_twice) = (twice(&gpu), twice(&streamed));
+    let (want_twice, got_twice) = (batch_twice(&gpu, &batch), batch_twice(&streamed, &batch));
     if want_twice != got_twice {
         let diff = want_twice
             .iter()
@@ -481,15 +484,7 @@ fn quantised_kv_caches_match_the_cpu() {
                 }
             }
             let streamed = load_cached(&path, &half, Device::Gpu(0), types);
-            let twice = |m: &Model| {
-                let mut state = m.new_state(N_CTX).unwrap();
-                m.forward(&mut state, &batch, true).unwrap();
-                let mut logits = state.logits.clone();
-                m.forward(&mut state, &batch, true).unwrap();
-                logits.extend_from_slice(&state.logits);
-                logits
-            };
-            if twice(&gpu) != twice(&streamed) {
+            if batch_twice(&gpu, &batch) != batch_twice(&streamed, &batch) {
                 bad.push(format!(
                     "{name} cache {types}: streamed prompt batches differ from full offload's"
                 ));

@@ -317,7 +317,39 @@ struct AttentionOp {
     types: KvTypes,
 }
 
+/// (n_head, n_head_kv, head_dim, window, cells, history, tokens).
+type AttentionShape = (usize, usize, usize, Option<usize>, usize, usize, usize);
+
 impl AttentionOp {
+    /// A case of `shape` with random keys, values and queries.
+    fn random(
+        rng: &mut Rng,
+        shape: AttentionShape,
+        rope: Option<Rope>,
+        types: KvTypes,
+    ) -> AttentionOp {
+        let (n_head, n_head_kv, head_dim, window, cells, history, tokens) = shape;
+        let kv_dim = n_head_kv * head_dim;
+        let total = history + tokens;
+        AttentionOp {
+            a: Attention {
+                n_head,
+                n_head_kv,
+                head_dim,
+                window,
+                kq_scale: 1.0 / (head_dim as f32).sqrt(),
+            },
+            cells,
+            history,
+            tokens,
+            k: rng.vec(total * kv_dim, 1.5),
+            v: rng.vec(total * kv_dim, 1.0),
+            q: rng.vec(tokens * n_head * head_dim, 1.5),
+            rope,
+            types,
+        }
+    }
+
     /// Fills `kv` with the history, then stores the new tokens' keys and
     /// values (through rope_store when the op ropes): the cache as the
     /// forward pass leaves it for attention.
@@ -863,26 +895,8 @@ pub fn check<B: Backend>(b: &B, seed: u64) -> Vec<Outcome> {
             Some(Rope::plain(64, 500.0, true)),
         ),
     ]) {
-        let ((n_head, n_head_kv, head_dim, window, cells, history, tokens), rope) = case;
-        let kv_dim = n_head_kv * head_dim;
-        let total = history + tokens;
-        let op = AttentionOp {
-            a: Attention {
-                n_head,
-                n_head_kv,
-                head_dim,
-                window,
-                kq_scale: 1.0 / (head_dim as f32).sqrt(),
-            },
-            cells,
-            history,
-            tokens,
-            k: rng.vec(total * kv_dim, 1.5),
-            v: rng.vec(total * kv_dim, 1.0),
-            q: rng.vec(tokens * n_head * head_dim, 1.5),
-            rope,
-            types: KvTypes::F16,
-        };
+        let (shape, rope) = case;
+        let op = AttentionOp::random(&mut rng, shape, rope, KvTypes::F16);
         out.push(outcome(&op, &r, b));
     }
     push_quantised_caches(&mut out, &mut rng, &r, b);
@@ -933,26 +947,7 @@ fn push_quantised_caches<R: Backend, B: Backend>(
         Some(Rope::plain(64, 10000.0, false)),
     );
     for (types, shape, rope) in cases.chain([roped]) {
-        let (n_head, n_head_kv, head_dim, window, cells, history, tokens) = shape;
-        let kv_dim = n_head_kv * head_dim;
-        let total = history + tokens;
-        let op = AttentionOp {
-            a: Attention {
-                n_head,
-                n_head_kv,
-                head_dim,
-                window,
-                kq_scale: 1.0 / (head_dim as f32).sqrt(),
-            },
-            cells,
-            history,
-            tokens,
-            k: rng.vec(total * kv_dim, 1.5),
-            v: rng.vec(total * kv_dim, 1.0),
-            q: rng.vec(tokens * n_head * head_dim, 1.5),
-            rope,
-            types,
-        };
+        let op = AttentionOp::random(rng, shape, rope, types);
         let got = op.run(b);
         out.push(Outcome {
             op: op.name(),

@@ -978,6 +978,14 @@ impl Backend for CudaBackend {
             types
                 .check_head_dim(head_dim)
                 .map_err(|e| BackendError(format!("{}: {e}", self.name())))?;
+            // The kernels for these caches take heads in whole warps of 32
+            // values (a bf16 cache alone would pass the block check).
+            if !head_dim.is_multiple_of(32) {
+                return Err(BackendError(format!(
+                    "{}: a KV cache of {types} takes heads of a multiple of 32 values on the GPU, and this model's are {head_dim}: use -ngl 0 or an f16 cache",
+                    self.name()
+                )));
+            }
         }
         if head_dim > 256 {
             return Err(BackendError(format!(
@@ -985,8 +993,11 @@ impl Backend for CudaBackend {
                 self.name()
             )));
         }
-        let k_bytes = cells * crate::kv_types::row_bytes(types.k, kv_dim);
-        let v_bytes = cells * crate::kv_types::row_bytes(types.v, kv_dim);
+        // Rounded up to 16 bytes (as kv_bytes counts): the kernels read a
+        // row's last 8 values in aligned words, which may reach 2 bytes past
+        // an odd-sized cache.
+        let k_bytes = (cells * crate::kv_types::row_bytes(types.k, kv_dim)).next_multiple_of(16);
+        let v_bytes = (cells * crate::kv_types::row_bytes(types.v, kv_dim)).next_multiple_of(16);
         self.ctx.bind()?;
         let k = DeviceMem::zeroed(k_bytes, "the KV cache").map_err(|e| self.name_device(e))?;
         let v = DeviceMem::zeroed(v_bytes, "the KV cache").map_err(|e| self.name_device(e))?;
@@ -1001,7 +1012,8 @@ impl Backend for CudaBackend {
     }
 
     fn kv_bytes(cells: usize, kv_dim: usize, types: KvTypes) -> usize {
-        cells * types.cell_bytes(kv_dim)
+        let padded = |t| (cells * crate::kv_types::row_bytes(t, kv_dim)).next_multiple_of(16);
+        padded(types.k) + padded(types.v)
     }
 
     fn kv_allocated(&self, kv: &CudaKv) -> usize {
