@@ -108,8 +108,8 @@ fn agrees_with_llama_cpp_within_its_uncertainty() {
 }
 
 /// KL divergence across formats: the fixtures' f16 folder saved as the base,
-/// its GPTQ and EXL2 renditions compared (small positive divergences that
-/// grow as bits fall), the base against itself (none), and a base of
+/// its GPTQ, EXL2 and AWQ renditions compared (small positive divergences
+/// that grow as bits fall), the base against itself (none), and a base of
 /// another context refused.
 #[test]
 fn kl_divergence_of_a_quantisation_against_its_f16_folder() {
@@ -162,6 +162,11 @@ fn kl_divergence_of_a_quantisation_against_its_f16_folder() {
     );
     assert!(g8 < q && q < g3, "GPTQ: 8-bit {g8}, 4-bit {q}, 3-bit {g3}");
     assert!(e4 < e3 && e4 > 1e-4, "EXL2: 4.0 bpw {e4}, 3.0 bpw {e3}");
+    // GPTQModel's AWQ of the same model ships with the tests.
+    let awq = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama-awq-4bit-g64");
+    let a4 = kld(&ppl(&awq, &compare));
+    eprintln!("KLD vs fp16: AWQ 4-bit {a4:.6}");
+    assert!(a4 > 1e-4 && a4 < g3, "AWQ 4-bit {a4}");
     let mut other = vec!["perplexity", path_str(&gptq), "-f", TEXT, "-c", "64"];
     other.extend(compare);
     let run = llm(&other);
