@@ -119,6 +119,20 @@ fn diverges(want: &(Vec<u32>, Vec<bool>), got: &[u32]) -> Option<usize> {
     None
 }
 
+/// The first half of `n` layers on the CPU (their prompt batches streamed
+/// to the GPU), the rest on the GPU.
+fn first_half_on_cpu(n: usize) -> Vec<Device> {
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                Device::Cpu
+            } else {
+                Device::Gpu(0)
+            }
+        })
+        .collect()
+}
+
 /// The logits of `batch` run twice as prompt batches (the second reads the
 /// cells the first wrote).
 fn batch_twice(m: &Model, batch: &[u32]) -> Vec<f32> {
@@ -225,16 +239,7 @@ fn check_model(name: &str, path: &Path, prompt: &[u32], exact_check: bool) -> Ve
     // kernels, their KV cells crossing over and back: the logits of both
     // batches (the second reads cells the first left on the CPU) must be
     // full offload's to the bit.
-    let half: Vec<Device> = (0..n)
-        .map(|i| {
-            if i < n / 2 {
-                Device::Cpu
-            } else {
-                Device::Gpu(0)
-            }
-        })
-        .collect();
-    let streamed = load(path, &half, Device::Gpu(0));
+    let streamed = load(path, &first_half_on_cpu(n), Device::Gpu(0));
     // Batches under 32 tokens stay on the CPU (llama.cpp's threshold), so a
     // short prompt is repeated to 40 tokens.
     let batch: Vec<u32> = prompt
@@ -433,15 +438,7 @@ fn quantised_kv_caches_match_the_cpu() {
         } else {
             (f16_logits(Device::Cpu), f16_logits(Device::Gpu(0)))
         };
-        let half: Vec<Device> = (0..n)
-            .map(|i| {
-                if i < n / 2 {
-                    Device::Cpu
-                } else {
-                    Device::Gpu(0)
-                }
-            })
-            .collect();
+        let half = first_half_on_cpu(n);
         let batch: Vec<u32> = prompt.iter().cycle().take(40).copied().collect();
         for (k, v) in pairs {
             let types = KvTypes { k, v };
