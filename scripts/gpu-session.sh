@@ -193,5 +193,64 @@ f)
       grep -E "^Mean +KLD|^Same top" | tr -s ' ' | tr '\n' ' ')" | tee -a "$out/kld-smollm2.log"
   done
   ;;
+g)
+  # Gemma-3-270M (issue 15), after e on the same machine: its file travels
+  # in parts (.gpu-g*/gemma.part*, each copied to /tmp/llm-gpu/models by
+  # its own call); the call carrying the last part runs this. Greedy reply
+  # and f16 logits against the CPU's, decode at depth 4096 per cache type,
+  # and each type's KLD against the f16 cache on the GPU.
+  w=/tmp/llm-gpu
+  cp .gpu-g*/gemma.part* $w/models/ 2>/dev/null
+  gem=$w/models/gemma-3-270m-q4_k_m.gguf
+  cat $w/models/gemma.part* >$gem
+  echo "gemma $(sha256sum $gem | cut -c1-16) $(stat -c %s $gem) bytes"
+  for ngl in 0 99; do
+    timeout 60 $w/llm run $gem -ngl $ngl --temp 0 -n 48 -p "The capital of France is" 2>/dev/null >"$out/gemma-run-$ngl.txt"
+  done
+  cmp -s "$out/gemma-run-0.txt" "$out/gemma-run-99.txt" && echo "gemma greedy: GPU reply = CPU reply" ||
+    { echo "gemma greedy: replies differ"; cat "$out"/gemma-run-*.txt; }
+  ppl() { timeout 120 $w/llm perplexity $gem -f tests/data/gpl-3.0.txt -c 512 --chunks 4 "$@" 2>&1; }
+  ppl -ngl 0 --kl-divergence-base /tmp/gemma-cpu.kld | grep -E "^Final|PPL" | tail -1
+  echo "GPU f16 vs CPU f16: $(ppl -ngl 99 --kl-divergence-base /tmp/gemma-cpu.kld --kl-divergence |
+    grep -E "^Mean +KLD|^Same top" | tr -s ' ' | tr '\n' ' ')" | tee -a "$out/kld-gemma.log"
+  ppl -ngl 99 --kl-divergence-base /tmp/gemma-f16.kld >/dev/null
+  for t in ${GPU_SESSION_CACHES:-f16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl bf16}; do
+    timeout 60 $w/llm bench -m $gem -ngl 99 -p 0 -n 128 -d 4096 -ctk $t -ctv $t -r 5 2>&1 |
+      grep -E "^\| " | tee -a "$out/bench-caches-gemma.log"
+    echo "$t $(ppl -ngl 99 -ctk $t -ctv $t --kl-divergence-base /tmp/gemma-f16.kld --kl-divergence |
+      grep -E "^Mean +KLD|^Same top" | tr -s ' ' | tr '\n' ' ')" | tee -a "$out/kld-gemma.log"
+  done
+  ;;
+att)
+  # Decode attention's launch shape: 7B, 1B and few-heads (4 heads of 256,
+  # Gemma-3-270M-like) files of Q4_K written here, depth 4096, f16 and q4_0
+  # caches, under each LLM_CUDA_ATT setting ("split_cells,max_splits,
+  # min_blocks,split_warps"; GPU_SESSION_ATT) and each folder of kernel
+  # images (LLM_CUDA_MODULE_DIR; GPU_SESSION_VARIANTS, "-" for the embedded
+  # ones). Needs llm, test-gpu and vocab.gguf in /tmp/llm-gpu (after e, or
+  # unpacked from GPU_PACK).
+  w=/tmp/llm-gpu
+  mkdir -p $w/models
+  for f in ${GPU_PACK:-.gpu-e}/*.xz; do [ -f "$f" ] && xz -dc "$f" >"$w/$(basename "$f" .xz)" && chmod +x "$w/$(basename "$f" .xz)"; done
+  [ -f ${GPU_PACK:-.gpu-e}/vocab.gguf ] && cp ${GPU_PACK:-.gpu-e}/vocab.gguf $w/
+  shapes=${GPU_SESSION_SHAPES:-7b 1b few-heads}
+  for shape in $shapes; do
+    [ -f $w/models/$shape.gguf ] || LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$w/models/$shape.gguf \
+      LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=$shape $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  done
+  for shape in $shapes; do
+    for variant in ${GPU_SESSION_VARIANTS:--}; do
+      for att in ${GPU_SESSION_ATT:-256,32,0,4}; do
+        for t in ${GPU_SESSION_CACHES:-f16 q4_0}; do
+          dir=$variant
+          [ "$variant" = - ] && dir=
+          r=$(LLM_CUDA_MODULE_DIR=$dir LLM_CUDA_ATT=$att timeout 60 $w/llm bench -m $w/models/$shape.gguf -ngl 99 \
+            -p 0 -n 64 -d 4096 -ctk $t -ctv $t -r 3 2>/dev/null | grep -E "^\| " | tail -1 | awk -F'|' '{print $(NF-1)}')
+          echo "$shape $(basename -- "$variant") $att $t $r" | tee -a "$out/att-sweep.log"
+        done
+      done
+    done
+  done
+  ;;
 *) sed -n 2,26p "$0" >&2; exit 2 ;;
 esac

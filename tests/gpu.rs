@@ -634,18 +634,21 @@ fn write_a_bench_model() {
     let weight = weight_type_from_env();
     let vocab = vocab_source().expect("no vocabulary: set LLM_GPU_VOCAB");
     let vocab = GgufFile::open(&vocab).unwrap();
-    let small = std::env::var("LLM_WRITE_SHAPE").is_ok_and(|s| s == "1b");
-    let (n_layer, n_embd, n_head_kv, n_ff) = if small {
-        (16, 2048, 8, 8192)
-    } else {
-        (32, 4096, 32, 11008)
+    // LLM_WRITE_SHAPE: 7b (Llama-2), 1b (Llama-3.2) or few-heads (a
+    // Gemma-3-270M-like gemma3 of 4 heads of 256 over one KV head, where a
+    // decode step's attention has the fewest blocks).
+    let shape = std::env::var("LLM_WRITE_SHAPE").unwrap_or_default();
+    let (arch, n_layer, n_embd, n_head, n_head_kv, n_ff) = match shape.as_str() {
+        "1b" => ("llama", 16, 2048, 32, 8, 8192),
+        "few-heads" => ("gemma3", 18, 1024, 4, 1, 2048),
+        _ => ("llama", 32, 4096, 32, 32, 11008),
     };
     let spec = Spec {
-        arch: "llama".into(),
+        arch: arch.into(),
         weight,
         n_layer,
         n_embd,
-        n_head: 32,
+        n_head,
         n_head_kv,
         n_ff,
         n_ctx: 4096,

@@ -194,23 +194,75 @@ pub struct CudaScratch {
 /// head and split; 4 MiB holds 32 splits of a 64-head, 256-dim decode step.
 const ATT_PART_BYTES: usize = 4 << 20;
 
-/// Splits of a decode step's attention: about 256 cells each, at most 32,
-/// as many as `ATT_PART_BYTES` holds; 1 means no split. Caches under 1024
-/// cells are not split: the merge launch costs more than splitting their
-/// few cells gains (H200, 7B Q4_K, tg128 in a cache of 513 cells: 278
-/// tokens/s split in two, 298 not). Splits of 128 or 512 cells decode
-/// slower at a depth of 4096 than 256, with f16 and quantised caches alike
-/// (7B Q4_K: f16 241 and 239 against 253 tokens/s; q8_0 199 and 182
-/// against 209).
-fn attention_splits(cells: usize, tokens: usize, n_head: usize, head_dim: usize) -> usize {
+/// Splits of a decode step's attention: about 256 cells each, or more where
+/// the heads are too few to give `sms` multiprocessors four blocks each (no
+/// split under 64 cells), at most 64, as many as `ATT_PART_BYTES` holds; 1
+/// means no split. Caches under 1024 cells are not split: the merge launch
+/// costs more than splitting their few cells gains (H200, 7B Q4_K, tg128 in
+/// a cache of 513 cells: 278 tokens/s split in two, 298 not). On the H200 at
+/// a depth of 4096, f16 and q4_0 caches (`LLM_CUDA_ATT`, scripts/
+/// gpu-session.sh att): splits of 128 or 64 cells read 0-4% and 7-18%
+/// slower on a 7B and a 1B than 256 and 2-5% faster on a model of 4 heads;
+/// the four-blocks floor gives that model's q4_0 cache its 5% (864 to 904
+/// tokens/s) and the others 0-1%; 8 warps a block rather than 4 won 2-4%
+/// with f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
+fn attention_splits(
+    cells: usize,
+    tokens: usize,
+    n_head: usize,
+    head_dim: usize,
+    sms: usize,
+) -> usize {
+    let knobs = attention_knobs();
     if cells < 1024 {
         return 1;
     }
     let per_split = tokens * n_head * (head_dim + 2) * 4;
-    (cells / 256)
-        .min(32)
+    let min_blocks = knobs.blocks_per_sm * sms;
+    let by_blocks = min_blocks.div_ceil(n_head * tokens).min(cells / 64);
+    (cells / knobs.split_cells)
+        .max(by_blocks)
+        .min(knobs.max_splits)
         .min(ATT_PART_BYTES / per_split.max(1))
         .max(1)
+}
+
+/// Threads of a split decode attention block.
+pub(super) fn attention_split_block() -> u32 {
+    32 * attention_knobs().split_warps
+}
+
+/// The split rule's numbers, which a developer may change to time others
+/// (LLM_CUDA_ATT="split_cells,max_splits,blocks_per_sm,split_warps").
+struct AttentionKnobs {
+    split_cells: usize,
+    max_splits: usize,
+    blocks_per_sm: usize,
+    split_warps: u32,
+}
+
+fn attention_knobs() -> &'static AttentionKnobs {
+    static KNOBS: std::sync::OnceLock<AttentionKnobs> = std::sync::OnceLock::new();
+    KNOBS.get_or_init(|| {
+        let mut k = AttentionKnobs {
+            split_cells: 256,
+            max_splits: 64,
+            blocks_per_sm: 4,
+            split_warps: 4,
+        };
+        if let Ok(v) = std::env::var("LLM_CUDA_ATT") {
+            let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            if let [a, b, c, d] = n[..] {
+                k = AttentionKnobs {
+                    split_cells: a.max(16),
+                    max_splits: b.clamp(1, 256),
+                    blocks_per_sm: c,
+                    split_warps: d.clamp(1, 16) as u32,
+                };
+            }
+        }
+        k
+    })
 }
 
 /// The rope parameters as the kernel's struct lays them out.
@@ -257,7 +309,10 @@ impl CudaBackend {
         let info = ctx.info();
         let modules = super::MODULES
             .iter()
-            .map(|(_, image)| Module::load(image))
+            .map(|(name, image)| match super::module_override(name) {
+                Some(file) => Module::load(&file),
+                None => Module::load(image),
+            })
             .collect::<CuResult<Vec<_>>>()?;
         let find = |name: &str| -> CuResult<Function> {
             modules
@@ -1366,7 +1421,13 @@ impl Backend for CudaBackend {
         // it (each block a share, then a merge), over a short one they take
         // many warps each. A prompt batch shares each tile of the cache among
         // 8 queries.
-        let splits = attention_splits(kv.cells, tokens, a.n_head, a.head_dim);
+        let splits = attention_splits(
+            kv.cells,
+            tokens,
+            a.n_head,
+            a.head_dim,
+            self.info.sms.max(1) as usize,
+        );
         if !kv.types.is_f16() {
             let decode = tokens <= MATVEC_MAX_TOKENS;
             let splits = if decode { splits } else { 1 };
@@ -1380,7 +1441,11 @@ impl Backend for CudaBackend {
             _ => None,
         };
         if let (Some(f), true) = (vec, tokens <= MATVEC_MAX_TOKENS) {
-            let block = if splits > 1 { 128 } else { 32 * 16 };
+            let block = if splits > 1 {
+                attention_split_block()
+            } else {
+                32 * 16
+            };
             self.launch(
                 f,
                 (tokens as u32, a.n_head as u32, splits as u32),

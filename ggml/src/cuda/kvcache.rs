@@ -174,7 +174,11 @@ impl CudaBackend {
         let (k_rot, v_rot) = rotations(kv.types, a.head_dim);
         let same = (kv.types.k == kv.types.v).then_some(kv.types.k);
         if decode {
-            let block = if splits > 1 { 128 } else { 32 * 16 };
+            let block = if splits > 1 {
+                super::backend::attention_split_block()
+            } else {
+                32 * 16
+            };
             let grid = (tokens as u32, a.n_head as u32, splits as u32);
             match kq
                 .vec

@@ -20,6 +20,19 @@ pub(crate) const MODULES: &[(&str, &[u8])] = &[
     ("kvcache", include_bytes!("kernels/build/kvcache.fatbin")),
 ];
 
+/// A module's image from `$LLM_CUDA_MODULE_DIR/<name>.cubin` (or `.fatbin`)
+/// when that file exists: a developer's way to time a kernel variant on the
+/// GPU machine beside the embedded one without building llm there.
+pub(crate) fn module_override(name: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var_os("LLM_CUDA_MODULE_DIR")?;
+    ["cubin", "fatbin"].iter().find_map(|ext| {
+        let path = std::path::Path::new(&dir).join(format!("{name}.{ext}"));
+        let image = std::fs::read(&path).ok()?;
+        eprintln!("llm: CUDA module {name} from {}", path.display());
+        Some(image)
+    })
+}
+
 /// What `llm --version` says: the GPU architectures the embedded kernels
 /// carry machine code for, and the PTX for newer ones.
 pub fn compiled_for() -> String {

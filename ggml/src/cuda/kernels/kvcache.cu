@@ -27,7 +27,9 @@ using namespace gq;
 #define FULL_MASK 0xffffffffu
 #define MAX_HEAD 256     // head sizes up to 256 (the f16 kernels' limit too)
 #define MAX_WARPS 16
-#define VU 4             // rounds of cells in flight per warp in attention_q
+#ifndef VU
+#define VU 4  // rounds of cells in flight per warp in attention_q
+#endif
 #define AQ 8             // queries (one warp each) per block of attention_q_prompt
 #define LDS (MAX_HEAD + 2)  // halves per staged cell row: an odd word count
 
@@ -350,8 +352,11 @@ __device__ __forceinline__ float load1(int t, const uint8_t* row, int e) {
 
 // Elements e0 .. e0 + 7 (e0 a multiple of 8) of a cache row, in two steps
 // so that a kernel keeps several cells' loads in flight in few registers:
-// fetch<T> loads the bytes (and the block's scales), expand<T> dequantises
-// them. T < 0: the type t known only at run time.
+// fetch<T> loads the bytes (and the block's scale and minimum), expand<T>
+// gives the block's integers as floats, value = d * o + m, the scale and
+// minimum left to the caller: a dot product or a weighted sum applies them
+// once for the lane's 8 values rather than once a value (f16/bf16: d = 1,
+// m = 0). T < 0: the type t known only at run time.
 struct Raw {
     uint32_t w[4];  // the values' bytes (f16/bf16: 16; quantised: 8)
     float d, m;     // the block's scale and minimum
@@ -362,19 +367,60 @@ template <int T>
 __device__ __forceinline__ void fetch_t(const uint8_t* row, int e0, Raw& r) {
     if constexpr (T == F16 || T == BF16) {
         ldspan<16>(row + 2 * e0, r.w);
+        r.d = 1.0f;
+        r.m = 0.0f;
+    } else if constexpr (T == Q4_1 || T == Q5_1) {
+        // Blocks of 20 and 24 bytes in rows of whole blocks from an aligned
+        // allocation start 4-byte aligned, and a lane's 8 bytes of qs too:
+        // whole words, no byte-span assembly.
+        const int j = e0 & 31;
+        const uint8_t* p = row + (e0 >> 5) * block_bytes(T);
+        const uint32_t dm = *reinterpret_cast<const uint32_t*>(p);
+        r.d = h2f(dm);
+        r.m = h2f(dm >> 16);
+        constexpr int QS = T == Q4_1 ? 4 : 8;
+        const uint32_t* w = reinterpret_cast<const uint32_t*>(p + QS + (j & 15));
+        r.w[0] = w[0];
+        r.w[1] = w[1];
+        if constexpr (T == Q5_1) r.qh = *reinterpret_cast<const uint32_t*>(p + 4);
     } else {
         const int j = e0 & 31;
         const uint8_t* p = row + (e0 >> 5) * block_bytes(T);
         r.d = h2f(ldg_u16(p));
-        constexpr int QS = T == Q8_0 ? 2 : (T == Q4_0 || T == IQ4_NL) ? 2 : T == Q4_1 ? 4 : T == Q5_0 ? 6 : 8;
+        constexpr int QS = T == Q5_0 ? 6 : 2;  // q8_0, q4_0, iq4_nl: 2
         uint32_t w[2];
         ldspan<8>(p + QS + (T == Q8_0 ? j : (j & 15)), w);
         r.w[0] = w[0];
         r.w[1] = w[1];
-        if constexpr (T == Q4_1 || T == Q5_1) r.m = h2f(ldg_u16(p + 2));
+        r.m = 0.0f;
         if constexpr (T == Q5_0) r.qh = ldg_u16(p + 2) | (ldg_u16(p + 4) << 16);
-        if constexpr (T == Q5_1) r.qh = ldg_u16(p + 4) | (ldg_u16(p + 6) << 16);
     }
+}
+
+// float(byte k of w) - BIAS for the four bytes, exactly: each byte is put
+// under the exponent of 2^23 by one byte permute (no I2F, which runs at a
+// quarter of the rate).
+template <int BIAS>
+__device__ __forceinline__ void bytes_to_floats(uint32_t w, float* o) {
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        o[k] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | k)) - (8388608.0f + static_cast<float>(BIAS));
+}
+
+// Bits 0..3 of x into bit 0 of bytes 0..3 (the four products land in
+// disjoint bits, so nothing carries).
+__device__ __forceinline__ uint32_t spread_bits4(uint32_t x) {
+    return ((x & 15u) * 0x00204081u) & 0x01010101u;
+}
+
+// kvalues_iq4nl[i] + 128 for the four indices (0..15) in the bytes of nib.
+__device__ __forceinline__ uint32_t iq4nl_bytes(uint32_t nib) {
+    const uint32_t idx = nib & 0x07070707u;
+    const uint32_t sel = __byte_perm(idx | (idx >> 4), 0u, 0x4420u);  // the four indices as nibbles
+    const uint32_t lo = __byte_perm(0x3f2d1801u, 0x766a5d4fu, sel);
+    const uint32_t hi = __byte_perm(0xa6998d81u, 0xf1d9c5b5u, sel);
+    const uint32_t high = ((nib >> 3) & 0x01010101u) * 0xffu;  // 0xff in the bytes of indices 8..15
+    return (lo & ~high) | (hi & high);
 }
 
 // j = e0 & 31 (the same for every cell of a lane).
@@ -384,27 +430,27 @@ __device__ __forceinline__ void expand_t(const Raw& r, int j, float o[8]) {
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             if constexpr (T == F16) {
-                o[2 * i] = h2f(r.w[i]);
-                o[2 * i + 1] = h2f(r.w[i] >> 16);
+                const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&r.w[i]));
+                o[2 * i] = f.x;
+                o[2 * i + 1] = f.y;
             } else {
                 o[2 * i] = __uint_as_float(r.w[i] << 16);
                 o[2 * i + 1] = __uint_as_float(r.w[i] & 0xffff0000u);
             }
         }
     } else if constexpr (T == Q8_0) {
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            o[i] = r.d * static_cast<float>(static_cast<int8_t>(byte_of(r.w[i >> 2], i & 3)));
+        bytes_to_floats<128>(r.w[0] ^ 0x80808080u, o);
+        bytes_to_floats<128>(r.w[1] ^ 0x80808080u, o + 4);
     } else {
         const int sh = (j & 16) ? 4 : 0;
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            uint32_t q = (byte_of(r.w[i >> 2], i & 3) >> sh) & 15u;
-            if constexpr (T == Q5_0 || T == Q5_1) q |= ((r.qh >> (j + i)) & 1u) << 4;
-            if constexpr (T == Q4_0) o[i] = r.d * u2f_b<8>(q);
-            else if constexpr (T == Q5_0) o[i] = r.d * u2f_b<16>(q);
-            else if constexpr (T == IQ4_NL) o[i] = r.d * iq4nl_value(q);
-            else o[i] = r.d * u2f(q) + r.m;
+        for (int h = 0; h < 2; h++) {
+            uint32_t q = (r.w[h] >> sh) & 0x0f0f0f0fu;
+            if constexpr (T == Q5_0 || T == Q5_1) q |= spread_bits4(r.qh >> (j + 4 * h)) << 4;
+            if constexpr (T == Q4_0) bytes_to_floats<8>(q, o + 4 * h);
+            else if constexpr (T == Q5_0) bytes_to_floats<16>(q, o + 4 * h);
+            else if constexpr (T == IQ4_NL) bytes_to_floats<128>(iq4nl_bytes(q), o + 4 * h);
+            else bytes_to_floats<0>(q, o + 4 * h);
         }
     }
 }
@@ -447,13 +493,16 @@ __device__ __forceinline__ void load8_any(int t, const uint8_t* row, int e0, flo
     Raw r;
     fetch<-1>(t, row, e0, r);
     expand<-1>(t, r, e0 & 31, o);
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i] = fmaf(r.d, o[i], r.m);
 }
 
 // Whether the query at `pos` sees cell c (the newest position mapped to c,
-// at or before the batch's last, is at most pos and inside the window).
-__device__ __forceinline__ bool visible(int c, int last, int pos, int cells, int window) {
-    int back = ((last - c) % cells + cells) % cells;
-    int p = last - back;
+// at or before the batch's last, is at most pos and inside the window);
+// lm = last % cells, taken once per kernel rather than a modulo per cell.
+__device__ __forceinline__ bool visible(int c, int lm, int last, int pos, int cells, int window) {
+    const int back = lm - c + (c > lm ? cells : 0);
+    const int p = last - back;
     return p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
 }
 
@@ -550,15 +599,22 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
     const int sub = lane / L, sl = lane % L;
     const int pos0 = step[0], tokens = step[1];
     const int last = pos0 + tokens - 1, pos = pos0 + t;
+    const int lm = last % cells;
     const int g = h / (n_head / n_head_kv);
     const long long kv_dim = (long long)n_head_kv * D;
     const long long k_row = type_bytes(kt, kv_dim), v_row = type_bytes(vt, kv_dim);
     const int e0 = g * D + 8 * sl;
     load_query(qs, q + ((long long)t * n_head + h) * D, D, k_rot);
-    float qr[8], acc[8];
+    // Scales and minimums are applied once per lane and cell: a key's
+    // d * sum(q x) + m * sum(q), a value's weight e * d and e * m summed apart
+    // (macc) and added to every output at the end.
+    constexpr bool KD = !(KT == F16 || KT == BF16), VD = !(VT == F16 || VT == BF16);
+    constexpr bool KM = KT < 0 || KT == Q4_1 || KT == Q5_1, VM = VT < 0 || VT == Q4_1 || VT == Q5_1;
+    float qr[8], acc[8], qsum = 0.0f, macc = 0.0f;
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         qr[i] = qs[8 * sl + i];
+        qsum += qr[i];
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
@@ -574,7 +630,7 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
 #pragma unroll
         for (int u = 0; u < VU; u++) {
             const int c = cw + u * stride + sub;
-            ok[u] = c < c_hi && visible(c, last, pos, cells, window);
+            ok[u] = c < c_hi && visible(c, lm, last, pos, cells, window);
             if (ok[u]) {
                 fetch<KT>(kt, kc + c * k_row, e0, kr[u]);
                 fetch<VT>(vt, vc + c * v_row, e0, vr[u]);
@@ -587,7 +643,9 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
             float kf[8], d = 0.0f;
             expand<KT>(kt, kr[u], j, kf);
 #pragma unroll
-            for (int i = 0; i < 8; i++) d += qr[i] * kf[i];
+            for (int i = 0; i < 8; i++) d = fmaf(qr[i], kf[i], d);
+            if constexpr (KD) d *= kr[u].d;
+            if constexpr (KM) d = fmaf(kr[u].m, qsum, d);
 #pragma unroll
             for (int off = L / 2; off > 0; off >>= 1) d += __shfl_xor_sync(FULL_MASK, d, off);
             s[u] = d * kq_scale;
@@ -598,6 +656,7 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
         l *= corr;
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[i] *= corr;
+        if constexpr (VM) macc *= corr;
 #pragma unroll
         for (int u = 0; u < VU; u++) {
             if (!ok[u]) continue;
@@ -605,10 +664,16 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
             l += e;
             float vf[8];
             expand<VT>(vt, vr[u], j, vf);
+            const float ed = VD ? e * vr[u].d : e;
 #pragma unroll
-            for (int i = 0; i < 8; i++) acc[i] += e * vf[i];
+            for (int i = 0; i < 8; i++) acc[i] = fmaf(ed, vf[i], acc[i]);
+            if constexpr (VM) macc = fmaf(e, vr[u].m, macc);
         }
         m = mx;
+    }
+    if constexpr (VM) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] += macc;
     }
     // The warp's groups into one (every lane takes part).
 #pragma unroll
@@ -677,6 +742,7 @@ attention_q_any(const float* q, const uint8_t* kc, const uint8_t* vc, float* out
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     const int pos0 = step[0], tokens = step[1];
     const int last = pos0 + tokens - 1, pos = pos0 + t;
+    const int lm = last % cells;
     const int g = h / (n_head / n_head_kv);
     const long long kv_dim = (long long)n_head_kv * head_dim;
     const long long k_row = type_bytes(kt, kv_dim), v_row = type_bytes(vt, kv_dim);
@@ -694,7 +760,7 @@ attention_q_any(const float* q, const uint8_t* kc, const uint8_t* vc, float* out
     const int c_lo = (int)((long long)n_cells * split / splits);
     const int c_hi = (int)((long long)n_cells * (split + 1) / splits);
     for (int c = c_lo + warp; c < c_hi; c += nwarps) {
-        if (!visible(c, last, pos, cells, window)) continue;  // warp-uniform
+        if (!visible(c, lm, last, pos, cells, window)) continue;  // warp-uniform
         const uint8_t* kr = kc + c * k_row;
         float s = 0.0f;
 #pragma unroll
@@ -742,6 +808,7 @@ attention_q_prompt(const float* q, const uint8_t* kc, const uint8_t* vc, float* 
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int pos0 = step[0], tokens = step[1];
     const int last = pos0 + tokens - 1;
+    const int lm = last % cells;
     const int t = blockIdx.x * AQ + warp;
     const bool qok = t < tokens;
     const int pos = pos0 + t;
@@ -782,7 +849,7 @@ attention_q_prompt(const float* q, const uint8_t* kc, const uint8_t* vc, float* 
         }
         __syncthreads();
         const int c = c0 + cl;
-        const bool see = qok && c < n_cells && visible(c, last, pos, cells, window);
+        const bool see = qok && c < n_cells && visible(c, lm, last, pos, cells, window);
         float s = 0.0f;
         for (int d2 = part * quarter; d2 < (part + 1) * quarter; d2++) {
             const float2 kf = __half22float2(*reinterpret_cast<const __half2*>(&ks[cl][2 * d2]));

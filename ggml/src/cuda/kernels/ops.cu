@@ -193,6 +193,7 @@ __device__ __forceinline__ void attention_range(const float* q, const __half* kc
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     int pos0 = step[0], tokens = step[1];
     int last = pos0 + tokens - 1;
+    const int lm = last % cells;  // once, not a modulo per cell
     int pos = pos0 + t;
     int g = h / (n_head / n_head_kv);
     int kv_dim = n_head_kv * head_dim;
@@ -217,7 +218,7 @@ __device__ __forceinline__ void attention_range(const float* q, const __half* kc
 #pragma unroll
         for (int u = 0; u < ATT_U; u++) {
             int c = c0 + u * nwarps;
-            int back = ((last - c) % cells + cells) % cells;
+            int back = lm - c + (c > lm ? cells : 0);
             int p = last - back;
             ok[u] = c < c_hi && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
             s[u] = 0.0f;
@@ -315,7 +316,9 @@ extern "C" __global__ void attention_split(const float* q, const __half* kc, con
 // of a warp merge at the end, then the warps as in attention_range. The loop
 // is warp-uniform (its shuffles need every lane); cells past the range or
 // masked are skipped per group.
+#ifndef ATT_VU
 #define ATT_VU 4
+#endif
 template <int D>
 __device__ __forceinline__ void attention_range_vec(const float* q, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
@@ -326,6 +329,7 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
     int sub = lane / L, sl = lane % L;
     int pos0 = step[0], tokens = step[1];
     int last = pos0 + tokens - 1;
+    const int lm = last % cells;  // once, not a modulo per cell
     int pos = pos0 + t;
     int g = h / (n_head / n_head_kv);
     long long kv_dim = (long long)n_head_kv * D;
@@ -348,7 +352,7 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
 #pragma unroll
         for (int u = 0; u < ATT_VU; u++) {
             int c = cw + u * stride + sub;
-            int back = ((last - c) % cells + cells) % cells;
+            int back = lm - c + (c > lm ? cells : 0);
             int p = last - back;
             ok[u] = c < c_hi && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
             if (ok[u]) {
@@ -505,6 +509,7 @@ attention_prompt(const float* q, const __half* kc, const __half* vc, float* out,
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pos0 = step[0], tokens = step[1];
     int last = pos0 + tokens - 1;
+    const int lm = last % cells;  // once, not a modulo per cell
     int t = blockIdx.x * AQ + warp;
     bool qok = t < tokens;
     int pos = pos0 + t;
@@ -537,7 +542,7 @@ attention_prompt(const float* q, const __half* kc, const __half* vc, float* out,
         }
         __syncthreads();
         int c = c0 + lane;
-        int back = ((last - c) % cells + cells) % cells;
+        int back = lm - c + (c > lm ? cells : 0);
         int p = last - back;
         bool visible = qok && c < n_cells && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
         float s = 0.0f;
