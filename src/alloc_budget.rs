@@ -63,7 +63,7 @@ fn credit(size: usize) {
 fn overrun() -> ! {
     // Lift the budget first: what follows may allocate.
     let _ = LEFT.try_with(|l| l.set(usize::MAX));
-    let flag = OVERRUN.try_with(Cell::get).unwrap_or(std::ptr::null());
+    let flag = OVERRUN.try_with(Cell::get).unwrap_or_default();
     STOPPED.fetch_add(1, Ordering::SeqCst);
     if !flag.is_null() {
         // SAFETY: the flag is an Arc's content that the closure running on

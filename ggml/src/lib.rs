@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod float16;
 pub mod kv_types;
+pub mod metal;
 pub mod profile;
 pub mod rope;
 pub mod types;

@@ -5,6 +5,22 @@ use crate::format::gguf::human_bytes;
 
 pub fn run() -> anyhow::Result<()> {
     let gpus = ggml::cuda::devices();
+    let metal = ggml::metal::devices();
+    if !metal.is_empty() {
+        // Listed so a Mac user sees the GPU and its budget; layers do not run
+        // on Metal yet (README, "Metal").
+        println!("Metal devices (not used for layers yet):");
+        for d in &metal {
+            println!(
+                "  Metal{}: {}, {} recommended working set, {} allocated{}",
+                d.index,
+                d.name,
+                human_bytes(d.working_set),
+                human_bytes(d.allocated),
+                if d.unified { ", unified memory" } else { "" },
+            );
+        }
+    }
     if gpus.is_empty() {
         let why = ggml::cuda::driver::driver()
             .err()
@@ -37,8 +53,9 @@ pub fn backends() -> String {
         .map(|i| i.name())
         .collect();
     format!(
-        "backends: CPU ({}), {}",
+        "backends: CPU ({}), {}, {}",
         isas.join(" "),
-        ggml::cuda::compiled_for()
+        ggml::cuda::compiled_for(),
+        ggml::metal::compiled_for()
     )
 }

@@ -178,6 +178,7 @@ unsafe fn attend_avx2(args: &Args<'_>, sc: &mut Scratch, out: &mut [f32]) {
 /// the same bits as the portable conversions.
 #[inline(always)]
 fn mad_f16<const F16C: bool>(acc: &mut [u16], v: &[u8], s: f32) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if F16C {
@@ -206,6 +207,7 @@ fn mad_f16<const F16C: bool>(acc: &mut [u16], v: &[u8], s: f32) {
 
 #[inline(always)]
 fn scale_f16<const F16C: bool>(acc: &mut [u16], s: f32) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if F16C {
