@@ -76,7 +76,10 @@ pub fn compiled_for() -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod layout_tests {
     use super::*;
     use crate::GgmlType;
 

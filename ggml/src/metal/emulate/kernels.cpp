@@ -1,0 +1,81 @@
+// The MSL kernels run on the CPU for ggml/src/metal/tests.rs: each command
+// reads its inputs (f32 files), runs one kernel's grid through run.hpp and
+// writes its output. Built with g++ by the test (the real kernel sources,
+// included as they are).
+#include <metal_stdlib>
+
+#include "run.hpp"
+
+using namespace metal;
+
+#include "../kernels/elementwise.metal"
+#include "../kernels/norm.metal"
+
+#include <string>
+
+static std::vector<float> load(const char* path) {
+    FILE* f = std::fopen(path, "rb");
+    if (!f) { std::perror(path); std::exit(2); }
+    std::vector<float> v;
+    float x;
+    while (std::fread(&x, 4, 1, f) == 1) v.push_back(x);
+    std::fclose(f);
+    return v;
+}
+
+static void save(const char* path, const std::vector<float>& v) {
+    FILE* f = std::fopen(path, "wb");
+    if (!f || std::fwrite(v.data(), 4, v.size(), f) != v.size()) { std::perror(path); std::exit(2); }
+    std::fclose(f);
+}
+
+// One thread an element: groups of 256, thread_position_in_grid.
+static bool elementwise(uint len, const std::function<void(uint)>& k) {
+    return emu::run((len + 255) / 256, 256, [&](uint g, const emu::Thread& t) { k(g * 256 + t.tid); });
+}
+
+int main(int argc, char** argv) {
+    if (argc < 2) return 2;
+    const std::string op = argv[1];
+    bool ok = false;
+    if (op == "add" && argc == 5) {  // add X Y OUT
+        auto x = load(argv[2]), y = load(argv[3]);
+        ElementArgs a{(uint)x.size(), 0, 0.0f};
+        ok = elementwise(a.len, [&](uint i) { add_f32(x.data(), y.data(), a, i); });
+        save(argv[4], x);
+    } else if (op == "add_bias" && argc == 5) {  // add_bias X BIAS OUT
+        auto x = load(argv[2]), b = load(argv[3]);
+        ElementArgs a{(uint)x.size(), (uint)b.size(), 0.0f};
+        ok = elementwise(a.len, [&](uint i) { add_bias_f32(x.data(), b.data(), a, i); });
+        save(argv[4], x);
+    } else if (op == "scale" && argc == 5) {  // scale S X OUT
+        auto x = load(argv[3]);
+        ElementArgs a{(uint)x.size(), 0, std::stof(argv[2])};
+        ok = elementwise(a.len, [&](uint i) { scale_f32(x.data(), a, i); });
+        save(argv[4], x);
+    } else if (op == "glu" && argc == 6) {  // glu GELU(0|1) GATE UP OUT
+        GLU_GELU = std::stoi(argv[2]) != 0;
+        auto g = load(argv[3]), u = load(argv[4]);
+        ElementArgs a{(uint)g.size(), 0, 0.0f};
+        ok = elementwise(a.len, [&](uint i) { glu_f32(g.data(), u.data(), a, i); });
+        save(argv[5], g);
+    } else if (op == "rms_norm" && argc == 8) {  // rms_norm WIDTH EPS THREADS X W OUT
+        NormArgs a{(uint)std::stoul(argv[2]), std::stof(argv[3])};
+        const uint threads = std::stoul(argv[4]);
+        auto x = load(argv[5]), w = load(argv[6]);
+        std::vector<float> y(x.size());
+        const uint rows = x.size() / a.width;
+        ok = emu::run(rows, threads, [&](uint row, const emu::Thread& t) {
+            rms_norm_f32(x.data(), w.data(), y.data(), a, row, t.tid, threads, t.lane, t.simd);
+        });
+        save(argv[7], y);
+    } else if (op == "diverge") {  // a barrier half the group skips: must be reported
+        ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
+            if (t.tid < 32) threadgroup_barrier(mem_flags::mem_threadgroup);
+        });
+    } else {
+        std::fprintf(stderr, "kernels: unknown command %s\n", op.c_str());
+        return 2;
+    }
+    return ok ? 0 : 1;
+}

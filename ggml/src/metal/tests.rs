@@ -1,0 +1,220 @@
+//! The MSL kernels run on this CPU (emulate/: g++, threads as fibers, the
+//! real kernel sources) and held to the CPU backend: the same bits where
+//! the operation is one float operation, and at least as close to an f64
+//! reference where the two compute differently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::backend::{Backend, Glu};
+use crate::cpu::backend::CpuBackend;
+use crate::cpu::Isa;
+use crate::metal::library_source;
+
+/// The emulated kernels' program, built once per test process.
+fn kernels() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("llm-metal-emu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metal/emulate");
+        let bin = dir.join("kernels");
+        let out = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()))
+            .args([
+                "-std=c++17",
+                "-O1",
+                "-Wall",
+                "-Werror",
+                "-Wno-attributes",
+                "-Wno-unused-function",
+                "-I",
+            ])
+            .arg(&src)
+            .arg("-o")
+            .arg(&bin)
+            .arg(src.join("kernels.cpp"))
+            .output()
+            .expect("the Metal kernels' emulation needs g++ (C++17 with _Float16)");
+        assert!(
+            out.status.success(),
+            "building the emulated kernels failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+}
+
+fn write(dir: &Path, name: &str, v: &[f32]) -> PathBuf {
+    let p = dir.join(name);
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Runs one command of emulate/kernels.cpp; its output file as floats.
+fn run(args: &[&str], inputs: &[(&str, &[f32])]) -> Vec<f32> {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = kernels().parent().unwrap().join(format!("run{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(kernels());
+    cmd.args(args);
+    for (name, v) in inputs {
+        cmd.arg(write(&dir, name, v));
+    }
+    let out_path = dir.join("out");
+    let out = cmd.arg(&out_path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let floats = std::fs::read(&out_path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    floats
+}
+
+fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// The largest error relative to the f64 reference, over elements whose
+/// reference is not tiny (absolute below `floor`).
+fn max_rel_err(got: &[f32], exact: &[f64], floor: f64) -> f64 {
+    got.iter()
+        .zip(exact)
+        .map(|(&g, &e)| (f64::from(g) - e).abs() / e.abs().max(floor))
+        .fold(0.0, f64::max)
+}
+
+fn cpu() -> CpuBackend {
+    CpuBackend::new(1, Isa::detect())
+}
+
+#[test]
+fn elementwise_kernels_give_the_cpus_bits() {
+    let be = cpu();
+    let (n, width) = (5000, 320); // not a multiple of the group of 256
+    let x = random(n, 1, -3.0, 3.0);
+    let y = random(n, 2, -3.0, 3.0);
+    let bias = random(width, 3, -1.0, 1.0);
+    let mut want = x.clone();
+    be.add(&mut want, &y, n);
+    assert_eq!(run(&["add"], &[("x", &x), ("y", &y)]), want, "add");
+    let mut want = x[..4800].to_vec();
+    be.add_bias(&mut want, &be.upload_vector(&bias).unwrap(), 4800 / width);
+    assert_eq!(
+        run(&["add_bias"], &[("x", &x[..4800]), ("b", &bias)]),
+        want,
+        "add_bias"
+    );
+    let mut want = x.clone();
+    be.scale(&mut want, 0.125, n);
+    assert_eq!(run(&["scale", "0.125"], &[("x", &x)]), want, "scale");
+}
+
+#[test]
+fn glu_kernels_are_as_close_to_exact_as_the_cpus() {
+    let be = cpu();
+    let n = 3000;
+    let gate = random(n, 4, -12.0, 12.0);
+    let up = random(n, 5, -2.0, 2.0);
+    for (act, flag) in [(Glu::SwiGlu, "0"), (Glu::GeGlu, "1")] {
+        let exact: Vec<f64> = gate
+            .iter()
+            .zip(&up)
+            .map(|(&g, &u)| {
+                let g = f64::from(g);
+                let a = match act {
+                    Glu::SwiGlu => g / (1.0 + (-g).exp()),
+                    Glu::GeGlu => {
+                        let c = (2.0 / std::f64::consts::PI).sqrt();
+                        0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh())
+                    }
+                };
+                a * f64::from(u)
+            })
+            .collect();
+        let mut cpu_out = gate.clone();
+        be.glu(act, &mut cpu_out, &up, n);
+        let metal = run(&["glu", flag], &[("g", &gate), ("u", &up)]);
+        let (e_cpu, e_metal) = (
+            max_rel_err(&cpu_out, &exact, 1e-3),
+            max_rel_err(&metal, &exact, 1e-3),
+        );
+        eprintln!(
+            "{act:?}: max relative error vs f64: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}"
+        );
+        // f32 arithmetic's few roundings (2e-6) where the CPU is closer still.
+        assert!(
+            e_metal <= e_cpu.max(2e-6),
+            "{act:?}: Metal {e_metal:e} against the CPU's {e_cpu:e}"
+        );
+    }
+}
+
+#[test]
+fn rms_norm_kernel_is_close_to_exact() {
+    let be = cpu();
+    for (width, threads) in [(640, 256), (4096, 1024), (96, 32), (1000, 128)] {
+        let rows = 3;
+        let x = random(rows * width, width as u64, -4.0, 4.0);
+        let w = random(width, 7, 0.5, 1.5);
+        let eps = 1e-6f32;
+        let exact: Vec<f64> = x
+            .chunks(width)
+            .flat_map(|row| {
+                let ms = row
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    / width as f64;
+                let s = 1.0 / (ms + f64::from(eps)).sqrt();
+                row.iter()
+                    .zip(&w)
+                    .map(move |(&v, &g)| f64::from(v) * s * f64::from(g))
+            })
+            .collect();
+        let mut cpu_out = vec![0.0; x.len()];
+        be.rms_norm(&x, &be.upload_vector(&w).unwrap(), eps, rows, &mut cpu_out);
+        let metal = run(
+            &["rms_norm", &width.to_string(), "1e-6", &threads.to_string()],
+            &[("x", &x), ("w", &w)],
+        );
+        let (e_cpu, e_metal) = (
+            max_rel_err(&cpu_out, &exact, 1e-3),
+            max_rel_err(&metal, &exact, 1e-3),
+        );
+        eprintln!("rms_norm {width} wide, {threads} threads: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}");
+        // The CPU sums squares in f64 (ggml's CPU does), the kernel in f32 as
+        // llama.cpp's Metal kernel does: a few roundings of the scale beyond
+        // the CPU's, under 1e-6 for these widths.
+        assert!(
+            e_metal <= e_cpu + 1e-6,
+            "rms_norm {width}: Metal {e_metal:e}, CPU {e_cpu:e}"
+        );
+    }
+}
+
+#[test]
+fn the_emulation_reports_a_divergent_barrier() {
+    // A planted mistake the GPU would hang on: a barrier that half the group
+    // skips. The emulated run must fail rather than pass quietly.
+    let out = Command::new(kernels()).args(["diverge"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("diverged"));
+    assert!(library_source().contains("rms_norm_f32"));
+}
