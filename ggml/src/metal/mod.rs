@@ -20,6 +20,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("kernels/elementwise.metal"),
     ),
     ("norm.metal", include_str!("kernels/norm.metal")),
+    ("matvec.metal", include_str!("kernels/matvec.metal")),
 ];
 
 /// The whole library's source as Metal's compiler takes it.

@@ -218,3 +218,87 @@ fn the_emulation_reports_a_divergent_barrier() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("diverged"));
     assert!(library_source().contains("rms_norm_f32"));
 }
+
+#[test]
+fn matvec_kernels_are_closer_to_exact_than_the_cpus() {
+    use crate::backend_check::{random_mat, Rng};
+    use crate::blocks::dequantize;
+    use crate::GgmlType;
+    let be = cpu();
+    let mut rng = Rng::new(11);
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for (rows, cols) in [(37, 4096), (5, 96), (64, 1024)] {
+            let w = random_mat(&mut rng, ty, rows, cols);
+            let x = random(cols, rows as u64, -1.0, 1.0);
+            // SAFETY: random_mat's pointer and length are its owner's bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(w.ptr, w.len) };
+            let mut deq = vec![0f32; rows * cols];
+            dequantize(ty, bytes, &mut deq).unwrap();
+            let exact: Vec<f64> = deq
+                .chunks(cols)
+                .map(|r| {
+                    r.iter()
+                        .zip(&x)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum()
+                })
+                .collect();
+            let mut sc = be.scratch().unwrap();
+            let mat = be.upload_mat(&w).unwrap();
+            let mut cpu_out = vec![0f32; rows];
+            be.matmul(&mut sc, &mat, &x, 1, &mut cpu_out);
+            let dir = kernels()
+                .parent()
+                .unwrap()
+                .join(format!("mv-{}-{rows}", ty.name()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let wpath = dir.join("w");
+            std::fs::write(&wpath, bytes).unwrap();
+            let xpath = write(&dir, "x", &x);
+            let out_path = dir.join("out");
+            let out = Command::new(kernels())
+                .args([
+                    "matvec",
+                    &ty.name().to_lowercase(),
+                    &rows.to_string(),
+                    &cols.to_string(),
+                ])
+                .args([&wpath, &xpath, &out_path])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let metal: Vec<f32> = std::fs::read(&out_path)
+                .unwrap()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let _ = std::fs::remove_dir_all(&dir);
+            // Errors relative to the largest output (outputs near zero have no
+            // meaningful relative error).
+            let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = |got: &[f32]| {
+                got.iter()
+                    .zip(&exact)
+                    .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
+                    .fold(0.0, f64::max)
+            };
+            let (e_cpu, e_metal) = (err(&cpu_out), err(&metal));
+            eprintln!(
+                "{} {rows}x{cols}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}",
+                ty.name()
+            );
+            // The CPU quantises x to 8 bits (as llama.cpp's CPU and Metal
+            // kernels do); this kernel dots f32 x, so only f32 summation is
+            // left: well under 1e-5 of the largest output at these widths.
+            assert!(
+                e_metal <= e_cpu.min(1e-5),
+                "{}: Metal {e_metal:e} against the CPU's {e_cpu:e}",
+                ty.name()
+            );
+        }
+    }
+}

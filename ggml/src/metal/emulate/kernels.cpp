@@ -10,6 +10,7 @@ using namespace metal;
 
 #include "../kernels/elementwise.metal"
 #include "../kernels/norm.metal"
+#include "../kernels/matvec.metal"
 
 #include <string>
 
@@ -19,6 +20,16 @@ static std::vector<float> load(const char* path) {
     std::vector<float> v;
     float x;
     while (std::fread(&x, 4, 1, f) == 1) v.push_back(x);
+    std::fclose(f);
+    return v;
+}
+
+static std::vector<uchar> load_bytes(const char* path) {
+    FILE* f = std::fopen(path, "rb");
+    if (!f) { std::perror(path); std::exit(2); }
+    std::vector<uchar> v;
+    int c;
+    while ((c = std::fgetc(f)) != EOF) v.push_back((uchar)c);
     std::fclose(f);
     return v;
 }
@@ -68,6 +79,21 @@ int main(int argc, char** argv) {
         ok = emu::run(rows, threads, [&](uint row, const emu::Thread& t) {
             rms_norm_f32(x.data(), w.data(), y.data(), a, row, t.tid, threads, t.lane, t.simd);
         });
+        save(argv[7], y);
+    } else if (op == "matvec" && argc == 8) {  // matvec TYPE ROWS COLS W X OUT (4 simdgroups a group)
+        const std::string ty = argv[2];
+        MatvecArgs a{(uint)std::stoul(argv[3]), (uint)std::stoul(argv[4])};
+        auto w = load_bytes(argv[5]);
+        auto x = load(argv[6]);
+        std::vector<float> y(a.rows);
+        const uint simds = 4, groups = (a.rows + simds - 1) / simds;
+        ok = emu::run(groups, 32 * simds, [&](uint g, const emu::Thread& t) {
+            if (ty == "q4_0")
+                matvec_q4_0(reinterpret_cast<const block_q4_0*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, t.lane);
+            else if (ty == "q8_0")
+                matvec_q8_0(reinterpret_cast<const block_q8_0*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, t.lane);
+        });
+        if (ty != "q4_0" && ty != "q8_0") ok = false;
         save(argv[7], y);
     } else if (op == "diverge") {  // a barrier half the group skips: must be reported
         ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
