@@ -21,6 +21,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("norm.metal", include_str!("kernels/norm.metal")),
     ("matvec.metal", include_str!("kernels/matvec.metal")),
+    ("rope.metal", include_str!("kernels/rope.metal")),
 ];
 
 /// The whole library's source as Metal's compiler takes it.

@@ -302,3 +302,132 @@ fn matvec_kernels_are_closer_to_exact_than_the_cpus() {
         }
     }
 }
+
+#[test]
+fn rope_kernel_is_as_close_to_exact_as_the_cpus() {
+    use crate::rope::Rope;
+    let be = cpu();
+    let (n_heads, head_dim, tokens) = (4, 96, 3);
+    let ff = random(32, 21, 1.0, 8.0);
+    let yarn = Rope {
+        freq_scale: 0.25,
+        ext_factor: 1.0,
+        attn_factor: 1.0,
+        corr_dims: [4.0, 20.0],
+        ..Rope::plain(64, 10000.0, false)
+    };
+    let cases: [(&str, Rope, bool, usize); 5] = [
+        ("normal", Rope::plain(96, 10000.0, false), false, 0),
+        ("neox", Rope::plain(96, 1e6, true), false, 3000),
+        ("partial neox", Rope::plain(64, 10000.0, true), false, 17),
+        ("yarn", yarn, false, 5000),
+        ("freq factors", Rope::plain(64, 500000.0, true), true, 9000),
+    ];
+    for (name, rope, with_ff, pos0) in cases {
+        let x = random(tokens * n_heads * head_dim, pos0 as u64 + 1, -2.0, 2.0);
+        let ffs = with_ff.then(|| &ff[..rope.n_dims / 2]);
+        // f64 reference: ggml's formulas with every step in f64.
+        let mut exact: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        for (r, head) in exact.chunks_mut(head_dim).enumerate() {
+            let pos = (pos0 + r / n_heads) as f64;
+            let n = rope.n_dims;
+            let theta_scale = f64::from(rope.freq_base).powf(-2.0 / n as f64);
+            for pair in 0..n / 2 {
+                let extrap =
+                    pos * theta_scale.powi(pair as i32) / ffs.map_or(1.0, |f| f64::from(f[pair]));
+                let interp = f64::from(rope.freq_scale) * extrap;
+                let (mut th, mut mscale) = (interp, f64::from(rope.attn_factor));
+                if rope.ext_factor != 0.0 {
+                    let [lo, hi] = rope.corr_dims.map(f64::from);
+                    let y = (pair as f64 - lo) / (hi - lo).max(0.001);
+                    let mix = (1.0 - y.clamp(0.0, 1.0)) * f64::from(rope.ext_factor);
+                    th = interp * (1.0 - mix) + extrap * mix;
+                    mscale *= 1.0 + 0.1 * (1.0 / f64::from(rope.freq_scale)).ln();
+                }
+                let (i, j) = if rope.neox {
+                    (pair, pair + n / 2)
+                } else {
+                    (2 * pair, 2 * pair + 1)
+                };
+                let (x0, x1) = (head[i], head[j]);
+                head[i] = (x0 * th.cos() - x1 * th.sin()) * mscale;
+                head[j] = (x0 * th.sin() + x1 * th.cos()) * mscale;
+            }
+        }
+        let mut sc = be.scratch().unwrap();
+        let mut cpu_out = x.clone();
+        let ffv = ffs.map(|f| be.upload_vector(f).unwrap());
+        be.rope(
+            &mut sc,
+            &mut cpu_out,
+            tokens,
+            n_heads,
+            head_dim,
+            &rope,
+            ffv.as_ref(),
+            pos0,
+        );
+        let s = |v: f32| v.to_string();
+        let args = [
+            "rope".to_string(),
+            n_heads.to_string(),
+            head_dim.to_string(),
+            rope.n_dims.to_string(),
+            pos0.to_string(),
+            s(rope.freq_base),
+            s(rope.freq_scale),
+            s(rope.ext_factor),
+            s(rope.attn_factor),
+            s(rope.corr_dims[0]),
+            s(rope.corr_dims[1]),
+            (rope.neox as u32).to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        let metal = match ffs {
+            Some(f) => run(&args, &[("x", &x), ("ff", f)]),
+            None => run_with_dash(&args, &x),
+        };
+        let (e_cpu, e_metal) = (
+            max_rel_err(&cpu_out, &exact, 1.0),
+            max_rel_err(&metal, &exact, 1.0),
+        );
+        eprintln!("rope {name} at {pos0}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}");
+        // Both take the angle in f32 (its rounding grows with the position);
+        // the kernel's pow per pair and the CPU's running product differ in
+        // how: within twice the CPU's error, plus f32's few roundings.
+        assert!(
+            e_metal <= 2.0 * e_cpu + 1e-6,
+            "rope {name}: Metal {e_metal:e}, CPU {e_cpu:e}"
+        );
+    }
+}
+
+/// `run` for a rope without frequency factors ("-" in their place).
+fn run_with_dash(args: &[&str], x: &[f32]) -> Vec<f32> {
+    let dir = kernels()
+        .parent()
+        .unwrap()
+        .join(format!("rope-{}", args[4]));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xp = write(&dir, "x", x);
+    let out_path = dir.join("out");
+    let out = Command::new(kernels())
+        .args(args)
+        .arg(&xp)
+        .arg("-")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = std::fs::read(&out_path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    v
+}

@@ -11,6 +11,7 @@ using namespace metal;
 #include "../kernels/elementwise.metal"
 #include "../kernels/norm.metal"
 #include "../kernels/matvec.metal"
+#include "../kernels/rope.metal"
 
 #include <string>
 
@@ -95,6 +96,20 @@ int main(int argc, char** argv) {
         });
         if (ty != "q4_0" && ty != "q8_0") ok = false;
         save(argv[7], y);
+    } else if (op == "rope" && argc == 16) {
+        // rope N_HEADS HEAD_DIM N_DIMS POS0 BASE SCALE EXT ATTN LOW HIGH NEOX X FF|- (then OUT)
+        RopeArgs a{(uint)std::stoul(argv[2]), (uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]),
+                   (uint)std::stoul(argv[5]), std::stof(argv[6]), std::stof(argv[7]), std::stof(argv[8]),
+                   std::stof(argv[9]), std::stof(argv[10]), std::stof(argv[11]), (uint)std::stoul(argv[12]), 0};
+        auto x = load(argv[13]);
+        std::vector<float> ff;
+        if (std::string(argv[14]) != "-") {
+            ff = load(argv[14]);
+            a.has_ff = 1;
+        }
+        const uint rows = x.size() / a.head_dim;
+        ok = emu::run(rows, 32, [&](uint g, const emu::Thread& t) { rope_f32(x.data(), ff.data(), a, g, t.tid, 32); });
+        save(argv[15], x);
     } else if (op == "diverge") {  // a barrier half the group skips: must be reported
         ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
             if (t.tid < 32) threadgroup_barrier(mem_flags::mem_threadgroup);
