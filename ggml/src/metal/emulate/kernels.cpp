@@ -88,6 +88,32 @@ int main(int argc, char** argv) {
         auto x = load(argv[6]);
         std::vector<float> y(a.rows);
         const uint simds = 4, groups = (a.rows + simds - 1) / simds;
+        bool known = false;
+#define MV(NAME, BLOCK)                                                                                 \
+    if (ty == #NAME) {                                                                                  \
+        known = true;                                                                                   \
+        ok = emu::run(groups, 32 * simds, [&](uint g, const emu::Thread& t) {                           \
+            matvec_##NAME(reinterpret_cast<const BLOCK*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, \
+                          t.lane);                                                                      \
+        });                                                                                             \
+    }
+        MV(f32, float) MV(f16, half) MV(bf16, ushort) MV(q4_0, block_q4_0) MV(q4_1, block_q4_1)
+        MV(q5_0, block_q5_0) MV(q5_1, block_q5_1) MV(q8_0, block_q8_0) MV(iq4_nl, block_iq4_nl)
+        MV(q2_k, block_q2_K) MV(q3_k, block_q3_K) MV(q4_k, block_q4_K) MV(q5_k, block_q5_K)
+        MV(q6_k, block_q6_K) MV(iq4_xs, block_iq4_xs)
+#undef MV
+        if (!known) {
+            std::fprintf(stderr, "kernels: no matvec for %s\n", ty.c_str());
+            ok = false;
+        }
+        save(argv[7], y);
+    } else if (op == "matvec" && argc == 8) {  // matvec TYPE ROWS COLS W X OUT (4 simdgroups a group)
+        const std::string ty = argv[2];
+        MatvecArgs a{(uint)std::stoul(argv[3]), (uint)std::stoul(argv[4])};
+        auto w = load_bytes(argv[5]);
+        auto x = load(argv[6]);
+        std::vector<float> y(a.rows);
+        const uint simds = 4, groups = (a.rows + simds - 1) / simds;
         ok = emu::run(groups, 32 * simds, [&](uint g, const emu::Thread& t) {
             if (ty == "q4_0")
                 matvec_q4_0(reinterpret_cast<const block_q4_0*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, t.lane);
