@@ -22,6 +22,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("norm.metal", include_str!("kernels/norm.metal")),
     ("matvec.metal", include_str!("kernels/matvec.metal")),
     ("rope.metal", include_str!("kernels/rope.metal")),
+    ("attention.metal", include_str!("kernels/attention.metal")),
 ];
 
 /// The whole library's source as Metal's compiler takes it.

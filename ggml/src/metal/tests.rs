@@ -430,3 +430,158 @@ fn run_with_dash(args: &[&str], x: &[f32]) -> Vec<f32> {
     let _ = std::fs::remove_dir_all(&dir);
     v
 }
+
+#[test]
+fn attention_kernel_is_closer_to_exact_than_the_cpus() {
+    use crate::backend::{Attention, KvTypes};
+    use crate::float16::{f16_to_f32, f32_to_f16};
+    let be = cpu();
+    // (n_head, n_head_kv, head_dim, cells, positions stored before the batch,
+    // batch tokens, window, simdgroups): GQA, a ring that wraps, a window.
+    let cases = [
+        (4, 4, 64, 64, 20, 1, 0, 4),
+        (8, 2, 128, 48, 70, 1, 0, 8),
+        (4, 1, 256, 64, 30, 5, 0, 2),
+        (6, 2, 96, 40, 55, 3, 16, 4),
+        (2, 2, 32, 16, 0, 9, 0, 1),
+    ];
+    for (n_head, n_head_kv, hd, cells, history, tokens, window, simds) in cases {
+        let kv_dim = n_head_kv * hd;
+        let total = history + tokens;
+        let k = random(total * kv_dim, 31 + hd as u64, -1.0, 1.0);
+        let v = random(total * kv_dim, 37 + hd as u64, -1.0, 1.0);
+        let q = random(tokens * n_head * hd, 41 + hd as u64, -1.0, 1.0);
+        let kq_scale = 1.0 / (hd as f32).sqrt();
+        let a = Attention {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            window: (window > 0).then_some(window),
+            kq_scale,
+        };
+        let pos0 = history;
+        // The CPU: the history, then the batch, stored; attention of the batch.
+        let mut sc = be.scratch().unwrap();
+        let mut kv = be.kv(cells, kv_dim, hd, KvTypes::F16).unwrap();
+        if history > 0 {
+            // In pieces no longer than the ring, as a chat stores them.
+            let mut p = 0;
+            while p < history {
+                let n = (history - p).min(cells);
+                be.kv_store(
+                    &mut sc,
+                    &mut kv,
+                    &k[p * kv_dim..(p + n) * kv_dim].to_vec(),
+                    &v[p * kv_dim..(p + n) * kv_dim].to_vec(),
+                    p,
+                    n,
+                );
+                p += n;
+            }
+        }
+        be.kv_store(
+            &mut sc,
+            &mut kv,
+            &k[pos0 * kv_dim..].to_vec(),
+            &v[pos0 * kv_dim..].to_vec(),
+            pos0,
+            tokens,
+        );
+        let mut cpu_out = vec![0f32; tokens * n_head * hd];
+        be.attention(&mut sc, &kv, &q, pos0, tokens, &a, &mut cpu_out);
+        // Metal's cache: [cell][kv_dim] f16, position p in cell p % cells.
+        let (mut kc, mut vc) = (vec![0u16; cells * kv_dim], vec![0u16; cells * kv_dim]);
+        for p in 0..total {
+            let c = p % cells;
+            for i in 0..kv_dim {
+                kc[c * kv_dim + i] = f32_to_f16(k[p * kv_dim + i]);
+                vc[c * kv_dim + i] = f32_to_f16(v[p * kv_dim + i]);
+            }
+        }
+        // f64 over the cache's f16 values: each query sees the positions
+        // still in the ring, at or before its own, inside the window.
+        let mut exact = vec![0f64; tokens * n_head * hd];
+        for t in 0..tokens {
+            let pos = pos0 + t;
+            for h in 0..n_head {
+                let g = h / (n_head / n_head_kv);
+                let seen: Vec<usize> = (0..=pos)
+                    .filter(|&p| p + cells > total - 1 && (window == 0 || pos - p < window))
+                    .collect();
+                let kf = |p: usize, i: usize| {
+                    f64::from(f16_to_f32(kc[(p % cells) * kv_dim + g * hd + i]))
+                };
+                let vf = |p: usize, i: usize| {
+                    f64::from(f16_to_f32(vc[(p % cells) * kv_dim + g * hd + i]))
+                };
+                let qh = &q[(t * n_head + h) * hd..][..hd];
+                let s: Vec<f64> = seen
+                    .iter()
+                    .map(|&p| {
+                        (0..hd).map(|i| f64::from(qh[i]) * kf(p, i)).sum::<f64>()
+                            * f64::from(kq_scale)
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..hd {
+                    exact[(t * n_head + h) * hd + i] = seen
+                        .iter()
+                        .zip(&e)
+                        .map(|(&p, &w)| w * vf(p, i))
+                        .sum::<f64>()
+                        / z;
+                }
+            }
+        }
+        let dir = kernels()
+            .parent()
+            .unwrap()
+            .join(format!("att-{hd}-{cells}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bytes16 = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        std::fs::write(dir.join("k"), bytes16(&kc)).unwrap();
+        std::fs::write(dir.join("v"), bytes16(&vc)).unwrap();
+        let qp = write(&dir, "q", &q);
+        let out_path = dir.join("out");
+        let args: Vec<String> = [n_head, n_head_kv, hd, cells, pos0, tokens, window]
+            .iter()
+            .map(|n| n.to_string())
+            .chain([kq_scale.to_string(), simds.to_string()])
+            .collect();
+        let out = Command::new(kernels())
+            .arg("attention")
+            .args(&args)
+            .arg(&qp)
+            .args([dir.join("k"), dir.join("v"), out_path.clone()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metal: Vec<f32> = std::fs::read(&out_path)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let err = |got: &[f32]| {
+            got.iter()
+                .zip(&exact)
+                .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
+                .fold(0.0, f64::max)
+        };
+        let (e_cpu, e_metal) = (err(&cpu_out), err(&metal));
+        eprintln!(
+            "attention {n_head}/{n_head_kv} heads of {hd}, {cells} cells, {history}+{tokens}, window {window}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}"
+        );
+        assert!(
+            e_metal <= e_cpu.max(1e-6) && e_metal < 1e-5,
+            "Metal {e_metal:e}, CPU {e_cpu:e}"
+        );
+    }
+}

@@ -12,6 +12,7 @@ using namespace metal;
 #include "../kernels/norm.metal"
 #include "../kernels/matvec.metal"
 #include "../kernels/rope.metal"
+#include "../kernels/attention.metal"
 
 #include <string>
 
@@ -136,6 +137,21 @@ int main(int argc, char** argv) {
         const uint rows = x.size() / a.head_dim;
         ok = emu::run(rows, 32, [&](uint g, const emu::Thread& t) { rope_f32(x.data(), ff.data(), a, g, t.tid, 32); });
         save(argv[15], x);
+    } else if (op == "attention" && argc == 15) {
+        // attention N_HEAD N_HEAD_KV HEAD_DIM CELLS POS0 TOKENS WINDOW KQ_SCALE SIMDS Q K V OUT
+        AttentionArgs a{(uint)std::stoul(argv[2]), (uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]),
+                        (uint)std::stoul(argv[5]), (uint)std::stoul(argv[6]), (uint)std::stoul(argv[7]),
+                        (uint)std::stoul(argv[8]), std::stof(argv[9])};
+        const uint simds = std::stoul(argv[10]);
+        auto qv = load(argv[11]);
+        auto kb = load_bytes(argv[12]), vb = load_bytes(argv[13]);
+        std::vector<float> o((size_t)a.tokens * a.n_head * a.head_dim);
+        const half* k = reinterpret_cast<const half*>(kb.data());
+        const half* v = reinterpret_cast<const half*>(vb.data());
+        ok = emu::run(a.tokens * a.n_head, 32 * simds, [&](uint g, const emu::Thread& t) {
+            attention_f16(qv.data(), k, v, o.data(), a, g, t.simd, simds, t.lane);
+        });
+        save(argv[14], o);
     } else if (op == "diverge") {  // a barrier half the group skips: must be reported
         ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
             if (t.tid < 32) threadgroup_barrier(mem_flags::mem_threadgroup);
