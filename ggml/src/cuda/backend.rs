@@ -194,23 +194,30 @@ pub struct CudaScratch {
 /// head and split; 4 MiB holds 32 splits of a 64-head, 256-dim decode step.
 const ATT_PART_BYTES: usize = 4 << 20;
 
-/// Splits of a decode step's attention: about 256 cells each, or more where
-/// the heads are too few to give `sms` multiprocessors four blocks each (no
-/// split under 64 cells), at most 64, as many as `ATT_PART_BYTES` holds; 1
-/// means no split. Caches under 1024 cells are not split: the merge launch
-/// costs more than splitting their few cells gains (H200, 7B Q4_K, tg128 in
-/// a cache of 513 cells: 278 tokens/s split in two, 298 not). On the H200 at
-/// a depth of 4096, f16 and q4_0 caches (`LLM_CUDA_ATT`, scripts/
-/// gpu-session.sh att): splits of 128 or 64 cells read 0-4% and 7-18%
-/// slower on a 7B and a 1B than 256 and 2-5% faster on a model of 4 heads;
-/// the four-blocks floor gives that model's q4_0 cache its 5% (864 to 904
-/// tokens/s) and the others 0-1%; 8 warps a block rather than 4 won 2-4%
-/// with f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
+/// Splits of a decode step's attention: about 256 cells each, at most 32,
+/// as many as `ATT_PART_BYTES` holds; 1 means no split. Where the heads are
+/// so few that this leaves the `sms` multiprocessors under two blocks each,
+/// more splits (down to 64 cells, at most 64) give them four; with an f16
+/// cache, whose kernel spends little a cell, only while each block keeps
+/// four rounds of its loop (16384 / head_dim cells). Caches under 1024 cells
+/// are not split: the merge launch costs more than splitting their few cells
+/// gains (H200, 7B Q4_K, tg128 in a cache of 513 cells: 278 tokens/s split
+/// in two, 298 not). On the H200 at a depth of 4096 (`LLM_CUDA_ATT`,
+/// scripts/gpu-session.sh att and g): splits of 128 or 64 cells read 0-4%
+/// and 7-18% slower on a 7B and a 1B than 256; Gemma-3-270M's 4 heads of
+/// 256 with the four-blocks floor (64 splits) read 808 rather than 719
+/// tokens/s with an f16 cache, 695 rather than 543 with q4_0; SmolLM2's 9
+/// heads of 64 read 689 with q8_0 at 59 splits, but 756 with f16 against
+/// 830 at 16 (hence the f16 limit); the floor on the 7B's 32 heads (17
+/// splits rather than 16) cost its q5_0 and q5_1 caches 13% (233 to 202),
+/// hence only for few heads; 8 warps a block rather than 4 won 2-4% with
+/// f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
 fn attention_splits(
     cells: usize,
     tokens: usize,
     n_head: usize,
     head_dim: usize,
+    f16_cache: bool,
     sms: usize,
 ) -> usize {
     let knobs = attention_knobs();
@@ -218,13 +225,19 @@ fn attention_splits(
         return 1;
     }
     let per_split = tokens * n_head * (head_dim + 2) * 4;
-    let min_blocks = knobs.blocks_per_sm * sms;
-    let by_blocks = min_blocks.div_ceil(n_head * tokens).min(cells / 64);
-    (cells / knobs.split_cells)
-        .max(by_blocks)
-        .min(knobs.max_splits)
-        .min(ATT_PART_BYTES / per_split.max(1))
-        .max(1)
+    let blocks = n_head * tokens;
+    let mut splits = (cells / knobs.split_cells).min(knobs.max_splits);
+    if blocks * splits < 2 * sms {
+        let mut floor = (knobs.blocks_per_sm * sms)
+            .div_ceil(blocks)
+            .min(cells / 64)
+            .min(64);
+        if f16_cache {
+            floor = floor.min(cells / (16384 / head_dim.max(1)).max(1));
+        }
+        splits = splits.max(floor);
+    }
+    splits.min(ATT_PART_BYTES / per_split.max(1)).max(1)
 }
 
 /// Threads of a split decode attention block.
@@ -246,7 +259,7 @@ fn attention_knobs() -> &'static AttentionKnobs {
     KNOBS.get_or_init(|| {
         let mut k = AttentionKnobs {
             split_cells: 256,
-            max_splits: 64,
+            max_splits: 32,
             blocks_per_sm: 4,
             split_warps: 4,
         };
@@ -1426,6 +1439,7 @@ impl Backend for CudaBackend {
             tokens,
             a.n_head,
             a.head_dim,
+            kv.types.is_f16(),
             self.info.sms.max(1) as usize,
         );
         if !kv.types.is_f16() {
@@ -1529,6 +1543,26 @@ impl Backend for CudaBackend {
 mod tests {
     use super::*;
     use crate::backend_check::{check, failures};
+
+    /// The split rule on an H200's 132 multiprocessors, as measured in
+    /// attention_splits' note: many heads keep splits of 256 cells, few
+    /// heads get four blocks a multiprocessor, short caches none.
+    #[test]
+    fn decode_attention_splits() {
+        let sms = 132;
+        let f =
+            |cells, tokens, n_head, hd, f16| attention_splits(cells, tokens, n_head, hd, f16, sms);
+        assert_eq!(f(513, 1, 32, 128, true), 1);
+        assert_eq!(f(4225, 1, 32, 128, true), 16); // 7B at depth 4096
+        assert_eq!(f(4225, 1, 32, 128, false), 16);
+        assert_eq!(f(16384, 1, 32, 128, true), 32);
+        assert_eq!(f(4225, 1, 4, 256, true), 64); // Gemma-3-270M
+        assert_eq!(f(4225, 1, 4, 256, false), 64);
+        assert_eq!(f(1024, 1, 4, 256, false), 16); // its window's ring
+        assert_eq!(f(4225, 1, 9, 64, true), 16); // SmolLM2
+        assert_eq!(f(4225, 1, 9, 64, false), 59);
+        assert_eq!(f(4225, 4, 32, 128, true), 16);
+    }
 
     /// Every op on the GPU against the scalar CPU backend (the backend-ops
     /// test), and the matmul also against the exact f64 product. Skips where
