@@ -23,6 +23,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("matvec.metal", include_str!("kernels/matvec.metal")),
     ("rope.metal", include_str!("kernels/rope.metal")),
     ("attention.metal", include_str!("kernels/attention.metal")),
+    ("matmul.metal", include_str!("kernels/matmul.metal")),
 ];
 
 /// The whole library's source as Metal's compiler takes it.

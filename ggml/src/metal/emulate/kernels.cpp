@@ -1,18 +1,19 @@
 // The MSL kernels run on the CPU for ggml/src/metal/tests.rs: each command
 // reads its inputs (f32 files), runs one kernel's grid through run.hpp and
-// writes its output. Built with g++ by the test (the real kernel sources,
-// included as they are).
+// writes its output. Built with g++ by the test, which includes the real
+// kernel sources through one change (threadgroup arrays made static).
 #include <metal_stdlib>
 
 #include "run.hpp"
 
 using namespace metal;
 
-#include "../kernels/elementwise.metal"
-#include "../kernels/norm.metal"
-#include "../kernels/matvec.metal"
-#include "../kernels/rope.metal"
-#include "../kernels/attention.metal"
+#include "elementwise.metal"
+#include "norm.metal"
+#include "matvec.metal"
+#include "rope.metal"
+#include "attention.metal"
+#include "matmul.metal"
 
 #include <string>
 
@@ -152,6 +153,29 @@ int main(int argc, char** argv) {
             attention_f16(qv.data(), k, v, o.data(), a, g, t.simd, simds, t.lane);
         });
         save(argv[14], o);
+    } else if (op == "matmul" && argc == 9) {  // matmul TYPE ROWS COLS TOKENS W X OUT
+        const std::string ty = argv[2];
+        MatmulArgs a{(uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]), (uint)std::stoul(argv[5])};
+        auto w = load_bytes(argv[6]);
+        auto x = load(argv[7]);
+        std::vector<float> o((size_t)a.tokens * a.rows);
+        const uint gx = (a.rows + MM_R - 1) / MM_R, gy = (a.tokens + MM_T - 1) / MM_T;
+        bool known = false;
+#define MM(NAME, BLOCK)                                                                                       \
+    if (ty == #NAME) {                                                                                        \
+        known = true;                                                                                         \
+        ok = emu::run(gx * gy, 128, [&](uint g, const emu::Thread& t) {                                       \
+            matmul_##NAME(reinterpret_cast<const BLOCK*>(w.data()), x.data(), o.data(), a, uint2{g % gx, g / gx}, \
+                          t.tid, t.simd);                                                                     \
+        });                                                                                                   \
+    }
+        MM(f32, float) MM(f16, half) MM(bf16, ushort) MM(q4_0, block_q4_0) MM(q4_1, block_q4_1)
+        MM(q5_0, block_q5_0) MM(q5_1, block_q5_1) MM(q8_0, block_q8_0) MM(iq4_nl, block_iq4_nl)
+        MM(q2_k, block_q2_K) MM(q3_k, block_q3_K) MM(q4_k, block_q4_K) MM(q5_k, block_q5_K)
+        MM(q6_k, block_q6_K) MM(iq4_xs, block_iq4_xs)
+#undef MM
+        if (!known) ok = false;
+        save(argv[8], o);
     } else if (op == "diverge") {  // a barrier half the group skips: must be reported
         ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
             if (t.tid < 32) threadgroup_barrier(mem_flags::mem_threadgroup);
