@@ -25,6 +25,7 @@ fn kernels() -> &'static Path {
             .args([
                 "-std=c++17",
                 "-O1",
+                "-fsigned-char", // MSL's char is signed; aarch64 Linux's is not
                 "-Wall",
                 "-Werror",
                 "-Wno-attributes",

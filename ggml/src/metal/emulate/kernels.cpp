@@ -109,21 +109,6 @@ int main(int argc, char** argv) {
             ok = false;
         }
         save(argv[7], y);
-    } else if (op == "matvec" && argc == 8) {  // matvec TYPE ROWS COLS W X OUT (4 simdgroups a group)
-        const std::string ty = argv[2];
-        MatvecArgs a{(uint)std::stoul(argv[3]), (uint)std::stoul(argv[4])};
-        auto w = load_bytes(argv[5]);
-        auto x = load(argv[6]);
-        std::vector<float> y(a.rows);
-        const uint simds = 4, groups = (a.rows + simds - 1) / simds;
-        ok = emu::run(groups, 32 * simds, [&](uint g, const emu::Thread& t) {
-            if (ty == "q4_0")
-                matvec_q4_0(reinterpret_cast<const block_q4_0*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, t.lane);
-            else if (ty == "q8_0")
-                matvec_q8_0(reinterpret_cast<const block_q8_0*>(w.data()), x.data(), y.data(), a, g, t.simd, simds, t.lane);
-        });
-        if (ty != "q4_0" && ty != "q8_0") ok = false;
-        save(argv[7], y);
     } else if (op == "rope" && argc == 16) {
         // rope N_HEADS HEAD_DIM N_DIMS POS0 BASE SCALE EXT ATTN LOW HIGH NEOX X FF|- (then OUT)
         RopeArgs a{(uint)std::stoul(argv[2]), (uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]),

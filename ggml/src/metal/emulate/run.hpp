@@ -122,6 +122,19 @@ inline bool run(uint groups, uint threads, const std::function<void(uint, const 
                     waiting += g.fibers[t].wait == Wait::Simd;
                 }
                 if (n == 0 || waiting != n) continue;
+                // Lanes at different simd functions (a sum here, a max
+                // there) are a divergence too.
+                int op = -1;
+                for (uint t = 32 * s; t < threads && t < 32 * s + 32; t++) {
+                    const Fiber& f = g.fibers[t];
+                    if (f.wait != Wait::Simd) continue;
+                    if (op >= 0 && f.op != op) {
+                        std::fprintf(stderr, "emulate: threadgroup %u diverged (simdgroup %u at different simd functions)\n", gid, s);
+                        group() = nullptr;
+                        return false;
+                    }
+                    op = f.op;
+                }
                 float acc = 0.0f;
                 bool first = true;
                 for (uint t = 32 * s; t < threads && t < 32 * s + 32; t++) {

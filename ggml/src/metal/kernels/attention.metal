@@ -5,7 +5,10 @@
 // simdgroup with its own online softmax, merged in threadgroup memory at the
 // end. Grouped-query heads read their KV head (h / (n_head / n_head_kv));
 // sliding-window layers see only the last `window` positions. Queries and
-// sums stay f32; keys and values are read as f16.
+// sums stay f32; keys and values are read as f16. No infinities: Metal
+// compiles with fast math, which may assume there are none, so the running
+// maximum starts at -FLT_MAX and a simdgroup that saw no cell is known by
+// its sum of 0. At most 16 simdgroups a threadgroup (sm, sacc).
 #include <metal_stdlib>
 using namespace metal;
 
@@ -42,7 +45,7 @@ kernel void attention_f16(device const float* q [[buffer(0)]], device const half
         qr[j] = j < nd ? qh[lane + 32 * j] : 0.0f;
         acc[j] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
+    float m = -FLT_MAX, l = 0.0f;
     // Before the ring wraps, cells past this query's position hold nothing it sees.
     const uint n_cells = last < a.cells ? pos + 1 : a.cells;
     for (uint c = simd; c < n_cells; c += simds) {
@@ -69,16 +72,17 @@ kernel void attention_f16(device const float* q [[buffer(0)]], device const half
     for (uint j = 0; j < nd; j++) sacc[simd][lane + 32 * j] = acc[j];
     threadgroup_barrier(mem_flags::mem_threadgroup);
     if (simd != 0) return;
-    float M = -INFINITY;
-    for (uint w = 0; w < simds; w++) M = max(M, sm[w]);
+    float M = -FLT_MAX;
+    for (uint w = 0; w < simds; w++)
+        if (sl[w] > 0.0f) M = max(M, sm[w]);
     float L = 0.0f;
     for (uint w = 0; w < simds; w++)
-        if (sm[w] != -INFINITY) L += sl[w] * exp(sm[w] - M);
+        if (sl[w] > 0.0f) L += sl[w] * exp(sm[w] - M);
     device float* o = out + ((ulong)t * a.n_head + h) * a.head_dim;
     for (uint j = 0; j < nd; j++) {
         float v = 0.0f;
         for (uint w = 0; w < simds; w++)
-            if (sm[w] != -INFINITY) v += sacc[w][lane + 32 * j] * exp(sm[w] - M);
+            if (sl[w] > 0.0f) v += sacc[w][lane + 32 * j] * exp(sm[w] - M);
         o[lane + 32 * j] = L > 0.0f ? v / L : 0.0f;
     }
 }

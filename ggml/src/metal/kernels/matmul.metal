@@ -5,6 +5,8 @@
 // `weight_at`, transposed) and the activations in threadgroup memory, and each
 // simdgroup multiplies a 16 x 16 quarter as 2 x 2 accumulators. f32 tiles
 // (not half) keep the products as close to exact as the mat-vec's.
+// Launch: 128 threads a threadgroup, grid (rows / 32, tokens / 32) rounded
+// up; cols a multiple of 32 (the staging steps).
 #include <metal_stdlib>
 using namespace metal;
 
