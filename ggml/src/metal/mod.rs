@@ -117,23 +117,7 @@ mod layout_tests {
             );
             seen.push(t);
         }
-        for t in [
-            GgmlType::F32,
-            GgmlType::F16,
-            GgmlType::BF16,
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q2_K,
-            GgmlType::Q3_K,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-            GgmlType::IQ4_NL,
-            GgmlType::IQ4_XS,
-        ] {
+        for &t in crate::blocks::WEIGHT_TYPES {
             assert!(seen.contains(&t), "blocks.h does not assert {}", t.name());
         }
     }

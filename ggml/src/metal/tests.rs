@@ -77,23 +77,38 @@ fn emulated_sources(dir: &Path) {
     }
 }
 
-fn write(dir: &Path, name: &str, v: &[f32]) -> PathBuf {
-    let p = dir.join(name);
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(&p, bytes).unwrap();
-    p
+/// An input file of a command of emulate/kernels.cpp.
+enum In<'a> {
+    F32(&'a [f32]),
+    Bytes(&'a [u8]),
+    /// No file ("-": a rope without frequency factors).
+    None,
 }
 
-/// Runs one command of emulate/kernels.cpp; its output file as floats.
-fn run(args: &[&str], inputs: &[(&str, &[f32])]) -> Vec<f32> {
+/// Runs one command of emulate/kernels.cpp on its inputs (written to files
+/// in order, then the output's path); its output file as floats.
+fn run(args: &[&str], inputs: &[In]) -> Vec<f32> {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = kernels().parent().unwrap().join(format!("run{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(kernels());
     cmd.args(args);
-    for (name, v) in inputs {
-        cmd.arg(write(&dir, name, v));
+    for (i, input) in inputs.iter().enumerate() {
+        let path = dir.join(format!("in{i}"));
+        match input {
+            In::F32(v) => std::fs::write(
+                &path,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+            ),
+            In::Bytes(b) => std::fs::write(&path, b),
+            In::None => {
+                cmd.arg("-");
+                continue;
+            }
+        }
+        .unwrap();
+        cmd.arg(path);
     }
     let out_path = dir.join("out");
     let out = cmd.arg(&out_path).output().unwrap();
@@ -109,6 +124,16 @@ fn run(args: &[&str], inputs: &[(&str, &[f32])]) -> Vec<f32> {
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
     floats
+}
+
+/// The largest error relative to the largest exact output (outputs near
+/// zero have no meaningful relative error of their own).
+fn err_of_largest(got: &[f32], exact: &[f64]) -> f64 {
+    let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(exact)
+        .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
+        .fold(0.0, f64::max)
 }
 
 fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
@@ -145,17 +170,17 @@ fn elementwise_kernels_give_the_cpus_bits() {
     let bias = random(width, 3, -1.0, 1.0);
     let mut want = x.clone();
     be.add(&mut want, &y, n);
-    assert_eq!(run(&["add"], &[("x", &x), ("y", &y)]), want, "add");
+    assert_eq!(run(&["add"], &[In::F32(&x), In::F32(&y)]), want, "add");
     let mut want = x[..4800].to_vec();
     be.add_bias(&mut want, &be.upload_vector(&bias).unwrap(), 4800 / width);
     assert_eq!(
-        run(&["add_bias"], &[("x", &x[..4800]), ("b", &bias)]),
+        run(&["add_bias"], &[In::F32(&x[..4800]), In::F32(&bias)]),
         want,
         "add_bias"
     );
     let mut want = x.clone();
     be.scale(&mut want, 0.125, n);
-    assert_eq!(run(&["scale", "0.125"], &[("x", &x)]), want, "scale");
+    assert_eq!(run(&["scale", "0.125"], &[In::F32(&x)]), want, "scale");
 }
 
 #[test]
@@ -182,7 +207,7 @@ fn glu_kernels_are_as_close_to_exact_as_the_cpus() {
             .collect();
         let mut cpu_out = gate.clone();
         be.glu(act, &mut cpu_out, &up, n);
-        let metal = run(&["glu", flag], &[("g", &gate), ("u", &up)]);
+        let metal = run(&["glu", flag], &[In::F32(&gate), In::F32(&up)]);
         let (e_cpu, e_metal) = (
             max_rel_err(&cpu_out, &exact, 1e-3),
             max_rel_err(&metal, &exact, 1e-3),
@@ -224,7 +249,7 @@ fn rms_norm_kernel_is_close_to_exact() {
         be.rms_norm(&x, &be.upload_vector(&w).unwrap(), eps, rows, &mut cpu_out);
         let metal = run(
             &["rms_norm", &width.to_string(), "1e-6", &threads.to_string()],
-            &[("x", &x), ("w", &w)],
+            &[In::F32(&x), In::F32(&w)],
         );
         let (e_cpu, e_metal) = (
             max_rel_err(&cpu_out, &exact, 1e-3),
@@ -278,45 +303,13 @@ fn matvec_kernels_are_closer_to_exact_than_the_cpus() {
             let mat = be.upload_mat(&w).unwrap();
             let mut cpu_out = vec![0f32; rows];
             be.matmul(&mut sc, &mat, &x, 1, &mut cpu_out);
-            let dir = kernels()
-                .parent()
-                .unwrap()
-                .join(format!("mv-{}-{rows}", ty.name()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let wpath = dir.join("w");
-            std::fs::write(&wpath, bytes).unwrap();
-            let xpath = write(&dir, "x", &x);
-            let out_path = dir.join("out");
-            let out = Command::new(kernels())
-                .args([
-                    "matvec",
-                    &ty.name().to_lowercase(),
-                    &rows.to_string(),
-                    &cols.to_string(),
-                ])
-                .args([&wpath, &xpath, &out_path])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+            let (name, rows_s, cols_s) =
+                (ty.name().to_lowercase(), rows.to_string(), cols.to_string());
+            let metal = run(
+                &["matvec", &name, &rows_s, &cols_s],
+                &[In::Bytes(bytes), In::F32(&x)],
             );
-            let metal: Vec<f32> = std::fs::read(&out_path)
-                .unwrap()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let _ = std::fs::remove_dir_all(&dir);
-            // Errors relative to the largest output (outputs near zero have no
-            // meaningful relative error).
-            let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let err = |got: &[f32]| {
-                got.iter()
-                    .zip(&exact)
-                    .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
-                    .fold(0.0, f64::max)
-            };
+            let err = |got: &[f32]| err_of_largest(got, &exact);
             let (e_cpu, e_metal) = (err(&cpu_out), err(&metal));
             eprintln!(
                 "{} {rows}x{cols}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}",
@@ -414,10 +407,8 @@ fn rope_kernel_is_as_close_to_exact_as_the_cpus() {
             (rope.neox as u32).to_string(),
         ];
         let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
-        let metal = match ffs {
-            Some(f) => run(&args, &[("x", &x), ("ff", f)]),
-            None => run_with_dash(&args, &x),
-        };
+        let ff_in = ffs.map_or(In::None, In::F32);
+        let metal = run(&args, &[In::F32(&x), ff_in]);
         let (e_cpu, e_metal) = (
             max_rel_err(&cpu_out, &exact, 1.0),
             max_rel_err(&metal, &exact, 1.0),
@@ -431,36 +422,6 @@ fn rope_kernel_is_as_close_to_exact_as_the_cpus() {
             "rope {name}: Metal {e_metal:e}, CPU {e_cpu:e}"
         );
     }
-}
-
-/// `run` for a rope without frequency factors ("-" in their place).
-fn run_with_dash(args: &[&str], x: &[f32]) -> Vec<f32> {
-    let dir = kernels()
-        .parent()
-        .unwrap()
-        .join(format!("rope-{}", args[4]));
-    std::fs::create_dir_all(&dir).unwrap();
-    let xp = write(&dir, "x", x);
-    let out_path = dir.join("out");
-    let out = Command::new(kernels())
-        .args(args)
-        .arg(&xp)
-        .arg("-")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = std::fs::read(&out_path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    v
 }
 
 #[test]
@@ -567,46 +528,18 @@ fn attention_kernel_is_closer_to_exact_than_the_cpus() {
                 }
             }
         }
-        let dir = kernels()
-            .parent()
-            .unwrap()
-            .join(format!("att-{hd}-{cells}"));
-        std::fs::create_dir_all(&dir).unwrap();
         let bytes16 = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        std::fs::write(dir.join("k"), bytes16(&kc)).unwrap();
-        std::fs::write(dir.join("v"), bytes16(&vc)).unwrap();
-        let qp = write(&dir, "q", &q);
-        let out_path = dir.join("out");
+        let (kb, vb) = (bytes16(&kc), bytes16(&vc));
         let args: Vec<String> = [n_head, n_head_kv, hd, cells, pos0, tokens, window]
             .iter()
             .map(|n| n.to_string())
             .chain([kq_scale.to_string(), simds.to_string()])
             .collect();
-        let out = Command::new(kernels())
-            .arg("attention")
-            .args(&args)
-            .arg(&qp)
-            .args([dir.join("k"), dir.join("v"), out_path.clone()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let metal: Vec<f32> = std::fs::read(&out_path)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        let args: Vec<&str> = std::iter::once("attention")
+            .chain(args.iter().map(|a| a.as_str()))
             .collect();
-        let _ = std::fs::remove_dir_all(&dir);
-        let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let err = |got: &[f32]| {
-            got.iter()
-                .zip(&exact)
-                .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
-                .fold(0.0, f64::max)
-        };
+        let metal = run(&args, &[In::F32(&q), In::Bytes(&kb), In::Bytes(&vb)]);
+        let err = |got: &[f32]| err_of_largest(got, &exact);
         let (e_cpu, e_metal) = (err(&cpu_out), err(&metal));
         eprintln!(
             "attention {n_head}/{n_head_kv} heads of {hd}, {cells} cells, {history}+{tokens}, window {window}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}"
@@ -645,44 +578,15 @@ fn matmul_kernels_are_closer_to_exact_than_the_cpus() {
         let mat = be.upload_mat(&w).unwrap();
         let mut cpu_out = vec![0f32; tokens * rows];
         be.matmul(&mut sc, &mat, &x, tokens, &mut cpu_out);
-        let dir = kernels()
-            .parent()
-            .unwrap()
-            .join(format!("mm-{}", ty.name()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("w"), bytes).unwrap();
-        let xp = write(&dir, "x", &x);
-        let out_path = dir.join("out");
-        let name = ty.name().to_lowercase();
-        let out = Command::new(kernels())
-            .args([
-                "matmul",
-                &name,
-                &rows.to_string(),
-                &cols.to_string(),
-                &tokens.to_string(),
-            ])
-            .args([dir.join("w"), xp, out_path.clone()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (name, dims) = (
+            ty.name().to_lowercase(),
+            [rows, cols, tokens].map(|n| n.to_string()),
         );
-        let metal: Vec<f32> = std::fs::read(&out_path)
-            .unwrap()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let _ = std::fs::remove_dir_all(&dir);
-        let scale = exact.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let err = |got: &[f32]| {
-            got.iter()
-                .zip(&exact)
-                .map(|(&g, &e)| (f64::from(g) - e).abs() / scale)
-                .fold(0.0, f64::max)
-        };
+        let metal = run(
+            &["matmul", &name, &dims[0], &dims[1], &dims[2]],
+            &[In::Bytes(bytes), In::F32(&x)],
+        );
+        let err = |got: &[f32]| err_of_largest(got, &exact);
         let (e_cpu, e_metal) = (err(&cpu_out), err(&metal));
         eprintln!(
             "matmul {} {rows}x{cols} x {tokens}: CPU {e_cpu:.2e}, Metal (emulated) {e_metal:.2e}",
