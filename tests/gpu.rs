@@ -31,7 +31,22 @@ const NEAR_TIE: f32 = 0.1;
 const STEPS: usize = 64;
 const N_CTX: usize = 256;
 
+/// Whether this build has a GPU to run layers on: Metal's in an Apple build
+/// (the tests below but the CUDA-only ones then run on it), CUDA's elsewhere.
 fn gpu_present() -> bool {
+    if cfg!(target_vendor = "apple") {
+        let found = !ggml::metal::devices().is_empty();
+        if !found {
+            eprintln!("skipped: Metal found no GPU");
+        }
+        return found;
+    }
+    cuda_present()
+}
+
+/// Whether an NVIDIA GPU is there, for tests of what only the CUDA backend
+/// has (quantised caches, its memory plan, llama.cpp's CUDA build).
+fn cuda_present() -> bool {
     if !ggml::cuda::devices().iter().any(|d| d.problem.is_none()) {
         let why = ggml::cuda::driver::driver()
             .err()
@@ -382,7 +397,7 @@ fn smollm2_matches_the_cpu() {
 /// the bit.
 #[test]
 fn quantised_kv_caches_match_the_cpu() {
-    if !gpu_present() {
+    if !cuda_present() {
         return;
     }
     use GgmlType::*;
@@ -668,7 +683,7 @@ fn write_a_bench_model() {
 /// enough for the difference to matter. Reported, and held within 10% + 64 MiB.
 #[test]
 fn the_plan_estimates_device_memory() {
-    if !gpu_present() {
+    if !cuda_present() {
         return;
     }
     let Some(vocab) = vocab_source() else {
@@ -733,7 +748,7 @@ fn the_plan_estimates_device_memory() {
 /// (scripts/gpu-bench.sh builds it); LLM_RIVAL_LOGITS names that program.
 #[test]
 fn closer_to_exact_than_llama_cpp_cuda() {
-    if !gpu_present() {
+    if !cuda_present() {
         return;
     }
     let Some(rival) = std::env::var_os("LLM_RIVAL_LOGITS") else {

@@ -7,12 +7,11 @@ pub fn run() -> anyhow::Result<()> {
     let gpus = ggml::cuda::devices();
     let metal = ggml::metal::devices();
     if !metal.is_empty() {
-        // Listed so a Mac user sees the GPU and its budget; layers do not run
-        // on Metal yet (README, "Metal").
-        println!("Metal devices (not used for layers yet):");
+        // The budget `-ngl auto` fits layers to (README, "Metal").
+        println!("Metal devices:");
         for d in &metal {
             println!(
-                "  Metal{}: {}, {} recommended working set, {} allocated{}",
+                "  Metal{}: {}, {} recommended working set (the layers' budget), {} allocated{}",
                 d.index,
                 d.name,
                 human_bytes(d.working_set),
@@ -20,6 +19,9 @@ pub fn run() -> anyhow::Result<()> {
                 if d.unified { ", unified memory" } else { "" },
             );
         }
+    }
+    if gpus.is_empty() && !metal.is_empty() {
+        return Ok(());
     }
     if gpus.is_empty() {
         let why = ggml::cuda::driver::driver()

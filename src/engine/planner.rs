@@ -155,8 +155,12 @@ pub struct Devices {
 }
 
 impl Devices {
-    /// The GPUs of this machine that a backend of this build can drive.
+    /// The GPUs of this machine that a backend of this build can drive:
+    /// Metal's in an Apple build, CUDA's elsewhere.
     pub fn present() -> Devices {
+        if cfg!(target_vendor = "apple") {
+            return Devices::metal(&ggml::metal::devices());
+        }
         let all = ggml::cuda::devices();
         // Our kernels carry code for Turing (compute 7.5) and newer, built
         // for drivers from 580 on; a GPU they cannot run on is left out.
@@ -181,6 +185,26 @@ impl Devices {
                 .collect(),
             margin_bytes: MARGIN_BYTES,
             why_none,
+        }
+    }
+
+    /// Metal devices. A Mac's GPU shares the host's memory, so its budget is
+    /// what Metal recommends a process keep resident (about three quarters
+    /// of the RAM on Apple silicon) less what this process already holds
+    /// there; `-ngl` keeps its meaning.
+    pub fn metal(metal: &[ggml::metal::MetalDeviceInfo]) -> Devices {
+        Devices {
+            ordinals: metal.iter().map(|d| d.index).collect(),
+            list: metal
+                .iter()
+                .map(|d| Device {
+                    name: format!("Metal{} ({})", d.index, d.name),
+                    total_bytes: d.working_set,
+                    free_bytes: d.working_set.saturating_sub(d.allocated),
+                })
+                .collect(),
+            margin_bytes: MARGIN_BYTES,
+            why_none: "Metal found no GPU".into(),
         }
     }
 
@@ -752,6 +776,30 @@ mod tests {
         assert_eq!(plan(&fp, &real, &opts("auto")).unwrap().gpu_layers, 5);
         real.list[0].free_bytes -= 1;
         assert_eq!(plan(&fp, &real, &opts("auto")).unwrap().gpu_layers, 4);
+    }
+
+    /// A Mac's budget is Metal's recommended working set less what the
+    /// process holds, less the margin; `auto` fits to it as to a card.
+    #[test]
+    fn metal_budgets_the_recommended_working_set() {
+        let fp = model();
+        let mac = |working_set: u64, allocated: u64| {
+            Devices::metal(&[ggml::metal::MetalDeviceInfo {
+                index: 0,
+                name: "Apple M2".into(),
+                working_set,
+                allocated,
+                unified: true,
+            }])
+        };
+        let d = mac((488 + 1024 + 100) * M, 100 * M);
+        assert_eq!(d.list[0].name, "Metal0 (Apple M2)");
+        assert_eq!(d.list[0].free_bytes, (488 + 1024) * M);
+        assert_eq!(plan(&fp, &d, &opts("auto")).unwrap().gpu_layers, 5);
+        let d = mac((488 + 1024 + 100) * M, 101 * M);
+        assert_eq!(plan(&fp, &d, &opts("auto")).unwrap().gpu_layers, 4);
+        // Holding more than the working set leaves nothing, not an underflow.
+        assert_eq!(mac(M, 2 * M).list[0].free_bytes, 0);
     }
 
     #[test]

@@ -102,11 +102,43 @@ impl State {
     }
 }
 
+/// A GPU of the layout, opened once: CUDA, or Metal in an Apple build
+/// (where there is no CUDA).
+#[derive(Clone)]
+enum Gpu {
+    #[cfg_attr(target_vendor = "apple", allow(dead_code))]
+    Cuda(Arc<CudaBackend>),
+    #[cfg(target_vendor = "apple")]
+    Metal(Arc<ggml::metal::MetalBackend>),
+}
+
+impl Gpu {
+    fn cuda(&self) -> Option<Arc<CudaBackend>> {
+        match self {
+            Gpu::Cuda(c) => Some(c.clone()),
+            #[cfg(target_vendor = "apple")]
+            Gpu::Metal(_) => None,
+        }
+    }
+
+    fn open(index: usize) -> Result<Gpu> {
+        #[cfg(target_vendor = "apple")]
+        {
+            Ok(Gpu::Metal(Arc::new(ggml::metal::MetalBackend::new(index)?)))
+        }
+        #[cfg(not(target_vendor = "apple"))]
+        {
+            Ok(Gpu::Cuda(Arc::new(CudaBackend::new(index)?)))
+        }
+    }
+}
+
 /// A device a part of the model runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
     Cpu,
-    /// A GPU, by its driver ordinal (CUDA device number).
+    /// A GPU, by its driver ordinal (the CUDA device number; in an Apple
+    /// build, the Metal device's index).
     Gpu(usize),
 }
 
@@ -178,17 +210,20 @@ impl Model {
         layout: &Layout,
     ) -> Result<Model> {
         let weights = weights::load(file.clone(), &config.arch, config.n_layer, &config.shape)?;
-        // The GPUs first: the CPU hands its large prompt batches to the first.
-        let mut gpus: Vec<(usize, Arc<CudaBackend>)> = Vec::new();
+        // The GPUs first: the CPU hands its large prompt batches to the first
+        // (a CUDA one: a Mac's GPU shares the CPU's memory, so there is
+        // nothing to carry over to it).
+        let mut gpus: Vec<(usize, Gpu)> = Vec::new();
         for d in layout.ranges.iter().map(|(d, _)| *d).chain([layout.output]) {
             if let Device::Gpu(i) = d {
                 if !gpus.iter().any(|(o, _)| *o == i) {
-                    gpus.push((i, Arc::new(CudaBackend::new(i)?)));
+                    gpus.push((i, Gpu::open(i)?));
                 }
             }
         }
+        let first_cuda = gpus.first().and_then(|(_, g)| g.cuda());
         let mut cpu = CpuBackend::new(threads, isa);
-        if let Some((_, gpu)) = gpus.first() {
+        if let Some(gpu) = &first_cuda {
             cpu = cpu.with_offload(gpu.clone());
         }
         let cpu = Arc::new(cpu);
@@ -216,9 +251,9 @@ impl Model {
             let stage: Box<dyn Stage> = match device {
                 Device::Cpu => {
                     let on_cpu = LayerRange::upload(cpu.clone(), &weights, range.clone(), head)?;
-                    match gpus.first() {
+                    match &first_cuda {
                         // A head-only range has no layers to stream.
-                        Some((_, gpu)) if stream_prompts() && !range.is_empty() => {
+                        Some(gpu) if stream_prompts() && !range.is_empty() => {
                             Box::new(StreamedRange::new(on_cpu, gpu.clone(), &weights, range)?)
                         }
                         _ => Box::new(on_cpu),
@@ -230,7 +265,11 @@ impl Model {
                         .find(|(o, _)| *o == i)
                         .map(|(_, g)| g.clone())
                         .expect("every GPU of the layout was opened");
-                    Box::new(LayerRange::upload(gpu, &weights, range, head)?)
+                    match gpu {
+                        Gpu::Cuda(g) => Box::new(LayerRange::upload(g, &weights, range, head)?),
+                        #[cfg(target_vendor = "apple")]
+                        Gpu::Metal(g) => Box::new(LayerRange::upload(g, &weights, range, head)?),
+                    }
                 }
             };
             stages.push(stage);

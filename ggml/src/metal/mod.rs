@@ -5,10 +5,17 @@
 //! code for aarch64-apple-darwin by scripts/check-apple.sh; neither has run
 //! on a Mac (README, "Metal").
 
+pub mod args;
+#[cfg(target_vendor = "apple")]
+pub mod backend;
 #[cfg(target_vendor = "apple")]
 mod device;
+pub mod hazards;
 #[cfg(target_vendor = "apple")]
 pub mod library;
+
+#[cfg(target_vendor = "apple")]
+pub use backend::MetalBackend;
 
 /// The MSL sources, by file name: headers first (the library is one
 /// translation unit, headers once, each kernel file's own includes of them
@@ -24,6 +31,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rope.metal", include_str!("kernels/rope.metal")),
     ("attention.metal", include_str!("kernels/attention.metal")),
     ("matmul.metal", include_str!("kernels/matmul.metal")),
+    ("cache.metal", include_str!("kernels/cache.metal")),
 ];
 
 /// The whole library's source as Metal's compiler takes it.
@@ -73,7 +81,7 @@ pub fn devices() -> Vec<MetalDeviceInfo> {
 /// What `llm --version` says of Metal.
 pub fn compiled_for() -> &'static str {
     if cfg!(target_vendor = "apple") {
-        "Metal (MSL compiled at run time; device listing only, no layers yet)"
+        "Metal (MSL compiled at run time; not yet run on a Mac)"
     } else {
         "no Metal (not an Apple build)"
     }

@@ -602,3 +602,81 @@ fn matmul_kernels_are_closer_to_exact_than_the_cpus() {
         );
     }
 }
+
+/// K and V land in cell `pos % cells` as the f16 the CPU's cache rounds to,
+/// over a ring that wraps; cells the batch does not reach keep their bytes.
+#[test]
+fn kv_store_kernel_writes_the_ring_in_f16() {
+    use crate::float16::{f16_to_f32, f32_to_f16};
+    let (kv_dim, cells, pos0, tokens) = (96, 7, 12, 5); // cells 5, 6, 0, 1, 2
+    let k = random(tokens * kv_dim, 21, -70000.0, 70000.0); // some past f16's range
+    let v = random(tokens * kv_dim, 22, -1e-5, 1e-5); // some subnormal
+    let old: Vec<u16> = (0..cells * kv_dim)
+        .map(|i| 0x3c00 + i as u16 % 64)
+        .collect();
+    let bytes: Vec<u8> = old.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let args = [kv_dim, cells, pos0].map(|n| n.to_string());
+    let got = run(
+        &["kv_store", &args[0], &args[1], &args[2]],
+        &[
+            In::F32(&k),
+            In::F32(&v),
+            In::Bytes(&bytes),
+            In::Bytes(&bytes),
+        ],
+    );
+    let (kc, vc) = got.split_at(cells * kv_dim);
+    for (src, cache, what) in [(&k, kc, "K"), (&v, vc, "V")] {
+        let mut want: Vec<f32> = old.iter().map(|&h| f16_to_f32(h)).collect();
+        for t in 0..tokens {
+            let cell = (pos0 + t) % cells;
+            for d in 0..kv_dim {
+                want[cell * kv_dim + d] = f16_to_f32(f32_to_f16(src[t * kv_dim + d]));
+            }
+        }
+        let same = cache
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "{what}: the cache differs from the CPU's f16 rounding"
+        );
+    }
+}
+
+/// Splitting a fused projection, moving rows and gathering a layer's inputs
+/// into its stored order are copies: the CPU's bits.
+#[test]
+fn copy_kernels_give_the_cpus_bits() {
+    let be = cpu();
+    let (rows, src_width) = (9, 160);
+    let src = random(rows * src_width, 31, -4.0, 4.0);
+    for (col0, width) in [(0, 96), (96, 32), (128, 32), (0, 160)] {
+        let mut want = vec![0.0; rows * width];
+        be.copy_cols(&src, src_width, col0, width, rows, &mut want);
+        let args = [rows, width, src_width, col0].map(|n| n.to_string());
+        let got = run(
+            &["copy_cols", &args[0], &args[1], &args[2], &args[3]],
+            &[In::F32(&src)],
+        );
+        assert_eq!(got, want, "columns {col0}..{}", col0 + width);
+    }
+    let mut order: Vec<u32> = (0..src_width as u32).collect();
+    let mut s = 7u64;
+    for i in (1..order.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        order.swap(i, s as usize % (i + 1));
+    }
+    let bytes: Vec<u8> = order.iter().flat_map(|o| o.to_le_bytes()).collect();
+    let got = run(
+        &["gather_cols", &src_width.to_string()],
+        &[In::F32(&src), In::Bytes(&bytes)],
+    );
+    let want: Vec<f32> = (0..rows * src_width)
+        .map(|i| src[i / src_width * src_width + order[i % src_width] as usize])
+        .collect();
+    assert_eq!(got, want, "gathered inputs");
+}

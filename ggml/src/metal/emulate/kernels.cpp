@@ -14,6 +14,7 @@ using namespace metal;
 #include "rope.metal"
 #include "attention.metal"
 #include "matmul.metal"
+#include "cache.metal"
 
 #include <string>
 
@@ -161,6 +162,34 @@ int main(int argc, char** argv) {
 #undef MM
         if (!known) ok = false;
         save(argv[8], o);
+    } else if (op == "kv_store" && argc == 10) {  // kv_store KV_DIM CELLS POS0 K V KC VC (then OUT: K cache, V cache)
+        KvStoreArgs a{(uint)std::stoul(argv[2]), (uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]), 0};
+        auto k = load(argv[5]), v = load(argv[6]);
+        auto kb = load_bytes(argv[7]), vb = load_bytes(argv[8]);
+        a.tokens = k.size() / a.kv_dim;
+        half* kc = reinterpret_cast<half*>(kb.data());
+        half* vc = reinterpret_cast<half*>(vb.data());
+        ok = elementwise(a.tokens * a.kv_dim, [&](uint i) { kv_store_f16(k.data(), v.data(), kc, vc, a, i); });
+        std::vector<float> o;
+        for (size_t i = 0; i < kb.size() / 2; i++) o.push_back((float)kc[i]);
+        for (size_t i = 0; i < vb.size() / 2; i++) o.push_back((float)vc[i]);
+        save(argv[9], o);
+    } else if (op == "copy_cols" && argc == 8) {  // copy_cols ROWS WIDTH SRC_WIDTH COL0 SRC OUT
+        CopyArgs a{(uint)std::stoul(argv[2]), (uint)std::stoul(argv[3]), (uint)std::stoul(argv[4]),
+                   (uint)std::stoul(argv[5])};
+        auto src = load(argv[6]);
+        std::vector<float> o((size_t)a.rows * a.width);
+        ok = elementwise(a.rows * a.width, [&](uint i) { copy_cols_f32(src.data(), o.data(), a, i); });
+        save(argv[7], o);
+    } else if (op == "gather_cols" && argc == 6) {  // gather_cols WIDTH SRC ORDER OUT (order as u32 bytes)
+        auto src = load(argv[3]);
+        auto ob = load_bytes(argv[4]);
+        const uint width = std::stoul(argv[2]);
+        CopyArgs a{(uint)(src.size() / width), width, width, 0};
+        std::vector<float> o(src.size());
+        const uint* order = reinterpret_cast<const uint*>(ob.data());
+        ok = elementwise(a.rows * a.width, [&](uint i) { gather_cols_f32(src.data(), order, o.data(), a, i); });
+        save(argv[5], o);
     } else if (op == "diverge") {  // a barrier half the group skips: must be reported
         ok = emu::run(1, 64, [&](uint, const emu::Thread& t) {
             if (t.tid < 32) threadgroup_barrier(mem_flags::mem_threadgroup);
