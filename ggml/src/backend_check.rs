@@ -712,9 +712,18 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
     // around the four-at-a-time kernels.
     for &ty in WEIGHT_TYPES {
         let block = ty.block_size() as usize;
-        let cols = if block >= 256 { 512 } else { 96 };
-        // Batches past 8 tokens take a GPU's tiled path, with partial tiles.
-        for (rows, tokens) in [(1, 1), (17, 1), (33, 5), (64, 8), (130, 9), (70, 67)] {
+        let short = if block >= 256 { 512 } else { 96 };
+        // Batches past 8 tokens take a GPU's tiled path, with partial tiles;
+        // a few long rows of one token are split over several warps.
+        for (rows, tokens, cols) in [
+            (1, 1, short),
+            (17, 1, short),
+            (33, 5, short),
+            (64, 8, short),
+            (130, 9, short),
+            (70, 67, short),
+            (40, 1, 4096),
+        ] {
             let op = MatMul {
                 w: random_mat(&mut rng, ty, rows, cols),
                 x: rng.vec(tokens * cols, 2.0),

@@ -346,10 +346,12 @@ impl CudaBackend {
                 None => find(&format!("matvec_{n}"))?,
             };
             let matmul_fn = find(&format!("matmul_{n}"))?;
-            let matvec1 = (int_matvec.is_some()
-                && std::env::var_os("LLM_CUDA_NO_MATVEC1").is_none())
-            .then(|| Matvec1::find(find, &n))
-            .flatten();
+            // Float weights take matvec1's float variant (no quantised X);
+            // LLM_CUDA_FLOAT_MATVEC keeps every type on the plain kernels.
+            let float_ty = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+            let matvec1 = (int_matvec.is_some() || (float_ty && !float_matvec))
+                && std::env::var_os("LLM_CUDA_NO_MATVEC1").is_none();
+            let matvec1 = matvec1.then(|| Matvec1::find(find, &n)).flatten();
             matmul.insert(
                 ty,
                 MatKernels {

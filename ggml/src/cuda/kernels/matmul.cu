@@ -672,6 +672,167 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
     }
 }
 
+// ---------------------------------------------------------------- one token, float weights
+//
+// matvec1's contract (parts, epilogues, split, grid, 8 warps a block of R
+// rows each) for F32, F16 and BF16 rows. Float weights need no quantised X
+// and no staging: each lane loads its 8 weights of a piece straight from
+// global memory (16 bytes, 32 for F32) and X's matching 8 floats through the
+// read-only cache (the block's warps share them in L1), a segment's loads
+// all issued before its FMAs. No block barrier and no dynamic shared
+// memory, so blocks are limited only by registers; the per-segment staging
+// of `matvec` above held a 7B of F16 to half the HBM bandwidth.
+// Lane l's piece j of segment s is elements s*1024 + 8*(l + 32*j) + 0..7.
+template <int T>
+__device__ __forceinline__ void mv1f_load(const uint8_t* row, int e, bool a16, uint4 (&raw)[T == F32 ? 2 : 1]) {
+    constexpr int EB = T == F32 ? 4 : 2;
+    const uint8_t* p = row + static_cast<long long>(e) * EB;
+    if (a16) {
+#pragma unroll
+        for (int h = 0; h < (T == F32 ? 2 : 1); ++h) raw[h] = __ldg(reinterpret_cast<const uint4*>(p) + h);
+    } else {
+        uint32_t u[T == F32 ? 8 : 4];
+        ldspan<T == F32 ? 32 : 16>(p, u);
+#pragma unroll
+        for (int h = 0; h < (T == F32 ? 2 : 1); ++h) raw[h] = make_uint4(u[4 * h], u[4 * h + 1], u[4 * h + 2], u[4 * h + 3]);
+    }
+}
+
+template <int T>
+__device__ __forceinline__ void mv1f_floats(const uint4 (&raw)[T == F32 ? 2 : 1], float w[8]) {
+    if constexpr (T == F32) {
+        w[0] = __uint_as_float(raw[0].x), w[1] = __uint_as_float(raw[0].y);
+        w[2] = __uint_as_float(raw[0].z), w[3] = __uint_as_float(raw[0].w);
+        w[4] = __uint_as_float(raw[1].x), w[5] = __uint_as_float(raw[1].y);
+        w[6] = __uint_as_float(raw[1].z), w[7] = __uint_as_float(raw[1].w);
+    } else {
+        const uint32_t u[4] = {raw[0].x, raw[0].y, raw[0].z, raw[0].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if constexpr (T == F16) {
+                w[2 * i] = h2f(u[i]);
+                w[2 * i + 1] = h2f(u[i] >> 16);
+            } else {
+                w[2 * i] = __uint_as_float(u[i] << 16);
+                w[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+            }
+        }
+    }
+}
+
+// X's elements e..e+7, through `order` where there is one.
+__device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsigned* __restrict__ order, int e,
+                                       float x[8]) {
+    if (order) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = __ldg(X + __ldg(order + e + i));
+    } else {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(X + e));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    }
+}
+
+template <int T, int R, int OUT>
+__device__ __forceinline__ void matvec1f(const float* __restrict__ X, const unsigned* const (&orders)[3],
+                                         const Mv1Parts& parts, int cols, long long row_bytes, int S) {
+    constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
+    static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
+    constexpr int NW = T == F32 ? 2 : 1;  // 16-byte loads a piece
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __shared__ float partial[MV1_WARPS][R];
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
+    int part = 0, block = blockIdx.x;
+    const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+        const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        if (part == p && block >= nb) {
+            block -= nb;
+            part = p + 1;
+        }
+    }
+    const int rows = Mv1Parts::pick(parts.rows, part);
+    const int r0 = GLU ? block * groups + group : (block * groups + group) * R;
+    const uint8_t* row[R];
+    bool active[R];
+    const unsigned* order[R];
+    bool a16 = (row_bytes & 15) == 0;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        const int r = GLU ? r0 : r0 + i;
+        active[i] = r < rows;
+        const uint8_t* w = GLU ? parts.W[i] : Mv1Parts::pick(parts.W, part);
+        row[i] = w + static_cast<long long>(active[i] ? r : 0) * row_bytes;
+        order[i] = GLU ? orders[i] : Mv1Parts::pick(orders, part);
+        a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
+    }
+    // Gate and up read X alike unless their orders differ (block-uniform).
+    const bool two_x = GLU && order[1] != order[0];
+    float acc[R][2];
+#pragma unroll
+    for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = 0.0f;
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
+    for (int seg = kw; seg < nseg; seg += S) {
+        uint4 raw[R][4][NW];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int e = seg * MV_SEG + 8 * (lane + 32 * j);
+#pragma unroll
+            for (int i = 0; i < R; ++i)
+                if (active[i] && e < cols) mv1f_load<T>(row[i], e, a16, raw[i][j]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int e = seg * MV_SEG + 8 * (lane + 32 * j);
+            if (e >= cols) continue;
+            float x[8], x2[8];
+            mv1f_x(X, order[0], e, x);
+            if (two_x) mv1f_x(X, order[1], e, x2);
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                if (!active[i]) continue;
+                float w[8];
+                mv1f_floats<T>(raw[i][j], w);
+                const float* xi = (GLU && i == 1 && two_x) ? x2 : x;
+#pragma unroll
+                for (int k = 0; k < 8; ++k) acc[i][k & 1] = fmaf(w[k], xi[k], acc[i][k & 1]);
+            }
+        }
+    }
+    float sum[R];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        sum[i] = acc[i][0] + acc[i][1];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) sum[i] += __shfl_xor_sync(FULL, sum[i], off);
+    }
+    if (S > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) partial[warp][i] = sum[i];
+        }
+        __syncthreads();
+        if (kw != 0) return;
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            sum[i] = partial[warp][i];
+            for (int k = 1; k < S; ++k) sum[i] += partial[warp + k][i];
+        }
+    }
+    if (lane != 0) return;
+    float* Y = Mv1Parts::pick(parts.Y, part);
+    if constexpr (GLU) {
+        if (active[0]) Y[r0] = OUT == MV1_SWIGLU ? swiglu_of(sum[0], sum[1]) : geglu_of(sum[0], sum[1]);
+    } else {
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            if (!active[i]) continue;
+            Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + sum[i] : sum[i];
+        }
+    }
+}
+
 // ---------------------------------------------------------------- matmul, tensor cores
 //
 // A block computes the 64 (rows) x 64 (tokens) tile of Y at
@@ -993,6 +1154,30 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
     GQ_MATVEC1_ONE(name, T, r2a, 2, MV1_ADD)            \
     GQ_MATVEC1_ONE(name, T, swiglu, 2, MV1_SWIGLU)      \
     GQ_MATVEC1_ONE(name, T, geglu, 2, MV1_GEGLU)
+// The float types' variants, same arguments (stages is unused; no dynamic
+// shared memory).
+#define GQ_MATVEC1F_ONE(name, T, variant, R, OUT)                                                          \
+    extern "C" __global__ void __launch_bounds__(256)                                                       \
+        matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
+                                   const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
+                                   int rows2, int cols, long long row_bytes, int stages, int split,         \
+                                   const unsigned* order0, const unsigned* order1,                          \
+                                   const unsigned* order2) {                                                \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
+        const unsigned* const orders[3] = {order0, order1, order2};                                         \
+        (void)stages;                                                                                       \
+        matvec1f<T, R, OUT>(X, orders, parts, cols, row_bytes, split);                                      \
+    }
+#define GQ_MATVEC1F(name, T)                             \
+    GQ_MATVEC1F_ONE(name, T, r1, 1, MV1_STORE)           \
+    GQ_MATVEC1F_ONE(name, T, r2, 2, MV1_STORE)           \
+    GQ_MATVEC1F_ONE(name, T, r1a, 1, MV1_ADD)            \
+    GQ_MATVEC1F_ONE(name, T, r2a, 2, MV1_ADD)            \
+    GQ_MATVEC1F_ONE(name, T, swiglu, 2, MV1_SWIGLU)      \
+    GQ_MATVEC1F_ONE(name, T, geglu, 2, MV1_GEGLU)
+GQ_MATVEC1F(f32, gq::F32)
+GQ_MATVEC1F(f16, gq::F16)
+GQ_MATVEC1F(bf16, gq::BF16)
 GQ_MATVEC1(q4_0, gq::Q4_0)
 GQ_MATVEC1(q4_1, gq::Q4_1)
 GQ_MATVEC1(q5_0, gq::Q5_0)
