@@ -67,7 +67,15 @@ pub fn load_source(source: ModelSource, opts: &LoadOptions) -> Result<Loaded> {
         .check_head_dim(config.shape.head_dim)
         .map_err(anyhow::Error::msg)?;
     let fp = footprint(source.tensors(), &hp, n_ctx, opts.kv_types);
-    let devices = Devices::present();
+    let mut devices = Devices::present();
+    if cfg!(target_vendor = "apple") {
+        // What Metal cannot run stays on the CPU, said once as the reason.
+        if let Some(why) = ggml::metal::cannot_run(config.shape.head_dim, opts.kv_types) {
+            devices.list.clear();
+            devices.ordinals.clear();
+            devices.why_none = why;
+        }
+    }
     let mut planner_opts = opts.planner.clone();
     planner_opts.gpu_layers = opts.gpu_layers.unwrap_or(GpuLayers::Auto);
     let mut notes = Vec::new();

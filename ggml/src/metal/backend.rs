@@ -5,10 +5,11 @@
 //! writes in place, and a weight is a buffer over the model's own mapping
 //! where Metal takes it (`newBufferWithBytesNoCopy` on the page-aligned range
 //! around the tensor), a copy where it does not. Ops are encoded as they
-//! come into one concurrent compute encoder of one command buffer, with a
-//! memory barrier only where a dispatch depends on one before it
-//! (hazards.rs); `read` and `write` commit it and wait. Kernels come from
-//! the embedded MSL, compiled on first use (library.rs).
+//! come into a concurrent compute encoder, with a memory barrier only where
+//! a dispatch depends on one before it (hazards.rs); its command buffer is
+//! committed every DISPATCHES_A_COMMAND_BUFFER dispatches without waiting,
+//! and `read` and `write` commit the last and wait. Kernels come from the
+//! embedded MSL, compiled on first use (library.rs).
 //!
 //! Not run yet: this compiles for Apple targets (scripts/check-apple.sh) and
 //! the kernels run in emulation on Linux (tests.rs); nothing here has run on
@@ -93,6 +94,10 @@ unsafe impl Send for MetalScratch {}
 /// the last `read`.
 struct Encoding {
     open: Option<(CommandBuffer, Encoder)>,
+    /// Dispatches encoded into `open`.
+    dispatches: usize,
+    /// Command buffers committed since the last wait, oldest first.
+    committed: Vec<CommandBuffer>,
     hazards: Hazards,
     error: Option<BackendError>,
 }
@@ -110,6 +115,15 @@ pub struct MetalBackend {
     /// Bound where a kernel's optional input is absent (rope's factors).
     dummy: MetalBuf,
     state: Mutex<Encoding>,
+}
+
+impl Drop for MetalBackend {
+    /// An encoder released without `endEncoding` aborts the process: work
+    /// encoded and not yet read is committed and waited for.
+    fn drop(&mut self) {
+        let mut st = self.lock();
+        self.finish(&mut st);
+    }
 }
 
 /// A kernel's buffer or constant argument, in binding order.
@@ -141,6 +155,11 @@ const ATTENTION_SIMDS_DECODE: usize = 16;
 const ATTENTION_SIMDS_PROMPT: usize = 4;
 /// Simdgroups a mat-vec threadgroup (a row each).
 const MATVEC_SIMDS: usize = 4;
+/// Dispatches a command buffer takes before it is committed and the next
+/// begun: the GPU starts on a batch while the host still encodes it, and no
+/// one command buffer runs long enough to meet macOS's GPU watchdog (a long
+/// prompt's layers would otherwise all be in one).
+const DISPATCHES_A_COMMAND_BUFFER: usize = 128;
 
 extern "C" {
     fn getpagesize() -> i32;
@@ -171,6 +190,8 @@ impl MetalBackend {
             dummy: MetalBuf { buf: dummy, len: 4 },
             state: Mutex::new(Encoding {
                 open: None,
+                dispatches: 0,
+                committed: Vec::new(),
                 hazards: Hazards::default(),
                 error: None,
             }),
@@ -226,6 +247,17 @@ impl MetalBackend {
     /// A buffer over the pages that hold `w`'s bytes, and the bytes' offset
     /// in it; None where Metal will not wrap that memory.
     fn wrap(&self, w: &HostMat) -> Option<(Buffer, usize)> {
+        // A buffer offset must be aligned to what the kernel reads there
+        // (floats, or blocks of halves); tensors of a packed safetensors
+        // file need not be, and are copied instead.
+        let align = if w.format.ggml() == crate::GgmlType::F32 {
+            4
+        } else {
+            2
+        };
+        if !(w.ptr as usize).is_multiple_of(align) {
+            return None;
+        }
         // SAFETY: getpagesize has no preconditions.
         let page = unsafe { getpagesize() } as usize;
         let start = w.ptr as usize & !(page - 1);
@@ -244,26 +276,64 @@ impl MetalBackend {
     /// Commits what was encoded and waits for it; a command buffer that
     /// failed is reported by the next `read`.
     fn finish(&self, st: &mut Encoding) {
-        st.hazards.reset();
-        let Some((cmd, enc)) = st.open.take() else {
+        self.commit(st);
+        if st.committed.is_empty() {
             return;
-        };
-        enc.endEncoding();
-        cmd.commit();
-        cmd.waitUntilCompleted();
-        if cmd.status() == MTLCommandBufferStatus::Error {
-            let why = cmd.error().map_or_else(
-                || "unknown".to_string(),
-                |e| e.localizedDescription().to_string(),
-            );
-            self.fail(st, BackendError(format!("a command buffer failed: {why}")));
         }
+        // Objects Metal returns autoreleased (the error) go with this pool,
+        // not with the thread, which has none of its own.
+        objc2::rc::autoreleasepool(|_| {
+            for cmd in std::mem::take(&mut st.committed) {
+                cmd.waitUntilCompleted();
+                if cmd.status() == MTLCommandBufferStatus::Error {
+                    let why = cmd.error().map_or_else(
+                        || "unknown".to_string(),
+                        |e| e.localizedDescription().to_string(),
+                    );
+                    self.fail(st, BackendError(format!("a command buffer failed: {why}")));
+                }
+            }
+        });
+    }
+
+    /// Ends the open encoder and commits its command buffer, without
+    /// waiting: the queue runs command buffers in order, and Metal tracks
+    /// the buffers one writes and a later one reads.
+    fn commit(&self, st: &mut Encoding) {
+        st.hazards.reset();
+        st.dispatches = 0;
+        if let Some((cmd, enc)) = st.open.take() {
+            enc.endEncoding();
+            cmd.commit();
+            st.committed.push(cmd);
+        }
+    }
+
+    /// The most threads a threadgroup of `kernel` may have here (0 where its
+    /// pipeline cannot be made: the dispatch then reports why).
+    fn max_threads(&self, kernel: &str) -> usize {
+        self.library
+            .pipeline(kernel, &[])
+            .map_or(0, |p| p.maxTotalThreadsPerThreadgroup())
     }
 
     /// Encodes `kernel` (function constants `constants`) over `groups`
     /// threadgroups of `threads` threads, with a barrier first where one of
     /// its buffers was touched by an unbarriered dispatch.
     fn dispatch(
+        &self,
+        kernel: &str,
+        constants: &[Constant],
+        args: &[Arg<'_>],
+        groups: (usize, usize),
+        threads: usize,
+    ) {
+        // Command buffers and encoders come back autoreleased: this pool
+        // frees them (the thread has none of its own).
+        objc2::rc::autoreleasepool(|_| self.encode(kernel, constants, args, groups, threads));
+    }
+
+    fn encode(
         &self,
         kernel: &str,
         constants: &[Constant],
@@ -279,6 +349,13 @@ impl MetalBackend {
             Ok(p) => p,
             Err(e) => return self.fail(&mut st, e),
         };
+        if pipeline.threadExecutionWidth() != 32 {
+            let e = BackendError(format!(
+                "{kernel} runs in simdgroups of {} threads here, and the kernels take 32",
+                pipeline.threadExecutionWidth()
+            ));
+            return self.fail(&mut st, e);
+        }
         if threads > pipeline.maxTotalThreadsPerThreadgroup() {
             let e = BackendError(format!(
                 "{kernel} needs {threads} threads a threadgroup and the device gives it {}",
@@ -340,6 +417,10 @@ impl MetalBackend {
             depth: 1,
         };
         enc.dispatchThreadgroups_threadsPerThreadgroup(size(groups.0, groups.1), size(threads, 1));
+        st.dispatches += 1;
+        if st.dispatches >= DISPATCHES_A_COMMAND_BUFFER {
+            self.commit(&mut st);
+        }
     }
 
     /// One thread an element over `len` elements.
@@ -476,17 +557,9 @@ impl Backend for MetalBackend {
         head_dim: usize,
         types: KvTypes,
     ) -> Result<MetalKv, BackendError> {
-        if !types.is_f16() {
-            return Err(BackendError(format!(
-                "{}: a KV cache of {types} is not on Metal yet: use an f16 cache (-ctk f16 -ctv f16) or -ngl 0",
-                self.name
-            )));
-        }
-        if !head_dim.is_multiple_of(32) || head_dim > 256 {
-            return Err(BackendError(format!(
-                "{}: attention takes heads of a multiple of 32 values up to 256, and this model's are {head_dim}: use -ngl 0",
-                self.name
-            )));
+        if let Some(why) = super::cannot_run(head_dim, types) {
+            let why = why.strip_prefix("Metal: ").unwrap_or(&why);
+            return Err(BackendError(format!("{}: {why}: use -ngl 0", self.name)));
         }
         let bytes = cells * kv_dim * 2;
         let k = self.alloc(bytes, "the KV cache")?;
@@ -825,11 +898,14 @@ impl Backend for MetalBackend {
             window: a.window.unwrap_or(0) as u32,
             kq_scale: a.kq_scale,
         };
-        let simds = if tokens == 1 {
+        let want = if tokens == 1 {
             ATTENTION_SIMDS_DECODE
         } else {
             ATTENTION_SIMDS_PROMPT
         };
+        // The kernel takes any number of simdgroups up to 16: as many as
+        // the pipeline allows here.
+        let simds = want.min(self.max_threads("attention_f16") / 32).max(1);
         if tokens > 0 {
             self.dispatch(
                 "attention_f16",

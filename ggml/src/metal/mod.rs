@@ -52,6 +52,25 @@ pub fn library_source() -> String {
     src
 }
 
+/// Why a model's layers cannot run on Metal with a KV cache of `kv` and
+/// heads of `head_dim` values (the attention kernel reads an f16 cache, a
+/// lane a value of each 32, heads up to 256); None where they can. The
+/// loader keeps such a model on the CPU with this as the reason, and the
+/// backend refuses such a cache with it.
+pub fn cannot_run(head_dim: usize, kv: crate::backend::KvTypes) -> Option<String> {
+    if !kv.is_f16() {
+        return Some(format!(
+            "Metal: a KV cache of {kv} is not on Metal yet (f16 is: -ctk f16 -ctv f16)"
+        ));
+    }
+    if !head_dim.is_multiple_of(32) || head_dim > 256 {
+        return Some(format!(
+            "Metal: attention takes heads of a multiple of 32 values up to 256, and this model's are {head_dim}"
+        ));
+    }
+    None
+}
+
 /// A Metal device as `llm devices` lists it.
 #[derive(Clone, Debug)]
 pub struct MetalDeviceInfo {
@@ -128,6 +147,21 @@ mod layout_tests {
         for &t in crate::blocks::WEIGHT_TYPES {
             assert!(seen.contains(&t), "blocks.h does not assert {}", t.name());
         }
+    }
+
+    #[test]
+    fn metal_runs_f16_caches_of_whole_simdgroup_heads() {
+        use crate::backend::KvTypes;
+        use crate::GgmlType::Q8_0;
+        for hd in [64, 128, 256] {
+            assert_eq!(cannot_run(hd, KvTypes::F16), None, "{hd}");
+        }
+        for hd in [80, 96 + 8, 512] {
+            assert!(cannot_run(hd, KvTypes::F16).unwrap().contains("heads"));
+        }
+        let q8 = KvTypes { k: Q8_0, v: Q8_0 };
+        let why = cannot_run(128, q8).unwrap();
+        assert!(why.contains("q8_0") && !why.contains('\n'), "{why}");
     }
 
     #[test]
