@@ -279,6 +279,43 @@ pub trait Backend: Send + Sync {
         self.matmuls(sc, x, rows, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
         self.glu(act, gate, up, rows * width);
     }
+    /// `xb = rms_norm(x) * norm`, then `out_i = W_i · xb` (a layer's input
+    /// norm and the products that read it): a device may apply the norm as
+    /// the products read `x`, leaving `xb` as it was.
+    #[allow(clippy::too_many_arguments)]
+    fn matmuls_normed(
+        &self,
+        sc: &mut Self::Scratch,
+        x: &Self::Buf,
+        norm: &Self::Vector,
+        eps: f32,
+        rows: usize,
+        xb: &mut Self::Buf,
+        products: &mut [(&Self::Mat, &mut Self::Buf)],
+    ) {
+        self.rms_norm(x, norm, eps, rows, xb);
+        self.matmuls(sc, xb, rows, products);
+    }
+    /// `xb = rms_norm(x) * norm`, then `matmul_glu` of `xb`, likewise.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_glu_normed(
+        &self,
+        sc: &mut Self::Scratch,
+        x: &Self::Buf,
+        norm: &Self::Vector,
+        eps: f32,
+        xb: &mut Self::Buf,
+        act: Glu,
+        w_gate: &Self::Mat,
+        w_up: &Self::Mat,
+        rows: usize,
+        width: usize,
+        gate: &mut Self::Buf,
+        up: &mut Self::Buf,
+    ) {
+        self.rms_norm(x, norm, eps, rows, xb);
+        self.matmul_glu(sc, act, w_gate, w_up, xb, rows, width, gate, up);
+    }
     /// `dst = rms_norm(src) * w`, row by row (row width: `w`'s length).
     fn rms_norm(
         &self,

@@ -534,7 +534,13 @@ struct Fused {
     /// The residual that "add" adds to.
     acc: Vec<f32>,
     tokens: usize,
+    /// An input norm's weights ("matmuls" and the gated kinds): the
+    /// products read rms_norm(x) * norm (`matmuls_normed`, `matmul_glu_normed`).
+    norm: Option<Vec<f32>>,
 }
+
+/// The norms' epsilon in the fused cases.
+const NORM_EPS: f32 = 1e-5;
 
 impl Fused {
     fn new(
@@ -556,7 +562,32 @@ impl Fused {
             x: rng.vec(tokens * cols, 2.0),
             ws,
             tokens,
+            norm: None,
         }
+    }
+
+    /// The same products of a normed input.
+    fn normed(mut self, rng: &mut Rng) -> Fused {
+        let cols = self.ws[0].cols;
+        self.norm = Some(rng.vec(cols, 1.5));
+        self
+    }
+
+    /// The products' input: x, or x normed row by row in f64.
+    fn input(&self) -> Vec<f32> {
+        let Some(w) = &self.norm else {
+            return self.x.clone();
+        };
+        self.x
+            .chunks(w.len())
+            .flat_map(|row| {
+                let ss: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+                let scale = 1.0 / (ss / row.len() as f64 + f64::from(NORM_EPS)).sqrt();
+                row.iter()
+                    .zip(w)
+                    .map(move |(&v, &g)| (f64::from(v) * scale * f64::from(g)) as f32)
+            })
+            .collect()
     }
 
     fn act(&self) -> Glu {
@@ -569,10 +600,11 @@ impl Fused {
 
     /// The same from the exact products, the epilogue in f64.
     fn exact(&self) -> Vec<f32> {
+        let x = self.input();
         let p: Vec<Vec<f32>> = self
             .ws
             .iter()
-            .map(|w| exact_matmul(w, &self.x, self.tokens))
+            .map(|w| exact_matmul(w, &x, self.tokens))
             .collect();
         match self.kind {
             "matmuls" => p.concat(),
@@ -612,7 +644,8 @@ impl Op for Fused {
             .map(|w| format!("{} {}x{}", w.format, w.rows, w.cols))
             .collect();
         format!(
-            "{} {} x {} tokens",
+            "{}{} {} x {} tokens",
+            if self.norm.is_some() { "normed " } else { "" },
             self.kind,
             shapes.join(", "),
             self.tokens
@@ -632,11 +665,20 @@ impl Op for Fused {
         let mut sc = b.scratch().expect("scratch");
         let mut outs: Vec<B::Buf> = self.ws.iter().map(|w| buf(b, t * w.rows)).collect();
         let width = self.ws[0].rows;
+        let norm = self.norm.as_ref().map(|w| {
+            let v = b.upload_vector(w).expect("a vector");
+            (v, buf(b, t * w.len()))
+        });
         match self.kind {
             "matmuls" => {
                 let mut products: Vec<(&B::Mat, &mut B::Buf)> =
                     ws.iter().zip(outs.iter_mut()).collect();
-                b.matmuls(&mut sc, &x, t, &mut products);
+                match norm {
+                    Some((w, mut xb)) => {
+                        b.matmuls_normed(&mut sc, &x, &w, NORM_EPS, t, &mut xb, &mut products)
+                    }
+                    None => b.matmuls(&mut sc, &x, t, &mut products),
+                }
                 self.ws
                     .iter()
                     .zip(&outs)
@@ -651,7 +693,23 @@ impl Op for Fused {
             _ => {
                 let (gate, rest) = outs.split_at_mut(1);
                 let (g, u) = (&mut gate[0], &mut rest[0]);
-                b.matmul_glu(&mut sc, self.act(), &ws[0], &ws[1], &x, t, width, g, u);
+                match norm {
+                    Some((w, mut xb)) => b.matmul_glu_normed(
+                        &mut sc,
+                        &x,
+                        &w,
+                        NORM_EPS,
+                        &mut xb,
+                        self.act(),
+                        &ws[0],
+                        &ws[1],
+                        t,
+                        width,
+                        g,
+                        u,
+                    ),
+                    None => b.matmul_glu(&mut sc, self.act(), &ws[0], &ws[1], &x, t, width, g, u),
+                }
                 down(b, g, t * width)
             }
         }
@@ -807,6 +865,14 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
             ];
             for (kind, types, rows) in cases {
                 let op = Fused::new(&mut rng, kind, &types, &rows, tokens);
+                push_fused(&mut out, &op, &r, b);
+            }
+            // A layer's input norm applied as the products read x.
+            for (kind, types, rows) in [
+                ("matmuls", vec![ty, ty, ty], vec![17, 5, 33]),
+                ("swiglu", vec![ty, ty], vec![17, 17]),
+            ] {
+                let op = Fused::new(&mut rng, kind, &types, &rows, tokens).normed(&mut rng);
                 push_fused(&mut out, &op, &r, b);
             }
         }

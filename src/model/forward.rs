@@ -642,11 +642,11 @@ impl<B: Backend + 'static> LayerRange<B> {
         let sc = &mut r.sc;
 
         // Attention block.
-        b.rms_norm(&r.x, &w.attn_norm, c.eps, t, &mut r.xb);
         if let (Some(wk), Some(wv)) = (&w.wk, &w.wv) {
             let products = &mut [(&w.wq, &mut r.q), (wk, &mut r.k), (wv, &mut r.v)];
-            b.matmuls(sc, &r.xb, t, products);
+            b.matmuls_normed(sc, &r.x, &w.attn_norm, c.eps, t, &mut r.xb, products);
         } else {
+            b.rms_norm(&r.x, &w.attn_norm, c.eps, t, &mut r.xb);
             let width = q_dim + 2 * kv_dim;
             b.matmul(sc, &w.wq, &r.xb, t, &mut r.fused);
             b.copy_cols(&r.fused, width, 0, q_dim, t, &mut r.q);
@@ -697,7 +697,6 @@ impl<B: Backend + 'static> LayerRange<B> {
         trace(b, job.trace, "ffn_inp", il, &r.x, t * e);
 
         // Feed-forward block.
-        b.rms_norm(&r.x, &w.ffn_norm, c.eps, t, &mut r.xb);
         let (glu, name) = match c.arch.activation {
             Activation::SwiGlu => (Glu::SwiGlu, "ffn_swiglu"),
             Activation::GeGlu => (Glu::GeGlu, "ffn_geglu"),
@@ -706,12 +705,15 @@ impl<B: Backend + 'static> LayerRange<B> {
         let tracing = job.trace.is_some();
         match &w.w_gate {
             Some(wg) if !tracing => {
-                b.matmul_glu(
+                b.matmul_glu_normed(
                     sc,
+                    &r.x,
+                    &w.ffn_norm,
+                    c.eps,
+                    &mut r.xb,
                     glu,
                     wg,
                     &w.w_up,
-                    &r.xb,
                     t,
                     s.n_ff,
                     &mut r.gate,
@@ -719,6 +721,7 @@ impl<B: Backend + 'static> LayerRange<B> {
                 );
             }
             gate => {
+                b.rms_norm(&r.x, &w.ffn_norm, c.eps, t, &mut r.xb);
                 match gate {
                     Some(wg) => {
                         let products = &mut [(wg, &mut r.gate), (&w.w_up, &mut r.up)];

@@ -536,6 +536,8 @@ impl CudaBackend {
     /// One token's products `parts` (weight, output, its rows) of matrices of
     /// `w`'s type and shape, as one matvec1 launch; false (nothing launched)
     /// where the type or width has none. Glu takes gate and up, one output.
+    /// With `norm` (its weights and epsilon) X is read as rms_norm(X) * w;
+    /// false (nothing launched) where a part has an input order then.
     fn matvec1(
         &self,
         sc: &mut CudaScratch,
@@ -543,10 +545,14 @@ impl CudaBackend {
         w: &CudaMat,
         x: &CudaBuf,
         parts: &[(&CudaMat, u64, usize)],
+        norm: Option<(&CudaVector, f32)>,
     ) -> bool {
         let Some(m) = &self.kernels.matmul[&w.ty].matvec1 else {
             return false;
         };
+        if norm.is_some() && parts.iter().any(|(p, ..)| p.order_ptr().is_some()) {
+            return false;
+        }
         debug_assert!(
             parts.len() <= 3 && parts.iter().all(|(p, ..)| (p.ty, p.cols) == (w.ty, w.cols))
         );
@@ -598,7 +604,8 @@ impl CudaBackend {
         }
         let x_ptr = gathered.as_ref().map_or(x.mem.ptr, |g| g.mem.ptr);
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        let args: [&dyn KernelArg; 17] = [
+        let (norm_w, eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
+        let args: [&dyn KernelArg; 19] = [
             &x_ptr,
             &ws[0],
             &ys[0],
@@ -616,6 +623,8 @@ impl CudaBackend {
             &orders[0],
             &orders[1],
             &orders[2],
+            &norm_w,
+            &eps,
         ];
         self.keep(
             plan.f
@@ -961,6 +970,14 @@ impl MatmulOffload for CudaBackend {
     }
 }
 
+/// LLM_CUDA_NO_FUSED_NORM=1: a decode step's input norms run as kernels of
+/// their own rather than inside the products that read them (for timing
+/// and checking the two).
+fn no_fused_norm() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_NO_FUSED_NORM").is_some_and(|v| v == "1"))
+}
+
 impl Backend for CudaBackend {
     type Buf = CudaBuf;
     type Mat = CudaMat;
@@ -1161,7 +1178,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, sc: &mut CudaScratch, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
-        if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)]) {
+        if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &[(w, out.mem.ptr, w.rows)], None) {
             return;
         }
         self.in_order(sc, w, x, t, |x| self.matmul_in_order(w, x, t, out));
@@ -1191,7 +1208,7 @@ impl Backend for CudaBackend {
                 .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
                 .collect();
             let one_order = run.iter().all(|(pw, _)| pw.order_ptr() == w.order_ptr());
-            if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &parts) {
+            if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &parts, None) {
             } else if one_order {
                 self.in_order(sc, w, x, t, |x| {
                     for (pw, out) in run.iter_mut() {
@@ -1217,7 +1234,7 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)])) {
+        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)], None)) {
             self.matmul(sc, w, x, t, tmp);
             self.add(acc, tmp, t * width);
         }
@@ -1240,10 +1257,69 @@ impl Backend for CudaBackend {
         let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
         let done = t == 1
             && shape(w_gate) == shape(w_up)
-            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts);
+            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts, None);
         if !done {
             self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
             self.glu(act, gate, up, t * width);
+        }
+    }
+
+    fn matmuls_normed(
+        &self,
+        sc: &mut CudaScratch,
+        x: &CudaBuf,
+        norm: &CudaVector,
+        eps: f32,
+        t: usize,
+        xb: &mut CudaBuf,
+        products: &mut [(&CudaMat, &mut CudaBuf)],
+    ) {
+        // One token's products of one type and shape (q, k and v) read x
+        // through the norm in one launch; anything else norms first.
+        let w = products[0].0;
+        let one_launch = t == 1
+            && products.len() <= 3
+            && products
+                .iter()
+                .all(|(p, _)| (p.ty, p.cols) == (w.ty, w.cols))
+            && !no_fused_norm();
+        if one_launch {
+            let parts: Vec<(&CudaMat, u64, usize)> = products
+                .iter()
+                .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
+                .collect();
+            if self.matvec1(sc, Epilogue::Store, w, x, &parts, Some((norm, eps))) {
+                return;
+            }
+        }
+        self.rms_norm(x, norm, eps, t, xb);
+        self.matmuls(sc, xb, t, products);
+    }
+
+    fn matmul_glu_normed(
+        &self,
+        sc: &mut CudaScratch,
+        x: &CudaBuf,
+        norm: &CudaVector,
+        eps: f32,
+        xb: &mut CudaBuf,
+        act: Glu,
+        w_gate: &CudaMat,
+        w_up: &CudaMat,
+        t: usize,
+        width: usize,
+        gate: &mut CudaBuf,
+        up: &mut CudaBuf,
+    ) {
+        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes);
+        let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
+        let done = t == 1
+            && shape(w_gate) == shape(w_up)
+            && !no_fused_norm()
+            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts, Some((norm, eps)));
+        if !done {
+            self.rms_norm(x, norm, eps, t, xb);
+            self.matmul_glu(sc, act, w_gate, w_up, xb, t, width, gate, up);
         }
     }
 

@@ -451,7 +451,8 @@ constexpr int MV1_X_LOADS = 4;
 // With `order` (a group-quantised weight's stored input order), element k
 // is X[order[k]]: the gather costs four scalar loads a float4, not a launch.
 __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, const unsigned* __restrict__ order,
-                                               uint8_t* xq, int cols) {
+                                               uint8_t* xq, int cols, const float* __restrict__ norm_w,
+                                               float nscale) {
     const int nchunks = cols >> 5, n4 = cols >> 2;
     float* scales = reinterpret_cast<float*>(xq + 64 * nchunks);
     for (int base = 0; base < n4; base += MV1_X_LOADS * blockDim.x) {
@@ -466,6 +467,11 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, cons
                                     __ldg(X + __ldg(order + 4 * q + 2)), __ldg(X + __ldg(order + 4 * q + 3)));
             else
                 vs[b] = __ldg(reinterpret_cast<const float4*>(X) + q);
+            if (norm_w && q < n4) {
+                const float4 g = __ldg(reinterpret_cast<const float4*>(norm_w) + q);
+                vs[b] = make_float4(vs[b].x * nscale * g.x, vs[b].y * nscale * g.y, vs[b].z * nscale * g.z,
+                                    vs[b].w * nscale * g.w);
+            }
         }
 #pragma unroll
         for (int b = 0; b < MV1_X_LOADS; ++b) {
@@ -498,6 +504,29 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, cons
     }
 }
 
+// A layer's input norm applied as a block reads X (the host passes a norm
+// only where X needs no input order): 1 / rms(X), by the whole block (256
+// threads), each thread's squares in float4s, then warp and block sums in a
+// fixed order, so every block of a launch gets the same scale. The values
+// are then x * scale * w, as the rms_norm kernel writes them.
+__device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int cols, float eps) {
+    __shared__ float part[MV1_WARPS];
+    float ss = 0.0f;
+    const float4* x4 = reinterpret_cast<const float4*>(X);
+    for (int q = threadIdx.x; q < (cols >> 2); q += blockDim.x) {
+        const float4 v = __ldg(x4 + q);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(FULL, ss, off);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    ss = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MV1_WARPS; ++w) ss += part[w];
+    return rsqrtf(ss / static_cast<float>(cols) + eps);
+}
+
 // The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
 struct Mv1Parts {
     const uint8_t* W[3];
@@ -519,7 +548,8 @@ struct Mv1Parts {
 // quantised twice, the up's copy after the gate's (`two_x`, block-uniform).
 template <int T, int R, int OUT>
 __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsigned* const (&orders)[3],
-                                        const Mv1Parts& parts, int cols, long long row_bytes, int ST, int S) {
+                                        const Mv1Parts& parts, int cols, long long row_bytes, int ST, int S,
+                                        const float* __restrict__ norm_w, float eps) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int SLOT = mv_slot_bytes(T);
@@ -575,8 +605,9 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
         async_commit();
     }
     // X while the first weights arrive.
-    mv1_quantize_x(X, GLU ? orders[0] : Mv1Parts::pick(orders, part), xq, cols);
-    if (two_x) mv1_quantize_x(X, orders[1], xq_up, cols);
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    mv1_quantize_x(X, GLU ? orders[0] : Mv1Parts::pick(orders, part), xq, cols, norm_w, nscale);
+    if (two_x) mv1_quantize_x(X, orders[1], xq_up, cols, norm_w, nscale);
     __syncthreads();
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
@@ -720,9 +751,10 @@ __device__ __forceinline__ void mv1f_floats(const uint4 (&raw)[T == F32 ? 2 : 1]
     }
 }
 
-// X's elements e..e+7, through `order` where there is one.
+// X's elements e..e+7, through `order` where there is one, normed where
+// there is a norm (never both: see mv1_norm_scale).
 __device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsigned* __restrict__ order, int e,
-                                       float x[8]) {
+                                       float x[8], const float* __restrict__ norm_w, float nscale) {
     if (order) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) x[i] = __ldg(X + __ldg(order + e + i));
@@ -731,11 +763,19 @@ __device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsign
         const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
         x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
     }
+    if (norm_w) {
+        const float4 g0 = __ldg(reinterpret_cast<const float4*>(norm_w + e));
+        const float4 g1 = __ldg(reinterpret_cast<const float4*>(norm_w + e + 4));
+        const float g[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = x[i] * nscale * g[i];
+    }
 }
 
 template <int T, int R, int OUT>
 __device__ __forceinline__ void matvec1f(const float* __restrict__ X, const unsigned* const (&orders)[3],
-                                         const Mv1Parts& parts, int cols, long long row_bytes, int S) {
+                                         const Mv1Parts& parts, int cols, long long row_bytes, int S,
+                                         const float* __restrict__ norm_w, float eps) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
     constexpr int NW = T == F32 ? 2 : 1;  // 16-byte loads a piece
@@ -769,6 +809,7 @@ __device__ __forceinline__ void matvec1f(const float* __restrict__ X, const unsi
     }
     // Gate and up read X alike unless their orders differ (block-uniform).
     const bool two_x = GLU && order[1] != order[0];
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
     float acc[R][2];
 #pragma unroll
     for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = 0.0f;
@@ -787,8 +828,8 @@ __device__ __forceinline__ void matvec1f(const float* __restrict__ X, const unsi
             const int e = seg * MV_SEG + 8 * (lane + 32 * j);
             if (e >= cols) continue;
             float x[8], x2[8];
-            mv1f_x(X, order[0], e, x);
-            if (two_x) mv1f_x(X, order[1], e, x2);
+            mv1f_x(X, order[0], e, x, norm_w, nscale);
+            if (two_x) mv1f_x(X, order[1], e, x2, norm_w, nscale);
 #pragma unroll
             for (int i = 0; i < R; ++i) {
                 if (!active[i]) continue;
@@ -1125,9 +1166,10 @@ GQ_MATVEC_INT(q5_k, gq::Q5_K)
 GQ_MATVEC_INT(q6_k, gq::Q6_K)
 
 // matvec1_<t>_<variant>(X, W0, Y0, rows0, W1, Y1, rows1, W2, Y2, rows2, cols,
-// row_bytes, stages, split, order0, order1, order2): one token, X f32 (read
-// for part p through order_p where it is not null: its weights' stored
-// input order); block 256, dynamic shared memory 80 * cols / 32 rounded up
+// row_bytes, stages, split, order0, order1, order2, norm_w, eps): one token,
+// X f32 (read for part p through order_p where it is not null: its weights'
+// stored input order; or, where norm_w is not null and no order is, as
+// rms_norm(X) * norm_w with epsilon eps); block 256, dynamic shared memory 80 * cols / 32 rounded up
 // to 16 (twice for a glu whose two orders differ), plus 8 R stages
 // mv_slot_bytes(t) (2 <= stages <= 8); each row over `split` warps (1, 2, 4
 // or 8). Variants:
@@ -1142,10 +1184,10 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
                                    int rows2, int cols, long long row_bytes, int stages, int split,         \
                                    const unsigned* order0, const unsigned* order1,                          \
-                                   const unsigned* order2) {                                                \
+                                   const unsigned* order2, const float* norm_w, float eps) {                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
-        matvec1<T, R, OUT>(X, orders, parts, cols, row_bytes, stages, split);                               \
+        matvec1<T, R, OUT>(X, orders, parts, cols, row_bytes, stages, split, norm_w, eps);                  \
     }
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \
@@ -1162,11 +1204,11 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
                                    int rows2, int cols, long long row_bytes, int stages, int split,         \
                                    const unsigned* order0, const unsigned* order1,                          \
-                                   const unsigned* order2) {                                                \
+                                   const unsigned* order2, const float* norm_w, float eps) {                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
         (void)stages;                                                                                       \
-        matvec1f<T, R, OUT>(X, orders, parts, cols, row_bytes, split);                                      \
+        matvec1f<T, R, OUT>(X, orders, parts, cols, row_bytes, split, norm_w, eps);                         \
     }
 #define GQ_MATVEC1F(name, T)                             \
     GQ_MATVEC1F_ONE(name, T, r1, 1, MV1_STORE)           \
