@@ -536,6 +536,29 @@ impl CudaBackend {
     /// One token's products `parts` (weight, output, its rows) of matrices of
     /// `w`'s type and shape, as one matvec1 launch; false (nothing launched)
     /// where the type or width has none. Glu takes gate and up, one output.
+    /// One token's `gate = act(W_gate · X) * (W_up · X)` as one matvec1
+    /// launch (X through `norm` where given); false (nothing launched) where
+    /// gate and up differ in shape or matvec1 has no launch for them.
+    #[allow(clippy::too_many_arguments)]
+    fn glu_matvec1(
+        &self,
+        sc: &mut CudaScratch,
+        act: Glu,
+        w_gate: &CudaMat,
+        w_up: &CudaMat,
+        x: &CudaBuf,
+        t: usize,
+        gate: &CudaBuf,
+        norm: Option<(&CudaVector, f32)>,
+    ) -> bool {
+        // matvec1 reads X in each one's input order.
+        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes);
+        let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
+        t == 1
+            && shape(w_gate) == shape(w_up)
+            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts, norm)
+    }
+
     /// With `norm` (its weights and epsilon) X is read as rms_norm(X) * w;
     /// false (nothing launched) where a part has an input order then.
     fn matvec1(
@@ -1252,13 +1275,7 @@ impl Backend for CudaBackend {
         gate: &mut CudaBuf,
         up: &mut CudaBuf,
     ) {
-        // matvec1 reads X in each one's input order.
-        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes);
-        let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
-        let done = t == 1
-            && shape(w_gate) == shape(w_up)
-            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts, None);
-        if !done {
+        if !self.glu_matvec1(sc, act, w_gate, w_up, x, t, gate, None) {
             self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
             self.glu(act, gate, up, t * width);
         }
@@ -1311,12 +1328,8 @@ impl Backend for CudaBackend {
         gate: &mut CudaBuf,
         up: &mut CudaBuf,
     ) {
-        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes);
-        let parts = [(w_gate, gate.mem.ptr, w_gate.rows), (w_up, 0, 0)];
-        let done = t == 1
-            && shape(w_gate) == shape(w_up)
-            && !no_fused_norm()
-            && self.matvec1(sc, Epilogue::Glu(act), w_gate, x, &parts, Some((norm, eps)));
+        let done = !no_fused_norm()
+            && self.glu_matvec1(sc, act, w_gate, w_up, x, t, gate, Some((norm, eps)));
         if !done {
             self.rms_norm(x, norm, eps, t, xb);
             self.matmul_glu(sc, act, w_gate, w_up, xb, t, width, gate, up);

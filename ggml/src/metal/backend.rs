@@ -477,6 +477,28 @@ impl MetalBackend {
         }
     }
 
+    /// rms_norm of `rows` rows of `src` times `w` into `dst` (may be `src`).
+    fn norm_rows(&self, src: &Buffer, w: &MetalVector, eps: f32, rows: usize, dst: &Buffer) {
+        let a = NormArgs {
+            width: w.len as u32,
+            eps,
+        };
+        if rows > 0 {
+            self.dispatch(
+                "rms_norm_f32",
+                &[],
+                &[
+                    Arg::Read(src, 0),
+                    Arg::Read(&w.buf, 0),
+                    Arg::Write(dst, 0),
+                    Arg::Bytes(a.bytes()),
+                ],
+                (rows, 1),
+                group_threads(w.len, 256),
+            );
+        }
+    }
+
     fn check_room(&self, what: &str, need: usize, have: usize) -> bool {
         if need <= have {
             return true;
@@ -662,47 +684,13 @@ impl Backend for MetalBackend {
     }
 
     fn rms_norm(&self, src: &MetalBuf, w: &MetalVector, eps: f32, rows: usize, dst: &mut MetalBuf) {
-        let a = NormArgs {
-            width: w.len as u32,
-            eps,
-        };
-        if rows > 0 {
-            self.dispatch(
-                "rms_norm_f32",
-                &[],
-                &[
-                    Arg::Read(&src.buf, 0),
-                    Arg::Read(&w.buf, 0),
-                    Arg::Write(&dst.buf, 0),
-                    Arg::Bytes(a.bytes()),
-                ],
-                (rows, 1),
-                group_threads(w.len, 256),
-            );
-        }
+        self.norm_rows(&src.buf, w, eps, rows, &dst.buf);
     }
 
     fn rms_norm_in_place(&self, x: &mut MetalBuf, w: &MetalVector, eps: f32, rows: usize) {
         // Each thread scales only values it read, after every thread's sum:
         // the kernel may write where it reads.
-        let a = NormArgs {
-            width: w.len as u32,
-            eps,
-        };
-        if rows > 0 {
-            self.dispatch(
-                "rms_norm_f32",
-                &[],
-                &[
-                    Arg::Read(&x.buf, 0),
-                    Arg::Read(&w.buf, 0),
-                    Arg::Write(&x.buf, 0),
-                    Arg::Bytes(a.bytes()),
-                ],
-                (rows, 1),
-                group_threads(w.len, 256),
-            );
-        }
+        self.norm_rows(&x.buf, w, eps, rows, &x.buf);
     }
 
     fn add_bias(&self, x: &mut MetalBuf, bias: &MetalVector, rows: usize) {
