@@ -198,7 +198,7 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
 typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
-                        const unsigned*);
+                        const unsigned*, const float*, float);
 
 struct TypeCase {
     int t;
@@ -243,7 +243,7 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
     const int per_block = 8 * R / split;
     tc.matvec1[R - 1]<<<(rows + per_block - 1) / per_block, 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
                                                                          nullptr, 0, cols, rb, stages, split, nullptr,
-                                                                         nullptr, nullptr);
+                                                                         nullptr, nullptr, nullptr, 0.0f);
 }
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
