@@ -168,8 +168,7 @@ fn scratch_model<S: TensorSource + ?Sized>(src: &S, hp: &HyperParams) -> Scratch
         .filter(|t| t.dims.len() >= 2 && (t.name != "token_embd.weight" || tied))
         .map(|t| {
             let cols = t.dims[0];
-            ggml::cpu::act_row_bytes(t.format.ggml(), cols as usize)
-                .map_or(cols * F32, |n| n as u64)
+            ggml::cpu::act_row_bytes(t.format, cols as usize).map_or(cols * F32, |n| n as u64)
         })
         .max()
         .unwrap_or(0);

@@ -7,7 +7,7 @@
 
 use super::ops;
 use super::pool::{split, ThreadPool};
-use super::{kernels_for, Isa, Kernels};
+use super::{Isa, Kernels};
 use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, KvTypes, MatmulOffload};
 use crate::float16::f32_to_f16;
 use crate::rope::Rope;
@@ -54,8 +54,6 @@ pub struct CpuKv {
 pub struct CpuScratch {
     /// Activations quantised for the dot kernels.
     act: Vec<u8>,
-    /// The two products of two-level activations.
-    pairs: Vec<f32>,
     scores: Vec<f32>,
     half: Vec<u16>,
     rope: Vec<f32>,
@@ -355,19 +353,18 @@ impl CpuBackend {
     /// spread over the pool; returns the bytes of one row.
     fn quantize_rows(&self, sc: &mut CpuScratch, m: &CpuMat, x: &[f32], t: usize) -> usize {
         let cols = m.host.cols;
-        let ab = super::act_row_bytes(m.host.format.ggml(), cols)
+        let ab = m
+            .kernels
+            .act
+            .row_bytes(cols)
             .expect("kernels exist for uploaded weights");
         let quantize = m.kernels.quantize;
         let order = m.host.input_order.as_deref();
-        let levels = if two_levels(m) { 2 } else { 1 };
-        let act_type = super::dot_type(m.host.format.ggml()).expect("as above");
-        resize(&mut sc.act, levels * t * ab);
-        let row = levels * ab;
-        self.par_pieces(&mut sc.act[..levels * t * ab], row, 2 * row, &|at, rows| {
+        resize(&mut sc.act, t * ab);
+        self.par_pieces(&mut sc.act[..t * ab], ab, 2 * ab, &|at, rows| {
             let mut gathered = vec![0f32; if order.is_some() { cols } else { 0 }];
-            let mut rest = vec![0f32; if levels == 2 { cols } else { 0 }];
-            for (k, ar) in rows.chunks_exact_mut(row).enumerate() {
-                let r = at / row + k;
+            for (k, ar) in rows.chunks_exact_mut(ab).enumerate() {
+                let r = at / ab + k;
                 let mut x = &x[r * cols..(r + 1) * cols];
                 if let Some(order) = order {
                     for (g, &i) in gathered.iter_mut().zip(order) {
@@ -375,45 +372,10 @@ impl CpuBackend {
                     }
                     x = &gathered;
                 }
-                let (hi, lo) = ar.split_at_mut(ab);
-                quantize(x, hi);
-                if levels == 2 {
-                    // What the first level missed, as a second row.
-                    crate::blocks::dequantize(act_type, hi, &mut rest).expect("a dot type");
-                    rest.iter_mut().zip(x).for_each(|(r, x)| *r = x - *r);
-                    quantize(&rest, lo);
-                }
+                quantize(x, ar);
             }
         });
         ab
-    }
-
-    /// `out[t][r] = W[r] · act[t]`, where two-level activations (see
-    /// `two_levels`) are two rows a token whose products add up.
-    fn products(
-        &self,
-        act: &[u8],
-        pairs: &mut Vec<f32>,
-        ab: usize,
-        m: &CpuMat,
-        t: usize,
-        out: &mut Vec<f32>,
-    ) {
-        if !two_levels(m) {
-            return self.product(act, ab, m, t, out);
-        }
-        let rows = m.host.rows;
-        self.product(act, ab, m, 2 * t, pairs);
-        resize(out, t * rows);
-        for (o, p) in out[..t * rows]
-            .chunks_exact_mut(rows)
-            .zip(pairs.chunks_exact(2 * rows))
-        {
-            let (hi, lo) = p.split_at(rows);
-            o.iter_mut()
-                .zip(hi.iter().zip(lo))
-                .for_each(|(o, (h, l))| *o = h + l);
-        }
     }
 
     /// `out[t][r] = W[r] · act[t]` over activations quantised for `m`
@@ -424,7 +386,7 @@ impl CpuBackend {
         let data = m.host.bytes();
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
-        let (dot, dot2, dot4) = (m.kernels.dot, m.kernels.dot2, m.kernels.dot4);
+        let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
         let rb = m.host.row_bytes;
         self.pool.run(&|i| {
             let out_ptr = &out_ptr;
@@ -450,18 +412,6 @@ impl CpuBackend {
                                     put(ti + k, r, v);
                                 }
                                 ti += 4;
-                            }
-                        }
-                        if let Some(dot2) = dot2 {
-                            while ti + 2 <= t1 {
-                                let a = [
-                                    &act[ti * ab..(ti + 1) * ab],
-                                    &act[(ti + 1) * ab..(ti + 2) * ab],
-                                ];
-                                let [v0, v1] = dot2(w, a);
-                                put(ti, r, v0);
-                                put(ti + 1, r, v1);
-                                ti += 2;
                             }
                         }
                         for tj in ti..t1 {
@@ -521,15 +471,6 @@ impl CpuBackend {
     }
 }
 
-/// Whether `m`'s products take each activation row as two 8-bit levels, the
-/// second quantising what the first missed (relative error about 1e-5, below
-/// f16's 5e-4), as its format asks (WeightFormat::precise_activations).
-fn two_levels(m: &CpuMat) -> bool {
-    use crate::GgmlType::{BF16, F16, F32};
-    m.host.format.precise_activations()
-        && !matches!(super::dot_type(m.host.format.ggml()), Ok(F32 | F16 | BF16))
-}
-
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
     type Mat = CpuMat;
@@ -552,7 +493,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload_mat(&self, w: &HostMat) -> Result<CpuMat, BackendError> {
-        let kernels = kernels_for(w.format.ggml(), self.isa)
+        let kernels = super::kernels_for_format(w.format, self.isa)
             .map_err(|e| BackendError(format!("tensor '{}': {e}", w.name)))?;
         Ok(CpuMat {
             host: w.clone(),
@@ -624,7 +565,7 @@ impl Backend for CpuBackend {
             }
         }
         let ab = self.quantize_rows(sc, m, x, t);
-        self.products(&sc.act, &mut sc.pairs, ab, m, t, out);
+        self.product(&sc.act, ab, m, t, out);
     }
 
     fn matmuls(
@@ -654,14 +595,10 @@ impl Backend for CpuBackend {
         }
         // One quantisation of x for products whose kernels take the same
         // activation type (q, k and v; gate and up, mostly).
-        let act_type = |m: &CpuMat| super::dot_type(m.host.format.ggml()).ok();
+        let act_type = |m: &CpuMat| m.kernels.act;
         let first = act_type(products[0].0);
-        let order = |m: &CpuMat| {
-            let order = m.host.input_order.as_ref().map(|o| o.as_ptr());
-            (order, two_levels(m))
-        };
+        let order = |m: &CpuMat| m.host.input_order.as_ref().map(|o| o.as_ptr());
         if products.len() > 1
-            && first.is_some()
             && products
                 .iter()
                 .all(|(m, _)| act_type(m) == first && order(m) == order(products[0].0))
@@ -669,7 +606,7 @@ impl Backend for CpuBackend {
             let _p = crate::profile::scope("cpu.matmul");
             let ab = self.quantize_rows(sc, products[0].0, &x[..t * products[0].0.host.cols], t);
             for (m, out) in products.iter_mut() {
-                self.products(&sc.act, &mut sc.pairs, ab, m, t, out);
+                self.product(&sc.act, ab, m, t, out);
             }
             return;
         }

@@ -6,6 +6,11 @@ pub mod attention_batch;
 pub mod attention_rows;
 pub mod backend;
 pub mod dot;
+pub mod fine;
+#[cfg(target_arch = "aarch64")]
+mod fine_neon;
+#[cfg(target_arch = "x86_64")]
+mod fine_x86;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod ops;
@@ -16,6 +21,7 @@ pub mod x86;
 
 use std::sync::OnceLock;
 
+use crate::backend::WeightFormat;
 use crate::blocks::Unsupported;
 use crate::GgmlType;
 
@@ -126,20 +132,36 @@ pub fn dot_type(w: GgmlType) -> Result<GgmlType, Unsupported> {
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 /// One weight row against four activation rows; each result equals `DotFn`'s.
 pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
-pub type Dot2Fn = fn(&[u8], [&[u8]; 2]) -> [f32; 2];
 pub type QuantizeFn = fn(&[f32], &mut [u8]);
+
+/// What a weight type's dot kernels take as activations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Act {
+    /// ggml's blocks of this type, as llama.cpp quantises them.
+    Ggml(GgmlType),
+    /// Two 8-bit levels a block (`fine`), for group-quantised weights.
+    Fine,
+}
+
+impl Act {
+    /// Bytes of `n` activations.
+    pub fn row_bytes(self, n: usize) -> Option<usize> {
+        match self {
+            Act::Ggml(t) => t.row_size(n as u64).map(|b| b as usize),
+            Act::Fine => n.is_multiple_of(fine::BLOCK).then(|| fine::row_bytes(n)),
+        }
+    }
+}
 
 /// Kernels for one weight type on one instruction set.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub weight: GgmlType,
-    pub act: GgmlType,
+    pub act: Act,
     /// Dot product of a weight row and an activation row of the same length.
     pub dot: DotFn,
     /// Four activation rows at once, where a kernel for it exists.
     pub dot4: Option<Dot4Fn>,
-    /// Two at once (the two levels of a group-quantised layer's activations).
-    pub dot2: Option<Dot2Fn>,
     /// Activation floats to `act` blocks.
     pub quantize: QuantizeFn,
 }
@@ -341,70 +363,6 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
     })
 }
 
-/// Safe two-row entry points to SIMD kernels, chosen as `safe!`'s are.
-macro_rules! safe_pair {
-    ($m:ident; $($two:ident => $kernel:ident;)*) => {$(
-        pub fn $two(w: &[u8], a: [&[u8]; 2]) -> [f32; 2] {
-            // SAFETY: selected only when Isa::detect() found the kernel's features.
-            unsafe { $m::$kernel::<2>(w, a) }
-        }
-    )*};
-}
-
-/// Two activation rows at once, for the block types group-quantised layers
-/// are re-encoded to (their activations come in two levels).
-#[cfg(target_arch = "x86_64")]
-fn simd_pair(w: GgmlType, isa: Isa) -> Option<Dot2Fn> {
-    use GgmlType::*;
-    mod pair {
-        use crate::cpu::x86;
-        safe_pair! { x86;
-            q4_0 => q4_0_q8_0_n;
-            q5_0 => q5_0_q8_0_n;
-            q8_0 => q8_0_q8_0_n;
-            q4_0_vnni => q4_0_q8_0_n_vnni;
-            q5_0_vnni => q5_0_q8_0_n_vnni;
-            q8_0_vnni => q8_0_q8_0_n_vnni;
-        }
-    }
-    let vnni = isa == Isa::Avx512 && vnni();
-    match (w, vnni) {
-        _ if !matches!(isa, Isa::Avx2 | Isa::Avx512) => None,
-        (Q4_0, true) => Some(pair::q4_0_vnni),
-        (Q5_0, true) => Some(pair::q5_0_vnni),
-        (Q8_0, true) => Some(pair::q8_0_vnni),
-        (Q4_0, false) => Some(pair::q4_0),
-        (Q5_0, false) => Some(pair::q5_0),
-        (Q8_0, false) => Some(pair::q8_0),
-        _ => None,
-    }
-}
-
-#[cfg(target_arch = "aarch64")]
-fn simd_pair(w: GgmlType, isa: Isa) -> Option<Dot2Fn> {
-    use GgmlType::*;
-    mod pair {
-        use crate::cpu::neon;
-        safe_pair! { neon;
-            q4_0 => q4_0_q8_0_n;
-            q5_0 => q5_0_q8_0_n;
-            q8_0 => q8_0_q8_0_n;
-        }
-    }
-    match w {
-        _ if isa != Isa::Neon => None,
-        Q4_0 => Some(pair::q4_0),
-        Q5_0 => Some(pair::q5_0),
-        Q8_0 => Some(pair::q8_0),
-        _ => None,
-    }
-}
-
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn simd_pair(_: GgmlType, _: Isa) -> Option<Dot2Fn> {
-    None
-}
-
 /// Safe entry points to the aarch64 NEON kernels; chosen only where
 /// `Isa::detect` found NEON.
 #[cfg(target_arch = "aarch64")]
@@ -453,7 +411,6 @@ pub fn kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported> {
     if let Some((dot, dot4)) = simd_kernel(w, isa) {
         k.dot = dot;
         k.dot4 = dot4;
-        k.dot2 = simd_pair(w, isa);
     }
     Ok(k)
 }
@@ -499,10 +456,9 @@ pub fn generic_kernels_for(w: GgmlType, isa: Isa) -> Result<Kernels, Unsupported
     };
     Ok(Kernels {
         weight: w,
-        act,
+        act: Act::Ggml(act),
         dot,
         dot4: None,
-        dot2: None,
         quantize: quantizer(act, isa)?,
     })
 }
@@ -512,10 +468,29 @@ pub fn kernels(w: GgmlType) -> Result<Kernels, Unsupported> {
     kernels_for(w, isa())
 }
 
-/// Bytes of `n` activations quantised for weight type `w`.
-pub fn act_row_bytes(w: GgmlType, n: usize) -> Result<usize, Unsupported> {
-    let act = dot_type(w)?;
-    Ok(act.row_size(n as u64).ok_or(Unsupported(w))? as usize)
+/// The kernels for weights of format `f` on `isa`: group-quantised weights
+/// take fine activations (`fine`) where their block type has kernels for them.
+pub fn kernels_for_format(f: WeightFormat, isa: Isa) -> Result<Kernels, Unsupported> {
+    let w = f.ggml();
+    match fine::kernels(w, isa) {
+        Some((dot, dot4, quantize)) if f.precise_activations() => Ok(Kernels {
+            weight: w,
+            act: Act::Fine,
+            dot,
+            dot4: Some(dot4),
+            quantize,
+        }),
+        _ => kernels_for(w, isa),
+    }
+}
+
+/// Bytes of `n` activations quantised for weights of format `f`.
+pub fn act_row_bytes(f: WeightFormat, n: usize) -> Result<usize, Unsupported> {
+    let isa = Isa::Scalar;
+    kernels_for_format(f, isa)?
+        .act
+        .row_bytes(n)
+        .ok_or(Unsupported(f.ggml()))
 }
 
 #[cfg(test)]
@@ -629,7 +604,7 @@ mod tests {
                         let x: Vec<f32> = (0..n)
                             .map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f32 / 1000.0 - 1.0)
                             .collect();
-                        let mut a = vec![0u8; act_row_bytes(ty, n).unwrap()];
+                        let mut a = vec![0u8; act_row_bytes(WeightFormat::Ggml(ty), n).unwrap()];
                         (fast.quantize)(&x, &mut a);
                         let (f, s) = ((fast.dot)(&w, &a), (slow.dot)(&w, &a));
                         assert_eq!(
@@ -658,14 +633,6 @@ mod tests {
                                 "{ty} on {isa:?}, raw activations, n {n} seed {seed}"
                             );
                             cases += 5;
-                            if let Some(dot2) = fast.dot2 {
-                                assert_eq!(
-                                    dot2(&w, [&r, &b]).map(f32::to_bits),
-                                    [fr, fb].map(f32::to_bits),
-                                    "{ty} x2 on {isa:?}, n {n} seed {seed}"
-                                );
-                                cases += 2;
-                            }
                         }
                     }
                 }

@@ -13,12 +13,12 @@ use std::arch::aarch64::*;
 
 /// An f16 scale at `p` as f32 (exact).
 #[inline(always)]
-unsafe fn h2f(p: *const u8) -> f32 {
+pub(super) unsafe fn h2f(p: *const u8) -> f32 {
     crate::float16::f16_to_f32(u16::from_le_bytes([*p, *p.add(1)]))
 }
 
 #[inline(always)]
-unsafe fn f32_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     f32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)])
 }
 
@@ -30,7 +30,7 @@ unsafe fn q8k_bsums(y: *const u8) -> [i32; 16] {
 
 /// Lane l: exact sum of x[4l+k]·y[4l+k] for k in 0..4 (16 bytes in, 4 lanes out).
 #[inline(always)]
-unsafe fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
     let lo = vmull_s8(vget_low_s8(x), vget_low_s8(y));
     let hi = vmull_high_s8(x, y);
     vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
@@ -38,13 +38,13 @@ unsafe fn dot16(x: int8x16_t, y: int8x16_t) -> int32x4_t {
 
 /// `acc + d·(lanes as f32)`, fused, per lane (portable: `d.mul_add(sum as f32, acc)`).
 #[inline(always)]
-unsafe fn fma_lanes(acc: float32x4_t, d: f32, sum: int32x4_t) -> float32x4_t {
+pub(super) unsafe fn fma_lanes(acc: float32x4_t, d: f32, sum: int32x4_t) -> float32x4_t {
     vfmaq_f32(acc, vdupq_n_f32(d), vcvtq_f32_s32(sum))
 }
 
 /// `hsum8` of dot.rs: [l0+l4, l1+l5, l2+l6, l3+l7], then [h0+h2, h1+h3], then their sum.
 #[inline(always)]
-unsafe fn hsum8(a: [float32x4_t; 2]) -> f32 {
+pub(super) unsafe fn hsum8(a: [float32x4_t; 2]) -> f32 {
     let h = vaddq_f32(a[0], a[1]);
     let h = vadd_f32(vget_low_f32(h), vget_high_f32(h));
     vpadds_f32(h)
@@ -52,26 +52,26 @@ unsafe fn hsum8(a: [float32x4_t; 2]) -> f32 {
 
 /// 16 bytes of nibbles -> (low nibbles, high nibbles).
 #[inline(always)]
-unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
+pub(super) unsafe fn nibbles(p: *const u8) -> (uint8x16_t, uint8x16_t) {
     let b = vld1q_u8(p);
     (vandq_u8(b, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(b))
 }
 
 /// 0x10 in byte j where bit j of the 16 bits `b0 | b1 << 8` is set, else 0.
 #[inline(always)]
-unsafe fn bits16(b0: u8, b1: u8) -> uint8x16_t {
+pub(super) unsafe fn bits16(b0: u8, b1: u8) -> uint8x16_t {
     const MASK: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
     let v = vcombine_u8(vdup_n_u8(b0), vdup_n_u8(b1));
     vandq_u8(vtstq_u8(v, vld1q_u8(MASK.as_ptr())), vdupq_n_u8(0x10))
 }
 
 #[inline(always)]
-unsafe fn s8(v: uint8x16_t) -> int8x16_t {
+pub(super) unsafe fn s8(v: uint8x16_t) -> int8x16_t {
     vreinterpretq_s8_u8(v)
 }
 
 #[inline(always)]
-unsafe fn load_s8(p: *const u8) -> int8x16_t {
+pub(super) unsafe fn load_s8(p: *const u8) -> int8x16_t {
     vld1q_s8(p as *const i8)
 }
 
@@ -88,7 +88,7 @@ macro_rules! rows {
 }
 
 #[inline(always)]
-fn zero2() -> [float32x4_t; 2] {
+pub(super) fn zero2() -> [float32x4_t; 2] {
     // SAFETY: NEON is part of every aarch64 target we build for.
     unsafe { [vdupq_n_f32(0.0); 2] }
 }

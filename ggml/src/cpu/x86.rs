@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum_float_8(x: __m256) -> f32 {
+pub(super) unsafe fn hsum_float_8(x: __m256) -> f32 {
     let mut res = _mm256_extractf128_ps(x, 1);
     res = _mm_add_ps(res, _mm256_castps256_ps128(x));
     res = _mm_add_ps(res, _mm_movehl_ps(res, res));
@@ -19,7 +19,7 @@ unsafe fn hsum_float_8(x: __m256) -> f32 {
 /// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bytes_from_nibbles_32(qs: *const u8) -> __m256i {
+pub(super) unsafe fn bytes_from_nibbles_32(qs: *const u8) -> __m256i {
     let tmp = _mm_loadu_si128(qs as *const __m128i);
     let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
     _mm256_and_si256(_mm256_set1_epi8(0x0f), bytes)
@@ -28,7 +28,7 @@ unsafe fn bytes_from_nibbles_32(qs: *const u8) -> __m256i {
 /// 32 bits -> 32 bytes of 0xff where the bit is set.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bytes_from_bits_32(x: *const u8) -> __m256i {
+pub(super) unsafe fn bytes_from_bits_32(x: *const u8) -> __m256i {
     let x32 = u32::from_le_bytes([*x, *x.add(1), *x.add(2), *x.add(3)]);
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
@@ -55,7 +55,7 @@ unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
 /// previous block's arithmetic before its weight's scale could load, and the
 /// loop ran at memory latency rather than bandwidth.
 #[inline(always)]
-unsafe fn f16_at(table: &[f32], p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(table: &[f32], p: *const u8) -> f32 {
     debug_assert_eq!(table.len(), 1 << 16);
     *table.get_unchecked(u16::from_le_bytes([*p, *p.add(1)]) as usize)
 }
@@ -75,7 +75,7 @@ macro_rules! rows {
 /// Every f16 as f32 (256 KiB, stays in L2): an activation block's scale is
 /// then one broadcast load instead of a conversion chain per block and row.
 /// The values are exactly those of the F16C conversion.
-fn f16_table() -> &'static [f32] {
+pub(super) fn f16_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| (0..=u16::MAX).map(crate::float16::f16_to_f32).collect())
 }
@@ -330,7 +330,7 @@ const PREFETCH_BYTES: usize = 4096;
 /// `x`: enough to cover a block (a hint: past the end of the weights it
 /// does nothing).
 #[inline(always)]
-unsafe fn prefetch_ahead<const LINES: usize>(x: *const u8) {
+pub(super) unsafe fn prefetch_ahead<const LINES: usize>(x: *const u8) {
     let p = x.wrapping_add(PREFETCH_BYTES) as *const i8;
     for i in 0..LINES {
         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i));
