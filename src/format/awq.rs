@@ -12,7 +12,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
-use super::group_blocks::{runs_of_32_share, GroupCodes};
+use super::group_blocks::{columns_into_rows, runs_of_32_share, GroupCodes};
 use super::safetensors::{Checkpoint, Dtype};
 
 /// Nibble k of a word holds the output `ORDER[k]` of its eight.
@@ -32,10 +32,20 @@ fn word(bytes: &[u8], i: usize) -> u32 {
 }
 
 /// Output `o`'s code in row `row` of a packed `[rows, cols / 8]` tensor.
+/// The nibble that holds output `o % 8` of its word (ORDER inverted).
+const NIBBLE: [u32; 8] = {
+    let mut inv = [0u32; 8];
+    let mut k = 0;
+    while k < 8 {
+        inv[ORDER[k]] = k as u32;
+        k += 1;
+    }
+    inv
+};
+
 fn nibble(bytes: &[u8], cols: usize, row: usize, o: usize) -> i32 {
     let w = word(bytes, row * cols / 8 + o / 8);
-    let k = ORDER.iter().position(|&p| p == o % 8).expect("0..8");
-    ((w >> (4 * k)) & 15) as i32
+    ((w >> (4 * NIBBLE[o % 8])) & 15) as i32
 }
 
 impl<'a> AwqLinear<'a> {
@@ -141,15 +151,26 @@ impl GroupCodes for AwqLinear<'_> {
         codes: &mut [i16],
         scales: &mut [f32],
     ) {
-        let k_in = self.in_features;
-        for i in 0..k_in {
-            for j in 0..n {
-                codes[j * k_in + i] = self.code(o0 + j, i) as i16;
-                if i % 32 == 0 {
-                    scales[j * k_in / 32 + i / 32] = self.scale(i / self.group, o0 + j);
+        // A 7B model has 6.5e9 codes: the tile's zero points are read once
+        // per group.
+        let (k_in, out) = (self.in_features, self.out_features);
+        let mut zeros = vec![0i32; n];
+        columns_into_rows(k_in, n, codes, |i, col| {
+            let g = i / self.group;
+            if i % self.group == 0 {
+                for (j, z) in zeros.iter_mut().enumerate() {
+                    *z = nibble(self.qzeros, out, g, o0 + j);
                 }
             }
-        }
+            for (j, (c, z)) in col.iter_mut().zip(&zeros).enumerate() {
+                *c = (nibble(self.qweight, out, i, o0 + j) - z) as i16;
+            }
+            if i % 32 == 0 {
+                for j in 0..n {
+                    scales[j * k_in / 32 + i / 32] = self.scale(g, o0 + j);
+                }
+            }
+        });
     }
 }
 

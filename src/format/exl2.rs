@@ -19,7 +19,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
-use super::group_blocks::GroupCodes;
+use super::group_blocks::{columns_into_rows, GroupCodes};
 use super::safetensors::{Checkpoint, Dtype};
 
 pub struct Exl2Linear<'a> {
@@ -223,17 +223,23 @@ impl GroupCodes for Exl2Linear<'_> {
         scales: &mut [f32],
     ) {
         let k_in = self.in_features;
-        for (gi, &(_, _, row0, rows)) in self.groups.iter().enumerate() {
-            for j in 0..rows {
-                let k = row0 + j;
+        // The groups cover the inputs in order (checked at load), and
+        // columns come in order: `gi` follows them.
+        let mut gi = 0;
+        columns_into_rows(k_in, n, codes, |k, col| {
+            while k >= self.groups[gi].2 + self.groups[gi].3 {
+                gi += 1;
+            }
+            let j = k - self.groups[gi].2;
+            for (jo, c) in col.iter_mut().enumerate() {
+                *c = self.code(gi, o0 + jo, j) as i16;
+            }
+            if k % 32 == 0 {
                 for jo in 0..n {
-                    codes[jo * k_in + k] = self.code(gi, o0 + jo, j) as i16;
-                    if k % 32 == 0 {
-                        scales[jo * k_in / 32 + k / 32] = self.scale(gi, o0 + jo);
-                    }
+                    scales[jo * k_in / 32 + k / 32] = self.scale(gi, o0 + jo);
                 }
             }
-        }
+        });
     }
 }
 

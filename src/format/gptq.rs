@@ -15,7 +15,7 @@
 
 use ggml::float16::{f16_to_f32, f32_to_f16};
 
-use super::group_blocks::{runs_of_32_share, sort_by_group, GroupCodes};
+use super::group_blocks::{columns_into_rows, runs_of_32_share, sort_by_group, GroupCodes};
 use super::safetensors::{Checkpoint, Dtype, TensorInfo};
 
 /// How the zero points are stored.
@@ -246,17 +246,36 @@ impl GroupCodes for GptqLinear<'_> {
         codes: &mut [i16],
         scales: &mut [f32],
     ) {
+        // A 7B model has 6.5e9 codes: the tile's zero points are looked up
+        // once per group, and each input's codes are read word by word
+        // along the outputs (where qweight keeps them side by side).
         let k_in = self.in_features;
-        for k in 0..k_in {
+        let zeros: Vec<i32> = (0..self.groups)
+            .flat_map(|g| (0..n).map(move |j| self.zero(g, o0 + j)))
+            .collect();
+        let (bits, mask) = (self.bits as usize, (1u32 << self.bits) - 1);
+        let words = |w: usize| &self.qweight[4 * (w * self.out_features + o0)..][..4 * n];
+        columns_into_rows(k_in, n, codes, |k, col| {
             let i = order.map_or(k, |p| p[k] as usize);
-            for j in 0..n {
-                let (v, g) = self.code(o0 + j, i);
-                codes[j * k_in + k] = v as i16;
-                if k % 32 == 0 {
+            let g = self.group(i);
+            let (w, shift) = (i * bits / 32, (i * bits % 32) as u32);
+            let here = words(w);
+            // A code that straddles two words (3-bit) takes the next one's low bits.
+            let next = (shift as usize + bits > 32).then(|| words(w + 1));
+            let z = &zeros[g * n..][..n];
+            for (j, c) in col.iter_mut().enumerate() {
+                let mut v = word(here, j) >> shift;
+                if let Some(next) = next {
+                    v |= word(next, j) << (32 - shift);
+                }
+                *c = ((v & mask) as i32 - z[j]) as i16;
+            }
+            if k % 32 == 0 {
+                for j in 0..n {
                     scales[j * k_in / 32 + k / 32] = self.scale(g, o0 + j);
                 }
             }
-        }
+        });
     }
 }
 

@@ -87,27 +87,30 @@ pub fn portable(w: GgmlType) -> (DotFn, Dot4Fn) {
     }
 }
 
+/// Safe one-row and four-row entry points to a SIMD kernel of module `$m`,
+/// which `simd` picks only where Isa::detect() found its features.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! entry {
+    ($m:ident, $one:ident, $four:ident, $kernel:ident) => {
+        fn $one(w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: picked only where the CPU has the kernel's features.
+            unsafe { super::$m::$kernel::<1>(w, [a])[0] }
+        }
+        fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            // SAFETY: as above.
+            unsafe { super::$m::$kernel::<4>(w, a) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 fn simd(w: GgmlType, isa: Isa) -> Option<(DotFn, Dot4Fn)> {
-    use super::fine_x86 as k;
-    macro_rules! entry {
-        ($one:ident, $four:ident, $kernel:ident) => {
-            fn $one(w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: selected only when Isa::detect() found the features.
-                unsafe { k::$kernel::<1>(w, [a])[0] }
-            }
-            fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-                // SAFETY: as above.
-                unsafe { k::$kernel::<4>(w, a) }
-            }
-        };
-    }
-    entry!(q4_0_avx2, q4_0_avx2_x4, q4_0_fine_n);
-    entry!(q5_0_avx2, q5_0_avx2_x4, q5_0_fine_n);
-    entry!(q8_0_avx2, q8_0_avx2_x4, q8_0_fine_n);
-    entry!(q4_0_vnni, q4_0_vnni_x4, q4_0_fine_n_vnni);
-    entry!(q5_0_vnni, q5_0_vnni_x4, q5_0_fine_n_vnni);
-    entry!(q8_0_vnni, q8_0_vnni_x4, q8_0_fine_n_vnni);
+    entry!(fine_x86, q4_0_avx2, q4_0_avx2_x4, q4_0_fine_n);
+    entry!(fine_x86, q5_0_avx2, q5_0_avx2_x4, q5_0_fine_n);
+    entry!(fine_x86, q8_0_avx2, q8_0_avx2_x4, q8_0_fine_n);
+    entry!(fine_x86, q4_0_vnni, q4_0_vnni_x4, q4_0_fine_n_vnni);
+    entry!(fine_x86, q5_0_vnni, q5_0_vnni_x4, q5_0_fine_n_vnni);
+    entry!(fine_x86, q8_0_vnni, q8_0_vnni_x4, q8_0_fine_n_vnni);
     let vnni = isa == Isa::Avx512 && super::vnni();
     Some(match (w, vnni) {
         _ if !matches!(isa, Isa::Avx2 | Isa::Avx512) => return None,
@@ -123,22 +126,9 @@ fn simd(w: GgmlType, isa: Isa) -> Option<(DotFn, Dot4Fn)> {
 
 #[cfg(target_arch = "aarch64")]
 fn simd(w: GgmlType, isa: Isa) -> Option<(DotFn, Dot4Fn)> {
-    use super::fine_neon as k;
-    macro_rules! entry {
-        ($one:ident, $four:ident, $kernel:ident) => {
-            fn $one(w: &[u8], a: &[u8]) -> f32 {
-                // SAFETY: NEON is part of every aarch64 target.
-                unsafe { k::$kernel::<1>(w, [a])[0] }
-            }
-            fn $four(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
-                // SAFETY: as above.
-                unsafe { k::$kernel::<4>(w, a) }
-            }
-        };
-    }
-    entry!(q4_0_neon, q4_0_neon_x4, q4_0_fine_n);
-    entry!(q5_0_neon, q5_0_neon_x4, q5_0_fine_n);
-    entry!(q8_0_neon, q8_0_neon_x4, q8_0_fine_n);
+    entry!(fine_neon, q4_0_neon, q4_0_neon_x4, q4_0_fine_n);
+    entry!(fine_neon, q5_0_neon, q5_0_neon_x4, q5_0_fine_n);
+    entry!(fine_neon, q8_0_neon, q8_0_neon_x4, q8_0_fine_n);
     Some(match w {
         _ if isa != Isa::Neon => return None,
         GgmlType::Q4_0 => (q4_0_neon, q4_0_neon_x4),
@@ -151,6 +141,16 @@ fn simd(w: GgmlType, isa: Isa) -> Option<(DotFn, Dot4Fn)> {
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn simd(_: GgmlType, _: Isa) -> Option<(DotFn, Dot4Fn)> {
     None
+}
+
+/// The activation rows' start pointers, each checked to hold `blocks` blocks.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) fn rows<const N: usize>(a: [&[u8]; N], blocks: usize) -> [*const u8; N] {
+    for r in a.iter() {
+        assert!(r.len() >= blocks * BLOCK_BYTES, "activation row too short");
+    }
+    a.map(|r| r.as_ptr())
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {

@@ -5,17 +5,8 @@
 
 use std::arch::aarch64::*;
 
-use super::fine::BLOCK_BYTES;
+use super::fine::{rows, BLOCK_BYTES};
 use super::neon::{bits16, dot16, f32_at, fma_lanes, h2f, hsum8, load_s8, nibbles, s8, zero2};
-
-/// The activation rows' start pointers, each checked to hold `blocks` blocks.
-#[inline(always)]
-fn rows<const N: usize>(a: [&[u8]; N], blocks: usize) -> [*const u8; N] {
-    for r in a.iter() {
-        assert!(r.len() >= blocks * BLOCK_BYTES, "activation row too short");
-    }
-    a.map(|r| r.as_ptr())
-}
 
 /// Lanes 4h..4h+4 of a block: codes `u` (values 16h..16h+16) against both
 /// levels at `y`.

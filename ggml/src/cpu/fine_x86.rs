@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::fine::BLOCK_BYTES;
+use super::fine::{rows, BLOCK_BYTES};
 use super::x86::{
     bytes_from_bits_32, bytes_from_nibbles_32, f16_at, f16_table, hsum_float_8, prefetch_ahead,
 };
@@ -41,15 +41,6 @@ macro_rules! fine_kernel {
             $body
         }
     };
-}
-
-/// The activation rows' start pointers, each checked to hold `blocks` blocks.
-#[inline(always)]
-fn rows<const N: usize>(a: [&[u8]; N], blocks: usize) -> [*const u8; N] {
-    for r in a.iter() {
-        assert!(r.len() >= blocks * BLOCK_BYTES, "activation row too short");
-    }
-    a.map(|r| r.as_ptr())
 }
 
 #[inline(always)]
