@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The whole GPU check in two calls of the device tool, made back to back
+# The whole GPU check in three calls of the device tool, made back to back
 # (the machine goes back 30 s after a call), every output under $OUT:
 #
 #   here:  GPU_PACK=.gpu-a scripts/gpu-suite.sh pack --with-smollm2 1
-#          GPU_PACK=.gpu-b scripts/gpu-suite.sh pack --with-smollm2 2
+#          GPU_PACK=.gpu-s scripts/gpu-suite.sh pack --with-smollm2 2
+#          GPU_PACK=.gpu-b scripts/gpu-suite.sh pack --with-smollm2 3
 #          mkdir -p .rivals && cp ../shared/rivals/{llama.cpp.tar.xz,gen_llama_gguf.py} .rivals/
 #   call A (carry .gpu-a .rivals): scripts/gpu-session.sh a
 #       starts llama.cpp's builds and the 7B models in the background; the
 #       kernels' own test (test_matmul.cu, with its timings), the GPU suite
-#       (SmolLM2's first half stays on the machine), then llm's benchmarks
+#       (SmolLM2's first part stays on the machine), then llm's benchmarks
+#   call S (carry .gpu-s): GPU_PACK=.gpu-s scripts/gpu-suite.sh stash
+#       SmolLM2's second part
 #   call B (carry .gpu-b): scripts/gpu-session.sh b
-#       SmolLM2 (both halves), llama.cpp's CUDA logits against ours, then
+#       SmolLM2 (its last part), llama.cpp's CUDA logits against ours, then
 #       llama.cpp's benchmarks beside llm's
 #   call C (carry .gpu-c, made by GPU_PACK=.gpu-c scripts/gpu-suite.sh pack
 #       --folders): scripts/gpu-session.sh c

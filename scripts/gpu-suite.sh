@@ -4,10 +4,13 @@
 #   scripts/gpu-suite.sh pack [--with-smollm2 PART | --folders | --lean]
 #       here: builds llm and the GPU test binaries (release), strips and
 #       compresses them into .gpu/ with a vocabulary-only GGUF for the
-#       synthetic models. SmolLM2 (98 MB) is over one transfer's limit, so it
-#       travels in two parts over two runs: PART is 1 or 2 (a run with part 1
-#       keeps it, llm and the backend test on the machine for the run with
-#       part 2).
+#       synthetic models. SmolLM2 (98 MB) is over one transfer's limit
+#       (64 MiB with the working tree), so it travels in three parts over
+#       three runs on one machine: PART is 1, 2 or 3. Part 1 rides with the
+#       binaries, part 2 alone (`scripts/gpu-suite.sh stash` there keeps it),
+#       part 3 with the run that tests it; each is sized to the room left.
+#   scripts/gpu-suite.sh stash
+#       there: keeps the SmolLM2 part of the pack for a later run.
 #   scripts/gpu-suite.sh run
 #       there: unpacks .gpu/ and runs every GPU test (the backend ops against
 #       the CPU, synthetic models of every architecture and weight type,
@@ -17,7 +20,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pack=${GPU_PACK:-.gpu}
 
+# Copies the pack's SmolLM2 part to the machine's models, and joins the
+# parts into the model once all have arrived.
+keep_smollm2_parts() {
+  mkdir -p "$1/models"
+  for p in "$pack"/smol.part* "$pack"/smol.size; do
+    if [ -f "$p" ]; then cp "$p" "$1/models/"; fi
+  done
+  local m=$1/models
+  if [ -f "$m/smol.size" ] && [ -f "$m/smol.part0" ] && [ -f "$m/smol.part1" ] && [ -f "$m/smol.part2" ] &&
+    [ "$(cat "$m"/smol.part0 "$m"/smol.part1 "$m"/smol.part2 | wc -c)" = "$(cat "$m/smol.size")" ]; then
+    cat "$m/smol.part0" "$m/smol.part1" "$m/smol.part2" >"$m/SmolLM2-135M-Instruct.Q4_1.gguf"
+  fi
+}
+
 case "${1:-}" in
+stash)
+  keep_smollm2_parts /tmp/llm-gpu
+  ls -l /tmp/llm-gpu/models
+  ;;
 pack)
   rm -rf "$pack" && mkdir -p "$pack"
   json="$(cargo test --release -p ggml -p llm --lib --test gpu --test hf_folders --no-run --message-format=json 2>/dev/null)"
@@ -50,22 +71,23 @@ for line in sys.stdin:
       tiny-llama-gptq-4bit-g64-asym tiny-llama-exl2-4.0bpw
   fi
   if [ "${2:-}" = "--with-smollm2" ]; then
-    # Part 1 travels with .rivals (llama.cpp's source), so it is the smaller.
     smol="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    first=$(( $(stat -c %s "$smol") * 42 / 100 ))
+    # What one transfer may carry besides the working tree, less a margin;
+    # part 1 also shares it with the pack's binaries and .rivals.
+    tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- | tail -1 | cut -f1)
+    room=$(( 64 * 1024 * 1024 - tree - 1024 * 1024 ))
+    rm -f "$pack/test-hf_folders.xz"
+    own=$(du -cb "$pack"/* | tail -1 | cut -f1)
+    first=$(( room - own - 2 * 1024 * 1024 ))
+    # Parts 2 and 3 follow part 1 on the same machine, which keeps its
+    # binaries and vocabulary: their room goes to SmolLM2.
+    [ "${3:-1}" = 1 ] || rm -f "$pack"/*.xz "$pack/vocab.gguf"
     case "${3:-1}" in
-    1)
-      head -c "$first" "$smol" >"$pack/smol.part0"
-      # The folder test runs with part 2, which carries its fixtures.
-      rm "$pack/test-hf_folders.xz"
-      ;;
-    *)
-      tail -c +"$((first + 1))" "$smol" >"$pack/smol.part1"
-      # Part 2's run follows part 1's on the same machine, which keeps the
-      # binaries and the vocabulary from it: their room goes to SmolLM2.
-      rm "$pack"/*.xz "$pack/vocab.gguf"
-      ;;
+    1) head -c "$first" "$smol" >"$pack/smol.part0" ;;
+    2) tail -c +"$((first + 1))" "$smol" | head -c "$room" >"$pack/smol.part1" ;;
+    *) tail -c +"$((first + room + 1))" "$smol" >"$pack/smol.part2" ;;
     esac
+    stat -c %s "$smol" >"$pack/smol.size"
   fi
   du -sh "$pack"/*
   ;;
@@ -77,12 +99,7 @@ run)
   done
   chmod +x "$work"/llm "$work"/test-*
   if [ -f "$pack/vocab.gguf" ]; then cp "$pack/vocab.gguf" "$work/"; fi
-  for p in "$pack"/smol.part*; do
-    if [ -f "$p" ]; then cp "$p" "$work/models/"; fi
-  done
-  if [ -f "$work/models/smol.part0" ] && [ -f "$work/models/smol.part1" ]; then
-    cat "$work/models/smol.part0" "$work/models/smol.part1" >"$work/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  fi
+  keep_smollm2_parts "$work"
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader || true
   "$work/llm" --version
   "$work/llm" devices
