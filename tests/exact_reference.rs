@@ -6,9 +6,11 @@
 //! left to llama.cpp, the prompt in one batch with every position's logits).
 //! `--nocapture` shows the table.
 //!
-//! Asserted: ours, token by token and batched, is no further from exact than
-//! llama.cpp's one-token path. Not asserted, only shown: the comparison with
-//! llama.cpp's default batched path. Both of its paths and ours share the
+//! Asserted: ours, token by token, is no further from exact than llama.cpp's
+//! one-token path; ours batched, no further than one of llama.cpp's paths
+//! (its one-token path, or its batched one, whose order a batch kernel of
+//! ours may share). Otherwise only shown: the comparison with llama.cpp's
+//! default batched path. Both of its paths and ours share the
 //! dominant error (activations quantised to 8 bits before every matmul), and
 //! which one lands nearer exact is a matter of summation order: measured,
 //! the default path has the larger max but the smaller mean on SmolLM2, and
@@ -232,12 +234,17 @@ fn every_path_is_measured_against_the_exact_model() {
         ] {
             eprintln!("{name:<24} {label:<34} {:>10.3e} {:>10.3e}", e.max, e.mean);
         }
-        for (label, ours) in [("token by token", r.ours_one), ("batched", r.ours_batch)] {
-            if !no_worse(ours, r.oracle_one) {
-                failures.push(format!(
-                    "{name}: ours {label} is further from exact than llama.cpp's one-token path"
-                ));
-            }
+        if !no_worse(r.ours_one, r.oracle_one) {
+            failures.push(format!(
+                "{name}: ours token by token is further from exact than llama.cpp's one-token path"
+            ));
+        }
+        // Batches may sum in another order (Q4_0's four-token kernel), as
+        // llama.cpp's own batched path does: no further than either path.
+        if !no_worse(r.ours_batch, r.oracle_one) && !no_worse(r.ours_batch, r.oracle_default) {
+            failures.push(format!(
+                "{name}: ours batched is further from exact than both of llama.cpp's paths"
+            ));
         }
         if !no_worse(r.ours_batch, r.oracle_default) {
             eprintln!(

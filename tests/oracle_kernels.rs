@@ -132,7 +132,11 @@ fn dot_products_match_ggml() {
             let ggml::cpu::Act::Ggml(act) = k.act else {
                 panic!("{ty}: GGUF weights take ggml's activation blocks");
             };
-            assert_eq!(Some(act), oracle::vec_dot_type(ty), "{ty}: activation partner");
+            assert_eq!(
+                Some(act),
+                oracle::vec_dot_type(ty),
+                "{ty}: activation partner"
+            );
             let w = random_blocks(ty, n / ty.block_size() as usize, &mut rng);
             let x = activations(n, &mut rng);
             // Both sides dot the same activation bytes (ggml's own quantisation).

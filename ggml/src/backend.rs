@@ -72,6 +72,10 @@ pub struct HostMat {
     /// `input_order[k]` (group-quantised formats store their inputs in group
     /// order). None: in order.
     pub input_order: Option<Arc<[u32]>>,
+    /// The bytes are a read-only file mapping: their pages may be dropped
+    /// from this process (a backend that keeps its own copy does) and read
+    /// back from the file if touched again.
+    pub mapped: bool,
 }
 
 // SAFETY: the bytes are read-only and kept alive by `owner`, which is Send + Sync.

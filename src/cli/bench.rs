@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// with `--features oracle`)
     #[arg(long)]
     pub peer: bool,
+    /// Run llama.cpp alone (no llm tests), in this process: its own peak
+    /// memory under `/usr/bin/time -v` (needs the `oracle` feature)
+    #[arg(long)]
+    pub peer_only: bool,
 }
 
 /// One test: what runs, with which settings.
@@ -285,7 +289,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // A session is kept while the next test loads the model the same way
     // (threads, GPU layers and split; the context size is set per test).
     let mut session: Option<(ModelConfig, String, Session)> = None;
-    for test in &tests {
+    for test in tests.iter().filter(|_| !args.peer_only) {
         let same_load = |c: &ModelConfig| {
             ModelConfig {
                 ctx_size: test.config.ctx_size,
@@ -347,11 +351,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
         session = Some((config, backend, s));
     }
-    let vocab = session
-        .as_ref()
-        .map_or(0, |(_, _, s)| s.model().config.shape.n_vocab);
+    let vocab = match &session {
+        Some((_, _, s)) => s.model().config.shape.n_vocab,
+        None => ModelSource::open(path)?.config()?.shape.n_vocab,
+    };
     drop(session);
-    if args.peer {
+    if args.peer || args.peer_only {
         rows.extend(peer_rows(&tests, reps, vocab)?);
     }
 

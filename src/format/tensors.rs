@@ -23,6 +23,12 @@ pub trait TensorSource: Send + Sync + 'static {
     fn tensor(&self, name: &str) -> Option<TensorRef<'_>>;
     /// Every tensor's name, in the source's order.
     fn tensor_names(&self) -> Vec<&str>;
+    /// Whether every tensor's bytes are a read-only mapping of a file (a
+    /// GGUF file), rather than memory the source filled (a folder's
+    /// re-encoded layers).
+    fn mapped(&self) -> bool {
+        false
+    }
     /// Every tensor's bytes, for reading the mapping in ahead of use.
     fn tensor_bytes(&self) -> Vec<&[u8]> {
         self.tensor_names()
@@ -63,5 +69,9 @@ impl TensorSource for super::gguf::GgufFile {
 
     fn tensor_names(&self) -> Vec<&str> {
         self.tensors().iter().map(|t| t.name.as_str()).collect()
+    }
+
+    fn mapped(&self) -> bool {
+        true
     }
 }

@@ -237,6 +237,7 @@ impl<S: TensorSource> Loader<S> {
             ptr: t.bytes.as_ptr(),
             len: t.bytes.len(),
             input_order: t.input_order.map(|o| self.shared_order(o)),
+            mapped: self.source.mapped(),
         })
     }
 

@@ -80,7 +80,29 @@ pub fn run(
         out,
         dot,
         |x, y, stride, n| dots16_each(x, y, stride, n, dot),
+        round16,
     )
+}
+
+/// Each value rounded to the nearest f16 (ties to even), as f32.
+fn round16(x: &mut [f32]) {
+    for v in x {
+        *v = f16_to_f32(f32_to_f16(*v));
+    }
+}
+
+/// `round16` with F16C, eight values at a time (the same IEEE rounding).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn round16_f16c(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let whole = x.len() / 8 * 8;
+    let p = x.as_mut_ptr();
+    for i in (0..whole).step_by(8) {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(p.add(i)));
+        _mm256_storeu_ps(p.add(i), _mm256_cvtph_ps(h));
+    }
+    round16(&mut x[whole..]);
 }
 
 /// Sixteen dots of `x[..n]` with the rows `y[j * stride..][..n]`, one at a
@@ -97,7 +119,7 @@ fn dots16_each(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_avx512(
     isa: Isa,
@@ -120,11 +142,12 @@ unsafe fn run_avx512(
         out,
         |x, y| dot_avx512(x, y),
         |x, y, stride, n| dots16_avx512(x, y, stride, n),
+        |x| round16_f16c(x),
     )
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn run_avx2(
     isa: Isa,
@@ -146,7 +169,8 @@ unsafe fn run_avx2(
         job,
         out,
         |x, y| dot_avx2(x, y),
-        |x, y, stride, n| dots16_each(x, y, stride, n, |x, y| dot_avx2(x, y)),
+        |x, y, stride, n| dots16_avx2(x, y, stride, n),
+        |x| round16_f16c(x),
     )
 }
 
@@ -164,6 +188,7 @@ fn run_body(
     out: &mut dyn FnMut(usize, usize, &[f32]),
     dot: impl Fn(&[f32], &[f32]) -> f32,
     dots16: impl Fn(&[f32], &[f32], usize, usize) -> [f32; 16],
+    round16: impl Fn(&mut [f32]),
 ) {
     let hd = a.head_dim;
     let group = a.n_head / a.n_head_kv;
@@ -207,9 +232,8 @@ fn run_body(
         let seen = reach(pos);
         for h in job.g * group..(job.g + 1) * group {
             // The query as f16, as the one-token path dots it.
-            for (d, &x) in qh.iter_mut().zip(&q[ti * q_dim + h * hd..][..hd]) {
-                *d = f16_to_f32(f32_to_f16(x));
-            }
+            qh.copy_from_slice(&q[ti * q_dim + h * hd..][..hd]);
+            round16(&mut qh);
             let s = &mut scores[..seen];
             // Sixteen cells' dots at a time where the cells are there (each
             // dot exactly as alone: only the horizontal sums are shared).
@@ -233,9 +257,7 @@ fn run_body(
             // Over `seen` cells rather than n_kv: the rest would be exp(-inf)
             // = 0 in whole vectors, adding nothing to the max or the sum.
             ops::softmax_isa(isa, s);
-            for p in s.iter_mut() {
-                *p = f16_to_f32(f32_to_f16(*p));
-            }
+            round16(s);
             let whole = hd / 16 * 16;
             for d0 in (0..whole).step_by(16) {
                 o[d0..d0 + 16].copy_from_slice(&dots16(s, &v[d0 * hi..], hi, seen));
@@ -383,6 +405,66 @@ unsafe fn dot_avx2(x: &[f32], y: &[f32]) -> f32 {
     sum as f32
 }
 
+/// Sixteen dots of `x[..n]` with the rows `y[j * stride..][..n]`, each in
+/// `dot_avx2`'s exact lanes and order: two rows at a time share each load
+/// of x, and `reduce8`'s tree runs for eight rows at once in registers (the
+/// same adds on the same operands, lane by lane).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dots16_avx2(x: &[f32], y: &[f32], stride: usize, n: usize) -> [f32; 16] {
+    use std::arch::x86_64::*;
+    assert!(x.len() >= n && y.len() >= 15 * stride + n);
+    let np = n / 32 * 32;
+    let px = x.as_ptr();
+    let mut lanes = [0f32; 16];
+    for half in 0..2 {
+        let mut r = [_mm256_setzero_ps(); 8];
+        for pair in 0..4 {
+            let j = 8 * half + 2 * pair;
+            let py = [y.as_ptr().add(j * stride), y.as_ptr().add((j + 1) * stride)];
+            let mut s = [[_mm256_setzero_ps(); 4]; 2];
+            let mut i = 0;
+            while i < np {
+                for k in 0..4 {
+                    let xv = _mm256_loadu_ps(px.add(i + 8 * k));
+                    for (s, py) in s.iter_mut().zip(py) {
+                        s[k] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(py.add(i + 8 * k)), s[k]);
+                    }
+                }
+                i += 32;
+            }
+            for (m, s) in s.iter().enumerate() {
+                r[2 * pair + m] =
+                    _mm256_add_ps(_mm256_add_ps(s[0], s[2]), _mm256_add_ps(s[1], s[3]));
+            }
+        }
+        // reduce8, step 1: lanes i + (i + 4), two rows a register.
+        let u: [__m256; 4] = std::array::from_fn(|m| {
+            let (a, b) = (r[2 * m], r[2 * m + 1]);
+            _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            )
+        });
+        // Steps 2 and 3: (t0 + t1) + (t2 + t3); rows 0, 2, 4, 6 land in
+        // lanes 0..4, rows 1, 3, 5, 7 in lanes 4..8.
+        let sums = _mm256_hadd_ps(_mm256_hadd_ps(u[0], u[1]), _mm256_hadd_ps(u[2], u[3]));
+        let mut l = [0f32; 8];
+        _mm256_storeu_ps(l.as_mut_ptr(), sums);
+        for (k, row) in [0, 2, 4, 6, 1, 3, 5, 7].into_iter().enumerate() {
+            lanes[8 * half + row] = l[k];
+        }
+    }
+    std::array::from_fn(|j| {
+        let mut sum = f64::from(lanes[j]);
+        let py = y.as_ptr().add(j * stride);
+        for k in np..n {
+            sum += f64::from(*px.add(k) * *py.add(k));
+        }
+        sum as f32
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +508,76 @@ mod tests {
                 "n {n} stride {stride}"
             );
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_avx2_dots_equal_single_ones() {
+        if !is_x86_feature_detected!("avx2") || !is_x86_feature_detected!("fma") {
+            eprintln!("skipped: no AVX2 here");
+            return;
+        }
+        let mut seed = 3u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        };
+        for (n, stride) in [
+            (64, 64),
+            (256, 300),
+            (100, 130),
+            (640, 641),
+            (8, 8),
+            (33, 40),
+        ] {
+            let x: Vec<f32> = (0..n).map(|_| next()).collect();
+            let y: Vec<f32> = (0..15 * stride + n).map(|_| next()).collect();
+            // SAFETY: AVX2 and FMA were found above.
+            let (many, one) = unsafe {
+                (
+                    dots16_avx2(&x, &y, stride, n),
+                    dots16_each(&x, &y, stride, n, |a, b| dot_avx2(a, b)),
+                )
+            };
+            assert_eq!(
+                many.map(f32::to_bits),
+                one.map(f32::to_bits),
+                "n {n} stride {stride}"
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn f16c_rounding_equals_the_portable_one() {
+        if !is_x86_feature_detected!("f16c") {
+            eprintln!("skipped: no F16C here");
+            return;
+        }
+        let mut x: Vec<f32> = (0..4099u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2654435761)) % 70000.0)
+            .chain([
+                0.0,
+                -0.0,
+                1e-8,
+                6.1e-5,
+                5.96e-8,
+                65519.0,
+                65520.0,
+                1.0 / 3.0,
+            ])
+            .collect();
+        x.retain(|v| v.is_finite());
+        let mut want = x.clone();
+        round16(&mut want);
+        // SAFETY: F16C was found above (AVX with it).
+        unsafe { round16_f16c(&mut x) };
+        assert_eq!(
+            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

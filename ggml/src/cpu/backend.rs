@@ -8,7 +8,9 @@
 use super::ops;
 use super::pool::{split, ThreadPool};
 use super::{Isa, Kernels};
-use crate::backend::{Attention, Backend, BackendError, Glu, HostMat, KvTypes, MatmulOffload};
+use crate::backend::{
+    Attention, Backend, BackendError, Glu, HostMat, KvTypes, MatmulOffload, WeightFormat,
+};
 use crate::float16::f32_to_f16;
 use crate::rope::Rope;
 use std::sync::Arc;
@@ -26,6 +28,14 @@ pub struct CpuBackend {
 pub struct CpuMat {
     host: HostMat,
     kernels: Kernels,
+    /// The weights regrouped eight rows at a time, where this ISA has
+    /// kernels for them (`interleaved`); the products then read only these.
+    interleaved: Option<Interleaved>,
+}
+
+struct Interleaved {
+    bytes: Vec<u8>,
+    kernels: super::interleaved::Kernels,
 }
 
 impl CpuMat {
@@ -383,6 +393,9 @@ impl CpuBackend {
     fn product(&self, act: &[u8], ab: usize, m: &CpuMat, t: usize, out: &mut Vec<f32>) {
         let rows = m.host.rows;
         resize(out, t * rows);
+        if let Some(il) = &m.interleaved {
+            return self.product_interleaved(act, ab, il, rows, t, out);
+        }
         let data = m.host.bytes();
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
@@ -417,6 +430,71 @@ impl CpuBackend {
                         for tj in ti..t1 {
                             put(tj, r, dot(w, &act[tj * ab..(tj + 1) * ab]));
                         }
+                    }
+                }
+            }
+        });
+    }
+
+    /// `product` over weights regrouped eight rows at a time: four tokens
+    /// at once where there are four, the rest one at a time (ggml's
+    /// one-token order).
+    fn product_interleaved(
+        &self,
+        act: &[u8],
+        ab: usize,
+        il: &Interleaved,
+        rows: usize,
+        t: usize,
+        out: &mut [f32],
+    ) {
+        use super::interleaved::{block_sums, GROUP_BLOCK, ROWS};
+        let nb = ab / 34;
+        let gb = nb * GROUP_BLOCK;
+        let mut sums = vec![0i32; if t >= 4 { t * nb } else { 0 }];
+        if t >= 4 {
+            for (s, a) in sums.chunks_exact_mut(nb).zip(act.chunks_exact(ab)) {
+                block_sums(a, s);
+            }
+        }
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        let threads = self.pool.threads();
+        let k = il.kernels;
+        self.pool.run(&|i| {
+            let out_ptr = &out_ptr;
+            let put = |ti: usize, g: usize, v: [f32; ROWS]| {
+                // SAFETY: each (ti, group) is written by exactly one
+                // thread, and `out` outlives the pool run.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        v.as_ptr(),
+                        out_ptr.0.add(ti * rows + g * ROWS),
+                        ROWS,
+                    )
+                }
+            };
+            // A few groups' weights (about 48 KiB) stay near while four
+            // tokens' activations, loaded once, serve each of them.
+            let chunk = (48 * 1024 / gb).clamp(1, 8);
+            let mine = split(rows / ROWS, threads, i, 2);
+            for g0 in mine.clone().step_by(chunk) {
+                let groups = g0..(g0 + chunk).min(mine.end);
+                let mut ti = 0;
+                while ti + 4 <= t {
+                    let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
+                    let s = std::array::from_fn(|k| &sums[(ti + k) * nb..(ti + k + 1) * nb]);
+                    for g in groups.clone() {
+                        let w = &il.bytes[g * gb..(g + 1) * gb];
+                        for (k, v) in (k.four)(w, a, s).into_iter().enumerate() {
+                            put(ti + k, g, v);
+                        }
+                    }
+                    ti += 4;
+                }
+                for tj in ti..t {
+                    for g in groups.clone() {
+                        let w = &il.bytes[g * gb..(g + 1) * gb];
+                        put(tj, g, (k.one)(w, &act[tj * ab..(tj + 1) * ab]));
                     }
                 }
             }
@@ -495,9 +573,24 @@ impl Backend for CpuBackend {
     fn upload_mat(&self, w: &HostMat) -> Result<CpuMat, BackendError> {
         let kernels = super::kernels_for_format(w.format, self.isa)
             .map_err(|e| BackendError(format!("tensor '{}': {e}", w.name)))?;
+        // A GPU that takes prompt batches reads the rows as stored: no copy then.
+        let interleaved = match w.format {
+            WeightFormat::Ggml(t) if self.offload.is_none() && repack() => {
+                super::interleaved::kernels(t, self.isa, w.rows).map(|kernels| {
+                    let nb = w.cols / 32;
+                    let bytes = super::interleaved::pack(w.bytes(), w.rows, nb);
+                    if w.mapped {
+                        release_pages(w.bytes());
+                    }
+                    Interleaved { bytes, kernels }
+                })
+            }
+            _ => None,
+        };
         Ok(CpuMat {
             host: w.clone(),
             kernels,
+            interleaved,
         })
     }
 
@@ -914,6 +1007,39 @@ fn u16_bytes(v: &[u16]) -> &[u8] {
 /// Tokens a matmul tile takes (a multiple of 4, the four-token kernels'
 /// step): their quantised activations stay in the first-level cache.
 const TOKEN_TILE: usize = 32;
+
+/// `LLM_REPACK=0` keeps every weight as stored (as llama.cpp's
+/// `--no-repack`), to compare the two.
+fn repack() -> bool {
+    std::env::var_os("LLM_REPACK").is_none_or(|v| v != "0")
+}
+
+/// Drops the pages of a read-only file mapping from this process's memory
+/// (the page cache keeps them; a later read maps them back), so weights
+/// copied at load are not held twice.
+#[cfg(target_os = "linux")]
+fn release_pages(bytes: &[u8]) {
+    extern "C" {
+        fn madvise(
+            addr: *mut std::ffi::c_void,
+            len: usize,
+            advice: std::ffi::c_int,
+        ) -> std::ffi::c_int;
+    }
+    const MADV_DONTNEED: std::ffi::c_int = 4;
+    const PAGE: usize = 4096;
+    let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: whole pages inside a read-only file mapping that nothing
+        // writes; dropping them only makes the next read fault them in
+        // again from the file. A failure (another page size) leaves them.
+        unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn release_pages(_: &[u8]) {}
 
 /// Element-wise work below this many values stays on the calling thread.
 const PAR_MIN: usize = 8192;

@@ -11,6 +11,9 @@ pub mod fine;
 mod fine_neon;
 #[cfg(target_arch = "x86_64")]
 mod fine_x86;
+pub mod interleaved;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_x86;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod ops;

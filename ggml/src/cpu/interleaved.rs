@@ -1,0 +1,290 @@
+//! Q4_0 weights repacked at load eight rows at a time, so that one SIMD
+//! register holds the same four values of eight rows and every lane's sum
+//! belongs to one row: no horizontal sums, one scale multiply for eight
+//! rows, and each activation value broadcast once for all eight.
+//!
+//! A group of eight rows is, block column by block column, 144 bytes: the
+//! eight rows' f16 scales, then for j in 0..4 the eight rows' quant bytes
+//! 4j..4j+4 (low nibbles: values 4j..4j+4 of the block; high nibbles:
+//! values 16+4j..16+4j+4). As many bytes as the eight rows' blocks.
+//!
+//! Two products read it:
+//! - `one`, for a single token, is ggml's x86 one-token dot to the bit: its
+//!   eight float lanes per row (lane l: the exact integer sum over values
+//!   4l..4l+4, fused-multiply-added with the block's scale) are here eight
+//!   registers whose lanes are rows, reduced as `hsum_float_8` does.
+//! - `four`, for four tokens of a prompt batch, sums a whole block's
+//!   products exactly in integers and takes one fused multiply-add a block
+//!   per row and token, as llama.cpp's repacked batch path does (a
+//!   different order from the one-token path; see the exact-reference test).
+//!
+//! The SIMD kernels (`interleaved_x86`) are bit-identical to the portable
+//! ones here, which are the reference they are tested against.
+
+use crate::float16::f16_to_f32;
+use crate::GgmlType;
+
+use super::Isa;
+
+/// Rows a group.
+pub const ROWS: usize = 8;
+/// Bytes of one block column of a group.
+pub const GROUP_BLOCK: usize = ROWS * 18;
+/// Bytes of a Q8_0 activation block.
+const ACT_BLOCK: usize = 34;
+
+/// Four tokens' products with a group: the group, the four activation
+/// rows and their block sums.
+pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
+
+/// Kernels over one group of eight rows (`nb` block columns); results are
+/// the eight rows' products in row order.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    /// One Q8_0 activation row, ggml's one-token order.
+    pub one: fn(&[u8], &[u8]) -> [f32; ROWS],
+    /// Four activation rows, with their blocks' value sums (`block_sums`).
+    pub four: FourFn,
+}
+
+/// Whether weights of type `w` are repacked on `isa`: Q4_0 matrices whose
+/// rows come in whole groups, where the one-token kernel reproduces ggml's
+/// x86 order (the portable and NEON kernels follow other orders of ggml's).
+pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
+    if w != GgmlType::Q4_0 || !rows.is_multiple_of(ROWS) {
+        return None;
+    }
+    simd(isa)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn simd(isa: Isa) -> Option<Kernels> {
+    use super::interleaved_x86 as x86;
+    match isa {
+        Isa::Avx512 if super::vnni() => Some(Kernels {
+            one: x86::one_vnni,
+            four: x86::four_vnni,
+        }),
+        Isa::Avx2 | Isa::Avx512 => Some(Kernels {
+            one: x86::one,
+            four: x86::four,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn simd(_: Isa) -> Option<Kernels> {
+    None
+}
+
+/// Q4_0 rows (`rows` a multiple of 8, `nb` blocks each) regrouped.
+pub fn pack(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * 18);
+    let mut out = vec![0u8; src.len()];
+    for (g, dst) in out.chunks_exact_mut(nb * GROUP_BLOCK).enumerate() {
+        for (b, col) in dst.chunks_exact_mut(GROUP_BLOCK).enumerate() {
+            for r in 0..ROWS {
+                let at = ((g * ROWS + r) * nb + b) * 18;
+                let block = &src[at..at + 18];
+                col[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+                for j in 0..4 {
+                    let o = 16 + 32 * j + 4 * r;
+                    col[o..o + 4].copy_from_slice(&block[2 + 4 * j..6 + 4 * j]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Each activation block's value sum (the correction for Q4_0's offset of 8
+/// in `four`), one i32 a block.
+pub fn block_sums(act: &[u8], out: &mut [i32]) {
+    for (s, b) in out.iter_mut().zip(act.chunks_exact(ACT_BLOCK)) {
+        *s = b[2..].iter().map(|&v| v as i8 as i32).sum();
+    }
+}
+
+/// Value `k` (0..32) of row `r`'s block in a group's block column, as ggml
+/// reads it (code - 8).
+fn value(col: &[u8], r: usize, k: usize) -> i32 {
+    let (j, hi) = ((k % 16) / 4, k >= 16);
+    let byte = col[16 + 32 * j + 4 * r + k % 4];
+    (if hi { byte >> 4 } else { byte & 15 }) as i32 - 8
+}
+
+fn scale(col: &[u8], r: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([col[2 * r], col[2 * r + 1]]))
+}
+
+fn act_scale(a: &[u8]) -> f32 {
+    f16_to_f32(u16::from_le_bytes([a[0], a[1]]))
+}
+
+/// The portable form of `Kernels::one`.
+pub fn one_portable(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let mut lanes = [[0f32; 8]; ROWS];
+    for (col, a) in group
+        .chunks_exact(GROUP_BLOCK)
+        .zip(act.chunks_exact(ACT_BLOCK))
+    {
+        for (r, lanes) in lanes.iter_mut().enumerate() {
+            let d = scale(col, r) * act_scale(a);
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                let sum: i32 = (4 * l..4 * l + 4)
+                    .map(|k| value(col, r, k) * a[2 + k] as i8 as i32)
+                    .sum();
+                *lane = d.mul_add(sum as f32, *lane);
+            }
+        }
+    }
+    lanes.map(|x| ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7])))
+}
+
+/// The portable form of `Kernels::four`.
+pub fn four_portable(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    acts.map(|act| {
+        let mut acc = [0f32; ROWS];
+        for (col, a) in group
+            .chunks_exact(GROUP_BLOCK)
+            .zip(act.chunks_exact(ACT_BLOCK))
+        {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let d = scale(col, r) * act_scale(a);
+                let sum: i32 = (0..32)
+                    .map(|k| value(col, r, k) * a[2 + k] as i8 as i32)
+                    .sum();
+                *acc = d.mul_add(sum as f32, *acc);
+            }
+        }
+        acc
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::{kernels_for, quantizer};
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn f32(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    fn random_q4_0(rng: &mut Rng, rows: usize, nb: usize) -> Vec<u8> {
+        let mut w = vec![0u8; rows * nb * 18];
+        for b in w.chunks_exact_mut(18) {
+            let d = crate::float16::f32_to_f16(rng.f32() * 0.02);
+            b[..2].copy_from_slice(&d.to_le_bytes());
+            b[2..].iter_mut().for_each(|q| *q = rng.next() as u8);
+        }
+        w
+    }
+
+    fn random_act(rng: &mut Rng, n: usize, isa: Isa) -> Vec<u8> {
+        let x: Vec<f32> = (0..n)
+            .map(|i| rng.f32() * if i % 17 == 0 { 8.0 } else { 1.0 })
+            .collect();
+        let mut a = vec![0u8; n / 32 * ACT_BLOCK];
+        quantizer(GgmlType::Q8_0, isa).unwrap()(&x, &mut a);
+        a
+    }
+
+    /// What every kernel must give, on this machine's ISAs.
+    fn cases() -> Vec<(Isa, Kernels)> {
+        Isa::available()
+            .into_iter()
+            .filter_map(|isa| Some((isa, kernels(GgmlType::Q4_0, isa, ROWS)?)))
+            .collect()
+    }
+
+    #[test]
+    fn pack_keeps_every_value_and_scale() {
+        let mut rng = Rng(7);
+        let (rows, nb) = (16, 5);
+        let w = random_q4_0(&mut rng, rows, nb);
+        let p = pack(&w, rows, nb);
+        for r in 0..rows {
+            for b in 0..nb {
+                let src = &w[(r * nb + b) * 18..][..18];
+                let col = &p[((r / ROWS) * nb + b) * GROUP_BLOCK..][..GROUP_BLOCK];
+                assert_eq!(&col[2 * (r % 8)..2 * (r % 8) + 2], &src[..2]);
+                for k in 0..32 {
+                    let q = src[2 + k % 16];
+                    let want = if k < 16 { q & 15 } else { q >> 4 } as i32 - 8;
+                    assert_eq!(value(col, r % 8, k), want);
+                }
+            }
+        }
+    }
+
+    /// The one-token product is ggml's x86 one-token dot to the bit: equal
+    /// to the row kernels that the oracle tests hold to llama.cpp.
+    #[test]
+    fn one_token_equals_the_row_kernels() {
+        let mut rng = Rng(11);
+        for (isa, k) in cases() {
+            let dot = kernels_for(GgmlType::Q4_0, isa).unwrap().dot;
+            for nb in [1, 3, 18, 128] {
+                let w = random_q4_0(&mut rng, 2 * ROWS, nb);
+                let p = pack(&w, 2 * ROWS, nb);
+                let a = random_act(&mut rng, nb * 32, isa);
+                for g in 0..2 {
+                    let group = &p[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
+                    let got = (k.one)(group, &a);
+                    let portable = one_portable(group, &a);
+                    for r in 0..ROWS {
+                        let row = &w[(g * ROWS + r) * nb * 18..][..nb * 18];
+                        let want = dot(row, &a);
+                        assert_eq!(got[r].to_bits(), want.to_bits(), "{isa:?} nb {nb} row {r}");
+                        assert_eq!(portable[r].to_bits(), want.to_bits(), "portable nb {nb}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn four_tokens_equal_the_portable_kernel() {
+        let mut rng = Rng(13);
+        for (isa, k) in cases() {
+            for nb in [1, 2, 18, 128] {
+                let w = random_q4_0(&mut rng, ROWS, nb);
+                let p = pack(&w, ROWS, nb);
+                let acts: Vec<Vec<u8>> =
+                    (0..4).map(|_| random_act(&mut rng, nb * 32, isa)).collect();
+                let sums: Vec<Vec<i32>> = acts
+                    .iter()
+                    .map(|a| {
+                        let mut s = vec![0; nb];
+                        block_sums(a, &mut s);
+                        s
+                    })
+                    .collect();
+                let a = std::array::from_fn(|t| &acts[t][..]);
+                let s = std::array::from_fn(|t| &sums[t][..]);
+                let got = (k.four)(&p, a, s);
+                let want = four_portable(&p, a, s);
+                for t in 0..4 {
+                    for r in 0..ROWS {
+                        assert_eq!(got[t][r].to_bits(), want[t][r].to_bits(), "{isa:?} nb {nb}");
+                        // Another order of the same sums: close to the row kernel.
+                        let row = &w[r * nb * 18..][..nb * 18];
+                        let one = kernels_for(GgmlType::Q4_0, isa).unwrap().dot;
+                        let exact = one(row, &acts[t]);
+                        assert!((got[t][r] - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! x86 kernels over Q4_0 groups of eight interleaved rows (`interleaved`):
+//! a register's eight i32 lanes are the eight rows. AVX2 forms (with FMA
+//! and F16C, `Isa::Avx2` and up) and AVX-512 VNNI forms, whose `vpdpbusd`
+//! gives the same exact integers in fewer instructions.
+
+use std::arch::x86_64::*;
+
+use super::interleaved::{GROUP_BLOCK, ROWS};
+use super::x86::{f16_at, f16_table, prefetch_ahead};
+
+const ACT_BLOCK: usize = 34;
+
+/// Four bytes of an activation block's values, in every lane.
+#[inline(always)]
+unsafe fn broadcast4(p: *const u8) -> __m256i {
+    _mm256_set1_epi32((p as *const i32).read_unaligned())
+}
+
+pub fn one(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / GROUP_BLOCK;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: chosen only where Isa::detect found AVX2, FMA and F16C; the
+    // lengths are checked above.
+    unsafe { one_avx2(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+pub fn four(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_args(group, acts, sums);
+    // SAFETY: as in `one`.
+    unsafe { four_avx2(g, ys, ss, nb) }
+}
+
+/// `one` with AVX-512 VNNI's `vpdpbusd` for the lane sums (the same exact
+/// integers); chosen only where `vnni()` found it.
+pub fn one_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / GROUP_BLOCK;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
+    unsafe { one_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `four` with `vpdpbusd` summing each block in i32 directly.
+pub fn four_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_args(group, acts, sums);
+    // SAFETY: as in `one_vnni`.
+    unsafe { four_vnni_impl(g, ys, ss, nb) }
+}
+
+type FourArgs = (*const u8, [*const u8; 4], [*const i32; 4], usize);
+
+fn four_args(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
+    let nb = group.len() / GROUP_BLOCK;
+    for t in 0..4 {
+        assert!(acts[t].len() >= nb * ACT_BLOCK && sums[t].len() >= nb);
+    }
+    (
+        group.as_ptr(),
+        acts.map(|a| a.as_ptr()),
+        sums.map(|s| s.as_ptr()),
+        nb,
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_body(g, y, nb, |ax, sy| {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn one_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_body(g, y, nb, |ax, sy| {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
+    })
+}
+
+/// Codes 0..=15 against |y| <= 128: a block's sixteen pair sums per i16
+/// lane stay within ±30720, so AVX2 sums a block in i16 and widens once.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn four_avx2(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_body(
+        g,
+        ys,
+        sums,
+        nb,
+        |acc, lo, ylo, hi, yhi| {
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+            _mm256_add_epi16(acc, p)
+        },
+        |acc| _mm256_madd_epi16(acc, _mm256_set1_epi16(1)),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn four_vnni_impl(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_body(
+        g,
+        ys,
+        sums,
+        nb,
+        |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
+        |acc| acc,
+    )
+}
+
+/// ggml's `mul_sum_i8_pairs_float` on eight rows at once: lane r is the
+/// exact sum of row r's four values times the four broadcast activations
+/// (`sums` of unsigned magnitudes and signed activations).
+#[inline(always)]
+unsafe fn one_body(
+    g: *const u8,
+    y: *const u8,
+    nb: usize,
+    sums: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [f32; ROWS] {
+    let lane_sums = |w: __m256i, y: __m256i| sums(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+    let table = f16_table();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let eight = _mm256_set1_epi8(8);
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for b in 0..nb {
+        let col = g.add(b * GROUP_BLOCK);
+        prefetch_ahead::<3>(col);
+        let yb = y.add(b * ACT_BLOCK);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, yb)));
+        for j in 0..4 {
+            let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
+            let lo = _mm256_sub_epi8(_mm256_and_si256(v, m4), eight);
+            let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), eight);
+            let s = lane_sums(lo, broadcast4(yb.add(2 + 4 * j)));
+            acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j]);
+            let s = lane_sums(hi, broadcast4(yb.add(18 + 4 * j)));
+            acc[j + 4] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j + 4]);
+        }
+    }
+    // hsum_float_8's order, lane l of a row being register l here.
+    let x = acc;
+    let r = _mm256_add_ps(
+        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
+        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
+    );
+    let mut out = [0f32; ROWS];
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+    out
+}
+
+/// A block's 32 products per row and token summed exactly in integers
+/// (`step` over the block's four byte columns, `finish` to i32 lanes), the
+/// offset's share taken off as 8·Σy, then one fused multiply-add.
+#[inline(always)]
+unsafe fn four_body(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+    step: impl Fn(__m256i, __m256i, __m256i, __m256i, __m256i) -> __m256i,
+    finish: impl Fn(__m256i) -> __m256i,
+) -> [[f32; ROWS]; 4] {
+    let table = f16_table();
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        let col = g.add(b * GROUP_BLOCK);
+        prefetch_ahead::<3>(col);
+        let mut isum = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            for t in 0..4 {
+                let yb = ys[t].add(b * ACT_BLOCK);
+                isum[t] = step(
+                    isum[t],
+                    lo,
+                    broadcast4(yb.add(2 + 4 * j)),
+                    hi,
+                    broadcast4(yb.add(18 + 4 * j)),
+                );
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        for t in 0..4 {
+            let yb = ys[t].add(b * ACT_BLOCK);
+            let offset = _mm256_set1_epi32(8 * *sums[t].add(b));
+            let s = _mm256_sub_epi32(finish(isum[t]), offset);
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, yb)));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    let mut out = [[0f32; ROWS]; 4];
+    for t in 0..4 {
+        _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+    }
+    out
+}
