@@ -1,4 +1,5 @@
-//! Q4_0 weights repacked at load eight rows at a time, so that one SIMD
+//! Q4_0 and IQ4_NL weights (blocks of a scale and 32 4-bit codes) repacked
+//! at load eight rows at a time, so that one SIMD
 //! register holds the same four values of eight rows and every lane's sum
 //! belongs to one row: no horizontal sums, one scale multiply for eight
 //! rows, and each activation value broadcast once for all eight.
@@ -12,7 +13,9 @@
 //! - `one`, for a single token, is ggml's x86 one-token dot to the bit: its
 //!   eight float lanes per row (lane l: the exact integer sum over values
 //!   4l..4l+4, fused-multiply-added with the block's scale) are here eight
-//!   registers whose lanes are rows, reduced as `hsum_float_8` does.
+//!   registers whose lanes are rows, reduced as `hsum_float_8` does (IQ4_NL:
+//!   even and odd blocks in two sets of lanes, added before the reduction,
+//!   an odd last block's whole sum added after it, as ggml's AVX2 dot does).
 //! - `four`, for four tokens of a prompt batch, sums a whole block's
 //!   products exactly in integers and takes one fused multiply-add a block
 //!   per row and token, as llama.cpp's repacked batch path does (a
@@ -21,6 +24,7 @@
 //! The SIMD kernels (`interleaved_x86`) are bit-identical to the portable
 //! ones here, which are the reference they are tested against.
 
+use crate::blocks::iquants::KVALUES_IQ4NL;
 use crate::float16::f16_to_f32;
 use crate::GgmlType;
 
@@ -51,34 +55,32 @@ pub struct Kernels {
 /// rows come in whole groups, where the one-token kernel reproduces ggml's
 /// x86 order (the portable and NEON kernels follow other orders of ggml's).
 pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
-    if w != GgmlType::Q4_0 || !rows.is_multiple_of(ROWS) {
+    if !matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL) || !rows.is_multiple_of(ROWS) {
         return None;
     }
-    simd(isa)
+    simd(w, isa)
 }
 
 #[cfg(target_arch = "x86_64")]
-fn simd(isa: Isa) -> Option<Kernels> {
+fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
     use super::interleaved_x86 as x86;
-    match isa {
-        Isa::Avx512 if super::vnni() => Some(Kernels {
-            one: x86::one_vnni,
-            four: x86::four_vnni,
-        }),
-        Isa::Avx2 | Isa::Avx512 => Some(Kernels {
-            one: x86::one,
-            four: x86::four,
-        }),
-        _ => None,
-    }
+    let vnni = isa == Isa::Avx512 && super::vnni();
+    let (one, four): (fn(&[u8], &[u8]) -> [f32; ROWS], FourFn) = match (w, isa) {
+        (_, Isa::Scalar) => return None,
+        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, x86::four_vnni),
+        (GgmlType::Q4_0, _) => (x86::one, x86::four),
+        (_, _) if vnni => (x86::one_nl_vnni, x86::four_nl_vnni),
+        (_, _) => (x86::one_nl, x86::four_nl),
+    };
+    Some(Kernels { one, four })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn simd(_: Isa) -> Option<Kernels> {
+fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
     None
 }
 
-/// Q4_0 rows (`rows` a multiple of 8, `nb` blocks each) regrouped.
+/// Q4_0 or IQ4_NL rows (`rows` a multiple of 8, `nb` blocks each) regrouped.
 pub fn pack(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
     assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * 18);
     let mut out = vec![0u8; src.len()];
@@ -107,11 +109,15 @@ pub fn block_sums(act: &[u8], out: &mut [i32]) {
 }
 
 /// Value `k` (0..32) of row `r`'s block in a group's block column, as ggml
-/// reads it (code - 8).
-fn value(col: &[u8], r: usize, k: usize) -> i32 {
+/// reads it (Q4_0: code - 8; IQ4_NL: the table's value for the code).
+fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
     let (j, hi) = ((k % 16) / 4, k >= 16);
     let byte = col[16 + 32 * j + 4 * r + k % 4];
-    (if hi { byte >> 4 } else { byte & 15 }) as i32 - 8
+    let code = if hi { byte >> 4 } else { byte & 15 };
+    match w {
+        GgmlType::IQ4_NL => KVALUES_IQ4NL[code as usize] as i32,
+        _ => code as i32 - 8,
+    }
 }
 
 fn scale(col: &[u8], r: usize) -> f32 {
@@ -122,28 +128,50 @@ fn act_scale(a: &[u8]) -> f32 {
     f16_to_f32(u16::from_le_bytes([a[0], a[1]]))
 }
 
-/// The portable form of `Kernels::one`.
-pub fn one_portable(group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let mut lanes = [[0f32; 8]; ROWS];
-    for (col, a) in group
+/// The portable form of `Kernels::one` for weights of type `w`.
+pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / GROUP_BLOCK;
+    // IQ4_NL: blocks alternate between two sets of lanes, the last of an
+    // odd count is summed whole after the reduction.
+    let (sets, paired) = match w {
+        GgmlType::IQ4_NL => (2, nb / 2 * 2),
+        _ => (1, nb),
+    };
+    let mut lanes = [[[0f32; 8]; ROWS]; 2];
+    let cols = group
         .chunks_exact(GROUP_BLOCK)
-        .zip(act.chunks_exact(ACT_BLOCK))
-    {
-        for (r, lanes) in lanes.iter_mut().enumerate() {
-            let d = scale(col, r) * act_scale(a);
+        .zip(act.chunks_exact(ACT_BLOCK));
+    for (b, (col, a)) in cols.clone().take(paired).enumerate() {
+        for (r, lanes) in lanes[b % sets].iter_mut().enumerate() {
+            let d = act_scale(a) * scale(col, r);
             for (l, lane) in lanes.iter_mut().enumerate() {
                 let sum: i32 = (4 * l..4 * l + 4)
-                    .map(|k| value(col, r, k) * a[2 + k] as i8 as i32)
+                    .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
                     .sum();
                 *lane = d.mul_add(sum as f32, *lane);
             }
         }
     }
-    lanes.map(|x| ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7])))
+    std::array::from_fn(|r| {
+        let x: [f32; 8] = std::array::from_fn(|l| lanes[0][r][l] + lanes[1][r][l]);
+        let mut s = ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
+        for (col, a) in cols.clone().skip(paired) {
+            let sum: i32 = (0..32)
+                .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
+                .sum();
+            s += act_scale(a) * scale(col, r) * sum as f32;
+        }
+        s
+    })
 }
 
-/// The portable form of `Kernels::four`.
-pub fn four_portable(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+/// The portable form of `Kernels::four` for weights of type `w`.
+pub fn four_portable(
+    w: GgmlType,
+    group: &[u8],
+    acts: [&[u8]; 4],
+    _sums: [&[i32]; 4],
+) -> [[f32; ROWS]; 4] {
     acts.map(|act| {
         let mut acc = [0f32; ROWS];
         for (col, a) in group
@@ -153,7 +181,7 @@ pub fn four_portable(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f3
             for (r, acc) in acc.iter_mut().enumerate() {
                 let d = scale(col, r) * act_scale(a);
                 let sum: i32 = (0..32)
-                    .map(|k| value(col, r, k) * a[2 + k] as i8 as i32)
+                    .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
                     .sum();
                 *acc = d.mul_add(sum as f32, *acc);
             }
@@ -199,11 +227,20 @@ mod tests {
         a
     }
 
-    /// What every kernel must give, on this machine's ISAs.
-    fn cases() -> Vec<(Isa, Kernels)> {
-        Isa::available()
+    /// Every regrouped type on each of this machine's ISAs that has kernels.
+    fn cases() -> Vec<(GgmlType, Isa, Kernels)> {
+        let types = [GgmlType::Q4_0, GgmlType::IQ4_NL];
+        let isas = Isa::available();
+        #[cfg(target_arch = "x86_64")]
+        if isas.contains(&Isa::Avx2) {
+            assert!(kernels(GgmlType::IQ4_NL, Isa::Avx2, ROWS).is_some());
+        }
+        types
             .into_iter()
-            .filter_map(|isa| Some((isa, kernels(GgmlType::Q4_0, isa, ROWS)?)))
+            .flat_map(|w| {
+                isas.iter()
+                    .filter_map(move |&isa| Some((w, isa, kernels(w, isa, ROWS)?)))
+            })
             .collect()
     }
 
@@ -221,7 +258,9 @@ mod tests {
                 for k in 0..32 {
                     let q = src[2 + k % 16];
                     let want = if k < 16 { q & 15 } else { q >> 4 } as i32 - 8;
-                    assert_eq!(value(col, r % 8, k), want);
+                    assert_eq!(value(GgmlType::Q4_0, col, r % 8, k), want);
+                    let nl = KVALUES_IQ4NL[(want + 8) as usize] as i32;
+                    assert_eq!(value(GgmlType::IQ4_NL, col, r % 8, k), nl);
                 }
             }
         }
@@ -232,21 +271,29 @@ mod tests {
     #[test]
     fn one_token_equals_the_row_kernels() {
         let mut rng = Rng(11);
-        for (isa, k) in cases() {
-            let dot = kernels_for(GgmlType::Q4_0, isa).unwrap().dot;
-            for nb in [1, 3, 18, 128] {
+        for (ty, isa, k) in cases() {
+            let dot = kernels_for(ty, isa).unwrap().dot;
+            for nb in [1, 2, 3, 18, 67, 128] {
                 let w = random_q4_0(&mut rng, 2 * ROWS, nb);
                 let p = pack(&w, 2 * ROWS, nb);
                 let a = random_act(&mut rng, nb * 32, isa);
                 for g in 0..2 {
                     let group = &p[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
                     let got = (k.one)(group, &a);
-                    let portable = one_portable(group, &a);
+                    let portable = one_portable(ty, group, &a);
                     for r in 0..ROWS {
                         let row = &w[(g * ROWS + r) * nb * 18..][..nb * 18];
                         let want = dot(row, &a);
-                        assert_eq!(got[r].to_bits(), want.to_bits(), "{isa:?} nb {nb} row {r}");
-                        assert_eq!(portable[r].to_bits(), want.to_bits(), "portable nb {nb}");
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want.to_bits(),
+                            "{ty} {isa:?} nb {nb} row {r}"
+                        );
+                        assert_eq!(
+                            portable[r].to_bits(),
+                            want.to_bits(),
+                            "{ty} portable nb {nb}"
+                        );
                     }
                 }
             }
@@ -256,8 +303,8 @@ mod tests {
     #[test]
     fn four_tokens_equal_the_portable_kernel() {
         let mut rng = Rng(13);
-        for (isa, k) in cases() {
-            for nb in [1, 2, 18, 128] {
+        for (ty, isa, k) in cases() {
+            for nb in [1, 2, 18, 67, 128] {
                 let w = random_q4_0(&mut rng, ROWS, nb);
                 let p = pack(&w, ROWS, nb);
                 let acts: Vec<Vec<u8>> =
@@ -273,13 +320,17 @@ mod tests {
                 let a = std::array::from_fn(|t| &acts[t][..]);
                 let s = std::array::from_fn(|t| &sums[t][..]);
                 let got = (k.four)(&p, a, s);
-                let want = four_portable(&p, a, s);
+                let want = four_portable(ty, &p, a, s);
                 for t in 0..4 {
                     for r in 0..ROWS {
-                        assert_eq!(got[t][r].to_bits(), want[t][r].to_bits(), "{isa:?} nb {nb}");
+                        assert_eq!(
+                            got[t][r].to_bits(),
+                            want[t][r].to_bits(),
+                            "{ty} {isa:?} nb {nb}"
+                        );
                         // Another order of the same sums: close to the row kernel.
                         let row = &w[r * nb * 18..][..nb * 18];
-                        let one = kernels_for(GgmlType::Q4_0, isa).unwrap().dot;
+                        let one = kernels_for(ty, isa).unwrap().dot;
                         let exact = one(row, &acts[t]);
                         assert!((got[t][r] - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
                     }

@@ -205,3 +205,185 @@ unsafe fn four_body(
     }
     out
 }
+
+/// `one` for IQ4_NL groups.
+pub fn one_nl(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / GROUP_BLOCK;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: as in `one`.
+    unsafe { one_nl_avx2(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `four` for IQ4_NL groups (no offset: the table's values are signed).
+pub fn four_nl(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, _, nb) = four_args(group, acts, sums);
+    // SAFETY: as in `one`.
+    unsafe { four_nl_avx2(g, ys, nb) }
+}
+
+/// `one_nl` with `vpdpbusd`.
+pub fn one_nl_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / GROUP_BLOCK;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: as in `one_vnni`.
+    unsafe { one_nl_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `four_nl` with `vpdpbusd`.
+pub fn four_nl_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, _, nb) = four_args(group, acts, sums);
+    // SAFETY: as in `one_vnni`.
+    unsafe { four_nl_vnni_impl(g, ys, nb) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_nl_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_nl_body(g, y, nb, |ax, sy| {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn one_nl_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_nl_body(g, y, nb, |ax, sy| {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn four_nl_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
+    four_nl_body(g, ys, nb, |acc, ax, sy| {
+        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+        _mm256_add_epi32(acc, p)
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn four_nl_vnni_impl(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
+    four_nl_body(g, ys, nb, |acc, ax, sy| _mm256_dpbusd_epi32(acc, ax, sy))
+}
+
+/// The IQ4_NL values of a group's byte column: low nibbles' and high
+/// nibbles' table values.
+#[inline(always)]
+unsafe fn nl_values(col: *const u8, j: usize) -> (__m256i, __m256i) {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+        crate::blocks::iquants::KVALUES_IQ4NL.as_ptr() as *const __m128i,
+    ));
+    let m4 = _mm256_set1_epi8(0x0f);
+    let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
+    (
+        _mm256_shuffle_epi8(table, _mm256_and_si256(v, m4)),
+        _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)),
+    )
+}
+
+/// Blocks a pass of `one_nl_body` takes at once (even: block parity is
+/// kept).
+const SPAN: usize = 16;
+
+/// ggml's AVX2 IQ4_NL dot on eight rows at once: even and odd blocks in two
+/// sets of lanes, added lane by lane before `hsum_float_8`'s reduction, a
+/// last odd block's whole sum added after it. A pass over a span of blocks
+/// takes one byte column at a time (four lane sets in registers, not
+/// sixteen); each lane still sees its blocks in order.
+#[inline(always)]
+unsafe fn one_nl_body(
+    g: *const u8,
+    y: *const u8,
+    nb: usize,
+    sums: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [f32; ROWS] {
+    let lane_sums = |w: __m256i, y: __m256i| sums(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+    let table = f16_table();
+    let paired = nb / 2 * 2;
+    // [parity][lane]
+    let mut acc = [[_mm256_setzero_ps(); 8]; 2];
+    let mut d = [_mm256_setzero_ps(); SPAN];
+    for s0 in (0..paired).step_by(SPAN) {
+        let s1 = (s0 + SPAN).min(paired);
+        for b in s0..s1 {
+            let col = g.add(b * GROUP_BLOCK);
+            prefetch_ahead::<3>(col);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+            d[b - s0] = _mm256_mul_ps(_mm256_set1_ps(f16_at(table, y.add(b * ACT_BLOCK))), dw);
+        }
+        for j in 0..4 {
+            let mut a = [acc[0][j], acc[0][j + 4], acc[1][j], acc[1][j + 4]];
+            for b in s0..s1 {
+                let (lo, hi) = nl_values(g.add(b * GROUP_BLOCK), j);
+                let yb = y.add(b * ACT_BLOCK);
+                let p = 2 * (b % 2);
+                let db = d[b - s0];
+                a[p] = _mm256_fmadd_ps(
+                    db,
+                    _mm256_cvtepi32_ps(lane_sums(lo, broadcast4(yb.add(2 + 4 * j)))),
+                    a[p],
+                );
+                let s = lane_sums(hi, broadcast4(yb.add(18 + 4 * j)));
+                a[p + 1] = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(s), a[p + 1]);
+            }
+            [acc[0][j], acc[0][j + 4], acc[1][j], acc[1][j + 4]] = a;
+        }
+    }
+    let x: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(acc[0][l], acc[1][l]));
+    let mut r = _mm256_add_ps(
+        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
+        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
+    );
+    for b in paired..nb {
+        let col = g.add(b * GROUP_BLOCK);
+        let yb = y.add(b * ACT_BLOCK);
+        let mut isum = _mm256_setzero_si256();
+        for j in 0..4 {
+            let (lo, hi) = nl_values(col, j);
+            isum = _mm256_add_epi32(isum, lane_sums(lo, broadcast4(yb.add(2 + 4 * j))));
+            isum = _mm256_add_epi32(isum, lane_sums(hi, broadcast4(yb.add(18 + 4 * j))));
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(table, yb)), dw);
+        r = _mm256_add_ps(r, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
+    }
+    let mut out = [0f32; ROWS];
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+    out
+}
+
+/// A block's 32 products per row and token summed exactly in i32 (`step`
+/// takes the values' magnitudes and the activations with their signs),
+/// then one fused multiply-add.
+#[inline(always)]
+unsafe fn four_nl_body(
+    g: *const u8,
+    ys: [*const u8; 4],
+    nb: usize,
+    step: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+) -> [[f32; ROWS]; 4] {
+    let table = f16_table();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        let col = g.add(b * GROUP_BLOCK);
+        prefetch_ahead::<3>(col);
+        let mut isum = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let (lo, hi) = nl_values(col, j);
+            let (alo, ahi) = (_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(hi, hi));
+            for t in 0..4 {
+                let yb = ys[t].add(b * ACT_BLOCK);
+                let ylo = _mm256_sign_epi8(broadcast4(yb.add(2 + 4 * j)), lo);
+                let yhi = _mm256_sign_epi8(broadcast4(yb.add(18 + 4 * j)), hi);
+                isum[t] = step(step(isum[t], alo, ylo), ahi, yhi);
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        for t in 0..4 {
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, ys[t].add(b * ACT_BLOCK))));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+        }
+    }
+    let mut out = [[0f32; ROWS]; 4];
+    for t in 0..4 {
+        _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+    }
+    out
+}
