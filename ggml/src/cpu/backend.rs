@@ -448,9 +448,9 @@ impl CpuBackend {
         t: usize,
         out: &mut [f32],
     ) {
-        use super::interleaved::{block_sums, GROUP_BLOCK, ROWS};
+        use super::interleaved::{block_sums, ROWS};
         let nb = ab / 34;
-        let gb = nb * GROUP_BLOCK;
+        let gb = nb * il.kernels.column;
         let mut sums = vec![0i32; if t >= 4 { t * nb } else { 0 }];
         if t >= 4 {
             for (s, a) in sums.chunks_exact_mut(nb).zip(act.chunks_exact(ab)) {
@@ -578,7 +578,7 @@ impl Backend for CpuBackend {
             WeightFormat::Ggml(t) if self.offload.is_none() && repack() => {
                 super::interleaved::kernels(t, self.isa, w.rows).map(|kernels| {
                     let nb = w.cols / 32;
-                    let bytes = super::interleaved::pack(w.bytes(), w.rows, nb);
+                    let bytes = super::interleaved::pack(t, w.bytes(), w.rows, nb);
                     if w.mapped {
                         release_pages(w.bytes());
                     }

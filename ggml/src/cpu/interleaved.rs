@@ -32,8 +32,17 @@ use super::Isa;
 
 /// Rows a group.
 pub const ROWS: usize = 8;
-/// Bytes of one block column of a group.
-pub const GROUP_BLOCK: usize = ROWS * 18;
+/// Bytes of one block column of a group of `w`'s rows.
+pub fn column_bytes(w: GgmlType) -> usize {
+    ROWS * block_bytes(w)
+}
+
+fn block_bytes(w: GgmlType) -> usize {
+    match w {
+        GgmlType::Q8_0 => 34,
+        _ => 18,
+    }
+}
 /// Bytes of a Q8_0 activation block.
 const ACT_BLOCK: usize = 34;
 
@@ -49,13 +58,17 @@ pub struct Kernels {
     pub one: fn(&[u8], &[u8]) -> [f32; ROWS],
     /// Four activation rows, with their blocks' value sums (`block_sums`).
     pub four: FourFn,
+    /// Bytes of a group's block column.
+    pub column: usize,
 }
 
 /// Whether weights of type `w` are repacked on `isa`: Q4_0 matrices whose
 /// rows come in whole groups, where the one-token kernel reproduces ggml's
 /// x86 order (the portable and NEON kernels follow other orders of ggml's).
 pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
-    if !matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL) || !rows.is_multiple_of(ROWS) {
+    if !matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL | GgmlType::Q8_0)
+        || !rows.is_multiple_of(ROWS)
+    {
         return None;
     }
     simd(w, isa)
@@ -69,10 +82,16 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
         (_, Isa::Scalar) => return None,
         (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, x86::four_vnni),
         (GgmlType::Q4_0, _) => (x86::one, x86::four),
+        (GgmlType::Q8_0, _) if vnni => (x86::one_q8_vnni, x86::four_q8_vnni),
+        (GgmlType::Q8_0, _) => (x86::one_q8, x86::four_q8),
         (_, _) if vnni => (x86::one_nl_vnni, x86::four_nl_vnni),
         (_, _) => (x86::one_nl, x86::four_nl),
     };
-    Some(Kernels { one, four })
+    Some(Kernels {
+        one,
+        four,
+        column: column_bytes(w),
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -80,17 +99,20 @@ fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
     None
 }
 
-/// Q4_0 or IQ4_NL rows (`rows` a multiple of 8, `nb` blocks each) regrouped.
-pub fn pack(src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
-    assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * 18);
+/// Rows of `w` (`rows` a multiple of 8, `nb` blocks each) regrouped: the
+/// eight scales, then quant bytes 4j..4j+4 of the eight rows for each j.
+pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    let bb = block_bytes(w);
+    let column = column_bytes(w);
+    assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * bb);
     let mut out = vec![0u8; src.len()];
-    for (g, dst) in out.chunks_exact_mut(nb * GROUP_BLOCK).enumerate() {
-        for (b, col) in dst.chunks_exact_mut(GROUP_BLOCK).enumerate() {
+    for (g, dst) in out.chunks_exact_mut(nb * column).enumerate() {
+        for (b, col) in dst.chunks_exact_mut(column).enumerate() {
             for r in 0..ROWS {
-                let at = ((g * ROWS + r) * nb + b) * 18;
-                let block = &src[at..at + 18];
+                let at = ((g * ROWS + r) * nb + b) * bb;
+                let block = &src[at..at + bb];
                 col[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                for j in 0..4 {
+                for j in 0..(bb - 2) / 4 {
                     let o = 16 + 32 * j + 4 * r;
                     col[o..o + 4].copy_from_slice(&block[2 + 4 * j..6 + 4 * j]);
                 }
@@ -109,8 +131,12 @@ pub fn block_sums(act: &[u8], out: &mut [i32]) {
 }
 
 /// Value `k` (0..32) of row `r`'s block in a group's block column, as ggml
-/// reads it (Q4_0: code - 8; IQ4_NL: the table's value for the code).
+/// reads it (Q4_0: code - 8; IQ4_NL: the table's value for the code; Q8_0:
+/// the byte).
 fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
+    if w == GgmlType::Q8_0 {
+        return col[16 + 32 * (k / 4) + 4 * r + k % 4] as i8 as i32;
+    }
     let (j, hi) = ((k % 16) / 4, k >= 16);
     let byte = col[16 + 32 * j + 4 * r + k % 4];
     let code = if hi { byte >> 4 } else { byte & 15 };
@@ -130,7 +156,8 @@ fn act_scale(a: &[u8]) -> f32 {
 
 /// The portable form of `Kernels::one` for weights of type `w`.
 pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let nb = group.len() / GROUP_BLOCK;
+    let column = column_bytes(w);
+    let nb = group.len() / column;
     // IQ4_NL: blocks alternate between two sets of lanes, the last of an
     // odd count is summed whole after the reduction.
     let (sets, paired) = match w {
@@ -138,9 +165,7 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
         _ => (1, nb),
     };
     let mut lanes = [[[0f32; 8]; ROWS]; 2];
-    let cols = group
-        .chunks_exact(GROUP_BLOCK)
-        .zip(act.chunks_exact(ACT_BLOCK));
+    let cols = group.chunks_exact(column).zip(act.chunks_exact(ACT_BLOCK));
     for (b, (col, a)) in cols.clone().take(paired).enumerate() {
         for (r, lanes) in lanes[b % sets].iter_mut().enumerate() {
             let d = act_scale(a) * scale(col, r);
@@ -175,7 +200,7 @@ pub fn four_portable(
     acts.map(|act| {
         let mut acc = [0f32; ROWS];
         for (col, a) in group
-            .chunks_exact(GROUP_BLOCK)
+            .chunks_exact(column_bytes(w))
             .zip(act.chunks_exact(ACT_BLOCK))
         {
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -208,12 +233,20 @@ mod tests {
         }
     }
 
-    fn random_q4_0(rng: &mut Rng, rows: usize, nb: usize) -> Vec<u8> {
-        let mut w = vec![0u8; rows * nb * 18];
-        for b in w.chunks_exact_mut(18) {
+    /// Random blocks of `ty`; Q8_0's values within ±127, as ggml
+    /// quantises them.
+    fn random_blocks(ty: GgmlType, rng: &mut Rng, rows: usize, nb: usize) -> Vec<u8> {
+        let bb = block_bytes(ty);
+        let mut w = vec![0u8; rows * nb * bb];
+        for b in w.chunks_exact_mut(bb) {
             let d = crate::float16::f32_to_f16(rng.f32() * 0.02);
             b[..2].copy_from_slice(&d.to_le_bytes());
-            b[2..].iter_mut().for_each(|q| *q = rng.next() as u8);
+            b[2..].iter_mut().for_each(|q| {
+                *q = match ty {
+                    GgmlType::Q8_0 => ((rng.next() % 255) as i32 - 127) as i8 as u8,
+                    _ => rng.next() as u8,
+                }
+            });
         }
         w
     }
@@ -229,7 +262,7 @@ mod tests {
 
     /// Every regrouped type on each of this machine's ISAs that has kernels.
     fn cases() -> Vec<(GgmlType, Isa, Kernels)> {
-        let types = [GgmlType::Q4_0, GgmlType::IQ4_NL];
+        let types = [GgmlType::Q4_0, GgmlType::IQ4_NL, GgmlType::Q8_0];
         let isas = Isa::available();
         #[cfg(target_arch = "x86_64")]
         if isas.contains(&Isa::Avx2) {
@@ -248,19 +281,22 @@ mod tests {
     fn pack_keeps_every_value_and_scale() {
         let mut rng = Rng(7);
         let (rows, nb) = (16, 5);
-        let w = random_q4_0(&mut rng, rows, nb);
-        let p = pack(&w, rows, nb);
-        for r in 0..rows {
-            for b in 0..nb {
-                let src = &w[(r * nb + b) * 18..][..18];
-                let col = &p[((r / ROWS) * nb + b) * GROUP_BLOCK..][..GROUP_BLOCK];
-                assert_eq!(&col[2 * (r % 8)..2 * (r % 8) + 2], &src[..2]);
-                for k in 0..32 {
-                    let q = src[2 + k % 16];
-                    let want = if k < 16 { q & 15 } else { q >> 4 } as i32 - 8;
-                    assert_eq!(value(GgmlType::Q4_0, col, r % 8, k), want);
-                    let nl = KVALUES_IQ4NL[(want + 8) as usize] as i32;
-                    assert_eq!(value(GgmlType::IQ4_NL, col, r % 8, k), nl);
+        for ty in [GgmlType::Q4_0, GgmlType::IQ4_NL, GgmlType::Q8_0] {
+            let (bb, column) = (block_bytes(ty), column_bytes(ty));
+            let w = random_blocks(ty, &mut rng, rows, nb);
+            let p = pack(ty, &w, rows, nb);
+            let mut want = vec![0f32; 32];
+            let mut got = vec![0f32; 32];
+            for r in 0..rows {
+                for b in 0..nb {
+                    let src = &w[(r * nb + b) * bb..][..bb];
+                    let col = &p[((r / ROWS) * nb + b) * column..][..column];
+                    crate::blocks::dequantize(ty, src, &mut want).unwrap();
+                    let d = scale(col, r % 8);
+                    for (k, g) in got.iter_mut().enumerate() {
+                        *g = d * value(ty, col, r % 8, k) as f32;
+                    }
+                    assert_eq!(got, want, "{ty} row {r} block {b}");
                 }
             }
         }
@@ -274,15 +310,16 @@ mod tests {
         for (ty, isa, k) in cases() {
             let dot = kernels_for(ty, isa).unwrap().dot;
             for nb in [1, 2, 3, 18, 67, 128] {
-                let w = random_q4_0(&mut rng, 2 * ROWS, nb);
-                let p = pack(&w, 2 * ROWS, nb);
+                let w = random_blocks(ty, &mut rng, 2 * ROWS, nb);
+                let p = pack(ty, &w, 2 * ROWS, nb);
+                let (bb, column) = (block_bytes(ty), column_bytes(ty));
                 let a = random_act(&mut rng, nb * 32, isa);
                 for g in 0..2 {
-                    let group = &p[g * nb * GROUP_BLOCK..][..nb * GROUP_BLOCK];
+                    let group = &p[g * nb * column..][..nb * column];
                     let got = (k.one)(group, &a);
                     let portable = one_portable(ty, group, &a);
                     for r in 0..ROWS {
-                        let row = &w[(g * ROWS + r) * nb * 18..][..nb * 18];
+                        let row = &w[(g * ROWS + r) * nb * bb..][..nb * bb];
                         let want = dot(row, &a);
                         assert_eq!(
                             got[r].to_bits(),
@@ -305,8 +342,9 @@ mod tests {
         let mut rng = Rng(13);
         for (ty, isa, k) in cases() {
             for nb in [1, 2, 18, 67, 128] {
-                let w = random_q4_0(&mut rng, ROWS, nb);
-                let p = pack(&w, ROWS, nb);
+                let w = random_blocks(ty, &mut rng, ROWS, nb);
+                let p = pack(ty, &w, ROWS, nb);
+                let bb = block_bytes(ty);
                 let acts: Vec<Vec<u8>> =
                     (0..4).map(|_| random_act(&mut rng, nb * 32, isa)).collect();
                 let sums: Vec<Vec<i32>> = acts
@@ -329,7 +367,7 @@ mod tests {
                             "{ty} {isa:?} nb {nb}"
                         );
                         // Another order of the same sums: close to the row kernel.
-                        let row = &w[r * nb * 18..][..nb * 18];
+                        let row = &w[r * nb * bb..][..nb * bb];
                         let one = kernels_for(ty, isa).unwrap().dot;
                         let exact = one(row, &acts[t]);
                         assert!((got[t][r] - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
