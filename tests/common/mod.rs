@@ -53,8 +53,14 @@ pub fn llm_command() -> Command {
 }
 
 pub fn llm(args: &[&str]) -> Run {
+    llm_env(args, &[])
+}
+
+/// `llm` with variables `env` set.
+pub fn llm_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out: Output = llm_command()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run llm");
@@ -71,9 +77,15 @@ pub fn path_str(p: &Path) -> &str {
 
 /// Runs `llm` with `stdin` as its standard input (a pipe).
 pub fn llm_stdin(args: &[&str], stdin: &[u8]) -> Run {
+    llm_stdin_env(args, stdin, &[])
+}
+
+/// `llm_stdin` with variables `env` set.
+pub fn llm_stdin_env(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
     use std::io::Write;
     let mut child = llm_command()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -46,6 +46,9 @@ fn block_bytes(w: GgmlType) -> usize {
 /// Bytes of a Q8_0 activation block.
 const ACT_BLOCK: usize = 34;
 
+/// One token's products with a group: the group and the activation row.
+pub type OneFn = fn(&[u8], &[u8]) -> [f32; ROWS];
+
 /// Four tokens' products with a group: the group, the four activation
 /// rows and their block sums.
 pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
@@ -55,7 +58,7 @@ pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
 #[derive(Clone, Copy)]
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
-    pub one: fn(&[u8], &[u8]) -> [f32; ROWS],
+    pub one: OneFn,
     /// Four activation rows, with their blocks' value sums (`block_sums`).
     pub four: FourFn,
     /// Bytes of a group's block column.
@@ -78,7 +81,7 @@ pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
 fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
     use super::interleaved_x86 as x86;
     let vnni = isa == Isa::Avx512 && super::vnni();
-    let (one, four): (fn(&[u8], &[u8]) -> [f32; ROWS], FourFn) = match (w, isa) {
+    let (one, four): (OneFn, FourFn) = match (w, isa) {
         (_, Isa::Scalar) => return None,
         (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, x86::four_vnni),
         (GgmlType::Q4_0, _) => (x86::one, x86::four),
