@@ -480,12 +480,12 @@ impl CpuBackend {
             for g0 in mine.clone().step_by(chunk) {
                 let groups = g0..(g0 + chunk).min(mine.end);
                 let mut ti = 0;
-                while ti + 4 <= t {
+                while let Some(four) = k.four.filter(|_| ti + 4 <= t) {
                     let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
                     let s = std::array::from_fn(|k| &sums[(ti + k) * nb..(ti + k + 1) * nb]);
                     for g in groups.clone() {
                         let w = &il.bytes[g * gb..(g + 1) * gb];
-                        for (k, v) in (k.four)(w, a, s).into_iter().enumerate() {
+                        for (k, v) in four(w, a, s).into_iter().enumerate() {
                             put(ti + k, g, v);
                         }
                     }

@@ -59,8 +59,9 @@ pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
     pub one: OneFn,
-    /// Four activation rows, with their blocks' value sums (`block_sums`).
-    pub four: FourFn,
+    /// Four activation rows, with their blocks' value sums (`block_sums`);
+    /// None: batches take `one` token by token.
+    pub four: Option<FourFn>,
     /// Bytes of a group's block column.
     pub column: usize,
 }
@@ -81,14 +82,18 @@ pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
 fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
     use super::interleaved_x86 as x86;
     let vnni = isa == Isa::Avx512 && super::vnni();
-    let (one, four): (OneFn, FourFn) = match (w, isa) {
+    // Q8_0 batches keep the one-token order: its layers' products in a
+    // batch summed a block in one integer measured a little further from
+    // the exact model than ggml's lanes on Gemma 3 (mean |logit error|
+    // 0.2301 against 0.2281), where the 4-bit types' did not.
+    let (one, four): (OneFn, Option<FourFn>) = match (w, isa) {
         (_, Isa::Scalar) => return None,
-        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, x86::four_vnni),
-        (GgmlType::Q4_0, _) => (x86::one, x86::four),
-        (GgmlType::Q8_0, _) if vnni => (x86::one_q8_vnni, x86::four_q8_vnni),
-        (GgmlType::Q8_0, _) => (x86::one_q8, x86::four_q8),
-        (_, _) if vnni => (x86::one_nl_vnni, x86::four_nl_vnni),
-        (_, _) => (x86::one_nl, x86::four_nl),
+        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, Some(x86::four_vnni)),
+        (GgmlType::Q4_0, _) => (x86::one, Some(x86::four)),
+        (GgmlType::Q8_0, _) if vnni => (x86::one_q8_vnni, None),
+        (GgmlType::Q8_0, _) => (x86::one_q8, None),
+        (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni)),
+        (_, _) => (x86::one_nl, Some(x86::four_nl)),
     };
     Some(Kernels {
         one,
@@ -360,7 +365,8 @@ mod tests {
                     .collect();
                 let a = std::array::from_fn(|t| &acts[t][..]);
                 let s = std::array::from_fn(|t| &sums[t][..]);
-                let got = (k.four)(&p, a, s);
+                let Some(four) = k.four else { continue };
+                let got = four(&p, a, s);
                 let want = four_portable(ty, &p, a, s);
                 for t in 0..4 {
                     for r in 0..ROWS {

@@ -400,38 +400,12 @@ pub fn one_q8(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     unsafe { one_q8_avx2(group.as_ptr(), act.as_ptr(), nb) }
 }
 
-/// `four` for Q8_0 groups.
-pub fn four_q8(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, nb) = four_q8_args(group, acts, sums);
-    // SAFETY: as in `one`.
-    unsafe { four_q8_avx2(g, ys, nb) }
-}
-
 /// `one_q8` with `vpdpbusd`.
 pub fn one_q8_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     let nb = group.len() / Q8_COLUMN;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
     // SAFETY: as in `one_vnni`.
     unsafe { one_q8_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
-}
-
-/// `four_q8` with `vpdpbusd`.
-pub fn four_q8_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, nb) = four_q8_args(group, acts, sums);
-    // SAFETY: as in `one_vnni`.
-    unsafe { four_q8_vnni_impl(g, ys, nb) }
-}
-
-fn four_q8_args(
-    group: &[u8],
-    acts: [&[u8]; 4],
-    _: [&[i32]; 4],
-) -> (*const u8, [*const u8; 4], usize) {
-    let nb = group.len() / Q8_COLUMN;
-    for a in acts {
-        assert!(a.len() >= nb * ACT_BLOCK, "activation row too short");
-    }
-    (group.as_ptr(), acts.map(|a| a.as_ptr()), nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -446,19 +420,6 @@ unsafe fn one_q8_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS]
     one_q8_body(g, y, nb, |ax, sy| {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
     })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn four_q8_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
-    four_q8_body(g, ys, nb, |acc, ax, sy| {
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
-        _mm256_add_epi32(acc, p)
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_q8_vnni_impl(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
-    four_q8_body(g, ys, nb, |acc, ax, sy| _mm256_dpbusd_epi32(acc, ax, sy))
 }
 
 /// ggml's x86 Q8_0 dot on eight rows at once: one set of eight lanes (lane
@@ -492,41 +453,5 @@ unsafe fn one_q8_body(
     );
     let mut out = [0f32; ROWS];
     _mm256_storeu_ps(out.as_mut_ptr(), r);
-    out
-}
-
-/// A block's 32 products per row and token summed exactly in i32, then one
-/// fused multiply-add.
-#[inline(always)]
-unsafe fn four_q8_body(
-    g: *const u8,
-    ys: [*const u8; 4],
-    nb: usize,
-    step: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
-) -> [[f32; ROWS]; 4] {
-    let table = f16_table();
-    let mut acc = [_mm256_setzero_ps(); 4];
-    for b in 0..nb {
-        let col = g.add(b * Q8_COLUMN);
-        prefetch_ahead::<5>(col);
-        let mut isum = [_mm256_setzero_si256(); 4];
-        for c in 0..8 {
-            let w = _mm256_loadu_si256(col.add(16 + 32 * c) as *const __m256i);
-            let aw = _mm256_sign_epi8(w, w);
-            for t in 0..4 {
-                let yc = broadcast4(ys[t].add(b * ACT_BLOCK + 2 + 4 * c));
-                isum[t] = step(isum[t], aw, _mm256_sign_epi8(yc, w));
-            }
-        }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-        for t in 0..4 {
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, ys[t].add(b * ACT_BLOCK))));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum[t]), acc[t]);
-        }
-    }
-    let mut out = [[0f32; ROWS]; 4];
-    for t in 0..4 {
-        _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
-    }
     out
 }
