@@ -42,14 +42,14 @@ impl<const N: usize> Sums<N> {
         dw: f32,
         unsigned: bool,
     ) {
-        for t in 0..N {
-            let y = ya[t].add(ib * BLOCK_BYTES);
+        let rows = ya.iter().zip(self.acc.iter_mut()).zip(self.corr.iter_mut());
+        for ((y, acc), corr) in rows {
+            let y = y.add(ib * BLOCK_BYTES);
             let d = dw * f32_at(y);
-            let acc = &mut self.acc[t];
             acc[0] = fma_lanes(acc[0], d, levels(u[0], y, 0));
             acc[1] = fma_lanes(acc[1], d, levels(u[1], y, 1));
             if unsigned {
-                self.corr[t] = dw.mul_add(f32_at(y.add(4)), self.corr[t]);
+                *corr = dw.mul_add(f32_at(y.add(4)), *corr);
             }
         }
     }
