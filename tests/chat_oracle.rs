@@ -133,19 +133,6 @@ impl Reply {
     }
 }
 
-fn top2_gap(x: &[f32]) -> f32 {
-    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for &v in x {
-        if v > a {
-            b = a;
-            a = v;
-        } else if v > b {
-            b = v;
-        }
-    }
-    a - b
-}
-
 fn argmax(x: &[f32]) -> u32 {
     (0..x.len()).fold(0, |best, i| if x[i] > x[best] { i } else { best }) as u32
 }

@@ -40,19 +40,6 @@ fn argmax(x: &[f32]) -> u32 {
 }
 
 /// The gap between the two largest logits.
-fn top2_gap(x: &[f32]) -> f32 {
-    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-    for &v in x {
-        if v > a {
-            b = a;
-            a = v;
-        } else if v > b {
-            b = v;
-        }
-    }
-    a - b
-}
-
 fn prompts() -> Vec<String> {
     let mut p: Vec<String> = [
         "The capital of France is",

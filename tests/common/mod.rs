@@ -34,6 +34,20 @@ pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const QWEN2_TRUNCATED: &str = "deepseek-r1-distill-qwen-7b.truncated.gguf";
 
+/// The gap between the two largest logits.
+pub fn top2_gap(x: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &v in x {
+        if v > a {
+            b = a;
+            a = v;
+        } else if v > b {
+            b = v;
+        }
+    }
+    a - b
+}
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,

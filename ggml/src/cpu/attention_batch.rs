@@ -469,83 +469,66 @@ unsafe fn dots16_avx2(x: &[f32], y: &[f32], stride: usize, n: usize) -> [f32; 16
 mod tests {
     use super::*;
 
-    /// The sixteen-at-once dots are the single dots to the bit, tails and
-    /// all.
+    /// Pairs of (n, stride) and random operands for the sixteen-dot tests.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn sixteen_dots_equal_single_ones() {
-        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("fma") {
-            eprintln!("skipped: no AVX-512 here");
-            return;
-        }
-        let mut seed = 1u64;
+    fn sixteen_dot_cases(seed: u64) -> Vec<(usize, usize, Vec<f32>, Vec<f32>)> {
+        let mut seed = seed;
         let mut next = || {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
         };
-        for (n, stride) in [
+        [
             (64, 64),
             (256, 256),
             (256, 300),
             (100, 130),
             (640, 641),
             (8, 8),
-        ] {
+            (33, 40),
+        ]
+        .into_iter()
+        .map(|(n, stride)| {
             let x: Vec<f32> = (0..n).map(|_| next()).collect();
             let y: Vec<f32> = (0..15 * stride + n).map(|_| next()).collect();
-            // SAFETY: AVX-512F and FMA were found above.
-            let (many, one) = unsafe {
-                (
-                    dots16_avx512(&x, &y, stride, n),
-                    dots16_each(&x, &y, stride, n, |a, b| dot_avx512(a, b)),
-                )
-            };
-            assert_eq!(
-                many.map(f32::to_bits),
-                one.map(f32::to_bits),
-                "n {n} stride {stride}"
-            );
-        }
+            (n, stride, x, y)
+        })
+        .collect()
     }
 
+    /// The sixteen-at-once dots are the single dots to the bit, tails and
+    /// all, on each x86 width this machine has.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn sixteen_avx2_dots_equal_single_ones() {
-        if !is_x86_feature_detected!("avx2") || !is_x86_feature_detected!("fma") {
-            eprintln!("skipped: no AVX2 here");
-            return;
+    fn sixteen_dots_equal_single_ones() {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            for (n, stride, x, y) in sixteen_dot_cases(3) {
+                // SAFETY: AVX2 and FMA were found above.
+                let (many, one) = unsafe {
+                    (
+                        dots16_avx2(&x, &y, stride, n),
+                        dots16_each(&x, &y, stride, n, |a, b| dot_avx2(a, b)),
+                    )
+                };
+                assert_eq!(many.map(f32::to_bits), one.map(f32::to_bits), "avx2 n {n}");
+            }
         }
-        let mut seed = 3u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
-        };
-        for (n, stride) in [
-            (64, 64),
-            (256, 300),
-            (100, 130),
-            (640, 641),
-            (8, 8),
-            (33, 40),
-        ] {
-            let x: Vec<f32> = (0..n).map(|_| next()).collect();
-            let y: Vec<f32> = (0..15 * stride + n).map(|_| next()).collect();
-            // SAFETY: AVX2 and FMA were found above.
-            let (many, one) = unsafe {
-                (
-                    dots16_avx2(&x, &y, stride, n),
-                    dots16_each(&x, &y, stride, n, |a, b| dot_avx2(a, b)),
-                )
-            };
-            assert_eq!(
-                many.map(f32::to_bits),
-                one.map(f32::to_bits),
-                "n {n} stride {stride}"
-            );
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            for (n, stride, x, y) in sixteen_dot_cases(1) {
+                // SAFETY: AVX-512F and FMA were found above.
+                let (many, one) = unsafe {
+                    (
+                        dots16_avx512(&x, &y, stride, n),
+                        dots16_each(&x, &y, stride, n, |a, b| dot_avx512(a, b)),
+                    )
+                };
+                assert_eq!(
+                    many.map(f32::to_bits),
+                    one.map(f32::to_bits),
+                    "avx512 n {n}"
+                );
+            }
         }
     }
 

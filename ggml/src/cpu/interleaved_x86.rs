@@ -14,6 +14,35 @@ const GROUP_BLOCK: usize = ROWS * 18;
 /// Q8_0.
 const Q8_COLUMN: usize = ROWS * 34;
 
+/// `hsum_float_8`'s order over eight registers whose lanes are rows
+/// (register l holding lane l of each row's sum).
+#[inline(always)]
+unsafe fn reduce(x: [__m256; 8]) -> __m256 {
+    _mm256_add_ps(
+        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
+        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
+    )
+}
+
+#[inline(always)]
+unsafe fn store(r: __m256) -> [f32; ROWS] {
+    let mut out = [0f32; ROWS];
+    _mm256_storeu_ps(out.as_mut_ptr(), r);
+    out
+}
+
+/// Exact i32 lane sums of unsigned-by-signed byte products: AVX2's two
+/// steps, and VNNI's one (the same integers; no pair here reaches 2^15).
+#[inline(always)]
+unsafe fn sums_avx2(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+#[inline(always)]
+unsafe fn sums_vnni(ax: __m256i, sy: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
+}
+
 /// Four bytes of an activation block's values, in every lane.
 #[inline(always)]
 unsafe fn broadcast4(p: *const u8) -> __m256i {
@@ -67,16 +96,12 @@ fn four_args(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn one_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(g, y, nb, |ax, sy| {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-    })
+    one_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn one_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(g, y, nb, |ax, sy| {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
-    })
+    one_body(g, y, nb, |ax, sy| sums_vnni(ax, sy))
 }
 
 /// Codes 0..=15 against |y| <= 128: a block's sixteen pair sums per i16
@@ -150,14 +175,7 @@ unsafe fn one_body(
         }
     }
     // hsum_float_8's order, lane l of a row being register l here.
-    let x = acc;
-    let r = _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
-        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
-    );
-    let mut out = [0f32; ROWS];
-    _mm256_storeu_ps(out.as_mut_ptr(), r);
-    out
+    store(reduce(acc))
 }
 
 /// A block's 32 products per row and token summed exactly in integers
@@ -242,23 +260,18 @@ pub fn four_nl_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32;
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn one_nl_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_nl_body(g, y, nb, |ax, sy| {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-    })
+    one_nl_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn one_nl_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_nl_body(g, y, nb, |ax, sy| {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
-    })
+    one_nl_body(g, y, nb, |ax, sy| sums_vnni(ax, sy))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn four_nl_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
     four_nl_body(g, ys, nb, |acc, ax, sy| {
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
-        _mm256_add_epi32(acc, p)
+        _mm256_add_epi32(acc, sums_avx2(ax, sy))
     })
 }
 
@@ -331,10 +344,7 @@ unsafe fn one_nl_body(
         }
     }
     let x: [__m256; 8] = std::array::from_fn(|l| _mm256_add_ps(acc[0][l], acc[1][l]));
-    let mut r = _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
-        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
-    );
+    let mut r = reduce(x);
     for b in paired..nb {
         let col = g.add(b * GROUP_BLOCK);
         let yb = y.add(b * ACT_BLOCK);
@@ -348,9 +358,7 @@ unsafe fn one_nl_body(
         let d = _mm256_mul_ps(_mm256_set1_ps(f16_at(table, yb)), dw);
         r = _mm256_add_ps(r, _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum)));
     }
-    let mut out = [0f32; ROWS];
-    _mm256_storeu_ps(out.as_mut_ptr(), r);
-    out
+    store(r)
 }
 
 /// A block's 32 products per row and token summed exactly in i32 (`step`
@@ -410,16 +418,12 @@ pub fn one_q8_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn one_q8_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_q8_body(g, y, nb, |ax, sy| {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
-    })
+    one_q8_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn one_q8_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_q8_body(g, y, nb, |ax, sy| {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
-    })
+    one_q8_body(g, y, nb, |ax, sy| sums_vnni(ax, sy))
 }
 
 /// ggml's x86 Q8_0 dot on eight rows at once: one set of eight lanes (lane
@@ -446,12 +450,5 @@ unsafe fn one_q8_body(
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), *acc);
         }
     }
-    let x = acc;
-    let r = _mm256_add_ps(
-        _mm256_add_ps(_mm256_add_ps(x[0], x[4]), _mm256_add_ps(x[2], x[6])),
-        _mm256_add_ps(_mm256_add_ps(x[1], x[5]), _mm256_add_ps(x[3], x[7])),
-    );
-    let mut out = [0f32; ROWS];
-    _mm256_storeu_ps(out.as_mut_ptr(), r);
-    out
+    store(reduce(acc))
 }
