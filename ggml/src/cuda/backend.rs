@@ -625,6 +625,12 @@ impl CudaBackend {
                 orders = [0; 3];
             }
         }
+        // A block may take several blocks' rows where it reads X once for
+        // all of them: one order for every part (a glu quantises its two
+        // orders' copies at the start either way).
+        let shared_x = matches!(ep, Epilogue::Glu(_))
+            || orders[1..parts.len()].iter().all(|&o| o == orders[0]);
+        let grid = plan.grid(grid as usize, sms, shared_x) as u32;
         let x_ptr = gathered.as_ref().map_or(x.mem.ptr, |g| g.mem.ptr);
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
         let (norm_w, eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));

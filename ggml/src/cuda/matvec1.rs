@@ -49,6 +49,45 @@ pub(super) struct Plan {
     pub rows_per_block: usize,
     pub stages: i32,
     pub split: i32,
+    /// Blocks of this launch that stay resident on a multiprocessor, where
+    /// one block may take the rows of several (the quantised kernels loop
+    /// over them and quantise X once); None for the float kernels, whose
+    /// grid is one block per rows_per_block.
+    pub resident: Option<usize>,
+}
+
+impl Plan {
+    /// The grid for `blocks` blocks' worth of rows on `sms` multiprocessors:
+    /// no more blocks than stay resident where a block may take several
+    /// (`shared_x`: every block can read X in one order).
+    pub fn grid(&self, blocks: usize, sms: usize, shared_x: bool) -> usize {
+        match self.resident {
+            Some(per_sm) if shared_x && !one_pass() => blocks.min(per_sm * sms),
+            _ => blocks,
+        }
+    }
+}
+
+/// LLM_CUDA_MV1_ONE_PASS=1: a block a rows_per_block, each quantising X
+/// itself (for timing against blocks that take several).
+fn one_pass() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_ONE_PASS").is_some_and(|v| v == "1"))
+}
+
+/// The kernels' launch bounds: 256 threads, at least 3 blocks a
+/// multiprocessor (matmul.cu's GQ_MATVEC1_ONE).
+const MIN_BLOCKS_PER_SM: usize = 3;
+
+/// Blocks of `shared` bytes of dynamic shared memory a multiprocessor
+/// holds at once: the launch bounds' minimum, or fewer where shared memory
+/// (228 KiB a multiprocessor on Hopper, 1 KiB of it reserved a block, and a
+/// little the kernel declares itself) runs out first.
+fn resident_blocks(shared: usize) -> usize {
+    (228usize << 10)
+        .checked_div(shared + 2048)
+        .unwrap_or(1)
+        .clamp(1, MIN_BLOCKS_PER_SM)
 }
 
 /// Segments of a row in flight while one is read, unless
@@ -65,6 +104,14 @@ fn segments_ahead() -> usize {
             .and_then(|v| v.parse().ok())
             .map_or(1, |n: usize| n.clamp(1, 7))
     })
+}
+
+/// LLM_CUDA_MV1_STAGED=1: the quantised kernels stage every row's weights
+/// through shared memory even where they could read them directly (Hopper,
+/// Q4_K), for timing the two; the kernel reads negative stages so.
+fn staged_only() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_STAGED").is_some_and(|v| v == "1"))
 }
 
 /// LLM_CUDA_MV1_GATHER_IN_KERNEL=1: one token's products of one input order
@@ -226,6 +273,7 @@ impl Matvec1 {
                 rows_per_block: rows_per_block / split,
                 stages: 1,
                 split: split as i32,
+                resident: None,
             });
         }
         let split = split_for(blocks, segments, sms);
@@ -237,8 +285,13 @@ impl Matvec1 {
                 f: k.f,
                 shared: shared as u32,
                 rows_per_block: rows_per_block / split,
-                stages: stages as i32,
+                stages: if staged_only() {
+                    -(stages as i32)
+                } else {
+                    stages as i32
+                },
                 split: split as i32,
+                resident: Some(resident_blocks(shared)),
             })
         })
     }
@@ -272,6 +325,20 @@ mod tests {
         // A fixed split, within the segments; a target of 0 never splits.
         assert_eq!(split_of(1, 3, 132, 4, Some(8)), 2);
         assert_eq!(split_of(1, 40, 132, 0, None), 1);
+    }
+
+    #[test]
+    fn resident_blocks_follow_shared_memory() {
+        // A 7B's q, k and v (4096 columns of Q4_K): 10 KiB of X and 19.5 of
+        // slots; three blocks fit, the launch bounds' minimum.
+        assert_eq!(
+            resident_blocks(x16_bytes(4096) + 16 * 2 * slot_bytes(GgmlType::Q4_K)),
+            3
+        );
+        // Wide rows hold fewer; never none.
+        assert_eq!(resident_blocks(100 << 10), 2);
+        assert_eq!(resident_blocks(200 << 10), 1);
+        assert_eq!(resident_blocks(400 << 10), 1);
     }
 
     #[test]

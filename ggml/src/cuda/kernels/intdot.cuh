@@ -170,6 +170,36 @@ __device__ __forceinline__ void int_chunk_raw(const uint8_t* row, int chunk, Int
     }
 }
 
+// Chunk `lane & 7` of block `lane >> 3` of a 16-byte-aligned run of Q4_K
+// blocks in global memory, read straight into registers through the
+// read-only path: the block's 16-byte head (8 lanes load the same one, one
+// transaction) and the 32 bytes of quants the chunk's nibbles are in. The
+// loads and the unpacking are apart so that a caller issues all of its
+// rows' loads before it waits on any.
+struct Q4kRaw {
+    uint4 h, q0, q1;
+};
+__device__ __forceinline__ Q4kRaw q4_k_load_global(const uint8_t* blocks, int lane) {
+    const uint8_t* b = blocks + (lane >> 3) * 144;
+    const uint4* qp = reinterpret_cast<const uint4*>(b + 16 + 32 * ((lane & 7) >> 1));
+    return Q4kRaw{__ldg(reinterpret_cast<const uint4*>(b)), __ldg(qp), __ldg(qp + 1)};
+}
+
+// The words are the nibbles masked in place, as unsigned bytes: an odd
+// chunk's (high nibbles) are 16 q, and its factors carry the 1/16 (exact),
+// one instruction a word instead of a shift and a mask.
+__device__ __forceinline__ void q4_k_unpack_masked(const Q4kRaw& r, int lane, IntChunk& c) {
+    const int j = lane & 7;
+    const uint32_t q[8] = {r.q0.x, r.q0.y, r.q0.z, r.q0.w, r.q1.x, r.q1.y, r.q1.z, r.q1.w};
+    uint32_t sc, mn;
+    scale_min_k4(j, r.h.y, r.h.z, r.h.w, sc, mn);
+    const uint32_t mask = (j & 1) ? 0xf0f0f0f0u : 0x0f0f0f0fu;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) c.q[k] = static_cast<int>(q[k] & mask);
+    c.a0 = c.a1 = h2f(r.h.x) * static_cast<float>(sc) * ((j & 1) ? 0.0625f : 1.0f);
+    c.m = h2f(r.h.x >> 16) * static_cast<float>(mn);
+}
+
 // Q5_K: Q4_K plus bit j of qh[l] worth 16.
 template <>
 __device__ __forceinline__ void int_chunk<Q5_K>(const uint8_t* row, int chunk, IntChunk& c) {

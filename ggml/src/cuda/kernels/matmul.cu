@@ -540,6 +540,102 @@ struct Mv1Parts {
     }
 };
 
+// Direct reads (Hopper, Q4_K rows 16-byte aligned). The staging above costs
+// about a hundred instructions a lane a segment (addresses, predicates,
+// copies, waits) besides reading the weights back out of shared memory, and
+// the products were issue-bound (Nsight Compute: Q4_K at a third of HBM
+// bandwidth, ~215 instructions a lane a chunk of 32 weights in the SASS). A
+// Q4_K chunk's bytes are 16-byte aligned, so a lane loads them straight into
+// registers; each warp of a split row takes a run of consecutive segments,
+// and L2 is asked for them MV1_PREFETCH segments at a time (one bulk
+// prefetch a row), ahead of the loads, so the loads find their bytes in L2
+// while HBM keeps a queue.
+constexpr int MV1_PREFETCH = 4;
+template <int T>
+__device__ __forceinline__ constexpr bool mv1_direct() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    return T == Q4_K;
+#else
+    return false;
+#endif
+}
+
+// Asks L2 for `bytes` (a multiple of 16) at 16-byte-aligned `p`.
+__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
+// Segments seg .. seg + n - 1 of each of the warp's rows into L2: lane i < R
+// asks for row i's. The bulk prefetch wants 16-byte bounds; the span is
+// widened to them, which stays inside the tensor's storage (256-byte
+// aligned and padded, WEIGHT_ALIGN).
+template <int T, int R>
+__device__ __forceinline__ void mv1_prefetch(const uint8_t* const (&row)[R], const bool (&active)[R], int seg, int n,
+                                             int cols, int lane) {
+    const int elems = min(cols, (seg + n) * MV_SEG) - seg * MV_SEG;
+    if (lane >= R || elems <= 0) return;
+    const long long bytes = elems / block_elems(T) * block_bytes(T);
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        if (lane == i && active[i]) {
+            const uintptr_t a = reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T);
+            const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
+            const uintptr_t a1 = (a + static_cast<uintptr_t>(bytes) + 15) & ~static_cast<uintptr_t>(15);
+            prefetch_l2(reinterpret_cast<const void*>(a0), static_cast<unsigned>(a1 - a0));
+        }
+    }
+}
+
+// sum of 16-bit a (signed) times bytes of b (unsigned), pairs lo or hi, plus c.
+[[maybe_unused]] __device__ __forceinline__ int dp2a_lo_su(int a, int b, int c) {
+    int d;
+    asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+[[maybe_unused]] __device__ __forceinline__ int dp2a_hi_su(int a, int b, int c) {
+    int d;
+    asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+// Block `vb` of a launch's products (the grid counts the parts' blocks one
+// after another): its part, its warp's first row and the warp's R rows (a
+// row past the part's last reads row 0 and drops its result).
+template <int R, bool GLU>
+struct Mv1Rows {
+    int part, r0;
+    const uint8_t* row[R];
+    bool active[R];
+};
+template <int R, bool GLU>
+__device__ __forceinline__ Mv1Rows<R, GLU> mv1_rows(const Mv1Parts& parts, int vb, int groups, int group,
+                                                   long long row_bytes) {
+    Mv1Rows<R, GLU> b;
+    int part = 0;
+    const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
+#pragma unroll
+    for (int p = 0; p < 2; ++p) {
+        const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+        if (part == p && vb >= nb) {
+            vb -= nb;
+            part = p + 1;
+        }
+    }
+    const int rows = Mv1Parts::pick(parts.rows, part);
+    b.part = part;
+    b.r0 = GLU ? vb * groups + group : (vb * groups + group) * R;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+        const int r = GLU ? b.r0 : b.r0 + i;
+        b.active[i] = r < rows;
+        const uint8_t* w = GLU ? parts.W[i] : Mv1Parts::pick(parts.W, part);
+        b.row[i] = w + static_cast<long long>(b.active[i] ? r : 0) * row_bytes;
+    }
+    return b;
+}
+
 // ST (2..8) slots of a segment a row: ST - 1 segments in flight while one
 // is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
 // then the slots, [warp][row][stage].
@@ -552,6 +648,10 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
                                         const float* __restrict__ norm_w, float eps) {
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static_assert(!GLU || R == 2, "a fused gate/up warp takes one row of each");
+    // Negative stages: stage the weights even where they could be read
+    // directly (LLM_CUDA_MV1_STAGED, for timing the two).
+    const bool staged_only = ST < 0;
+    ST = staged_only ? -ST : ST;
     constexpr int SLOT = mv_slot_bytes(T);
     extern __shared__ __align__(16) uint8_t xq[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -567,138 +667,197 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
     // Warp `warp` is piece `kw` of row group `group` (S pieces a group).
     const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
 
-    // This block's part and its first row (block-uniform).
-    int part = 0, block = blockIdx.x;
+    // A block may take several blocks' worth of rows, `gridDim.x` apart (the
+    // host makes the grid no larger than what stays resident where every
+    // part reads X in one order): X is quantised once for all of them, and
+    // each one's first weights are asked for while the one before runs.
     const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
-#pragma unroll
-    for (int p = 0; p < 2; ++p) {
-        const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-        if (part == p && block >= nb) {
-            block -= nb;
-            part = p + 1;
-        }
-    }
-    const int rows = Mv1Parts::pick(parts.rows, part);
-    const int r0 = GLU ? block * groups + group : (block * groups + group) * R;
-    const uint8_t* row[R];
-    bool active[R];
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-        const int r = GLU ? r0 : r0 + i;
-        active[i] = r < rows;
-        const uint8_t* w = GLU ? parts.W[i] : Mv1Parts::pick(parts.W, part);
-        row[i] = w + static_cast<long long>(active[i] ? r : 0) * row_bytes;
-    }
+    int nvb = (parts.rows[0] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    if (!GLU)
+        nvb += (parts.rows[1] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK +
+               (parts.rows[2] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     const int nchunks = cols >> 5;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG;
-    // Rows whose segments all start 16-byte aligned (every row of the usual
-    // shapes) read their weights with aligned loads.
-    bool a16 = (row_bytes & 15) == 0 && (mv_seg_bytes(T) & 15) == 0;
-#pragma unroll
-    for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
-    // This warp's segments: kw + S j for j < mine.
+    // This warp's segments: kw + S j for j < mine; or, reading directly,
+    // first .. first + run - 1.
     const int mine = kw < nseg ? (nseg - kw + S - 1) / S : 0;
-    for (int j = 0; j < ST - 1; ++j) {
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-            if (active[i] && j < mine) mv_fetch<T>(row[i], kw + j * S, cols, slots[i] + j * SLOT, lane);
-        async_commit();
-    }
-    // X while the first weights arrive.
-    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
-    mv1_quantize_x(X, GLU ? orders[0] : Mv1Parts::pick(orders, part), xq, cols, norm_w, nscale);
-    if (two_x) mv1_quantize_x(X, orders[1], xq_up, cols, norm_w, nscale);
-    __syncthreads();
+    const int run = (nseg + S - 1) / S;
+    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
     const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
     const float* sums = scales + nchunks;
     const int2* halves = reinterpret_cast<const int2*>(sums + nchunks);
     const float* up_scales = reinterpret_cast<const float*>(xq_up + 64 * nchunks);
     constexpr int OFFSET = int_offset(T);
-    float acc[R];
+    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
+        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+        const int part = B.part, r0 = B.r0;
+        const uint8_t* const(&row)[R] = B.row;
+        const bool(&active)[R] = B.active;
+        // Rows whose segments all start 16-byte aligned (every row of the usual
+        // shapes) read their weights with aligned loads.
+        bool a16 = (row_bytes & 15) == 0 && (mv_seg_bytes(T) & 15) == 0;
 #pragma unroll
-    for (int i = 0; i < R; ++i) acc[i] = 0.0f;
-    // The slots segment `seg` is read from and segment seg + ST - 1 goes to.
-    int read = 0, write = ST - 1;
-    for (int j = 0; j < mine; ++j) {
-        const int seg = kw + j * S;
-        {
-            const int ahead = j + ST - 1;
+        for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
+        const bool direct = mv1_direct<T>() && a16 && !staged_only;
+        if (direct) {
+            if (it == 0) mv1_prefetch<T, R>(row, active, first, min(count, MV1_PREFETCH), cols, lane);
+            if (vb + static_cast<int>(gridDim.x) < nvb) {
+                const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
+                mv1_prefetch<T, R>(N.row, N.active, first, min(count, MV1_PREFETCH), cols, lane);
+            }
+        } else {
+            for (int j = 0; j < ST - 1; ++j) {
 #pragma unroll
-            for (int i = 0; i < R; ++i)
-                if (active[i] && ahead < mine) mv_fetch<T>(row[i], kw + ahead * S, cols, slots[i] + write * SLOT, lane);
-            async_commit();
-        }
-        async_wait_n(ST - 1);
-        __syncwarp();
-        const int c = seg * 32 + lane;
-        if (c < nchunks) {
-            uint4 x[4];
-#pragma unroll
-            for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
-            float dx = scales[c], sx = sums[c];
-            int2 half = OFFSET != 0 ? halves[c] : make_int2(0, 0);
-#pragma unroll
-            for (int i = 0; i < R; ++i) {
-                if (GLU && i == 1 && two_x) {
-#pragma unroll
-                    for (int p = 0; p < 4; ++p)
-                        x[p] = *reinterpret_cast<const uint4*>(xq_up + 64 * c + 16 * (p ^ (c & 3)));
-                    dx = up_scales[c];
-                    sx = up_scales[nchunks + c];
-                    if (OFFSET != 0) half = reinterpret_cast<const int2*>(up_scales + 2 * nchunks)[c];
-                }
-                if (!active[i]) continue;
-                const int skew = static_cast<int>(
-                    (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
-                IntChunk w;
-                if (a16)
-                    int_chunk_raw<T, true>(slots[i] + read * SLOT, lane, w);
-                else
-                    int_chunk_raw<T, false>(slots[i] + read * SLOT + skew, lane, w);
-                int s0 = -OFFSET * half.x, s1 = -OFFSET * half.y;
-#pragma unroll
-                for (int p = 0; p < 4; ++p) {
-                    int& s = p < 2 ? s0 : s1;
-                    s = __dp2a_lo(static_cast<int>(x[p].x), w.q[2 * p], s);
-                    s = __dp2a_hi(static_cast<int>(x[p].y), w.q[2 * p], s);
-                    s = __dp2a_lo(static_cast<int>(x[p].z), w.q[2 * p + 1], s);
-                    s = __dp2a_hi(static_cast<int>(x[p].w), w.q[2 * p + 1], s);
-                }
-                acc[i] += dx * (w.a0 * static_cast<float>(s0) + w.a1 * static_cast<float>(s1)) - w.m * sx;
+                for (int i = 0; i < R; ++i)
+                    if (active[i] && j < mine) mv_fetch<T>(row[i], kw + j * S, cols, slots[i] + j * SLOT, lane);
+                async_commit();
+            }
+            // Hopper: the next block's first segments into L2 meanwhile.
+            if (vb + static_cast<int>(gridDim.x) < nvb) {
+                const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
+                for (int j = 0; j < ST - 1 && j < mine; ++j) mv1_prefetch<T, R>(N.row, N.active, kw + j * S, 1, cols, lane);
             }
         }
-        __syncwarp();  // the slots are read before a later fetch overwrites them
-        read = read + 1 == ST ? 0 : read + 1;
-        write = write + 1 == ST ? 0 : write + 1;
-    }
-    async_wait<0>();
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
-    }
-    if (S > 1) {
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
+        // X while the first weights arrive.
+        if (it == 0) {
+            const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+            mv1_quantize_x(X, GLU ? orders[0] : Mv1Parts::pick(orders, part), xq, cols, norm_w, nscale);
+            if (two_x) mv1_quantize_x(X, orders[1], xq_up, cols, norm_w, nscale);
         }
+        // X is there; and the partial sums of the block before are read.
         __syncthreads();
-        if (kw != 0) return;
+        float acc[R];
 #pragma unroll
-        for (int i = 0; i < R; ++i) {
-            acc[i] = partial[warp][i];
-            for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
+        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
+        if constexpr (mv1_direct<T>()) {
+            for (int j = 0; direct && j < count; ++j) {
+                const int seg = first + j;
+                if (j % MV1_PREFETCH == 0 && j + MV1_PREFETCH < count)
+                    mv1_prefetch<T, R>(row, active, seg + MV1_PREFETCH, min(MV1_PREFETCH, count - j - MV1_PREFETCH),
+                                       cols, lane);
+                const int c = seg * 32 + lane;
+                if (c >= nchunks) break;  // the last segment of a row may be short
+                // Every row's loads are issued before any is used (a row past
+                // the last reads row 0, whose result it drops).
+                Q4kRaw raw[R];
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    raw[i] = q4_k_load_global(row[i] + static_cast<long long>(seg) * mv_seg_bytes(T), lane);
+                IntChunk w[R];
+#pragma unroll
+                for (int i = 0; i < R; ++i) q4_k_unpack_masked(raw[i], lane, w[i]);
+                uint4 x[4];
+#pragma unroll
+                for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
+                float dx = scales[c], sx = sums[c];
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    if (GLU && i == 1 && two_x) {
+#pragma unroll
+                        for (int p = 0; p < 4; ++p)
+                            x[p] = *reinterpret_cast<const uint4*>(xq_up + 64 * c + 16 * (p ^ (c & 3)));
+                        dx = up_scales[c];
+                        sx = up_scales[nchunks + c];
+                    }
+                    if (!active[i]) continue;
+                    int s0 = 0, s1 = 0;
+#pragma unroll
+                    for (int p = 0; p < 4; ++p) {
+                        int& s = p < 2 ? s0 : s1;
+                        s = dp2a_lo_su(static_cast<int>(x[p].x), w[i].q[2 * p], s);
+                        s = dp2a_hi_su(static_cast<int>(x[p].y), w[i].q[2 * p], s);
+                        s = dp2a_lo_su(static_cast<int>(x[p].z), w[i].q[2 * p + 1], s);
+                        s = dp2a_hi_su(static_cast<int>(x[p].w), w[i].q[2 * p + 1], s);
+                    }
+                    acc[i] += dx * (w[i].a0 * static_cast<float>(s0 + s1)) - w[i].m * sx;
+                }
+            }
         }
-    }
-    if (lane != 0) return;
-    float* Y = Mv1Parts::pick(parts.Y, part);
-    if constexpr (GLU) {
-        if (active[0]) Y[r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
-    } else {
+        // The slots segment `seg` is read from and segment seg + ST - 1 goes to.
+        int read = 0, write = ST - 1;
+        for (int j = 0; !direct && j < mine; ++j) {
+            const int seg = kw + j * S;
+            {
+                const int ahead = j + ST - 1;
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    if (active[i] && ahead < mine) mv_fetch<T>(row[i], kw + ahead * S, cols, slots[i] + write * SLOT, lane);
+                async_commit();
+            }
+            async_wait_n(ST - 1);
+            __syncwarp();
+            const int c = seg * 32 + lane;
+            if (c < nchunks) {
+                uint4 x[4];
+#pragma unroll
+                for (int p = 0; p < 4; ++p) x[p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
+                float dx = scales[c], sx = sums[c];
+                int2 half = OFFSET != 0 ? halves[c] : make_int2(0, 0);
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    if (GLU && i == 1 && two_x) {
+#pragma unroll
+                        for (int p = 0; p < 4; ++p)
+                            x[p] = *reinterpret_cast<const uint4*>(xq_up + 64 * c + 16 * (p ^ (c & 3)));
+                        dx = up_scales[c];
+                        sx = up_scales[nchunks + c];
+                        if (OFFSET != 0) half = reinterpret_cast<const int2*>(up_scales + 2 * nchunks)[c];
+                    }
+                    if (!active[i]) continue;
+                    const int skew = static_cast<int>(
+                        (reinterpret_cast<uintptr_t>(row[i]) + static_cast<uintptr_t>(seg) * mv_seg_bytes(T)) & 15);
+                    IntChunk w;
+                    if (a16)
+                        int_chunk_raw<T, true>(slots[i] + read * SLOT, lane, w);
+                    else
+                        int_chunk_raw<T, false>(slots[i] + read * SLOT + skew, lane, w);
+                    int s0 = -OFFSET * half.x, s1 = -OFFSET * half.y;
+#pragma unroll
+                    for (int p = 0; p < 4; ++p) {
+                        int& s = p < 2 ? s0 : s1;
+                        s = __dp2a_lo(static_cast<int>(x[p].x), w.q[2 * p], s);
+                        s = __dp2a_hi(static_cast<int>(x[p].y), w.q[2 * p], s);
+                        s = __dp2a_lo(static_cast<int>(x[p].z), w.q[2 * p + 1], s);
+                        s = __dp2a_hi(static_cast<int>(x[p].w), w.q[2 * p + 1], s);
+                    }
+                    acc[i] += dx * (w.a0 * static_cast<float>(s0) + w.a1 * static_cast<float>(s1)) - w.m * sx;
+                }
+            }
+            __syncwarp();  // the slots are read before a later fetch overwrites them
+            read = read + 1 == ST ? 0 : read + 1;
+            write = write + 1 == ST ? 0 : write + 1;
+        }
+        async_wait<0>();
 #pragma unroll
         for (int i = 0; i < R; ++i) {
-            if (!active[i]) continue;
-            Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + acc[i] : acc[i];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+        }
+        if (S > 1) {
+            if (lane == 0) {
+#pragma unroll
+                for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
+            }
+            __syncthreads();
+            if (kw == 0) {
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    acc[i] = partial[warp][i];
+                    for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
+                }
+            }
+        }
+        if (lane == 0 && kw == 0) {
+            float* Y = Mv1Parts::pick(parts.Y, part);
+            if constexpr (GLU) {
+                if (active[0]) Y[r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
+            } else {
+#pragma unroll
+                for (int i = 0; i < R; ++i) {
+                    if (!active[i]) continue;
+                    Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + acc[i] : acc[i];
+                }
+            }
         }
     }
 }
@@ -1171,7 +1330,7 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
 // stored input order; or, where norm_w is not null and no order is, as
 // rms_norm(X) * norm_w with epsilon eps); block 256, dynamic shared memory 80 * cols / 32 rounded up
 // to 16 (twice for a glu whose two orders differ), plus 8 R stages
-// mv_slot_bytes(t) (2 <= stages <= 8); each row over `split` warps (1, 2, 4
+// mv_slot_bytes(t) (2 <= |stages| <= 8; negative: no direct reads); each row over `split` warps (1, 2, 4
 // or 8). Variants:
 //   r1, r2:    Y_p = W_p X for the parts with rows_p > 0 (rows0 > 0); R rows
 //              a warp, grid sum_p ceil(rows_p / (8 R / split));
