@@ -941,28 +941,14 @@ __device__ __forceinline__ void matvec1f(const float* __restrict__ X, const unsi
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     __shared__ float partial[MV1_WARPS][R];
     const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
-    int part = 0, block = blockIdx.x;
-    const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
-#pragma unroll
-    for (int p = 0; p < 2; ++p) {
-        const int nb = (parts.rows[p] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-        if (part == p && block >= nb) {
-            block -= nb;
-            part = p + 1;
-        }
-    }
-    const int rows = Mv1Parts::pick(parts.rows, part);
-    const int r0 = GLU ? block * groups + group : (block * groups + group) * R;
-    const uint8_t* row[R];
-    bool active[R];
+    const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, blockIdx.x, groups, group, row_bytes);
+    const int part = B.part, r0 = B.r0;
+    const uint8_t* const(&row)[R] = B.row;
+    const bool(&active)[R] = B.active;
     const unsigned* order[R];
     bool a16 = (row_bytes & 15) == 0;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-        const int r = GLU ? r0 : r0 + i;
-        active[i] = r < rows;
-        const uint8_t* w = GLU ? parts.W[i] : Mv1Parts::pick(parts.W, part);
-        row[i] = w + static_cast<long long>(active[i] ? r : 0) * row_bytes;
         order[i] = GLU ? orders[i] : Mv1Parts::pick(orders, part);
         a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
     }
