@@ -114,6 +114,11 @@ run)
     { echo "the fallback kernels fail"; status=1; }
   LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "the per-segment integer matvec fails"; status=1; }
+  # Batches in matmul.cu's 64x64 tiles, and in tile.cu's wide tiles only.
+  LLM_CUDA_NO_TILE=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "matmul.cu's tiled products fail"; status=1; }
+  LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "tile.cu's 128-token tiles fail"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   exit $status
   ;;

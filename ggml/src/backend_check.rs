@@ -966,6 +966,12 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
         (8, 2, 128, None, 4200, 4000, 1),
         (4, 2, 96, None, 700, 650, 1),
         (4, 1, 256, None, 1300, 1200, 2),
+        // Prompt batches of the head sizes with tensor-core kernels: several
+        // blocks of queries and tiles of cells, a sliding window in a ring
+        // that has wrapped.
+        (8, 2, 128, None, 200, 100, 70),
+        (4, 2, 64, Some(window), window + 40, 3 * window + 5, 40),
+        (4, 1, 128, Some(100), 400, 700, 150),
     ]
     .into_iter()
     .map(|case| (case, None))

@@ -13,6 +13,7 @@ use super::driver::{
 };
 use super::kvcache::QuantKvKernels;
 use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
+use super::tile::{Tile, TILE_THREADS};
 use crate::backend::{
     Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes, MatmulOffload, WEIGHT_ALIGN,
 };
@@ -42,6 +43,11 @@ pub(super) struct Kernels {
     /// Prompt batches' attention (AQ = 8 queries a block), unless
     /// LLM_CUDA_SIMPLE_ATTENTION is set.
     attention_prompt: Option<Function>,
+    /// Prompt batches' attention on tensor cores for head sizes 64 and 128
+    /// with its dynamic shared memory (attention_tc.cu), where this GPU
+    /// gives it that; not with LLM_CUDA_SIMPLE_ATTENTION or
+    /// LLM_CUDA_NO_TC_ATTENTION.
+    attention_prompt_tc: [Option<(Function, u32)>; 2],
     attention_split: Function,
     attention_merge: Function,
     /// Decode attention reading 16 bytes a lane, for head sizes 64, 128
@@ -49,6 +55,8 @@ pub(super) struct Kernels {
     attention_vec: [Option<Function>; 3],
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
+    /// Activations f32 -> f16 for tile.cu's products.
+    to_half: Function,
     /// Caches of other types than f16 (kvcache.rs).
     pub(super) kvq: QuantKvKernels,
 }
@@ -62,6 +70,9 @@ struct MatKernels {
     /// LLM_CUDA_FLOAT_MATVEC is set, else the float one.
     matvec: Function,
     matmul: Function,
+    /// Past MATVEC_MAX_TOKENS, tile.cu's large tiles where this GPU runs
+    /// them (LLM_CUDA_NO_TILE=1: matmul.cu's 64x64 ones, for timing).
+    tile: Option<Tile>,
 }
 
 pub struct CudaBackend {
@@ -80,6 +91,8 @@ pub struct CudaBackend {
     orders: Mutex<Vec<UploadedOrder>>,
     /// Room for the CPU's offloaded matmuls.
     offload: Mutex<Option<OffloadRoom>>,
+    /// A tiled product's activations in f16, grown as needed.
+    half_x: Mutex<Option<DeviceMem>>,
     stream: Stream,
     _modules: Vec<Module>,
     // Dropped last: everything above lives in this context.
@@ -240,6 +253,13 @@ fn attention_splits(
     splits.min(ATT_PART_BYTES / per_split.max(1)).max(1)
 }
 
+/// attention_tc.cu's `shared_bytes`: the 64 queries' and a tile's keys and
+/// values as f16 (rows of head_dim + 8), and each of 4 warps' scores (16 x
+/// 68 f32) and weights (16 x 72 f16).
+fn prompt_tc_shared(head_dim: usize) -> usize {
+    (64 + 2 * 64) * (head_dim + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2
+}
+
 /// Threads of a split decode attention block.
 pub(super) fn attention_split_block() -> u32 {
     32 * attention_knobs().split_warps
@@ -352,12 +372,17 @@ impl CudaBackend {
             let matvec1 = (int_matvec.is_some() || (float_ty && !float_matvec))
                 && std::env::var_os("LLM_CUDA_NO_MATVEC1").is_none();
             let matvec1 = matvec1.then(|| Matvec1::find(find, &n)).flatten();
+            let tile = std::env::var_os("LLM_CUDA_NO_TILE")
+                .is_none()
+                .then(|| Tile::find(find, ty, &n))
+                .flatten();
             matmul.insert(
                 ty,
                 MatKernels {
                     matvec1,
                     matvec,
                     matmul: matmul_fn,
+                    tile,
                 },
             );
         }
@@ -379,6 +404,21 @@ impl CudaBackend {
             } else {
                 Some(find("attention_prompt")?)
             },
+            attention_prompt_tc: {
+                let off = std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
+                    || std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_some();
+                let tc = |d: usize| -> Option<(Function, u32)> {
+                    let f = find(&format!("attention_prompt_tc{d}")).ok()?;
+                    let shared = prompt_tc_shared(d);
+                    f.allow_dynamic_shared(shared).ok()?;
+                    Some((f, shared as u32))
+                };
+                if off {
+                    [None, None]
+                } else {
+                    [tc(64), tc(128)]
+                }
+            },
             attention_split: find("attention_split")?,
             attention_merge: find("attention_merge")?,
             attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some() {
@@ -391,6 +431,7 @@ impl CudaBackend {
                 ]
             },
             matmul,
+            to_half: find("to_half")?,
             kvq: QuantKvKernels::find(find)?,
         };
         Ok(CudaBackend {
@@ -402,6 +443,7 @@ impl CudaBackend {
             ordered_cols: AtomicUsize::new(0),
             orders: Mutex::new(Vec::new()),
             offload: Mutex::new(None),
+            half_x: Mutex::new(None),
             stream: Stream::new()?,
             _modules: modules,
             ctx,
@@ -476,8 +518,62 @@ impl CudaBackend {
         if t <= MATVEC_MAX_TOKENS {
             self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
         } else {
-            self.launch(k.matmul, (blocks(w.rows, 64), blocks(t, 64), 1), 128, &args);
+            self.keep(self.product(
+                k,
+                w.mem.ptr(),
+                x.mem.ptr,
+                out.mem.ptr,
+                (w.rows, w.cols, w.row_bytes),
+                t,
+            ));
         }
+    }
+
+    /// A product of more than MATVEC_MAX_TOKENS tokens: tile.cu's kernels
+    /// on `x` converted to f16 where the type has them, else matmul.cu's.
+    fn product(
+        &self,
+        k: &MatKernels,
+        wp: u64,
+        xp: u64,
+        yp: u64,
+        (w_rows, w_cols, row_bytes): (usize, usize, usize),
+        t: usize,
+    ) -> CuResult<()> {
+        let (rows, cols, rb, nt) = (w_rows as i32, w_cols as i32, row_bytes as i64, t as i32);
+        let Some(tile) = &k.tile else {
+            return k.matmul.launch(
+                &self.stream,
+                (blocks(w_rows, 64), blocks(t, 64), 1),
+                128,
+                0,
+                &[&wp, &xp, &yp, &rows, &cols, &rb, &nt],
+            );
+        };
+        let n = t * w_cols;
+        let mut half = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
+        if half.as_ref().is_none_or(|m| m.bytes < n * 2) {
+            // The old buffer goes first: freeing waits for the work that reads it.
+            *half = None;
+            *half = Some(self.alloc((n * 2).next_multiple_of(1 << 20), "activations in f16")?);
+        }
+        let xh = half.as_ref().expect("just made").ptr;
+        let len = n as i64;
+        self.kernels.to_half.launch(
+            &self.stream,
+            (blocks(n / 4, 256), 1, 1),
+            256,
+            0,
+            &[&xp, &xh, &len],
+        )?;
+        let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
+        l.f.launch(
+            &self.stream,
+            l.grid,
+            TILE_THREADS,
+            l.shared,
+            &[&wp, &xh, &yp, &rows, &cols, &rb, &nt],
+        )
     }
 
     /// `f` of `x` in `w`'s input order: `x` itself, or its first `t` rows
@@ -881,22 +977,10 @@ impl CudaBackend {
         yp: u64,
         tokens: usize,
     ) -> CuResult<()> {
-        let Some(mm) = self.kernels.matmul.get(&w.format.ggml()).map(|k| k.matmul) else {
+        let Some(k) = self.kernels.matmul.get(&w.format.ggml()) else {
             return Err(BackendError(format!("{}: no kernels", w.format)));
         };
-        let (rows, cols, rb, nt) = (
-            w.rows as i32,
-            w.cols as i32,
-            w.row_bytes as i64,
-            tokens as i32,
-        );
-        mm.launch(
-            &self.stream,
-            (blocks(w.rows, 64), blocks(tokens, 64), 1),
-            128,
-            0,
-            &[&wp, &xp, &yp, &rows, &cols, &rb, &nt],
-        )
+        self.product(k, wp, xp, yp, (w.rows, w.cols, w.row_bytes), tokens)
     }
 }
 
@@ -1602,6 +1686,32 @@ impl Backend for CudaBackend {
             self.attention_merge(sc, tokens, a, splits, out);
             return;
         }
+        let tc = match a.head_dim {
+            64 => self.kernels.attention_prompt_tc[0],
+            128 => self.kernels.attention_prompt_tc[1],
+            _ => None,
+        };
+        if let (Some((f, shared)), true) = (tc, tokens > MATVEC_MAX_TOKENS) {
+            self.keep(f.launch(
+                &self.stream,
+                (blocks(tokens, 64), a.n_head as u32, 1),
+                128,
+                shared,
+                &[
+                    &q.mem.ptr,
+                    &kv.k.ptr,
+                    &kv.v.ptr,
+                    &out.mem.ptr,
+                    &nh,
+                    &nkv,
+                    &cells,
+                    &sc.step.ptr,
+                    &window,
+                    &a.kq_scale,
+                ],
+            ));
+            return;
+        }
         let (kernel, grid, block) = match self.kernels.attention_prompt {
             Some(f) if tokens > MATVEC_MAX_TOKENS => (f, blocks(tokens, 8), 256),
             _ => (self.kernels.attention, tokens as u32, 32 * 16),
@@ -1644,6 +1754,14 @@ mod tests {
     /// The split rule on an H200's 132 multiprocessors, as measured in
     /// attention_splits' note: many heads keep splits of 256 cells, few
     /// heads get four blocks a multiprocessor, short caches none.
+    #[test]
+    fn prompt_attention_shared_memory() {
+        // Two blocks of head size 128 a Hopper multiprocessor (228 KiB).
+        assert_eq!(prompt_tc_shared(128), 192 * 136 * 2 + 17408 + 9216);
+        assert!(2 * (prompt_tc_shared(128) + 1024) <= 228 << 10);
+        assert_eq!(prompt_tc_shared(64), 192 * 72 * 2 + 17408 + 9216);
+    }
+
     #[test]
     fn decode_attention_splits() {
         let sms = 132;

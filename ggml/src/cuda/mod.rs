@@ -8,6 +8,7 @@ pub mod driver;
 mod kvcache;
 mod matvec1;
 pub mod stream;
+mod tile;
 
 pub use backend::CudaBackend;
 pub use driver::{devices, DeviceInfo};
@@ -18,6 +19,11 @@ pub(crate) const MODULES: &[(&str, &[u8])] = &[
     ("ops", include_bytes!("kernels/build/ops.fatbin")),
     ("matmul", include_bytes!("kernels/build/matmul.fatbin")),
     ("kvcache", include_bytes!("kernels/build/kvcache.fatbin")),
+    ("tile", include_bytes!("kernels/build/tile.fatbin")),
+    (
+        "attention_tc",
+        include_bytes!("kernels/build/attention_tc.fatbin"),
+    ),
 ];
 
 /// A module's image from `$LLM_CUDA_MODULE_DIR/<name>.cubin` (or `.fatbin`)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "act.cuh"
+#include "async.cuh"
 #include "intdot.cuh"
 #include "quants.cuh"
 
@@ -49,28 +50,6 @@ __host__ __device__ constexpr int mv_slot_bytes(int t) { return (mv_seg_bytes(t)
 // Slots per warp: about 4 KB ahead where shared memory allows.
 __host__ __device__ constexpr int mv_stages(int t) {
     return mv_seg_bytes(t) >= 4096 ? 2 : (4096 / mv_seg_bytes(t) + 1 > 6 ? 6 : (4096 / mv_seg_bytes(t) + 1 < 3 ? 3 : 4096 / mv_seg_bytes(t) + 1));
-}
-
-__device__ __forceinline__ void copy16_async(void* smem, const void* gmem) {
-#if __CUDA_ARCH__ >= 800
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-#else
-    *reinterpret_cast<uint4*>(smem) = __ldg(reinterpret_cast<const uint4*>(gmem));
-#endif
-}
-
-__device__ __forceinline__ void async_commit() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-
-template <int N>
-__device__ __forceinline__ void async_wait() {
-#if __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
 }
 
 // Starts the copy of segment `seg` of `row` into `slot`; returns nothing, the

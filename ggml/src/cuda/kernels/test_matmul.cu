@@ -9,7 +9,8 @@
 //   2. matvec (ntok 1..8 and 11; the integer-dot matvecx too, where a type
 //      has one, within 1e-4) and matmul (several ntok) agree with a
 //      double-precision host product within a tolerance (f32 for matvec and
-//      the F32/BF16 matmul; f16 operands for the tensor-core matmul).
+//      the F32/BF16 matmul; f16 operands for the tensor-core matmul), and so
+//      does tile.cu's matmul_tile (both tile widths, ntok > 8).
 // Weights are placed at an address that is 2 mod 4 to exercise unaligned rows.
 #include <cuda_runtime.h>
 
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "matmul.cu"
+#include "tile.cu"
 
 #define CK(x)                                                                                  \
     do {                                                                                       \
@@ -196,6 +198,7 @@ __global__ void k_dequant(const uint8_t* W, float* out, int rows, int cols, long
 }
 
 typedef void (*kern_t)(const uint8_t*, const float*, float*, int, int, long long, int);
+typedef void (*kernh_t)(const uint8_t*, const __half*, float*, int, int, long long, int);
 typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
                         const unsigned*, const float*, float);
@@ -207,7 +210,21 @@ struct TypeCase {
     kern_t matvec, matmul;
     kern_t matvecx;  // the integer-dot matvec, where the type has one
     kern1_t matvec1[2];  // the one-token integer matvec, 1 and 2 rows a warp, where the type has one
+    kernh_t tile[2];  // tile.cu's matmul_tile_<t>_n128 and _n64, where the type has them
 };
+
+static const int TILE_BN[2] = {128, 64};
+
+// tile.cu's product: X converted by to_half, then the BN variant `v`.
+static void run_tile(const TypeCase& tc, int v, const uint8_t* W, const float* X, __half* Xh, float* Y, int rows,
+                     int cols, long long rb, int ntok) {
+    const long long n = (long long)ntok * cols;
+    to_half<<<(unsigned)((n / 4 + 255) / 256), 256>>>(X, Xh, n);
+    const int shared = tile::tile_shared(tc.t, TILE_BN[v]);
+    CK(cudaFuncSetAttribute(tc.tile[v], cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+    dim3 grid((rows + 127) / 128, (ntok + TILE_BN[v] - 1) / TILE_BN[v]);
+    tc.tile[v]<<<grid, 256, shared>>>(W, Xh, Y, rows, cols, rb, ntok);
+}
 
 template <int T>
 static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long long rb) {
@@ -215,12 +232,16 @@ static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long lo
     k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
 }
 
-#define TC(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, {nullptr, nullptr}}
-#define TCX(name, T) \
-    {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name, {matvec1_##name##_r1, matvec1_##name##_r2}}
+#define TF(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, {nullptr, nullptr}, {nullptr, nullptr}}
+#define TC(name, T)                                                                           \
+    {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, {nullptr, nullptr}, \
+     {matmul_tile_##name##_n128, matmul_tile_##name##_n64}}
+#define TCX(name, T)                                                                                         \
+    {T, #name, launch_deq<T>, matvec_##name, matmul_##name, matvecx_##name, {matvec1_##name##_r1, matvec1_##name##_r2}, \
+     {matmul_tile_##name##_n128, matmul_tile_##name##_n64}}
 
 static const TypeCase CASES[] = {
-    TC(f32, gq::F32), TC(f16, gq::F16), TC(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
+    TF(f32, gq::F32), TC(f16, gq::F16), TF(bf16, gq::BF16), TCX(q4_0, gq::Q4_0), TCX(q4_1, gq::Q4_1),
     TCX(q5_0, gq::Q5_0), TC(q5_1, gq::Q5_1), TCX(q8_0, gq::Q8_0), TC(q2_k, gq::Q2_K), TC(q3_k, gq::Q3_K),
     TCX(q4_k, gq::Q4_K), TCX(q5_k, gq::Q5_K), TCX(q6_k, gq::Q6_K), TC(iq4_nl, gq::IQ4_NL), TC(iq4_xs, gq::IQ4_XS),
 };
@@ -323,6 +344,18 @@ static void bench() {
             CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
             float ms; CK(cudaEventElapsedTime(&ms, a, b));
             printf("  mm%d %7.1f us %5.1f TFLOP/s", ntok, 1e3 * ms / it, 2.0 * rows * cols * ntok / (1e9 * ms / it));
+            for (int v = 0; v < 2 && tc.tile[0]; v++) {
+                __half* dXh;
+                CK(cudaMalloc(&dXh, (size_t)ntok * cols * 2));
+                run_tile(tc, v, dW, dX, dXh, dY, rows, cols, rb, ntok);
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++) run_tile(tc, v, dW, dX, dXh, dY, rows, cols, rb, ntok);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" (tile%d %7.1f us %5.1f)", TILE_BN[v], 1e3 * ms / it,
+                       2.0 * rows * cols * ntok / (1e9 * ms / it));
+                CK(cudaFree(dXh));
+            }
         }
         printf("\n");
         CK(cudaGetLastError());
@@ -457,6 +490,16 @@ int main(int argc, char** argv) {
                     CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                     const bool simt = tc.t == gq::F32 || tc.t == gq::BF16;
                     type_fail += compare("matmul", tc, rows, cols, ntok, Wf, X, Y, simt ? 1e-5 : 2e-3);
+                }
+                for (int v = 0; v < 2 && tc.tile[0] && ntok > 8; v++) {
+                    __half* dXh;
+                    CK(cudaMalloc(&dXh, X.size() * 2));
+                    CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                    run_tile(tc, v, dW, dX, dXh, dY, rows, cols, rb, ntok);
+                    CK(cudaGetLastError());
+                    CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                    CK(cudaFree(dXh));
+                    type_fail += compare(v ? "matmul_tile_n64" : "matmul_tile_n128", tc, rows, cols, ntok, Wf, X, Y, 2e-3);
                 }
                 CK(cudaFree(dX));
                 CK(cudaFree(dY));

@@ -1,0 +1,134 @@
+//! tile.cu's prompt-sized products: which of its two tile widths a launch
+//! takes, and the dynamic shared memory each needs.
+
+use super::driver::{CuResult, Function};
+use crate::GgmlType;
+
+/// Rows of a tile (tile.cu's BM) and threads of a block.
+const TILE_ROWS: usize = 128;
+pub const TILE_THREADS: u32 = 256;
+
+/// One tile width's kernel and its dynamic shared memory.
+#[derive(Clone, Copy)]
+struct Width {
+    f: Function,
+    tokens: usize,
+    shared: u32,
+}
+
+/// `matmul_tile_<t>_n128` and `_n64` of one weight type.
+#[derive(Clone, Copy)]
+pub struct Tile {
+    wide: Width,
+    narrow: Width,
+}
+
+/// A launch: kernel, grid, dynamic shared memory.
+pub struct TileLaunch {
+    pub f: Function,
+    pub grid: (u32, u32, u32),
+    pub shared: u32,
+}
+
+/// tile.cu's `tile_shared`: the weight tile, two activation tiles (halves,
+/// rows of 64 + 8) and two raw stages of 128 rows; the f32 output tile
+/// (128 + 4 a token) reuses them.
+fn tile_shared(ty: GgmlType, tokens: usize) -> usize {
+    let block = ty.block_size() as usize;
+    let stage_elems = if block == 256 { 256 } else { 64 };
+    let stage_bytes = stage_elems / block * ty.type_size() as usize;
+    let slot = (stage_bytes + 30 + 15) / 16 * 16;
+    let tiles = (TILE_ROWS + 2 * tokens) * 72 * 2 + 2 * TILE_ROWS * slot;
+    tiles.max(tokens * (TILE_ROWS + 4) * 4)
+}
+
+/// LLM_CUDA_TILE_TOKENS=64|128 fixes the tile width (for timing); unset,
+/// the rule in `Tile::launch` picks.
+fn fixed_width() -> Option<usize> {
+    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_TILE_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n == 64 || n == 128)
+    })
+}
+
+impl Tile {
+    /// The kernels of type `ty` (lowercase ggml name `name`), where it has
+    /// them and this GPU gives them the shared memory they need.
+    pub fn find(
+        find: impl Fn(&str) -> CuResult<Function>,
+        ty: GgmlType,
+        name: &str,
+    ) -> Option<Tile> {
+        let width = |tokens: usize| -> Option<Width> {
+            let f = find(&format!("matmul_tile_{name}_n{tokens}")).ok()?;
+            let shared = tile_shared(ty, tokens);
+            f.allow_dynamic_shared(shared).ok()?;
+            Some(Width {
+                f,
+                tokens,
+                shared: shared as u32,
+            })
+        };
+        Some(Tile {
+            wide: width(128)?,
+            narrow: width(64)?,
+        })
+    }
+
+    /// The launch for `rows` x `tokens` on `sms` multiprocessors: 128-token
+    /// tiles (each dequantised weight serves twice the tokens) where they
+    /// give at least three blocks for every four multiprocessors, else
+    /// 64-token tiles, twice the blocks for products too small to fill the
+    /// GPU. (H200, 7B Q4_K pp512: 128-token tiles throughout 9422 tokens/s,
+    /// 64-token tiles throughout 7236, 64 wherever the 128 fell short of two
+    /// blocks a multiprocessor, as the attention and output products do,
+    /// 8418: one block a multiprocessor of the wide tile beats two of the
+    /// narrow.)
+    pub fn launch(&self, rows: usize, tokens: usize, sms: usize) -> TileLaunch {
+        let row_tiles = rows.div_ceil(TILE_ROWS);
+        let wide = match fixed_width() {
+            Some(n) => n == 128,
+            None => tokens > 64 && 4 * row_tiles * tokens.div_ceil(128) >= 3 * sms,
+        };
+        let w = if wide { self.wide } else { self.narrow };
+        TileLaunch {
+            f: w.f,
+            grid: (row_tiles as u32, tokens.div_ceil(w.tokens) as u32, 1),
+            shared: w.shared,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_follows_the_kernels_layout() {
+        // Q4_K: a super-block of 144 bytes a stage, slots of 176.
+        assert_eq!(tile_shared(GgmlType::Q4_K, 128), 384 * 144 + 256 * 176);
+        assert_eq!(tile_shared(GgmlType::Q4_K, 64), 256 * 144 + 256 * 176);
+        // Q4_0: two blocks of 18 bytes a stage, slots of 80; the output
+        // tile (128 tokens of 132 floats) is the larger.
+        assert_eq!(tile_shared(GgmlType::Q4_0, 128), 384 * 144 + 256 * 80);
+        assert_eq!(tile_shared(GgmlType::F16, 64), 256 * 144 + 256 * 160);
+        // Every type fits Hopper's 227 KiB a block, and all but Q6_K's wide
+        // tile leave room for two blocks a multiprocessor.
+        let tiled = crate::blocks::WEIGHT_TYPES
+            .iter()
+            .filter(|t| !matches!(t, GgmlType::F32 | GgmlType::BF16));
+        for &ty in tiled {
+            for tokens in [64, 128] {
+                let two = 2 * (tile_shared(ty, tokens) + 1024) <= 228 << 10;
+                assert!(tile_shared(ty, tokens) <= 227 << 10, "{ty:?}");
+                assert!(
+                    two || (ty == GgmlType::Q6_K && tokens == 128),
+                    "{ty:?} {tokens}"
+                );
+            }
+        }
+    }
+}
