@@ -96,7 +96,9 @@ impl Tile {
         let w = if wide { self.wide } else { self.narrow };
         TileLaunch {
             f: w.f,
-            grid: (row_tiles as u32, tokens.div_ceil(w.tokens) as u32, 1),
+            // Token tiles first: a row tile's blocks run together, its weights
+            // read once from memory into L2.
+            grid: (tokens.div_ceil(w.tokens) as u32, row_tiles as u32, 1),
             shared: w.shared,
         }
     }

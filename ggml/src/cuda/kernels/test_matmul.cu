@@ -222,7 +222,7 @@ static void run_tile(const TypeCase& tc, int v, const uint8_t* W, const float* X
     to_half<<<(unsigned)((n / 4 + 255) / 256), 256>>>(X, Xh, n);
     const int shared = tile::tile_shared(tc.t, TILE_BN[v]);
     CK(cudaFuncSetAttribute(tc.tile[v], cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-    dim3 grid((rows + 127) / 128, (ntok + TILE_BN[v] - 1) / TILE_BN[v]);
+    dim3 grid((ntok + TILE_BN[v] - 1) / TILE_BN[v], (rows + 127) / 128);
     tc.tile[v]<<<grid, 256, shared>>>(W, Xh, Y, rows, cols, rb, ntok);
 }
 

@@ -8,7 +8,9 @@
 // Y: ntok x rows f32. See README.md for the launch contract.
 //
 // A block of 256 threads (8 warps) computes a 128 (rows) x BN (tokens) tile
-// of Y, BN 128 or 64. Its K axis goes in steps of 64 weights. The weights'
+// of Y, BN 128 or 64; the blocks of one row tile are launched side by side
+// (blockIdx.x walks the tokens), so that they share its weights in L2 rather
+// than each reading them from memory. Its K axis goes in steps of 64 weights. The weights'
 // raw bytes come in stages of whole blocks (a super-block of 256 for the
 // K-quants, else 64 weights) by coalesced 16-byte asynchronous copies into
 // shared memory, double-buffered, the next stage asked for at the first step
@@ -112,7 +114,7 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
     float* Cs = reinterpret_cast<float*>(smem);
 
     const int tid = threadIdx.x, warp = tid >> 5;
-    const int r0 = blockIdx.x * BM, t0 = blockIdx.y * BN;
+    const int r0 = blockIdx.y * BM, t0 = blockIdx.x * BN;
     const int nchunks = cols >> 5;
     const int nsteps = (cols + BK - 1) / BK, nstages = (cols + KS - 1) / KS;
 
@@ -203,7 +205,7 @@ extern "C" __global__ void to_half(const float* __restrict__ x, __half* __restri
     *reinterpret_cast<uint2*>(y + i) = make_uint2(tile::pack_half2(v.x, v.y), tile::pack_half2(v.z, v.w));
 }
 
-// matmul_tile_<t>_n<BN>: grid (ceil(rows/128), ceil(ntok/BN)), block 256,
+// matmul_tile_<t>_n<BN>: grid (ceil(ntok/BN), ceil(rows/128)), block 256,
 // dynamic shared memory tile_shared(T, BN) (backend.rs: tile_shared).
 // Two blocks a multiprocessor where shared memory allows (every type but Q6_K
 // on Hopper at BN 128).
