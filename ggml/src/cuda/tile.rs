@@ -37,7 +37,7 @@ fn tile_shared(ty: GgmlType, tokens: usize) -> usize {
     let block = ty.block_size() as usize;
     let stage_elems = if block == 256 { 256 } else { 64 };
     let stage_bytes = stage_elems / block * ty.type_size() as usize;
-    let slot = (stage_bytes + 30 + 15) / 16 * 16;
+    let slot = (stage_bytes + 30).div_ceil(16) * 16;
     let tiles = (TILE_ROWS + 2 * tokens) * 72 * 2 + 2 * TILE_ROWS * slot;
     tiles.max(tokens * (TILE_ROWS + 4) * 4)
 }
