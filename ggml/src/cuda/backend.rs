@@ -1691,35 +1691,17 @@ impl Backend for CudaBackend {
             128 => self.kernels.attention_prompt_tc[1],
             _ => None,
         };
-        if let (Some((f, shared)), true) = (tc, tokens > MATVEC_MAX_TOKENS) {
-            self.keep(f.launch(
-                &self.stream,
-                (blocks(tokens, 64), a.n_head as u32, 1),
-                128,
-                shared,
-                &[
-                    &q.mem.ptr,
-                    &kv.k.ptr,
-                    &kv.v.ptr,
-                    &out.mem.ptr,
-                    &nh,
-                    &nkv,
-                    &cells,
-                    &sc.step.ptr,
-                    &window,
-                    &a.kq_scale,
-                ],
-            ));
-            return;
-        }
-        let (kernel, grid, block) = match self.kernels.attention_prompt {
-            Some(f) if tokens > MATVEC_MAX_TOKENS => (f, blocks(tokens, 8), 256),
-            _ => (self.kernels.attention, tokens as u32, 32 * 16),
+        let batch = tokens > MATVEC_MAX_TOKENS;
+        let (kernel, grid, block, shared) = match (tc, self.kernels.attention_prompt) {
+            (Some((f, shared)), _) if batch => (f, blocks(tokens, 64), 128, shared),
+            (_, Some(f)) if batch => (f, blocks(tokens, 8), 256, 0),
+            _ => (self.kernels.attention, tokens as u32, 32 * 16, 0),
         };
-        self.launch(
-            kernel,
+        self.keep(kernel.launch(
+            &self.stream,
             (grid, a.n_head as u32, 1),
             block,
+            shared,
             &[
                 &q.mem.ptr,
                 &kv.k.ptr,
@@ -1733,7 +1715,7 @@ impl Backend for CudaBackend {
                 &window,
                 &a.kq_scale,
             ],
-        );
+        ));
     }
 
     fn glu(&self, act: Glu, gate: &mut CudaBuf, up: &CudaBuf, len: usize) {

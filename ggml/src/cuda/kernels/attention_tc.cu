@@ -1,8 +1,9 @@
 // Causal attention of prompt batches over an f16 cache, on tensor cores.
 //
 // The contract of ops.cu's attention_prompt (q, the caches, out, n_head,
-// n_head_kv, cells, step = [pos0, tokens], window, kq_scale; the cache a ring
-// of `cells`), for head sizes 64 and 128: attention_prompt_tc<D>, grid
+// n_head_kv, head_dim, cells, step = [pos0, tokens], window, kq_scale; the
+// cache a ring of `cells`), for head sizes 64 and 128: attention_prompt_tc<D>
+// (head_dim must be D; any other traps), grid
 // (ceil(tokens/64), n_head), block 128, dynamic shared memory
 // prompt_tc_shared(D) (backend.rs mirrors it; less traps).
 //
@@ -56,12 +57,12 @@ __device__ __forceinline__ void load_cells(const __half* cache, int kv_dim, int 
 template <int D>
 __device__ __forceinline__ void attention_tc(const float* __restrict__ q, const __half* __restrict__ kc,
                                              const __half* __restrict__ vc, float* __restrict__ out, int n_head,
-                                             int n_head_kv, int cells, const int* step, int window,
+                                             int n_head_kv, int head_dim, int cells, const int* step, int window,
                                              float kq_scale) {
     namespace wmma = nvcuda::wmma;
     constexpr int LDH = D + 8;
     extern __shared__ __align__(128) unsigned char smem[];
-    if (dynamic_shared_size() < static_cast<unsigned>(shared_bytes(D))) __trap();
+    if (head_dim != D || dynamic_shared_size() < static_cast<unsigned>(shared_bytes(D))) __trap();
     __half* Qs = reinterpret_cast<__half*>(smem);  // [QB][LDH]
     __half* Ks = Qs + QB * LDH;                     // [CB][LDH]
     __half* Vs = Ks + CB * LDH;                     // [CB][LDH]
@@ -188,8 +189,9 @@ static_assert(WARPS * 16 * (128 + 4) * 4 <= 2 * CB * (128 + 8) * 2, "output rows
 #define ATTENTION_TC(D)                                                                                         \
     extern "C" __global__ void __launch_bounds__(attn_tc::WARPS * 32)                                           \
         attention_prompt_tc##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
-                               int n_head_kv, int cells, const int* step, int window, float kq_scale) {        \
-        attn_tc::attention_tc<D>(q, kc, vc, out, n_head, n_head_kv, cells, step, window, kq_scale);             \
+                               int n_head_kv, int head_dim, int cells, const int* step, int window,            \
+                               float kq_scale) {                                                               \
+        attn_tc::attention_tc<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);   \
     }
 
 ATTENTION_TC(64)

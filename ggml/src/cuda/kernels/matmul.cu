@@ -11,6 +11,7 @@
 
 #include "act.cuh"
 #include "async.cuh"
+#include "tiles.cuh"
 #include "intdot.cuh"
 #include "quants.cuh"
 
@@ -1016,41 +1017,12 @@ constexpr int TM = 64, TN = 64, TK = 64;
 constexpr int LDH = TK + 8;  // halves per shared row (pad: conflict-free ldmatrix, 32-byte fragment alignment)
 constexpr int LDC = TM + 4;  // floats per shared column of the output tile
 
-// Weights per stage, a stage's bytes in a row, and a row's slot in shared
-// memory (its 16-byte-aligned window: up to 15 bytes either side).
-__host__ __device__ constexpr int mm_stage_elems(int t) { return block_elems(t) == 256 ? 256 : 64; }
-__host__ __device__ constexpr int mm_stage_bytes(int t) { return mm_stage_elems(t) / block_elems(t) * block_bytes(t); }
-__host__ __device__ constexpr int mm_slot_bytes(int t) { return (mm_stage_bytes(t) + 30 + 15) / 16 * 16; }
-
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-// Starts the copies of stage `s` of rows r0..r0+63 into `raw` (one slot per row).
-template <int T>
-__device__ __forceinline__ void mm_fetch(const uint8_t* W, long long row_bytes, int rows, int cols, int r0, int s,
-                                         uint8_t* raw) {
-    constexpr int SLOT = mm_slot_bytes(T), NPR = SLOT / 16;
-    const int elems = min(mm_stage_elems(T), cols - s * mm_stage_elems(T));
-    const int bytes = elems / block_elems(T) * block_bytes(T);
-    for (int item = threadIdx.x; item < TM * NPR; item += 128) {
-        const int r = item / NPR, i = item - r * NPR;
-        if (r0 + r >= rows) continue;
-        const uintptr_t a = reinterpret_cast<uintptr_t>(W) + static_cast<uintptr_t>((r0 + r) * row_bytes) +
-                            static_cast<uintptr_t>(s) * mm_stage_bytes(T);
-        const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
-        if (a0 + 16 * static_cast<uintptr_t>(i) < a + bytes)
-            copy16_async(raw + r * SLOT + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
-    }
-}
-
 template <int T>
 __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const float* __restrict__ X,
                                           float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                           int ntok) {
     namespace wmma = nvcuda::wmma;
-    constexpr int SLOT = mm_slot_bytes(T), KS = mm_stage_elems(T);
+    constexpr int SLOT = slot_bytes(T), KS = stage_elems(T);
     // W tile [64 rows][LDH] and X tile [64 tokens][LDH] as halves; after the
     // K loop the same bytes hold the f32 output tile, column-major [64 tokens][LDC].
     constexpr int SMEM = 2 * TM * LDH * 2;
@@ -1078,14 +1050,14 @@ __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const f
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    mm_fetch<T>(W, row_bytes, rows, cols, r0, 0, raw[0]);
+    fetch_stage<T, TM, 128>(W, row_bytes, rows, cols, r0, 0, raw[0]);
     async_commit();
     for (int s = 0; s < nstages; ++s) {
-        if (s + 1 < nstages) mm_fetch<T>(W, row_bytes, rows, cols, r0, s + 1, raw[(s + 1) & 1]);
+        if (s + 1 < nstages) fetch_stage<T, TM, 128>(W, row_bytes, rows, cols, r0, s + 1, raw[(s + 1) & 1]);
         async_commit();
         async_wait<1>();
         __syncthreads();  // stage s has landed, every thread's copies
-        const int skew = static_cast<int>((wrow + static_cast<uintptr_t>(s) * mm_stage_bytes(T)) & 15);
+        const int skew = static_cast<int>((wrow + static_cast<uintptr_t>(s) * stage_bytes(T)) & 15);
         const uint8_t* mine = raw[s & 1] + dr * SLOT + skew;
 #pragma unroll 1
         for (int kk0 = 0; kk0 < KS; kk0 += TK) {
@@ -1103,21 +1075,7 @@ __device__ __forceinline__ void matmul_tc(const uint8_t* __restrict__ W, const f
                     xv[m] = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(gt) * cols + gk));
             }
             // Weights: 64 rows x 2 chunks, one (row, chunk) per thread.
-            {
-                const int c = kc + dsub;
-                float v[32];
-                if (rok && c < nchunks) {
-                    dequant32<T>(mine, (kk0 >> 5) + dsub, v);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 32; ++i) v[i] = 0.0f;
-                }
-                uint4* dst = reinterpret_cast<uint4*>(Ws + dr * LDH + dsub * 32);
-#pragma unroll
-                for (int q = 0; q < 4; ++q)
-                    dst[q] = make_uint4(pack_half2(v[8 * q + 0], v[8 * q + 1]), pack_half2(v[8 * q + 2], v[8 * q + 3]),
-                                        pack_half2(v[8 * q + 4], v[8 * q + 5]), pack_half2(v[8 * q + 6], v[8 * q + 7]));
-            }
+            dequant_chunk_half<T>(mine, (kk0 >> 5) + dsub, rok && kc + dsub < nchunks, Ws + dr * LDH + dsub * 32);
 #pragma unroll
             for (int m = 0; m < 8; ++m) {
                 const int f = tid + 128 * m;

@@ -25,8 +25,7 @@
 #include <mma.h>
 #include <stdint.h>
 
-#include "async.cuh"
-#include "quants.cuh"
+#include "tiles.cuh"
 
 // Named (not anonymous) so that test_matmul.cu can include this beside matmul.cu.
 namespace tile {
@@ -37,45 +36,16 @@ constexpr int BM = 128, BK = 64, THREADS = 256;
 constexpr int LDH = BK + 8;   // halves per shared row: 144 bytes, conflict-free ldmatrix
 constexpr int LDC = BM + 4;   // floats per shared column of the output tile
 
-// Weights per stage, a stage's bytes of a row, and a row's slot (its 16-byte
-// aligned window: up to 15 bytes either side). backend.rs's tile_shared
-// mirrors these; the kernel traps when given less than it needs.
-__host__ __device__ constexpr int stage_elems(int t) { return block_elems(t) == 256 ? 256 : 64; }
-__host__ __device__ constexpr int stage_bytes(int t) { return stage_elems(t) / block_elems(t) * block_bytes(t); }
-__host__ __device__ constexpr int slot_bytes(int t) { return (stage_bytes(t) + 30 + 15) / 16 * 16; }
 __host__ __device__ constexpr int max_i(int a, int b) { return a > b ? a : b; }
 // W tile, two X tiles, two raw stages; the output tile reuses them.
 __host__ __device__ constexpr int tile_shared(int t, int bn) {
     return max_i((BM + 2 * bn) * LDH * 2 + 2 * BM * slot_bytes(t), bn * LDC * 4);
 }
 
-__device__ __forceinline__ uint32_t pack_half2(float a, float b) {
-    const __half2 h = __floats2half2_rn(a, b);
-    return *reinterpret_cast<const uint32_t*>(&h);
-}
-
 __device__ __forceinline__ unsigned dynamic_shared_size() {
     unsigned n;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
     return n;
-}
-
-// Starts the copies of stage `s` of rows r0..r0+BM-1 into `raw` (one slot a row).
-template <int T>
-__device__ __forceinline__ void fetch_w(const uint8_t* W, long long row_bytes, int rows, int cols, int r0, int s,
-                                        uint8_t* raw) {
-    constexpr int SLOT = slot_bytes(T), NPR = SLOT / 16;
-    const int elems = min(stage_elems(T), cols - s * stage_elems(T));
-    const int bytes = elems / block_elems(T) * block_bytes(T);
-    for (int item = threadIdx.x; item < BM * NPR; item += THREADS) {
-        const int r = item / NPR, i = item - r * NPR;
-        if (r0 + r >= rows) continue;
-        const uintptr_t a = reinterpret_cast<uintptr_t>(W) + static_cast<uintptr_t>((r0 + r) * row_bytes) +
-                            static_cast<uintptr_t>(s) * stage_bytes(T);
-        const uintptr_t a0 = a & ~static_cast<uintptr_t>(15);
-        if (a0 + 16 * static_cast<uintptr_t>(i) < a + bytes)
-            copy16_async(raw + r * SLOT + 16 * i, reinterpret_cast<const void*>(a0 + 16 * static_cast<uintptr_t>(i)));
-    }
 }
 
 // Starts the copies of step `k`'s activations (BN tokens x BK halves) into
@@ -130,7 +100,7 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
 #pragma unroll
         for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
 
-    fetch_w<T>(W, row_bytes, rows, cols, r0, 0, raw);
+    fetch_stage<T, BM, THREADS>(W, row_bytes, rows, cols, r0, 0, raw);
     fetch_x<BN>(X, cols, ntok, t0, 0, Xs);
     async_commit();
 #pragma unroll 1
@@ -141,24 +111,13 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
         // tiles: the buffers the next copies overwrite.
         __syncthreads();
         if (k + 1 < nsteps) fetch_x<BN>(X, cols, ntok, t0, k + 1, Xs + ((k + 1) & 1) * BN * LDH);
-        if (kk0 == 0 && s + 1 < nstages) fetch_w<T>(W, row_bytes, rows, cols, r0, s + 1, raw + ((s + 1) & 1) * BM * SLOT);
+        if (kk0 == 0 && s + 1 < nstages) fetch_stage<T, BM, THREADS>(W, row_bytes, rows, cols, r0, s + 1, raw + ((s + 1) & 1) * BM * SLOT);
         async_commit();
         {
             const int skew = static_cast<int>((wrow + static_cast<uintptr_t>(s) * stage_bytes(T)) & 15);
             const uint8_t* mine = raw + (s & 1) * BM * SLOT + dr * SLOT + skew;
             const int c = ((k * BK) >> 5) + dsub;
-            float v[32];
-            if (rok && c < nchunks) {
-                dequant32<T>(mine, (kk0 >> 5) + dsub, v);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 32; ++i) v[i] = 0.0f;
-            }
-            uint4* dst = reinterpret_cast<uint4*>(Ws + dr * LDH + dsub * 32);
-#pragma unroll
-            for (int q = 0; q < 4; ++q)
-                dst[q] = make_uint4(pack_half2(v[8 * q + 0], v[8 * q + 1]), pack_half2(v[8 * q + 2], v[8 * q + 3]),
-                                    pack_half2(v[8 * q + 4], v[8 * q + 5]), pack_half2(v[8 * q + 6], v[8 * q + 7]));
+            dequant_chunk_half<T>(mine, (kk0 >> 5) + dsub, rok && c < nchunks, Ws + dr * LDH + dsub * 32);
         }
         __syncthreads();
         const __half* xs = Xs + (k & 1) * BN * LDH;
@@ -202,7 +161,7 @@ extern "C" __global__ void to_half(const float* __restrict__ x, __half* __restri
     const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
     if (i >= n) return;
     const float4 v = *reinterpret_cast<const float4*>(x + i);
-    *reinterpret_cast<uint2*>(y + i) = make_uint2(tile::pack_half2(v.x, v.y), tile::pack_half2(v.z, v.w));
+    *reinterpret_cast<uint2*>(y + i) = make_uint2(gq::pack_half2(v.x, v.y), gq::pack_half2(v.z, v.w));
 }
 
 // matmul_tile_<t>_n<BN>: grid (ceil(ntok/BN), ceil(rows/128)), block 256,
