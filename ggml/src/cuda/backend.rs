@@ -505,27 +505,13 @@ impl CudaBackend {
     fn matmul_in_order(&self, w: &CudaMat, x: &CudaBuf, t: usize, out: &mut CudaBuf) {
         debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
         let k = &self.kernels.matmul[&w.ty];
-        let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
-        let args: [&dyn KernelArg; 7] = [
-            &w.mem.ptr(),
-            &x.mem.ptr,
-            &out.mem.ptr,
-            &rows,
-            &cols,
-            &rb,
-            &nt,
-        ];
+        let (wp, xp, yp) = (w.mem.ptr(), x.mem.ptr, out.mem.ptr);
         if t <= MATVEC_MAX_TOKENS {
+            let (rows, cols, rb, nt) = (w.rows as i32, w.cols as i32, w.row_bytes as i64, t as i32);
+            let args: [&dyn KernelArg; 7] = [&wp, &xp, &yp, &rows, &cols, &rb, &nt];
             self.launch(k.matvec, (blocks(w.rows, 4), 1, 1), 128, &args);
         } else {
-            self.keep(self.product(
-                k,
-                w.mem.ptr(),
-                x.mem.ptr,
-                out.mem.ptr,
-                (w.rows, w.cols, w.row_bytes),
-                t,
-            ));
+            self.keep(self.product(k, wp, xp, yp, (w.rows, w.cols, w.row_bytes), t));
         }
     }
 
@@ -1733,9 +1719,6 @@ mod tests {
     use super::*;
     use crate::backend_check::{check, failures};
 
-    /// The split rule on an H200's 132 multiprocessors, as measured in
-    /// attention_splits' note: many heads keep splits of 256 cells, few
-    /// heads get four blocks a multiprocessor, short caches none.
     #[test]
     fn prompt_attention_shared_memory() {
         // Two blocks of head size 128 a Hopper multiprocessor (228 KiB).
@@ -1744,6 +1727,9 @@ mod tests {
         assert_eq!(prompt_tc_shared(64), 192 * 72 * 2 + 17408 + 9216);
     }
 
+    /// The split rule on an H200's 132 multiprocessors, as measured in
+    /// attention_splits' note: many heads keep splits of 256 cells, few
+    /// heads get four blocks a multiprocessor, short caches none.
     #[test]
     fn decode_attention_splits() {
         let sms = 132;
