@@ -331,6 +331,12 @@ fn rope_params(rope: &Rope) -> RopeParams {
     }
 }
 
+/// Whether kernels launch early, each overlapping the end of the one before
+/// (kernels/pdl.cuh): on sm_90 and later, unless LLM_CUDA_NO_PDL=1.
+fn early_launches(info: &DeviceInfo) -> bool {
+    info.capability >= 90 && std::env::var_os("LLM_CUDA_NO_PDL").is_none_or(|v| v != "1")
+}
+
 fn blocks(n: usize, per: usize) -> u32 {
     n.div_ceil(per).max(1) as u32
 }
@@ -434,6 +440,7 @@ impl CudaBackend {
             to_half: find("to_half")?,
             kvq: QuantKvKernels::find(find)?,
         };
+        let early = early_launches(&info);
         Ok(CudaBackend {
             info,
             kernels,
@@ -444,7 +451,7 @@ impl CudaBackend {
             orders: Mutex::new(Vec::new()),
             offload: Mutex::new(None),
             half_x: Mutex::new(None),
-            stream: Stream::new()?,
+            stream: Stream::new(early)?,
             _modules: modules,
             ctx,
         })

@@ -313,20 +313,24 @@ impl Drop for Event {
     }
 }
 
-/// A non-blocking stream.
-pub struct Stream(pub sys::CUstream);
+/// A non-blocking stream, and whether its kernels launch early
+/// (programmatic dependent launch, kernels/pdl.cuh): each may start while
+/// the one before it finishes, and waits for it inside (`pdl_begin`).
+pub struct Stream(pub sys::CUstream, bool);
 
 // SAFETY: a handle; the driver serialises use of one stream.
 unsafe impl Send for Stream {}
 unsafe impl Sync for Stream {}
 
 impl Stream {
-    pub fn new() -> CuResult<Stream> {
+    /// `early_launches`: only where every kernel calls pdl_begin (all of
+    /// ours do) and the GPU has the feature (sm_90 on).
+    pub fn new(early_launches: bool) -> CuResult<Stream> {
         check(
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
         )
-        .map(Stream)
+        .map(|s| Stream(s, early_launches))
     }
 
     pub fn sync(&self) -> CuResult<()> {
@@ -515,11 +519,47 @@ impl Function {
         args: &[&dyn KernelArg],
     ) -> CuResult<()> {
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
+        if stream.1 {
+            return self.launch_early(stream, grid, block, shared, &mut ptrs);
+        }
         // SAFETY: the argument list matches the kernel's signature (each
         // launcher sits next to its kernel's contract); the values are read
         // during the call.
         check("launching a kernel", unsafe {
             result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
+        })
+    }
+
+    /// A launch that may start before the kernel ahead of it in the stream
+    /// has finished (programmatic stream serialisation); the kernel waits
+    /// for that one itself before it touches what it wrote.
+    fn launch_early(
+        &self,
+        stream: &Stream,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        ptrs: &mut [*mut c_void],
+    ) -> CuResult<()> {
+        // SAFETY: plain data; the union's field is the one the id names.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: grid.0,
+            gridDimY: grid.1,
+            gridDimZ: grid.2,
+            blockDimX: block,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: shared,
+            hStream: stream.0,
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as in `launch`; `config` and `attr` outlive the call.
+        check("launching a kernel", unsafe {
+            sys::cuLaunchKernelEx(&config, self.0, ptrs.as_mut_ptr(), std::ptr::null_mut()).result()
         })
     }
 }

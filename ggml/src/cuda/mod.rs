@@ -65,3 +65,36 @@ pub fn compiled_for() -> String {
         ptx.trim()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// Where kernels launch early (kernels/pdl.cuh), a kernel that does not
+    /// wait for the one before it would race it: every kernel calls
+    /// pdl_begin() near the top of its body, before any return.
+    #[test]
+    fn every_kernel_waits_for_the_one_before() {
+        let sources = [
+            ("ops.cu", include_str!("kernels/ops.cu")),
+            ("matmul.cu", include_str!("kernels/matmul.cu")),
+            ("kvcache.cu", include_str!("kernels/kvcache.cu")),
+            ("tile.cu", include_str!("kernels/tile.cu")),
+            ("attention_tc.cu", include_str!("kernels/attention_tc.cu")),
+        ];
+        let mut kernels = 0;
+        for (file, text) in sources {
+            for piece in text.split("__global__").skip(1) {
+                let body = &piece[piece.find('{').expect("a kernel body")..];
+                let head = &body[..body.len().min(800)];
+                let at = head.find("pdl_begin();");
+                let name: String = piece.chars().take(80).collect();
+                assert!(at.is_some(), "{file}: a kernel without pdl_begin: {name}");
+                assert!(
+                    !head[..at.unwrap()].contains("return"),
+                    "{file}: a kernel returns before pdl_begin: {name}"
+                );
+                kernels += 1;
+            }
+        }
+        assert!(kernels >= 30, "{kernels} kernels found");
+    }
+}

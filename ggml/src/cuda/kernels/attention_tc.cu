@@ -18,6 +18,8 @@
 // llama.cpp's tensor-core flash attention rounds them; the row sums stay f32.
 #include <cuda_fp16.h>
 #include <math.h>
+
+#include "pdl.cuh"
 #include <mma.h>
 #include <stdint.h>
 
@@ -191,6 +193,7 @@ static_assert(WARPS * 16 * (128 + 4) * 4 <= 2 * CB * (128 + 8) * 2, "output rows
         attention_prompt_tc##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
                                int n_head_kv, int head_dim, int cells, const int* step, int window,            \
                                float kq_scale) {                                                               \
+        gq::pdl_begin();                                                                                       \
         attn_tc::attention_tc<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);   \
     }
 

@@ -19,6 +19,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "pdl.cuh"
 #include "quants.cuh"
 #include "rope.cuh"
 
@@ -299,6 +300,7 @@ __device__ void store_heads(uint8_t* kc, uint8_t* vc, const float* k, const floa
 extern "C" __global__ void kv_store_q(uint8_t* kc, uint8_t* vc, const float* k, const float* v,
                                       int n_head_kv, int head_dim, int cells, const int* step, int kt,
                                       int vt, int k_rot, int v_rot) {
+    gq::pdl_begin();
     store_heads(kc, vc, k, v, blockIdx.x, blockIdx.y, n_head_kv, head_dim, cells, step, kt, vt, k_rot, v_rot);
 }
 
@@ -309,6 +311,7 @@ extern "C" __global__ void rope_store_q(float* q, float* k, const float* v, int 
                                         int head_dim, const int* step, RopeParams p, const float* ff,
                                         uint8_t* kc, uint8_t* vc, int cells, int kt, int vt, int k_rot,
                                         int v_rot) {
+    gq::pdl_begin();
     const int t = blockIdx.x;
     int h = blockIdx.y;
     if (h < n_head) {
@@ -550,6 +553,7 @@ __device__ __forceinline__ void finish(const float* sm, const float* sl, const f
 // none). grid = (tokens, n_head), block 128.
 extern "C" __global__ void attention_merge_q(const float* part, float* out, int n_head, int head_dim, int splits,
                                              int v_rot) {
+    gq::pdl_begin();
     __shared__ float o[MAX_HEAD];
     const int t = blockIdx.x, h = blockIdx.y;
     const float* pp = part + ((long long)t * n_head + h) * splits * (head_dim + 2);
@@ -711,6 +715,7 @@ __device__ __forceinline__ void attention_q_vec(const float* q, const uint8_t* k
         const float* q, const uint8_t* kc, const uint8_t* vc, float* out, float* part, int n_head,          \
         int n_head_kv, int cells, const int* step, int window, float kq_scale, int kt, int vt, int k_rot,   \
         int v_rot) {                                                                                        \
+        gq::pdl_begin();                                                                                    \
         attention_q_vec<D, KT, VT>(q, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale,  \
                                    kt, vt, k_rot, v_rot);                                                   \
     }
@@ -734,6 +739,7 @@ extern "C" __global__ void __launch_bounds__(32 * MAX_WARPS)
 attention_q_any(const float* q, const uint8_t* kc, const uint8_t* vc, float* out, float* part, int n_head,
                 int n_head_kv, int head_dim, int cells, const int* step, int window, float kq_scale, int kt,
                 int vt, int k_rot, int v_rot) {
+    gq::pdl_begin();
     constexpr int ND = MAX_HEAD / 32;
     __shared__ float qs[MAX_HEAD];
     __shared__ float sm[MAX_WARPS], sl[MAX_WARPS];
@@ -800,6 +806,7 @@ extern "C" __global__ void __launch_bounds__(32 * AQ)
 attention_q_prompt(const float* q, const uint8_t* kc, const uint8_t* vc, float* out, int n_head,
                    int n_head_kv, int head_dim, int cells, const int* step, int window, float kq_scale, int kt,
                    int vt, int k_rot, int v_rot) {
+    gq::pdl_begin();
     constexpr int ND = MAX_HEAD / 32;
     __shared__ float qs[AQ][MAX_HEAD];
     __shared__ __align__(16) __half ks[AQC][LDS];

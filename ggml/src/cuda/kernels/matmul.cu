@@ -9,6 +9,7 @@
 #include <mma.h>
 #include <stdint.h>
 
+#include "pdl.cuh"
 #include "act.cuh"
 #include "async.cuh"
 #include "tiles.cuh"
@@ -616,6 +617,32 @@ __device__ __forceinline__ Mv1Rows<R, GLU> mv1_rows(const Mv1Parts& parts, int v
     return b;
 }
 
+// What a block does before it waits for the kernel before it (pdl.cuh):
+// L2 is asked for the first segments of its warps' first rows, which no
+// kernel writes, so that HBM is busy while the kernel before finishes. (The
+// float variant's warps take segments kw, kw + S, ...: its first alone, or
+// the row's first ones unsplit.)
+template <int T, int R, int OUT>
+__device__ __forceinline__ void mv1_prologue(const Mv1Parts& parts, int cols, long long row_bytes, int S) {
+    constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
+    const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
+    int nvb = (parts.rows[0] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    if (!GLU)
+        nvb += (parts.rows[1] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK +
+               (parts.rows[2] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    if (static_cast<int>(blockIdx.x) >= nvb) return;
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG, run = (nseg + S - 1) / S;
+    int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
+    if (is_float_type(T) && S > 1) {
+        first = min(nseg, kw);
+        count = min(1, nseg - first);
+    }
+    const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, blockIdx.x, groups, group, row_bytes);
+    mv1_prefetch<T, R>(B.row, B.active, first, min(count, MV1_PREFETCH), cols, lane);
+}
+
 // ST (2..8) slots of a segment a row: ST - 1 segments in flight while one
 // is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
 // then the slots, [warp][row][stage].
@@ -680,7 +707,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
         for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(row[i]) & 15) == 0;
         const bool direct = mv1_direct<T>() && a16 && !staged_only;
         if (direct) {
-            if (it == 0) mv1_prefetch<T, R>(row, active, first, min(count, MV1_PREFETCH), cols, lane);
+            // (the first rows' first segments: mv1_prologue)
             if (vb + static_cast<int>(gridDim.x) < nvb) {
                 const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
                 mv1_prefetch<T, R>(N.row, N.active, first, min(count, MV1_PREFETCH), cols, lane);
@@ -1203,6 +1230,7 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 // few bytes; without a bound it settles near 80 and spills for some types).
 #define GQ_MATVEC(name, T)                                                       \
     extern "C" __global__ void __launch_bounds__(128, 5) matvec_##name(GQ_ARGS) { \
+        gq::pdl_begin();                                                          \
         matvec<T, false>(W, X, Y, rows, cols, row_bytes, ntok);               \
     }
 
@@ -1210,16 +1238,19 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 // int_chunk; the backend prefers it for decode.
 #define GQ_MATVEC_INT(name, T)                                                    \
     extern "C" __global__ void __launch_bounds__(128, 8) matvecx_##name(GQ_ARGS) { \
+        gq::pdl_begin();                                                           \
         matvec<T, true>(W, X, Y, rows, cols, row_bytes, ntok);                  \
     }
 
 #define GQ_MATMUL_TC(name, T)                                                 \
     extern "C" __global__ void __launch_bounds__(128) matmul_##name(GQ_ARGS) { \
+        gq::pdl_begin();                                                       \
         matmul_tc<T>(W, X, Y, rows, cols, row_bytes, ntok);                   \
     }
 
 #define GQ_MATMUL_SIMT(name, T)                                               \
     extern "C" __global__ void __launch_bounds__(128) matmul_##name(GQ_ARGS) { \
+        gq::pdl_begin();                                                       \
         matmul_simt<T>(W, X, Y, rows, cols, row_bytes, ntok);                 \
     }
 
@@ -1268,6 +1299,8 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                    const unsigned* order0, const unsigned* order1,                          \
                                    const unsigned* order2, const float* norm_w, float eps) {                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
+        mv1_prologue<T, R, OUT>(parts, cols, row_bytes, split);                                             \
+        gq::pdl_begin();                                                                                    \
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
         matvec1<T, R, OUT>(X, orders, parts, cols, row_bytes, stages, split, norm_w, eps);                  \
     }
@@ -1288,6 +1321,8 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                    const unsigned* order0, const unsigned* order1,                          \
                                    const unsigned* order2, const float* norm_w, float eps) {                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
+        mv1_prologue<T, R, OUT>(parts, cols, row_bytes, split);                                             \
+        gq::pdl_begin();                                                                                    \
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
         (void)stages;                                                                                       \
         matvec1f<T, R, OUT>(X, orders, parts, cols, row_bytes, split, norm_w, eps);                         \

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "pdl.cuh"
 #include "act.cuh"
 #include "rope.cuh"
 
@@ -40,6 +41,7 @@ __device__ float block_sum(float v) {
 // src may equal dst.
 extern "C" __global__ void rms_norm(const float* src, const float* w, float* dst, int width,
                                     float eps) {
+    gq::pdl_begin();
     const float* x = src + (long long)blockIdx.x * width;
     float* y = dst + (long long)blockIdx.x * width;
     float ss = 0.0f;
@@ -72,16 +74,19 @@ extern "C" __global__ void rms_norm(const float* src, const float* w, float* dst
 
 // x[i] += bias[i % width] over n elements; any grid covering n.
 extern "C" __global__ void add_bias(float* x, const float* bias, int width, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += bias[i % width];
 }
 
 extern "C" __global__ void add(float* x, const float* y, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
 
 extern "C" __global__ void scale(float* x, float s, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] *= s;
 }
@@ -89,6 +94,7 @@ extern "C" __global__ void scale(float* x, float s, long long n) {
 // dst[r][c] = src[r][col0 + c] for c < width, n = rows * width elements.
 extern "C" __global__ void copy_cols(const float* src, int src_width, int col0, int width,
                                      float* dst, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         long long r = i / width;
@@ -101,6 +107,7 @@ extern "C" __global__ void copy_cols(const float* src, int src_width, int col0, 
 // (group-quantised formats keep their inputs in group order).
 extern "C" __global__ void gather_cols(const float* src, const unsigned* order, int width,
                                        float* dst, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         long long r = i / width;
@@ -111,12 +118,14 @@ extern "C" __global__ void gather_cols(const float* src, const unsigned* order, 
 
 // gate = silu(gate) * up
 extern "C" __global__ void swiglu(float* gate, const float* up, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) gate[i] = swiglu_of(gate[i], up[i]);
 }
 
 // gate = gelu(gate) * up
 extern "C" __global__ void geglu(float* gate, const float* up, long long n) {
+    gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) gate[i] = geglu_of(gate[i], up[i]);
 }
@@ -125,6 +134,7 @@ extern "C" __global__ void geglu(float* gate, const float* up, long long n) {
 // position step[0] + i. grid = (tokens, n_heads), block = 128.
 extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* step,
                                 RopeParams p, const float* ff) {
+    gq::pdl_begin();
     int t = blockIdx.x, h = blockIdx.y;
     rope_head(x + ((long long)t * n_heads + h) * head_dim, step[0] + t, p, ff);
 }
@@ -137,6 +147,7 @@ extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* 
 extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
                                       int head_dim, const int* step, RopeParams p, const float* ff,
                                       __half* kc, __half* vc, int cells) {
+    gq::pdl_begin();
     int t = blockIdx.x, h = blockIdx.y;
     if (h < n_head) {
         rope_head(q + ((long long)t * n_head + h) * head_dim, step[0] + t, p, ff);
@@ -160,6 +171,7 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
 // grid = (tokens), block = 256.
 extern "C" __global__ void kv_store(__half* kc, __half* vc, const float* k, const float* v,
                                     int kv_dim, int cells, const int* step) {
+    gq::pdl_begin();
     // grid (tokens, ceil(kv_dim / blockDim)): one element per thread.
     int t = blockIdx.x;
     int i = blockIdx.y * blockDim.x + threadIdx.x;
@@ -293,6 +305,7 @@ __device__ __forceinline__ void attention_range(const float* q, const __half* kc
 extern "C" __global__ void attention(const float* q, const __half* kc, const __half* vc,
                                      float* out, int n_head, int n_head_kv, int head_dim,
                                      int cells, const int* step, int window, float kq_scale) {
+    gq::pdl_begin();
     attention_range(q, kc, vc, out, nullptr, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);
 }
 
@@ -303,6 +316,7 @@ extern "C" __global__ void attention(const float* q, const __half* kc, const __h
 extern "C" __global__ void attention_split(const float* q, const __half* kc, const __half* vc, float* part,
                                            int n_head, int n_head_kv, int head_dim, int cells, const int* step,
                                            int window, float kq_scale) {
+    gq::pdl_begin();
     attention_range(q, kc, vc, nullptr, part, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);
 }
 
@@ -461,6 +475,7 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
     extern "C" __global__ void attention_vec##D(const float* q, const __half* kc, const __half* vc,     \
                                                 float* out, float* part, int n_head, int n_head_kv,     \
                                                 int cells, const int* step, int window, float kq_scale) { \
+        gq::pdl_begin();                                                                                  \
         attention_range_vec<D>(q, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale);  \
     }
 ATTENTION_VEC(64)
@@ -469,6 +484,7 @@ ATTENTION_VEC(256)
 
 // out[t][h] from the splits' partials: grid (tokens, n_head), any block size.
 extern "C" __global__ void attention_merge(const float* part, float* out, int n_head, int head_dim, int splits) {
+    gq::pdl_begin();
     int t = blockIdx.x, h = blockIdx.y;
     const float* pp = part + ((long long)t * n_head + h) * splits * (head_dim + 2);
     float M = -INFINITY;
@@ -502,6 +518,7 @@ extern "C" __global__ void attention_merge(const float* part, float* out, int n_
 extern "C" __global__ void __launch_bounds__(32 * AQ)
 attention_prompt(const float* q, const __half* kc, const __half* vc, float* out, int n_head, int n_head_kv,
                  int head_dim, int cells, const int* step, int window, float kq_scale) {
+    gq::pdl_begin();
     __shared__ float qs[AQ][32 * ATT_MAX_D];
     __shared__ __align__(16) __half ks[AC][ATT_LDS];
     __shared__ __align__(16) __half vs[AC][ATT_LDS];

@@ -250,9 +250,11 @@ static const TypeCase CASES[] = {
 static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 80; }
 
 // One token through matvec1 with R (1 or 2) rows a warp, `stages` slots a
-// row and each row over `split` warps, one part.
+// row and each row over `split` warps, one part; at most `grid_cap` blocks
+// (each then loops over rows); `pdl`: launched to start while the launch
+// before it finishes (pdl.cuh), as the backend launches on sm_90.
 static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const float* dX, float* dY, int rows, int cols,
-                        long long rb, int stages = 4, int split = 1) {
+                        long long rb, int stages = 4, int split = 1, int grid_cap = 0, bool pdl = false) {
     static bool allowed[2] = {false, false};
     const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) + 8 * R * stages * mv_slot_bytes(tc.t);
     if (!allowed[R - 1]) {
@@ -262,9 +264,23 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
         allowed[R - 1] = true;
     }
     const int per_block = 8 * R / split;
-    tc.matvec1[R - 1]<<<(rows + per_block - 1) / per_block, 256, dyn>>>(dX, dW, dY, rows, nullptr, nullptr, 0, nullptr,
-                                                                         nullptr, 0, cols, rb, stages, split, nullptr,
-                                                                         nullptr, nullptr, nullptr, 0.0f);
+    int grid = (rows + per_block - 1) / per_block;
+    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows, as decode launches them
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(256);
+    config.dynamicSmemBytes = dyn;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = pdl ? 1 : 0;
+    const uint8_t* none = nullptr;
+    float* no_y = nullptr;
+    const unsigned* no_order = nullptr;
+    const float* no_norm = nullptr;
+    CK(cudaLaunchKernelEx(&config, tc.matvec1[R - 1], dX, dW, dY, rows, none, no_y, 0, none, no_y, 0, cols, rb,
+                          stages, split, no_order, no_order, no_order, no_norm, 0.0f));
 }
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
@@ -390,17 +406,24 @@ static void bench_small(int only) {
             cudaEvent_t a, b;
             CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
             printf("%-7s %5dx%-5d", tc.name, rows, cols);
-            const int runs[][3] = {{1, 2, 1}, {2, 2, 1}, {2, 3, 1}, {2, 2, 2}};
+            // The last two: decode's grid (three blocks a multiprocessor, each looping over rows).
+            int sms = 0;
+            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            const int runs[][5] = {{1, 2, 1, 0, 0}, {2, 2, 1, 0, 0}, {2, 3, 1, 0, 0}, {2, 2, 2, 0, 0},
+                                   {2, 2, 1, 0, 1}, {2, 2, 1, 3 * sms, 0}, {2, 2, 1, 3 * sms, 1}};
             for (const auto& run : runs) {
-                const int R = run[0], st = run[1], split = run[2];
+                const int R = run[0], st = run[1], split = run[2], cap = run[3];
+                const bool pdl = run[4];
                 const int it = 4 * copies;
-                for (int i = 0; i < copies; i++) run_matvec1(tc, R, dW + bytes * i, dX, dY, rows, cols, rb, st, split);
+                for (int i = 0; i < copies; i++)
+                    run_matvec1(tc, R, dW + bytes * i, dX, dY, rows, cols, rb, st, split, cap, pdl);
                 CK(cudaEventRecord(a));
                 for (int i = 0; i < it; i++)
-                    run_matvec1(tc, R, dW + bytes * (i % copies), dX, dY, rows, cols, rb, st, split);
+                    run_matvec1(tc, R, dW + bytes * (i % copies), dX, dY, rows, cols, rb, st, split, cap, pdl);
                 CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
                 float ms; CK(cudaEventElapsedTime(&ms, a, b));
-                printf(" r%ds%dk%d %5.1fus %4.0f", R, st, split, 1e3 * ms / it, bytes / (1e6 * ms / it));
+                printf(" r%ds%dk%d%s%s %5.1fus %4.0f", R, st, split, cap ? "p" : "", pdl ? "+pdl" : "",
+                       1e3 * ms / it, bytes / (1e6 * ms / it));
             }
             printf("\n");
             CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
@@ -471,14 +494,18 @@ int main(int argc, char** argv) {
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
                     }
+                    // split, then blocks that loop over rows, then early launches
+                    const int mv1_runs[][3] = {{1, 0, 0}, {2, 0, 0}, {4, 0, 0}, {8, 0, 0}, {1, 3, 0}, {2, 4, 1}};
                     for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++)
-                        for (int split : {1, 2, 4, 8}) {
+                        for (const auto& run : mv1_runs) {
+                            const int split = run[0], cap = run[1];
+                            const bool pdl = run[2];
                             CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                            run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + split % 3, split);
+                            run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + split % 3, split, cap, pdl);
                             CK(cudaGetLastError());
                             CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
-                            char what[32];
-                            snprintf(what, sizeof what, "matvec1 r%d k%d", R, split);
+                            char what[48];
+                            snprintf(what, sizeof what, "matvec1 r%d k%d grid<=%d pdl %d", R, split, cap, pdl);
                             type_fail += compare(what, tc, rows, cols, 1, Wf, X, Y, 1e-4);
                         }
                 }

@@ -25,6 +25,7 @@
 #include <mma.h>
 #include <stdint.h>
 
+#include "pdl.cuh"
 #include "tiles.cuh"
 
 // Named (not anonymous) so that test_matmul.cu can include this beside matmul.cu.
@@ -158,6 +159,7 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
 // `n` floats (a multiple of 4) of x as __half, round to nearest; grid
 // (ceil(n/4/256)), block 256.
 extern "C" __global__ void to_half(const float* __restrict__ x, __half* __restrict__ y, long long n) {
+    gq::pdl_begin();
     const long long i = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
     if (i >= n) return;
     const float4 v = *reinterpret_cast<const float4*>(x + i);
@@ -172,11 +174,13 @@ extern "C" __global__ void to_half(const float* __restrict__ x, __half* __restri
     extern "C" __global__ void __launch_bounds__(tile::THREADS, 2)                                                   \
         matmul_tile_##name##_n128(const uint8_t* __restrict__ W, const __half* __restrict__ X,                \
                                   float* __restrict__ Y, int rows, int cols, long long row_bytes, int ntok) { \
+        gq::pdl_begin();                                                                                      \
         tile::matmul_tile<T, 128>(W, X, Y, rows, cols, row_bytes, ntok);                                            \
     }                                                                                                          \
     extern "C" __global__ void __launch_bounds__(tile::THREADS, 2)                                                   \
         matmul_tile_##name##_n64(const uint8_t* __restrict__ W, const __half* __restrict__ X,                 \
                                  float* __restrict__ Y, int rows, int cols, long long row_bytes, int ntok) {  \
+        gq::pdl_begin();                                                                                      \
         tile::matmul_tile<T, 64>(W, X, Y, rows, cols, row_bytes, ntok);                                             \
     }
 

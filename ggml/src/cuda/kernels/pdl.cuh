@@ -1,0 +1,22 @@
+// Programmatic dependent launch (sm_90 on). On such GPUs the host launches
+// every kernel so that it may start while the kernel before it in the
+// stream is still running (its blocks take the multiprocessors that kernel
+// leaves, and do what does not depend on it: a product asks L2 for its first
+// weights). So every kernel calls pdl_begin() before it reads anything an
+// earlier kernel wrote or writes anything an earlier kernel reads: it waits
+// until the kernel before has finished and its writes are visible, then lets
+// the next kernel start early in turn. A kernel that waits also finishes
+// after the one before it, so the chain keeps the stream's order. Before
+// sm_90, and where the host launches normally, these are no-ops.
+#pragma once
+
+namespace gq {
+
+__device__ __forceinline__ void pdl_begin() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+}  // namespace gq
