@@ -60,8 +60,13 @@ a)
       /tmp/test_matmul && /tmp/test_matmul --bench; } >"$out/test_matmul.log" 2>&1
     echo "test_matmul rc=$?"; tail -40 "$out/test_matmul.log"
   fi
-  GPU_PACK=.gpu-a timeout 300 scripts/gpu-suite.sh run >"$out/suite-a.log" 2>&1
-  echo "suite rc=$?"
+  # GPU_SESSION_NO_SUITE=1: the suite passed on this build in an earlier call.
+  if [ -n "${GPU_SESSION_NO_SUITE:-}" ]; then
+    GPU_PACK=.gpu-a scripts/gpu-suite.sh unpack
+  else
+    GPU_PACK=.gpu-a timeout 300 scripts/gpu-suite.sh run >"$out/suite-a.log" 2>&1
+    echo "suite rc=$?"
+  fi
   grep -E "^test |test result|tokens equal to step [0-9]+ of|planned|FAIL|panicked" "$out/suite-a.log" | grep -v "step 64 of 64; max |logit diff| vs CPU [0-9.e-]*$" | tail -30
   scripts/gpu-bench.sh wait MODELS_READY 240
   scripts/gpu-bench.sh poll

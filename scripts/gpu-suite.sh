@@ -11,6 +11,8 @@
 #       part 3 with the run that tests it; each is sized to the room left.
 #   scripts/gpu-suite.sh stash
 #       there: keeps the SmolLM2 part of the pack for a later run.
+#   scripts/gpu-suite.sh unpack
+#       there: unpacks .gpu/ into /tmp/llm-gpu and nothing more.
 #   scripts/gpu-suite.sh run
 #       there: unpacks .gpu/ and runs every GPU test (the backend ops against
 #       the CPU, synthetic models of every architecture and weight type,
@@ -91,7 +93,7 @@ for line in sys.stdin:
   fi
   du -sh "$pack"/*
   ;;
-run)
+unpack | run)
   work=/tmp/llm-gpu
   mkdir -p "$work/models"
   for f in "$pack"/*.xz; do
@@ -100,6 +102,7 @@ run)
   chmod +x "$work"/llm "$work"/test-*
   if [ -f "$pack/vocab.gguf" ]; then cp "$pack/vocab.gguf" "$work/"; fi
   keep_smollm2_parts "$work"
+  if [ "$1" = unpack ]; then exit 0; fi
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader || true
   "$work/llm" --version
   "$work/llm" devices

@@ -313,19 +313,31 @@ impl Drop for Event {
     }
 }
 
-/// A non-blocking stream, and whether its kernels launch early
-/// (programmatic dependent launch, kernels/pdl.cuh): each may start while
-/// the one before it finishes, and waits for it inside (`pdl_begin`).
-pub struct Stream(pub sys::CUstream, bool);
+/// A non-blocking stream, and which of its kernels launch early
+/// (programmatic dependent launch, kernels/pdl.cuh): such a kernel may start
+/// while the one before it finishes, and waits for it inside (`pdl_begin`).
+pub struct Stream(pub sys::CUstream, EarlyLaunches);
+
+/// Which kernels a stream launches early.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EarlyLaunches {
+    /// None (GPUs before sm_90, or LLM_CUDA_PDL=0).
+    Off,
+    /// Those launched through `Function::launch_overlapping` (the launches
+    /// measured to gain).
+    Chosen,
+    /// Every kernel (LLM_CUDA_PDL=all, for timing).
+    All,
+}
 
 // SAFETY: a handle; the driver serialises use of one stream.
 unsafe impl Send for Stream {}
 unsafe impl Sync for Stream {}
 
 impl Stream {
-    /// `early_launches`: only where every kernel calls pdl_begin (all of
-    /// ours do) and the GPU has the feature (sm_90 on).
-    pub fn new(early_launches: bool) -> CuResult<Stream> {
+    /// `early_launches` other than Off: only where every kernel calls
+    /// pdl_begin (all of ours do) and the GPU has the feature (sm_90 on).
+    pub fn new(early_launches: EarlyLaunches) -> CuResult<Stream> {
         check(
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
@@ -519,7 +531,7 @@ impl Function {
         args: &[&dyn KernelArg],
     ) -> CuResult<()> {
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
-        if stream.1 {
+        if stream.1 == EarlyLaunches::All {
             return self.launch_early(stream, grid, block, shared, &mut ptrs);
         }
         // SAFETY: the argument list matches the kernel's signature (each
@@ -528,6 +540,22 @@ impl Function {
         check("launching a kernel", unsafe {
             result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
         })
+    }
+
+    /// `launch`, but early where the stream launches chosen kernels early.
+    pub fn launch_overlapping(
+        &self,
+        stream: &Stream,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &[&dyn KernelArg],
+    ) -> CuResult<()> {
+        if stream.1 == EarlyLaunches::Off {
+            return self.launch(stream, grid, block, shared, args);
+        }
+        let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
+        self.launch_early(stream, grid, block, shared, &mut ptrs)
     }
 
     /// A launch that may start before the kernel ahead of it in the stream

@@ -618,12 +618,15 @@ __device__ __forceinline__ Mv1Rows<R, GLU> mv1_rows(const Mv1Parts& parts, int v
 }
 
 // What a block does before it waits for the kernel before it (pdl.cuh):
-// L2 is asked for the first segments of its warps' first rows, which no
-// kernel writes, so that HBM is busy while the kernel before finishes. (The
-// float variant's warps take segments kw, kw + S, ...: its first alone, or
-// the row's first ones unsplit.)
+// where rows are read directly, L2 is asked for the first segments of its
+// warps' first rows, which no kernel writes, so that HBM is busy while the
+// kernel before finishes. Not for the staged types and floats: on the H200
+// their 7B decode lost to it (Q8_0 303.7 -> 281.2 tokens/s, F16 187 -> 174,
+// and Q8_0 250 with early launches, whose prefetches then compete with the
+// kernel before for L2).
 template <int T, int R, int OUT>
 __device__ __forceinline__ void mv1_prologue(const Mv1Parts& parts, int cols, long long row_bytes, int S) {
+    if (!mv1_direct<T>()) return;
     constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
@@ -634,11 +637,7 @@ __device__ __forceinline__ void mv1_prologue(const Mv1Parts& parts, int cols, lo
                (parts.rows[2] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     if (static_cast<int>(blockIdx.x) >= nvb) return;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG, run = (nseg + S - 1) / S;
-    int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
-    if (is_float_type(T) && S > 1) {
-        first = min(nseg, kw);
-        count = min(1, nseg - first);
-    }
+    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
     const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, blockIdx.x, groups, group, row_bytes);
     mv1_prefetch<T, R>(B.row, B.active, first, min(count, MV1_PREFETCH), cols, lane);
 }
@@ -1321,7 +1320,6 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                    const unsigned* order0, const unsigned* order1,                          \
                                    const unsigned* order2, const float* norm_w, float eps) {                \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        mv1_prologue<T, R, OUT>(parts, cols, row_bytes, split);                                             \
         gq::pdl_begin();                                                                                    \
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
         (void)stages;                                                                                       \
