@@ -1,6 +1,7 @@
 //! SmolLM2 requantised by llama.cpp's own quantiser (`llama_model_quantize`,
 //! through the oracle crate) to the types the CPU speed issue measures: Q4_0,
-//! Q8_0, Q4_K_M and IQ4_XS. Not a test: `scripts/requantize-models.sh` runs
+//! Q8_0, Q4_K_M and IQ4_XS, and Q5_K_M (a common download, whose Q5_K rows
+//! have an AVX2 kernel of their own). Not a test: `scripts/requantize-models.sh` runs
 //! it and prints the files, cached beside the real models
 //! (`SmolLM2-135M-Instruct.<type>.requant.gguf`); a file already there is
 //! kept. The source is Q4_1, so these are requantisations (as the issue
@@ -23,6 +24,7 @@ fn requantize_smollm2() {
         ("Q8_0", sys::LLAMA_FTYPE_MOSTLY_Q8_0),
         ("Q4_K_M", sys::LLAMA_FTYPE_MOSTLY_Q4_K_M),
         ("IQ4_XS", sys::LLAMA_FTYPE_MOSTLY_IQ4_XS),
+        ("Q5_K_M", sys::LLAMA_FTYPE_MOSTLY_Q5_K_M),
     ];
     // SAFETY: initialises llama.cpp's backends once, before any other call.
     unsafe { sys::llama_backend_init() };

@@ -100,11 +100,6 @@ pub fn bf16_bf16_avx512(w: &[u8], a: &[u8]) -> f32 {
 }
 
 #[inline(always)]
-fn sum_i8_i8(x: &[i8], y: &[i8]) -> i32 {
-    x.iter().zip(y).map(|(&a, &b)| a as i32 * b as i32).sum()
-}
-
-#[inline(always)]
 pub fn q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     let mut acc = [0f32; 8];
     let mut q = [0i32; 32];
@@ -341,20 +336,6 @@ pub fn q3_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     hsum8(&acc)
 }
 
-/// Q4_K and Q5_K: eight sub-blocks of 32 with 6-bit scales and mins.
-#[inline(always)]
-fn k4_tail(x: &[u8], q: &[i8; 256], qy: &[i8], bsums: &[i32; 16], dy: f32) -> f32 {
-    let scales = &x[4..16];
-    let mut isum = 0i32;
-    let mut msum = 0i32;
-    for j in 0..8 {
-        let (sc, m) = scale_min_k4(j, scales);
-        isum += sc as i32 * sum_i8_i8(&q[32 * j..32 * j + 32], &qy[32 * j..32 * j + 32]);
-        msum += m as i32 * (bsums[2 * j] + bsums[2 * j + 1]);
-    }
-    dy * f16_at(x, 0) * isum as f32 - dy * f16_at(x, 2) * msum as f32
-}
-
 /// Q4_K with ggml's x86 accumulation: integer lanes over the super-block,
 /// one fused multiply-add per lane with d, the mins in four lanes of their own.
 #[inline(always)]
@@ -403,26 +384,50 @@ pub fn q4_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
     hsum8(&acc) + (m[0] + m[1])
 }
 
+/// Q5_K with ggml's x86 accumulation: integer lanes over the super-block,
+/// one fused multiply-add per lane with d; the mins' integer sum times dmin
+/// into one float sum of their own (a multiply, then an add).
 #[inline(always)]
 pub fn q5_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    let mut s = 0f32;
-    let mut q = [0i8; 256];
+    let mut acc = [0f32; 8];
+    let mut summs = 0f32;
     for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)) {
         let (dy, qy, bsums) = q8_k(y);
+        let d = dy * f16_at(x, 0);
+        let dmin = -dy * f16_at(x, 2);
+        let scales = &x[4..16];
+        let mut sc = [0i32; 8];
+        let mut msum = 0i32;
+        for (j, s) in sc.iter_mut().enumerate() {
+            let (scale, m) = scale_min_k4(j, scales);
+            *s = scale as i32;
+            msum += m as i32 * (bsums[2 * j] + bsums[2 * j + 1]);
+        }
+        summs += dmin * msum as f32;
         let (qh, qs) = (&x[16..48], &x[48..176]);
+        let mut sumi = [0i32; 8];
         for chunk in 0..4 {
+            let q4 = &qs[chunk * 32..chunk * 32 + 32];
+            let ql = &qy[chunk * 64..chunk * 64 + 32];
+            let qhy = &qy[chunk * 64 + 32..chunk * 64 + 64];
             let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
-            for l in 0..32 {
-                let b = qs[chunk * 32 + l];
-                let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-                q[chunk * 64 + l] = ((b & 0x0f) + h1) as i8;
-                q[chunk * 64 + 32 + l] = ((b >> 4) + h2) as i8;
+            for (lane, s) in sumi.iter_mut().enumerate() {
+                let mut lo = 0i32;
+                let mut hi = 0i32;
+                for k in 4 * lane..4 * lane + 4 {
+                    let v0 = (q4[k] & 0x0f) + if qh[k] & u1 != 0 { 16 } else { 0 };
+                    let v1 = (q4[k] >> 4) + if qh[k] & u2 != 0 { 16 } else { 0 };
+                    lo += v0 as i32 * ql[k] as i32;
+                    hi += v1 as i32 * qhy[k] as i32;
+                }
+                *s += sc[2 * chunk] * lo + sc[2 * chunk + 1] * hi;
             }
         }
-        s += k4_tail(x, &q, qy, &bsums, dy);
+        for l in 0..8 {
+            acc[l] = d.mul_add(sumi[l] as f32, acc[l]);
+        }
     }
-    s
+    hsum8(&acc) + summs
 }
 
 /// Q6_K with ggml's x86 accumulation: unsigned 6-bit values in integer

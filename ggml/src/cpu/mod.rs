@@ -290,6 +290,7 @@ mod simd {
         q5_1, q5_1_x4 => q5_1_q8_1_n;
         q8_0, q8_0_x4 => q8_0_q8_0_n;
         q4_k, q4_k_x4 => q4_k_q8_k_n;
+        q5_k, q5_k_x4 => q5_k_q8_k_n;
         q6_k, q6_k_x4 => q6_k_q8_k_n;
         iq4_xs, iq4_xs_x4 => iq4_xs_q8_k_n;
         iq4_nl, iq4_nl_x4 => iq4_nl_q8_0_n;
@@ -357,6 +358,7 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
         Q5_1 => (simd::q5_1, Some(simd::q5_1_x4)),
         Q8_0 => (simd::q8_0, Some(simd::q8_0_x4)),
         Q4_K => (simd::q4_k, Some(simd::q4_k_x4)),
+        Q5_K => (simd::q5_k, Some(simd::q5_k_x4)),
         Q6_K => (simd::q6_k, Some(simd::q6_k_x4)),
         IQ4_XS => (simd::iq4_xs, Some(simd::iq4_xs_x4)),
         IQ4_NL => (simd::iq4_nl, Some(simd::iq4_nl_x4)),
@@ -513,7 +515,7 @@ mod tests {
         // Finite f16 scales so every result compares bit for bit.
         let scales: &[usize] = match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[208],
             _ => &[],
         };
@@ -587,6 +589,7 @@ mod tests {
                 GgmlType::Q5_1,
                 GgmlType::Q8_0,
                 GgmlType::Q4_K,
+                GgmlType::Q5_K,
                 GgmlType::Q6_K,
                 GgmlType::IQ4_XS,
                 GgmlType::IQ4_NL,
@@ -594,7 +597,10 @@ mod tests {
             ] {
                 let fast = kernels_for(ty, isa).unwrap();
                 let slow = generic_kernels_for(ty, isa).unwrap();
-                let neon_has = !matches!(ty, GgmlType::F16 | GgmlType::IQ4_XS | GgmlType::IQ4_NL);
+                let neon_has = !matches!(
+                    ty,
+                    GgmlType::F16 | GgmlType::IQ4_XS | GgmlType::IQ4_NL | GgmlType::Q5_K
+                );
                 if isa == Isa::Neon && neon_has {
                     assert!(fast.dot4.is_some(), "{ty}: no NEON kernel");
                 }

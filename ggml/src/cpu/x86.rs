@@ -451,6 +451,69 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
     std::array::from_fn(|t| k4_finish(acc[t], acc_m[t]))
 }
 
+/// Q5_K as ggml's AVX2 kernel sums it: Q4_K's lanes with each value's
+/// fifth bit (bit k of the block's 32 high-bit bytes for chunk k) worth 16,
+/// and the mins' exact integer sum times dmin into a float of its own.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn q5_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let sixteen = _mm256_set1_epi8(16);
+    let nb = w.len() / 176;
+    let ya = rows!(a, nb, 292);
+    let table = f16_table();
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 176);
+        prefetch_ahead::<3>(x);
+        let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
+        let sm = k4_scales_mins(x.add(4));
+        let mins = _mm256_extracti128_si256(_mm256_cvtepu8_epi16(sm), 1);
+        let mut sm_bytes = [0u8; 16];
+        _mm_storeu_si128(sm_bytes.as_mut_ptr() as *mut __m128i, sm);
+        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm_bytes[j] as i16));
+        let hbits = _mm256_loadu_si256(x.add(16) as *const __m256i);
+        // The eight 32-value chunks: a nibble, plus 16 where its bit is set.
+        let q5: [__m256i; 8] = std::array::from_fn(|k| {
+            let bits = _mm256_loadu_si256(x.add(48 + 32 * (k / 2)) as *const __m256i);
+            let low = if k % 2 == 0 {
+                _mm256_and_si256(bits, m4)
+            } else {
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4)
+            };
+            let bit = _mm256_set1_epi8((1u8 << k) as i8);
+            let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, bit), bit);
+            _mm256_add_epi8(low, _mm256_and_si256(set, sixteen))
+        });
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let d = dy * xd;
+            let dmin = -dy * xmin;
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            let zero = _mm_setzero_si128();
+            let msum = _mm_cvtsi128_si32(_mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero));
+            summs[t] += dmin * msum as f32;
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
+                let q8h = _mm256_loadu_si256(y.add(4 + 64 * j + 32) as *const __m256i);
+                let p16l = _mm256_madd_epi16(scales[2 * j], _mm256_maddubs_epi16(q5[2 * j], q8l));
+                let p16h =
+                    _mm256_madd_epi16(scales[2 * j + 1], _mm256_maddubs_epi16(q5[2 * j + 1], q8h));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]) + summs[t])
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m3 = _mm256_set1_epi8(3);
