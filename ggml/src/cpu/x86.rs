@@ -347,6 +347,23 @@ unsafe fn k4_finish(acc: __m256, acc_m: __m128) -> f32 {
     hsum_float_8(acc) + _mm_cvtss_f32(m)
 }
 
+/// A Q4_K or Q5_K block's integer lanes against activation block `y`: its
+/// eight 32-value chunks `q` (unsigned) times the activations, by their
+/// scales; lane l holds values 4l..4l+3 of every chunk.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn k4_lanes(q: &[__m256i; 8], scales: &[__m256i; 8], y: *const u8) -> __m256i {
+    let mut sumi = _mm256_setzero_si256();
+    for j in 0..4 {
+        let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
+        let q8h = _mm256_loadu_si256(y.add(4 + 64 * j + 32) as *const __m256i);
+        let p16l = _mm256_madd_epi16(scales[2 * j], _mm256_maddubs_epi16(q[2 * j], q8l));
+        let p16h = _mm256_madd_epi16(scales[2 * j + 1], _mm256_maddubs_epi16(q[2 * j + 1], q8h));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+    }
+    sumi
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m4 = _mm256_set1_epi8(0x0f);
@@ -380,15 +397,7 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             let d = dy * xd;
             let dmin = -dy * xmin;
             acc_m[t] = k4_mins_step(mins, y, dmin, acc_m[t]);
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
-                let q8h = _mm256_loadu_si256(y.add(4 + 64 * j + 32) as *const __m256i);
-                let p16l = _mm256_madd_epi16(scales[2 * j], _mm256_maddubs_epi16(q4[2 * j], q8l));
-                let p16h =
-                    _mm256_madd_epi16(scales[2 * j + 1], _mm256_maddubs_epi16(q4[2 * j + 1], q8h));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-            }
+            let sumi = k4_lanes(&q4, &scales, y);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }
@@ -499,15 +508,7 @@ pub unsafe fn q5_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             let zero = _mm_setzero_si128();
             let msum = _mm_cvtsi128_si32(_mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero));
             summs[t] += dmin * msum as f32;
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q8l = _mm256_loadu_si256(y.add(4 + 64 * j) as *const __m256i);
-                let q8h = _mm256_loadu_si256(y.add(4 + 64 * j + 32) as *const __m256i);
-                let p16l = _mm256_madd_epi16(scales[2 * j], _mm256_maddubs_epi16(q5[2 * j], q8l));
-                let p16h =
-                    _mm256_madd_epi16(scales[2 * j + 1], _mm256_maddubs_epi16(q5[2 * j + 1], q8h));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-            }
+            let sumi = k4_lanes(&q5, &scales, y);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }

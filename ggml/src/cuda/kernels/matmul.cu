@@ -617,6 +617,14 @@ __device__ __forceinline__ Mv1Rows<R, GLU> mv1_rows(const Mv1Parts& parts, int v
     return b;
 }
 
+// A launch's groups of `per` rows, part after part (a glu's gate and up
+// rows are one part's).
+__device__ __forceinline__ int mv1_groups_of_rows(const Mv1Parts& parts, int per, bool glu) {
+    int n = (parts.rows[0] + per - 1) / per;
+    if (!glu) n += (parts.rows[1] + per - 1) / per + (parts.rows[2] + per - 1) / per;
+    return n;
+}
+
 // What a block does before it waits for the kernel before it (pdl.cuh):
 // where rows are read directly, L2 is asked for the first segments of its
 // warps' first rows, which no kernel writes, so that HBM is busy while the
@@ -631,10 +639,7 @@ __device__ __forceinline__ void mv1_prologue(const Mv1Parts& parts, int cols, lo
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
     const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
-    int nvb = (parts.rows[0] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    if (!GLU)
-        nvb += (parts.rows[1] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK +
-               (parts.rows[2] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    const int nvb = mv1_groups_of_rows(parts, ROWS_PER_BLOCK, GLU);
     if (static_cast<int>(blockIdx.x) >= nvb) return;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG, run = (nseg + S - 1) / S;
     const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
@@ -678,10 +683,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
     // part reads X in one order): X is quantised once for all of them, and
     // each one's first weights are asked for while the one before runs.
     const int ROWS_PER_BLOCK = GLU ? groups : groups * R;
-    int nvb = (parts.rows[0] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
-    if (!GLU)
-        nvb += (parts.rows[1] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK +
-               (parts.rows[2] + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
+    const int nvb = mv1_groups_of_rows(parts, ROWS_PER_BLOCK, GLU);
     const int nchunks = cols >> 5;
     const int nseg = (cols + MV_SEG - 1) / MV_SEG;
     // This warp's segments: kw + S j for j < mine; or, reading directly,
