@@ -311,13 +311,39 @@ unsafe fn k4_scales_mins(s: *const u8) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn k4_mins_step(mins: __m128i, y: *const u8, dmin: f32, acc: __m128) -> __m128 {
+    _mm_fmadd_ps(
+        _mm_set1_ps(dmin),
+        _mm_cvtepi32_ps(k4_mins_products(mins, y)),
+        acc,
+    )
+}
+
+/// The eight mins (16-bit) times activation block `y`'s 32-value sums, in
+/// four i32 lanes of two products each (exact).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn k4_mins_products(mins: __m128i, y: *const u8) -> __m128i {
     let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
     let q8s = _mm_hadd_epi16(
         _mm256_extracti128_si256(q8sums, 0),
         _mm256_extracti128_si256(q8sums, 1),
     );
-    let prod = _mm_madd_epi16(mins, q8s);
-    _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc)
+    _mm_madd_epi16(mins, q8s)
+}
+
+/// A Q4_K/Q5_K block's mins as 16-bit lanes and its eight scales each
+/// broadcast to a register's 16-bit lanes (its 12 packed bytes at `s`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn k4_block_scales(s: *const u8) -> (__m128i, [__m256i; 8]) {
+    let sm = k4_scales_mins(s);
+    let mins = _mm256_extracti128_si256(_mm256_cvtepu8_epi16(sm), 1);
+    let mut sm_bytes = [0u8; 16];
+    _mm_storeu_si128(sm_bytes.as_mut_ptr() as *mut __m128i, sm);
+    (
+        mins,
+        std::array::from_fn(|j| _mm256_set1_epi16(sm_bytes[j] as i16)),
+    )
 }
 
 /// How far ahead of a block the weight stream is prefetched: the rows a
@@ -376,12 +402,7 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
         let x = w.as_ptr().add(ib * 144);
         prefetch_ahead::<3>(x);
         let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
-        let sm = k4_scales_mins(x.add(4));
-        let mins_and_scales = _mm256_cvtepu8_epi16(sm);
-        let mins = _mm256_extracti128_si256(mins_and_scales, 1);
-        let mut sm_bytes = [0u8; 16];
-        _mm_storeu_si128(sm_bytes.as_mut_ptr() as *mut __m128i, sm);
-        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm_bytes[j] as i16));
+        let (mins, scales) = k4_block_scales(x.add(4));
         // Low and high nibbles of the four 32-byte chunks.
         let q4: [__m256i; 8] = std::array::from_fn(|k| {
             let bits = _mm256_loadu_si256(x.add(16 + 32 * (k / 2)) as *const __m256i);
@@ -476,11 +497,7 @@ pub unsafe fn q5_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
         let x = w.as_ptr().add(ib * 176);
         prefetch_ahead::<3>(x);
         let (xd, xmin) = (f16_at(table, x), f16_at(table, x.add(2)));
-        let sm = k4_scales_mins(x.add(4));
-        let mins = _mm256_extracti128_si256(_mm256_cvtepu8_epi16(sm), 1);
-        let mut sm_bytes = [0u8; 16];
-        _mm_storeu_si128(sm_bytes.as_mut_ptr() as *mut __m128i, sm);
-        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sm_bytes[j] as i16));
+        let (mins, scales) = k4_block_scales(x.add(4));
         let hbits = _mm256_loadu_si256(x.add(16) as *const __m256i);
         // The eight 32-value chunks: a nibble, plus 16 where its bit is set.
         let q5: [__m256i; 8] = std::array::from_fn(|k| {
@@ -499,12 +516,7 @@ pub unsafe fn q5_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
             let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
             let d = dy * xd;
             let dmin = -dy * xmin;
-            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-            let q8s = _mm_hadd_epi16(
-                _mm256_extracti128_si256(q8sums, 0),
-                _mm256_extracti128_si256(q8sums, 1),
-            );
-            let prod = _mm_madd_epi16(mins, q8s);
+            let prod = k4_mins_products(mins, y);
             let zero = _mm_setzero_si128();
             let msum = _mm_cvtsi128_si32(_mm_hadd_epi32(_mm_hadd_epi32(prod, zero), zero));
             summs[t] += dmin * msum as f32;

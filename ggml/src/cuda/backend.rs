@@ -755,8 +755,9 @@ impl CudaBackend {
             &norm_w,
             &eps,
         ];
-        // Products whose rows the kernel reads directly ask L2 for their
-        // first weights before they wait for the kernel before them.
+        // Products whose rows the kernel reads directly (matmul.cu's
+        // mv1_direct: Q4_K) ask L2 for their first weights before they wait
+        // for the kernel before them; the others lose to early launches.
         let launch = if w.ty == GgmlType::Q4_K {
             Function::launch_overlapping
         } else {

@@ -530,16 +530,8 @@ impl Function {
         shared: u32,
         args: &[&dyn KernelArg],
     ) -> CuResult<()> {
-        let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
-        if stream.1 == EarlyLaunches::All {
-            return self.launch_early(stream, grid, block, shared, &mut ptrs);
-        }
-        // SAFETY: the argument list matches the kernel's signature (each
-        // launcher sits next to its kernel's contract); the values are read
-        // during the call.
-        check("launching a kernel", unsafe {
-            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
-        })
+        let early = stream.1 == EarlyLaunches::All;
+        self.launch_with(stream, grid, block, shared, args, early)
     }
 
     /// `launch`, but early where the stream launches chosen kernels early.
@@ -551,11 +543,29 @@ impl Function {
         shared: u32,
         args: &[&dyn KernelArg],
     ) -> CuResult<()> {
-        if stream.1 == EarlyLaunches::Off {
-            return self.launch(stream, grid, block, shared, args);
-        }
+        let early = stream.1 != EarlyLaunches::Off;
+        self.launch_with(stream, grid, block, shared, args, early)
+    }
+
+    fn launch_with(
+        &self,
+        stream: &Stream,
+        grid: (u32, u32, u32),
+        block: u32,
+        shared: u32,
+        args: &[&dyn KernelArg],
+        early: bool,
+    ) -> CuResult<()> {
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
-        self.launch_early(stream, grid, block, shared, &mut ptrs)
+        if early {
+            return self.launch_early(stream, grid, block, shared, &mut ptrs);
+        }
+        // SAFETY: the argument list matches the kernel's signature (each
+        // launcher sits next to its kernel's contract); the values are read
+        // during the call.
+        check("launching a kernel", unsafe {
+            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
+        })
     }
 
     /// A launch that may start before the kernel ahead of it in the stream

@@ -1,8 +1,8 @@
-// Programmatic dependent launch (sm_90 on). On such GPUs the host launches
-// every kernel so that it may start while the kernel before it in the
-// stream is still running (its blocks take the multiprocessors that kernel
-// leaves, and do what does not depend on it: a product asks L2 for its first
-// weights). So every kernel calls pdl_begin() before it reads anything an
+// Programmatic dependent launch (sm_90 on). On such GPUs the host may
+// launch a kernel so that it starts while the kernel before it in the
+// stream is still running (by default the Q4_K one-token products, which
+// ask L2 for their first weights meanwhile; LLM_CUDA_PDL=all: every
+// kernel). Any kernel may be so launched, so every kernel calls pdl_begin() before it reads anything an
 // earlier kernel wrote or writes anything an earlier kernel reads: it waits
 // until the kernel before has finished and its writes are visible, then lets
 // the next kernel start early in turn. A kernel that waits also finishes
