@@ -4,6 +4,7 @@
 # `cargo build` needs no CUDA toolkit; run this after changing a kernel.
 #
 #   scripts/build-kernels.sh          compile every architecture, write manifest
+#   scripts/build-kernels.sh NAME...  the same for the named modules only (matmul, tile, ...)
 #   scripts/build-kernels.sh --check  fail when the manifest does not match the
 #                                     sources; then compile sm_90 and PTX from
 #                                     source (to a scratch folder) to prove they build
@@ -58,6 +59,7 @@ for a in "${archs[@]}"; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); don
 gencode+=(-gencode "arch=compute_$ptx,code=compute_$ptx")
 for cu in $(kernels); do
   name="$(basename "$cu" .cu)"
+  if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
   echo "build-kernels: $name" >&2
   # --threads: the architectures compile side by side (CI has 2 cores).
   nvcc -I "$inc" "${flags[@]}" --threads 2 -fatbin "${gencode[@]}" -o "$out/$name.fatbin" "$cu"

@@ -993,7 +993,7 @@ impl Backend for CpuBackend {
             let u = &up[at..at + g.len()];
             match act {
                 Glu::SwiGlu => ops::swiglu(isa, g, u),
-                Glu::GeGlu => ops::geglu(g, u),
+                Glu::GeGlu => ops::geglu(isa, g, u),
             }
         });
     }

@@ -508,6 +508,17 @@ impl Function {
         .map(|b| b.max(0) as usize)
     }
 
+    /// Blocks of `threads` threads and `shared` bytes of dynamic shared
+    /// memory that one multiprocessor holds at once (registers, shared
+    /// memory and the launch bounds all count).
+    pub fn resident_blocks(&self, threads: usize, shared: usize) -> CuResult<usize> {
+        // SAFETY: a live function handle.
+        check("reading a kernel's occupancy", unsafe {
+            result::occupancy::max_active_block_per_multiprocessor(self.0, threads as i32, shared)
+        })
+        .map(|n| n.max(0) as usize)
+    }
+
     /// Lets launches ask for up to `bytes` of dynamic shared memory (past
     /// 48 KiB the driver wants this said first).
     pub fn allow_dynamic_shared(&self, bytes: usize) -> CuResult<()> {

@@ -20,11 +20,13 @@ pub(super) enum Epilogue {
     Glu(Glu),
 }
 
-/// One kernel and the dynamic shared memory it may take on this GPU.
+/// One kernel, the dynamic shared memory it may take on this GPU and the
+/// most of its blocks a multiprocessor holds (its registers' limit).
 #[derive(Clone, Copy)]
 struct Kernel {
     f: Function,
     max_shared: usize,
+    most_resident: usize,
 }
 
 /// A weight type's one-token kernels.
@@ -75,19 +77,23 @@ fn one_pass() -> bool {
     *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_ONE_PASS").is_some_and(|v| v == "1"))
 }
 
-/// The kernels' launch bounds: 256 threads, at least 3 blocks a
-/// multiprocessor (matmul.cu's GQ_MATVEC1_ONE).
+/// The kernels' blocks: 256 threads. How many a multiprocessor holds by
+/// their registers is the driver's occupancy figure (matmul.cu's launch
+/// bounds, GQ_MV1_MIN_BLOCKS, ask for at least 3; a kernel that takes
+/// fewer registers gets more), or 3 where the driver does not answer.
+const THREADS: usize = 256;
 const MIN_BLOCKS_PER_SM: usize = 3;
 
 /// Blocks of `shared` bytes of dynamic shared memory a multiprocessor
-/// holds at once: the launch bounds' minimum, or fewer where shared memory
-/// (228 KiB a multiprocessor on Hopper, 1 KiB of it reserved a block, and a
-/// little the kernel declares itself) runs out first.
-fn resident_blocks(shared: usize) -> usize {
+/// holds at once: `most` (what the kernel's registers allow), or fewer
+/// where shared memory (228 KiB a multiprocessor on Hopper, 1 KiB of it
+/// reserved a block, and a little the kernel declares itself) runs out
+/// first.
+fn resident_blocks(shared: usize, most: usize) -> usize {
     (228usize << 10)
         .checked_div(shared + 2048)
         .unwrap_or(1)
-        .clamp(1, MIN_BLOCKS_PER_SM)
+        .clamp(1, most.max(1))
 }
 
 /// Segments of a row in flight while one is read, unless
@@ -208,6 +214,9 @@ impl Matvec1 {
             Some(Kernel {
                 f,
                 max_shared: dynamic_shared_budget(f),
+                most_resident: f
+                    .resident_blocks(THREADS, 0)
+                    .map_or(MIN_BLOCKS_PER_SM, |n| n.max(1)),
             })
         };
         Some(Matvec1 {
@@ -291,7 +300,7 @@ impl Matvec1 {
                     stages as i32
                 },
                 split: split as i32,
-                resident: Some(resident_blocks(shared)),
+                resident: Some(resident_blocks(shared, k.most_resident)),
             })
         })
     }
@@ -332,13 +341,16 @@ mod tests {
         // A 7B's q, k and v (4096 columns of Q4_K): 10 KiB of X and 19.5 of
         // slots; three blocks fit, the launch bounds' minimum.
         assert_eq!(
-            resident_blocks(x16_bytes(4096) + 16 * 2 * slot_bytes(GgmlType::Q4_K)),
+            resident_blocks(x16_bytes(4096) + 16 * 2 * slot_bytes(GgmlType::Q4_K), 3),
             3
         );
+        // A kernel whose registers allow two keeps two.
+        assert_eq!(resident_blocks(x16_bytes(4096), 2), 2);
         // Wide rows hold fewer; never none.
-        assert_eq!(resident_blocks(100 << 10), 2);
-        assert_eq!(resident_blocks(200 << 10), 1);
-        assert_eq!(resident_blocks(400 << 10), 1);
+        assert_eq!(resident_blocks(100 << 10, 3), 2);
+        assert_eq!(resident_blocks(200 << 10, 3), 1);
+        assert_eq!(resident_blocks(400 << 10, 3), 1);
+        assert_eq!(resident_blocks(0, 0), 1);
     }
 
     #[test]

@@ -407,10 +407,23 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
 // stored values and subtract offset * half sum, an integer identity, instead
 // of subtracting bytewise (three instructions a word on the GPU).
 constexpr int MV1_WARPS = 8;
+// Blocks a multiprocessor the launch bounds ask for (the registers a thread
+// may take follow); the host reads the occupancy back. Three: on the H200
+// (2026-12-04, one-type 7B files, tg128) 3 / 4 / 5 blocks read Q4_K 357.6 /
+// 324.5 / 239.2 tokens/s, Q4_0 342.8 / 338.9 / 322.9, Q8_0 306.9 / 301.6 /
+// 273.8, Q6_K 262.4 / 251.3 / 206.2 (only a 1B's Q4_0 gained, 1199 -> 1232).
+// Also tried and slower there: Q4_K's direct reads one segment ahead in two
+// register buffers (333.9 -> 326.8 at two blocks, 236.3 at three with
+// spills), and the staged segments brought by Hopper's bulk copies with a
+// shared-memory barrier a slot instead of 16-byte cp.async (Q4_0 339.4 ->
+// 315.3, Q8_0 304.0 -> 297.5, Q6_K 260.8 -> 248.8; more slots slower yet).
+#ifndef GQ_MV1_MIN_BLOCKS
+#define GQ_MV1_MIN_BLOCKS 3
+#endif
 enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
 // Waits until at most `n` (0..7, warp-uniform) commit groups are in flight.
-__device__ __forceinline__ void async_wait_n(int n) {
+[[maybe_unused]] __device__ __forceinline__ void async_wait_n(int n) {
     switch (n) {
         case 0: async_wait<0>(); break;
         case 1: async_wait<1>(); break;
@@ -1293,7 +1306,7 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
 //   swiglu, geglu: Y0 = act(W0 X) * (W1 X), W0 and W1 of rows0 rows each;
 //              grid ceil(rows0 / (8 / split)).
 #define GQ_MATVEC1_ONE(name, T, variant, R, OUT)                                                           \
-    extern "C" __global__ void __launch_bounds__(256, 3)                                                    \
+    extern "C" __global__ void __launch_bounds__(256, GQ_MV1_MIN_BLOCKS)                                    \
         matvec1_##name##_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0,    \
                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,   \
                                    int rows2, int cols, long long row_bytes, int stages, int split,         \

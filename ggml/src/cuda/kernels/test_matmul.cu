@@ -256,7 +256,8 @@ static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 80; }
 static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const float* dX, float* dY, int rows, int cols,
                         long long rb, int stages = 4, int split = 1, int grid_cap = 0, bool pdl = false) {
     static bool allowed[2] = {false, false};
-    const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) + 8 * R * stages * mv_slot_bytes(tc.t);
+    // (negative stages: staged even where Hopper reads Q4_K rows directly)
+    const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) + 8 * R * abs(stages) * mv_slot_bytes(tc.t);
     if (!allowed[R - 1]) {
         for (const TypeCase& c : CASES)
             if (c.matvec1[R - 1])
@@ -265,6 +266,12 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
     }
     const int per_block = 8 * R / split;
     int grid = (rows + per_block - 1) / per_block;
+    if (grid_cap < 0) {  // as many as stay resident, as the backend sizes decode's grid
+        int sms = 0, per_sm = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tc.matvec1[R - 1], 256, dyn));
+        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
+    }
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows, as decode launches them
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(grid);
@@ -406,11 +413,10 @@ static void bench_small(int only) {
             cudaEvent_t a, b;
             CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
             printf("%-7s %5dx%-5d", tc.name, rows, cols);
-            // The last two: decode's grid (three blocks a multiprocessor, each looping over rows).
-            int sms = 0;
-            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            // The last two: decode's grid (the blocks that stay resident, each looping over rows).
             const int runs[][5] = {{1, 2, 1, 0, 0}, {2, 2, 1, 0, 0}, {2, 3, 1, 0, 0}, {2, 2, 2, 0, 0},
-                                   {2, 2, 1, 0, 1}, {2, 2, 1, 3 * sms, 0}, {2, 2, 1, 3 * sms, 1}};
+                                   {2, 2, 1, 0, 1}, {2, 2, 1, -1, 0}, {2, 2, 1, -1, 1}, {2, 3, 1, -1, 1},
+                                   {2, 4, 1, -1, 1}, {2, -3, 1, -1, 1}};
             for (const auto& run : runs) {
                 const int R = run[0], st = run[1], split = run[2], cap = run[3];
                 const bool pdl = run[4];
@@ -452,6 +458,9 @@ int main(int argc, char** argv) {
             CK(cudaMalloc(&dWbuf, W.size() + 16));
             uint8_t* dW = dWbuf + 2;  // 2 mod 4: the unaligned path
             CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+            uint8_t* dWaligned;  // cudaMalloc: 256-byte aligned
+            CK(cudaMalloc(&dWaligned, W.size()));
+            CK(cudaMemcpy(dWaligned, W.data(), W.size(), cudaMemcpyHostToDevice));
 
             // 1. exact dequantisation
             float* dD;
@@ -495,19 +504,26 @@ int main(int argc, char** argv) {
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
                     }
                     // split, then blocks that loop over rows, then early launches
-                    const int mv1_runs[][3] = {{1, 0, 0}, {2, 0, 0}, {4, 0, 0}, {8, 0, 0}, {1, 3, 0}, {2, 4, 1}};
+                    // ... on the unaligned rows and on 16-byte aligned ones
+                    // (where Hopper reads Q4_K rows directly).
+                    // (the last: staged where rows could be read directly)
+                    const int mv1_runs[][4] = {{1, 0, 0, 1}, {2, 0, 0, 1}, {4, 0, 0, 1}, {8, 0, 0, 1},
+                                               {1, 3, 0, 1}, {2, 4, 1, 1}, {2, 3, 1, -1}};
                     for (int R = 1; R <= 2 && tc.matvec1[0] && ntok == 1; R++)
-                        for (const auto& run : mv1_runs) {
-                            const int split = run[0], cap = run[1];
-                            const bool pdl = run[2];
-                            CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                            run_matvec1(tc, R, dW, dX, dY, rows, cols, rb, R + split % 3, split, cap, pdl);
-                            CK(cudaGetLastError());
-                            CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
-                            char what[48];
-                            snprintf(what, sizeof what, "matvec1 r%d k%d grid<=%d pdl %d", R, split, cap, pdl);
-                            type_fail += compare(what, tc, rows, cols, 1, Wf, X, Y, 1e-4);
-                        }
+                        for (int aligned = 0; aligned < 2; aligned++)
+                            for (const auto& run : mv1_runs) {
+                                const int split = run[0], cap = run[1];
+                                const bool pdl = run[2];
+                                CK(cudaMemset(dY, 0xff, Y.size() * 4));
+                                run_matvec1(tc, R, aligned ? dWaligned : dW, dX, dY, rows, cols, rb,
+                                            run[3] * (R + split % 3), split, cap, pdl);
+                                CK(cudaGetLastError());
+                                CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+                                char what[64];
+                                snprintf(what, sizeof what, "matvec1 r%d k%d s%d grid<=%d pdl %d aligned %d", R,
+                                         split, run[3] * (R + split % 3), cap, pdl, aligned);
+                                type_fail += compare(what, tc, rows, cols, 1, Wf, X, Y, 1e-4);
+                            }
                 }
                 if (ntok != 2 && ntok != 3 && ntok != 5) {
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
@@ -532,6 +548,7 @@ int main(int argc, char** argv) {
                 CK(cudaFree(dY));
             }
             CK(cudaFree(dWbuf));
+            CK(cudaFree(dWaligned));
         }
         CK(cudaDeviceSynchronize());
         printf("%-7s %s\n", tc.name, type_fail ? "FAIL" : "ok");
