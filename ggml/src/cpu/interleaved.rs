@@ -1,5 +1,5 @@
-//! Q4_0 and IQ4_NL weights (blocks of a scale and 32 4-bit codes) repacked
-//! at load eight rows at a time, so that one SIMD
+//! Q4_0, Q5_0, IQ4_NL and Q8_0 weights (blocks of a scale and 32 codes)
+//! repacked at load eight rows at a time, so that one SIMD
 //! register holds the same four values of eight rows and every lane's sum
 //! belongs to one row: no horizontal sums, one scale multiply for eight
 //! rows, and each activation value broadcast once for all eight.
@@ -7,7 +7,9 @@
 //! A group of eight rows is, block column by block column, 144 bytes: the
 //! eight rows' f16 scales, then for j in 0..4 the eight rows' quant bytes
 //! 4j..4j+4 (low nibbles: values 4j..4j+4 of the block; high nibbles:
-//! values 16+4j..16+4j+4). As many bytes as the eight rows' blocks.
+//! values 16+4j..16+4j+4). Q5_0 puts the eight rows' 32-bit words of fifth
+//! bits between the scales and the quant bytes; Q8_0's quant bytes are the
+//! values 4j..4j+4 for j in 0..8. As many bytes as the eight rows' blocks.
 //!
 //! Two products read it:
 //! - `one`, for a single token, is ggml's x86 one-token dot to the bit: its
@@ -40,8 +42,22 @@ pub fn column_bytes(w: GgmlType) -> usize {
 fn block_bytes(w: GgmlType) -> usize {
     match w {
         GgmlType::Q8_0 => 34,
+        GgmlType::Q5_0 => 22,
         _ => 18,
     }
+}
+
+/// Bytes of a block before its quant bytes: the scale, and Q5_0's fifth bits.
+fn header_bytes(w: GgmlType) -> usize {
+    match w {
+        GgmlType::Q5_0 => 6,
+        _ => 2,
+    }
+}
+
+/// Where a group's block column's quant bytes start.
+fn quants_at(w: GgmlType) -> usize {
+    ROWS * header_bytes(w)
 }
 /// Bytes of a Q8_0 activation block.
 const ACT_BLOCK: usize = 34;
@@ -70,8 +86,10 @@ pub struct Kernels {
 /// rows come in whole groups, where the one-token kernel reproduces ggml's
 /// x86 order (the portable and NEON kernels follow other orders of ggml's).
 pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
-    if !matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL | GgmlType::Q8_0)
-        || !rows.is_multiple_of(ROWS)
+    if !matches!(
+        w,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::Q8_0
+    ) || !rows.is_multiple_of(ROWS)
     {
         return None;
     }
@@ -92,6 +110,8 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
         (GgmlType::Q4_0, _) => (x86::one, Some(x86::four)),
         (GgmlType::Q8_0, _) if vnni => (x86::one_q8_vnni, None),
         (GgmlType::Q8_0, _) => (x86::one_q8, None),
+        (GgmlType::Q5_0, _) if vnni => (x86::one_q5_vnni, Some(x86::four_q5_vnni)),
+        (GgmlType::Q5_0, _) => (x86::one_q5, Some(x86::four_q5)),
         (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni)),
         (_, _) => (x86::one_nl, Some(x86::four_nl)),
     };
@@ -108,10 +128,11 @@ fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
 }
 
 /// Rows of `w` (`rows` a multiple of 8, `nb` blocks each) regrouped: the
-/// eight scales, then quant bytes 4j..4j+4 of the eight rows for each j.
+/// eight scales, Q5_0's eight words of fifth bits, then quant bytes
+/// 4j..4j+4 of the eight rows for each j.
 pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
     let bb = block_bytes(w);
-    let column = column_bytes(w);
+    let (column, head, at0) = (column_bytes(w), header_bytes(w), quants_at(w));
     assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * bb);
     let mut out = vec![0u8; src.len()];
     for (g, dst) in out.chunks_exact_mut(nb * column).enumerate() {
@@ -120,9 +141,12 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
                 let at = ((g * ROWS + r) * nb + b) * bb;
                 let block = &src[at..at + bb];
                 col[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                for j in 0..(bb - 2) / 4 {
-                    let o = 16 + 32 * j + 4 * r;
-                    col[o..o + 4].copy_from_slice(&block[2 + 4 * j..6 + 4 * j]);
+                if head > 2 {
+                    col[16 + 4 * r..20 + 4 * r].copy_from_slice(&block[2..6]);
+                }
+                for j in 0..(bb - head) / 4 {
+                    let o = at0 + 32 * j + 4 * r;
+                    col[o..o + 4].copy_from_slice(&block[head + 4 * j..head + 4 + 4 * j]);
                 }
             }
         }
@@ -131,7 +155,7 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
 }
 
 /// Each activation block's value sum (the correction for Q4_0's offset of 8
-/// in `four`), one i32 a block.
+/// and Q5_0's of 16 in `four`), one i32 a block.
 pub fn block_sums(act: &[u8], out: &mut [i32]) {
     for (s, b) in out.iter_mut().zip(act.chunks_exact(ACT_BLOCK)) {
         *s = b[2..].iter().map(|&v| v as i8 as i32).sum();
@@ -139,17 +163,22 @@ pub fn block_sums(act: &[u8], out: &mut [i32]) {
 }
 
 /// Value `k` (0..32) of row `r`'s block in a group's block column, as ggml
-/// reads it (Q4_0: code - 8; IQ4_NL: the table's value for the code; Q8_0:
-/// the byte).
+/// reads it (Q4_0: code - 8; Q5_0: code and fifth bit - 16; IQ4_NL: the
+/// table's value for the code; Q8_0: the byte).
 fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
+    let at0 = quants_at(w);
     if w == GgmlType::Q8_0 {
-        return col[16 + 32 * (k / 4) + 4 * r + k % 4] as i8 as i32;
+        return col[at0 + 32 * (k / 4) + 4 * r + k % 4] as i8 as i32;
     }
     let (j, hi) = ((k % 16) / 4, k >= 16);
-    let byte = col[16 + 32 * j + 4 * r + k % 4];
+    let byte = col[at0 + 32 * j + 4 * r + k % 4];
     let code = if hi { byte >> 4 } else { byte & 15 };
     match w {
         GgmlType::IQ4_NL => KVALUES_IQ4NL[code as usize] as i32,
+        GgmlType::Q5_0 => {
+            let qh = u32::from_le_bytes(col[16 + 4 * r..20 + 4 * r].try_into().unwrap());
+            (code as i32 | (((qh >> k) & 1) << 4) as i32) - 16
+        }
         _ => code as i32 - 8,
     }
 }
@@ -270,7 +299,12 @@ mod tests {
 
     /// Every regrouped type on each of this machine's ISAs that has kernels.
     fn cases() -> Vec<(GgmlType, Isa, Kernels)> {
-        let types = [GgmlType::Q4_0, GgmlType::IQ4_NL, GgmlType::Q8_0];
+        let types = [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::IQ4_NL,
+            GgmlType::Q8_0,
+        ];
         let isas = Isa::available();
         #[cfg(target_arch = "x86_64")]
         if isas.contains(&Isa::Avx2) {
@@ -289,7 +323,12 @@ mod tests {
     fn pack_keeps_every_value_and_scale() {
         let mut rng = Rng(7);
         let (rows, nb) = (16, 5);
-        for ty in [GgmlType::Q4_0, GgmlType::IQ4_NL, GgmlType::Q8_0] {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::IQ4_NL,
+            GgmlType::Q8_0,
+        ] {
             let (bb, column) = (block_bytes(ty), column_bytes(ty));
             let w = random_blocks(ty, &mut rng, rows, nb);
             let p = pack(ty, &w, rows, nb);
@@ -379,7 +418,23 @@ mod tests {
                         let row = &w[r * nb * bb..][..nb * bb];
                         let one = kernels_for(ty, isa).unwrap().dot;
                         let exact = one(row, &acts[t]);
-                        assert!((got[t][r] - exact).abs() <= 1e-5 * (1.0 + exact.abs()));
+                        // Within float rounding of the products' magnitudes (the
+                        // sum may cancel far below them).
+                        let size: f32 = p
+                            .chunks_exact(column_bytes(ty))
+                            .zip(acts[t].chunks_exact(ACT_BLOCK))
+                            .map(|(col, a)| {
+                                let m: i32 = (0..32)
+                                    .map(|k| (value(ty, col, r, k) * a[2 + k] as i8 as i32).abs())
+                                    .sum();
+                                (scale(col, r) * act_scale(a)).abs() * m as f32
+                            })
+                            .sum();
+                        assert!(
+                            (got[t][r] - exact).abs() <= 1e-6 * (1e-6 + size),
+                            "{ty} {isa:?} nb {nb}: {} vs {exact} (size {size})",
+                            got[t][r]
+                        );
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! x86 kernels over Q4_0 groups of eight interleaved rows (`interleaved`):
+//! x86 kernels over groups of eight interleaved rows (`interleaved`):
 //! a register's eight i32 lanes are the eight rows. AVX2 forms (with FMA
 //! and F16C, `Isa::Avx2` and up) and AVX-512 VNNI forms, whose `vpdpbusd`
 //! gives the same exact integers in fewer instructions.
@@ -13,6 +13,9 @@ const ACT_BLOCK: usize = 34;
 const GROUP_BLOCK: usize = ROWS * 18;
 /// Q8_0.
 const Q8_COLUMN: usize = ROWS * 34;
+/// Q5_0: the scales, the eight words of fifth bits, the quant bytes.
+const Q5_COLUMN: usize = ROWS * 22;
+const Q5_QUANTS: usize = 48;
 
 /// `hsum_float_8`'s order over eight registers whose lanes are rows
 /// (register l holding lane l of each row's sum).
@@ -58,7 +61,7 @@ pub fn one(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 }
 
 pub fn four(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, ss, nb) = four_args(group, acts, sums);
+    let (g, ys, ss, nb) = four_args(group, GROUP_BLOCK, acts, sums);
     // SAFETY: as in `one`.
     unsafe { four_avx2(g, ys, ss, nb) }
 }
@@ -74,15 +77,15 @@ pub fn one_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// `four` with `vpdpbusd` summing each block in i32 directly.
 pub fn four_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, ss, nb) = four_args(group, acts, sums);
+    let (g, ys, ss, nb) = four_args(group, GROUP_BLOCK, acts, sums);
     // SAFETY: as in `one_vnni`.
     unsafe { four_vnni_impl(g, ys, ss, nb) }
 }
 
 type FourArgs = (*const u8, [*const u8; 4], [*const i32; 4], usize);
 
-fn four_args(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
-    let nb = group.len() / GROUP_BLOCK;
+fn four_args(group: &[u8], column: usize, acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
+    let nb = group.len() / column;
     for t in 0..4 {
         assert!(acts[t].len() >= nb * ACT_BLOCK && sums[t].len() >= nb);
     }
@@ -96,12 +99,210 @@ fn four_args(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn one_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
+    one_body(
+        g,
+        y,
+        nb,
+        GROUP_BLOCK,
+        |c, j| q4_values(c, j),
+        |ax, sy| sums_avx2(ax, sy),
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn one_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(g, y, nb, |ax, sy| sums_vnni(ax, sy))
+    one_body(
+        g,
+        y,
+        nb,
+        GROUP_BLOCK,
+        |c, j| q4_values(c, j),
+        |ax, sy| sums_vnni(ax, sy),
+    )
+}
+
+/// A Q4_0 group column's byte column `j`: the low and the high nibbles'
+/// values, code - 8.
+#[inline(always)]
+unsafe fn q4_values(col: *const u8, j: usize) -> (__m256i, __m256i) {
+    let (lo, hi) = q4_codes(col, j);
+    let eight = _mm256_set1_epi8(8);
+    (_mm256_sub_epi8(lo, eight), _mm256_sub_epi8(hi, eight))
+}
+
+/// The codes (0..16) of a Q4_0 group column's byte column `j`.
+#[inline(always)]
+unsafe fn q4_codes(col: *const u8, j: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
+    (
+        _mm256_and_si256(v, m4),
+        _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+    )
+}
+
+/// The codes (0..32: the nibble and the fifth bit) of a Q5_0 group
+/// column's byte column `j`, low nibbles' and high nibbles'. Lane r's
+/// bytes i are values 4j + i and 16 + 4j + i of row r, whose fifth bits
+/// are bits 4j + i and 16 + 4j + i of the row's word: the word shifted by
+/// 4j, its byte 0 (or 2) spread to the four bytes, each byte's own bit
+/// tested.
+#[inline(always)]
+unsafe fn q5_codes(col: *const u8, j: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let bit = _mm256_set1_epi32(0x0804_0201);
+    let qh = _mm256_loadu_si256(col.add(16) as *const __m256i);
+    let sh = _mm256_srl_epi32(qh, _mm_cvtsi32_si128(4 * j as i32));
+    let spread = |b: i8| {
+        let idx = _mm256_setr_epi8(
+            b,
+            b,
+            b,
+            b,
+            b + 4,
+            b + 4,
+            b + 4,
+            b + 4,
+            b + 8,
+            b + 8,
+            b + 8,
+            b + 8,
+            b + 12,
+            b + 12,
+            b + 12,
+            b + 12,
+            b,
+            b,
+            b,
+            b,
+            b + 4,
+            b + 4,
+            b + 4,
+            b + 4,
+            b + 8,
+            b + 8,
+            b + 8,
+            b + 8,
+            b + 12,
+            b + 12,
+            b + 12,
+            b + 12,
+        );
+        // 0x10 where the value's fifth bit is set.
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(sh, idx), bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    };
+    let v = _mm256_loadu_si256(col.add(Q5_QUANTS + 32 * j) as *const __m256i);
+    (
+        _mm256_or_si256(_mm256_and_si256(v, m4), spread(0)),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), spread(2)),
+    )
+}
+
+/// A Q5_0 group column's values, code - 16 (ggml's `or` of 0xF0 where the
+/// fifth bit is clear gives the same bytes).
+#[inline(always)]
+unsafe fn q5_values(col: *const u8, j: usize) -> (__m256i, __m256i) {
+    let (lo, hi) = q5_codes(col, j);
+    let sixteen = _mm256_set1_epi8(16);
+    (_mm256_sub_epi8(lo, sixteen), _mm256_sub_epi8(hi, sixteen))
+}
+
+/// `one` for Q5_0 groups.
+pub fn one_q5(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / Q5_COLUMN;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: as in `one`.
+    unsafe { one_q5_avx2(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `one_q5` with `vpdpbusd`.
+pub fn one_q5_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / Q5_COLUMN;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    // SAFETY: as in `one_vnni`.
+    unsafe { one_q5_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `four` for Q5_0 groups.
+pub fn four_q5(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_args(group, Q5_COLUMN, acts, sums);
+    // SAFETY: as in `one`.
+    unsafe { four_q5_avx2(g, ys, ss, nb) }
+}
+
+/// `four_q5` with `vpdpbusd`.
+pub fn four_q5_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_args(group, Q5_COLUMN, acts, sums);
+    // SAFETY: as in `one_vnni`.
+    unsafe { four_q5_vnni_impl(g, ys, ss, nb) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_q5_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_body(
+        g,
+        y,
+        nb,
+        Q5_COLUMN,
+        |c, j| q5_values(c, j),
+        |ax, sy| sums_avx2(ax, sy),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn one_q5_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_body(
+        g,
+        y,
+        nb,
+        Q5_COLUMN,
+        |c, j| q5_values(c, j),
+        |ax, sy| sums_vnni(ax, sy),
+    )
+}
+
+/// Codes 0..=31 against |y| <= 127: a byte column's pair sums fit i16 (two
+/// maddubs, at most 4·31·127), so AVX2 widens every column.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn four_q5_avx2(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_body(
+        g,
+        ys,
+        sums,
+        nb,
+        (Q5_COLUMN, 16),
+        |c, j| q5_codes(c, j),
+        |acc, lo, ylo, hi, yhi| {
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+        },
+        |acc| acc,
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn four_q5_vnni_impl(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_body(
+        g,
+        ys,
+        sums,
+        nb,
+        (Q5_COLUMN, 16),
+        |c, j| q5_codes(c, j),
+        |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
+        |acc| acc,
+    )
 }
 
 /// Codes 0..=15 against |y| <= 128: a block's sixteen pair sums per i16
@@ -118,6 +319,8 @@ unsafe fn four_avx2(
         ys,
         sums,
         nb,
+        (GROUP_BLOCK, 8),
+        |c, j| q4_codes(c, j),
         |acc, lo, ylo, hi, yhi| {
             let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
             _mm256_add_epi16(acc, p)
@@ -138,6 +341,8 @@ unsafe fn four_vnni_impl(
         ys,
         sums,
         nb,
+        (GROUP_BLOCK, 8),
+        |c, j| q4_codes(c, j),
         |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
         |acc| acc,
     )
@@ -151,23 +356,21 @@ unsafe fn one_body(
     g: *const u8,
     y: *const u8,
     nb: usize,
+    column: usize,
+    values: impl Fn(*const u8, usize) -> (__m256i, __m256i),
     sums: impl Fn(__m256i, __m256i) -> __m256i,
 ) -> [f32; ROWS] {
     let lane_sums = |w: __m256i, y: __m256i| sums(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
     let table = f16_table();
-    let m4 = _mm256_set1_epi8(0x0f);
-    let eight = _mm256_set1_epi8(8);
     let mut acc = [_mm256_setzero_ps(); 8];
     for b in 0..nb {
-        let col = g.add(b * GROUP_BLOCK);
+        let col = g.add(b * column);
         prefetch_ahead::<3>(col);
         let yb = y.add(b * ACT_BLOCK);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
         let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, yb)));
         for j in 0..4 {
-            let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
-            let lo = _mm256_sub_epi8(_mm256_and_si256(v, m4), eight);
-            let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), eight);
+            let (lo, hi) = values(col, j);
             let s = lane_sums(lo, broadcast4(yb.add(2 + 4 * j)));
             acc[j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[j]);
             let s = lane_sums(hi, broadcast4(yb.add(18 + 4 * j)));
@@ -179,28 +382,30 @@ unsafe fn one_body(
 }
 
 /// A block's 32 products per row and token summed exactly in integers
-/// (`step` over the block's four byte columns, `finish` to i32 lanes), the
-/// offset's share taken off as 8·Σy, then one fused multiply-add.
+/// (`step` over the block's four byte columns of unsigned `codes`, `finish`
+/// to i32 lanes), the offset's share taken off as offset·Σy, then one fused
+/// multiply-add. `layout`: a block column's bytes and the codes' offset.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn four_body(
     g: *const u8,
     ys: [*const u8; 4],
     sums: [*const i32; 4],
     nb: usize,
+    layout: (usize, i32),
+    codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
     step: impl Fn(__m256i, __m256i, __m256i, __m256i, __m256i) -> __m256i,
     finish: impl Fn(__m256i) -> __m256i,
 ) -> [[f32; ROWS]; 4] {
+    let (column, offset) = layout;
     let table = f16_table();
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); 4];
     for b in 0..nb {
-        let col = g.add(b * GROUP_BLOCK);
+        let col = g.add(b * column);
         prefetch_ahead::<3>(col);
         let mut isum = [_mm256_setzero_si256(); 4];
         for j in 0..4 {
-            let v = _mm256_loadu_si256(col.add(16 + 32 * j) as *const __m256i);
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let (lo, hi) = codes(col, j);
             for t in 0..4 {
                 let yb = ys[t].add(b * ACT_BLOCK);
                 isum[t] = step(
@@ -215,8 +420,8 @@ unsafe fn four_body(
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
         for t in 0..4 {
             let yb = ys[t].add(b * ACT_BLOCK);
-            let offset = _mm256_set1_epi32(8 * *sums[t].add(b));
-            let s = _mm256_sub_epi32(finish(isum[t]), offset);
+            let off = _mm256_set1_epi32(offset * *sums[t].add(b));
+            let s = _mm256_sub_epi32(finish(isum[t]), off);
             let d = _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, yb)));
             acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[t]);
         }
@@ -238,7 +443,7 @@ pub fn one_nl(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// `four` for IQ4_NL groups (no offset: the table's values are signed).
 pub fn four_nl(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, _, nb) = four_args(group, acts, sums);
+    let (g, ys, _, nb) = four_args(group, GROUP_BLOCK, acts, sums);
     // SAFETY: as in `one`.
     unsafe { four_nl_avx2(g, ys, nb) }
 }
@@ -253,7 +458,7 @@ pub fn one_nl_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// `four_nl` with `vpdpbusd`.
 pub fn four_nl_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, _, nb) = four_args(group, acts, sums);
+    let (g, ys, _, nb) = four_args(group, GROUP_BLOCK, acts, sums);
     // SAFETY: as in `one_vnni`.
     unsafe { four_nl_vnni_impl(g, ys, nb) }
 }
