@@ -449,10 +449,13 @@ impl CpuBackend {
         out: &mut [f32],
     ) {
         use super::interleaved::{block_sums, ROWS};
-        let nb = ab / 34;
+        let nb = ab / il.kernels.act_block;
         let gb = nb * il.kernels.column;
-        let mut sums = vec![0i32; if t >= 4 { t * nb } else { 0 }];
-        if t >= 4 {
+        // Q8_0 activations' block sums (the 4-bit types' offsets); Q8_K's
+        // (IQ4_XS) are not needed.
+        let with_sums = t >= 4 && il.kernels.act_block == 34;
+        let mut sums = vec![0i32; if with_sums { t * nb } else { 0 }];
+        if with_sums {
             for (s, a) in sums.chunks_exact_mut(nb).zip(act.chunks_exact(ab)) {
                 block_sums(a, s);
             }
@@ -482,7 +485,13 @@ impl CpuBackend {
                 let mut ti = 0;
                 while let Some(four) = k.four.filter(|_| ti + 4 <= t) {
                     let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
-                    let s = std::array::from_fn(|k| &sums[(ti + k) * nb..(ti + k + 1) * nb]);
+                    let s = std::array::from_fn(|k| {
+                        if with_sums {
+                            &sums[(ti + k) * nb..(ti + k + 1) * nb]
+                        } else {
+                            &sums[..0]
+                        }
+                    });
                     for g in groups.clone() {
                         let w = &il.bytes[g * gb..(g + 1) * gb];
                         for (k, v) in four(w, a, s).into_iter().enumerate() {
@@ -577,7 +586,7 @@ impl Backend for CpuBackend {
         let interleaved = match w.format {
             WeightFormat::Ggml(t) if self.offload.is_none() && repack() => {
                 super::interleaved::kernels(t, self.isa, w.rows).map(|kernels| {
-                    let nb = w.cols / 32;
+                    let nb = w.cols / super::interleaved::block_elems(t);
                     let bytes = super::interleaved::pack(t, w.bytes(), w.rows, nb);
                     if w.mapped {
                         release_pages(w.bytes());

@@ -1,4 +1,5 @@
-//! Q4_0, Q5_0, IQ4_NL and Q8_0 weights (blocks of a scale and 32 codes)
+//! Q4_0, Q5_0, IQ4_NL, Q8_0 and IQ4_XS weights (blocks of a scale and 32
+//! codes; IQ4_XS: super-blocks of eight such sub-blocks with 6-bit scales)
 //! repacked at load eight rows at a time, so that one SIMD
 //! register holds the same four values of eight rows and every lane's sum
 //! belongs to one row: no horizontal sums, one scale multiply for eight
@@ -9,7 +10,10 @@
 //! 4j..4j+4 (low nibbles: values 4j..4j+4 of the block; high nibbles:
 //! values 16+4j..16+4j+4). Q5_0 puts the eight rows' 32-bit words of fifth
 //! bits between the scales and the quant bytes; Q8_0's quant bytes are the
-//! values 4j..4j+4 for j in 0..8. As many bytes as the eight rows' blocks.
+//! values 4j..4j+4 for j in 0..8; IQ4_XS puts the eight rows' high scale
+//! bits (16-bit words) and low scale nibbles (32-bit words) after the
+//! scales, then each sub-block's 128 bytes as a Q4_0 column's. As many
+//! bytes as the eight rows' blocks.
 //!
 //! Two products read it:
 //! - `one`, for a single token, is ggml's x86 one-token dot to the bit: its
@@ -43,14 +47,25 @@ fn block_bytes(w: GgmlType) -> usize {
     match w {
         GgmlType::Q8_0 => 34,
         GgmlType::Q5_0 => 22,
+        GgmlType::IQ4_XS => 136,
         _ => 18,
     }
 }
 
-/// Bytes of a block before its quant bytes: the scale, and Q5_0's fifth bits.
+/// Values a block holds: 32, or IQ4_XS's super-block of 256.
+pub fn block_elems(w: GgmlType) -> usize {
+    match w {
+        GgmlType::IQ4_XS => 256,
+        _ => 32,
+    }
+}
+
+/// Bytes of a block before its quant bytes: the scale, and Q5_0's fifth
+/// bits or IQ4_XS's sub-block scales.
 fn header_bytes(w: GgmlType) -> usize {
     match w {
         GgmlType::Q5_0 => 6,
+        GgmlType::IQ4_XS => 8,
         _ => 2,
     }
 }
@@ -59,8 +74,35 @@ fn header_bytes(w: GgmlType) -> usize {
 fn quants_at(w: GgmlType) -> usize {
     ROWS * header_bytes(w)
 }
-/// Bytes of a Q8_0 activation block.
-const ACT_BLOCK: usize = 34;
+
+/// Bytes of an activation block: Q8_0's, or Q8_K's (an f32 scale, 256
+/// values, 16 sums) for IQ4_XS.
+pub fn act_block_bytes(w: GgmlType) -> usize {
+    match w {
+        GgmlType::IQ4_XS => 292,
+        _ => 34,
+    }
+}
+
+/// A block column's pieces: each row's `len` bytes from `src` in its
+/// block go to `dst + len * row` in the column.
+fn pieces(w: GgmlType) -> Vec<(usize, usize, usize)> {
+    let (head, at0) = (header_bytes(w), quants_at(w));
+    let mut p = vec![(0, 2, 0)];
+    match w {
+        GgmlType::Q5_0 => p.push((2, 4, 16)),
+        GgmlType::IQ4_XS => p.extend([(2, 2, 16), (4, 4, 32)]),
+        _ => {}
+    }
+    let quads = (block_bytes(w) - head) / 4;
+    // IQ4_XS's sub-blocks of 16 quant bytes each take 128 bytes of the column.
+    p.extend((0..quads).map(|q| (head + 4 * q, 4, at0 + 128 * (q / 4) + 32 * (q % 4))));
+    if w == GgmlType::Q8_0 {
+        p.truncate(1);
+        p.extend((0..quads).map(|q| (head + 4 * q, 4, at0 + 32 * q)));
+    }
+    p
+}
 
 /// One token's products with a group: the group and the activation row.
 pub type OneFn = fn(&[u8], &[u8]) -> [f32; ROWS];
@@ -75,9 +117,12 @@ pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
     pub one: OneFn,
-    /// Four activation rows, with their blocks' value sums (`block_sums`);
-    /// None: batches take `one` token by token.
+    /// Four activation rows, with their blocks' value sums (`block_sums`,
+    /// for Q8_0 activations; IQ4_XS takes none); None: batches take `one`
+    /// token by token.
     pub four: Option<FourFn>,
+    /// Bytes of an activation block (`act_block_bytes`).
+    pub act_block: usize,
     /// Bytes of a group's block column.
     pub column: usize,
 }
@@ -88,7 +133,7 @@ pub struct Kernels {
 pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
     if !matches!(
         w,
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::Q8_0
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::Q8_0 | GgmlType::IQ4_XS
     ) || !rows.is_multiple_of(ROWS)
     {
         return None;
@@ -112,6 +157,7 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
         (GgmlType::Q8_0, _) => (x86::one_q8, None),
         (GgmlType::Q5_0, _) if vnni => (x86::one_q5_vnni, Some(x86::four_q5_vnni)),
         (GgmlType::Q5_0, _) => (x86::one_q5, Some(x86::four_q5)),
+        (GgmlType::IQ4_XS, _) => (x86::one_xs, Some(x86::four_xs)),
         (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni)),
         (_, _) => (x86::one_nl, Some(x86::four_nl)),
     };
@@ -119,6 +165,7 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
         one,
         four,
         column: column_bytes(w),
+        act_block: act_block_bytes(w),
     })
 }
 
@@ -132,7 +179,8 @@ fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
 /// 4j..4j+4 of the eight rows for each j.
 pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
     let bb = block_bytes(w);
-    let (column, head, at0) = (column_bytes(w), header_bytes(w), quants_at(w));
+    let column = column_bytes(w);
+    let pieces = pieces(w);
     assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * bb);
     let mut out = vec![0u8; src.len()];
     for (g, dst) in out.chunks_exact_mut(nb * column).enumerate() {
@@ -140,13 +188,8 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
             for r in 0..ROWS {
                 let at = ((g * ROWS + r) * nb + b) * bb;
                 let block = &src[at..at + bb];
-                col[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
-                if head > 2 {
-                    col[16 + 4 * r..20 + 4 * r].copy_from_slice(&block[2..6]);
-                }
-                for j in 0..(bb - head) / 4 {
-                    let o = at0 + 32 * j + 4 * r;
-                    col[o..o + 4].copy_from_slice(&block[head + 4 * j..head + 4 + 4 * j]);
+                for &(from, len, to) in &pieces {
+                    col[to + len * r..to + len * (r + 1)].copy_from_slice(&block[from..from + len]);
                 }
             }
         }
@@ -157,16 +200,18 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
 /// Each activation block's value sum (the correction for Q4_0's offset of 8
 /// and Q5_0's of 16 in `four`), one i32 a block.
 pub fn block_sums(act: &[u8], out: &mut [i32]) {
-    for (s, b) in out.iter_mut().zip(act.chunks_exact(ACT_BLOCK)) {
+    for (s, b) in out.iter_mut().zip(act.chunks_exact(34)) {
         *s = b[2..].iter().map(|&v| v as i8 as i32).sum();
     }
 }
 
-/// Value `k` (0..32) of row `r`'s block in a group's block column, as ggml
-/// reads it (Q4_0: code - 8; Q5_0: code and fifth bit - 16; IQ4_NL: the
-/// table's value for the code; Q8_0: the byte).
+/// Value `k` (0..block_elems) of row `r`'s block in a group's block
+/// column, as ggml reads it (Q4_0: code - 8; Q5_0: code and fifth bit - 16;
+/// IQ4_NL and IQ4_XS: the table's value for the code, IQ4_XS's sub-block
+/// scale apart; Q8_0: the byte).
 fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
-    let at0 = quants_at(w);
+    let at0 = quants_at(w) + 128 * (k / 32);
+    let k = k % 32;
     if w == GgmlType::Q8_0 {
         return col[at0 + 32 * (k / 4) + 4 * r + k % 4] as i8 as i32;
     }
@@ -174,7 +219,7 @@ fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
     let byte = col[at0 + 32 * j + 4 * r + k % 4];
     let code = if hi { byte >> 4 } else { byte & 15 };
     match w {
-        GgmlType::IQ4_NL => KVALUES_IQ4NL[code as usize] as i32,
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => KVALUES_IQ4NL[code as usize] as i32,
         GgmlType::Q5_0 => {
             let qh = u32::from_le_bytes(col[16 + 4 * r..20 + 4 * r].try_into().unwrap());
             (code as i32 | (((qh >> k) & 1) << 4) as i32) - 16
@@ -183,12 +228,48 @@ fn value(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
     }
 }
 
+/// The integer scale of value `k`'s sub-block: IQ4_XS's, four low bits and
+/// two high bits less 32 (ggml's); 1 for the others.
+fn sub_scale(w: GgmlType, col: &[u8], r: usize, k: usize) -> i32 {
+    if w != GgmlType::IQ4_XS {
+        return 1;
+    }
+    let ib = k / 32;
+    let high = u16::from_le_bytes([col[16 + 2 * r], col[17 + 2 * r]]) >> (2 * ib) & 3;
+    let low = col[32 + 4 * r + ib / 2] >> (4 * (ib % 2)) & 0x0f;
+    (low as i32 | (high as i32) << 4) - 32
+}
+
+/// A weight value times an activation as ggml's x86 kernels form it: the
+/// value's magnitude times the activation with the value's sign moved on
+/// (`vpsignb`, which wraps an activation of -128 where the value is
+/// negative; Q8_K activations may be -128).
+fn product(v: i32, y: i32) -> i32 {
+    let sy = match v.signum() {
+        -1 => (y as i8).wrapping_neg() as i32,
+        0 => 0,
+        _ => y,
+    };
+    v.abs() * sy
+}
+
+/// Row `r`'s integer sum over the block's values `ks` against activation block `a`.
+fn int_sum(w: GgmlType, col: &[u8], r: usize, a: &[u8], ks: impl Iterator<Item = usize>) -> i32 {
+    let at = act_block_bytes(w) - block_elems(w) - if w == GgmlType::IQ4_XS { 32 } else { 0 };
+    ks.map(|k| sub_scale(w, col, r, k) * product(value(w, col, r, k), a[at + k] as i8 as i32))
+        .sum()
+}
+
 fn scale(col: &[u8], r: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([col[2 * r], col[2 * r + 1]]))
 }
 
-fn act_scale(a: &[u8]) -> f32 {
-    f16_to_f32(u16::from_le_bytes([a[0], a[1]]))
+/// An activation block's scale: Q8_0's f16, Q8_K's f32.
+fn act_scale(w: GgmlType, a: &[u8]) -> f32 {
+    match w {
+        GgmlType::IQ4_XS => f32::from_le_bytes([a[0], a[1], a[2], a[3]]),
+        _ => f16_to_f32(u16::from_le_bytes([a[0], a[1]])),
+    }
 }
 
 /// The portable form of `Kernels::one` for weights of type `w`.
@@ -202,14 +283,16 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
         _ => (1, nb),
     };
     let mut lanes = [[[0f32; 8]; ROWS]; 2];
-    let cols = group.chunks_exact(column).zip(act.chunks_exact(ACT_BLOCK));
+    let be = block_elems(w);
+    let cols = group
+        .chunks_exact(column)
+        .zip(act.chunks_exact(act_block_bytes(w)));
     for (b, (col, a)) in cols.clone().take(paired).enumerate() {
         for (r, lanes) in lanes[b % sets].iter_mut().enumerate() {
-            let d = act_scale(a) * scale(col, r);
+            let d = scale(col, r) * act_scale(w, a);
+            // Lane l: values 4l..4l+4 of every 32 (of every sub-block).
             for (l, lane) in lanes.iter_mut().enumerate() {
-                let sum: i32 = (4 * l..4 * l + 4)
-                    .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
-                    .sum();
+                let sum = int_sum(w, col, r, a, (0..be).filter(|k| (k % 32) / 4 == l));
                 *lane = d.mul_add(sum as f32, *lane);
             }
         }
@@ -218,10 +301,7 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
         let x: [f32; 8] = std::array::from_fn(|l| lanes[0][r][l] + lanes[1][r][l]);
         let mut s = ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
         for (col, a) in cols.clone().skip(paired) {
-            let sum: i32 = (0..32)
-                .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
-                .sum();
-            s += act_scale(a) * scale(col, r) * sum as f32;
+            s += act_scale(w, a) * scale(col, r) * int_sum(w, col, r, a, 0..be) as f32;
         }
         s
     })
@@ -238,13 +318,11 @@ pub fn four_portable(
         let mut acc = [0f32; ROWS];
         for (col, a) in group
             .chunks_exact(column_bytes(w))
-            .zip(act.chunks_exact(ACT_BLOCK))
+            .zip(act.chunks_exact(act_block_bytes(w)))
         {
             for (r, acc) in acc.iter_mut().enumerate() {
-                let d = scale(col, r) * act_scale(a);
-                let sum: i32 = (0..32)
-                    .map(|k| value(w, col, r, k) * a[2 + k] as i8 as i32)
-                    .sum();
+                let d = scale(col, r) * act_scale(w, a);
+                let sum = int_sum(w, col, r, a, 0..block_elems(w));
                 *acc = d.mul_add(sum as f32, *acc);
             }
         }
@@ -288,12 +366,17 @@ mod tests {
         w
     }
 
-    fn random_act(rng: &mut Rng, n: usize, isa: Isa) -> Vec<u8> {
-        let x: Vec<f32> = (0..n)
+    /// `nb` blocks of `ty`'s activations (Q8_0, or Q8_K for IQ4_XS).
+    fn random_act(ty: GgmlType, rng: &mut Rng, nb: usize, isa: Isa) -> Vec<u8> {
+        let x: Vec<f32> = (0..nb * block_elems(ty))
             .map(|i| rng.f32() * if i % 17 == 0 { 8.0 } else { 1.0 })
             .collect();
-        let mut a = vec![0u8; n / 32 * ACT_BLOCK];
-        quantizer(GgmlType::Q8_0, isa).unwrap()(&x, &mut a);
+        let mut a = vec![0u8; nb * act_block_bytes(ty)];
+        let act = match ty {
+            GgmlType::IQ4_XS => GgmlType::Q8_K,
+            _ => GgmlType::Q8_0,
+        };
+        quantizer(act, isa).unwrap()(&x, &mut a);
         a
     }
 
@@ -304,6 +387,7 @@ mod tests {
             GgmlType::Q5_0,
             GgmlType::IQ4_NL,
             GgmlType::Q8_0,
+            GgmlType::IQ4_XS,
         ];
         let isas = Isa::available();
         #[cfg(target_arch = "x86_64")]
@@ -328,12 +412,13 @@ mod tests {
             GgmlType::Q5_0,
             GgmlType::IQ4_NL,
             GgmlType::Q8_0,
+            GgmlType::IQ4_XS,
         ] {
             let (bb, column) = (block_bytes(ty), column_bytes(ty));
             let w = random_blocks(ty, &mut rng, rows, nb);
             let p = pack(ty, &w, rows, nb);
-            let mut want = vec![0f32; 32];
-            let mut got = vec![0f32; 32];
+            let mut want = vec![0f32; block_elems(ty)];
+            let mut got = vec![0f32; block_elems(ty)];
             for r in 0..rows {
                 for b in 0..nb {
                     let src = &w[(r * nb + b) * bb..][..bb];
@@ -341,7 +426,8 @@ mod tests {
                     crate::blocks::dequantize(ty, src, &mut want).unwrap();
                     let d = scale(col, r % 8);
                     for (k, g) in got.iter_mut().enumerate() {
-                        *g = d * value(ty, col, r % 8, k) as f32;
+                        let (r, s) = (r % 8, sub_scale(ty, col, r % 8, k));
+                        *g = d * (s * value(ty, col, r, k)) as f32;
                     }
                     assert_eq!(got, want, "{ty} row {r} block {b}");
                 }
@@ -360,7 +446,7 @@ mod tests {
                 let w = random_blocks(ty, &mut rng, 2 * ROWS, nb);
                 let p = pack(ty, &w, 2 * ROWS, nb);
                 let (bb, column) = (block_bytes(ty), column_bytes(ty));
-                let a = random_act(&mut rng, nb * 32, isa);
+                let a = random_act(ty, &mut rng, nb, isa);
                 for g in 0..2 {
                     let group = &p[g * nb * column..][..nb * column];
                     let got = (k.one)(group, &a);
@@ -393,7 +479,7 @@ mod tests {
                 let p = pack(ty, &w, ROWS, nb);
                 let bb = block_bytes(ty);
                 let acts: Vec<Vec<u8>> =
-                    (0..4).map(|_| random_act(&mut rng, nb * 32, isa)).collect();
+                    (0..4).map(|_| random_act(ty, &mut rng, nb, isa)).collect();
                 let sums: Vec<Vec<i32>> = acts
                     .iter()
                     .map(|a| {
@@ -422,12 +508,12 @@ mod tests {
                         // sum may cancel far below them).
                         let size: f32 = p
                             .chunks_exact(column_bytes(ty))
-                            .zip(acts[t].chunks_exact(ACT_BLOCK))
+                            .zip(acts[t].chunks_exact(act_block_bytes(ty)))
                             .map(|(col, a)| {
-                                let m: i32 = (0..32)
-                                    .map(|k| (value(ty, col, r, k) * a[2 + k] as i8 as i32).abs())
+                                let m: i32 = (0..block_elems(ty))
+                                    .map(|k| int_sum(ty, col, r, a, k..k + 1).abs())
                                     .sum();
-                                (scale(col, r) * act_scale(a)).abs() * m as f32
+                                (scale(col, r) * act_scale(ty, a)).abs() * m as f32
                             })
                             .sum();
                         assert!(

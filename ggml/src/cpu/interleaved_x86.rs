@@ -657,3 +657,129 @@ unsafe fn one_q8_body(
     }
     store(reduce(acc))
 }
+
+/// IQ4_XS: a group's super-block column (the scales, the eight rows'
+/// sub-block scales, each sub-block's 128 quant bytes) and a Q8_K
+/// activation block.
+const XS_COLUMN: usize = ROWS * 136;
+const XS_ACT: usize = 292;
+
+/// `one` for IQ4_XS groups (Q8_K activations).
+pub fn one_xs(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+    let nb = group.len() / XS_COLUMN;
+    assert!(act.len() >= nb * XS_ACT, "activation row too short");
+    // SAFETY: as in `one`.
+    unsafe { one_xs_avx2(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+/// `four` for IQ4_XS groups (no block sums: the values are signed).
+pub fn four_xs(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let nb = group.len() / XS_COLUMN;
+    for a in acts {
+        assert!(a.len() >= nb * XS_ACT, "activation row too short");
+    }
+    // SAFETY: as in `one`.
+    unsafe { four_xs_avx2(group.as_ptr(), acts.map(|a| a.as_ptr()), nb) }
+}
+
+/// The eight rows' scales of sub-block `ib` (four low bits, two high bits,
+/// less 32), each as a pair of i16 lanes for `madd`.
+#[inline(always)]
+unsafe fn xs_scales(col: *const u8, ib: usize) -> __m256i {
+    let high = _mm256_cvtepu16_epi32(_mm_loadu_si128(col.add(16) as *const __m128i));
+    let low = _mm256_loadu_si256(col.add(32) as *const __m256i);
+    let low = _mm256_and_si256(
+        _mm256_srl_epi32(low, _mm_cvtsi32_si128(4 * ib as i32)),
+        _mm256_set1_epi32(0x0f),
+    );
+    let high = _mm256_and_si256(
+        _mm256_srl_epi32(high, _mm_cvtsi32_si128(2 * ib as i32)),
+        _mm256_set1_epi32(3),
+    );
+    let ls = _mm256_sub_epi32(
+        _mm256_or_si256(low, _mm256_slli_epi32::<4>(high)),
+        _mm256_set1_epi32(32),
+    );
+    _mm256_or_si256(
+        _mm256_and_si256(ls, _mm256_set1_epi32(0xffff)),
+        _mm256_slli_epi32::<16>(ls),
+    )
+}
+
+/// Row lanes' sums of four values times four activations, times the rows'
+/// sub-block scales: `madd` of ggml's `mul_add_epi8` pairs by the scale.
+#[inline(always)]
+unsafe fn xs_scaled(v: __m256i, y: __m256i, ls: __m256i) -> __m256i {
+    _mm256_madd_epi16(
+        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(y, v)),
+        ls,
+    )
+}
+
+/// ggml's AVX2 IQ4_XS dot on eight rows at once: lane l of a row sums
+/// values 4l..4l+4 of every sub-block times its scale in integers over the
+/// super-block, then one fused multiply-add a super-block; reduced as
+/// `hsum_float_8` does.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_xs_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for b in 0..nb {
+        let col = g.add(b * XS_COLUMN);
+        prefetch_ahead::<17>(col);
+        let yb = y.add(b * XS_ACT);
+        let mut lanes = [_mm256_setzero_si256(); 8];
+        for ib in 0..8 {
+            let ls = xs_scales(col, ib);
+            for j in 0..4 {
+                let (lo, hi) = nl_values(col.add(48 + 128 * ib), j);
+                let ys = yb.add(4 + 32 * ib + 4 * j);
+                lanes[j] = _mm256_add_epi32(lanes[j], xs_scaled(lo, broadcast4(ys), ls));
+                lanes[j + 4] =
+                    _mm256_add_epi32(lanes[j + 4], xs_scaled(hi, broadcast4(ys.add(16)), ls));
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        let d = _mm256_mul_ps(dw, _mm256_set1_ps((yb as *const f32).read_unaligned()));
+        for l in 0..8 {
+            acc[l] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes[l]), acc[l]);
+        }
+    }
+    store(reduce(acc))
+}
+
+/// A super-block's products per row and token summed exactly in integers,
+/// then one fused multiply-add.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn four_xs_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        let col = g.add(b * XS_COLUMN);
+        prefetch_ahead::<17>(col);
+        let mut isum = [_mm256_setzero_si256(); 4];
+        for ib in 0..8 {
+            let ls = xs_scales(col, ib);
+            for j in 0..4 {
+                let (lo, hi) = nl_values(col.add(48 + 128 * ib), j);
+                for t in 0..4 {
+                    let y = ys[t].add(b * XS_ACT + 4 + 32 * ib + 4 * j);
+                    let s = _mm256_add_epi32(
+                        xs_scaled(lo, broadcast4(y), ls),
+                        xs_scaled(hi, broadcast4(y.add(16)), ls),
+                    );
+                    isum[t] = _mm256_add_epi32(isum[t], s);
+                }
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        for t in 0..4 {
+            let dy = (ys[t].add(b * XS_ACT) as *const f32).read_unaligned();
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+        }
+    }
+    let mut out = [[0f32; ROWS]; 4];
+    for t in 0..4 {
+        _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+    }
+    out
+}
