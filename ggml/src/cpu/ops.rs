@@ -164,6 +164,8 @@ const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
 const C3: f32 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
 const C2: f32 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
 const C1: f32 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
+const LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
 
 /// n = round(x / ln2) and the reduced argument b = x - n ln2 (ln2 in two parts).
 #[inline(always)]
@@ -171,9 +173,7 @@ fn exp_reduce(x: f32) -> (f32, f32) {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
     let z = x.mul_add(INV_LN2, r);
     let n = z - r;
-    let ln2_hi = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
-    let ln2_lo = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
-    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    let b = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     (n, b)
 }
 
@@ -202,10 +202,105 @@ fn expf_vec(isa: Isa, x: f32) -> f32 {
 pub fn swiglu(isa: Isa, gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512) {
-        // SAFETY: an x86 SIMD Isa is only chosen when the CPU has FMA.
-        return unsafe { swiglu_fma(isa, gate, up) };
+        let n = gate.len().min(up.len()) / lanes(isa) * lanes(isa);
+        // SAFETY: these ISAs are chosen only where the CPU has their
+        // features (AVX-512 F, AVX2 with FMA).
+        unsafe {
+            match isa {
+                Isa::Avx512 => swiglu_avx512(&mut gate[..n], &up[..n]),
+                _ => swiglu_avx2(&mut gate[..n], &up[..n]),
+            }
+            // The tail, with the C library's exp.
+            return swiglu_fma(Isa::Scalar, &mut gate[n..], &up[n..]);
+        }
     }
     swiglu_body(isa, gate, up)
+}
+
+/// `swiglu` on whole vectors: ggml's AVX-512 SiLU, x / (1 + exp(-x)) with
+/// `expf_avx512`'s steps on sixteen lanes (the same operations, so the same
+/// bits), times up.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let c = |v: f32| _mm512_set1_ps(v);
+    for i in (0..gate.len()).step_by(16) {
+        let g = _mm512_loadu_ps(gate.as_ptr().add(i));
+        let x = _mm512_sub_ps(_mm512_setzero_ps(), g);
+        let r = c(f32::from_bits(0x4b40_0000));
+        let n = _mm512_sub_ps(_mm512_fmadd_ps(x, c(INV_LN2), r), r);
+        let b = _mm512_fnmadd_ps(n, c(LN2_LO), _mm512_fnmadd_ps(n, c(LN2_HI), x));
+        let u = _mm512_mul_ps(b, b);
+        let j = _mm512_fmadd_ps(
+            _mm512_fmadd_ps(
+                _mm512_fmadd_ps(c(C5), b, c(C4)),
+                u,
+                _mm512_fmadd_ps(c(C3), b, c(C2)),
+            ),
+            u,
+            _mm512_fmadd_ps(c(C1), b, c(1.0)),
+        );
+        let mut e = _mm512_scalef_ps(j, n);
+        let big = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), c(192.0));
+        if big != 0 {
+            let low = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+            let alt = _mm512_mask_blend_ps(low, c(f32::INFINITY), _mm512_setzero_ps());
+            e = _mm512_mask_blend_ps(big, e, alt);
+        }
+        let silu = _mm512_div_ps(g, _mm512_add_ps(c(1.0), e));
+        _mm512_storeu_ps(
+            gate.as_mut_ptr().add(i),
+            _mm512_mul_ps(silu, _mm512_loadu_ps(up.as_ptr().add(i))),
+        );
+    }
+}
+
+/// `swiglu` on whole vectors with `expf_avx2`'s steps on eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
+    use std::arch::x86_64::*;
+    let c = |v: f32| _mm256_set1_ps(v);
+    let ci = |v: u32| _mm256_set1_epi32(v as i32);
+    let abs = |v: __m256| _mm256_andnot_ps(c(-0.0), v);
+    for i in (0..gate.len()).step_by(8) {
+        let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let x = _mm256_sub_ps(_mm256_setzero_ps(), g);
+        let r = c(f32::from_bits(0x4b40_0000));
+        let z = _mm256_fmadd_ps(x, c(INV_LN2), r);
+        let n = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(n, c(LN2_LO), _mm256_fnmadd_ps(n, c(LN2_HI), x));
+        let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(e, ci(1f32.to_bits())));
+        let u = _mm256_mul_ps(b, b);
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_fmadd_ps(c(C5), b, c(C4)),
+                u,
+                _mm256_fmadd_ps(c(C3), b, c(C2)),
+            ),
+            u,
+            _mm256_mul_ps(c(C1), b),
+        );
+        let mut ex = _mm256_fmadd_ps(k, j, k);
+        let mid = _mm256_cmp_ps::<_CMP_GT_OQ>(abs(n), c(126.0));
+        if _mm256_movemask_ps(mid) != 0 {
+            let neg = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps()));
+            let gb = _mm256_and_si256(neg, ci(0x8200_0000));
+            let s1 = _mm256_castsi256_ps(_mm256_add_epi32(gb, ci(0x7f00_0000)));
+            let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, gb));
+            let big = _mm256_cmp_ps::<_CMP_GT_OQ>(abs(n), c(192.0));
+            let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+            let far = _mm256_blendv_ps(scaled, _mm256_mul_ps(s1, s1), big);
+            ex = _mm256_blendv_ps(ex, far, mid);
+        }
+        let silu = _mm256_div_ps(g, _mm256_add_ps(c(1.0), ex));
+        _mm256_storeu_ps(
+            gate.as_mut_ptr().add(i),
+            _mm256_mul_ps(silu, _mm256_loadu_ps(up.as_ptr().add(i))),
+        );
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -479,6 +574,45 @@ mod tests {
         rope.apply(&mut h, &cache);
         let (c, s) = (1f32.cos(), 1f32.sin());
         assert!((h[0] - (c - 2.0 * s)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn swiglu_vectors_are_the_lane_by_lane_exp() {
+        // Around every exponent, both ranges' edges (|n| 126 and 192),
+        // zeros, infinities, NaN; a tail shorter than a vector.
+        let mut gate: Vec<f32> = (-200..200)
+            .flat_map(|e| {
+                let v = (e as f32 * 0.7).exp2();
+                [v, -v, v * 1.37, -v * 0.61, e as f32, e as f32 + 0.5]
+            })
+            .chain([
+                0.0, -0.0, 87.3, -87.3, 88.8, -88.8, 103.9, -103.9, 133.0, -133.0,
+            ])
+            .chain([
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                f32::MAX,
+                f32::MIN,
+            ])
+            .collect();
+        gate.extend([0.3f32; 13]);
+        let up: Vec<f32> = (0..gate.len())
+            .map(|i| 1.0 + (i % 5) as f32 * 0.25)
+            .collect();
+        for isa in Isa::available() {
+            let mut want = gate.clone();
+            swiglu_body(isa, &mut want, &up);
+            let mut got = gate.clone();
+            swiglu(isa, &mut got, &up);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{isa:?} gate {}: {g} vs {w}",
+                    gate[i]
+                );
+            }
+        }
     }
 
     #[test]
