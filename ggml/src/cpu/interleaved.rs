@@ -22,10 +22,14 @@
 //!   registers whose lanes are rows, reduced as `hsum_float_8` does (IQ4_NL:
 //!   even and odd blocks in two sets of lanes, added before the reduction,
 //!   an odd last block's whole sum added after it, as ggml's AVX2 dot does).
-//! - `four`, for four tokens of a prompt batch, sums a whole block's
-//!   products exactly in integers and takes one fused multiply-add a block
-//!   per row and token, as llama.cpp's repacked batch path does (a
-//!   different order from the one-token path; see the exact-reference test).
+//! - `four`, for four tokens of a prompt batch: for Q4_0 and IQ4_NL it sums
+//!   a whole block's products exactly in integers and takes one fused
+//!   multiply-add a block per row and token, as llama.cpp's repacked batch
+//!   path does (a different order from the one-token path; see the
+//!   exact-reference test); Q5_0 and IQ4_XS keep each token's one-token
+//!   lanes (`four_keeps_lanes`), sharing only the weights' unpacking: the
+//!   integer order changed Gemma 3's greedy reply against llama.cpp's, whose
+//!   batches of these types keep the one-token order too.
 //!
 //! The SIMD kernels (`interleaved_x86`) are bit-identical to the portable
 //! ones here, which are the reference they are tested against.
@@ -307,6 +311,12 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
     })
 }
 
+/// Whether `w`'s four-token kernel keeps the one-token order (each token
+/// as `one` takes it) rather than summing a block in one integer.
+pub fn four_keeps_lanes(w: GgmlType) -> bool {
+    matches!(w, GgmlType::Q5_0 | GgmlType::IQ4_XS)
+}
+
 /// The portable form of `Kernels::four` for weights of type `w`.
 pub fn four_portable(
     w: GgmlType,
@@ -314,6 +324,9 @@ pub fn four_portable(
     acts: [&[u8]; 4],
     _sums: [&[i32]; 4],
 ) -> [[f32; ROWS]; 4] {
+    if four_keeps_lanes(w) {
+        return acts.map(|act| one_portable(w, group, act));
+    }
     acts.map(|act| {
         let mut acc = [0f32; ROWS];
         for (col, a) in group

@@ -224,18 +224,20 @@ pub fn one_q5_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     unsafe { one_q5_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
 }
 
-/// `four` for Q5_0 groups.
+/// `four` for Q5_0 groups: each token's lanes as `one_q5` takes them (Q5_0
+/// batches keep the one-token order: a block's integer sum changed Gemma 3's
+/// greedy reply against llama.cpp's, whose Q5_0 batches keep it too).
 pub fn four_q5(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, ss, nb) = four_args(group, Q5_COLUMN, acts, sums);
+    let (g, ys, _, nb) = four_args(group, Q5_COLUMN, acts, sums);
     // SAFETY: as in `one`.
-    unsafe { four_q5_avx2(g, ys, ss, nb) }
+    unsafe { four_q5_avx2(g, ys, nb) }
 }
 
 /// `four_q5` with `vpdpbusd`.
 pub fn four_q5_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, ss, nb) = four_args(group, Q5_COLUMN, acts, sums);
+    let (g, ys, _, nb) = four_args(group, Q5_COLUMN, acts, sums);
     // SAFETY: as in `one_vnni`.
-    unsafe { four_q5_vnni_impl(g, ys, ss, nb) }
+    unsafe { four_q5_vnni_impl(g, ys, nb) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -262,46 +264,27 @@ unsafe fn one_q5_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS]
     )
 }
 
-/// Codes 0..=31 against |y| <= 127: a byte column's pair sums fit i16 (two
-/// maddubs, at most 4·31·127), so AVX2 widens every column.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn four_q5_avx2(
-    g: *const u8,
-    ys: [*const u8; 4],
-    sums: [*const i32; 4],
-    nb: usize,
-) -> [[f32; ROWS]; 4] {
-    four_body(
+unsafe fn four_q5_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
+    four_lanes_body(
         g,
         ys,
-        sums,
         nb,
-        (Q5_COLUMN, 16),
-        |c, j| q5_codes(c, j),
-        |acc, lo, ylo, hi, yhi| {
-            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
-            _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
-        },
-        |acc| acc,
+        Q5_COLUMN,
+        |c, j| q5_values(c, j),
+        |ax, sy| sums_avx2(ax, sy),
     )
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_q5_vnni_impl(
-    g: *const u8,
-    ys: [*const u8; 4],
-    sums: [*const i32; 4],
-    nb: usize,
-) -> [[f32; ROWS]; 4] {
-    four_body(
+unsafe fn four_q5_vnni_impl(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
+    four_lanes_body(
         g,
         ys,
-        sums,
         nb,
-        (Q5_COLUMN, 16),
-        |c, j| q5_codes(c, j),
-        |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
-        |acc| acc,
+        Q5_COLUMN,
+        |c, j| q5_values(c, j),
+        |ax, sy| sums_vnni(ax, sy),
     )
 }
 
@@ -346,6 +329,60 @@ unsafe fn four_vnni_impl(
         |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
         |acc| acc,
     )
+}
+
+/// Blocks a pass of `four_lanes_body` takes at once.
+const LANE_SPAN: usize = 16;
+
+/// Four tokens' `one_body`, each token's lanes exactly as alone (the same
+/// fused multiply-adds in the same block order, so the same bits as the
+/// one-token path), the weights' values unpacked once for the four. A pass
+/// over a span of blocks takes one byte column (two lanes of each token) at
+/// a time, so that eight accumulators rather than thirty-two stay in
+/// registers.
+#[inline(always)]
+unsafe fn four_lanes_body(
+    g: *const u8,
+    ys: [*const u8; 4],
+    nb: usize,
+    column: usize,
+    values: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+    sums: impl Fn(__m256i, __m256i) -> __m256i,
+) -> [[f32; ROWS]; 4] {
+    let lane_sums = |w: __m256i, y: __m256i| sums(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w));
+    let table = f16_table();
+    let mut acc = [[_mm256_setzero_ps(); 8]; 4];
+    let mut d = [[_mm256_setzero_ps(); LANE_SPAN]; 4];
+    for s0 in (0..nb).step_by(LANE_SPAN) {
+        let s1 = (s0 + LANE_SPAN).min(nb);
+        for b in s0..s1 {
+            let col = g.add(b * column);
+            prefetch_ahead::<3>(col);
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+            for t in 0..4 {
+                d[t][b - s0] =
+                    _mm256_mul_ps(dw, _mm256_set1_ps(f16_at(table, ys[t].add(b * ACT_BLOCK))));
+            }
+        }
+        for j in 0..4 {
+            let mut a: [[__m256; 2]; 4] = std::array::from_fn(|t| [acc[t][j], acc[t][j + 4]]);
+            for b in s0..s1 {
+                let (lo, hi) = values(g.add(b * column), j);
+                for t in 0..4 {
+                    let yb = ys[t].add(b * ACT_BLOCK);
+                    let db = d[t][b - s0];
+                    let sl = lane_sums(lo, broadcast4(yb.add(2 + 4 * j)));
+                    a[t][0] = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sl), a[t][0]);
+                    let sh = lane_sums(hi, broadcast4(yb.add(18 + 4 * j)));
+                    a[t][1] = _mm256_fmadd_ps(db, _mm256_cvtepi32_ps(sh), a[t][1]);
+                }
+            }
+            for t in 0..4 {
+                [acc[t][j], acc[t][j + 4]] = a[t];
+            }
+        }
+    }
+    acc.map(|a| store(reduce(a)))
 }
 
 /// ggml's `mul_sum_i8_pairs_float` on eight rows at once: lane r is the
@@ -456,11 +493,12 @@ pub fn one_nl_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     unsafe { one_nl_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
 }
 
-/// `four_nl` with `vpdpbusd`.
+/// `four_nl` with `vpdpbusd`, on the values offset by 128 (unsigned, so no
+/// sign moves a token) less 128·Σy: the same integers.
 pub fn four_nl_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, _, nb) = four_args(group, GROUP_BLOCK, acts, sums);
+    let (g, ys, ss, nb) = four_args(group, GROUP_BLOCK, acts, sums);
     // SAFETY: as in `one_vnni`.
-    unsafe { four_nl_vnni_impl(g, ys, nb) }
+    unsafe { four_nl_vnni_impl(g, ys, ss, nb) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -481,8 +519,26 @@ unsafe fn four_nl_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; RO
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_nl_vnni_impl(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
-    four_nl_body(g, ys, nb, |acc, ax, sy| _mm256_dpbusd_epi32(acc, ax, sy))
+unsafe fn four_nl_vnni_impl(
+    g: *const u8,
+    ys: [*const u8; 4],
+    sums: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_body(
+        g,
+        ys,
+        sums,
+        nb,
+        (GROUP_BLOCK, 128),
+        |c, j| {
+            let (lo, hi) = nl_values(c, j);
+            let flip = _mm256_set1_epi8(-128);
+            (_mm256_xor_si256(lo, flip), _mm256_xor_si256(hi, flip))
+        },
+        |acc, lo, ylo, hi, yhi| _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(acc, lo, ylo), hi, yhi),
+        |acc| acc,
+    )
 }
 
 /// The IQ4_NL values of a group's byte column: low nibbles' and high
@@ -672,7 +728,7 @@ pub fn one_xs(group: &[u8], act: &[u8]) -> [f32; ROWS] {
     unsafe { one_xs_avx2(group.as_ptr(), act.as_ptr(), nb) }
 }
 
-/// `four` for IQ4_XS groups (no block sums: the values are signed).
+/// `four` for IQ4_XS groups: each token's lanes as `one_xs` takes them.
 pub fn four_xs(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
     let nb = group.len() / XS_COLUMN;
     for a in acts {
@@ -747,39 +803,35 @@ unsafe fn one_xs_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
     store(reduce(acc))
 }
 
-/// A super-block's products per row and token summed exactly in integers,
-/// then one fused multiply-add.
+/// Four tokens' `one_xs_avx2`, each token's lanes exactly as alone (the
+/// same integers, the same fused multiply-add a super-block and lane), the
+/// values looked up once for the four; one byte column (two lanes of each
+/// token) at a time, so that eight integer sums stay in registers.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn four_xs_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc = [[_mm256_setzero_ps(); 8]; 4];
     for b in 0..nb {
         let col = g.add(b * XS_COLUMN);
         prefetch_ahead::<17>(col);
-        let mut isum = [_mm256_setzero_si256(); 4];
-        for ib in 0..8 {
-            let ls = xs_scales(col, ib);
-            for j in 0..4 {
+        let ls: [__m256i; 8] = std::array::from_fn(|ib| xs_scales(col, ib));
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        for j in 0..4 {
+            let mut lanes = [[_mm256_setzero_si256(); 2]; 4];
+            for (ib, &ls) in ls.iter().enumerate() {
                 let (lo, hi) = nl_values(col.add(48 + 128 * ib), j);
-                for t in 0..4 {
+                for (t, lanes) in lanes.iter_mut().enumerate() {
                     let y = ys[t].add(b * XS_ACT + 4 + 32 * ib + 4 * j);
-                    let s = _mm256_add_epi32(
-                        xs_scaled(lo, broadcast4(y), ls),
-                        xs_scaled(hi, broadcast4(y.add(16)), ls),
-                    );
-                    isum[t] = _mm256_add_epi32(isum[t], s);
+                    lanes[0] = _mm256_add_epi32(lanes[0], xs_scaled(lo, broadcast4(y), ls));
+                    lanes[1] = _mm256_add_epi32(lanes[1], xs_scaled(hi, broadcast4(y.add(16)), ls));
                 }
             }
-        }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
-        for t in 0..4 {
-            let dy = (ys[t].add(b * XS_ACT) as *const f32).read_unaligned();
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            for (t, lanes) in lanes.iter().enumerate() {
+                let dy = (ys[t].add(b * XS_ACT) as *const f32).read_unaligned();
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(dy));
+                acc[t][j] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes[0]), acc[t][j]);
+                acc[t][j + 4] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes[1]), acc[t][j + 4]);
+            }
         }
     }
-    let mut out = [[0f32; ROWS]; 4];
-    for t in 0..4 {
-        _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
-    }
-    out
+    acc.map(|a| store(reduce(a)))
 }
