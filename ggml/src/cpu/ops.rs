@@ -605,13 +605,18 @@ mod tests {
             swiglu_body(isa, &mut want, &up);
             let mut got = gate.clone();
             swiglu(isa, &mut got, &up);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                    "{isa:?} gate {}: {g} vs {w}",
-                    gate[i]
-                );
-            }
+            assert_same_bits(isa, &gate, &got, &want);
+        }
+    }
+
+    /// `got` and `want` hold the same bits (any NaN for a NaN).
+    fn assert_same_bits(isa: Isa, gate: &[f32], got: &[f32], want: &[f32]) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                "{isa:?} at {i} (gate {}): {g} vs {w}",
+                gate[i]
+            );
         }
     }
 
@@ -648,13 +653,7 @@ mod tests {
         for isa in Isa::available() {
             let mut got = gate.clone();
             geglu(isa, &mut got, &up);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
-                    "{isa:?} at {i} (gate {}): {g} vs {w}",
-                    gate[i]
-                );
-            }
+            assert_same_bits(isa, &gate, &got, &want);
         }
     }
 
