@@ -451,9 +451,7 @@ impl CpuBackend {
         use super::interleaved::{block_sums, ROWS};
         let nb = ab / il.kernels.act_block;
         let gb = nb * il.kernels.column;
-        // Q8_0 activations' block sums (the 4-bit types' offsets); Q8_K's
-        // (IQ4_XS) are not needed.
-        let with_sums = t >= 4 && il.kernels.act_block == 34;
+        let with_sums = t >= 4 && il.kernels.block_sums;
         let mut sums = vec![0i32; if with_sums { t * nb } else { 0 }];
         if with_sums {
             for (s, a) in sums.chunks_exact_mut(nb).zip(act.chunks_exact(ab)) {
@@ -486,11 +484,7 @@ impl CpuBackend {
                 while let Some(four) = k.four.filter(|_| ti + 4 <= t) {
                     let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
                     let s = std::array::from_fn(|k| {
-                        if with_sums {
-                            &sums[(ti + k) * nb..(ti + k + 1) * nb]
-                        } else {
-                            &sums[..0]
-                        }
+                        sums.get((ti + k) * nb..(ti + k + 1) * nb).unwrap_or(&[])
                     });
                     for g in groups.clone() {
                         let w = &il.bytes[g * gb..(g + 1) * gb];

@@ -121,10 +121,13 @@ pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
     pub one: OneFn,
-    /// Four activation rows, with their blocks' value sums (`block_sums`,
-    /// for Q8_0 activations; IQ4_XS takes none); None: batches take `one`
-    /// token by token.
+    /// Four activation rows, with their blocks' value sums where
+    /// `block_sums` says; None: batches take `one` token by token.
     pub four: Option<FourFn>,
+    /// Whether `four` reads the activations' block sums (`block_sums`: the
+    /// offsets of Q4_0's codes and IQ4_NL's VNNI values); the others get
+    /// empty slices.
+    pub block_sums: bool,
     /// Bytes of an activation block (`act_block_bytes`).
     pub act_block: usize,
     /// Bytes of a group's block column.
@@ -170,6 +173,7 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
         four,
         column: column_bytes(w),
         act_block: act_block_bytes(w),
+        block_sums: matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL),
     })
 }
 
@@ -201,8 +205,8 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
     out
 }
 
-/// Each activation block's value sum (the correction for Q4_0's offset of 8
-/// and Q5_0's of 16 in `four`), one i32 a block.
+/// Each Q8_0 activation block's value sum (the correction for the codes'
+/// offset in `four`), one i32 a block.
 pub fn block_sums(act: &[u8], out: &mut [i32]) {
     for (s, b) in out.iter_mut().zip(act.chunks_exact(34)) {
         *s = b[2..].iter().map(|&v| v as i8 as i32).sum();
@@ -259,7 +263,8 @@ fn product(v: i32, y: i32) -> i32 {
 
 /// Row `r`'s integer sum over the block's values `ks` against activation block `a`.
 fn int_sum(w: GgmlType, col: &[u8], r: usize, a: &[u8], ks: impl Iterator<Item = usize>) -> i32 {
-    let at = act_block_bytes(w) - block_elems(w) - if w == GgmlType::IQ4_XS { 32 } else { 0 };
+    // Past the activation block's scale: Q8_K's f32, Q8_0's f16.
+    let at = if w == GgmlType::IQ4_XS { 4 } else { 2 };
     ks.map(|k| sub_scale(w, col, r, k) * product(value(w, col, r, k), a[at + k] as i8 as i32))
         .sum()
 }
@@ -313,7 +318,7 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// Whether `w`'s four-token kernel keeps the one-token order (each token
 /// as `one` takes it) rather than summing a block in one integer.
-pub fn four_keeps_lanes(w: GgmlType) -> bool {
+fn four_keeps_lanes(w: GgmlType) -> bool {
     matches!(w, GgmlType::Q5_0 | GgmlType::IQ4_XS)
 }
 

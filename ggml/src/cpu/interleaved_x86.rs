@@ -84,17 +84,24 @@ pub fn four_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; RO
 
 type FourArgs = (*const u8, [*const u8; 4], [*const i32; 4], usize);
 
-fn four_args(group: &[u8], column: usize, acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
+/// A four-token kernel's pointers and block count, the lengths checked:
+/// the group (`column` bytes a block), the activation rows (`act` bytes a
+/// block).
+fn four_acts(group: &[u8], column: usize, acts: [&[u8]; 4], act: usize) -> ([*const u8; 4], usize) {
     let nb = group.len() / column;
-    for t in 0..4 {
-        assert!(acts[t].len() >= nb * ACT_BLOCK && sums[t].len() >= nb);
+    for a in acts {
+        assert!(a.len() >= nb * act, "activation row too short");
     }
-    (
-        group.as_ptr(),
-        acts.map(|a| a.as_ptr()),
-        sums.map(|s| s.as_ptr()),
-        nb,
-    )
+    (acts.map(|a| a.as_ptr()), nb)
+}
+
+/// `four_acts` for Q8_0 activations and their block sums.
+fn four_args(group: &[u8], column: usize, acts: [&[u8]; 4], sums: [&[i32]; 4]) -> FourArgs {
+    let (ys, nb) = four_acts(group, column, acts, ACT_BLOCK);
+    for s in sums {
+        assert!(s.len() >= nb, "block sums too short");
+    }
+    (group.as_ptr(), ys, sums.map(|s| s.as_ptr()), nb)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -227,17 +234,17 @@ pub fn one_q5_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 /// `four` for Q5_0 groups: each token's lanes as `one_q5` takes them (Q5_0
 /// batches keep the one-token order: a block's integer sum changed Gemma 3's
 /// greedy reply against llama.cpp's, whose Q5_0 batches keep it too).
-pub fn four_q5(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, _, nb) = four_args(group, Q5_COLUMN, acts, sums);
+pub fn four_q5(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (ys, nb) = four_acts(group, Q5_COLUMN, acts, ACT_BLOCK);
     // SAFETY: as in `one`.
-    unsafe { four_q5_avx2(g, ys, nb) }
+    unsafe { four_q5_avx2(group.as_ptr(), ys, nb) }
 }
 
 /// `four_q5` with `vpdpbusd`.
-pub fn four_q5_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (g, ys, _, nb) = four_args(group, Q5_COLUMN, acts, sums);
+pub fn four_q5_vnni(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (ys, nb) = four_acts(group, Q5_COLUMN, acts, ACT_BLOCK);
     // SAFETY: as in `one_vnni`.
-    unsafe { four_q5_vnni_impl(g, ys, nb) }
+    unsafe { four_q5_vnni_impl(group.as_ptr(), ys, nb) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -730,12 +737,9 @@ pub fn one_xs(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 
 /// `four` for IQ4_XS groups: each token's lanes as `one_xs` takes them.
 pub fn four_xs(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let nb = group.len() / XS_COLUMN;
-    for a in acts {
-        assert!(a.len() >= nb * XS_ACT, "activation row too short");
-    }
+    let (ys, nb) = four_acts(group, XS_COLUMN, acts, XS_ACT);
     // SAFETY: as in `one`.
-    unsafe { four_xs_avx2(group.as_ptr(), acts.map(|a| a.as_ptr()), nb) }
+    unsafe { four_xs_avx2(group.as_ptr(), ys, nb) }
 }
 
 /// The eight rows' scales of sub-block `ib` (four low bits, two high bits,

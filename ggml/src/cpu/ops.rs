@@ -129,7 +129,7 @@ pub fn expf_avx512(x: f32) -> f32 {
 /// fused multiply-add with 2^n, and large |n| is assembled from two scales.
 #[inline(always)]
 pub fn expf_avx2(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000);
+    let r = ROUNDER;
     let z = x.mul_add(INV_LN2, r);
     let (n, b) = exp_reduce(x);
     let e = z.to_bits() << 23;
@@ -164,13 +164,15 @@ const C4: f32 = f32::from_bits(0x3d2b_9f17); // 0x1.573e2ep-5
 const C3: f32 = f32::from_bits(0x3e2a_af33); // 0x1.555e66p-3
 const C2: f32 = f32::from_bits(0x3eff_fedb); // 0x1.fffdb6p-2
 const C1: f32 = f32::from_bits(0x3f7f_fff6); // 0x1.ffffecp-1
+/// 0x1.8p23: adding it rounds an f32 to an integer.
+const ROUNDER: f32 = f32::from_bits(0x4b40_0000);
 const LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
 const LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
 
 /// n = round(x / ln2) and the reduced argument b = x - n ln2 (ln2 in two parts).
 #[inline(always)]
 fn exp_reduce(x: f32) -> (f32, f32) {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23: adding it rounds to an integer
+    let r = ROUNDER;
     let z = x.mul_add(INV_LN2, r);
     let n = z - r;
     let b = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
@@ -228,7 +230,7 @@ unsafe fn swiglu_avx512(gate: &mut [f32], up: &[f32]) {
     for i in (0..gate.len()).step_by(16) {
         let g = _mm512_loadu_ps(gate.as_ptr().add(i));
         let x = _mm512_sub_ps(_mm512_setzero_ps(), g);
-        let r = c(f32::from_bits(0x4b40_0000));
+        let r = c(ROUNDER);
         let n = _mm512_sub_ps(_mm512_fmadd_ps(x, c(INV_LN2), r), r);
         let b = _mm512_fnmadd_ps(n, c(LN2_LO), _mm512_fnmadd_ps(n, c(LN2_HI), x));
         let u = _mm512_mul_ps(b, b);
@@ -267,7 +269,7 @@ unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
     for i in (0..gate.len()).step_by(8) {
         let g = _mm256_loadu_ps(gate.as_ptr().add(i));
         let x = _mm256_sub_ps(_mm256_setzero_ps(), g);
-        let r = c(f32::from_bits(0x4b40_0000));
+        let r = c(ROUNDER);
         let z = _mm256_fmadd_ps(x, c(INV_LN2), r);
         let n = _mm256_sub_ps(z, r);
         let b = _mm256_fnmadd_ps(n, c(LN2_LO), _mm256_fnmadd_ps(n, c(LN2_HI), x));

@@ -423,7 +423,7 @@ constexpr int MV1_WARPS = 8;
 enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
 // Waits until at most `n` (0..7, warp-uniform) commit groups are in flight.
-[[maybe_unused]] __device__ __forceinline__ void async_wait_n(int n) {
+__device__ __forceinline__ void async_wait_n(int n) {
     switch (n) {
         case 0: async_wait<0>(); break;
         case 1: async_wait<1>(); break;
