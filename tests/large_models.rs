@@ -35,3 +35,36 @@ fn write_a_1b_shaped_model() {
         .write_to(std::path::Path::new(&out))
         .unwrap();
 }
+
+/// This machine's memory read bandwidth, the roofline's denominator: a
+/// buffer eight times the size of common last-level caches summed by 1 and
+/// 2 threads, each its own half, the best of five passes. Not a test:
+/// `cargo test --release --test large_models -- --ignored --nocapture
+/// read_bandwidth`.
+#[test]
+#[ignore = "a measurement: prints GB/s"]
+fn read_bandwidth() {
+    let words = (1usize << 30) / 8;
+    let data: Vec<u64> = (0..words as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect();
+    for threads in [1, 2] {
+        let mut best = f64::INFINITY;
+        let mut check = 0u64;
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            check ^= std::thread::scope(|s| {
+                let parts: Vec<_> = data
+                    .chunks(words.div_ceil(threads))
+                    .map(|part| s.spawn(move || part.iter().fold(0u64, |a, &v| a.wrapping_add(v))))
+                    .collect();
+                parts.into_iter().fold(0, |a, h| a ^ h.join().unwrap())
+            });
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "read bandwidth, {threads} thread(s): {:.1} GB/s (checksum {check:x})",
+            (words * 8) as f64 / best / 1e9
+        );
+    }
+}

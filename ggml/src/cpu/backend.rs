@@ -448,15 +448,18 @@ impl CpuBackend {
         t: usize,
         out: &mut [f32],
     ) {
-        use super::interleaved::{block_sums, ROWS};
+        use super::interleaved::ROWS;
         let nb = ab / il.kernels.act_block;
         let gb = nb * il.kernels.column;
-        let with_sums = t >= 4 && il.kernels.block_sums;
-        let mut sums = vec![0i32; if with_sums { t * nb } else { 0 }];
-        if with_sums {
-            for (s, a) in sums.chunks_exact_mut(nb).zip(act.chunks_exact(ab)) {
-                block_sums(a, s);
-            }
+        let side = il.kernels.side;
+        let per = if t >= 4 && il.kernels.four.is_some() {
+            nb * side.per_block()
+        } else {
+            0
+        };
+        let mut sums = vec![0i32; t * per];
+        for (s, a) in sums.chunks_exact_mut(per.max(1)).zip(act.chunks_exact(ab)) {
+            side.fill(a, s);
         }
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
@@ -484,7 +487,7 @@ impl CpuBackend {
                 while let Some(four) = k.four.filter(|_| ti + 4 <= t) {
                     let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);
                     let s = std::array::from_fn(|k| {
-                        sums.get((ti + k) * nb..(ti + k + 1) * nb).unwrap_or(&[])
+                        sums.get((ti + k) * per..(ti + k + 1) * per).unwrap_or(&[])
                     });
                     for g in groups.clone() {
                         let w = &il.bytes[g * gb..(g + 1) * gb];

@@ -26,10 +26,11 @@
 //!   a whole block's products exactly in integers and takes one fused
 //!   multiply-add a block per row and token, as llama.cpp's repacked batch
 //!   path does (a different order from the one-token path; see the
-//!   exact-reference test); Q5_0 and IQ4_XS keep each token's one-token
-//!   lanes (`four_keeps_lanes`), sharing only the weights' unpacking: the
-//!   integer order changed Gemma 3's greedy reply against llama.cpp's, whose
-//!   batches of these types keep the one-token order too.
+//!   exact-reference test); Q5_0, Q8_0 and IQ4_XS keep each token's
+//!   one-token lanes (`four_keeps_lanes`), sharing only the weights'
+//!   unpacking: the integer order changed Gemma 3's greedy reply against
+//!   llama.cpp's, whose batches of these types keep the one-token order too
+//!   (with AVX-512, two lanes a 64-bit piece: `lane_pairs`).
 //!
 //! The SIMD kernels (`interleaved_x86`) are bit-identical to the portable
 //! ones here, which are the reference they are tested against.
@@ -112,8 +113,42 @@ fn pieces(w: GgmlType) -> Vec<(usize, usize, usize)> {
 pub type OneFn = fn(&[u8], &[u8]) -> [f32; ROWS];
 
 /// Four tokens' products with a group: the group, the four activation
-/// rows and their block sums.
+/// rows and their side data (`Side`).
 pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
+
+/// What a four-token kernel reads beside each activation row, made once a
+/// product for every token rather than once a group.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Side {
+    /// Nothing.
+    None,
+    /// Each block's value sum (`block_sums`): the offset of Q4_0's codes
+    /// and of IQ4_NL's VNNI values.
+    BlockSums,
+    /// `lane_pairs` with the weights' code offset: the AVX-512 kernels that
+    /// keep ggml's eight lanes two to a 64-bit piece of a register.
+    LanePairs(i32),
+}
+
+impl Side {
+    /// i32 values a block.
+    pub fn per_block(self) -> usize {
+        match self {
+            Side::None => 0,
+            Side::BlockSums => 1,
+            Side::LanePairs(_) => LANE_PAIRS,
+        }
+    }
+
+    /// One activation row's side data into `out` (`per_block` a block).
+    pub fn fill(self, act: &[u8], out: &mut [i32]) {
+        match self {
+            Side::None => {}
+            Side::BlockSums => block_sums(act, out),
+            Side::LanePairs(offset) => lane_pairs(act, offset, out),
+        }
+    }
+}
 
 /// Kernels over one group of eight rows (`nb` block columns); results are
 /// the eight rows' products in row order.
@@ -121,13 +156,11 @@ pub type FourFn = fn(&[u8], [&[u8]; 4], [&[i32]; 4]) -> [[f32; ROWS]; 4];
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
     pub one: OneFn,
-    /// Four activation rows, with their blocks' value sums where
-    /// `block_sums` says; None: batches take `one` token by token.
+    /// Four activation rows with their `side` data; None: batches take
+    /// `one` token by token.
     pub four: Option<FourFn>,
-    /// Whether `four` reads the activations' block sums (`block_sums`: the
-    /// offsets of Q4_0's codes and IQ4_NL's VNNI values); the others get
-    /// empty slices.
-    pub block_sums: bool,
+    /// What `four` reads beside the activations.
+    pub side: Side,
     /// Bytes of an activation block (`act_block_bytes`).
     pub act_block: usize,
     /// Bytes of a group's block column.
@@ -152,28 +185,36 @@ pub fn kernels(w: GgmlType, isa: Isa, rows: usize) -> Option<Kernels> {
 fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
     use super::interleaved_x86 as x86;
     let vnni = isa == Isa::Avx512 && super::vnni();
-    // Q8_0 batches keep the one-token order: its layers' products in a
-    // batch summed a block in one integer measured a little further from
-    // the exact model than ggml's lanes on Gemma 3 (mean |logit error|
-    // 0.2301 against 0.2281), where the 4-bit types' did not.
-    let (one, four): (OneFn, Option<FourFn>) = match (w, isa) {
+    // Q5_0 and Q8_0 batches keep the one-token order (`four_keeps_lanes`);
+    // with AVX-512 their lanes go two to a register's 64-bit piece. (An
+    // AVX2 Q8_0 four-token kernel in `four_lanes_body`'s order measured
+    // no faster than token by token: 248 t/s either way.)
+    let (one, four, side): (OneFn, Option<FourFn>, Side) = match (w, isa) {
         (_, Isa::Scalar) => return None,
-        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, Some(x86::four_vnni)),
-        (GgmlType::Q4_0, _) => (x86::one, Some(x86::four)),
-        (GgmlType::Q8_0, _) if vnni => (x86::one_q8_vnni, None),
-        (GgmlType::Q8_0, _) => (x86::one_q8, None),
-        (GgmlType::Q5_0, _) if vnni => (x86::one_q5_vnni, Some(x86::four_q5_vnni)),
-        (GgmlType::Q5_0, _) => (x86::one_q5, Some(x86::four_q5)),
-        (GgmlType::IQ4_XS, _) => (x86::one_xs, Some(x86::four_xs)),
-        (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni)),
-        (_, _) => (x86::one_nl, Some(x86::four_nl)),
+        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, Some(x86::four_vnni), Side::BlockSums),
+        (GgmlType::Q4_0, _) => (x86::one, Some(x86::four), Side::BlockSums),
+        (GgmlType::Q8_0, _) if vnni => (
+            x86::one_q8_vnni,
+            Some(x86::four_q8_pairs),
+            Side::LanePairs(128),
+        ),
+        (GgmlType::Q8_0, _) => (x86::one_q8, None, Side::None),
+        (GgmlType::Q5_0, _) if vnni => (
+            x86::one_q5_vnni,
+            Some(x86::four_q5_pairs),
+            Side::LanePairs(16),
+        ),
+        (GgmlType::Q5_0, _) => (x86::one_q5, Some(x86::four_q5), Side::None),
+        (GgmlType::IQ4_XS, _) => (x86::one_xs, Some(x86::four_xs), Side::None),
+        (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni), Side::BlockSums),
+        (_, _) => (x86::one_nl, Some(x86::four_nl), Side::BlockSums),
     };
     Some(Kernels {
         one,
         four,
+        side,
         column: column_bytes(w),
         act_block: act_block_bytes(w),
-        block_sums: matches!(w, GgmlType::Q4_0 | GgmlType::IQ4_NL),
     })
 }
 
@@ -210,6 +251,27 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
 pub fn block_sums(act: &[u8], out: &mut [i32]) {
     for (s, b) in out.iter_mut().zip(act.chunks_exact(34)) {
         *s = b[2..].iter().map(|&v| v as i8 as i32).sum();
+    }
+}
+
+/// i32 values a Q8_0 activation block's `lane_pairs` take.
+pub const LANE_PAIRS: usize = 16;
+
+/// A Q8_0 activation row's blocks for kernels whose registers hold lanes
+/// p and p+4 of ggml's eight (lane l: values 4l..4l+4) side by side in
+/// each 64-bit piece, p in 0..4: per block the four pairs of the lanes'
+/// four activation bytes, then the four pairs of their sums times
+/// -`offset` (the weights' codes are their values plus `offset`, so
+/// starting a lane's integer sum there gives the values' exact sum).
+pub fn lane_pairs(act: &[u8], offset: i32, out: &mut [i32]) {
+    for (o, b) in out.chunks_exact_mut(LANE_PAIRS).zip(act.chunks_exact(34)) {
+        let lane = |l: usize| &b[2 + 4 * l..6 + 4 * l];
+        for p in 0..4 {
+            for (i, l) in [p, p + 4].into_iter().enumerate() {
+                o[2 * p + i] = i32::from_le_bytes(lane(l).try_into().unwrap());
+                o[8 + 2 * p + i] = -offset * lane(l).iter().map(|&v| v as i8 as i32).sum::<i32>();
+            }
+        }
     }
 }
 
@@ -319,7 +381,7 @@ pub fn one_portable(w: GgmlType, group: &[u8], act: &[u8]) -> [f32; ROWS] {
 /// Whether `w`'s four-token kernel keeps the one-token order (each token
 /// as `one` takes it) rather than summing a block in one integer.
 fn four_keeps_lanes(w: GgmlType) -> bool {
-    matches!(w, GgmlType::Q5_0 | GgmlType::IQ4_XS)
+    matches!(w, GgmlType::Q5_0 | GgmlType::IQ4_XS | GgmlType::Q8_0)
 }
 
 /// The portable form of `Kernels::four` for weights of type `w`.
@@ -501,8 +563,8 @@ mod tests {
                 let sums: Vec<Vec<i32>> = acts
                     .iter()
                     .map(|a| {
-                        let mut s = vec![0; nb];
-                        block_sums(a, &mut s);
+                        let mut s = vec![0; nb * k.side.per_block()];
+                        k.side.fill(a, &mut s);
                         s
                     })
                     .collect();

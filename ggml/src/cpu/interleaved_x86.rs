@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::interleaved::ROWS;
+use super::interleaved::{LANE_PAIRS, ROWS};
 use super::x86::{f16_at, f16_table, prefetch_ahead};
 
 const ACT_BLOCK: usize = 34;
@@ -252,11 +252,121 @@ pub fn four_q5(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROW
     unsafe { four_q5_avx2(group.as_ptr(), ys, nb) }
 }
 
-/// `four_q5` with `vpdpbusd`.
-pub fn four_q5_vnni(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
-    let (ys, nb) = four_acts(group, Q5_COLUMN, acts, ACT_BLOCK);
-    // SAFETY: as in `one_vnni`.
-    unsafe { four_q5_vnni_impl(group.as_ptr(), ys, nb) }
+/// `four_q5` with AVX-512: each token's lanes as `one_q5_vnni` takes them,
+/// two lanes a 64-bit piece (`four_pairs`).
+pub fn four_q5_pairs(group: &[u8], acts: [&[u8]; 4], side: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_pairs_args(group, Q5_COLUMN, acts, side);
+    // SAFETY: as in `one_vnni`; the lengths are checked above.
+    unsafe { four_q5_pairs_impl(g, ys, ss, nb) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn four_q5_pairs_impl(
+    g: *const u8,
+    ys: [*const u8; 4],
+    ss: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_pairs::<3>(g, ys, ss, nb, Q5_COLUMN, |col, p| q5_codes(col, p))
+}
+
+/// Four tokens of Q8_0 groups with AVX-512, each token's lanes as
+/// `one_q8_vnni` takes them (`four_pairs`; the codes are the values plus
+/// 128).
+pub fn four_q8_pairs(group: &[u8], acts: [&[u8]; 4], side: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
+    let (g, ys, ss, nb) = four_pairs_args(group, Q8_COLUMN, acts, side);
+    // SAFETY: as in `four_q5_pairs`.
+    unsafe { four_q8_pairs_impl(g, ys, ss, nb) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn four_q8_pairs_impl(
+    g: *const u8,
+    ys: [*const u8; 4],
+    ss: [*const i32; 4],
+    nb: usize,
+) -> [[f32; ROWS]; 4] {
+    four_pairs::<5>(g, ys, ss, nb, Q8_COLUMN, |col, p| {
+        let flip = _mm256_set1_epi8(-128);
+        let lane = |l: usize| {
+            _mm256_xor_si256(
+                _mm256_loadu_si256(col.add(16 + 32 * l) as *const __m256i),
+                flip,
+            )
+        };
+        (lane(p), lane(p + 4))
+    })
+}
+
+/// `four_acts` for Q8_0 activations and their `lane_pairs`.
+fn four_pairs_args(group: &[u8], column: usize, acts: [&[u8]; 4], side: [&[i32]; 4]) -> FourArgs {
+    let (ys, nb) = four_acts(group, column, acts, ACT_BLOCK);
+    for s in side {
+        assert!(s.len() >= nb * LANE_PAIRS, "lane pairs too short");
+    }
+    (group.as_ptr(), ys, side.map(|s| s.as_ptr()), nb)
+}
+
+/// Four tokens' one-token lanes (ggml's lane l: values 4l..4l+4, one fused
+/// multiply-add a block), lanes p and p+4 of each row side by side in a
+/// 64-bit piece of a 512-bit register, so that a token's block takes four
+/// `vpdpbusd`, four conversions and four fused multiply-adds for eight rows
+/// and the activations come by 64-bit broadcasts of its `lane_pairs`,
+/// which also hold the codes' offset as each integer sum's start.
+/// `codes(col, p)`: a block column's unsigned codes of lanes p and p+4,
+/// eight rows each. `LINES`: the cache lines of a block column.
+#[inline(always)]
+unsafe fn four_pairs<const LINES: usize>(
+    g: *const u8,
+    ys: [*const u8; 4],
+    side: [*const i32; 4],
+    nb: usize,
+    column: usize,
+    codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
+) -> [[f32; ROWS]; 4] {
+    let table = f16_table();
+    // Row r's lanes p and p+4 as dwords 2r and 2r+1.
+    let zip = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let twice = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    for b in 0..nb {
+        let col = g.add(b * column);
+        prefetch_ahead::<LINES>(col);
+        let mut w = [_mm512_setzero_si512(); 4];
+        for (p, w) in w.iter_mut().enumerate() {
+            let (lo, hi) = codes(col, p);
+            *w = _mm512_permutex2var_epi32(
+                _mm512_castsi256_si512(lo),
+                zip,
+                _mm512_castsi256_si512(hi),
+            );
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
+        let dw = _mm512_permutexvar_ps(twice, _mm512_castps256_ps512(dw));
+        for t in 0..4 {
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(f16_at(table, ys[t].add(b * ACT_BLOCK))));
+            let pairs = side[t].add(b * LANE_PAIRS) as *const i64;
+            for p in 0..4 {
+                let y = _mm512_set1_epi64(pairs.add(p).read_unaligned());
+                let start = _mm512_set1_epi64(pairs.add(4 + p).read_unaligned());
+                let s = _mm512_dpbusd_epi32(start, w[p], y);
+                acc[t][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[t][p]);
+            }
+        }
+    }
+    let mut out = [[0f32; ROWS]; 4];
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    for t in 0..4 {
+        // Even dwords: lane p plus lane p+4; then hsum_float_8's order.
+        let mut s = acc[t];
+        for s in s.iter_mut() {
+            *s = _mm512_add_ps(*s, _mm512_movehdup_ps(*s));
+        }
+        let r = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+        let r = _mm512_permutexvar_ps(evens, r);
+        _mm256_storeu_ps(out[t].as_mut_ptr(), _mm512_castps512_ps256(r));
+    }
+    out
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -292,18 +402,6 @@ unsafe fn four_q5_avx2(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; RO
         Q5_COLUMN,
         |c, j| q5_values(c, j),
         |ax, sy| sums_avx2(ax, sy),
-    )
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_q5_vnni_impl(g: *const u8, ys: [*const u8; 4], nb: usize) -> [[f32; ROWS]; 4] {
-    four_lanes_body(
-        g,
-        ys,
-        nb,
-        Q5_COLUMN,
-        |c, j| q5_values(c, j),
-        |ax, sy| sums_vnni(ax, sy),
     )
 }
 
