@@ -584,10 +584,18 @@ impl Backend for CpuBackend {
             WeightFormat::Ggml(t) if self.offload.is_none() && repack() => {
                 super::interleaved::kernels(t, self.isa, w.rows).map(|kernels| {
                     let nb = w.cols / super::interleaved::block_elems(t);
-                    let bytes = super::interleaved::pack(t, w.bytes(), w.rows, nb);
-                    if w.mapped {
-                        release_pages(w.bytes());
-                    }
+                    let src = w.bytes();
+                    // The mapped rows go a few MiB at a time as their copy
+                    // is made: a tied output's copy (Gemma 3's 178 MB Q8_0
+                    // embedding) doubled in memory was the run's peak.
+                    let mut released = 0;
+                    let mut release = |done: usize| {
+                        if w.mapped && (done - released >= RELEASE_STEP || done == src.len()) {
+                            released += release_pages(&src[released..done]);
+                        }
+                    };
+                    let bytes =
+                        super::interleaved::pack_streaming(t, src, w.rows, nb, &mut release);
                     Interleaved { bytes, kernels }
                 })
             }
@@ -1020,11 +1028,16 @@ fn repack() -> bool {
     std::env::var_os("LLM_REPACK").is_none_or(|v| v != "0")
 }
 
-/// Drops the pages of a read-only file mapping from this process's memory
-/// (the page cache keeps them; a later read maps them back), so weights
-/// copied at load are not held twice.
+/// Bytes of mapped weights released at a time while their copy is made.
+const RELEASE_STEP: usize = 4 << 20;
+
+/// Drops the whole pages of a read-only file mapping that `bytes` covers
+/// from this process's memory (the page cache keeps them; a later read maps
+/// them back), so weights copied at load are not held twice. Returns how
+/// many of `bytes` it has dealt with: up to the last whole page's end, so
+/// that the next call starts on a page boundary.
 #[cfg(target_os = "linux")]
-fn release_pages(bytes: &[u8]) {
+fn release_pages(bytes: &[u8]) -> usize {
     extern "C" {
         fn madvise(
             addr: *mut std::ffi::c_void,
@@ -1034,18 +1047,23 @@ fn release_pages(bytes: &[u8]) {
     }
     const MADV_DONTNEED: std::ffi::c_int = 4;
     const PAGE: usize = 4096;
-    let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
-    if end > start {
-        // SAFETY: whole pages inside a read-only file mapping that nothing
-        // writes; dropping them only makes the next read fault them in
-        // again from the file. A failure (another page size) leaves them.
-        unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
+    let base = bytes.as_ptr() as usize;
+    let start = base.next_multiple_of(PAGE);
+    let end = (base + bytes.len()) / PAGE * PAGE;
+    if end <= start {
+        return 0;
     }
+    // SAFETY: whole pages inside a read-only file mapping that nothing
+    // writes; dropping them only makes the next read fault them in again
+    // from the file. A failure (another page size) leaves them.
+    unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
+    end - base
 }
 
 #[cfg(not(target_os = "linux"))]
-fn release_pages(_: &[u8]) {}
+fn release_pages(bytes: &[u8]) -> usize {
+    bytes.len()
+}
 
 /// Element-wise work below this many values stays on the calling thread.
 const PAR_MIN: usize = 8192;

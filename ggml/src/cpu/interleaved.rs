@@ -227,6 +227,19 @@ fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
 /// eight scales, Q5_0's eight words of fifth bits, then quant bytes
 /// 4j..4j+4 of the eight rows for each j.
 pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
+    pack_streaming(w, src, rows, nb, &mut |_| {})
+}
+
+/// `pack`, telling `done` after each group how many of `src`'s bytes it
+/// has read (they are read once, in order): a caller may let them go
+/// while the copy grows, so the two are never both whole in memory.
+pub fn pack_streaming(
+    w: GgmlType,
+    src: &[u8],
+    rows: usize,
+    nb: usize,
+    done: &mut dyn FnMut(usize),
+) -> Vec<u8> {
     let bb = block_bytes(w);
     let column = column_bytes(w);
     let pieces = pieces(w);
@@ -242,6 +255,7 @@ pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
                 }
             }
         }
+        done((g + 1) * ROWS * nb * bb);
     }
     out
 }
