@@ -20,6 +20,8 @@ pub mod ops;
 pub mod pool;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]
+mod quantize_x86;
+#[cfg(target_arch = "x86_64")]
 pub mod x86;
 
 use std::sync::OnceLock;
@@ -252,6 +254,8 @@ per_isa!(q_f32, quantize::quantize_f32, (x: &[f32], out: &mut [u8]) -> ());
 pub fn quantizer(act: GgmlType, isa: Isa) -> Result<QuantizeFn, Unsupported> {
     use GgmlType::*;
     Ok(match act {
+        #[cfg(target_arch = "x86_64")]
+        Q8_0 if matches!(isa, Isa::Avx2 | Isa::Avx512) => quantize_x86::quantize_q8_0,
         Q8_0 => pick!(isa, q_q8_0),
         Q8_1 => pick!(isa, q_q8_1),
         Q8_K => pick!(isa, q_q8_k),
