@@ -227,24 +227,27 @@ fn simd(_: GgmlType, _: Isa) -> Option<Kernels> {
 /// eight scales, Q5_0's eight words of fifth bits, then quant bytes
 /// 4j..4j+4 of the eight rows for each j.
 pub fn pack(w: GgmlType, src: &[u8], rows: usize, nb: usize) -> Vec<u8> {
-    pack_streaming(w, src, rows, nb, &mut |_| {})
+    let mut out = vec![0u8; src.len()];
+    pack_streaming(w, src, rows, nb, &mut out, &mut |_| {});
+    out
 }
 
-/// `pack`, telling `done` after each group how many of `src`'s bytes it
-/// has read (they are read once, in order): a caller may let them go
-/// while the copy grows, so the two are never both whole in memory.
+/// `pack` into `out` (as long as `src`), telling `done` after each group
+/// how many of `src`'s bytes it has read (they are read once, in order): a
+/// caller may let them go while the copy grows, so the two are never both
+/// whole in memory.
 pub fn pack_streaming(
     w: GgmlType,
     src: &[u8],
     rows: usize,
     nb: usize,
+    out: &mut [u8],
     done: &mut dyn FnMut(usize),
-) -> Vec<u8> {
+) {
     let bb = block_bytes(w);
     let column = column_bytes(w);
     let pieces = pieces(w);
-    assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * bb);
-    let mut out = vec![0u8; src.len()];
+    assert!(rows.is_multiple_of(ROWS) && src.len() == rows * nb * bb && out.len() == src.len());
     for (g, dst) in out.chunks_exact_mut(nb * column).enumerate() {
         for (b, col) in dst.chunks_exact_mut(column).enumerate() {
             for r in 0..ROWS {
@@ -257,7 +260,6 @@ pub fn pack_streaming(
         }
         done((g + 1) * ROWS * nb * bb);
     }
-    out
 }
 
 /// Each Q8_0 activation block's value sum (the correction for the codes'

@@ -354,12 +354,15 @@ const PREFETCH_BYTES: usize = 4096;
 
 /// Asks for `LINES` cache lines from `PREFETCH_BYTES` past the block at
 /// `x`: enough to cover a block (a hint: past the end of the weights it
-/// does nothing).
+/// does nothing). Into the second-level cache (T1), whose queue holds more
+/// misses in flight than the first level's fill buffers: a 1B Q4_K_M's
+/// decode at two threads 28.3 -> 30.5 t/s, SmolLM2 Q8_0's at one 61 -> 75
+/// (against T0; 8 KiB ahead was no better).
 #[inline(always)]
 pub(super) unsafe fn prefetch_ahead<const LINES: usize>(x: *const u8) {
     let p = x.wrapping_add(PREFETCH_BYTES) as *const i8;
     for i in 0..LINES {
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * i));
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64 * i));
     }
 }
 
