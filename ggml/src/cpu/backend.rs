@@ -6,6 +6,7 @@
 //! attention does).
 
 use super::ops;
+use super::pages::{huge_pages, huge_pages_on, release_pages, HUGE_PAGE, RELEASE_STEP};
 use super::pool::{split, ThreadPool};
 use super::{Isa, Kernels};
 use crate::backend::{
@@ -1073,84 +1074,6 @@ fn copy_to_huge_pages(w: &HostMat) -> HostMat {
         mapped: false,
         ..w.clone()
     }
-}
-
-const HUGE_PAGE: usize = 2 << 20;
-
-/// Whether this system gives 2 MiB pages where asked (transparent huge
-/// pages `always` or `madvise`): else copying the weights buys nothing.
-/// `LLM_HUGE_PAGES=0` keeps the weights in the file mapping.
-fn huge_pages_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("LLM_HUGE_PAGES").is_none_or(|v| v != "0")
-            && std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-                .is_ok_and(|m| m.contains("[always]") || m.contains("[madvise]"))
-    })
-}
-
-/// Asks the kernel to back `bytes` (fresh, untouched) with 2 MiB pages
-/// where the system allows (transparent huge pages in `madvise` mode): a
-/// decode step streams every weight once, and 4 KiB pages cost it a TLB
-/// miss each.
-#[cfg(target_os = "linux")]
-fn huge_pages(bytes: &mut [u8]) {
-    extern "C" {
-        fn madvise(
-            addr: *mut std::ffi::c_void,
-            len: usize,
-            advice: std::ffi::c_int,
-        ) -> std::ffi::c_int;
-    }
-    const MADV_HUGEPAGE: std::ffi::c_int = 14;
-    let base = bytes.as_mut_ptr() as usize;
-    let start = base.next_multiple_of(HUGE_PAGE);
-    let end = (base + bytes.len()) / HUGE_PAGE * HUGE_PAGE;
-    if end > start {
-        // SAFETY: whole huge pages inside memory this process owns; the
-        // advice changes only how it is backed. A failure leaves it as is.
-        unsafe { madvise(start as *mut _, end - start, MADV_HUGEPAGE) };
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn huge_pages(_: &mut [u8]) {}
-
-/// Bytes of mapped weights released at a time while their copy is made.
-const RELEASE_STEP: usize = 4 << 20;
-
-/// Drops the whole pages of a read-only file mapping that `bytes` covers
-/// from this process's memory (the page cache keeps them; a later read maps
-/// them back), so weights copied at load are not held twice. Returns how
-/// many of `bytes` it has dealt with: up to the last whole page's end, so
-/// that the next call starts on a page boundary.
-#[cfg(target_os = "linux")]
-fn release_pages(bytes: &[u8]) -> usize {
-    extern "C" {
-        fn madvise(
-            addr: *mut std::ffi::c_void,
-            len: usize,
-            advice: std::ffi::c_int,
-        ) -> std::ffi::c_int;
-    }
-    const MADV_DONTNEED: std::ffi::c_int = 4;
-    const PAGE: usize = 4096;
-    let base = bytes.as_ptr() as usize;
-    let start = base.next_multiple_of(PAGE);
-    let end = (base + bytes.len()) / PAGE * PAGE;
-    if end <= start {
-        return 0;
-    }
-    // SAFETY: whole pages inside a read-only file mapping that nothing
-    // writes; dropping them only makes the next read fault them in again
-    // from the file. A failure (another page size) leaves them.
-    unsafe { madvise(start as *mut _, end - start, MADV_DONTNEED) };
-    end - base
-}
-
-#[cfg(not(target_os = "linux"))]
-fn release_pages(bytes: &[u8]) -> usize {
-    bytes.len()
 }
 
 /// Element-wise work below this many values stays on the calling thread.

@@ -17,6 +17,7 @@ mod interleaved_x86;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod ops;
+mod pages;
 pub mod pool;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]
