@@ -534,15 +534,18 @@ int main(int argc, char** argv) {
                     const bool simt = tc.t == gq::F32 || tc.t == gq::BF16;
                     type_fail += compare("matmul", tc, rows, cols, ntok, Wf, X, Y, simt ? 1e-5 : 2e-3);
                 }
-                for (int v = 0; v < 2 && tc.tile[0] && ntok > 8; v++) {
+                // Unaligned rows, and 16-byte aligned ones (F16's direct copies).
+                for (int v = 0; v < 4 && tc.tile[0] && ntok > 8; v++) {
                     __half* dXh;
                     CK(cudaMalloc(&dXh, X.size() * 2));
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                    run_tile(tc, v, dW, dX, dXh, dY, rows, cols, rb, ntok);
+                    run_tile(tc, v % 2, v < 2 ? dW : dWaligned, dX, dXh, dY, rows, cols, rb, ntok);
                     CK(cudaGetLastError());
                     CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                     CK(cudaFree(dXh));
-                    type_fail += compare(v ? "matmul_tile_n64" : "matmul_tile_n128", tc, rows, cols, ntok, Wf, X, Y, 2e-3);
+                    static const char* names[4] = {"matmul_tile_n128", "matmul_tile_n64", "matmul_tile_n128 aligned",
+                                                   "matmul_tile_n64 aligned"};
+                    type_fail += compare(names[v], tc, rows, cols, ntok, Wf, X, Y, 2e-3);
                 }
                 CK(cudaFree(dX));
                 CK(cudaFree(dY));

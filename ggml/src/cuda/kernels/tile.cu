@@ -39,6 +39,8 @@ constexpr int LDC = BM + 4;   // floats per shared column of the output tile
 
 __host__ __device__ constexpr int max_i(int a, int b) { return a > b ? a : b; }
 // W tile, two X tiles, two raw stages; the output tile reuses them.
+// (F16's direct path, `matmul_tile_f16`, needs two weight tiles in place of
+// one and the raw stages: less than this.)
 __host__ __device__ constexpr int tile_shared(int t, int bn) {
     return max_i((BM + 2 * bn) * LDH * 2 + 2 * BM * slot_bytes(t), bn * LDC * 4);
 }
@@ -68,10 +70,126 @@ __device__ __forceinline__ void fetch_x(const __half* X, int cols, int ntok, int
     }
 }
 
+// Starts the copies of step `k`'s f16 weights (BM rows x BK halves) into
+// `ws`, as `fetch_x` does the activations': rows past the last read the
+// last one (never stored), columns past `cols` are zeros. F16 rows are
+// 16-byte aligned (cols a multiple of 32, the tensor 256-byte aligned).
+__device__ __forceinline__ void fetch_w16(const uint8_t* W, long long row_bytes, int rows, int cols, int r0, int k,
+                                          __half* ws) {
+    constexpr int PIECES = BM * BK / 8;
+#pragma unroll
+    for (int m = 0; m < PIECES / THREADS; ++m) {
+        const int p = threadIdx.x + THREADS * m;
+        const int r = p >> 3, c = (p & 7) * 8;
+        const int gr = min(r0 + r, rows - 1), gk = k * BK + c;
+        __half* dst = ws + r * LDH + c;
+        if (gk < cols)
+            copy16_async(dst, W + gr * row_bytes + 2LL * gk);
+        else
+            *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// One K step of the block's tile: each warp's FM x FN fragments accumulate
+// its rows of `ws` times its tokens of `xs` (warp (wm, wn) of WARPS_M x
+// WARPS_N).
+template <int FM, int FN, typename Acc>
+__device__ __forceinline__ void mma_step(const __half* ws, const __half* xs, int wm, int wn, Acc (&acc)[FM][FN]) {
+    namespace wmma = nvcuda::wmma;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += 16) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[FN];
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(b[j], xs + (wn * 32 + 16 * j) * LDH + kk, LDH);
+#pragma unroll
+        for (int i = 0; i < FM; ++i) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+            wmma::load_matrix_sync(a, ws + (wm * FM * 16 + 16 * i) * LDH + kk, LDH);
+#pragma unroll
+            for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], a, b[j], acc[i][j]);
+        }
+    }
+}
+
+// The accumulators through shared memory (C(r, t) at Cs[t*LDC + r]), then
+// coalesced guarded stores along r. The caller has synced: every warp is
+// done with the tiles `Cs` overwrites.
+template <int BN, int FM, int FN, typename Acc>
+__device__ __forceinline__ void store_tile(Acc (&acc)[FM][FN], float* Cs, float* __restrict__ Y, int rows, int ntok,
+                                           int r0, int t0, int wm, int wn) {
+    namespace wmma = nvcuda::wmma;
+#pragma unroll
+    for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j)
+            wmma::store_matrix_sync(Cs + (wn * 32 + 16 * j) * LDC + wm * FM * 16 + 16 * i, acc[i][j], LDC,
+                                    wmma::mem_col_major);
+    __syncthreads();
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < BM * BN; idx += THREADS) {
+        const int t = idx / BM, r = idx % BM;
+        if (t0 + t < ntok && r0 + r < rows) Y[static_cast<long long>(t0 + t) * rows + r0 + r] = Cs[t * LDC + r];
+    }
+}
+
+// F16 weights need no dequantisation (rows 16-byte aligned, as the backend
+// stores them; else the staged path takes them): their step tiles come straight into
+// shared memory by the same asynchronous copies as the activations', both
+// double-buffered, so a step is one barrier and the tensor work (against
+// a raw stage, a dequantisation pass and two barriers a step).
+template <int BN>
+__device__ __forceinline__ void matmul_tile_f16(const uint8_t* __restrict__ W, const __half* __restrict__ X,
+                                                float* __restrict__ Y, int rows, int cols, long long row_bytes,
+                                                int ntok) {
+    namespace wmma = nvcuda::wmma;
+    constexpr int WARPS_N = BN / 32, WARPS_M = 8 / WARPS_N;
+    constexpr int FM = BM / WARPS_M / 16, FN = 2;
+    extern __shared__ __align__(128) unsigned char smem[];
+    static_assert((2 * BM + 2 * BN) * LDH * 2 <= tile_shared(F16, BN), "two weight tiles fit");
+    if (dynamic_shared_size() < static_cast<unsigned>(tile_shared(F16, BN))) __trap();
+    __half* Ws = reinterpret_cast<__half*>(smem);
+    __half* Xs = Ws + 2 * BM * LDH;
+    const int r0 = blockIdx.y * BM, t0 = blockIdx.x * BN;
+    const int nsteps = (cols + BK - 1) / BK;
+    const int warp = threadIdx.x >> 5, wm = warp % WARPS_M, wn = warp / WARPS_M;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+#pragma unroll
+    for (int i = 0; i < FM; ++i)
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+    fetch_w16(W, row_bytes, rows, cols, r0, 0, Ws);
+    fetch_x<BN>(X, cols, ntok, t0, 0, Xs);
+    async_commit();
+#pragma unroll 1
+    for (int k = 0; k < nsteps; ++k) {
+        async_wait<0>();
+        // Step k's tiles have landed, and every warp is done with step
+        // k-1's: the buffers the next copies overwrite.
+        __syncthreads();
+        if (k + 1 < nsteps) {
+            fetch_w16(W, row_bytes, rows, cols, r0, k + 1, Ws + ((k + 1) & 1) * BM * LDH);
+            fetch_x<BN>(X, cols, ntok, t0, k + 1, Xs + ((k + 1) & 1) * BN * LDH);
+        }
+        async_commit();
+        mma_step(Ws + (k & 1) * BM * LDH, Xs + (k & 1) * BN * LDH, wm, wn, acc);
+    }
+    async_wait<0>();
+    __syncthreads();
+    store_tile<BN>(acc, reinterpret_cast<float*>(smem), Y, rows, ntok, r0, t0, wm, wn);
+}
+
 template <int T, int BN>
 __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const __half* __restrict__ X,
                                             float* __restrict__ Y, int rows, int cols, long long row_bytes,
                                             int ntok) {
+    if constexpr (T == F16) {
+        if (((reinterpret_cast<uintptr_t>(W) | static_cast<uintptr_t>(row_bytes)) & 15) == 0) {
+            matmul_tile_f16<BN>(W, X, Y, rows, cols, row_bytes, ntok);
+            return;
+        }
+    }
     namespace wmma = nvcuda::wmma;
     constexpr int SLOT = slot_bytes(T), KS = stage_elems(T), SPS = KS / BK;
     // Warps as WARPS_M x WARPS_N over the tile; each holds FM x FN fragments.
@@ -121,37 +239,11 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
             dequant_chunk_half<T>(mine, (kk0 >> 5) + dsub, rok && c < nchunks, Ws + dr * LDH + dsub * 32);
         }
         __syncthreads();
-        const __half* xs = Xs + (k & 1) * BN * LDH;
-#pragma unroll
-        for (int kk = 0; kk < BK; kk += 16) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[FN];
-#pragma unroll
-            for (int j = 0; j < FN; ++j) wmma::load_matrix_sync(b[j], xs + (wn * 32 + 16 * j) * LDH + kk, LDH);
-#pragma unroll
-            for (int i = 0; i < FM; ++i) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
-                wmma::load_matrix_sync(a, Ws + (wm * FM * 16 + 16 * i) * LDH + kk, LDH);
-#pragma unroll
-                for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], a, b[j], acc[i][j]);
-            }
-        }
+        mma_step(Ws, Xs + (k & 1) * BN * LDH, wm, wn, acc);
     }
     async_wait<0>();
     __syncthreads();  // every warp is done with the tiles the output overwrites
-
-    // C(r, t) at Cs[t*LDC + r], then coalesced guarded stores along r.
-#pragma unroll
-    for (int i = 0; i < FM; ++i)
-#pragma unroll
-        for (int j = 0; j < FN; ++j)
-            wmma::store_matrix_sync(Cs + (wn * 32 + 16 * j) * LDC + wm * FM * 16 + 16 * i, acc[i][j], LDC,
-                                    wmma::mem_col_major);
-    __syncthreads();
-#pragma unroll 4
-    for (int idx = tid; idx < BM * BN; idx += THREADS) {
-        const int t = idx / BM, r = idx % BM;
-        if (t0 + t < ntok && r0 + r < rows) Y[static_cast<long long>(t0 + t) * rows + r0 + r] = Cs[t * LDC + r];
-    }
+    store_tile<BN>(acc, Cs, Y, rows, ntok, r0, t0, wm, wn);
 }
 
 }  // namespace tile
