@@ -452,16 +452,24 @@ impl CpuBackend {
         use super::interleaved::ROWS;
         let nb = ab / il.kernels.act_block;
         let gb = nb * il.kernels.column;
-        let side = il.kernels.side;
-        let per = if t >= 4 && il.kernels.four.is_some() {
-            nb * side.per_block()
+        // Side data, made once a product: `four`'s for the tokens taken four
+        // at a time, `one`'s for those past the last four.
+        let side_data = |side: super::interleaved::Side, tokens: std::ops::Range<usize>| {
+            let per = nb * side.per_block();
+            let mut data = vec![0i32; tokens.len() * per];
+            let acts = act[tokens.start * ab..tokens.end * ab].chunks_exact(ab);
+            for (s, a) in data.chunks_exact_mut(per.max(1)).zip(acts) {
+                side.fill(a, s);
+            }
+            (data, per)
+        };
+        let fours = if il.kernels.four.is_some() {
+            t / 4 * 4
         } else {
             0
         };
-        let mut sums = vec![0i32; t * per];
-        for (s, a) in sums.chunks_exact_mut(per.max(1)).zip(act.chunks_exact(ab)) {
-            side.fill(a, s);
-        }
+        let (sums, per) = side_data(il.kernels.side, 0..fours);
+        let (one_sums, one_per) = side_data(il.kernels.one_side, fours..t);
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
         let k = il.kernels;
@@ -499,9 +507,10 @@ impl CpuBackend {
                     ti += 4;
                 }
                 for tj in ti..t {
+                    let side = &one_sums[(tj - fours) * one_per..(tj - fours + 1) * one_per];
                     for g in groups.clone() {
                         let w = &il.bytes[g * gb..(g + 1) * gb];
-                        put(tj, g, (k.one)(w, &act[tj * ab..(tj + 1) * ab]));
+                        put(tj, g, (k.one)(w, &act[tj * ab..(tj + 1) * ab], side));
                     }
                 }
             }

@@ -109,8 +109,9 @@ fn pieces(w: GgmlType) -> Vec<(usize, usize, usize)> {
     p
 }
 
-/// One token's products with a group: the group and the activation row.
-pub type OneFn = fn(&[u8], &[u8]) -> [f32; ROWS];
+/// One token's products with a group: the group, the activation row and
+/// its side data (`Kernels::one_side`).
+pub type OneFn = fn(&[u8], &[u8], &[i32]) -> [f32; ROWS];
 
 /// Four tokens' products with a group: the group, the four activation
 /// rows and their side data (`Side`).
@@ -156,6 +157,8 @@ impl Side {
 pub struct Kernels {
     /// One Q8_0 activation row, ggml's one-token order.
     pub one: OneFn,
+    /// What `one` reads beside the activations.
+    pub one_side: Side,
     /// Four activation rows with their `side` data; None: batches take
     /// `one` token by token.
     pub four: Option<FourFn>,
@@ -186,31 +189,47 @@ fn simd(w: GgmlType, isa: Isa) -> Option<Kernels> {
     use super::interleaved_x86 as x86;
     let vnni = isa == Isa::Avx512 && super::vnni();
     // Q5_0 and Q8_0 batches keep the one-token order (`four_keeps_lanes`);
-    // with AVX-512 their lanes go two to a register's 64-bit piece. (An
+    // with AVX-512 their lanes go two to a register's 64-bit piece, and so
+    // do Q4_0's one-token kernel's (`lane_pairs`: SmolLM2 Q4_0 decode at one
+    // thread 181 -> 198 t/s; Q5_0's and Q8_0's measured no faster). (An
     // AVX2 Q8_0 four-token kernel in `four_lanes_body`'s order measured
     // no faster than token by token: 248 t/s either way.)
-    let (one, four, side): (OneFn, Option<FourFn>, Side) = match (w, isa) {
+    use Side::{BlockSums, LanePairs};
+    let (one, one_side, four, side): (OneFn, Side, Option<FourFn>, Side) = match (w, isa) {
         (_, Isa::Scalar) => return None,
-        (GgmlType::Q4_0, _) if vnni => (x86::one_vnni, Some(x86::four_vnni), Side::BlockSums),
-        (GgmlType::Q4_0, _) => (x86::one, Some(x86::four), Side::BlockSums),
+        (GgmlType::Q4_0, _) if vnni => (
+            x86::one_q4_pairs,
+            LanePairs(8),
+            Some(x86::four_vnni),
+            BlockSums,
+        ),
+        (GgmlType::Q4_0, _) => (x86::one, Side::None, Some(x86::four), BlockSums),
         (GgmlType::Q8_0, _) if vnni => (
             x86::one_q8_vnni,
+            Side::None,
             Some(x86::four_q8_pairs),
-            Side::LanePairs(128),
+            LanePairs(128),
         ),
-        (GgmlType::Q8_0, _) => (x86::one_q8, None, Side::None),
+        (GgmlType::Q8_0, _) => (x86::one_q8, Side::None, None, Side::None),
         (GgmlType::Q5_0, _) if vnni => (
             x86::one_q5_vnni,
+            Side::None,
             Some(x86::four_q5_pairs),
-            Side::LanePairs(16),
+            LanePairs(16),
         ),
-        (GgmlType::Q5_0, _) => (x86::one_q5, Some(x86::four_q5), Side::None),
-        (GgmlType::IQ4_XS, _) => (x86::one_xs, Some(x86::four_xs), Side::None),
-        (_, _) if vnni => (x86::one_nl_vnni, Some(x86::four_nl_vnni), Side::BlockSums),
-        (_, _) => (x86::one_nl, Some(x86::four_nl), Side::BlockSums),
+        (GgmlType::Q5_0, _) => (x86::one_q5, Side::None, Some(x86::four_q5), Side::None),
+        (GgmlType::IQ4_XS, _) => (x86::one_xs, Side::None, Some(x86::four_xs), Side::None),
+        (_, _) if vnni => (
+            x86::one_nl_vnni,
+            Side::None,
+            Some(x86::four_nl_vnni),
+            BlockSums,
+        ),
+        (_, _) => (x86::one_nl, Side::None, Some(x86::four_nl), BlockSums),
     };
     Some(Kernels {
         one,
+        one_side,
         four,
         side,
         column: column_bytes(w),
@@ -543,9 +562,11 @@ mod tests {
                 let p = pack(ty, &w, 2 * ROWS, nb);
                 let (bb, column) = (block_bytes(ty), column_bytes(ty));
                 let a = random_act(ty, &mut rng, nb, isa);
+                let mut side = vec![0; nb * k.one_side.per_block()];
+                k.one_side.fill(&a, &mut side);
                 for g in 0..2 {
                     let group = &p[g * nb * column..][..nb * column];
-                    let got = (k.one)(group, &a);
+                    let got = (k.one)(group, &a, &side);
                     let portable = one_portable(ty, group, &a);
                     for r in 0..ROWS {
                         let row = &w[(g * ROWS + r) * nb * bb..][..nb * bb];

@@ -64,7 +64,7 @@ unsafe fn broadcast4(p: *const u8) -> __m256i {
     _mm256_set1_epi32((p as *const i32).read_unaligned())
 }
 
-pub fn one(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / GROUP_BLOCK;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
     // SAFETY: chosen only where Isa::detect found AVX2, FMA and F16C; the
@@ -78,19 +78,10 @@ pub fn four(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 
     unsafe { four_avx2(g, ys, ss, nb) }
 }
 
-/// `one` with AVX-512 VNNI's `vpdpbusd` for the lane sums (the same exact
-/// integers); chosen only where `vnni()` found it.
-pub fn one_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
-    let nb = group.len() / GROUP_BLOCK;
-    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
-    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
-    unsafe { one_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
-}
-
 /// `four` with `vpdpbusd` summing each block in i32 directly.
 pub fn four_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
     let (g, ys, ss, nb) = four_args(group, GROUP_BLOCK, acts, sums);
-    // SAFETY: as in `one_vnni`.
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
     unsafe { four_vnni_impl(g, ys, ss, nb) }
 }
 
@@ -125,18 +116,6 @@ unsafe fn one_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
         GROUP_BLOCK,
         |c, j| q4_values(c, j),
         |ax, sy| sums_avx2(ax, sy),
-    )
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn one_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(
-        g,
-        y,
-        nb,
-        GROUP_BLOCK,
-        |c, j| q4_values(c, j),
-        |ax, sy| sums_vnni(ax, sy),
     )
 }
 
@@ -228,7 +207,7 @@ unsafe fn q5_values(col: *const u8, j: usize) -> (__m256i, __m256i) {
 }
 
 /// `one` for Q5_0 groups.
-pub fn one_q5(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_q5(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / Q5_COLUMN;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
     // SAFETY: as in `one`.
@@ -236,11 +215,23 @@ pub fn one_q5(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 }
 
 /// `one_q5` with `vpdpbusd`.
-pub fn one_q5_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_q5_vnni(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / Q5_COLUMN;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
-    // SAFETY: as in `one_vnni`.
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
     unsafe { one_q5_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn one_q5_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_body(
+        g,
+        y,
+        nb,
+        Q5_COLUMN,
+        |c, j| q5_values(c, j),
+        |ax, sy| sums_vnni(ax, sy),
+    )
 }
 
 /// `four` for Q5_0 groups: each token's lanes as `one_q5` takes them (Q5_0
@@ -253,40 +244,58 @@ pub fn four_q5(group: &[u8], acts: [&[u8]; 4], _sums: [&[i32]; 4]) -> [[f32; ROW
 }
 
 /// `four_q5` with AVX-512: each token's lanes as `one_q5_vnni` takes them,
-/// two lanes a 64-bit piece (`four_pairs`).
+/// two lanes a 64-bit piece (`pairs_body`).
 pub fn four_q5_pairs(group: &[u8], acts: [&[u8]; 4], side: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
     let (g, ys, ss, nb) = four_pairs_args(group, Q5_COLUMN, acts, side);
-    // SAFETY: as in `one_vnni`; the lengths are checked above.
-    unsafe { four_q5_pairs_impl(g, ys, ss, nb) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_q5_pairs_impl(
-    g: *const u8,
-    ys: [*const u8; 4],
-    ss: [*const i32; 4],
-    nb: usize,
-) -> [[f32; ROWS]; 4] {
-    four_pairs::<3>(g, ys, ss, nb, Q5_COLUMN, |col, p| q5_codes(col, p))
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW; the
+    // lengths are checked above.
+    unsafe { pairs_q5::<4>(g, ys, ss, nb) }
 }
 
 /// Four tokens of Q8_0 groups with AVX-512, each token's lanes as
-/// `one_q8_vnni` takes them (`four_pairs`; the codes are the values plus
-/// 128).
+/// `one_q8_vnni` takes them (the codes are the values plus 128).
 pub fn four_q8_pairs(group: &[u8], acts: [&[u8]; 4], side: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
     let (g, ys, ss, nb) = four_pairs_args(group, Q8_COLUMN, acts, side);
     // SAFETY: as in `four_q5_pairs`.
-    unsafe { four_q8_pairs_impl(g, ys, ss, nb) }
+    unsafe { pairs_q8::<4>(g, ys, ss, nb) }
+}
+
+/// `one` for Q4_0 groups with AVX-512: ggml's x86 Q4_0 dot to the bit,
+/// two lanes a 64-bit piece (`pairs_body`; codes 0..16, offset 8).
+pub fn one_q4_pairs(group: &[u8], act: &[u8], side: &[i32]) -> [f32; ROWS] {
+    let (g, y, s, nb) = one_pairs_args(group, GROUP_BLOCK, act, side);
+    // SAFETY: as in `four_q5_pairs`.
+    unsafe { pairs_q4::<1>(g, y, s, nb)[0] }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn four_q8_pairs_impl(
+unsafe fn pairs_q4<const N: usize>(
     g: *const u8,
-    ys: [*const u8; 4],
-    ss: [*const i32; 4],
+    ys: [*const u8; N],
+    ss: [*const i32; N],
     nb: usize,
-) -> [[f32; ROWS]; 4] {
-    four_pairs::<5>(g, ys, ss, nb, Q8_COLUMN, |col, p| {
+) -> [[f32; ROWS]; N] {
+    pairs_body::<N, 3>(g, ys, ss, nb, GROUP_BLOCK, |col, p| q4_codes(col, p))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pairs_q5<const N: usize>(
+    g: *const u8,
+    ys: [*const u8; N],
+    ss: [*const i32; N],
+    nb: usize,
+) -> [[f32; ROWS]; N] {
+    pairs_body::<N, 3>(g, ys, ss, nb, Q5_COLUMN, |col, p| q5_codes(col, p))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pairs_q8<const N: usize>(
+    g: *const u8,
+    ys: [*const u8; N],
+    ss: [*const i32; N],
+    nb: usize,
+) -> [[f32; ROWS]; N] {
+    pairs_body::<N, 5>(g, ys, ss, nb, Q8_COLUMN, |col, p| {
         let flip = _mm256_set1_epi8(-128);
         let lane = |l: usize| {
             _mm256_xor_si256(
@@ -298,6 +307,19 @@ unsafe fn four_q8_pairs_impl(
     })
 }
 
+/// A one-token pairs kernel's pointers and block count, the lengths checked.
+fn one_pairs_args(
+    group: &[u8],
+    column: usize,
+    act: &[u8],
+    side: &[i32],
+) -> (*const u8, [*const u8; 1], [*const i32; 1], usize) {
+    let nb = group.len() / column;
+    assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
+    assert!(side.len() >= nb * LANE_PAIRS, "lane pairs too short");
+    (group.as_ptr(), [act.as_ptr()], [side.as_ptr()], nb)
+}
+
 /// `four_acts` for Q8_0 activations and their `lane_pairs`.
 fn four_pairs_args(group: &[u8], column: usize, acts: [&[u8]; 4], side: [&[i32]; 4]) -> FourArgs {
     let (ys, nb) = four_acts(group, column, acts, ACT_BLOCK);
@@ -307,7 +329,7 @@ fn four_pairs_args(group: &[u8], column: usize, acts: [&[u8]; 4], side: [&[i32];
     (group.as_ptr(), ys, side.map(|s| s.as_ptr()), nb)
 }
 
-/// Four tokens' one-token lanes (ggml's lane l: values 4l..4l+4, one fused
+/// N tokens' one-token lanes (ggml's lane l: values 4l..4l+4, one fused
 /// multiply-add a block), lanes p and p+4 of each row side by side in a
 /// 64-bit piece of a 512-bit register, so that a token's block takes four
 /// `vpdpbusd`, four conversions and four fused multiply-adds for eight rows
@@ -316,19 +338,19 @@ fn four_pairs_args(group: &[u8], column: usize, acts: [&[u8]; 4], side: [&[i32];
 /// `codes(col, p)`: a block column's unsigned codes of lanes p and p+4,
 /// eight rows each. `LINES`: the cache lines of a block column.
 #[inline(always)]
-unsafe fn four_pairs<const LINES: usize>(
+unsafe fn pairs_body<const N: usize, const LINES: usize>(
     g: *const u8,
-    ys: [*const u8; 4],
-    side: [*const i32; 4],
+    ys: [*const u8; N],
+    side: [*const i32; N],
     nb: usize,
     column: usize,
     codes: impl Fn(*const u8, usize) -> (__m256i, __m256i),
-) -> [[f32; ROWS]; 4] {
+) -> [[f32; ROWS]; N] {
     let table = f16_table();
     // Row r's lanes p and p+4 as dwords 2r and 2r+1.
     let zip = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let twice = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    let mut acc = [[_mm512_setzero_ps(); 4]; N];
     for b in 0..nb {
         let col = g.add(b * column);
         prefetch_ahead::<LINES>(col);
@@ -343,7 +365,7 @@ unsafe fn four_pairs<const LINES: usize>(
         }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(col as *const __m128i));
         let dw = _mm512_permutexvar_ps(twice, _mm512_castps256_ps512(dw));
-        for t in 0..4 {
+        for t in 0..N {
             let d = _mm512_mul_ps(dw, _mm512_set1_ps(f16_at(table, ys[t].add(b * ACT_BLOCK))));
             let pairs = side[t].add(b * LANE_PAIRS) as *const i64;
             for p in 0..4 {
@@ -354,9 +376,9 @@ unsafe fn four_pairs<const LINES: usize>(
             }
         }
     }
-    let mut out = [[0f32; ROWS]; 4];
+    let mut out = [[0f32; ROWS]; N];
     let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-    for t in 0..4 {
+    for t in 0..N {
         // Even dwords: lane p plus lane p+4; then hsum_float_8's order.
         let mut s = acc[t];
         for s in s.iter_mut() {
@@ -378,18 +400,6 @@ unsafe fn one_q5_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
         Q5_COLUMN,
         |c, j| q5_values(c, j),
         |ax, sy| sums_avx2(ax, sy),
-    )
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn one_q5_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_body(
-        g,
-        y,
-        nb,
-        Q5_COLUMN,
-        |c, j| q5_values(c, j),
-        |ax, sy| sums_vnni(ax, sy),
     )
 }
 
@@ -588,7 +598,7 @@ unsafe fn four_body(
 }
 
 /// `one` for IQ4_NL groups.
-pub fn one_nl(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_nl(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / GROUP_BLOCK;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
     // SAFETY: as in `one`.
@@ -603,10 +613,10 @@ pub fn four_nl(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS
 }
 
 /// `one_nl` with `vpdpbusd`.
-pub fn one_nl_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_nl_vnni(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / GROUP_BLOCK;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
-    // SAFETY: as in `one_vnni`.
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
     unsafe { one_nl_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
 }
 
@@ -614,7 +624,7 @@ pub fn one_nl_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 /// sign moves a token) less 128·Σy: the same integers.
 pub fn four_nl_vnni(group: &[u8], acts: [&[u8]; 4], sums: [&[i32]; 4]) -> [[f32; ROWS]; 4] {
     let (g, ys, ss, nb) = four_args(group, GROUP_BLOCK, acts, sums);
-    // SAFETY: as in `one_vnni`.
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
     unsafe { four_nl_vnni_impl(g, ys, ss, nb) }
 }
 
@@ -779,7 +789,7 @@ unsafe fn four_nl_body(
 }
 
 /// `one` for Q8_0 groups.
-pub fn one_q8(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_q8(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / Q8_COLUMN;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
     // SAFETY: as in `one`.
@@ -787,21 +797,21 @@ pub fn one_q8(group: &[u8], act: &[u8]) -> [f32; ROWS] {
 }
 
 /// `one_q8` with `vpdpbusd`.
-pub fn one_q8_vnni(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_q8_vnni(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / Q8_COLUMN;
     assert!(act.len() >= nb * ACT_BLOCK, "activation row too short");
-    // SAFETY: as in `one_vnni`.
+    // SAFETY: chosen only where the CPU has AVX-512 VNNI with VL and BW.
     unsafe { one_q8_vnni_impl(group.as_ptr(), act.as_ptr(), nb) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn one_q8_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
-    one_q8_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn one_q8_vnni_impl(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
     one_q8_body(g, y, nb, |ax, sy| sums_vnni(ax, sy))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn one_q8_avx2(g: *const u8, y: *const u8, nb: usize) -> [f32; ROWS] {
+    one_q8_body(g, y, nb, |ax, sy| sums_avx2(ax, sy))
 }
 
 /// ggml's x86 Q8_0 dot on eight rows at once: one set of eight lanes (lane
@@ -838,7 +848,7 @@ const XS_COLUMN: usize = ROWS * 136;
 const XS_ACT: usize = 292;
 
 /// `one` for IQ4_XS groups (Q8_K activations).
-pub fn one_xs(group: &[u8], act: &[u8]) -> [f32; ROWS] {
+pub fn one_xs(group: &[u8], act: &[u8], _side: &[i32]) -> [f32; ROWS] {
     let nb = group.len() / XS_COLUMN;
     assert!(act.len() >= nb * XS_ACT, "activation row too short");
     // SAFETY: as in `one`.
