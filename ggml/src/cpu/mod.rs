@@ -311,6 +311,7 @@ mod simd {
             q5_0, q5_0_x4 => q5_0_q8_0_n_vnni;
             q8_0, q8_0_x4 => q8_0_q8_0_n_vnni;
             q4_k, q4_k_x4 => q4_k_q8_k_n_vnni;
+            q6_k, q6_k_x4 => q6_k_q8_k_n_vnni;
             q4_1, q4_1_x4 => q4_1_q8_1_n_vnni;
             q5_1, q5_1_x4 => q5_1_q8_1_n_vnni;
         }
@@ -327,7 +328,7 @@ mod simd {
     }
 }
 
-/// AVX-512 VNNI (with VL and BW), which the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/IQ4_NL kernels use on
+/// AVX-512 VNNI (with VL and BW), which the Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q6_K/IQ4_NL kernels use on
 /// AVX-512 CPUs that have it.
 #[cfg(target_arch = "x86_64")]
 fn vnni() -> bool {
@@ -352,6 +353,7 @@ fn simd_kernel(w: GgmlType, isa: Isa) -> Option<(DotFn, Option<Dot4Fn>)> {
             Q4_1 => return Some((simd::vnni::q4_1, Some(simd::vnni::q4_1_x4))),
             Q5_1 => return Some((simd::vnni::q5_1, Some(simd::vnni::q5_1_x4))),
             Q4_K => return Some((simd::vnni::q4_k, Some(simd::vnni::q4_k_x4))),
+            Q6_K => return Some((simd::vnni::q6_k, Some(simd::vnni::q6_k_x4))),
             IQ4_NL => return Some((simd::vnni::iq4_nl, Some(simd::vnni::iq4_nl_x4))),
             _ => {}
         }

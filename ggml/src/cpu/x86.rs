@@ -428,12 +428,14 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     std::array::from_fn(|t| k4_finish(acc[t], acc_m[t]))
 }
 
-/// Q4_K with AVX-512: two 32-value chunks (a byte's low and high nibbles)
-/// in one 512-bit register, their products scaled and summed by one
-/// `vpdpwssd`. Lane k of each half gets exactly the integer that lane k of
-/// the AVX2 kernel's sum gets (four neighbouring products times the chunk's
-/// scale), and the halves are added before the one float step a block, so
-/// the result is bit-identical to it; the work a block is about half.
+/// Q4_K with AVX-512: two 32-value chunks in one 512-bit register, their
+/// products scaled and summed by one `vpdpwssd`. A 64-byte load holds two
+/// chunk pairs (low nibbles: chunks 0 and 2, high: 1 and 3); a 128-bit
+/// lane shuffle regroups them into neighbouring chunks, which meet the
+/// activations' 64 neighbouring bytes. Lane k of each half gets exactly
+/// the integer that lane k of the AVX2 kernel's sum gets (four neighbouring
+/// products times the chunk's scale), and the halves are added before the
+/// one float step a block, so the result is bit-identical to it.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     let m4 = _mm512_set1_epi8(0x0f);
@@ -457,12 +459,15 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
         let mins = _mm256_extracti128_si256(mins_and_scales, 1);
         let all = _mm512_castsi256_si512(mins_and_scales);
         let scales: [__m512i; 4] = std::array::from_fn(|j| _mm512_permutexvar_epi16(pick[j], all));
-        let q4: [__m512i; 4] = std::array::from_fn(|j| {
-            let bits = _mm256_loadu_si256(x.add(16 + 32 * j) as *const __m256i);
-            let both =
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(bits), _mm256_srli_epi16(bits, 4));
-            _mm512_and_si512(both, m4)
-        });
+        // Chunks (0, 1), (2, 3), (4, 5), (6, 7).
+        let mut q4 = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            let bits = _mm512_loadu_si512(x.add(16 + 64 * h) as *const __m512i);
+            let lo = _mm512_and_si512(bits, m4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
+            q4[2 * h] = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+            q4[2 * h + 1] = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
+        }
         for t in 0..N {
             let y = ya[t].add(ib * 292);
             let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
@@ -587,6 +592,73 @@ pub unsafe fn q6_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
             }
             sumi = _mm256_sub_epi32(sumi, q8sclsub);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+        }
+    }
+    std::array::from_fn(|t| hsum_float_8(acc[t]))
+}
+
+/// Q6_K with AVX-512: two 32-value chunks side by side in one 512-bit
+/// register (the activations' 64 neighbouring bytes), their four 16-value
+/// scales picked into the 16-bit lanes of one register, products scaled and
+/// summed by one `vpdpwssd`. Lane k of each half gets exactly the integer
+/// lane k of the AVX2 kernel gets (four neighbouring products times their
+/// scale), the halves are added before the block's one float step, so the
+/// result is bit-identical to `q6_k_q8_k_n`; the work a block is about half.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q6_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
+    let m15 = _mm512_set1_epi8(15);
+    let m48 = _mm512_set1_epi8(48);
+    let nb = w.len() / 210;
+    let ya = rows!(a, nb, 292);
+    let table = f16_table();
+    let mut acc = [_mm256_setzero_ps(); N];
+    // 16-bit lane i of pair p's scales: scale 4p + i/8 (a chunk's two
+    // 16-value halves, then the next chunk's).
+    let pick: [__m512i; 4] = std::array::from_fn(|p| {
+        let idx: [i16; 32] = std::array::from_fn(|i| (4 * p + i / 8) as i16);
+        _mm512_loadu_si512(idx.as_ptr() as *const __m512i)
+    });
+    // The high bits' shifts into bits 4 and 5: chunk 4h (bits 0-1) and
+    // 4h+1 (bits 2-3) left by 4 and 2; chunk 4h+2 (bits 4-5) and 4h+3
+    // (bits 6-7) right by 0 and 2.
+    let left = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(2));
+    let right = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
+    for ib in 0..nb {
+        let x = w.as_ptr().add(ib * 210);
+        prefetch_ahead::<4>(x);
+        let xd = f16_at(table, x.add(208));
+        let scales_16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.add(192) as *const __m128i));
+        let all = _mm512_castsi256_si512(scales_16);
+        let sc: [__m512i; 4] = std::array::from_fn(|p| _mm512_permutexvar_epi16(pick[p], all));
+        // Chunk pairs (4h, 4h+1) and (4h+2, 4h+3) as unsigned 6-bit bytes.
+        let mut q = [_mm512_setzero_si512(); 4];
+        for h in 0..2 {
+            let ql = _mm512_loadu_si512(x.add(64 * h) as *const __m512i);
+            let qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256(x.add(128 + 32 * h) as *const __m256i));
+            let hi_a = _mm512_and_si512(_mm512_sllv_epi16(qh, left), m48);
+            let hi_b = _mm512_and_si512(_mm512_srlv_epi16(qh, right), m48);
+            // (a & 15) | b, bitwise.
+            q[2 * h] = _mm512_ternarylogic_epi32::<0xF8>(hi_a, ql, m15);
+            q[2 * h + 1] = _mm512_ternarylogic_epi32::<0xF8>(hi_b, _mm512_srli_epi16(ql, 4), m15);
+        }
+        for t in 0..N {
+            let y = ya[t].add(ib * 292);
+            let dy = f32::from_le_bytes([*y, *y.add(1), *y.add(2), *y.add(3)]);
+            let d = dy * xd;
+            let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+            let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+            let mut sumi = _mm512_setzero_si512();
+            for (p, (&q, &sc)) in q.iter().zip(&sc).enumerate() {
+                let q8 = _mm512_loadu_si512(y.add(4 + 64 * p) as *const __m512i);
+                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, q8), sc);
+            }
+            let halves = _mm256_add_epi32(
+                _mm512_castsi512_si256(sumi),
+                _mm512_extracti64x4_epi64::<1>(sumi),
+            );
+            let sumi = _mm256_sub_epi32(halves, q8sclsub);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }
@@ -741,6 +813,77 @@ mod tests {
             for j in 0..8 {
                 let (sc, m) = crate::blocks::kquants::scale_min_k4(j, &packed);
                 assert_eq!((got[j], got[8 + j]), (sc, m), "j={j} {packed:?}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    fn fill(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 8) as u8 & 0x3f
+            })
+            .collect()
+    }
+
+    fn time(
+        name: &str,
+        bytes_per_block: usize,
+        total: usize,
+        row_blocks: usize,
+        f: unsafe fn(&[u8], [&[u8]; 1]) -> [f32; 1],
+    ) {
+        let mut w = vec![0u8; total];
+        crate::cpu::pages::huge_pages(&mut w);
+        w.copy_from_slice(&fill(total, 1));
+        let mut a = fill(row_blocks * 292, 2);
+        for b in a.chunks_mut(292) {
+            b[..4].copy_from_slice(&0.01f32.to_le_bytes());
+        }
+        let d = 0x2000u16.to_le_bytes();
+        for b in w.chunks_exact_mut(bytes_per_block) {
+            if bytes_per_block == 210 {
+                b[208..210].copy_from_slice(&d);
+            } else {
+                b[..2].copy_from_slice(&d);
+                b[2..4].copy_from_slice(&d);
+            }
+        }
+        let row = row_blocks * bytes_per_block;
+        let rows = total / row;
+        let mut best = f64::INFINITY;
+        let mut sink = 0f32;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            for r in 0..rows {
+                sink += unsafe { f(&w[r * row..(r + 1) * row], [&a])[0] };
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let blocks = (rows * row_blocks) as f64;
+        println!(
+            "{name} {total} bytes, rows of {row_blocks}: {:.2} ns/block, {:.1} GB/s ({sink})",
+            best / blocks * 1e9,
+            (rows * row) as f64 / best / 1e9
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn kernel_timing() {
+        for total in [1 << 20, 256 << 20] {
+            for rb in [8usize, 32] {
+                time("q4_k vnni", 144, total, rb, q4_k_q8_k_n_vnni::<1>);
+                time("q6_k", 210, total, rb, q6_k_q8_k_n::<1>);
+                time("q6_k vnni", 210, total, rb, q6_k_q8_k_n_vnni::<1>);
             }
         }
     }
