@@ -8,6 +8,7 @@
 use super::ops;
 use super::pages::{huge_pages, huge_pages_on, release_pages, HUGE_PAGE, RELEASE_STEP};
 use super::pool::{split, ThreadPool};
+use super::steal::Pieces;
 use super::{Isa, Kernels};
 use crate::backend::{
     Attention, Backend, BackendError, Glu, HostMat, KvTypes, MatmulOffload, WeightFormat,
@@ -402,16 +403,15 @@ impl CpuBackend {
         let threads = self.pool.threads();
         let (dot, dot4) = (m.kernels.dot, m.kernels.dot4);
         let rb = m.host.row_bytes;
+        // Tiles of 16 weight rows by TOKEN_TILE tokens, so that both stay
+        // in the first-level cache while every pair is dotted.
+        let pieces = Pieces::new(rows, 16, threads);
         self.pool.run(&|i| {
             let out_ptr = &out_ptr;
             // SAFETY: each (ti, r) is written by exactly one thread, and
             // `out` outlives the pool run.
             let put = |ti: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(ti * rows + r) = v };
-            // Tiles of 16 weight rows by TOKEN_TILE tokens, so that both stay
-            // in the first-level cache while every pair is dotted.
-            let mine = split(rows, threads, i, 16);
-            for r0 in mine.clone().step_by(16) {
-                let block = r0..(r0 + 16).min(mine.end);
+            while let Some(block) = pieces.next(i) {
                 for t0 in (0..t).step_by(TOKEN_TILE) {
                     let t1 = (t0 + TOKEN_TILE).min(t);
                     for r in block.clone() {
@@ -473,6 +473,10 @@ impl CpuBackend {
         let out_ptr = SyncPtr(out.as_mut_ptr());
         let threads = self.pool.threads();
         let k = il.kernels;
+        // A few groups' weights (about 48 KiB) stay near while four
+        // tokens' activations, loaded once, serve each of them.
+        let chunk = (48 * 1024 / gb).clamp(1, 8);
+        let pieces = Pieces::new(rows / ROWS, chunk, threads);
         self.pool.run(&|i| {
             let out_ptr = &out_ptr;
             let put = |ti: usize, g: usize, v: [f32; ROWS]| {
@@ -486,12 +490,7 @@ impl CpuBackend {
                     )
                 }
             };
-            // A few groups' weights (about 48 KiB) stay near while four
-            // tokens' activations, loaded once, serve each of them.
-            let chunk = (48 * 1024 / gb).clamp(1, 8);
-            let mine = split(rows / ROWS, threads, i, 2);
-            for g0 in mine.clone().step_by(chunk) {
-                let groups = g0..(g0 + chunk).min(mine.end);
+            while let Some(groups) = pieces.next(i) {
                 let mut ti = 0;
                 while let Some(four) = k.four.filter(|_| ti + 4 <= t) {
                     let a = std::array::from_fn(|k| &act[(ti + k) * ab..(ti + k + 1) * ab]);

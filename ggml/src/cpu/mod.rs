@@ -22,6 +22,7 @@ pub mod pool;
 pub mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod quantize_x86;
+mod steal;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
