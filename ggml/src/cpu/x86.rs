@@ -431,6 +431,24 @@ pub unsafe fn q4_k_q8_k_n<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32; N] {
     std::array::from_fn(|t| k4_finish(acc[t], acc_m[t]))
 }
 
+/// A super-block's eight 32-value chunks, two a register (`q`, unsigned),
+/// against activation block `y` (Q8_K): 16-bit products scaled by `sc` and
+/// summed by `vpdpwssd`, then each register's halves added, so lane k holds
+/// what lane k of ggml's AVX2 Q4_K/Q6_K sum holds.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vnni")]
+unsafe fn chunk_pairs_lanes(q: &[__m512i; 4], sc: &[__m512i; 4], y: *const u8) -> __m256i {
+    let mut sumi = _mm512_setzero_si512();
+    for (j, (&q, &sc)) in q.iter().zip(sc).enumerate() {
+        let q8 = _mm512_loadu_si512(y.add(4 + 64 * j) as *const __m512i);
+        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, q8), sc);
+    }
+    _mm256_add_epi32(
+        _mm512_castsi512_si256(sumi),
+        _mm512_extracti64x4_epi64::<1>(sumi),
+    )
+}
+
 /// Q4_K with AVX-512: two 32-value chunks in one 512-bit register, their
 /// products scaled and summed by one `vpdpwssd`. A 64-byte load holds two
 /// chunk pairs (low nibbles: chunks 0 and 2, high: 1 and 3); a 128-bit
@@ -477,15 +495,7 @@ pub unsafe fn q4_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
             let d = dy * xd;
             let dmin = -dy * xmin;
             acc_m[t] = k4_mins_step(mins, y, dmin, acc_m[t]);
-            let mut sumi = _mm512_setzero_si512();
-            for (j, (&q4, &sc)) in q4.iter().zip(&scales).enumerate() {
-                let q8 = _mm512_loadu_si512(y.add(4 + 64 * j) as *const __m512i);
-                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q4, q8), sc);
-            }
-            let halves = _mm256_add_epi32(
-                _mm512_castsi512_si256(sumi),
-                _mm512_extracti64x4_epi64::<1>(sumi),
-            );
+            let halves = chunk_pairs_lanes(&q4, &scales, y);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(halves), acc[t]);
         }
     }
@@ -652,16 +662,7 @@ pub unsafe fn q6_k_q8_k_n_vnni<const N: usize>(w: &[u8], a: [&[u8]; N]) -> [f32;
             let d = dy * xd;
             let q8sums = _mm256_loadu_si256(y.add(260) as *const __m256i);
             let q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
-            let mut sumi = _mm512_setzero_si512();
-            for (p, (&q, &sc)) in q.iter().zip(&sc).enumerate() {
-                let q8 = _mm512_loadu_si512(y.add(4 + 64 * p) as *const __m512i);
-                sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q, q8), sc);
-            }
-            let halves = _mm256_add_epi32(
-                _mm512_castsi512_si256(sumi),
-                _mm512_extracti64x4_epi64::<1>(sumi),
-            );
-            let sumi = _mm256_sub_epi32(halves, q8sclsub);
+            let sumi = _mm256_sub_epi32(chunk_pairs_lanes(&q, &sc, y), q8sclsub);
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
         }
     }
@@ -823,8 +824,13 @@ mod tests {
 
 #[cfg(test)]
 mod timing {
+    //! Not tests: one-row K-quant kernels timed on weights in the second-
+    //! level cache (1 MiB: the arithmetic) and far past the caches (256 MiB
+    //! on 2 MiB pages: the memory stream), one thread. `cargo test --release
+    //! -p ggml --lib -- --ignored --nocapture kernel_timing`.
     use super::*;
 
+    /// Bytes below 64 (quants and scales of every kind), seeded.
     fn fill(n: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         (0..n)
@@ -837,6 +843,10 @@ mod timing {
             .collect()
     }
 
+    /// Rows of `row_blocks` blocks filling `total` bytes, each dotted with
+    /// one Q8_K activation row; the best of seven passes. Scales are set to
+    /// ordinary values: random bytes make subnormal floats, whose
+    /// arithmetic is many times slower and would be timed instead.
     fn time(
         name: &str,
         bytes_per_block: usize,
@@ -867,6 +877,7 @@ mod timing {
         for _ in 0..7 {
             let t = std::time::Instant::now();
             for r in 0..rows {
+                // SAFETY: run only where `kernel_timing` found the features.
                 sink += unsafe { f(&w[r * row..(r + 1) * row], [&a])[0] };
             }
             best = best.min(t.elapsed().as_secs_f64());
@@ -880,8 +891,19 @@ mod timing {
     }
 
     #[test]
-    #[ignore]
+    #[ignore = "a measurement: prints ns a block"]
     fn kernel_timing() {
+        let vnni = ["avx512f", "avx512bw", "avx512vl", "avx512vnni"];
+        if !(is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("skipped: needs {vnni:?}");
+            return;
+        }
         for total in [1 << 20, 256 << 20] {
             for rb in [8usize, 32] {
                 time("q4_k vnni", 144, total, rb, q4_k_q8_k_n_vnni::<1>);

@@ -23,6 +23,7 @@
 
 #include "matmul.cu"
 #include "tile.cu"
+#include "lean.cuh"
 
 #define CK(x)                                                                                  \
     do {                                                                                       \
@@ -437,8 +438,204 @@ static void bench_small(int only) {
     }
 }
 
+// --bench-lean: the lean.cuh prototype against matvec1 on decode's Q4_K
+// shapes, cycling over copies that outsize L2; first its error against the
+// double-precision reference beside matvec1's.
+template <int R, typename XQ = int16_t>
+static float time_lean(const uint8_t* dW, long long bytes, int copies, long long rb, int rows, int cols,
+                       const XQ* xq, const float* xs, const float* xsum, float* dY, int grid) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    const int it = 4 * copies;
+    auto launch = [&](const uint8_t* w) { lean::matvec_q4k<R, XQ><<<grid, 256>>>(w, rb, rows, cols, xq, xs, xsum, dY); };
+    for (int i = 0; i < copies; i++) launch(dW + bytes * i);
+    CK(cudaEventRecord(a));
+    for (int i = 0; i < it; i++) launch(dW + bytes * (i % copies));
+    CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+    float ms; CK(cudaEventElapsedTime(&ms, a, b));
+    return 1e3f * ms / it;
+}
+
+template <int R, bool X8 = false>
+static int lean_grid(int rows, int cap) {
+    int sms = 0, per_sm = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    if (X8)
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k<R, int8_t>, 256, 0));
+    else
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k<R, int16_t>, 256, 0));
+    const int full = (rows + 8 * R - 1) / (8 * R);
+    return cap ? std::min(full, per_sm * sms) : full;
+}
+
+// A floor for a product's time: every weight byte read once (16 bytes a
+// lane, U loads in flight), summed so the reads stay.
+template <int U>
+__global__ void __launch_bounds__(256) read_probe(const uint4* __restrict__ p, long long n, unsigned* out) {
+    unsigned s = 0;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += U * stride) {
+        uint4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) v[u] = i + u * stride < n ? __ldg(p + i + u * stride) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < U; ++u) s += v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    if (s == 0x12345678u) *out = s;
+}
+
+template <int U>
+static float time_probe(const uint8_t* dW, long long bytes, int copies, unsigned* out, int grid) {
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    const int it = 4 * copies;
+    CK(cudaEventRecord(a));
+    for (int i = 0; i < it; i++)
+        read_probe<U><<<grid, 256>>>(reinterpret_cast<const uint4*>(dW + bytes * (i % copies)), bytes / 16, out);
+    CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+    float ms; CK(cudaEventElapsedTime(&ms, a, b));
+    return 1e3f * ms / it;
+}
+
+static void bench_lean() {
+    std::mt19937 rng(11);
+    const TypeCase* tc = nullptr;
+    for (const TypeCase& c : CASES) if (c.t == gq::Q4_K) tc = &c;
+    const int shapes[][2] = {{4096, 4096}, {12288, 4096}, {4096, 11008}, {22016, 4096}, {2048, 2048}, {2048, 8192}};
+    for (const auto& shape : shapes) {
+        const int rows = shape[0], cols = shape[1];
+        const long long rb = (long long)cols / 256 * 144, bytes = rows * rb;
+        const int copies = (int)(256ll * 1024 * 1024 / bytes) + 1;
+        std::vector<uint8_t> W(bytes);
+        for (int r = 0; r < rows; r++) random_row(gq::Q4_K, W.data() + r * rb, cols, rng);
+        std::vector<float> X(cols);
+        std::normal_distribution<float> g(0.0f, 1.0f);
+        for (float& v : X) v = g(rng);
+        uint8_t* dW; float *dX, *dY, *xs, *xsum; int16_t* xq;
+        CK(cudaMalloc(&dW, bytes * copies));
+        for (int c = 0; c < copies; c++) CK(cudaMemcpy(dW + bytes * c, W.data(), bytes, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dX, cols * 4)); CK(cudaMalloc(&dY, rows * 4));
+        CK(cudaMalloc(&xq, cols * 2)); CK(cudaMalloc(&xs, cols / 8)); CK(cudaMalloc(&xsum, cols / 8));
+        int8_t* xq8; float *xs8, *xsum8;
+        CK(cudaMalloc(&xq8, cols)); CK(cudaMalloc(&xs8, cols / 8)); CK(cudaMalloc(&xsum8, cols / 8));
+        CK(cudaMemcpy(dX, X.data(), cols * 4, cudaMemcpyHostToDevice));
+        lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq, xs, xsum);
+        lean::quantize_x<int8_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq8, xs8, xsum8);
+        CK(cudaGetLastError());
+        // Errors: a sample of rows against the reference, both kernels.
+        const int check = std::min(rows, 512);
+        std::vector<float> Wf((size_t)check * cols), Y(rows);
+        for (int r = 0; r < check; r++) ref_row(gq::Q4_K, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
+        auto worst = [&](const char* what) {
+            CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
+            double w = 0, mean = 0;
+            for (int r = 0; r < check; r++) {
+                double s = 0, a = 0;
+                for (int k = 0; k < cols; k++) {
+                    const double p = (double)Wf[(size_t)r * cols + k] * X[k];
+                    s += p; a += fabs(p);
+                }
+                const double e = fabs(Y[r] - s) / a;
+                w = std::max(w, e); mean += e / check;
+            }
+            printf(" %s err mean %.2e max %.2e;", what, mean, w);
+        };
+        printf("Q4_K %5dx%-5d", rows, cols);
+        run_matvec1(*tc, 2, dW, dX, dY, rows, cols, rb, 2, 1, -1, false);
+        CK(cudaDeviceSynchronize());
+        worst("matvec1");
+        lean::matvec_q4k<2, int16_t><<<lean_grid<2>(rows, 0), 256>>>(dW, rb, rows, cols, xq, xs, xsum, dY);
+        CK(cudaDeviceSynchronize());
+        worst("lean");
+        lean::matvec_q4k<2, int8_t><<<lean_grid<2, true>(rows, 0), 256>>>(dW, rb, rows, cols, xq8, xs8, xsum8, dY);
+        CK(cudaDeviceSynchronize());
+        worst("lean8");
+        int xs_grid = 0;
+        if (cols == 4096) {
+            int sms = 0, per_sm = 0;
+            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k_xs<4>, 128, 0));
+            xs_grid = per_sm * sms;
+            printf(" (xs: %d blocks/SM)", per_sm);
+            lean::matvec_q4k_xs<4><<<xs_grid, 128>>>(dW, rb, rows, xq, xs, xsum, dY);
+            CK(cudaDeviceSynchronize());
+            worst("xs");
+        }
+        printf("\n   ");
+        {
+            cudaEvent_t a, b;
+            CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+            const int it = 4 * copies;
+            for (int pdl = 0; pdl < 2; pdl++) {
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++)
+                    run_matvec1(*tc, 2, dW + bytes * (i % copies), dX, dY, rows, cols, rb, 2, 1, -1, pdl);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                float ms; CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" matvec1%s %5.1fus %4.0f", pdl ? "+pdl" : "", 1e3 * ms / it, bytes / (1e6 * ms / it));
+            }
+            CK(cudaEventRecord(a));
+            for (int i = 0; i < it; i++) lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq, xs, xsum);
+            CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+            float ms; CK(cudaEventElapsedTime(&ms, a, b));
+            printf(" quantize_x %4.1fus", 1e3 * ms / it);
+        }
+        {
+            unsigned* out; CK(cudaMalloc(&out, 4));
+            int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            for (int per : {4, 8}) {
+                float us = time_probe<1>(dW, bytes, copies, out, per * sms);
+                printf(" probe g%d u1 %5.1fus %4.0f", per, us, bytes / (1e3 * us));
+                us = time_probe<4>(dW, bytes, copies, out, per * sms);
+                printf(" u4 %5.1fus %4.0f", us, bytes / (1e3 * us));
+            }
+            CK(cudaFree(out));
+            printf("\n   ");
+        }
+        for (int cap = 0; cap < 2; cap++) {
+            float us;
+            us = time_lean<1>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<1>(rows, cap));
+            printf(" lean r1%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+            us = time_lean<2>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<2>(rows, cap));
+            printf(" r2%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+            us = time_lean<4>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<4>(rows, cap));
+            printf(" r4%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+            us = time_lean<8>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<8>(rows, cap));
+            printf(" r8%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+        }
+        printf("\n   ");
+        if (xs_grid) {
+            cudaEvent_t a, b;
+            CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+            const int it = 4 * copies;
+            for (int g : {xs_grid, xs_grid / 2, xs_grid * 2}) {
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++)
+                    lean::matvec_q4k_xs<4><<<g, 128>>>(dW + bytes * (i % copies), rb, rows, xq, xs, xsum, dY);
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                float ms; CK(cudaEventElapsedTime(&ms, a, b));
+                printf(" xs g%d %5.1fus %4.0f", g, 1e3 * ms / it, bytes / (1e6 * ms / it));
+            }
+            printf("\n   ");
+        }
+        for (int cap = 0; cap < 2; cap++) {
+            float us;
+            us = time_lean<2>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<2, true>(rows, cap));
+            printf(" lean8 r2%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+            us = time_lean<4>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<4, true>(rows, cap));
+            printf(" r4%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+            us = time_lean<8>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<8, true>(rows, cap));
+            printf(" r8%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
+        }
+        printf("\n");
+        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY)); CK(cudaFree(xq)); CK(cudaFree(xs)); CK(cudaFree(xsum));
+        CK(cudaFree(xq8)); CK(cudaFree(xs8)); CK(cudaFree(xsum8));
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
     int failures = 0;
