@@ -6,6 +6,7 @@
 //! but two cores do not finish together (one is interrupted, or shares its
 //! memory queue differently), and every product waits for the slower.
 
+use super::pool::split;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,12 +26,11 @@ impl Pieces {
     pub fn new(n: usize, piece: usize, threads: usize) -> Pieces {
         let piece = piece.max(1);
         let count = n.div_ceil(piece);
-        let per = count.div_ceil(threads.max(1));
-        let shares = (0..threads.max(1))
+        let threads = threads.max(1);
+        let shares = (0..threads)
             .map(|i| {
-                let front = (i * per).min(count) as u64;
-                let back = ((i + 1) * per).min(count) as u64;
-                Share(AtomicU64::new(front << 32 | back))
+                let own = split(count, threads, i, 1);
+                Share(AtomicU64::new((own.start as u64) << 32 | own.end as u64))
             })
             .collect();
         Pieces { shares, piece, n }

@@ -893,15 +893,10 @@ mod timing {
     #[test]
     #[ignore = "a measurement: prints ns a block"]
     fn kernel_timing() {
-        let vnni = ["avx512f", "avx512bw", "avx512vl", "avx512vnni"];
-        if !(is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl"))
+        // The kernels' dispatch rule (`simd_kernel`).
+        if !(crate::cpu::Isa::available().contains(&crate::cpu::Isa::Avx512) && crate::cpu::vnni())
         {
-            eprintln!("skipped: needs {vnni:?}");
+            eprintln!("skipped: needs AVX-512 with VNNI");
             return;
         }
         for total in [1 << 20, 256 << 20] {

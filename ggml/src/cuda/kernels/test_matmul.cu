@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "matmul.cu"
@@ -438,34 +439,33 @@ static void bench_small(int only) {
     }
 }
 
-// --bench-lean: the lean.cuh prototype against matvec1 on decode's Q4_K
-// shapes, cycling over copies that outsize L2; first its error against the
-// double-precision reference beside matvec1's.
-template <int R, typename XQ = int16_t>
-static float time_lean(const uint8_t* dW, long long bytes, int copies, long long rb, int rows, int cols,
-                       const XQ* xq, const float* xs, const float* xsum, float* dY, int grid) {
+// --bench-lean: the lean.cuh prototypes against matvec1 on decode's Q4_K
+// shapes, cycling over copies that outsize L2; first each kernel's error
+// against the double-precision reference.
+
+// Microseconds a launch of `launch(copy)`, over four rounds of the copies
+// after one untimed round.
+template <typename F>
+static float launch_us(int copies, F launch) {
     cudaEvent_t a, b;
     CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
     const int it = 4 * copies;
-    auto launch = [&](const uint8_t* w) { lean::matvec_q4k<R, XQ><<<grid, 256>>>(w, rb, rows, cols, xq, xs, xsum, dY); };
-    for (int i = 0; i < copies; i++) launch(dW + bytes * i);
+    for (int i = 0; i < copies; i++) launch(i);
     CK(cudaEventRecord(a));
-    for (int i = 0; i < it; i++) launch(dW + bytes * (i % copies));
+    for (int i = 0; i < it; i++) launch(i % copies);
     CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
     float ms; CK(cudaEventElapsedTime(&ms, a, b));
+    CK(cudaEventDestroy(a)); CK(cudaEventDestroy(b));
     return 1e3f * ms / it;
 }
 
-template <int R, bool X8 = false>
-static int lean_grid(int rows, int cap) {
+// Blocks a multiprocessor keeps of `kernel` at `threads` a block, times the multiprocessors.
+template <typename K>
+static int resident_grid(K kernel, int threads) {
     int sms = 0, per_sm = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    if (X8)
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k<R, int8_t>, 256, 0));
-    else
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k<R, int16_t>, 256, 0));
-    const int full = (rows + 8 * R - 1) / (8 * R);
-    return cap ? std::min(full, per_sm * sms) : full;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+    return per_sm * sms;
 }
 
 // A floor for a product's time: every weight byte read once (16 bytes a
@@ -484,18 +484,18 @@ __global__ void __launch_bounds__(256) read_probe(const uint4* __restrict__ p, l
     if (s == 0x12345678u) *out = s;
 }
 
-template <int U>
-static float time_probe(const uint8_t* dW, long long bytes, int copies, unsigned* out, int grid) {
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-    const int it = 4 * copies;
-    CK(cudaEventRecord(a));
-    for (int i = 0; i < it; i++)
-        read_probe<U><<<grid, 256>>>(reinterpret_cast<const uint4*>(dW + bytes * (i % copies)), bytes / 16, out);
-    CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-    float ms; CK(cudaEventElapsedTime(&ms, a, b));
-    return 1e3f * ms / it;
-}
+// X quantised for the lean kernels, on the device.
+template <typename XT>
+struct LeanX {
+    XT* q;
+    float *s, *sum;
+    LeanX(const float* dX, int cols) {
+        CK(cudaMalloc(&q, cols * sizeof(XT))); CK(cudaMalloc(&s, cols / 8)); CK(cudaMalloc(&sum, cols / 8));
+        lean::quantize_x<XT><<<(cols + 255) / 256, 256>>>(dX, cols, q, s, sum);
+        CK(cudaGetLastError());
+    }
+    ~LeanX() { CK(cudaFree(q)); CK(cudaFree(s)); CK(cudaFree(sum)); }
+};
 
 static void bench_lean() {
     std::mt19937 rng(11);
@@ -511,22 +511,35 @@ static void bench_lean() {
         std::vector<float> X(cols);
         std::normal_distribution<float> g(0.0f, 1.0f);
         for (float& v : X) v = g(rng);
-        uint8_t* dW; float *dX, *dY, *xs, *xsum; int16_t* xq;
+        uint8_t* dW; float *dX, *dY;
         CK(cudaMalloc(&dW, bytes * copies));
         for (int c = 0; c < copies; c++) CK(cudaMemcpy(dW + bytes * c, W.data(), bytes, cudaMemcpyHostToDevice));
         CK(cudaMalloc(&dX, cols * 4)); CK(cudaMalloc(&dY, rows * 4));
-        CK(cudaMalloc(&xq, cols * 2)); CK(cudaMalloc(&xs, cols / 8)); CK(cudaMalloc(&xsum, cols / 8));
-        int8_t* xq8; float *xs8, *xsum8;
-        CK(cudaMalloc(&xq8, cols)); CK(cudaMalloc(&xs8, cols / 8)); CK(cudaMalloc(&xsum8, cols / 8));
         CK(cudaMemcpy(dX, X.data(), cols * 4, cudaMemcpyHostToDevice));
-        lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq, xs, xsum);
-        lean::quantize_x<int8_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq8, xs8, xsum8);
-        CK(cudaGetLastError());
-        // Errors: a sample of rows against the reference, both kernels.
+        const LeanX<int16_t> x16(dX, cols);
+        const LeanX<int8_t> x8(dX, cols);
+        auto w_of = [&](int copy) { return dW + bytes * copy; };
+        auto rate = [&](const char* what, float us) { printf(" %s %5.1fus %4.0f", what, us, bytes / (1e3 * us)); };
+        // The lean kernel at R rows a warp with X as XT: one block a group of rows, then the resident grid.
+        auto lean_row = [&](auto r_tag, const auto& x, const char* label) {
+            constexpr int R = decltype(r_tag)::value;
+            using XT = std::remove_pointer_t<decltype(x.q)>;
+            auto kernel = lean::matvec_q4k<R, XT>;
+            const int full = (rows + 8 * R - 1) / (8 * R);
+            for (int grid : {full, std::min(full, resident_grid(kernel, 256))}) {
+                char what[32];
+                snprintf(what, sizeof what, "%s r%d%s", label, R, grid == full ? "" : "p");
+                rate(what, launch_us(copies, [&](int c) {
+                    kernel<<<grid, 256>>>(w_of(c), rb, rows, cols, x.q, x.s, x.sum, dY);
+                }));
+            }
+        };
+        // Errors: a sample of rows against the reference.
         const int check = std::min(rows, 512);
         std::vector<float> Wf((size_t)check * cols), Y(rows);
         for (int r = 0; r < check; r++) ref_row(gq::Q4_K, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
         auto worst = [&](const char* what) {
+            CK(cudaDeviceSynchronize());
             CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
             double w = 0, mean = 0;
             for (int r = 0; r < check; r++) {
@@ -542,94 +555,60 @@ static void bench_lean() {
         };
         printf("Q4_K %5dx%-5d", rows, cols);
         run_matvec1(*tc, 2, dW, dX, dY, rows, cols, rb, 2, 1, -1, false);
-        CK(cudaDeviceSynchronize());
         worst("matvec1");
-        lean::matvec_q4k<2, int16_t><<<lean_grid<2>(rows, 0), 256>>>(dW, rb, rows, cols, xq, xs, xsum, dY);
-        CK(cudaDeviceSynchronize());
+        lean::matvec_q4k<2, int16_t><<<(rows + 15) / 16, 256>>>(dW, rb, rows, cols, x16.q, x16.s, x16.sum, dY);
         worst("lean");
-        lean::matvec_q4k<2, int8_t><<<lean_grid<2, true>(rows, 0), 256>>>(dW, rb, rows, cols, xq8, xs8, xsum8, dY);
-        CK(cudaDeviceSynchronize());
+        lean::matvec_q4k<2, int8_t><<<(rows + 15) / 16, 256>>>(dW, rb, rows, cols, x8.q, x8.s, x8.sum, dY);
         worst("lean8");
-        int xs_grid = 0;
-        if (cols == 4096) {
-            int sms = 0, per_sm = 0;
-            CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lean::matvec_q4k_xs<4>, 128, 0));
-            xs_grid = per_sm * sms;
-            printf(" (xs: %d blocks/SM)", per_sm);
-            lean::matvec_q4k_xs<4><<<xs_grid, 128>>>(dW, rb, rows, xq, xs, xsum, dY);
-            CK(cudaDeviceSynchronize());
+        const int xs_grid = cols == 4096 ? resident_grid(lean::matvec_q4k_xs<4>, 128) : 0;
+        if (xs_grid) {
+            lean::matvec_q4k_xs<4><<<xs_grid, 128>>>(dW, rb, rows, x16.q, x16.s, x16.sum, dY);
             worst("xs");
         }
         printf("\n   ");
-        {
-            cudaEvent_t a, b;
-            CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-            const int it = 4 * copies;
-            for (int pdl = 0; pdl < 2; pdl++) {
-                CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++)
-                    run_matvec1(*tc, 2, dW + bytes * (i % copies), dX, dY, rows, cols, rb, 2, 1, -1, pdl);
-                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-                float ms; CK(cudaEventElapsedTime(&ms, a, b));
-                printf(" matvec1%s %5.1fus %4.0f", pdl ? "+pdl" : "", 1e3 * ms / it, bytes / (1e6 * ms / it));
-            }
-            CK(cudaEventRecord(a));
-            for (int i = 0; i < it; i++) lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, xq, xs, xsum);
-            CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-            float ms; CK(cudaEventElapsedTime(&ms, a, b));
-            printf(" quantize_x %4.1fus", 1e3 * ms / it);
-        }
+        for (int pdl = 0; pdl < 2; pdl++)
+            rate(pdl ? "matvec1+pdl" : "matvec1", launch_us(copies, [&](int c) {
+                     run_matvec1(*tc, 2, w_of(c), dX, dY, rows, cols, rb, 2, 1, -1, pdl);
+                 }));
+        printf(" quantize_x %4.1fus", launch_us(copies, [&](int) {
+                   lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, x16.q, x16.s, x16.sum);
+               }));
         {
             unsigned* out; CK(cudaMalloc(&out, 4));
-            int sms = 0; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+            int mps = 0; CK(cudaDeviceGetAttribute(&mps, cudaDevAttrMultiProcessorCount, 0));
             for (int per : {4, 8}) {
-                float us = time_probe<1>(dW, bytes, copies, out, per * sms);
-                printf(" probe g%d u1 %5.1fus %4.0f", per, us, bytes / (1e3 * us));
-                us = time_probe<4>(dW, bytes, copies, out, per * sms);
-                printf(" u4 %5.1fus %4.0f", us, bytes / (1e3 * us));
+                char what[32];
+                snprintf(what, sizeof what, "probe g%d u1", per);
+                rate(what, launch_us(copies, [&](int c) {
+                    read_probe<1><<<per * mps, 256>>>(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
+                }));
+                rate("u4", launch_us(copies, [&](int c) {
+                    read_probe<4><<<per * mps, 256>>>(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
+                }));
             }
             CK(cudaFree(out));
-            printf("\n   ");
-        }
-        for (int cap = 0; cap < 2; cap++) {
-            float us;
-            us = time_lean<1>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<1>(rows, cap));
-            printf(" lean r1%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-            us = time_lean<2>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<2>(rows, cap));
-            printf(" r2%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-            us = time_lean<4>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<4>(rows, cap));
-            printf(" r4%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-            us = time_lean<8>(dW, bytes, copies, rb, rows, cols, xq, xs, xsum, dY, lean_grid<8>(rows, cap));
-            printf(" r8%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
         }
         printf("\n   ");
+        lean_row(std::integral_constant<int, 1>{}, x16, "lean");
+        lean_row(std::integral_constant<int, 2>{}, x16, "lean");
+        lean_row(std::integral_constant<int, 4>{}, x16, "lean");
+        lean_row(std::integral_constant<int, 8>{}, x16, "lean");
+        printf("\n   ");
         if (xs_grid) {
-            cudaEvent_t a, b;
-            CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-            const int it = 4 * copies;
             for (int g : {xs_grid, xs_grid / 2, xs_grid * 2}) {
-                CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++)
-                    lean::matvec_q4k_xs<4><<<g, 128>>>(dW + bytes * (i % copies), rb, rows, xq, xs, xsum, dY);
-                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-                float ms; CK(cudaEventElapsedTime(&ms, a, b));
-                printf(" xs g%d %5.1fus %4.0f", g, 1e3 * ms / it, bytes / (1e6 * ms / it));
+                char what[32];
+                snprintf(what, sizeof what, "xs g%d", g);
+                rate(what, launch_us(copies, [&](int c) {
+                    lean::matvec_q4k_xs<4><<<g, 128>>>(w_of(c), rb, rows, x16.q, x16.s, x16.sum, dY);
+                }));
             }
             printf("\n   ");
         }
-        for (int cap = 0; cap < 2; cap++) {
-            float us;
-            us = time_lean<2>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<2, true>(rows, cap));
-            printf(" lean8 r2%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-            us = time_lean<4>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<4, true>(rows, cap));
-            printf(" r4%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-            us = time_lean<8>(dW, bytes, copies, rb, rows, cols, xq8, xs8, xsum8, dY, lean_grid<8, true>(rows, cap));
-            printf(" r8%s %5.1fus %4.0f", cap ? "p" : "", us, bytes / (1e3 * us));
-        }
+        lean_row(std::integral_constant<int, 2>{}, x8, "lean8");
+        lean_row(std::integral_constant<int, 4>{}, x8, "lean8");
+        lean_row(std::integral_constant<int, 8>{}, x8, "lean8");
         printf("\n");
-        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY)); CK(cudaFree(xq)); CK(cudaFree(xs)); CK(cudaFree(xsum));
-        CK(cudaFree(xq8)); CK(cudaFree(xs8)); CK(cudaFree(xsum8));
+        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
     }
 }
 
