@@ -123,6 +123,12 @@ unpack | run)
   LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "tile.cu's 128-token tiles fail"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
+  # The X-stationary one-token products (opt-in until timed): the backend's
+  # ops, and the synthetic models' greedy tokens, through them.
+  LLM_CUDA_MV1_XS=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "the X-stationary products fail the backend's tests"; status=1; }
+  LLM_CUDA_MV1_XS=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
+    { echo "the X-stationary products fail the model tests"; status=1; }
   exit $status
   ;;
 run-folders)

@@ -693,10 +693,6 @@ impl CudaBackend {
             Epilogue::Glu(_) if orders[1] != orders[0] => 2,
             _ => 1,
         };
-        let sms = self.info.sms.max(1) as usize;
-        let Some(plan) = m.plan(w.ty, ep, outputs, w.cols, x_copies, sms) else {
-            return false;
-        };
         let mut ws = [0u64; 3];
         let mut ys = [0u64; 3];
         let mut rows = [0i32; 3];
@@ -705,6 +701,21 @@ impl CudaBackend {
             ys[i] = *y;
             rows[i] = *r as i32;
         }
+        let in_order = orders.iter().all(|&o| o == 0);
+        let aligned = w.row_bytes.is_multiple_of(16)
+            && ws[..parts.len()].iter().all(|p| p.is_multiple_of(16));
+        let sms = self.info.sms.max(1) as usize;
+        let Some(plan) = m.plan(
+            w.ty,
+            ep,
+            outputs,
+            w.cols,
+            x_copies,
+            sms,
+            (in_order, aligned),
+        ) else {
+            return false;
+        };
         if let Epilogue::Glu(_) = ep {
             rows[1] = 0; // gate's rows index both; part 1 has no blocks of its own
         }

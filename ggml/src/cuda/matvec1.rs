@@ -29,6 +29,15 @@ struct Kernel {
     most_resident: usize,
 }
 
+/// The X-stationary kernels (matvec1_xs.cuh), by epilogue.
+#[derive(Clone, Copy)]
+struct Stationary {
+    store: Kernel,
+    add: Kernel,
+    swiglu: Kernel,
+    geglu: Kernel,
+}
+
 /// A weight type's one-token kernels.
 pub(super) struct Matvec1 {
     /// The float types' variant: X read as it is, no shared memory.
@@ -40,6 +49,8 @@ pub(super) struct Matvec1 {
     r2a: Kernel,
     swiglu: Kernel,
     geglu: Kernel,
+    /// The X-stationary variants, where the module has them.
+    stationary: Option<Stationary>,
 }
 
 /// A launch: the kernel, its dynamic shared memory, its rows a block, the
@@ -173,6 +184,43 @@ fn split_of(
     split
 }
 
+/// LLM_CUDA_MV1_XS=1: the quantised one-token products take the
+/// X-stationary kernels (matvec1_xs.cuh) where they can. Off by default until they are
+/// timed beside matvec1 on a GPU: the CPU emulator (kernels/emu) checks
+/// their results, not their speed.
+fn stationary_enabled() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_XS").is_some_and(|v| v == "1"))
+}
+
+/// Segments of 1024 columns an X-stationary warp keeps in its registers
+/// (matvec1_xs.cuh's xs_segments): two for a glu (whose warp has a gate
+/// row's and an up row's weights in flight), else four, or three for the
+/// types whose unpacking takes more registers.
+fn stationary_segments(ty: GgmlType, epilogue: Epilogue) -> usize {
+    match epilogue {
+        Epilogue::Glu(_) => 2,
+        _ if matches!(ty, GgmlType::Q5_K | GgmlType::Q6_K) => 3,
+        _ => 4,
+    }
+}
+
+/// Rows an X-stationary warp takes at once: a glu's gate and up, else one.
+fn stationary_rows(epilogue: Epilogue) -> usize {
+    match epilogue {
+        Epilogue::Glu(_) => 2,
+        _ => 1,
+    }
+}
+
+/// The fewest warps (1, 2, 4 or 8) a row of `segments` is split over so
+/// that none keeps more than `most`; None where eight are not enough.
+fn stationary_split(segments: usize, most: usize) -> Option<usize> {
+    [1usize, 2, 4, 8]
+        .into_iter()
+        .find(|&s| segments.div_ceil(s) <= most)
+}
+
 /// Blocks a multiprocessor that the float variant splits rows for: the H200
 /// measured a 7B of F16's output projection (256 blocks of 16 rows on 132
 /// multiprocessors, unsplit) at 2.05 TB/s against 3.06 for q, k and v
@@ -227,6 +275,44 @@ impl Matvec1 {
             r2a: kernel("r2a")?,
             swiglu: kernel("swiglu")?,
             geglu: kernel("geglu")?,
+            stationary: (|| {
+                Some(Stationary {
+                    store: kernel("xs_r1")?,
+                    add: kernel("xs_r1a")?,
+                    swiglu: kernel("xs_swiglu")?,
+                    geglu: kernel("xs_geglu")?,
+                })
+            })(),
+        })
+    }
+
+    /// The X-stationary launch, where the type has one and a warp can keep
+    /// its share of X in registers. Q4_K's rows are read directly (they
+    /// must start 16-byte aligned); the other types' are staged through
+    /// each warp's slots, a segment of each of its rows.
+    fn stationary_plan(&self, ty: GgmlType, epilogue: Epilogue, cols: usize) -> Option<Plan> {
+        let st = self.stationary?;
+        let k = match epilogue {
+            Epilogue::Store => st.store,
+            Epilogue::Add => st.add,
+            Epilogue::Glu(Glu::SwiGlu) => st.swiglu,
+            Epilogue::Glu(Glu::GeGlu) => st.geglu,
+        };
+        let segments = stationary_segments(ty, epilogue);
+        let split = stationary_split(cols.div_ceil(1024), segments)?;
+        let slots = if ty == GgmlType::Q4_K {
+            0
+        } else {
+            8 * stationary_rows(epilogue) * segments * slot_bytes(ty)
+        };
+        let shared = x16_bytes(cols) + slots;
+        (shared <= k.max_shared).then_some(Plan {
+            f: k.f,
+            shared: shared as u32,
+            rows_per_block: 8 / split,
+            stages: 1,
+            split: split as i32,
+            resident: Some(resident_blocks(shared, k.most_resident)),
         })
     }
 
@@ -236,6 +322,10 @@ impl Matvec1 {
     /// Two rows a warp halve the copies of X, but only while that still
     /// leaves a block for every multiprocessor.
     /// The stages shrink until the block fits its shared memory.
+    /// `in_order`: no part reads X through an input order; `aligned`: every
+    /// part's rows start 16-byte aligned (what the X-stationary kernels
+    /// need, the second for Q4_K only).
+    #[allow(clippy::too_many_arguments)]
     pub fn plan(
         &self,
         ty: GgmlType,
@@ -244,7 +334,18 @@ impl Matvec1 {
         cols: usize,
         x_copies: usize,
         sms: usize,
+        (in_order, aligned): (bool, bool),
     ) -> Option<Plan> {
+        if in_order
+            && (aligned || ty != GgmlType::Q4_K)
+            && cols.is_multiple_of(32)
+            && x_copies == 1
+            && stationary_enabled()
+        {
+            if let Some(plan) = self.stationary_plan(ty, epilogue, cols) {
+                return Some(plan);
+            }
+        }
         let two = rows.div_ceil(16) >= sms;
         let (k, rows_per_block) = match epilogue {
             Epilogue::Store if two => (self.r2, 16),
@@ -351,6 +452,37 @@ mod tests {
         assert_eq!(resident_blocks(200 << 10, 3), 1);
         assert_eq!(resident_blocks(400 << 10, 3), 1);
         assert_eq!(resident_blocks(0, 0), 1);
+    }
+
+    #[test]
+    fn stationary_warps_keep_at_most_their_segments() {
+        let split = |cols: usize, ep| {
+            stationary_split(cols.div_ceil(1024), stationary_segments(GgmlType::Q4_K, ep))
+        };
+        let glu = Epilogue::Glu(Glu::SwiGlu);
+        // A 7B: q, k, v and the output projection unsplit; gate and up over
+        // two warps; the down projection (11008 columns) over four.
+        assert_eq!(split(4096, Epilogue::Store), Some(1));
+        assert_eq!(split(4096, glu), Some(2));
+        assert_eq!(split(11008, Epilogue::Add), Some(4));
+        assert_eq!(split(11008, glu), Some(8));
+        // A 1B's down projection (8192), Llama-3 8B's (14336).
+        assert_eq!(split(8192, Epilogue::Add), Some(2));
+        assert_eq!(split(14336, Epilogue::Add), Some(4));
+        // Past 8 warps of 4 segments: none (matvec1 takes it).
+        assert_eq!(split(32768, Epilogue::Store), Some(8));
+        assert_eq!(split(33792, Epilogue::Store), None);
+        assert_eq!(split(16384 + 1024, glu), None);
+        // Q6_K keeps three: a 7B's q, k and v over two warps.
+        let q6 = |cols: usize| {
+            stationary_split(
+                cols.div_ceil(1024),
+                stationary_segments(GgmlType::Q6_K, Epilogue::Store),
+            )
+        };
+        assert_eq!(q6(4096), Some(2));
+        assert_eq!(q6(11008), Some(4));
+        assert_eq!(q6(3072), Some(1));
     }
 
     #[test]

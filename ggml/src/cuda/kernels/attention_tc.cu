@@ -20,6 +20,7 @@
 #include <math.h>
 
 #include "pdl.cuh"
+#include "dynamic_shared.cuh"
 #include <mma.h>
 #include <stdint.h>
 
@@ -63,7 +64,7 @@ __device__ __forceinline__ void attention_tc(const float* __restrict__ q, const 
                                              float kq_scale) {
     namespace wmma = nvcuda::wmma;
     constexpr int LDH = D + 8;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GQ_DYNAMIC_SHARED(128, unsigned char, smem);
     if (head_dim != D || dynamic_shared_size() < static_cast<unsigned>(shared_bytes(D))) __trap();
     __half* Qs = reinterpret_cast<__half*>(smem);  // [QB][LDH]
     __half* Ks = Qs + QB * LDH;                     // [CB][LDH]

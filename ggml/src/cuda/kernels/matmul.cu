@@ -10,10 +10,12 @@
 #include <stdint.h>
 
 #include "pdl.cuh"
+#include "dynamic_shared.cuh"
 #include "act.cuh"
 #include "async.cuh"
 #include "tiles.cuh"
 #include "intdot.cuh"
+#include "q4k_lanes.cuh"
 #include "quants.cuh"
 
 namespace {
@@ -547,7 +549,7 @@ struct Mv1Parts {
 constexpr int MV1_PREFETCH = 4;
 template <int T>
 __device__ __forceinline__ constexpr bool mv1_direct() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900) || defined(GQ_EMU)
     return T == Q4_K;
 #else
     return false;
@@ -580,18 +582,6 @@ __device__ __forceinline__ void mv1_prefetch(const uint8_t* const (&row)[R], con
             prefetch_l2(reinterpret_cast<const void*>(a0), static_cast<unsigned>(a1 - a0));
         }
     }
-}
-
-// sum of 16-bit a (signed) times bytes of b (unsigned), pairs lo or hi, plus c.
-[[maybe_unused]] __device__ __forceinline__ int dp2a_lo_su(int a, int b, int c) {
-    int d;
-    asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-[[maybe_unused]] __device__ __forceinline__ int dp2a_hi_su(int a, int b, int c) {
-    int d;
-    asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
 }
 
 // Block `vb` of a launch's products (the grid counts the parts' blocks one
@@ -677,7 +667,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
     const bool staged_only = ST < 0;
     ST = staged_only ? -ST : ST;
     constexpr int SLOT = mv_slot_bytes(T);
-    extern __shared__ __align__(16) uint8_t xq[];
+    GQ_DYNAMIC_SHARED(16, uint8_t, xq);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int x_bytes = ((cols >> 5) * 80 + 15) & ~15;
     const bool two_x = GLU && orders[1] != orders[0];
@@ -882,6 +872,8 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
         }
     }
 }
+
+#include "matvec1_xs.cuh"
 
 // ---------------------------------------------------------------- one token, float weights
 //
@@ -1318,6 +1310,37 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
         const unsigned* const orders[3] = {order0, order1, order2};                                         \
         matvec1<T, R, OUT>(X, orders, parts, cols, row_bytes, stages, split, norm_w, eps);                  \
     }
+// matvec1_<t>_xs_<variant>: matvec1_xs.cuh's X-stationary products, the
+// arguments and variants (r1, r1a, swiglu, geglu) of matvec1_<t>'s, without
+// input orders (order0..2 null; stages unused); Q4_K rows must start 16-byte
+// aligned. `split` 1, 2, 4 or 8, enough that a warp takes at most
+// xs_segments segments of 1024 (a glu 2; else 3 for Q5_K and Q6_K, 4 for
+// the others). Dynamic shared memory: X's 80 bytes a chunk of 32 rounded up
+// to 16, and for the types other than Q4_K 8 * R * xs_segments slots of
+// mv_slot_bytes(t) (R: 2 for a glu, else 1). At least two blocks of 256 threads a multiprocessor: X takes 80
+// registers a thread.
+#define GQ_MATVEC1_XS_ONE(name, T, variant, OUT)                                                           \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                                    \
+        matvec1_##name##_xs_##variant(const float* __restrict__ X, const uint8_t* W0, float* Y0, int rows0, \
+                                      const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2, \
+                                      int rows2, int cols, long long row_bytes, int stages, int split,      \
+                                      const unsigned* order0, const unsigned* order1,                       \
+                                      const unsigned* order2, const float* norm_w, float eps) {             \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
+        mv1_prologue<T, xs_rows<OUT>(), OUT>(parts, cols, row_bytes, split);                                \
+        gq::pdl_begin();                                                                                    \
+        (void)stages;                                                                                       \
+        if (order0 || order1 || order2) __trap();                                                           \
+        if constexpr (T == gq::Q4_K)                                                                        \
+            matvec1_xs_direct<OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                          \
+        else                                                                                                \
+            matvec1_xs_staged<T, OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                       \
+    }
+#define GQ_MATVEC1_XS(name, T)                          \
+    GQ_MATVEC1_XS_ONE(name, T, r1, MV1_STORE)           \
+    GQ_MATVEC1_XS_ONE(name, T, r1a, MV1_ADD)            \
+    GQ_MATVEC1_XS_ONE(name, T, swiglu, MV1_SWIGLU)      \
+    GQ_MATVEC1_XS_ONE(name, T, geglu, MV1_GEGLU)
 #define GQ_MATVEC1(name, T)                             \
     GQ_MATVEC1_ONE(name, T, r1, 1, MV1_STORE)           \
     GQ_MATVEC1_ONE(name, T, r2, 2, MV1_STORE)           \
@@ -1357,6 +1380,13 @@ GQ_MATVEC1(q8_0, gq::Q8_0)
 GQ_MATVEC1(q4_k, gq::Q4_K)
 GQ_MATVEC1(q5_k, gq::Q5_K)
 GQ_MATVEC1(q6_k, gq::Q6_K)
+GQ_MATVEC1_XS(q4_0, gq::Q4_0)
+GQ_MATVEC1_XS(q4_1, gq::Q4_1)
+GQ_MATVEC1_XS(q5_0, gq::Q5_0)
+GQ_MATVEC1_XS(q8_0, gq::Q8_0)
+GQ_MATVEC1_XS(q4_k, gq::Q4_K)
+GQ_MATVEC1_XS(q5_k, gq::Q5_K)
+GQ_MATVEC1_XS(q6_k, gq::Q6_K)
 
 GQ_MATMUL_SIMT(f32, gq::F32)
 GQ_MATMUL_SIMT(bf16, gq::BF16)

@@ -11,7 +11,13 @@
 //      double-precision host product within a tolerance (f32 for matvec and
 //      the F32/BF16 matmul; f16 operands for the tensor-core matmul), and so
 //      does tile.cu's matmul_tile (both tile widths, ntok > 8).
+//   3. matvec1's X-stationary variants (matvec1_xs.cuh), every epilogue,
+//      split and grid, with and without the fused norm (--xs: these only).
 // Weights are placed at an address that is 2 mod 4 to exercise unaligned rows.
+//
+// Without a GPU: g++ -std=c++17 -O2 -ffp-contract=off -fsanitize=alignment
+// -I emu -x c++ test_matmul.cu (emu/emu.h; the tensor-core products are
+// left out there).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -25,6 +31,20 @@
 #include "matmul.cu"
 #include "tile.cu"
 #include "lean.cuh"
+
+// Under the CPU emulator (g++ -I emu, see emu/emu.h) the tensor-core
+// products are left out: its wmma computes a whole tile in every lane, far
+// too slowly for these sizes.
+#ifdef GQ_EMU
+constexpr bool EMULATED = true;
+#else
+constexpr bool EMULATED = false;
+#endif
+
+// A launch that the CPU emulator (emu/cuda_runtime.h) can take too.
+#ifndef GQ_LAUNCH
+#define GQ_LAUNCH(grid, block, shared, ...) __VA_ARGS__<<<grid, block, shared>>>
+#endif
 
 #define CK(x)                                                                                  \
     do {                                                                                       \
@@ -221,17 +241,17 @@ static const int TILE_BN[2] = {128, 64};
 static void run_tile(const TypeCase& tc, int v, const uint8_t* W, const float* X, __half* Xh, float* Y, int rows,
                      int cols, long long rb, int ntok) {
     const long long n = (long long)ntok * cols;
-    to_half<<<(unsigned)((n / 4 + 255) / 256), 256>>>(X, Xh, n);
+    GQ_LAUNCH((unsigned)((n / 4 + 255) / 256), 256, 0, to_half)(X, Xh, n);
     const int shared = tile::tile_shared(tc.t, TILE_BN[v]);
     CK(cudaFuncSetAttribute(tc.tile[v], cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
     dim3 grid((ntok + TILE_BN[v] - 1) / TILE_BN[v], (rows + 127) / 128);
-    tc.tile[v]<<<grid, 256, shared>>>(W, Xh, Y, rows, cols, rb, ntok);
+    GQ_LAUNCH(grid, 256, shared, tc.tile[v])(W, Xh, Y, rows, cols, rb, ntok);
 }
 
 template <int T>
 static void launch_deq(const uint8_t* W, float* out, int rows, int cols, long long rb) {
     int n = rows * (cols / 32);
-    k_dequant<T><<<(n + 127) / 128, 128>>>(W, out, rows, cols, rb);
+    GQ_LAUNCH((n + 127) / 128, 128, 0, k_dequant<T>)(W, out, rows, cols, rb);
 }
 
 #define TF(name, T) {T, #name, launch_deq<T>, matvec_##name, matmul_##name, nullptr, {nullptr, nullptr}, {nullptr, nullptr}}
@@ -335,15 +355,15 @@ static void bench() {
         printf("%-7s", tc.name);
         for (int ntok : {1, 2, 8}) {
             const int it = 200;
-            for (int i = 0; i < 3; i++) tc.matvec<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            for (int i = 0; i < 3; i++) GQ_LAUNCH(rows / 4, 128, 0, tc.matvec)(dW, dX, dY, rows, cols, rb, ntok);
             CK(cudaEventRecord(a));
-            for (int i = 0; i < it; i++) tc.matvec<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            for (int i = 0; i < it; i++) GQ_LAUNCH(rows / 4, 128, 0, tc.matvec)(dW, dX, dY, rows, cols, rb, ntok);
             CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
             float ms; CK(cudaEventElapsedTime(&ms, a, b));
             printf("  mv%d %6.1f us %6.0f GB/s", ntok, 1e3 * ms / it, W.size() / (1e6 * ms / it));
             if (tc.matvecx) {
                 CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++) tc.matvecx<<<rows / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                for (int i = 0; i < it; i++) GQ_LAUNCH(rows / 4, 128, 0, tc.matvecx)(dW, dX, dY, rows, cols, rb, ntok);
                 CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
                 CK(cudaEventElapsedTime(&ms, a, b));
                 printf(" (x %6.1f us %6.0f GB/s)", 1e3 * ms / it, W.size() / (1e6 * ms / it));
@@ -363,9 +383,9 @@ static void bench() {
         for (int ntok : {64, 512}) {
             const int it = 20;
             dim3 grid(rows / 64, (ntok + 63) / 64);
-            tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            GQ_LAUNCH(grid, 128, 0, tc.matmul)(dW, dX, dY, rows, cols, rb, ntok);
             CK(cudaEventRecord(a));
-            for (int i = 0; i < it; i++) tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+            for (int i = 0; i < it; i++) GQ_LAUNCH(grid, 128, 0, tc.matmul)(dW, dX, dY, rows, cols, rb, ntok);
             CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
             float ms; CK(cudaEventElapsedTime(&ms, a, b));
             printf("  mm%d %7.1f us %5.1f TFLOP/s", ntok, 1e3 * ms / it, 2.0 * rows * cols * ntok / (1e9 * ms / it));
@@ -439,6 +459,74 @@ static void bench_small(int only) {
     }
 }
 
+// ---------------------------------------------------------------- X-stationary Q4_K (matvec1_xs.cuh)
+
+// A type's four variants (r1, r1a, swiglu, geglu).
+struct XsCase {
+    int t;
+    const char* name;
+    kern1_t k[4];
+};
+#define XSC(name, T) \
+    {T, #name, {matvec1_##name##_xs_r1, matvec1_##name##_xs_r1a, matvec1_##name##_xs_swiglu, matvec1_##name##_xs_geglu}}
+static const XsCase XS_CASES[] = {XSC(q4_0, gq::Q4_0), XSC(q4_1, gq::Q4_1), XSC(q5_0, gq::Q5_0), XSC(q8_0, gq::Q8_0),
+                                  XSC(q4_k, gq::Q4_K), XSC(q5_k, gq::Q5_K), XSC(q6_k, gq::Q6_K)};
+static const char* const XS_NAMES[4] = {"r1", "r1a", "swiglu", "geglu"};
+static const XsCase& XS_Q4_K = XS_CASES[4];
+
+// The fewest warps a row (1, 2, 4, 8) that leave each at most `most`
+// segments of 1024 (cuda/matvec1.rs's stationary_split); 0 where none do.
+static int xs_split(int cols, int most) {
+    const int nseg = (cols + 1023) / 1024;
+    for (int s = 1; s <= 8; s *= 2)
+        if ((nseg + s - 1) / s <= most) return s;
+    return 0;
+}
+
+// Segments of X a warp keeps (matvec1_xs.cuh's xs_segments).
+static int xs_segments_of(int t, int variant) {
+    return variant >= 2 ? 2 : (t == gq::Q5_K || t == gq::Q6_K ? 3 : 4);
+}
+
+// One launch of matvec1_<t>_xs_<XS_NAMES[variant]> on parts of n[p] rows
+// each, consecutive in W from its start and written consecutively into Y (a
+// glu: gate n[0] rows, then up n[1]); each row over `split` warps; the grid
+// capped at `grid_cap` blocks (-1: those that stay resident, as decode
+// launches it; 0: none); `pdl` as run_matvec1's.
+static void run_matvec1_xs(const XsCase& xc, int variant, const uint8_t* dW, const float* dX, float* dY,
+                           const int (&n)[3], int cols, long long rb, int split, int grid_cap, bool pdl,
+                           const float* norm = nullptr, float eps = 0.0f) {
+    const kern1_t k = xc.k[variant];
+    // X, and the staged types' slots: a segment of each row a warp keeps.
+    const int rows_a_warp = variant >= 2 ? 2 : 1, segments = xs_segments_of(xc.t, variant);
+    const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) +
+                    (xc.t == gq::Q4_K ? 0 : 8 * rows_a_warp * segments * mv_slot_bytes(xc.t));
+    const int per_block = 8 / split;
+    int grid = 0;
+    for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) grid += (n[p] + per_block - 1) / per_block;
+    if (grid_cap < 0) {
+        int sms = 0, per_sm = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, dyn));
+        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
+    }
+    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
+    CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn));
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(256);
+    config.dynamicSmemBytes = dyn;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = pdl ? 1 : 0;
+    const unsigned* no_order = nullptr;
+    CK(cudaLaunchKernelEx(&config, k, dX, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
+                          (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb, 1, split,
+                          no_order, no_order, no_order, norm, eps));
+}
+
 // --bench-lean: the lean.cuh prototypes against matvec1 on decode's Q4_K
 // shapes, cycling over copies that outsize L2; first each kernel's error
 // against the double-precision reference.
@@ -491,7 +579,7 @@ struct LeanX {
     float *s, *sum;
     LeanX(const float* dX, int cols) {
         CK(cudaMalloc(&q, cols * sizeof(XT))); CK(cudaMalloc(&s, cols / 8)); CK(cudaMalloc(&sum, cols / 8));
-        lean::quantize_x<XT><<<(cols + 255) / 256, 256>>>(dX, cols, q, s, sum);
+        GQ_LAUNCH((cols + 255) / 256, 256, 0, lean::quantize_x<XT>)(dX, cols, q, s, sum);
         CK(cudaGetLastError());
     }
     ~LeanX() { CK(cudaFree(q)); CK(cudaFree(s)); CK(cudaFree(sum)); }
@@ -530,7 +618,7 @@ static void bench_lean() {
                 char what[32];
                 snprintf(what, sizeof what, "%s r%d%s", label, R, grid == full ? "" : "p");
                 rate(what, launch_us(copies, [&](int c) {
-                    kernel<<<grid, 256>>>(w_of(c), rb, rows, cols, x.q, x.s, x.sum, dY);
+                    GQ_LAUNCH(grid, 256, 0, kernel)(w_of(c), rb, rows, cols, x.q, x.s, x.sum, dY);
                 }));
             }
         };
@@ -556,13 +644,20 @@ static void bench_lean() {
         printf("Q4_K %5dx%-5d", rows, cols);
         run_matvec1(*tc, 2, dW, dX, dY, rows, cols, rb, 2, 1, -1, false);
         worst("matvec1");
-        lean::matvec_q4k<2, int16_t><<<(rows + 15) / 16, 256>>>(dW, rb, rows, cols, x16.q, x16.s, x16.sum, dY);
+        GQ_LAUNCH((rows + 15) / 16, 256, 0, lean::matvec_q4k<2, int16_t>)(dW, rb, rows, cols, x16.q, x16.s, x16.sum, dY);
         worst("lean");
-        lean::matvec_q4k<2, int8_t><<<(rows + 15) / 16, 256>>>(dW, rb, rows, cols, x8.q, x8.s, x8.sum, dY);
+        GQ_LAUNCH((rows + 15) / 16, 256, 0, lean::matvec_q4k<2, int8_t>)(dW, rb, rows, cols, x8.q, x8.s, x8.sum, dY);
         worst("lean8");
+        {
+            const int n1[3] = {rows, 0, 0};
+            if (xs_split(cols, 4)) {
+                run_matvec1_xs(XS_Q4_K, 0, dW, dX, dY, n1, cols, rb, xs_split(cols, 4), -1, false);
+                worst("matvec1_xs");
+            }
+        }
         const int xs_grid = cols == 4096 ? resident_grid(lean::matvec_q4k_xs<4>, 128) : 0;
         if (xs_grid) {
-            lean::matvec_q4k_xs<4><<<xs_grid, 128>>>(dW, rb, rows, x16.q, x16.s, x16.sum, dY);
+            GQ_LAUNCH(xs_grid, 128, 0, lean::matvec_q4k_xs<4>)(dW, rb, rows, x16.q, x16.s, x16.sum, dY);
             worst("xs");
         }
         printf("\n   ");
@@ -570,8 +665,24 @@ static void bench_lean() {
             rate(pdl ? "matvec1+pdl" : "matvec1", launch_us(copies, [&](int c) {
                      run_matvec1(*tc, 2, w_of(c), dX, dY, rows, cols, rb, 2, 1, -1, pdl);
                  }));
+        {
+            // The backend's X-stationary kernel as decode launches it: a
+            // plain product, then (as the down projection) an add, then
+            // the rows as a glu's gate and up halves.
+            const int n1[3] = {rows, 0, 0}, half[3] = {rows / 2, rows / 2, 0};
+            for (int variant : {0, 1, 2}) {
+                const int split = xs_split(cols, xs_segments_of(gq::Q4_K, variant));
+                if (!split) continue;
+                char what[32];
+                snprintf(what, sizeof what, "xs-%s k%d+pdl", XS_NAMES[variant], split);
+                rate(what, launch_us(copies, [&](int c) {
+                         run_matvec1_xs(XS_Q4_K, variant, w_of(c), dX, dY, variant >= 2 ? half : n1, cols, rb,
+                                        split, -1, true);
+                     }));
+            }
+        }
         printf(" quantize_x %4.1fus", launch_us(copies, [&](int) {
-                   lean::quantize_x<int16_t><<<(cols + 255) / 256, 256>>>(dX, cols, x16.q, x16.s, x16.sum);
+                   GQ_LAUNCH((cols + 255) / 256, 256, 0, lean::quantize_x<int16_t>)(dX, cols, x16.q, x16.s, x16.sum);
                }));
         {
             unsigned* out; CK(cudaMalloc(&out, 4));
@@ -580,10 +691,10 @@ static void bench_lean() {
                 char what[32];
                 snprintf(what, sizeof what, "probe g%d u1", per);
                 rate(what, launch_us(copies, [&](int c) {
-                    read_probe<1><<<per * mps, 256>>>(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
+                    GQ_LAUNCH(per * mps, 256, 0, read_probe<1>)(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
                 }));
                 rate("u4", launch_us(copies, [&](int c) {
-                    read_probe<4><<<per * mps, 256>>>(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
+                    GQ_LAUNCH(per * mps, 256, 0, read_probe<4>)(reinterpret_cast<const uint4*>(w_of(c)), bytes / 16, out);
                 }));
             }
             CK(cudaFree(out));
@@ -599,7 +710,7 @@ static void bench_lean() {
                 char what[32];
                 snprintf(what, sizeof what, "xs g%d", g);
                 rate(what, launch_us(copies, [&](int c) {
-                    lean::matvec_q4k_xs<4><<<g, 128>>>(w_of(c), rb, rows, x16.q, x16.s, x16.sum, dY);
+                    GQ_LAUNCH(g, 128, 0, lean::matvec_q4k_xs<4>)(w_of(c), rb, rows, x16.q, x16.s, x16.sum, dY);
                 }));
             }
             printf("\n   ");
@@ -612,11 +723,121 @@ static void bench_lean() {
     }
 }
 
+static double silu_d(double g) { return g / (1.0 + exp(-g)); }
+static double gelu_d(double g) {
+    if (g <= -10.0) return 0.0;
+    if (g >= 10.0) return g;
+    return 0.5 * g * (1.0 + tanh(0.7978845608028654 * g * (1.0 + 0.044715 * g * g)));
+}
+
+// Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
+// one input, a residual add, both glus, with and without the fused input
+// norm, every split that fits and blocks that loop over row groups; against
+// the double-precision product (tolerance relative to sum |w x|, as matvec1's).
+static int test_matvec1_xs(std::mt19937& rng) {
+    int failures = 0;
+    for (const XsCase& xc : XS_CASES) {
+    const int t = xc.t, rows = 131;
+    int fail = 0;
+    // (1056: 33 chunks, a segment of one chunk at the end)
+    for (int cols : {gq::cols_multiple(t) == 32 ? 1056 : 256, 2304, 4352, 11008}) {
+        const long long rb = (long long)cols / gq::block_elems(t) * gq::block_bytes(t);
+        std::vector<uint8_t> W(rows * rb);
+        for (int r = 0; r < rows; r++) random_row(t, W.data() + r * rb, cols, rng);
+        std::vector<float> Wf((size_t)rows * cols);
+        for (int r = 0; r < rows; r++) ref_row(t, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
+        std::vector<float> X(cols), norm(cols);
+        std::uniform_real_distribution<float> u(-1.f, 1.f);
+        for (auto& v : X) v = u(rng);
+        for (auto& v : norm) v = 0.5f + u(rng);
+        uint8_t* dWbuf;
+        float *dX, *dN, *dY;
+        // Q4_K rows as the backend stores them (16-byte aligned); the
+        // others at 2 mod 4, the staged path's unaligned case.
+        CK(cudaMalloc(&dWbuf, W.size() + 16));
+        uint8_t* dW = dWbuf + (t == gq::Q4_K ? 0 : 2);
+        CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dX, cols * 4));
+        CK(cudaMemcpy(dX, X.data(), cols * 4, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dN, cols * 4));
+        CK(cudaMemcpy(dN, norm.data(), cols * 4, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dY, rows * 4));
+        for (int normed = 0; normed < 2; normed++) {
+            // The input each row sees, and each row's exact product and sum |w x|.
+            std::vector<double> xe(cols), dot(rows), mag(rows);
+            double ss = 0;
+            for (float v : X) ss += (double)v * v;
+            const float eps = 1e-5f;
+            const double scale = normed ? 1.0 / sqrt(ss / cols + eps) : 1.0;
+            for (int k = 0; k < cols; k++) xe[k] = normed ? X[k] * scale * norm[k] : X[k];
+            for (int r = 0; r < rows; r++) {
+                double s = 0, a = 0;
+                for (int k = 0; k < cols; k++) {
+                    const double p = (double)Wf[(size_t)r * cols + k] * xe[k];
+                    s += p;
+                    a += fabs(p);
+                }
+                dot[r] = s;
+                mag[r] = a;
+            }
+            for (int variant = 0; variant < 4; variant++) {
+                const bool glu = variant >= 2;
+                const int least = xs_split(cols, xs_segments_of(t, variant));
+                // Three parts (rows 0-59, 60-99, 100-130) for r1; the whole
+                // weight for r1a; gate rows 0-64 with up rows 65-129 for a glu.
+                const int n[3] = {variant == 0 ? 60 : glu ? 65 : rows, variant == 0 ? 40 : glu ? 65 : 0,
+                                  variant == 0 ? rows - 100 : 0};
+                const int n0 = n[0];
+                for (int split = least; split <= 8 && least > 0; split *= 2)
+                    for (int cap : {0, 3}) {
+                        std::vector<float> before(rows), Y(rows);
+                        for (auto& v : before) v = u(rng);
+                        CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
+                        run_matvec1_xs(xc, variant, dW, dX, dY, n, cols, rb, split, cap, false, normed ? dN : nullptr,
+                                       eps);
+                        CK(cudaGetLastError());
+                        CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
+                        int bad = 0;
+                        for (int r = 0; r < rows; r++) {
+                            double want, lim;
+                            if (!glu) {
+                                want = variant == 1 ? before[r] + dot[r] : dot[r];
+                                lim = 1e-4 * mag[r] + (variant == 1 ? 1e-6 : 0.0) + 1e-30;
+                            } else if (r < n0) {
+                                const double g = dot[r], up = dot[n0 + r];
+                                const double act = variant == 2 ? silu_d(g) : gelu_d(g);
+                                want = act * up;
+                                lim = 1e-4 * (1.2 * mag[r] * fabs(up) + fabs(act) * mag[n0 + r]) + 1e-30;
+                            } else {
+                                want = before[r];  // not written
+                                lim = 0;
+                            }
+                            const double err = fabs(Y[r] - want);
+                            if (!(err <= lim)) {
+                                if (bad < 3)
+                                    fprintf(stderr, "  matvec1_%s_xs_%s cols=%d split=%d grid<=%d norm %d: Y[%d]=%.9g want %.9g\n",
+                                            xc.name, XS_NAMES[variant], cols, split, cap, normed, r, Y[r], want);
+                                bad++;
+                            }
+                        }
+                        fail += bad;
+                    }
+            }
+        }
+        CK(cudaFree(dWbuf)); CK(cudaFree(dX)); CK(cudaFree(dN)); CK(cudaFree(dY));
+    }
+    printf("%s xs %s\n", xc.name, fail ? "FAIL" : "ok");
+    failures += fail != 0;
+    }
+    return failures;
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
+    if (argc > 1 && !strcmp(argv[1], "--xs")) return test_matvec1_xs(rng);
     int failures = 0;
     for (const TypeCase& tc : CASES) {
         const int be = gq::block_elems(tc.t), bb = gq::block_bytes(tc.t), mult = gq::cols_multiple(tc.t);
@@ -667,14 +888,14 @@ int main(int argc, char** argv) {
                 std::vector<float> Y((size_t)ntok * rows);
                 if (ntok <= 11) {
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                    tc.matvec<<<(rows + 3) / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                    GQ_LAUNCH((rows + 3) / 4, 128, 0, tc.matvec)(dW, dX, dY, rows, cols, rb, ntok);
                     CK(cudaGetLastError());
                     CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                     type_fail += compare("matvec", tc, rows, cols, ntok, Wf, X, Y, 1e-5);
                     if (tc.matvecx) {
                         // 16-bit activations: 2^-15 of each chunk's largest, at worst.
                         CK(cudaMemset(dY, 0xff, Y.size() * 4));
-                        tc.matvecx<<<(rows + 3) / 4, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                        GQ_LAUNCH((rows + 3) / 4, 128, 0, tc.matvecx)(dW, dX, dY, rows, cols, rb, ntok);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                         type_fail += compare("matvecx", tc, rows, cols, ntok, Wf, X, Y, 1e-4);
@@ -701,17 +922,17 @@ int main(int argc, char** argv) {
                                 type_fail += compare(what, tc, rows, cols, 1, Wf, X, Y, 1e-4);
                             }
                 }
-                if (ntok != 2 && ntok != 3 && ntok != 5) {
+                if (ntok != 2 && ntok != 3 && ntok != 5 && !EMULATED) {
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
                     dim3 grid((rows + 63) / 64, (ntok + 63) / 64);
-                    tc.matmul<<<grid, 128>>>(dW, dX, dY, rows, cols, rb, ntok);
+                    GQ_LAUNCH(grid, 128, 0, tc.matmul)(dW, dX, dY, rows, cols, rb, ntok);
                     CK(cudaGetLastError());
                     CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
                     const bool simt = tc.t == gq::F32 || tc.t == gq::BF16;
                     type_fail += compare("matmul", tc, rows, cols, ntok, Wf, X, Y, simt ? 1e-5 : 2e-3);
                 }
                 // Unaligned rows, and 16-byte aligned ones (F16's direct copies).
-                for (int v = 0; v < 4 && tc.tile[0] && ntok > 8; v++) {
+                for (int v = 0; v < 4 && tc.tile[0] && ntok > 8 && !EMULATED; v++) {
                     __half* dXh;
                     CK(cudaMalloc(&dXh, X.size() * 2));
                     CK(cudaMemset(dY, 0xff, Y.size() * 4));
@@ -733,6 +954,7 @@ int main(int argc, char** argv) {
         printf("%-7s %s\n", tc.name, type_fail ? "FAIL" : "ok");
         failures += type_fail != 0;
     }
+    failures += test_matvec1_xs(rng);  // (one count a type)
     printf(failures ? "%d type(s) FAILED\n" : "all ok\n", failures);
     return failures != 0;
 }

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "pdl.cuh"
+#include "dynamic_shared.cuh"
 #include "tiles.cuh"
 
 // Named (not anonymous) so that test_matmul.cu can include this beside matmul.cu.
@@ -46,9 +47,13 @@ __host__ __device__ constexpr int tile_shared(int t, int bn) {
 }
 
 __device__ __forceinline__ unsigned dynamic_shared_size() {
+#ifdef GQ_EMU
+    return static_cast<unsigned>(gq_emu::st().dynamic_shared_bytes);
+#else
     unsigned n;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
     return n;
+#endif
 }
 
 // Starts the copies of step `k`'s activations (BN tokens x BK halves) into
@@ -144,7 +149,7 @@ __device__ __forceinline__ void matmul_tile_f16(const uint8_t* __restrict__ W, c
     namespace wmma = nvcuda::wmma;
     constexpr int WARPS_N = BN / 32, WARPS_M = 8 / WARPS_N;
     constexpr int FM = BM / WARPS_M / 16, FN = 2;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GQ_DYNAMIC_SHARED(128, unsigned char, smem);
     static_assert((2 * BM + 2 * BN) * LDH * 2 <= tile_shared(F16, BN), "two weight tiles fit");
     if (dynamic_shared_size() < static_cast<unsigned>(tile_shared(F16, BN))) __trap();
     __half* Ws = reinterpret_cast<__half*>(smem);
@@ -195,7 +200,7 @@ __device__ __forceinline__ void matmul_tile(const uint8_t* __restrict__ W, const
     // Warps as WARPS_M x WARPS_N over the tile; each holds FM x FN fragments.
     constexpr int WARPS_N = BN / 32, WARPS_M = 8 / WARPS_N;
     constexpr int FM = BM / WARPS_M / 16, FN = 2;
-    extern __shared__ __align__(128) unsigned char smem[];
+    GQ_DYNAMIC_SHARED(128, unsigned char, smem);
     if (dynamic_shared_size() < static_cast<unsigned>(tile_shared(T, BN))) __trap();
     __half* Ws = reinterpret_cast<__half*>(smem);
     __half* Xs = Ws + BM * LDH;

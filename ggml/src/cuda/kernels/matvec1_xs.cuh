@@ -1,0 +1,248 @@
+// ---------------------------------------------------------------- one token, X-stationary Q4_K
+//
+// Included by matmul.cu after matvec1, whose contract this keeps (parts,
+// epilogues, the fused input norm, X quantised to 16 bits into shared
+// memory once a block, blocks that loop over groups of rows `gridDim.x`
+// apart, rows split over S warps) for Q4_K rows that start 16-byte aligned,
+// without input orders. matvec1 reads a lane's 32 values of X back out of
+// shared memory for every row group (four 16-byte loads a chunk, against
+// one for the weights), and on the H200 that traffic, not the arithmetic,
+// held its large products to 1.7-2.0 TB/s (README, "What a one-token product
+// could reach"). Here each lane copies its share of X into registers once,
+// as q4k_lanes.cuh maps it, and keeps it for every row it takes; after
+// that only weights cross L1. A warp keeps X for at most xs_segments
+// segments of 1024 (80 registers for four), so longer rows are split over
+// S warps (the host's stationary_split), whose partial sums meet in shared memory,
+// double-buffered by the loop's parity so that one block barrier a row
+// group suffices.
+#pragma once
+
+template <int OUT>
+__device__ __forceinline__ constexpr bool xs_glu() {
+    return OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
+}
+// Rows a warp takes at once (gate and up for a glu) and the segments of X
+// it keeps (fewer for a glu, whose two rows' weights are in flight at once).
+template <int OUT>
+__device__ __forceinline__ constexpr int xs_rows() {
+    return xs_glu<OUT>() ? 2 : 1;
+}
+// Q5_K's and Q6_K's unpacking takes more registers: three segments (their
+// four spilled). Mirrored by cuda/matvec1.rs's stationary_segments.
+template <int T, int OUT>
+__device__ __forceinline__ constexpr int xs_segments() {
+    return xs_glu<OUT>() ? 2 : (T == Q5_K || T == Q6_K ? 3 : 4);
+}
+
+// A row group's end, by every thread of the block: each warp's sums over
+// its lanes, then (split rows) over the row's S warps in warp order through
+// `partial` (the loop alternates two, so one barrier a group suffices), and
+// the epilogue by the first warp of each row.
+template <int OUT, int R, bool GLU>
+__device__ __forceinline__ void xs_finish(float (&acc)[R], float (&partial)[MV1_WARPS][R], const Mv1Parts& parts,
+                                          const Mv1Rows<R, GLU>& B, int S) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = warp % S;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+    }
+    if (S > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
+        }
+        __syncthreads();
+        if (kw == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                acc[i] = partial[warp][i];
+                for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
+            }
+        }
+    }
+    if (lane == 0 && kw == 0) {
+        float* Y = Mv1Parts::pick(parts.Y, B.part);
+        if constexpr (GLU) {
+            if (B.active[0]) Y[B.r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
+        } else {
+            if (B.active[0]) Y[B.r0] = OUT == MV1_ADD ? Y[B.r0] + acc[0] : acc[0];
+        }
+    }
+}
+
+template <int OUT>
+__device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                           long long row_bytes, int S, const float* __restrict__ norm_w,
+                                           float eps) {
+    constexpr bool GLU = xs_glu<OUT>();
+    constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<Q4_K, OUT>();
+    constexpr int SB_BYTES = 144;  // a Q4_K super-block: 16 bytes of header, 128 of nibbles
+    GQ_DYNAMIC_SHARED(16, uint8_t, xq);
+    __shared__ float partial[2][MV1_WARPS][R];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
+    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
+    const int nchunks = cols >> 5, nsb = cols >> 8, nseg = (cols + MV_SEG - 1) / MV_SEG;
+    const int run = (nseg + S - 1) / S;
+    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
+    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    // This lane's super-block of each four, and its bytes of that one's nibbles.
+    const int sbo = lane >> 3, j = lane & 7, p = j >> 1, h = j & 1;
+
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    mv1_quantize_x(X, nullptr, xq, cols, norm_w, nscale);
+    __syncthreads();
+
+    // The lane's X: values 16h .. 16h + 15 (pieces 2h and 2h + 1 of
+    // mv1_quantize_x's swizzled layout) of chunks c = 2p and c + 1 of its
+    // super-block in each of its segments.
+    const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
+    const float* sums = scales + nchunks;
+    LaneX<int16_t> x[NSEG];
+    unsigned has = 0;  // bit s: the lane has a super-block in its segment s
+#pragma unroll
+    for (int s = 0; s < NSEG; ++s) {
+        const int sb = (first + s) * 4 + sbo;
+        if (s < count && sb < nsb) has |= 1u << s;
+        const int c = has >> s & 1 ? sb * 8 + 2 * p : 0;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            x[s].lo[k] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * ((2 * h + k) ^ (c & 3)));
+            x[s].hi[k] = *reinterpret_cast<const uint4*>(xq + 64 * (c + 1) + 16 * ((2 * h + k) ^ ((c + 1) & 3)));
+        }
+        x[s].dlo = scales[c];
+        x[s].dhi = scales[c + 1];
+        x[s].slo = sums[c];
+        x[s].shi = sums[c + 1];
+    }
+
+    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
+        // The next row group's weights into L2 (this one's were asked for
+        // the same way, or by mv1_prologue), then every load of this one
+        // before any is used.
+        if (vb + static_cast<int>(gridDim.x) < nvb) {
+            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
+            mv1_prefetch<Q4_K, R>(N.row, N.active, first, count, cols, lane);
+        }
+        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+        uint4 hd[R][NSEG], qs[R][NSEG];
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s) {
+                if (!(has >> s & 1)) continue;
+                const uint4* b = reinterpret_cast<const uint4*>(
+                    B.row[i] + static_cast<long long>((first + s) * 4 + sbo) * SB_BYTES);
+                hd[i][s] = __ldg(b);
+                qs[i][s] = __ldg(b + 1 + j);
+            }
+        float acc[R];
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            acc[i] = 0.0f;
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s)
+                if (has >> s & 1) acc[i] += q4k_lane(hd[i][s], qs[i][s], x[s], p, h == 0);
+        }
+        xs_finish<OUT>(acc, partial[it & 1], parts, B, S);
+    }
+}
+
+// The same for the types whose rows are not read directly (Q4_0, Q4_1,
+// Q5_0, Q8_0, Q5_K, Q6_K: blocks of 18 to 210 bytes, 2-byte aligned): a
+// row group's segments are copied into the warp's shared-memory slots
+// (mv_fetch: 16-byte cp.async pieces, all the group's rows and segments at
+// once), the next group's are asked of L2 meanwhile, and lane l takes
+// chunk l of each segment, as matvec1's staged path does, but against X in
+// registers: 32 values of its chunk, its scale, sum and half sums a
+// segment. Dynamic shared memory: X as matvec1's, then the slots,
+// [warp][row][segment], mv_slot_bytes(T) each.
+template <int T, int OUT>
+__device__ __forceinline__ void matvec1_xs_staged(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                                  long long row_bytes, int S, const float* __restrict__ norm_w,
+                                                  float eps) {
+    constexpr bool GLU = xs_glu<OUT>();
+    constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<T, OUT>();
+    constexpr int SLOT = mv_slot_bytes(T), OFFSET = int_offset(T);
+    GQ_DYNAMIC_SHARED(16, uint8_t, xq);
+    __shared__ float partial[2][MV1_WARPS][R];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
+    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
+    const int nchunks = cols >> 5, nseg = (cols + MV_SEG - 1) / MV_SEG;
+    const int run = (nseg + S - 1) / S;
+    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
+    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    const int x_bytes = ((cols >> 5) * 80 + 15) & ~15;
+    uint8_t* const slots = xq + x_bytes + warp * (R * NSEG * SLOT);
+
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    mv1_quantize_x(X, nullptr, xq, cols, norm_w, nscale);
+    __syncthreads();
+
+    // The lane's X: chunk (first + s) * 32 + lane of each of its segments.
+    const float* scales = reinterpret_cast<const float*>(xq + 64 * nchunks);
+    const float* sums = scales + nchunks;
+    const int2* halves = reinterpret_cast<const int2*>(sums + nchunks);
+    uint4 x[NSEG][4];
+    float dx[NSEG], sx[NSEG];
+    int2 half[NSEG];
+    unsigned has = 0;  // bit s: the lane has a chunk in its segment s
+#pragma unroll
+    for (int s = 0; s < NSEG; ++s) {
+        const int c0 = (first + s) * 32 + lane;
+        if (s < count && c0 < nchunks) has |= 1u << s;
+        const int c = has >> s & 1 ? c0 : 0;
+#pragma unroll
+        for (int p = 0; p < 4; ++p) x[s][p] = *reinterpret_cast<const uint4*>(xq + 64 * c + 16 * (p ^ (c & 3)));
+        dx[s] = scales[c];
+        sx[s] = sums[c];
+        half[s] = OFFSET != 0 ? halves[c] : make_int2(0, 0);
+    }
+
+    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
+        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s)
+                if (B.active[i] && s < count) mv_fetch<T>(B.row[i], first + s, cols, slots + (i * NSEG + s) * SLOT, lane);
+        async_commit();
+        if (vb + static_cast<int>(gridDim.x) < nvb) {
+            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
+            mv1_prefetch<T, R>(N.row, N.active, first, count, cols, lane);
+        }
+        async_wait<0>();
+        __syncwarp();
+        float acc[R];
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            acc[i] = 0.0f;
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s) {
+                if (!(has >> s & 1) || !B.active[i]) continue;
+                const uintptr_t at =
+                    reinterpret_cast<uintptr_t>(B.row[i]) + static_cast<uintptr_t>(first + s) * mv_seg_bytes(T);
+                const uint8_t* slot = slots + (i * NSEG + s) * SLOT;
+                IntChunk w;
+                if ((at & 15) == 0)
+                    int_chunk_raw<T, true>(slot, lane, w);
+                else
+                    int_chunk_raw<T, false>(slot + (at & 15), lane, w);
+                int s0 = -OFFSET * half[s].x, s1 = -OFFSET * half[s].y;
+#pragma unroll
+                for (int p = 0; p < 4; ++p) {
+                    int& d = p < 2 ? s0 : s1;
+                    d = __dp2a_lo(static_cast<int>(x[s][p].x), w.q[2 * p], d);
+                    d = __dp2a_hi(static_cast<int>(x[s][p].y), w.q[2 * p], d);
+                    d = __dp2a_lo(static_cast<int>(x[s][p].z), w.q[2 * p + 1], d);
+                    d = __dp2a_hi(static_cast<int>(x[s][p].w), w.q[2 * p + 1], d);
+                }
+                acc[i] += dx[s] * (w.a0 * static_cast<float>(s0) + w.a1 * static_cast<float>(s1)) - w.m * sx[s];
+            }
+        }
+        __syncwarp();  // the slots are read before the next group's copies overwrite them
+        xs_finish<OUT>(acc, partial[it & 1], parts, B, S);
+    }
+}
