@@ -650,6 +650,47 @@ __device__ __forceinline__ void mv1_prologue(const Mv1Parts& parts, int cols, lo
     mv1_prefetch<T, R>(B.row, B.active, first, min(count, MV1_PREFETCH), cols, lane);
 }
 
+// A row group's end, by every thread of the block: each warp's sums over
+// its lanes, then (rows split over S warps) over a row's warps in warp
+// order through `partial` (which the caller keeps from being overwritten
+// before every warp has read it), and the epilogue by each row's first warp.
+template <int OUT, int R, bool GLU>
+__device__ __forceinline__ void mv1_finish(float (&acc)[R], float (&partial)[MV1_WARPS][R], const Mv1Parts& parts,
+                                           const Mv1Rows<R, GLU>& B, int S) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = warp % S;
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+    }
+    if (S > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
+        }
+        __syncthreads();
+        if (kw == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                acc[i] = partial[warp][i];
+                for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
+            }
+        }
+    }
+    if (lane == 0 && kw == 0) {
+        float* Y = Mv1Parts::pick(parts.Y, B.part);
+        if constexpr (GLU) {
+            if (B.active[0]) Y[B.r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
+        } else {
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                if (!B.active[i]) continue;
+                Y[B.r0 + i] = OUT == MV1_ADD ? Y[B.r0 + i] + acc[i] : acc[i];
+            }
+        }
+    }
+}
+
 // ST (2..8) slots of a segment a row: ST - 1 segments in flight while one
 // is read. Dynamic shared memory: X (72 bytes a chunk, rounded up to 16),
 // then the slots, [warp][row][stage].
@@ -839,37 +880,7 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
             write = write + 1 == ST ? 0 : write + 1;
         }
         async_wait<0>();
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
-        }
-        if (S > 1) {
-            if (lane == 0) {
-#pragma unroll
-                for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
-            }
-            __syncthreads();
-            if (kw == 0) {
-#pragma unroll
-                for (int i = 0; i < R; ++i) {
-                    acc[i] = partial[warp][i];
-                    for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
-                }
-            }
-        }
-        if (lane == 0 && kw == 0) {
-            float* Y = Mv1Parts::pick(parts.Y, part);
-            if constexpr (GLU) {
-                if (active[0]) Y[r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
-            } else {
-#pragma unroll
-                for (int i = 0; i < R; ++i) {
-                    if (!active[i]) continue;
-                    Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + acc[i] : acc[i];
-                }
-            }
-        }
+        mv1_finish<OUT>(acc, partial, parts, B, S);
     }
 }
 

@@ -34,43 +34,6 @@ __device__ __forceinline__ constexpr int xs_segments() {
     return xs_glu<OUT>() ? 2 : (T == Q5_K || T == Q6_K ? 3 : 4);
 }
 
-// A row group's end, by every thread of the block: each warp's sums over
-// its lanes, then (split rows) over the row's S warps in warp order through
-// `partial` (the loop alternates two, so one barrier a group suffices), and
-// the epilogue by the first warp of each row.
-template <int OUT, int R, bool GLU>
-__device__ __forceinline__ void xs_finish(float (&acc)[R], float (&partial)[MV1_WARPS][R], const Mv1Parts& parts,
-                                          const Mv1Rows<R, GLU>& B, int S) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, kw = warp % S;
-#pragma unroll
-    for (int i = 0; i < R; ++i) {
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
-    }
-    if (S > 1) {
-        if (lane == 0) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) partial[warp][i] = acc[i];
-        }
-        __syncthreads();
-        if (kw == 0) {
-#pragma unroll
-            for (int i = 0; i < R; ++i) {
-                acc[i] = partial[warp][i];
-                for (int k = 1; k < S; ++k) acc[i] += partial[warp + k][i];
-            }
-        }
-    }
-    if (lane == 0 && kw == 0) {
-        float* Y = Mv1Parts::pick(parts.Y, B.part);
-        if constexpr (GLU) {
-            if (B.active[0]) Y[B.r0] = OUT == MV1_SWIGLU ? swiglu_of(acc[0], acc[1]) : geglu_of(acc[0], acc[1]);
-        } else {
-            if (B.active[0]) Y[B.r0] = OUT == MV1_ADD ? Y[B.r0] + acc[0] : acc[0];
-        }
-    }
-}
-
 template <int OUT>
 __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                            long long row_bytes, int S, const float* __restrict__ norm_w,
@@ -145,7 +108,7 @@ __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, c
             for (int s = 0; s < NSEG; ++s)
                 if (has >> s & 1) acc[i] += q4k_lane(hd[i][s], qs[i][s], x[s], p, h == 0);
         }
-        xs_finish<OUT>(acc, partial[it & 1], parts, B, S);
+        mv1_finish<OUT>(acc, partial[it & 1], parts, B, S);
     }
 }
 
@@ -243,6 +206,6 @@ __device__ __forceinline__ void matvec1_xs_staged(const float* __restrict__ X, c
             }
         }
         __syncwarp();  // the slots are read before the next group's copies overwrite them
-        xs_finish<OUT>(acc, partial[it & 1], parts, B, S);
+        mv1_finish<OUT>(acc, partial[it & 1], parts, B, S);
     }
 }

@@ -271,6 +271,31 @@ static const TypeCase CASES[] = {
 // matvec1's shared X: 80 bytes a chunk of 32 (matmul.cu).
 static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 80; }
 
+// One launch of a one-token product (256 threads a block) on `grid` blocks,
+// at most `grid_cap` (-1: those that stay resident, as the backend sizes
+// decode's grid; 0: no cap); `pdl`: to start while the launch before it
+// finishes (pdl.cuh), as the backend launches on sm_90.
+template <typename... A>
+static void launch_one_token(kern1_t k, int grid, int grid_cap, int dyn, bool pdl, A... args) {
+    if (grid_cap < 0) {
+        int sms = 0, per_sm = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, dyn));
+        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
+    }
+    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(256);
+    config.dynamicSmemBytes = dyn;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attr;
+    config.numAttrs = pdl ? 1 : 0;
+    CK(cudaLaunchKernelEx(&config, k, args...));
+}
+
 // One token through matvec1 with R (1 or 2) rows a warp, `stages` slots a
 // row and each row over `split` warps, one part; at most `grid_cap` blocks
 // (each then loops over rows); `pdl`: launched to start while the launch
@@ -287,29 +312,13 @@ static void run_matvec1(const TypeCase& tc, int R, const uint8_t* dW, const floa
         allowed[R - 1] = true;
     }
     const int per_block = 8 * R / split;
-    int grid = (rows + per_block - 1) / per_block;
-    if (grid_cap < 0) {  // as many as stay resident, as the backend sizes decode's grid
-        int sms = 0, per_sm = 0;
-        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, tc.matvec1[R - 1], 256, dyn));
-        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
-    }
-    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows, as decode launches them
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(256);
-    config.dynamicSmemBytes = dyn;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attr;
-    config.numAttrs = pdl ? 1 : 0;
+    const int grid = (rows + per_block - 1) / per_block;
     const uint8_t* none = nullptr;
     float* no_y = nullptr;
     const unsigned* no_order = nullptr;
     const float* no_norm = nullptr;
-    CK(cudaLaunchKernelEx(&config, tc.matvec1[R - 1], dX, dW, dY, rows, none, no_y, 0, none, no_y, 0, cols, rb,
-                          stages, split, no_order, no_order, no_order, no_norm, 0.0f));
+    launch_one_token(tc.matvec1[R - 1], grid, grid_cap, dyn, pdl, dX, dW, dY, rows, none, no_y, 0, none, no_y, 0, cols,
+                     rb, stages, split, no_order, no_order, no_order, no_norm, 0.0f);
 }
 
 // Y vs the double-precision reference; tolerance relative to sum |w x|.
@@ -504,27 +513,12 @@ static void run_matvec1_xs(const XsCase& xc, int variant, const uint8_t* dW, con
     const int per_block = 8 / split;
     int grid = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) grid += (n[p] + per_block - 1) / per_block;
-    if (grid_cap < 0) {
-        int sms = 0, per_sm = 0;
-        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, dyn));
-        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
-    }
-    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
+
     CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn));
-    cudaLaunchConfig_t config = {};
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(256);
-    config.dynamicSmemBytes = dyn;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attr;
-    config.numAttrs = pdl ? 1 : 0;
     const unsigned* no_order = nullptr;
-    CK(cudaLaunchKernelEx(&config, k, dX, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
-                          (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb, 1, split,
-                          no_order, no_order, no_order, norm, eps));
+    launch_one_token(k, grid, grid_cap, dyn, pdl, dX, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
+                     (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb, 1, split, no_order,
+                     no_order, no_order, norm, eps);
 }
 
 // --bench-lean: the lean.cuh prototypes against matvec1 on decode's Q4_K
