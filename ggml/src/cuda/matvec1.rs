@@ -197,10 +197,16 @@ fn stationary_enabled() -> bool {
 /// (matvec1_xs.cuh's xs_segments): two for a glu (whose warp has a gate
 /// row's and an up row's weights in flight), else four, or three for the
 /// types whose unpacking takes more registers.
+/// Float weights keep X as floats: two segments of F16 and BF16, one of
+/// F32 or for their glus.
 fn stationary_segments(ty: GgmlType, epilogue: Epilogue) -> usize {
-    match epilogue {
-        Epilogue::Glu(_) => 2,
-        _ if matches!(ty, GgmlType::Q5_K | GgmlType::Q6_K) => 3,
+    let glu = matches!(epilogue, Epilogue::Glu(_));
+    match ty {
+        GgmlType::F32 => 1,
+        GgmlType::F16 | GgmlType::BF16 if glu => 1,
+        GgmlType::F16 | GgmlType::BF16 => 2,
+        _ if glu => 2,
+        GgmlType::Q5_K | GgmlType::Q6_K => 3,
         _ => 4,
     }
 }
@@ -288,8 +294,9 @@ impl Matvec1 {
 
     /// The X-stationary launch, where the type has one and a warp can keep
     /// its share of X in registers. Q4_K's rows are read directly (they
-    /// must start 16-byte aligned); the other types' are staged through
-    /// each warp's slots, a segment of each of its rows.
+    /// must start 16-byte aligned), as are the float types'; the other
+    /// types' are staged through each warp's slots, a segment of each of
+    /// its rows.
     fn stationary_plan(&self, ty: GgmlType, epilogue: Epilogue, cols: usize) -> Option<Plan> {
         let st = self.stationary?;
         let k = match epilogue {
@@ -300,12 +307,13 @@ impl Matvec1 {
         };
         let segments = stationary_segments(ty, epilogue);
         let split = stationary_split(cols.div_ceil(1024), segments)?;
-        let slots = if ty == GgmlType::Q4_K {
-            0
-        } else {
-            8 * stationary_rows(epilogue) * segments * slot_bytes(ty)
+        // Float weights read X as it is; Q4_K's rows go straight to
+        // registers; the other types stage theirs.
+        let shared = match ty {
+            _ if self.float => 0,
+            GgmlType::Q4_K => x16_bytes(cols),
+            _ => x16_bytes(cols) + 8 * stationary_rows(epilogue) * segments * slot_bytes(ty),
         };
-        let shared = x16_bytes(cols) + slots;
         (shared <= k.max_shared).then_some(Plan {
             f: k.f,
             shared: shared as u32,
@@ -483,6 +491,15 @@ mod tests {
         assert_eq!(q6(4096), Some(2));
         assert_eq!(q6(11008), Some(4));
         assert_eq!(q6(3072), Some(1));
+        // F16 keeps two (a 7B's q, k and v over two warps), F32 one.
+        let f = |ty, cols: usize, ep| {
+            stationary_split(cols.div_ceil(1024), stationary_segments(ty, ep))
+        };
+        assert_eq!(f(GgmlType::F16, 4096, Epilogue::Store), Some(2));
+        assert_eq!(f(GgmlType::F16, 4096, glu), Some(4));
+        assert_eq!(f(GgmlType::F16, 11008, Epilogue::Add), Some(8));
+        assert_eq!(f(GgmlType::F32, 4096, Epilogue::Store), Some(4));
+        assert_eq!(f(GgmlType::F32, 11008, Epilogue::Add), None);
     }
 
     #[test]

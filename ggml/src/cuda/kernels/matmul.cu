@@ -884,8 +884,6 @@ __device__ __forceinline__ void matvec1(const float* __restrict__ X, const unsig
     }
 }
 
-#include "matvec1_xs.cuh"
-
 // ---------------------------------------------------------------- one token, float weights
 //
 // matvec1's contract (parts, epilogues, split, grid, 8 warps a block of R
@@ -1235,6 +1233,8 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
     }
 }
 
+#include "matvec1_xs.cuh"
+
 }  // namespace
 
 // ---------------------------------------------------------------- entry points
@@ -1325,9 +1325,10 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
 // arguments and variants (r1, r1a, swiglu, geglu) of matvec1_<t>'s, without
 // input orders (order0..2 null; stages unused); Q4_K rows must start 16-byte
 // aligned. `split` 1, 2, 4 or 8, enough that a warp takes at most
-// xs_segments segments of 1024 (a glu 2; else 3 for Q5_K and Q6_K, 4 for
-// the others). Dynamic shared memory: X's 80 bytes a chunk of 32 rounded up
-// to 16, and for the types other than Q4_K 8 * R * xs_segments slots of
+// xs_segments segments of 1024 (quantised: a glu 2, else 3 for Q5_K and
+// Q6_K, 4 for the others; F16 and BF16 2, a glu 1; F32 1). Dynamic shared
+// memory: none for the float types; X's 80 bytes a chunk of 32 rounded up
+// to 16, and for the quantised types but Q4_K 8 * R * xs_segments slots of
 // mv_slot_bytes(t) (R: 2 for a glu, else 1). At least two blocks of 256 threads a multiprocessor: X takes 80
 // registers a thread.
 #define GQ_MATVEC1_XS_ONE(name, T, variant, OUT)                                                           \
@@ -1342,7 +1343,9 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
         gq::pdl_begin();                                                                                    \
         (void)stages;                                                                                       \
         if (order0 || order1 || order2) __trap();                                                           \
-        if constexpr (T == gq::Q4_K)                                                                        \
+        if constexpr (T == gq::F32 || T == gq::F16 || T == gq::BF16)                                        \
+            matvec1f_xs<T, OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                             \
+        else if constexpr (T == gq::Q4_K)                                                                   \
             matvec1_xs_direct<OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                          \
         else                                                                                                \
             matvec1_xs_staged<T, OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                       \
@@ -1391,6 +1394,9 @@ GQ_MATVEC1(q8_0, gq::Q8_0)
 GQ_MATVEC1(q4_k, gq::Q4_K)
 GQ_MATVEC1(q5_k, gq::Q5_K)
 GQ_MATVEC1(q6_k, gq::Q6_K)
+GQ_MATVEC1_XS(f32, gq::F32)
+GQ_MATVEC1_XS(f16, gq::F16)
+GQ_MATVEC1_XS(bf16, gq::BF16)
 GQ_MATVEC1_XS(q4_0, gq::Q4_0)
 GQ_MATVEC1_XS(q4_1, gq::Q4_1)
 GQ_MATVEC1_XS(q5_0, gq::Q5_0)

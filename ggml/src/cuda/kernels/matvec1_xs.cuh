@@ -1,6 +1,6 @@
-// ---------------------------------------------------------------- one token, X-stationary Q4_K
+// ---------------------------------------------------------------- one token, X-stationary
 //
-// Included by matmul.cu after matvec1, whose contract this keeps (parts,
+// Included by matmul.cu after matvec1 and matvec1f, whose contract this keeps (parts,
 // epilogues, the fused input norm, X quantised to 16 bits into shared
 // memory once a block, blocks that loop over groups of rows `gridDim.x`
 // apart, rows split over S warps) for Q4_K rows that start 16-byte aligned,
@@ -28,9 +28,12 @@ __device__ __forceinline__ constexpr int xs_rows() {
     return xs_glu<OUT>() ? 2 : 1;
 }
 // Q5_K's and Q6_K's unpacking takes more registers: three segments (their
-// four spilled). Mirrored by cuda/matvec1.rs's stationary_segments.
+// four spilled). Float weights keep X as floats (32 registers a segment):
+// two segments of F16 or BF16, one of F32 or for a glu. Mirrored by
+// cuda/matvec1.rs's stationary_segments.
 template <int T, int OUT>
 __device__ __forceinline__ constexpr int xs_segments() {
+    if constexpr (T == F32 || T == F16 || T == BF16) return T == F32 || xs_glu<OUT>() ? 1 : 2;
     return xs_glu<OUT>() ? 2 : (T == Q5_K || T == Q6_K ? 3 : 4);
 }
 
@@ -206,6 +209,81 @@ __device__ __forceinline__ void matvec1_xs_staged(const float* __restrict__ X, c
             }
         }
         __syncwarp();  // the slots are read before the next group's copies overwrite them
+        mv1_finish<OUT>(acc, partial[it & 1], parts, B, S);
+    }
+}
+
+// The float types (F32, F16, BF16): no quantised X and no staging, as
+// matvec1f, whose lane mapping this keeps (lane l's piece j of a segment is
+// elements 8 (l + 32 j) .. + 7), but X is read (and normed) once into
+// registers, 32 floats a segment, rather than through L1 for every row.
+template <int T, int OUT>
+__device__ __forceinline__ void matvec1f_xs(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                            long long row_bytes, int S, const float* __restrict__ norm_w,
+                                            float eps) {
+    constexpr bool GLU = xs_glu<OUT>();
+    constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<T, OUT>();
+    constexpr int NW = T == F32 ? 2 : 1;  // 16-byte loads a piece
+    __shared__ float partial[2][MV1_WARPS][R];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
+    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
+    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
+    const int run = (nseg + S - 1) / S;
+    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
+    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    float x[NSEG][4][8];
+#pragma unroll
+    for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int e = (first + s) * MV_SEG + 8 * (lane + 32 * j);
+            if (s < count && e < cols) {
+                mv1f_x(X, nullptr, e, x[s][j], norm_w, nscale);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; ++k) x[s][j][k] = 0.0f;
+            }
+        }
+
+    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
+        if (vb + static_cast<int>(gridDim.x) < nvb) {
+            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
+            mv1_prefetch<T, R>(N.row, N.active, first, count, cols, lane);
+        }
+        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+        bool a16 = (row_bytes & 15) == 0;
+#pragma unroll
+        for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(B.row[i]) & 15) == 0;
+        uint4 raw[R][NSEG][4][NW];
+#pragma unroll
+        for (int i = 0; i < R; ++i)
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int e = (first + s) * MV_SEG + 8 * (lane + 32 * j);
+                    if (B.active[i] && s < count && e < cols) mv1f_load<T>(B.row[i], e, a16, raw[i][s][j]);
+                }
+        float acc[R];
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            float a[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int e = (first + s) * MV_SEG + 8 * (lane + 32 * j);
+                    if (!B.active[i] || s >= count || e >= cols) continue;
+                    float w[8];
+                    mv1f_floats<T>(raw[i][s][j], w);
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) a[k & 1] = fmaf(w[k], x[s][j][k], a[k & 1]);
+                }
+            acc[i] = a[0] + a[1];
+        }
         mv1_finish<OUT>(acc, partial[it & 1], parts, B, S);
     }
 }

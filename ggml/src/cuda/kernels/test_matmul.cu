@@ -478,10 +478,14 @@ struct XsCase {
 };
 #define XSC(name, T) \
     {T, #name, {matvec1_##name##_xs_r1, matvec1_##name##_xs_r1a, matvec1_##name##_xs_swiglu, matvec1_##name##_xs_geglu}}
-static const XsCase XS_CASES[] = {XSC(q4_0, gq::Q4_0), XSC(q4_1, gq::Q4_1), XSC(q5_0, gq::Q5_0), XSC(q8_0, gq::Q8_0),
+static const XsCase XS_CASES[] = {XSC(f32, gq::F32), XSC(f16, gq::F16), XSC(bf16, gq::BF16), XSC(q4_0, gq::Q4_0), XSC(q4_1, gq::Q4_1), XSC(q5_0, gq::Q5_0), XSC(q8_0, gq::Q8_0),
                                   XSC(q4_k, gq::Q4_K), XSC(q5_k, gq::Q5_K), XSC(q6_k, gq::Q6_K)};
 static const char* const XS_NAMES[4] = {"r1", "r1a", "swiglu", "geglu"};
-static const XsCase& XS_Q4_K = XS_CASES[4];
+static const XsCase& xs_case(int t) {
+    for (const XsCase& c : XS_CASES)
+        if (c.t == t) return c;
+    abort();
+}
 
 // The fewest warps a row (1, 2, 4, 8) that leave each at most `most`
 // segments of 1024 (cuda/matvec1.rs's stationary_split); 0 where none do.
@@ -493,7 +497,9 @@ static int xs_split(int cols, int most) {
 }
 
 // Segments of X a warp keeps (matvec1_xs.cuh's xs_segments).
+static bool is_float(int t) { return t == gq::F32 || t == gq::F16 || t == gq::BF16; }
 static int xs_segments_of(int t, int variant) {
+    if (is_float(t)) return t == gq::F32 || variant >= 2 ? 1 : 2;
     return variant >= 2 ? 2 : (t == gq::Q5_K || t == gq::Q6_K ? 3 : 4);
 }
 
@@ -508,8 +514,9 @@ static void run_matvec1_xs(const XsCase& xc, int variant, const uint8_t* dW, con
     const kern1_t k = xc.k[variant];
     // X, and the staged types' slots: a segment of each row a warp keeps.
     const int rows_a_warp = variant >= 2 ? 2 : 1, segments = xs_segments_of(xc.t, variant);
-    const int dyn = ((mv_x16_bytes(cols) + 15) & ~15) +
-                    (xc.t == gq::Q4_K ? 0 : 8 * rows_a_warp * segments * mv_slot_bytes(xc.t));
+    const int dyn = is_float(xc.t) ? 0
+                                   : ((mv_x16_bytes(cols) + 15) & ~15) +
+                                         (xc.t == gq::Q4_K ? 0 : 8 * rows_a_warp * segments * mv_slot_bytes(xc.t));
     const int per_block = 8 / split;
     int grid = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) grid += (n[p] + per_block - 1) / per_block;
@@ -645,7 +652,7 @@ static void bench_lean() {
         {
             const int n1[3] = {rows, 0, 0};
             if (xs_split(cols, 4)) {
-                run_matvec1_xs(XS_Q4_K, 0, dW, dX, dY, n1, cols, rb, xs_split(cols, 4), -1, false);
+                run_matvec1_xs(xs_case(gq::Q4_K), 0, dW, dX, dY, n1, cols, rb, xs_split(cols, 4), -1, false);
                 worst("matvec1_xs");
             }
         }
@@ -670,7 +677,7 @@ static void bench_lean() {
                 char what[32];
                 snprintf(what, sizeof what, "xs-%s k%d+pdl", XS_NAMES[variant], split);
                 rate(what, launch_us(copies, [&](int c) {
-                         run_matvec1_xs(XS_Q4_K, variant, w_of(c), dX, dY, variant >= 2 ? half : n1, cols, rb,
+                         run_matvec1_xs(xs_case(gq::Q4_K), variant, w_of(c), dX, dY, variant >= 2 ? half : n1, cols, rb,
                                         split, -1, true);
                      }));
             }
