@@ -8,8 +8,8 @@
 // blocks of a grid run one after another on one OS thread, so `__shared__`
 // variables can be plain statics. A fiber runs until it reaches a barrier
 // (__syncthreads, __syncwarp, a shuffle or vote), which yields to a
-// round-robin scheduler until every live thread of the block (or warp) has
-// arrived. Threads that have returned no longer count, as on the GPU.
+// scheduler (passes in a random order, letting warps sleep) until every
+// live thread of the block (or warp) has arrived. Threads that have returned no longer count, as on the GPU.
 // Dynamic shared memory is filled with a byte pattern before each block, so
 // a kernel that reads it before writing it gets garbage, not zeros.
 // Inline PTX is not emulated: the kernels keep it behind __CUDA_ARCH__ (never
@@ -29,6 +29,7 @@
 #include <cstring>
 #include <functional>
 #include <tuple>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -76,8 +77,8 @@ struct Barrier {
 #if defined(__x86_64__)
 extern "C" void gq_emu_switch(void** save_sp, void* load_sp);
 asm(R"(
-    .text
-    .globl gq_emu_switch
+    .pushsection .text
+    .weak gq_emu_switch
     .type gq_emu_switch, @function
 gq_emu_switch:
     pushq %rbp
@@ -96,6 +97,7 @@ gq_emu_switch:
     popq %rbp
     ret
     .size gq_emu_switch, .-gq_emu_switch
+    .popsection
 )");
 struct Context {
     void* sp = nullptr;
@@ -106,12 +108,24 @@ struct Context {
 };
 #endif
 
+// A 16-byte asynchronous copy (cp.async) not yet landed.
+struct Copy16 {
+    void* dst;
+    const void* src;
+};
+
 struct Fiber {
     Context ctx;
     std::vector<char> stack;
     dim3 tid;
     int linear = 0;
     bool done = false;
+    // This thread's cp.async copies: those since the last commit, then the
+    // committed groups, oldest first. They land only when a wait lets them
+    // (the strictest reading of the GPU's rules), so a missing wait reads
+    // stale bytes.
+    std::vector<Copy16> open;
+    std::vector<std::vector<Copy16>> groups;
 };
 
 struct State {
@@ -126,6 +140,15 @@ struct State {
     std::vector<unsigned long long> exchange;  // two words a thread: shuffles and votes
     std::vector<unsigned char> dynamic_shared;
     size_t dynamic_shared_bytes = 0;
+    // The order the scheduler resumes threads in, reshuffled every pass,
+    // and the passes each warp still sleeps through (a warp falls asleep
+    // for 1 to 32 passes now and then): so that a race between warps that a
+    // barrier should have ordered can show (a fixed order always lets lower
+    // warps go first, and a warp released by a barrier would always run
+    // before the others get far).
+    std::vector<int> order;
+    std::vector<int> asleep;
+    unsigned long long rng = 0x9e3779b97f4a7c15ull;
     std::function<void()> body;
     long spins = 0;
 };
@@ -169,8 +192,9 @@ inline void wait(Barrier& b, const int& live) {
             ++b.gen;
             return;
         }
-        // Every waiting thread resumed four times and none arrived anywhere.
-        if (++s.spins > 4L * (s.live + 2)) {
+        // Waiting threads resumed 64 passes' worth and none arrived anywhere
+        // (a warp they wait for may sleep through 32, below).
+        if (++s.spins > 64L * (s.live + 2)) {
             fprintf(stderr, "emu: deadlock in block (%u,%u,%u): threads wait at barriers others never reach\n",
                     s.bid.x, s.bid.y, s.bid.z);
             abort();
@@ -237,6 +261,39 @@ inline void start(Fiber& f) {
 #endif
 }
 
+inline void* dynamic_shared() {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(st().dynamic_shared.data());
+    return reinterpret_cast<void*>((p + 127) & ~static_cast<uintptr_t>(127));
+}
+
+// Bytes past a block's dynamic shared memory, checked after the block: a
+// kernel that writes past what it was given aborts.
+constexpr size_t SHARED_GUARD = 256;
+constexpr unsigned char POISON = 0x5a;
+
+inline unsigned next_random() {
+    State& s = st();
+    s.rng ^= s.rng << 13;
+    s.rng ^= s.rng >> 7;
+    s.rng ^= s.rng << 17;
+    return static_cast<unsigned>(s.rng >> 32);
+}
+
+// cp.async: queued, committed, landed by waits.
+inline void copy16_async(void* dst, const void* src) { self().open.push_back(Copy16{dst, src}); }
+inline void async_commit() {
+    Fiber& f = self();
+    f.groups.push_back(std::move(f.open));
+    f.open.clear();
+}
+inline void async_wait(int pending) {
+    Fiber& f = self();
+    while (static_cast<int>(f.groups.size()) > pending) {
+        for (const Copy16& c : f.groups.front()) memcpy(c.dst, c.src, 16);
+        f.groups.erase(f.groups.begin());
+    }
+}
+
 // Runs `body` as every thread of every block of `grid`.
 inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<void()> body) {
     State& s = st();
@@ -252,14 +309,15 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
     s.body = std::move(body);
     if (static_cast<int>(s.fibers.size()) < n) s.fibers.resize(n);
     s.exchange.assign(2 * ((n + 31) & ~31), 0);
-    s.dynamic_shared.assign(shared_bytes + 128, 0);
+    s.dynamic_shared.assign(shared_bytes + 128 + SHARED_GUARD, 0);
     s.dynamic_shared_bytes = shared_bytes;
+    s.order.resize(n);
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
                 s.bid = dim3(bx, by, bz);
                 ::blockIdx = s.bid;
-                memset(s.dynamic_shared.data(), 0x5a, s.dynamic_shared.size());
+                memset(s.dynamic_shared.data(), POISON, s.dynamic_shared.size());
                 s.live = n;
                 s.block_bar = Barrier{};
                 s.warp_bar.assign((n + 31) / 32, Barrier{});
@@ -270,17 +328,37 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
                     f.linear = t;
                     f.tid = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
                     f.done = false;
+                    f.open.clear();
+                    f.groups.clear();
+                    s.order[t] = t;
                     ++s.warp_live[t >> 5];
                     start(f);
                 }
-                while (s.live > 0)
-                    for (int t = 0; t < n; ++t) {
-                        if (s.fibers[t].done) continue;
+                s.asleep.assign((n + 31) / 32, 0);
+                while (s.live > 0) {
+                    for (int i = n - 1; i > 0; --i) std::swap(s.order[i], s.order[next_random() % (i + 1)]);
+                    for (int& a : s.asleep) {
+                        if (a > 0)
+                            --a;
+                        else if (next_random() % 16 == 0)
+                            a = 1 + static_cast<int>(next_random() % 32);
+                    }
+                    for (int t : s.order) {
+                        if (s.fibers[t].done || s.asleep[t >> 5] > 0) continue;
                         s.cur = t;
                         ::threadIdx = s.fibers[t].tid;
                         switch_to(s.sched, s.fibers[t].ctx);
                     }
+                }
                 s.cur = -1;
+                const unsigned char* guard =
+                    static_cast<const unsigned char*>(dynamic_shared()) + s.dynamic_shared_bytes;
+                for (size_t i = 0; i < SHARED_GUARD; ++i)
+                    if (guard[i] != POISON) {
+                        fprintf(stderr, "emu: block (%u,%u,%u) wrote past its %zu bytes of dynamic shared memory\n",
+                                bx, by, bz, s.dynamic_shared_bytes);
+                        abort();
+                    }
             }
 }
 
@@ -292,10 +370,6 @@ inline void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t shared_by
     run_grid(grid, block, shared_bytes, [&]() { std::apply(kernel, params); });
 }
 
-inline void* dynamic_shared() {
-    const uintptr_t p = reinterpret_cast<uintptr_t>(st().dynamic_shared.data());
-    return reinterpret_cast<void*>((p + 127) & ~static_cast<uintptr_t>(127));
-}
 
 }  // namespace gq_emu
 
