@@ -37,6 +37,39 @@ __device__ __forceinline__ constexpr int xs_segments() {
     return xs_glu<OUT>() ? 2 : (T == Q5_K || T == Q6_K ? 3 : 4);
 }
 
+// A warp's place in an X-stationary launch: piece `kw` of row group `group`
+// (S pieces a group), taking segments first .. first + count - 1 of each
+// row; `nvb` row groups in all, block `vb`'s a gridDim.x apart.
+template <int NSEG, bool GLU>
+struct XsWarp {
+    int lane, warp, groups, group, kw, nvb, nseg, first, count;
+    __device__ __forceinline__ XsWarp(const Mv1Parts& parts, int cols, int S) {
+        lane = threadIdx.x & 31;
+        warp = threadIdx.x >> 5;
+        groups = MV1_WARPS / S;
+        group = warp / S;
+        kw = warp % S;
+        nvb = mv1_groups_of_rows(parts, groups, GLU);
+        nseg = (cols + MV_SEG - 1) / MV_SEG;
+        const int run = (nseg + S - 1) / S;
+        first = min(nseg, kw * run);
+        count = min(nseg, first + run) - first;
+        if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    }
+    // Row group `vb`'s rows for this warp.
+    template <int R>
+    __device__ __forceinline__ Mv1Rows<R, GLU> rows(const Mv1Parts& parts, int vb, long long row_bytes) const {
+        return mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+    }
+    // The warp's segments of the row group after `vb`, if any, asked of L2.
+    template <int T, int R>
+    __device__ __forceinline__ void prefetch_next(const Mv1Parts& parts, int vb, int cols, long long row_bytes) const {
+        if (vb + static_cast<int>(gridDim.x) >= nvb) return;
+        const Mv1Rows<R, GLU> N = rows<R>(parts, vb + gridDim.x, row_bytes);
+        mv1_prefetch<T, R>(N.row, N.active, first, count, cols, lane);
+    }
+};
+
 template <int OUT>
 __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                            long long row_bytes, int S, const float* __restrict__ norm_w,
@@ -46,13 +79,9 @@ __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, c
     constexpr int SB_BYTES = 144;  // a Q4_K super-block: 16 bytes of header, 128 of nibbles
     GQ_DYNAMIC_SHARED(16, uint8_t, xq);
     __shared__ float partial[2][MV1_WARPS][R];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
-    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
-    const int nchunks = cols >> 5, nsb = cols >> 8, nseg = (cols + MV_SEG - 1) / MV_SEG;
-    const int run = (nseg + S - 1) / S;
-    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
-    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    const XsWarp<NSEG, GLU> wp(parts, cols, S);
+    const int lane = wp.lane, first = wp.first, count = wp.count;
+    const int nchunks = cols >> 5, nsb = cols >> 8;
     // This lane's super-block of each four, and its bytes of that one's nibbles.
     const int sbo = lane >> 3, j = lane & 7, p = j >> 1, h = j & 1;
 
@@ -83,15 +112,12 @@ __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, c
         x[s].shi = sums[c + 1];
     }
 
-    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
+    for (int vb = blockIdx.x, it = 0; vb < wp.nvb; vb += gridDim.x, ++it) {
         // The next row group's weights into L2 (this one's were asked for
         // the same way, or by mv1_prologue), then every load of this one
         // before any is used.
-        if (vb + static_cast<int>(gridDim.x) < nvb) {
-            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
-            mv1_prefetch<Q4_K, R>(N.row, N.active, first, count, cols, lane);
-        }
-        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+        wp.template prefetch_next<Q4_K, R>(parts, vb, cols, row_bytes);
+        const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, vb, row_bytes);
         uint4 hd[R][NSEG], qs[R][NSEG];
 #pragma unroll
         for (int i = 0; i < R; ++i)
@@ -133,15 +159,11 @@ __device__ __forceinline__ void matvec1_xs_staged(const float* __restrict__ X, c
     constexpr int SLOT = mv_slot_bytes(T), OFFSET = int_offset(T);
     GQ_DYNAMIC_SHARED(16, uint8_t, xq);
     __shared__ float partial[2][MV1_WARPS][R];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
-    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
-    const int nchunks = cols >> 5, nseg = (cols + MV_SEG - 1) / MV_SEG;
-    const int run = (nseg + S - 1) / S;
-    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
-    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    const XsWarp<NSEG, GLU> wp(parts, cols, S);
+    const int lane = wp.lane, first = wp.first, count = wp.count;
+    const int nchunks = cols >> 5;
     const int x_bytes = ((cols >> 5) * 80 + 15) & ~15;
-    uint8_t* const slots = xq + x_bytes + warp * (R * NSEG * SLOT);
+    uint8_t* const slots = xq + x_bytes + wp.warp * (R * NSEG * SLOT);
 
     const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
     mv1_quantize_x(X, nullptr, xq, cols, norm_w, nscale);
@@ -167,18 +189,15 @@ __device__ __forceinline__ void matvec1_xs_staged(const float* __restrict__ X, c
         half[s] = OFFSET != 0 ? halves[c] : make_int2(0, 0);
     }
 
-    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
-        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+    for (int vb = blockIdx.x, it = 0; vb < wp.nvb; vb += gridDim.x, ++it) {
+        const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, vb, row_bytes);
 #pragma unroll
         for (int i = 0; i < R; ++i)
 #pragma unroll
             for (int s = 0; s < NSEG; ++s)
                 if (B.active[i] && s < count) mv_fetch<T>(B.row[i], first + s, cols, slots + (i * NSEG + s) * SLOT, lane);
         async_commit();
-        if (vb + static_cast<int>(gridDim.x) < nvb) {
-            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
-            mv1_prefetch<T, R>(N.row, N.active, first, count, cols, lane);
-        }
+        wp.template prefetch_next<T, R>(parts, vb, cols, row_bytes);
         async_wait<0>();
         __syncwarp();
         float acc[R];
@@ -225,13 +244,8 @@ __device__ __forceinline__ void matvec1f_xs(const float* __restrict__ X, const M
     constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<T, OUT>();
     constexpr int NW = T == F32 ? 2 : 1;  // 16-byte loads a piece
     __shared__ float partial[2][MV1_WARPS][R];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int groups = MV1_WARPS / S, group = warp / S, kw = warp % S;
-    const int nvb = mv1_groups_of_rows(parts, groups, GLU);
-    const int nseg = (cols + MV_SEG - 1) / MV_SEG;
-    const int run = (nseg + S - 1) / S;
-    const int first = min(nseg, kw * run), count = min(nseg, first + run) - first;
-    if (count > NSEG) __trap();  // the host's split keeps every warp's X in its registers
+    const XsWarp<NSEG, GLU> wp(parts, cols, S);
+    const int lane = wp.lane, first = wp.first, count = wp.count;
 
     const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
     float x[NSEG][4][8];
@@ -248,12 +262,9 @@ __device__ __forceinline__ void matvec1f_xs(const float* __restrict__ X, const M
             }
         }
 
-    for (int vb = blockIdx.x, it = 0; vb < nvb; vb += gridDim.x, ++it) {
-        if (vb + static_cast<int>(gridDim.x) < nvb) {
-            const Mv1Rows<R, GLU> N = mv1_rows<R, GLU>(parts, vb + gridDim.x, groups, group, row_bytes);
-            mv1_prefetch<T, R>(N.row, N.active, first, count, cols, lane);
-        }
-        const Mv1Rows<R, GLU> B = mv1_rows<R, GLU>(parts, vb, groups, group, row_bytes);
+    for (int vb = blockIdx.x, it = 0; vb < wp.nvb; vb += gridDim.x, ++it) {
+        wp.template prefetch_next<T, R>(parts, vb, cols, row_bytes);
+        const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, vb, row_bytes);
         bool a16 = (row_bytes & 15) == 0;
 #pragma unroll
         for (int i = 0; i < R; ++i) a16 = a16 && (reinterpret_cast<uintptr_t>(B.row[i]) & 15) == 0;
