@@ -23,6 +23,8 @@ M=$W/models
 
 case "${1:-}" in
 start)
+  # A later call on the same machine finds the builds under way or done.
+  if [ -f "$W/progress.log" ]; then echo "gpu-bench: already started in $W"; exit 0; fi
   rivals=$(cd "$2" && pwd)
   repo=$(cd "$(dirname "$0")/.." && pwd)
   mkdir -p "$W" "$M"

@@ -48,7 +48,8 @@ for e in "${ENTRIES[@]}"; do
 done
 ENTRIES=("${kept[@]}")
 # GPU_SESSION_AB="VAR=VALUE ..." also times llm's decode under each setting.
-DECODE=("Q4_K_M:-ngl 99 -p 0 -n 128" "Q4_0:-ngl 99 -p 0 -n 128" "1B-Q4_K_M:-ngl 99 -p 0 -n 128")
+DECODE=("Q4_K_M:-ngl 99 -p 0 -n 128" "Q4_0:-ngl 99 -p 0 -n 128" "Q8_0:-ngl 99 -p 0 -n 128"
+  "F16:-ngl 99 -p 0 -n 128" "1B-Q4_K_M:-ngl 99 -p 0 -n 128")
 
 case "${1:-}" in
 a)

@@ -55,7 +55,9 @@ for line in sys.stdin:
     strip -o "$pack/test-$name" "$exe"
   done
   strip -o "$pack/llm" target/release/llm
-  xz -T2 -6 "$pack"/llm "$pack"/test-*
+  # A 64 MiB dictionary: llm's stripped 27.9 MB pack into 11.7 MB with it,
+  # 20.8 MB with -6's 8 MiB (much of a binary repeats further apart).
+  xz -T2 -9 "$pack"/llm "$pack"/test-*
   models="$(scripts/fetch-models.sh)"
   LLM_TEST_MODELS="$models" LLM_WRITE_VOCAB="$PWD/$pack/vocab.gguf" \
     "$(printf '%s\n' "$exes" | awk '$1=="gpu"{print $2}')" --ignored write_vocabulary_only_gguf >/dev/null
@@ -86,7 +88,8 @@ for line in sys.stdin:
     [ "${3:-1}" = 1 ] || rm -f "$pack"/*.xz "$pack/vocab.gguf"
     case "${3:-1}" in
     1) head -c "$first" "$smol" >"$pack/smol.part0" ;;
-    2) tail -c +"$((first + 1))" "$smol" | head -c "$room" >"$pack/smol.part1" ;;
+    # (dd, not tail | head: tail's SIGPIPE would fail the pipeline.)
+    2) dd if="$smol" of="$pack/smol.part1" bs=1M iflag=skip_bytes,count_bytes skip="$first" count="$room" status=none ;;
     *) tail -c +"$((first + room + 1))" "$smol" >"$pack/smol.part2" ;;
     esac
     stat -c %s "$smol" >"$pack/smol.size"
