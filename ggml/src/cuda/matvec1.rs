@@ -184,14 +184,33 @@ fn split_of(
     split
 }
 
-/// LLM_CUDA_MV1_XS=1: the quantised one-token products take the
-/// X-stationary kernels (matvec1_xs.cuh) where they can. Off by default until they are
-/// timed beside matvec1 on a GPU: the CPU emulator (kernels/emu) checks
-/// their results, not their speed.
-fn stationary_enabled() -> bool {
-    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_XS").is_some_and(|v| v == "1"))
+/// Which one-token products take the X-stationary kernels
+/// (matvec1_xs.cuh): `LLM_CUDA_MV1_XS=1` every type that has them, `0`
+/// none, a list of type names (`q4_k,q6_k`) those, unset the types where
+/// the H200 timed them faster than matvec1 (STATIONARY_BY_DEFAULT).
+fn stationary_enabled(ty: GgmlType) -> bool {
+    static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_XS").ok());
+    match set.as_deref() {
+        Some(list) => stationary_listed(list, ty),
+        None => STATIONARY_BY_DEFAULT.contains(&ty),
+    }
 }
+
+/// Whether `LLM_CUDA_MV1_XS`'s value selects `ty`.
+fn stationary_listed(list: &str, ty: GgmlType) -> bool {
+    match list.trim() {
+        "1" => true,
+        "0" | "" => false,
+        list => list
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(ty.name())),
+    }
+}
+
+/// The types whose decode the X-stationary products made faster, whole
+/// 7B steps on the H200 (README, "X-stationary one-token products").
+const STATIONARY_BY_DEFAULT: &[GgmlType] = &[];
 
 /// Segments of 1024 columns an X-stationary warp keeps in its registers
 /// (matvec1_xs.cuh's xs_segments): two for a glu (whose warp has a gate
@@ -348,7 +367,7 @@ impl Matvec1 {
             && (aligned || ty != GgmlType::Q4_K)
             && cols.is_multiple_of(32)
             && x_copies == 1
-            && stationary_enabled()
+            && stationary_enabled(ty)
         {
             if let Some(plan) = self.stationary_plan(ty, epilogue, cols) {
                 return Some(plan);
@@ -460,6 +479,15 @@ mod tests {
         assert_eq!(resident_blocks(200 << 10, 3), 1);
         assert_eq!(resident_blocks(400 << 10, 3), 1);
         assert_eq!(resident_blocks(0, 0), 1);
+    }
+
+    #[test]
+    fn stationary_selection_reads_all_none_or_a_list() {
+        assert!(stationary_listed("1", GgmlType::Q8_0));
+        assert!(!stationary_listed("0", GgmlType::Q4_K));
+        assert!(stationary_listed("q4_k, Q6_K", GgmlType::Q6_K));
+        assert!(stationary_listed("q4_k,q6_k", GgmlType::Q4_K));
+        assert!(!stationary_listed("q4_k,q6_k", GgmlType::Q4_0));
     }
 
     #[test]
