@@ -24,6 +24,10 @@
 # --lean, then (carry .gpu-d) scripts/gpu-session.sh d: the kernels' test,
 # the GPU suite but SmolLM2, the folder fixtures, and 7B folders' benchmarks
 # beside our one-type Q4_K and Q4_0 files written there.
+#
+# GPU_SESSION_AB="VAR=VALUE ..." scripts/gpu-session.sh x, after a call that
+# unpacked a pack: llm's decode under each setting beside the default, on
+# our writer's one-type files, alternated ($OUT/bench-ab.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -154,6 +158,29 @@ d)
         grep -E "^\| 7b" | sed "s/^/$ab /" | tee -a "$out/bench-folders.log"
     done
     rm -rf "$w/models/7b-$f"
+  done
+  ;;
+x)
+  # Decode under each GPU_SESSION_AB setting beside the default, on our
+  # writer's one-type files (7B shape; 1b- for Llama-3.2-1B's), each pair
+  # alternated GPU_SESSION_ROUNDS times (2), one file on disk at a time;
+  # after a call that unpacked the pack (a, or gpu-suite.sh run).
+  w=/tmp/llm-gpu
+  mkdir -p $w/models
+  for t in ${GPU_SESSION_TYPES-Q4_K Q4_0 Q8_0 Q6_K F16 1b-Q4_K}; do
+    shape=7b ty=$t
+    if [[ $t == 1b-* ]]; then shape=1b ty=${t#1b-}; fi
+    m=$w/models/$shape-$ty.gguf
+    LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=$ty LLM_WRITE_SHAPE=$shape \
+      $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1 || echo "writing $m failed"
+    for _ in $(seq "${GPU_SESSION_ROUNDS:-2}"); do
+      for ab in default ${GPU_SESSION_AB:-}; do
+        [ $ab = default ] && set -- env || set -- env "$ab"
+        "$@" timeout 60 $w/llm bench -m "$m" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+          grep -E "^\| [0-9]" | sed "s/^/$t $ab /" | tee -a "$out/bench-ab.log"
+      done
+    done
+    rm -f "$m"
   done
   ;;
 e)
