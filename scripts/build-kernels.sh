@@ -24,6 +24,13 @@ inc="$bin/../include"
 # architecture lets the driver compile for GPUs newer than this list.
 archs=(75 80 86 89 90 100 120)
 ptx=120
+# Modules of one architecture's own instructions (Hopper's wgmma: sm_90a),
+# which the backend loads on that architecture alone.
+arch_only() {
+  case "$1" in
+  *_sm90) echo 90a ;;
+  esac
+}
 flags=(-O3 -std=c++17 -Xfatbin -compress-all)
 
 sources() { ls $src/*.cu $src/*.cuh 2>/dev/null | sort; }
@@ -32,7 +39,7 @@ kernels() { ls $src/*.cu | grep -v '/test_' | sort; }
 describe() {
   echo "nvcc: $(nvcc --version | grep -o 'release [0-9.]*, V[0-9.]*')"
   echo "flags: ${flags[*]}"
-  echo "archs: ${archs[*]} ptx: compute_$ptx"
+  echo "archs: ${archs[*]} ptx: compute_$ptx; *_sm90: sm_90a alone"
   for f in $(sources); do sha256sum "$f"; done
 }
 
@@ -46,6 +53,11 @@ if [ "${1:-}" = "--check" ]; then
   trap 'rm -rf "$tmp"' EXIT
   for cu in $(kernels); do
     name="$(basename "$cu" .cu)"
+    only="$(arch_only "$name")"
+    if [ -n "$only" ]; then
+      nvcc -I "$inc" "${flags[@]}" -fatbin -gencode "arch=compute_$only,code=sm_$only" -o "$tmp/$name.fatbin" "$cu"
+      continue
+    fi
     nvcc -I "$inc" "${flags[@]}" -fatbin -gencode "arch=compute_90,code=sm_90" \
       -gencode "arch=compute_$ptx,code=compute_$ptx" -o "$tmp/$name.fatbin" "$cu"
   done
@@ -61,6 +73,11 @@ for cu in $(kernels); do
   name="$(basename "$cu" .cu)"
   if [ $# -gt 0 ] && ! printf '%s\n' "$@" | grep -qx "$name"; then continue; fi
   echo "build-kernels: $name" >&2
+  only="$(arch_only "$name")"
+  if [ -n "$only" ]; then
+    nvcc -I "$inc" "${flags[@]}" -fatbin -gencode "arch=compute_$only,code=sm_$only" -o "$out/$name.fatbin" "$cu"
+    continue
+  fi
   # --threads: the architectures compile side by side (CI has 2 cores).
   nvcc -I "$inc" "${flags[@]}" --threads 2 -fatbin "${gencode[@]}" -o "$out/$name.fatbin" "$cu"
 done

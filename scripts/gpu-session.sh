@@ -26,8 +26,8 @@
 # beside our one-type Q4_K and Q4_0 files written there.
 #
 # GPU_SESSION_AB="VAR=VALUE ..." scripts/gpu-session.sh x, after a call that
-# unpacked a pack: llm's decode under each setting beside the default, on
-# our writer's one-type files, alternated ($OUT/bench-ab.log).
+# unpacked a pack: llm bench under each setting beside the default, on our
+# writer's one-type files, alternated ($OUT/bench-ab.log).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -61,7 +61,7 @@ a)
   k=ggml/src/cuda/kernels
   # GPU_SESSION_NO_KERNEL_TEST=1: the kernels' sources are those of a run that passed.
   if [ -z "${GPU_SESSION_NO_KERNEL_TEST:-}" ]; then
-    { nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
+    { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
       /tmp/test_matmul && /tmp/test_matmul --bench; } >"$out/test_matmul.log" 2>&1
     echo "test_matmul rc=$?"; tail -40 "$out/test_matmul.log"
   fi
@@ -128,7 +128,7 @@ c)
   ;;
 d)
   k=ggml/src/cuda/kernels
-  { nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
+  { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
     /tmp/test_matmul; } >"$out/test_matmul.log" 2>&1
   echo "test_matmul rc=$?"; tail -3 "$out/test_matmul.log"
   GPU_PACK=.gpu-d timeout 240 scripts/gpu-suite.sh run >"$out/suite-d.log" 2>&1
@@ -161,7 +161,8 @@ d)
   done
   ;;
 x)
-  # Decode under each GPU_SESSION_AB setting beside the default, on our
+  # llm bench (GPU_SESSION_BENCH, else pp512 and tg128) under each
+  # GPU_SESSION_AB setting beside the default, on our
   # writer's one-type files (7B shape; 1b- for Llama-3.2-1B's), each pair
   # alternated GPU_SESSION_ROUNDS times (2), one file on disk at a time;
   # after a call that unpacked the pack (a, or gpu-suite.sh run).
@@ -176,7 +177,8 @@ x)
     for _ in $(seq "${GPU_SESSION_ROUNDS:-2}"); do
       for ab in default ${GPU_SESSION_AB:-}; do
         [ $ab = default ] && set -- env || set -- env "$ab"
-        "$@" timeout 60 $w/llm bench -m "$m" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+        # shellcheck disable=SC2086
+        "$@" timeout 60 $w/llm bench -m "$m" -ngl 99 ${GPU_SESSION_BENCH:--p 512 -n 128} -r 5 2>&1 |
           grep -E "^\| [0-9]" | sed "s/^/$t $ab /" | tee -a "$out/bench-ab.log"
       done
     done

@@ -125,6 +125,9 @@ unpack | run)
     { echo "matmul.cu's tiled products fail"; status=1; }
   LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "tile.cu's 128-token tiles fail"; status=1; }
+  # F16 batches in tile.cu's tiles where Hopper would take gemm_sm90.cu's.
+  LLM_CUDA_NO_WGMMA=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "tile.cu's F16 tiles (no wgmma) fail"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   # The X-stationary one-token products (opt-in until timed): the backend's
   # ops, and the synthetic models' greedy tokens, through them.

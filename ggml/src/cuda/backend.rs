@@ -73,6 +73,9 @@ struct MatKernels {
     /// Past MATVEC_MAX_TOKENS, tile.cu's large tiles where this GPU runs
     /// them (LLM_CUDA_NO_TILE=1: matmul.cu's 64x64 ones, for timing).
     tile: Option<Tile>,
+    /// F16 on Hopper: gemm_sm90.cu's warpgroup products, for rows 16-byte
+    /// aligned (LLM_CUDA_NO_WGMMA=1: tile.cu's, for timing).
+    wgmma: Option<Tile>,
 }
 
 pub struct CudaBackend {
@@ -357,8 +360,15 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> CuResult<CudaBackend> {
         let ctx = Context::new(ordinal)?;
         let info = ctx.info();
+        let hopper: &[(&str, &[u8])] =
+            if info.capability == 90 && std::env::var_os("LLM_CUDA_NO_WGMMA").is_none() {
+                super::HOPPER_MODULES
+            } else {
+                &[]
+            };
         let modules = super::MODULES
             .iter()
+            .chain(hopper)
             .map(|(name, image)| match super::module_override(name) {
                 Some(file) => Module::load(&file),
                 None => Module::load(image),
@@ -393,6 +403,9 @@ impl CudaBackend {
                 .is_none()
                 .then(|| Tile::find(find, ty, &n))
                 .flatten();
+            let wgmma = (ty == GgmlType::F16 && tile.is_some())
+                .then(|| Tile::find_wgmma(find))
+                .flatten();
             matmul.insert(
                 ty,
                 MatKernels {
@@ -400,6 +413,7 @@ impl CudaBackend {
                     matvec,
                     matmul: matmul_fn,
                     tile,
+                    wgmma,
                 },
             );
         }
@@ -570,6 +584,10 @@ impl CudaBackend {
             0,
             &[&xp, &xh, &len],
         )?;
+        let tile = match &k.wgmma {
+            Some(wg) if (wp | row_bytes as u64) & 15 == 0 => wg,
+            _ => tile,
+        };
         let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
         l.f.launch(
             &self.stream,

@@ -26,6 +26,13 @@ pub(crate) const MODULES: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// Modules built for Hopper alone (sm_90a: its warpgroup instructions do
+/// not exist elsewhere), loaded on compute 9.0 only.
+pub(crate) const HOPPER_MODULES: &[(&str, &[u8])] = &[(
+    "gemm_sm90",
+    include_bytes!("kernels/build/gemm_sm90.fatbin"),
+)];
+
 /// A module's image from `$LLM_CUDA_MODULE_DIR/<name>.cubin` (or `.fatbin`)
 /// when that file exists: a developer's way to time a kernel variant on the
 /// GPU machine beside the embedded one without building llm there.

@@ -42,6 +42,13 @@ fn tile_shared(ty: GgmlType, tokens: usize) -> usize {
     tiles.max(tokens * (TILE_ROWS + 4) * 4)
 }
 
+/// gemm_sm90.cu's `shared_bytes`: six slots of a 128-row weight step and a
+/// `tokens`-row activation step (64 halves a row), and 1024 bytes to align
+/// the ring.
+fn wgmma_shared(tokens: usize) -> usize {
+    6 * (TILE_ROWS + tokens) * 64 * 2 + 1024
+}
+
 /// LLM_CUDA_TILE_TOKENS=64|128 fixes the tile width (for timing); unset,
 /// the rule in `Tile::launch` picks.
 fn fixed_width() -> Option<usize> {
@@ -62,9 +69,32 @@ impl Tile {
         ty: GgmlType,
         name: &str,
     ) -> Option<Tile> {
+        Self::find_as(
+            find,
+            |tokens| format!("matmul_tile_{name}_n{tokens}"),
+            |tokens| tile_shared(ty, tokens),
+        )
+    }
+
+    /// gemm_sm90.cu's products of F16 weights on Hopper's warpgroup
+    /// instructions: the same contract and grid as tile.cu's, for rows
+    /// 16-byte aligned.
+    pub fn find_wgmma(find: impl Fn(&str) -> CuResult<Function>) -> Option<Tile> {
+        Self::find_as(
+            find,
+            |tokens| format!("matmul_wg_f16_n{tokens}"),
+            wgmma_shared,
+        )
+    }
+
+    fn find_as(
+        find: impl Fn(&str) -> CuResult<Function>,
+        name: impl Fn(usize) -> String,
+        shared: impl Fn(usize) -> usize,
+    ) -> Option<Tile> {
         let width = |tokens: usize| -> Option<Width> {
-            let f = find(&format!("matmul_tile_{name}_n{tokens}")).ok()?;
-            let shared = tile_shared(ty, tokens);
+            let f = find(&name(tokens)).ok()?;
+            let shared = shared(tokens);
             f.allow_dynamic_shared(shared).ok()?;
             Some(Width {
                 f,
@@ -117,6 +147,9 @@ mod tests {
         // tile (128 tokens of 132 floats) is the larger.
         assert_eq!(tile_shared(GgmlType::Q4_0, 128), 384 * 144 + 256 * 80);
         assert_eq!(tile_shared(GgmlType::F16, 64), 256 * 144 + 256 * 160);
+        // The wgmma ring: one block a multiprocessor within Hopper's 227 KiB.
+        assert_eq!(wgmma_shared(128), 6 * 32768 + 1024);
+        assert!(wgmma_shared(128) <= 227 << 10);
         // Every type fits Hopper's 227 KiB a block, and all but Q6_K's wide
         // tile leave room for two blocks a multiprocessor.
         let tiled = crate::blocks::WEIGHT_TYPES

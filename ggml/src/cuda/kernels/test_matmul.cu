@@ -31,6 +31,7 @@
 #include "matmul.cu"
 #include "tile.cu"
 #include "lean.cuh"
+#include "gemm_sm90.cu"
 
 // Under the CPU emulator (g++ -I emu, see emu/emu.h) the tensor-core
 // products are left out: its wmma computes a whole tile in every lane, far
@@ -833,12 +834,109 @@ static int test_matvec1_xs(std::mt19937& rng) {
     return failures;
 }
 
+// gemm_sm90.cu's wgmma products of F16 weights against the f64 reference:
+// row and token tails, K steps past the end of a row, both tile widths. On
+// a GPU only on Hopper with this file built for sm_90a (else skipped).
+static int test_wgmma(std::mt19937& rng) {
+#ifndef GQ_EMU
+    int dev = 0, major = 0;
+    CK(cudaGetDevice(&dev));
+    CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    if (major != 9) { printf("wgmma   skipped (not Hopper)\n"); return 0; }
+#endif
+    const TypeCase* tc = nullptr;
+    for (const TypeCase& c : CASES) if (c.t == gq::F16) tc = &c;
+    int fail = 0;
+    const int shapes[][3] = {{131, 160, 67}, {256, 64, 130}, {128, 4096, 9}, {300, 1088, 200}};
+    for (const auto& sh : shapes) {
+        const int rows = sh[0], cols = sh[1], ntok = sh[2];
+        const long long rb = 2LL * cols;
+        std::vector<uint8_t> W(rows * rb);
+        for (int r = 0; r < rows; r++) random_row(gq::F16, W.data() + r * rb, cols, rng);
+        std::vector<float> Wf((size_t)rows * cols), X((size_t)ntok * cols), Y((size_t)ntok * rows);
+        for (int r = 0; r < rows; r++) ref_row(gq::F16, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
+        std::uniform_real_distribution<float> u(-1.f, 1.f);
+        for (auto& v : X) v = u(rng);
+        uint8_t* dW; float *dX, *dY; __half* dXh;
+        CK(cudaMalloc(&dW, W.size()));
+        CK(cudaMalloc(&dX, X.size() * 4));
+        CK(cudaMalloc(&dXh, X.size() * 2));
+        CK(cudaMalloc(&dY, Y.size() * 4));
+        CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMemcpy(dX, X.data(), X.size() * 4, cudaMemcpyHostToDevice));
+        const long long n = (long long)ntok * cols;
+        GQ_LAUNCH((unsigned)((n / 4 + 255) / 256), 256, 0, to_half)(dX, dXh, n);
+        for (int bn : {128, 64}) {
+            auto k = bn == 128 ? matmul_wg_f16_n128 : matmul_wg_f16_n64;
+            const int shared = sm90::shared_bytes(bn);
+            CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+            CK(cudaMemset(dY, 0xff, Y.size() * 4));
+            dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128);
+            GQ_LAUNCH(grid, 256, shared, k)(dW, dXh, dY, rows, cols, rb, ntok);
+            CK(cudaGetLastError());
+            CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
+            char what[32];
+            snprintf(what, sizeof what, "matmul_wg_f16_n%d", bn);
+            fail += compare(what, *tc, rows, cols, ntok, Wf, X, Y, 2e-3);
+        }
+        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dXh)); CK(cudaFree(dY));
+    }
+    printf("wgmma   %s\n", fail ? "FAIL" : "ok");
+    return fail != 0;
+}
+
+// --bench-wgmma: F16 prompt products of a 7B's shapes, tile.cu's 128-token
+// tiles against gemm_sm90.cu's two widths, in TFLOP/s.
+static void bench_wgmma() {
+    const TypeCase* tc = nullptr;
+    for (const TypeCase& c : CASES) if (c.t == gq::F16) tc = &c;
+    const int shapes[][2] = {{4096, 4096}, {12288, 4096}, {22016, 4096}, {4096, 11008}, {32768, 4096}};
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
+    for (const auto& sh : shapes) {
+        const int rows = sh[0], cols = sh[1];
+        const long long rb = 2LL * cols;
+        uint8_t* dW; float *dX, *dY; __half* dXh;
+        CK(cudaMalloc(&dW, rows * rb));
+        CK(cudaMemset(dW, 0, rows * rb));
+        CK(cudaMalloc(&dX, 512ll * cols * 4));
+        CK(cudaMemset(dX, 0, 512ll * cols * 4));
+        CK(cudaMalloc(&dXh, 512ll * cols * 2));
+        CK(cudaMalloc(&dY, 512ll * rows * 4));
+        for (int ntok : {128, 512}) {
+            printf("F16 %5dx%-5d x%3d", rows, cols, ntok);
+            auto time = [&](const char* what, auto launch) {
+                const int it = 20;
+                launch();
+                CK(cudaEventRecord(a));
+                for (int i = 0; i < it; i++) launch();
+                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
+                float ms; CK(cudaEventElapsedTime(&ms, a, b));
+                printf("  %s %7.1f us %5.0f TFLOP/s", what, 1e3 * ms / it, 2.0 * rows * cols * ntok / (1e9 * ms / it));
+            };
+            time("tile128", [&] { run_tile(*tc, 0, dW, dX, dXh, dY, rows, cols, rb, ntok); });
+            for (int bn : {128, 64}) {
+                auto k = bn == 128 ? matmul_wg_f16_n128 : matmul_wg_f16_n64;
+                const int shared = sm90::shared_bytes(bn);
+                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+                dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128);
+                time(bn == 128 ? "wg128" : "wg64", [&] { GQ_LAUNCH(grid, 256, shared, k)(dW, dXh, dY, rows, cols, rb, ntok); });
+            }
+            printf("\n");
+        }
+        CK(cudaGetLastError());
+        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dXh)); CK(cudaFree(dY));
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
     if (argc > 1 && !strcmp(argv[1], "--xs")) return test_matvec1_xs(rng);
+    if (argc > 1 && !strcmp(argv[1], "--wgmma")) return test_wgmma(rng);
     int failures = 0;
     for (const TypeCase& tc : CASES) {
         const int be = gq::block_elems(tc.t), bb = gq::block_bytes(tc.t), mult = gq::cols_multiple(tc.t);
@@ -956,6 +1054,7 @@ int main(int argc, char** argv) {
         failures += type_fail != 0;
     }
     failures += test_matvec1_xs(rng);  // (one count a type)
+    failures += test_wgmma(rng);
     printf(failures ? "%d type(s) FAILED\n" : "all ok\n", failures);
     return failures != 0;
 }

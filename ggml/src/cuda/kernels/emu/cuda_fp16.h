@@ -33,22 +33,6 @@ inline unsigned short f32_to_f16(float f) {
     if (rest > 0x1000u || (rest == 0x1000u && (h & 1))) ++h;
     return static_cast<unsigned short>(sign | h);
 }
-inline float f16_to_f32(unsigned short h) {
-    const unsigned sign = static_cast<unsigned>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-    unsigned bits;
-    if (exp == 0) {
-        const float v = static_cast<float>(mant) / 16777216.0f;
-        memcpy(&bits, &v, 4);
-        bits |= sign;
-    } else if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 }  // namespace gq_emu
 
 inline float __half2float(__half h) { return gq_emu::f16_to_f32(h.x); }

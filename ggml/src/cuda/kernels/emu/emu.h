@@ -108,6 +108,14 @@ struct Context {
 };
 #endif
 
+// A warpgroup product (wgmma m64nNk16, f16 in, f32 accumulators) not yet
+// computed: this thread's N/2 accumulators, the operands' descriptors.
+struct WgOp {
+    float* d;
+    int n;
+    uint64_t a, b;
+};
+
 // A 16-byte asynchronous copy (cp.async) not yet landed.
 struct Copy16 {
     void* dst;
@@ -120,12 +128,17 @@ struct Fiber {
     dim3 tid;
     int linear = 0;
     bool done = false;
-    // This thread's cp.async copies: those since the last commit, then the
-    // committed groups, oldest first. They land only when a wait lets them
-    // (the strictest reading of the GPU's rules), so a missing wait reads
-    // stale bytes.
+    // This thread's cp.async copies not yet landed: those since the last
+    // commit, then the committed groups, oldest first (copy16_async lands
+    // half of them at once, the others only when a wait lets them).
     std::vector<Copy16> open;
     std::vector<std::vector<Copy16>> groups;
+    // This thread's warpgroup products (wgmma) likewise: issued, committed,
+    // computed only when a wait lets them, from the shared memory as it is
+    // then (so a kernel that overwrites an operand too early gets the new
+    // bytes, as the GPU may give it).
+    std::vector<struct WgOp> wg_open;
+    std::vector<std::vector<struct WgOp>> wg_groups;
 };
 
 struct State {
@@ -263,7 +276,7 @@ inline void start(Fiber& f) {
 
 inline void* dynamic_shared() {
     const uintptr_t p = reinterpret_cast<uintptr_t>(st().dynamic_shared.data());
-    return reinterpret_cast<void*>((p + 127) & ~static_cast<uintptr_t>(127));
+    return reinterpret_cast<void*>((p + 1023) & ~static_cast<uintptr_t>(1023));
 }
 
 // Bytes past a block's dynamic shared memory, checked after the block: a
@@ -280,7 +293,15 @@ inline unsigned next_random() {
 }
 
 // cp.async: queued, committed, landed by waits.
-inline void copy16_async(void* dst, const void* src) { self().open.push_back(Copy16{dst, src}); }
+// Half land at once, half only when waited for: a GPU's copy may land any
+// time in between, so a kernel must neither read a slot before its wait
+// nor give a slot new copies while something may still read it.
+inline void copy16_async(void* dst, const void* src) {
+    if (next_random() & 1)
+        memcpy(dst, src, 16);
+    else
+        self().open.push_back(Copy16{dst, src});
+}
 inline void async_commit() {
     Fiber& f = self();
     f.groups.push_back(std::move(f.open));
@@ -291,6 +312,77 @@ inline void async_wait(int pending) {
     while (static_cast<int>(f.groups.size()) > pending) {
         for (const Copy16& c : f.groups.front()) memcpy(c.dst, c.src, 16);
         f.groups.erase(f.groups.begin());
+    }
+}
+
+// The half-precision value of 16 bits, exactly.
+inline float f16_to_f32(unsigned short h) {
+    const unsigned sign = static_cast<unsigned>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    unsigned bits;
+    if (exp == 0) {
+        const float v = static_cast<float>(mant) / 16777216.0f;
+        memcpy(&bits, &v, 4);
+        bits |= sign;
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+// A shared-memory address (what cvta.to.shared gives): bytes from the
+// block's dynamic shared memory, which the emulator aligns to 1024 bytes.
+inline unsigned shared_address(const void* p) {
+    return static_cast<unsigned>(static_cast<const unsigned char*>(p) - static_cast<const unsigned char*>(dynamic_shared()));
+}
+
+// Element (row, k) of a K-major, 128B-swizzled f16 operand whose descriptor
+// is `desc`: rows 8 apart by the stride byte offset, 128 bytes a row, the
+// address's bits 4-6 swizzled by its bits 7-9.
+inline float wg_operand(uint64_t desc, int row, int k) {
+    if ((desc >> 62) != 1) {
+        fprintf(stderr, "emu: a wgmma descriptor without the 128-byte swizzle\n");
+        abort();
+    }
+    const unsigned start = static_cast<unsigned>(desc & 0x3FFF) << 4;
+    const unsigned stride = static_cast<unsigned>((desc >> 32) & 0x3FFF) << 4;
+    unsigned addr = start + (row >> 3) * stride + (row & 7) * 128 + 2 * k;
+    addr ^= ((addr >> 7) & 7) << 4;
+    if (addr + 2 > st().dynamic_shared_bytes) {
+        fprintf(stderr, "emu: a wgmma operand at %u past %zu bytes of shared memory\n", addr, st().dynamic_shared_bytes);
+        abort();
+    }
+    unsigned short h;
+    memcpy(&h, static_cast<const unsigned char*>(dynamic_shared()) + addr, 2);
+    return f16_to_f32(h);
+}
+
+// Computes one product for the thread `t` of its warpgroup (its
+// accumulators' places as the PTX ISA's figure for m64nNk16 gives them).
+inline void wg_compute(const WgOp& op, int t) {
+    for (int i = 0; i < op.n / 2; ++i) {
+        const int row = 16 * (t >> 5) + ((t & 31) >> 2) + 8 * ((i >> 1) & 1);
+        const int col = 8 * (i >> 2) + 2 * (t & 3) + (i & 1);
+        float s = op.d[i];
+        for (int k = 0; k < 16; ++k) s += wg_operand(op.a, row, k) * wg_operand(op.b, col, k);
+        op.d[i] = s;
+    }
+}
+
+inline void wg_mma_f16(float* d, int n, uint64_t a, uint64_t b) { self().wg_open.push_back(WgOp{d, n, a, b}); }
+inline void wg_commit() {
+    Fiber& f = self();
+    f.wg_groups.push_back(std::move(f.wg_open));
+    f.wg_open.clear();
+}
+inline void wg_wait(int pending) {
+    Fiber& f = self();
+    while (static_cast<int>(f.wg_groups.size()) > pending) {
+        for (const WgOp& op : f.wg_groups.front()) wg_compute(op, f.linear & 127);
+        f.wg_groups.erase(f.wg_groups.begin());
     }
 }
 
@@ -309,7 +401,7 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
     s.body = std::move(body);
     if (static_cast<int>(s.fibers.size()) < n) s.fibers.resize(n);
     s.exchange.assign(2 * ((n + 31) & ~31), 0);
-    s.dynamic_shared.assign(shared_bytes + 128 + SHARED_GUARD, 0);
+    s.dynamic_shared.assign(shared_bytes + 1024 + SHARED_GUARD, 0);
     s.dynamic_shared_bytes = shared_bytes;
     s.order.resize(n);
     for (unsigned bz = 0; bz < grid.z; ++bz)
@@ -330,6 +422,8 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
                     f.done = false;
                     f.open.clear();
                     f.groups.clear();
+                    f.wg_open.clear();
+                    f.wg_groups.clear();
                     s.order[t] = t;
                     ++s.warp_live[t >> 5];
                     start(f);
