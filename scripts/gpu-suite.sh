@@ -125,9 +125,10 @@ unpack | run)
     { echo "matmul.cu's tiled products fail"; status=1; }
   LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
     { echo "tile.cu's 128-token tiles fail"; status=1; }
-  # F16 batches in tile.cu's tiles where Hopper would take gemm_sm90.cu's.
-  LLM_CUDA_NO_WGMMA=1 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
-    { echo "tile.cu's F16 tiles (no wgmma) fail"; status=1; }
+  # Batches of 9 tokens and more through Hopper's warpgroup products
+  # (gemm_sm90.cu; opt-in until timed), quantised weights dequantised first.
+  LLM_CUDA_WGMMA=1 LLM_CUDA_WGMMA_TOKENS=9 "$work/test-ggml" --test-threads 1 cuda:: >/dev/null ||
+    { echo "the wgmma products fail the backend's tests"; status=1; }
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   # The X-stationary one-token products (opt-in until timed): the backend's
   # ops, and the synthetic models' greedy tokens, through them.
@@ -135,6 +136,8 @@ unpack | run)
     { echo "the X-stationary products fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
     { echo "the X-stationary products fail the model tests"; status=1; }
+  LLM_CUDA_WGMMA=1 LLM_CUDA_WGMMA_TOKENS=9 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
+    { echo "the wgmma products fail the model tests"; status=1; }
   exit $status
   ;;
 run-folders)

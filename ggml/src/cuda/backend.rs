@@ -57,6 +57,10 @@ pub(super) struct Kernels {
     matmul: HashMap<GgmlType, MatKernels>,
     /// Activations f32 -> f16 for tile.cu's products.
     to_half: Function,
+    /// Hopper's warpgroup products of f16 rows (gemm_sm90.cu), for batches
+    /// of at least `wgmma_tokens()` tokens, with LLM_CUDA_WGMMA=1 (opt-in
+    /// until timed on a GPU).
+    wgmma: Option<Tile>,
     /// Caches of other types than f16 (kvcache.rs).
     pub(super) kvq: QuantKvKernels,
 }
@@ -73,9 +77,18 @@ struct MatKernels {
     /// Past MATVEC_MAX_TOKENS, tile.cu's large tiles where this GPU runs
     /// them (LLM_CUDA_NO_TILE=1: matmul.cu's 64x64 ones, for timing).
     tile: Option<Tile>,
-    /// F16 on Hopper: gemm_sm90.cu's warpgroup products, for rows 16-byte
-    /// aligned (LLM_CUDA_NO_WGMMA=1: tile.cu's, for timing).
-    wgmma: Option<Tile>,
+    /// How gemm_sm90.cu's products take this type's weights, where they
+    /// are loaded (`Kernels::wgmma`).
+    half_rows: HalfRows,
+}
+
+/// The way to f16 rows for gemm_sm90.cu: F16 weights are already (where
+/// 16-byte aligned), the quantised types are dequantised into a scratch
+/// first (tile.cu's dequant_half_<t>).
+enum HalfRows {
+    Direct,
+    Dequantised(Function),
+    None,
 }
 
 pub struct CudaBackend {
@@ -96,6 +109,8 @@ pub struct CudaBackend {
     offload: Mutex<Option<OffloadRoom>>,
     /// A tiled product's activations in f16, grown as needed.
     half_x: Mutex<Option<DeviceMem>>,
+    /// A quantised weight dequantised for gemm_sm90.cu, grown as needed.
+    half_w: Mutex<Option<DeviceMem>>,
     stream: Stream,
     _modules: Vec<Module>,
     // Dropped last: everything above lives in this context.
@@ -351,6 +366,27 @@ fn early_launches(info: &DeviceInfo) -> EarlyLaunches {
     }
 }
 
+/// LLM_CUDA_WGMMA=1: prompt batches' products on Hopper's warpgroup
+/// instructions (gemm_sm90.cu), the quantised types' weights dequantised
+/// to f16 first. Opt-in until timed beside tile.cu's on a GPU: the CPU
+/// emulator checks their results, not their speed.
+fn wgmma_selected() -> bool {
+    std::env::var("LLM_CUDA_WGMMA").is_ok_and(|v| v == "1")
+}
+
+/// The fewest tokens for which a product goes through gemm_sm90.cu
+/// (LLM_CUDA_WGMMA_TOKENS, default 256): dequantising a weight costs the
+/// same whatever the batch, so small batches keep tile.cu's tiles.
+fn wgmma_tokens() -> usize {
+    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_WGMMA_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    })
+}
+
 fn blocks(n: usize, per: usize) -> u32 {
     n.div_ceil(per).max(1) as u32
 }
@@ -360,12 +396,11 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> CuResult<CudaBackend> {
         let ctx = Context::new(ordinal)?;
         let info = ctx.info();
-        let hopper: &[(&str, &[u8])] =
-            if info.capability == 90 && std::env::var_os("LLM_CUDA_NO_WGMMA").is_none() {
-                super::HOPPER_MODULES
-            } else {
-                &[]
-            };
+        let hopper: &[(&str, &[u8])] = if info.capability == 90 && wgmma_selected() {
+            super::HOPPER_MODULES
+        } else {
+            &[]
+        };
         let modules = super::MODULES
             .iter()
             .chain(hopper)
@@ -403,9 +438,11 @@ impl CudaBackend {
                 .is_none()
                 .then(|| Tile::find(find, ty, &n))
                 .flatten();
-            let wgmma = (ty == GgmlType::F16 && tile.is_some())
-                .then(|| Tile::find_wgmma(find))
-                .flatten();
+            let half_rows = match find(&format!("dequant_half_{n}")) {
+                _ if ty == GgmlType::F16 => HalfRows::Direct,
+                Ok(f) => HalfRows::Dequantised(f),
+                Err(_) => HalfRows::None,
+            };
             matmul.insert(
                 ty,
                 MatKernels {
@@ -413,7 +450,7 @@ impl CudaBackend {
                     matvec,
                     matmul: matmul_fn,
                     tile,
-                    wgmma,
+                    half_rows,
                 },
             );
         }
@@ -463,6 +500,10 @@ impl CudaBackend {
             },
             matmul,
             to_half: find("to_half")?,
+            wgmma: hopper
+                .is_empty()
+                .then_some(None)
+                .unwrap_or_else(|| Tile::find_wgmma(find)),
             kvq: QuantKvKernels::find(find)?,
         };
         let early = early_launches(&info);
@@ -476,6 +517,7 @@ impl CudaBackend {
             orders: Mutex::new(Vec::new()),
             offload: Mutex::new(None),
             half_x: Mutex::new(None),
+            half_w: Mutex::new(None),
             stream: Stream::new(early)?,
             _modules: modules,
             ctx,
@@ -584,9 +626,9 @@ impl CudaBackend {
             0,
             &[&xp, &xh, &len],
         )?;
-        let tile = match &k.wgmma {
-            Some(wg) if (wp | row_bytes as u64) & 15 == 0 => wg,
-            _ => tile,
+        let (tile, wp, rb) = match self.wgmma_rows(k, wp, (w_rows, w_cols, row_bytes), t)? {
+            Some((wg, wp, rb)) => (wg, wp, rb),
+            None => (tile, wp, rb),
         };
         let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
         l.f.launch(
@@ -596,6 +638,48 @@ impl CudaBackend {
             l.shared,
             &[&wp, &xh, &yp, &rows, &cols, &rb, &nt],
         )
+    }
+
+    /// gemm_sm90.cu's kernels and the f16 rows they read (where, and their
+    /// stride), where they take this product: F16 rows as they are,
+    /// quantised ones dequantised into `half_w` first.
+    fn wgmma_rows(
+        &self,
+        k: &MatKernels,
+        wp: u64,
+        (w_rows, w_cols, row_bytes): (usize, usize, usize),
+        t: usize,
+    ) -> CuResult<Option<(&Tile, u64, i64)>> {
+        let Some(wg) = &self.kernels.wgmma else {
+            return Ok(None);
+        };
+        if t < wgmma_tokens() || !w_cols.is_multiple_of(32) {
+            return Ok(None);
+        }
+        match &k.half_rows {
+            HalfRows::Direct if (wp | row_bytes as u64) & 15 == 0 => {
+                Ok(Some((wg, wp, row_bytes as i64)))
+            }
+            HalfRows::Dequantised(f) => {
+                let n = w_rows * w_cols;
+                let mut half = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
+                if half.as_ref().is_none_or(|m| m.bytes < n * 2) {
+                    *half = None;
+                    *half = Some(self.alloc((n * 2).next_multiple_of(1 << 20), "weights in f16")?);
+                }
+                let hp = half.as_ref().expect("just made").ptr;
+                let (rb, rows, cols) = (row_bytes as i64, w_rows as i32, w_cols as i32);
+                f.launch(
+                    &self.stream,
+                    (blocks(n / 32, 256), 1, 1),
+                    256,
+                    0,
+                    &[&wp, &rb, &rows, &cols, &hp],
+                )?;
+                Ok(Some((wg, hp, 2 * w_cols as i64)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// `f` of `x` in `w`'s input order: `x` itself, or its first `t` rows

@@ -844,26 +844,39 @@ static int test_wgmma(std::mt19937& rng) {
     CK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
     if (major != 9) { printf("wgmma   skipped (not Hopper)\n"); return 0; }
 #endif
-    const TypeCase* tc = nullptr;
-    for (const TypeCase& c : CASES) if (c.t == gq::F16) tc = &c;
     int fail = 0;
-    const int shapes[][3] = {{131, 160, 67}, {256, 64, 130}, {128, 4096, 9}, {300, 1088, 200}};
-    for (const auto& sh : shapes) {
-        const int rows = sh[0], cols = sh[1], ntok = sh[2];
-        const long long rb = 2LL * cols;
-        std::vector<uint8_t> W(rows * rb);
-        for (int r = 0; r < rows; r++) random_row(gq::F16, W.data() + r * rb, cols, rng);
+    // F16 rows as they are; quantised rows through dequant_half_<t> first.
+    struct Case { int t; void (*dequant)(const uint8_t*, long long, int, int, __half*); int rows, cols, ntok; };
+    const Case cases[] = {{gq::F16, nullptr, 131, 160, 67}, {gq::F16, nullptr, 256, 64, 130},
+                          {gq::F16, nullptr, 128, 4096, 9}, {gq::F16, nullptr, 300, 1088, 200},
+                          {gq::Q4_0, dequant_half_q4_0, 131, 160, 67}, {gq::Q8_0, dequant_half_q8_0, 70, 96, 40},
+                          {gq::Q4_K, dequant_half_q4_k, 131, 512, 67}, {gq::Q6_K, dequant_half_q6_k, 40, 256, 130},
+                          {gq::IQ4_XS, dequant_half_iq4_xs, 33, 256, 20}};
+    for (const Case& cs : cases) {
+        const TypeCase* tc = nullptr;
+        for (const TypeCase& c : CASES) if (c.t == cs.t) tc = &c;
+        const int rows = cs.rows, cols = cs.cols, ntok = cs.ntok;
+        const long long qb = (long long)cols / gq::block_elems(cs.t) * gq::block_bytes(cs.t), rb = 2LL * cols;
+        std::vector<uint8_t> W(rows * qb);
+        for (int r = 0; r < rows; r++) random_row(cs.t, W.data() + r * qb, cols, rng);
         std::vector<float> Wf((size_t)rows * cols), X((size_t)ntok * cols), Y((size_t)ntok * rows);
-        for (int r = 0; r < rows; r++) ref_row(gq::F16, W.data() + r * rb, cols, Wf.data() + (size_t)r * cols);
+        for (int r = 0; r < rows; r++) ref_row(cs.t, W.data() + r * qb, cols, Wf.data() + (size_t)r * cols);
         std::uniform_real_distribution<float> u(-1.f, 1.f);
         for (auto& v : X) v = u(rng);
         uint8_t* dW; float *dX, *dY; __half* dXh;
-        CK(cudaMalloc(&dW, W.size()));
+        CK(cudaMalloc(&dW, rows * rb));
         CK(cudaMalloc(&dX, X.size() * 4));
         CK(cudaMalloc(&dXh, X.size() * 2));
         CK(cudaMalloc(&dY, Y.size() * 4));
         CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
         CK(cudaMemcpy(dX, X.data(), X.size() * 4, cudaMemcpyHostToDevice));
+        if (cs.dequant) {
+            uint8_t* dQ;
+            CK(cudaMalloc(&dQ, W.size()));
+            CK(cudaMemcpy(dQ, W.data(), W.size(), cudaMemcpyHostToDevice));
+            GQ_LAUNCH((unsigned)((rows * cols / 32 + 255) / 256), 256, 0, cs.dequant)(dQ, qb, rows, cols, (__half*)dW);
+            CK(cudaFree(dQ));
+        }
         const long long n = (long long)ntok * cols;
         GQ_LAUNCH((unsigned)((n / 4 + 255) / 256), 256, 0, to_half)(dX, dXh, n);
         for (int bn : {128, 64}) {

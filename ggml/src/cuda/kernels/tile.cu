@@ -281,6 +281,34 @@ extern "C" __global__ void to_half(const float* __restrict__ x, __half* __restri
         tile::matmul_tile<T, 64>(W, X, Y, rows, cols, row_bytes, ntok);                                             \
     }
 
+// dequant_half_<t>: `rows` x `cols` weights of type T as __half rows (row r
+// at out + r*cols, 16-byte aligned), rounded as the tiles round them, for
+// gemm_sm90.cu's products of prompt batches (cols a multiple of 32): grid
+// (ceil(rows*cols/32/256)), block 256, a thread a chunk of 32.
+#define GQ_DEQUANT_HALF(name, T)                                                                              \
+    extern "C" __global__ void dequant_half_##name(const uint8_t* __restrict__ W, long long row_bytes, int rows, \
+                                                    int cols, __half* __restrict__ out) {                      \
+        gq::pdl_begin();                                                                                      \
+        const int chunks = cols >> 5;                                                                         \
+        const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;                   \
+        if (i >= static_cast<long long>(rows) * chunks) return;                                               \
+        const int r = static_cast<int>(i / chunks), c = static_cast<int>(i % chunks);                         \
+        gq::dequant_chunk_half<T>(W + r * row_bytes, c, true, out + static_cast<long long>(r) * cols + 32 * c); \
+    }
+
+GQ_DEQUANT_HALF(q4_0, gq::Q4_0)
+GQ_DEQUANT_HALF(q4_1, gq::Q4_1)
+GQ_DEQUANT_HALF(q5_0, gq::Q5_0)
+GQ_DEQUANT_HALF(q5_1, gq::Q5_1)
+GQ_DEQUANT_HALF(q8_0, gq::Q8_0)
+GQ_DEQUANT_HALF(q2_k, gq::Q2_K)
+GQ_DEQUANT_HALF(q3_k, gq::Q3_K)
+GQ_DEQUANT_HALF(q4_k, gq::Q4_K)
+GQ_DEQUANT_HALF(q5_k, gq::Q5_K)
+GQ_DEQUANT_HALF(q6_k, gq::Q6_K)
+GQ_DEQUANT_HALF(iq4_nl, gq::IQ4_NL)
+GQ_DEQUANT_HALF(iq4_xs, gq::IQ4_XS)
+
 GQ_MATMUL_TILE(f16, gq::F16)
 GQ_MATMUL_TILE(q4_0, gq::Q4_0)
 GQ_MATMUL_TILE(q4_1, gq::Q4_1)
