@@ -58,7 +58,7 @@ pub(super) struct Kernels {
     /// Activations f32 -> f16 for tile.cu's products.
     to_half: Function,
     /// Hopper's warpgroup products of f16 rows (gemm_sm90.cu), for batches
-    /// of at least `wgmma_tokens()` tokens (LLM_CUDA_WGMMA=0: none).
+    /// of at least `wgmma_tokens` tokens (LLM_CUDA_WGMMA=0: none).
     wgmma: Option<Tile>,
     /// Caches of other types than f16 (kvcache.rs).
     pub(super) kvq: QuantKvKernels,
@@ -379,17 +379,19 @@ fn wgmma_selected() -> bool {
 /// and keep tile.cu's tiles).
 const WGMMA_DEQUANT_MAX_BYTES: usize = 256 << 20;
 
-/// The fewest tokens for which a product goes through gemm_sm90.cu
-/// (LLM_CUDA_WGMMA_TOKENS, default 256): dequantising a weight costs the
-/// same whatever the batch, so small batches keep tile.cu's tiles.
-fn wgmma_tokens() -> usize {
-    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| {
+/// The fewest tokens for which a product goes through gemm_sm90.cu: F16
+/// weights from 128 (`test_matmul --bench-wgmma` at 128 tokens: faster
+/// than the tiles on every 7B shape, 4096x4096 62 -> 158 TFLOP/s),
+/// dequantised ones from 256 (dequantising costs the same whatever the
+/// batch; timed at 512); LLM_CUDA_WGMMA_TOKENS sets both.
+fn wgmma_tokens(dequantised: bool) -> usize {
+    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let set = *SET.get_or_init(|| {
         std::env::var("LLM_CUDA_WGMMA_TOKENS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(256)
-    })
+    });
+    set.unwrap_or(if dequantised { 256 } else { 128 })
 }
 
 fn blocks(n: usize, per: usize) -> u32 {
@@ -659,7 +661,8 @@ impl CudaBackend {
         let Some(wg) = &self.kernels.wgmma else {
             return Ok(None);
         };
-        if t < wgmma_tokens() || !w_cols.is_multiple_of(32) {
+        let dequantised = matches!(k.half_rows, HalfRows::Dequantised(_));
+        if t < wgmma_tokens(dequantised) || !w_cols.is_multiple_of(32) {
             return Ok(None);
         }
         match &k.half_rows {
