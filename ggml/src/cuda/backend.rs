@@ -445,10 +445,10 @@ impl CudaBackend {
                 .is_none()
                 .then(|| Tile::find(find, ty, &n))
                 .flatten();
-            let half_rows = match find(&format!("dequant_half_{n}")) {
-                _ if ty == GgmlType::F16 => HalfRows::Direct,
-                Ok(f) => HalfRows::Dequantised(f),
-                Err(_) => HalfRows::None,
+            let half_rows = if ty == GgmlType::F16 {
+                HalfRows::Direct
+            } else {
+                find(&format!("dequant_half_{n}")).map_or(HalfRows::None, HalfRows::Dequantised)
             };
             matmul.insert(
                 ty,
@@ -619,13 +619,11 @@ impl CudaBackend {
             );
         };
         let n = t * w_cols;
-        let mut half = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
-        if half.as_ref().is_none_or(|m| m.bytes < n * 2) {
-            // The old buffer goes first: freeing waits for the work that reads it.
-            *half = None;
-            *half = Some(self.alloc((n * 2).next_multiple_of(1 << 20), "activations in f16")?);
-        }
-        let xh = half.as_ref().expect("just made").ptr;
+        // Both held until the product is launched: nobody regrows (frees)
+        // a buffer between the launches that write and read it.
+        let mut half_x = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
+        let mut half_w = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
+        let xh = self.grown(&mut half_x, n * 2, "activations in f16")?;
         let len = n as i64;
         self.kernels.to_half.launch(
             &self.stream,
@@ -634,10 +632,11 @@ impl CudaBackend {
             0,
             &[&xp, &xh, &len],
         )?;
-        let (tile, wp, rb) = match self.wgmma_rows(k, wp, (w_rows, w_cols, row_bytes), t)? {
-            Some((wg, wp, rb)) => (wg, wp, rb),
-            None => (tile, wp, rb),
-        };
+        let (tile, wp, rb) =
+            match self.wgmma_rows(k, wp, (w_rows, w_cols, row_bytes), t, &mut half_w)? {
+                Some((wg, wp, rb)) => (wg, wp, rb),
+                None => (tile, wp, rb),
+            };
         let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
         l.f.launch(
             &self.stream,
@@ -646,6 +645,17 @@ impl CudaBackend {
             l.shared,
             &[&wp, &xh, &yp, &rows, &cols, &rb, &nt],
         )
+    }
+
+    /// The device address of `buf`, first (re)allocated to hold `bytes`
+    /// (in whole MiB) where it holds less.
+    fn grown(&self, buf: &mut Option<DeviceMem>, bytes: usize, what: &str) -> CuResult<u64> {
+        if buf.as_ref().is_none_or(|m| m.bytes < bytes) {
+            // The old buffer goes first: freeing waits for the work that reads it.
+            *buf = None;
+            *buf = Some(self.alloc(bytes.next_multiple_of(1 << 20), what)?);
+        }
+        Ok(buf.as_ref().expect("just made").ptr)
     }
 
     /// gemm_sm90.cu's kernels and the f16 rows they read (where, and their
@@ -657,6 +667,7 @@ impl CudaBackend {
         wp: u64,
         (w_rows, w_cols, row_bytes): (usize, usize, usize),
         t: usize,
+        half_w: &mut Option<DeviceMem>,
     ) -> CuResult<Option<(&Tile, u64, i64)>> {
         let Some(wg) = &self.kernels.wgmma else {
             return Ok(None);
@@ -671,12 +682,7 @@ impl CudaBackend {
             }
             HalfRows::Dequantised(f) if 2 * w_rows * w_cols <= WGMMA_DEQUANT_MAX_BYTES => {
                 let n = w_rows * w_cols;
-                let mut half = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
-                if half.as_ref().is_none_or(|m| m.bytes < n * 2) {
-                    *half = None;
-                    *half = Some(self.alloc((n * 2).next_multiple_of(1 << 20), "weights in f16")?);
-                }
-                let hp = half.as_ref().expect("just made").ptr;
+                let hp = self.grown(half_w, n * 2, "weights in f16")?;
                 let (rb, rows, cols) = (row_bytes as i64, w_rows as i32, w_cols as i32);
                 f.launch(
                     &self.stream,

@@ -904,8 +904,6 @@ static void bench_wgmma() {
     const TypeCase* tc = nullptr;
     for (const TypeCase& c : CASES) if (c.t == gq::F16) tc = &c;
     const int shapes[][2] = {{4096, 4096}, {12288, 4096}, {22016, 4096}, {4096, 11008}, {32768, 4096}};
-    cudaEvent_t a, b;
-    CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
     for (const auto& sh : shapes) {
         const int rows = sh[0], cols = sh[1];
         const long long rb = 2LL * cols;
@@ -918,14 +916,10 @@ static void bench_wgmma() {
         CK(cudaMalloc(&dY, 512ll * rows * 4));
         for (int ntok : {128, 512}) {
             printf("F16 %5dx%-5d x%3d", rows, cols, ntok);
+            // Five launches to warm up, twenty timed (launch_us's cycle of 5).
             auto time = [&](const char* what, auto launch) {
-                const int it = 20;
-                launch();
-                CK(cudaEventRecord(a));
-                for (int i = 0; i < it; i++) launch();
-                CK(cudaEventRecord(b)); CK(cudaEventSynchronize(b));
-                float ms; CK(cudaEventElapsedTime(&ms, a, b));
-                printf("  %s %7.1f us %5.0f TFLOP/s", what, 1e3 * ms / it, 2.0 * rows * cols * ntok / (1e9 * ms / it));
+                const float us = launch_us(5, [&](int) { launch(); });
+                printf("  %s %7.1f us %5.0f TFLOP/s", what, us, 2.0 * rows * cols * ntok / (1e6 * us));
             };
             time("tile128", [&] { run_tile(*tc, 0, dW, dX, dXh, dY, rows, cols, rb, ntok); });
             for (int bn : {128, 64}) {

@@ -122,23 +122,46 @@ struct Copy16 {
     const void* src;
 };
 
+// Asynchronous work a thread issued and has not yet waited for: what it
+// issued since its last commit, then the committed groups, oldest first.
+// `land(pending, f)` does (f) the oldest groups until `pending` are left,
+// as the GPU's wait_group instructions let them complete.
+template <typename Op>
+struct AsyncQueue {
+    std::vector<Op> open;
+    std::vector<std::vector<Op>> groups;
+
+    void commit() {
+        groups.push_back(std::move(open));
+        open.clear();
+    }
+    template <typename F>
+    void land(int pending, F f) {
+        while (static_cast<int>(groups.size()) > pending) {
+            for (const Op& op : groups.front()) f(op);
+            groups.erase(groups.begin());
+        }
+    }
+    void clear() {
+        open.clear();
+        groups.clear();
+    }
+};
+
 struct Fiber {
     Context ctx;
     std::vector<char> stack;
     dim3 tid;
     int linear = 0;
     bool done = false;
-    // This thread's cp.async copies not yet landed: those since the last
-    // commit, then the committed groups, oldest first (copy16_async lands
-    // half of them at once, the others only when a wait lets them).
-    std::vector<Copy16> open;
-    std::vector<std::vector<Copy16>> groups;
-    // This thread's warpgroup products (wgmma) likewise: issued, committed,
-    // computed only when a wait lets them, from the shared memory as it is
-    // then (so a kernel that overwrites an operand too early gets the new
-    // bytes, as the GPU may give it).
-    std::vector<struct WgOp> wg_open;
-    std::vector<std::vector<struct WgOp>> wg_groups;
+    // This thread's cp.async copies not yet landed (copy16_async lands half
+    // of them at once, the others only when a wait lets them).
+    AsyncQueue<Copy16> copies;
+    // This thread's warpgroup products (wgmma), computed only when a wait
+    // lets them, from the shared memory as it is then (so a kernel that
+    // overwrites an operand too early gets the new bytes, as the GPU may
+    // give it).
+    AsyncQueue<WgOp> products;
 };
 
 struct State {
@@ -300,19 +323,11 @@ inline void copy16_async(void* dst, const void* src) {
     if (next_random() & 1)
         memcpy(dst, src, 16);
     else
-        self().open.push_back(Copy16{dst, src});
+        self().copies.open.push_back(Copy16{dst, src});
 }
-inline void async_commit() {
-    Fiber& f = self();
-    f.groups.push_back(std::move(f.open));
-    f.open.clear();
-}
+inline void async_commit() { self().copies.commit(); }
 inline void async_wait(int pending) {
-    Fiber& f = self();
-    while (static_cast<int>(f.groups.size()) > pending) {
-        for (const Copy16& c : f.groups.front()) memcpy(c.dst, c.src, 16);
-        f.groups.erase(f.groups.begin());
-    }
+    self().copies.land(pending, [](const Copy16& c) { memcpy(c.dst, c.src, 16); });
 }
 
 // The half-precision value of 16 bits, exactly.
@@ -372,18 +387,11 @@ inline void wg_compute(const WgOp& op, int t) {
     }
 }
 
-inline void wg_mma_f16(float* d, int n, uint64_t a, uint64_t b) { self().wg_open.push_back(WgOp{d, n, a, b}); }
-inline void wg_commit() {
-    Fiber& f = self();
-    f.wg_groups.push_back(std::move(f.wg_open));
-    f.wg_open.clear();
-}
+inline void wg_mma_f16(float* d, int n, uint64_t a, uint64_t b) { self().products.open.push_back(WgOp{d, n, a, b}); }
+inline void wg_commit() { self().products.commit(); }
 inline void wg_wait(int pending) {
-    Fiber& f = self();
-    while (static_cast<int>(f.wg_groups.size()) > pending) {
-        for (const WgOp& op : f.wg_groups.front()) wg_compute(op, f.linear & 127);
-        f.wg_groups.erase(f.wg_groups.begin());
-    }
+    const int t = self().linear & 127;
+    self().products.land(pending, [t](const WgOp& op) { wg_compute(op, t); });
 }
 
 // Runs `body` as every thread of every block of `grid`.
@@ -420,10 +428,8 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
                     f.linear = t;
                     f.tid = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
                     f.done = false;
-                    f.open.clear();
-                    f.groups.clear();
-                    f.wg_open.clear();
-                    f.wg_groups.clear();
+                    f.copies.clear();
+                    f.products.clear();
                     s.order[t] = t;
                     ++s.warp_live[t >> 5];
                     start(f);
