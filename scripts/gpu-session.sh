@@ -64,6 +64,9 @@ a)
     { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
       /tmp/test_matmul && /tmp/test_matmul --bench; } >"$out/test_matmul.log" 2>&1
     echo "test_matmul rc=$?"; tail -40 "$out/test_matmul.log"
+    { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_ops $k/test_ops.cu && /tmp/test_ops; } \
+      >"$out/test_ops.log" 2>&1
+    echo "test_ops rc=$?"; tail -3 "$out/test_ops.log"
   fi
   # GPU_SESSION_NO_SUITE=1: the suite passed on this build in an earlier call.
   if [ -n "${GPU_SESSION_NO_SUITE:-}" ]; then
@@ -131,6 +134,9 @@ d)
   { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu &&
     /tmp/test_matmul; } >"$out/test_matmul.log" 2>&1
   echo "test_matmul rc=$?"; tail -3 "$out/test_matmul.log"
+  { nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_ops $k/test_ops.cu && /tmp/test_ops; } \
+    >"$out/test_ops.log" 2>&1
+  echo "test_ops rc=$?"; tail -3 "$out/test_ops.log"
   GPU_PACK=.gpu-d timeout 240 scripts/gpu-suite.sh run >"$out/suite-d.log" 2>&1
   echo "suite rc=$?"
   grep -E "^test |test result|planned|FAIL|panicked" "$out/suite-d.log" | grep -v " ok$" | tail -20

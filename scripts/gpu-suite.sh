@@ -114,9 +114,9 @@ unpack | run)
   rival=${GPU_BENCH_WORK:-/tmp/gpu-bench}/rival_logits
   if [ -x "$rival" ]; then export LLM_RIVAL_LOGITS="$rival"; fi
   status=0
-  # The kernels' CPU-emulator test takes minutes there, and test_matmul runs
+  # The kernels' CPU-emulator tests take minutes there, and test_matmul and test_ops run
   # the same checks on the GPU itself (scripts/gpu-session.sh).
-  skip=(--skip kernel_checks_pass_on_the_cpu_emulator)
+  skip=(--skip _on_the_cpu_emulator)
   "$work/test-ggml" --nocapture --test-threads 1 cuda:: "${skip[@]}" || status=1
   # The fallbacks the backend keeps (float matvec, one-query attention).
   LLM_CUDA_FLOAT_MATVEC=1 LLM_CUDA_SIMPLE_ATTENTION=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||

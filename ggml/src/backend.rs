@@ -402,6 +402,39 @@ pub trait Backend: Send + Sync {
         self.rope(sc, k, tokens, n_head_kv, head_dim, rope, freq_factors, pos0);
         self.kv_store(sc, kv, k, v, pos0, tokens);
     }
+    /// `rope_store` (heads and head size from `a`), then `attention` of the
+    /// rotated q: the attention block's steps from its projections to its
+    /// output, which a device may run as one launch. Afterwards q and k
+    /// hold what the device left there (rotated or not).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store_attention(
+        &self,
+        sc: &mut Self::Scratch,
+        kv: &mut Self::Kv,
+        (q, k, v): (&mut Self::Buf, &mut Self::Buf, &Self::Buf),
+        tokens: usize,
+        rope: &Rope,
+        freq_factors: Option<&Self::Vector>,
+        pos0: usize,
+        a: &Attention,
+        out: &mut Self::Buf,
+    ) {
+        let heads = (a.n_head, a.n_head_kv);
+        self.rope_store(
+            sc,
+            kv,
+            q,
+            k,
+            v,
+            tokens,
+            heads,
+            a.head_dim,
+            rope,
+            freq_factors,
+            pos0,
+        );
+        self.attention(sc, kv, q, pos0, tokens, a, out);
+    }
     /// Causal attention of `tokens` queries at positions `pos0..` over the
     /// cache, into `out` (tokens × n_head × head_dim).
     #[allow(clippy::too_many_arguments)]

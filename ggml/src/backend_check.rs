@@ -364,6 +364,19 @@ impl AttentionOp {
         k: &mut B::Buf,
         v: &B::Buf,
     ) {
+        let pos = self.fill_history(b, sc, kv);
+        b.begin(sc, pos, self.tokens);
+        if let Some(rope) = &self.rope {
+            let heads = (self.a.n_head, self.a.n_head_kv);
+            let (t, hd) = (self.tokens, self.a.head_dim);
+            b.rope_store(sc, kv, q, k, v, t, heads, hd, rope, None, pos);
+        } else {
+            b.kv_store(sc, kv, k, v, pos, self.tokens);
+        }
+    }
+
+    /// Stores the history's keys and values; returns the next position.
+    fn fill_history<B: Backend>(&self, b: &B, sc: &mut B::Scratch, kv: &mut B::Kv) -> usize {
         let kv_dim = self.a.n_head_kv * self.a.head_dim;
         // The history in batches of at most `cells - window` so a ring never
         // overwrites what a batch still needs, as the forward pass guarantees.
@@ -378,14 +391,7 @@ impl AttentionOp {
             b.kv_store(sc, kv, &k, &v, pos, n);
             pos += n;
         }
-        b.begin(sc, pos, self.tokens);
-        if let Some(rope) = &self.rope {
-            let heads = (self.a.n_head, self.a.n_head_kv);
-            let (t, hd) = (self.tokens, self.a.head_dim);
-            b.rope_store(sc, kv, q, k, v, t, heads, hd, rope, None, pos);
-        } else {
-            b.kv_store(sc, kv, k, v, pos, self.tokens);
-        }
+        pos
     }
 
     /// Attention in f64 over the cache the CPU stores (quantised, rotated):
@@ -521,6 +527,65 @@ impl Op for AttentionOp {
             got.extend(down(b, &q, self.tokens * q_dim));
             got.extend(down(b, &k, self.tokens * kv_dim));
         }
+        got
+    }
+}
+
+/// `rope_store_attention` after a history (the forward pass's attention
+/// block), then one more token attended over the cache it left, so that the
+/// cells it stored are read back: its output, then that token's.
+struct RopeAttentionOp {
+    base: AttentionOp,
+    /// The next token's query, key and value.
+    next: [Vec<f32>; 3],
+}
+
+impl RopeAttentionOp {
+    fn random(rng: &mut Rng, shape: AttentionShape, rope: Rope) -> RopeAttentionOp {
+        let base = AttentionOp::random(rng, shape, Some(rope), KvTypes::F16);
+        let (kv_dim, q_dim) = (
+            base.a.n_head_kv * base.a.head_dim,
+            base.a.n_head * base.a.head_dim,
+        );
+        let next = [
+            rng.vec(q_dim, 1.5),
+            rng.vec(kv_dim, 1.5),
+            rng.vec(kv_dim, 1.0),
+        ];
+        RopeAttentionOp { base, next }
+    }
+}
+
+impl Op for RopeAttentionOp {
+    fn name(&self) -> &'static str {
+        "rope_store_attention"
+    }
+    fn case(&self) -> String {
+        self.base.case()
+    }
+    fn run<B: Backend>(&self, b: &B) -> Vec<f32> {
+        let o = &self.base;
+        let (a, t) = (&o.a, o.tokens);
+        let (kv_dim, q_dim) = (a.n_head_kv * a.head_dim, a.n_head * a.head_dim);
+        let mut kv = b.kv(o.cells, kv_dim, a.head_dim, o.types).expect("a cache");
+        let mut sc = b.scratch().expect("scratch");
+        let mut k = up(b, &o.k[o.history * kv_dim..]);
+        let v = up(b, &o.v[o.history * kv_dim..]);
+        let mut q = up(b, &o.q);
+        let pos = o.fill_history(b, &mut sc, &mut kv);
+        b.begin(&mut sc, pos, t);
+        let rope = o.rope.as_ref().expect("a roped case");
+        let mut out = buf(b, t * q_dim);
+        let qkv = (&mut q, &mut k, &v);
+        b.rope_store_attention(&mut sc, &mut kv, qkv, t, rope, None, pos, a, &mut out);
+        let mut got = down(b, &out, t * q_dim);
+        let [q2, k2, v2] = &self.next;
+        let (q2, k2, v2) = (up(b, q2), up(b, k2), up(b, v2));
+        b.begin(&mut sc, pos + t, 1);
+        b.kv_store(&mut sc, &mut kv, &k2, &v2, pos + t, 1);
+        let mut out2 = buf(b, q_dim);
+        b.attention(&mut sc, &kv, &q2, pos + t, 1, a, &mut out2);
+        got.extend(down(b, &out2, q_dim));
         got
     }
 }
@@ -994,6 +1059,39 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
         let op = AttentionOp::random(&mut rng, shape, rope, KvTypes::F16);
         out.push(outcome(&op, &r, b));
     }
+    // rope_store_attention: decode steps (one split and several, a ring that
+    // has wrapped under a window, head sizes with and without a fused
+    // kernel) and a batch.
+    for (shape, rope) in [
+        (
+            (8, 2, 128, None, 64, 20, 1),
+            Rope::plain(128, 10000.0, false),
+        ),
+        ((4, 4, 64, None, 40, 39, 1), Rope::plain(32, 10000.0, true)),
+        (
+            (4, 1, 256, None, 1300, 1200, 1),
+            Rope::plain(256, 1e6, false),
+        ),
+        (
+            (8, 2, 128, None, 4200, 4000, 1),
+            Rope::plain(128, 5e5, true),
+        ),
+        (
+            (4, 2, 64, Some(window), window + 8, 3 * window + 5, 1),
+            Rope::plain(64, 500.0, true),
+        ),
+        (
+            (4, 2, 96, None, 700, 650, 1),
+            Rope::plain(96, 10000.0, false),
+        ),
+        (
+            (8, 2, 128, None, 64, 10, 3),
+            Rope::plain(128, 10000.0, false),
+        ),
+    ] {
+        let op = RopeAttentionOp::random(&mut rng, shape, rope);
+        out.push(outcome(&op, &r, b));
+    }
     if caches == Caches::All {
         push_quantised_caches(&mut out, &mut rng, &r, b);
     }
@@ -1102,7 +1200,7 @@ mod tests {
             let b = CpuBackend::new(3, isa);
             let outcomes = check(&b, 7);
             let bad = failures(&outcomes, |o| match o.op {
-                "attention" | "rope_store" => 1e-3,
+                "attention" | "rope_store" | "rope_store_attention" => 1e-3,
                 // Queries quantised to the K cache's dot partner (8 bits,
                 // or bf16), f16 value sums where V is f16, as ggml does.
                 "attention_vs_f64" => 2e-2,

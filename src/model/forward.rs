@@ -667,16 +667,6 @@ impl<B: Backend + 'static> LayerRange<B> {
             b.rms_norm_in_place(&mut r.k, kn, c.eps, t * s.n_head_kv);
         }
         let kv = &mut r.kv[kv];
-        let heads = (s.n_head, s.n_head_kv);
-        b.rope_store(
-            sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0,
-        );
-        trace(b, job.trace, "Qcur", il, &r.q, t * q_dim);
-        trace(b, job.trace, "Kcur", il, &r.k, t * kv_dim);
-        trace(b, job.trace, "Vcur", il, &r.v, t * kv_dim);
-        if let Some(qs) = c.q_scale {
-            b.scale(&mut r.q, qs, t * q_dim);
-        }
         let attn = Attention {
             n_head: s.n_head,
             n_head_kv: s.n_head_kv,
@@ -684,7 +674,23 @@ impl<B: Backend + 'static> LayerRange<B> {
             window: la.window,
             kq_scale: c.kq_scale,
         };
-        b.attention(sc, kv, &r.q, pos0, t, &attn, &mut r.att);
+        if job.trace.is_none() && c.q_scale.is_none() {
+            // Nothing between the rotation and attention: a device may fuse them.
+            let qkv = (&mut r.q, &mut r.k, &r.v);
+            b.rope_store_attention(sc, kv, qkv, t, &la.rope, factors, pos0, &attn, &mut r.att);
+        } else {
+            let heads = (s.n_head, s.n_head_kv);
+            b.rope_store(
+                sc, kv, &mut r.q, &mut r.k, &r.v, t, heads, hd, &la.rope, factors, pos0,
+            );
+            trace(b, job.trace, "Qcur", il, &r.q, t * q_dim);
+            trace(b, job.trace, "Kcur", il, &r.k, t * kv_dim);
+            trace(b, job.trace, "Vcur", il, &r.v, t * kv_dim);
+            if let Some(qs) = c.q_scale {
+                b.scale(&mut r.q, qs, t * q_dim);
+            }
+            b.attention(sc, kv, &r.q, pos0, t, &attn, &mut r.att);
+        }
         trace(b, job.trace, "kqv_out", il, &r.att, t * q_dim);
         match &w.post_attn_norm {
             Some(pn) => {

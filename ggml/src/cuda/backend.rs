@@ -53,6 +53,10 @@ pub(super) struct Kernels {
     /// Decode attention reading 16 bytes a lane, for head sizes 64, 128
     /// and 256 (None with LLM_CUDA_SIMPLE_ATTENTION).
     attention_vec: [Option<Function>; 3],
+    /// A decode step's rope_store and attention_vec in one launch (f16
+    /// caches, one token), for the same head sizes (None with
+    /// LLM_CUDA_SIMPLE_ATTENTION or LLM_CUDA_NO_FUSED_ROPE).
+    rope_attention_vec: [Option<Function>; 3],
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
     /// Activations f32 -> f16 for tile.cu's products.
@@ -503,6 +507,18 @@ impl CudaBackend {
                     Some(find("attention_vec64")?),
                     Some(find("attention_vec128")?),
                     Some(find("attention_vec256")?),
+                ]
+            },
+            rope_attention_vec: if ["LLM_CUDA_SIMPLE_ATTENTION", "LLM_CUDA_NO_FUSED_ROPE"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some())
+            {
+                [None; 3]
+            } else {
+                [
+                    Some(find("rope_attention_vec64")?),
+                    Some(find("rope_attention_vec128")?),
+                    Some(find("rope_attention_vec256")?),
                 ]
             },
             matmul,
@@ -1708,6 +1724,89 @@ impl Backend for CudaBackend {
         );
     }
 
+    fn rope_store_attention(
+        &self,
+        sc: &mut CudaScratch,
+        kv: &mut CudaKv,
+        (q, k, v): (&mut CudaBuf, &mut CudaBuf, &CudaBuf),
+        tokens: usize,
+        rope: &Rope,
+        freq_factors: Option<&CudaVector>,
+        pos0: usize,
+        a: &Attention,
+        out: &mut CudaBuf,
+    ) {
+        let fused = match a.head_dim {
+            64 => self.kernels.rope_attention_vec[0],
+            128 => self.kernels.rope_attention_vec[1],
+            256 => self.kernels.rope_attention_vec[2],
+            _ => None,
+        };
+        let f = match fused {
+            Some(f) if tokens == 1 && kv.types.is_f16() => f,
+            _ => {
+                let heads = (a.n_head, a.n_head_kv);
+                self.rope_store(
+                    sc,
+                    kv,
+                    q,
+                    k,
+                    v,
+                    tokens,
+                    heads,
+                    a.head_dim,
+                    rope,
+                    freq_factors,
+                    pos0,
+                );
+                self.attention(sc, kv, q, pos0, tokens, a, out);
+                return;
+            }
+        };
+        let splits = attention_splits(
+            kv.cells,
+            tokens,
+            a.n_head,
+            a.head_dim,
+            true,
+            self.info.sms.max(1) as usize,
+        );
+        let block = if splits > 1 {
+            attention_split_block()
+        } else {
+            32 * 16
+        };
+        let p = rope_params(rope);
+        let ff = freq_factors.map_or(0u64, |f| f.mem.ptr());
+        let (nh, nkv, cells) = (a.n_head as i32, a.n_head_kv as i32, kv.cells as i32);
+        let window = a.window.map_or(0, |w| w as i32);
+        self.launch(
+            f,
+            (1, a.n_head as u32, splits as u32),
+            block,
+            &[
+                &q.mem.ptr,
+                &k.mem.ptr,
+                &v.mem.ptr,
+                &kv.k.ptr,
+                &kv.v.ptr,
+                &out.mem.ptr,
+                &sc.attn_part.ptr,
+                &nh,
+                &nkv,
+                &cells,
+                &sc.step.ptr,
+                &window,
+                &a.kq_scale,
+                &p,
+                &ff,
+            ],
+        );
+        if splits > 1 {
+            self.attention_merge(sc, tokens, a, splits, out);
+        }
+    }
+
     fn kv_store(
         &self,
         sc: &mut CudaScratch,
@@ -1938,7 +2037,7 @@ mod tests {
             // No further from attention over the stored cache than the CPU.
             "attention_vs_f64" => cpu_err(o),
             // Against the CPU: its 8-bit queries set the difference.
-            "attention" | "rope_store" if o.case.contains("cache") => 3e-2,
+            "attention" | "rope_store" | "rope_store_attention" if o.case.contains("cache") => 3e-2,
             // Shown, not held: the CPU's own 8-bit activations dominate
             // (a single short row can be off by tens of percent); the exact
             // product below is the bound.
@@ -1952,7 +2051,7 @@ mod tests {
             "fused_vs_f64" => 2e-3,
             // 16-bit activations up to 8 tokens, f16 tiles past them.
             "grouped_vs_f64" => 1e-3,
-            "attention" | "rope_store" => 2e-3,
+            "attention" | "rope_store" | "rope_store_attention" => 2e-3,
             // The CPU rounds GELU through an f16 table.
             "geglu" => 2e-3,
             "swiglu" => 1e-5,

@@ -78,19 +78,15 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    /// The kernels' own checks (kernels/test_matmul.cu: exact dequantisation,
-    /// every one-token and batched product against a double-precision
-    /// reference, the X-stationary variants) compiled by the host C++
-    /// compiler against the CPU emulator (kernels/emu), so that they run
-    /// without a GPU; misaligned vector loads are caught by the sanitizer.
-    /// The tensor-core products are left out (too slow emulated), and no
-    /// timing is checked.
-    #[test]
-    fn kernel_checks_pass_on_the_cpu_emulator() {
+    /// The kernels' own checks compiled by the host C++ compiler against the
+    /// CPU emulator (kernels/emu), so that they run without a GPU;
+    /// misaligned vector loads are caught by the sanitizer. No timing is
+    /// checked.
+    fn emulated(test: &str) {
         let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cuda/kernels");
-        let dir = std::env::temp_dir().join(format!("llm-cuda-emu-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("llm-cuda-emu-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a scratch folder");
-        let exe = dir.join("test_matmul");
+        let exe = dir.join(test);
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".to_string());
         let built = Command::new(&cxx)
             .current_dir(&kernels)
@@ -101,14 +97,14 @@ mod tests {
                 "-fsanitize=alignment",
             ])
             .args(["-fno-sanitize-recover=alignment", "-I", "emu", "-x", "c++"])
-            .arg("test_matmul.cu")
+            .arg(format!("{test}.cu"))
             .arg("-o")
             .arg(&exe)
             .status()
             .unwrap_or_else(|e| panic!("{cxx} (set CXX for another C++ compiler): {e}"));
         assert!(
             built.success(),
-            "test_matmul.cu does not compile against kernels/emu"
+            "{test}.cu does not compile against kernels/emu"
         );
         let run = Command::new(&exe)
             .output()
@@ -117,9 +113,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
             run.status.success() && stdout.contains("all ok"),
-            "kernel checks on the emulator failed:\n{stdout}\n{}",
+            "{test} on the emulator failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&run.stderr)
         );
+    }
+
+    /// kernels/test_matmul.cu: exact dequantisation, every one-token and
+    /// batched product against a double-precision reference, the
+    /// X-stationary variants (the tensor-core products left out: too slow
+    /// emulated).
+    #[test]
+    fn kernel_checks_pass_on_the_cpu_emulator() {
+        emulated("test_matmul");
+    }
+
+    /// kernels/test_ops.cu: the fused decode attention equals rope_store
+    /// then attention_vec to the bit, cache included.
+    #[test]
+    fn fused_op_checks_pass_on_the_cpu_emulator() {
+        emulated("test_ops");
     }
 
     /// Where kernels launch early (kernels/pdl.cuh), a kernel that does not

@@ -333,10 +333,17 @@ extern "C" __global__ void attention_split(const float* q, const __half* kc, con
 #ifndef ATT_VU
 #define ATT_VU 4
 #endif
-template <int D>
-__device__ __forceinline__ void attention_range_vec(const float* q, const __half* kc, const __half* vc,
+//
+// `qh` is the block's query head (D floats, global or shared memory). With
+// FRESH (a decode step of one token, rope_attention_vec) the newest cell's
+// key and value are not read from the cache, which another block may be
+// writing meanwhile, but from `fk` and `fv` (D halves each, shared memory):
+// the same values, in the same place in the order of the sums.
+template <int D, bool FRESH = false>
+__device__ __forceinline__ void attention_range_vec(const float* qh_, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
-                                                    int cells, const int* step, int window, float kq_scale) {
+                                                    int cells, const int* step, int window, float kq_scale,
+                                                    const __half* fk = nullptr, const __half* fv = nullptr) {
     constexpr int L = D / 8, CPW = 32 / L;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -347,7 +354,7 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
     int pos = pos0 + t;
     int g = h / (n_head / n_head_kv);
     long long kv_dim = (long long)n_head_kv * D;
-    const float* qh = q + ((long long)t * n_head + h) * D + 8 * sl;
+    const float* qh = qh_ + 8 * sl;
     float qr[8], acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) {
@@ -369,7 +376,10 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
             int back = lm - c + (c > lm ? cells : 0);
             int p = last - back;
             ok[u] = c < c_hi && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
-            if (ok[u]) {
+            if (FRESH && ok[u] && c == lm) {
+                kr[u] = *reinterpret_cast<const uint4*>(fk + 8 * sl);
+                vr[u] = *reinterpret_cast<const uint4*>(fv + 8 * sl);
+            } else if (ok[u]) {
                 long long at = (long long)c * kv_dim + g * D + 8 * sl;
                 kr[u] = *reinterpret_cast<const uint4*>(kc + at);
                 vr[u] = *reinterpret_cast<const uint4*>(vc + at);
@@ -476,11 +486,72 @@ __device__ __forceinline__ void attention_range_vec(const float* q, const __half
                                                 float* out, float* part, int n_head, int n_head_kv,     \
                                                 int cells, const int* step, int window, float kq_scale) { \
         gq::pdl_begin();                                                                                  \
-        attention_range_vec<D>(q, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale);  \
+        const float* qh = q + ((long long)blockIdx.x * n_head + blockIdx.y) * D;                          \
+        attention_range_vec<D>(qh, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale); \
     }
 ATTENTION_VEC(64)
 ATTENTION_VEC(128)
 ATTENTION_VEC(256)
+
+// A decode step's rope_store and attention_vec<D> in one launch, for one
+// token (step[1] == 1) and an f16 cache: each block ropes its query head and
+// its group's key head in shared memory (as rope_head does in place), takes
+// the new cell's key and value from there (attention_range_vec's FRESH), and
+// the first query head of each group, in the split that holds the new cell,
+// stores them into the cache. The results and the cache equal rope_store's
+// then attention_vec's; q and k are left unrotated.
+// rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
+// cells, step, window, kq_scale, p, ff): grid (1, n_head, splits), block as
+// attention_vec's.
+template <int D>
+__device__ __forceinline__ void rope_attention_vec(const float* q, const float* k, const float* v, __half* kc,
+                                                   __half* vc, float* out, float* part, int n_head, int n_head_kv,
+                                                   int cells, const int* step, int window, float kq_scale,
+                                                   const RopeParams& p, const float* ff) {
+    __shared__ float qs[D], ks[D];
+    __shared__ __align__(16) __half kh[D], vh[D];
+    const int h = blockIdx.y, group = n_head / n_head_kv, g = h / group;
+    const int pos = step[0];
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        qs[i] = q[(long long)h * D + i];
+        ks[i] = k[(long long)g * D + i];
+    }
+    __syncthreads();
+    rope_head(qs, pos, p, ff);
+    rope_head(ks, pos, p, ff);
+    __syncthreads();
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        kh[i] = __float2half_rn(ks[i]);
+        vh[i] = __float2half_rn(v[(long long)g * D + i]);
+    }
+    __syncthreads();
+    // The split that holds the new cell, as attention_range_vec splits.
+    const int lm = pos % cells, n_cells = pos < cells ? pos + 1 : cells;
+    const int splits = gridDim.z, split = blockIdx.z;
+    const int c_lo = (int)((long long)n_cells * split / splits);
+    const int c_hi = (int)((long long)n_cells * (split + 1) / splits);
+    if (h % group == 0 && c_lo <= lm && lm < c_hi) {
+        const long long at = (long long)lm * n_head_kv * D + (long long)g * D;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            kc[at + i] = kh[i];
+            vc[at + i] = vh[i];
+        }
+    }
+    attention_range_vec<D, true>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, kh, vh);
+}
+
+#define ROPE_ATTENTION_VEC(D)                                                                                  \
+    extern "C" __global__ void rope_attention_vec##D(                                                          \
+        const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,      \
+        int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,      \
+        const float* ff) {                                                                                     \
+        gq::pdl_begin();                                                                                       \
+        rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, p, \
+                              ff);                                                                             \
+    }
+ROPE_ATTENTION_VEC(64)
+ROPE_ATTENTION_VEC(128)
+ROPE_ATTENTION_VEC(256)
 
 // out[t][h] from the splits' partials: grid (tokens, n_head), any block size.
 extern "C" __global__ void attention_merge(const float* part, float* out, int n_head, int head_dim, int splits) {

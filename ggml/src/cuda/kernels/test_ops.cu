@@ -1,0 +1,166 @@
+// Standalone check of ops.cu's fused decode kernels against the kernels they
+// stand for, on the GPU or on the CPU emulator:
+//
+//   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_ops test_ops.cu && ./test_ops
+//   g++ -std=c++17 -O2 -ffp-contract=off -I emu -x c++ test_ops.cu -o test_ops && ./test_ops
+//
+// rope_attention_vec<D> must leave the cache and give the output (or the
+// split partials, merged) of rope_store then attention_vec<D> to the bit:
+// it computes the same values in the same order, taking the new cell's key
+// and value from shared memory rather than from the cache.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ops.cu"
+
+#ifndef GQ_LAUNCH
+#define GQ_LAUNCH(grid, block, shared, ...) __VA_ARGS__<<<grid, block, shared>>>
+#endif
+
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (x);                                                                  \
+        if (e_ != cudaSuccess) {                                                               \
+            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(2);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+template <typename T>
+static T* to_device(const std::vector<T>& h) {
+    T* d = nullptr;
+    CK(cudaMalloc(&d, h.size() * sizeof(T) + 16));
+    CK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+}
+
+template <typename T>
+static std::vector<T> to_host(const T* d, size_t n) {
+    std::vector<T> h(n);
+    CK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+}
+
+struct Case {
+    int d, n_head, n_head_kv, cells, pos, window, splits, warps;
+    RopeParams rope;
+    bool factors;
+};
+
+static bool same_bits(const void* a, const void* b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+// Runs one case both ways; true when they agree to the bit.
+static bool check(const Case& c, std::mt19937& rng) {
+    const int d = c.d, kv_dim = c.n_head_kv * d, q_dim = c.n_head * d;
+    std::uniform_real_distribution<float> u(-1.5f, 1.5f);
+    std::vector<__half> cache(2 * (size_t)c.cells * kv_dim);
+    for (auto& h : cache) h = __float2half_rn(u(rng));
+    std::vector<float> q(q_dim), k(kv_dim), v(kv_dim), ff(d / 2);
+    for (auto& x : q) x = u(rng);
+    for (auto& x : k) x = u(rng);
+    for (auto& x : v) x = u(rng);
+    for (auto& x : ff) x = 1.0f + 3.0f * (u(rng) + 1.5f);
+    std::vector<int> step = {c.pos, 1};
+    const size_t half_cells = (size_t)c.cells * kv_dim;
+    const size_t part_len = (size_t)c.n_head * c.splits * (d + 2);
+
+    int* dstep = to_device(step);
+    float* dff = c.factors ? to_device(ff) : nullptr;
+    float kq_scale = 1.0f / sqrtf((float)d);
+    dim3 grid(1, c.n_head, c.splits), block(32 * c.warps);
+    std::vector<float> outs[2];
+    std::vector<__half> caches[2];
+    for (int fused = 0; fused < 2; fused++) {
+        float *dq = to_device(q), *dk = to_device(k), *dv = to_device(v);
+        __half* dcache = to_device(cache);
+        __half *kc = dcache, *vc = dcache + half_cells;
+        float* out = to_device(std::vector<float>(q_dim, -7.0f));
+        float* part = to_device(std::vector<float>(part_len, -9.0f));
+        if (fused) {
+#define ROPE_ATT(D)                                                                                            \
+    GQ_LAUNCH(grid, block, 0, rope_attention_vec##D)(dq, dk, dv, kc, vc, out, part, c.n_head, c.n_head_kv,   \
+                                                     c.cells, dstep, c.window, kq_scale, c.rope, dff)
+            if (d == 64) ROPE_ATT(64);
+            if (d == 128) ROPE_ATT(128);
+            if (d == 256) ROPE_ATT(256);
+        } else {
+            GQ_LAUNCH(dim3(1, c.n_head + c.n_head_kv, 1), dim3(128), 0, rope_store)(
+                dq, dk, dv, c.n_head, c.n_head_kv, d, dstep, c.rope, dff, kc, vc, c.cells);
+#define ATT(D)                                                                                                     \
+    GQ_LAUNCH(grid, block, 0, attention_vec##D)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, \
+                                                c.window, kq_scale)
+            if (d == 64) ATT(64);
+            if (d == 128) ATT(128);
+            if (d == 256) ATT(256);
+        }
+        if (c.splits > 1) GQ_LAUNCH(dim3(1, c.n_head, 1), dim3(128), 0, attention_merge)(part, out, c.n_head, d, c.splits);
+        CK(cudaDeviceSynchronize());
+        outs[fused] = to_host(out, q_dim);
+        caches[fused] = to_host(dcache, cache.size());
+        for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dcache, (void*)out, (void*)part}) CK(cudaFree(p));
+    }
+    CK(cudaFree(dstep));
+    if (dff) CK(cudaFree(dff));
+    bool ok_out = same_bits(outs[0].data(), outs[1].data(), outs[0].size() * 4);
+    bool ok_cache = same_bits(caches[0].data(), caches[1].data(), caches[0].size() * 2);
+    // The new cell must have been written (not left as the random history).
+    bool wrote = !same_bits(caches[1].data() + (size_t)(c.pos % c.cells) * kv_dim,
+                            cache.data() + (size_t)(c.pos % c.cells) * kv_dim, kv_dim * 2);
+    bool finite = true;
+    for (float x : outs[1]) finite = finite && std::isfinite(x);
+    bool ok = ok_out && ok_cache && wrote && finite;
+    printf("%s rope_attention_vec%d: %d heads / %d kv, %d cells, pos %d, window %d, %d splits, %d warps, %s%s%s\n",
+           ok ? "ok  " : "FAIL", d, c.n_head, c.n_head_kv, c.cells, c.pos, c.window, c.splits, c.warps,
+           c.rope.neox ? "neox" : "normal", c.rope.n_dims < d ? " partial" : "", c.factors ? " factors" : "");
+    if (!ok)
+        printf("     output %s, cache %s, new cell %s, finite %s\n", ok_out ? "same" : "differs",
+               ok_cache ? "same" : "differs", wrote ? "written" : "not written", finite ? "yes" : "no");
+    return ok;
+}
+
+static RopeParams plain_rope(int n_dims, float base, bool neox) {
+    RopeParams p{};
+    p.n_dims = n_dims;
+    p.freq_base = base;
+    p.freq_scale = 1.0f;
+    p.attn_factor = 1.0f;
+    p.neox = neox ? 1 : 0;
+    return p;
+}
+
+int main() {
+    std::mt19937 rng(12345);
+    RopeParams yarn = plain_rope(128, 10000.0f, true);
+    yarn.freq_scale = 0.25f;
+    yarn.ext_factor = 1.0f;
+    yarn.corr_low = 8.0f;
+    yarn.corr_high = 40.0f;
+    const Case cases[] = {
+        // One split; the new cell inside a cache not yet full.
+        {64, 4, 2, 96, 40, 0, 1, 4, plain_rope(64, 10000.0f, false), false},
+        {128, 4, 4, 64, 63, 0, 1, 16, plain_rope(128, 500000.0f, false), true},
+        {256, 2, 1, 48, 20, 0, 1, 8, plain_rope(256, 10000.0f, true), false},
+        // Partial rotation; a ring that has wrapped, with a window.
+        {128, 8, 2, 80, 233, 50, 1, 4, plain_rope(32, 10000.0f, true), false},
+        {64, 4, 1, 70, 69, 0, 1, 2, plain_rope(48, 10000.0f, false), false},
+        // Splits: the new cell in the last, a middle or the first one.
+        {128, 4, 2, 300, 299, 0, 3, 4, yarn, true},
+        {128, 4, 2, 200, 530, 0, 4, 4, plain_rope(128, 10000.0f, false), false},
+        {64, 6, 3, 120, 360, 0, 5, 2, plain_rope(64, 10000.0f, true), false},
+        {256, 4, 2, 150, 401, 100, 2, 8, plain_rope(256, 1000000.0f, false), true},
+    };
+    int failed = 0;
+    for (const Case& c : cases) failed += !check(c, rng);
+    if (failed) {
+        printf("%d failed\n", failed);
+        return 1;
+    }
+    printf("all ok\n");
+    return 0;
+}
