@@ -123,6 +123,20 @@ fn segments_ahead() -> usize {
     })
 }
 
+/// Where Q4_K's X-stationary gate and up products copy their first row
+/// group's weights into shared memory before they wait for the kernel
+/// before (kernels/matvec1_xs.cuh, xs_q4k_stage_first): a header and a
+/// piece of nibbles for each of four rows' segments, 16 bytes each, for
+/// each of 256 threads.
+const Q4K_STAGE_BYTES: usize = 4 * 2 * 256 * 16;
+
+/// Q4_K's gate and up products take their first weights before the wait
+/// (the stage above), unless LLM_CUDA_MV1_EARLY=0.
+fn early_gate_up() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_MV1_EARLY").is_none_or(|v| v != "0"))
+}
+
 /// LLM_CUDA_MV1_STAGED=1: the quantised kernels stage every row's weights
 /// through shared memory even where they could read them directly (Hopper,
 /// Q4_K), for timing the two; the kernel reads negative stages so.
@@ -331,8 +345,10 @@ impl Matvec1 {
         let split = stationary_split(cols.div_ceil(1024), segments)?;
         // Float weights read X as it is; Q4_K's rows go straight to
         // registers; the other types stage theirs.
+        let early = ty == GgmlType::Q4_K && matches!(epilogue, Epilogue::Glu(_)) && early_gate_up();
         let shared = match ty {
             _ if self.float => 0,
+            GgmlType::Q4_K if early => x16_bytes(cols) + Q4K_STAGE_BYTES,
             GgmlType::Q4_K => x16_bytes(cols),
             _ => x16_bytes(cols) + 8 * stationary_rows(epilogue) * segments * slot_bytes(ty),
         };
@@ -340,7 +356,7 @@ impl Matvec1 {
             f: k.f,
             shared: shared as u32,
             rows_per_block: 8 / split,
-            stages: 1,
+            stages: i32::from(early),
             split: split as i32,
             resident: Some(resident_blocks(shared, k.most_resident)),
         })
@@ -448,6 +464,14 @@ mod tests {
         assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2 + 128 * 8);
         assert_eq!(x16_bytes(96) % 16, 0);
         assert!(x16_bytes(96) >= 3 * 80);
+    }
+
+    #[test]
+    fn the_early_stage_matches_the_kernel() {
+        let source = include_str!("kernels/matvec1_xs.cuh");
+        assert!(source.contains("constexpr int XS_Q4K_STAGE = 4 * 2 * MV1_WARPS * 32 * 16;"));
+        assert!(include_str!("kernels/matmul.cu").contains("constexpr int MV1_WARPS = 8;"));
+        assert_eq!(Q4K_STAGE_BYTES, 4 * 2 * 8 * 32 * 16);
     }
 
     #[test]

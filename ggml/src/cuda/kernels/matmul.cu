@@ -1323,7 +1323,9 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
     }
 // matvec1_<t>_xs_<variant>: matvec1_xs.cuh's X-stationary products, the
 // arguments and variants (r1, r1a, swiglu, geglu) of matvec1_<t>'s, without
-// input orders (order0..2 null; stages unused); Q4_K rows must start 16-byte
+// input orders (order0..2 null; `stages` > 0: Q4_K's gate and up stage
+// their first row group before the wait, xs_q4k_stage_first, whose bytes
+// the dynamic shared memory must then hold); Q4_K rows must start 16-byte
 // aligned. `split` 1, 2, 4 or 8, enough that a warp takes at most
 // xs_segments segments of 1024 (quantised: a glu 2, else 3 for Q5_K and
 // Q6_K, 4 for the others; F16 and BF16 2, a glu 1; F32 1). Dynamic shared
@@ -1339,15 +1341,21 @@ GQ_MATVEC_INT(q6_k, gq::Q6_K)
                                       const unsigned* order0, const unsigned* order1,                       \
                                       const unsigned* order2, const float* norm_w, float eps) {             \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                            \
-        mv1_prologue<T, xs_rows<OUT>(), OUT>(parts, cols, row_bytes, split);                                \
+        const bool early = T == gq::Q4_K && xs_glu<OUT>() && stages > 0;                                    \
+        if (early)                                                                                          \
+            xs_q4k_stage_first<OUT>(parts, cols, row_bytes, split);                                         \
+        else                                                                                                \
+            mv1_prologue<T, xs_rows<OUT>(), OUT>(parts, cols, row_bytes, split);                            \
         gq::pdl_begin();                                                                                    \
-        (void)stages;                                                                                       \
         if (order0 || order1 || order2) __trap();                                                           \
         if constexpr (T == gq::F32 || T == gq::F16 || T == gq::BF16)                                        \
             matvec1f_xs<T, OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                             \
-        else if constexpr (T == gq::Q4_K)                                                                   \
-            matvec1_xs_direct<OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                          \
-        else                                                                                                \
+        else if constexpr (T == gq::Q4_K) {                                                                 \
+            if (early)                                                                                      \
+                matvec1_xs_direct<OUT, true>(X, parts, cols, row_bytes, split, norm_w, eps);                \
+            else                                                                                            \
+                matvec1_xs_direct<OUT, false>(X, parts, cols, row_bytes, split, norm_w, eps);               \
+        } else                                                                                              \
             matvec1_xs_staged<T, OUT>(X, parts, cols, row_bytes, split, norm_w, eps);                       \
     }
 #define GQ_MATVEC1_XS(name, T)                          \

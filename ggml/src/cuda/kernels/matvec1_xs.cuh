@@ -70,13 +70,63 @@ struct XsWarp {
     }
 };
 
+// Q4_K's lanes: lane l takes super-block l / 8 of every four (sbo) and
+// piece j = l % 8 of its nibbles (16 weights of chunks 2p and 2p + 1,
+// p = j / 2), with one 16-byte load, and its super-block's header with
+// another (q4k_lanes.cuh). Row i's segment s starts at xs_q4k_piece.
+constexpr int XS_Q4K_SB_BYTES = 144;  // a Q4_K super-block: 16 bytes of header, 128 of nibbles
+__device__ __forceinline__ const uint4* xs_q4k_piece(const uint8_t* row, int segment, int sbo) {
+    return reinterpret_cast<const uint4*>(row + static_cast<long long>(segment * 4 + sbo) * XS_Q4K_SB_BYTES);
+}
+
+// The first row group's weights staged in shared memory, each thread's own
+// (a header and a piece of nibbles for each of at most four rows'
+// segments; consecutive threads 16 bytes apart), after X's bytes:
+// XS_Q4K_STAGE bytes a block more (cuda/matvec1.rs's Q4K_STAGE_BYTES).
+constexpr int XS_Q4K_STAGE = 4 * 2 * MV1_WARPS * 32 * 16;
+__device__ __forceinline__ uint8_t* xs_q4k_stage(uint8_t* xq, int cols, int k) {
+    return xq + (((cols >> 5) * 80 + 15) & ~15) + k * (MV1_WARPS * 32 * 16) + threadIdx.x * 16;
+}
+
+// Before the wait for the kernel before (pdl.cuh), where gate and up are
+// taken early (EARLY below): the block's first row group's weights are
+// copied into the threads' stages (cp.async) and L2 is asked for its
+// second group's, so that both cross while the kernel before finishes and
+// while X is normed and quantised. Weights are never written by a kernel.
+// (Only gate and up: the single-row variants have no registers to spare,
+// ptxas keeps them at 128, and each form of this that was tried there
+// spilled X's scales in their loop.)
 template <int OUT>
+__device__ __forceinline__ void xs_q4k_stage_first(const Mv1Parts& parts, int cols, long long row_bytes, int S) {
+    constexpr bool GLU = xs_glu<OUT>();
+    constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<Q4_K, OUT>();
+    static_assert(R * NSEG <= 4, "a stage holds four rows' segments");
+    const XsWarp<NSEG, GLU> wp(parts, cols, S);
+    if (static_cast<int>(blockIdx.x) >= wp.nvb) return;
+    GQ_DYNAMIC_SHARED(16, uint8_t, xq);
+    const int sbo = wp.lane >> 3, j = wp.lane & 7, nsb = cols >> 8;
+    const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, blockIdx.x, row_bytes);
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int s = 0; s < NSEG; ++s) {
+            if (s >= wp.count || (wp.first + s) * 4 + sbo >= nsb) continue;
+            const uint4* b = xs_q4k_piece(B.row[i], wp.first + s, sbo);
+            copy16_async(xs_q4k_stage(xq, cols, 2 * (i * NSEG + s)), b);
+            copy16_async(xs_q4k_stage(xq, cols, 2 * (i * NSEG + s) + 1), b + 1 + j);
+        }
+    async_commit();
+    wp.template prefetch_next<Q4_K, R>(parts, blockIdx.x, cols, row_bytes);
+}
+
+// EARLY: the first row group's weights come from the thread's stage
+// (xs_q4k_stage_first), the others straight from global memory.
+template <int OUT, bool EARLY>
 __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                            long long row_bytes, int S, const float* __restrict__ norm_w,
                                            float eps) {
     constexpr bool GLU = xs_glu<OUT>();
     constexpr int R = xs_rows<OUT>(), NSEG = xs_segments<Q4_K, OUT>();
-    constexpr int SB_BYTES = 144;  // a Q4_K super-block: 16 bytes of header, 128 of nibbles
     GQ_DYNAMIC_SHARED(16, uint8_t, xq);
     __shared__ float partial[2][MV1_WARPS][R];
     const XsWarp<NSEG, GLU> wp(parts, cols, S);
@@ -119,15 +169,22 @@ __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, c
         wp.template prefetch_next<Q4_K, R>(parts, vb, cols, row_bytes);
         const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, vb, row_bytes);
         uint4 hd[R][NSEG], qs[R][NSEG];
+        // The thread's own stage needs no barrier: no other thread reads it.
+        const bool staged = EARLY && it == 0;
+        if (staged) async_wait<0>();
 #pragma unroll
         for (int i = 0; i < R; ++i)
 #pragma unroll
             for (int s = 0; s < NSEG; ++s) {
                 if (!(has >> s & 1)) continue;
-                const uint4* b = reinterpret_cast<const uint4*>(
-                    B.row[i] + static_cast<long long>((first + s) * 4 + sbo) * SB_BYTES);
-                hd[i][s] = __ldg(b);
-                qs[i][s] = __ldg(b + 1 + j);
+                if (staged) {
+                    hd[i][s] = *reinterpret_cast<const uint4*>(xs_q4k_stage(xq, cols, 2 * (i * NSEG + s)));
+                    qs[i][s] = *reinterpret_cast<const uint4*>(xs_q4k_stage(xq, cols, 2 * (i * NSEG + s) + 1));
+                } else {
+                    const uint4* b = xs_q4k_piece(B.row[i], first + s, sbo);
+                    hd[i][s] = __ldg(b);
+                    qs[i][s] = __ldg(b + 1 + j);
+                }
             }
         float acc[R];
 #pragma unroll

@@ -509,15 +509,19 @@ static int xs_segments_of(int t, int variant) {
 // glu: gate n[0] rows, then up n[1]); each row over `split` warps; the grid
 // capped at `grid_cap` blocks (-1: those that stay resident, as decode
 // launches it; 0: none); `pdl` as run_matvec1's.
+// `early`: Q4_K's gate and up stage their first row group before the wait.
 static void run_matvec1_xs(const XsCase& xc, int variant, const uint8_t* dW, const float* dX, float* dY,
                            const int (&n)[3], int cols, long long rb, int split, int grid_cap, bool pdl,
-                           const float* norm = nullptr, float eps = 0.0f) {
+                           const float* norm = nullptr, float eps = 0.0f, bool early = true) {
     const kern1_t k = xc.k[variant];
-    // X, and the staged types' slots: a segment of each row a warp keeps.
+    // X, and the staged types' slots: a segment of each row a warp keeps;
+    // Q4_K's gate and up, their stage.
     const int rows_a_warp = variant >= 2 ? 2 : 1, segments = xs_segments_of(xc.t, variant);
+    const bool staged_first = xc.t == gq::Q4_K && variant >= 2 && early;
     const int dyn = is_float(xc.t) ? 0
                                    : ((mv_x16_bytes(cols) + 15) & ~15) +
-                                         (xc.t == gq::Q4_K ? 0 : 8 * rows_a_warp * segments * mv_slot_bytes(xc.t));
+                                         (xc.t == gq::Q4_K ? (staged_first ? XS_Q4K_STAGE : 0)
+                                                           : 8 * rows_a_warp * segments * mv_slot_bytes(xc.t));
     const int per_block = 8 / split;
     int grid = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) grid += (n[p] + per_block - 1) / per_block;
@@ -525,7 +529,7 @@ static void run_matvec1_xs(const XsCase& xc, int variant, const uint8_t* dW, con
     CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, dyn));
     const unsigned* no_order = nullptr;
     launch_one_token(k, grid, grid_cap, dyn, pdl, dX, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
-                     (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb, 1, split, no_order,
+                     (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb, early ? 1 : 0, split, no_order,
                      no_order, no_order, norm, eps);
 }
 
@@ -672,14 +676,16 @@ static void bench_lean() {
             // plain product, then (as the down projection) an add, then
             // the rows as a glu's gate and up halves.
             const int n1[3] = {rows, 0, 0}, half[3] = {rows / 2, rows / 2, 0};
-            for (int variant : {0, 1, 2}) {
-                const int split = xs_split(cols, xs_segments_of(gq::Q4_K, variant));
+            for (int variant : {0, 1, 2, 3}) {
+                // 3: the glu again without its first group staged early.
+                const int v = variant == 3 ? 2 : variant;
+                const int split = xs_split(cols, xs_segments_of(gq::Q4_K, v));
                 if (!split) continue;
-                char what[32];
-                snprintf(what, sizeof what, "xs-%s k%d+pdl", XS_NAMES[variant], split);
+                char what[40];
+                snprintf(what, sizeof what, "xs-%s%s k%d+pdl", XS_NAMES[v], variant == 3 ? "-late" : "", split);
                 rate(what, launch_us(copies, [&](int c) {
-                         run_matvec1_xs(xs_case(gq::Q4_K), variant, w_of(c), dX, dY, variant >= 2 ? half : n1, cols, rb,
-                                        split, -1, true);
+                         run_matvec1_xs(xs_case(gq::Q4_K), v, w_of(c), dX, dY, v >= 2 ? half : n1, cols, rb, split, -1,
+                                        true, nullptr, 0.0f, variant != 3);
                      }));
             }
         }
@@ -790,13 +796,16 @@ static int test_matvec1_xs(std::mt19937& rng) {
                 const int n[3] = {variant == 0 ? 60 : glu ? 65 : rows, variant == 0 ? 40 : glu ? 65 : 0,
                                   variant == 0 ? rows - 100 : 0};
                 const int n0 = n[0];
+                // Q4_K's gate and up with their first group staged early and not.
+                const int earlies = t == gq::Q4_K && glu ? 2 : 1;
                 for (int split = least; split <= 8 && least > 0; split *= 2)
-                    for (int cap : {0, 3}) {
+                    for (int cap : {0, 3})
+                    for (int early = 0; early < earlies; early++) {
                         std::vector<float> before(rows), Y(rows);
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
                         run_matvec1_xs(xc, variant, dW, dX, dY, n, cols, rb, split, cap, false, normed ? dN : nullptr,
-                                       eps);
+                                       eps, early == 1);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
                         int bad = 0;
@@ -817,8 +826,8 @@ static int test_matvec1_xs(std::mt19937& rng) {
                             const double err = fabs(Y[r] - want);
                             if (!(err <= lim)) {
                                 if (bad < 3)
-                                    fprintf(stderr, "  matvec1_%s_xs_%s cols=%d split=%d grid<=%d norm %d: Y[%d]=%.9g want %.9g\n",
-                                            xc.name, XS_NAMES[variant], cols, split, cap, normed, r, Y[r], want);
+                                    fprintf(stderr, "  matvec1_%s_xs_%s cols=%d split=%d grid<=%d norm %d early %d: Y[%d]=%.9g want %.9g\n",
+                                            xc.name, XS_NAMES[variant], cols, split, cap, normed, early, r, Y[r], want);
                                 bad++;
                             }
                         }
