@@ -7,6 +7,11 @@
 #
 #   scripts/gpu-profile.sh TYPE [SHAPE]     e.g. F16, Q4_K; SHAPE 7b (default) or 1b
 #
+# GPU_PROFILE_CACHE=none keeps L2 warm between kernels, as a decode step
+# runs them (ncu flushes it before each by default, which overstates the
+# small kernels). GPU_PROFILE_ARGS sets the profiled run's bench arguments
+# (default "-p 0 -n 64 -r 1"; a prompt batch: "-p 512 -n 0 -r 2" with
+# GPU_PROFILE_SKIP=600 GPU_PROFILE_KERNELS=700 for a 7B).
 # Output under $OUT: profile-TYPE.csv (ncu's raw rows) and a summary on stdout.
 set -uo pipefail
 ty=$1 shape=${2:-7b}
@@ -18,10 +23,10 @@ mkdir -p $w/models
   $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
 timeout 120 $w/llm bench -m "$m" -ngl 99 -p 0 -n 128 -r 3 2>&1 | grep -E "^\| "
 # Kernels of one decode step: skip the load, the first steps and warm-up.
-timeout 400 ncu --graph-profiling node --clock-control none --csv --page raw \
+timeout 400 ncu --graph-profiling node --clock-control none --cache-control ${GPU_PROFILE_CACHE:-all} --csv --page raw \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum \
   --launch-skip ${GPU_PROFILE_SKIP:-2000} --launch-count ${GPU_PROFILE_KERNELS:-900} \
-  $w/llm bench -m "$m" -ngl 99 -p 0 -n 64 -r 1 >"$out/profile-$ty.csv" 2>"$out/profile-$ty.err"
+  $w/llm bench -m "$m" -ngl 99 ${GPU_PROFILE_ARGS:--p 0 -n 64 -r 1} >"$out/profile-$ty.csv" 2>"$out/profile-$ty.err"
 echo "ncu rc=$?"
 layers=$([ "$shape" = 1b ] && echo 16 || echo 32)
 python3 - "$out/profile-$ty.csv" "$layers" <<'PY'
