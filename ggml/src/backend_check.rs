@@ -912,16 +912,17 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
     }
 
     // The fused products: one and several tokens (the latter the ops one by
-    // one), a run of one type then another, gate and up of one type and of
-    // two, and sizes past what one block a multiprocessor takes (a GPU's
-    // two-rows-a-warp kernels).
+    // one), and a batch past the one-token kernels (a GPU's tiles, one f16
+    // copy of x for a run), a run of one type then another, gate and up of
+    // one type and of two, and sizes past what one block a multiprocessor
+    // takes (a GPU's two-rows-a-warp kernels).
     for &ty in WEIGHT_TYPES {
         let other = if ty == GgmlType::Q6_K {
             GgmlType::Q4_K
         } else {
             GgmlType::Q6_K
         };
-        for tokens in [1, 3] {
+        for tokens in [1, 3, 20] {
             let cases: [(&str, Vec<GgmlType>, Vec<usize>); 5] = [
                 ("matmuls", vec![ty, ty, other], vec![17, 5, 33]),
                 ("add", vec![ty], vec![33]),

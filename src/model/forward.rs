@@ -789,6 +789,13 @@ impl<B: Backend + 'static> LayerRange<B> {
         let b = &*self.backend;
         let c = job.config;
         let e = c.shape.n_embd;
+        if row0 == 0 {
+            // A decode step's row: the device may apply the norm as the
+            // product reads it (one launch, not a copy, a norm and a product).
+            let products = &mut [(&head.output, &mut r.logits)];
+            b.matmuls_normed(&mut r.sc, &r.x, &head.norm, c.eps, rows, &mut r.xb, products);
+            return;
+        }
         b.copy_rows(&r.x, row0, rows, e, &mut r.xb);
         b.rms_norm_in_place(&mut r.xb, &head.norm, c.eps, rows);
         b.matmul(&mut r.sc, &head.output, &r.xb, rows, &mut r.logits);

@@ -624,8 +624,8 @@ impl CudaBackend {
         (w_rows, w_cols, row_bytes): (usize, usize, usize),
         t: usize,
     ) -> CuResult<()> {
-        let (rows, cols, rb, nt) = (w_rows as i32, w_cols as i32, row_bytes as i64, t as i32);
         let Some(tile) = &k.tile else {
+            let (rows, cols, rb, nt) = (w_rows as i32, w_cols as i32, row_bytes as i64, t as i32);
             return k.matmul.launch(
                 &self.stream,
                 (blocks(w_rows, 64), blocks(t, 64), 1),
@@ -634,12 +634,16 @@ impl CudaBackend {
                 &[&wp, &xp, &yp, &rows, &cols, &rb, &nt],
             );
         };
-        let n = t * w_cols;
-        // Both held until the product is launched: nobody regrows (frees)
-        // a buffer between the launches that write and read it.
+        // Held until the product is launched: nobody regrows (frees) a
+        // buffer between the launches that write and read it.
         let mut half_x = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
-        let mut half_w = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
-        let xh = self.grown(&mut half_x, n * 2, "activations in f16")?;
+        let xh = self.to_half(&mut half_x, xp, t * w_cols)?;
+        self.product_of_half(k, tile, wp, xh, yp, (w_rows, w_cols, row_bytes), t)
+    }
+
+    /// `n` floats at `xp` as f16 in `half_x`, grown to hold them; its address.
+    fn to_half(&self, half_x: &mut Option<DeviceMem>, xp: u64, n: usize) -> CuResult<u64> {
+        let xh = self.grown(half_x, n * 2, "activations in f16")?;
         let len = n as i64;
         self.kernels.to_half.launch(
             &self.stream,
@@ -648,10 +652,28 @@ impl CudaBackend {
             0,
             &[&xp, &xh, &len],
         )?;
+        Ok(xh)
+    }
+
+    /// `product` of activations already in f16 at `xh` (held by the caller
+    /// until this returns) by tile.cu's kernels or the warpgroup ones.
+    #[allow(clippy::too_many_arguments)]
+    fn product_of_half(
+        &self,
+        k: &MatKernels,
+        tile: &Tile,
+        wp: u64,
+        xh: u64,
+        yp: u64,
+        (w_rows, w_cols, row_bytes): (usize, usize, usize),
+        t: usize,
+    ) -> CuResult<()> {
+        let (rows, cols, nt) = (w_rows as i32, w_cols as i32, t as i32);
+        let mut half_w = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
         let (tile, wp, rb) =
             match self.wgmma_rows(k, wp, (w_rows, w_cols, row_bytes), t, &mut half_w)? {
                 Some((wg, wp, rb)) => (wg, wp, rb),
-                None => (tile, wp, rb),
+                None => (tile, wp, row_bytes as i64),
             };
         let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
         l.f.launch(
@@ -661,6 +683,31 @@ impl CudaBackend {
             l.shared,
             &[&wp, &xh, &yp, &rows, &cols, &rb, &nt],
         )
+    }
+
+    /// Products of one input already in their weights' order, the input
+    /// converted to f16 once for all of them where they are batches for the
+    /// tile kernels (all of one type and width: `matmuls`' runs).
+    fn matmuls_in_order(&self, run: &mut [(&CudaMat, &mut CudaBuf)], x: &CudaBuf, t: usize) {
+        let w = run[0].0;
+        let k = &self.kernels.matmul[&w.ty];
+        let shared = t > MATVEC_MAX_TOKENS && run.len() > 1 && !no_shared_half();
+        let Some(tile) = k.tile.as_ref().filter(|_| shared) else {
+            for (pw, out) in run.iter_mut() {
+                self.matmul_in_order(pw, x, t, out);
+            }
+            return;
+        };
+        let mut half_x = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
+        let xh = match self.to_half(&mut half_x, x.mem.ptr, t * w.cols) {
+            Ok(xh) => xh,
+            Err(e) => return self.keep(Err(e)),
+        };
+        for (pw, out) in run.iter_mut() {
+            debug_assert!(x.len >= t * pw.cols && out.len >= t * pw.rows);
+            let dims = (pw.rows, pw.cols, pw.row_bytes);
+            self.keep(self.product_of_half(k, tile, pw.mem.ptr(), xh, out.mem.ptr, dims, t));
+        }
     }
 
     /// The device address of `buf`, first (re)allocated to hold `bytes`
@@ -1251,6 +1298,13 @@ fn no_fused_norm() -> bool {
     *SET.get_or_init(|| std::env::var_os("LLM_CUDA_NO_FUSED_NORM").is_some_and(|v| v == "1"))
 }
 
+/// LLM_CUDA_NO_SHARED_HALF=1: each batched product of a run of one input
+/// (q, k and v; gate and up) converts it to f16 itself (for timing).
+fn no_shared_half() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("LLM_CUDA_NO_SHARED_HALF").is_some_and(|v| v == "1"))
+}
+
 impl Backend for CudaBackend {
     type Buf = CudaBuf;
     type Mat = CudaMat;
@@ -1483,11 +1537,7 @@ impl Backend for CudaBackend {
             let one_order = run.iter().all(|(pw, _)| pw.order_ptr() == w.order_ptr());
             if t == 1 && self.matvec1(sc, Epilogue::Store, w, x, &parts, None) {
             } else if one_order {
-                self.in_order(sc, w, x, t, |x| {
-                    for (pw, out) in run.iter_mut() {
-                        self.matmul_in_order(pw, x, t, out);
-                    }
-                });
+                self.in_order(sc, w, x, t, |x| self.matmuls_in_order(run, x, t));
             } else {
                 for (pw, out) in run.iter_mut() {
                     self.in_order(sc, pw, x, t, |x| self.matmul_in_order(pw, x, t, out));
