@@ -793,7 +793,9 @@ impl<B: Backend + 'static> LayerRange<B> {
             // A decode step's row: the device may apply the norm as the
             // product reads it (one launch, not a copy, a norm and a product).
             let products = &mut [(&head.output, &mut r.logits)];
-            b.matmuls_normed(&mut r.sc, &r.x, &head.norm, c.eps, rows, &mut r.xb, products);
+            b.matmuls_normed(
+                &mut r.sc, &r.x, &head.norm, c.eps, rows, &mut r.xb, products,
+            );
             return;
         }
         b.copy_rows(&r.x, row0, rows, e, &mut r.xb);

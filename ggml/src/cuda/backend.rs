@@ -503,22 +503,23 @@ impl CudaBackend {
             attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some() {
                 [None; 3]
             } else {
+                let vu = attention_rounds();
                 [
-                    Some(find("attention_vec64")?),
-                    Some(find("attention_vec128")?),
-                    Some(find("attention_vec256")?),
+                    Some(find(&format!("attention_vec64{vu}"))?),
+                    Some(find(&format!("attention_vec128{vu}"))?),
+                    Some(find(&format!("attention_vec256{vu}"))?),
                 ]
             },
-            rope_attention_vec: if ["LLM_CUDA_SIMPLE_ATTENTION", "LLM_CUDA_NO_FUSED_ROPE"]
-                .iter()
-                .any(|v| std::env::var_os(v).is_some())
+            rope_attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
+                || std::env::var_os("LLM_CUDA_NO_FUSED_ROPE").is_some_and(|v| v == "1")
             {
                 [None; 3]
             } else {
+                let vu = attention_rounds();
                 [
-                    Some(find("rope_attention_vec64")?),
-                    Some(find("rope_attention_vec128")?),
-                    Some(find("rope_attention_vec256")?),
+                    Some(find(&format!("rope_attention_vec64{vu}"))?),
+                    Some(find(&format!("rope_attention_vec128{vu}"))?),
+                    Some(find(&format!("rope_attention_vec256{vu}"))?),
                 ]
             },
             matmul,
@@ -1296,6 +1297,15 @@ impl MatmulOffload for CudaBackend {
 fn no_fused_norm() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| std::env::var_os("LLM_CUDA_NO_FUSED_NORM").is_some_and(|v| v == "1"))
+}
+
+/// The decode attention kernels' suffix: LLM_CUDA_ATT_VU=8 takes those that
+/// keep eight rounds of cells in flight a warp rather than four (for timing).
+fn attention_rounds() -> &'static str {
+    match std::env::var("LLM_CUDA_ATT_VU").as_deref() {
+        Ok("8") => "_vu8",
+        _ => "",
+    }
 }
 
 /// LLM_CUDA_NO_SHARED_HALF=1: each batched product of a run of one input

@@ -345,7 +345,11 @@ impl Matvec1 {
         let split = stationary_split(cols.div_ceil(1024), segments)?;
         // Float weights read X as it is; Q4_K's rows go straight to
         // registers; the other types stage theirs.
-        let early = ty == GgmlType::Q4_K && matches!(epilogue, Epilogue::Glu(_)) && early_gate_up();
+        // The early stage where it fits beside X (else the late variant).
+        let early = ty == GgmlType::Q4_K
+            && matches!(epilogue, Epilogue::Glu(_))
+            && early_gate_up()
+            && x16_bytes(cols) + Q4K_STAGE_BYTES <= k.max_shared;
         let shared = match ty {
             _ if self.float => 0,
             GgmlType::Q4_K if early => x16_bytes(cols) + Q4K_STAGE_BYTES,

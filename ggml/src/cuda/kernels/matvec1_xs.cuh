@@ -166,11 +166,12 @@ __device__ __forceinline__ void matvec1_xs_direct(const float* __restrict__ X, c
         // The next row group's weights into L2 (this one's were asked for
         // the same way, or by mv1_prologue), then every load of this one
         // before any is used.
-        wp.template prefetch_next<Q4_K, R>(parts, vb, cols, row_bytes);
+        // (The staged first group's prologue asked L2 for the next already.)
+        const bool staged = EARLY && it == 0;
+        if (!staged) wp.template prefetch_next<Q4_K, R>(parts, vb, cols, row_bytes);
         const Mv1Rows<R, GLU> B = wp.template rows<R>(parts, vb, row_bytes);
         uint4 hd[R][NSEG], qs[R][NSEG];
         // The thread's own stage needs no barrier: no other thread reads it.
-        const bool staged = EARLY && it == 0;
         if (staged) async_wait<0>();
 #pragma unroll
         for (int i = 0; i < R; ++i)

@@ -339,7 +339,7 @@ extern "C" __global__ void attention_split(const float* q, const __half* kc, con
 // key and value are not read from the cache, which another block may be
 // writing meanwhile, but from `fk` and `fv` (D halves each, shared memory):
 // the same values, in the same place in the order of the sums.
-template <int D, bool FRESH = false>
+template <int D, bool FRESH = false, int VU = ATT_VU>
 __device__ __forceinline__ void attention_range_vec(const float* qh_, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
                                                     int cells, const int* step, int window, float kq_scale,
@@ -367,11 +367,11 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
     int c_lo = (int)((long long)n_cells * split / splits);
     int c_hi = (int)((long long)n_cells * (split + 1) / splits);
     const int stride = nwarps * CPW;
-    for (int cw = c_lo + warp * CPW; cw < c_hi; cw += ATT_VU * stride) {
-        uint4 kr[ATT_VU], vr[ATT_VU];
-        bool ok[ATT_VU];
+    for (int cw = c_lo + warp * CPW; cw < c_hi; cw += VU * stride) {
+        uint4 kr[VU], vr[VU];
+        bool ok[VU];
 #pragma unroll
-        for (int u = 0; u < ATT_VU; u++) {
+        for (int u = 0; u < VU; u++) {
             int c = cw + u * stride + sub;
             int back = lm - c + (c > lm ? cells : 0);
             int p = last - back;
@@ -387,10 +387,10 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
                 kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
             }
         }
-        float s[ATT_VU];
+        float s[VU];
         float mx = m;
 #pragma unroll
-        for (int u = 0; u < ATT_VU; u++) {
+        for (int u = 0; u < VU; u++) {
             const __half2* k2 = reinterpret_cast<const __half2*>(&kr[u]);
             float d = 0.0f;
 #pragma unroll
@@ -409,7 +409,7 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[i] *= corr;
 #pragma unroll
-        for (int u = 0; u < ATT_VU; u++) {
+        for (int u = 0; u < VU; u++) {
             if (!ok[u]) continue;
             float e = expf(s[u] - mx);
             l += e;
@@ -481,14 +481,19 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
 // attention_vec<D>(q, kc, vc, out, part, n_head, n_head_kv, cells, step,
 // window, kq_scale): grid (tokens, n_head, splits), block 32 * warps (<= 16);
 // with one split the output, with several the partials for attention_merge.
-#define ATTENTION_VEC(D)                                                                                   \
-    extern "C" __global__ void attention_vec##D(const float* q, const __half* kc, const __half* vc,     \
-                                                float* out, float* part, int n_head, int n_head_kv,     \
-                                                int cells, const int* step, int window, float kq_scale) { \
-        gq::pdl_begin();                                                                                  \
-        const float* qh = q + ((long long)blockIdx.x * n_head + blockIdx.y) * D;                          \
-        attention_range_vec<D>(qh, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale); \
+// The _vu8 kernels keep eight rounds in flight rather than ATT_VU (for
+// timing them: LLM_CUDA_ATT_VU=8).
+#define ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                        \
+    extern "C" __global__ void attention_vec##D##SUFFIX(const float* q, const __half* kc, const __half* vc,    \
+                                                        float* out, float* part, int n_head, int n_head_kv,    \
+                                                        int cells, const int* step, int window,                \
+                                                        float kq_scale) {                                      \
+        gq::pdl_begin();                                                                                       \
+        const float* qh = q + ((long long)blockIdx.x * n_head + blockIdx.y) * D;                               \
+        attention_range_vec<D, false, VU>(qh, kc, vc, out, part, n_head, n_head_kv, cells, step, window,       \
+                                          kq_scale);                                                           \
     }
+#define ATTENTION_VEC(D) ATTENTION_VEC_VU(D, ATT_VU, ) ATTENTION_VEC_VU(D, 8, _vu8)
 ATTENTION_VEC(64)
 ATTENTION_VEC(128)
 ATTENTION_VEC(256)
@@ -503,7 +508,7 @@ ATTENTION_VEC(256)
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
 // cells, step, window, kq_scale, p, ff): grid (1, n_head, splits), block as
 // attention_vec's.
-template <int D>
+template <int D, int VU>
 __device__ __forceinline__ void rope_attention_vec(const float* q, const float* k, const float* v, __half* kc,
                                                    __half* vc, float* out, float* part, int n_head, int n_head_kv,
                                                    int cells, const int* step, int window, float kq_scale,
@@ -537,18 +542,20 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
             vc[at + i] = vh[i];
         }
     }
-    attention_range_vec<D, true>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, kh, vh);
+    attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, kh,
+                                     vh);
 }
 
-#define ROPE_ATTENTION_VEC(D)                                                                                  \
-    extern "C" __global__ void rope_attention_vec##D(                                                          \
-        const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,      \
-        int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,      \
-        const float* ff) {                                                                                     \
-        gq::pdl_begin();                                                                                       \
-        rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, p, \
-                              ff);                                                                             \
+#define ROPE_ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                     \
+    extern "C" __global__ void rope_attention_vec##D##SUFFIX(                                                      \
+        const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,          \
+        int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,          \
+        const float* ff) {                                                                                         \
+        gq::pdl_begin();                                                                                           \
+        rope_attention_vec<D, VU>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, \
+                                  p, ff);                                                                          \
     }
+#define ROPE_ATTENTION_VEC(D) ROPE_ATTENTION_VEC_VU(D, ATT_VU, ) ROPE_ATTENTION_VEC_VU(D, 8, _vu8)
 ROPE_ATTENTION_VEC(64)
 ROPE_ATTENTION_VEC(128)
 ROPE_ATTENTION_VEC(256)

@@ -55,8 +55,9 @@ struct Case {
 
 static bool same_bits(const void* a, const void* b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
 
-// Runs one case both ways; true when they agree to the bit.
-static bool check(const Case& c, std::mt19937& rng) {
+// Runs one case both ways (the kernels keeping eight rounds of cells in
+// flight with `vu8`); true when they agree to the bit.
+static bool check(const Case& c, bool vu8, std::mt19937& rng) {
     const int d = c.d, kv_dim = c.n_head_kv * d, q_dim = c.n_head * d;
     std::uniform_real_distribution<float> u(-1.5f, 1.5f);
     std::vector<__half> cache(2 * (size_t)c.cells * kv_dim);
@@ -83,21 +84,19 @@ static bool check(const Case& c, std::mt19937& rng) {
         float* out = to_device(std::vector<float>(q_dim, -7.0f));
         float* part = to_device(std::vector<float>(part_len, -9.0f));
         if (fused) {
-#define ROPE_ATT(D)                                                                                            \
-    GQ_LAUNCH(grid, block, 0, rope_attention_vec##D)(dq, dk, dv, kc, vc, out, part, c.n_head, c.n_head_kv,   \
-                                                     c.cells, dstep, c.window, kq_scale, c.rope, dff)
-            if (d == 64) ROPE_ATT(64);
-            if (d == 128) ROPE_ATT(128);
-            if (d == 256) ROPE_ATT(256);
+#define ROPE_ATT(K)                                                                                         \
+    GQ_LAUNCH(grid, block, 0, K)(dq, dk, dv, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, \
+                                 kq_scale, c.rope, dff)
+            if (d == 64) vu8 ? ROPE_ATT(rope_attention_vec64_vu8) : ROPE_ATT(rope_attention_vec64);
+            if (d == 128) vu8 ? ROPE_ATT(rope_attention_vec128_vu8) : ROPE_ATT(rope_attention_vec128);
+            if (d == 256) vu8 ? ROPE_ATT(rope_attention_vec256_vu8) : ROPE_ATT(rope_attention_vec256);
         } else {
             GQ_LAUNCH(dim3(1, c.n_head + c.n_head_kv, 1), dim3(128), 0, rope_store)(
                 dq, dk, dv, c.n_head, c.n_head_kv, d, dstep, c.rope, dff, kc, vc, c.cells);
-#define ATT(D)                                                                                                     \
-    GQ_LAUNCH(grid, block, 0, attention_vec##D)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, \
-                                                c.window, kq_scale)
-            if (d == 64) ATT(64);
-            if (d == 128) ATT(128);
-            if (d == 256) ATT(256);
+#define ATT(K) GQ_LAUNCH(grid, block, 0, K)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, kq_scale)
+            if (d == 64) vu8 ? ATT(attention_vec64_vu8) : ATT(attention_vec64);
+            if (d == 128) vu8 ? ATT(attention_vec128_vu8) : ATT(attention_vec128);
+            if (d == 256) vu8 ? ATT(attention_vec256_vu8) : ATT(attention_vec256);
         }
         if (c.splits > 1) GQ_LAUNCH(dim3(1, c.n_head, 1), dim3(128), 0, attention_merge)(part, out, c.n_head, d, c.splits);
         CK(cudaDeviceSynchronize());
@@ -115,8 +114,8 @@ static bool check(const Case& c, std::mt19937& rng) {
     bool finite = true;
     for (float x : outs[1]) finite = finite && std::isfinite(x);
     bool ok = ok_out && ok_cache && wrote && finite;
-    printf("%s rope_attention_vec%d: %d heads / %d kv, %d cells, pos %d, window %d, %d splits, %d warps, %s%s%s\n",
-           ok ? "ok  " : "FAIL", d, c.n_head, c.n_head_kv, c.cells, c.pos, c.window, c.splits, c.warps,
+    printf("%s rope_attention_vec%d%s: %d heads / %d kv, %d cells, pos %d, window %d, %d splits, %d warps, %s%s%s\n",
+           ok ? "ok  " : "FAIL", d, vu8 ? "_vu8" : "", c.n_head, c.n_head_kv, c.cells, c.pos, c.window, c.splits, c.warps,
            c.rope.neox ? "neox" : "normal", c.rope.n_dims < d ? " partial" : "", c.factors ? " factors" : "");
     if (!ok)
         printf("     output %s, cache %s, new cell %s, finite %s\n", ok_out ? "same" : "differs",
@@ -156,7 +155,8 @@ int main() {
         {256, 4, 2, 150, 401, 100, 2, 8, plain_rope(256, 1000000.0f, false), true},
     };
     int failed = 0;
-    for (const Case& c : cases) failed += !check(c, rng);
+    for (const Case& c : cases)
+        for (bool vu8 : {false, true}) failed += !check(c, vu8, rng);
     if (failed) {
         printf("%d failed\n", failed);
         return 1;
