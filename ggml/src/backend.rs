@@ -419,21 +419,18 @@ pub trait Backend: Send + Sync {
         a: &Attention,
         out: &mut Self::Buf,
     ) {
-        let heads = (a.n_head, a.n_head_kv);
-        self.rope_store(
+        rope_store_then_attention(
+            self,
             sc,
             kv,
-            q,
-            k,
-            v,
+            (q, k, v),
             tokens,
-            heads,
-            a.head_dim,
             rope,
             freq_factors,
             pos0,
+            a,
+            out,
         );
-        self.attention(sc, kv, q, pos0, tokens, a, out);
     }
     /// Causal attention of `tokens` queries at positions `pos0..` over the
     /// cache, into `out` (tokens × n_head × head_dim).
@@ -450,4 +447,36 @@ pub trait Backend: Send + Sync {
     );
     /// `gate = act(gate) * up` over `len` floats.
     fn glu(&self, act: Glu, gate: &mut Self::Buf, up: &Self::Buf, len: usize);
+}
+
+/// `Backend::rope_store_attention` as two ops, for a backend's own version
+/// to fall back on where it cannot fuse them.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_store_then_attention<B: Backend + ?Sized>(
+    b: &B,
+    sc: &mut B::Scratch,
+    kv: &mut B::Kv,
+    (q, k, v): (&mut B::Buf, &mut B::Buf, &B::Buf),
+    tokens: usize,
+    rope: &Rope,
+    freq_factors: Option<&B::Vector>,
+    pos0: usize,
+    a: &Attention,
+    out: &mut B::Buf,
+) {
+    let heads = (a.n_head, a.n_head_kv);
+    b.rope_store(
+        sc,
+        kv,
+        q,
+        k,
+        v,
+        tokens,
+        heads,
+        a.head_dim,
+        rope,
+        freq_factors,
+        pos0,
+    );
+    b.attention(sc, kv, q, pos0, tokens, a, out);
 }

@@ -15,7 +15,8 @@ use super::kvcache::QuantKvKernels;
 use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
 use super::tile::{Tile, TILE_THREADS};
 use crate::backend::{
-    Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes, MatmulOffload, WEIGHT_ALIGN,
+    rope_store_then_attention, Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes,
+    MatmulOffload, WEIGHT_ALIGN,
 };
 use crate::rope::Rope;
 use crate::GgmlType;
@@ -279,6 +280,16 @@ fn attention_splits(
 /// 68 f32) and weights (16 x 72 f16).
 fn prompt_tc_shared(head_dim: usize) -> usize {
     (64 + 2 * 64) * (head_dim + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2
+}
+
+/// Threads of an attention_vec block: 16 warps over a whole cache, fewer
+/// over a split's share.
+fn attention_vec_block(splits: usize) -> u32 {
+    if splits > 1 {
+        attention_split_block()
+    } else {
+        32 * 16
+    }
 }
 
 /// Threads of a split decode attention block.
@@ -1805,21 +1816,9 @@ impl Backend for CudaBackend {
         let f = match fused {
             Some(f) if tokens == 1 && kv.types.is_f16() => f,
             _ => {
-                let heads = (a.n_head, a.n_head_kv);
-                self.rope_store(
-                    sc,
-                    kv,
-                    q,
-                    k,
-                    v,
-                    tokens,
-                    heads,
-                    a.head_dim,
-                    rope,
-                    freq_factors,
-                    pos0,
-                );
-                self.attention(sc, kv, q, pos0, tokens, a, out);
+                let qkv = (q, k, v);
+                let (rope, ff) = (rope, freq_factors);
+                rope_store_then_attention(self, sc, kv, qkv, tokens, rope, ff, pos0, a, out);
                 return;
             }
         };
@@ -1831,11 +1830,7 @@ impl Backend for CudaBackend {
             true,
             self.info.sms.max(1) as usize,
         );
-        let block = if splits > 1 {
-            attention_split_block()
-        } else {
-            32 * 16
-        };
+        let block = attention_vec_block(splits);
         let p = rope_params(rope);
         let ff = freq_factors.map_or(0u64, |f| f.mem.ptr());
         let (nh, nkv, cells) = (a.n_head as i32, a.n_head_kv as i32, kv.cells as i32);
@@ -1939,11 +1934,7 @@ impl Backend for CudaBackend {
             _ => None,
         };
         if let (Some(f), true) = (vec, tokens <= MATVEC_MAX_TOKENS) {
-            let block = if splits > 1 {
-                attention_split_block()
-            } else {
-                32 * 16
-            };
+            let block = attention_vec_block(splits);
             self.launch(
                 f,
                 (tokens as u32, a.n_head as u32, splits as u32),
