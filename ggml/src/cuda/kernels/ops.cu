@@ -499,11 +499,11 @@ ATTENTION_VEC(128)
 ATTENTION_VEC(256)
 
 // A decode step's rope_store and attention_vec<D> in one launch, for one
-// token (step[1] == 1) and an f16 cache: each block ropes its query head and
-// its group's key head in shared memory (as rope_head does in place), takes
-// the new cell's key and value from there (attention_range_vec's FRESH), and
-// the first query head of each group, in the split that holds the new cell,
-// stores them into the cache. The results and the cache equal rope_store's
+// token (step[1] == 1) and an f16 cache: each block ropes its query head in
+// shared memory (as rope_head does in place); the blocks of the split that
+// holds the new cell rope their group's key head there too and take the new
+// cell's key and value from there (attention_range_vec's FRESH), and the
+// first query head of each group among them stores them into the cache. The results and the cache equal rope_store's
 // then attention_vec's; q and k are left unrotated.
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
 // cells, step, window, kq_scale, p, ff): grid (1, n_head, splits), block as
@@ -517,25 +517,29 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
     __shared__ __align__(16) __half kh[D], vh[D];
     const int h = blockIdx.y, group = n_head / n_head_kv, g = h / group;
     const int pos = step[0];
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        qs[i] = q[(long long)h * D + i];
-        ks[i] = k[(long long)g * D + i];
-    }
-    __syncthreads();
-    rope_head(qs, pos, p, ff);
-    rope_head(ks, pos, p, ff);
-    __syncthreads();
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        kh[i] = __float2half_rn(ks[i]);
-        vh[i] = __float2half_rn(v[(long long)g * D + i]);
-    }
-    __syncthreads();
-    // The split that holds the new cell, as attention_range_vec splits.
+    // The split that holds the new cell, as attention_range_vec splits; the
+    // other splits' blocks (most of them over a long cache) rope q alone.
     const int lm = pos % cells, n_cells = pos < cells ? pos + 1 : cells;
     const int splits = gridDim.z, split = blockIdx.z;
     const int c_lo = (int)((long long)n_cells * split / splits);
     const int c_hi = (int)((long long)n_cells * (split + 1) / splits);
-    if (h % group == 0 && c_lo <= lm && lm < c_hi) {
+    const bool fresh = c_lo <= lm && lm < c_hi;  // block-uniform
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        qs[i] = q[(long long)h * D + i];
+        if (fresh) ks[i] = k[(long long)g * D + i];
+    }
+    __syncthreads();
+    rope_head(qs, pos, p, ff);
+    if (fresh) {
+        rope_head(ks, pos, p, ff);
+        __syncthreads();
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            kh[i] = __float2half_rn(ks[i]);
+            vh[i] = __float2half_rn(v[(long long)g * D + i]);
+        }
+    }
+    __syncthreads();
+    if (fresh && h % group == 0) {
         const long long at = (long long)lm * n_head_kv * D + (long long)g * D;
         for (int i = threadIdx.x; i < D; i += blockDim.x) {
             kc[at + i] = kh[i];
