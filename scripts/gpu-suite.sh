@@ -137,8 +137,9 @@ unpack | run)
   # ops, and the synthetic models' greedy tokens, through them.
   # Decode attention with eight rounds of cells in flight (opt-in until
   # timed), and Q4_K's gate and up without their early stage.
-  LLM_CUDA_ATT_VU=8 LLM_CUDA_MV1_EARLY=0 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
-    { echo "the vu8 attention or the late gate and up fail the backend's tests"; status=1; }
+  LLM_CUDA_ATT_VU=8 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_ATT_MERGE_LAUNCH=1 "$work/test-ggml" --test-threads 1 cuda:: \
+    "${skip[@]}" >/dev/null ||
+    { echo "the vu8 attention, the late gate and up or the merge launch fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "the X-stationary products fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||

@@ -220,9 +220,26 @@ pub struct CudaScratch {
     recording: Option<u64>,
     /// Split-K decode attention's partial results (ATT_PART_BYTES).
     pub(super) attn_part: DeviceMem,
+    /// A counter a token and head for the split that finishes last to
+    /// merge them (attention_vec's `count`; zero between launches).
+    attn_count: DeviceMem,
     /// Inputs gathered into a weight's stored order; made in `scratch` for
     /// one token (a recorded step must not allocate), grown for batches.
     gathered: Option<CudaBuf>,
+}
+
+/// attention_vec's counters: tokens x heads of a decode step (8 tokens of
+/// up to 512 heads); more go through attention_merge.
+const ATT_COUNTERS: usize = 4096;
+
+/// Where the split that finishes last merges a decode step's attention
+/// (the counters hold its tokens' heads), unless
+/// LLM_CUDA_ATT_MERGE_LAUNCH=1 (a launch of attention_merge, for timing).
+fn merge_in_kernel(tokens: usize, n_head: usize) -> bool {
+    static LAUNCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let launch = *LAUNCH
+        .get_or_init(|| std::env::var_os("LLM_CUDA_ATT_MERGE_LAUNCH").is_some_and(|v| v == "1"));
+    !launch && tokens * n_head <= ATT_COUNTERS
 }
 
 /// Room for split-K attention's partials: (head_dim + 2) floats per token,
@@ -589,6 +606,16 @@ impl CudaBackend {
         args: &[&dyn KernelArg],
     ) {
         self.keep(f.launch(&self.stream, grid, block, 0, args));
+    }
+
+    /// attention_vec's `count`: the counters where a split decode step's
+    /// last split merges it, else 0 (no split, or attention_merge merges).
+    fn split_counters(&self, sc: &CudaScratch, splits: usize, tokens: usize, n_head: usize) -> u64 {
+        if splits > 1 && merge_in_kernel(tokens, n_head) {
+            sc.attn_count.ptr
+        } else {
+            0
+        }
     }
 
     /// The output of split-K decode attention from its splits' partials.
@@ -1352,6 +1379,7 @@ impl Backend for CudaBackend {
             graphs: HashMap::new(),
             recording: None,
             attn_part: DeviceMem::alloc(ATT_PART_BYTES, "attention partials")?,
+            attn_count: DeviceMem::zeroed(ATT_COUNTERS * 4, "attention counters")?,
             gathered: match self.ordered_cols.load(Ordering::Relaxed) {
                 0 => None,
                 cols => Some(self.buf(cols)?),
@@ -1835,6 +1863,7 @@ impl Backend for CudaBackend {
         let ff = freq_factors.map_or(0u64, |f| f.mem.ptr());
         let (nh, nkv, cells) = (a.n_head as i32, a.n_head_kv as i32, kv.cells as i32);
         let window = a.window.map_or(0, |w| w as i32);
+        let count = self.split_counters(sc, splits, tokens, a.n_head);
         self.launch(
             f,
             (1, a.n_head as u32, splits as u32),
@@ -1855,9 +1884,10 @@ impl Backend for CudaBackend {
                 &a.kq_scale,
                 &p,
                 &ff,
+                &count,
             ],
         );
-        if splits > 1 {
+        if splits > 1 && count == 0 {
             self.attention_merge(sc, tokens, a, splits, out);
         }
     }
@@ -1935,6 +1965,7 @@ impl Backend for CudaBackend {
         };
         if let (Some(f), true) = (vec, tokens <= MATVEC_MAX_TOKENS) {
             let block = attention_vec_block(splits);
+            let count = self.split_counters(sc, splits, tokens, a.n_head);
             self.launch(
                 f,
                 (tokens as u32, a.n_head as u32, splits as u32),
@@ -1951,9 +1982,10 @@ impl Backend for CudaBackend {
                     &sc.step.ptr,
                     &window,
                     &a.kq_scale,
+                    &count,
                 ],
             );
-            if splits > 1 {
+            if splits > 1 && count == 0 {
                 self.attention_merge(sc, tokens, a, splits, out);
             }
             return;

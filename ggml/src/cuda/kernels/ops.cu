@@ -320,6 +320,44 @@ extern "C" __global__ void attention_split(const float* q, const __half* kc, con
     attention_range(q, kc, vc, nullptr, part, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);
 }
 
+// One head's output from its splits' partials ([M, sum, D values] each):
+// attention_merge's arithmetic, shared with the split that finishes last.
+// Partials are read from L2 (__ldcg): another block may have just written them.
+__device__ __forceinline__ void merge_splits(const float* pp, float* o, int head_dim, int splits) {
+    float M = -INFINITY;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, __ldcg(pp + s * (head_dim + 2)));
+    float L = 0.0f;
+    for (int s = 0; s < splits; s++) {
+        float m = __ldcg(pp + s * (head_dim + 2));
+        if (m != -INFINITY) L += __ldcg(pp + s * (head_dim + 2) + 1) * expf(m - M);
+    }
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float v = 0.0f;
+        for (int s = 0; s < splits; s++) {
+            float m = __ldcg(pp + s * (head_dim + 2));
+            if (m != -INFINITY) v += __ldcg(pp + s * (head_dim + 2) + 2 + d) * expf(m - M);
+        }
+        o[d] = L > 0.0f ? v / L : 0.0f;
+    }
+}
+
+// After a block has written its split's partials: whether it is the last of
+// the head's `splits` blocks to do so (then it merges them, and the head's
+// counter goes back to zero for the next launch). The partials are made
+// visible before the count is raised, as in CUDA's threadFenceReduction.
+__device__ __forceinline__ bool last_split_done(unsigned* counter, int splits) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(counter, 1u) == static_cast<unsigned>(splits - 1);
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
 // The decode steps' attention for head sizes of 64, 128 and 256, as
 // attention_range computes it (same grid, same split partials) but reading
 // the cache 16 bytes a lane: a cell's row of D halves takes L = D / 8 lanes,
@@ -343,7 +381,8 @@ template <int D, bool FRESH = false, int VU = ATT_VU>
 __device__ __forceinline__ void attention_range_vec(const float* qh_, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
                                                     int cells, const int* step, int window, float kq_scale,
-                                                    const __half* fk = nullptr, const __half* fv = nullptr) {
+                                                    unsigned* count, const __half* fk = nullptr,
+                                                    const __half* fv = nullptr) {
     constexpr int L = D / 8, CPW = 32 / L;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -455,6 +494,7 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
     float Lsum = 0.0f;
     for (int w = 0; w < nwarps; w++)
         if (sm[w] != -INFINITY) Lsum += sl_[w] * expf(sm[w] - M);
+    float* o = out + ((long long)t * n_head + h) * D;
     if (splits > 1) {
         float* pp = part + (((long long)t * n_head + h) * splits + split) * (D + 2);
         if (threadIdx.x == 0) {
@@ -467,9 +507,10 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
                 if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
             pp[2 + d] = v;
         }
+        if (count && last_split_done(count + (long long)t * n_head + h, splits))
+            merge_splits(part + ((long long)t * n_head + h) * splits * (D + 2), o, D, splits);
         return;
     }
-    float* o = out + ((long long)t * n_head + h) * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < nwarps; w++)
@@ -479,19 +520,21 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
 }
 
 // attention_vec<D>(q, kc, vc, out, part, n_head, n_head_kv, cells, step,
-// window, kq_scale): grid (tokens, n_head, splits), block 32 * warps (<= 16);
-// with one split the output, with several the partials for attention_merge.
+// window, kq_scale, count): grid (tokens, n_head, splits), block 32 * warps
+// (<= 16); with one split the output, with several the partials, which
+// attention_merge merges, or with `count` (tokens x n_head counters, zero
+// before the launch and after it) the split that finishes last.
 // The _vu8 kernels keep eight rounds in flight rather than ATT_VU (for
 // timing them: LLM_CUDA_ATT_VU=8).
 #define ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                        \
     extern "C" __global__ void attention_vec##D##SUFFIX(const float* q, const __half* kc, const __half* vc,    \
                                                         float* out, float* part, int n_head, int n_head_kv,    \
                                                         int cells, const int* step, int window,                \
-                                                        float kq_scale) {                                      \
+                                                        float kq_scale, unsigned* count) {                     \
         gq::pdl_begin();                                                                                       \
         const float* qh = q + ((long long)blockIdx.x * n_head + blockIdx.y) * D;                               \
         attention_range_vec<D, false, VU>(qh, kc, vc, out, part, n_head, n_head_kv, cells, step, window,       \
-                                          kq_scale);                                                           \
+                                          kq_scale, count);                                                    \
     }
 #define ATTENTION_VEC(D) ATTENTION_VEC_VU(D, ATT_VU, ) ATTENTION_VEC_VU(D, 8, _vu8)
 ATTENTION_VEC(64)
@@ -506,13 +549,13 @@ ATTENTION_VEC(256)
 // first query head of each group among them stores them into the cache. The results and the cache equal rope_store's
 // then attention_vec's; q and k are left unrotated.
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
-// cells, step, window, kq_scale, p, ff): grid (1, n_head, splits), block as
-// attention_vec's.
+// cells, step, window, kq_scale, p, ff, count): grid (1, n_head, splits),
+// block and `count` as attention_vec's.
 template <int D, int VU>
 __device__ __forceinline__ void rope_attention_vec(const float* q, const float* k, const float* v, __half* kc,
                                                    __half* vc, float* out, float* part, int n_head, int n_head_kv,
                                                    int cells, const int* step, int window, float kq_scale,
-                                                   const RopeParams& p, const float* ff) {
+                                                   const RopeParams& p, const float* ff, unsigned* count) {
     __shared__ float qs[D], ks[D];
     __shared__ __align__(16) __half kh[D], vh[D];
     const int h = blockIdx.y, group = n_head / n_head_kv, g = h / group;
@@ -546,18 +589,18 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
             vc[at + i] = vh[i];
         }
     }
-    attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, kh,
-                                     vh);
+    attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale,
+                                     count, kh, vh);
 }
 
 #define ROPE_ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                     \
     extern "C" __global__ void rope_attention_vec##D##SUFFIX(                                                      \
         const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,          \
         int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,          \
-        const float* ff) {                                                                                         \
+        const float* ff, unsigned* count) {                                                                        \
         gq::pdl_begin();                                                                                           \
         rope_attention_vec<D, VU>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, \
-                                  p, ff);                                                                          \
+                                  p, ff, count);                                                                   \
     }
 #define ROPE_ATTENTION_VEC(D) ROPE_ATTENTION_VEC_VU(D, ATT_VU, ) ROPE_ATTENTION_VEC_VU(D, 8, _vu8)
 ROPE_ATTENTION_VEC(64)
@@ -568,23 +611,8 @@ ROPE_ATTENTION_VEC(256)
 extern "C" __global__ void attention_merge(const float* part, float* out, int n_head, int head_dim, int splits) {
     gq::pdl_begin();
     int t = blockIdx.x, h = blockIdx.y;
-    const float* pp = part + ((long long)t * n_head + h) * splits * (head_dim + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < splits; s++) M = fmaxf(M, pp[s * (head_dim + 2)]);
-    float L = 0.0f;
-    for (int s = 0; s < splits; s++) {
-        float m = pp[s * (head_dim + 2)];
-        if (m != -INFINITY) L += pp[s * (head_dim + 2) + 1] * expf(m - M);
-    }
-    float* o = out + ((long long)t * n_head + h) * head_dim;
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float v = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            float m = pp[s * (head_dim + 2)];
-            if (m != -INFINITY) v += pp[s * (head_dim + 2) + 2 + d] * expf(m - M);
-        }
-        o[d] = L > 0.0f ? v / L : 0.0f;
-    }
+    merge_splits(part + ((long long)t * n_head + h) * splits * (head_dim + 2),
+                 out + ((long long)t * n_head + h) * head_dim, head_dim, splits);
 }
 
 #define AQ 8   // queries (one warp each) per block of attention_prompt

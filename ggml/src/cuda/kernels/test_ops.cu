@@ -4,10 +4,12 @@
 //   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_ops test_ops.cu && ./test_ops
 //   g++ -std=c++17 -O2 -ffp-contract=off -I emu -x c++ test_ops.cu -o test_ops && ./test_ops
 //
-// rope_attention_vec<D> must leave the cache and give the output (or the
-// split partials, merged) of rope_store then attention_vec<D> to the bit:
-// it computes the same values in the same order, taking the new cell's key
-// and value from shared memory rather than from the cache.
+// rope_attention_vec<D> must leave the cache and give the output of
+// rope_store then attention_vec<D> (split partials merged by
+// attention_merge) to the bit: it computes the same values in the same
+// order, taking the new cell's key and value from shared memory rather than
+// from the cache, and over splits it merges them itself in the split that
+// finishes last (its counters back at zero afterwards).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -72,6 +74,7 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
     const size_t part_len = (size_t)c.n_head * c.splits * (d + 2);
 
     int* dstep = to_device(step);
+    unsigned* dcount = to_device(std::vector<unsigned>(c.n_head, 0u));
     float* dff = c.factors ? to_device(ff) : nullptr;
     float kq_scale = 1.0f / sqrtf((float)d);
     dim3 grid(1, c.n_head, c.splits), block(32 * c.warps);
@@ -86,25 +89,30 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
         if (fused) {
 #define ROPE_ATT(K)                                                                                         \
     GQ_LAUNCH(grid, block, 0, K)(dq, dk, dv, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, \
-                                 kq_scale, c.rope, dff)
+                                 kq_scale, c.rope, dff, dcount)
             if (d == 64) vu8 ? ROPE_ATT(rope_attention_vec64_vu8) : ROPE_ATT(rope_attention_vec64);
             if (d == 128) vu8 ? ROPE_ATT(rope_attention_vec128_vu8) : ROPE_ATT(rope_attention_vec128);
             if (d == 256) vu8 ? ROPE_ATT(rope_attention_vec256_vu8) : ROPE_ATT(rope_attention_vec256);
         } else {
             GQ_LAUNCH(dim3(1, c.n_head + c.n_head_kv, 1), dim3(128), 0, rope_store)(
                 dq, dk, dv, c.n_head, c.n_head_kv, d, dstep, c.rope, dff, kc, vc, c.cells);
-#define ATT(K) GQ_LAUNCH(grid, block, 0, K)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, kq_scale)
+#define ATT(K) GQ_LAUNCH(grid, block, 0, K)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, kq_scale, nullptr)
             if (d == 64) vu8 ? ATT(attention_vec64_vu8) : ATT(attention_vec64);
             if (d == 128) vu8 ? ATT(attention_vec128_vu8) : ATT(attention_vec128);
             if (d == 256) vu8 ? ATT(attention_vec256_vu8) : ATT(attention_vec256);
         }
-        if (c.splits > 1) GQ_LAUNCH(dim3(1, c.n_head, 1), dim3(128), 0, attention_merge)(part, out, c.n_head, d, c.splits);
+        if (c.splits > 1 && !fused)
+            GQ_LAUNCH(dim3(1, c.n_head, 1), dim3(128), 0, attention_merge)(part, out, c.n_head, d, c.splits);
         CK(cudaDeviceSynchronize());
         outs[fused] = to_host(out, q_dim);
         caches[fused] = to_host(dcache, cache.size());
         for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dcache, (void*)out, (void*)part}) CK(cudaFree(p));
     }
+    const std::vector<unsigned> counts = to_host(dcount, c.n_head);
+    bool zeroed = true;
+    for (unsigned n : counts) zeroed = zeroed && n == 0;
     CK(cudaFree(dstep));
+    CK(cudaFree(dcount));
     if (dff) CK(cudaFree(dff));
     bool ok_out = same_bits(outs[0].data(), outs[1].data(), outs[0].size() * 4);
     bool ok_cache = same_bits(caches[0].data(), caches[1].data(), caches[0].size() * 2);
@@ -113,13 +121,14 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
                             cache.data() + (size_t)(c.pos % c.cells) * kv_dim, kv_dim * 2);
     bool finite = true;
     for (float x : outs[1]) finite = finite && std::isfinite(x);
-    bool ok = ok_out && ok_cache && wrote && finite;
+    bool ok = ok_out && ok_cache && wrote && finite && zeroed;
     printf("%s rope_attention_vec%d%s: %d heads / %d kv, %d cells, pos %d, window %d, %d splits, %d warps, %s%s%s\n",
            ok ? "ok  " : "FAIL", d, vu8 ? "_vu8" : "", c.n_head, c.n_head_kv, c.cells, c.pos, c.window, c.splits, c.warps,
            c.rope.neox ? "neox" : "normal", c.rope.n_dims < d ? " partial" : "", c.factors ? " factors" : "");
     if (!ok)
-        printf("     output %s, cache %s, new cell %s, finite %s\n", ok_out ? "same" : "differs",
-               ok_cache ? "same" : "differs", wrote ? "written" : "not written", finite ? "yes" : "no");
+        printf("     output %s, cache %s, new cell %s, finite %s, counters %s\n", ok_out ? "same" : "differs",
+               ok_cache ? "same" : "differs", wrote ? "written" : "not written", finite ? "yes" : "no",
+               zeroed ? "zero" : "left");
     return ok;
 }
 

@@ -520,6 +520,12 @@ template <typename T>
 inline T __ldg(const T* p) {
     return *p;
 }
+template <typename T>
+inline T __ldcg(const T* p) {
+    return *p;
+}
+// Blocks run one after another here: every write is seen by the next.
+inline void __threadfence() {}
 
 inline float __uint_as_float(unsigned u) {
     float f;
