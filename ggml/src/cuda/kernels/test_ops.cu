@@ -1,7 +1,7 @@
 // Standalone check of ops.cu's fused decode kernels against the kernels they
 // stand for, on the GPU or on the CPU emulator:
 //
-//   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_ops test_ops.cu && ./test_ops
+//   nvcc -O2 -arch=sm_90 -Xcompiler -ffp-contract=off -o test_ops test_ops.cu && ./test_ops [--bench]
 //   g++ -std=c++17 -O2 -ffp-contract=off -I emu -x c++ test_ops.cu -o test_ops && ./test_ops
 //
 // rope_attention_vec<D> must leave the cache and give the output of
@@ -142,7 +142,76 @@ static RopeParams plain_rope(int n_dims, float base, bool neox) {
     return p;
 }
 
-int main() {
+// --bench: a 7B's decode attention (32 heads of 128, f16 cache) alone, at
+// several depths, splits, block sizes and rounds in flight, in
+// microseconds a launch (with attention_merge where it merges) and TB/s of
+// cache read; 32 layers' caches in turn, so L2 holds none of them.
+static void bench() {
+    const int n_head = 32, n_kv = 32, d = 128, layers = 32, kv_dim = n_kv * d;
+    const float kq_scale = 1.0f / sqrtf((float)d);
+    for (int cells : {513, 1024, 4096, 16384}) {
+        const size_t half_cells = (size_t)cells * kv_dim;
+        std::vector<__half> cache(2 * half_cells, __float2half_rn(0.01f));
+        std::vector<__half*> caches(layers);
+        for (auto& c : caches) c = to_device(cache);
+        float* q = to_device(std::vector<float>(n_head * d, 0.1f));
+        float* out = to_device(std::vector<float>(n_head * d, 0.0f));
+        float* part = to_device(std::vector<float>((size_t)n_head * 64 * (d + 2), 0.0f));
+        unsigned* count = to_device(std::vector<unsigned>(n_head, 0u));
+        int* step = to_device(std::vector<int>{cells - 1, 1});
+        const double bytes = 2.0 * half_cells * 2;
+        printf("cells %5d (%.1f MB a layer):", cells, bytes / 1e6);
+        for (int splits : {1, 8, 16, 28, 32, 64}) {
+            if (splits > 1 && cells / splits < 64) continue;
+            for (int warps : {4, 8, 16}) {
+                if ((splits == 1) != (warps == 16)) continue;
+                for (int vu8 = 0; vu8 < 2; vu8++)
+                    for (int merged = 0; merged < (splits > 1 ? 2 : 1); merged++) {
+                        auto run = [&](int layer) {
+                            __half* kc = caches[layer];
+                            __half* vc = kc + half_cells;
+                            unsigned* cnt = merged ? count : nullptr;
+                            dim3 grid(1, n_head, splits), block(32 * warps);
+                            if (vu8)
+                                GQ_LAUNCH(grid, block, 0, attention_vec128_vu8)(q, kc, vc, out, part, n_head, n_kv, cells,
+                                                                               step, 0, kq_scale, cnt);
+                            else
+                                GQ_LAUNCH(grid, block, 0, attention_vec128)(q, kc, vc, out, part, n_head, n_kv, cells,
+                                                                           step, 0, kq_scale, cnt);
+                            if (splits > 1 && !merged)
+                                GQ_LAUNCH(dim3(1, n_head, 1), dim3(128), 0, attention_merge)(part, out, n_head, d, splits);
+                        };
+                        for (int l = 0; l < layers; l++) run(l);
+                        cudaEvent_t a, b;
+                        CK(cudaEventCreate(&a));
+                        CK(cudaEventCreate(&b));
+                        CK(cudaEventRecord(a));
+                        const int rounds = 4;
+                        for (int r = 0; r < rounds; r++)
+                            for (int l = 0; l < layers; l++) run(l);
+                        CK(cudaEventRecord(b));
+                        CK(cudaEventSynchronize(b));
+                        float ms = 0;
+                        CK(cudaEventElapsedTime(&ms, a, b));
+                        const double us = 1e3 * ms / (rounds * layers);
+                        printf(" s%d w%d%s%s %.1fus %.2f", splits, warps, vu8 ? " vu8" : "", merged ? " m" : "", us,
+                               bytes / (us * 1e6));
+                        CK(cudaEventDestroy(a));
+                        CK(cudaEventDestroy(b));
+                    }
+            }
+        }
+        printf("\n");
+        for (auto c : caches) CK(cudaFree(c));
+        for (void* p : {(void*)q, (void*)out, (void*)part, (void*)count, (void*)step}) CK(cudaFree(p));
+    }
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        bench();
+        return 0;
+    }
     std::mt19937 rng(12345);
     RopeParams yarn = plain_rope(128, 10000.0f, true);
     yarn.freq_scale = 0.25f;
