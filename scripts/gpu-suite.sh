@@ -124,8 +124,12 @@ unpack | run)
   LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "the per-segment integer matvec fails"; status=1; }
   # Batches in matmul.cu's 64x64 tiles, and in tile.cu's wide tiles only.
-  LLM_CUDA_NO_TILE=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
-    { echo "matmul.cu's tiled products fail"; status=1; }
+  # With them (one run, to keep the suite's time), decode's other paths:
+  # attention with eight rounds of cells in flight (opt-in until timed),
+  # the split merge as a launch, Q4_K's gate and up without the early stage.
+  LLM_CUDA_NO_TILE=1 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1 LLM_CUDA_MV1_EARLY=0 \
+    "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
+    { echo "matmul.cu's tiled products (or vu8 attention, the merge launch, the late gate and up) fail"; status=1; }
   LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "tile.cu's 128-token tiles fail"; status=1; }
   # Batches of 9 tokens and more through Hopper's warpgroup products
@@ -135,11 +139,6 @@ unpack | run)
   "$work/test-gpu" --nocapture --test-threads 1 "${@:2}" || status=1
   # The X-stationary one-token products (opt-in until timed): the backend's
   # ops, and the synthetic models' greedy tokens, through them.
-  # Decode attention with eight rounds of cells in flight (opt-in until
-  # timed), and Q4_K's gate and up without their early stage.
-  LLM_CUDA_ATT_VU=8 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_ATT_MERGE_LAUNCH=1 "$work/test-ggml" --test-threads 1 cuda:: \
-    "${skip[@]}" >/dev/null ||
-    { echo "the vu8 attention, the late gate and up or the merge launch fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "the X-stationary products fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
