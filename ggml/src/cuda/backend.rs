@@ -531,24 +531,14 @@ impl CudaBackend {
             attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some() {
                 [None; 3]
             } else {
-                let vu = attention_rounds();
-                [
-                    Some(find(&format!("attention_vec64{vu}"))?),
-                    Some(find(&format!("attention_vec128{vu}"))?),
-                    Some(find(&format!("attention_vec256{vu}"))?),
-                ]
+                vec_kernels(find, "attention_vec")?
             },
             rope_attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
                 || std::env::var_os("LLM_CUDA_NO_FUSED_ROPE").is_some_and(|v| v == "1")
             {
                 [None; 3]
             } else {
-                let vu = attention_rounds();
-                [
-                    Some(find(&format!("rope_attention_vec64{vu}"))?),
-                    Some(find(&format!("rope_attention_vec128{vu}"))?),
-                    Some(find(&format!("rope_attention_vec256{vu}"))?),
-                ]
+                vec_kernels(find, "rope_attention_vec")?
             },
             matmul,
             to_half: find("to_half")?,
@@ -615,6 +605,22 @@ impl CudaBackend {
             sc.attn_count.ptr
         } else {
             0
+        }
+    }
+
+    /// A split attention_vec launch's merge where its splits did not merge
+    /// themselves (`count` 0).
+    fn merge_uncounted(
+        &self,
+        sc: &CudaScratch,
+        tokens: usize,
+        a: &Attention,
+        splits: usize,
+        count: u64,
+        out: &mut CudaBuf,
+    ) {
+        if splits > 1 && count == 0 {
+            self.attention_merge(sc, tokens, a, splits, out);
         }
     }
 
@@ -1337,6 +1343,27 @@ fn no_fused_norm() -> bool {
     *SET.get_or_init(|| std::env::var_os("LLM_CUDA_NO_FUSED_NORM").is_some_and(|v| v == "1"))
 }
 
+/// A decode attention kernel family's head sizes 64, 128 and 256 (the
+/// `attention_rounds` variant).
+fn vec_kernels(
+    find: impl Fn(&str) -> CuResult<Function>,
+    family: &str,
+) -> CuResult<[Option<Function>; 3]> {
+    let vu = attention_rounds();
+    let one = |d: usize| find(&format!("{family}{d}{vu}")).map(Some);
+    Ok([one(64)?, one(128)?, one(256)?])
+}
+
+/// A family's kernel (`vec_kernels`) for a head size, if it has one.
+fn by_head_dim(set: &[Option<Function>; 3], head_dim: usize) -> Option<Function> {
+    match head_dim {
+        64 => set[0],
+        128 => set[1],
+        256 => set[2],
+        _ => None,
+    }
+}
+
 /// The decode attention kernels' suffix: LLM_CUDA_ATT_VU=8 takes those that
 /// keep eight rounds of cells in flight a warp rather than four (for timing).
 fn attention_rounds() -> &'static str {
@@ -1835,18 +1862,21 @@ impl Backend for CudaBackend {
         a: &Attention,
         out: &mut CudaBuf,
     ) {
-        let fused = match a.head_dim {
-            64 => self.kernels.rope_attention_vec[0],
-            128 => self.kernels.rope_attention_vec[1],
-            256 => self.kernels.rope_attention_vec[2],
-            _ => None,
-        };
-        let f = match fused {
+        let f = match by_head_dim(&self.kernels.rope_attention_vec, a.head_dim) {
             Some(f) if tokens == 1 && kv.types.is_f16() => f,
             _ => {
-                let qkv = (q, k, v);
-                let (rope, ff) = (rope, freq_factors);
-                rope_store_then_attention(self, sc, kv, qkv, tokens, rope, ff, pos0, a, out);
+                rope_store_then_attention(
+                    self,
+                    sc,
+                    kv,
+                    (q, k, v),
+                    tokens,
+                    rope,
+                    freq_factors,
+                    pos0,
+                    a,
+                    out,
+                );
                 return;
             }
         };
@@ -1887,9 +1917,7 @@ impl Backend for CudaBackend {
                 &count,
             ],
         );
-        if splits > 1 && count == 0 {
-            self.attention_merge(sc, tokens, a, splits, out);
-        }
+        self.merge_uncounted(sc, tokens, a, splits, count, out);
     }
 
     fn kv_store(
@@ -1957,12 +1985,7 @@ impl Backend for CudaBackend {
             self.attention_quantised(sc, kv, q, tokens, a, splits, decode, out);
             return;
         }
-        let vec = match a.head_dim {
-            64 => self.kernels.attention_vec[0],
-            128 => self.kernels.attention_vec[1],
-            256 => self.kernels.attention_vec[2],
-            _ => None,
-        };
+        let vec = by_head_dim(&self.kernels.attention_vec, a.head_dim);
         if let (Some(f), true) = (vec, tokens <= MATVEC_MAX_TOKENS) {
             let block = attention_vec_block(splits);
             let count = self.split_counters(sc, splits, tokens, a.n_head);
@@ -1985,9 +2008,7 @@ impl Backend for CudaBackend {
                     &count,
                 ],
             );
-            if splits > 1 && count == 0 {
-                self.attention_merge(sc, tokens, a, splits, out);
-            }
+            self.merge_uncounted(sc, tokens, a, splits, count, out);
             return;
         }
         if tokens <= MATVEC_MAX_TOKENS && splits > 1 {

@@ -24,6 +24,13 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// The first cell of split `split` of a decode step's `splits` over n_cells
+// (the next split's first is this one's end): every kernel that splits the
+// cells, or finds which split holds one, takes them so.
+__device__ __forceinline__ int split_start(int n_cells, int split, int splits) {
+    return (int)((long long)n_cells * split / splits);
+}
+
 // Sum over a block of up to 1024 threads (a multiple of 32).
 __device__ float block_sum(float v) {
     __shared__ float part[32];
@@ -222,8 +229,8 @@ __device__ __forceinline__ void attention_range(const float* q, const __half* kc
     // tokens of the batch (masked anyway): skip them.
     int n_cells = last < cells ? pos + 1 : cells;
     int splits = gridDim.z, split = blockIdx.z;
-    int c_lo = (int)((long long)n_cells * split / splits);
-    int c_hi = (int)((long long)n_cells * (split + 1) / splits);
+    int c_lo = split_start(n_cells, split, splits);
+    int c_hi = split_start(n_cells, split + 1, splits);
     for (int c0 = c_lo + warp; c0 < c_hi; c0 += ATT_U * nwarps) {
         float s[ATT_U];
         bool ok[ATT_U];
@@ -403,8 +410,8 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
     float m = -INFINITY, l = 0.0f;
     int n_cells = last < cells ? pos + 1 : cells;
     int splits = gridDim.z, split = blockIdx.z;
-    int c_lo = (int)((long long)n_cells * split / splits);
-    int c_hi = (int)((long long)n_cells * (split + 1) / splits);
+    int c_lo = split_start(n_cells, split, splits);
+    int c_hi = split_start(n_cells, split + 1, splits);
     const int stride = nwarps * CPW;
     for (int cw = c_lo + warp * CPW; cw < c_hi; cw += VU * stride) {
         uint4 kr[VU], vr[VU];
@@ -564,8 +571,8 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
     // other splits' blocks (most of them over a long cache) rope q alone.
     const int lm = pos % cells, n_cells = pos < cells ? pos + 1 : cells;
     const int splits = gridDim.z, split = blockIdx.z;
-    const int c_lo = (int)((long long)n_cells * split / splits);
-    const int c_hi = (int)((long long)n_cells * (split + 1) / splits);
+    const int c_lo = split_start(n_cells, split, splits);
+    const int c_hi = split_start(n_cells, split + 1, splits);
     const bool fresh = c_lo <= lm && lm < c_hi;  // block-uniform
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         qs[i] = q[(long long)h * D + i];

@@ -42,19 +42,7 @@ constexpr bool EMULATED = true;
 constexpr bool EMULATED = false;
 #endif
 
-// A launch that the CPU emulator (emu/cuda_runtime.h) can take too.
-#ifndef GQ_LAUNCH
-#define GQ_LAUNCH(grid, block, shared, ...) __VA_ARGS__<<<grid, block, shared>>>
-#endif
-
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (x);                                                                  \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(2);                                                                           \
-        }                                                                                      \
-    } while (0)
+#include "test_host.cuh"
 
 // ---------------------------------------------------------------- host reference
 
