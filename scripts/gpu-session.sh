@@ -28,6 +28,16 @@
 # GPU_SESSION_AB="VAR=VALUE ..." scripts/gpu-session.sh x, after a call that
 # unpacked a pack: llm bench under each setting beside the default, on our
 # writer's one-type files, alternated ($OUT/bench-ab.log).
+#
+# Where machines are scarce (two calls of one sitting hold the essentials):
+#   call P (carry .gpu-a .rivals): scripts/gpu-session.sh p
+#       llama.cpp's builds in the background; test_matmul and test_ops on the
+#       GPU; the suite (cut at GPU_SESSION_SUITE_S, 220 s); a decode step's
+#       kernels (scripts/gpu-profile.sh Q4_K, warm L2); decode A/B of
+#       GPU_SESSION_AB (one round).
+#   call Q (same machine, nothing to carry): scripts/gpu-session.sh q
+#       an F16 prompt batch's kernels, llm and llama.cpp side by side at 10
+#       repetitions (no SmolLM2, no partial offload), then the depth-4096 A/B.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -166,6 +176,50 @@ d)
     rm -rf "$w/models/7b-$f"
   done
   ;;
+p)
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  k=ggml/src/cuda/kernels
+  nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_ops $k/test_ops.cu >"$out/nvcc_ops.log" 2>&1 &
+  nvcc -O2 -arch=sm_90a -Xcompiler -ffp-contract=off -o /tmp/test_matmul $k/test_matmul.cu >"$out/test_matmul.log" 2>&1
+  wait
+  /tmp/test_matmul >>"$out/test_matmul.log" 2>&1
+  el "test_matmul rc=$?"; tail -2 "$out/test_matmul.log"
+  /tmp/test_ops >"$out/test_ops.log" 2>&1
+  el "test_ops rc=$?"; tail -3 "$out/test_ops.log"
+  timeout 45 /tmp/test_ops --bench >>"$out/test_ops.log" 2>&1
+  el "test_ops --bench rc=$?"; grep -vE "^(ok|check)" "$out/test_ops.log" | tail -40
+  GPU_PACK=.gpu-a timeout "${GPU_SESSION_SUITE_S:-220}" scripts/gpu-suite.sh run >"$out/suite-a.log" 2>&1
+  el "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite-a.log" | grep -v " ok$" | tail -24
+  GPU_PROFILE_CACHE=none timeout 120 scripts/gpu-profile.sh Q4_K 2>&1 | head -24
+  el "profile Q4_K"
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128" \
+    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_NO_FUSED_ROPE=1 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1}" \
+    timeout 100 "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
+q)
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 GPU_PROFILE_KERNELS=700 \
+    timeout 130 scripts/gpu-profile.sh F16 2>&1 | head -30
+  el "profile F16 pp512"
+  rm -f /tmp/llm-gpu/models/7b-F16.gguf
+  scripts/gpu-bench.sh wait READY 60
+  mkdir -p "$results"
+  GPU_BENCH_ENGINES="rival llm" OUT=$results GPU_BENCH_TIMEOUT=80 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
+    "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
+  el "side by side"
+  tar -C "$results" -czf "$out/results.tgz" .
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128 -d 4096" \
+    GPU_SESSION_AB="LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT=146,32,4,4 LLM_CUDA_ATT_MERGE_LAUNCH=1" \
+    timeout 90 "$0" x >/dev/null 2>&1
+  el "depth A/B"; cat "$out/bench-ab.log"
+  ;;
 x)
   # llm bench (GPU_SESSION_BENCH, else pp512 and tg128) under each
   # GPU_SESSION_AB setting beside the default, on our
@@ -296,5 +350,5 @@ att)
     done
   done
   ;;
-*) sed -n 2,26p "$0" >&2; exit 2 ;;
+*) sed -n 2,39p "$0" >&2; exit 2 ;;
 esac
