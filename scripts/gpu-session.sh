@@ -37,7 +37,8 @@
 #       GPU_SESSION_AB (one round).
 #   call Q (same machine, nothing to carry): scripts/gpu-session.sh q
 #       an F16 prompt batch's kernels, llm and llama.cpp side by side at 10
-#       repetitions (no SmolLM2, no partial offload), then the depth-4096 A/B.
+#       repetitions (no SmolLM2, no partial offload), then the depth-4096 A/B
+#       and the prompt A/B (one-pass attention at 512 and 2048 tokens).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -218,7 +219,10 @@ q)
   GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128 -d 4096" \
     GPU_SESSION_AB="LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT=146,32,4,4 LLM_CUDA_ATT_MERGE_LAUNCH=1" \
     timeout 90 "$0" x >/dev/null 2>&1
-  el "depth A/B"; cat "$out/bench-ab.log"
+  el "depth A/B"
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="Q4_K F16" GPU_SESSION_BENCH="-p 512,2048 -n 0" \
+    GPU_SESSION_AB="LLM_CUDA_PROMPT_FA=1" timeout 120 "$0" x >/dev/null 2>&1
+  el "prompt A/B"; cat "$out/bench-ab.log"
   ;;
 x)
   # llm bench (GPU_SESSION_BENCH, else pp512 and tg128) under each

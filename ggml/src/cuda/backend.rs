@@ -49,6 +49,10 @@ pub(super) struct Kernels {
     /// gives it that; not with LLM_CUDA_SIMPLE_ATTENTION or
     /// LLM_CUDA_NO_TC_ATTENTION.
     attention_prompt_tc: [Option<(Function, u32)>; 2],
+    /// The same in one pass with an online softmax (attention_tc.cu's
+    /// attention_prompt_fa), compute capability 8.0 on, with
+    /// LLM_CUDA_PROMPT_FA=1 (until timed) and the tensor-core kernels.
+    attention_prompt_fa: [Option<(Function, u32)>; 2],
     attention_split: Function,
     attention_merge: Function,
     /// Decode attention reading 16 bytes a lane, for head sizes 64, 128
@@ -299,6 +303,12 @@ fn prompt_tc_shared(head_dim: usize) -> usize {
     (64 + 2 * 64) * (head_dim + 8) * 2 + 4 * 16 * 68 * 4 + 4 * 16 * 72 * 2
 }
 
+/// attention_tc.cu's `attn_fa::shared_bytes`: the 64 queries and two
+/// buffers of a tile's keys and values, f16 rows of head_dim + 8.
+fn prompt_fa_shared(head_dim: usize) -> usize {
+    (64 + 4 * 64) * (head_dim + 8) * 2
+}
+
 /// Threads of an attention_vec block: 16 warps over a whole cache, fewer
 /// over a split's share.
 fn attention_vec_block(splits: usize) -> u32 {
@@ -524,6 +534,23 @@ impl CudaBackend {
                     [None, None]
                 } else {
                     [tc(64), tc(128)]
+                }
+            },
+            attention_prompt_fa: {
+                let on = std::env::var_os("LLM_CUDA_PROMPT_FA").is_some_and(|v| v == "1")
+                    && info.capability >= 80
+                    && std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_none()
+                    && std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_none();
+                let fa = |d: usize| -> Option<(Function, u32)> {
+                    let f = find(&format!("attention_prompt_fa{d}")).ok()?;
+                    let shared = prompt_fa_shared(d);
+                    f.allow_dynamic_shared(shared).ok()?;
+                    Some((f, shared as u32))
+                };
+                if on {
+                    [fa(64), fa(128)]
+                } else {
+                    [None, None]
                 }
             },
             attention_split: find("attention_split")?,
@@ -2034,8 +2061,8 @@ impl Backend for CudaBackend {
             return;
         }
         let tc = match a.head_dim {
-            64 => self.kernels.attention_prompt_tc[0],
-            128 => self.kernels.attention_prompt_tc[1],
+            64 => self.kernels.attention_prompt_fa[0].or(self.kernels.attention_prompt_tc[0]),
+            128 => self.kernels.attention_prompt_fa[1].or(self.kernels.attention_prompt_tc[1]),
             _ => None,
         };
         let batch = tokens > MATVEC_MAX_TOKENS;

@@ -20,9 +20,12 @@
 #include <math.h>
 
 #include "pdl.cuh"
+#include "async.cuh"
 #include "dynamic_shared.cuh"
+#include "mma_sync.cuh"
 #include <mma.h>
 #include <stdint.h>
+#include <string.h>
 
 namespace attn_tc {
 
@@ -38,9 +41,13 @@ __host__ __device__ constexpr int shared_bytes(int d) {
 }
 
 __device__ __forceinline__ unsigned dynamic_shared_size() {
+#ifdef GQ_EMU
+    return static_cast<unsigned>(gq_emu::st().dynamic_shared_bytes);
+#else
     unsigned n;
     asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
     return n;
+#endif
 }
 
 // Cells c0..c0+CB-1 of kv head g (D halves each) into `tile`; zeros past n_cells.
@@ -189,6 +196,224 @@ static_assert(WARPS * 16 * (128 + 4) * 4 <= 2 * CB * (128 + 8) * 2, "output rows
 
 }  // namespace attn_tc
 
+// The same contract in one pass (attention_prompt_fa<D>, compute capability
+// 8.0 on; `LLM_CUDA_PROMPT_FA=1`): flash attention's online softmax, which
+// wmma's unspecified fragment layouts ruled out above. mma.sync m16n8k16's
+// documented layouts (mma_sync.cuh) let a lane rescale its own rows of the
+// output sums when a tile raises a row's maximum, so each tile's keys are
+// read and multiplied once, not twice. Tiles of 64 cells are copied by
+// cp.async one tile ahead (two K and two V buffers). A warp keeps its 16
+// queries as fragments in registers; a tile's scores S = Q K^T (eight
+// blocks of 8 cells) stay in registers and become, rounded to f16, the
+// A fragments of P V (a score block's layout is an A fragment's half).
+// Grid (ceil(tokens/64), n_head), block 128, dynamic shared memory
+// fa_shared_bytes(D) (backend.rs mirrors it; less traps).
+namespace attn_fa {
+
+constexpr int QB = 64, CB = 64, WARPS = 4;
+
+__host__ __device__ constexpr int shared_bytes(int d) { return (QB + 4 * CB) * (d + 8) * 2; }
+
+// Cells c0..c0+CB-1 of kv head g into `tile` by cp.async; zeros past n_cells
+// (a masked cell's weight is 0, and 0 times a stale value must stay 0).
+template <int D>
+__device__ __forceinline__ void copy_cells(const __half* cache, int kv_dim, int g, int c0, int n_cells, __half* tile) {
+    constexpr int PER_ROW = D / 8;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < CB * PER_ROW; i += WARPS * 32) {
+        const int r = i / PER_ROW, u = i - r * PER_ROW;
+        const int c = c0 + r;
+        __half* dst = tile + r * (D + 8) + 8 * u;
+        if (c < n_cells)
+            gq::copy16_async(dst, cache + static_cast<long long>(c) * kv_dim + g * D + 8 * u);
+        else
+            *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+__device__ __forceinline__ uint32_t word_at(const __half* p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+// Two halves from different rows as one fragment word (x low).
+__device__ __forceinline__ uint32_t two_halves(const __half* lo, const __half* hi) {
+    uint16_t a, b;
+    memcpy(&a, lo, 2);
+    memcpy(&b, hi, 2);
+    return static_cast<uint32_t>(a) | static_cast<uint32_t>(b) << 16;
+}
+
+template <int D>
+__device__ __forceinline__ void attention_fa(const float* __restrict__ q, const __half* __restrict__ kc,
+                                             const __half* __restrict__ vc, float* __restrict__ out, int n_head,
+                                             int n_head_kv, int head_dim, int cells, const int* step, int window,
+                                             float kq_scale) {
+    constexpr int LDH = D + 8, NB = CB / 8, ND = D / 8, KD = D / 16;
+    GQ_DYNAMIC_SHARED(128, unsigned char, smem);
+    if (head_dim != D || attn_tc::dynamic_shared_size() < static_cast<unsigned>(shared_bytes(D))) __trap();
+    __half* Qs = reinterpret_cast<__half*>(smem);  // [QB][LDH]
+    __half* KV = Qs + QB * LDH;                     // K0, V0, K1, V1: [CB][LDH] each
+
+    const int h = blockIdx.y, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int pos0 = step[0], tokens = step[1];
+    const int t0 = blockIdx.x * QB;
+    if (t0 >= tokens) return;  // block-uniform
+    const int last = pos0 + tokens - 1;
+    const int lm = last % cells;
+    const int g = h / (n_head / n_head_kv), kv_dim = n_head_kv * D;
+    const int pos_max = pos0 + min(tokens, t0 + QB) - 1;
+    const int n_cells = last < cells ? pos_max + 1 : cells;
+    const int tiles = (n_cells + CB - 1) / CB;
+
+    copy_cells<D>(kc, kv_dim, g, 0, n_cells, KV);
+    copy_cells<D>(vc, kv_dim, g, 0, n_cells, KV + CB * LDH);
+    gq::async_commit();
+    for (int i = threadIdx.x; i < QB * D / 4; i += WARPS * 32) {
+        const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (t0 + r < tokens) v = *reinterpret_cast<const float4*>(q + (static_cast<long long>(t0 + r) * n_head + h) * D + c);
+        *reinterpret_cast<__half2*>(Qs + r * LDH + c) = __floats2half2_rn(v.x, v.y);
+        *reinterpret_cast<__half2*>(Qs + r * LDH + c + 2) = __floats2half2_rn(v.z, v.w);
+    }
+    __syncthreads();
+
+    // Lane (g8, t4) holds rows g8 and g8 + 8 of the warp's 16 queries.
+    const int g8 = lane >> 2, t4 = lane & 3;
+    uint32_t qa[KD][4];
+    {
+        const __half* r0 = Qs + (warp * 16 + g8) * LDH + 2 * t4;
+#pragma unroll
+        for (int kk = 0; kk < KD; ++kk) {
+            qa[kk][0] = word_at(r0 + 16 * kk);
+            qa[kk][1] = word_at(r0 + 8 * LDH + 16 * kk);
+            qa[kk][2] = word_at(r0 + 16 * kk + 8);
+            qa[kk][3] = word_at(r0 + 8 * LDH + 16 * kk + 8);
+        }
+    }
+    int qt[2], qpos[2];
+    bool qok[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        qt[r] = t0 + warp * 16 + g8 + 8 * r;
+        qok[r] = qt[r] < tokens;
+        qpos[r] = pos0 + qt[r];
+    }
+    // The warp's first query sees every cell up to its position where the
+    // ring has not wrapped and no window applies: tiles before it need no mask.
+    const int first_pos = pos0 + t0 + warp * 16;
+    const bool plain = last < cells && window <= 0 && t0 + warp * 16 + 15 < tokens;
+    auto visible = [&](int c, int r) {
+        const int back = lm - c + (c > lm ? cells : 0);
+        const int p = last - back;
+        return qok[r] && c < n_cells && p >= 0 && p <= qpos[r] && !(window > 0 && qpos[r] - p >= window);
+    };
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int it = 0; it < tiles; ++it) {
+        const int c0 = it * CB;
+        if (it + 1 < tiles) {
+            __half* next = KV + ((it + 1) & 1) * 2 * CB * LDH;
+            copy_cells<D>(kc, kv_dim, g, c0 + CB, n_cells, next);
+            copy_cells<D>(vc, kv_dim, g, c0 + CB, n_cells, next + CB * LDH);
+            gq::async_commit();
+            gq::async_wait<1>();
+        } else {
+            gq::async_wait<0>();
+        }
+        __syncthreads();  // this tile's copies (every thread's) have landed
+        const __half* Ks = KV + (it & 1) * 2 * CB * LDH;
+        const __half* Vs = Ks + CB * LDH;
+
+        float s[NB][4];
+#pragma unroll
+        for (int j = 0; j < NB; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; ++kk)
+#pragma unroll
+            for (int j = 0; j < NB; ++j) {
+                const __half* kr = Ks + (8 * j + g8) * LDH + 16 * kk + 2 * t4;
+                const uint32_t b[2] = {word_at(kr), word_at(kr + 8)};
+                gq::mma_16816(s[j], qa[kk], b);
+            }
+
+        // Scale and mask; each row's maximum over the quad of lanes that share it.
+        const bool all_seen = plain && c0 + CB - 1 <= first_pos && c0 + CB <= n_cells;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = i >> 1, c = c0 + 8 * j + 2 * t4 + (i & 1);
+                const float v = all_seen || visible(c, r) ? s[j][i] * kq_scale : -INFINITY;
+                s[j][i] = v;
+                mx[r] = fmaxf(mx[r], v);
+            }
+        float alpha[2], base[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(attn_tc::FULL, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(attn_tc::FULL, mx[r], 2));
+            const float mn = fmaxf(m[r], mx[r]);
+            // A row that has seen no cell yet keeps its zeros.
+            base[r] = mn == -INFINITY ? 0.0f : mn;
+            alpha[r] = expf(m[r] - base[r]);
+            m[r] = mn;
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int n = 0; n < ND; ++n) {
+            o[n][0] *= alpha[0];
+            o[n][1] *= alpha[0];
+            o[n][2] *= alpha[1];
+            o[n][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int r = i >> 1;
+                const float e = s[j][i] == -INFINITY ? 0.0f : expf(s[j][i] - base[r]);
+                l[r] += e;
+                s[j][i] = e;
+            }
+        // P V: score blocks 2k and 2k + 1 are the A fragment of cells 16k..16k+15.
+#pragma unroll
+        for (int k = 0; k < CB / 16; ++k) {
+            const uint32_t pa[4] = {gq::pack_halves(s[2 * k][0], s[2 * k][1]), gq::pack_halves(s[2 * k][2], s[2 * k][3]),
+                                    gq::pack_halves(s[2 * k + 1][0], s[2 * k + 1][1]),
+                                    gq::pack_halves(s[2 * k + 1][2], s[2 * k + 1][3])};
+            const __half* v0 = Vs + (16 * k + 2 * t4) * LDH + g8;
+#pragma unroll
+            for (int n = 0; n < ND; ++n) {
+                const uint32_t b[2] = {two_halves(v0 + 8 * n, v0 + LDH + 8 * n),
+                                       two_halves(v0 + 8 * LDH + 8 * n, v0 + 9 * LDH + 8 * n)};
+                gq::mma_16816(o[n], pa, b);
+            }
+        }
+        __syncthreads();  // every warp is done with this tile before it is refilled
+    }
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(attn_tc::FULL, l[r], 1);
+        l[r] += __shfl_xor_sync(attn_tc::FULL, l[r], 2);
+        if (!qok[r]) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        float* dst = out + (static_cast<long long>(qt[r]) * n_head + h) * D + 2 * t4;
+#pragma unroll
+        for (int n = 0; n < ND; ++n)
+            *reinterpret_cast<float2*>(dst + 8 * n) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+    }
+}
+
+}  // namespace attn_fa
+
 #define ATTENTION_TC(D)                                                                                         \
     extern "C" __global__ void __launch_bounds__(attn_tc::WARPS * 32)                                           \
         attention_prompt_tc##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
@@ -200,3 +425,15 @@ static_assert(WARPS * 16 * (128 + 4) * 4 <= 2 * CB * (128 + 8) * 2, "output rows
 
 ATTENTION_TC(64)
 ATTENTION_TC(128)
+
+#define ATTENTION_FA(D)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(attn_fa::WARPS * 32, 2)                                        \
+        attention_prompt_fa##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
+                               int n_head_kv, int head_dim, int cells, const int* step, int window,            \
+                               float kq_scale) {                                                               \
+        gq::pdl_begin();                                                                                       \
+        attn_fa::attention_fa<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);   \
+    }
+
+ATTENTION_FA(64)
+ATTENTION_FA(128)

@@ -10,6 +10,12 @@
 // order, taking the new cell's key and value from shared memory rather than
 // from the cache, and over splits it merges them itself in the split that
 // finishes last (its counters back at zero afterwards).
+//
+// attention_tc.cu's prompt kernels: attention_prompt_fa<D> (one pass, online
+// softmax) and attention_prompt_tc<D> (two passes) against a double
+// reference over fresh and continued batches, grouped heads, windows and
+// wrapped rings; the one-pass kernel's error may not exceed the other's by
+// more than f16 rounding allows.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -20,6 +26,7 @@
 #include <vector>
 
 #include "ops.cu"
+#include "attention_tc.cu"
 
 #include "test_host.cuh"
 
@@ -196,8 +203,138 @@ static void bench() {
     }
 }
 
+struct PromptCase {
+    int d, n_head, n_head_kv, cells, pos0, tokens, window;
+};
+
+// True where cell c holds a position that the query at `pos` attends to
+// (the kernels' ring rule: the batch's last position is in cell last % cells).
+static bool cell_visible(int c, int pos, int last, int cells, int window) {
+    const int lm = last % cells;
+    const int p = last - (lm - c + (c > lm ? cells : 0));
+    return p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
+}
+
+// Launches the prompt kernel `fa` (else tc) of head size d.
+static void prompt_launch(bool fa, int d, dim3 grid, const float* q, const __half* kc, const __half* vc, float* out,
+                          const PromptCase& c, const int* step, float kq_scale) {
+    const int shared = fa ? attn_fa::shared_bytes(d) : attn_tc::shared_bytes(d);
+#define PROMPT(K)                                                                                            \
+    do {                                                                                                     \
+        CK(cudaFuncSetAttribute(K, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));                    \
+        GQ_LAUNCH(grid, dim3(128), shared, K)(q, kc, vc, out, c.n_head, c.n_head_kv, d, c.cells, step, c.window, \
+                                              kq_scale);                                                     \
+    } while (0)
+    if (d == 64 && fa) PROMPT(attention_prompt_fa64);
+    if (d == 64 && !fa) PROMPT(attention_prompt_tc64);
+    if (d == 128 && fa) PROMPT(attention_prompt_fa128);
+    if (d == 128 && !fa) PROMPT(attention_prompt_tc128);
+#undef PROMPT
+}
+
+static bool check_prompt(const PromptCase& c, std::mt19937& rng) {
+    const int d = c.d, kv_dim = c.n_head_kv * d, q_dim = c.n_head * d;
+    std::uniform_real_distribution<float> u(-1.5f, 1.5f);
+    std::vector<__half> cache(2 * (size_t)c.cells * kv_dim);
+    for (auto& h : cache) h = __float2half_rn(u(rng));
+    std::vector<float> q((size_t)c.tokens * q_dim);
+    for (auto& x : q) x = u(rng);
+    const float kq_scale = 1.0f / sqrtf((float)d);
+    // The reference: every visible cell, in double.
+    const int last = c.pos0 + c.tokens - 1, group = c.n_head / c.n_head_kv;
+    std::vector<double> ref(q.size(), 0.0);
+    for (int t = 0; t < c.tokens; t++)
+        for (int h = 0; h < c.n_head; h++) {
+            const float* qh = &q[((size_t)t * c.n_head + h) * d];
+            std::vector<double> score(c.cells, 0.0);
+            double mx = -INFINITY;
+            for (int cell = 0; cell < c.cells; cell++) {
+                if (!cell_visible(cell, c.pos0 + t, last, c.cells, c.window)) continue;
+                const __half* k = &cache[(size_t)cell * kv_dim + (h / group) * d];
+                double sc = 0.0;
+                for (int i = 0; i < d; i++) sc += (double)qh[i] * __half2float(k[i]);
+                score[cell] = sc * kq_scale;
+                mx = std::max(mx, score[cell]);
+            }
+            double sum = 0.0;
+            double* o = &ref[((size_t)t * c.n_head + h) * d];
+            for (int cell = 0; cell < c.cells; cell++) {
+                if (!cell_visible(cell, c.pos0 + t, last, c.cells, c.window)) continue;
+                const double e = exp(score[cell] - mx);
+                sum += e;
+                const __half* v = &cache[(size_t)(c.cells + cell) * kv_dim + (h / group) * d];
+                for (int i = 0; i < d; i++) o[i] += e * __half2float(v[i]);
+            }
+            for (int i = 0; i < d; i++) o[i] = sum > 0.0 ? o[i] / sum : 0.0;
+        }
+    __half* dcache = to_device(cache);
+    float* dq = to_device(q);
+    int* dstep = to_device(std::vector<int>{c.pos0, c.tokens});
+    double err[2] = {0.0, 0.0};
+    bool finite = true;
+    for (int fa = 0; fa < 2; fa++) {
+        float* out = to_device(std::vector<float>(q.size(), -7.0f));
+        prompt_launch(fa, d, dim3((c.tokens + 63) / 64, c.n_head, 1), dq, dcache, dcache + (size_t)c.cells * kv_dim, out,
+                      c, dstep, kq_scale);
+        CK(cudaDeviceSynchronize());
+        const std::vector<float> got = to_host(out, q.size());
+        for (size_t i = 0; i < got.size(); i++) {
+            finite = finite && std::isfinite(got[i]);
+            err[fa] = std::max(err[fa], fabs(got[i] - ref[i]));
+        }
+        CK(cudaFree(out));
+    }
+    for (void* p : {(void*)dcache, (void*)dq, (void*)dstep}) CK(cudaFree(p));
+    // Both round q and the weights to f16; the one pass rounds weights
+    // against a running maximum, so allow it a little more.
+    const bool ok = finite && err[1] <= 1.5 * err[0] + 2e-4 && err[1] < 2e-2;
+    printf("%s attention_prompt_fa%d: %d heads / %d kv, %d cells, pos %d, %d tokens, window %d: max |error| %.2e "
+           "(two passes %.2e)\n",
+           ok ? "ok  " : "FAIL", d, c.n_head, c.n_head_kv, c.cells, c.pos0, c.tokens, c.window, err[1], err[0]);
+    return ok;
+}
+
+// --bench: a 7B's prompt attention (32 heads of 128) of a batch of 512
+// and of 2048 tokens from an empty cache, both kernels, in us a launch.
+static void bench_prompt() {
+    for (int tokens : {512, 2048}) {
+        const PromptCase c{128, 32, 32, tokens + 16, 0, tokens, 0};
+        const int kv_dim = c.n_head_kv * c.d;
+        __half* cache = to_device(std::vector<__half>(2 * (size_t)c.cells * kv_dim, __float2half_rn(0.01f)));
+        float* q = to_device(std::vector<float>((size_t)tokens * c.n_head * c.d, 0.1f));
+        float* out = to_device(std::vector<float>((size_t)tokens * c.n_head * c.d, 0.0f));
+        int* step = to_device(std::vector<int>{0, tokens});
+        printf("prompt attention, %d tokens:", tokens);
+        for (int fa = 0; fa < 2; fa++) {
+            auto run = [&]() {
+                prompt_launch(fa, c.d, dim3((tokens + 63) / 64, c.n_head, 1), q, cache, cache + (size_t)c.cells * kv_dim,
+                              out, c, step, 0.088f);
+            };
+            run();
+            cudaEvent_t a, b;
+            CK(cudaEventCreate(&a));
+            CK(cudaEventCreate(&b));
+            CK(cudaEventRecord(a));
+            const int rounds = 20;
+            for (int r = 0; r < rounds; r++) run();
+            CK(cudaEventRecord(b));
+            CK(cudaEventSynchronize(b));
+            float ms = 0;
+            CK(cudaEventElapsedTime(&ms, a, b));
+            const double us = 1e3 * ms / rounds;
+            const double flop = 4.0 * c.n_head * c.d * (double)tokens * (tokens + 1) / 2;
+            printf(" %s %.1f us (%.0f TFLOP/s)", fa ? "one pass" : "two passes", us, flop / (us * 1e6));
+            CK(cudaEventDestroy(a));
+            CK(cudaEventDestroy(b));
+        }
+        printf("\n");
+        for (void* p : {(void*)cache, (void*)q, (void*)out, (void*)step}) CK(cudaFree(p));
+    }
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) {
+        bench_prompt();
         bench();
         return 0;
     }
@@ -224,6 +361,19 @@ int main(int argc, char** argv) {
     int failed = 0;
     for (const Case& c : cases)
         for (bool vu8 : {false, true}) failed += !check(c, vu8, rng);
+    const PromptCase prompts[] = {
+        // A fresh batch (a partial last block of queries), and one after earlier tokens.
+        {64, 4, 2, 160, 0, 150, 0},
+        {128, 4, 4, 256, 0, 130, 0},
+        {128, 6, 2, 320, 100, 70, 0},
+        {64, 2, 1, 90, 17, 64, 0},
+        // A window over a ring that has wrapped (the cache holds window + batch cells).
+        {128, 4, 2, 96, 200, 40, 56},
+        {64, 4, 4, 72, 61, 33, 30},
+        // Fewer tokens than a warp's 16 queries.
+        {128, 2, 2, 64, 5, 7, 0},
+    };
+    for (const PromptCase& c : prompts) failed += !check_prompt(c, rng);
     if (failed) {
         printf("%d failed\n", failed);
         return 1;

@@ -174,6 +174,7 @@ struct State {
     std::vector<Barrier> warp_bar;
     std::vector<int> warp_live;
     std::vector<unsigned long long> exchange;  // two words a thread: shuffles and votes
+    std::vector<unsigned char> share;          // 24 bytes a thread: a warp's mma fragments
     std::vector<unsigned char> dynamic_shared;
     size_t dynamic_shared_bytes = 0;
     // The order the scheduler resumes threads in, reshuffled every pass,
@@ -348,6 +349,33 @@ inline float f16_to_f32(unsigned short h) {
     return f;
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 for the calling lane:
+// every lane of the warp hands in its fragments (the PTX ISA's layouts,
+// g = lane / 4, t = lane % 4: a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..],
+// a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]; b[0] = B[2t..2t+1][g],
+// b[1] = B[2t+8..2t+9][g]; the low half the lower k), and each gets its
+// own four sums d[0..1] = D[g][2t..2t+1], d[2..3] = D[g+8][2t..2t+1].
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    State& s = st();
+    const int t = self().linear, base = t & ~31, lane = t & 31;
+    uint32_t mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    memcpy(&s.share[24 * t], mine, 24);
+    sync_warp();
+    uint32_t all[32][6];
+    memcpy(all, &s.share[24 * base], sizeof all);
+    sync_warp();
+    auto half = [](uint32_t w, int k) { return f16_to_f32(static_cast<unsigned short>(k & 1 ? w >> 16 : w & 0xffffu)); };
+    auto A = [&](int r, int k) { return half(all[(r & 7) * 4 + ((k & 7) >> 1)][(r >> 3) + 2 * (k >> 3)], k); };
+    auto B = [&](int k, int n) { return half(all[n * 4 + ((k & 7) >> 1)][4 + (k >> 3)], k); };
+    const int g = lane >> 2, tq = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const int r = g + 8 * (i >> 1), n = 2 * tq + (i & 1);
+        float acc = d[i];
+        for (int k = 0; k < 16; ++k) acc += A(r, k) * B(k, n);
+        d[i] = acc;
+    }
+}
+
 // A shared-memory address (what cvta.to.shared gives): bytes from the
 // block's dynamic shared memory, which the emulator aligns to 1024 bytes.
 inline unsigned shared_address(const void* p) {
@@ -409,6 +437,7 @@ inline void run_grid(dim3 grid, dim3 block, size_t shared_bytes, std::function<v
     s.body = std::move(body);
     if (static_cast<int>(s.fibers.size()) < n) s.fibers.resize(n);
     s.exchange.assign(2 * ((n + 31) & ~31), 0);
+    s.share.assign(24 * ((n + 31) & ~31), 0);
     s.dynamic_shared.assign(shared_bytes + 1024 + SHARED_GUARD, 0);
     s.dynamic_shared_bytes = shared_bytes;
     s.order.resize(n);
