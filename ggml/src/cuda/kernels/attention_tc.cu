@@ -237,14 +237,6 @@ __device__ __forceinline__ uint32_t word_at(const __half* p) {
     return w;
 }
 
-// Two halves from different rows as one fragment word (x low).
-__device__ __forceinline__ uint32_t two_halves(const __half* lo, const __half* hi) {
-    uint16_t a, b;
-    memcpy(&a, lo, 2);
-    memcpy(&b, hi, 2);
-    return static_cast<uint32_t>(a) | static_cast<uint32_t>(b) << 16;
-}
-
 template <int D>
 __device__ __forceinline__ void attention_fa(const float* __restrict__ q, const __half* __restrict__ kc,
                                              const __half* __restrict__ vc, float* __restrict__ out, int n_head,
@@ -333,13 +325,18 @@ __device__ __forceinline__ void attention_fa(const float* __restrict__ q, const 
         float s[NB][4];
 #pragma unroll
         for (int j = 0; j < NB; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        // Lane l names row l % 8 of matrix l / 8: cells 8j + l % 8, dims
+        // 16kk + 8 (l / 8) of a k step (two B words of cell block j), or of
+        // the next block for l >= 16 (matrices 2 and 3).
 #pragma unroll
         for (int kk = 0; kk < KD; ++kk)
 #pragma unroll
-            for (int j = 0; j < NB; ++j) {
-                const __half* kr = Ks + (8 * j + g8) * LDH + 16 * kk + 2 * t4;
-                const uint32_t b[2] = {word_at(kr), word_at(kr + 8)};
-                gq::mma_16816(s[j], qa[kk], b);
+            for (int j = 0; j < NB; j += 2) {
+                uint32_t kb[4];
+                gq::ldmatrix_x4<false>(kb, Ks + (8 * (j + (lane >> 4)) + (lane & 7)) * LDH + 16 * kk + 8 * ((lane >> 3) & 1));
+                const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+                gq::mma_16816(s[j], qa[kk], b0);
+                gq::mma_16816(s[j + 1], qa[kk], b1);
             }
 
         // Scale and mask; each row's maximum over the quad of lanes that share it.
@@ -388,12 +385,16 @@ __device__ __forceinline__ void attention_fa(const float* __restrict__ q, const 
             const uint32_t pa[4] = {gq::pack_halves(s[2 * k][0], s[2 * k][1]), gq::pack_halves(s[2 * k][2], s[2 * k][3]),
                                     gq::pack_halves(s[2 * k + 1][0], s[2 * k + 1][1]),
                                     gq::pack_halves(s[2 * k + 1][2], s[2 * k + 1][3])};
-            const __half* v0 = Vs + (16 * k + 2 * t4) * LDH + g8;
+            // Transposed: lane l names cell 16k + 8 ((l / 8) & 1) + l % 8 at
+            // dims 8 (n + l / 16): B words of dim blocks n and n + 1.
+            const __half* v0 = Vs + (16 * k + 8 * ((lane >> 3) & 1) + (lane & 7)) * LDH + 8 * (lane >> 4);
 #pragma unroll
-            for (int n = 0; n < ND; ++n) {
-                const uint32_t b[2] = {two_halves(v0 + 8 * n, v0 + LDH + 8 * n),
-                                       two_halves(v0 + 8 * LDH + 8 * n, v0 + 9 * LDH + 8 * n)};
-                gq::mma_16816(o[n], pa, b);
+            for (int n = 0; n < ND; n += 2) {
+                uint32_t vb[4];
+                gq::ldmatrix_x4<true>(vb, v0 + 8 * n);
+                const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+                gq::mma_16816(o[n], pa, b0);
+                gq::mma_16816(o[n + 1], pa, b1);
             }
         }
         __syncthreads();  // every warp is done with this tile before it is refilled

@@ -26,6 +26,29 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
+// Four 8x8 matrices of halves from shared memory, lanes 8i..8i+7 giving the
+// addresses of matrix i's rows (16 bytes each, 16-byte aligned): lane (g, t)
+// gets r[i] = M_i[g][2t..2t+1] (an A or B fragment word of rows), or with
+// TRANS M_i[2t][g], M_i[2t+1][g] (a B fragment word from k-major rows).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if defined(GQ_EMU)
+    gq_emu::ldmatrix_x4(r, row, TRANS);
+#elif __CUDA_ARCH__ >= 800
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+#else
+    __trap();
+#endif
+}
+
 // Two floats as the halves of one fragment word (x in the low half).
 __device__ __forceinline__ uint32_t pack_halves(float x, float y) {
     const __half2 h = __floats2half2_rn(x, y);

@@ -376,6 +376,25 @@ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)
     }
 }
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 for the calling lane:
+// lanes 8i..8i+7 name rows 0..7 of matrix i (8 halves, 16 bytes each); lane
+// (g = lane / 4, t = lane % 4) gets of each matrix M the halves M[g][2t],
+// M[g][2t+1], or with `trans` M[2t][g], M[2t+1][g] (the first low).
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row, bool trans) {
+    State& s = st();
+    const int t = self().linear, base = t & ~31, lane = t & 31;
+    memcpy(&s.share[24 * t], &row, sizeof row);
+    sync_warp();
+    const unsigned short* rows[32];
+    for (int l = 0; l < 32; ++l) memcpy(&rows[l], &s.share[24 * (base + l)], sizeof rows[l]);
+    sync_warp();
+    const int g = lane >> 2, tq = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        auto at = [&](int rr, int c) { return static_cast<uint32_t>(rows[8 * i + rr][c]); };
+        r[i] = trans ? at(2 * tq, g) | at(2 * tq + 1, g) << 16 : at(g, 2 * tq) | at(g, 2 * tq + 1) << 16;
+    }
+}
+
 // A shared-memory address (what cvta.to.shared gives): bytes from the
 // block's dynamic shared memory, which the emulator aligns to 1024 bytes.
 inline unsigned shared_address(const void* p) {
