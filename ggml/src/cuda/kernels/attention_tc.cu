@@ -207,7 +207,7 @@ static_assert(WARPS * 16 * (128 + 4) * 4 <= 2 * CB * (128 + 8) * 2, "output rows
 // blocks of 8 cells) stay in registers and become, rounded to f16, the
 // A fragments of P V (a score block's layout is an A fragment's half).
 // Grid (ceil(tokens/64), n_head), block 128, dynamic shared memory
-// fa_shared_bytes(D) (backend.rs mirrors it; less traps).
+// attn_fa::shared_bytes(D) (backend.rs mirrors it; less traps).
 namespace attn_fa {
 
 constexpr int QB = 64, CB = 64, WARPS = 4;
