@@ -464,6 +464,21 @@ impl CudaBackend {
                 .find_map(|m| m.function(name).ok())
                 .ok_or_else(|| BackendError(format!("CUDA: kernel {name} is missing")))
         };
+        // attention_tc.cu's prompt kernels, each with its dynamic shared memory.
+        let prompt_kernel = |kind: &str, d: usize| -> Option<(Function, u32)> {
+            let f = find(&format!("attention_prompt_{kind}{d}")).ok()?;
+            let shared = if kind == "fa" {
+                prompt_fa_shared(d)
+            } else {
+                prompt_tc_shared(d)
+            };
+            f.allow_dynamic_shared(shared).ok()?;
+            Some((f, shared as u32))
+        };
+        let tc_off = std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
+            || std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_some();
+        let fa_on = std::env::var_os("LLM_CUDA_PROMPT_FA").is_some_and(|v| v == "1")
+            && info.capability >= 80;
         let mut matmul = HashMap::new();
         let float_matvec = std::env::var_os("LLM_CUDA_FLOAT_MATVEC").is_some();
         // Every weight type the CPU runs.
@@ -521,37 +536,15 @@ impl CudaBackend {
             } else {
                 Some(find("attention_prompt")?)
             },
-            attention_prompt_tc: {
-                let off = std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
-                    || std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_some();
-                let tc = |d: usize| -> Option<(Function, u32)> {
-                    let f = find(&format!("attention_prompt_tc{d}")).ok()?;
-                    let shared = prompt_tc_shared(d);
-                    f.allow_dynamic_shared(shared).ok()?;
-                    Some((f, shared as u32))
-                };
-                if off {
-                    [None, None]
-                } else {
-                    [tc(64), tc(128)]
-                }
+            attention_prompt_tc: if tc_off {
+                [None, None]
+            } else {
+                [prompt_kernel("tc", 64), prompt_kernel("tc", 128)]
             },
-            attention_prompt_fa: {
-                let on = std::env::var_os("LLM_CUDA_PROMPT_FA").is_some_and(|v| v == "1")
-                    && info.capability >= 80
-                    && std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_none()
-                    && std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_none();
-                let fa = |d: usize| -> Option<(Function, u32)> {
-                    let f = find(&format!("attention_prompt_fa{d}")).ok()?;
-                    let shared = prompt_fa_shared(d);
-                    f.allow_dynamic_shared(shared).ok()?;
-                    Some((f, shared as u32))
-                };
-                if on {
-                    [fa(64), fa(128)]
-                } else {
-                    [None, None]
-                }
+            attention_prompt_fa: if fa_on && !tc_off {
+                [prompt_kernel("fa", 64), prompt_kernel("fa", 128)]
+            } else {
+                [None, None]
             },
             attention_split: find("attention_split")?,
             attention_merge: find("attention_merge")?,

@@ -415,26 +415,18 @@ __device__ __forceinline__ void attention_fa(const float* __restrict__ q, const 
 
 }  // namespace attn_fa
 
-#define ATTENTION_TC(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(attn_tc::WARPS * 32)                                           \
-        attention_prompt_tc##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
-                               int n_head_kv, int head_dim, int cells, const int* step, int window,            \
-                               float kq_scale) {                                                               \
+// A prompt kernel of head size D from namespace NS's attention_NS<D>, with
+// the launch bounds that follow.
+#define ATTENTION_PROMPT(NS, D, ...)                                                                             \
+    extern "C" __global__ void __launch_bounds__(__VA_ARGS__)                                                   \
+        attention_prompt_##NS##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
+                                 int n_head_kv, int head_dim, int cells, const int* step, int window,          \
+                                 float kq_scale) {                                                             \
         gq::pdl_begin();                                                                                       \
-        attn_tc::attention_tc<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);   \
+        attn_##NS::attention_##NS<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale); \
     }
 
-ATTENTION_TC(64)
-ATTENTION_TC(128)
-
-#define ATTENTION_FA(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(attn_fa::WARPS * 32, 2)                                        \
-        attention_prompt_fa##D(const float* q, const __half* kc, const __half* vc, float* out, int n_head,     \
-                               int n_head_kv, int head_dim, int cells, const int* step, int window,            \
-                               float kq_scale) {                                                               \
-        gq::pdl_begin();                                                                                       \
-        attn_fa::attention_fa<D>(q, kc, vc, out, n_head, n_head_kv, head_dim, cells, step, window, kq_scale);   \
-    }
-
-ATTENTION_FA(64)
-ATTENTION_FA(128)
+ATTENTION_PROMPT(tc, 64, attn_tc::WARPS * 32)
+ATTENTION_PROMPT(tc, 128, attn_tc::WARPS * 32)
+ATTENTION_PROMPT(fa, 64, attn_fa::WARPS * 32, 2)
+ATTENTION_PROMPT(fa, 128, attn_fa::WARPS * 32, 2)
