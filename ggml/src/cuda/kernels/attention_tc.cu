@@ -50,6 +50,20 @@ __device__ __forceinline__ unsigned dynamic_shared_size() {
 #endif
 }
 
+// Queries t0..t0+QB-1 of head h as f16 rows of D + 8 in Qs; rows past the
+// batch are zeros. (Both prompt kernels; a block of WARPS warps.)
+template <int D>
+__device__ __forceinline__ void stage_queries(const float* q, __half* Qs, int t0, int tokens, int n_head, int h) {
+    constexpr int LDH = D + 8;
+    for (int i = threadIdx.x; i < QB * D / 4; i += WARPS * 32) {
+        const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (t0 + r < tokens) v = *reinterpret_cast<const float4*>(q + (static_cast<long long>(t0 + r) * n_head + h) * D + c);
+        *reinterpret_cast<__half2*>(Qs + r * LDH + c) = __floats2half2_rn(v.x, v.y);
+        *reinterpret_cast<__half2*>(Qs + r * LDH + c + 2) = __floats2half2_rn(v.z, v.w);
+    }
+}
+
 // Cells c0..c0+CB-1 of kv head g (D halves each) into `tile`; zeros past n_cells.
 template <int D>
 __device__ __forceinline__ void load_cells(const __half* cache, int kv_dim, int g, int c0, int n_cells,
@@ -87,14 +101,7 @@ __device__ __forceinline__ void attention_tc(const float* __restrict__ q, const 
     const int lm = last % cells;
     const int g = h / (n_head / n_head_kv), kv_dim = n_head_kv * D;
 
-    // The block's queries as halves; rows past the batch are zeros.
-    for (int i = threadIdx.x; i < QB * D / 4; i += WARPS * 32) {
-        const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (t0 + r < tokens) v = *reinterpret_cast<const float4*>(q + (static_cast<long long>(t0 + r) * n_head + h) * D + c);
-        *reinterpret_cast<__half2*>(Qs + r * LDH + c) = __floats2half2_rn(v.x, v.y);
-        *reinterpret_cast<__half2*>(Qs + r * LDH + c + 2) = __floats2half2_rn(v.z, v.w);
-    }
+    attn_tc::stage_queries<D>(q, Qs, t0, tokens, n_head, h);
     // The cells the block's last query may see (before the ring wraps, later
     // ones hold later tokens of the batch).
     const int pos_max = pos0 + min(tokens, t0 + QB) - 1;
@@ -262,13 +269,7 @@ __device__ __forceinline__ void attention_fa(const float* __restrict__ q, const 
     copy_cells<D>(kc, kv_dim, g, 0, n_cells, KV);
     copy_cells<D>(vc, kv_dim, g, 0, n_cells, KV + CB * LDH);
     gq::async_commit();
-    for (int i = threadIdx.x; i < QB * D / 4; i += WARPS * 32) {
-        const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
-        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (t0 + r < tokens) v = *reinterpret_cast<const float4*>(q + (static_cast<long long>(t0 + r) * n_head + h) * D + c);
-        *reinterpret_cast<__half2*>(Qs + r * LDH + c) = __floats2half2_rn(v.x, v.y);
-        *reinterpret_cast<__half2*>(Qs + r * LDH + c + 2) = __floats2half2_rn(v.z, v.w);
-    }
+    attn_tc::stage_queries<D>(q, Qs, t0, tokens, n_head, h);
     __syncthreads();
 
     // Lane (g8, t4) holds rows g8 and g8 + 8 of the warp's 16 queries.
