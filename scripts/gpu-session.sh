@@ -204,23 +204,27 @@ p)
   scripts/gpu-bench.sh poll | tail -3
   ;;
 q)
+  # GPU_SESSION_Q="profile bench depth prompt" (the default): which parts run.
   t0=$(date +%s)
   el() { echo "[$(($(date +%s) - t0)) s] $*"; }
-  GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 GPU_PROFILE_KERNELS=700 \
+  part() { [[ " ${GPU_SESSION_Q:-profile bench depth prompt} " == *" $1 "* ]]; }
+  part profile && GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 GPU_PROFILE_KERNELS=700 \
     timeout 130 scripts/gpu-profile.sh F16 2>&1 | head -30
   el "profile F16 pp512"
   rm -f /tmp/llm-gpu/models/7b-F16.gguf
-  scripts/gpu-bench.sh wait READY 60
-  mkdir -p "$results"
-  GPU_BENCH_ENGINES="rival llm" OUT=$results GPU_BENCH_TIMEOUT=80 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
-    "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
-  el "side by side"
-  tar -C "$results" -czf "$out/results.tgz" .
-  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128 -d 4096" \
+  if part bench; then
+    scripts/gpu-bench.sh wait READY 60
+    mkdir -p "$results"
+    GPU_BENCH_ENGINES="rival llm" OUT=$results GPU_BENCH_TIMEOUT=80 scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 \
+      "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
+    el "side by side"
+    tar -C "$results" -czf "$out/results.tgz" .
+  fi
+  part depth && GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128 -d 4096" \
     GPU_SESSION_AB="LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT=146,32,4,4 LLM_CUDA_ATT_MERGE_LAUNCH=1" \
     timeout 90 "$0" x >/dev/null 2>&1
   el "depth A/B"
-  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="Q4_K F16" GPU_SESSION_BENCH="-p 512,2048 -n 0" \
+  part prompt && GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="Q4_K F16" GPU_SESSION_BENCH="-p 512,2048 -n 0" \
     GPU_SESSION_AB="LLM_CUDA_PROMPT_FA=1" timeout 120 "$0" x >/dev/null 2>&1
   el "prompt A/B"; cat "$out/bench-ab.log"
   ;;
