@@ -124,13 +124,13 @@ unpack | run)
   LLM_CUDA_NO_MATVEC1=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "the per-segment integer matvec fails"; status=1; }
   # Batches in matmul.cu's 64x64 tiles, and in tile.cu's wide tiles only.
-  # With them (one run, to keep the suite's time), decode's other paths:
-  # attention with eight rounds of cells in flight (opt-in until timed),
-  # the split merge as a launch, Q4_K's gate and up without the early stage,
-  # prompt attention in one pass (opt-in until timed).
-  LLM_CUDA_NO_TILE=1 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_PROMPT_FA=1 \
-    "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
-    { echo "matmul.cu's tiled products (or vu8 attention, the merge launch, the late gate and up, one-pass prompt attention) fail"; status=1; }
+  # With them (one run, to keep the suite's time), the other paths kept
+  # behind switches: attention with eight rounds of cells in flight, the
+  # split merge as a launch, Q4_K's gate and up with the early stage, rope
+  # inside decode attention, prompt attention in two passes.
+  LLM_CUDA_NO_TILE=1 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1 LLM_CUDA_MV1_EARLY=1 LLM_CUDA_FUSED_ROPE=1 \
+    LLM_CUDA_PROMPT_FA=0 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
+    { echo "matmul.cu's tiled products (or vu8 attention, the merge launch, the early gate and up, the fused rope, two-pass prompt attention) fail"; status=1; }
   LLM_CUDA_TILE_TOKENS=128 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "tile.cu's 128-token tiles fail"; status=1; }
   # Batches of 9 tokens and more through Hopper's warpgroup products

@@ -50,8 +50,10 @@ pub(super) struct Kernels {
     /// LLM_CUDA_NO_TC_ATTENTION.
     attention_prompt_tc: [Option<(Function, u32)>; 2],
     /// The same in one pass with an online softmax (attention_tc.cu's
-    /// attention_prompt_fa), compute capability 8.0 on, with
-    /// LLM_CUDA_PROMPT_FA=1 (until timed) and the tensor-core kernels.
+    /// attention_prompt_fa), compute capability 8.0 on, where the
+    /// tensor-core kernels are and not with LLM_CUDA_PROMPT_FA=0: on the
+    /// H200, 7B of Q4_K, pp512 14297 -> 15251 tokens/s, pp2048 13077 ->
+    /// 14398; F16 pp512 16510 -> 17498.
     attention_prompt_fa: [Option<(Function, u32)>; 2],
     attention_split: Function,
     attention_merge: Function,
@@ -59,8 +61,10 @@ pub(super) struct Kernels {
     /// and 256 (None with LLM_CUDA_SIMPLE_ATTENTION).
     attention_vec: [Option<Function>; 3],
     /// A decode step's rope_store and attention_vec in one launch (f16
-    /// caches, one token), for the same head sizes (None with
-    /// LLM_CUDA_SIMPLE_ATTENTION or LLM_CUDA_NO_FUSED_ROPE).
+    /// caches, one token), for the same head sizes, only with
+    /// LLM_CUDA_FUSED_ROPE=1: it lost to the two launches on the H200 (7B
+    /// of Q4_K tg128 347.6 against 355.6 tokens/s, a 1B 1306.8 against
+    /// 1320.4).
     rope_attention_vec: [Option<Function>; 3],
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
@@ -268,6 +272,14 @@ const ATT_PART_BYTES: usize = 4 << 20;
 /// splits rather than 16) cost its q5_0 and q5_1 caches 13% (233 to 202),
 /// hence only for few heads; 8 warps a block rather than 4 won 2-4% with
 /// f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
+///
+/// Many heads over an f16 cache (the split rule above would give them two
+/// blocks a multiprocessor or more) take about two blocks of 8 warps a
+/// multiprocessor instead, splits of at least 128 cells: `test_ops --bench`
+/// on the H200, a 7B's 32 heads of 128, microseconds a layer with the merge
+/// in the kernel, 8 splits of 8 warps against the rule's 16 or 32 of 4:
+/// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
+/// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
 fn attention_splits(
     cells: usize,
     tokens: usize,
@@ -283,7 +295,10 @@ fn attention_splits(
     let per_split = tokens * n_head * (head_dim + 2) * 4;
     let blocks = n_head * tokens;
     let mut splits = (cells / knobs.split_cells).min(knobs.max_splits);
-    if blocks * splits < 2 * sms {
+    if f16_cache && !knobs.set && blocks * splits >= 2 * sms {
+        splits = ((2 * sms + blocks / 2) / blocks).clamp(1, knobs.max_splits);
+        splits = splits.min(cells / 128);
+    } else if blocks * splits < 2 * sms {
         let mut floor = (knobs.blocks_per_sm * sms)
             .div_ceil(blocks)
             .min(cells / 64)
@@ -309,17 +324,19 @@ fn prompt_fa_shared(head_dim: usize) -> usize {
     (64 + 4 * 64) * (head_dim + 8) * 2
 }
 
-/// Threads of an attention_vec block: 16 warps over a whole cache, fewer
-/// over a split's share.
+/// Threads of an attention_vec block (f16 caches): 16 warps over a whole
+/// cache, 8 over a split's share (attention_splits' note), or as
+/// LLM_CUDA_ATT says.
 fn attention_vec_block(splits: usize) -> u32 {
-    if splits > 1 {
-        attention_split_block()
-    } else {
-        32 * 16
+    let knobs = attention_knobs();
+    match (splits > 1, knobs.set) {
+        (false, _) => 32 * 16,
+        (true, false) => 32 * 8,
+        (true, true) => 32 * knobs.split_warps,
     }
 }
 
-/// Threads of a split decode attention block.
+/// Threads of a split decode attention block over a quantised cache.
 pub(super) fn attention_split_block() -> u32 {
     32 * attention_knobs().split_warps
 }
@@ -331,6 +348,8 @@ struct AttentionKnobs {
     max_splits: usize,
     blocks_per_sm: usize,
     split_warps: u32,
+    /// Given by LLM_CUDA_ATT.
+    set: bool,
 }
 
 fn attention_knobs() -> &'static AttentionKnobs {
@@ -341,6 +360,7 @@ fn attention_knobs() -> &'static AttentionKnobs {
             max_splits: 32,
             blocks_per_sm: 4,
             split_warps: 4,
+            set: false,
         };
         if let Ok(v) = std::env::var("LLM_CUDA_ATT") {
             let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
@@ -350,6 +370,7 @@ fn attention_knobs() -> &'static AttentionKnobs {
                     max_splits: b.clamp(1, 256),
                     blocks_per_sm: c,
                     split_warps: d.clamp(1, 16) as u32,
+                    set: true,
                 };
             }
         }
@@ -477,7 +498,7 @@ impl CudaBackend {
         };
         let tc_off = std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
             || std::env::var_os("LLM_CUDA_NO_TC_ATTENTION").is_some();
-        let fa_on = std::env::var_os("LLM_CUDA_PROMPT_FA").is_some_and(|v| v == "1")
+        let fa_on = std::env::var_os("LLM_CUDA_PROMPT_FA").is_none_or(|v| v != "0")
             && info.capability >= 80;
         let mut matmul = HashMap::new();
         let float_matvec = std::env::var_os("LLM_CUDA_FLOAT_MATVEC").is_some();
@@ -554,7 +575,7 @@ impl CudaBackend {
                 vec_kernels(find, "attention_vec")?
             },
             rope_attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
-                || std::env::var_os("LLM_CUDA_NO_FUSED_ROPE").is_some_and(|v| v == "1")
+                || std::env::var_os("LLM_CUDA_FUSED_ROPE").is_none_or(|v| v != "1")
             {
                 [None; 3]
             } else {
@@ -2109,7 +2130,8 @@ mod tests {
     }
 
     /// The split rule on an H200's 132 multiprocessors, as measured in
-    /// attention_splits' note: many heads keep splits of 256 cells, few
+    /// attention_splits' note: many heads keep splits of 256 cells over a
+    /// quantised cache and two blocks a multiprocessor over an f16 one, few
     /// heads get four blocks a multiprocessor, short caches none.
     #[test]
     fn decode_attention_splits() {
@@ -2117,15 +2139,20 @@ mod tests {
         let f =
             |cells, tokens, n_head, hd, f16| attention_splits(cells, tokens, n_head, hd, f16, sms);
         assert_eq!(f(513, 1, 32, 128, true), 1);
-        assert_eq!(f(4225, 1, 32, 128, true), 16); // 7B at depth 4096
+        assert_eq!(f(1024, 1, 32, 128, true), 8);
+        assert_eq!(f(4225, 1, 32, 128, true), 8); // 7B at depth 4096
         assert_eq!(f(4225, 1, 32, 128, false), 16);
-        assert_eq!(f(16384, 1, 32, 128, true), 32);
+        assert_eq!(f(16384, 1, 32, 128, true), 8);
+        assert_eq!(f(16384, 1, 64, 128, true), 4); // 70B
+        assert_eq!(f(16384, 1, 32, 128, false), 32);
         assert_eq!(f(4225, 1, 4, 256, true), 64); // Gemma-3-270M
         assert_eq!(f(4225, 1, 4, 256, false), 64);
         assert_eq!(f(1024, 1, 4, 256, false), 16); // its window's ring
         assert_eq!(f(4225, 1, 9, 64, true), 16); // SmolLM2
         assert_eq!(f(4225, 1, 9, 64, false), 59);
-        assert_eq!(f(4225, 4, 32, 128, true), 16);
+        assert_eq!(f(4225, 4, 32, 128, true), 2);
+        assert_eq!(attention_vec_block(1), 512);
+        assert_eq!(attention_vec_block(8), 256);
     }
 
     /// Every op on the GPU against the scalar CPU backend (the backend-ops
