@@ -378,6 +378,16 @@ fn attention_knobs() -> &'static AttentionKnobs {
     })
 }
 
+/// Heads a block of ops.cu's rope and rope_store takes, and its threads
+/// (kernels/rope.cuh's ROPE_HEADS_PER_BLOCK and ROPE_HEAD_THREADS).
+const ROPE_HEADS_PER_BLOCK: usize = 4;
+const ROPE_THREADS: u32 = 4 * 64;
+
+/// The blocks of a token's `heads` in ops.cu's rope and rope_store.
+fn rope_blocks(heads: usize) -> u32 {
+    heads.div_ceil(ROPE_HEADS_PER_BLOCK) as u32
+}
+
 /// The rope parameters as the kernel's struct lays them out.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -1837,8 +1847,8 @@ impl Backend for CudaBackend {
         let (nh, hd) = (n_heads as i32, head_dim as i32);
         self.launch(
             self.kernels.rope,
-            (tokens as u32, n_heads as u32, 1),
-            128,
+            (tokens as u32, rope_blocks(n_heads), 1),
+            ROPE_THREADS,
             &[&x.mem.ptr, &nh, &hd, &sc.step.ptr, &p, &ff],
         );
     }
@@ -1872,8 +1882,8 @@ impl Backend for CudaBackend {
         );
         self.launch(
             self.kernels.rope_store,
-            (tokens as u32, (n_head + n_head_kv) as u32, 1),
-            128,
+            (tokens as u32, rope_blocks(n_head + n_head_kv), 1),
+            ROPE_THREADS,
             &[
                 &q.mem.ptr,
                 &k.mem.ptr,

@@ -213,6 +213,21 @@ fn stationary_enabled(ty: GgmlType) -> bool {
     }
 }
 
+/// `LLM_CUDA_MV1_XS_SKIP=add` (or `store`, `glu`, a list): the products
+/// of those epilogues keep matvec1 whatever their type (for timing them
+/// apart: in Nsight Compute a 7B's X-stationary products that add, its
+/// output and down projections, read 0.87 and 1.0 TB/s).
+fn stationary_skipped(epilogue: Epilogue) -> bool {
+    static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let list = SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_XS_SKIP").unwrap_or_default());
+    let name = match epilogue {
+        Epilogue::Store => "store",
+        Epilogue::Add => "add",
+        Epilogue::Glu(_) => "glu",
+    };
+    list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name))
+}
+
 /// Whether `LLM_CUDA_MV1_XS`'s value selects `ty`.
 fn stationary_listed(list: &str, ty: GgmlType) -> bool {
     match list.trim() {
@@ -393,6 +408,7 @@ impl Matvec1 {
             && cols.is_multiple_of(32)
             && x_copies == 1
             && stationary_enabled(ty)
+            && !stationary_skipped(epilogue)
         {
             if let Some(plan) = self.stationary_plan(ty, epilogue, cols) {
                 return Some(plan);

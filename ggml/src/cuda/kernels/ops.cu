@@ -137,37 +137,52 @@ extern "C" __global__ void geglu(float* gate, const float* up, long long n) {
     if (i < n) gate[i] = geglu_of(gate[i], up[i]);
 }
 
+// This thread's head of the block's ROPE_HEADS_PER_BLOCK (blockIdx.y's) and
+// its place among the head's ROPE_HEAD_THREADS threads.
+struct RopeThread {
+    int head, sub;
+};
+__device__ __forceinline__ RopeThread rope_thread() {
+    return {static_cast<int>(blockIdx.y) * ROPE_HEADS_PER_BLOCK + static_cast<int>(threadIdx.x) / ROPE_HEAD_THREADS,
+            static_cast<int>(threadIdx.x) % ROPE_HEAD_THREADS};
+}
+
 // Rotates every head of `tokens` rows of n_heads * head_dim; token i is at
-// position step[0] + i. grid = (tokens, n_heads), block = 128.
+// position step[0] + i. grid = (tokens, ceil(n_heads / ROPE_HEADS_PER_BLOCK)),
+// block = ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS.
 extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* step,
                                 RopeParams p, const float* ff) {
     gq::pdl_begin();
-    int t = blockIdx.x, h = blockIdx.y;
-    rope_head(x + ((long long)t * n_heads + h) * head_dim, step[0] + t, p, ff);
+    const int t = blockIdx.x;
+    const RopeThread r = rope_thread();
+    if (r.head < n_heads)
+        rope_head(x + ((long long)t * n_heads + r.head) * head_dim, step[0] + t, p, ff, r.sub, ROPE_HEAD_THREADS);
 }
 
 // The attention block's steps between its projections and attention, in one
 // launch: rope on q (n_head heads) and k (n_head_kv heads) of `tokens` rows,
 // then k and v (kv_dim = n_head_kv * head_dim wide) as f16 into the cache
 // cells (step[0] + t) % cells, as rope and kv_store do.
-// grid = (tokens, n_head + n_head_kv), block = 128.
+// grid = (tokens, ceil((n_head + n_head_kv) / ROPE_HEADS_PER_BLOCK)),
+// block = ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS.
 extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
                                       int head_dim, const int* step, RopeParams p, const float* ff,
                                       __half* kc, __half* vc, int cells) {
     gq::pdl_begin();
-    int t = blockIdx.x, h = blockIdx.y;
-    if (h < n_head) {
-        rope_head(q + ((long long)t * n_head + h) * head_dim, step[0] + t, p, ff);
-        return;
-    }
-    h -= n_head;
+    const int t = blockIdx.x;
+    const RopeThread r = rope_thread();
     const int kv_dim = n_head_kv * head_dim;
-    float* head = k + (long long)t * kv_dim + h * head_dim;
-    rope_head(head, step[0] + t, p, ff);
-    __syncthreads();  // the head as the other threads rotated it
+    const int h = r.head - n_head;  // the key head, where h >= 0
+    if (r.head < n_head)
+        rope_head(q + ((long long)t * n_head + r.head) * head_dim, step[0] + t, p, ff, r.sub, ROPE_HEAD_THREADS);
+    else if (h < n_head_kv)
+        rope_head(k + (long long)t * kv_dim + h * head_dim, step[0] + t, p, ff, r.sub, ROPE_HEAD_THREADS);
+    __syncthreads();  // each key head as its threads rotated it
+    if (h < 0 || h >= n_head_kv) return;
+    const float* head = k + (long long)t * kv_dim + h * head_dim;
     long long at = (long long)((step[0] + t) % cells) * kv_dim + h * head_dim;
     const float* vh = v + (long long)t * kv_dim + h * head_dim;
-    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+    for (int i = r.sub; i < head_dim; i += ROPE_HEAD_THREADS) {
         kc[at + i] = __float2half_rn(head[i]);
         vc[at + i] = __float2half_rn(vh[i]);
     }

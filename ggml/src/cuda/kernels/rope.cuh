@@ -9,15 +9,24 @@ struct RopeParams {
     int neox;
 };
 
-// Rotates one head at position `pos`, the block's threads taking pairs
-// threadIdx.x, threadIdx.x + blockDim.x, ... (`ff`: frequency factors,
-// n_dims / 2, or null).
-__device__ __forceinline__ void rope_head(float* head, int pos_i, const RopeParams& p, const float* ff) {
+// Heads a block of the prompt-sized rope kernels (ops.cu's rope and
+// rope_store) takes, ROPE_HEAD_THREADS threads each: a block a head left
+// most of a 7B's 32768 blocks of a 512-token batch with a few hundred
+// instructions, and their scheduling, not the work, set the time (43 us a
+// layer on the H200). backend.rs's ROPE_HEADS_PER_BLOCK.
+#define ROPE_HEADS_PER_BLOCK 4
+#define ROPE_HEAD_THREADS 64
+
+// Rotates one head at position `pos`, the threads taking pairs first,
+// first + stride, ... (by default the block's threads, each its own;
+// `ff`: frequency factors, n_dims / 2, or null).
+__device__ __forceinline__ void rope_head(float* head, int pos_i, const RopeParams& p, const float* ff,
+                                          int first = threadIdx.x, int stride = blockDim.x) {
     float pos = (float)pos_i;
     float theta_scale = powf(p.freq_base, -2.0f / (float)p.n_dims);
     float mscale0 = p.attn_factor;
     if (p.ext_factor != 0.0f) mscale0 *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
-    for (int pair = threadIdx.x; pair < p.n_dims / 2; pair += blockDim.x) {
+    for (int pair = first; pair < p.n_dims / 2; pair += stride) {
         int i0 = 2 * pair;
         float theta = pos * powf(theta_scale, (float)pair);
         float f = ff ? ff[pair] : 1.0f;

@@ -90,7 +90,8 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
             if (d == 128) vu8 ? ROPE_ATT(rope_attention_vec128_vu8) : ROPE_ATT(rope_attention_vec128);
             if (d == 256) vu8 ? ROPE_ATT(rope_attention_vec256_vu8) : ROPE_ATT(rope_attention_vec256);
         } else {
-            GQ_LAUNCH(dim3(1, c.n_head + c.n_head_kv, 1), dim3(128), 0, rope_store)(
+            GQ_LAUNCH(dim3(1, (c.n_head + c.n_head_kv + ROPE_HEADS_PER_BLOCK - 1) / ROPE_HEADS_PER_BLOCK, 1),
+                      dim3(ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS), 0, rope_store)(
                 dq, dk, dv, c.n_head, c.n_head_kv, d, dstep, c.rope, dff, kc, vc, c.cells);
 #define ATT(K) GQ_LAUNCH(grid, block, 0, K)(dq, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, kq_scale, nullptr)
             if (d == 64) vu8 ? ATT(attention_vec64_vu8) : ATT(attention_vec64);
