@@ -228,6 +228,20 @@ q)
     GPU_SESSION_AB="LLM_CUDA_PROMPT_FA=1" timeout 120 "$0" x >/dev/null 2>&1
   el "prompt A/B"; cat "$out/bench-ab.log"
   ;;
+v)
+  # After a change of defaults (carry .gpu-a made by `GPU_PACK=.gpu-a
+  # scripts/gpu-suite.sh pack`): the suite (cut at GPU_SESSION_SUITE_S),
+  # then one round of GPU_SESSION_AB on our writer's 7B and 1B of Q4_K,
+  # prompt and decode at depths 0 and 4096.
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  GPU_PACK=.gpu-a timeout "${GPU_SESSION_SUITE_S:-200}" scripts/gpu-suite.sh run >"$out/suite-v.log" 2>&1
+  el "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite-v.log" | grep -v " ok$" | tail -24
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="Q4_K 1b-Q4_K" GPU_SESSION_BENCH="-p 512 -n 128 -d 0,4096" \
+    timeout "${GPU_SESSION_AB_S:-250}" "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  ;;
 x)
   # llm bench (GPU_SESSION_BENCH, else pp512 and tg128) under each
   # GPU_SESSION_AB setting beside the default, on our
