@@ -664,18 +664,26 @@ static void bench_lean() {
             // plain product, then (as the down projection) an add, then
             // the rows as a glu's gate and up halves.
             const int n1[3] = {rows, 0, 0}, half[3] = {rows / 2, rows / 2, 0};
-            for (int variant : {0, 1, 2, 3}) {
-                // 3: the glu again without its first group staged early.
-                const int v = variant == 3 ? 2 : variant;
+            // Norm weights for variants 4 and 5, the input norm inside.
+            float* dNorm;
+            CK(cudaMalloc(&dNorm, cols * 4));
+            CK(cudaMemcpy(dNorm, X.data(), cols * 4, cudaMemcpyHostToDevice));
+            for (int variant : {0, 1, 2, 3, 4, 5}) {
+                // 3: the glu again without its first group staged early;
+                // 4 and 5: the plain product and the glu normed (q, k and v; gate and up).
+                const int v = variant == 3 ? 2 : variant == 4 ? 0 : variant == 5 ? 2 : variant;
+                const bool normed = variant >= 4;
                 const int split = xs_split(cols, xs_segments_of(gq::Q4_K, v));
                 if (!split) continue;
                 char what[40];
-                snprintf(what, sizeof what, "xs-%s%s k%d+pdl", XS_NAMES[v], variant == 3 ? "-late" : "", split);
+                snprintf(what, sizeof what, "xs-%s%s%s k%d+pdl", XS_NAMES[v], variant == 3 ? "-late" : "",
+                         normed ? "-norm" : "", split);
                 rate(what, launch_us(copies, [&](int c) {
                          run_matvec1_xs(xs_case(gq::Q4_K), v, w_of(c), dX, dY, v >= 2 ? half : n1, cols, rb, split, -1,
-                                        true, nullptr, 0.0f, variant != 3);
+                                        true, normed ? dNorm : nullptr, 1e-5f, variant == 0 || variant == 1 || variant == 2);
                      }));
             }
+            CK(cudaFree(dNorm));
         }
         printf(" quantize_x %4.1fus", launch_us(copies, [&](int) {
                    GQ_LAUNCH((cols + 255) / 256, 256, 0, lean::quantize_x<int16_t>)(dX, cols, x16.q, x16.s, x16.sum);
