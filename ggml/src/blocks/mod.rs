@@ -145,9 +145,10 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Unsup
     assert_eq!(dst.len() % ty.block_size() as usize, 0, "partial block");
     assert_eq!(src.len(), blocks * ty.type_size() as usize, "source size");
     let f: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::F32 => floats::dequantize_f32,
-        GgmlType::F16 => floats::dequantize_f16,
-        GgmlType::BF16 => floats::dequantize_bf16,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            floats::dequantize_float_row(ty, src, dst);
+            return Ok(());
+        }
         GgmlType::Q4_0 => legacy::dequantize_q4_0,
         GgmlType::Q4_1 => legacy::dequantize_q4_1,
         GgmlType::Q5_0 => legacy::dequantize_q5_0,
