@@ -381,7 +381,7 @@ fn attention_knobs() -> &'static AttentionKnobs {
 /// Heads a block of ops.cu's rope and rope_store takes, and its threads
 /// (kernels/rope.cuh's ROPE_HEADS_PER_BLOCK and ROPE_HEAD_THREADS).
 const ROPE_HEADS_PER_BLOCK: usize = 4;
-const ROPE_THREADS: u32 = 4 * 64;
+const ROPE_THREADS: u32 = ROPE_HEADS_PER_BLOCK as u32 * 64;
 
 /// The blocks of a token's `heads` in ops.cu's rope and rope_store.
 fn rope_blocks(heads: usize) -> u32 {
