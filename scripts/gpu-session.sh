@@ -242,6 +242,25 @@ v)
     timeout "${GPU_SESSION_AB_S:-250}" "$0" x >/dev/null 2>&1
   el "A/B"; cat "$out/bench-ab.log"
   ;;
+l)
+  # The lean one-token products (kernels/matvec1_lean.cuh; carry .gpu-a
+  # and .gpu-t, whose test_matmul.xz was built here): their kernel checks,
+  # the suite (cut at GPU_SESSION_SUITE_S), then decode of our writer's 7B
+  # and 1B of Q4_K with each LLM_CUDA_MV1_LEAN setting beside the default.
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
+  xz -dc .gpu-t/test_matmul.xz >/tmp/test_matmul && chmod +x /tmp/test_matmul &&
+    timeout 120 /tmp/test_matmul --xs >"$out/test_matmul_xs.log" 2>&1
+  el "test_matmul --xs rc=$?"; tail -12 "$out/test_matmul_xs.log"
+  GPU_PACK=.gpu-a timeout "${GPU_SESSION_SUITE_S:-200}" scripts/gpu-suite.sh run >"$out/suite-l.log" 2>&1
+  el "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite-l.log" | grep -v " ok$" | tail -24
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="Q4_K 1b-Q4_K" GPU_SESSION_BENCH="-p 0 -n 128" \
+    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_MV1_LEAN=0 LLM_CUDA_MV1_LEAN=add LLM_CUDA_MV1_LEAN=glu LLM_CUDA_MV1_LEAN=all}" \
+    timeout "${GPU_SESSION_AB_S:-150}" "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  ;;
 x)
   # llm bench (GPU_SESSION_BENCH, else pp512 and tg128) under each
   # GPU_SESSION_AB setting beside the default, on our

@@ -12,7 +12,7 @@ use super::driver::{
     KernelArg, Module, PinnedMem, Stream,
 };
 use super::kvcache::QuantKvKernels;
-use super::matvec1::{gather_in_matvec1, Epilogue, Matvec1};
+use super::matvec1::{self, gather_in_matvec1, Epilogue, Matvec1};
 use super::tile::{Tile, TILE_THREADS};
 use crate::backend::{
     rope_store_then_attention, Attention, Backend, BackendError, Glu, HostCopy, HostMat, KvTypes,
@@ -114,6 +114,8 @@ pub struct CudaBackend {
     rooms: Mutex<Vec<Room>>,
     /// The widest weight with an input order (for `CudaScratch::gathered`).
     ordered_cols: AtomicUsize,
+    /// The widest weight (for `CudaScratch::lean_x`).
+    widest_cols: AtomicUsize,
     /// Input orders uploaded, by the host's shared copy: weights of one
     /// input share one (and so one gather, one launch).
     orders: Mutex<Vec<UploadedOrder>>,
@@ -234,6 +236,10 @@ pub struct CudaScratch {
     /// Inputs gathered into a weight's stored order; made in `scratch` for
     /// one token (a recorded step must not allocate), grown for batches.
     gathered: Option<CudaBuf>,
+    /// One token's X quantised once for the lean one-token products
+    /// (matvec1_lean.cuh), as wide as the widest weight; None where no
+    /// product takes them.
+    lean_x: Option<DeviceMem>,
 }
 
 /// attention_vec's counters: tokens x heads of a decode step (8 tokens of
@@ -608,6 +614,7 @@ impl CudaBackend {
             error: Mutex::new(None),
             rooms: Mutex::new(Vec::new()),
             ordered_cols: AtomicUsize::new(0),
+            widest_cols: AtomicUsize::new(0),
             orders: Mutex::new(Vec::new()),
             offload: Mutex::new(None),
             half_x: Mutex::new(None),
@@ -980,6 +987,18 @@ impl CudaBackend {
         let in_order = orders.iter().all(|&o| o == 0);
         let aligned = w.row_bytes.is_multiple_of(16)
             && ws[..parts.len()].iter().all(|p| p.is_multiple_of(16));
+        if w.ty == GgmlType::Q4_K && in_order && aligned && x_copies == 1 {
+            let part_outputs: Vec<usize> = match ep {
+                Epilogue::Glu(_) => vec![outputs],
+                _ => parts.iter().map(|p| p.2).collect(),
+            };
+            if let (Some(plan), Some(lx)) = (m.lean_plan(ep, &part_outputs, w.cols), &sc.lean_x) {
+                if matvec1::lean_x_bytes(w.cols) <= lx.bytes {
+                    self.lean_matvec1(&plan, x, lx, norm, (&ws, &ys, &rows), w);
+                    return true;
+                }
+            }
+        }
         let sms = self.info.sms.max(1) as usize;
         let Some(plan) = m.plan(
             w.ty,
@@ -1062,6 +1081,38 @@ impl CudaBackend {
             sc.gathered = gathered;
         }
         true
+    }
+
+    /// A lean one-token product (matvec1_lean.cuh): X (normed where
+    /// `norm` is given) quantised once into `lx`, then the product
+    /// reading it; both may start early (pdl.cuh).
+    fn lean_matvec1(
+        &self,
+        plan: &matvec1::LeanPlan,
+        x: &CudaBuf,
+        lx: &DeviceMem,
+        norm: Option<(&CudaVector, f32)>,
+        (ws, ys, rows): (&[u64; 3], &[u64; 3], &[i32; 3]),
+        w: &CudaMat,
+    ) {
+        let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
+        let (norm_w, eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
+        let xq = lx.ptr;
+        self.keep(plan.quantize.launch_overlapping(
+            &self.stream,
+            (plan.quantize_grid, 1, 1),
+            256,
+            0,
+            &[&x.mem.ptr, &cols, &norm_w, &eps, &xq],
+        ));
+        let args: [&dyn KernelArg; 12] = [
+            &xq, &ws[0], &ys[0], &rows[0], &ws[1], &ys[1], &rows[1], &ws[2], &ys[2], &rows[2],
+            &cols, &rb,
+        ];
+        self.keep(
+            plan.f
+                .launch_overlapping(&self.stream, (plan.grid, 1, 1), 256, 0, &args),
+        );
     }
 
     /// An element-wise kernel over `n` elements.
@@ -1462,6 +1513,12 @@ impl Backend for CudaBackend {
                 0 => None,
                 cols => Some(self.buf(cols)?),
             },
+            lean_x: match self.widest_cols.load(Ordering::Relaxed) {
+                cols if cols > 0 && matvec1::lean_in_use() => {
+                    Some(self.alloc(matvec1::lean_x_bytes(cols), "one token's quantised input")?)
+                }
+                _ => None,
+            },
         })
     }
 
@@ -1474,6 +1531,7 @@ impl Backend for CudaBackend {
 
     fn upload_mat(&self, w: &HostMat) -> Result<CudaMat, BackendError> {
         self.check_kernels(w)?;
+        self.widest_cols.fetch_max(w.cols, Ordering::Relaxed);
         let mem = self.weight_storage(w.len, &format!("tensor '{}'", w.name))?;
         self.upload(mem.ptr(), w.bytes())
             .map_err(|e| self.name_device(e))?;

@@ -51,6 +51,75 @@ pub(super) struct Matvec1 {
     geglu: Kernel,
     /// The X-stationary variants, where the module has them.
     stationary: Option<Stationary>,
+    /// Q4_K's products of X quantised once (matvec1_lean.cuh).
+    lean: Option<Lean>,
+}
+
+/// quantize_x16 and the products that read its output, by epilogue.
+#[derive(Clone, Copy)]
+struct Lean {
+    quantize: Function,
+    store: Function,
+    add: Function,
+    swiglu: Function,
+    geglu: Function,
+}
+
+/// Bytes of quantize_x16's output for `cols` values (matvec1_lean.cuh's
+/// mv1_lean::x_bytes): int16 values, then a scale and a sum a chunk of 32.
+pub(super) fn lean_x_bytes(cols: usize) -> usize {
+    2 * cols + 8 * (cols / 32)
+}
+
+/// Outputs a warp of the lean products takes (mv1_lean::ROWS rows: four of
+/// a part, or two outputs' gate and up).
+fn lean_outputs_a_warp(epilogue: Epilogue) -> usize {
+    match epilogue {
+        Epilogue::Glu(_) => 2,
+        _ => 4,
+    }
+}
+
+/// A launch pair of the lean path: quantize_x16's grid, then the product's.
+pub(super) struct LeanPlan {
+    pub quantize: Function,
+    pub quantize_grid: u32,
+    pub f: Function,
+    pub grid: u32,
+}
+
+/// Which Q4_K one-token products quantise X once into global memory and
+/// read it through L1 (matvec1_lean.cuh) rather than each block quantising
+/// it: `LLM_CUDA_MV1_LEAN` lists epilogues (`add`, `glu`, `store`), `1`
+/// all, `0` none; unset, LEAN_BY_DEFAULT.
+fn lean_enabled(epilogue: Epilogue) -> bool {
+    static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let set = SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_LEAN").ok());
+    lean_listed(set.as_deref().unwrap_or(LEAN_BY_DEFAULT), epilogue)
+}
+
+/// The epilogues whose Q4_K products take the lean path unless
+/// LLM_CUDA_MV1_LEAN says otherwise.
+const LEAN_BY_DEFAULT: &str = "add,glu";
+
+fn lean_listed(list: &str, epilogue: Epilogue) -> bool {
+    let name = match epilogue {
+        Epilogue::Store => "store",
+        Epilogue::Add => "add",
+        Epilogue::Glu(_) => "glu",
+    };
+    match list.trim() {
+        "1" | "all" => true,
+        "0" | "" => false,
+        list => list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name)),
+    }
+}
+
+/// Whether any product may take the lean path (its scratch is needed).
+pub(super) fn lean_in_use() -> bool {
+    [Epilogue::Store, Epilogue::Add, Epilogue::Glu(Glu::SwiGlu)]
+        .into_iter()
+        .any(lean_enabled)
 }
 
 /// A launch: the kernel, its dynamic shared memory, its rows a block, the
@@ -342,6 +411,45 @@ impl Matvec1 {
                     geglu: kernel("xs_geglu")?,
                 })
             })(),
+            lean: (|| {
+                Some(Lean {
+                    quantize: find("quantize_x16").ok()?,
+                    store: find(&format!("matvec1_{name}_lean_r1")).ok()?,
+                    add: find(&format!("matvec1_{name}_lean_r1a")).ok()?,
+                    swiglu: find(&format!("matvec1_{name}_lean_swiglu")).ok()?,
+                    geglu: find(&format!("matvec1_{name}_lean_geglu")).ok()?,
+                })
+            })(),
+        })
+    }
+
+    /// The lean launches for parts of `part_outputs` outputs (a glu: one)
+    /// of `cols` columns (a multiple of 256), where the type has them and
+    /// LLM_CUDA_MV1_LEAN takes the epilogue: a warp a row group of a part,
+    /// eight warps a block.
+    pub fn lean_plan(
+        &self,
+        epilogue: Epilogue,
+        part_outputs: &[usize],
+        cols: usize,
+    ) -> Option<LeanPlan> {
+        let lean = self.lean?;
+        if !cols.is_multiple_of(256) || !lean_enabled(epilogue) {
+            return None;
+        }
+        let f = match epilogue {
+            Epilogue::Store => lean.store,
+            Epilogue::Add => lean.add,
+            Epilogue::Glu(Glu::SwiGlu) => lean.swiglu,
+            Epilogue::Glu(Glu::GeGlu) => lean.geglu,
+        };
+        let per_warp = lean_outputs_a_warp(epilogue);
+        let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
+        Some(LeanPlan {
+            quantize: lean.quantize,
+            quantize_grid: cols.div_ceil(1024) as u32,
+            f,
+            grid: groups.div_ceil(8).max(1) as u32,
         })
     }
 
@@ -537,6 +645,27 @@ mod tests {
         assert!(stationary_listed("q4_k, Q6_K", GgmlType::Q6_K));
         assert!(stationary_listed("q4_k,q6_k", GgmlType::Q4_K));
         assert!(!stationary_listed("q4_k,q6_k", GgmlType::Q4_0));
+    }
+
+    #[test]
+    fn lean_selection_reads_all_none_or_a_list() {
+        let glu = Epilogue::Glu(Glu::SwiGlu);
+        assert!(lean_listed("1", Epilogue::Store));
+        assert!(!lean_listed("0", Epilogue::Add));
+        assert!(lean_listed("add, GLU", glu));
+        assert!(!lean_listed("add,glu", Epilogue::Store));
+        assert!(lean_listed(LEAN_BY_DEFAULT, Epilogue::Add));
+    }
+
+    #[test]
+    fn lean_layout_matches_the_kernel() {
+        // int16 values, then a scale and a sum a chunk of 32.
+        assert_eq!(lean_x_bytes(4096), 4096 * 2 + 128 * 4 * 2);
+        let source = include_str!("kernels/matvec1_lean.cuh");
+        assert!(source.contains("return 2ll * cols + 8ll * (cols / 32);"));
+        assert!(source.contains("constexpr int ROWS = 4;"));
+        assert_eq!(lean_outputs_a_warp(Epilogue::Add), 4);
+        assert_eq!(lean_outputs_a_warp(Epilogue::Glu(Glu::GeGlu)), 2);
     }
 
     #[test]

@@ -142,6 +142,7 @@ mod tests {
         let sources = [
             ("ops.cu", include_str!("kernels/ops.cu")),
             ("matmul.cu", include_str!("kernels/matmul.cu")),
+            ("matvec1_lean.cuh", include_str!("kernels/matvec1_lean.cuh")),
             ("kvcache.cu", include_str!("kernels/kvcache.cu")),
             ("tile.cu", include_str!("kernels/tile.cu")),
             ("attention_tc.cu", include_str!("kernels/attention_tc.cu")),

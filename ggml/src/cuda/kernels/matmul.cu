@@ -1234,6 +1234,7 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 }
 
 #include "matvec1_xs.cuh"
+#include "matvec1_lean.cuh"
 
 }  // namespace
 

@@ -213,6 +213,8 @@ typedef void (*kernh_t)(const uint8_t*, const __half*, float*, int, int, long lo
 typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t*, float*, int, const uint8_t*,
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
                         const unsigned*, const float*, float);
+typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
+                            const uint8_t*, float*, int, int, long long);
 
 struct TypeCase {
     int t;
@@ -734,6 +736,24 @@ static double gelu_d(double g) {
     return 0.5 * g * (1.0 + tanh(0.7978845608028654 * g * (1.0 + 0.044715 * g * g)));
 }
 
+// matvec1_q4_k_lean_<XS_NAMES[variant]> on parts as run_matvec1_xs lays
+// them out, X first through quantize_x16 (normed where `norm` is given)
+// into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
+// none).
+static void run_matvec1_lean(int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
+                             long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ) {
+    static const kern_lean_t K[4] = {matvec1_q4_k_lean_r1, matvec1_q4_k_lean_r1a, matvec1_q4_k_lean_swiglu,
+                                     matvec1_q4_k_lean_geglu};
+    GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ);
+    const int outs = variant >= 2 ? 2 : 4;
+    int groups = 0;
+    for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
+    int grid = (groups + 7) / 8;
+    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
+    GQ_LAUNCH(grid, 256, 0, K[variant])(dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
+                                        (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb);
+}
+
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
 // one input, a residual add, both glus, with and without the fused input
 // norm, every split that fits and blocks that loop over row groups; against
@@ -742,7 +762,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
     int failures = 0;
     for (const XsCase& xc : XS_CASES) {
     const int t = xc.t, rows = 131;
-    int fail = 0;
+    int fail = 0, lean_fail = 0;
     // (1056: 33 chunks, a segment of one chunk at the end)
     for (int cols : {gq::cols_multiple(t) == 32 ? 1056 : 256, 2304, 4352, 11008}) {
         const long long rb = (long long)cols / gq::block_elems(t) * gq::block_bytes(t);
@@ -766,6 +786,8 @@ static int test_matvec1_xs(std::mt19937& rng) {
         CK(cudaMalloc(&dN, cols * 4));
         CK(cudaMemcpy(dN, norm.data(), cols * 4, cudaMemcpyHostToDevice));
         CK(cudaMalloc(&dY, rows * 4));
+        uint8_t* dQ;  // quantize_x16's output
+        CK(cudaMalloc(&dQ, mv1_lean::x_bytes(cols)));
         for (int normed = 0; normed < 2; normed++) {
             // The input each row sees, and each row's exact product and sum |w x|.
             std::vector<double> xe(cols), dot(rows), mag(rows);
@@ -784,6 +806,33 @@ static int test_matvec1_xs(std::mt19937& rng) {
                 dot[r] = s;
                 mag[r] = a;
             }
+            // Rows of Y off the reference (a glu writes rows 0..n0-1 only).
+            auto wrong = [&](const char* what, int variant, int n0, const std::vector<float>& before,
+                             const std::vector<float>& Y) {
+                const bool glu = variant >= 2;
+                int bad = 0;
+                for (int r = 0; r < rows; r++) {
+                    double want, lim;
+                    if (!glu) {
+                        want = variant == 1 ? before[r] + dot[r] : dot[r];
+                        lim = 1e-4 * mag[r] + (variant == 1 ? 1e-6 : 0.0) + 1e-30;
+                    } else if (r < n0) {
+                        const double g = dot[r], up = dot[n0 + r];
+                        const double act = variant == 2 ? silu_d(g) : gelu_d(g);
+                        want = act * up;
+                        lim = 1e-4 * (1.2 * mag[r] * fabs(up) + fabs(act) * mag[n0 + r]) + 1e-30;
+                    } else {
+                        want = before[r];  // not written
+                        lim = 0;
+                    }
+                    const double err = fabs(Y[r] - want);
+                    if (!(err <= lim)) {
+                        if (bad < 3) fprintf(stderr, "  %s: Y[%d]=%.9g want %.9g\n", what, r, Y[r], want);
+                        bad++;
+                    }
+                }
+                return bad;
+            };
             for (int variant = 0; variant < 4; variant++) {
                 const bool glu = variant >= 2;
                 const int least = xs_split(cols, xs_segments_of(t, variant));
@@ -804,36 +853,35 @@ static int test_matvec1_xs(std::mt19937& rng) {
                                        eps, early == 1);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
-                        int bad = 0;
-                        for (int r = 0; r < rows; r++) {
-                            double want, lim;
-                            if (!glu) {
-                                want = variant == 1 ? before[r] + dot[r] : dot[r];
-                                lim = 1e-4 * mag[r] + (variant == 1 ? 1e-6 : 0.0) + 1e-30;
-                            } else if (r < n0) {
-                                const double g = dot[r], up = dot[n0 + r];
-                                const double act = variant == 2 ? silu_d(g) : gelu_d(g);
-                                want = act * up;
-                                lim = 1e-4 * (1.2 * mag[r] * fabs(up) + fabs(act) * mag[n0 + r]) + 1e-30;
-                            } else {
-                                want = before[r];  // not written
-                                lim = 0;
-                            }
-                            const double err = fabs(Y[r] - want);
-                            if (!(err <= lim)) {
-                                if (bad < 3)
-                                    fprintf(stderr, "  matvec1_%s_xs_%s cols=%d split=%d grid<=%d norm %d early %d: Y[%d]=%.9g want %.9g\n",
-                                            xc.name, XS_NAMES[variant], cols, split, cap, normed, early, r, Y[r], want);
-                                bad++;
-                            }
-                        }
+                        char what[96];
+                        snprintf(what, sizeof what, "matvec1_%s_xs_%s cols=%d split=%d grid<=%d norm %d early %d",
+                                 xc.name, XS_NAMES[variant], cols, split, cap, normed, early);
+                        const int bad = wrong(what, variant, n0, before, Y);
+                        fail += bad;
+                    }
+                // Q4_K: X quantised once (quantize_x16), then the lean
+                // product, one row group a warp and in 3 blocks that loop.
+                if (t == gq::Q4_K)
+                    for (int cap : {0, 3}) {
+                        std::vector<float> before(rows), Y(rows);
+                        for (auto& v : before) v = u(rng);
+                        CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
+                        run_matvec1_lean(variant, dW, dX, dY, n, cols, rb, cap, normed ? dN : nullptr, eps, dQ);
+                        CK(cudaGetLastError());
+                        CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
+                        char what[96];
+                        snprintf(what, sizeof what, "matvec1_q4_k_lean_%s cols=%d grid<=%d norm %d", XS_NAMES[variant],
+                                 cols, cap, normed);
+                        const int bad = wrong(what, variant, n0, before, Y);
+                        lean_fail += bad;
                         fail += bad;
                     }
             }
         }
-        CK(cudaFree(dWbuf)); CK(cudaFree(dX)); CK(cudaFree(dN)); CK(cudaFree(dY));
+        CK(cudaFree(dWbuf)); CK(cudaFree(dX)); CK(cudaFree(dN)); CK(cudaFree(dY)); CK(cudaFree(dQ));
     }
     printf("%s xs %s\n", xc.name, fail ? "FAIL" : "ok");
+    if (t == gq::Q4_K) printf("q4_k lean %s\n", lean_fail ? "FAIL" : "ok");
     failures += fail != 0;
     }
     return failures;
