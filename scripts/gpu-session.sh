@@ -25,6 +25,10 @@
 # the GPU suite but SmolLM2, the folder fixtures, and 7B folders' benchmarks
 # beside our one-type Q4_K and Q4_0 files written there.
 #
+# After a change to the one-token products (carry .gpu-a and .gpu-t, the
+# latter's test_matmul.xz built here): scripts/gpu-session.sh l, their
+# kernel checks, the suite, decode A/B of LLM_CUDA_MV1_LEAN.
+#
 # GPU_SESSION_AB="VAR=VALUE ..." scripts/gpu-session.sh x, after a call that
 # unpacked a pack: llm bench under each setting beside the default, on our
 # writer's one-type files, alternated ($OUT/bench-ab.log).

@@ -88,19 +88,35 @@ pub(super) struct LeanPlan {
     pub grid: u32,
 }
 
-/// Which Q4_K one-token products quantise X once into global memory and
-/// read it through L1 (matvec1_lean.cuh) rather than each block quantising
-/// it: `LLM_CUDA_MV1_LEAN` lists epilogues (`add`, `glu`, `store`), `1`
-/// all, `0` none; unset, LEAN_BY_DEFAULT.
-fn lean_enabled(epilogue: Epilogue) -> bool {
+/// `LLM_CUDA_MV1_LEAN`, where set: the epilogues (`add`, `glu`, `store`;
+/// `1` all, `0` none) whose Q4_K one-token products quantise X once into
+/// global memory and read it through L1 (matvec1_lean.cuh) rather than each
+/// block quantising it, whatever their size.
+fn lean_setting() -> Option<&'static str> {
     static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let set = SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_LEAN").ok());
-    lean_listed(set.as_deref().unwrap_or(LEAN_BY_DEFAULT), epilogue)
+    SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_LEAN").ok())
+        .as_deref()
 }
 
-/// The epilogues whose Q4_K products take the lean path unless
-/// LLM_CUDA_MV1_LEAN says otherwise.
+fn lean_enabled(epilogue: Epilogue) -> bool {
+    lean_listed(lean_setting().unwrap_or(LEAN_BY_DEFAULT), epilogue)
+}
+
+/// The epilogues whose Q4_K products take the lean path by default, where
+/// they give at least LEAN_WARPS_A_SM row groups a multiprocessor. On the
+/// H100, 7B decode (our writer's Q4_K file, tg128) ran 350.9 tokens/s
+/// without them, 358.3 with the glus and 378.0 with the adds too; a 1B
+/// (2048 wide) 1334.7 without, 1344.3 with its glus, 1247.4 with its adds
+/// alone, whose 512 row groups (64 blocks) left half the multiprocessors
+/// idle, where the 7B's 1024 did not.
 const LEAN_BY_DEFAULT: &str = "add,glu";
+const LEAN_WARPS_A_SM: usize = 6;
+
+/// Whether `groups` row groups (a warp each) are enough for the lean path
+/// on `sms` multiprocessors; any size where LLM_CUDA_MV1_LEAN is `set`.
+fn lean_fills(groups: usize, sms: usize, set: bool) -> bool {
+    set || groups >= LEAN_WARPS_A_SM * sms
+}
 
 fn lean_listed(list: &str, epilogue: Epilogue) -> bool {
     let name = match epilogue {
@@ -425,13 +441,15 @@ impl Matvec1 {
 
     /// The lean launches for parts of `part_outputs` outputs (a glu: one)
     /// of `cols` columns (a multiple of 256), where the type has them and
-    /// LLM_CUDA_MV1_LEAN takes the epilogue: a warp a row group of a part,
+    /// LLM_CUDA_MV1_LEAN takes the epilogue (by default only where the row
+    /// groups fill the GPU: lean_fills): a warp a row group of a part,
     /// eight warps a block.
     pub fn lean_plan(
         &self,
         epilogue: Epilogue,
         part_outputs: &[usize],
         cols: usize,
+        sms: usize,
     ) -> Option<LeanPlan> {
         let lean = self.lean?;
         if !cols.is_multiple_of(256) || !lean_enabled(epilogue) {
@@ -445,6 +463,9 @@ impl Matvec1 {
         };
         let per_warp = lean_outputs_a_warp(epilogue);
         let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
+        if !lean_fills(groups, sms, lean_setting().is_some()) {
+            return None;
+        }
         Some(LeanPlan {
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
@@ -655,6 +676,26 @@ mod tests {
         assert!(lean_listed("add, GLU", glu));
         assert!(!lean_listed("add,glu", Epilogue::Store));
         assert!(lean_listed(LEAN_BY_DEFAULT, Epilogue::Add));
+    }
+
+    #[test]
+    fn lean_products_fill_the_gpu_by_default() {
+        let groups = |outputs: usize, ep| outputs.div_ceil(lean_outputs_a_warp(ep));
+        // A 7B's adds (4096 outputs) and glus (11008) on 132 multiprocessors...
+        assert!(lean_fills(groups(4096, Epilogue::Add), 132, false));
+        assert!(lean_fills(
+            groups(11008, Epilogue::Glu(Glu::SwiGlu)),
+            132,
+            false
+        ));
+        // ...but not a 1B's adds (2048), unless asked for.
+        assert!(!lean_fills(groups(2048, Epilogue::Add), 132, false));
+        assert!(lean_fills(groups(2048, Epilogue::Add), 132, true));
+        assert!(lean_fills(
+            groups(8192, Epilogue::Glu(Glu::SwiGlu)),
+            132,
+            false
+        ));
     }
 
     #[test]
