@@ -241,6 +241,19 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
 // pad: conflict-free 16-byte reads), scales at byte 2560, sums at 2688.
 constexpr int MV_XQ_STRIDE = 80, MV_XQ_SCALES = 2560, MV_XQ_SUMS = 2688;
 
+// A chunk of 32 held as float4s by 8 consecutive lanes: its largest
+// magnitude and its sum, in every one of the 8 (one fixed order, so that
+// every quantiser of X gives the same scales and sums).
+__device__ __forceinline__ void chunk_amax_sum(float4 v, float& amax, float& sum) {
+    amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
+        sum += __shfl_xor_sync(FULL, sum, off);
+    }
+}
+
 // Stages token t's segment `seg` of X as above (every thread of the block).
 __device__ __forceinline__ void mv_stage_x16(const float* __restrict__ X, int t, int seg, int cols, uint8_t* xq) {
 #pragma unroll
@@ -249,13 +262,8 @@ __device__ __forceinline__ void mv_stage_x16(const float* __restrict__ X, int t,
         const int k = seg * MV_SEG + 4 * q;
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (k < cols) v = __ldg(reinterpret_cast<const float4*>(X + static_cast<long long>(t) * cols + k));
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        float sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-        for (int off = 1; off < 8; off <<= 1) {
-            amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
-            sum += __shfl_xor_sync(FULL, sum, off);
-        }
+        float amax, sum;
+        chunk_amax_sum(v, amax, sum);
         const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
         const uint32_t lo = (static_cast<uint32_t>(__float2int_rn(v.x * inv)) & 0xffffu) |
                             (static_cast<uint32_t>(__float2int_rn(v.y * inv)) << 16);
@@ -473,13 +481,8 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, cons
         for (int b = 0; b < MV1_X_LOADS; ++b) {
         const int q = base + b * blockDim.x + threadIdx.x;
         const float4 v = vs[b];
-        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-        float sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-        for (int off = 1; off < 8; off <<= 1) {
-            amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
-            sum += __shfl_xor_sync(FULL, sum, off);
-        }
+        float amax, sum;
+        chunk_amax_sum(v, amax, sum);
         const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
         const int ix = __float2int_rn(v.x * inv), iy = __float2int_rn(v.y * inv);
         const int iz = __float2int_rn(v.z * inv), iw = __float2int_rn(v.w * inv);

@@ -130,13 +130,8 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
         const float4 g = __ldg(reinterpret_cast<const float4*>(norm_w) + q);
         v = make_float4(v.x * nscale * g.x, v.y * nscale * g.y, v.z * nscale * g.z, v.w * nscale * g.w);
     }
-    float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-    float sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-    for (int off = 1; off < 8; off <<= 1) {
-        amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
-        sum += __shfl_xor_sync(FULL, sum, off);
-    }
+    float amax, sum;
+    chunk_amax_sum(v, amax, sum);
     if (q >= n4) return;
     const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
     const int ix = __float2int_rn(v.x * inv), iy = __float2int_rn(v.y * inv);
