@@ -1237,9 +1237,11 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 }
 
 #include "matvec1_xs.cuh"
-#include "matvec1_lean.cuh"
 
 }  // namespace
+
+// Its extern "C" kernels outside the unnamed namespace, as every other kernel.
+#include "matvec1_lean.cuh"
 
 // ---------------------------------------------------------------- entry points
 

@@ -1,9 +1,10 @@
 // ---------------------------------------------------------------- one token, X quantised once
 //
-// Included by matmul.cu after matvec1_xs.cuh. The X-stationary products keep
-// a lane's X in registers, so rows longer than a warp's four segments (a
-// 7B's down projection, 11008 wide) are split over warps whose partial sums
-// meet in shared memory at a block barrier a row group, and every block
+// Included by matmul.cu after its unnamed namespace (whose helpers it
+// uses), so that its extern "C" kernels are outside it. The X-stationary
+// products keep a lane's X in registers, so rows longer than a warp's four
+// segments (a 7B's down projection, 11008 wide) are split over warps whose
+// partial sums meet in shared memory at a block barrier a row group, and every block
 // norms and quantises all of X before its first weight. On the H100
 // (test_matmul --bench-lean) the 4096x11008 add took 22.5 us that way and
 // 15.1 us with X quantised once beforehand and read through L1 by warps of
