@@ -247,7 +247,7 @@ v)
   el "A/B"; cat "$out/bench-ab.log"
   ;;
 l)
-  # The lean one-token products (kernels/matvec1_lean.cuh; carry .gpu-a
+  # The lean one-token products (kernels/matvec1_lean.cu; carry .gpu-a
   # and .gpu-t, whose test_matmul.xz was built here): their kernel checks,
   # the suite (cut at GPU_SESSION_SUITE_S), then decode of our writer's 7B
   # and 1B of Q4_K with each LLM_CUDA_MV1_LEAN setting beside the default.

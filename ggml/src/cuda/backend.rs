@@ -237,7 +237,7 @@ pub struct CudaScratch {
     /// one token (a recorded step must not allocate), grown for batches.
     gathered: Option<CudaBuf>,
     /// One token's X quantised once for the lean one-token products
-    /// (matvec1_lean.cuh), as wide as the widest weight; None where no
+    /// (matvec1_lean.cu), as wide as the widest weight; None where no
     /// product takes them.
     lean_x: Option<DeviceMem>,
 }
@@ -1085,7 +1085,7 @@ impl CudaBackend {
         true
     }
 
-    /// A lean one-token product (matvec1_lean.cuh): X (normed where
+    /// A lean one-token product (matvec1_lean.cu): X (normed where
     /// `norm` is given) quantised once into `lx`, then the product
     /// reading it; both may start early (pdl.cuh).
     fn lean_matvec1(

@@ -51,7 +51,7 @@ pub(super) struct Matvec1 {
     geglu: Kernel,
     /// The X-stationary variants, where the module has them.
     stationary: Option<Stationary>,
-    /// Q4_K's products of X quantised once (matvec1_lean.cuh).
+    /// Q4_K's products of X quantised once (matvec1_lean.cu).
     lean: Option<Lean>,
 }
 
@@ -65,7 +65,7 @@ struct Lean {
     geglu: Function,
 }
 
-/// Bytes of quantize_x16's output for `cols` values (matvec1_lean.cuh's
+/// Bytes of quantize_x16's output for `cols` values (matvec1_lean.cu's
 /// mv1_lean::x_bytes): int16 values, then a scale and a sum a chunk of 32.
 pub(super) fn lean_x_bytes(cols: usize) -> usize {
     2 * cols + 8 * (cols / 32)
@@ -90,7 +90,7 @@ pub(super) struct LeanPlan {
 
 /// `LLM_CUDA_MV1_LEAN`, where set: the epilogues (`add`, `glu`, `store`;
 /// `1` all, `0` none) whose Q4_K one-token products quantise X once into
-/// global memory and read it through L1 (matvec1_lean.cuh) rather than each
+/// global memory and read it through L1 (matvec1_lean.cu) rather than each
 /// block quantising it, whatever their size.
 fn lean_setting() -> Option<&'static str> {
     static SET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
@@ -621,7 +621,7 @@ mod tests {
     fn the_early_stage_matches_the_kernel() {
         let source = include_str!("kernels/matvec1_xs.cuh");
         assert!(source.contains("constexpr int XS_Q4K_STAGE = 4 * 2 * MV1_WARPS * 32 * 16;"));
-        assert!(include_str!("kernels/matmul.cu").contains("constexpr int MV1_WARPS = 8;"));
+        assert!(include_str!("kernels/mv1_common.cuh").contains("constexpr int MV1_WARPS = 8;"));
         assert_eq!(Q4K_STAGE_BYTES, 4 * 2 * 8 * 32 * 16);
     }
 
@@ -702,7 +702,7 @@ mod tests {
     fn lean_layout_matches_the_kernel() {
         // int16 values, then a scale and a sum a chunk of 32.
         assert_eq!(lean_x_bytes(4096), 4096 * 2 + 128 * 4 * 2);
-        let source = include_str!("kernels/matvec1_lean.cuh");
+        let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("return 2ll * cols + 8ll * (cols / 32);"));
         assert!(source.contains("constexpr int ROWS = 4;"));
         assert_eq!(lean_outputs_a_warp(Epilogue::Add), 4);

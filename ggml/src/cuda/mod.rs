@@ -18,6 +18,10 @@ pub use stream::LayerRoom;
 pub(crate) const MODULES: &[(&str, &[u8])] = &[
     ("ops", include_bytes!("kernels/build/ops.fatbin")),
     ("matmul", include_bytes!("kernels/build/matmul.fatbin")),
+    (
+        "matvec1_lean",
+        include_bytes!("kernels/build/matvec1_lean.fatbin"),
+    ),
     ("kvcache", include_bytes!("kernels/build/kvcache.fatbin")),
     ("tile", include_bytes!("kernels/build/tile.fatbin")),
     (
@@ -142,7 +146,7 @@ mod tests {
         let sources = [
             ("ops.cu", include_str!("kernels/ops.cu")),
             ("matmul.cu", include_str!("kernels/matmul.cu")),
-            ("matvec1_lean.cuh", include_str!("kernels/matvec1_lean.cuh")),
+            ("matvec1_lean.cu", include_str!("kernels/matvec1_lean.cu")),
             ("kvcache.cu", include_str!("kernels/kvcache.cu")),
             ("tile.cu", include_str!("kernels/tile.cu")),
             ("attention_tc.cu", include_str!("kernels/attention_tc.cu")),

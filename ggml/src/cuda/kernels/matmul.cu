@@ -17,6 +17,7 @@
 #include "intdot.cuh"
 #include "q4k_lanes.cuh"
 #include "quants.cuh"
+#include "mv1_common.cuh"
 
 namespace {
 
@@ -241,19 +242,6 @@ __device__ __forceinline__ void matvec_tokens(const uint8_t* __restrict__ row, b
 // pad: conflict-free 16-byte reads), scales at byte 2560, sums at 2688.
 constexpr int MV_XQ_STRIDE = 80, MV_XQ_SCALES = 2560, MV_XQ_SUMS = 2688;
 
-// A chunk of 32 held as float4s by 8 consecutive lanes: its largest
-// magnitude and its sum, in every one of the 8 (one fixed order, so that
-// every quantiser of X gives the same scales and sums).
-__device__ __forceinline__ void chunk_amax_sum(float4 v, float& amax, float& sum) {
-    amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
-    sum = (v.x + v.y) + (v.z + v.w);
-#pragma unroll
-    for (int off = 1; off < 8; off <<= 1) {
-        amax = fmaxf(amax, __shfl_xor_sync(FULL, amax, off));
-        sum += __shfl_xor_sync(FULL, sum, off);
-    }
-}
-
 // Stages token t's segment `seg` of X as above (every thread of the block).
 __device__ __forceinline__ void mv_stage_x16(const float* __restrict__ X, int t, int seg, int cols, uint8_t* xq) {
 #pragma unroll
@@ -416,7 +404,6 @@ __device__ __forceinline__ void matvec(const uint8_t* __restrict__ W, const floa
 // an offset (Q4_0's q - 8, Q6_K's q - 32) take the dot product of the raw
 // stored values and subtract offset * half sum, an integer identity, instead
 // of subtracting bytewise (three instructions a word on the GPU).
-constexpr int MV1_WARPS = 8;
 // Blocks a multiprocessor the launch bounds ask for (the registers a thread
 // may take follow); the host reads the occupancy back. Three: on the H200
 // (2026-12-04, one-type 7B files, tg128) 3 / 4 / 5 blocks read Q4_K 357.6 /
@@ -430,7 +417,6 @@ constexpr int MV1_WARPS = 8;
 #ifndef GQ_MV1_MIN_BLOCKS
 #define GQ_MV1_MIN_BLOCKS 3
 #endif
-enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 
 // Waits until at most `n` (0..7, warp-uniform) commit groups are in flight.
 __device__ __forceinline__ void async_wait_n(int n) {
@@ -502,42 +488,6 @@ __device__ __forceinline__ void mv1_quantize_x(const float* __restrict__ X, cons
         }
     }
 }
-
-// A layer's input norm applied as a block reads X (the host passes a norm
-// only where X needs no input order): 1 / rms(X), by the whole block (256
-// threads), each thread's squares in float4s, then warp and block sums in a
-// fixed order, so every block of a launch gets the same scale. The values
-// are then x * scale * w, as the rms_norm kernel writes them.
-__device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int cols, float eps) {
-    __shared__ float part[MV1_WARPS];
-    float ss = 0.0f;
-    const float4* x4 = reinterpret_cast<const float4*>(X);
-    for (int q = threadIdx.x; q < (cols >> 2); q += blockDim.x) {
-        const float4 v = __ldg(x4 + q);
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(FULL, ss, off);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-    __syncthreads();
-    ss = 0.0f;
-#pragma unroll
-    for (int w = 0; w < MV1_WARPS; ++w) ss += part[w];
-    return rsqrtf(ss / static_cast<float>(cols) + eps);
-}
-
-// The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
-struct Mv1Parts {
-    const uint8_t* W[3];
-    float* Y[3];
-    int rows[3];
-    // Element `p` of a three-element array by selects, not indexing: a
-    // runtime index would put the array in local memory.
-    template <typename V>
-    __device__ __forceinline__ static V pick(const V (&a)[3], int p) {
-        return p == 0 ? a[0] : (p == 1 ? a[1] : a[2]);
-    }
-};
 
 // Direct reads (Hopper, Q4_K rows 16-byte aligned). The staging above costs
 // about a hundred instructions a lane a segment (addresses, predicates,
@@ -1239,9 +1189,6 @@ __device__ __forceinline__ void matmul_simt(const uint8_t* __restrict__ W, const
 #include "matvec1_xs.cuh"
 
 }  // namespace
-
-// Its extern "C" kernels outside the unnamed namespace, as every other kernel.
-#include "matvec1_lean.cuh"
 
 // ---------------------------------------------------------------- entry points
 

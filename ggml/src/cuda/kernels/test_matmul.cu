@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "matmul.cu"
+#include "matvec1_lean.cu"
 #include "tile.cu"
 #include "lean.cuh"
 #include "gemm_sm90.cu"

@@ -1,7 +1,7 @@
 // ---------------------------------------------------------------- one token, X quantised once
 //
-// Included by matmul.cu after its unnamed namespace (whose helpers it
-// uses), so that its extern "C" kernels are outside it. The X-stationary
+// A module of its own (matmul.cu's fatbin is large enough), sharing
+// mv1_common.cuh with matmul.cu's one-token products. The X-stationary
 // products keep a lane's X in registers, so rows longer than a warp's four
 // segments (a 7B's down projection, 11008 wide) are split over warps whose
 // partial sums meet in shared memory at a block barrier a row group, and every block
@@ -17,7 +17,13 @@
 // takes four rows of one part (two outputs' gate and up rows for a glu) over
 // their whole length, lanes as q4k_lanes.cuh maps a super-block; warps stride
 // over the row groups of all parts. No shared memory, no barrier.
-#pragma once
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "pdl.cuh"
+#include "act.cuh"
+#include "q4k_lanes.cuh"
+#include "mv1_common.cuh"
 
 namespace mv1_lean {
 
@@ -92,7 +98,7 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) {
 #pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(FULL, acc[i], off);
+            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
         }
         if (lane != 0) continue;
         float* Y = Mv1Parts::pick(parts.Y, part);

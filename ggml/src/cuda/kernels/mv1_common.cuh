@@ -1,0 +1,59 @@
+// What the one-token products of matmul.cu and matvec1_lean.cu share: the
+// chunk quantiser's reduction, the block's warps, the epilogues, the input
+// norm's scale and the parts of a launch.
+#pragma once
+#include <stdint.h>
+
+// A chunk of 32 held as float4s by 8 consecutive lanes: its largest
+// magnitude and its sum, in every one of the 8 (one fixed order, so that
+// every quantiser of X gives the same scales and sums).
+__device__ __forceinline__ void chunk_amax_sum(float4 v, float& amax, float& sum) {
+    amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    sum = (v.x + v.y) + (v.z + v.w);
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    }
+}
+
+// Warps a block of the one-token products.
+constexpr int MV1_WARPS = 8;
+// What a launch does with its products.
+enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
+
+// A layer's input norm applied as a block reads X (the host passes a norm
+// only where X needs no input order): 1 / rms(X), by the whole block (256
+// threads), each thread's squares in float4s, then warp and block sums in a
+// fixed order, so every block of a launch gets the same scale. The values
+// are then x * scale * w, as the rms_norm kernel writes them.
+__device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int cols, float eps) {
+    __shared__ float part[MV1_WARPS];
+    float ss = 0.0f;
+    const float4* x4 = reinterpret_cast<const float4*>(X);
+    for (int q = threadIdx.x; q < (cols >> 2); q += blockDim.x) {
+        const float4 v = __ldg(x4 + q);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    ss = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MV1_WARPS; ++w) ss += part[w];
+    return rsqrtf(ss / static_cast<float>(cols) + eps);
+}
+
+// The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
+struct Mv1Parts {
+    const uint8_t* W[3];
+    float* Y[3];
+    int rows[3];
+    // Element `p` of a three-element array by selects, not indexing: a
+    // runtime index would put the array in local memory.
+    template <typename V>
+    __device__ __forceinline__ static V pick(const V (&a)[3], int p) {
+        return p == 0 ? a[0] : (p == 1 ? a[1] : a[2]);
+    }
+};
