@@ -989,12 +989,9 @@ impl CudaBackend {
             && ws[..parts.len()].iter().all(|p| p.is_multiple_of(16));
         let sms = self.info.sms.max(1) as usize;
         if w.ty == GgmlType::Q4_K && in_order && aligned && x_copies == 1 {
-            let part_outputs: Vec<usize> = match ep {
-                Epilogue::Glu(_) => vec![outputs],
-                _ => parts.iter().map(|p| p.2).collect(),
-            };
-            if let (Some(plan), Some(lx)) =
-                (m.lean_plan(ep, &part_outputs, w.cols, sms), &sc.lean_x)
+            // Each part's rows (a glu's outputs in the first; none in the others).
+            let part_outputs = rows.map(|r| r as usize);
+            if let (Some(plan), Some(lx)) = (m.lean_plan(ep, part_outputs, w.cols, sms), &sc.lean_x)
             {
                 if matvec1::lean_x_bytes(w.cols) <= lx.bytes {
                     self.lean_matvec1(&plan, x, lx, norm, (&ws, &ys, &rows), w);

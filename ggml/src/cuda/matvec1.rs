@@ -119,16 +119,21 @@ fn lean_fills(groups: usize, sms: usize, set: bool) -> bool {
 }
 
 fn lean_listed(list: &str, epilogue: Epilogue) -> bool {
+    match list.trim() {
+        "1" | "all" => true,
+        "0" | "" => false,
+        list => epilogue_listed(list, epilogue),
+    }
+}
+
+/// Whether a comma-separated list names `epilogue` (`store`, `add`, `glu`).
+fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
     let name = match epilogue {
         Epilogue::Store => "store",
         Epilogue::Add => "add",
         Epilogue::Glu(_) => "glu",
     };
-    match list.trim() {
-        "1" | "all" => true,
-        "0" | "" => false,
-        list => list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name)),
-    }
+    list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name))
 }
 
 /// Whether any product may take the lean path (its scratch is needed).
@@ -305,12 +310,7 @@ fn stationary_enabled(ty: GgmlType) -> bool {
 fn stationary_skipped(epilogue: Epilogue) -> bool {
     static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let list = SET.get_or_init(|| std::env::var("LLM_CUDA_MV1_XS_SKIP").unwrap_or_default());
-    let name = match epilogue {
-        Epilogue::Store => "store",
-        Epilogue::Add => "add",
-        Epilogue::Glu(_) => "glu",
-    };
-    list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name))
+    epilogue_listed(list, epilogue)
 }
 
 /// Whether `LLM_CUDA_MV1_XS`'s value selects `ty`.
@@ -439,7 +439,8 @@ impl Matvec1 {
         })
     }
 
-    /// The lean launches for parts of `part_outputs` outputs (a glu: one)
+    /// The lean launches for parts of `part_outputs` outputs (a glu: the
+    /// first; parts that are not there: 0)
     /// of `cols` columns (a multiple of 256), where the type has them and
     /// LLM_CUDA_MV1_LEAN takes the epilogue (by default only where the row
     /// groups fill the GPU: lean_fills): a warp a row group of a part,
@@ -447,7 +448,7 @@ impl Matvec1 {
     pub fn lean_plan(
         &self,
         epilogue: Epilogue,
-        part_outputs: &[usize],
+        part_outputs: [usize; 3],
         cols: usize,
         sms: usize,
     ) -> Option<LeanPlan> {
