@@ -988,7 +988,9 @@ impl CudaBackend {
         let aligned = w.row_bytes.is_multiple_of(16)
             && ws[..parts.len()].iter().all(|p| p.is_multiple_of(16));
         let sms = self.info.sms.max(1) as usize;
-        if w.ty == GgmlType::Q4_K && in_order && aligned && x_copies == 1 {
+        // The lean products (the types that have them: lean_plan) want
+        // 16-byte aligned rows of X in its stored order.
+        if in_order && aligned && x_copies == 1 {
             // Each part's rows (a glu's outputs in the first; none in the others).
             let part_outputs = rows.map(|r| r as usize);
             if let (Some(plan), Some(lx)) = (m.lean_plan(ep, part_outputs, w.cols, sms), &sc.lean_x)
@@ -1097,16 +1099,28 @@ impl CudaBackend {
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
         let (norm_w, eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
         let xq = lx.ptr;
+        let release = i32::from(plan.release_first);
         self.keep(plan.quantize.launch_overlapping(
             &self.stream,
             (plan.quantize_grid, 1, 1),
             256,
             0,
-            &[&x.mem.ptr, &cols, &norm_w, &eps, &xq],
+            &[&x.mem.ptr, &cols, &norm_w, &eps, &xq, &release],
         ));
-        let args: [&dyn KernelArg; 12] = [
-            &xq, &ws[0], &ys[0], &rows[0], &ws[1], &ys[1], &rows[1], &ws[2], &ys[2], &rows[2],
-            &cols, &rb,
+        let args: [&dyn KernelArg; 13] = [
+            &xq,
+            &ws[0],
+            &ys[0],
+            &rows[0],
+            &ws[1],
+            &ys[1],
+            &rows[1],
+            &ws[2],
+            &ys[2],
+            &rows[2],
+            &cols,
+            &rb,
+            &plan.prefetch,
         ];
         self.keep(
             plan.f

@@ -51,7 +51,8 @@ pub(super) struct Matvec1 {
     geglu: Kernel,
     /// The X-stationary variants, where the module has them.
     stationary: Option<Stationary>,
-    /// Q4_K's products of X quantised once (matvec1_lean.cu).
+    /// The products of X quantised once (matvec1_lean.cu: Q4_K, Q4_0,
+    /// Q8_0), where LLM_CUDA_LEAN_TYPES lists the type.
     lean: Option<Lean>,
 }
 
@@ -59,10 +60,19 @@ pub(super) struct Matvec1 {
 #[derive(Clone, Copy)]
 struct Lean {
     quantize: Function,
-    store: Function,
-    add: Function,
-    swiglu: Function,
-    geglu: Function,
+    plain: LeanProducts,
+    piped: LeanProducts,
+}
+
+/// One loop of the lean products (matvec1_lean.cu: `product`, or
+/// `product_piped`), by epilogue, and the most blocks of each a
+/// multiprocessor holds.
+#[derive(Clone, Copy)]
+struct LeanProducts {
+    store: Kernel,
+    add: Kernel,
+    swiglu: Kernel,
+    geglu: Kernel,
 }
 
 /// Bytes of quantize_x16's output for `cols` values (matvec1_lean.cu's
@@ -86,10 +96,38 @@ pub(super) struct LeanPlan {
     pub quantize_grid: u32,
     pub f: Function,
     pub grid: u32,
+    /// Whether quantize_x16 lets the product start before it waits.
+    pub release_first: bool,
+    /// Bytes of each row the product asks of L2 before it waits.
+    pub prefetch: u32,
+}
+
+/// How the lean launches overlap the kernel before them (pdl.cuh), where
+/// kernels launch early: `LLM_CUDA_LEAN_EARLY` = `release` (quantize_x16
+/// lets the product start before it waits), `prefetch=BYTES` (the product
+/// asks L2 for that much of each row before it waits; `row`: all of it),
+/// comma-separated; unset or `0`: neither.
+fn lean_early() -> (bool, u32) {
+    static SET: std::sync::OnceLock<(bool, u32)> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| parse_lean_early(&std::env::var("LLM_CUDA_LEAN_EARLY").unwrap_or_default()))
+}
+
+fn parse_lean_early(setting: &str) -> (bool, u32) {
+    let (mut release, mut prefetch) = (false, 0u32);
+    for item in setting.split(',').map(str::trim) {
+        match item.split_once('=') {
+            _ if item.eq_ignore_ascii_case("release") => release = true,
+            Some(("prefetch", "row")) => prefetch = !15u32,
+            // The bulk prefetch takes multiples of 16 bytes.
+            Some(("prefetch", n)) => prefetch = n.trim().parse::<u32>().map_or(0, |n| n & !15),
+            _ => {}
+        }
+    }
+    (release, prefetch)
 }
 
 /// `LLM_CUDA_MV1_LEAN`, where set: the epilogues (`add`, `glu`, `store`;
-/// `1` all, `0` none) whose Q4_K one-token products quantise X once into
+/// `1` all, `0` none) whose one-token products of the lean types quantise X once into
 /// global memory and read it through L1 (matvec1_lean.cu) rather than each
 /// block quantising it, whatever their size.
 fn lean_setting() -> Option<&'static str> {
@@ -134,6 +172,24 @@ fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
         Epilogue::Glu(_) => "glu",
     };
     list.split(',').any(|e| e.trim().eq_ignore_ascii_case(name))
+}
+
+/// `LLM_CUDA_LEAN_TYPES`: the weight types (lowercase ggml names,
+/// comma-separated) whose one-token products may take the lean path;
+/// `q4_k` unless set (Q4_0's and Q8_0's lean kernels are not yet timed).
+fn lean_type_listed(name: &str) -> bool {
+    static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let list =
+        SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_TYPES").unwrap_or_else(|_| "q4_k".into()));
+    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(name))
+}
+
+/// `LLM_CUDA_LEAN_PIPED=1`: the lean products' software-pipelined loop
+/// (`product_piped`: the next step's loads in flight while a warp computes
+/// the current one), in a grid no larger than the GPU holds at once.
+fn lean_piped() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_PIPED").is_ok_and(|v| v == "1"))
 }
 
 /// Whether any product may take the lean path (its scratch is needed).
@@ -428,12 +484,21 @@ impl Matvec1 {
                 })
             })(),
             lean: (|| {
+                let products = |lean: &str| -> Option<LeanProducts> {
+                    Some(LeanProducts {
+                        store: kernel(&format!("{lean}_r1"))?,
+                        add: kernel(&format!("{lean}_r1a"))?,
+                        swiglu: kernel(&format!("{lean}_swiglu"))?,
+                        geglu: kernel(&format!("{lean}_geglu"))?,
+                    })
+                };
+                if !lean_type_listed(name) {
+                    return None;
+                }
                 Some(Lean {
                     quantize: find("quantize_x16").ok()?,
-                    store: find(&format!("matvec1_{name}_lean_r1")).ok()?,
-                    add: find(&format!("matvec1_{name}_lean_r1a")).ok()?,
-                    swiglu: find(&format!("matvec1_{name}_lean_swiglu")).ok()?,
-                    geglu: find(&format!("matvec1_{name}_lean_geglu")).ok()?,
+                    plain: products("lean")?,
+                    piped: products("lean_piped")?,
                 })
             })(),
         })
@@ -456,22 +521,35 @@ impl Matvec1 {
         if !cols.is_multiple_of(256) || !lean_enabled(epilogue) {
             return None;
         }
-        let f = match epilogue {
-            Epilogue::Store => lean.store,
-            Epilogue::Add => lean.add,
-            Epilogue::Glu(Glu::SwiGlu) => lean.swiglu,
-            Epilogue::Glu(Glu::GeGlu) => lean.geglu,
+        let piped = lean_piped();
+        let products = if piped { lean.piped } else { lean.plain };
+        let k = match epilogue {
+            Epilogue::Store => products.store,
+            Epilogue::Add => products.add,
+            Epilogue::Glu(Glu::SwiGlu) => products.swiglu,
+            Epilogue::Glu(Glu::GeGlu) => products.geglu,
         };
         let per_warp = lean_outputs_a_warp(epilogue);
         let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
         if !lean_fills(groups, sms, lean_setting().is_some()) {
             return None;
         }
+        let (release_first, prefetch) = lean_early();
+        // The piped loop carries a warp's state from one group to the next:
+        // no more blocks than the GPU holds at once.
+        let blocks = groups.div_ceil(8).max(1);
+        let grid = if piped {
+            blocks.min(sms * k.most_resident)
+        } else {
+            blocks
+        };
         Some(LeanPlan {
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
-            f,
-            grid: groups.div_ceil(8).max(1) as u32,
+            f: k.f,
+            grid: grid as u32,
+            release_first,
+            prefetch,
         })
     }
 
@@ -616,6 +694,16 @@ mod tests {
         assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2 + 128 * 8);
         assert_eq!(x16_bytes(96) % 16, 0);
         assert!(x16_bytes(96) >= 3 * 80);
+    }
+
+    #[test]
+    fn lean_early_settings_parse() {
+        assert_eq!(parse_lean_early(""), (false, 0));
+        assert_eq!(parse_lean_early("0"), (false, 0));
+        assert_eq!(parse_lean_early("release"), (true, 0));
+        assert_eq!(parse_lean_early("prefetch=4100"), (false, 4096));
+        assert_eq!(parse_lean_early("release, prefetch=row"), (true, !15u32));
+        assert_eq!(parse_lean_early("prefetch=lots"), (false, 0));
     }
 
     #[test]

@@ -140,7 +140,9 @@ mod tests {
 
     /// Where kernels launch early (kernels/pdl.cuh), a kernel that does not
     /// wait for the one before it would race it: every kernel calls
-    /// pdl_begin() near the top of its body, before any return.
+    /// pdl_begin() near the top of its body, before any return (the lean
+    /// products' loads of weights before it are checked by hand: no kernel
+    /// writes weights).
     #[test]
     fn every_kernel_waits_for_the_one_before() {
         let sources = [
@@ -156,7 +158,8 @@ mod tests {
             for piece in text.split("__global__").skip(1) {
                 let body = &piece[piece.find('{').expect("a kernel body")..];
                 let head = &body[..body.len().min(800)];
-                let at = head.find("pdl_begin();");
+                // pdl_begin() or pdl_begin(release_first)
+                let at = head.find("pdl_begin(");
                 let name: String = piece.chars().take(80).collect();
                 assert!(at.is_some(), "{file}: a kernel without pdl_begin: {name}");
                 assert!(

@@ -509,13 +509,6 @@ __device__ __forceinline__ constexpr bool mv1_direct() {
 #endif
 }
 
-// Asks L2 for `bytes` (a multiple of 16) at 16-byte-aligned `p`.
-__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
-#endif
-}
-
 // Segments seg .. seg + n - 1 of each of the warp's rows into L2: lane i < R
 // asks for row i's. The bulk prefetch wants 16-byte bounds; the span is
 // widened to them, which stays inside the tensor's storage (256-byte

@@ -17,6 +17,13 @@
 // takes four rows of one part (two outputs' gate and up rows for a glu) over
 // their whole length, lanes as q4k_lanes.cuh maps a super-block; warps stride
 // over the row groups of all parts. No shared memory, no barrier.
+//
+// Launched early (pdl.cuh), a product may ask L2 for the first `prefetch`
+// bytes of each of its first group's rows before it waits for the kernel
+// before it (the weights are no kernel's output), and quantize_x16 may let
+// the product start before it waits itself: HBM then keeps reading
+// across the boundary between two kernels, where it would idle while one
+// ends and the next starts.
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -24,6 +31,7 @@
 #include "act.cuh"
 #include "q4k_lanes.cuh"
 #include "mv1_common.cuh"
+#include "quants.cuh"
 
 namespace mv1_lean {
 
@@ -33,88 +41,292 @@ constexpr int ROWS = 4;  // rows a warp reads at once
 // LEAN_X_BYTES mirrors it).
 __host__ __device__ constexpr long long x_bytes(int cols) { return 2ll * cols + 8ll * (cols / 32); }
 
-// Y_p = W_p . X for each part, Y += W . X, or Y = act(gate . X) * (up . X)
-// (gate rows in part 0, up rows in W[1], outputs rows[0]).
-template <int OUT>
-__device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
-                                        long long row_bytes) {
-    constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
-    constexpr int NO = GLU ? ROWS / 2 : ROWS;  // outputs a warp
-    const int lane = threadIdx.x & 31;
-    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
-    const int nsb = cols >> 8, nchunks = cols >> 5;
-    const int16_t* q = reinterpret_cast<const int16_t*>(xq);
-    const float* d = reinterpret_cast<const float*>(xq + 2ll * cols);
-    const float* s = d + nchunks;
-    const int sbo = lane >> 3, j = lane & 7, p = j >> 1, h = j & 1;
-    const int g0 = (parts.rows[0] + NO - 1) / NO;
-    const int g1 = GLU ? 0 : (parts.rows[1] + NO - 1) / NO;
-    const int g2 = GLU ? 0 : (parts.rows[2] + NO - 1) / NO;
-    for (int g = warp; g < g0 + g1 + g2; g += nwarps) {
-        const int part = g < g0 ? 0 : (g < g0 + g1 ? 1 : 2);
-        const int r0 = (g - (part == 0 ? 0 : (part == 1 ? g0 : g0 + g1))) * NO;
-        const int rows = Mv1Parts::pick(parts.rows, part);
-        const uint8_t* W = Mv1Parts::pick(parts.W, part);
-        // This lane's header and nibbles in its first super-block of each
-        // row (rows past the end read the last one's); a step is four
-        // super-blocks on.
-        const uint4* hp[ROWS];
+// Shifts w down by `o` bytes (even, 0..14; words past the end read 0), by
+// selects: a lane's offset is not known at compile time, and a runtime
+// index would put w in local memory.
+template <int N>
+__device__ __forceinline__ void shift_down(uint32_t (&w)[N], int o) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = (o & 8) ? (i + 2 < N ? w[i + 2] : 0u) : w[i];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = (o & 4) ? (i + 1 < N ? w[i + 1] : 0u) : w[i];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = (o & 2) ? __funnelshift_r(w[i], i + 1 < N ? w[i + 1] : 0u, 16) : w[i];
+}
+
+// The uint4s of a group of 256 weights (Q4_K's super-block; eight blocks
+// of Q4_0 or Q8_0, 144 and 272 bytes, so 16-byte aligned in a 16-byte
+// aligned row) that lane j (0..7) of its eight reads.
+template <int T>
+struct LeanGroup {
+    static_assert(T == gq::Q4_K || T == gq::Q4_0 || T == gq::Q8_0, "a type of the lean products");
+    static constexpr int BYTES = T == gq::Q8_0 ? 272 : 144;
+    static constexpr int WORDS = T == gq::Q8_0 ? 3 : 2;
+    // Q4_K: the header and 16 bytes of nibbles (q4k_lanes.cuh); Q4_0 and
+    // Q8_0: the words holding block j (at byte 18j or 34j: offset 2j into
+    // the first).
+    __device__ static __forceinline__ int word(int k, int j) {
+        return T == gq::Q4_K ? (k == 0 ? 0 : 1 + j) : (T == gq::Q4_0 ? j + k : 2 * j + k);
+    }
+};
+
+// Lane j's 32 weights of one row of a Q4_0 or Q8_0 group (block j) against
+// X's chunk: the block aligned out of the lane's words, its integers (Q4_0's
+// less 8, as signed bytes) dotted with X's 16-bit integers exactly, then
+// scaled by the block's d and X's chunk scale.
+template <int T>
+__device__ __forceinline__ float block_lane(const uint4 (&wv)[LeanGroup<T>::WORDS], const gq::LaneX<int16_t>& x,
+                                            int j) {
+    constexpr int N = 4 * LeanGroup<T>::WORDS;
+    uint32_t w[N];
+#pragma unroll
+    for (int k = 0; k < LeanGroup<T>::WORDS; ++k) {
+        w[4 * k] = wv[k].x;
+        w[4 * k + 1] = wv[k].y;
+        w[4 * k + 2] = wv[k].z;
+        w[4 * k + 3] = wv[k].w;
+    }
+    shift_down(w, 2 * j);
+    const float d = gq::half_lo(w[0]);
+    const uint32_t xw[8] = {x.lo[0].x, x.lo[0].y, x.lo[0].z, x.lo[0].w, x.lo[1].x, x.lo[1].y, x.lo[1].z, x.lo[1].w};
+    const uint32_t yw[8] = {x.hi[0].x, x.hi[0].y, x.hi[0].z, x.hi[0].w, x.hi[1].x, x.hi[1].y, x.hi[1].z, x.hi[1].w};
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        uint32_t lo, hi;  // elements 4k..4k+3 and 16+4k..16+4k+3
+        if constexpr (T == gq::Q4_0) {
+            const uint32_t qs = __funnelshift_r(w[k], w[k + 1], 16);
+            lo = __vsub4(qs & 0x0f0f0f0fu, 0x08080808u);
+            hi = __vsub4((qs >> 4) & 0x0f0f0f0fu, 0x08080808u);
+        } else {
+            lo = __funnelshift_r(w[k], w[k + 1], 16);
+            hi = __funnelshift_r(w[k + 4], w[k + 5], 16);
+        }
+        s = __dp2a_lo(static_cast<int>(xw[2 * k]), static_cast<int>(lo), s);
+        s = __dp2a_hi(static_cast<int>(xw[2 * k + 1]), static_cast<int>(lo), s);
+        s = __dp2a_lo(static_cast<int>(yw[2 * k]), static_cast<int>(hi), s);
+        s = __dp2a_hi(static_cast<int>(yw[2 * k + 1]), static_cast<int>(hi), s);
+    }
+    return d * (static_cast<float>(s) * x.dlo);
+}
+
+// What every lane of a launch shares: the parts, X's integers, scales and
+// sums, and where the lane sits in a group of 256 weights.
+template <int T, int OUT>
+struct Lanes {
+    static constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
+    static constexpr int NO = GLU ? ROWS / 2 : ROWS;  // outputs a warp
+    using G8 = LeanGroup<T>;
+    using Words = uint4[ROWS][G8::WORDS];
+    const Mv1Parts& parts;
+    long long row_bytes;
+    int nsb, lane, sbo, j, p, h, g0, g1, groups;
+    const int16_t* q;
+    const float *d, *s;
+
+    __device__ __forceinline__ Lanes(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_)
+        : parts(parts_), row_bytes(row_bytes_) {
+        nsb = cols >> 8;
+        lane = threadIdx.x & 31;
+        sbo = lane >> 3;
+        j = lane & 7;
+        p = j >> 1;
+        h = j & 1;
+        g0 = (parts.rows[0] + NO - 1) / NO;
+        g1 = GLU ? 0 : (parts.rows[1] + NO - 1) / NO;
+        groups = g0 + g1 + (GLU ? 0 : (parts.rows[2] + NO - 1) / NO);
+        q = reinterpret_cast<const int16_t*>(xq);
+        d = reinterpret_cast<const float*>(xq + 2ll * cols);
+        s = d + (cols >> 5);
+    }
+
+    // Row group g: its part, first output, the part's rows and the start
+    // of each of its ROWS rows (rows past the end read the last one's; a
+    // glu's gate rows, then its up rows).
+    struct Group {
+        int part, r0, rows;
+        const uint8_t* row[ROWS];
+    };
+    __device__ __forceinline__ Group group(int g) const {
+        Group G;
+        G.part = g < g0 ? 0 : (g < g0 + g1 ? 1 : 2);
+        G.r0 = (g - (G.part == 0 ? 0 : (G.part == 1 ? g0 : g0 + g1))) * NO;
+        G.rows = Mv1Parts::pick(parts.rows, G.part);
+        const uint8_t* W = Mv1Parts::pick(parts.W, G.part);
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) {
-            const int r = min(r0 + (GLU ? (i & 1) : i), rows - 1);
+            const int r = min(G.r0 + (GLU ? (i & 1) : i), G.rows - 1);
             const uint8_t* base = GLU && i >= 2 ? parts.W[1] : W;
-            hp[i] = reinterpret_cast<const uint4*>(base + static_cast<long long>(r) * row_bytes + sbo * 144);
+            G.row[i] = base + static_cast<long long>(r) * row_bytes;
         }
-        float acc[ROWS];
+        return G;
+    }
+
+    // Lane i < ROWS asks L2 for min(bytes, row_bytes) of row i (rows are
+    // 16-byte aligned; bytes a multiple of 16).
+    __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes) const {
 #pragma unroll
-        for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
-        int e = sbo * 256 + 64 * p + 16 * h;
-#pragma unroll 2
-        for (int sb = sbo; sb < nsb; sb += 4, e += 4 * 256) {
-            uint4 hd[ROWS], qs[ROWS];
+        for (int i = 0; i < ROWS; ++i)
+            if (lane == i) prefetch_l2(G.row[i], static_cast<unsigned>(min(static_cast<long long>(bytes), row_bytes)));
+    }
+
+    // The lane's words of group sb of each row.
+    __device__ __forceinline__ void load_w(const Group& G, int sb, Words& w) const {
 #pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                hd[i] = __ldg(hp[i]);
-                qs[i] = __ldg(hp[i] + 1 + j);
-                hp[i] += 4 * 144 / 16;
-            }
-            gq::LaneX<int16_t> x;
-            const uint4* lo = reinterpret_cast<const uint4*>(q + e);
-            const uint4* hi = reinterpret_cast<const uint4*>(q + e + 32);
+        for (int i = 0; i < ROWS; ++i) {
+            const uint4* gp = reinterpret_cast<const uint4*>(G.row[i] + sb * G8::BYTES);
 #pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                x.lo[k] = __ldg(lo + k);
-                x.hi[k] = __ldg(hi + k);
-            }
-            const int c = e >> 5;
-            x.dlo = __ldg(d + c);
+            for (int k = 0; k < G8::WORDS; ++k) w[i][k] = __ldg(gp + G8::word(k, j));
+        }
+    }
+
+    // X's values, scales and sums for the lane's share of group sb: Q4_K's
+    // 16 values of chunks 2p and 2p + 1 (lo, hi); the others' chunk j.
+    __device__ __forceinline__ gq::LaneX<int16_t> load_x(int sb) const {
+        gq::LaneX<int16_t> x;
+        const int e = sb * 256 + (T == gq::Q4_K ? 64 * p + 16 * h : 32 * j);
+        const uint4* lo = reinterpret_cast<const uint4*>(q + e);
+        const uint4* hi = reinterpret_cast<const uint4*>(q + e + (T == gq::Q4_K ? 32 : 16));
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            x.lo[k] = __ldg(lo + k);
+            x.hi[k] = __ldg(hi + k);
+        }
+        const int c = e >> 5;
+        x.dlo = __ldg(d + c);
+        if constexpr (T == gq::Q4_K) {
             x.dhi = __ldg(d + c + 1);
             x.slo = __ldg(s + c);
             x.shi = __ldg(s + c + 1);
-#pragma unroll
-            for (int i = 0; i < ROWS; ++i) acc[i] += gq::q4k_lane(hd[i], qs[i], x, p, h == 0);
+        } else {
+            x.dhi = x.slo = x.shi = 0.0f;
         }
+        return x;
+    }
+
+    __device__ __forceinline__ void accumulate(float (&acc)[ROWS], const Words& w,
+                                               const gq::LaneX<int16_t>& x) const {
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) {
+            if constexpr (T == gq::Q4_K)
+                acc[i] += gq::q4k_lane(w[i][0], w[i][1], x, p, h == 0);
+            else
+                acc[i] += block_lane<T>(w[i], x, j);
+        }
+    }
+
+    // The warp's sums, then lane 0 writes the group's outputs (and zeroes
+    // acc for the next group).
+    __device__ __forceinline__ void finish(float (&acc)[ROWS], const Group& G) const {
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) {
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
         }
-        if (lane != 0) continue;
-        float* Y = Mv1Parts::pick(parts.Y, part);
-        if constexpr (GLU) {
+        if (lane == 0) {
+            float* Y = Mv1Parts::pick(parts.Y, G.part);
+            if constexpr (GLU) {
 #pragma unroll
-            for (int o = 0; o < NO; ++o) {
-                if (r0 + o >= rows) continue;
-                Y[r0 + o] = OUT == MV1_SWIGLU ? swiglu_of(acc[o], acc[NO + o]) : geglu_of(acc[o], acc[NO + o]);
-            }
-        } else {
+                for (int o = 0; o < NO; ++o) {
+                    if (G.r0 + o >= G.rows) continue;
+                    Y[G.r0 + o] =
+                        OUT == MV1_SWIGLU ? swiglu_of(acc[o], acc[NO + o]) : geglu_of(acc[o], acc[NO + o]);
+                }
+            } else {
 #pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                if (r0 + i >= rows) continue;
-                Y[r0 + i] = OUT == MV1_ADD ? Y[r0 + i] + acc[i] : acc[i];
+                for (int i = 0; i < ROWS; ++i) {
+                    if (G.r0 + i >= G.rows) continue;
+                    Y[G.r0 + i] = OUT == MV1_ADD ? Y[G.r0 + i] + acc[i] : acc[i];
+                }
             }
         }
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
+    }
+};
+
+// Y_p = W_p . X for each part, Y += W . X, or Y = act(gate . X) * (up . X)
+// (gate rows in part 0, up rows in W[1], outputs rows[0]); a warp a group
+// at a time, a step four super-blocks on. `prefetch` > 0: the kernel has
+// not waited yet (pdl_begin), and each warp asks L2 for that many bytes of
+// its first group's rows first.
+template <int T, int OUT>
+__device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
+                                        long long row_bytes, unsigned prefetch) {
+    const Lanes<T, OUT> L(xq, parts, cols, row_bytes);
+    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
+    bool waited = prefetch == 0;
+    float acc[ROWS] = {};
+    for (int g = warp; g < L.groups; g += nwarps) {
+        const auto G = L.group(g);
+        if (!waited) {
+            L.prefetch(G, prefetch);
+            gq::pdl_begin();
+            waited = true;
+        }
+        // Two steps' loads at once (Q8_0's three words a row: one).
+#pragma unroll(LeanGroup<T>::WORDS == 2 ? 2 : 1)
+        for (int sb = L.sbo; sb < L.nsb; sb += 4) {
+            typename Lanes<T, OUT>::Words w;
+            L.load_w(G, sb, w);
+            L.accumulate(acc, w, L.load_x(sb));
+        }
+        L.finish(acc, G);
+    }
+}
+
+// The same products, software-pipelined over a flat sequence of (group,
+// step) items: each lane's weight loads of the next item are in flight
+// while it computes the current one, across the end of a group too, so
+// that a warp never waits for a whole step's latency from HBM (the plain
+// loop loads its steps, then uses them). X, which L1 and L2 hold, is read
+// as an item is computed (holding it a step ahead too spilled). Every lane
+// takes ceil(nsb / 4) steps a group; where its group of 256 is past the
+// row's end it loads and adds nothing. Before the kernel waits (prefetch >
+// 0), the first item's weights are loaded too.
+template <int T, int OUT>
+__device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
+                                              long long row_bytes, unsigned prefetch) {
+    const Lanes<T, OUT> L(xq, parts, cols, row_bytes);
+    using Words = typename Lanes<T, OUT>::Words;
+    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
+    const int steps = (L.nsb + 3) >> 2;
+    int g = warp;
+    if (g >= L.groups) {
+        if (prefetch) gq::pdl_begin();
+        return;
+    }
+    auto G = L.group(g);
+    Words w = {};
+    if (prefetch) L.prefetch(G, prefetch);
+    if (L.sbo < L.nsb) L.load_w(G, L.sbo, w);
+    if (prefetch) gq::pdl_begin();
+    float acc[ROWS] = {};
+    int k = 0;
+    for (;;) {
+        // The next item: the next step, or the next group's first.
+        int nk = k + 1, ng = g;
+        if (nk == steps) {
+            nk = 0;
+            ng = g + nwarps;
+        }
+        const bool more = ng < L.groups;
+        const auto NG = ng == g ? G : L.group(more ? ng : g);
+        const int nsb = L.sbo + 4 * nk;
+        Words nw = {};
+        if (more && nsb < L.nsb) L.load_w(NG, nsb, nw);
+        if (L.sbo + 4 * k < L.nsb) L.accumulate(acc, w, L.load_x(L.sbo + 4 * k));
+        if (nk == 0) L.finish(acc, G);
+        if (!more) break;
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+            for (int m = 0; m < LeanGroup<T>::WORDS; ++m) w[i][m] = nw[i][m];
+        G = NG;
+        g = ng;
+        k = nk;
     }
 }
 
@@ -124,11 +336,12 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
 // norm_w is given) into `out` as mv1_lean reads it: a thread four values, 8
 // threads a chunk, the integers, scale and sum of mv1_quantize_x. Grid
 // ceil(cols / 1024), block 256 (mv1_norm_scale's: each block sums all of X's
-// squares itself, in its fixed order).
+// squares itself, in its fixed order). `release_first`: the product may
+// start before this waits (pdl_begin).
 extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __restrict__ X, int cols,
                                                               const float* __restrict__ norm_w, float eps,
-                                                              uint8_t* __restrict__ out) {
-    gq::pdl_begin();
+                                                              uint8_t* __restrict__ out, int release_first) {
+    gq::pdl_begin(release_first != 0);
     const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
     const int n4 = cols >> 2, nchunks = cols >> 5;
     const int q = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
@@ -153,20 +366,31 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
     }
 }
 
-// matvec1_q4_k_lean_<variant>: the products above, matvec1's parts and
-// epilogues, X from quantize_x16. Grid: a warp a row group (four rows; two
-// outputs of a glu) of all parts, eight warps a block, or fewer blocks that
-// loop over them.
-#define GQ_MATVEC1_LEAN_ONE(variant, OUT)                                                                   \
-    extern "C" __global__ void __launch_bounds__(256)                                                       \
-        matvec1_q4_k_lean_##variant(const uint8_t* __restrict__ xq, const uint8_t* W0, float* Y0, int rows0, \
-                                    const uint8_t* W1, float* Y1, int rows1, const uint8_t* W2, float* Y2,    \
-                                    int rows2, int cols, long long row_bytes) {                               \
-        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                             \
-        gq::pdl_begin();                                                                                     \
-        mv1_lean::product<OUT>(xq, parts, cols, row_bytes);                                                  \
+// matvec1_<type>_lean_<variant> and matvec1_<type>_lean_piped_<variant>
+// (Q4_K, Q4_0, Q8_0): the products above, matvec1's parts and epilogues, X
+// from quantize_x16. Grid: a warp a row group (four rows; two outputs of a
+// glu) of all parts, eight warps a block, or fewer blocks that loop over
+// them. `prefetch`: bytes of each row asked of L2 before waiting (0: none;
+// wait first). At most 128 registers, two blocks a multiprocessor
+// (unbounded, ptxas takes 155 to 168 for Q4_K and one); the piped loop,
+// holding two steps' loads, spills a few words there.
+#define GQ_MATVEC1_LEAN_ONE(name, product, T, OUT)                                                        \
+    extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
+        name(const uint8_t* __restrict__ xq, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,   \
+             float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
+             unsigned prefetch) {                                                                          \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                           \
+        if (prefetch == 0) gq::pdl_begin();                                                                \
+        mv1_lean::product<T, OUT>(xq, parts, cols, row_bytes, prefetch);                                   \
     }
-GQ_MATVEC1_LEAN_ONE(r1, MV1_STORE)
-GQ_MATVEC1_LEAN_ONE(r1a, MV1_ADD)
-GQ_MATVEC1_LEAN_ONE(swiglu, MV1_SWIGLU)
-GQ_MATVEC1_LEAN_ONE(geglu, MV1_GEGLU)
+#define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                          \
+    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant, product, T, OUT)               \
+    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_piped_##variant, product_piped, T, OUT)
+#define GQ_MATVEC1_LEAN_TYPE(type, T)                  \
+    GQ_MATVEC1_LEAN(type, T, r1, MV1_STORE)            \
+    GQ_MATVEC1_LEAN(type, T, r1a, MV1_ADD)             \
+    GQ_MATVEC1_LEAN(type, T, swiglu, MV1_SWIGLU)       \
+    GQ_MATVEC1_LEAN(type, T, geglu, MV1_GEGLU)
+GQ_MATVEC1_LEAN_TYPE(q4_k, gq::Q4_K)
+GQ_MATVEC1_LEAN_TYPE(q4_0, gq::Q4_0)
+GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)

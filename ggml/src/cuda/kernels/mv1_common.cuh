@@ -1,5 +1,5 @@
 // What the one-token products of matmul.cu and matvec1_lean.cu share: the
-// chunk quantiser's reduction, the block's warps, the epilogues, the input
+// chunk quantiser's reduction, the L2 prefetch, the block's warps, the epilogues, the input
 // norm's scale and the parts of a launch.
 #pragma once
 #include <stdint.h>
@@ -15,6 +15,13 @@ __device__ __forceinline__ void chunk_amax_sum(float4 v, float& amax, float& sum
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
         sum += __shfl_xor_sync(0xffffffffu, sum, off);
     }
+}
+
+// Asks L2 for `bytes` (a multiple of 16) at 16-byte-aligned `p`.
+__device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(p), "r"(bytes) : "memory");
+#endif
 }
 
 // Warps a block of the one-token products.

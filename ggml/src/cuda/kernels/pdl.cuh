@@ -12,10 +12,15 @@
 
 namespace gq {
 
-__device__ __forceinline__ void pdl_begin() {
+// `release_first`: the next kernel may start before this one has waited
+// (it waits in turn for this one to finish, which waits for the one
+// before). For a kernel too short to overlap anything itself, so that the
+// kernel after it can ask for its weights while the one before runs.
+__device__ __forceinline__ void pdl_begin(bool release_first = false) {
 #if __CUDA_ARCH__ >= 900
+    if (release_first) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (!release_first) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 }
 

@@ -215,7 +215,7 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
-                            const uint8_t*, float*, int, int, long long);
+                            const uint8_t*, float*, int, int, long long, unsigned);
 
 struct TypeCase {
     int t;
@@ -737,22 +737,34 @@ static double gelu_d(double g) {
     return 0.5 * g * (1.0 + tanh(0.7978845608028654 * g * (1.0 + 0.044715 * g * g)));
 }
 
-// matvec1_q4_k_lean_<XS_NAMES[variant]> on parts as run_matvec1_xs lays
-// them out, X first through quantize_x16 (normed where `norm` is given)
+// Whether type t has the lean one-token products (matvec1_lean.cu).
+static bool has_lean(int t) { return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0; }
+
+// matvec1_<type>_lean_<XS_NAMES[variant]> on parts as run_matvec1_xs lays
+// them out (rows 16-byte aligned), X first through quantize_x16 (normed where `norm` is given)
 // into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
-// none).
-static void run_matvec1_lean(int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
-                             long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ) {
-    static const kern_lean_t K[4] = {matvec1_q4_k_lean_r1, matvec1_q4_k_lean_r1a, matvec1_q4_k_lean_swiglu,
-                                     matvec1_q4_k_lean_geglu};
-    GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ);
+// none); `early`: the rows asked of L2 before the product waits, and
+// quantize_x16 releasing it first; `piped`: the software-pipelined loop.
+static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
+                             long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
+                             bool piped) {
+#define GQ_LEAN_KERNELS(type)                                                                                \
+    {{matvec1_##type##_lean_r1, matvec1_##type##_lean_r1a, matvec1_##type##_lean_swiglu,                     \
+      matvec1_##type##_lean_geglu},                                                                          \
+     {matvec1_##type##_lean_piped_r1, matvec1_##type##_lean_piped_r1a, matvec1_##type##_lean_piped_swiglu,   \
+      matvec1_##type##_lean_piped_geglu}}
+    static const kern_lean_t K[3][2][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0)};
+#undef GQ_LEAN_KERNELS
+    const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : 2);
+    GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
     const int outs = variant >= 2 ? 2 : 4;
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
     int grid = (groups + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    GQ_LAUNCH(grid, 256, 0, K[variant])(dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
-                                        (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb);
+    GQ_LAUNCH(grid, 256, 0, K[ti][piped][variant])(dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
+                                        (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
+                                        early ? 1u << 20 : 0u);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -782,6 +794,12 @@ static int test_matvec1_xs(std::mt19937& rng) {
         CK(cudaMalloc(&dWbuf, W.size() + 16));
         uint8_t* dW = dWbuf + (t == gq::Q4_K ? 0 : 2);
         CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+        // The lean products' rows: 16-byte aligned.
+        uint8_t* dWa = dW;
+        if (dW != dWbuf) {
+            CK(cudaMalloc(&dWa, W.size()));
+            CK(cudaMemcpy(dWa, W.data(), W.size(), cudaMemcpyHostToDevice));
+        }
         CK(cudaMalloc(&dX, cols * 4));
         CK(cudaMemcpy(dX, X.data(), cols * 4, cudaMemcpyHostToDevice));
         CK(cudaMalloc(&dN, cols * 4));
@@ -860,29 +878,35 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         const int bad = wrong(what, variant, n0, before, Y);
                         fail += bad;
                     }
-                // Q4_K: X quantised once (quantize_x16), then the lean
-                // product, one row group a warp and in 3 blocks that loop.
-                if (t == gq::Q4_K)
-                    for (int cap : {0, 3}) {
+                // Q4_K, Q4_0, Q8_0: X quantised once (quantize_x16), then
+                // the lean product, one row group a warp and in 3 blocks
+                // that loop; early: its rows asked of L2 before it waits;
+                // the plain and the piped loop.
+                if (has_lean(t) && cols % 256 == 0)
+                    for (int cap : {0, 3})
+                    for (bool early : {false, true})
+                    for (bool piped : {false, true}) {
                         std::vector<float> before(rows), Y(rows);
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
-                        run_matvec1_lean(variant, dW, dX, dY, n, cols, rb, cap, normed ? dN : nullptr, eps, dQ);
+                        run_matvec1_lean(t, variant, dWa, dX, dY, n, cols, rb, cap, normed ? dN : nullptr, eps, dQ, early,
+                                         piped);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
                         char what[96];
-                        snprintf(what, sizeof what, "matvec1_q4_k_lean_%s cols=%d grid<=%d norm %d", XS_NAMES[variant],
-                                 cols, cap, normed);
+                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d",
+                                 xc.name, piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed, early);
                         const int bad = wrong(what, variant, n0, before, Y);
                         lean_fail += bad;
                         fail += bad;
                     }
             }
         }
+        if (dWa != dW) CK(cudaFree(dWa));
         CK(cudaFree(dWbuf)); CK(cudaFree(dX)); CK(cudaFree(dN)); CK(cudaFree(dY)); CK(cudaFree(dQ));
     }
     printf("%s xs %s\n", xc.name, fail ? "FAIL" : "ok");
-    if (t == gq::Q4_K) printf("q4_k lean %s\n", lean_fail ? "FAIL" : "ok");
+    if (has_lean(t)) printf("%s lean %s\n", xc.name, lean_fail ? "FAIL" : "ok");
     failures += fail != 0;
     }
     return failures;
