@@ -1085,8 +1085,9 @@ impl CudaBackend {
     }
 
     /// A lean one-token product (matvec1_lean.cu): X (normed where
-    /// `norm` is given) quantised once into `lx`, then the product
-    /// reading it; both may start early (pdl.cuh).
+    /// `norm` is given) quantised once into `lx`, then the product reading
+    /// it; or, for float weights, the product reading X (and the norm)
+    /// itself. Both may start early (pdl.cuh).
     fn lean_matvec1(
         &self,
         plan: &matvec1::LeanPlan,
@@ -1097,18 +1098,22 @@ impl CudaBackend {
         w: &CudaMat,
     ) {
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
-        let (norm_w, eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
-        let xq = lx.ptr;
-        let release = i32::from(plan.release_first);
-        self.keep(plan.quantize.launch_overlapping(
-            &self.stream,
-            (plan.quantize_grid, 1, 1),
-            256,
-            0,
-            &[&x.mem.ptr, &cols, &norm_w, &eps, &xq, &release],
-        ));
-        let args: [&dyn KernelArg; 13] = [
-            &xq,
+        let (mut norm_w, mut eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
+        let mut xp = x.mem.ptr;
+        if let Some(quantize) = plan.quantize {
+            let release = i32::from(plan.release_first);
+            self.keep(quantize.launch_overlapping(
+                &self.stream,
+                (plan.quantize_grid, 1, 1),
+                256,
+                0,
+                &[&x.mem.ptr, &cols, &norm_w, &eps, &lx.ptr, &release],
+            ));
+            // The norm is in the quantised X.
+            (xp, norm_w, eps) = (lx.ptr, 0, 0.0);
+        }
+        let args: [&dyn KernelArg; 15] = [
+            &xp,
             &ws[0],
             &ys[0],
             &rows[0],
@@ -1121,6 +1126,8 @@ impl CudaBackend {
             &cols,
             &rb,
             &plan.prefetch,
+            &norm_w,
+            &eps,
         ];
         self.keep(
             plan.f

@@ -59,8 +59,10 @@ pub(super) struct Matvec1 {
 /// quantize_x16 and the products that read its output, by epilogue.
 #[derive(Clone, Copy)]
 struct Lean {
-    quantize: Function,
-    plain: LeanProducts,
+    /// quantize_x16 (None for F16, whose products read X as it is).
+    quantize: Option<Function>,
+    /// The plain loop (None for F16, which has the piped one only).
+    plain: Option<LeanProducts>,
     piped: LeanProducts,
 }
 
@@ -90,9 +92,10 @@ fn lean_outputs_a_warp(epilogue: Epilogue) -> usize {
     }
 }
 
-/// A launch pair of the lean path: quantize_x16's grid, then the product's.
+/// A launch pair of the lean path: quantize_x16's grid (where the type's
+/// products read X quantised), then the product's.
 pub(super) struct LeanPlan {
-    pub quantize: Function,
+    pub quantize: Option<Function>,
     pub quantize_grid: u32,
     pub f: Function,
     pub grid: u32,
@@ -175,8 +178,9 @@ fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
 }
 
 /// `LLM_CUDA_LEAN_TYPES`: the weight types (lowercase ggml names,
-/// comma-separated) whose one-token products may take the lean path;
-/// `q4_k` unless set (Q4_0's and Q8_0's lean kernels are not yet timed).
+/// comma-separated: q4_k, q4_0, q8_0, f16) whose one-token products may
+/// take the lean path; `q4_k` unless set (the others' lean kernels are not
+/// yet timed).
 fn lean_type_listed(name: &str) -> bool {
     static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let list =
@@ -495,9 +499,14 @@ impl Matvec1 {
                 if !lean_type_listed(name) {
                     return None;
                 }
+                let float = name == "f16";
                 Some(Lean {
-                    quantize: find("quantize_x16").ok()?,
-                    plain: products("lean")?,
+                    quantize: if float {
+                        None
+                    } else {
+                        Some(find("quantize_x16").ok()?)
+                    },
+                    plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
                 })
             })(),
@@ -521,8 +530,10 @@ impl Matvec1 {
         if !cols.is_multiple_of(256) || !lean_enabled(epilogue) {
             return None;
         }
-        let piped = lean_piped();
-        let products = if piped { lean.piped } else { lean.plain };
+        let (piped, products) = match lean.plain {
+            Some(plain) if !lean_piped() => (false, plain),
+            _ => (true, lean.piped),
+        };
         let k = match epilogue {
             Epilogue::Store => products.store,
             Epilogue::Add => products.add,

@@ -110,34 +110,22 @@ __device__ __forceinline__ float block_lane(const uint4 (&wv)[LeanGroup<T>::WORD
     return d * (static_cast<float>(s) * x.dlo);
 }
 
-// What every lane of a launch shares: the parts, X's integers, scales and
-// sums, and where the lane sits in a group of 256 weights.
-template <int T, int OUT>
-struct Lanes {
+// A launch's row groups: a warp takes ROWS rows of a part at a time (a
+// glu's two outputs' gate and up rows), groups numbered over the parts.
+template <int OUT>
+struct RowGroups {
     static constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static constexpr int NO = GLU ? ROWS / 2 : ROWS;  // outputs a warp
-    using G8 = LeanGroup<T>;
-    using Words = uint4[ROWS][G8::WORDS];
     const Mv1Parts& parts;
     long long row_bytes;
-    int nsb, lane, sbo, j, p, h, g0, g1, groups;
-    const int16_t* q;
-    const float *d, *s;
+    int lane, g0, g1, groups;
 
-    __device__ __forceinline__ Lanes(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_)
+    __device__ __forceinline__ RowGroups(const Mv1Parts& parts_, long long row_bytes_)
         : parts(parts_), row_bytes(row_bytes_) {
-        nsb = cols >> 8;
         lane = threadIdx.x & 31;
-        sbo = lane >> 3;
-        j = lane & 7;
-        p = j >> 1;
-        h = j & 1;
         g0 = (parts.rows[0] + NO - 1) / NO;
         g1 = GLU ? 0 : (parts.rows[1] + NO - 1) / NO;
         groups = g0 + g1 + (GLU ? 0 : (parts.rows[2] + NO - 1) / NO);
-        q = reinterpret_cast<const int16_t*>(xq);
-        d = reinterpret_cast<const float*>(xq + 2ll * cols);
-        s = d + (cols >> 5);
     }
 
     // Row group g: its part, first output, the part's rows and the start
@@ -168,6 +156,60 @@ struct Lanes {
 #pragma unroll
         for (int i = 0; i < ROWS; ++i)
             if (lane == i) prefetch_l2(G.row[i], static_cast<unsigned>(min(static_cast<long long>(bytes), row_bytes)));
+    }
+
+    // The warp's sums, then lane 0 writes the group's outputs (and zeroes
+    // acc for the next group).
+    __device__ __forceinline__ void finish(float (&acc)[ROWS], const Group& G) const {
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) {
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
+        }
+        if (lane == 0) {
+            float* Y = Mv1Parts::pick(parts.Y, G.part);
+            if constexpr (GLU) {
+#pragma unroll
+                for (int o = 0; o < NO; ++o) {
+                    if (G.r0 + o >= G.rows) continue;
+                    Y[G.r0 + o] =
+                        OUT == MV1_SWIGLU ? swiglu_of(acc[o], acc[NO + o]) : geglu_of(acc[o], acc[NO + o]);
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < ROWS; ++i) {
+                    if (G.r0 + i >= G.rows) continue;
+                    Y[G.r0 + i] = OUT == MV1_ADD ? Y[G.r0 + i] + acc[i] : acc[i];
+                }
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
+    }
+};
+
+// What every lane of a launch of a quantised type shares: the row groups,
+// X's integers, scales and sums, and where the lane sits in a group of 256
+// weights.
+template <int T, int OUT>
+struct Lanes : RowGroups<OUT> {
+    using G8 = LeanGroup<T>;
+    using Words = uint4[ROWS][G8::WORDS];
+    using Group = typename RowGroups<OUT>::Group;
+    int nsb, sbo, j, p, h;
+    const int16_t* q;
+    const float *d, *s;
+
+    __device__ __forceinline__ Lanes(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_)
+        : RowGroups<OUT>(parts_, row_bytes_) {
+        nsb = cols >> 8;
+        sbo = this->lane >> 3;
+        j = this->lane & 7;
+        p = j >> 1;
+        h = j & 1;
+        q = reinterpret_cast<const int16_t*>(xq);
+        d = reinterpret_cast<const float*>(xq + 2ll * cols);
+        s = d + (cols >> 5);
     }
 
     // The lane's words of group sb of each row.
@@ -213,35 +255,6 @@ struct Lanes {
             else
                 acc[i] += block_lane<T>(w[i], x, j);
         }
-    }
-
-    // The warp's sums, then lane 0 writes the group's outputs (and zeroes
-    // acc for the next group).
-    __device__ __forceinline__ void finish(float (&acc)[ROWS], const Group& G) const {
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
-#pragma unroll
-            for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
-        }
-        if (lane == 0) {
-            float* Y = Mv1Parts::pick(parts.Y, G.part);
-            if constexpr (GLU) {
-#pragma unroll
-                for (int o = 0; o < NO; ++o) {
-                    if (G.r0 + o >= G.rows) continue;
-                    Y[G.r0 + o] =
-                        OUT == MV1_SWIGLU ? swiglu_of(acc[o], acc[NO + o]) : geglu_of(acc[o], acc[NO + o]);
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < ROWS; ++i) {
-                    if (G.r0 + i >= G.rows) continue;
-                    Y[G.r0 + i] = OUT == MV1_ADD ? Y[G.r0 + i] + acc[i] : acc[i];
-                }
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
     }
 };
 
@@ -330,6 +343,103 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     }
 }
 
+// F16 rows against X as it is (floats, normed where norm_w is given, as
+// matvec1f reads it: no quantised X, so no quantize_x16), software-
+// pipelined as product_piped: a step is 256 columns, lane l's 8 at 8l
+// (one 16-byte load a row, a warp's loads of a row contiguous), U steps a
+// batch, the next batch's loads in flight while the lane computes this
+// one. Each row's two partial sums alternate over its 8 products, as
+// matvec1f's do.
+template <int OUT>
+__device__ __forceinline__ void product_f16(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                            long long row_bytes, unsigned prefetch, const float* __restrict__ norm_w,
+                                            float eps) {
+    constexpr int U = 2;
+    using Batch = uint4[ROWS][U];
+    const RowGroups<OUT> R(parts, row_bytes);
+    const int lane = R.lane;
+    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
+    const int steps = cols >> 8, batches = (steps + U - 1) / U;
+    auto load = [&](const typename RowGroups<OUT>::Group& G, int b, Batch& w) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int step = b * U + u;
+            if (step >= steps) continue;
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i)
+                w[i][u] = __ldg(reinterpret_cast<const uint4*>(G.row[i] + 512ll * step) + lane);
+        }
+    };
+    int g = warp;
+    const bool any = g < R.groups;
+    auto G = R.group(any ? g : 0);
+    Batch w = {};
+    if (any) {
+        if (prefetch) R.prefetch(G, prefetch);
+        load(G, 0, w);
+    }
+    if (prefetch) gq::pdl_begin();
+    // The whole block, before any warp leaves (mv1_norm_scale's barrier).
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    if (!any) return;
+    float acc[ROWS][2] = {};
+    int k = 0;
+    for (;;) {
+        int nk = k + 1, ng = g;
+        if (nk == batches) {
+            nk = 0;
+            ng = g + nwarps;
+        }
+        const bool more = ng < R.groups;
+        const auto NG = ng == g ? G : R.group(more ? ng : g);
+        Batch nw = {};
+        if (more) load(NG, nk, nw);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int step = k * U + u;
+            if (step >= steps) continue;
+            const int e = 256 * step + 8 * lane;
+            const float4 a = __ldg(reinterpret_cast<const float4*>(X + e));
+            const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
+            float x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+            if (norm_w) {
+                const float4 g0 = __ldg(reinterpret_cast<const float4*>(norm_w + e));
+                const float4 g1 = __ldg(reinterpret_cast<const float4*>(norm_w + e + 4));
+                const float gw[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+#pragma unroll
+                for (int t = 0; t < 8; ++t) x[t] = x[t] * nscale * gw[t];
+            }
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i) {
+                const uint32_t h2[4] = {w[i][u].x, w[i][u].y, w[i][u].z, w[i][u].w};
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    acc[i][0] = fmaf(gq::half_lo(h2[t]), x[2 * t], acc[i][0]);
+                    acc[i][1] = fmaf(gq::half_hi(h2[t]), x[2 * t + 1], acc[i][1]);
+                }
+            }
+        }
+        if (nk == 0) {
+            float sum[ROWS];
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i) {
+                sum[i] = acc[i][0] + acc[i][1];
+                acc[i][0] = acc[i][1] = 0.0f;
+            }
+            R.finish(sum, G);
+        }
+        if (!more) break;
+#pragma unroll
+        for (int i = 0; i < ROWS; ++i)
+#pragma unroll
+            for (int u = 0; u < U; ++u) w[i][u] = nw[i][u];
+        G = NG;
+        g = ng;
+        k = nk;
+    }
+}
+
 }  // namespace mv1_lean
 
 // X (cols floats, a multiple of 32; through rms_norm(X) * norm_w where
@@ -367,25 +477,28 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 }
 
 // matvec1_<type>_lean_<variant> and matvec1_<type>_lean_piped_<variant>
-// (Q4_K, Q4_0, Q8_0): the products above, matvec1's parts and epilogues, X
-// from quantize_x16. Grid: a warp a row group (four rows; two outputs of a
-// glu) of all parts, eight warps a block, or fewer blocks that loop over
-// them. `prefetch`: bytes of each row asked of L2 before waiting (0: none;
-// wait first). At most 128 registers, two blocks a multiprocessor
-// (unbounded, ptxas takes 155 to 168 for Q4_K and one); the piped loop,
-// holding two steps' loads, spills a few words there.
-#define GQ_MATVEC1_LEAN_ONE(name, product, T, OUT)                                                        \
+// (Q4_K, Q4_0, Q8_0; F16 piped only): the products above, matvec1's parts
+// and epilogues. X: quantize_x16's output (which applied the norm), or F16's
+// floats (normed here where norm_w is given). Grid: a warp a row group
+// (four rows; two outputs of a glu) of all parts, eight warps a block, or
+// fewer blocks that loop over them. `prefetch`: bytes of each row asked of
+// L2 before waiting (0: none; wait first). At most 128 registers, two
+// blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
+// one).
+#define GQ_MATVEC1_LEAN_ONE(name, ...)                                                                    \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
-        name(const uint8_t* __restrict__ xq, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,   \
+        name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
              float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
-             unsigned prefetch) {                                                                          \
+             unsigned prefetch, const float* __restrict__ norm_w, float eps) {                             \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                           \
         if (prefetch == 0) gq::pdl_begin();                                                                \
-        mv1_lean::product<T, OUT>(xq, parts, cols, row_bytes, prefetch);                                   \
+        __VA_ARGS__;                                                                                       \
     }
-#define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                          \
-    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant, product, T, OUT)               \
-    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_piped_##variant, product_piped, T, OUT)
+#define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                                      \
+    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant,                                            \
+                        mv1_lean::product<T, OUT>(x, parts, cols, row_bytes, prefetch))             \
+    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_piped_##variant,                                      \
+                        mv1_lean::product_piped<T, OUT>(x, parts, cols, row_bytes, prefetch))
 #define GQ_MATVEC1_LEAN_TYPE(type, T)                  \
     GQ_MATVEC1_LEAN(type, T, r1, MV1_STORE)            \
     GQ_MATVEC1_LEAN(type, T, r1a, MV1_ADD)             \
@@ -394,3 +507,11 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 GQ_MATVEC1_LEAN_TYPE(q4_k, gq::Q4_K)
 GQ_MATVEC1_LEAN_TYPE(q4_0, gq::Q4_0)
 GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)
+#define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                              \
+    GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                              \
+                        mv1_lean::product_f16<OUT>(reinterpret_cast<const float*>(x), parts, cols, row_bytes, \
+                                                   prefetch, norm_w, eps))
+GQ_MATVEC1_LEAN_F16(r1, MV1_STORE)
+GQ_MATVEC1_LEAN_F16(r1a, MV1_ADD)
+GQ_MATVEC1_LEAN_F16(swiglu, MV1_SWIGLU)
+GQ_MATVEC1_LEAN_F16(geglu, MV1_GEGLU)

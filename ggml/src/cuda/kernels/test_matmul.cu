@@ -215,7 +215,7 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
-                            const uint8_t*, float*, int, int, long long, unsigned);
+                            const uint8_t*, float*, int, int, long long, unsigned, const float*, float);
 
 struct TypeCase {
     int t;
@@ -738,13 +738,14 @@ static double gelu_d(double g) {
 }
 
 // Whether type t has the lean one-token products (matvec1_lean.cu).
-static bool has_lean(int t) { return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0; }
+static bool has_lean(int t) { return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0 || t == gq::F16; }
 
 // matvec1_<type>_lean_<XS_NAMES[variant]> on parts as run_matvec1_xs lays
 // them out (rows 16-byte aligned), X first through quantize_x16 (normed where `norm` is given)
 // into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
 // none); `early`: the rows asked of L2 before the product waits, and
-// quantize_x16 releasing it first; `piped`: the software-pipelined loop.
+// quantize_x16 releasing it first; `piped`: the software-pipelined loop
+// (F16's only: it reads X as it is, normed itself).
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
                              bool piped) {
@@ -755,16 +756,20 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
       matvec1_##type##_lean_piped_geglu}}
     static const kern_lean_t K[3][2][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0)};
 #undef GQ_LEAN_KERNELS
+    static const kern_lean_t KF16[4] = {matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
+                                        matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu};
     const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : 2);
-    GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
+    const bool f16 = t == gq::F16;
+    if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
     const int outs = variant >= 2 ? 2 : 4;
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
     int grid = (groups + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    GQ_LAUNCH(grid, 256, 0, K[ti][piped][variant])(dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0], n[1],
-                                        (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
-                                        early ? 1u << 20 : 0u);
+    const kern_lean_t k = f16 ? KF16[variant] : K[ti][piped][variant];
+    GQ_LAUNCH(grid, 256, 0, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0],
+                               n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
+                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -886,6 +891,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                     for (int cap : {0, 3})
                     for (bool early : {false, true})
                     for (bool piped : {false, true}) {
+                        if (t == gq::F16 && !piped) continue;  // F16 has the piped loop only
                         std::vector<float> before(rows), Y(rows);
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
