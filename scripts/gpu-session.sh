@@ -31,7 +31,21 @@
 #
 # GPU_SESSION_AB="VAR=VALUE ..." scripts/gpu-session.sh x, after a call that
 # unpacked a pack: llm bench under each setting beside the default, on our
-# writer's one-type files, alternated ($OUT/bench-ab.log).
+# writer's one-type files, alternated ($OUT/bench-ab.log). A setting of
+# several variables joins them with '+' (A=1+B=2).
+#
+# The lean products' switches (session 30: Q4_0, Q8_0 and F16 lean
+# kernels, the piped loop, early starts; carry .gpu-a and .gpu-t):
+#   call N1 (carry .gpu-a .gpu-t .rivals): scripts/gpu-session.sh n1
+#       llama.cpp's builds in the background; test_matmul --xs (every lean
+#       kernel against the double reference); the suite, whose ride-alongs
+#       run the new paths
+#   call N2 (same machine): scripts/gpu-session.sh n2
+#       decode A/B of the switches on our writer's 7B Q4_K, Q4_0, Q8_0, 1B
+#       Q4_K and 7B F16 files (F16 last: the call may cut it)
+#   call N3 (same machine): GPU_SESSION_ENV="..." scripts/gpu-session.sh n3
+#       llm (under the settings chosen) and llama.cpp side by side, 10
+#       repetitions (GPU_SESSION_ONLY to trim the entries)
 #
 # Where machines are scarce (two calls of one sitting hold the essentials):
 #   call P (carry .gpu-a .rivals): scripts/gpu-session.sh p
@@ -281,7 +295,8 @@ x)
       $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1 || echo "writing $m failed"
     for _ in $(seq "${GPU_SESSION_ROUNDS:-2}"); do
       for ab in default ${GPU_SESSION_AB:-}; do
-        [ $ab = default ] && set -- env || set -- env "$ab"
+        # shellcheck disable=SC2046
+        [ $ab = default ] && set -- env || set -- env $(tr '+' ' ' <<<"$ab")
         # shellcheck disable=SC2086
         "$@" timeout 60 $w/llm bench -m "$m" -ngl 99 ${GPU_SESSION_BENCH:--p 512 -n 128} -r 5 2>&1 |
           grep -E "^\| [0-9]" | sed "s/^/$t $ab /" | tee -a "$out/bench-ab.log"
@@ -395,5 +410,38 @@ att)
     done
   done
   ;;
-*) sed -n 2,39p "$0" >&2; exit 2 ;;
+n1)
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  scripts/gpu-bench.sh start .rivals
+  xz -dc .gpu-t/test_matmul.xz >/tmp/test_matmul && chmod +x /tmp/test_matmul &&
+    timeout 150 /tmp/test_matmul --xs >"$out/test_matmul_xs.log" 2>&1
+  el "test_matmul --xs rc=$?"; grep -E "lean|xs" "$out/test_matmul_xs.log" | tail -16
+  GPU_PACK=.gpu-a timeout "${GPU_SESSION_SUITE_S:-380}" scripts/gpu-suite.sh run >"$out/suite-n.log" 2>&1
+  el "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite-n.log" | grep -v " ok$" | tail -24
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
+n2)
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  types="q4_k,q4_0,q8_0,f16"
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="${GPU_SESSION_TYPES-Q4_K Q4_0 Q8_0 1b-Q4_K F16}" GPU_SESSION_BENCH="-p 0 -n 128" \
+    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_LEAN_PIPED=1 LLM_CUDA_LEAN_EARLY=release LLM_CUDA_LEAN_EARLY=release,prefetch=row
+      LLM_CUDA_LEAN_PIPED=1+LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_TYPES=$types
+      LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_LEAN_PIPED=1 LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_PIPED=1}" \
+    timeout "${GPU_SESSION_AB_S:-330}" "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  ;;
+n3)
+  # Settings the A/B chose go in GPU_SESSION_ENV ("A=1 B=2"), for llm only.
+  scripts/gpu-bench.sh wait READY 120
+  mkdir -p "$results"
+  # shellcheck disable=SC2086
+  env ${GPU_SESSION_ENV:-} GPU_BENCH_ENGINES="rival llm" OUT=$results GPU_BENCH_TIMEOUT=80 \
+    scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
+  tar -C "$results" -czf "$out/results.tgz" .
+  ;;
+*) sed -n 2,55p "$0" >&2; exit 2 ;;
 esac
