@@ -240,6 +240,26 @@ pub struct CudaScratch {
     /// (matvec1_lean.cu), as wide as the widest weight; None where no
     /// product takes them.
     lean_x: Option<DeviceMem>,
+    /// A lean glu's outputs quantised as the down projection reads them,
+    /// where LLM_CUDA_LEAN_FUSE=1 (matvec1_lean.cu's RowGroups).
+    lean_y: Option<LeanY>,
+    /// The glu outputs lean_y holds: their buffer, their count and the
+    /// stream's operations just after the glu (none since: still them).
+    lean_y_holds: Option<(u64, usize, u64)>,
+}
+
+/// Room for a lean glu's outputs quantised (as wide as the widest weight),
+/// then a counter a chunk of 32 (zero between launches).
+pub(super) struct LeanY {
+    mem: DeviceMem,
+    /// Outputs the room takes (and chunks' counters: cols / 32).
+    cols: usize,
+}
+
+impl LeanY {
+    fn counts(&self) -> u64 {
+        self.mem.ptr + matvec1::lean_y_counts_at(self.cols) as u64
+    }
 }
 
 /// attention_vec's counters: tokens x heads of a decode step (8 tokens of
@@ -993,10 +1013,13 @@ impl CudaBackend {
         if in_order && aligned && x_copies == 1 {
             // Each part's rows (a glu's outputs in the first; none in the others).
             let part_outputs = rows.map(|r| r as usize);
-            if let (Some(plan), Some(lx)) = (m.lean_plan(ep, part_outputs, w.cols, sms), &sc.lean_x)
-            {
-                if matvec1::lean_x_bytes(w.cols) <= lx.bytes {
-                    self.lean_matvec1(&plan, x, lx, norm, (&ws, &ys, &rows), w);
+            if let Some(plan) = m.lean_plan(ep, part_outputs, w.cols, sms) {
+                if sc
+                    .lean_x
+                    .as_ref()
+                    .is_some_and(|lx| matvec1::lean_x_bytes(w.cols) <= lx.bytes)
+                {
+                    self.lean_matvec1(sc, &plan, x, norm, (&ws, &ys, &rows), w, ep);
                     return true;
                 }
             }
@@ -1085,34 +1108,59 @@ impl CudaBackend {
     }
 
     /// A lean one-token product (matvec1_lean.cu): X (normed where
-    /// `norm` is given) quantised once into `lx`, then the product reading
-    /// it; or, for float weights, the product reading X (and the norm)
-    /// itself. Both may start early (pdl.cuh).
+    /// `norm` is given) quantised once into the scratch's lean_x, then the
+    /// product reading it; or, for float weights, the product reading X
+    /// (and the norm) itself. Both may start early (pdl.cuh). A glu may
+    /// also quantise its outputs into lean_y (LLM_CUDA_LEAN_FUSE=1), which
+    /// the next product, reading them unchanged, takes instead of
+    /// quantising them again.
+    #[allow(clippy::too_many_arguments)]
     fn lean_matvec1(
         &self,
+        sc: &mut CudaScratch,
         plan: &matvec1::LeanPlan,
         x: &CudaBuf,
-        lx: &DeviceMem,
         norm: Option<(&CudaVector, f32)>,
         (ws, ys, rows): (&[u64; 3], &[u64; 3], &[i32; 3]),
         w: &CudaMat,
+        ep: Epilogue,
     ) {
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
         let (mut norm_w, mut eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
         let mut xp = x.mem.ptr;
-        if let Some(quantize) = plan.quantize {
-            let release = i32::from(plan.release_first);
-            self.keep(quantize.launch_overlapping(
-                &self.stream,
-                (plan.quantize_grid, 1, 1),
-                256,
-                0,
-                &[&x.mem.ptr, &cols, &norm_w, &eps, &lx.ptr, &release],
-            ));
+        let held = sc.lean_y_holds.take();
+        if let (Some(quantize), Some(lx)) = (plan.quantize, &sc.lean_x) {
+            let quantised = (sc.lean_y.as_ref())
+                .filter(|_| norm.is_none() && held == Some((x.mem.ptr, w.cols, self.stream.ops())));
+            if let Some(ly) = quantised {
+                xp = ly.mem.ptr;
+            } else {
+                let release = i32::from(plan.release_first);
+                self.keep(quantize.launch_overlapping(
+                    &self.stream,
+                    (plan.quantize_grid, 1, 1),
+                    256,
+                    0,
+                    &[&x.mem.ptr, &cols, &norm_w, &eps, &lx.ptr, &release],
+                ));
+                xp = lx.ptr;
+            }
             // The norm is in the quantised X.
-            (xp, norm_w, eps) = (lx.ptr, 0, 0.0);
+            (norm_w, eps) = (0, 0.0);
         }
-        let args: [&dyn KernelArg; 15] = [
+        // A glu's outputs quantised too, for the product after it.
+        let outputs = rows[0] as usize;
+        let (yq, counts) = match &sc.lean_y {
+            Some(ly)
+                if matches!(ep, Epilogue::Glu(_))
+                    && outputs.is_multiple_of(32)
+                    && outputs <= ly.cols =>
+            {
+                (ly.mem.ptr, ly.counts())
+            }
+            _ => (0, 0),
+        };
+        let args: [&dyn KernelArg; 17] = [
             &xp,
             &ws[0],
             &ys[0],
@@ -1128,11 +1176,16 @@ impl CudaBackend {
             &plan.prefetch,
             &norm_w,
             &eps,
+            &yq,
+            &counts,
         ];
         self.keep(
             plan.f
                 .launch_overlapping(&self.stream, (plan.grid, 1, 1), 256, 0, &args),
         );
+        if yq != 0 {
+            sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
+        }
     }
 
     /// An element-wise kernel over `n` elements.
@@ -1539,6 +1592,20 @@ impl Backend for CudaBackend {
                 }
                 _ => None,
             },
+            lean_y: match self.widest_cols.load(Ordering::Relaxed) {
+                cols if cols > 0 && matvec1::lean_in_use() && matvec1::lean_fuse() => {
+                    self.ctx.bind()?;
+                    Some(LeanY {
+                        mem: DeviceMem::zeroed(
+                            matvec1::lean_y_bytes(cols),
+                            "one token's quantised glu outputs",
+                        )?,
+                        cols,
+                    })
+                }
+                _ => None,
+            },
+            lean_y_holds: None,
         })
     }
 

@@ -4,6 +4,7 @@
 //! Every failure becomes a one-line `BackendError`.
 
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use cudarc::driver::result;
@@ -316,7 +317,9 @@ impl Drop for Event {
 /// A non-blocking stream, and which of its kernels launch early
 /// (programmatic dependent launch, kernels/pdl.cuh): such a kernel may start
 /// while the one before it finishes, and waits for it inside (`pdl_begin`).
-pub struct Stream(pub sys::CUstream, EarlyLaunches);
+/// The count is of the operations put on the stream (launches, copies,
+/// graphs): equal counts at two points mean nothing ran between them.
+pub struct Stream(pub sys::CUstream, EarlyLaunches, AtomicU64);
 
 /// Which kernels a stream launches early.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -342,7 +345,16 @@ impl Stream {
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
         )
-        .map(|s| Stream(s, early_launches))
+        .map(|s| Stream(s, early_launches, AtomicU64::new(0)))
+    }
+
+    /// Operations put on the stream so far.
+    pub fn ops(&self) -> u64 {
+        self.2.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.2.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn sync(&self) -> CuResult<()> {
@@ -353,6 +365,7 @@ impl Stream {
     }
 
     pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
+        self.count();
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying to the device", unsafe {
             sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, bytes, self.0).result()
@@ -360,6 +373,7 @@ impl Stream {
     }
 
     pub fn dtoh(&self, dst: *mut u8, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
+        self.count();
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying from the device", unsafe {
             sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, bytes, self.0).result()
@@ -367,6 +381,7 @@ impl Stream {
     }
 
     pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
+        self.count();
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying on the device", unsafe {
             result::memcpy_dtod_async(dst, src, bytes, self.0)
@@ -416,6 +431,7 @@ unsafe impl Send for Graph {}
 
 impl Graph {
     pub fn launch(&self, stream: &Stream) -> CuResult<()> {
+        stream.count();
         // SAFETY: both live.
         check("replaying a graph", unsafe {
             result::graph::launch(self.0, stream.0)
@@ -568,6 +584,7 @@ impl Function {
         early: bool,
     ) -> CuResult<()> {
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
+        stream.count();
         if early {
             return self.launch_early(stream, grid, block, shared, &mut ptrs);
         }

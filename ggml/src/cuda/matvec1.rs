@@ -83,6 +83,25 @@ pub(super) fn lean_x_bytes(cols: usize) -> usize {
     2 * cols + 8 * (cols / 32)
 }
 
+/// Where a lean glu's chunk counters start in its room for `cols` outputs
+/// quantised (lean_x_bytes, rounded up to 16 bytes).
+pub(super) fn lean_y_counts_at(cols: usize) -> usize {
+    lean_x_bytes(cols).next_multiple_of(16)
+}
+
+/// The room for `cols` glu outputs quantised and their chunks' counters.
+pub(super) fn lean_y_bytes(cols: usize) -> usize {
+    lean_y_counts_at(cols) + 4 * cols.div_ceil(32)
+}
+
+/// `LLM_CUDA_LEAN_FUSE=1`: a lean glu quantises its outputs as it writes
+/// them (the chunk that completes last is quantised by its warp), and the
+/// down projection after it reads them so, without quantize_x16's launch.
+pub(super) fn lean_fuse() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_FUSE").is_ok_and(|v| v == "1"))
+}
+
 /// Outputs a warp of the lean products takes (mv1_lean::ROWS rows: four of
 /// a part, or two outputs' gate and up).
 fn lean_outputs_a_warp(epilogue: Epilogue) -> usize {
@@ -705,6 +724,17 @@ mod tests {
         assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2 + 128 * 8);
         assert_eq!(x16_bytes(96) % 16, 0);
         assert!(x16_bytes(96) >= 3 * 80);
+    }
+
+    #[test]
+    fn lean_glu_outputs_room() {
+        // 11008 outputs: 22016 bytes of int16, 344 scales and 344 sums,
+        // then 344 counters from a 16-byte boundary.
+        assert_eq!(lean_x_bytes(11008), 22016 + 344 * 8);
+        assert_eq!(lean_y_counts_at(11008), 24768);
+        assert_eq!(lean_y_bytes(11008), 24768 + 344 * 4);
+        assert_eq!(lean_y_counts_at(96) % 16, 0);
+        assert!(lean_y_counts_at(96) >= lean_x_bytes(96));
     }
 
     #[test]

@@ -110,18 +110,42 @@ __device__ __forceinline__ float block_lane(const uint4 (&wv)[LeanGroup<T>::WORD
     return d * (static_cast<float>(s) * x.dlo);
 }
 
+// Float4 q of X (cols values), whose chunk's largest magnitude and sum the
+// lane holds (chunk_amax_sum), into quantize_x16's layout.
+__device__ __forceinline__ void store_x16(float4 v, float amax, float sum, int q, int cols, uint8_t* __restrict__ out) {
+    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+    const int ix = __float2int_rn(v.x * inv), iy = __float2int_rn(v.y * inv);
+    const int iz = __float2int_rn(v.z * inv), iw = __float2int_rn(v.w * inv);
+    const uint32_t lo = (static_cast<uint32_t>(ix) & 0xffffu) | (static_cast<uint32_t>(iy) << 16);
+    const uint32_t hi = (static_cast<uint32_t>(iz) & 0xffffu) | (static_cast<uint32_t>(iw) << 16);
+    reinterpret_cast<uint2*>(out)[q] = make_uint2(lo, hi);
+    if ((q & 7) == 0) {
+        float* scales = reinterpret_cast<float*>(out + 2ll * cols);
+        scales[q >> 3] = amax / 32767.0f;
+        scales[(cols >> 5) + (q >> 3)] = sum;
+    }
+}
+
 // A launch's row groups: a warp takes ROWS rows of a part at a time (a
 // glu's two outputs' gate and up rows), groups numbered over the parts.
+// A glu given `yq` also writes its outputs there quantised as
+// quantize_x16 would (the down projection's X; outputs a multiple of 32):
+// the warp that completes a chunk of 32 (counts[chunk] reaching the
+// chunk's warps; it resets it to zero) quantises it, so no launch of
+// quantize_x16 stands between the glu and the product after it.
 template <int OUT>
 struct RowGroups {
     static constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static constexpr int NO = GLU ? ROWS / 2 : ROWS;  // outputs a warp
     const Mv1Parts& parts;
     long long row_bytes;
+    uint8_t* yq;
+    unsigned* counts;
     int lane, g0, g1, groups;
 
-    __device__ __forceinline__ RowGroups(const Mv1Parts& parts_, long long row_bytes_)
-        : parts(parts_), row_bytes(row_bytes_) {
+    __device__ __forceinline__ RowGroups(const Mv1Parts& parts_, long long row_bytes_, uint8_t* yq_,
+                                         unsigned* counts_)
+        : parts(parts_), row_bytes(row_bytes_), yq(yq_), counts(counts_) {
         lane = threadIdx.x & 31;
         g0 = (parts.rows[0] + NO - 1) / NO;
         g1 = GLU ? 0 : (parts.rows[1] + NO - 1) / NO;
@@ -185,6 +209,29 @@ struct RowGroups {
         }
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
+        if constexpr (GLU) {
+            if (yq != nullptr) quantise_chunk(G);
+        }
+    }
+
+    // The glu's chunk of 32 outputs holding G's, quantised by the warp
+    // that completes it (all lanes call this).
+    __device__ __forceinline__ void quantise_chunk(const Group& G) const {
+        const int c = G.r0 >> 5;
+        unsigned last = 0;
+        if (lane == 0) {
+            __threadfence();  // this warp's outputs, before its count
+            const unsigned want = static_cast<unsigned>((min(32, G.rows - 32 * c) + NO - 1) / NO);
+            last = atomicAdd(counts + c, 1u) + 1u == want ? 1u : 0u;
+        }
+        if (__shfl_sync(0xffffffffu, last, 0) == 0) return;
+        __threadfence();  // the other warps' outputs, before reading them
+        const int q = 8 * c + (lane & 7);
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(parts.Y[0]) + q);
+        float amax, sum;
+        chunk_amax_sum(v, amax, sum);
+        if (lane < 8) store_x16(v, amax, sum, q, G.rows, yq);
+        if (lane == 0) counts[c] = 0;
     }
 };
 
@@ -200,8 +247,9 @@ struct Lanes : RowGroups<OUT> {
     const int16_t* q;
     const float *d, *s;
 
-    __device__ __forceinline__ Lanes(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_)
-        : RowGroups<OUT>(parts_, row_bytes_) {
+    __device__ __forceinline__ Lanes(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_,
+                                     uint8_t* yq_, unsigned* counts_)
+        : RowGroups<OUT>(parts_, row_bytes_, yq_, counts_) {
         nsb = cols >> 8;
         sbo = this->lane >> 3;
         j = this->lane & 7;
@@ -265,8 +313,8 @@ struct Lanes : RowGroups<OUT> {
 // its first group's rows first.
 template <int T, int OUT>
 __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
-                                        long long row_bytes, unsigned prefetch) {
-    const Lanes<T, OUT> L(xq, parts, cols, row_bytes);
+                                        long long row_bytes, unsigned prefetch, uint8_t* yq, unsigned* counts) {
+    const Lanes<T, OUT> L(xq, parts, cols, row_bytes, yq, counts);
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
     bool waited = prefetch == 0;
@@ -300,8 +348,9 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
 // 0), the first item's weights are loaded too.
 template <int T, int OUT>
 __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
-                                              long long row_bytes, unsigned prefetch) {
-    const Lanes<T, OUT> L(xq, parts, cols, row_bytes);
+                                              long long row_bytes, unsigned prefetch, uint8_t* yq,
+                                              unsigned* counts) {
+    const Lanes<T, OUT> L(xq, parts, cols, row_bytes, yq, counts);
     using Words = typename Lanes<T, OUT>::Words;
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
@@ -353,10 +402,10 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
 template <int OUT>
 __device__ __forceinline__ void product_f16(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                             long long row_bytes, unsigned prefetch, const float* __restrict__ norm_w,
-                                            float eps) {
+                                            float eps, uint8_t* yq, unsigned* counts) {
     constexpr int U = 2;
     using Batch = uint4[ROWS][U];
-    const RowGroups<OUT> R(parts, row_bytes);
+    const RowGroups<OUT> R(parts, row_bytes, yq, counts);
     const int lane = R.lane;
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
@@ -453,7 +502,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
                                                               uint8_t* __restrict__ out, int release_first) {
     gq::pdl_begin(release_first != 0);
     const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
-    const int n4 = cols >> 2, nchunks = cols >> 5;
+    const int n4 = cols >> 2;
     const int q = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
     float4 v = q < n4 ? __ldg(reinterpret_cast<const float4*>(X) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (norm_w && q < n4) {
@@ -462,18 +511,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
     }
     float amax, sum;
     chunk_amax_sum(v, amax, sum);
-    if (q >= n4) return;
-    const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-    const int ix = __float2int_rn(v.x * inv), iy = __float2int_rn(v.y * inv);
-    const int iz = __float2int_rn(v.z * inv), iw = __float2int_rn(v.w * inv);
-    const uint32_t lo = (static_cast<uint32_t>(ix) & 0xffffu) | (static_cast<uint32_t>(iy) << 16);
-    const uint32_t hi = (static_cast<uint32_t>(iz) & 0xffffu) | (static_cast<uint32_t>(iw) << 16);
-    reinterpret_cast<uint2*>(out)[q] = make_uint2(lo, hi);
-    if ((q & 7) == 0) {
-        float* scales = reinterpret_cast<float*>(out + 2ll * cols);
-        scales[q >> 3] = amax / 32767.0f;
-        scales[nchunks + (q >> 3)] = sum;
-    }
+    if (q < n4) mv1_lean::store_x16(v, amax, sum, q, cols, out);
 }
 
 // matvec1_<type>_lean_<variant> and matvec1_<type>_lean_piped_<variant>
@@ -482,23 +520,25 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // floats (normed here where norm_w is given). Grid: a warp a row group
 // (four rows; two outputs of a glu) of all parts, eight warps a block, or
 // fewer blocks that loop over them. `prefetch`: bytes of each row asked of
-// L2 before waiting (0: none; wait first). At most 128 registers, two
+// L2 before waiting (0: none; wait first). `yq`, `counts`: a glu's outputs
+// quantised as well (RowGroups), else null. At most 128 registers, two
 // blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
 // one).
 #define GQ_MATVEC1_LEAN_ONE(name, ...)                                                                    \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
              float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
-             unsigned prefetch, const float* __restrict__ norm_w, float eps) {                             \
+             unsigned prefetch, const float* __restrict__ norm_w, float eps, uint8_t* __restrict__ yq,     \
+             unsigned* __restrict__ counts) {                                                              \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                           \
         if (prefetch == 0) gq::pdl_begin();                                                                \
         __VA_ARGS__;                                                                                       \
     }
 #define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                                      \
     GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant,                                            \
-                        mv1_lean::product<T, OUT>(x, parts, cols, row_bytes, prefetch))             \
+                        mv1_lean::product<T, OUT>(x, parts, cols, row_bytes, prefetch, yq, counts)) \
     GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_piped_##variant,                                      \
-                        mv1_lean::product_piped<T, OUT>(x, parts, cols, row_bytes, prefetch))
+                        mv1_lean::product_piped<T, OUT>(x, parts, cols, row_bytes, prefetch, yq, counts))
 #define GQ_MATVEC1_LEAN_TYPE(type, T)                  \
     GQ_MATVEC1_LEAN(type, T, r1, MV1_STORE)            \
     GQ_MATVEC1_LEAN(type, T, r1a, MV1_ADD)             \
@@ -510,7 +550,7 @@ GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)
 #define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                              \
     GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                              \
                         mv1_lean::product_f16<OUT>(reinterpret_cast<const float*>(x), parts, cols, row_bytes, \
-                                                   prefetch, norm_w, eps))
+                                                   prefetch, norm_w, eps, yq, counts))
 GQ_MATVEC1_LEAN_F16(r1, MV1_STORE)
 GQ_MATVEC1_LEAN_F16(r1a, MV1_ADD)
 GQ_MATVEC1_LEAN_F16(swiglu, MV1_SWIGLU)

@@ -215,7 +215,8 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         float*, int, int, long long, int, int, const unsigned*, const unsigned*,
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
-                            const uint8_t*, float*, int, int, long long, unsigned, const float*, float);
+                            const uint8_t*, float*, int, int, long long, unsigned, const float*, float, uint8_t*,
+                            unsigned*);
 
 struct TypeCase {
     int t;
@@ -748,7 +749,7 @@ static bool has_lean(int t) { return t == gq::Q4_K || t == gq::Q4_0 || t == gq::
 // (F16's only: it reads X as it is, normed itself).
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
-                             bool piped) {
+                             bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr) {
 #define GQ_LEAN_KERNELS(type)                                                                                \
     {{matvec1_##type##_lean_r1, matvec1_##type##_lean_r1a, matvec1_##type##_lean_swiglu,                     \
       matvec1_##type##_lean_geglu},                                                                          \
@@ -769,7 +770,7 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     const kern_lean_t k = f16 ? KF16[variant] : K[ti][piped][variant];
     GQ_LAUNCH(grid, 256, 0, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0],
                                n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
-                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps);
+                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -905,6 +906,48 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         const int bad = wrong(what, variant, n0, before, Y);
                         lean_fail += bad;
                         fail += bad;
+                    }
+                // A glu of 64 outputs (a multiple of 32) also writing them
+                // quantised (the down projection's X): bytes equal to
+                // quantize_x16's of its outputs, the chunk counts back at 0.
+                if (has_lean(t) && cols % 256 == 0 && glu)
+                    for (int cap : {0, 3})
+                    for (bool piped : {false, true}) {
+                        if (t == gq::F16 && !piped) continue;
+                        const int nf[3] = {64, 64, 0};
+                        const long long qb = mv1_lean::x_bytes(64);
+                        uint8_t *dYq, *dRef;
+                        unsigned* dCounts;
+                        CK(cudaMalloc(&dYq, qb));
+                        CK(cudaMalloc(&dRef, qb));
+                        CK(cudaMalloc(&dCounts, 2 * 4));
+                        CK(cudaMemset(dCounts, 0, 2 * 4));
+                        std::vector<float> before(rows), Y(rows);
+                        for (auto& v : before) v = u(rng);
+                        CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
+                        run_matvec1_lean(t, variant, dWa, dX, dY, nf, cols, rb, cap, normed ? dN : nullptr, eps, dQ,
+                                         false, piped, dYq, dCounts);
+                        GQ_LAUNCH(1, 256, 0, quantize_x16)(dY, 64, nullptr, 0.0f, dRef, 0);
+                        CK(cudaGetLastError());
+                        CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
+                        std::vector<uint8_t> got(qb), want(qb);
+                        unsigned counts[2];
+                        CK(cudaMemcpy(got.data(), dYq, qb, cudaMemcpyDeviceToHost));
+                        CK(cudaMemcpy(want.data(), dRef, qb, cudaMemcpyDeviceToHost));
+                        CK(cudaMemcpy(counts, dCounts, 2 * 4, cudaMemcpyDeviceToHost));
+                        char what[96];
+                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d quantising", xc.name,
+                                 piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed);
+                        // The outputs against the reference, rows past them untouched.
+                        int bad = wrong(what, variant, 64, before, Y);
+                        if (got != want || counts[0] != 0 || counts[1] != 0) {
+                            fprintf(stderr, "  %s: quantised outputs differ from quantize_x16's (counts %u %u)\n",
+                                    what, counts[0], counts[1]);
+                            bad++;
+                        }
+                        lean_fail += bad;
+                        fail += bad;
+                        CK(cudaFree(dYq)); CK(cudaFree(dRef)); CK(cudaFree(dCounts));
                     }
             }
         }
