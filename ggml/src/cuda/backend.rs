@@ -1130,8 +1130,12 @@ impl CudaBackend {
         let mut xp = x.mem.ptr;
         let held = sc.lean_y_holds.take();
         if let (Some(quantize), Some(lx)) = (plan.quantize, &sc.lean_x) {
-            let quantised = (sc.lean_y.as_ref())
-                .filter(|_| norm.is_none() && held == Some((x.mem.ptr, w.cols, self.stream.ops())));
+            // Not for a glu, which may write lean_y itself.
+            let quantised = (sc.lean_y.as_ref()).filter(|_| {
+                norm.is_none()
+                    && !matches!(ep, Epilogue::Glu(_))
+                    && held == Some((x.mem.ptr, w.cols, self.stream.ops()))
+            });
             if let Some(ly) = quantised {
                 xp = ly.mem.ptr;
             } else {

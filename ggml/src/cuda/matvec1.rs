@@ -137,7 +137,7 @@ fn lean_early() -> (bool, u32) {
 fn parse_lean_early(setting: &str) -> (bool, u32) {
     let (mut release, mut prefetch) = (false, 0u32);
     for item in setting.split(',').map(str::trim) {
-        match item.split_once('=') {
+        match item.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
             _ if item.eq_ignore_ascii_case("release") => release = true,
             Some(("prefetch", "row")) => prefetch = !15u32,
             // The bulk prefetch takes multiples of 16 bytes.
@@ -745,6 +745,7 @@ mod tests {
         assert_eq!(parse_lean_early("prefetch=4100"), (false, 4096));
         assert_eq!(parse_lean_early("release, prefetch=row"), (true, !15u32));
         assert_eq!(parse_lean_early("prefetch=lots"), (false, 0));
+        assert_eq!(parse_lean_early("prefetch = 64"), (false, 64));
     }
 
     #[test]

@@ -224,6 +224,8 @@ struct RowGroups {
             const unsigned want = static_cast<unsigned>((min(32, G.rows - 32 * c) + NO - 1) / NO);
             last = atomicAdd(counts + c, 1u) + 1u == want ? 1u : 0u;
         }
+        // The warp barrier orders lane 0's count before the lanes' reads.
+        __syncwarp();
         if (__shfl_sync(0xffffffffu, last, 0) == 0) return;
         __threadfence();  // the other warps' outputs, before reading them
         const int q = 8 * c + (lane & 7);
