@@ -41,8 +41,8 @@
 #       kernel against the double reference); the suite, whose ride-alongs
 #       run the new paths
 #   call N2 (same machine): scripts/gpu-session.sh n2
-#       decode A/B of the switches on our writer's 7B Q4_K, Q4_0, Q8_0, 1B
-#       Q4_K and 7B F16 files (F16 last: the call may cut it)
+#       decode A/B of the switches on our writer's 7B Q4_K, Q4_0, Q8_0 and
+#       1B Q4_K files (n2f: F16's, a call of its own)
 #   call N3 (same machine): GPU_SESSION_ENV="..." scripts/gpu-session.sh n3
 #       llm (under the settings chosen) and llama.cpp side by side, 10
 #       repetitions (GPU_SESSION_ONLY to trim the entries)
@@ -424,14 +424,27 @@ n1)
   scripts/gpu-bench.sh poll | tail -3
   ;;
 n2)
+  # The quantised types' switches (n2f: F16's), one round each.
   t0=$(date +%s)
   el() { echo "[$(($(date +%s) - t0)) s] $*"; }
-  types="q4_k,q4_0,q8_0,f16"
-  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="${GPU_SESSION_TYPES-Q4_K Q4_0 Q8_0 1b-Q4_K F16}" GPU_SESSION_BENCH="-p 0 -n 128" \
+  types="q4_k,q4_0,q8_0"
+  all="LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_PIPED=1"
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES="${GPU_SESSION_TYPES-Q4_K Q4_0 Q8_0 1b-Q4_K}" GPU_SESSION_BENCH="-p 0 -n 128" \
     GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_LEAN_PIPED=1 LLM_CUDA_LEAN_EARLY=release LLM_CUDA_LEAN_EARLY=release,prefetch=row
-      LLM_CUDA_LEAN_PIPED=1+LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_TYPES=$types
-      LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_LEAN_PIPED=1 LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_PIPED=1
-      LLM_CUDA_LEAN_FUSE=1 LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_LEAN_FUSE=1+LLM_CUDA_LEAN_PIPED=1}" \
+      LLM_CUDA_LEAN_PIPED=1+LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_FUSE=1
+      LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_TYPES=$types
+      LLM_CUDA_LEAN_TYPES=$types+LLM_CUDA_LEAN_PIPED=1 $all $all+LLM_CUDA_LEAN_FUSE=1
+      $all+LLM_CUDA_LEAN_FUSE=1+LLM_CUDA_LEAN_EARLY=release,prefetch=row}" \
+    timeout "${GPU_SESSION_AB_S:-540}" "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  ;;
+n2f)
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=F16 GPU_SESSION_BENCH="-p 0 -n 128" \
+    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_LEAN_TYPES=f16 LLM_CUDA_LEAN_TYPES=f16+LLM_CUDA_MV1_LEAN=1
+      LLM_CUDA_LEAN_TYPES=f16+LLM_CUDA_LEAN_EARLY=prefetch=row
+      LLM_CUDA_LEAN_TYPES=f16+LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_EARLY=prefetch=row LLM_CUDA_MV1_XS=1}" \
     timeout "${GPU_SESSION_AB_S:-540}" "$0" x >/dev/null 2>&1
   el "A/B"; cat "$out/bench-ab.log"
   ;;
