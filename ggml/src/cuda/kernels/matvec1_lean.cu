@@ -339,6 +339,17 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
     }
 }
 
+// The item after step k of group g in a warp's sequence of the piped
+// loops: the next step, or the next group's first (groups nwarps apart).
+__device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, int& ng, int& nk) {
+    nk = k + 1;
+    ng = g;
+    if (nk == steps) {
+        nk = 0;
+        ng = g + nwarps;
+    }
+}
+
 // The same products, software-pipelined over a flat sequence of (group,
 // step) items: each lane's weight loads of the next item are in flight
 // while it computes the current one, across the end of a group too, so
@@ -370,12 +381,8 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     float acc[ROWS] = {};
     int k = 0;
     for (;;) {
-        // The next item: the next step, or the next group's first.
-        int nk = k + 1, ng = g;
-        if (nk == steps) {
-            nk = 0;
-            ng = g + nwarps;
-        }
+        int ng, nk;
+        next_item(g, k, steps, nwarps, ng, nk);
         const bool more = ng < L.groups;
         const auto NG = ng == g ? G : L.group(more ? ng : g);
         const int nsb = L.sbo + 4 * nk;
@@ -437,11 +444,8 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     float acc[ROWS][2] = {};
     int k = 0;
     for (;;) {
-        int nk = k + 1, ng = g;
-        if (nk == batches) {
-            nk = 0;
-            ng = g + nwarps;
-        }
+        int ng, nk;
+        next_item(g, k, batches, nwarps, ng, nk);
         const bool more = ng < R.groups;
         const auto NG = ng == g ? G : R.group(more ? ng : g);
         Batch nw = {};
@@ -450,17 +454,8 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
         for (int u = 0; u < U; ++u) {
             const int step = k * U + u;
             if (step >= steps) continue;
-            const int e = 256 * step + 8 * lane;
-            const float4 a = __ldg(reinterpret_cast<const float4*>(X + e));
-            const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
-            float x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-            if (norm_w) {
-                const float4 g0 = __ldg(reinterpret_cast<const float4*>(norm_w + e));
-                const float4 g1 = __ldg(reinterpret_cast<const float4*>(norm_w + e + 4));
-                const float gw[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
-#pragma unroll
-                for (int t = 0; t < 8; ++t) x[t] = x[t] * nscale * gw[t];
-            }
+            float x[8];
+            mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
             for (int i = 0; i < ROWS; ++i) {
                 const uint32_t h2[4] = {w[i][u].x, w[i][u].y, w[i][u].z, w[i][u].w};

@@ -1,6 +1,7 @@
 // What the one-token products of matmul.cu and matvec1_lean.cu share: the
-// chunk quantiser's reduction, the L2 prefetch, the block's warps, the epilogues, the input
-// norm's scale and the parts of a launch.
+// chunk quantiser's reduction, the L2 prefetch, the block's warps, the
+// epilogues, the input norm's scale, float X as float weights' products read
+// it and the parts of a launch.
 #pragma once
 #include <stdint.h>
 
@@ -50,6 +51,27 @@ __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int
 #pragma unroll
     for (int w = 0; w < MV1_WARPS; ++w) ss += part[w];
     return rsqrtf(ss / static_cast<float>(cols) + eps);
+}
+
+// X's elements e..e+7, through `order` where there is one, normed where
+// there is a norm (never both: see mv1_norm_scale).
+__device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsigned* __restrict__ order, int e,
+                                       float x[8], const float* __restrict__ norm_w, float nscale) {
+    if (order) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = __ldg(X + __ldg(order + e + i));
+    } else {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(X + e));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    }
+    if (norm_w) {
+        const float4 g0 = __ldg(reinterpret_cast<const float4*>(norm_w + e));
+        const float4 g1 = __ldg(reinterpret_cast<const float4*>(norm_w + e + 4));
+        const float g[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x[i] = x[i] * nscale * g[i];
+    }
 }
 
 // The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
