@@ -132,7 +132,7 @@ unpack | run)
   # default only Q4_K's products that fill the GPU take them, which the
   # tests' small weights do not), their plain loop.
   LLM_CUDA_NO_TILE=1 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1 LLM_CUDA_MV1_EARLY=1 LLM_CUDA_FUSED_ROPE=1 \
-    LLM_CUDA_PROMPT_FA=0 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16 \
+    LLM_CUDA_PROMPT_FA=0 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16 LLM_CUDA_LEAN_PIPED=0 \
     "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "matmul.cu's tiled products (or vu8 attention, the merge launch, the early gate and up, the fused rope, two-pass prompt attention, the lean products) fail"; status=1; }
   # With 128-token tiles, the lean products' piped loop, started early,
