@@ -43,6 +43,8 @@
 #   call N2 (same machine): scripts/gpu-session.sh n2
 #       decode A/B of the switches on our writer's 7B Q4_K, Q4_0, Q8_0 and
 #       1B Q4_K files (n2f: F16's, a call of its own)
+#   call N4 (same machine, after N1): scripts/gpu-session.sh n4
+#       Q6_K's lean products A/B: our 7B Q6_K, the rival's 7B and 1B Q4_K_M
 #   call N3 (same machine): GPU_SESSION_ENV="..." scripts/gpu-session.sh n3
 #       llm (under the settings chosen) and llama.cpp side by side, 10
 #       repetitions (GPU_SESSION_ONLY to trim the entries)
@@ -446,6 +448,30 @@ n2f)
       LLM_CUDA_LEAN_TYPES=f16+LLM_CUDA_LEAN_EARLY=prefetch=row
       LLM_CUDA_LEAN_TYPES=f16+LLM_CUDA_MV1_LEAN=1+LLM_CUDA_LEAN_EARLY=prefetch=row LLM_CUDA_MV1_XS=1}" \
     timeout "${GPU_SESSION_AB_S:-540}" "$0" x >/dev/null 2>&1
+  el "A/B"; cat "$out/bench-ab.log"
+  ;;
+n4)
+  # Q6_K's lean products (session 31): decode A/B on our writer's 7B Q6_K
+  # file, then on the rival's Q4_K_M mixes (their v, half their downs and
+  # the output head are Q6_K), 7B and 1B, once their models are written.
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  q6="LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,q6_k"
+  ab=${GPU_SESSION_AB-$q6 $q6+LLM_CUDA_LEAN_PIPED=0}
+  GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q6_K GPU_SESSION_BENCH="-p 0 -n 128" GPU_SESSION_AB="$ab" \
+    timeout 200 "$0" x >/dev/null 2>&1
+  el "Q6_K"
+  scripts/gpu-bench.sh wait MODELS_READY 200
+  for m in Q4_K_M 1B-Q4_K_M; do
+    for _ in 1 2; do
+      for s in default $ab; do
+        # shellcheck disable=SC2046
+        [ $s = default ] && set -- env || set -- env $(tr '+' ' ' <<<"$s")
+        "$@" timeout 60 /tmp/llm-gpu/llm bench -m "$W/models/m-$m.gguf" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+          grep -E "^\| [0-9a-z]" | grep tg | sed "s/^/m-$m $s /" >>"$out/bench-ab.log"
+      done
+    done
+  done
   el "A/B"; cat "$out/bench-ab.log"
   ;;
 n3)

@@ -132,12 +132,12 @@ unpack | run)
   # default only Q4_K's products that fill the GPU take them, which the
   # tests' small weights do not), their plain loop.
   LLM_CUDA_NO_TILE=1 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1 LLM_CUDA_MV1_EARLY=1 LLM_CUDA_FUSED_ROPE=1 \
-    LLM_CUDA_PROMPT_FA=0 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16 LLM_CUDA_LEAN_PIPED=0 \
+    LLM_CUDA_PROMPT_FA=0 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,q6_k,f16 LLM_CUDA_LEAN_PIPED=0 \
     "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "matmul.cu's tiled products (or vu8 attention, the merge launch, the early gate and up, the fused rope, two-pass prompt attention, the lean products) fail"; status=1; }
   # With 128-token tiles, the lean products' piped loop, started early,
   # glus quantising their outputs.
-  LLM_CUDA_TILE_TOKENS=128 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16 LLM_CUDA_LEAN_PIPED=1 \
+  LLM_CUDA_TILE_TOKENS=128 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,q6_k,f16 LLM_CUDA_LEAN_PIPED=1 \
     LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_FUSE=1 "$work/test-ggml" --test-threads 1 cuda:: "${skip[@]}" >/dev/null ||
     { echo "tile.cu's 128-token tiles (or the lean products' piped loop) fail"; status=1; }
   # Batches of 9 tokens and more through Hopper's warpgroup products
@@ -151,7 +151,7 @@ unpack | run)
     { echo "the X-stationary products fail the backend's tests"; status=1; }
   LLM_CUDA_MV1_XS=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
     { echo "the X-stationary products fail the model tests"; status=1; }
-  LLM_CUDA_WGMMA=1 LLM_CUDA_WGMMA_TOKENS=9 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16 \
+  LLM_CUDA_WGMMA=1 LLM_CUDA_WGMMA_TOKENS=9 LLM_CUDA_MV1_LEAN=1 LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,q6_k,f16 \
     LLM_CUDA_LEAN_PIPED=1 LLM_CUDA_LEAN_EARLY=release,prefetch=row LLM_CUDA_LEAN_FUSE=1 "$work/test-gpu" --test-threads 1 "${@:2}" >/dev/null ||
     { echo "the wgmma products (or the lean one-token products) fail the model tests"; status=1; }
   exit $status

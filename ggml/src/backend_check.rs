@@ -847,6 +847,8 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
             (130, 9, short),
             (70, 67, short),
             (40, 1, 4096),
+            // An odd count of 256-blocks a row: Q6_K's rows start at 2 mod 4.
+            (33, 1, 2816),
         ] {
             let op = MatMul {
                 w: random_mat(&mut rng, ty, rows, cols),
@@ -944,7 +946,7 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
             }
         }
     }
-    for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_K, GgmlType::Q8_0, GgmlType::Q6_K] {
         for (kind, types, rows) in [
             ("matmuls", vec![ty, ty, ty], vec![2200, 300, 300]),
             ("add", vec![ty], vec![2300]),

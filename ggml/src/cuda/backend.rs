@@ -243,6 +243,11 @@ pub struct CudaScratch {
     /// A lean glu's outputs quantised as the down projection reads them,
     /// where LLM_CUDA_LEAN_FUSE=1 (matvec1_lean.cu's RowGroups).
     lean_y: Option<LeanY>,
+    /// What lean_x holds: X's buffer, the norm's weights (0: none) and
+    /// epsilon's bits, the width, and the stream's operation count after
+    /// the product that read it; a product of the same X and norm next
+    /// (Q4_K_M's v of Q6_K after its q and k) reads it as it is.
+    lean_x_holds: Option<(u64, u64, u32, usize, u64)>,
     /// The glu outputs lean_y holds: their buffer, their count and the
     /// stream's operations just after the glu (none since: still them).
     lean_y_holds: Option<(u64, usize, u64)>,
@@ -1005,15 +1010,20 @@ impl CudaBackend {
             rows[i] = *r as i32;
         }
         let in_order = orders.iter().all(|&o| o == 0);
-        let aligned = w.row_bytes.is_multiple_of(16)
-            && ws[..parts.len()].iter().all(|p| p.is_multiple_of(16));
+        // The largest power of two (up to 16) every row start is a multiple of.
+        let starts = ws[..parts.len()]
+            .iter()
+            .fold(w.row_bytes as u64 | 16, |a, &p| a | p);
+        let row_align = 1usize << starts.trailing_zeros();
+        let aligned = row_align == 16;
         let sms = self.info.sms.max(1) as usize;
         // The lean products (the types that have them: lean_plan) want
-        // 16-byte aligned rows of X in its stored order.
-        if in_order && aligned && x_copies == 1 {
+        // rows of X in its stored order, their starts aligned as the type's
+        // loads need.
+        if in_order && x_copies == 1 {
             // Each part's rows (a glu's outputs in the first; none in the others).
             let part_outputs = rows.map(|r| r as usize);
-            if let Some(plan) = m.lean_plan(ep, part_outputs, w.cols, sms) {
+            if let Some(plan) = m.lean_plan(ep, part_outputs, w.cols, sms, row_align) {
                 if sc
                     .lean_x
                     .as_ref()
@@ -1127,8 +1137,11 @@ impl CudaBackend {
     ) {
         let (cols, rb) = (w.cols as i32, w.row_bytes as i64);
         let (mut norm_w, mut eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
+        let x_key = (x.mem.ptr, norm_w, eps.to_bits(), w.cols);
         let mut xp = x.mem.ptr;
         let held = sc.lean_y_holds.take();
+        let x_held = sc.lean_x_holds.take();
+        let mut x_quantised = false;
         if let (Some(quantize), Some(lx)) = (plan.quantize, &sc.lean_x) {
             // Not for a glu, which may write lean_y itself.
             let quantised = (sc.lean_y.as_ref()).filter(|_| {
@@ -1136,9 +1149,14 @@ impl CudaBackend {
                     && !matches!(ep, Epilogue::Glu(_))
                     && held == Some((x.mem.ptr, w.cols, self.stream.ops()))
             });
+            let (xk, nk, ek, ck) = x_key;
             if let Some(ly) = quantised {
                 xp = ly.mem.ptr;
+            } else if x_held == Some((xk, nk, ek, ck, self.stream.ops())) {
+                xp = lx.ptr;
+                x_quantised = true;
             } else {
+                x_quantised = true;
                 let release = i32::from(plan.release_first);
                 self.keep(quantize.launch_overlapping(
                     &self.stream,
@@ -1189,6 +1207,16 @@ impl CudaBackend {
         );
         if yq != 0 {
             sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
+        }
+        // X stays as quantised unless a product wrote over it.
+        let x_end = x.mem.ptr + 4 * w.cols as u64;
+        let apart = (0..3).all(|i| {
+            let y_end = ys[i] + 4 * rows[i].max(0) as u64;
+            rows[i] == 0 || y_end <= x.mem.ptr || ys[i] >= x_end
+        });
+        if x_quantised && apart {
+            let (xk, nk, ek, ck) = x_key;
+            sc.lean_x_holds = Some((xk, nk, ek, ck, self.stream.ops()));
         }
     }
 
@@ -1609,6 +1637,7 @@ impl Backend for CudaBackend {
                 }
                 _ => None,
             },
+            lean_x_holds: None,
             lean_y_holds: None,
         })
     }
@@ -1867,26 +1896,34 @@ impl Backend for CudaBackend {
         xb: &mut CudaBuf,
         products: &mut [(&CudaMat, &mut CudaBuf)],
     ) {
-        // One token's products of one type and shape (q, k and v) read x
-        // through the norm in one launch; anything else norms first.
-        let w = products[0].0;
-        let one_launch = t == 1
-            && products.len() <= 3
-            && products
-                .iter()
-                .all(|(p, _)| (p.ty, p.cols) == (w.ty, w.cols))
-            && !no_fused_norm();
-        if one_launch {
-            let parts: Vec<(&CudaMat, u64, usize)> = products
+        // One token's runs of products of one type and shape (q, k and v;
+        // or q and k, then a v of another type, as Q4_K_M's) each read x
+        // through the norm in one launch (the lean ones quantise it once for
+        // all: lean_matvec1); from a run that has no such launch on, x is
+        // normed first.
+        let mut i = 0;
+        while t == 1 && i < products.len() && !no_fused_norm() {
+            let w = products[i].0;
+            let mut n = 1;
+            while n < 3
+                && i + n < products.len()
+                && (products[i + n].0.ty, products[i + n].0.cols) == (w.ty, w.cols)
+            {
+                n += 1;
+            }
+            let parts: Vec<(&CudaMat, u64, usize)> = products[i..i + n]
                 .iter()
                 .map(|(pw, out)| (*pw, out.mem.ptr, pw.rows))
                 .collect();
-            if self.matvec1(sc, Epilogue::Store, w, x, &parts, Some((norm, eps))) {
-                return;
+            if !self.matvec1(sc, Epilogue::Store, w, x, &parts, Some((norm, eps))) {
+                break;
             }
+            i += n;
         }
-        self.rms_norm(x, norm, eps, t, xb);
-        self.matmuls(sc, xb, t, products);
+        if i < products.len() {
+            self.rms_norm(x, norm, eps, t, xb);
+            self.matmuls(sc, xb, t, &mut products[i..]);
+        }
     }
 
     fn matmul_glu_normed(

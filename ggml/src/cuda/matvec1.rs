@@ -52,7 +52,8 @@ pub(super) struct Matvec1 {
     /// The X-stationary variants, where the module has them.
     stationary: Option<Stationary>,
     /// The products of X quantised once (matvec1_lean.cu: Q4_K, Q4_0,
-    /// Q8_0), where LLM_CUDA_LEAN_TYPES lists the type.
+    /// Q8_0, Q6_K; F16 reads X as it is), where LLM_CUDA_LEAN_TYPES lists
+    /// the type.
     lean: Option<Lean>,
 }
 
@@ -64,6 +65,42 @@ struct Lean {
     /// The plain loop (None for F16, which has the piped one only).
     plain: Option<LeanProducts>,
     piped: LeanProducts,
+    /// Rows a warp reads at once (LeanRows).
+    rows: LeanRows,
+}
+
+/// How a type's lean products take their rows: how many a warp reads at
+/// once (mv1_lean::ROWS; Q6_K's Lanes6::R) and the alignment their starts
+/// need (16 bytes for the 16-byte loads; Q6_K's 4-byte loads and funnel
+/// shifts read any even start, as its 210-byte super-blocks give).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LeanRows {
+    a_warp: usize,
+    align: usize,
+}
+
+impl LeanRows {
+    fn of(name: &str) -> LeanRows {
+        match name {
+            "q6_k" => LeanRows {
+                a_warp: 2,
+                align: 2,
+            },
+            _ => LeanRows {
+                a_warp: 4,
+                align: 16,
+            },
+        }
+    }
+
+    /// Outputs a warp takes: its rows of a part, or a glu's outputs (a gate
+    /// and an up row each).
+    fn outputs(self, epilogue: Epilogue) -> usize {
+        match epilogue {
+            Epilogue::Glu(_) => self.a_warp / 2,
+            _ => self.a_warp,
+        }
+    }
 }
 
 /// One loop of the lean products (matvec1_lean.cu: `product`, or
@@ -100,15 +137,6 @@ pub(super) fn lean_y_bytes(cols: usize) -> usize {
 pub(super) fn lean_fuse() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_FUSE").is_ok_and(|v| v == "1"))
-}
-
-/// Outputs a warp of the lean products takes (mv1_lean::ROWS rows: four of
-/// a part, or two outputs' gate and up).
-fn lean_outputs_a_warp(epilogue: Epilogue) -> usize {
-    match epilogue {
-        Epilogue::Glu(_) => 2,
-        _ => 4,
-    }
 }
 
 /// A launch pair of the lean path: quantize_x16's grid (where the type's
@@ -203,9 +231,9 @@ fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
 }
 
 /// `LLM_CUDA_LEAN_TYPES`: the weight types (lowercase ggml names,
-/// comma-separated: q4_k, q4_0, q8_0, f16) whose one-token products may
-/// take the lean path; `q4_k,q4_0,q8_0` unless set (F16's is not yet
-/// timed).
+/// comma-separated: q4_k, q4_0, q8_0, q6_k, f16) whose one-token products may
+/// take the lean path; `q4_k,q4_0,q8_0` unless set (F16's and Q6_K's are
+/// not yet timed).
 fn lean_type_listed(name: &str) -> bool {
     static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let list = SET.get_or_init(|| {
@@ -535,6 +563,7 @@ impl Matvec1 {
                     },
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
+                    rows: LeanRows::of(name),
                 })
             })(),
         })
@@ -552,9 +581,10 @@ impl Matvec1 {
         part_outputs: [usize; 3],
         cols: usize,
         sms: usize,
+        row_align: usize,
     ) -> Option<LeanPlan> {
         let lean = self.lean?;
-        if !cols.is_multiple_of(256) || !lean_enabled(epilogue) {
+        if !cols.is_multiple_of(256) || !lean_enabled(epilogue) || row_align < lean.rows.align {
             return None;
         }
         let (piped, products) = match lean.plain {
@@ -567,7 +597,7 @@ impl Matvec1 {
             Epilogue::Glu(Glu::SwiGlu) => products.swiglu,
             Epilogue::Glu(Glu::GeGlu) => products.geglu,
         };
-        let per_warp = lean_outputs_a_warp(epilogue);
+        let per_warp = lean.rows.outputs(epilogue);
         let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
         if !lean_fills(groups, sms, lean_setting().is_some() || piped) {
             return None;
@@ -819,7 +849,7 @@ mod tests {
 
     #[test]
     fn lean_products_fill_the_gpu_by_default() {
-        let groups = |outputs: usize, ep| outputs.div_ceil(lean_outputs_a_warp(ep));
+        let groups = |outputs: usize, ep| outputs.div_ceil(LeanRows::of("q4_k").outputs(ep));
         // A 7B's adds (4096 outputs) and glus (11008) on 132 multiprocessors...
         assert!(lean_fills(groups(4096, Epilogue::Add), 132, false));
         assert!(lean_fills(
@@ -844,8 +874,22 @@ mod tests {
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("return 2ll * cols + 8ll * (cols / 32);"));
         assert!(source.contains("constexpr int ROWS = 4;"));
-        assert_eq!(lean_outputs_a_warp(Epilogue::Add), 4);
-        assert_eq!(lean_outputs_a_warp(Epilogue::Glu(Glu::GeGlu)), 2);
+        let rows = LeanRows::of("q4_k");
+        assert_eq!(rows.outputs(Epilogue::Add), 4);
+        assert_eq!(rows.outputs(Epilogue::Glu(Glu::GeGlu)), 2);
+        // Q6_K: two rows a warp (Lanes6::R), rows at any even byte.
+        assert!(source.contains("struct Lanes6 : RowGroups<OUT, 2> {"));
+        assert!(source.contains("static constexpr int R = 2;"));
+        let q6 = LeanRows::of("q6_k");
+        assert_eq!(
+            (
+                q6.outputs(Epilogue::Store),
+                q6.outputs(Epilogue::Glu(Glu::SwiGlu))
+            ),
+            (2, 1)
+        );
+        assert_eq!(q6.align, 2);
+        assert_eq!(rows.align, 16);
     }
 
     #[test]

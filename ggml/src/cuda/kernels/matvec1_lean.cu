@@ -133,10 +133,10 @@ __device__ __forceinline__ void store_x16(float4 v, float amax, float sum, int q
 // the warp that completes a chunk of 32 (counts[chunk] reaching the
 // chunk's warps; it resets it to zero) quantises it, so no launch of
 // quantize_x16 stands between the glu and the product after it.
-template <int OUT>
+template <int OUT, int R = ROWS>
 struct RowGroups {
     static constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
-    static constexpr int NO = GLU ? ROWS / 2 : ROWS;  // outputs a warp
+    static constexpr int NO = GLU ? R / 2 : R;  // outputs a warp
     const Mv1Parts& parts;
     long long row_bytes;
     uint8_t* yq;
@@ -153,11 +153,11 @@ struct RowGroups {
     }
 
     // Row group g: its part, first output, the part's rows and the start
-    // of each of its ROWS rows (rows past the end read the last one's; a
+    // of each of its R rows (rows past the end read the last one's; a
     // glu's gate rows, then its up rows).
     struct Group {
         int part, r0, rows;
-        const uint8_t* row[ROWS];
+        const uint8_t* row[R];
     };
     __device__ __forceinline__ Group group(int g) const {
         Group G;
@@ -166,27 +166,32 @@ struct RowGroups {
         G.rows = Mv1Parts::pick(parts.rows, G.part);
         const uint8_t* W = Mv1Parts::pick(parts.W, G.part);
 #pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
-            const int r = min(G.r0 + (GLU ? (i & 1) : i), G.rows - 1);
-            const uint8_t* base = GLU && i >= 2 ? parts.W[1] : W;
+        for (int i = 0; i < R; ++i) {
+            const int r = min(G.r0 + (GLU ? i % NO : i), G.rows - 1);
+            const uint8_t* base = GLU && i >= NO ? parts.W[1] : W;
             G.row[i] = base + static_cast<long long>(r) * row_bytes;
         }
         return G;
     }
 
-    // Lane i < ROWS asks L2 for min(bytes, row_bytes) of row i (rows are
-    // 16-byte aligned; bytes a multiple of 16).
+    // Lane i < R asks L2 for min(bytes, row_bytes) of row i (bytes a
+    // multiple of 16), from the 16-byte boundary at or below it (Q6_K's
+    // rows start at any even byte).
     __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes) const {
 #pragma unroll
-        for (int i = 0; i < ROWS; ++i)
-            if (lane == i) prefetch_l2(G.row[i], static_cast<unsigned>(min(static_cast<long long>(bytes), row_bytes)));
+        for (int i = 0; i < R; ++i)
+            if (lane == i) {
+                const uintptr_t a = reinterpret_cast<uintptr_t>(G.row[i]);
+                const long long n = min(static_cast<long long>(bytes), row_bytes) + static_cast<long long>(a & 15);
+                prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
+            }
     }
 
     // The warp's sums, then lane 0 writes the group's outputs (and zeroes
     // acc for the next group).
-    __device__ __forceinline__ void finish(float (&acc)[ROWS], const Group& G) const {
+    __device__ __forceinline__ void finish(float (&acc)[R], const Group& G) const {
 #pragma unroll
-        for (int i = 0; i < ROWS; ++i) {
+        for (int i = 0; i < R; ++i) {
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
         }
@@ -201,14 +206,14 @@ struct RowGroups {
                 }
             } else {
 #pragma unroll
-                for (int i = 0; i < ROWS; ++i) {
+                for (int i = 0; i < R; ++i) {
                     if (G.r0 + i >= G.rows) continue;
                     Y[G.r0 + i] = OUT == MV1_ADD ? Y[G.r0 + i] + acc[i] : acc[i];
                 }
             }
         }
 #pragma unroll
-        for (int i = 0; i < ROWS; ++i) acc[i] = 0.0f;
+        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
         if constexpr (GLU) {
             if (yq != nullptr) quantise_chunk(G);
         }
@@ -243,7 +248,13 @@ struct RowGroups {
 template <int T, int OUT>
 struct Lanes : RowGroups<OUT> {
     using G8 = LeanGroup<T>;
-    using Words = uint4[ROWS][G8::WORDS];
+    static constexpr int R = ROWS;
+    // Steps whose loads the plain loop issues at once (Q8_0's three words
+    // a row: one).
+    static constexpr int UNROLL = G8::WORDS == 2 ? 2 : 1;
+    struct Words {
+        uint4 v[ROWS][G8::WORDS];
+    };
     using Group = typename RowGroups<OUT>::Group;
     int nsb, sbo, j, p, h;
     const int16_t* q;
@@ -268,7 +279,7 @@ struct Lanes : RowGroups<OUT> {
         for (int i = 0; i < ROWS; ++i) {
             const uint4* gp = reinterpret_cast<const uint4*>(G.row[i] + sb * G8::BYTES);
 #pragma unroll
-            for (int k = 0; k < G8::WORDS; ++k) w[i][k] = __ldg(gp + G8::word(k, j));
+            for (int k = 0; k < G8::WORDS; ++k) w.v[i][k] = __ldg(gp + G8::word(k, j));
         }
     }
 
@@ -301,11 +312,127 @@ struct Lanes : RowGroups<OUT> {
 #pragma unroll
         for (int i = 0; i < ROWS; ++i) {
             if constexpr (T == gq::Q4_K)
-                acc[i] += gq::q4k_lane(w[i][0], w[i][1], x, p, h == 0);
+                acc[i] += gq::q4k_lane(w.v[i][0], w.v[i][1], x, p, h == 0);
             else
-                acc[i] += block_lane<T>(w[i], x, j);
+                acc[i] += block_lane<T>(w.v[i], x, j);
         }
     }
+};
+
+// Q6_K's lanes. A super-block (ql[128]: the low four bits; qh[64]: the top
+// two; 16 int8 scales, one a sub-block of 16 weights; d) is 210 bytes, so
+// its fields sit at any even offset (rows of 11008 columns start at any
+// even one too): words are read as 4-byte loads from the aligned word at
+// or below a field and put in place by funnel shifts (a run of 16 bytes at
+// 2 mod 4 spans five words). Lane j (0..7) of a super-block's eight takes
+// ql bytes 16j..16j+15, that is for half n = j / 4 and l = 16 (j % 2) ..
+// + 15 the low nibbles of weights 128n + 16 (j % 4) + l' (sub-block
+// 8n + j % 4) and the high nibbles of the 16 weights 64 on (sub-block + 4),
+// with the qh bytes 32n + 16 (j % 2) .. + 15 holding their top bits (bits
+// 2c, 2c + 4, c = j / 2 % 2). The stored integers are q + 32: their dot with
+// X's integers less 32 times the sum of those X values (the same for every
+// row, so taken once a step) is exact. Two rows a warp (13 registers of
+// loads a row, twice in the piped loop).
+template <int OUT>
+struct Lanes6 : RowGroups<OUT, 2> {
+    static constexpr int R = 2;
+    static constexpr int UNROLL = 2;
+    using Group = typename RowGroups<OUT, 2>::Group;
+    struct Words {
+        uint32_t ql[R][5], qh[R][5], d[R];
+        int sc[R][2];
+        unsigned odd;  // bit i: row i's super-block starts at 2 mod 4
+    };
+    struct X {
+        uint4 lo[2], hi[2];
+        float dlo, dhi;
+        int slo, shi;
+    };
+    int nsb, sbo, j, c;
+    const int16_t* q;
+    const float* d;
+
+    __device__ __forceinline__ Lanes6(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_,
+                                      uint8_t* yq_, unsigned* counts_)
+        : RowGroups<OUT, 2>(parts_, row_bytes_, yq_, counts_) {
+        nsb = cols >> 8;
+        sbo = this->lane >> 3;
+        j = this->lane & 7;
+        c = (j >> 1) & 1;
+        q = reinterpret_cast<const int16_t*>(xq);
+        d = reinterpret_cast<const float*>(xq + 2ll * cols);
+    }
+
+    __device__ __forceinline__ void load_w(const Group& G, int sb, Words& w) const {
+        w.odd = 0;
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            const uint8_t* b = G.row[i] + sb * 210;
+            const uintptr_t a = reinterpret_cast<uintptr_t>(b);
+            const uint32_t* ql = reinterpret_cast<const uint32_t*>((a + 16 * j) & ~uintptr_t{3});
+            const uint32_t* qh =
+                reinterpret_cast<const uint32_t*>((a + 128 + 32 * (j >> 2) + 16 * (j & 1)) & ~uintptr_t{3});
+#pragma unroll
+            for (int k = 0; k < 5; ++k) {
+                w.ql[i][k] = __ldg(ql + k);
+                w.qh[i][k] = __ldg(qh + k);
+            }
+            const signed char* sc = reinterpret_cast<const signed char*>(b + 192 + 8 * (j >> 2) + (j & 3));
+            w.sc[i][0] = __ldg(sc);
+            w.sc[i][1] = __ldg(sc + 4);
+            w.d[i] = __ldg(reinterpret_cast<const unsigned short*>(b + 208));
+            w.odd |= static_cast<unsigned>((a >> 1) & 1) << i;
+        }
+    }
+
+    // X's 16 values of each of the lane's two runs, their chunks' scales
+    // and the runs' integer sums.
+    __device__ __forceinline__ X load_x(int sb) const {
+        X x;
+        const int e = sb * 256 + 128 * (j >> 2) + 16 * (j & 3);
+        const uint4* lo = reinterpret_cast<const uint4*>(q + e);
+        const uint4* hi = reinterpret_cast<const uint4*>(q + e + 64);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            x.lo[k] = __ldg(lo + k);
+            x.hi[k] = __ldg(hi + k);
+        }
+        x.dlo = __ldg(d + (e >> 5));
+        x.dhi = __ldg(d + ((e + 64) >> 5));
+        const uint32_t ones[4] = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
+        x.slo = gq::dot16(ones, x.lo);
+        x.shi = gq::dot16(ones, x.hi);
+        return x;
+    }
+
+    __device__ __forceinline__ void accumulate(float (&acc)[R], const Words& w, const X& x) const {
+#pragma unroll
+        for (int i = 0; i < R; ++i) {
+            const int sh = ((w.odd >> i) & 1) ? 16 : 0;
+            uint32_t lo[4], hi[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const uint32_t l4 = __funnelshift_r(w.ql[i][k], w.ql[i][k + 1], sh);
+                const uint32_t h2 = __funnelshift_r(w.qh[i][k], w.qh[i][k + 1], sh);
+                lo[k] = (l4 & 0x0f0f0f0fu) | ((h2 << (4 - 2 * c)) & 0x30303030u);
+                hi[k] = ((l4 >> 4) & 0x0f0f0f0fu) | ((h2 >> (2 * c)) & 0x30303030u);
+            }
+            const int dl = gq::dot16(lo, x.lo) - 32 * x.slo;
+            const int dh = gq::dot16(hi, x.hi) - 32 * x.shi;
+            acc[i] += gq::half_lo(w.d[i]) * (static_cast<float>(dl) * static_cast<float>(w.sc[i][0]) * x.dlo +
+                                             static_cast<float>(dh) * static_cast<float>(w.sc[i][1]) * x.dhi);
+        }
+    }
+};
+
+// The lanes of a launch of type T.
+template <int T, int OUT>
+struct LanesOf {
+    using type = Lanes<T, OUT>;
+};
+template <int OUT>
+struct LanesOf<gq::Q6_K, OUT> {
+    using type = Lanes6<OUT>;
 };
 
 // Y_p = W_p . X for each part, Y += W . X, or Y = act(gate . X) * (up . X)
@@ -316,11 +443,12 @@ struct Lanes : RowGroups<OUT> {
 template <int T, int OUT>
 __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
                                         long long row_bytes, unsigned prefetch, uint8_t* yq, unsigned* counts) {
-    const Lanes<T, OUT> L(xq, parts, cols, row_bytes, yq, counts);
+    using L_t = typename LanesOf<T, OUT>::type;
+    const L_t L(xq, parts, cols, row_bytes, yq, counts);
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
     bool waited = prefetch == 0;
-    float acc[ROWS] = {};
+    float acc[L_t::R] = {};
     for (int g = warp; g < L.groups; g += nwarps) {
         const auto G = L.group(g);
         if (!waited) {
@@ -328,10 +456,9 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
             gq::pdl_begin();
             waited = true;
         }
-        // Two steps' loads at once (Q8_0's three words a row: one).
-#pragma unroll(LeanGroup<T>::WORDS == 2 ? 2 : 1)
+#pragma unroll(L_t::UNROLL)
         for (int sb = L.sbo; sb < L.nsb; sb += 4) {
-            typename Lanes<T, OUT>::Words w;
+            typename L_t::Words w;
             L.load_w(G, sb, w);
             L.accumulate(acc, w, L.load_x(sb));
         }
@@ -363,8 +490,9 @@ template <int T, int OUT>
 __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
                                               long long row_bytes, unsigned prefetch, uint8_t* yq,
                                               unsigned* counts) {
-    const Lanes<T, OUT> L(xq, parts, cols, row_bytes, yq, counts);
-    using Words = typename Lanes<T, OUT>::Words;
+    using L_t = typename LanesOf<T, OUT>::type;
+    const L_t L(xq, parts, cols, row_bytes, yq, counts);
+    using Words = typename L_t::Words;
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
     const int steps = (L.nsb + 3) >> 2;
@@ -378,7 +506,7 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     if (prefetch) L.prefetch(G, prefetch);
     if (L.sbo < L.nsb) L.load_w(G, L.sbo, w);
     if (prefetch) gq::pdl_begin();
-    float acc[ROWS] = {};
+    float acc[L_t::R] = {};
     int k = 0;
     for (;;) {
         int ng, nk;
@@ -391,10 +519,7 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
         if (L.sbo + 4 * k < L.nsb) L.accumulate(acc, w, L.load_x(L.sbo + 4 * k));
         if (nk == 0) L.finish(acc, G);
         if (!more) break;
-#pragma unroll
-        for (int i = 0; i < ROWS; ++i)
-#pragma unroll
-            for (int m = 0; m < LeanGroup<T>::WORDS; ++m) w[i][m] = nw[i][m];
+        w = nw;
         G = NG;
         g = ng;
         k = nk;
@@ -544,6 +669,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 GQ_MATVEC1_LEAN_TYPE(q4_k, gq::Q4_K)
 GQ_MATVEC1_LEAN_TYPE(q4_0, gq::Q4_0)
 GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)
+GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
 #define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                              \
     GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                              \
                         mv1_lean::product_f16<OUT>(reinterpret_cast<const float*>(x), parts, cols, row_bytes, \

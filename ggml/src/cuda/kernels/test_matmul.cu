@@ -739,10 +739,12 @@ static double gelu_d(double g) {
 }
 
 // Whether type t has the lean one-token products (matvec1_lean.cu).
-static bool has_lean(int t) { return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0 || t == gq::F16; }
+static bool has_lean(int t) {
+    return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0 || t == gq::Q6_K || t == gq::F16;
+}
 
 // matvec1_<type>_lean_<XS_NAMES[variant]> on parts as run_matvec1_xs lays
-// them out (rows 16-byte aligned), X first through quantize_x16 (normed where `norm` is given)
+// them out (rows 16-byte aligned; Q6_K's as they come), X first through quantize_x16 (normed where `norm` is given)
 // into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
 // none); `early`: the rows asked of L2 before the product waits, and
 // quantize_x16 releasing it first; `piped`: the software-pipelined loop
@@ -755,14 +757,16 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
       matvec1_##type##_lean_geglu},                                                                          \
      {matvec1_##type##_lean_piped_r1, matvec1_##type##_lean_piped_r1a, matvec1_##type##_lean_piped_swiglu,   \
       matvec1_##type##_lean_piped_geglu}}
-    static const kern_lean_t K[3][2][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0)};
+    static const kern_lean_t K[4][2][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0),
+                                           GQ_LEAN_KERNELS(q6_k)};
 #undef GQ_LEAN_KERNELS
     static const kern_lean_t KF16[4] = {matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
                                         matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu};
-    const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : 2);
+    const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : (t == gq::Q8_0 ? 2 : 3));
     const bool f16 = t == gq::F16;
     if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
-    const int outs = variant >= 2 ? 2 : 4;
+    const int rows_a_warp = t == gq::Q6_K ? 2 : 4;  // mv1_lean's Lanes6::R, ROWS
+    const int outs = variant >= 2 ? rows_a_warp / 2 : rows_a_warp;
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
     int grid = (groups + 7) / 8;
@@ -779,7 +783,10 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
 // the double-precision product (tolerance relative to sum |w x|, as matvec1's).
 static int test_matvec1_xs(std::mt19937& rng) {
     int failures = 0;
+    // GQ_XS_ONLY=<type name>: that type's cases alone.
+    const char* only = getenv("GQ_XS_ONLY");
     for (const XsCase& xc : XS_CASES) {
+    if (only && strcmp(only, xc.name) != 0) continue;
     const int t = xc.t, rows = 131;
     int fail = 0, lean_fail = 0;
     // (1056: 33 chunks, a segment of one chunk at the end)
@@ -800,9 +807,10 @@ static int test_matvec1_xs(std::mt19937& rng) {
         CK(cudaMalloc(&dWbuf, W.size() + 16));
         uint8_t* dW = dWbuf + (t == gq::Q4_K ? 0 : 2);
         CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
-        // The lean products' rows: 16-byte aligned.
+        // The lean products' rows: 16-byte aligned (Q6_K's at 2 mod 4, as
+        // above: its lean product reads any even start).
         uint8_t* dWa = dW;
-        if (dW != dWbuf) {
+        if (dW != dWbuf && t != gq::Q6_K) {
             CK(cudaMalloc(&dWa, W.size()));
             CK(cudaMemcpy(dWa, W.data(), W.size(), cudaMemcpyHostToDevice));
         }
