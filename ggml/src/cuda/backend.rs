@@ -311,6 +311,15 @@ const ATT_PART_BYTES: usize = 4 << 20;
 /// in the kernel, 8 splits of 8 warps against the rule's 16 or 32 of 4:
 /// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
 /// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
+/// Whether one token's fused rope and attention also writes its output
+/// quantised for the output projection's lean product (x16.cuh: the bytes
+/// quantize_x16 would write, so one launch fewer a layer);
+/// `LLM_CUDA_ATT_X16=0` turns it off.
+fn attention_x16() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var("LLM_CUDA_ATT_X16").map_or(true, |v| v != "0"))
+}
+
 fn attention_splits(
     cells: usize,
     tokens: usize,
@@ -1625,7 +1634,10 @@ impl Backend for CudaBackend {
                 _ => None,
             },
             lean_y: match self.widest_cols.load(Ordering::Relaxed) {
-                cols if cols > 0 && matvec1::lean_in_use() && matvec1::lean_fuse() => {
+                cols if cols > 0
+                    && matvec1::lean_in_use()
+                    && (matvec1::lean_fuse() || attention_x16()) =>
+                {
                     self.ctx.bind()?;
                     Some(LeanY {
                         mem: DeviceMem::zeroed(
@@ -2131,6 +2143,22 @@ impl Backend for CudaBackend {
         let (nh, nkv, cells) = (a.n_head as i32, a.n_head_kv as i32, kv.cells as i32);
         let window = a.window.map_or(0, |w| w as i32);
         let count = self.split_counters(sc, splits, tokens, a.n_head);
+        // The output quantised as the lean products read it (x16.cuh), for
+        // the output projection next, where this launch writes the output
+        // (one split, or splits that merge themselves).
+        let width = a.n_head * a.head_dim;
+        let q16 = match &sc.lean_y {
+            Some(ly)
+                if attention_x16()
+                    && width.is_multiple_of(32)
+                    && width <= ly.cols
+                    && (splits == 1 || count != 0) =>
+            {
+                ly.mem.ptr
+            }
+            _ => 0,
+        };
+        sc.lean_y_holds = None;
         self.launch(
             f,
             (1, a.n_head as u32, splits as u32),
@@ -2152,8 +2180,12 @@ impl Backend for CudaBackend {
                 &p,
                 &ff,
                 &count,
+                &q16,
             ],
         );
+        if q16 != 0 {
+            sc.lean_y_holds = Some((out.mem.ptr, width, self.stream.ops()));
+        }
         self.merge_uncounted(sc, tokens, a, splits, count, out);
     }
 

@@ -9,6 +9,7 @@
 #include "pdl.cuh"
 #include "act.cuh"
 #include "rope.cuh"
+#include "x16.cuh"
 
 #define FULL_MASK 0xffffffffu
 
@@ -345,7 +346,10 @@ extern "C" __global__ void attention_split(const float* q, const __half* kc, con
 // One head's output from its splits' partials ([M, sum, D values] each):
 // attention_merge's arithmetic, shared with the split that finishes last.
 // Partials are read from L2 (__ldcg): another block may have just written them.
-__device__ __forceinline__ void merge_splits(const float* pp, float* o, int head_dim, int splits) {
+// With `q16`, the merged values are also written quantised there (x16.cuh;
+// element e0 + d of X `cols` wide): every thread of a whole warp takes part.
+__device__ __forceinline__ void merge_splits(const float* pp, float* o, int head_dim, int splits,
+                                             uint8_t* q16 = nullptr, int e0 = 0, int cols = 0) {
     float M = -INFINITY;
     for (int s = 0; s < splits; s++) M = fmaxf(M, __ldcg(pp + s * (head_dim + 2)));
     float L = 0.0f;
@@ -359,7 +363,9 @@ __device__ __forceinline__ void merge_splits(const float* pp, float* o, int head
             float m = __ldcg(pp + s * (head_dim + 2));
             if (m != -INFINITY) v += __ldcg(pp + s * (head_dim + 2) + 2 + d) * expf(m - M);
         }
-        o[d] = L > 0.0f ? v / L : 0.0f;
+        const float r = L > 0.0f ? v / L : 0.0f;
+        o[d] = r;
+        if (q16) store_x16_warp(r, e0 + d, cols, q16);
     }
 }
 
@@ -398,13 +404,16 @@ __device__ __forceinline__ bool last_split_done(unsigned* counter, int splits) {
 // FRESH (a decode step of one token, rope_attention_vec) the newest cell's
 // key and value are not read from the cache, which another block may be
 // writing meanwhile, but from `fk` and `fv` (D halves each, shared memory):
-// the same values, in the same place in the order of the sums.
+// the same values, in the same place in the order of the sums. With `q16`
+// (one token; D a multiple of 32, so a warp holds whole chunks) the output
+// is also written quantised there, as quantize_x16 would (x16.cuh), by the
+// block that writes it.
 template <int D, bool FRESH = false, int VU = ATT_VU>
 __device__ __forceinline__ void attention_range_vec(const float* qh_, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
                                                     int cells, const int* step, int window, float kq_scale,
                                                     unsigned* count, const __half* fk = nullptr,
-                                                    const __half* fv = nullptr) {
+                                                    const __half* fv = nullptr, uint8_t* q16 = nullptr) {
     constexpr int L = D / 8, CPW = 32 / L;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -530,14 +539,16 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
             pp[2 + d] = v;
         }
         if (count && last_split_done(count + (long long)t * n_head + h, splits))
-            merge_splits(part + ((long long)t * n_head + h) * splits * (D + 2), o, D, splits);
+            merge_splits(part + ((long long)t * n_head + h) * splits * (D + 2), o, D, splits, q16, h * D, n_head * D);
         return;
     }
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float v = 0.0f;
         for (int w = 0; w < nwarps; w++)
             if (sm[w] != -INFINITY) v += sacc[w][d] * expf(sm[w] - M);
-        o[d] = Lsum > 0.0f ? v / Lsum : 0.0f;
+        const float r = Lsum > 0.0f ? v / Lsum : 0.0f;
+        o[d] = r;
+        if (q16) store_x16_warp(r, h * D + d, n_head * D, q16);
     }
 }
 
@@ -571,13 +582,15 @@ ATTENTION_VEC(256)
 // first query head of each group among them stores them into the cache. The results and the cache equal rope_store's
 // then attention_vec's; q and k are left unrotated.
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
-// cells, step, window, kq_scale, p, ff, count): grid (1, n_head, splits),
-// block and `count` as attention_vec's.
+// cells, step, window, kq_scale, p, ff, count, q16): grid (1, n_head,
+// splits), block and `count` as attention_vec's; `q16` (or null): the
+// output quantised too where this launch writes it (attention_range_vec).
 template <int D, int VU>
 __device__ __forceinline__ void rope_attention_vec(const float* q, const float* k, const float* v, __half* kc,
                                                    __half* vc, float* out, float* part, int n_head, int n_head_kv,
                                                    int cells, const int* step, int window, float kq_scale,
-                                                   const RopeParams& p, const float* ff, unsigned* count) {
+                                                   const RopeParams& p, const float* ff, unsigned* count,
+                                                   uint8_t* q16) {
     __shared__ float qs[D], ks[D];
     __shared__ __align__(16) __half kh[D], vh[D];
     const int h = blockIdx.y, group = n_head / n_head_kv, g = h / group;
@@ -612,17 +625,17 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
         }
     }
     attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale,
-                                     count, kh, vh);
+                                     count, kh, vh, q16);
 }
 
 #define ROPE_ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                     \
     extern "C" __global__ void rope_attention_vec##D##SUFFIX(                                                      \
         const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,          \
         int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,          \
-        const float* ff, unsigned* count) {                                                                        \
+        const float* ff, unsigned* count, uint8_t* q16) {                                                         \
         gq::pdl_begin();                                                                                           \
         rope_attention_vec<D, VU>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, \
-                                  p, ff, count);                                                                   \
+                                  p, ff, count, q16);                                                              \
     }
 #define ROPE_ATTENTION_VEC(D) ROPE_ATTENTION_VEC_VU(D, ATT_VU, ) ROPE_ATTENTION_VEC_VU(D, 8, _vu8)
 ROPE_ATTENTION_VEC(64)

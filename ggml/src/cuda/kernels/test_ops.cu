@@ -9,7 +9,9 @@
 // attention_merge) to the bit: it computes the same values in the same
 // order, taking the new cell's key and value from shared memory rather than
 // from the cache, and over splits it merges them itself in the split that
-// finishes last (its counters back at zero afterwards).
+// finishes last (its counters back at zero afterwards). The output it also
+// writes quantised (x16.cuh) must equal quantize_x16's of its output, as
+// computed here on the host.
 //
 // attention_tc.cu's prompt kernels: attention_prompt_fa<D> (one pass, online
 // softmax) and attention_prompt_tc<D> (two passes) against a double
@@ -53,6 +55,32 @@ struct Case {
 
 static bool same_bits(const void* a, const void* b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
 
+// quantize_x16's bytes for X (matvec1_lean.cu; a multiple of 32 values):
+// per chunk of 32, sums of four values in pairs, then a tree over the
+// eight, the largest magnitude, and each value times 32767 / amax rounded
+// to the nearest even.
+static std::vector<uint8_t> quantize_x16_host(const std::vector<float>& x) {
+    const int cols = (int)x.size(), chunks = cols / 32;
+    std::vector<uint8_t> out(2 * (size_t)cols + 8 * (size_t)chunks);
+    for (int c = 0; c < chunks; c++) {
+        const float* v = x.data() + 32 * c;
+        float s[8], amax = 0.0f;
+        for (int i = 0; i < 8; i++) s[i] = (v[4 * i] + v[4 * i + 1]) + (v[4 * i + 2] + v[4 * i + 3]);
+        for (int w = 1; w < 8; w <<= 1)
+            for (int i = 0; i < 8; i += 2 * w) s[i] = s[i] + s[i + w];
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+        const float inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        for (int i = 0; i < 32; i++) {
+            const int16_t q = (int16_t)std::nearbyint(v[i] * inv);
+            memcpy(out.data() + 2 * (32 * c + i), &q, 2);
+        }
+        const float scale = amax / 32767.0f;
+        memcpy(out.data() + 2 * (size_t)cols + 4 * c, &scale, 4);
+        memcpy(out.data() + 2 * (size_t)cols + 4 * ((size_t)chunks + c), &s[0], 4);
+    }
+    return out;
+}
+
 // Runs one case both ways (the kernels keeping eight rounds of cells in
 // flight with `vu8`); true when they agree to the bit.
 static bool check(const Case& c, bool vu8, std::mt19937& rng) {
@@ -76,16 +104,18 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
     dim3 grid(1, c.n_head, c.splits), block(32 * c.warps);
     std::vector<float> outs[2];
     std::vector<__half> caches[2];
+    std::vector<uint8_t> q16;
     for (int fused = 0; fused < 2; fused++) {
         float *dq = to_device(q), *dk = to_device(k), *dv = to_device(v);
         __half* dcache = to_device(cache);
         __half *kc = dcache, *vc = dcache + half_cells;
         float* out = to_device(std::vector<float>(q_dim, -7.0f));
         float* part = to_device(std::vector<float>(part_len, -9.0f));
+        uint8_t* dq16 = to_device(std::vector<uint8_t>(2 * (size_t)q_dim + 8 * (size_t)(q_dim / 32), 0xa5));
         if (fused) {
 #define ROPE_ATT(K)                                                                                         \
     GQ_LAUNCH(grid, block, 0, K)(dq, dk, dv, kc, vc, out, part, c.n_head, c.n_head_kv, c.cells, dstep, c.window, \
-                                 kq_scale, c.rope, dff, dcount)
+                                 kq_scale, c.rope, dff, dcount, dq16)
             if (d == 64) vu8 ? ROPE_ATT(rope_attention_vec64_vu8) : ROPE_ATT(rope_attention_vec64);
             if (d == 128) vu8 ? ROPE_ATT(rope_attention_vec128_vu8) : ROPE_ATT(rope_attention_vec128);
             if (d == 256) vu8 ? ROPE_ATT(rope_attention_vec256_vu8) : ROPE_ATT(rope_attention_vec256);
@@ -103,7 +133,9 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
         CK(cudaDeviceSynchronize());
         outs[fused] = to_host(out, q_dim);
         caches[fused] = to_host(dcache, cache.size());
-        for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dcache, (void*)out, (void*)part}) CK(cudaFree(p));
+        if (fused) q16 = to_host(dq16, 2 * (size_t)q_dim + 8 * (size_t)(q_dim / 32));
+        for (void* p : {(void*)dq, (void*)dk, (void*)dv, (void*)dcache, (void*)out, (void*)part, (void*)dq16})
+            CK(cudaFree(p));
     }
     const std::vector<unsigned> counts = to_host(dcount, c.n_head);
     bool zeroed = true;
@@ -118,14 +150,18 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
                             cache.data() + (size_t)(c.pos % c.cells) * kv_dim, kv_dim * 2);
     bool finite = true;
     for (float x : outs[1]) finite = finite && std::isfinite(x);
-    bool ok = ok_out && ok_cache && wrote && finite && zeroed;
+    // The merged output quantised in the launch (with several splits and
+    // no counters the separate merge writes the output, and nothing is
+    // quantised: the backend then does not take it).
+    const bool ok_q16 = q16 == quantize_x16_host(outs[1]);
+    bool ok = ok_out && ok_cache && wrote && finite && zeroed && ok_q16;
     printf("%s rope_attention_vec%d%s: %d heads / %d kv, %d cells, pos %d, window %d, %d splits, %d warps, %s%s%s\n",
            ok ? "ok  " : "FAIL", d, vu8 ? "_vu8" : "", c.n_head, c.n_head_kv, c.cells, c.pos, c.window, c.splits, c.warps,
            c.rope.neox ? "neox" : "normal", c.rope.n_dims < d ? " partial" : "", c.factors ? " factors" : "");
     if (!ok)
-        printf("     output %s, cache %s, new cell %s, finite %s, counters %s\n", ok_out ? "same" : "differs",
-               ok_cache ? "same" : "differs", wrote ? "written" : "not written", finite ? "yes" : "no",
-               zeroed ? "zero" : "left");
+        printf("     output %s, cache %s, new cell %s, finite %s, counters %s, quantised %s\n",
+               ok_out ? "same" : "differs", ok_cache ? "same" : "differs", wrote ? "written" : "not written",
+               finite ? "yes" : "no", zeroed ? "zero" : "left", ok_q16 ? "same" : "differs");
     return ok;
 }
 
