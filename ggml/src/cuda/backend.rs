@@ -311,13 +311,41 @@ const ATT_PART_BYTES: usize = 4 << 20;
 /// in the kernel, 8 splits of 8 warps against the rule's 16 or 32 of 4:
 /// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
 /// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
-/// Whether one token's fused rope and attention also writes its output
-/// quantised for the output projection's lean product (x16.cuh: the bytes
+/// Whether one token's decode attention (attention_vec, rope_attention_vec)
+/// also writes its output quantised for the output projection's lean product (x16.cuh: the bytes
 /// quantize_x16 would write, so one launch fewer a layer);
 /// `LLM_CUDA_ATT_X16=0` turns it off.
 fn attention_x16() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| std::env::var("LLM_CUDA_ATT_X16").map_or(true, |v| v != "0"))
+}
+
+/// Where a decode attention launch of one token also writes its output
+/// quantised as the lean products read it (x16.cuh), for the output
+/// projection next: the scratch's lean_y, where the launch writes the
+/// output itself (one split, or splits that merge themselves) and it fits;
+/// else 0 (none). Whatever lean_y held is given up.
+fn attention_q16_room(
+    sc: &mut CudaScratch,
+    a: &Attention,
+    tokens: usize,
+    splits: usize,
+    count: u64,
+) -> u64 {
+    sc.lean_y_holds = None;
+    let width = a.n_head * a.head_dim;
+    match &sc.lean_y {
+        Some(ly)
+            if attention_x16()
+                && tokens == 1
+                && width.is_multiple_of(32)
+                && width <= ly.cols
+                && (splits == 1 || count != 0) =>
+        {
+            ly.mem.ptr
+        }
+        _ => 0,
+    }
 }
 
 fn attention_splits(
@@ -697,6 +725,16 @@ impl CudaBackend {
             sc.attn_count.ptr
         } else {
             0
+        }
+    }
+
+    /// After a decode attention launch given `q16` (attention_q16_room):
+    /// lean_y holds its output quantised, for the product that reads it
+    /// next (if nothing runs between: a separate merge does not write it).
+    fn attention_q16_written(&self, sc: &mut CudaScratch, a: &Attention, q16: u64, out: &CudaBuf) {
+        if q16 != 0 {
+            let width = a.n_head * a.head_dim;
+            sc.lean_y_holds = Some((out.mem.ptr, width, self.stream.ops()));
         }
     }
 
@@ -2143,22 +2181,7 @@ impl Backend for CudaBackend {
         let (nh, nkv, cells) = (a.n_head as i32, a.n_head_kv as i32, kv.cells as i32);
         let window = a.window.map_or(0, |w| w as i32);
         let count = self.split_counters(sc, splits, tokens, a.n_head);
-        // The output quantised as the lean products read it (x16.cuh), for
-        // the output projection next, where this launch writes the output
-        // (one split, or splits that merge themselves).
-        let width = a.n_head * a.head_dim;
-        let q16 = match &sc.lean_y {
-            Some(ly)
-                if attention_x16()
-                    && width.is_multiple_of(32)
-                    && width <= ly.cols
-                    && (splits == 1 || count != 0) =>
-            {
-                ly.mem.ptr
-            }
-            _ => 0,
-        };
-        sc.lean_y_holds = None;
+        let q16 = attention_q16_room(sc, a, tokens, splits, count);
         self.launch(
             f,
             (1, a.n_head as u32, splits as u32),
@@ -2183,9 +2206,7 @@ impl Backend for CudaBackend {
                 &q16,
             ],
         );
-        if q16 != 0 {
-            sc.lean_y_holds = Some((out.mem.ptr, width, self.stream.ops()));
-        }
+        self.attention_q16_written(sc, a, q16, out);
         self.merge_uncounted(sc, tokens, a, splits, count, out);
     }
 
@@ -2258,6 +2279,7 @@ impl Backend for CudaBackend {
         if let (Some(f), true) = (vec, tokens <= MATVEC_MAX_TOKENS) {
             let block = attention_vec_block(splits);
             let count = self.split_counters(sc, splits, tokens, a.n_head);
+            let q16 = attention_q16_room(sc, a, tokens, splits, count);
             self.launch(
                 f,
                 (tokens as u32, a.n_head as u32, splits as u32),
@@ -2275,8 +2297,10 @@ impl Backend for CudaBackend {
                     &window,
                     &a.kq_scale,
                     &count,
+                    &q16,
                 ],
             );
+            self.attention_q16_written(sc, a, q16, out);
             self.merge_uncounted(sc, tokens, a, splits, count, out);
             return;
         }

@@ -553,21 +553,22 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
 }
 
 // attention_vec<D>(q, kc, vc, out, part, n_head, n_head_kv, cells, step,
-// window, kq_scale, count): grid (tokens, n_head, splits), block 32 * warps
-// (<= 16); with one split the output, with several the partials, which
+// window, kq_scale, count, q16): grid (tokens, n_head, splits), block 32 *
+// warps (<= 16); with one split the output, with several the partials, which
 // attention_merge merges, or with `count` (tokens x n_head counters, zero
-// before the launch and after it) the split that finishes last.
+// before the launch and after it) the split that finishes last. `q16` (one
+// token, or null): the output quantised too where this launch writes it.
 // The _vu8 kernels keep eight rounds in flight rather than ATT_VU (for
 // timing them: LLM_CUDA_ATT_VU=8).
 #define ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                        \
     extern "C" __global__ void attention_vec##D##SUFFIX(const float* q, const __half* kc, const __half* vc,    \
                                                         float* out, float* part, int n_head, int n_head_kv,    \
                                                         int cells, const int* step, int window,                \
-                                                        float kq_scale, unsigned* count) {                     \
+                                                        float kq_scale, unsigned* count, uint8_t* q16) {       \
         gq::pdl_begin();                                                                                       \
         const float* qh = q + ((long long)blockIdx.x * n_head + blockIdx.y) * D;                               \
         attention_range_vec<D, false, VU>(qh, kc, vc, out, part, n_head, n_head_kv, cells, step, window,       \
-                                          kq_scale, count);                                                    \
+                                          kq_scale, count, nullptr, nullptr, q16);                             \
     }
 #define ATTENTION_VEC(D) ATTENTION_VEC_VU(D, ATT_VU, ) ATTENTION_VEC_VU(D, 8, _vu8)
 ATTENTION_VEC(64)
