@@ -133,8 +133,9 @@ __device__ __forceinline__ void store_x16(float4 v, float amax, float sum, int q
 // the warp that completes a chunk of 32 (counts[chunk] reaching the
 // chunk's warps; it resets it to zero) quantises it, so no launch of
 // quantize_x16 stands between the glu and the product after it.
-template <int OUT, int R = ROWS>
+template <int OUT>
 struct RowGroups {
+    static constexpr int R = ROWS;
     static constexpr bool GLU = OUT == MV1_SWIGLU || OUT == MV1_GEGLU;
     static constexpr int NO = GLU ? R / 2 : R;  // outputs a warp
     const Mv1Parts& parts;
@@ -252,6 +253,7 @@ struct Lanes : RowGroups<OUT> {
     // Steps whose loads the plain loop issues at once (Q8_0's three words
     // a row: one).
     static constexpr int UNROLL = G8::WORDS == 2 ? 2 : 1;
+    static constexpr int SB_STEP = 4;  // groups of 256 a step moves on (a lane's eight take one)
     struct Words {
         uint4 v[ROWS][G8::WORDS];
     };
@@ -323,42 +325,49 @@ struct Lanes : RowGroups<OUT> {
 // two; 16 int8 scales, one a sub-block of 16 weights; d) is 210 bytes, so
 // its fields sit at any even offset (rows of 11008 columns start at any
 // even one too): words are read as 4-byte loads from the aligned word at
-// or below a field and put in place by funnel shifts (a run of 16 bytes at
-// 2 mod 4 spans five words). Lane j (0..7) of a super-block's eight takes
-// ql bytes 16j..16j+15, that is for half n = j / 4 and l = 16 (j % 2) ..
-// + 15 the low nibbles of weights 128n + 16 (j % 4) + l' (sub-block
-// 8n + j % 4) and the high nibbles of the 16 weights 64 on (sub-block + 4),
-// with the qh bytes 32n + 16 (j % 2) .. + 15 holding their top bits (bits
-// 2c, 2c + 4, c = j / 2 % 2). The stored integers are q + 32: their dot with
-// X's integers less 32 times the sum of those X values (the same for every
-// row, so taken once a step) is exact. Two rows a warp (13 registers of
-// loads a row, twice in the piped loop).
+// or below and put in place by funnel shifts. A warp takes one super-block
+// of each of its ROWS rows a step, lane l the ql bytes 4l..4l+3 (the
+// warp's loads of a row contiguous: few L1 wavefronts an instruction,
+// where lanes striding over four super-blocks took several times as many):
+// for half n = l / 16, c = l / 8 % 2 and m = l % 8, the low nibbles of
+// weights 128n + 32c + 4m .. + 3 (sub-block 8n + 2c + m / 4) and the high
+// nibbles of the four 64 on (sub-block + 4), with the qh bytes
+// 128 + 32n + 4m .. + 3 holding their top bits (bits 2c and 2c + 4). The
+// stored integers are q + 32: their dot with X's integers less 32 times
+// the sum of those X values (the same for every row, so taken once a step)
+// is exact. Seven registers of loads a row.
 template <int OUT>
-struct Lanes6 : RowGroups<OUT, 2> {
-    static constexpr int R = 2;
+struct Lanes6 : RowGroups<OUT> {
+    static constexpr int R = ROWS;
     static constexpr int UNROLL = 2;
-    using Group = typename RowGroups<OUT, 2>::Group;
+    static constexpr int SB_STEP = 1;  // super-blocks a step moves on
+    using Group = typename RowGroups<OUT>::Group;
     struct Words {
-        uint32_t ql[R][5], qh[R][5], d[R];
+        uint32_t ql[R][2], qh[R][2], d[R];
         int sc[R][2];
         unsigned odd;  // bit i: row i's super-block starts at 2 mod 4
     };
     struct X {
-        uint4 lo[2], hi[2];
+        uint2 lo, hi;
         float dlo, dhi;
         int slo, shi;
     };
-    int nsb, sbo, j, c;
+    int nsb, sbo, c, e_lo;
+    int ql_at, qh_at, sc_at;  // the lane's bytes in a super-block
     const int16_t* q;
     const float* d;
 
     __device__ __forceinline__ Lanes6(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_,
                                       uint8_t* yq_, unsigned* counts_)
-        : RowGroups<OUT, 2>(parts_, row_bytes_, yq_, counts_) {
+        : RowGroups<OUT>(parts_, row_bytes_, yq_, counts_) {
+        const int l = this->lane, n = l >> 4, m = l & 7;
         nsb = cols >> 8;
-        sbo = this->lane >> 3;
-        j = this->lane & 7;
-        c = (j >> 1) & 1;
+        sbo = 0;
+        c = (l >> 3) & 1;
+        e_lo = 128 * n + 32 * c + 4 * m;
+        ql_at = 4 * l;
+        qh_at = 128 + 32 * n + 4 * m;
+        sc_at = 192 + 8 * n + 2 * c + (m >> 2);
         q = reinterpret_cast<const int16_t*>(xq);
         d = reinterpret_cast<const float*>(xq + 2ll * cols);
     }
@@ -369,15 +378,14 @@ struct Lanes6 : RowGroups<OUT, 2> {
         for (int i = 0; i < R; ++i) {
             const uint8_t* b = G.row[i] + sb * 210;
             const uintptr_t a = reinterpret_cast<uintptr_t>(b);
-            const uint32_t* ql = reinterpret_cast<const uint32_t*>((a + 16 * j) & ~uintptr_t{3});
-            const uint32_t* qh =
-                reinterpret_cast<const uint32_t*>((a + 128 + 32 * (j >> 2) + 16 * (j & 1)) & ~uintptr_t{3});
+            const uint32_t* ql = reinterpret_cast<const uint32_t*>((a + ql_at) & ~uintptr_t{3});
+            const uint32_t* qh = reinterpret_cast<const uint32_t*>((a + qh_at) & ~uintptr_t{3});
 #pragma unroll
-            for (int k = 0; k < 5; ++k) {
+            for (int k = 0; k < 2; ++k) {
                 w.ql[i][k] = __ldg(ql + k);
                 w.qh[i][k] = __ldg(qh + k);
             }
-            const signed char* sc = reinterpret_cast<const signed char*>(b + 192 + 8 * (j >> 2) + (j & 3));
+            const signed char* sc = reinterpret_cast<const signed char*>(b + sc_at);
             w.sc[i][0] = __ldg(sc);
             w.sc[i][1] = __ldg(sc + 4);
             w.d[i] = __ldg(reinterpret_cast<const unsigned short*>(b + 208));
@@ -385,23 +393,17 @@ struct Lanes6 : RowGroups<OUT, 2> {
         }
     }
 
-    // X's 16 values of each of the lane's two runs, their chunks' scales
+    // X's four values of each of the lane's two runs, their chunks' scales
     // and the runs' integer sums.
     __device__ __forceinline__ X load_x(int sb) const {
         X x;
-        const int e = sb * 256 + 128 * (j >> 2) + 16 * (j & 3);
-        const uint4* lo = reinterpret_cast<const uint4*>(q + e);
-        const uint4* hi = reinterpret_cast<const uint4*>(q + e + 64);
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-            x.lo[k] = __ldg(lo + k);
-            x.hi[k] = __ldg(hi + k);
-        }
+        const int e = sb * 256 + e_lo;
+        x.lo = __ldg(reinterpret_cast<const uint2*>(q + e));
+        x.hi = __ldg(reinterpret_cast<const uint2*>(q + e + 64));
         x.dlo = __ldg(d + (e >> 5));
         x.dhi = __ldg(d + ((e + 64) >> 5));
-        const uint32_t ones[4] = {0x01010101u, 0x01010101u, 0x01010101u, 0x01010101u};
-        x.slo = gq::dot16(ones, x.lo);
-        x.shi = gq::dot16(ones, x.hi);
+        x.slo = gq::dp2a_lo_su(static_cast<int>(x.lo.y), 0x0101, gq::dp2a_lo_su(static_cast<int>(x.lo.x), 0x0101, 0));
+        x.shi = gq::dp2a_lo_su(static_cast<int>(x.hi.y), 0x0101, gq::dp2a_lo_su(static_cast<int>(x.hi.x), 0x0101, 0));
         return x;
     }
 
@@ -409,18 +411,18 @@ struct Lanes6 : RowGroups<OUT, 2> {
 #pragma unroll
         for (int i = 0; i < R; ++i) {
             const int sh = ((w.odd >> i) & 1) ? 16 : 0;
-            uint32_t lo[4], hi[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const uint32_t l4 = __funnelshift_r(w.ql[i][k], w.ql[i][k + 1], sh);
-                const uint32_t h2 = __funnelshift_r(w.qh[i][k], w.qh[i][k + 1], sh);
-                lo[k] = (l4 & 0x0f0f0f0fu) | ((h2 << (4 - 2 * c)) & 0x30303030u);
-                hi[k] = ((l4 >> 4) & 0x0f0f0f0fu) | ((h2 >> (2 * c)) & 0x30303030u);
-            }
-            const int dl = gq::dot16(lo, x.lo) - 32 * x.slo;
-            const int dh = gq::dot16(hi, x.hi) - 32 * x.shi;
-            acc[i] += gq::half_lo(w.d[i]) * (static_cast<float>(dl) * static_cast<float>(w.sc[i][0]) * x.dlo +
-                                             static_cast<float>(dh) * static_cast<float>(w.sc[i][1]) * x.dhi);
+            const uint32_t l4 = __funnelshift_r(w.ql[i][0], w.ql[i][1], sh);
+            const uint32_t h2 = __funnelshift_r(w.qh[i][0], w.qh[i][1], sh);
+            const uint32_t lo = (l4 & 0x0f0f0f0fu) | ((h2 << (4 - 2 * c)) & 0x30303030u);
+            const uint32_t hi = ((l4 >> 4) & 0x0f0f0f0fu) | ((h2 >> (2 * c)) & 0x30303030u);
+            const int dl = gq::dp2a_hi_su(static_cast<int>(x.lo.y), static_cast<int>(lo),
+                                          gq::dp2a_lo_su(static_cast<int>(x.lo.x), static_cast<int>(lo), 0)) -
+                           32 * x.slo;
+            const int dh = gq::dp2a_hi_su(static_cast<int>(x.hi.y), static_cast<int>(hi),
+                                          gq::dp2a_lo_su(static_cast<int>(x.hi.x), static_cast<int>(hi), 0)) -
+                           32 * x.shi;
+            acc[i] += gq::half_lo(w.d[i]) * (static_cast<float>(dl * w.sc[i][0]) * x.dlo +
+                                             static_cast<float>(dh * w.sc[i][1]) * x.dhi);
         }
     }
 };
@@ -457,7 +459,7 @@ __device__ __forceinline__ void product(const uint8_t* __restrict__ xq, const Mv
             waited = true;
         }
 #pragma unroll(L_t::UNROLL)
-        for (int sb = L.sbo; sb < L.nsb; sb += 4) {
+        for (int sb = L.sbo; sb < L.nsb; sb += L_t::SB_STEP) {
             typename L_t::Words w;
             L.load_w(G, sb, w);
             L.accumulate(acc, w, L.load_x(sb));
@@ -483,8 +485,8 @@ __device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, i
 // that a warp never waits for a whole step's latency from HBM (the plain
 // loop loads its steps, then uses them). X, which L1 and L2 hold, is read
 // as an item is computed (holding it a step ahead too spilled). Every lane
-// takes ceil(nsb / 4) steps a group; where its group of 256 is past the
-// row's end it loads and adds nothing. Before the kernel waits (prefetch >
+// takes ceil(nsb / SB_STEP) steps a group; where its group of 256 is past
+// the row's end it loads and adds nothing. Before the kernel waits (prefetch >
 // 0), the first item's weights are loaded too.
 template <int T, int OUT>
 __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
@@ -495,7 +497,7 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     using Words = typename L_t::Words;
     const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
-    const int steps = (L.nsb + 3) >> 2;
+    const int steps = (L.nsb + L_t::SB_STEP - 1) / L_t::SB_STEP;
     int g = warp;
     if (g >= L.groups) {
         if (prefetch) gq::pdl_begin();
@@ -513,10 +515,10 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
         next_item(g, k, steps, nwarps, ng, nk);
         const bool more = ng < L.groups;
         const auto NG = ng == g ? G : L.group(more ? ng : g);
-        const int nsb = L.sbo + 4 * nk;
+        const int nsb = L.sbo + L_t::SB_STEP * nk;
         Words nw = {};
         if (more && nsb < L.nsb) L.load_w(NG, nsb, nw);
-        if (L.sbo + 4 * k < L.nsb) L.accumulate(acc, w, L.load_x(L.sbo + 4 * k));
+        if (L.sbo + L_t::SB_STEP * k < L.nsb) L.accumulate(acc, w, L.load_x(L.sbo + L_t::SB_STEP * k));
         if (nk == 0) L.finish(acc, G);
         if (!more) break;
         w = nw;

@@ -765,8 +765,7 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : (t == gq::Q8_0 ? 2 : 3));
     const bool f16 = t == gq::F16;
     if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
-    const int rows_a_warp = t == gq::Q6_K ? 2 : 4;  // mv1_lean's Lanes6::R, ROWS
-    const int outs = variant >= 2 ? rows_a_warp / 2 : rows_a_warp;
+    const int outs = variant >= 2 ? 2 : 4;  // mv1_lean::ROWS rows a warp
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
     int grid = (groups + 7) / 8;
