@@ -474,6 +474,24 @@ n4)
   done
   el "A/B"; cat "$out/bench-ab.log"
   ;;
+n5)
+  # n4's A/B on the rival's 7B Q4_K_M alone (one round), then n3 with Q6_K
+  # lean where it won there (device time scarce: one call).
+  q6="LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,q6_k"
+  scripts/gpu-bench.sh wait MODELS_READY 200
+  for s in default $q6 default $q6; do
+    # shellcheck disable=SC2046
+    [ $s = default ] && set -- env || set -- env $(tr '+' ' ' <<<"$s")
+    "$@" timeout 60 /tmp/llm-gpu/llm bench -m "$W/models/m-Q4_K_M.gguf" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+      grep -E "^\| [0-9a-z]" | grep tg | sed "s/^/m-Q4_K_M $s /" >>"$out/bench-ab.log"
+  done
+  cat "$out/bench-ab.log"
+  best=$(awk -F'|' '/^m-Q4_K_M/ { split($1, a, " "); split($(NF-1), v, " "); sum[a[2]] += v[1]; n[a[2]]++ }
+    END { b = "default"; for (k in sum) if (sum[k] / n[k] > sum[b] / n[b]) b = k; print b }' "$out/bench-ab.log")
+  echo "n5: llm under $best"
+  [ "$best" = default ] && best=
+  GPU_SESSION_ENV="$best" "$0" n3
+  ;;
 n3)
   # Settings the A/B chose go in GPU_SESSION_ENV ("A=1 B=2"), for llm only.
   scripts/gpu-bench.sh wait READY 120
