@@ -312,12 +312,16 @@ const ATT_PART_BYTES: usize = 4 << 20;
 /// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
 /// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
 /// Whether one token's decode attention (attention_vec, rope_attention_vec)
-/// also writes its output quantised for the output projection's lean product (x16.cuh: the bytes
-/// quantize_x16 would write, so one launch fewer a layer);
-/// `LLM_CUDA_ATT_X16=0` turns it off.
+/// also writes its output quantised for the output projection's lean
+/// product (x16.cuh: the bytes quantize_x16 would write, so one launch
+/// fewer a layer): `LLM_CUDA_ATT_X16=1`. Off: on the H100 (2026-12-06,
+/// tg128, alternated pairs of `llm bench -r 5`) it ran the rival's 7B
+/// Q4_K_M 382.6 against 385.9 tokens/s and its Q4_0 420.8 against 425.1,
+/// the 1B Q4_K_M 1169.7 against 1157.7: the attention blocks' longer tail
+/// costs a 7B more than the launch it saves.
 fn attention_x16() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| std::env::var("LLM_CUDA_ATT_X16").map_or(true, |v| v != "0"))
+    *SET.get_or_init(|| std::env::var("LLM_CUDA_ATT_X16").is_ok_and(|v| v == "1"))
 }
 
 /// Where a decode attention launch of one token also writes its output
@@ -1222,6 +1226,7 @@ impl CudaBackend {
         let (yq, counts) = match &sc.lean_y {
             Some(ly)
                 if matches!(ep, Epilogue::Glu(_))
+                    && matvec1::lean_fuse()
                     && outputs.is_multiple_of(32)
                     && outputs <= ly.cols =>
             {

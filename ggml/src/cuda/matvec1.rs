@@ -232,12 +232,16 @@ fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
 
 /// `LLM_CUDA_LEAN_TYPES`: the weight types (lowercase ggml names,
 /// comma-separated: q4_k, q4_0, q8_0, q6_k, f16) whose one-token products may
-/// take the lean path; `q4_k,q4_0,q8_0` unless set (F16's and Q6_K's are
-/// not yet timed).
+/// take the lean path; `q4_k,q4_0,q8_0,f16` unless set. On the H100
+/// (2026-12-06, tg128, the rival's files, alternated `llm bench -r 5`) F16's
+/// ran 7B F16 179.8 tokens/s against 159.4 with matvec1f; Q6_K's is slower
+/// (Q4_K_M 360.6 against 385.9, its 1B 1032.8 against 1157.9: one
+/// super-block a warp-step leaves a small product's few warps a long chain
+/// of steps, a 1B's v 16 blocks, its downs 64).
 fn lean_type_listed(name: &str) -> bool {
     static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let list = SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_LEAN_TYPES").unwrap_or_else(|_| "q4_k,q4_0,q8_0".into())
+        std::env::var("LLM_CUDA_LEAN_TYPES").unwrap_or_else(|_| "q4_k,q4_0,q8_0,f16".into())
     });
     list.split(',').any(|t| t.trim().eq_ignore_ascii_case(name))
 }
