@@ -285,32 +285,6 @@ fn merge_in_kernel(tokens: usize, n_head: usize) -> bool {
 /// head and split; 4 MiB holds 32 splits of a 64-head, 256-dim decode step.
 const ATT_PART_BYTES: usize = 4 << 20;
 
-/// Splits of a decode step's attention: about 256 cells each, at most 32,
-/// as many as `ATT_PART_BYTES` holds; 1 means no split. Where the heads are
-/// so few that this leaves the `sms` multiprocessors under two blocks each,
-/// more splits (down to 64 cells, at most 64) give them four; with an f16
-/// cache, whose kernel spends little a cell, only while each block keeps
-/// four rounds of its loop (16384 / head_dim cells). Caches under 1024 cells
-/// are not split: the merge launch costs more than splitting their few cells
-/// gains (H200, 7B Q4_K, tg128 in a cache of 513 cells: 278 tokens/s split
-/// in two, 298 not). On the H200 at a depth of 4096 (`LLM_CUDA_ATT`,
-/// scripts/gpu-session.sh att and g): splits of 128 or 64 cells read 0-4%
-/// and 7-18% slower on a 7B and a 1B than 256; Gemma-3-270M's 4 heads of
-/// 256 with the four-blocks floor (64 splits) read 808 rather than 719
-/// tokens/s with an f16 cache, 695 rather than 543 with q4_0; SmolLM2's 9
-/// heads of 64 read 689 with q8_0 at 59 splits, but 756 with f16 against
-/// 830 at 16 (hence the f16 limit); the floor on the 7B's 32 heads (17
-/// splits rather than 16) cost its q5_0 and q5_1 caches 13% (233 to 202),
-/// hence only for few heads; 8 warps a block rather than 4 won 2-4% with
-/// f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
-///
-/// Many heads over an f16 cache (the split rule above would give them two
-/// blocks a multiprocessor or more) take about two blocks of 8 warps a
-/// multiprocessor instead, splits of at least 128 cells: `test_ops --bench`
-/// on the H200, a 7B's 32 heads of 128, microseconds a layer with the merge
-/// in the kernel, 8 splits of 8 warps against the rule's 16 or 32 of 4:
-/// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
-/// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
 /// Whether one token's decode attention (attention_vec, rope_attention_vec)
 /// also writes its output quantised for the output projection's lean
 /// product (x16.cuh: the bytes quantize_x16 would write, so one launch
@@ -352,6 +326,32 @@ fn attention_q16_room(
     }
 }
 
+/// Splits of a decode step's attention: about 256 cells each, at most 32,
+/// as many as `ATT_PART_BYTES` holds; 1 means no split. Where the heads are
+/// so few that this leaves the `sms` multiprocessors under two blocks each,
+/// more splits (down to 64 cells, at most 64) give them four; with an f16
+/// cache, whose kernel spends little a cell, only while each block keeps
+/// four rounds of its loop (16384 / head_dim cells). Caches under 1024 cells
+/// are not split: the merge launch costs more than splitting their few cells
+/// gains (H200, 7B Q4_K, tg128 in a cache of 513 cells: 278 tokens/s split
+/// in two, 298 not). On the H200 at a depth of 4096 (`LLM_CUDA_ATT`,
+/// scripts/gpu-session.sh att and g): splits of 128 or 64 cells read 0-4%
+/// and 7-18% slower on a 7B and a 1B than 256; Gemma-3-270M's 4 heads of
+/// 256 with the four-blocks floor (64 splits) read 808 rather than 719
+/// tokens/s with an f16 cache, 695 rather than 543 with q4_0; SmolLM2's 9
+/// heads of 64 read 689 with q8_0 at 59 splits, but 756 with f16 against
+/// 830 at 16 (hence the f16 limit); the floor on the 7B's 32 heads (17
+/// splits rather than 16) cost its q5_0 and q5_1 caches 13% (233 to 202),
+/// hence only for few heads; 8 warps a block rather than 4 won 2-4% with
+/// f16 caches and lost 2-5% with q4_0 on the 7B and 1B.
+///
+/// Many heads over an f16 cache (the split rule above would give them two
+/// blocks a multiprocessor or more) take about two blocks of 8 warps a
+/// multiprocessor instead, splits of at least 128 cells: `test_ops --bench`
+/// on the H200, a 7B's 32 heads of 128, microseconds a layer with the merge
+/// in the kernel, 8 splits of 8 warps against the rule's 16 or 32 of 4:
+/// 14.5 / 16.9 at 1024 cells, 27.8 / 30.0 at 4096, 73.8 / 93.3 at 16384
+/// (LLM_CUDA_ATT, when set, keeps the rule above for every cache).
 fn attention_splits(
     cells: usize,
     tokens: usize,
