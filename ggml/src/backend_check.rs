@@ -848,22 +848,7 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
             (70, 67, short),
             (40, 1, 4096),
         ] {
-            let op = MatMul {
-                w: random_mat(&mut rng, ty, rows, cols),
-                x: rng.vec(tokens * cols, 2.0),
-                tokens,
-            };
-            let got = op.run(b);
-            out.push(Outcome {
-                op: "matmul",
-                case: op.case(),
-                rel_err: rel_err(&op.run(&r), &got),
-            });
-            out.push(Outcome {
-                op: "matmul_vs_f64",
-                case: op.case(),
-                rel_err: rel_err(&exact_matmul(&op.w, &op.x, tokens), &got),
-            });
+            push_matmul(&mut out, &mut rng, (ty, rows, cols), tokens, &r, b);
         }
     }
 
@@ -945,14 +930,7 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
         }
     }
     for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
-        for (kind, types, rows) in [
-            ("matmuls", vec![ty, ty, ty], vec![2200, 300, 300]),
-            ("add", vec![ty], vec![2300]),
-            ("swiglu", vec![ty, ty], vec![2300, 2300]),
-        ] {
-            let op = Fused::new(&mut rng, kind, &types, &rows, 1);
-            push_fused(&mut out, &op, &r, b);
-        }
+        push_large_fused(&mut out, &mut rng, ty, &r, b);
     }
 
     for (rows, width) in [(1, 7), (3, 64), (5, 640)] {
@@ -1106,30 +1084,55 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
 /// (the other cases keep theirs).
 fn push_q6_k_rows<R: Backend, B: Backend>(out: &mut Vec<Outcome>, seed: u64, r: &R, b: &B) {
     let mut rng = Rng::new(seed ^ 0x0606);
+    push_matmul(out, &mut rng, (GgmlType::Q6_K, 33, 2816), 1, r, b);
+    push_large_fused(out, &mut rng, GgmlType::Q6_K, r, b);
+}
+
+/// A random `ty` weight of `rows` x `cols` times `tokens` random inputs,
+/// against the reference backend ("matmul") and the exact product
+/// ("matmul_vs_f64").
+fn push_matmul<R: Backend, B: Backend>(
+    out: &mut Vec<Outcome>,
+    rng: &mut Rng,
+    (ty, rows, cols): (GgmlType, usize, usize),
+    tokens: usize,
+    reference: &R,
+    b: &B,
+) {
     let op = MatMul {
-        w: random_mat(&mut rng, GgmlType::Q6_K, 33, 2816),
-        x: rng.vec(2816, 2.0),
-        tokens: 1,
+        w: random_mat(rng, ty, rows, cols),
+        x: rng.vec(tokens * cols, 2.0),
+        tokens,
     };
     let got = op.run(b);
     out.push(Outcome {
         op: "matmul",
         case: op.case(),
-        rel_err: rel_err(&op.run(r), &got),
+        rel_err: rel_err(&op.run(reference), &got),
     });
     out.push(Outcome {
         op: "matmul_vs_f64",
         case: op.case(),
-        rel_err: rel_err(&exact_matmul(&op.w, &op.x, 1), &got),
+        rel_err: rel_err(&exact_matmul(&op.w, &op.x, tokens), &got),
     });
-    let ty = GgmlType::Q6_K;
+}
+
+/// One token's fused products of `ty` past what one block a
+/// multiprocessor takes (a GPU's two-rows-a-warp kernels).
+fn push_large_fused<R: Backend, B: Backend>(
+    out: &mut Vec<Outcome>,
+    rng: &mut Rng,
+    ty: GgmlType,
+    reference: &R,
+    b: &B,
+) {
     for (kind, types, rows) in [
         ("matmuls", vec![ty, ty, ty], vec![2200, 300, 300]),
         ("add", vec![ty], vec![2300]),
         ("swiglu", vec![ty, ty], vec![2300, 2300]),
     ] {
-        let op = Fused::new(&mut rng, kind, &types, &rows, 1);
-        push_fused(out, &op, r, b);
+        let op = Fused::new(rng, kind, &types, &rows, 1);
+        push_fused(out, &op, reference, b);
     }
 }
 
