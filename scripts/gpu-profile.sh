@@ -7,7 +7,8 @@
 #
 #   scripts/gpu-profile.sh TYPE [SHAPE]     e.g. F16, Q4_K; SHAPE 7b (default) or 1b
 #
-# GPU_PROFILE_CACHE=none keeps L2 warm between kernels, as a decode step
+# GPU_PROFILE_MODEL=FILE profiles that file instead (the rival's Q4_K_M
+# mixes: TYPE then only names the output). GPU_PROFILE_CACHE=none keeps L2 warm between kernels, as a decode step
 # runs them (ncu flushes it before each by default, which overstates the
 # small kernels). GPU_PROFILE_ARGS sets the profiled run's bench arguments
 # (default "-p 0 -n 64 -r 1"; a prompt batch: "-p 512 -n 0 -r 2" with
@@ -17,7 +18,7 @@ set -uo pipefail
 ty=$1 shape=${2:-7b}
 w=/tmp/llm-gpu
 out=${OUT:-/tmp/gpu-out}
-m=$w/models/$shape-$ty.gguf
+m=${GPU_PROFILE_MODEL:-$w/models/$shape-$ty.gguf}
 mkdir -p $w/models
 [ -f "$m" ] || LLM_GPU_VOCAB=$w/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=$ty LLM_WRITE_SHAPE=$shape \
   $w/test-gpu --ignored write_a_bench_model >/dev/null 2>&1

@@ -45,6 +45,8 @@
 #       1B Q4_K files (n2f: F16's, a call of its own)
 #   call N4 (same machine, after N1): scripts/gpu-session.sh n4
 #       Q6_K's lean products A/B: our 7B Q6_K, the rival's 7B and 1B Q4_K_M
+#   call N6 (same machine): n3, then a decode step of the rival's 7B and 1B
+#       Q4_K_M kernel by kernel (gpu-profile.sh, warm L2)
 #   call N3 (same machine): GPU_SESSION_ENV="..." scripts/gpu-session.sh n3
 #       llm (under the settings chosen) and llama.cpp side by side, 10
 #       repetitions (GPU_SESSION_ONLY to trim the entries)
@@ -491,6 +493,15 @@ n5)
   echo "n5: llm under $best"
   [ "$best" = default ] && best=
   GPU_SESSION_ENV="$best" "$0" n3
+  ;;
+n6)
+  # The side by side (n3), then where a decode step of the rival's Q4_K_M
+  # mixes goes (gpu-profile.sh, warm L2), 7B and 1B, in one call.
+  "$0" n3
+  for m in Q4_K_M:7b 1B-Q4_K_M:1b; do
+    GPU_PROFILE_MODEL=$W/models/m-${m%%:*}.gguf GPU_PROFILE_CACHE=none timeout 150 \
+      scripts/gpu-profile.sh "m-${m%%:*}" "${m##*:}" 2>&1 | head -40
+  done
   ;;
 n3)
   # Settings the A/B chose go in GPU_SESSION_ENV ("A=1 B=2"), for llm only.
