@@ -45,6 +45,8 @@
 #       1B Q4_K files (n2f: F16's, a call of its own)
 #   call N4 (same machine, after N1): scripts/gpu-session.sh n4
 #       Q6_K's lean products A/B: our 7B Q6_K, the rival's 7B and 1B Q4_K_M
+#   call N7 (same machine, after N1): decode A/B of the lean groups'
+#       split and lean Q6_K on the rival's files, then n3 under the winner
 #   call N6 (same machine): n3, then a decode step of the rival's 7B and 1B
 #       Q4_K_M kernel by kernel (gpu-profile.sh, warm L2)
 #   call N3 (same machine): GPU_SESSION_ENV="..." scripts/gpu-session.sh n3
@@ -494,12 +496,54 @@ n5)
   [ "$best" = default ] && best=
   GPU_SESSION_ENV="$best" "$0" n3
   ;;
+n7)
+  # Decode A/B of GPU_SESSION_AB's settings ("A=1+B=2 C=3"; default: the
+  # split lean groups and lean Q6_K, session 32) against the default on
+  # the rival's 7B and 1B Q4_K_M (alternated, two rounds, llm bench -r 5),
+  # and of LLM_CUDA_LEAN_SPLIT=1 on its 7B Q4_0 and Q8_0; then n3 under the
+  # setting whose geometric mean over the two Q4_K_M models is best.
+  q6="LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16,q6_k"
+  ab=${GPU_SESSION_AB-LLM_CUDA_LEAN_SPLIT=1 $q6 $q6+LLM_CUDA_LEAN_SPLIT=1}
+  scripts/gpu-bench.sh wait MODELS_READY 240
+  : >"$out/bench-ab.log"
+  one() {  # model setting
+    # shellcheck disable=SC2046
+    if [ "$2" = default ]; then set -- "$1" "$2" env; else set -- "$1" "$2" env $(tr '+' ' ' <<<"$2"); fi
+    "${@:3}" timeout 60 /tmp/llm-gpu/llm bench -m "$W/models/m-$1.gguf" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+      grep -E "^\| [0-9a-z]" | grep tg | sed "s/^/m-$1 $2 /" >>"$out/bench-ab.log"
+  }
+  for _ in 1 2; do
+    for m in Q4_K_M 1B-Q4_K_M; do for s in default $ab; do one $m "$s"; done; done
+    for m in Q4_0 Q8_0; do for s in default LLM_CUDA_LEAN_SPLIT=1; do one $m "$s"; done; done
+  done
+  cat "$out/bench-ab.log"
+  best=$(python3 - "$out/bench-ab.log" <<'PY'
+import collections, math, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    head, cells = line.split("|", 1)[0].split(), line.split("|")
+    runs[(head[0], head[1])].append(float(cells[-2].split()[0]))
+mean = {k: sum(v) / len(v) for k, v in runs.items()}
+models = ("m-Q4_K_M", "m-1B-Q4_K_M")
+score = {s: math.prod(mean[(m, s)] / mean[(m, "default")] for m in models)
+         for (m, s) in mean if m == models[0] and all((n, s) in mean for n in models)}
+for s, v in sorted(score.items(), key=lambda kv: -kv[1]):
+    print(f"{s}: {v ** 0.5:.4f}", file=sys.stderr)
+print(max(score, key=score.get))
+PY
+)
+  echo "n7: llm under $best"
+  [ "$best" = default ] && best=
+  GPU_SESSION_ENV="$(tr '+' ' ' <<<"$best")" "$0" n3
+  ;;
 n6)
   # The side by side (n3), then where a decode step of the rival's Q4_K_M
-  # mixes goes (gpu-profile.sh, warm L2), 7B and 1B, in one call.
-  "$0" n3
+  # mixes goes (gpu-profile.sh, warm L2), 7B and 1B, in one call
+  # (GPU_SESSION_NO_N3=1: the profiles alone, under GPU_SESSION_ENV).
+  [ -n "${GPU_SESSION_NO_N3:-}" ] || "$0" n3
   for m in Q4_K_M:7b 1B-Q4_K_M:1b; do
-    GPU_PROFILE_MODEL=$W/models/m-${m%%:*}.gguf GPU_PROFILE_CACHE=none timeout 150 \
+    # shellcheck disable=SC2086
+    env ${GPU_SESSION_ENV:-} GPU_PROFILE_MODEL=$W/models/m-${m%%:*}.gguf GPU_PROFILE_CACHE=none timeout 150 \
       scripts/gpu-profile.sh "m-${m%%:*}" "${m##*:}" 2>&1 | head -40
   done
   ;;

@@ -1234,7 +1234,7 @@ impl CudaBackend {
             }
             _ => (0, 0),
         };
-        let args: [&dyn KernelArg; 17] = [
+        let args: [&dyn KernelArg; 18] = [
             &xp,
             &ws[0],
             &ys[0],
@@ -1252,6 +1252,7 @@ impl CudaBackend {
             &eps,
             &yq,
             &counts,
+            &plan.split,
         ];
         self.keep(
             plan.f

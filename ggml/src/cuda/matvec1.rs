@@ -65,6 +65,8 @@ struct Lean {
     /// The plain loop (None for F16, which has the piped one only).
     plain: Option<LeanProducts>,
     piped: LeanProducts,
+    /// The piped loop of row groups split over warps (None for F16).
+    split: Option<LeanProducts>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -77,6 +79,9 @@ struct Lean {
 struct LeanRows {
     a_warp: usize,
     align: usize,
+    /// Columns a warp's step moves on (its lanes' SB_STEP groups of 256),
+    /// 0 where the piped loop takes no split (F16's).
+    step_cols: usize,
 }
 
 impl LeanRows {
@@ -85,12 +90,37 @@ impl LeanRows {
             "q6_k" => LeanRows {
                 a_warp: 4,
                 align: 2,
+                step_cols: 256,
+            },
+            "f16" => LeanRows {
+                a_warp: 4,
+                align: 16,
+                step_cols: 0,
             },
             _ => LeanRows {
                 a_warp: 4,
                 align: 16,
+                step_cols: 1024,
             },
         }
+    }
+
+    /// Warps a row group of `cols` columns is split over in the piped loop
+    /// (product_piped's `split`): the most, up to `most` and a step each,
+    /// whose `groups` * split warps the GPU's `resident` warps hold at once.
+    /// A small product's warps otherwise run long chains of steps, one
+    /// HBM latency each, on a few warps a multiprocessor (a 1B's Q6_K v:
+    /// 128 row groups of 8 steps).
+    fn split(self, groups: usize, cols: usize, resident: usize, most: usize) -> usize {
+        if self.step_cols == 0 {
+            return 1;
+        }
+        let steps = cols.div_ceil(self.step_cols);
+        let mut split = 1;
+        while split * 2 <= most.min(8) && split * 2 <= steps && groups * split * 2 <= resident {
+            split *= 2;
+        }
+        split
     }
 
     /// Outputs a warp takes: its rows of a part, or a glu's outputs (a gate
@@ -150,6 +180,20 @@ pub(super) struct LeanPlan {
     pub release_first: bool,
     /// Bytes of each row the product asks of L2 before it waits.
     pub prefetch: u32,
+    /// Warps a row group's steps are split over (LeanRows::split).
+    pub split: i32,
+}
+
+/// `LLM_CUDA_LEAN_SPLIT`: the most warps the piped loop splits a row
+/// group's steps over (1: none); 8 unless set.
+fn lean_split_most() -> usize {
+    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_LEAN_SPLIT")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(8, |n| n.clamp(1, 8))
+    })
 }
 
 /// How the lean launches overlap the kernel before them (pdl.cuh), where
@@ -567,6 +611,11 @@ impl Matvec1 {
                     },
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
+                    split: if float {
+                        None
+                    } else {
+                        Some(products("lean_split")?)
+                    },
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -595,12 +644,13 @@ impl Matvec1 {
             Some(plain) if !lean_piped() => (false, plain),
             _ => (true, lean.piped),
         };
-        let k = match epilogue {
+        let kernel = |products: LeanProducts| match epilogue {
             Epilogue::Store => products.store,
             Epilogue::Add => products.add,
             Epilogue::Glu(Glu::SwiGlu) => products.swiglu,
             Epilogue::Glu(Glu::GeGlu) => products.geglu,
         };
+        let mut k = kernel(products);
         let per_warp = lean.rows.outputs(epilogue);
         let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
         if !lean_fills(groups, sms, lean_setting().is_some() || piped) {
@@ -609,12 +659,19 @@ impl Matvec1 {
         let (release_first, prefetch) = lean_early();
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
-        let blocks = groups.div_ceil(8).max(1);
-        let grid = if piped {
-            blocks.min(sms * k.most_resident)
-        } else {
-            blocks
-        };
+        let mut split = 1;
+        if let Some(split_products) = lean.split.filter(|_| piped) {
+            let sk = kernel(split_products);
+            split = lean
+                .rows
+                .split(groups, cols, 8 * sms * sk.most_resident, lean_split_most());
+            if split > 1 {
+                k = sk;
+            }
+        }
+        let resident = sms * k.most_resident;
+        let blocks = (groups * split).div_ceil(8).max(1);
+        let grid = if piped { blocks.min(resident) } else { blocks };
         Some(LeanPlan {
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
@@ -622,6 +679,7 @@ impl Matvec1 {
             grid: grid as u32,
             release_first,
             prefetch,
+            split: split as i32,
         })
     }
 
@@ -869,6 +927,38 @@ mod tests {
             132,
             false
         ));
+    }
+
+    #[test]
+    fn small_lean_products_split_their_groups() {
+        let (q4, q6, f16) = (
+            LeanRows::of("q4_k"),
+            LeanRows::of("q6_k"),
+            LeanRows::of("f16"),
+        );
+        // 132 multiprocessors of two blocks of eight warps.
+        let resident = 132 * 2 * 8;
+        // A 7B: q, k and v (3072 groups) and the glus (5504) fill the GPU;
+        // the adds (1024 groups) take two warps each.
+        assert_eq!(q4.split(3072, 4096, resident, 8), 1);
+        assert_eq!(q4.split(5504, 4096, resident, 8), 1);
+        assert_eq!(q4.split(1024, 4096, resident, 8), 2);
+        assert_eq!(q6.split(1024, 11008, resident, 8), 2);
+        // A 1B: its Q6_K v (128 groups, 8 steps) over eight; its downs
+        // (512 groups of 8192 columns) over four; its output projection
+        // (512 groups of two Q4_K steps) over two, a step each.
+        assert_eq!(q6.split(128, 2048, resident, 8), 8);
+        assert_eq!(q6.split(512, 8192, resident, 8), 4);
+        assert_eq!(q4.split(512, 8192, resident, 8), 4);
+        assert_eq!(q4.split(512, 2048, resident, 8), 2);
+        // LLM_CUDA_LEAN_SPLIT's most, and F16's piped loop, unsplit.
+        assert_eq!(q6.split(128, 2048, resident, 1), 1);
+        assert_eq!(q6.split(128, 2048, resident, 2), 2);
+        assert_eq!(f16.split(128, 4096, resident, 8), 1);
+        let source = include_str!("kernels/matvec1_lean.cu");
+        assert!(source.contains("static constexpr int SB_STEP = 4;"));
+        assert!(source.contains("static constexpr int SB_STEP = 1;"));
+        assert!(source.contains("__shared__ float part[2][8][R];"));
     }
 
     #[test]

@@ -188,14 +188,52 @@ struct RowGroups {
             }
     }
 
-    // The warp's sums, then lane 0 writes the group's outputs (and zeroes
-    // acc for the next group).
-    __device__ __forceinline__ void finish(float (&acc)[R], const Group& G) const {
+    // The warp's sums, in every lane.
+    __device__ __forceinline__ void reduce(float (&acc)[R]) const {
 #pragma unroll
         for (int i = 0; i < R; ++i) {
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], off);
         }
+    }
+
+    // The warp's sums, then lane 0 writes the group's outputs (and zeroes
+    // acc for the next group).
+    __device__ __forceinline__ void finish(float (&acc)[R], const Group& G) const {
+        reduce(acc);
+        write(acc, G);
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
+    }
+
+    // A group whose steps a team of `split` warps (adjacent in the block)
+    // share: their sums meet in `part` (a slot a warp of the block; the
+    // block's barrier, so every warp of the block calls this at the same
+    // step), and the team's first warp writes the outputs, adding the
+    // warps' sums in their order. `valid`: the team has a group this step.
+    __device__ __forceinline__ void finish_split(float (&acc)[R], const Group& G, bool valid, int split, int wib,
+                                                 float (*part)[R]) const {
+        reduce(acc);
+        if (lane == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) part[wib][i] = acc[i];
+        }
+        __syncthreads();
+        if (valid && wib % split == 0) {
+#pragma unroll
+            for (int i = 0; i < R; ++i) {
+                for (int s = 1; s < split; ++s) acc[i] += part[wib + s][i];
+            }
+            write(acc, G);
+        }
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
+    }
+
+    // Lane 0 writes the group's outputs of `sum` (a glu's chunk quantised
+    // too where asked: all lanes call this).
+    __device__ __forceinline__ void write(const float (&sum)[R], const Group& G) const {
+        const float* acc = sum;
         if (lane == 0) {
             float* Y = Mv1Parts::pick(parts.Y, G.part);
             if constexpr (GLU) {
@@ -213,8 +251,6 @@ struct RowGroups {
                 }
             }
         }
-#pragma unroll
-        for (int i = 0; i < R; ++i) acc[i] = 0.0f;
         if constexpr (GLU) {
             if (yq != nullptr) quantise_chunk(G);
         }
@@ -484,47 +520,74 @@ __device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, i
 // while it computes the current one, across the end of a group too, so
 // that a warp never waits for a whole step's latency from HBM (the plain
 // loop loads its steps, then uses them). X, which L1 and L2 hold, is read
-// as an item is computed (holding it a step ahead too spilled). Every lane
-// takes ceil(nsb / SB_STEP) steps a group; where its group of 256 is past
-// the row's end it loads and adds nothing. Before the kernel waits (prefetch >
-// 0), the first item's weights are loaded too.
-template <int T, int OUT>
+// as an item is computed (holding it a step ahead too spilled). Where its
+// group of 256 is past the row's end a lane loads and adds nothing. Before
+// the kernel waits (prefetch > 0), the first item's weights are loaded too.
+//
+// `split` (1, 2, 4 or 8; blocks of eight warps) warps of a block, a team,
+// share a group, warp s of the team taking steps s, s + split, ... and
+// their sums meeting at the group's end (RowGroups::finish_split): a small
+// product (a 1B's, Q6_K's of one super-block a step) then has more warps
+// and shorter chains of steps. Teams take groups as warps do unsplit: team
+// t of the grid's T groups t, t + T, ..., so split 1 is the warps' own
+// sequence; a split block goes on while its first team has a group (its
+// barriers need every warp), a team past the end loading nothing.
+// SPLIT: 1 (matvec1_<type>_lean_piped_*: a warp a group, without the
+// teams' arithmetic, which made Q8_0's loop spill), or 0
+// (matvec1_<type>_lean_split_*: `split_given` warps a group).
+template <int T, int OUT, int SPLIT>
 __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
                                               long long row_bytes, unsigned prefetch, uint8_t* yq,
-                                              unsigned* counts) {
+                                              unsigned* counts, int split_given) {
+    const int split = SPLIT == 1 ? 1 : split_given;
     using L_t = typename LanesOf<T, OUT>::type;
+    constexpr int R = L_t::R;
     const L_t L(xq, parts, cols, row_bytes, yq, counts);
     using Words = typename L_t::Words;
-    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
-    const int steps = (L.nsb + L_t::SB_STEP - 1) / L_t::SB_STEP;
-    int g = warp;
-    if (g >= L.groups) {
+    __shared__ float part[2][8][R];
+    const int wib = static_cast<int>(threadIdx.x >> 5);
+    const int teams = static_cast<int>(blockDim.x >> 5) / split, team = wib / split, s = wib % split;
+    const int nteams = static_cast<int>(gridDim.x) * teams;
+    // A warp's steps a group, and where its step k sits.
+    const int steps = ((L.nsb + L_t::SB_STEP - 1) / L_t::SB_STEP + split - 1) / split;
+    auto sb_of = [&](int k) { return L.sbo + L_t::SB_STEP * (s + split * k); };
+    // Whether the warp goes on to group g (split: while its block's first team has a group).
+    auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < L.groups; };
+    int g = static_cast<int>(blockIdx.x) * teams + team;
+    if (!live(g)) {
         if (prefetch) gq::pdl_begin();
         return;
     }
-    auto G = L.group(g);
+    bool valid = g < L.groups;
+    auto G = L.group(min(g, L.groups - 1));
     Words w = {};
-    if (prefetch) L.prefetch(G, prefetch);
-    if (L.sbo < L.nsb) L.load_w(G, L.sbo, w);
+    if (prefetch && valid) L.prefetch(G, prefetch);
+    if (valid && sb_of(0) < L.nsb) L.load_w(G, sb_of(0), w);
     if (prefetch) gq::pdl_begin();
-    float acc[L_t::R] = {};
-    int k = 0;
+    float acc[R] = {};
+    int k = 0, buf = 0;
     for (;;) {
         int ng, nk;
-        next_item(g, k, steps, nwarps, ng, nk);
-        const bool more = ng < L.groups;
-        const auto NG = ng == g ? G : L.group(more ? ng : g);
-        const int nsb = L.sbo + L_t::SB_STEP * nk;
+        next_item(g, k, steps, nteams, ng, nk);
+        const bool more = live(ng), next_valid = ng < L.groups;
+        const auto NG = ng == g ? G : L.group(min(ng, L.groups - 1));
         Words nw = {};
-        if (more && nsb < L.nsb) L.load_w(NG, nsb, nw);
-        if (L.sbo + L_t::SB_STEP * k < L.nsb) L.accumulate(acc, w, L.load_x(L.sbo + L_t::SB_STEP * k));
-        if (nk == 0) L.finish(acc, G);
+        if (next_valid && sb_of(nk) < L.nsb) L.load_w(NG, sb_of(nk), nw);
+        if (valid && sb_of(k) < L.nsb) L.accumulate(acc, w, L.load_x(sb_of(k)));
+        if (nk == 0) {
+            if (split == 1) {
+                L.finish(acc, G);
+            } else {
+                L.finish_split(acc, G, valid, split, wib, part[buf]);
+                buf ^= 1;
+            }
+        }
         if (!more) break;
         w = nw;
         G = NG;
         g = ng;
         k = nk;
+        valid = next_valid;
     }
 }
 
@@ -638,12 +701,13 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
     if (q < n4) mv1_lean::store_x16(v, amax, sum, q, cols, out);
 }
 
-// matvec1_<type>_lean_<variant> and matvec1_<type>_lean_piped_<variant>
-// (Q4_K, Q4_0, Q8_0; F16 piped only): the products above, matvec1's parts
-// and epilogues. X: quantize_x16's output (which applied the norm), or F16's
-// floats (normed here where norm_w is given). Grid: a warp a row group
-// (four rows; two outputs of a glu) of all parts, eight warps a block, or
-// fewer blocks that loop over them. `prefetch`: bytes of each row asked of
+// matvec1_<type>_lean_<variant>, matvec1_<type>_lean_piped_<variant> and
+// matvec1_<type>_lean_split_<variant> (Q4_K, Q4_0, Q8_0, Q6_K; F16 piped
+// only): the products above, matvec1's parts and epilogues. X:
+// quantize_x16's output (which applied the norm), or F16's floats (normed
+// here where norm_w is given). Grid: a warp a row group (four rows; two
+// outputs of a glu) of all parts, eight warps a block (`split` warps a
+// group for the split ones), or fewer blocks that loop over them. `prefetch`: bytes of each row asked of
 // L2 before waiting (0: none; wait first). `yq`, `counts`: a glu's outputs
 // quantised as well (RowGroups), else null. At most 128 registers, two
 // blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
@@ -653,7 +717,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
              float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
              unsigned prefetch, const float* __restrict__ norm_w, float eps, uint8_t* __restrict__ yq,     \
-             unsigned* __restrict__ counts) {                                                              \
+             unsigned* __restrict__ counts, int split) {                                                   \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                           \
         if (prefetch == 0) gq::pdl_begin();                                                                \
         __VA_ARGS__;                                                                                       \
@@ -662,7 +726,9 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
     GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant,                                            \
                         mv1_lean::product<T, OUT>(x, parts, cols, row_bytes, prefetch, yq, counts)) \
     GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_piped_##variant,                                      \
-                        mv1_lean::product_piped<T, OUT>(x, parts, cols, row_bytes, prefetch, yq, counts))
+                        mv1_lean::product_piped<T, OUT, 1>(x, parts, cols, row_bytes, prefetch, yq, counts, 1)) \
+    GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_split_##variant,                                      \
+                        mv1_lean::product_piped<T, OUT, 0>(x, parts, cols, row_bytes, prefetch, yq, counts, split))
 #define GQ_MATVEC1_LEAN_TYPE(type, T)                  \
     GQ_MATVEC1_LEAN(type, T, r1, MV1_STORE)            \
     GQ_MATVEC1_LEAN(type, T, r1a, MV1_ADD)             \

@@ -216,7 +216,7 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
                             const uint8_t*, float*, int, int, long long, unsigned, const float*, float, uint8_t*,
-                            unsigned*);
+                            unsigned*, int);
 
 struct TypeCase {
     int t;
@@ -748,16 +748,19 @@ static bool has_lean(int t) {
 // into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
 // none); `early`: the rows asked of L2 before the product waits, and
 // quantize_x16 releasing it first; `piped`: the software-pipelined loop
-// (F16's only: it reads X as it is, normed itself).
+// (F16's only: it reads X as it is, normed itself), whose row groups
+// `split` warps may share.
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
-                             bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr) {
+                             bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr, int split = 1) {
 #define GQ_LEAN_KERNELS(type)                                                                                \
     {{matvec1_##type##_lean_r1, matvec1_##type##_lean_r1a, matvec1_##type##_lean_swiglu,                     \
       matvec1_##type##_lean_geglu},                                                                          \
      {matvec1_##type##_lean_piped_r1, matvec1_##type##_lean_piped_r1a, matvec1_##type##_lean_piped_swiglu,   \
-      matvec1_##type##_lean_piped_geglu}}
-    static const kern_lean_t K[4][2][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0),
+      matvec1_##type##_lean_piped_geglu},                                                                    \
+     {matvec1_##type##_lean_split_r1, matvec1_##type##_lean_split_r1a, matvec1_##type##_lean_split_swiglu,   \
+      matvec1_##type##_lean_split_geglu}}
+    static const kern_lean_t K[4][3][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0),
                                            GQ_LEAN_KERNELS(q6_k)};
 #undef GQ_LEAN_KERNELS
     static const kern_lean_t KF16[4] = {matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
@@ -768,12 +771,13 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     const int outs = variant >= 2 ? 2 : 4;  // mv1_lean::ROWS rows a warp
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
-    int grid = (groups + 7) / 8;
+    if (!piped || f16) split = 1;
+    int grid = (groups * split + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    const kern_lean_t k = f16 ? KF16[variant] : K[ti][piped][variant];
+    const kern_lean_t k = f16 ? KF16[variant] : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
     GQ_LAUNCH(grid, 256, 0, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0],
                                n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
-                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts);
+                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts, split);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -895,21 +899,24 @@ static int test_matvec1_xs(std::mt19937& rng) {
                 // the lean product, one row group a warp and in 3 blocks
                 // that loop; early: its rows asked of L2 before it waits;
                 // the plain and the piped loop.
+                // The piped loop's groups shared by 1, 2, 4 or 8 warps.
                 if (has_lean(t) && cols % 256 == 0)
                     for (int cap : {0, 3})
                     for (bool early : {false, true})
-                    for (bool piped : {false, true}) {
-                        if (t == gq::F16 && !piped) continue;  // F16 has the piped loop only
+                    for (int loop : {0, 1, 2, 4, 8}) {
+                        const bool piped = loop > 0;
+                        const int split = piped ? loop : 1;
+                        if (t == gq::F16 && (!piped || split > 1)) continue;  // F16: the piped loop, unsplit
                         std::vector<float> before(rows), Y(rows);
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
                         run_matvec1_lean(t, variant, dWa, dX, dY, n, cols, rb, cap, normed ? dN : nullptr, eps, dQ, early,
-                                         piped);
+                                         piped, nullptr, nullptr, split);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
-                        char what[96];
-                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d",
-                                 xc.name, piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed, early);
+                        char what[112];
+                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d split %d",
+                                 xc.name, piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed, early, split);
                         const int bad = wrong(what, variant, n0, before, Y);
                         lean_fail += bad;
                         fail += bad;
@@ -919,8 +926,10 @@ static int test_matvec1_xs(std::mt19937& rng) {
                 // quantize_x16's of its outputs, the chunk counts back at 0.
                 if (has_lean(t) && cols % 256 == 0 && glu)
                     for (int cap : {0, 3})
-                    for (bool piped : {false, true}) {
-                        if (t == gq::F16 && !piped) continue;
+                    for (int loop : {0, 1, 4}) {
+                        const bool piped = loop > 0;
+                        const int split = piped ? loop : 1;
+                        if (t == gq::F16 && (!piped || split > 1)) continue;
                         const int nf[3] = {64, 64, 0};
                         const long long qb = mv1_lean::x_bytes(64);
                         uint8_t *dYq, *dRef;
@@ -933,7 +942,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
                         run_matvec1_lean(t, variant, dWa, dX, dY, nf, cols, rb, cap, normed ? dN : nullptr, eps, dQ,
-                                         false, piped, dYq, dCounts);
+                                         false, piped, dYq, dCounts, split);
                         GQ_LAUNCH(1, 256, 0, quantize_x16)(dY, 64, nullptr, 0.0f, dRef, 0);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
@@ -942,9 +951,9 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         CK(cudaMemcpy(got.data(), dYq, qb, cudaMemcpyDeviceToHost));
                         CK(cudaMemcpy(want.data(), dRef, qb, cudaMemcpyDeviceToHost));
                         CK(cudaMemcpy(counts, dCounts, 2 * 4, cudaMemcpyDeviceToHost));
-                        char what[96];
-                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d quantising", xc.name,
-                                 piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed);
+                        char what[112];
+                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d split %d quantising",
+                                 xc.name, piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed, split);
                         // The outputs against the reference, rows past them untouched.
                         int bad = wrong(what, variant, 64, before, Y);
                         if (got != want || counts[0] != 0 || counts[1] != 0) {
