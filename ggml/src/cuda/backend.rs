@@ -1074,7 +1074,8 @@ impl CudaBackend {
         if in_order && x_copies == 1 {
             // Each part's rows (a glu's outputs in the first; none in the others).
             let part_outputs = rows.map(|r| r as usize);
-            if let Some(plan) = m.lean_plan(ep, part_outputs, w.cols, sms, row_align) {
+            if let Some(plan) = m.lean_plan(ep, part_outputs, (w.cols, w.row_bytes), sms, row_align)
+            {
                 if sc
                     .lean_x
                     .as_ref()

@@ -105,19 +105,30 @@ impl LeanRows {
         }
     }
 
-    /// Warps a row group of `cols` columns is split over in the piped loop
-    /// (product_piped's `split`): the most, up to `most` and a step each,
-    /// whose `groups` * split warps the GPU's `resident` warps hold at once.
-    /// A small product's warps otherwise run long chains of steps, one
-    /// HBM latency each, on a few warps a multiprocessor (a 1B's Q6_K v:
-    /// 128 row groups of 8 steps).
-    fn split(self, groups: usize, cols: usize, resident: usize, most: usize) -> usize {
-        if self.step_cols == 0 {
+    /// Warps a row group of `cols` columns (rows of `row_bytes`) is split
+    /// over in the piped loop (product_piped's `split`): doubled, up to
+    /// `most` and a step each, while the warps' steps read fewer than
+    /// SPLIT_BELOW_BYTES at once and the GPU's `resident` warps hold them.
+    /// A small product's few warps otherwise run long chains of steps, one
+    /// HBM latency each (a 1B's Q6_K v: 128 row groups of 8 steps).
+    fn split(
+        self,
+        groups: usize,
+        (cols, row_bytes): (usize, usize),
+        resident: usize,
+        most: usize,
+    ) -> usize {
+        if self.step_cols == 0 || cols == 0 {
             return 1;
         }
         let steps = cols.div_ceil(self.step_cols);
+        let step_bytes = self.a_warp * row_bytes * self.step_cols.min(cols) / cols;
         let mut split = 1;
-        while split * 2 <= most.min(8) && split * 2 <= steps && groups * split * 2 <= resident {
+        while split * 2 <= most.min(8)
+            && split * 2 <= steps
+            && groups * split * 2 <= resident
+            && groups * split * step_bytes < SPLIT_BELOW_BYTES
+        {
             split *= 2;
         }
         split
@@ -183,6 +194,15 @@ pub(super) struct LeanPlan {
     /// Warps a row group's steps are split over (LeanRows::split).
     pub split: i32,
 }
+
+/// The bytes a product's warps read a step below which its row groups
+/// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
+/// rival's files, alternated `llm bench -r 5`), splitting every product
+/// the GPU had room for sped the 1B Q4_K_M (1135.3 -> 1151.2, groups of
+/// 1.2 to 1.5 MB a step) and Q6_K's lean products (7B 359.1 -> 379.4,
+/// 0.9 MB), but slowed the 7B's adds (2.4 MB; Q4_0 425.4 -> 412.4, Q8_0
+/// 303.4 -> 282.5 at 4.5 MB).
+const SPLIT_BELOW_BYTES: usize = 2 << 20;
 
 /// `LLM_CUDA_LEAN_SPLIT`: the most warps the piped loop splits a row
 /// group's steps over (1: none); 8 unless set.
@@ -276,16 +296,18 @@ fn epilogue_listed(list: &str, epilogue: Epilogue) -> bool {
 
 /// `LLM_CUDA_LEAN_TYPES`: the weight types (lowercase ggml names,
 /// comma-separated: q4_k, q4_0, q8_0, q6_k, f16) whose one-token products may
-/// take the lean path; `q4_k,q4_0,q8_0,f16` unless set. On the H100
-/// (2026-12-06, tg128, the rival's files, alternated `llm bench -r 5`) F16's
-/// ran 7B F16 179.8 tokens/s against 159.4 with matvec1f; Q6_K's is slower
-/// (Q4_K_M 360.6 against 385.9, its 1B 1032.8 against 1157.9: one
-/// super-block a warp-step leaves a small product's few warps a long chain
-/// of steps, a 1B's v 16 blocks, its downs 64).
+/// take the lean path; all five unless set. On the H100 (2026-12-06, tg128,
+/// the rival's files, alternated `llm bench -r 5`) F16's ran 7B F16 179.8
+/// tokens/s against 159.4 with matvec1f; Q6_K's lost while a warp took a
+/// row group alone (Q4_K_M 360.6 against 385.9, its 1B 1032.8 against
+/// 1157.9: one super-block a warp-step left a small product's few warps a
+/// long chain of steps) and won with its groups split over warps (the 1B
+/// 1186.8 and 1198.7 against 1151.2 and 1164.0; the 7B 379.3 against
+/// 380.5).
 fn lean_type_listed(name: &str) -> bool {
     static SET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let list = SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_LEAN_TYPES").unwrap_or_else(|_| "q4_k,q4_0,q8_0,f16".into())
+        std::env::var("LLM_CUDA_LEAN_TYPES").unwrap_or_else(|_| "q4_k,q4_0,q8_0,q6_k,f16".into())
     });
     list.split(',').any(|t| t.trim().eq_ignore_ascii_case(name))
 }
@@ -632,7 +654,7 @@ impl Matvec1 {
         &self,
         epilogue: Epilogue,
         part_outputs: [usize; 3],
-        cols: usize,
+        (cols, row_bytes): (usize, usize),
         sms: usize,
         row_align: usize,
     ) -> Option<LeanPlan> {
@@ -662,9 +684,10 @@ impl Matvec1 {
         let mut split = 1;
         if let Some(split_products) = lean.split.filter(|_| piped) {
             let sk = kernel(split_products);
+            let resident = 8 * sms * sk.most_resident;
             split = lean
                 .rows
-                .split(groups, cols, 8 * sms * sk.most_resident, lean_split_most());
+                .split(groups, (cols, row_bytes), resident, lean_split_most());
             if split > 1 {
                 k = sk;
             }
@@ -938,23 +961,31 @@ mod tests {
         );
         // 132 multiprocessors of two blocks of eight warps.
         let resident = 132 * 2 * 8;
+        let q4k = |cols: usize| (cols, cols / 256 * 144);
+        let q6k = |cols: usize| (cols, cols / 256 * 210);
+        let q8 = |cols: usize| (cols, cols / 32 * 34);
         // A 7B: q, k and v (3072 groups) and the glus (5504) fill the GPU;
-        // the adds (1024 groups) take two warps each.
-        assert_eq!(q4.split(3072, 4096, resident, 8), 1);
-        assert_eq!(q4.split(5504, 4096, resident, 8), 1);
-        assert_eq!(q4.split(1024, 4096, resident, 8), 2);
-        assert_eq!(q6.split(1024, 11008, resident, 8), 2);
-        // A 1B: its Q6_K v (128 groups, 8 steps) over eight; its downs
-        // (512 groups of 8192 columns) over four; its output projection
-        // (512 groups of two Q4_K steps) over two, a step each.
-        assert_eq!(q6.split(128, 2048, resident, 8), 8);
-        assert_eq!(q6.split(512, 8192, resident, 8), 4);
-        assert_eq!(q4.split(512, 8192, resident, 8), 4);
-        assert_eq!(q4.split(512, 2048, resident, 8), 2);
+        // its adds (1024 groups of 2.4 MB a step, Q8_0's 4.5) stay whole,
+        // Q6_K's (0.9 MB) take two warps each.
+        assert_eq!(q4.split(3072, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(5504, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(1024, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(1024, q4k(11008), resident, 8), 1);
+        assert_eq!(q4.split(1024, q8(11008), resident, 8), 1);
+        assert_eq!(q6.split(1024, q6k(11008), resident, 8), 2);
+        assert_eq!(q6.split(1024, q6k(4096), resident, 8), 2);
+        // A 1B: its Q6_K v (128 groups, 8 steps) over eight; its Q6_K downs
+        // (512 groups of 8192 columns) over four; its Q4_K downs and output
+        // projection and its q and k (640 groups) over two.
+        assert_eq!(q6.split(128, q6k(2048), resident, 8), 8);
+        assert_eq!(q6.split(512, q6k(8192), resident, 8), 4);
+        assert_eq!(q4.split(512, q4k(8192), resident, 8), 2);
+        assert_eq!(q4.split(512, q4k(2048), resident, 8), 2);
+        assert_eq!(q4.split(640, q4k(2048), resident, 8), 2);
         // LLM_CUDA_LEAN_SPLIT's most, and F16's piped loop, unsplit.
-        assert_eq!(q6.split(128, 2048, resident, 1), 1);
-        assert_eq!(q6.split(128, 2048, resident, 2), 2);
-        assert_eq!(f16.split(128, 4096, resident, 8), 1);
+        assert_eq!(q6.split(128, q6k(2048), resident, 1), 1);
+        assert_eq!(q6.split(128, q6k(2048), resident, 2), 2);
+        assert_eq!(f16.split(128, (4096, 8192), resident, 8), 1);
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("static constexpr int SB_STEP = 4;"));
         assert!(source.contains("static constexpr int SB_STEP = 1;"));
