@@ -497,13 +497,14 @@ n5)
   GPU_SESSION_ENV="$best" "$0" n3
   ;;
 n7)
-  # Decode A/B of GPU_SESSION_AB's settings ("A=1+B=2 C=3"; default: the
-  # split lean groups and lean Q6_K, session 32) against the default on
-  # the rival's 7B and 1B Q4_K_M (alternated, two rounds, llm bench -r 5),
-  # and of LLM_CUDA_LEAN_SPLIT=1 on its 7B Q4_0 and Q8_0; then n3 under the
-  # setting whose geometric mean over the two Q4_K_M models is best.
-  q6="LLM_CUDA_LEAN_TYPES=q4_k,q4_0,q8_0,f16,q6_k"
-  ab=${GPU_SESSION_AB-LLM_CUDA_LEAN_SPLIT=1 $q6 $q6+LLM_CUDA_LEAN_SPLIT=1}
+  # Decode A/B of GPU_SESSION_AB's settings ("A=1+B=2 C=3") against the
+  # default on the rival's 7B and 1B Q4_K_M (alternated, two rounds, llm
+  # bench -r 5), and of GPU_SESSION_AB_OTHERS's on its 7B Q4_0 and Q8_0;
+  # then n3 under the setting whose geometric mean over the two Q4_K_M
+  # models is best. (Session 32's first sitting: the split lean groups and
+  # lean Q6_K, LLM_CUDA_LEAN_SPLIT=1 and LLM_CUDA_LEAN_TYPES=...,q6_k.)
+  ab=${GPU_SESSION_AB-LLM_CUDA_PDL=all LLM_CUDA_ATT_X16=1}
+  others=${GPU_SESSION_AB_OTHERS-LLM_CUDA_PDL=all}
   scripts/gpu-bench.sh wait MODELS_READY 240
   : >"$out/bench-ab.log"
   one() {  # model setting
@@ -514,7 +515,7 @@ n7)
   }
   for _ in 1 2; do
     for m in Q4_K_M 1B-Q4_K_M; do for s in default $ab; do one $m "$s"; done; done
-    for m in Q4_0 Q8_0; do for s in default LLM_CUDA_LEAN_SPLIT=1; do one $m "$s"; done; done
+    for m in Q4_0 Q8_0; do for s in default $others; do one $m "$s"; done; done
   done
   cat "$out/bench-ab.log"
   best=$(python3 - "$out/bench-ab.log" <<'PY'
