@@ -45,6 +45,8 @@
 #       1B Q4_K files (n2f: F16's, a call of its own)
 #   call N4 (same machine, after N1): scripts/gpu-session.sh n4
 #       Q6_K's lean products A/B: our 7B Q6_K, the rival's 7B and 1B Q4_K_M
+#   call N8 (carry .gpu-a .rivals; device time short): n1, then llm alone
+#       on the rival's files (default, and GPU_SESSION_AB's settings)
 #   call N7 (same machine, after N1): decode A/B of the lean groups'
 #       split and lean Q6_K on the rival's files, then n3 under the winner
 #   call N6 (same machine): n3, then a decode step of the rival's 7B and 1B
@@ -495,6 +497,24 @@ n5)
   echo "n5: llm under $best"
   [ "$best" = default ] && best=
   GPU_SESSION_ENV="$best" "$0" n3
+  ;;
+n8)
+  # Device time short (one call): n1's suite, then llm alone on the rival's
+  # files once written (-r 10; GPU_SESSION_AB's settings beside, -r 5), to
+  # set against an earlier side by side's llama.cpp figures on the same kind.
+  GPU_SESSION_SUITE_S=${GPU_SESSION_SUITE_S:-400} "$0" n1
+  scripts/gpu-bench.sh wait MODELS_READY 120
+  for m in Q4_K_M 1B-Q4_K_M Q4_0 Q8_0; do
+    timeout 60 /tmp/llm-gpu/llm bench -m "$W/models/m-$m.gguf" -ngl 99 -p 0 -n 128 -r 10 2>&1 | grep -E "^\| [0-9a-z]" |
+      grep tg | sed "s/^/m-$m default /" | tee -a "$out/bench-ab.log"
+  done
+  for s in ${GPU_SESSION_AB-LLM_CUDA_PDL=all}; do
+    for m in Q4_K_M 1B-Q4_K_M; do
+      # shellcheck disable=SC2046
+      env $(tr '+' ' ' <<<"$s") timeout 60 /tmp/llm-gpu/llm bench -m "$W/models/m-$m.gguf" -ngl 99 -p 0 -n 128 -r 5 2>&1 |
+        grep -E "^\| [0-9a-z]" | grep tg | sed "s/^/m-$m $s /" | tee -a "$out/bench-ab.log"
+    done
+  done
   ;;
 n7)
   # Decode A/B of GPU_SESSION_AB's settings ("A=1+B=2 C=3") against the
