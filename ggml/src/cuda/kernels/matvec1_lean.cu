@@ -687,15 +687,17 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
 extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __restrict__ X, int cols,
                                                               const float* __restrict__ norm_w, float eps,
                                                               uint8_t* __restrict__ out, int release_first) {
-    gq::pdl_begin(release_first != 0);
-    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
     const int n4 = cols >> 2;
     const int q = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+    // The norm's weights (no kernel's output) before the wait, and the
+    // thread's X before the norm's sum: their loads in flight meanwhile.
+    const float4 g = norm_w && q < n4 ? __ldg(reinterpret_cast<const float4*>(norm_w) + q)
+                                      : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
+    gq::pdl_begin(release_first != 0);
     float4 v = q < n4 ? __ldg(reinterpret_cast<const float4*>(X) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (norm_w && q < n4) {
-        const float4 g = __ldg(reinterpret_cast<const float4*>(norm_w) + q);
+    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    if (norm_w && q < n4)
         v = make_float4(v.x * nscale * g.x, v.y * nscale * g.y, v.z * nscale * g.z, v.w * nscale * g.w);
-    }
     float amax, sum;
     chunk_amax_sum(v, amax, sum);
     if (q < n4) mv1_lean::store_x16(v, amax, sum, q, cols, out);
