@@ -629,7 +629,7 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     }
     if (prefetch) gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
-    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
     if (!any) return;
     float acc[ROWS][2] = {};
     int k = 0;
@@ -695,7 +695,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
                                       : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
     gq::pdl_begin(release_first != 0);
     float4 v = q < n4 ? __ldg(reinterpret_cast<const float4*>(X) + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const float nscale = norm_w ? mv1_norm_scale(X, cols, eps) : 1.0f;
+    const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
     if (norm_w && q < n4)
         v = make_float4(v.x * nscale * g.x, v.y * nscale * g.y, v.z * nscale * g.z, v.w * nscale * g.w);
     float amax, sum;

@@ -34,15 +34,17 @@ enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 // only where X needs no input order): 1 / rms(X), by the whole block (256
 // threads), each thread's squares in float4s, then warp and block sums in a
 // fixed order, so every block of a launch gets the same scale. The values
-// are then x * scale * w, as the rms_norm kernel writes them.
+// are then x * scale * w, as the rms_norm kernel writes them. U of a
+// thread's loads go out together (one at a time, a 7B's four were four L2
+// round trips in a row; matvec1_lean.cu takes 4), the sum in the same order
+// whatever U; matmul.cu's products keep 1 (unrolled in its many kernels for
+// every architecture, the form grew its fatbin past 5 MiB).
+template <int U = 1>
 __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int cols, float eps) {
     __shared__ float part[MV1_WARPS];
     float ss = 0.0f;
     const float4* x4 = reinterpret_cast<const float4*>(X);
     const int n4 = cols >> 2;
-    // Four of a thread's loads go out together (one at a time, a 7B's four
-    // were four L2 round trips in a row); the sum keeps its order.
-    constexpr int U = 4;
     for (int q0 = threadIdx.x; q0 < n4; q0 += U * blockDim.x) {
         float4 v[U];
 #pragma unroll
@@ -50,11 +52,9 @@ __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int
             const int q = q0 + u * static_cast<int>(blockDim.x);
             v[u] = q < n4 ? __ldg(x4 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
+        // A value past the end is +0 and adds nothing, bit for bit.
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-            if (q0 + u * static_cast<int>(blockDim.x) < n4)
-                ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
-        }
+        for (int u = 0; u < U; ++u) ss += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
