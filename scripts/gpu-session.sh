@@ -577,6 +577,143 @@ n6)
       scripts/gpu-profile.sh "m-${m%%:*}" "${m##*:}" 2>&1 | head -40
   done
   ;;
+w1)
+  # Session 33's first call (carry .gpu-p: llm, test-gpu and the vocabulary
+  # of a pack, and .gpu-t's test_matmul.xz): the warpgroup products' checks
+  # and timings (256-token tiles, the fused add and GLU), F16 prompt batches
+  # under their switches (alternated, two rounds), then where an F16 decode
+  # step's and prompt batch's time goes (gpu-profile.sh, warm L2).
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=.gpu-p scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  timeout 120 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -8
+  timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
+  el "test_matmul"
+  m=/tmp/llm-gpu/models/7b-F16.gguf
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=F16 LLM_WRITE_SHAPE=7b \
+    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  el "model written"
+  for _ in 1 2; do
+    for s in default ${GPU_SESSION_AB-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_TILE_TOKENS=128}; do
+      # shellcheck disable=SC2046
+      if [ "$s" = default ]; then set -- env; else set -- env $(tr '+' ' ' <<<"$s"); fi
+      "$@" timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+        grep pp | sed "s/^/F16 $s /"
+    done
+  done
+  timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]"
+  el "benches"
+  GPU_PROFILE_CACHE=none timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "decode profile"
+  GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=${GPU_SESSION_PP_SKIP:-600} \
+    GPU_PROFILE_KERNELS=700 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "prompt profile"
+  ;;
+w2)
+  # Session 33's second call (carry .gpu-p as w1's, and .rivals): llama.cpp's
+  # builds and models started in the background; the warpgroup and F16
+  # lean products' checks and timings; then on the rival's F16 file once
+  # written, alternated pairs (two rounds) of pp512 under GPU_SESSION_AB_PP
+  # and of tg128 under GPU_SESSION_AB_TG beside the defaults, and where an
+  # F16 decode step's and prompt batch's time goes.
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  scripts/gpu-bench.sh start .rivals
+  GPU_PACK=.gpu-p scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
+  GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -4
+  timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
+  el "test_matmul"
+  m=$W/models/m-F16.gguf
+  for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 5; done
+  el "$(cat "$W/gen.log" | tail -1)"
+  ab() {  # test args settings...
+    local test=$1 args=$2 settings cmd; shift 2
+    settings=("$@")
+    for _ in 1 2; do
+      for s in default "${settings[@]}"; do
+        cmd=(env)
+        # shellcheck disable=SC2207
+        [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
+        # shellcheck disable=SC2086
+        "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+          grep "$test" | sed "s/^/F16 $s /"
+      done
+    done
+  }
+  # shellcheck disable=SC2086
+  ab pp512 "-p 512 -n 0" ${GPU_SESSION_AB_PP-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_TILE_TOKENS=128}
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_LEAN_SPLIT=1}
+  el "A/B"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "decode profile"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
+    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "prompt profile"
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
+w4)
+  # Session 33's third machine, first call (carry .gpu-p, .rivals): the
+  # kernels' checks and timings on a quiet machine; the rival's F16 file
+  # (its generator alone); alternated pairs (two rounds) of pp512 under
+  # GPU_SESSION_AB_PP and tg128 under GPU_SESSION_AB_TG beside the
+  # defaults; Nsight Compute on the GLU product against the plain one of
+  # the same rows; an F16 prompt batch's kernels; then llama.cpp's builds
+  # and models start (w3 and n3 follow on the same machine).
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=.gpu-p scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
+  GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -4
+  timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
+  el "test_matmul"
+  m=$W/models/m-F16.gguf
+  mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
+    PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py $m >/tmp/gen/gen.log 2>&1
+  el "gen rc=$?"
+  ab() {  # test args settings...
+    local test=$1 args=$2 settings cmd; shift 2
+    settings=("$@")
+    for _ in 1 2; do
+      for s in default "${settings[@]}"; do
+        cmd=(env)
+        # shellcheck disable=SC2207
+        [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
+        # shellcheck disable=SC2086
+        "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+          grep "$test" | sed "s/^/F16 $s /"
+      done
+    done
+  }
+  # shellcheck disable=SC2086
+  ab pp512 "-p 512 -n 0" ${GPU_SESSION_AB_PP-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_WGMMA_FUSE=add LLM_CUDA_WGMMA_FUSE=glu LLM_CUDA_TILE_TOKENS=128}
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_LEAN_SPLIT=1}
+  el "A/B"
+  for shape in 2 3; do
+    timeout 60 ncu --kernel-name regex:"matmul_wg_f16_(glu_)?n256" --launch-skip 30 --launch-count 1 \
+      --section SpeedOfLight --section WarpStateStats --section LaunchStats --section Occupancy \
+      /tmp/llm-gpu/test_matmul --bench-wgmma $shape 2>&1 |
+      grep -E "matmul_wg|Duration|Throughput|Stall|stall|Warp Cycles|Registers|Achieved Occupancy|Block Limit" | head -24
+  done
+  el "ncu"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
+    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "prompt profile"
+  scripts/gpu-bench.sh start .rivals
+  ;;
+w3)
+  # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
+  # alone; llm and test-gpu stay unpacked there).
+  GPU_PACK=.gpu-s timeout "${GPU_SESSION_SUITE_S:-420}" scripts/gpu-suite.sh run >"$out/suite.log" 2>&1
+  echo "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite.log" | grep -v " ok$" | tail -30
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
 n3)
   # Settings the A/B chose go in GPU_SESSION_ENV ("A=1 B=2"), for llm only.
   scripts/gpu-bench.sh wait READY 120

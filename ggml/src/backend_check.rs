@@ -929,6 +929,21 @@ pub fn check_with<B: Backend>(b: &B, seed: u64, caches: Caches) -> Vec<Outcome> 
             }
         }
     }
+    // Batches of 300 tokens: on Hopper the warpgroup products with the
+    // residual add or the gated activation in their epilogues (F16 rows as
+    // they are, the others dequantised; gate and up of two types apart).
+    for ty in [GgmlType::F16, GgmlType::Q4_K, GgmlType::Q8_0] {
+        let cases: [(&str, Vec<GgmlType>, Vec<usize>); 4] = [
+            ("add", vec![ty], vec![33]),
+            ("swiglu", vec![ty, ty], vec![70, 70]),
+            ("geglu", vec![ty, ty], vec![9, 9]),
+            ("swiglu", vec![ty, GgmlType::Q6_K], vec![9, 9]),
+        ];
+        for (kind, types, rows) in cases {
+            let op = Fused::new(&mut rng, kind, &types, &rows, 300);
+            push_fused(&mut out, &op, &r, b);
+        }
+    }
     for ty in [GgmlType::Q4_K, GgmlType::Q8_0] {
         push_large_fused(&mut out, &mut rng, ty, &r, b);
     }

@@ -73,6 +73,11 @@ pub(super) struct Kernels {
     /// Hopper's warpgroup products of f16 rows (gemm_sm90.cu), for batches
     /// of at least `wgmma_tokens` tokens (LLM_CUDA_WGMMA=0: none).
     wgmma: Option<Tile>,
+    /// Their forms that add the product to a residual and that take a
+    /// GLU's gate and up at once, its activation applied (none with
+    /// LLM_CUDA_WGMMA_FUSE=0, for timing).
+    wgmma_add: Option<Tile>,
+    wgmma_glu: Option<Tile>,
     /// Caches of other types than f16 (kvcache.rs).
     pub(super) kvq: QuantKvKernels,
 }
@@ -460,6 +465,15 @@ fn rope_blocks(heads: usize) -> u32 {
     heads.div_ceil(ROPE_HEADS_PER_BLOCK) as u32
 }
 
+/// rope_store's blocks a token: a block every ROPE_HEADS_PER_BLOCK heads
+/// for a decode step (a 7B's 64 heads over 16 blocks), fewer for a batch
+/// while its blocks still fill the GPU about four times over (each block's
+/// threads compute their pairs' rotations once for all its heads).
+fn rope_store_blocks(tokens: usize, heads: usize, sms: usize) -> u32 {
+    let want = (4 * sms.max(1)).div_ceil(tokens.max(1));
+    want.clamp(1, heads.div_ceil(ROPE_HEADS_PER_BLOCK).max(1)) as u32
+}
+
 /// The rope parameters as the kernel's struct lays them out.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -516,6 +530,19 @@ fn early_launches(info: &DeviceInfo) -> EarlyLaunches {
 /// Q4_K 10598 -> 14165 tokens/s, Q8_0 9008 -> 13966, F16 10978 -> 16289.
 fn wgmma_selected() -> bool {
     std::env::var("LLM_CUDA_WGMMA").map_or(true, |v| v != "0")
+}
+
+/// Whether prompt batches' residual adds (`form` "add") or GLUs ("glu")
+/// go in the warpgroup products' epilogues (where those take the
+/// product): both unless LLM_CUDA_WGMMA_FUSE says "0" (neither), "add" or
+/// "glu". A 7B's layer then writes and reads its two products' outputs and
+/// its up projection's once less, in three launches fewer.
+fn wgmma_fused_selected(form: &str) -> bool {
+    match std::env::var("LLM_CUDA_WGMMA_FUSE") {
+        Ok(v) if v == "0" => false,
+        Ok(v) if v == "add" || v == "glu" => v == form,
+        _ => true,
+    }
 }
 
 /// The largest weight dequantised for gemm_sm90.cu: its f16 copy lives in
@@ -668,7 +695,17 @@ impl CudaBackend {
             wgmma: if hopper.is_empty() {
                 None
             } else {
-                Tile::find_wgmma(find)
+                Tile::find_wgmma(find, "")
+            },
+            wgmma_add: if hopper.is_empty() || !wgmma_fused_selected("add") {
+                None
+            } else {
+                Tile::find_wgmma(find, "add_")
+            },
+            wgmma_glu: if hopper.is_empty() || !wgmma_fused_selected("glu") {
+                None
+            } else {
+                Tile::find_wgmma(find, "glu_")
             },
             kvq: QuantKvKernels::find(find)?,
         };
@@ -849,11 +886,13 @@ impl CudaBackend {
     ) -> CuResult<()> {
         let (rows, cols, nt) = (w_rows as i32, w_cols as i32, t as i32);
         let mut half_w = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
-        let (tile, wp, rb) =
-            match self.wgmma_rows(k, wp, (w_rows, w_cols, row_bytes), t, &mut half_w)? {
-                Some((wg, wp, rb)) => (wg, wp, rb),
-                None => (tile, wp, row_bytes as i64),
-            };
+        let wgmma = match &self.kernels.wgmma {
+            Some(wg) => self
+                .wgmma_rows(k, &[wp], (w_rows, w_cols, row_bytes), t, &mut half_w)?
+                .map(|(wps, rb)| (wg, wps[0], rb)),
+            None => None,
+        };
+        let (tile, wp, rb) = wgmma.unwrap_or((tile, wp, row_bytes as i64));
         let l = tile.launch(w_rows, t, self.info.sms.max(1) as usize);
         l.f.launch(
             &self.stream,
@@ -900,43 +939,128 @@ impl CudaBackend {
         Ok(buf.as_ref().expect("just made").ptr)
     }
 
-    /// gemm_sm90.cu's kernels and the f16 rows they read (where, and their
-    /// stride), where they take this product: F16 rows as they are,
-    /// quantised ones dequantised into `half_w` first.
+    /// The f16 rows gemm_sm90.cu's kernels read for the weights at `wps`
+    /// (one, or a GLU's gate and up, of one type and shape: where, and
+    /// their stride), where those kernels take this product: F16 rows as
+    /// they are, quantised ones dequantised one after the other into
+    /// `half_w` first. None (nothing launched) where they don't.
     fn wgmma_rows(
         &self,
         k: &MatKernels,
-        wp: u64,
+        wps: &[u64],
         (w_rows, w_cols, row_bytes): (usize, usize, usize),
         t: usize,
         half_w: &mut Option<DeviceMem>,
-    ) -> CuResult<Option<(&Tile, u64, i64)>> {
-        let Some(wg) = &self.kernels.wgmma else {
-            return Ok(None);
-        };
+    ) -> CuResult<Option<([u64; 2], i64)>> {
+        debug_assert!(matches!(wps.len(), 1 | 2));
         let dequantised = matches!(k.half_rows, HalfRows::Dequantised(_));
         if t < wgmma_tokens(dequantised) || !w_cols.is_multiple_of(32) {
             return Ok(None);
         }
+        let mut rows = [wps[0], *wps.last().expect("one or two")];
         match &k.half_rows {
-            HalfRows::Direct if (wp | row_bytes as u64) & 15 == 0 => {
-                Ok(Some((wg, wp, row_bytes as i64)))
+            HalfRows::Direct if wps.iter().all(|wp| (wp | row_bytes as u64) & 15 == 0) => {
+                Ok(Some((rows, row_bytes as i64)))
             }
-            HalfRows::Dequantised(f) if 2 * w_rows * w_cols <= WGMMA_DEQUANT_MAX_BYTES => {
+            HalfRows::Dequantised(f)
+                if 2 * wps.len() * w_rows * w_cols <= WGMMA_DEQUANT_MAX_BYTES =>
+            {
+                // A multiple of 64 bytes (cols of 32): the second stays aligned.
                 let n = w_rows * w_cols;
-                let hp = self.grown(half_w, n * 2, "weights in f16")?;
-                let (rb, rows, cols) = (row_bytes as i64, w_rows as i32, w_cols as i32);
-                f.launch(
-                    &self.stream,
-                    (blocks(n / 32, 256), 1, 1),
-                    256,
-                    0,
-                    &[&wp, &rb, &rows, &cols, &hp],
-                )?;
-                Ok(Some((wg, hp, 2 * w_cols as i64)))
+                let hp = self.grown(half_w, wps.len() * n * 2, "weights in f16")?;
+                let (rb, r, c) = (row_bytes as i64, w_rows as i32, w_cols as i32);
+                for (i, wp) in wps.iter().enumerate() {
+                    rows[i] = hp + (i * n * 2) as u64;
+                    f.launch(
+                        &self.stream,
+                        (blocks(n / 32, 256), 1, 1),
+                        256,
+                        0,
+                        &[wp, &rb, &r, &c, &rows[i]],
+                    )?;
+                }
+                Ok(Some((rows, 2 * w_cols as i64)))
             }
             _ => Ok(None),
         }
+    }
+
+    /// A prompt batch's product on gemm_sm90.cu's fused kernels: `out +=
+    /// W x` (Add) or `out = act(W x) * (Wu x)` (Glu, `up` its Wu, of W's
+    /// type, shape and input order); false (nothing launched) where they
+    /// don't take it (the caller runs the product and the epilogue apart).
+    #[allow(clippy::too_many_arguments)]
+    fn wgmma_fused(
+        &self,
+        sc: &mut CudaScratch,
+        ep: Epilogue,
+        w: &CudaMat,
+        up: Option<&CudaMat>,
+        x: &CudaBuf,
+        t: usize,
+        out: &mut CudaBuf,
+    ) -> bool {
+        let (tile, act) = match ep {
+            Epilogue::Add => (self.kernels.wgmma_add.as_ref(), 0i32),
+            Epilogue::Glu(Glu::SwiGlu) => (self.kernels.wgmma_glu.as_ref(), 0),
+            Epilogue::Glu(Glu::GeGlu) => (self.kernels.wgmma_glu.as_ref(), 1),
+            Epilogue::Store => (None, 0),
+        };
+        let k = &self.kernels.matmul[&w.ty];
+        let shape = |m: &CudaMat| (m.ty, m.rows, m.cols, m.row_bytes, m.order_ptr());
+        let Some(tile) = tile else {
+            return false;
+        };
+        if t <= MATVEC_MAX_TOKENS || k.tile.is_none() || up.is_some_and(|u| shape(u) != shape(w)) {
+            return false;
+        }
+        debug_assert!(x.len >= t * w.cols && out.len >= t * w.rows);
+        let wps: &[u64] = match up {
+            Some(u) => &[w.mem.ptr(), u.mem.ptr()],
+            None => &[w.mem.ptr()],
+        };
+        // Held until the product is launched (as in `product_of_half`).
+        let mut half_w = self.half_w.lock().unwrap_or_else(|p| p.into_inner());
+        let dims = (w.rows, w.cols, w.row_bytes);
+        let (wps, rb) = match self.wgmma_rows(k, wps, dims, t, &mut half_w) {
+            Ok(Some(found)) => found,
+            Ok(None) => return false,
+            Err(e) => {
+                self.keep(Err(e));
+                return true;
+            }
+        };
+        let (rows, cols, nt, yp) = (w.rows as i32, w.cols as i32, t as i32, out.mem.ptr);
+        self.in_order(sc, w, x, t, |x| {
+            let mut half_x = self.half_x.lock().unwrap_or_else(|p| p.into_inner());
+            let launched = self
+                .to_half(&mut half_x, x.mem.ptr, t * w.cols)
+                .and_then(|xh| {
+                    // A GLU's row tile is 64 rows of each weight.
+                    let launch_rows = if up.is_some() { 2 * w.rows } else { w.rows };
+                    let l = tile.launch(launch_rows, t, self.info.sms.max(1) as usize);
+                    let (w0, w1) = (wps[0], wps[1]);
+                    match up {
+                        Some(_) => l.f.launch(
+                            &self.stream,
+                            l.grid,
+                            TILE_THREADS,
+                            l.shared,
+                            &[&w0, &w1, &xh, &yp, &rows, &cols, &rb, &nt, &act],
+                        ),
+                        None => l.f.launch(
+                            &self.stream,
+                            l.grid,
+                            TILE_THREADS,
+                            l.shared,
+                            &[&w0, &xh, &yp, &rows, &cols, &rb, &nt],
+                        ),
+                    }
+                });
+            self.keep(launched);
+        });
+        drop(half_w);
+        true
     }
 
     /// `f` of `x` in `w`'s input order: `x` itself, or its first `t` rows
@@ -1919,7 +2043,9 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)], None)) {
+        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)], None))
+            && !self.wgmma_fused(sc, Epilogue::Add, w, None, x, t, acc)
+        {
             self.matmul(sc, w, x, t, tmp);
             self.add(acc, tmp, t * width);
         }
@@ -1937,7 +2063,9 @@ impl Backend for CudaBackend {
         gate: &mut CudaBuf,
         up: &mut CudaBuf,
     ) {
-        if !self.glu_matvec1(sc, act, w_gate, w_up, x, t, gate, None) {
+        if !self.glu_matvec1(sc, act, w_gate, w_up, x, t, gate, None)
+            && !self.wgmma_fused(sc, Epilogue::Glu(act), w_gate, Some(w_up), x, t, gate)
+        {
             self.matmuls(sc, x, t, &mut [(w_gate, &mut *gate), (w_up, &mut *up)]);
             self.glu(act, gate, up, t * width);
         }
@@ -2125,7 +2253,11 @@ impl Backend for CudaBackend {
         );
         self.launch(
             self.kernels.rope_store,
-            (tokens as u32, rope_blocks(n_head + n_head_kv), 1),
+            (
+                tokens as u32,
+                rope_store_blocks(tokens, n_head + n_head_kv, self.info.sms as usize),
+                1,
+            ),
             ROPE_THREADS,
             &[
                 &q.mem.ptr,
@@ -2379,6 +2511,18 @@ impl Backend for CudaBackend {
 mod tests {
     use super::*;
     use crate::backend_check::{check, failures};
+
+    #[test]
+    fn rope_store_blocks_fill_the_gpu() {
+        // A decode step keeps a block every four heads (a 7B's 64 over 16).
+        assert_eq!(rope_store_blocks(1, 64, 132), 16);
+        assert_eq!(rope_store_blocks(3, 6, 132), 2);
+        // A prompt batch: a 7B's 512 tokens two blocks each (1024 blocks),
+        // 64 tokens nine, 4096 one.
+        assert_eq!(rope_store_blocks(512, 64, 132), 2);
+        assert_eq!(rope_store_blocks(64, 64, 132), 9);
+        assert_eq!(rope_store_blocks(4096, 40, 132), 1);
+    }
 
     #[test]
     fn prompt_attention_shared_memory() {

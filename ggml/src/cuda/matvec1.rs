@@ -65,7 +65,7 @@ struct Lean {
     /// The plain loop (None for F16, which has the piped one only).
     plain: Option<LeanProducts>,
     piped: LeanProducts,
-    /// The piped loop of row groups split over warps (None for F16).
+    /// The piped loop of row groups split over warps.
     split: Option<LeanProducts>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
@@ -79,9 +79,12 @@ struct Lean {
 struct LeanRows {
     a_warp: usize,
     align: usize,
-    /// Columns a warp's step moves on (its lanes' SB_STEP groups of 256),
-    /// 0 where the piped loop takes no split (F16's).
+    /// Columns a warp's step moves on (its lanes' SB_STEP groups of 256;
+    /// F16's batch of two steps of 256).
     step_cols: usize,
+    /// Split only while the product's warps read fewer bytes than this a
+    /// step (SPLIT_BELOW_BYTES; F16's split wherever the GPU holds the warps).
+    split_below: usize,
 }
 
 impl LeanRows {
@@ -91,16 +94,19 @@ impl LeanRows {
                 a_warp: 4,
                 align: 2,
                 step_cols: 256,
+                split_below: SPLIT_BELOW_BYTES,
             },
             "f16" => LeanRows {
                 a_warp: 4,
                 align: 16,
-                step_cols: 0,
+                step_cols: 512,
+                split_below: usize::MAX,
             },
             _ => LeanRows {
                 a_warp: 4,
                 align: 16,
                 step_cols: 1024,
+                split_below: SPLIT_BELOW_BYTES,
             },
         }
     }
@@ -127,7 +133,7 @@ impl LeanRows {
         while split * 2 <= most.min(8)
             && split * 2 <= steps
             && groups * split * 2 <= resident
-            && groups * split * step_bytes < SPLIT_BELOW_BYTES
+            && groups * split * step_bytes < self.split_below
         {
             split *= 2;
         }
@@ -633,11 +639,7 @@ impl Matvec1 {
                     },
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
-                    split: if float {
-                        None
-                    } else {
-                        Some(products("lean_split")?)
-                    },
+                    split: Some(products("lean_split")?),
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -982,10 +984,19 @@ mod tests {
         assert_eq!(q4.split(512, q4k(8192), resident, 8), 2);
         assert_eq!(q4.split(512, q4k(2048), resident, 8), 2);
         assert_eq!(q4.split(640, q4k(2048), resident, 8), 2);
-        // LLM_CUDA_LEAN_SPLIT's most, and F16's piped loop, unsplit.
+        // LLM_CUDA_LEAN_SPLIT's most.
         assert_eq!(q6.split(128, q6k(2048), resident, 1), 1);
         assert_eq!(q6.split(128, q6k(2048), resident, 2), 2);
-        assert_eq!(f16.split(128, (4096, 8192), resident, 8), 1);
+        // F16 (4 KiB a warp's batch): a 7B's adds (1024 groups, 8 and 22
+        // batches) over two warps, its q, k and v and glus whole; a 1B's
+        // q and k (640 groups) over two, its glus (4096) whole.
+        let f = |cols: usize| (cols, 2 * cols);
+        assert_eq!(f16.split(1024, f(4096), resident, 8), 2);
+        assert_eq!(f16.split(1024, f(11008), resident, 8), 2);
+        assert_eq!(f16.split(3072, f(4096), resident, 8), 1);
+        assert_eq!(f16.split(5504, f(4096), resident, 8), 1);
+        assert_eq!(f16.split(640, f(2048), resident, 8), 2);
+        assert_eq!(f16.split(4096, f(2048), resident, 8), 1);
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("static constexpr int SB_STEP = 4;"));
         assert!(source.contains("static constexpr int SB_STEP = 1;"));

@@ -23,6 +23,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "act.cuh"
 #include "async.cuh"
 #include "dynamic_shared.cuh"
 #include "pdl.cuh"
@@ -32,11 +33,19 @@ namespace sm90 {
 
 using namespace gq;
 
-constexpr int BM = 128, BK = 64, THREADS = 256, STAGES = 6, DEPTH = STAGES - 2;
+// What a block does with its sums: stores them; adds them to Y (a
+// residual: the same bits as the product stored and then added by ops.cu's
+// `add`); or, its two warpgroups having taken the same 64 rows of the gate
+// and the up weights, stores act(gate) * up (act.cuh's, as ops.cu's glu).
+enum Epilogue { STORE = 0, ADD = 1, GLU = 2 };
 
+constexpr int BM = 128, BK = 64, THREADS = 256;
+
+// Six slots of 128 + 128 rows; four of 128 + 256 (within Hopper's 227 KiB).
+__host__ __device__ constexpr int stages(int bn) { return bn == 256 ? 4 : 6; }
 __host__ __device__ constexpr int slot_bytes(int bn) { return (BM + bn) * BK * 2; }
 // The ring, and room to align it to 1024 bytes.
-__host__ __device__ constexpr int shared_bytes(int bn) { return STAGES * slot_bytes(bn) + 1024; }
+__host__ __device__ constexpr int shared_bytes(int bn) { return stages(bn) * slot_bytes(bn) + 1024; }
 
 // Starts the copies of `n` rows' K step `k` (64 halves a row, as 8 pieces of
 // 16 bytes) into the swizzled tile `dst`. Rows past `last` read row
@@ -57,13 +66,17 @@ __device__ __forceinline__ void fetch(const uint8_t* src, long long row_bytes, i
     }
 }
 
-template <int BN>
-__device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const __half* __restrict__ X,
-                                         float* __restrict__ Y, int rows, int cols, long long row_bytes, int ntok) {
+// W (and, for GLU, Wu) by X into Y as the epilogue says. A block's rows:
+// 128 of W (64 of W and the same 64 of Wu for GLU) from blockIdx.y.
+template <int BN, int EPI>
+__device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const uint8_t* __restrict__ Wu,
+                                         const __half* __restrict__ X, float* __restrict__ Y, int rows, int cols,
+                                         long long row_bytes, int ntok, int act) {
+    constexpr int STAGES = stages(BN), DEPTH = STAGES - 2;
     GQ_DYNAMIC_SHARED(1024, unsigned char, raw);
     // The swizzle is of shared-memory addresses: the ring starts on 1024.
     unsigned char* ring = raw + ((1024 - (shared_address(raw) & 1023)) & 1023);
-    const int r0 = blockIdx.y * BM, t0 = blockIdx.x * BN;
+    const int r0 = blockIdx.y * (EPI == GLU ? BM / 2 : BM), t0 = blockIdx.x * BN;
     const int steps = (cols + BK - 1) / BK;
     const int group = threadIdx.x >> 7, in_group = threadIdx.x & 127;
     const uint8_t* Xb = reinterpret_cast<const uint8_t*>(X);
@@ -75,7 +88,12 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const __
 
     auto load = [&](int k) {
         unsigned char* slot = ring + (k % STAGES) * slot_bytes(BN);
-        fetch<BM>(W, row_bytes, r0, rows - 1, cols, k, slot);
+        if constexpr (EPI == GLU) {
+            fetch<BM / 2>(W, row_bytes, r0, rows - 1, cols, k, slot);
+            fetch<BM / 2>(Wu, row_bytes, r0, rows - 1, cols, k, slot + BM / 2 * BK * 2);
+        } else {
+            fetch<BM>(W, row_bytes, r0, rows - 1, cols, k, slot);
+        }
         fetch<BN>(Xb, x_bytes, t0, ntok - 1, cols, k, slot + BM * BK * 2);
     };
 #pragma unroll 1
@@ -105,10 +123,55 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const __
     }
     wg_wait<0>();
     wg_hold(d);
+    if constexpr (EPI != STORE) {
+        // The sums go through shared memory (the ring, which no product or
+        // copy touches once both warpgroups have waited), a token's rows
+        // contiguous (`LD` floats apart, padded so that a warp's stores of
+        // an accumulator hit 32 banks), then come out a row of a token a
+        // thread, the residuals read and the outputs written coalesced.
+        // Eight a thread are loaded before any is stored: the compiler
+        // cannot tell a residual's address from an earlier output's, and
+        // kept each load behind the store before it (a block's epilogue
+        // then took 64 round trips to memory, about 24 us a wave).
+        // GLU: the gate's 64 rows (warpgroup 0) then the up's, the same
+        // (row, token) at each.
+        constexpr int OUT_ROWS = EPI == GLU ? BM / 2 : BM, LD = OUT_ROWS + 4, AT_ONCE = 8;
+        float* tile = reinterpret_cast<float*>(ring);
+        float* mine = EPI == GLU ? tile + group * BN * LD : tile + group * 64;
+        __syncthreads();
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-        const int r = r0 + group * 64 + wg_row(in_group, i), t = t0 + wg_col(in_group, i);
-        if (r < rows && t < ntok) Y[static_cast<long long>(t) * rows + r] = d[i];
+        for (int i = 0; i < BN / 2; ++i) mine[wg_col(in_group, i) * LD + wg_row(in_group, i)] = d[i];
+        __syncthreads();
+        static_assert(OUT_ROWS * BN % (AT_ONCE * THREADS) == 0, "whole rounds");
+#pragma unroll 1
+        for (int e0 = threadIdx.x; e0 < OUT_ROWS * BN; e0 += AT_ONCE * THREADS) {
+            float a[AT_ONCE], b[AT_ONCE];
+#pragma unroll
+            for (int j = 0; j < AT_ONCE; ++j) {
+                const int e = e0 + j * THREADS, tl = e / OUT_ROWS, rl = e % OUT_ROWS;
+                a[j] = tile[tl * LD + rl];
+                if constexpr (EPI == GLU)
+                    b[j] = tile[(BN + tl) * LD + rl];
+                else
+                    b[j] = r0 + rl < rows && t0 + tl < ntok ? Y[static_cast<long long>(t0 + tl) * rows + r0 + rl] : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < AT_ONCE; ++j) {
+                const int e = e0 + j * THREADS, tl = e / OUT_ROWS, rl = e % OUT_ROWS;
+                if (r0 + rl >= rows || t0 + tl >= ntok) continue;
+                float* y = Y + static_cast<long long>(t0 + tl) * rows + r0 + rl;
+                if constexpr (EPI == GLU)
+                    *y = act == 0 ? swiglu_of(a[j], b[j]) : geglu_of(a[j], b[j]);
+                else
+                    *y = b[j] + a[j];
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) {
+            const int r = r0 + group * 64 + wg_row(in_group, i), t = t0 + wg_col(in_group, i);
+            if (r < rows && t < ntok) Y[static_cast<long long>(t) * rows + r] = d[i];
+        }
     }
 }
 
@@ -116,14 +179,31 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const __
 
 // matmul_wg_f16_n<BN>: grid (ceil(ntok/BN), ceil(rows/128)), block 256,
 // dynamic shared memory sm90::shared_bytes(BN) (6 x 32 KiB + 1 KiB at BN
-// 128), one block a multiprocessor.
-#define GQ_MATMUL_WG(BN)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                            \
-        matmul_wg_f16_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y, \
-                            int rows, int cols, long long row_bytes, int ntok) {                              \
-        gq::pdl_begin();                                                                                      \
-        sm90::gemm_f16<BN>(W, X, Y, rows, cols, row_bytes, ntok);                                             \
+// 128, 4 x 48 KiB + 1 KiB at 256), one block a multiprocessor.
+// matmul_wg_f16_add_n<BN>: the same, Y += the product.
+// matmul_wg_f16_glu_n<BN>: Y = act(Wg X) * (Wu X) (act 0: SwiGLU, 1: GeGLU),
+// Wg and Wu of one shape; grid (ceil(ntok/BN), ceil(rows/64)).
+#define GQ_MATMUL_WG(BN)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
+        matmul_wg_f16_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y,   \
+                            int rows, int cols, long long row_bytes, int ntok) {                                  \
+        gq::pdl_begin();                                                                                          \
+        sm90::gemm_f16<BN, sm90::STORE>(W, nullptr, X, Y, rows, cols, row_bytes, ntok, 0);                        \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
+        matmul_wg_f16_add_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y, \
+                                int rows, int cols, long long row_bytes, int ntok) {                              \
+        gq::pdl_begin();                                                                                          \
+        sm90::gemm_f16<BN, sm90::ADD>(W, nullptr, X, Y, rows, cols, row_bytes, ntok, 0);                          \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
+        matmul_wg_f16_glu_n##BN(const uint8_t* __restrict__ Wg, const uint8_t* __restrict__ Wu,                   \
+                                const __half* __restrict__ X, float* __restrict__ Y, int rows, int cols,          \
+                                long long row_bytes, int ntok, int act) {                                         \
+        gq::pdl_begin();                                                                                          \
+        sm90::gemm_f16<BN, sm90::GLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, act);                            \
     }
 
+GQ_MATMUL_WG(256)
 GQ_MATMUL_WG(128)
 GQ_MATMUL_WG(64)

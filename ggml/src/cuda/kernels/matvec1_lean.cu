@@ -597,33 +597,44 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
 // (one 16-byte load a row, a warp's loads of a row contiguous), U steps a
 // batch, the next batch's loads in flight while the lane computes this
 // one. Each row's two partial sums alternate over its 8 products, as
-// matvec1f's do.
-template <int OUT>
+// matvec1f's do. SPLIT as product_piped's: 1 (a warp a group), or 0
+// (`split_given` warps of a block a group, warp s of the team taking
+// batches s, s + split, ...: the 1024 row groups of a 7B's adds then fill
+// the GPU's warps, where unsplit they held half).
+template <int OUT, int SPLIT>
 __device__ __forceinline__ void product_f16(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                             long long row_bytes, unsigned prefetch, const float* __restrict__ norm_w,
-                                            float eps, uint8_t* yq, unsigned* counts) {
+                                            float eps, uint8_t* yq, unsigned* counts, int split_given) {
     constexpr int U = 2;
     using Batch = uint4[ROWS][U];
+    const int split = SPLIT == 1 ? 1 : split_given;
     const RowGroups<OUT> R(parts, row_bytes, yq, counts);
+    __shared__ float part[2][8][ROWS];
     const int lane = R.lane;
-    const int warp = static_cast<int>((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
-    const int nwarps = static_cast<int>((gridDim.x * blockDim.x) >> 5);
-    const int steps = cols >> 8, batches = (steps + U - 1) / U;
-    auto load = [&](const typename RowGroups<OUT>::Group& G, int b, Batch& w) {
+    const int wib = static_cast<int>(threadIdx.x >> 5);
+    const int teams = static_cast<int>(blockDim.x >> 5) / split, team = wib / split, s = wib % split;
+    const int nteams = static_cast<int>(gridDim.x) * teams;
+    const int steps = cols >> 8, batches = ((steps + U - 1) / U + split - 1) / split;
+    // The first step of the warp's batch k of a group.
+    auto step_of = [&](int k) { return (s + split * k) * U; };
+    auto load = [&](const typename RowGroups<OUT>::Group& G, int k, Batch& w) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int step = b * U + u;
+            const int step = step_of(k) + u;
             if (step >= steps) continue;
 #pragma unroll
             for (int i = 0; i < ROWS; ++i)
                 w[i][u] = __ldg(reinterpret_cast<const uint4*>(G.row[i] + 512ll * step) + lane);
         }
     };
-    int g = warp;
-    const bool any = g < R.groups;
-    auto G = R.group(any ? g : 0);
+    // Whether the warp goes on to group gi (split: while its block's first team has a group).
+    auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < R.groups; };
+    int g = static_cast<int>(blockIdx.x) * teams + team;
+    const bool any = live(g);
+    bool valid = g < R.groups;
+    auto G = R.group(valid ? g : 0);
     Batch w = {};
-    if (any) {
+    if (valid) {
         if (prefetch) R.prefetch(G, prefetch);
         load(G, 0, w);
     }
@@ -632,18 +643,18 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
     if (!any) return;
     float acc[ROWS][2] = {};
-    int k = 0;
+    int k = 0, buf = 0;
     for (;;) {
         int ng, nk;
-        next_item(g, k, batches, nwarps, ng, nk);
-        const bool more = ng < R.groups;
-        const auto NG = ng == g ? G : R.group(more ? ng : g);
+        next_item(g, k, batches, nteams, ng, nk);
+        const bool more = live(ng), next_valid = ng < R.groups;
+        const auto NG = ng == g ? G : R.group(next_valid ? ng : g);
         Batch nw = {};
-        if (more) load(NG, nk, nw);
+        if (next_valid) load(NG, nk, nw);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int step = k * U + u;
-            if (step >= steps) continue;
+            const int step = step_of(k) + u;
+            if (!valid || step >= steps) continue;
             float x[8];
             mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
@@ -663,7 +674,12 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
                 sum[i] = acc[i][0] + acc[i][1];
                 acc[i][0] = acc[i][1] = 0.0f;
             }
-            R.finish(sum, G);
+            if (split == 1) {
+                R.finish(sum, G);
+            } else {
+                R.finish_split(sum, G, valid, split, wib, part[buf]);
+                buf ^= 1;
+            }
         }
         if (!more) break;
 #pragma unroll
@@ -673,6 +689,7 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
         G = NG;
         g = ng;
         k = nk;
+        valid = next_valid;
     }
 }
 
@@ -705,7 +722,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 
 // matvec1_<type>_lean_<variant>, matvec1_<type>_lean_piped_<variant> and
 // matvec1_<type>_lean_split_<variant> (Q4_K, Q4_0, Q8_0, Q6_K; F16 piped
-// only): the products above, matvec1's parts and epilogues. X:
+// and split only): the products above, matvec1's parts and epilogues. X:
 // quantize_x16's output (which applied the norm), or F16's floats (normed
 // here where norm_w is given). Grid: a warp a row group (four rows; two
 // outputs of a glu) of all parts, eight warps a block (`split` warps a
@@ -740,10 +757,13 @@ GQ_MATVEC1_LEAN_TYPE(q4_k, gq::Q4_K)
 GQ_MATVEC1_LEAN_TYPE(q4_0, gq::Q4_0)
 GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)
 GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
-#define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                              \
-    GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                              \
-                        mv1_lean::product_f16<OUT>(reinterpret_cast<const float*>(x), parts, cols, row_bytes, \
-                                                   prefetch, norm_w, eps, yq, counts))
+#define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                                 \
+    GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                                 \
+                        mv1_lean::product_f16<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols,      \
+                                                      row_bytes, prefetch, norm_w, eps, yq, counts, 1))    \
+    GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_split_##variant,                                                 \
+                        mv1_lean::product_f16<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,      \
+                                                      row_bytes, prefetch, norm_w, eps, yq, counts, split))
 GQ_MATVEC1_LEAN_F16(r1, MV1_STORE)
 GQ_MATVEC1_LEAN_F16(r1a, MV1_ADD)
 GQ_MATVEC1_LEAN_F16(swiglu, MV1_SWIGLU)

@@ -164,28 +164,66 @@ extern "C" __global__ void rope(float* x, int n_heads, int head_dim, const int* 
 // launch: rope on q (n_head heads) and k (n_head_kv heads) of `tokens` rows,
 // then k and v (kv_dim = n_head_kv * head_dim wide) as f16 into the cache
 // cells (step[0] + t) % cells, as rope and kv_store do.
-// grid = (tokens, ceil((n_head + n_head_kv) / ROPE_HEADS_PER_BLOCK)),
-// block = ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS.
+// grid = (tokens, blocks a token), block = ROPE_HEADS_PER_BLOCK *
+// ROPE_HEAD_THREADS: a block takes its share of the token's q heads then k
+// heads. Its threads compute the token's cosines and sines once, into
+// shared memory (a prompt's block takes many heads: computed a head at a
+// time, the transcendentals were most of a 512-token batch's 33 us a
+// layer), then rotate the share's pairs, a thread every blockDim-th, eight
+// loaded before any is stored.
 extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_head, int n_head_kv,
                                       int head_dim, const int* step, RopeParams p, const float* ff,
                                       __half* kc, __half* vc, int cells) {
     gq::pdl_begin();
-    const int t = blockIdx.x;
-    const RopeThread r = rope_thread();
-    const int kv_dim = n_head_kv * head_dim;
-    const int h = r.head - n_head;  // the key head, where h >= 0
-    if (r.head < n_head)
-        rope_head(q + ((long long)t * n_head + r.head) * head_dim, step[0] + t, p, ff, r.sub, ROPE_HEAD_THREADS);
-    else if (h < n_head_kv)
-        rope_head(k + (long long)t * kv_dim + h * head_dim, step[0] + t, p, ff, r.sub, ROPE_HEAD_THREADS);
-    __syncthreads();  // each key head as its threads rotated it
-    if (h < 0 || h >= n_head_kv) return;
-    const float* head = k + (long long)t * kv_dim + h * head_dim;
-    long long at = (long long)((step[0] + t) % cells) * kv_dim + h * head_dim;
-    const float* vh = v + (long long)t * kv_dim + h * head_dim;
-    for (int i = r.sub; i < head_dim; i += ROPE_HEAD_THREADS) {
-        kc[at + i] = __float2half_rn(head[i]);
-        vc[at + i] = __float2half_rn(vh[i]);
+    constexpr int AT_ONCE = 8, MOST_PAIRS = 256;
+    __shared__ float2 table[MOST_PAIRS];
+    const int t = blockIdx.x, pos = step[0] + t;
+    const int heads = n_head + n_head_kv, per_block = (heads + gridDim.y - 1) / gridDim.y;
+    const int first = static_cast<int>(blockIdx.y) * per_block, end = min(heads, first + per_block);
+    const int kv_dim = n_head_kv * head_dim, pairs = p.n_dims / 2;
+    const bool tabled = pairs <= MOST_PAIRS;
+    for (int i = threadIdx.x; tabled && i < pairs; i += blockDim.x) rope_cs(pos, p, ff, i, table[i].x, table[i].y);
+    __syncthreads();
+    auto head_of = [&](int hd) {
+        return hd < n_head ? q + ((long long)t * n_head + hd) * head_dim
+                           : k + (long long)t * kv_dim + (hd - n_head) * head_dim;
+    };
+    const int n = max(end - first, 0) * pairs;
+    for (int e0 = threadIdx.x; e0 < n; e0 += AT_ONCE * blockDim.x) {
+        float x0[AT_ONCE], x1[AT_ONCE];
+#pragma unroll
+        for (int j = 0; j < AT_ONCE; ++j) {
+            const int e = e0 + j * blockDim.x;
+            if (e < n) {
+                const float* head = head_of(first + e / pairs);
+                x0[j] = head[rope_a(p, e % pairs)];
+                x1[j] = head[rope_b(p, e % pairs)];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < AT_ONCE; ++j) {
+            const int e = e0 + j * blockDim.x;
+            if (e >= n) continue;
+            const int pair = e % pairs;
+            float c, s;
+            if (tabled) {
+                c = table[pair].x;
+                s = table[pair].y;
+            } else {
+                rope_cs(pos, p, ff, pair, c, s);
+            }
+            float* head = head_of(first + e / pairs);
+            head[rope_a(p, pair)] = x0[j] * c - x1[j] * s;
+            head[rope_b(p, pair)] = x0[j] * s + x1[j] * c;
+        }
+    }
+    __syncthreads();  // the block's key heads as its threads rotated them
+    const int k0 = max(first, n_head) - n_head, k1 = end - n_head;
+    if (k1 <= k0) return;
+    const long long at = (long long)(pos % cells) * kv_dim, row = (long long)t * kv_dim;
+    for (int i = k0 * head_dim + static_cast<int>(threadIdx.x); i < k1 * head_dim; i += blockDim.x) {
+        kc[at + i] = __float2half_rn(k[row + i]);
+        vc[at + i] = __float2half_rn(v[row + i]);
     }
 }
 

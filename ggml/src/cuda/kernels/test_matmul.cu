@@ -748,7 +748,7 @@ static bool has_lean(int t) {
 // into `dQ`; a warp a row group, the grid capped at `grid_cap` blocks (0:
 // none); `early`: the rows asked of L2 before the product waits, and
 // quantize_x16 releasing it first; `piped`: the software-pipelined loop
-// (F16's only: it reads X as it is, normed itself), whose row groups
+// (F16's only one: it reads X as it is, normed itself), whose row groups
 // `split` warps may share.
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
@@ -763,18 +763,20 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     static const kern_lean_t K[4][3][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0),
                                            GQ_LEAN_KERNELS(q6_k)};
 #undef GQ_LEAN_KERNELS
-    static const kern_lean_t KF16[4] = {matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
-                                        matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu};
+    static const kern_lean_t KF16[2][4] = {{matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
+                                            matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
+                                           {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a,
+                                            matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
     const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : (t == gq::Q8_0 ? 2 : 3));
     const bool f16 = t == gq::F16;
     if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
     const int outs = variant >= 2 ? 2 : 4;  // mv1_lean::ROWS rows a warp
     int groups = 0;
     for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (n[p] + outs - 1) / outs;
-    if (!piped || f16) split = 1;
+    if (!piped) split = 1;
     int grid = (groups * split + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    const kern_lean_t k = f16 ? KF16[variant] : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
+    const kern_lean_t k = f16 ? KF16[split > 1][variant] : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
     GQ_LAUNCH(grid, 256, 0, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0],
                                n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
                                early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts, split);
@@ -906,7 +908,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                     for (int loop : {0, 1, 2, 4, 8}) {
                         const bool piped = loop > 0;
                         const int split = piped ? loop : 1;
-                        if (t == gq::F16 && (!piped || split > 1)) continue;  // F16: the piped loop, unsplit
+                        if (t == gq::F16 && !piped) continue;  // F16: the piped loop alone
                         std::vector<float> before(rows), Y(rows);
                         for (auto& v : before) v = u(rng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
@@ -978,8 +980,31 @@ static int test_matvec1_xs(std::mt19937& rng) {
 }
 
 // gemm_sm90.cu's wgmma products of F16 weights against the f64 reference:
-// row and token tails, K steps past the end of a row, both tile widths. On
-// a GPU only on Hopper with this file built for sm_90a (else skipped).
+// row and token tails, K steps past the end of a row, all three tile
+// widths; then their residual-adding and GLU forms against the plain one's
+// outputs bit for bit (Y0 + product; act.cuh's act(gate) * up of the plain
+// products). On a GPU only on Hopper with this file built for sm_90a (else
+// skipped).
+__global__ void k_glu_of(const float* g, const float* u, float* out, long long n, int act) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = act == 0 ? swiglu_of(g[i], u[i]) : geglu_of(g[i], u[i]);
+}
+
+struct WgKernels {
+    decltype(&matmul_wg_f16_n128) store, add;
+    decltype(&matmul_wg_f16_glu_n128) glu;
+};
+static WgKernels wg_kernels(int bn) {
+    if (bn == 256) return {matmul_wg_f16_n256, matmul_wg_f16_add_n256, matmul_wg_f16_glu_n256};
+    if (bn == 128) return {matmul_wg_f16_n128, matmul_wg_f16_add_n128, matmul_wg_f16_glu_n128};
+    return {matmul_wg_f16_n64, matmul_wg_f16_add_n64, matmul_wg_f16_glu_n64};
+}
+static void wg_allow(const WgKernels& k, int shared) {
+    CK(cudaFuncSetAttribute(k.store, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+    CK(cudaFuncSetAttribute(k.add, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+    CK(cudaFuncSetAttribute(k.glu, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+}
+
 static int test_wgmma(std::mt19937& rng) {
 #ifndef GQ_EMU
     int dev = 0, major = 0;
@@ -992,6 +1017,7 @@ static int test_wgmma(std::mt19937& rng) {
     struct Case { int t; void (*dequant)(const uint8_t*, long long, int, int, __half*); int rows, cols, ntok; };
     const Case cases[] = {{gq::F16, nullptr, 131, 160, 67}, {gq::F16, nullptr, 256, 64, 130},
                           {gq::F16, nullptr, 128, 4096, 9}, {gq::F16, nullptr, 300, 1088, 200},
+                          {gq::F16, nullptr, 70, 192, 300},
                           {gq::Q4_0, dequant_half_q4_0, 131, 160, 67}, {gq::Q8_0, dequant_half_q8_0, 70, 96, 40},
                           {gq::Q4_K, dequant_half_q4_k, 131, 512, 67}, {gq::Q6_K, dequant_half_q6_k, 40, 256, 130},
                           {gq::IQ4_XS, dequant_half_iq4_xs, 33, 256, 20}};
@@ -1000,79 +1026,133 @@ static int test_wgmma(std::mt19937& rng) {
         for (const TypeCase& c : CASES) if (c.t == cs.t) tc = &c;
         const int rows = cs.rows, cols = cs.cols, ntok = cs.ntok;
         const long long qb = (long long)cols / gq::block_elems(cs.t) * gq::block_bytes(cs.t), rb = 2LL * cols;
-        std::vector<uint8_t> W(rows * qb);
-        for (int r = 0; r < rows; r++) random_row(cs.t, W.data() + r * qb, cols, rng);
-        std::vector<float> Wf((size_t)rows * cols), X((size_t)ntok * cols), Y((size_t)ntok * rows);
-        for (int r = 0; r < rows; r++) ref_row(cs.t, W.data() + r * qb, cols, Wf.data() + (size_t)r * cols);
+        // Two matrices of the type (the second a GLU's up) as f16 rows on
+        // the device, and their values for the reference.
+        std::vector<float> Wf[2];
+        uint8_t* dW[2];
+        for (int m = 0; m < 2; m++) {
+            std::vector<uint8_t> W(rows * qb);
+            for (int r = 0; r < rows; r++) random_row(cs.t, W.data() + r * qb, cols, rng);
+            Wf[m].resize((size_t)rows * cols);
+            for (int r = 0; r < rows; r++) ref_row(cs.t, W.data() + r * qb, cols, Wf[m].data() + (size_t)r * cols);
+            CK(cudaMalloc(&dW[m], rows * rb));
+            CK(cudaMemcpy(dW[m], W.data(), W.size(), cudaMemcpyHostToDevice));
+            if (cs.dequant) {
+                uint8_t* dQ;
+                CK(cudaMalloc(&dQ, W.size()));
+                CK(cudaMemcpy(dQ, W.data(), W.size(), cudaMemcpyHostToDevice));
+                GQ_LAUNCH((unsigned)((rows * cols / 32 + 255) / 256), 256, 0, cs.dequant)(dQ, qb, rows, cols, (__half*)dW[m]);
+                CK(cudaFree(dQ));
+            }
+        }
+        std::vector<float> X((size_t)ntok * cols), Y((size_t)ntok * rows), Y0(Y.size()), U(Y.size()), Z(Y.size());
         std::uniform_real_distribution<float> u(-1.f, 1.f);
         for (auto& v : X) v = u(rng);
-        uint8_t* dW; float *dX, *dY; __half* dXh;
-        CK(cudaMalloc(&dW, rows * rb));
+        for (auto& v : Y0) v = u(rng);
+        float *dX, *dY, *dU, *dZ;
+        __half* dXh;
         CK(cudaMalloc(&dX, X.size() * 4));
         CK(cudaMalloc(&dXh, X.size() * 2));
         CK(cudaMalloc(&dY, Y.size() * 4));
-        CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dU, Y.size() * 4));
+        CK(cudaMalloc(&dZ, Y.size() * 4));
         CK(cudaMemcpy(dX, X.data(), X.size() * 4, cudaMemcpyHostToDevice));
-        if (cs.dequant) {
-            uint8_t* dQ;
-            CK(cudaMalloc(&dQ, W.size()));
-            CK(cudaMemcpy(dQ, W.data(), W.size(), cudaMemcpyHostToDevice));
-            GQ_LAUNCH((unsigned)((rows * cols / 32 + 255) / 256), 256, 0, cs.dequant)(dQ, qb, rows, cols, (__half*)dW);
-            CK(cudaFree(dQ));
-        }
-        const long long n = (long long)ntok * cols;
+        const long long n = (long long)ntok * cols, ny = (long long)Y.size();
         GQ_LAUNCH((unsigned)((n / 4 + 255) / 256), 256, 0, to_half)(dX, dXh, n);
-        for (int bn : {128, 64}) {
-            auto k = bn == 128 ? matmul_wg_f16_n128 : matmul_wg_f16_n64;
+        for (int bn : {256, 128, 64}) {
+            const WgKernels k = wg_kernels(bn);
             const int shared = sm90::shared_bytes(bn);
-            CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-            CK(cudaMemset(dY, 0xff, Y.size() * 4));
-            dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128);
-            GQ_LAUNCH(grid, 256, shared, k)(dW, dXh, dY, rows, cols, rb, ntok);
-            CK(cudaGetLastError());
-            CK(cudaMemcpy(Y.data(), dY, Y.size() * 4, cudaMemcpyDeviceToHost));
-            char what[32];
-            snprintf(what, sizeof what, "matmul_wg_f16_n%d", bn);
-            fail += compare(what, *tc, rows, cols, ntok, Wf, X, Y, 2e-3);
+            wg_allow(k, shared);
+            char what[48];
+            dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128), glu_grid(grid.x, (rows + 63) / 64);
+            // The plain product of each matrix, against the reference.
+            for (int m = 0; m < 2; m++) {
+                float* out = m == 0 ? dY : dU;
+                CK(cudaMemset(out, 0xff, Y.size() * 4));
+                GQ_LAUNCH(grid, 256, shared, k.store)(dW[m], dXh, out, rows, cols, rb, ntok);
+                CK(cudaGetLastError());
+                CK(cudaMemcpy(m == 0 ? Y.data() : U.data(), out, Y.size() * 4, cudaMemcpyDeviceToHost));
+                snprintf(what, sizeof what, "matmul_wg_f16_n%d", bn);
+                fail += compare(what, *tc, rows, cols, ntok, Wf[m], X, m == 0 ? Y : U, 2e-3);
+            }
+            // Y0 + the product, exactly.
+            CK(cudaMemcpy(dZ, Y0.data(), Y.size() * 4, cudaMemcpyHostToDevice));
+            GQ_LAUNCH(grid, 256, shared, k.add)(dW[0], dXh, dZ, rows, cols, rb, ntok);
+            CK(cudaMemcpy(Z.data(), dZ, Y.size() * 4, cudaMemcpyDeviceToHost));
+            int bad = 0;
+            for (size_t i = 0; i < Z.size(); i++) {
+                const float want = Y0[i] + Y[i];
+                if (memcmp(&want, &Z[i], 4) != 0 && bad++ < 3)
+                    fprintf(stderr, "  matmul_wg_f16_add_n%d %s: Y[%zu] = %.9g, want %.9g\n", bn, tc->name, i, Z[i], want);
+            }
+            // act(gate) * up, exactly as the plain products through act.cuh.
+            for (int act = 0; act < 2; act++) {
+                GQ_LAUNCH((unsigned)((ny + 255) / 256), 256, 0, k_glu_of)(dY, dU, dZ, ny, act);
+                std::vector<float> want(Y.size());
+                CK(cudaMemcpy(want.data(), dZ, Y.size() * 4, cudaMemcpyDeviceToHost));
+                CK(cudaMemset(dZ, 0xff, Y.size() * 4));
+                GQ_LAUNCH(glu_grid, 256, shared, k.glu)(dW[0], dW[1], dXh, dZ, rows, cols, rb, ntok, act);
+                CK(cudaGetLastError());
+                CK(cudaMemcpy(Z.data(), dZ, Y.size() * 4, cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < Z.size(); i++)
+                    if (memcmp(&want[i], &Z[i], 4) != 0 && bad++ < 3)
+                        fprintf(stderr, "  matmul_wg_f16_glu_n%d act %d %s: Y[%zu] = %.9g, want %.9g\n", bn, act,
+                                tc->name, i, Z[i], want[i]);
+            }
+            fail += bad;
         }
-        CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dXh)); CK(cudaFree(dY));
+        for (uint8_t* w : dW) CK(cudaFree(w));
+        CK(cudaFree(dX)); CK(cudaFree(dXh)); CK(cudaFree(dY)); CK(cudaFree(dU)); CK(cudaFree(dZ));
     }
     printf("wgmma   %s\n", fail ? "FAIL" : "ok");
     return fail != 0;
 }
 
 // --bench-wgmma: F16 prompt products of a 7B's shapes, tile.cu's 128-token
-// tiles against gemm_sm90.cu's two widths, in TFLOP/s.
-static void bench_wgmma() {
+// tiles against gemm_sm90.cu's three widths, and a 7B's gate and up as one
+// GLU product (rows: each's), in TFLOP/s; `only` >= 0: that shape alone.
+static void bench_wgmma(int only) {
     const TypeCase* tc = nullptr;
     for (const TypeCase& c : CASES) if (c.t == gq::F16) tc = &c;
-    const int shapes[][2] = {{4096, 4096}, {12288, 4096}, {22016, 4096}, {4096, 11008}, {32768, 4096}};
+    const int shapes[][3] = {{4096, 4096, 0}, {12288, 4096, 0}, {11008, 4096, 1}, {22016, 4096, 0},
+                             {4096, 11008, 0}, {32768, 4096, 0}};
     for (const auto& sh : shapes) {
-        const int rows = sh[0], cols = sh[1];
+        if (only >= 0 && &sh - shapes != only) continue;
+        const int rows = sh[0], cols = sh[1], glu = sh[2];
         const long long rb = 2LL * cols;
         uint8_t* dW; float *dX, *dY; __half* dXh;
-        CK(cudaMalloc(&dW, rows * rb));
-        CK(cudaMemset(dW, 0, rows * rb));
+        CK(cudaMalloc(&dW, 2 * rows * rb));
+        CK(cudaMemset(dW, 0, 2 * rows * rb));
         CK(cudaMalloc(&dX, 512ll * cols * 4));
         CK(cudaMemset(dX, 0, 512ll * cols * 4));
         CK(cudaMalloc(&dXh, 512ll * cols * 2));
         CK(cudaMalloc(&dY, 512ll * rows * 4));
+        CK(cudaMemset(dY, 0, 512ll * rows * 4));
         for (int ntok : {128, 512}) {
-            printf("F16 %5dx%-5d x%3d", rows, cols, ntok);
+            printf("F16 %5dx%-5d x%3d%s", rows, cols, ntok, glu ? " glu" : "");
+            const double flops = 2.0 * rows * cols * ntok * (glu ? 2 : 1);
             // Five launches to warm up, twenty timed (launch_us's cycle of 5).
             auto time = [&](const char* what, auto launch) {
                 const float us = launch_us(5, [&](int) { launch(); });
-                printf("  %s %7.1f us %5.0f TFLOP/s", what, us, 2.0 * rows * cols * ntok / (1e6 * us));
+                printf("  %s %7.1f us %4.0f", what, us, flops / (1e6 * us));
             };
-            time("tile128", [&] { run_tile(*tc, 0, dW, dX, dXh, dY, rows, cols, rb, ntok); });
-            for (int bn : {128, 64}) {
-                auto k = bn == 128 ? matmul_wg_f16_n128 : matmul_wg_f16_n64;
+            if (!glu) time("tile128", [&] { run_tile(*tc, 0, dW, dX, dXh, dY, rows, cols, rb, ntok); });
+            for (int bn : {256, 128, 64}) {
+                const WgKernels k = wg_kernels(bn);
                 const int shared = sm90::shared_bytes(bn);
-                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-                dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128);
-                time(bn == 128 ? "wg128" : "wg64", [&] { GQ_LAUNCH(grid, 256, shared, k)(dW, dXh, dY, rows, cols, rb, ntok); });
+                wg_allow(k, shared);
+                char what[16];
+                snprintf(what, sizeof what, "wg%d", bn);
+                if (glu) {
+                    dim3 grid((ntok + bn - 1) / bn, (rows + 63) / 64);
+                    time(what, [&] { GQ_LAUNCH(grid, 256, shared, k.glu)(dW, dW + rows * rb, dXh, dY, rows, cols, rb, ntok, 0); });
+                } else {
+                    dim3 grid((ntok + bn - 1) / bn, (rows + 127) / 128);
+                    time(what, [&] { GQ_LAUNCH(grid, 256, shared, k.store)(dW, dXh, dY, rows, cols, rb, ntok); });
+                    if (bn == 128) time("add128", [&] { GQ_LAUNCH(grid, 256, shared, k.add)(dW, dXh, dY, rows, cols, rb, ntok); });
+                }
             }
-            printf("\n");
+            printf("  TFLOP/s\n");
         }
         CK(cudaGetLastError());
         CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dXh)); CK(cudaFree(dY));
@@ -1082,7 +1162,7 @@ static void bench_wgmma() {
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
-    if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
     if (argc > 1 && !strcmp(argv[1], "--xs")) return test_matvec1_xs(rng);

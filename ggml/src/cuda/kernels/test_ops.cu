@@ -120,8 +120,10 @@ static bool check(const Case& c, bool vu8, std::mt19937& rng) {
             if (d == 128) vu8 ? ROPE_ATT(rope_attention_vec128_vu8) : ROPE_ATT(rope_attention_vec128);
             if (d == 256) vu8 ? ROPE_ATT(rope_attention_vec256_vu8) : ROPE_ATT(rope_attention_vec256);
         } else {
-            GQ_LAUNCH(dim3(1, (c.n_head + c.n_head_kv + ROPE_HEADS_PER_BLOCK - 1) / ROPE_HEADS_PER_BLOCK, 1),
-                      dim3(ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS), 0, rope_store)(
+            // A decode step's blocks of ROPE_HEADS_PER_BLOCK heads, or (with
+            // vu8) a prompt batch's one block for all of a token's heads.
+            const int rope_y = vu8 ? 1 : (c.n_head + c.n_head_kv + ROPE_HEADS_PER_BLOCK - 1) / ROPE_HEADS_PER_BLOCK;
+            GQ_LAUNCH(dim3(1, rope_y, 1), dim3(ROPE_HEADS_PER_BLOCK * ROPE_HEAD_THREADS), 0, rope_store)(
                 dq, dk, dv, c.n_head, c.n_head_kv, d, dstep, c.rope, dff, kc, vc, c.cells);
             // attention_vec writes the output (and so the quantised form)
             // with one split; over several, attention_merge does.

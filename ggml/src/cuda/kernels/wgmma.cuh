@@ -90,7 +90,7 @@ __device__ __forceinline__ void wg_hold(float (&d)[R]) {
 #endif
 
 // D (64 x N, f32, the warpgroup's fragments) += A (64 x 16) * B^T (N x 16),
-// both K-major f16 in shared memory. N 64 or 128.
+// both K-major f16 in shared memory. N 64, 128 or 256.
 template <int N>
 __device__ __forceinline__ void wg_mma(float (&d)[N / 2], uint64_t a, uint64_t b) {
 #ifdef GQ_EMU
@@ -98,8 +98,25 @@ __device__ __forceinline__ void wg_mma(float (&d)[N / 2], uint64_t a, uint64_t b
 #elif !defined(GQ_WG_ASM)
     __trap();
 #else
-    static_assert(N == 64 || N == 128, "wgmma shapes in use");
-    if constexpr (N == 128) {
+    static_assert(N == 64 || N == 128 || N == 256, "wgmma shapes in use");
+    if constexpr (N == 256) {
+        asm volatile(
+            "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+            "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 "
+            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+            "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+            "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+            "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+            "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+            "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
+            "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
+            "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+            "%128, %129, p, 1, 1, 0, 0;\n}\n"
+            : GQ_WG_R8(0), GQ_WG_R8(8), GQ_WG_R8(16), GQ_WG_R8(24), GQ_WG_R8(32), GQ_WG_R8(40), GQ_WG_R8(48),
+              GQ_WG_R8(56), GQ_WG_R8(64), GQ_WG_R8(72), GQ_WG_R8(80), GQ_WG_R8(88), GQ_WG_R8(96), GQ_WG_R8(104),
+              GQ_WG_R8(112), GQ_WG_R8(120)
+                : "l"(a), "l"(b), "r"(1));
+    } else if constexpr (N == 128) {
         asm volatile(
             "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
             "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
