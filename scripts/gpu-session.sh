@@ -706,6 +706,38 @@ w4)
   el "prompt profile"
   scripts/gpu-bench.sh start .rivals
   ;;
+w5)
+  # Session 33's last call (carry .gpu-q: llm, test-ggml, the vocabulary
+  # and test_matmul; .rivals): the warpgroup kernels' checks and the GLU's
+  # timing beside the plain product of its rows, the backend's checks
+  # (test-ggml cuda::), then on the rival's F16 file alternated pp512 of the
+  # defaults and LLM_CUDA_WGMMA_FUSE=0 (two rounds), and a prompt batch's
+  # kernels.
+  t0=$(date +%s)
+  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=.gpu-q scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
+  for shape in 2 3; do timeout 60 /tmp/llm-gpu/test_matmul --bench-wgmma $shape 2>&1; done
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
+    --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
+  el "checks"
+  m=$W/models/m-F16.gguf
+  mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
+    PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py $m >/tmp/gen/gen.log 2>&1
+  el "gen rc=$?"
+  for _ in 1 2; do
+    for s in default LLM_CUDA_WGMMA_FUSE=0; do
+      # shellcheck disable=SC2046
+      env $([ $s = default ] || echo $s) timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 |
+        grep -E "^\| [0-9a-z]" | grep pp512 | sed "s/^/F16 $s /"
+    done
+  done
+  el "A/B"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
+    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "prompt profile"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

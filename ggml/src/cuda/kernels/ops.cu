@@ -220,10 +220,29 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
     __syncthreads();  // the block's key heads as its threads rotated them
     const int k0 = max(first, n_head) - n_head, k1 = end - n_head;
     if (k1 <= k0) return;
+    // Eight of k and of v loaded before any is stored (one at a time, each
+    // load waited for the stores before it: a prompt block's 32 key heads
+    // took 16 round trips).
     const long long at = (long long)(pos % cells) * kv_dim, row = (long long)t * kv_dim;
-    for (int i = k0 * head_dim + static_cast<int>(threadIdx.x); i < k1 * head_dim; i += blockDim.x) {
-        kc[at + i] = __float2half_rn(k[row + i]);
-        vc[at + i] = __float2half_rn(v[row + i]);
+    const int i1 = k1 * head_dim;
+    for (int i0 = k0 * head_dim + static_cast<int>(threadIdx.x); i0 < i1; i0 += AT_ONCE * blockDim.x) {
+        float kx[AT_ONCE], vx[AT_ONCE];
+#pragma unroll
+        for (int j = 0; j < AT_ONCE; ++j) {
+            const int i = i0 + j * blockDim.x;
+            if (i < i1) {
+                kx[j] = k[row + i];
+                vx[j] = v[row + i];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < AT_ONCE; ++j) {
+            const int i = i0 + j * blockDim.x;
+            if (i < i1) {
+                kc[at + i] = __float2half_rn(kx[j]);
+                vc[at + i] = __float2half_rn(vx[j]);
+            }
+        }
     }
 }
 
