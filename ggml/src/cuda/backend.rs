@@ -2043,9 +2043,10 @@ impl Backend for CudaBackend {
         acc: &mut CudaBuf,
         tmp: &mut CudaBuf,
     ) {
-        if !(t == 1 && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)], None))
-            && !self.wgmma_fused(sc, Epilogue::Add, w, None, x, t, acc)
-        {
+        let done = (t == 1
+            && self.matvec1(sc, Epilogue::Add, w, x, &[(w, acc.mem.ptr, w.rows)], None))
+            || self.wgmma_fused(sc, Epilogue::Add, w, None, x, t, acc);
+        if !done {
             self.matmul(sc, w, x, t, tmp);
             self.add(acc, tmp, t * width);
         }
