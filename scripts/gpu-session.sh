@@ -94,6 +94,29 @@ if [ -n "${GPU_SESSION_TG_ONLY:-}" ]; then ENTRIES=("${ENTRIES[@]/-p 512/-p 0}")
 DECODE=("Q4_K_M:-ngl 99 -p 0 -n 128" "Q4_0:-ngl 99 -p 0 -n 128" "Q8_0:-ngl 99 -p 0 -n 128"
   "F16:-ngl 99 -p 0 -n 128" "1B-Q4_K_M:-ngl 99 -p 0 -n 128")
 
+# Session 33's calls: the rival's F16 file, written by its generator alone
+# (a quiet machine for the A/B), and alternated pairs (two rounds) of llm
+# bench on file $m, a test, its arguments and settings ("A=1+B=2") beside
+# the defaults.
+gen_f16() {
+  mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
+    PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py "$1" >/tmp/gen/gen.log 2>&1
+}
+ab() {  # test args settings...
+  local test=$1 args=$2 settings cmd; shift 2
+  settings=("$@")
+  for _ in 1 2; do
+    for s in default "${settings[@]}"; do
+      cmd=(env)
+      # shellcheck disable=SC2207
+      [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
+      # shellcheck disable=SC2086
+      "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+        grep "$test" | sed "s/^/F16 $s /"
+    done
+  done
+}
+
 case "${1:-}" in
 a)
   scripts/gpu-bench.sh start .rivals
@@ -629,20 +652,6 @@ w2)
   m=$W/models/m-F16.gguf
   for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 5; done
   el "$(cat "$W/gen.log" | tail -1)"
-  ab() {  # test args settings...
-    local test=$1 args=$2 settings cmd; shift 2
-    settings=("$@")
-    for _ in 1 2; do
-      for s in default "${settings[@]}"; do
-        cmd=(env)
-        # shellcheck disable=SC2207
-        [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
-        # shellcheck disable=SC2086
-        "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
-          grep "$test" | sed "s/^/F16 $s /"
-      done
-    done
-  }
   # shellcheck disable=SC2086
   ab pp512 "-p 512 -n 0" ${GPU_SESSION_AB_PP-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_TILE_TOKENS=128}
   # shellcheck disable=SC2086
@@ -672,23 +681,8 @@ w4)
   timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
   el "test_matmul"
   m=$W/models/m-F16.gguf
-  mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
-    PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py $m >/tmp/gen/gen.log 2>&1
+  gen_f16 $m
   el "gen rc=$?"
-  ab() {  # test args settings...
-    local test=$1 args=$2 settings cmd; shift 2
-    settings=("$@")
-    for _ in 1 2; do
-      for s in default "${settings[@]}"; do
-        cmd=(env)
-        # shellcheck disable=SC2207
-        [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
-        # shellcheck disable=SC2086
-        "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
-          grep "$test" | sed "s/^/F16 $s /"
-      done
-    done
-  }
   # shellcheck disable=SC2086
   ab pp512 "-p 512 -n 0" ${GPU_SESSION_AB_PP-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_WGMMA_FUSE=add LLM_CUDA_WGMMA_FUSE=glu LLM_CUDA_TILE_TOKENS=128}
   # shellcheck disable=SC2086
@@ -723,16 +717,9 @@ w5)
     --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
   el "checks"
   m=$W/models/m-F16.gguf
-  mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
-    PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py $m >/tmp/gen/gen.log 2>&1
+  gen_f16 $m
   el "gen rc=$?"
-  for _ in 1 2; do
-    for s in default LLM_CUDA_WGMMA_FUSE=0; do
-      # shellcheck disable=SC2046
-      env $([ $s = default ] || echo $s) timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 |
-        grep -E "^\| [0-9a-z]" | grep pp512 | sed "s/^/F16 $s /"
-    done
-  done
+  ab pp512 "-p 512 -n 0" LLM_CUDA_WGMMA_FUSE=0
   el "A/B"
   GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
     GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
