@@ -116,6 +116,19 @@ ab() {  # test args settings...
     done
   done
 }
+# The start of such a call: the clock, the GPU, pack $1 unpacked.
+start_call() {
+  t0=$(date +%s)
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=$1 scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+}
+el() { echo "[$(($(date +%s) - ${t0:-0})) s] $*"; }
+# Where an F16 prompt batch of file $1 goes (gpu-profile.sh, warm L2).
+prompt_profile() {
+  GPU_PROFILE_MODEL=$1 GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
+    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
+  el "prompt profile"
+}
 
 case "${1:-}" in
 a)
@@ -606,10 +619,7 @@ w1)
   # and timings (256-token tiles, the fused add and GLU), F16 prompt batches
   # under their switches (alternated, two rounds), then where an F16 decode
   # step's and prompt batch's time goes (gpu-profile.sh, warm L2).
-  t0=$(date +%s)
-  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
-  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  GPU_PACK=.gpu-p scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  start_call .gpu-p
   timeout 120 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -8
   timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
   el "test_matmul"
@@ -659,9 +669,7 @@ w2)
   el "A/B"
   GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
   el "decode profile"
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
-    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
-  el "prompt profile"
+  prompt_profile $m
   scripts/gpu-bench.sh poll | tail -3
   ;;
 w4)
@@ -672,10 +680,7 @@ w4)
   # defaults; Nsight Compute on the GLU product against the plain one of
   # the same rows; an F16 prompt batch's kernels; then llama.cpp's builds
   # and models start (w3 and n3 follow on the same machine).
-  t0=$(date +%s)
-  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
-  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  GPU_PACK=.gpu-p scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  start_call .gpu-p
   timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
   GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -4
   timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
@@ -695,9 +700,7 @@ w4)
       grep -E "matmul_wg|Duration|Throughput|Stall|stall|Warp Cycles|Registers|Achieved Occupancy|Block Limit" | head -24
   done
   el "ncu"
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
-    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
-  el "prompt profile"
+  prompt_profile $m
   scripts/gpu-bench.sh start .rivals
   ;;
 w5)
@@ -707,10 +710,7 @@ w5)
   # (test-ggml cuda::), then on the rival's F16 file alternated pp512 of the
   # defaults and LLM_CUDA_WGMMA_FUSE=0 (two rounds), and a prompt batch's
   # kernels.
-  t0=$(date +%s)
-  el() { echo "[$(($(date +%s) - t0)) s] $*"; }
-  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  GPU_PACK=.gpu-q scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  start_call .gpu-q
   timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
   for shape in 2 3; do timeout 60 /tmp/llm-gpu/test_matmul --bench-wgmma $shape 2>&1; done
   LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
@@ -721,9 +721,7 @@ w5)
   el "gen rc=$?"
   ab pp512 "-p 512 -n 0" LLM_CUDA_WGMMA_FUSE=0
   el "A/B"
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
-    GPU_PROFILE_KERNELS=600 timeout 200 scripts/gpu-profile.sh F16 7b 2>&1 | head -30
-  el "prompt profile"
+  prompt_profile $m
   ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
