@@ -37,7 +37,7 @@ using namespace gq;
 // residual: the same bits as the product stored and then added by ops.cu's
 // `add`); or, its tile holding 64 outputs' gate and up rows, stores
 // act(gate) * up (act.cuh's SwiGLU or GeGLU, as ops.cu's glu kernels).
-enum Epilogue { STORE = 0, ADD = 1, SWIGLU = 2, GEGLU = 3 };
+enum Epilogue { STORE = 0, ADD = 1, SWIGLU = 2, GEGLU = 3, DUAL = 4 };
 
 constexpr int BM = 128, BK = 64, THREADS = 256;
 
@@ -98,7 +98,7 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
     GQ_DYNAMIC_SHARED(1024, unsigned char, raw);
     // The swizzle is of shared-memory addresses: the ring starts on 1024.
     unsigned char* ring = raw + ((1024 - (shared_address(raw) & 1023)) & 1023);
-    constexpr bool GLU = EPI == SWIGLU || EPI == GEGLU;
+    constexpr bool GLU = EPI == SWIGLU || EPI == GEGLU || EPI == DUAL;
     const int r0 = blockIdx.y * (GLU ? BM / 2 : BM), t0 = blockIdx.x * BN;
     const int steps = (cols + BK - 1) / BK;
     const int group = threadIdx.x >> 7, in_group = threadIdx.x & 127;
@@ -153,9 +153,15 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
         for (int i = 0; i < BN / 2; ++i) {
             if ((i >> 1) & 1) continue;
             const int t = t0 + wg_col(in_group, i);
-            if (o < rows && t < ntok)
+            if (o >= rows || t >= ntok) continue;
+            if constexpr (EPI == DUAL) {
+                // Gate and up stored apart (Y, then Y + ntok * rows).
+                Y[static_cast<long long>(t) * rows + o] = d[i];
+                Y[static_cast<long long>(ntok + t) * rows + o] = d[i + 2];
+            } else {
                 Y[static_cast<long long>(t) * rows + o] =
                     EPI == SWIGLU ? swiglu_of(d[i], d[i + 2]) : geglu_of(d[i], d[i + 2]);
+            }
         }
     } else if constexpr (EPI == ADD) {
         // The sums go through shared memory (the ring, which no product or
@@ -204,7 +210,10 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
 // 128, 4 x 48 KiB + 1 KiB at 256), one block a multiprocessor.
 // matmul_wg_f16_add_n<BN>: the same, Y += the product.
 // matmul_wg_f16_glu_n<BN>: Y = act(Wg X) * (Wu X) (act 0: SwiGLU, 1: GeGLU),
-// Wg and Wu of one shape; grid (ceil(ntok/BN), ceil(rows/64)).
+// Wg and Wu of one shape; grid (ceil(ntok/BN), ceil(rows/64)). act 2, a
+// form for timing (test_matmul --bench-glu; the backend never passes it):
+// Wg X at Y and Wu X at Y + ntok * rows, no activation, to tell what the
+// activation in the epilogue costs.
 #define GQ_MATMUL_WG(BN)                                                                                          \
     extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
         matmul_wg_f16_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y,   \
@@ -225,8 +234,10 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
         gq::pdl_begin();                                                                                          \
         if (act == 0)                                                                                             \
             sm90::gemm_f16<BN, sm90::SWIGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                       \
-        else                                                                                                      \
+        else if (act == 1)                                                                                        \
             sm90::gemm_f16<BN, sm90::GEGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                        \
+        else                                                                                                      \
+            sm90::gemm_f16<BN, sm90::DUAL>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                         \
     }
 
 GQ_MATMUL_WG(256)

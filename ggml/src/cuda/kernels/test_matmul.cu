@@ -1099,6 +1099,23 @@ static int test_wgmma(std::mt19937& rng) {
                         fprintf(stderr, "  matmul_wg_f16_glu_n%d act %d %s: Y[%zu] = %.9g, want %.9g\n", bn, act,
                                 tc->name, i, Z[i], want[i]);
             }
+            // act 2 (a timing form): gate and up stored apart, each the
+            // plain product's bits.
+            {
+                float* dZ2;
+                CK(cudaMalloc(&dZ2, 2 * Y.size() * 4));
+                GQ_LAUNCH(glu_grid, 256, shared, k.glu)(dW[0], dW[1], dXh, dZ2, rows, cols, rb, ntok, 2);
+                CK(cudaGetLastError());
+                std::vector<float> Z2(2 * Y.size());
+                CK(cudaMemcpy(Z2.data(), dZ2, Z2.size() * 4, cudaMemcpyDeviceToHost));
+                for (size_t i = 0; i < Z2.size(); i++) {
+                    const float want = i < Y.size() ? Y[i] : U[i - Y.size()];
+                    if (memcmp(&want, &Z2[i], 4) != 0 && bad++ < 3)
+                        fprintf(stderr, "  matmul_wg_f16_glu_n%d act 2 %s: Y[%zu] = %.9g, want %.9g\n", bn, tc->name, i,
+                                Z2[i], want);
+                }
+                CK(cudaFree(dZ2));
+            }
             fail += bad;
         }
         for (uint8_t* w : dW) CK(cudaFree(w));
@@ -1159,7 +1176,52 @@ static void bench_wgmma(int only) {
     }
 }
 
+// --bench-glu: a 7B's GLU product (two 11008 x 4096 weights, 512 tokens)
+// with its up weight where the gate's is (one matrix read twice), right
+// after it, and after it plus 4160 and 1 MiB + 4160 bytes; beside the plain
+// product of 22016 rows. Where the GLU's time goes (session 33: 25% over
+// the plain product of the same rows).
+static void bench_glu() {
+    const int rows = 11008, cols = 4096, ntok = 512;
+    const long long rb = 2LL * cols, pad = (1 << 20) + 4160;
+    uint8_t* dW; __half* dXh; float* dY;
+    CK(cudaMalloc(&dW, 2 * rows * rb + pad));
+    CK(cudaMemset(dW, 0, 2 * rows * rb + pad));
+    CK(cudaMalloc(&dXh, (size_t)ntok * cols * 2));
+    CK(cudaMemset(dXh, 0, (size_t)ntok * cols * 2));
+    CK(cudaMalloc(&dY, (size_t)ntok * 2 * rows * 4));
+    const double flops = 4.0 * rows * cols * ntok;
+    for (int bn : {256, 128}) {
+        const WgKernels k = wg_kernels(bn);
+        const int shared = sm90::shared_bytes(bn);
+        wg_allow(k, shared);
+        printf("F16 glu 2x%dx%d x%d n%d", rows, cols, ntok, bn);
+        const long long offsets[] = {0, rows * rb, rows * rb + 4160, rows * rb + pad};
+        for (long long off : offsets) {
+            dim3 grid((ntok + bn - 1) / bn, (rows + 63) / 64);
+            const float us = launch_us(5, [&](int) {
+                GQ_LAUNCH(grid, 256, shared, k.glu)(dW, dW + off, dXh, dY, rows, cols, rb, ntok, 0);
+            });
+            printf("  up at +%lld: %6.1f us %4.0f", off, us, flops / (1e6 * us));
+        }
+        // act 2: gate and up stored apart, no activation.
+        for (int act : {1, 2}) {
+            dim3 grid((ntok + bn - 1) / bn, (rows + 63) / 64);
+            const float us = launch_us(5, [&](int) {
+                GQ_LAUNCH(grid, 256, shared, k.glu)(dW, dW + rows * rb, dXh, dY, rows, cols, rb, ntok, act);
+            });
+            printf("  act %d: %6.1f us %4.0f", act, us, flops / (1e6 * us));
+        }
+        dim3 grid((ntok + bn - 1) / bn, (2 * rows + 127) / 128);
+        const float us = launch_us(5, [&](int) { GQ_LAUNCH(grid, 256, shared, k.store)(dW, dXh, dY, 2 * rows, cols, rb, ntok); });
+        printf("  plain: %6.1f us %4.0f TFLOP/s\n", us, flops / (1e6 * us));
+    }
+    CK(cudaGetLastError());
+    CK(cudaFree(dW)); CK(cudaFree(dXh)); CK(cudaFree(dY));
+}
+
 int main(int argc, char** argv) {
+    if (argc > 1 && !strcmp(argv[1], "--bench-glu")) { bench_glu(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(argc > 2 ? atoi(argv[2]) : -1); return 0; }
