@@ -66,7 +66,7 @@ struct Lean {
     plain: Option<LeanProducts>,
     piped: LeanProducts,
     /// The piped loop of row groups split over warps.
-    split: Option<LeanProducts>,
+    split: LeanProducts,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -639,7 +639,7 @@ impl Matvec1 {
                     },
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
-                    split: Some(products("lean_split")?),
+                    split: products("lean_split")?,
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -684,8 +684,8 @@ impl Matvec1 {
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
-        if let Some(split_products) = lean.split.filter(|_| piped) {
-            let sk = kernel(split_products);
+        if piped {
+            let sk = kernel(lean.split);
             let resident = 8 * sms * sk.most_resident;
             split = lean
                 .rows

@@ -154,13 +154,8 @@ impl Tile {
         let row_tiles = rows.div_ceil(TILE_ROWS);
         let w = match (fixed_width(), self.widest) {
             (Some(256), Some(widest)) => widest,
-            (Some(n), _) if n != 256 => {
-                if n == 128 {
-                    self.wide
-                } else {
-                    self.narrow
-                }
-            }
+            (Some(128), _) => self.wide,
+            (Some(64), _) => self.narrow,
             (_, widest) => {
                 let wide = tokens > 64 && 4 * row_tiles * tokens.div_ceil(128) >= 3 * sms;
                 let fill = |n: usize| wave_fill(row_tiles * tokens.div_ceil(n), sms);

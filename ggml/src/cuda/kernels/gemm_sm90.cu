@@ -93,7 +93,7 @@ __device__ __forceinline__ void fetch_glu(const uint8_t* Wg, const uint8_t* Wu, 
 template <int BN, int EPI>
 __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const uint8_t* __restrict__ Wu,
                                          const __half* __restrict__ X, float* __restrict__ Y, int rows, int cols,
-                                         long long row_bytes, int ntok, int act) {
+                                         long long row_bytes, int ntok) {
     constexpr int STAGES = stages(BN), DEPTH = STAGES - 2;
     GQ_DYNAMIC_SHARED(1024, unsigned char, raw);
     // The swizzle is of shared-memory addresses: the ring starts on 1024.
@@ -219,13 +219,13 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
         matmul_wg_f16_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y,   \
                             int rows, int cols, long long row_bytes, int ntok) {                                  \
         gq::pdl_begin();                                                                                          \
-        sm90::gemm_f16<BN, sm90::STORE>(W, nullptr, X, Y, rows, cols, row_bytes, ntok, 0);                        \
+        sm90::gemm_f16<BN, sm90::STORE>(W, nullptr, X, Y, rows, cols, row_bytes, ntok);                        \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
         matmul_wg_f16_add_n##BN(const uint8_t* __restrict__ W, const __half* __restrict__ X, float* __restrict__ Y, \
                                 int rows, int cols, long long row_bytes, int ntok) {                              \
         gq::pdl_begin();                                                                                          \
-        sm90::gemm_f16<BN, sm90::ADD>(W, nullptr, X, Y, rows, cols, row_bytes, ntok, 0);                          \
+        sm90::gemm_f16<BN, sm90::ADD>(W, nullptr, X, Y, rows, cols, row_bytes, ntok);                          \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(sm90::THREADS, 1)                                                \
         matmul_wg_f16_glu_n##BN(const uint8_t* __restrict__ Wg, const uint8_t* __restrict__ Wu,                   \
@@ -233,11 +233,11 @@ __device__ __forceinline__ void gemm_f16(const uint8_t* __restrict__ W, const ui
                                 long long row_bytes, int ntok, int act) {                                         \
         gq::pdl_begin();                                                                                          \
         if (act == 0)                                                                                             \
-            sm90::gemm_f16<BN, sm90::SWIGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                       \
+            sm90::gemm_f16<BN, sm90::SWIGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok);                       \
         else if (act == 1)                                                                                        \
-            sm90::gemm_f16<BN, sm90::GEGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                        \
+            sm90::gemm_f16<BN, sm90::GEGLU>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok);                        \
         else                                                                                                      \
-            sm90::gemm_f16<BN, sm90::DUAL>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok, 0);                         \
+            sm90::gemm_f16<BN, sm90::DUAL>(Wg, Wu, X, Y, rows, cols, row_bytes, ntok);                         \
     }
 
 GQ_MATMUL_WG(256)

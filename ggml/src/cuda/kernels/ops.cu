@@ -213,8 +213,7 @@ extern "C" __global__ void rope_store(float* q, float* k, const float* v, int n_
                 rope_cs(pos, p, ff, pair, c, s);
             }
             float* head = head_of(first + e / pairs);
-            head[rope_a(p, pair)] = x0[j] * c - x1[j] * s;
-            head[rope_b(p, pair)] = x0[j] * s + x1[j] * c;
+            rope_turn(x0[j], x1[j], c, s, head[rope_a(p, pair)], head[rope_b(p, pair)]);
         }
     }
     __syncthreads();  // the block's key heads as its threads rotated them

@@ -48,6 +48,12 @@ __device__ __forceinline__ int rope_b(const RopeParams& p, int pair) {
     return p.neox ? pair + p.n_dims / 2 : 2 * pair + 1;
 }
 
+// Pair (x0, x1) turned by (c, s): what every rope kernel writes back.
+__device__ __forceinline__ void rope_turn(float x0, float x1, float c, float s, float& y0, float& y1) {
+    y0 = x0 * c - x1 * s;
+    y1 = x0 * s + x1 * c;
+}
+
 // Rotates one head at position `pos`, the threads taking pairs first,
 // first + stride, ... (by default the block's threads, each its own).
 __device__ __forceinline__ void rope_head(float* head, int pos_i, const RopeParams& p, const float* ff,
@@ -56,8 +62,6 @@ __device__ __forceinline__ void rope_head(float* head, int pos_i, const RopePara
         float c, s;
         rope_cs(pos_i, p, ff, pair, c, s);
         const int a = rope_a(p, pair), b = rope_b(p, pair);
-        float x0 = head[a], x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
+        rope_turn(head[a], head[b], c, s, head[a], head[b]);
     }
 }
