@@ -723,6 +723,32 @@ w5)
   el "A/B"
   prompt_profile $m
   ;;
+w6)
+  # Session 34's first call (carry .gpu-p: llm, test-gpu, the vocabulary,
+  # test_matmul; .rivals): the GLU product's timing forms (act 2: gate and
+  # up stored apart), then on the rival's F16 file and our writer's Q4_K
+  # file alternated decode (two rounds) under GPU_SESSION_AB_TG beside the
+  # defaults: early starts that ask L2 for the next product's first
+  # weights while the kernel before it ends.
+  start_call .gpu-p
+  timeout 60 /tmp/llm-gpu/test_matmul --bench-glu 2>&1
+  el "bench-glu"
+  m=$W/models/m-F16.gguf
+  gen_f16 $m
+  el "gen rc=$?"
+  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -14
+  tg_ab=${GPU_SESSION_AB_TG-LLM_CUDA_LEAN_EARLY=prefetch=1024 LLM_CUDA_LEAN_EARLY=prefetch=4096 LLM_CUDA_LEAN_EARLY=prefetch=row LLM_CUDA_PDL=all LLM_CUDA_PDL=all+LLM_CUDA_LEAN_EARLY=prefetch=1024}
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" $tg_ab
+  el "F16 A/B"
+  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b \
+    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  el "Q4_K model written"
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" $tg_ab | sed 's/^F16/Q4_K/'
+  el "Q4_K A/B"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

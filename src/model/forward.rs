@@ -372,7 +372,10 @@ impl Model {
         let c = &self.config;
         let t = tokens.len();
         let e = c.shape.n_embd;
-        self.embed(tokens, &mut state.hidden);
+        {
+            let _p = ggml::profile::scope("embed");
+            self.embed(tokens, &mut state.hidden);
+        }
 
         // Every token's logits, or the last one's.
         let n_vocab = c.shape.n_vocab;
@@ -615,8 +618,11 @@ impl<B: Backend + 'static> LayerRange<B> {
         let c = job.config;
         let t = job.tokens;
         let e = c.shape.n_embd;
-        b.write(&job.hidden[..t * e], &mut cache.x);
-        b.begin(&mut cache.sc, job.pos0, t);
+        {
+            let _p = ggml::profile::scope("hidden to the device");
+            b.write(&job.hidden[..t * e], &mut cache.x);
+            b.begin(&mut cache.sc, job.pos0, t);
+        }
         let long = c.long_rope(job.n_ctx);
         let factors = self.rope_factors[usize::from(long)].as_ref();
         // A decode step issues the same ops at every position (positions come
@@ -625,6 +631,7 @@ impl<B: Backend + 'static> LayerRange<B> {
         let key = (job.trace.is_none() && t == 1).then_some(u64::from(long));
         let name = || b.name();
         let failed = |e: ggml::backend::BackendError| anyhow::anyhow!("{}: {e}", name());
+        let issued = ggml::profile::scope("layers issued");
         if !key.is_some_and(|k| b.replay(&mut cache.sc, k)) {
             for (i, layer) in self.layers.iter().enumerate() {
                 self.layer(cache, i, job, self.first + i, layer, factors);
@@ -636,6 +643,9 @@ impl<B: Backend + 'static> LayerRange<B> {
                 b.end_recording(&mut cache.sc, k);
             }
         }
+        drop(issued);
+        // The wait for the layers' kernels falls in here.
+        let _p = ggml::profile::scope("head and read back");
         match &self.head {
             Some(_) if key.is_some() => b.read(&cache.logits, job.logits).map_err(failed),
             Some(head) => self.output(cache, job, head),
