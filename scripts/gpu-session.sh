@@ -749,27 +749,6 @@ w6)
   ab tg128 "-p 0 -n 128" $tg_ab | sed 's/^F16/Q4_K/'
   el "Q4_K A/B"
   ;;
-w7)
-  # Session 34's second call (carry .gpu-p, .rivals): decode with the
-  # output projection's weights asked of L2 while attention runs
-  # (LLM_CUDA_L2_PREFETCH, MiB; 0 off) beside the defaults, alternated (two
-  # rounds): the rival's F16 file, our writer's Q4_K file, and Q4_K at
-  # depth 4096 (where the cache's reads leave less room).
-  start_call .gpu-p
-  m=$W/models/m-F16.gguf
-  [ -f $m ] || gen_f16 $m
-  el "gen rc=$?"
-  # shellcheck disable=SC2086
-  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_L2_PREFETCH=0 LLM_CUDA_L2_PREFETCH=16 LLM_CUDA_L2_PREFETCH=36}
-  el "F16 A/B"
-  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
-  [ -f $m ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b \
-    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
-  el "Q4_K model written"
-  ab tg128 "-p 0 -n 128" LLM_CUDA_L2_PREFETCH=0 LLM_CUDA_PDL=all | sed 's/^F16/Q4_K/'
-  ab tg128 "-p 0 -n 128 -d 4096" LLM_CUDA_L2_PREFETCH=0 | sed 's/^F16/Q4_K d4096/'
-  el "Q4_K A/B"
-  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

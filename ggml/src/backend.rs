@@ -402,11 +402,6 @@ pub trait Backend: Send + Sync {
         self.rope(sc, k, tokens, n_head_kv, head_dim, rope, freq_factors, pos0);
         self.kv_store(sc, kv, k, v, pos0, tokens);
     }
-    /// A hint that `w` is the next weight read, after attention over `kv`
-    /// (one token's step, `tokens` == 1): a device whose memory would idle
-    /// meanwhile may bring `w`'s first bytes into its cache. Nothing else
-    /// changes; the default does nothing.
-    fn prefetch(&self, _sc: &mut Self::Scratch, _w: &Self::Mat, _kv: &Self::Kv, _tokens: usize) {}
     /// `rope_store` (heads and head size from `a`), then `attention` of the
     /// rotated q: the attention block's steps from its projections to its
     /// output, which a device may run as one launch. Afterwards q and k

@@ -703,8 +703,6 @@ impl<B: Backend + 'static> LayerRange<B> {
             b.rms_norm_in_place(&mut r.k, kn, c.eps, t * s.n_head_kv);
         }
         let kv = &mut r.kv[kv];
-        // The output projection's weights may come in while attention runs.
-        b.prefetch(sc, &w.wo, kv, t);
         let attn = Attention {
             n_head: s.n_head,
             n_head_kv: s.n_head_kv,

@@ -70,8 +70,6 @@ pub(super) struct Kernels {
     matmul: HashMap<GgmlType, MatKernels>,
     /// Activations f32 -> f16 for tile.cu's products.
     to_half: Function,
-    /// A decode step's next weight into L2 while attention runs (`prefetch`).
-    l2_prefetch: Function,
     /// Hopper's warpgroup products of f16 rows (gemm_sm90.cu), for batches
     /// of at least `wgmma_tokens` tokens (LLM_CUDA_WGMMA=0: none).
     wgmma: Option<Tile>,
@@ -526,24 +524,6 @@ fn early_launches(info: &DeviceInfo) -> EarlyLaunches {
     }
 }
 
-/// Bytes of L2 a decode step's `prefetch` may fill with the next weight,
-/// the cache that step's attention reads included (0: no prefetch):
-/// `LLM_CUDA_L2_PREFETCH` in MiB, else half the L2 of sm_90 and later
-/// GPUs (the only ones timed), none before.
-fn l2_prefetch_budget(info: &DeviceInfo) -> usize {
-    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let set = *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_L2_PREFETCH")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    });
-    match set {
-        Some(mib) => (mib << 20).min(info.l2_bytes),
-        None if info.capability >= 90 => info.l2_bytes / 2,
-        None => 0,
-    }
-}
-
 /// Prompt batches' products on Hopper's warpgroup instructions
 /// (gemm_sm90.cu), the quantised types' weights dequantised to f16 first,
 /// unless LLM_CUDA_WGMMA=0 (tile.cu's, for timing): 7B pp512 on the H200
@@ -712,7 +692,6 @@ impl CudaBackend {
             },
             matmul,
             to_half: find("to_half")?,
-            l2_prefetch: find("l2_prefetch")?,
             wgmma: if hopper.is_empty() {
                 None
             } else {
@@ -2295,23 +2274,6 @@ impl Backend for CudaBackend {
                 &kv.v.ptr,
                 &cells,
             ],
-        );
-    }
-
-    fn prefetch(&self, sc: &mut CudaScratch, w: &CudaMat, kv: &CudaKv, tokens: usize) {
-        let budget = l2_prefetch_budget(&self.info);
-        if tokens != 1 || budget == 0 {
-            return;
-        }
-        let bytes = (w.rows * w.row_bytes) as i64;
-        let (kb, vb) = kv.row_bytes();
-        let (cell, budget) = ((kb + vb) as i64, budget as i64);
-        // A thread a 16 KiB piece: a 7B's 33.5 MB of F16 in one round.
-        self.launch(
-            self.kernels.l2_prefetch,
-            (self.info.sms.max(1), 1, 1),
-            64,
-            &[&w.mem.ptr(), &bytes, &sc.step.ptr, &cell, &budget],
         );
     }
 

@@ -50,8 +50,6 @@ pub struct DeviceInfo {
     pub capability: u32,
     /// Streaming multiprocessors.
     pub sms: u32,
-    /// Bytes of L2 cache.
-    pub l2_bytes: usize,
     /// Why our kernels cannot run there (too old a GPU or driver), if so.
     pub problem: Option<String>,
 }
@@ -160,7 +158,6 @@ impl Context {
             free,
             capability: major * 10 + minor,
             sms: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
-            l2_bytes: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE) as usize,
             problem: None,
         }
     }

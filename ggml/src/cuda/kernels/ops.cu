@@ -87,34 +87,6 @@ extern "C" __global__ void add_bias(float* x, const float* bias, int width, long
     if (i < n) x[i] += bias[i % width];
 }
 
-// Asks L2 for the first bytes of a weight that the next product reads,
-// while the kernels before it (rope, attention) leave HBM idle: up to
-// `bytes` at W (16-byte aligned), less room for what this step's attention
-// reads of the cache ((pos0 + tokens) * cell_bytes, [pos0, tokens] at
-// `step`), within `budget` bytes of L2; nothing once the cache alone fills
-// it. Pieces of 16 KiB, thread i of the grid asking for pieces i, i + T, ...
-// (one bulk prefetch each on Hopper, a prefetch a 128-byte line before).
-// Only a hint: it changes no value (and the CPU emulator does nothing).
-extern "C" __global__ void l2_prefetch(const uint8_t* W, long long bytes, const int* step, long long cell_bytes,
-                                       long long budget) {
-    gq::pdl_begin();
-    const long long cache = step ? static_cast<long long>(step[0] + step[1]) * cell_bytes : 0;
-    const long long n = min(bytes, budget - cache) & ~15ll;
-    constexpr long long PIECE = 16384;
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x * PIECE;
-    for (long long off = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * PIECE; off < n;
-         off += stride) {
-        const long long len = min(PIECE, n - off);
-        (void)len;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(W + off), "r"(static_cast<unsigned>(len))
-                     : "memory");
-#elif defined(__CUDA_ARCH__)
-        for (long long l = 0; l < len; l += 128) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(W + off + l));
-#endif
-    }
-}
-
 extern "C" __global__ void add(float* x, const float* y, long long n) {
     gq::pdl_begin();
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
