@@ -749,6 +749,33 @@ w6)
   ab tg128 "-p 0 -n 128" $tg_ab | sed 's/^F16/Q4_K/'
   el "Q4_K A/B"
   ;;
+w8)
+  # Session 34's third call (carry .gpu-r: llm, test-ggml, test-gpu and the
+  # vocabulary; .rivals): the backend's checks by default and with the
+  # balanced split; where an F16 prompt batch's host time goes; then decode
+  # A/B (alternated, two rounds) of the balanced split and of every kernel
+  # launched early, on the rival's F16 file and our writer's 7B Q4_K, Q4_0,
+  # Q8_0 and 1B Q4_K files.
+  start_call .gpu-r
+  for s in 0 1; do
+    LLM_CUDA_LEAN_BALANCE=$s LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml \
+      --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
+  done
+  el "checks"
+  m=$W/models/m-F16.gguf
+  gen_f16 $m
+  el "gen rc=$?"
+  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -12
+  ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_BALANCE=1 LLM_CUDA_PDL=all LLM_CUDA_LEAN_BALANCE=1+LLM_CUDA_PDL=all
+  el "F16 A/B"
+  for spec in Q4_K:7b Q4_0:7b Q8_0:7b Q4_K:1b; do
+    m=/tmp/llm-gpu/models/${spec#*:}-${spec%:*}.gguf
+    [ -f $m ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=${spec%:*} \
+      LLM_WRITE_SHAPE=${spec#*:} /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+    ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_BALANCE=1 LLM_CUDA_PDL=all | sed "s/^F16/$spec/"
+    el "$spec A/B"
+  done
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

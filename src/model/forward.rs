@@ -619,9 +619,11 @@ impl<B: Backend + 'static> LayerRange<B> {
         let t = job.tokens;
         let e = c.shape.n_embd;
         {
+            // The positions first: `begin` waits for the device to be idle,
+            // `write` then leaves its copy to run beside the launches after.
             let _p = ggml::profile::scope("hidden to the device");
-            b.write(&job.hidden[..t * e], &mut cache.x);
             b.begin(&mut cache.sc, job.pos0, t);
+            b.write(&job.hidden[..t * e], &mut cache.x);
         }
         let long = c.long_rope(job.n_ctx);
         let factors = self.rope_factors[usize::from(long)].as_ref();

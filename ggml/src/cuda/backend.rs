@@ -1931,7 +1931,10 @@ impl Backend for CudaBackend {
         // The previous use of the staging memory must be over before it is
         // overwritten: reads sync, and writes are followed by this one.
         self.keep(self.stream.sync());
-        s.f32s(src.len()).copy_from_slice(src);
+        {
+            let _p = crate::profile::scope("cuda.write to pinned");
+            s.f32s(src.len()).copy_from_slice(src);
+        }
         self.keep(self.stream.htod(dst.ptr(), s.as_mut_ptr(), bytes));
     }
 
