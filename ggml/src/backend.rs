@@ -205,6 +205,15 @@ pub trait Backend: Send + Sync {
 
     /// `src` from the host into the first `src.len()` floats of `dst`.
     fn write(&self, src: &[f32], dst: &mut Self::Buf);
+    /// `write` of the `n` floats that `fill` puts in the slice it is given:
+    /// a device that copies from its own host memory has them written there
+    /// directly (a 7B's 512-token batch of embeddings is 8 MB, which took
+    /// the GPU's host a millisecond to copy once more).
+    fn write_with(&self, n: usize, fill: &mut dyn FnMut(&mut [f32]), dst: &mut Self::Buf) {
+        let mut v = vec![0.0; n];
+        fill(&mut v);
+        self.write(&v, dst);
+    }
     /// The first `dst.len()` floats of `src` to the host. This is where a
     /// device that runs ops asynchronously waits for them, and reports the
     /// first op that failed since the last read.

@@ -6,7 +6,7 @@
 use std::any::Any;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use ggml::backend::{Attention, Backend, Glu, HostMat};
@@ -372,10 +372,13 @@ impl Model {
         let c = &self.config;
         let t = tokens.len();
         let e = c.shape.n_embd;
-        {
+        // The first stage writes the embeddings where its device reads them
+        // (`Job::embed`); `hidden` carries the state between stages.
+        state.hidden.resize(t * e, 0.0);
+        let embed = |dst: &mut [f32]| {
             let _p = ggml::profile::scope("embed");
-            self.embed(tokens, &mut state.hidden);
-        }
+            self.embed(tokens, dst);
+        };
 
         // Every token's logits, or the last one's.
         let n_vocab = c.shape.n_vocab;
@@ -390,6 +393,7 @@ impl Model {
         };
         let mut job = Job {
             config: c,
+            embed: Some(&embed),
             hidden: &mut state.hidden,
             pos0: state.n_past,
             tokens: t,
@@ -408,12 +412,13 @@ impl Model {
         Ok(())
     }
 
-    /// Token embeddings on the host: rows dequantised as ggml's get_rows does,
-    /// a large batch's rows split over the model's threads (its device
-    /// waits for them: one thread took about 2 to 8 ms for a 7B's 512).
-    fn embed(&self, tokens: &[u32], out: &mut Vec<f32>) {
+    /// Token embeddings on the host (`out`: a row each): rows dequantised as
+    /// ggml's get_rows does, a large batch's rows split over the CPU
+    /// backend's threads (its device waits for them: one thread took about
+    /// 2 to 8 ms for a 7B's 512, and threads spawned for each batch 1.2 ms
+    /// on the H200's host).
+    fn embed(&self, tokens: &[u32], out: &mut [f32]) {
         let e = self.config.shape.n_embd;
-        out.resize(tokens.len() * e, 0.0);
         let rows_a_thread = tokens
             .len()
             .div_ceil(self.threads().max(1))
@@ -422,12 +427,16 @@ impl Model {
             self.embed_rows(tokens, out);
             return;
         }
-        std::thread::scope(|s| {
-            for (toks, dst) in tokens
-                .chunks(rows_a_thread)
-                .zip(out.chunks_mut(rows_a_thread * e))
-            {
-                s.spawn(move || self.embed_rows(toks, dst));
+        let parts: Vec<Mutex<(&[u32], &mut [f32])>> = tokens
+            .chunks(rows_a_thread)
+            .zip(out.chunks_mut(rows_a_thread * e))
+            .map(Mutex::new)
+            .collect();
+        self.cpu.on_threads(&|i| {
+            if let Some(part) = parts.get(i) {
+                let mut part = part.lock().unwrap_or_else(|p| p.into_inner());
+                let (toks, dst) = &mut *part;
+                self.embed_rows(toks, dst);
             }
         });
     }
@@ -450,6 +459,10 @@ impl Model {
 /// One batch as it passes through the stages.
 struct Job<'a> {
     config: &'a Config,
+    /// Writes the batch's token embeddings (a row each) into the slice it
+    /// is given: taken by the first stage, which has them written where its
+    /// device reads them.
+    embed: Option<&'a (dyn Fn(&mut [f32]) + Sync)>,
     /// The hidden state on the host: input of a stage, and its output unless
     /// it is the last.
     hidden: &'a mut Vec<f32>,
@@ -623,7 +636,10 @@ impl<B: Backend + 'static> LayerRange<B> {
             // `write` then leaves its copy to run beside the launches after.
             let _p = ggml::profile::scope("hidden to the device");
             b.begin(&mut cache.sc, job.pos0, t);
-            b.write(&job.hidden[..t * e], &mut cache.x);
+            match job.embed.take() {
+                Some(embed) => b.write_with(t * e, &mut |dst| embed(dst), &mut cache.x),
+                None => b.write(&job.hidden[..t * e], &mut cache.x),
+            }
         }
         let long = c.long_rope(job.n_ctx);
         let factors = self.rope_factors[usize::from(long)].as_ref();

@@ -93,6 +93,13 @@ impl CpuBackend {
         self.pool.threads()
     }
 
+    /// Runs `f(i)` on each thread `i` in `0..threads()` of the pool, the
+    /// caller as 0 (work outside the backend's ops that is worth the
+    /// threads: a prompt batch's embeddings).
+    pub fn on_threads(&self, f: &(dyn Fn(usize) + Sync)) {
+        self.pool.run(f);
+    }
+
     /// Cells `cell0..cell0 + n` of a cache as rows, `[cell][kv_dim]` keys
     /// and values in the cache's types as u16 words (another device's
     /// layout: an f16 cache's values untransposed).

@@ -508,19 +508,22 @@ fn rope_params(rope: &Rope) -> RopeParams {
 }
 
 /// Which kernels launch early, overlapping the end of the one before
-/// (kernels/pdl.cuh), on sm_90 and later: the one-token products that read
-/// their rows directly (Q4_K), unless LLM_CUDA_PDL says 0 (none) or all.
-/// H200, 7B decode of one-type files, every kernel early against none:
-/// Q4_K 359.7 against 345.3 tokens/s, but Q8_0 268.7 against 306.1 and F16
-/// 181.3 against 188.8 (their staged and float products lose to it).
+/// (kernels/pdl.cuh), on sm_90 and later: every kernel, unless LLM_CUDA_PDL
+/// says 0 (none) or `chosen` (the one-token products only). On the H200
+/// (session 34, our writer's one-type files, tg128, alternated twice),
+/// every kernel against the products only: 7B Q4_K 470.8 / 469.7 against
+/// 466.5 / 467.5 tokens/s, Q4_0 444.8 / 445.7 against 443.2 / 443.1, Q8_0
+/// 364.8 / 365.3 against 362.0 / 362.9, a 1B of Q4_K 1556.0 / 1566.5
+/// against 1537.7 / 1546.0, F16 230.2 / 230.0 against 230.5 / 229.8 (in
+/// 2026-12-04's build, before the lean products, Q8_0 and F16 lost to it).
 fn early_launches(info: &DeviceInfo) -> EarlyLaunches {
     if info.capability < 90 {
         return EarlyLaunches::Off;
     }
     match std::env::var("LLM_CUDA_PDL").as_deref() {
         Ok("0") => EarlyLaunches::Off,
-        Ok("all") => EarlyLaunches::All,
-        _ => EarlyLaunches::Chosen,
+        Ok("chosen") => EarlyLaunches::Chosen,
+        _ => EarlyLaunches::All,
     }
 }
 
@@ -1931,10 +1934,21 @@ impl Backend for CudaBackend {
         // The previous use of the staging memory must be over before it is
         // overwritten: reads sync, and writes are followed by this one.
         self.keep(self.stream.sync());
-        {
-            let _p = crate::profile::scope("cuda.write to pinned");
-            s.f32s(src.len()).copy_from_slice(src);
+        s.f32s(src.len()).copy_from_slice(src);
+        self.keep(self.stream.htod(dst.ptr(), s.as_mut_ptr(), bytes));
+    }
+
+    fn write_with(&self, n: usize, fill: &mut dyn FnMut(&mut [f32]), dst: &mut CudaBuf) {
+        assert!(n <= dst.len, "write past the buffer");
+        self.bind();
+        let bytes = n * 4;
+        let mut s = self.stage(bytes);
+        if s.bytes < bytes {
+            return;
         }
+        // As `write`: the staging memory's last use over first.
+        self.keep(self.stream.sync());
+        fill(s.f32s(n));
         self.keep(self.stream.htod(dst.ptr(), s.as_mut_ptr(), bytes));
     }
 

@@ -329,7 +329,7 @@ pub enum EarlyLaunches {
     /// Those launched through `Function::launch_overlapping` (the launches
     /// measured to gain).
     Chosen,
-    /// Every kernel (LLM_CUDA_PDL=all, for timing).
+    /// Every kernel (the default; LLM_CUDA_PDL=chosen: Chosen).
     All,
 }
 

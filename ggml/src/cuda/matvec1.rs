@@ -117,43 +117,25 @@ impl LeanRows {
     /// SPLIT_BELOW_BYTES at once and the GPU's `resident` warps hold them.
     /// A small product's few warps otherwise run long chains of steps, one
     /// HBM latency each (a 1B's Q6_K v: 128 row groups of 8 steps).
-    /// With `balance`, a product of more groups than the GPU holds warps
-    /// is split where that fills its last round better: a persistent grid
-    /// takes groups in rounds, and a 7B's 3072 groups of q, k and v on
-    /// 2112 warps leave half of them idle in the second (split over two:
-    /// 6144 over 1056 teams, three rounds, 97% full).
     fn split(
         self,
         groups: usize,
         (cols, row_bytes): (usize, usize),
         resident: usize,
         most: usize,
-        balance: bool,
     ) -> usize {
-        if self.step_cols == 0 || cols == 0 || resident == 0 {
+        if self.step_cols == 0 || cols == 0 {
             return 1;
         }
         let steps = cols.div_ceil(self.step_cols);
         let step_bytes = self.a_warp * row_bytes * self.step_cols.min(cols) / cols;
-        let most = most.min(8).min(steps);
         let mut split = 1;
-        while split * 2 <= most
+        while split * 2 <= most.min(8)
+            && split * 2 <= steps
             && groups * split * 2 <= resident
             && groups * split * step_bytes < self.split_below
         {
             split *= 2;
-        }
-        if balance && split == 1 && groups > resident {
-            // The share of the rounds' warps that have a group.
-            let fill = |s: usize| {
-                let items = groups * s;
-                items as f64 / (items.div_ceil(resident) * resident) as f64
-            };
-            for s in [2, 4] {
-                if s <= most && fill(s) > fill(split) + 0.02 {
-                    split = s;
-                }
-            }
         }
         split
     }
@@ -227,13 +209,6 @@ pub(super) struct LeanPlan {
 /// 0.9 MB), but slowed the 7B's adds (2.4 MB; Q4_0 425.4 -> 412.4, Q8_0
 /// 303.4 -> 282.5 at 4.5 MB).
 const SPLIT_BELOW_BYTES: usize = 2 << 20;
-
-/// `LLM_CUDA_LEAN_BALANCE=1`: split products of more groups than the GPU
-/// holds warps where that fills their last round better (LeanRows::split).
-fn lean_balance() -> bool {
-    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_BALANCE").is_ok_and(|v| v == "1"))
-}
 
 /// `LLM_CUDA_LEAN_SPLIT`: the most warps the piped loop splits a row
 /// group's steps over (1: none); 8 unless set.
@@ -714,7 +689,7 @@ impl Matvec1 {
             let resident = 8 * sms * sk.most_resident;
             split = lean
                 .rows
-                .split(groups, (cols, row_bytes), resident, lean_split_most(), lean_balance());
+                .split(groups, (cols, row_bytes), resident, lean_split_most());
             if split > 1 {
                 k = sk;
             }
@@ -994,43 +969,34 @@ mod tests {
         // A 7B: q, k and v (3072 groups) and the glus (5504) fill the GPU;
         // its adds (1024 groups of 2.4 MB a step, Q8_0's 4.5) stay whole,
         // Q6_K's (0.9 MB) take two warps each.
-        assert_eq!(q4.split(3072, q4k(4096), resident, 8, false), 1);
-        assert_eq!(q4.split(5504, q4k(4096), resident, 8, false), 1);
-        assert_eq!(q4.split(1024, q4k(4096), resident, 8, false), 1);
-        assert_eq!(q4.split(1024, q4k(11008), resident, 8, false), 1);
-        assert_eq!(q4.split(1024, q8(11008), resident, 8, false), 1);
-        assert_eq!(q6.split(1024, q6k(11008), resident, 8, false), 2);
-        assert_eq!(q6.split(1024, q6k(4096), resident, 8, false), 2);
+        assert_eq!(q4.split(3072, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(5504, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(1024, q4k(4096), resident, 8), 1);
+        assert_eq!(q4.split(1024, q4k(11008), resident, 8), 1);
+        assert_eq!(q4.split(1024, q8(11008), resident, 8), 1);
+        assert_eq!(q6.split(1024, q6k(11008), resident, 8), 2);
+        assert_eq!(q6.split(1024, q6k(4096), resident, 8), 2);
         // A 1B: its Q6_K v (128 groups, 8 steps) over eight; its Q6_K downs
         // (512 groups of 8192 columns) over four; its Q4_K downs and output
         // projection and its q and k (640 groups) over two.
-        assert_eq!(q6.split(128, q6k(2048), resident, 8, false), 8);
-        assert_eq!(q6.split(512, q6k(8192), resident, 8, false), 4);
-        assert_eq!(q4.split(512, q4k(8192), resident, 8, false), 2);
-        assert_eq!(q4.split(512, q4k(2048), resident, 8, false), 2);
-        assert_eq!(q4.split(640, q4k(2048), resident, 8, false), 2);
+        assert_eq!(q6.split(128, q6k(2048), resident, 8), 8);
+        assert_eq!(q6.split(512, q6k(8192), resident, 8), 4);
+        assert_eq!(q4.split(512, q4k(8192), resident, 8), 2);
+        assert_eq!(q4.split(512, q4k(2048), resident, 8), 2);
+        assert_eq!(q4.split(640, q4k(2048), resident, 8), 2);
         // LLM_CUDA_LEAN_SPLIT's most.
-        assert_eq!(q6.split(128, q6k(2048), resident, 1, false), 1);
-        assert_eq!(q6.split(128, q6k(2048), resident, 2, false), 2);
+        assert_eq!(q6.split(128, q6k(2048), resident, 1), 1);
+        assert_eq!(q6.split(128, q6k(2048), resident, 2), 2);
         // F16 (4 KiB a warp's batch): a 7B's adds (1024 groups, 8 and 22
         // batches) over two warps, its q, k and v and glus whole; a 1B's
         // q and k (640 groups) over two, its glus (4096) whole.
         let f = |cols: usize| (cols, 2 * cols);
-        assert_eq!(f16.split(1024, f(4096), resident, 8, false), 2);
-        assert_eq!(f16.split(1024, f(11008), resident, 8, false), 2);
-        assert_eq!(f16.split(3072, f(4096), resident, 8, false), 1);
-        assert_eq!(f16.split(5504, f(4096), resident, 8, false), 1);
-        assert_eq!(f16.split(640, f(2048), resident, 8, false), 2);
-        assert_eq!(f16.split(4096, f(2048), resident, 8, false), 1);
-        // Balanced: q, k and v over two (three rounds 97% full, where whole
-        // the second is 45%), the glus over four (94.8% against 86.9%); a
-        // 1B's glus (97% full) and the adds stay as they were.
-        assert_eq!(f16.split(3072, f(4096), resident, 8, true), 2);
-        assert_eq!(f16.split(5504, f(4096), resident, 8, true), 4);
-        assert_eq!(f16.split(4096, f(2048), resident, 8, true), 1);
-        assert_eq!(f16.split(1024, f(11008), resident, 8, true), 2);
-        assert_eq!(q4.split(3072, q4k(4096), resident, 8, true), 2);
-        assert_eq!(f16.split(5504, f(4096), resident, 2, true), 1);
+        assert_eq!(f16.split(1024, f(4096), resident, 8), 2);
+        assert_eq!(f16.split(1024, f(11008), resident, 8), 2);
+        assert_eq!(f16.split(3072, f(4096), resident, 8), 1);
+        assert_eq!(f16.split(5504, f(4096), resident, 8), 1);
+        assert_eq!(f16.split(640, f(2048), resident, 8), 2);
+        assert_eq!(f16.split(4096, f(2048), resident, 8), 1);
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("static constexpr int SB_STEP = 4;"));
         assert!(source.contains("static constexpr int SB_STEP = 1;"));

@@ -1,8 +1,7 @@
 // Programmatic dependent launch (sm_90 on). On such GPUs the host may
 // launch a kernel so that it starts while the kernel before it in the
-// stream is still running (by default the Q4_K one-token products, which
-// ask L2 for their first weights meanwhile; LLM_CUDA_PDL=all: every
-// kernel). Any kernel may be so launched, so every kernel calls pdl_begin() before it reads anything an
+// stream is still running (by default every kernel; LLM_CUDA_PDL=chosen:
+// the one-token products only, LLM_CUDA_PDL=0: none). Any kernel may be so launched, so every kernel calls pdl_begin() before it reads anything an
 // earlier kernel wrote or writes anything an earlier kernel reads: it waits
 // until the kernel before has finished and its writes are visible, then lets
 // the next kernel start early in turn. A kernel that waits also finishes
