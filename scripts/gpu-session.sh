@@ -776,6 +776,35 @@ w8)
     el "$spec A/B"
   done
   ;;
+w9)
+  # Session 34's fourth call (carry .gpu-r as w8's, and .rivals): the
+  # backend's checks; where an F16 prompt batch's host time goes now;
+  # alternated pp512 of every kernel early (the default) against the
+  # products only, F16 and Q4_K; F16 decode; then the GPU suite (cut at
+  # GPU_SESSION_SUITE_S, 360 s).
+  start_call .gpu-r
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
+    --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
+  el "checks"
+  m=$W/models/m-F16.gguf
+  gen_f16 $m
+  el "gen rc=$?"
+  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -12
+  ab pp512 "-p 512 -n 0" LLM_CUDA_PDL=chosen
+  timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -1
+  el "F16"
+  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b \
+    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  ab pp512 "-p 512 -n 0" LLM_CUDA_PDL=chosen | sed 's/^F16/Q4_K/'
+  timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -1
+  el "Q4_K"
+  rm -f $W/models/m-F16.gguf
+  GPU_PACK=.gpu-r timeout "${GPU_SESSION_SUITE_S:-360}" scripts/gpu-suite.sh run >"$out/suite.log" 2>&1
+  echo "suite rc=$?"
+  grep -E "^test |test result|fail|panicked" "$out/suite.log" | grep -v " ok$" | tail -30
+  el "suite"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).
