@@ -4,7 +4,7 @@
 //! Every failure becomes a one-line `BackendError`.
 
 use std::ffi::{c_void, CString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use cudarc::driver::result;
@@ -319,7 +319,9 @@ impl Drop for Event {
 /// while the one before it finishes, and waits for it inside (`pdl_begin`).
 /// The count is of the operations put on the stream (launches, copies,
 /// graphs): equal counts at two points mean nothing ran between them.
-pub struct Stream(pub sys::CUstream, EarlyLaunches, AtomicU64);
+/// The flag: whether the last operation was a kernel launch (an early
+/// launch waits only for the kernel before it, not for a copy between).
+pub struct Stream(pub sys::CUstream, EarlyLaunches, AtomicU64, AtomicBool);
 
 /// Which kernels a stream launches early.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -345,7 +347,7 @@ impl Stream {
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
         )
-        .map(|s| Stream(s, early_launches, AtomicU64::new(0)))
+        .map(|s| Stream(s, early_launches, AtomicU64::new(0), AtomicBool::new(false)))
     }
 
     /// Operations put on the stream so far.
@@ -353,8 +355,11 @@ impl Stream {
         self.2.load(Ordering::Relaxed)
     }
 
-    fn count(&self) {
+    /// Counts an operation, a kernel launch or not; returns whether the
+    /// operation before it was a kernel launch.
+    fn count(&self, kernel: bool) -> bool {
         self.2.fetch_add(1, Ordering::Relaxed);
+        self.3.swap(kernel, Ordering::Relaxed)
     }
 
     pub fn sync(&self) -> CuResult<()> {
@@ -365,7 +370,7 @@ impl Stream {
     }
 
     pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
-        self.count();
+        self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying to the device", unsafe {
             sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, bytes, self.0).result()
@@ -373,7 +378,7 @@ impl Stream {
     }
 
     pub fn dtoh(&self, dst: *mut u8, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.count();
+        self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying from the device", unsafe {
             sys::cuMemcpyDtoHAsync_v2(dst as *mut c_void, src, bytes, self.0).result()
@@ -381,7 +386,7 @@ impl Stream {
     }
 
     pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.count();
+        self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying on the device", unsafe {
             result::memcpy_dtod_async(dst, src, bytes, self.0)
@@ -389,6 +394,8 @@ impl Stream {
     }
 
     pub fn begin_capture(&self) -> CuResult<()> {
+        // A captured graph's first kernel has no kernel before it in the graph.
+        self.3.store(false, Ordering::Relaxed);
         // SAFETY: a live stream, not capturing.
         check("starting a graph capture", unsafe {
             result::stream::begin_capture(
@@ -431,7 +438,7 @@ unsafe impl Send for Graph {}
 
 impl Graph {
     pub fn launch(&self, stream: &Stream) -> CuResult<()> {
-        stream.count();
+        stream.count(false);
         // SAFETY: both live.
         check("replaying a graph", unsafe {
             result::graph::launch(self.0, stream.0)
@@ -584,8 +591,10 @@ impl Function {
         early: bool,
     ) -> CuResult<()> {
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
-        stream.count();
-        if early {
+        // A kernel right after a copy waits for it: early, it would wait only
+        // for the kernel before the copy (and read the copy's bytes too soon).
+        let after_kernel = stream.count(true);
+        if early && after_kernel {
             return self.launch_early(stream, grid, block, shared, &mut ptrs);
         }
         // SAFETY: the argument list matches the kernel's signature (each
