@@ -805,6 +805,26 @@ w9)
   grep -E "^test |test result|fail|panicked" "$out/suite.log" | grep -v " ok$" | tail -30
   el "suite"
   ;;
+w10)
+  # Session 34's last call (carry .gpu-r): the backend's checks and the
+  # model tests (test-gpu) on the final build, then F16 prompt and decode
+  # and Q4_K's prompt batch.
+  start_call .gpu-r
+  export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm
+  timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 |
+    grep -E "test result|FAIL|panicked" | tail -5
+  timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
+  el "checks"
+  m=$W/models/m-F16.gguf
+  gen_f16 $m
+  el "gen rc=$?"
+  timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
+  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
+  LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b /tmp/llm-gpu/test-gpu --ignored write_a_bench_model \
+    >/dev/null 2>&1
+  timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
+  el "benches"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).
