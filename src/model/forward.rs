@@ -475,6 +475,18 @@ struct Job<'a> {
     trace: &'a mut Option<Trace>,
 }
 
+impl Job<'_> {
+    /// The stage's input, in `hidden`: the batch's embeddings, written
+    /// there now, where this is the first stage.
+    fn hidden_input(&mut self) -> &[f32] {
+        let n = self.tokens * self.config.shape.n_embd;
+        if let Some(embed) = self.embed.take() {
+            embed(&mut self.hidden[..n]);
+        }
+        &self.hidden[..n]
+    }
+}
+
 /// A range of layers on one device, erased so that ranges on different
 /// backends sit in one list.
 trait Stage: Send + Sync {

@@ -125,7 +125,7 @@ impl StreamedRange {
         let copy = |s: &[u8], d: &mut [u8]| cpu.host_copy(s, d);
         let c = job.config;
         let (t, e) = (job.tokens, c.shape.n_embd);
-        gpu.write(&job.hidden[..t * e], &mut g.cache.x);
+        gpu.write(job.hidden_input(), &mut g.cache.x);
         gpu.begin(&mut g.cache.sc, job.pos0, t);
         let factors = self.gpu.rope_factors[usize::from(c.long_rope(job.n_ctx))].as_ref();
         // The cells a layer wrote come back once the next layer's weights
