@@ -825,6 +825,21 @@ w10)
   timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
   el "benches"
   ;;
+w11)
+  # After the streamed ranges' fix (carry .gpu-r): the backend's checks,
+  # the model tests, then our writer's 7B Q4_K: prompt and decode.
+  start_call .gpu-r
+  export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm
+  timeout 60 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 |
+    grep -E "test result|FAIL|panicked" | tail -5
+  timeout 150 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
+  el "checks"
+  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
+  LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b /tmp/llm-gpu/test-gpu --ignored write_a_bench_model \
+    >/dev/null 2>&1
+  timeout 40 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 3 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
+  el "bench"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).
