@@ -456,13 +456,16 @@ impl Model {
     }
 }
 
+/// Writes a batch's token embeddings into the slice it is given.
+type Embed<'a> = dyn Fn(&mut [f32]) + Sync + 'a;
+
 /// One batch as it passes through the stages.
 struct Job<'a> {
     config: &'a Config,
     /// Writes the batch's token embeddings (a row each) into the slice it
     /// is given: taken by the first stage, which has them written where its
     /// device reads them.
-    embed: Option<&'a (dyn Fn(&mut [f32]) + Sync)>,
+    embed: Option<&'a Embed<'a>>,
     /// The hidden state on the host: input of a stage, and its output unless
     /// it is the last.
     hidden: &'a mut Vec<f32>,
