@@ -116,6 +116,28 @@ ab() {  # test args settings...
     done
   done
 }
+# The backend's checks on the GPU (test-ggml cuda::, less the emulator's).
+ggml_checks() {
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
+    --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
+  el "checks"
+}
+# The rival's F16 file, written where $m then names it.
+f16_model() {
+  m=$W/models/m-F16.gguf
+  gen_f16 $m
+  el "gen rc=$?"
+}
+# Our writer's file of type $1 and shape $2 (7b, 1b), where $m then names it.
+our_model() {
+  m=/tmp/llm-gpu/models/$2-$1.gguf
+  [ -f $m ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=$1 LLM_WRITE_SHAPE=$2 \
+    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+}
+# Where a 512-token prompt batch of file $m spends its host time.
+host_profile() {
+  host_profile
+}
 # The start of such a call: the clock, the GPU, pack $1 unpacked.
 start_call() {
   t0=$(date +%s)
@@ -713,12 +735,8 @@ w5)
   start_call .gpu-q
   timeout 60 /tmp/llm-gpu/test_matmul --wgmma 2>&1 | tail -6
   for shape in 2 3; do timeout 60 /tmp/llm-gpu/test_matmul --bench-wgmma $shape 2>&1; done
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
-    --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
-  el "checks"
-  m=$W/models/m-F16.gguf
-  gen_f16 $m
-  el "gen rc=$?"
+  ggml_checks
+  f16_model
   ab pp512 "-p 512 -n 0" LLM_CUDA_WGMMA_FUSE=0
   el "A/B"
   prompt_profile $m
@@ -733,17 +751,13 @@ w6)
   start_call .gpu-p
   timeout 60 /tmp/llm-gpu/test_matmul --bench-glu 2>&1
   el "bench-glu"
-  m=$W/models/m-F16.gguf
-  gen_f16 $m
-  el "gen rc=$?"
-  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -14
+  f16_model
+  host_profile
   tg_ab=${GPU_SESSION_AB_TG-LLM_CUDA_LEAN_EARLY=prefetch=1024 LLM_CUDA_LEAN_EARLY=prefetch=4096 LLM_CUDA_LEAN_EARLY=prefetch=row LLM_CUDA_PDL=all LLM_CUDA_PDL=all+LLM_CUDA_LEAN_EARLY=prefetch=1024}
   # shellcheck disable=SC2086
   ab tg128 "-p 0 -n 128" $tg_ab
   el "F16 A/B"
-  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b \
-    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  our_model Q4_K 7b
   el "Q4_K model written"
   # shellcheck disable=SC2086
   ab tg128 "-p 0 -n 128" $tg_ab | sed 's/^F16/Q4_K/'
@@ -751,28 +765,21 @@ w6)
   ;;
 w8)
   # Session 34's third call (carry .gpu-r: llm, test-ggml, test-gpu and the
-  # vocabulary; .rivals): the backend's checks by default and with the
-  # balanced split; where an F16 prompt batch's host time goes; then decode
-  # A/B (alternated, two rounds) of the balanced split and of every kernel
-  # launched early, on the rival's F16 file and our writer's 7B Q4_K, Q4_0,
-  # Q8_0 and 1B Q4_K files.
+  # vocabulary; .rivals): the backend's checks; where an F16 prompt batch's
+  # host time goes; then decode A/B (alternated, two rounds) of the early
+  # launches, on the rival's F16 file and our writer's 7B Q4_K, Q4_0, Q8_0
+  # and 1B Q4_K files. (As run, it also timed LLM_CUDA_LEAN_BALANCE=1, a
+  # split dropped since, and its settings were `all` against the default
+  # of then, the products only.)
   start_call .gpu-r
-  for s in 0 1; do
-    LLM_CUDA_LEAN_BALANCE=$s LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml \
-      --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
-  done
-  el "checks"
-  m=$W/models/m-F16.gguf
-  gen_f16 $m
-  el "gen rc=$?"
-  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -12
-  ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_BALANCE=1 LLM_CUDA_PDL=all LLM_CUDA_LEAN_BALANCE=1+LLM_CUDA_PDL=all
+  ggml_checks
+  f16_model
+  host_profile
+  ab tg128 "-p 0 -n 128" LLM_CUDA_PDL=chosen
   el "F16 A/B"
   for spec in Q4_K:7b Q4_0:7b Q8_0:7b Q4_K:1b; do
-    m=/tmp/llm-gpu/models/${spec#*:}-${spec%:*}.gguf
-    [ -f $m ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=${spec%:*} \
-      LLM_WRITE_SHAPE=${spec#*:} /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
-    ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_BALANCE=1 LLM_CUDA_PDL=all | sed "s/^F16/$spec/"
+    our_model ${spec%:*} ${spec#*:}
+    ab tg128 "-p 0 -n 128" LLM_CUDA_PDL=chosen | sed "s/^F16/$spec/"
     el "$spec A/B"
   done
   ;;
@@ -783,19 +790,13 @@ w9)
   # products only, F16 and Q4_K; F16 decode; then the GPU suite (cut at
   # GPU_SESSION_SUITE_S, 360 s).
   start_call .gpu-r
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: \
-    --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
-  el "checks"
-  m=$W/models/m-F16.gguf
-  gen_f16 $m
-  el "gen rc=$?"
-  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -12
+  ggml_checks
+  f16_model
+  host_profile
   ab pp512 "-p 512 -n 0" LLM_CUDA_PDL=chosen
   timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -1
   el "F16"
-  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b \
-    /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
+  our_model Q4_K 7b
   ab pp512 "-p 512 -n 0" LLM_CUDA_PDL=chosen | sed 's/^F16/Q4_K/'
   timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -1
   el "Q4_K"
@@ -805,38 +806,15 @@ w9)
   grep -E "^test |test result|fail|panicked" "$out/suite.log" | grep -v " ok$" | tail -30
   el "suite"
   ;;
-w10)
-  # Session 34's last call (carry .gpu-r): the backend's checks and the
-  # model tests (test-gpu) on the final build, then F16 prompt and decode
-  # and Q4_K's prompt batch.
-  start_call .gpu-r
-  export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm
-  timeout 120 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 |
-    grep -E "test result|FAIL|panicked" | tail -5
-  timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
-  el "checks"
-  m=$W/models/m-F16.gguf
-  gen_f16 $m
-  el "gen rc=$?"
-  timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
-  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
-  LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b /tmp/llm-gpu/test-gpu --ignored write_a_bench_model \
-    >/dev/null 2>&1
-  timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
-  el "benches"
-  ;;
 w11)
   # After the streamed ranges' fix (carry .gpu-r): the backend's checks,
   # the model tests, then our writer's 7B Q4_K: prompt and decode.
   start_call .gpu-r
+  ggml_checks
   export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm
-  timeout 60 /tmp/llm-gpu/test-ggml --test-threads 1 cuda:: --skip _on_the_cpu_emulator 2>&1 |
-    grep -E "test result|FAIL|panicked" | tail -5
   timeout 150 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
   el "checks"
-  m=/tmp/llm-gpu/models/7b-Q4_K.gguf
-  LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=Q4_K LLM_WRITE_SHAPE=7b /tmp/llm-gpu/test-gpu --ignored write_a_bench_model \
-    >/dev/null 2>&1
+  our_model Q4_K 7b
   timeout 40 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 3 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
   el "bench"
   ;;
