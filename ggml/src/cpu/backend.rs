@@ -686,6 +686,12 @@ impl Backend for CpuBackend {
         dst.copy_from_slice(src);
     }
 
+    fn write_with(&self, n: usize, fill: &mut dyn FnMut(&mut [f32]), dst: &mut Vec<f32>) {
+        // Straight into the buffer: no vector made and copied a token step.
+        resize(dst, n);
+        fill(dst);
+    }
+
     fn read(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<(), BackendError> {
         dst.copy_from_slice(&src[..dst.len()]);
         Ok(())
