@@ -136,7 +136,7 @@ our_model() {
 }
 # Where a 512-token prompt batch of file $m spends its host time.
 host_profile() {
-  host_profile
+  LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -14
 }
 # The start of such a call: the clock, the GPU, pack $1 unpacked.
 start_call() {
@@ -817,6 +817,23 @@ w11)
   our_model Q4_K 7b
   timeout 40 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 128 -r 3 2>&1 | grep -E "^\| [0-9a-z]" | tail -2
   el "bench"
+  ;;
+w12)
+  # Session 35's first call (carry .gpu-p: llm, test-ggml, test-gpu, the
+  # vocabulary, test_matmul; .rivals): F16's deep products (weights through
+  # shared memory) against the register loop on the GPU: test_matmul's F16
+  # checks and its 7B layer timings at each depth, the backend's checks,
+  # then alternated F16 decode (two rounds) of LLM_CUDA_F16_DEPTH
+  # (GPU_SESSION_AB_TG) beside the default, and the suite's F16 models.
+  start_call .gpu-p
+  GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  timeout 120 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  el "test_matmul"
+  ggml_checks
+  f16_model
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4}
+  el "F16 A/B"
   ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz

@@ -1362,7 +1362,7 @@ impl CudaBackend {
             }
             _ => (0, 0),
         };
-        let args: [&dyn KernelArg; 18] = [
+        let args: [&dyn KernelArg; 19] = [
             &xp,
             &ws[0],
             &ys[0],
@@ -1381,11 +1381,15 @@ impl CudaBackend {
             &yq,
             &counts,
             &plan.split,
+            &plan.depth,
         ];
-        self.keep(
-            plan.f
-                .launch_overlapping(&self.stream, (plan.grid, 1, 1), 256, 0, &args),
-        );
+        self.keep(plan.f.launch_overlapping(
+            &self.stream,
+            (plan.grid, 1, 1),
+            256,
+            plan.shared,
+            &args,
+        ));
         if yq != 0 {
             sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
         }

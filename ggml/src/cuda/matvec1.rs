@@ -67,6 +67,9 @@ struct Lean {
     piped: LeanProducts,
     /// The piped loop of row groups split over warps.
     split: LeanProducts,
+    /// F16's deep products (piped, then split): their weights brought
+    /// through shared memory, several batches a warp in flight.
+    deep: Option<(LeanProducts, LeanProducts)>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -199,7 +202,34 @@ pub(super) struct LeanPlan {
     pub prefetch: u32,
     /// Warps a row group's steps are split over (LeanRows::split).
     pub split: i32,
+    /// F16's deep products: batches in flight a warp (0: another kernel)
+    /// and the dynamic shared memory they take.
+    pub depth: i32,
+    pub shared: u32,
 }
+
+/// Dynamic shared memory of an F16 deep product's block (eight warps) at
+/// `depth` batches of 4 KiB in flight a warp (matvec1_lean.cu's
+/// f16_deep_shared).
+fn f16_deep_shared(depth: usize) -> usize {
+    8 * depth * 4096
+}
+
+/// `LLM_CUDA_F16_DEPTH`: batches of 4 KiB a warp of F16's one-token
+/// products keeps in flight through shared memory (1..7; 0: the register
+/// loop, one batch); F16_DEPTH unless set.
+fn f16_depth() -> usize {
+    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_F16_DEPTH")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(F16_DEPTH, |n| n.min(7))
+    })
+}
+
+/// F16's default depth (f16_depth).
+const F16_DEPTH: usize = 2;
 
 /// The bytes a product's warps read a step below which its row groups
 /// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
@@ -640,6 +670,11 @@ impl Matvec1 {
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
                     split: products("lean_split")?,
+                    deep: if float {
+                        Some((products("deep_piped")?, products("deep_split")?))
+                    } else {
+                        None
+                    },
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -681,12 +716,32 @@ impl Matvec1 {
             return None;
         }
         let (release_first, prefetch) = lean_early();
+        // F16's deep products where their ring fits.
+        let depth = f16_depth();
+        let shared = f16_deep_shared(depth);
+        let (split_products, depth, shared) = match lean.deep {
+            Some((deep_piped, deep_split))
+                if depth > 0 && shared <= kernel(deep_piped).max_shared.min(kernel(deep_split).max_shared) =>
+            {
+                k = kernel(deep_piped);
+                (deep_split, depth, shared)
+            }
+            _ => (lean.split, 0, 0),
+        };
+        // Blocks of `k` a multiprocessor holds with the launch's shared memory.
+        let per_sm = |k: Kernel| {
+            if shared == 0 {
+                k.most_resident
+            } else {
+                k.f.resident_blocks(THREADS, shared).map_or(1, |n| n.max(1))
+            }
+        };
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
         if piped {
-            let sk = kernel(lean.split);
-            let resident = 8 * sms * sk.most_resident;
+            let sk = kernel(split_products);
+            let resident = 8 * sms * per_sm(sk);
             split = lean
                 .rows
                 .split(groups, (cols, row_bytes), resident, lean_split_most());
@@ -694,7 +749,7 @@ impl Matvec1 {
                 k = sk;
             }
         }
-        let resident = sms * k.most_resident;
+        let resident = sms * per_sm(k);
         let blocks = (groups * split).div_ceil(8).max(1);
         let grid = if piped { blocks.min(resident) } else { blocks };
         Some(LeanPlan {
@@ -705,6 +760,8 @@ impl Matvec1 {
             release_first,
             prefetch,
             split: split as i32,
+            depth: depth as i32,
+            shared: shared as u32,
         })
     }
 

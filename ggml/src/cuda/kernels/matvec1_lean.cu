@@ -27,6 +27,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "async.cuh"
+#include "dynamic_shared.cuh"
 #include "pdl.cuh"
 #include "act.cuh"
 #include "q4k_lanes.cuh"
@@ -693,6 +695,143 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     }
 }
 
+
+// cp.async.wait_group with a count known only at run time (0..7).
+__device__ __forceinline__ void async_wait_upto(int n) {
+    switch (n) {
+        case 0: gq::async_wait<0>(); break;
+        case 1: gq::async_wait<1>(); break;
+        case 2: gq::async_wait<2>(); break;
+        case 3: gq::async_wait<3>(); break;
+        case 4: gq::async_wait<4>(); break;
+        case 5: gq::async_wait<5>(); break;
+        case 6: gq::async_wait<6>(); break;
+        default: gq::async_wait<7>(); break;
+    }
+}
+
+// Steps of 256 columns a batch of product_f16_deep, and the uint4s of a
+// warp's batch (four rows: 4 KiB): one slot of its ring.
+constexpr int F16_DEEP_U = 2;
+constexpr int F16_DEEP_SLOT = ROWS * F16_DEEP_U * 32;
+
+// Dynamic shared memory of product_f16_deep's block (eight warps) for
+// `depth` batches in flight a warp.
+__host__ __device__ constexpr int f16_deep_shared(int depth) { return MV1_WARPS * depth * F16_DEEP_SLOT * 16; }
+
+// product_f16's batches, but brought by cp.async into a ring of `depth`
+// slots a warp in shared memory rather than into registers: `depth`
+// batches (4 KiB each) in flight a warp where registers held one. On the
+// H200 a warp's one batch in flight (2112 warps: 8.6 MB, less in a
+// product's last, partly filled round) no longer covers HBM's latency at
+// its bandwidth. Each lane copies, and later reads, only its own 16-byte
+// pieces of a slot, so the ring needs no barrier: a lane's wait_group
+// alone says its batch has landed. The first `depth` batches are asked for
+// before the kernel waits for the one before it (weights are no kernel's
+// output), so that they cross while that one finishes. Arithmetic and
+// order as product_f16's, so the outputs equal its bit for bit.
+template <int OUT, int SPLIT>
+__device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, const Mv1Parts& parts, int cols,
+                                                 long long row_bytes, const float* __restrict__ norm_w, float eps,
+                                                 uint8_t* yq, unsigned* counts, int split_given, int depth) {
+    constexpr int U = F16_DEEP_U;
+    const int split = SPLIT == 1 ? 1 : split_given;
+    const RowGroups<OUT> R(parts, row_bytes, yq, counts);
+    __shared__ float part[2][8][ROWS];
+    GQ_DYNAMIC_SHARED(16, uint4, ring);
+    const int lane = R.lane;
+    const int wib = static_cast<int>(threadIdx.x >> 5);
+    const int teams = static_cast<int>(blockDim.x >> 5) / split, team = wib / split, s = wib % split;
+    const int nteams = static_cast<int>(gridDim.x) * teams;
+    const int steps = cols >> 8, batches = ((steps + U - 1) / U + split - 1) / split;
+    auto step_of = [&](int k) { return (s + split * k) * U; };
+    auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < R.groups; };
+    uint4* const mine = ring + wib * depth * F16_DEEP_SLOT + lane;
+    int g = static_cast<int>(blockIdx.x) * teams + team;
+    // The next batch to ask for: group ig, batch ik, into slot is.
+    int ig = g, ik = 0, is = 0;
+    auto issue = [&]() {
+        if (ig < R.groups) {
+            const auto IG = R.group(ig);
+            uint4* slot = mine + is * F16_DEEP_SLOT;
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int step = step_of(ik) + u;
+                if (step >= steps) continue;
+#pragma unroll
+                for (int i = 0; i < ROWS; ++i)
+                    gq::copy16_async(slot + (i * U + u) * 32,
+                                     reinterpret_cast<const uint4*>(IG.row[i] + 512ll * step) + lane);
+            }
+        }
+        gq::async_commit();
+        int ng, nk;
+        next_item(ig, ik, batches, nteams, ng, nk);
+        ig = ng;
+        ik = nk;
+        is = is + 1 == depth ? 0 : is + 1;
+    };
+    const bool any = live(g);
+    if (any)
+        for (int d = 0; d < depth; ++d) issue();
+    gq::pdl_begin();
+    // The whole block, before any warp leaves (mv1_norm_scale's barrier).
+    const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
+    if (!any) return;
+    bool valid = g < R.groups;
+    auto G = R.group(valid ? g : 0);
+    float acc[ROWS][2] = {};
+    int k = 0, buf = 0, cs = 0;
+    for (;;) {
+        int ng, nk;
+        next_item(g, k, batches, nteams, ng, nk);
+        const bool more = live(ng), next_valid = ng < R.groups;
+        // This batch's group has landed once at most depth - 1 newer ones are pending.
+        async_wait_upto(depth - 1);
+        const uint4* slot = mine + cs * F16_DEEP_SLOT;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int step = step_of(k) + u;
+            if (!valid || step >= steps) continue;
+            float x[8];
+            mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i) {
+                const uint4 wv = slot[(i * U + u) * 32];
+                const uint32_t h2[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    acc[i][0] = fmaf(gq::half_lo(h2[t]), x[2 * t], acc[i][0]);
+                    acc[i][1] = fmaf(gq::half_hi(h2[t]), x[2 * t + 1], acc[i][1]);
+                }
+            }
+        }
+        // The slot's words are in registers and used: refill it.
+        asm volatile("" ::: "memory");
+        issue();
+        cs = cs + 1 == depth ? 0 : cs + 1;
+        if (nk == 0) {
+            float sum[ROWS];
+#pragma unroll
+            for (int i = 0; i < ROWS; ++i) {
+                sum[i] = acc[i][0] + acc[i][1];
+                acc[i][0] = acc[i][1] = 0.0f;
+            }
+            if (split == 1) {
+                R.finish(sum, G);
+            } else {
+                R.finish_split(sum, G, valid, split, wib, part[buf]);
+                buf ^= 1;
+            }
+        }
+        if (!more) break;
+        if (ng != g) G = R.group(next_valid ? ng : g);
+        g = ng;
+        k = nk;
+        valid = next_valid;
+    }
+}
+
 }  // namespace mv1_lean
 
 // X (cols floats, a multiple of 32; through rms_norm(X) * norm_w where
@@ -730,16 +869,27 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // L2 before waiting (0: none; wait first). `yq`, `counts`: a glu's outputs
 // quantised as well (RowGroups), else null. At most 128 registers, two
 // blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
-// one).
-#define GQ_MATVEC1_LEAN_ONE(name, ...)                                                                    \
+// one). `depth`: the F16 deep products' batches in flight a warp (their
+// dynamic shared memory is mv1_lean::f16_deep_shared(depth)); the others
+// ignore it. The deep products ask for their first weights before they
+// wait, whatever `prefetch`.
+#define GQ_MATVEC1_LEAN_SIG(name)                                                                         \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
              float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
              unsigned prefetch, const float* __restrict__ norm_w, float eps, uint8_t* __restrict__ yq,     \
-             unsigned* __restrict__ counts, int split) {                                                   \
-        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}};                           \
-        if (prefetch == 0) gq::pdl_begin();                                                                \
-        __VA_ARGS__;                                                                                       \
+             unsigned* __restrict__ counts, int split, int depth)
+#define GQ_MATVEC1_LEAN_ONE(name, ...)                                           \
+    GQ_MATVEC1_LEAN_SIG(name) {                                                  \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}}; \
+        if (prefetch == 0) gq::pdl_begin();                                      \
+        __VA_ARGS__;                                                             \
+    }
+#define GQ_MATVEC1_DEEP_ONE(name, ...)                                           \
+    GQ_MATVEC1_LEAN_SIG(name) {                                                  \
+        const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}}; \
+        (void)prefetch;                                                          \
+        __VA_ARGS__;                                                             \
     }
 #define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                                      \
     GQ_MATVEC1_LEAN_ONE(matvec1_##type##_lean_##variant,                                            \
@@ -764,6 +914,17 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
     GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_split_##variant,                                                 \
                         mv1_lean::product_f16<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,      \
                                                       row_bytes, prefetch, norm_w, eps, yq, counts, split))
+#define GQ_MATVEC1_F16_DEEP(variant, OUT)                                                                 \
+    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                 \
+                        mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols, \
+                                                           row_bytes, norm_w, eps, yq, counts, 1, depth))  \
+    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                 \
+                        mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols, \
+                                                           row_bytes, norm_w, eps, yq, counts, split, depth))
+GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
+GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)
+GQ_MATVEC1_F16_DEEP(swiglu, MV1_SWIGLU)
+GQ_MATVEC1_F16_DEEP(geglu, MV1_GEGLU)
 GQ_MATVEC1_LEAN_F16(r1, MV1_STORE)
 GQ_MATVEC1_LEAN_F16(r1a, MV1_ADD)
 GQ_MATVEC1_LEAN_F16(swiglu, MV1_SWIGLU)

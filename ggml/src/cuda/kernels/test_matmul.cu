@@ -216,7 +216,7 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
                             const uint8_t*, float*, int, int, long long, unsigned, const float*, float, uint8_t*,
-                            unsigned*, int);
+                            unsigned*, int, int);
 
 struct TypeCase {
     int t;
@@ -749,10 +749,12 @@ static bool has_lean(int t) {
 // none); `early`: the rows asked of L2 before the product waits, and
 // quantize_x16 releasing it first; `piped`: the software-pipelined loop
 // (F16's only one: it reads X as it is, normed itself), whose row groups
-// `split` warps may share.
+// `split` warps may share; F16's `depth` > 0: its deep products, that many
+// batches a warp in flight through shared memory.
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
-                             bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr, int split = 1) {
+                             bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr, int split = 1,
+                             int depth = 0) {
 #define GQ_LEAN_KERNELS(type)                                                                                \
     {{matvec1_##type##_lean_r1, matvec1_##type##_lean_r1a, matvec1_##type##_lean_swiglu,                     \
       matvec1_##type##_lean_geglu},                                                                          \
@@ -767,6 +769,10 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
                                             matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
                                            {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a,
                                             matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
+    static const kern_lean_t KDEEP[2][4] = {{matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a,
+                                             matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
+                                            {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a,
+                                             matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
     const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : (t == gq::Q8_0 ? 2 : 3));
     const bool f16 = t == gq::F16;
     if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
@@ -776,10 +782,16 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     if (!piped) split = 1;
     int grid = (groups * split + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    const kern_lean_t k = f16 ? KF16[split > 1][variant] : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
-    GQ_LAUNCH(grid, 256, 0, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb), dY + n[0],
-                               n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2], cols, rb,
-                               early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts, split);
+    const bool deep = f16 && depth > 0;
+    const kern_lean_t k = deep  ? KDEEP[split > 1][variant]
+                          : f16 ? KF16[split > 1][variant]
+                                : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
+    const int shared = deep ? mv1_lean::f16_deep_shared(depth) : 0;
+    if (deep) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+    GQ_LAUNCH(grid, 256, shared, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb),
+                                    dY + n[0], n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2],
+                                    cols, rb, early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts, split,
+                                    depth);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -905,21 +917,37 @@ static int test_matvec1_xs(std::mt19937& rng) {
                 if (has_lean(t) && cols % 256 == 0)
                     for (int cap : {0, 3})
                     for (bool early : {false, true})
-                    for (int loop : {0, 1, 2, 4, 8}) {
+                    for (int loop : {0, 1, 2, 4, 8})
+                    for (int depth : {0, 1, 2, 3, 5}) {
                         const bool piped = loop > 0;
                         const int split = piped ? loop : 1;
                         if (t == gq::F16 && !piped) continue;  // F16: the piped loop alone
+                        if (depth > 0 && (t != gq::F16 || early)) continue;  // F16's deep products wait late anyway
+                        // The same outputs before for every depth, whose
+                        // results must then equal depth 0's bit for bit.
                         std::vector<float> before(rows), Y(rows);
-                        for (auto& v : before) v = u(rng);
+                        std::mt19937 brng(static_cast<unsigned>(cols * 64 + cap * 16 + loop * 2 + early));
+                        for (auto& v : before) v = u(brng);
                         CK(cudaMemcpy(dY, before.data(), rows * 4, cudaMemcpyHostToDevice));
                         run_matvec1_lean(t, variant, dWa, dX, dY, n, cols, rb, cap, normed ? dN : nullptr, eps, dQ, early,
-                                         piped, nullptr, nullptr, split);
+                                         piped, nullptr, nullptr, split, depth);
                         CK(cudaGetLastError());
                         CK(cudaMemcpy(Y.data(), dY, rows * 4, cudaMemcpyDeviceToHost));
-                        char what[112];
-                        snprintf(what, sizeof what, "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d split %d",
-                                 xc.name, piped ? "_piped" : "", XS_NAMES[variant], cols, cap, normed, early, split);
-                        const int bad = wrong(what, variant, n0, before, Y);
+                        char what[128];
+                        snprintf(what, sizeof what,
+                                 "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d split %d depth %d", xc.name,
+                                 depth > 0 ? "_deep" : (piped ? "_piped" : ""), XS_NAMES[variant], cols, cap, normed,
+                                 early, split, depth);
+                        int bad = wrong(what, variant, n0, before, Y);
+                        if (t == gq::F16 && !early) {
+                            static std::vector<float> registers;
+                            if (depth == 0) {
+                                registers = Y;
+                            } else if (memcmp(registers.data(), Y.data(), rows * 4) != 0) {
+                                printf("FAIL %s: not the register loop's outputs bit for bit\n", what);
+                                bad++;
+                            }
+                        }
                         lean_fail += bad;
                         fail += bad;
                     }
@@ -1176,6 +1204,101 @@ static void bench_wgmma(int only) {
     }
 }
 
+// --bench-f16: a 7B F16 decode step's four one-token products (q, k and v
+// stored; the output projection added; gate and up's SwiGLU; the down
+// projection added), each alone and as a layer's sequence launched early
+// (pdl), over copies of the layer that outsize L2: the register loop
+// (depth 0) against the deep products at several depths, on the grid and
+// split the backend picks (cuda/matvec1.rs: the blocks that stay
+// resident; a group's steps split over warps while the grid holds them).
+static void bench_f16() {
+    const int d = 4096, ff = 11008, copies = 3;
+    const long long layer = 2ll * (3ll * d * d + d * d + 2ll * ff * d + (long long)d * ff);
+    uint8_t* dW;
+    float *dX, *dY;
+    CK(cudaMalloc(&dW, layer * copies));
+    CK(cudaMemset(dW, 0x3c, layer * copies));
+    CK(cudaMalloc(&dX, 4 * ff));
+    CK(cudaMemset(dX, 0, 4 * ff));
+    CK(cudaMalloc(&dY, 4 * 3 * d + 4 * ff));
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    struct Product {
+        const char* name;
+        int variant, rows, parts, cols;
+        long long off;
+    };
+    const Product products[] = {{"qkv", 0, d, 3, d, 0},
+                                {"o+", 1, d, 1, d, 6ll * d * d},
+                                {"glu", 2, ff, 1, d, 8ll * d * d},
+                                {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
+    static const kern_lean_t KF16[2][4] = {{matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
+                                            matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
+                                           {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a,
+                                            matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
+    static const kern_lean_t KDEEP[2][4] = {{matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a,
+                                             matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
+                                            {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a,
+                                             matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
+    auto launch = [&](const Product& p, int depth, int c) {
+        const long long rb = 2ll * p.cols;
+        const int outs = p.variant >= 2 ? 2 : 4;
+        const int groups = p.parts * ((p.rows + outs - 1) / outs);
+        const int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
+        // The split's resident warps, then the launch's.
+        auto resident = [&](kern_lean_t k) {
+            int per_sm = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
+            return (per_sm > 0 ? per_sm : 1) * sms;
+        };
+        const kern_lean_t (&K)[2][4] = depth > 0 ? KDEEP : KF16;
+        const int steps = p.cols / 512, warps = 8 * resident(K[1][p.variant]);
+        int split = 1;
+        while (split * 2 <= 8 && split * 2 <= steps && groups * split * 2 <= warps) split *= 2;
+        const kern_lean_t k = K[split > 1][p.variant];
+        int grid = (groups * split + 7) / 8;
+        grid = std::min(grid, resident(k));
+        const uint8_t* W = dW + layer * c + p.off;
+        const long long part = (long long)p.rows * rb;
+        const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
+        cudaLaunchConfig_t config = {};
+        config.gridDim = dim3(grid);
+        config.blockDim = dim3(256);
+        config.dynamicSmemBytes = shared;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        config.attrs = attr;
+        config.numAttrs = 1;
+        CK(cudaLaunchKernelEx(&config, k, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
+                              W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, 0u,
+                              (const float*)nullptr, 0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, split, depth));
+        return split;
+    };
+    for (int depth : {0, 1, 2, 3, 4, 6}) {
+        const int shared = mv1_lean::f16_deep_shared(depth);
+        if (depth > 0)
+            for (int v = 0; v < 4; v++)
+                for (int sp = 0; sp < 2; sp++)
+                    CK(cudaFuncSetAttribute(KDEEP[sp][v], cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+        printf("F16 depth %d", depth);
+        double total_us = 0;
+        for (const Product& p : products) {
+            int split = 1;
+            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, c); });
+            const double bytes = 2.0 * p.parts * p.rows * p.cols * (p.variant >= 2 ? 2 : 1);
+            printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), split);
+            total_us += us;
+        }
+        const float layer_us = launch_us(copies, [&](int c) {
+            for (const Product& p : products) launch(p, depth, c);
+        });
+        printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s\n", total_us, layer_us, layer / (1e6 * layer_us));
+    }
+    CK(cudaGetLastError());
+    CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
+}
+
 // --bench-glu: a 7B's GLU product (two 11008 x 4096 weights, 512 tokens)
 // with its up weight where the gate's is (one matrix read twice), right
 // after it, and after it plus 4160 and 1 MiB + 4160 bytes; beside the plain
@@ -1222,6 +1345,7 @@ static void bench_glu() {
 
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench-glu")) { bench_glu(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-f16")) { bench_f16(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(argc > 2 ? atoi(argv[2]) : -1); return 0; }
