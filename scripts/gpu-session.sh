@@ -824,7 +824,9 @@ w12)
   # shared memory) against the register loop on the GPU: test_matmul's F16
   # checks and its 7B layer timings at each depth, the backend's checks,
   # then alternated F16 decode (two rounds) of LLM_CUDA_F16_DEPTH
-  # (GPU_SESSION_AB_TG) beside the default, and the suite's F16 models.
+  # (GPU_SESSION_AB_TG) and rope inside attention beside the default; then
+  # llama.cpp's builds and models start (w3 and n3 follow on the same
+  # machine: carry .gpu-s, test-gpu.xz, for w3).
   start_call .gpu-p
   GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 120 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
@@ -832,8 +834,9 @@ w12)
   ggml_checks
   f16_model
   # shellcheck disable=SC2086
-  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4}
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4 LLM_CUDA_FUSED_ROPE=1}
   el "F16 A/B"
+  scripts/gpu-bench.sh start .rivals
   ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
