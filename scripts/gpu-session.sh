@@ -831,10 +831,18 @@ w12)
   GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 120 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
   el "test_matmul"
+  # A layer's four products of the register loop, then at depth 2 (a
+  # depth's 120 launches: each product's 15, then 15 layers).
+  for skip in 60 300; do
+    timeout 60 ncu --kernel-name regex:"matvec1_f16" --launch-skip $skip --launch-count 4 --section SpeedOfLight \
+      /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "matvec1_f16|Duration|DRAM Throughput" |
+      sed 's/  */ /g' | head -12
+  done
+  el "ncu"
   ggml_checks
   f16_model
   # shellcheck disable=SC2086
-  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4 LLM_CUDA_FUSED_ROPE=1}
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_FUSED_ROPE=1}
   el "F16 A/B"
   scripts/gpu-bench.sh start .rivals
   ;;
