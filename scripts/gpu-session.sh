@@ -819,14 +819,13 @@ w11)
   el "bench"
   ;;
 w12)
-  # Session 35's first call (carry .gpu-p: llm, test-ggml, test-gpu, the
-  # vocabulary, test_matmul; .rivals): F16's deep products (weights through
-  # shared memory) against the register loop on the GPU: test_matmul's F16
-  # checks and its 7B layer timings at each depth, the backend's checks,
-  # then alternated F16 decode (two rounds) of LLM_CUDA_F16_DEPTH
-  # (GPU_SESSION_AB_TG) and rope inside attention beside the default; then
-  # llama.cpp's builds and models start (w3 and n3 follow on the same
-  # machine: carry .gpu-s, test-gpu.xz, for w3).
+  # Session 35's call (carry .gpu-p: llm, test-gpu, the vocabulary,
+  # test_matmul; .rivals): F16's deep products (weights through shared
+  # memory) against the register loop on the GPU: test_matmul's F16 checks
+  # and its 7B layer timings at each depth, Nsight Compute on a layer's
+  # products, alternated F16 decode (two rounds) of LLM_CUDA_F16_DEPTH
+  # (GPU_SESSION_AB_TG) and rope inside attention beside the default, then
+  # the model tests (test-gpu: every architecture and type against the CPU).
   start_call .gpu-p
   GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 120 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
@@ -839,12 +838,14 @@ w12)
       sed 's/  */ /g' | head -12
   done
   el "ncu"
-  ggml_checks
   f16_model
   # shellcheck disable=SC2086
   ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_FUSED_ROPE=1}
   el "F16 A/B"
-  scripts/gpu-bench.sh start .rivals
+  rm -f $m
+  export LLM_TEST_MODELS=/tmp/llm-gpu/models LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm
+  timeout 150 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
+  el "test-gpu"
   ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
