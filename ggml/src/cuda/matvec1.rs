@@ -228,8 +228,10 @@ fn f16_depth() -> usize {
     })
 }
 
-/// F16's default depth (f16_depth).
-const F16_DEPTH: usize = 2;
+/// F16's default depth (f16_depth): the register loop until the deep
+/// products have run on a GPU (written and checked on the CPU emulator,
+/// session 35; no machine could be started to time them).
+const F16_DEPTH: usize = 0;
 
 /// The bytes a product's warps read a step below which its row groups
 /// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
