@@ -847,6 +847,18 @@ w12)
   timeout 150 /tmp/llm-gpu/test-gpu --test-threads 1 2>&1 | grep -E "^test |test result|panicked|differ" | tail -20
   el "test-gpu"
   ;;
+w13)
+  # w12 cut to what little device time is left (carry .gpu-p, .rivals):
+  # test_matmul's F16 checks and layer timings, then alternated F16 decode
+  # of the register loop and depth 1 beside the pack's default.
+  start_call .gpu-p
+  GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  timeout 120 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  el "test_matmul"
+  f16_model
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1
+  el "F16 A/B"
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).
