@@ -721,10 +721,11 @@ impl Matvec1 {
         // F16's deep products where their ring fits.
         let depth = f16_depth();
         let shared = f16_deep_shared(depth);
+        let fits = |(piped, split): (LeanProducts, LeanProducts)| {
+            shared <= kernel(piped).max_shared.min(kernel(split).max_shared)
+        };
         let (split_products, depth, shared) = match lean.deep {
-            Some((deep_piped, deep_split))
-                if depth > 0 && shared <= kernel(deep_piped).max_shared.min(kernel(deep_split).max_shared) =>
-            {
+            Some((deep_piped, deep_split)) if depth > 0 && fits((deep_piped, deep_split)) => {
                 k = kernel(deep_piped);
                 (deep_split, depth, shared)
             }
