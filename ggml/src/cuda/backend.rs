@@ -61,10 +61,14 @@ pub(super) struct Kernels {
     /// and 256 (None with LLM_CUDA_SIMPLE_ATTENTION).
     attention_vec: [Option<Function>; 3],
     /// A decode step's rope_store and attention_vec in one launch (f16
-    /// caches, one token), for the same head sizes, only with
-    /// LLM_CUDA_FUSED_ROPE=1: it lost to the two launches on the H200 (7B
-    /// of Q4_K tg128 347.6 against 355.6 tokens/s, a 1B 1306.8 against
-    /// 1320.4).
+    /// caches, one token), for the same head sizes, unless
+    /// LLM_CUDA_FUSED_ROPE=0. It lost to the two launches on the H200 while
+    /// only the products launched early (7B of Q4_K tg128 347.6 against
+    /// 355.6 tokens/s, a 1B 1306.8 against 1320.4); with every kernel
+    /// early it won on the H100 (session 35, alternated twice: 7B Q4_K
+    /// 456.6 / 457.3 against 432.8 / 435.0, at depth 4096 330.0 / 331.9
+    /// against 314.9 / 313.2, a 1B 1563.3 / 1566.1 against 1465.5 /
+    /// 1467.9, 7B F16 190.4 / 191.2 against 185.4 / 184.9).
     rope_attention_vec: [Option<Function>; 3],
     /// The product kernels of each weight type.
     matmul: HashMap<GgmlType, MatKernels>,
@@ -687,7 +691,7 @@ impl CudaBackend {
                 vec_kernels(find, "attention_vec")?
             },
             rope_attention_vec: if std::env::var_os("LLM_CUDA_SIMPLE_ATTENTION").is_some()
-                || std::env::var_os("LLM_CUDA_FUSED_ROPE").is_none_or(|v| v != "1")
+                || std::env::var_os("LLM_CUDA_FUSED_ROPE").is_some_and(|v| v == "0")
             {
                 [None; 3]
             } else {

@@ -228,10 +228,14 @@ fn f16_depth() -> usize {
     })
 }
 
-/// F16's default depth (f16_depth): the register loop until the deep
-/// products have run on a GPU (written and checked on the CPU emulator,
-/// session 35; no machine could be started to time them).
-const F16_DEPTH: usize = 0;
+/// F16's default depth (f16_depth). On the H100 (session 35, the rival's
+/// 7B F16 file, tg128 alternated twice) depth 2 ran 185.2 / 185.8 tokens/s
+/// against the register loop's 185.0 / 184.4 and depth 3's 180.1 / 179.6;
+/// `test_matmul --bench-f16` put q, k and v at 35.3 us against 39.6 and the
+/// GLU at 62.2 against 65.9, the split adds (output and down projections)
+/// 1 us slower. The H200, whose HBM wants more bytes in flight, is the
+/// machine it is meant for and has not run it yet.
+const F16_DEPTH: usize = 2;
 
 /// The bytes a product's warps read a step below which its row groups
 /// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
