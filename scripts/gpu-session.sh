@@ -284,7 +284,7 @@ p)
   GPU_PROFILE_CACHE=none timeout 120 scripts/gpu-profile.sh Q4_K 2>&1 | head -24
   el "profile Q4_K"
   GPU_SESSION_ROUNDS=1 GPU_SESSION_TYPES=Q4_K GPU_SESSION_BENCH="-p 0 -n 128" \
-    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_NO_FUSED_ROPE=1 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1}" \
+    GPU_SESSION_AB="${GPU_SESSION_AB-LLM_CUDA_FUSED_ROPE=0 LLM_CUDA_MV1_EARLY=0 LLM_CUDA_ATT_VU=8 LLM_CUDA_ATT_MERGE_LAUNCH=1}" \
     timeout 100 "$0" x >/dev/null 2>&1
   el "A/B"; cat "$out/bench-ab.log"
   scripts/gpu-bench.sh poll | tail -3
