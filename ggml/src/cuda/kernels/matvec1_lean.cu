@@ -593,6 +593,39 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     }
 }
 
+// Lane l's eight products of one F16 row's 16-byte word (columns 8l ..
+// 8l + 7 of a step of 256) with X's values, into the row's two sums,
+// alternating.
+__device__ __forceinline__ void f16_word_fma(uint4 w, const float (&x)[8], float (&acc)[2]) {
+    const uint32_t h2[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+        acc[0] = fmaf(gq::half_lo(h2[t]), x[2 * t], acc[0]);
+        acc[1] = fmaf(gq::half_hi(h2[t]), x[2 * t + 1], acc[1]);
+    }
+}
+
+// The end of a group in the F16 loops: each row's two sums added, the
+// warp's (or its team's, through `part[buf]`) outputs written, the sums
+// zeroed for the next group.
+template <int OUT>
+__device__ __forceinline__ void f16_group_end(float (&acc)[ROWS][2], const RowGroups<OUT>& R,
+                                              const typename RowGroups<OUT>::Group& G, bool valid, int split, int wib,
+                                              float (*part)[8][ROWS], int& buf) {
+    float sum[ROWS];
+#pragma unroll
+    for (int i = 0; i < ROWS; ++i) {
+        sum[i] = acc[i][0] + acc[i][1];
+        acc[i][0] = acc[i][1] = 0.0f;
+    }
+    if (split == 1) {
+        R.finish(sum, G);
+    } else {
+        R.finish_split(sum, G, valid, split, wib, part[buf]);
+        buf ^= 1;
+    }
+}
+
 // F16 rows against X as it is (floats, normed where norm_w is given, as
 // matvec1f reads it: no quantised X, so no quantize_x16), software-
 // pipelined as product_piped: a step is 256 columns, lane l's 8 at 8l
@@ -660,29 +693,9 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
             float x[8];
             mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                const uint32_t h2[4] = {w[i][u].x, w[i][u].y, w[i][u].z, w[i][u].w};
-#pragma unroll
-                for (int t = 0; t < 4; ++t) {
-                    acc[i][0] = fmaf(gq::half_lo(h2[t]), x[2 * t], acc[i][0]);
-                    acc[i][1] = fmaf(gq::half_hi(h2[t]), x[2 * t + 1], acc[i][1]);
-                }
-            }
+            for (int i = 0; i < ROWS; ++i) f16_word_fma(w[i][u], x, acc[i]);
         }
-        if (nk == 0) {
-            float sum[ROWS];
-#pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                sum[i] = acc[i][0] + acc[i][1];
-                acc[i][0] = acc[i][1] = 0.0f;
-            }
-            if (split == 1) {
-                R.finish(sum, G);
-            } else {
-                R.finish_split(sum, G, valid, split, wib, part[buf]);
-                buf ^= 1;
-            }
-        }
+        if (nk == 0) f16_group_end(acc, R, G, valid, split, wib, part, buf);
         if (!more) break;
 #pragma unroll
         for (int i = 0; i < ROWS; ++i)
@@ -796,34 +809,13 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
             float x[8];
             mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                const uint4 wv = slot[(i * U + u) * 32];
-                const uint32_t h2[4] = {wv.x, wv.y, wv.z, wv.w};
-#pragma unroll
-                for (int t = 0; t < 4; ++t) {
-                    acc[i][0] = fmaf(gq::half_lo(h2[t]), x[2 * t], acc[i][0]);
-                    acc[i][1] = fmaf(gq::half_hi(h2[t]), x[2 * t + 1], acc[i][1]);
-                }
-            }
+            for (int i = 0; i < ROWS; ++i) f16_word_fma(slot[(i * U + u) * 32], x, acc[i]);
         }
         // The slot's words are in registers and used: refill it.
         asm volatile("" ::: "memory");
         issue();
         cs = cs + 1 == depth ? 0 : cs + 1;
-        if (nk == 0) {
-            float sum[ROWS];
-#pragma unroll
-            for (int i = 0; i < ROWS; ++i) {
-                sum[i] = acc[i][0] + acc[i][1];
-                acc[i][0] = acc[i][1] = 0.0f;
-            }
-            if (split == 1) {
-                R.finish(sum, G);
-            } else {
-                R.finish_split(sum, G, valid, split, wib, part[buf]);
-                buf ^= 1;
-            }
-        }
+        if (nk == 0) f16_group_end(acc, R, G, valid, split, wib, part, buf);
         if (!more) break;
         if (ng != g) G = R.group(next_valid ? ng : g);
         g = ng;

@@ -738,6 +738,15 @@ static double gelu_d(double g) {
     return 0.5 * g * (1.0 + tanh(0.7978845608028654 * g * (1.0 + 0.044715 * g * g)));
 }
 
+// F16's lean products (piped, split) by variant: the register loop's and
+// the deep ones'.
+static const kern_lean_t KF16[2][4] = {
+    {matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a, matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
+    {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a, matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
+static const kern_lean_t KDEEP[2][4] = {
+    {matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a, matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
+    {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a, matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
+
 // Whether type t has the lean one-token products (matvec1_lean.cu).
 static bool has_lean(int t) {
     return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0 || t == gq::Q6_K || t == gq::F16;
@@ -765,14 +774,6 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     static const kern_lean_t K[4][3][4] = {GQ_LEAN_KERNELS(q4_k), GQ_LEAN_KERNELS(q4_0), GQ_LEAN_KERNELS(q8_0),
                                            GQ_LEAN_KERNELS(q6_k)};
 #undef GQ_LEAN_KERNELS
-    static const kern_lean_t KF16[2][4] = {{matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
-                                            matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
-                                           {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a,
-                                            matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
-    static const kern_lean_t KDEEP[2][4] = {{matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a,
-                                             matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
-                                            {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a,
-                                             matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
     const int ti = t == gq::Q4_K ? 0 : (t == gq::Q4_0 ? 1 : (t == gq::Q8_0 ? 2 : 3));
     const bool f16 = t == gq::F16;
     if (!f16) GQ_LAUNCH((cols + 1023) / 1024, 256, 0, quantize_x16)(dX, cols, norm, eps, dQ, early ? 1 : 0);
@@ -1232,14 +1233,6 @@ static void bench_f16() {
                                 {"o+", 1, d, 1, d, 6ll * d * d},
                                 {"glu", 2, ff, 1, d, 8ll * d * d},
                                 {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
-    static const kern_lean_t KF16[2][4] = {{matvec1_f16_lean_piped_r1, matvec1_f16_lean_piped_r1a,
-                                            matvec1_f16_lean_piped_swiglu, matvec1_f16_lean_piped_geglu},
-                                           {matvec1_f16_lean_split_r1, matvec1_f16_lean_split_r1a,
-                                            matvec1_f16_lean_split_swiglu, matvec1_f16_lean_split_geglu}};
-    static const kern_lean_t KDEEP[2][4] = {{matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a,
-                                             matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
-                                            {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a,
-                                             matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
     auto launch = [&](const Product& p, int depth, int c) {
         const long long rb = 2ll * p.cols;
         const int outs = p.variant >= 2 ? 2 : 4;
