@@ -655,13 +655,23 @@ impl Matvec1 {
                 })
             })(),
             lean: (|| {
-                let products = |lean: &str| -> Option<LeanProducts> {
+                let products_of = |kernel: &dyn Fn(&str) -> Option<Kernel>, lean: &str| {
                     Some(LeanProducts {
                         store: kernel(&format!("{lean}_r1"))?,
                         add: kernel(&format!("{lean}_r1a"))?,
                         swiglu: kernel(&format!("{lean}_swiglu"))?,
                         geglu: kernel(&format!("{lean}_geglu"))?,
                     })
+                };
+                let products = |lean: &str| products_of(&kernel, lean);
+                // F16's deep products where their ring fits, with the blocks
+                // a multiprocessor holds beside it (asked once here, not at
+                // every launch).
+                let deep_kernel = |variant: &str| -> Option<Kernel> {
+                    let (depth, shared) = (f16_depth(), f16_deep_shared(f16_depth()));
+                    let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
+                    let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
+                    Some(Kernel { most_resident, ..k })
                 };
                 if !lean_type_listed(name) {
                     return None;
@@ -677,7 +687,8 @@ impl Matvec1 {
                     piped: products("lean_piped")?,
                     split: products("lean_split")?,
                     deep: if float {
-                        Some((products("deep_piped")?, products("deep_split")?))
+                        products_of(&deep_kernel, "deep_piped")
+                            .zip(products_of(&deep_kernel, "deep_split"))
                     } else {
                         None
                     },
@@ -722,33 +733,20 @@ impl Matvec1 {
             return None;
         }
         let (release_first, prefetch) = lean_early();
-        // F16's deep products where their ring fits.
-        let depth = f16_depth();
-        let shared = f16_deep_shared(depth);
-        let fits = |(piped, split): (LeanProducts, LeanProducts)| {
-            shared <= kernel(piped).max_shared.min(kernel(split).max_shared)
-        };
-        let (split_products, depth, shared) = match lean.deep {
-            Some((deep_piped, deep_split)) if depth > 0 && fits((deep_piped, deep_split)) => {
+        // F16's deep products, where found (their ring fits).
+        let (split_products, depth) = match lean.deep {
+            Some((deep_piped, deep_split)) => {
                 k = kernel(deep_piped);
-                (deep_split, depth, shared)
+                (deep_split, f16_depth())
             }
-            _ => (lean.split, 0, 0),
-        };
-        // Blocks of `k` a multiprocessor holds with the launch's shared memory.
-        let per_sm = |k: Kernel| {
-            if shared == 0 {
-                k.most_resident
-            } else {
-                k.f.resident_blocks(THREADS, shared).map_or(1, |n| n.max(1))
-            }
+            None => (lean.split, 0),
         };
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
         if piped {
             let sk = kernel(split_products);
-            let resident = 8 * sms * per_sm(sk);
+            let resident = 8 * sms * sk.most_resident;
             split = lean
                 .rows
                 .split(groups, (cols, row_bytes), resident, lean_split_most());
@@ -756,7 +754,7 @@ impl Matvec1 {
                 k = sk;
             }
         }
-        let resident = sms * per_sm(k);
+        let resident = sms * k.most_resident;
         let blocks = (groups * split).div_ceil(8).max(1);
         let grid = if piped { blocks.min(resident) } else { blocks };
         Some(LeanPlan {
@@ -768,7 +766,11 @@ impl Matvec1 {
             prefetch,
             split: split as i32,
             depth: depth as i32,
-            shared: shared as u32,
+            shared: if depth > 0 {
+                f16_deep_shared(depth) as u32
+            } else {
+                0
+            },
         })
     }
 
