@@ -859,6 +859,35 @@ w13)
   ab tg128 "-p 0 -n 128" LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=1
   el "F16 A/B"
   ;;
+w14)
+  # Session 36's first call (carry .gpu-p: llm, test-gpu, the vocabulary,
+  # test_matmul; .rivals): llama.cpp's builds start in the background; F16's
+  # kernel checks and a 7B layer's products at each depth, the split adds
+  # at their own (test_matmul --bench-f16), Nsight Compute on the layer's
+  # products (register loop, depth 2, depth 3 with the adds at 0), then
+  # alternated F16 decode (two rounds) of GPU_SESSION_AB_TG beside the
+  # default. The suite (w3) and the side by side (n3) follow on this machine.
+  start_call .gpu-p
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  el "test_matmul"
+  # A setting's 120 launches: each product's 15, then 15 layers.
+  for skip in 60 300 900; do
+    timeout 60 ncu --kernel-name regex:"matvec1_f16" --launch-skip $skip --launch-count 4 --section SpeedOfLight \
+      /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "matvec1_f16|Duration|DRAM Throughput" |
+      sed 's/  */ /g' | head -12
+  done
+  el "ncu"
+  # The rival's F16 file, which its background job writes (then quantizes).
+  m=$W/models/m-F16.gguf
+  for _ in $(seq 120); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
+  el "$(cat $W/gen.log | tail -1)"
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4 LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_DEPTH=3+LLM_CUDA_F16_SPLIT_DEPTH=0}
+  el "F16 A/B"
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

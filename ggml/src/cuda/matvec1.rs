@@ -67,9 +67,12 @@ struct Lean {
     piped: LeanProducts,
     /// The piped loop of row groups split over warps.
     split: LeanProducts,
-    /// F16's deep products (piped, then split): their weights brought
-    /// through shared memory, several batches a warp in flight.
-    deep: Option<(LeanProducts, LeanProducts)>,
+    /// F16's deep products, each with the batches in flight a warp it was
+    /// found for: their weights brought through shared memory. The piped
+    /// loop's (a warp a row group) and the split loop's apart, so that each
+    /// may keep the register loop (f16_depth).
+    deep_piped: Option<(LeanProducts, usize)>,
+    deep_split: Option<(LeanProducts, usize)>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -215,17 +218,26 @@ fn f16_deep_shared(depth: usize) -> usize {
     8 * depth * 4096
 }
 
-/// `LLM_CUDA_F16_DEPTH`: batches of 4 KiB a warp of F16's one-token
-/// products keeps in flight through shared memory (1..7; 0: the register
-/// loop, one batch); F16_DEPTH unless set.
-fn f16_depth() -> usize {
-    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_F16_DEPTH")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .map_or(F16_DEPTH, |n| n.min(7))
-    })
+/// Batches of 4 KiB a warp of F16's one-token products keeps in flight
+/// through shared memory (1..7; 0: the register loop, one batch), for the
+/// products whose row groups are not split (`split` false) or are:
+/// `LLM_CUDA_F16_DEPTH` for both (F16_DEPTH unless set),
+/// `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone.
+fn f16_depth(split: bool) -> usize {
+    fn setting(name: &str) -> Option<usize> {
+        let v = std::env::var(name).ok()?;
+        Some(v.trim().parse::<usize>().ok()?.min(7))
+    }
+    static SET: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    let (whole, split_rows) = *SET.get_or_init(|| {
+        let whole = setting("LLM_CUDA_F16_DEPTH").unwrap_or(F16_DEPTH);
+        (whole, setting("LLM_CUDA_F16_SPLIT_DEPTH").unwrap_or(whole))
+    });
+    if split {
+        split_rows
+    } else {
+        whole
+    }
 }
 
 /// F16's default depth (f16_depth). On the H100 (session 35, the rival's
@@ -667,11 +679,15 @@ impl Matvec1 {
                 // F16's deep products where their ring fits, with the blocks
                 // a multiprocessor holds beside it (asked once here, not at
                 // every launch).
-                let deep_kernel = |variant: &str| -> Option<Kernel> {
-                    let (depth, shared) = (f16_depth(), f16_deep_shared(f16_depth()));
-                    let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
-                    let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
-                    Some(Kernel { most_resident, ..k })
+                let deep = |split: bool| -> Option<(LeanProducts, usize)> {
+                    let (depth, shared) = (f16_depth(split), f16_deep_shared(f16_depth(split)));
+                    let deep_kernel = |variant: &str| -> Option<Kernel> {
+                        let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
+                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
+                        Some(Kernel { most_resident, ..k })
+                    };
+                    let variant = if split { "deep_split" } else { "deep_piped" };
+                    Some((products_of(&deep_kernel, variant)?, depth))
                 };
                 if !lean_type_listed(name) {
                     return None;
@@ -686,12 +702,8 @@ impl Matvec1 {
                     plain: if float { None } else { Some(products("lean")?) },
                     piped: products("lean_piped")?,
                     split: products("lean_split")?,
-                    deep: if float {
-                        products_of(&deep_kernel, "deep_piped")
-                            .zip(products_of(&deep_kernel, "deep_split"))
-                    } else {
-                        None
-                    },
+                    deep_piped: if float { deep(false) } else { None },
+                    deep_split: if float { deep(true) } else { None },
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -726,32 +738,29 @@ impl Matvec1 {
             Epilogue::Glu(Glu::SwiGlu) => products.swiglu,
             Epilogue::Glu(Glu::GeGlu) => products.geglu,
         };
-        let mut k = kernel(products);
+        // F16's deep products, where found (their ring fits).
+        let (mut k, mut depth) = match lean.deep_piped {
+            Some((deep, depth)) => (kernel(deep), depth),
+            None => (kernel(products), 0),
+        };
         let per_warp = lean.rows.outputs(epilogue);
         let groups: usize = part_outputs.iter().map(|n| n.div_ceil(per_warp)).sum();
         if !lean_fills(groups, sms, lean_setting().is_some() || piped) {
             return None;
         }
         let (release_first, prefetch) = lean_early();
-        // F16's deep products, where found (their ring fits).
-        let (split_products, depth) = match lean.deep {
-            Some((deep_piped, deep_split)) => {
-                k = kernel(deep_piped);
-                (deep_split, f16_depth())
-            }
-            None => (lean.split, 0),
-        };
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
         if piped {
+            let (split_products, split_depth) = lean.deep_split.unwrap_or((lean.split, 0));
             let sk = kernel(split_products);
             let resident = 8 * sms * sk.most_resident;
             split = lean
                 .rows
                 .split(groups, (cols, row_bytes), resident, lean_split_most());
             if split > 1 {
-                k = sk;
+                (k, depth) = (sk, split_depth);
             }
         }
         let resident = sms * k.most_resident;

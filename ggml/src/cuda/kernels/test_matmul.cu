@@ -1233,24 +1233,29 @@ static void bench_f16() {
                                 {"o+", 1, d, 1, d, 6ll * d * d},
                                 {"glu", 2, ff, 1, d, 8ll * d * d},
                                 {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
-    auto launch = [&](const Product& p, int depth, int c) {
+    // `depth` for a product whose row groups stay whole, `split_depth` for
+    // one split over warps (the backend's LLM_CUDA_F16_SPLIT_DEPTH).
+    auto launch = [&](const Product& p, int depth, int split_depth, int c) {
         const long long rb = 2ll * p.cols;
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
-        const int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
         // The split's resident warps, then the launch's.
-        auto resident = [&](kern_lean_t k) {
+        auto resident = [&](kern_lean_t k, int shared) {
             int per_sm = 0;
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
             return (per_sm > 0 ? per_sm : 1) * sms;
         };
-        const kern_lean_t (&K)[2][4] = depth > 0 ? KDEEP : KF16;
-        const int steps = p.cols / 512, warps = 8 * resident(K[1][p.variant]);
+        auto kernels = [&](int at) -> const kern_lean_t(&)[2][4] { return at > 0 ? KDEEP : KF16; };
+        const int steps = p.cols / 512;
+        const int split_shared = split_depth > 0 ? mv1_lean::f16_deep_shared(split_depth) : 0;
+        const int warps = 8 * resident(kernels(split_depth)[1][p.variant], split_shared);
         int split = 1;
         while (split * 2 <= 8 && split * 2 <= steps && groups * split * 2 <= warps) split *= 2;
-        const kern_lean_t k = K[split > 1][p.variant];
+        if (split > 1) depth = split_depth;
+        const kern_lean_t k = kernels(depth)[split > 1][p.variant];
+        const int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
         int grid = (groups * split + 7) / 8;
-        grid = std::min(grid, resident(k));
+        grid = std::min(grid, resident(k, shared));
         const uint8_t* W = dW + layer * c + p.off;
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
@@ -1268,23 +1273,26 @@ static void bench_f16() {
                               (const float*)nullptr, 0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, split, depth));
         return split;
     };
-    for (int depth : {0, 1, 2, 3, 4, 6}) {
-        const int shared = mv1_lean::f16_deep_shared(depth);
-        if (depth > 0)
-            for (int v = 0; v < 4; v++)
-                for (int sp = 0; sp < 2; sp++)
-                    CK(cudaFuncSetAttribute(KDEEP[sp][v], cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-        printf("F16 depth %d", depth);
+    const int deepest = mv1_lean::f16_deep_shared(6);
+    for (int v = 0; v < 4; v++)
+        for (int sp = 0; sp < 2; sp++)
+            CK(cudaFuncSetAttribute(KDEEP[sp][v], cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+    // Every product at one depth, then the split ones (the adds) at depth 0
+    // beside the others deeper.
+    const int settings[][2] = {{0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}, {6, 6}, {2, 0}, {3, 0}, {4, 0}, {6, 0}};
+    for (const auto& at : settings) {
+        const int depth = at[0], split_depth = at[1];
+        printf("F16 depth %d split %d", depth, split_depth);
         double total_us = 0;
         for (const Product& p : products) {
             int split = 1;
-            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, c); });
+            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, split_depth, c); });
             const double bytes = 2.0 * p.parts * p.rows * p.cols * (p.variant >= 2 ? 2 : 1);
             printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), split);
             total_us += us;
         }
         const float layer_us = launch_us(copies, [&](int c) {
-            for (const Product& p : products) launch(p, depth, c);
+            for (const Product& p : products) launch(p, depth, split_depth, c);
         });
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s\n", total_us, layer_us, layer / (1e6 * layer_us));
     }
