@@ -240,6 +240,21 @@ fn f16_depth(split: bool) -> usize {
     }
 }
 
+/// `LLM_CUDA_F16_BLOCKS`: the most blocks of a deep F16 product a
+/// multiprocessor runs at once (unset: as many as fit), so that the next
+/// product's blocks find room to start and ask for their first batches
+/// while this one runs.
+fn f16_blocks() -> usize {
+    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_F16_BLOCKS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(usize::MAX)
+    })
+}
+
 /// F16's default depth (f16_depth). On the H100 (session 35, the rival's
 /// 7B F16 file, tg128 alternated twice) depth 2 ran 185.2 / 185.8 tokens/s
 /// against the register loop's 185.0 / 184.4 and depth 3's 180.1 / 179.6;
@@ -683,7 +698,8 @@ impl Matvec1 {
                     let (depth, shared) = (f16_depth(split), f16_deep_shared(f16_depth(split)));
                     let deep_kernel = |variant: &str| -> Option<Kernel> {
                         let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
-                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
+                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?;
+                        let most_resident = most_resident.min(f16_blocks()).max(1);
                         Some(Kernel { most_resident, ..k })
                     };
                     let variant = if split { "deep_split" } else { "deep_piped" };

@@ -1235,7 +1235,9 @@ static void bench_f16() {
                                 {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
     // `depth` for a product whose row groups stay whole, `split_depth` for
     // one split over warps (the backend's LLM_CUDA_F16_SPLIT_DEPTH).
-    auto launch = [&](const Product& p, int depth, int split_depth, int c) {
+    // `cap`: the most blocks a multiprocessor (the backend's
+    // LLM_CUDA_F16_BLOCKS; 0: as many as fit).
+    auto launch = [&](const Product& p, int depth, int split_depth, int cap, int c) {
         const long long rb = 2ll * p.cols;
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
@@ -1243,6 +1245,7 @@ static void bench_f16() {
         auto resident = [&](kern_lean_t k, int shared) {
             int per_sm = 0;
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
+            if (cap > 0 && shared > 0) per_sm = std::min(per_sm, cap);
             return (per_sm > 0 ? per_sm : 1) * sms;
         };
         auto kernels = [&](int at) -> const kern_lean_t(&)[2][4] { return at > 0 ? KDEEP : KF16; };
@@ -1278,21 +1281,23 @@ static void bench_f16() {
         for (int sp = 0; sp < 2; sp++)
             CK(cudaFuncSetAttribute(KDEEP[sp][v], cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
     // Every product at one depth, then the split ones (the adds) at depth 0
-    // beside the others deeper.
-    const int settings[][2] = {{0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}, {6, 6}, {2, 0}, {3, 0}, {4, 0}, {6, 0}};
+    // beside the others deeper, then fewer blocks a multiprocessor than fit
+    // (room for the next product's first blocks).
+    const int settings[][3] = {{0, 0, 0}, {1, 1, 0}, {2, 2, 0}, {3, 3, 0}, {4, 4, 0}, {6, 6, 0}, {2, 0, 0},
+                               {3, 0, 0}, {4, 0, 0}, {6, 0, 0}, {2, 2, 2}, {1, 1, 2}, {3, 3, 1}, {2, 0, 2}};
     for (const auto& at : settings) {
-        const int depth = at[0], split_depth = at[1];
-        printf("F16 depth %d split %d", depth, split_depth);
+        const int depth = at[0], split_depth = at[1], cap = at[2];
+        printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
         double total_us = 0;
         for (const Product& p : products) {
             int split = 1;
-            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, split_depth, c); });
+            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, split_depth, cap, c); });
             const double bytes = 2.0 * p.parts * p.rows * p.cols * (p.variant >= 2 ? 2 : 1);
             printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), split);
             total_us += us;
         }
         const float layer_us = launch_us(copies, [&](int c) {
-            for (const Product& p : products) launch(p, depth, split_depth, c);
+            for (const Product& p : products) launch(p, depth, split_depth, cap, c);
         });
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s\n", total_us, layer_us, layer / (1e6 * layer_us));
     }
