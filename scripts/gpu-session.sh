@@ -872,8 +872,9 @@ w14)
   GQ_XS_ONLY=f16 timeout 120 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
   el "test_matmul"
-  # A setting's 120 launches: each product's 15, then 15 layers.
-  for skip in 60 300 900; do
+  # A setting's 135 launches: each product's 15, 15 layers, 15 of the one
+  # product of a layer's bytes.
+  for skip in 60 330 1005; do
     timeout 60 ncu --kernel-name regex:"matvec1_f16" --launch-skip $skip --launch-count 4 --section SpeedOfLight \
       /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "matvec1_f16|Duration|DRAM Throughput" |
       sed 's/  */ /g' | head -12

@@ -1208,7 +1208,8 @@ static void bench_wgmma(int only) {
 // --bench-f16: a 7B F16 decode step's four one-token products (q, k and v
 // stored; the output projection added; gate and up's SwiGLU; the down
 // projection added), each alone and as a layer's sequence launched early
-// (pdl), over copies of the layer that outsize L2: the register loop
+// (pdl), and a layer's bytes as one product, over copies of the layer that
+// outsize L2: the register loop
 // (depth 0) against the deep products at several depths, on the grid and
 // split the backend picks (cuda/matvec1.rs: the blocks that stay
 // resident; a group's steps split over warps while the grid holds them).
@@ -1224,6 +1225,16 @@ static void bench_f16() {
     CK(cudaMalloc(&dY, 4 * 3 * d + 4 * ff));
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    {
+        // The GPU's own floor: a layer's bytes read with no arithmetic.
+        unsigned* out;
+        CK(cudaMalloc(&out, 4));
+        const float us = launch_us(copies, [&](int c) {
+            GQ_LAUNCH(8 * sms, 256, 0, read_probe<4>)(reinterpret_cast<const uint4*>(dW + layer * c), layer / 16, out);
+        });
+        printf("F16 read floor: a layer's bytes %6.1f us %4.2f TB/s\n", us, layer / (1e6 * us));
+        CK(cudaFree(out));
+    }
     struct Product {
         const char* name;
         int variant, rows, parts, cols;
@@ -1299,7 +1310,13 @@ static void bench_f16() {
         const float layer_us = launch_us(copies, [&](int c) {
             for (const Product& p : products) launch(p, depth, split_depth, cap, c);
         });
-        printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s\n", total_us, layer_us, layer / (1e6 * layer_us));
+        // A layer's bytes as one product (q, k and v's shape, 16384 rows a
+        // part): the kernel's own rate, no product ending or starting.
+        const Product all = {"all", 0, 16384, 3, d, 0};
+        const float all_us = launch_us(copies, [&](int c) { launch(all, depth, split_depth, cap, c); });
+        const double all_bytes = 2.0 * 3 * all.rows * d;
+        printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
+               layer / (1e6 * layer_us), all_us, all_bytes / (1e6 * all_us));
     }
     CK(cudaGetLastError());
     CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
