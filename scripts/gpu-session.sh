@@ -885,7 +885,7 @@ w14)
   for _ in $(seq 120); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
   el "$(cat $W/gen.log | tail -1)"
   # shellcheck disable=SC2086
-  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_DEPTH=4 LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_DEPTH=3+LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_BLOCKS=2}
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_DEPTH=3+LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_BLOCKS=2}
   el "F16 A/B"
   scripts/gpu-bench.sh poll | tail -3
   ;;

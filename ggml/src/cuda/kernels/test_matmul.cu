@@ -1295,7 +1295,7 @@ static void bench_f16() {
     // beside the others deeper, then fewer blocks a multiprocessor than fit
     // (room for the next product's first blocks).
     const int settings[][3] = {{0, 0, 0}, {1, 1, 0}, {2, 2, 0}, {3, 3, 0}, {4, 4, 0}, {6, 6, 0}, {2, 0, 0},
-                               {3, 0, 0}, {4, 0, 0}, {6, 0, 0}, {2, 2, 2}, {1, 1, 2}, {3, 3, 1}, {2, 0, 2}};
+                               {3, 0, 0}, {4, 0, 0}, {6, 0, 0}, {2, 2, 2}, {1, 1, 2}, {3, 3, 1}, {2, 0, 2}, {2, 3, 0}, {2, 4, 0}};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
