@@ -889,6 +889,27 @@ w14)
   el "F16 A/B"
   scripts/gpu-bench.sh poll | tail -3
   ;;
+w15)
+  # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
+  # products with grids spread evenly (test_matmul --bench-f16), then
+  # alternated decode (two rounds, a quiet machine: llama.cpp's builds start
+  # only at the end) of LLM_CUDA_LEAN_SPREAD=1 beside the defaults on the
+  # rival's F16 file and our writer's 7B Q4_K, Q4_0, Q8_0 and 1B Q4_K. Then
+  # the suite (w3, carry .gpu-s) and the side by side (n3) on this machine.
+  start_call .gpu-p
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  el "test_matmul"
+  f16_model
+  ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_SPREAD=1 LLM_CUDA_F16_SPLIT_DEPTH=2+LLM_CUDA_LEAN_SPREAD=1
+  el "F16 A/B"
+  rm -f $m
+  for spec in Q4_K:7b Q4_0:7b Q8_0:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_SPREAD=1 | sed "s/^F16/$spec/"
+    el "$spec A/B"
+  done
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  ;;
 w3)
   # The GPU suite on the machine w2 set up (carry .gpu-s: test-ggml.xz
   # alone; llm and test-gpu stay unpacked there).

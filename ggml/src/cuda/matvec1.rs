@@ -205,9 +205,10 @@ pub(super) struct LeanPlan {
     pub prefetch: u32,
     /// Warps a row group's steps are split over (LeanRows::split).
     pub split: i32,
-    /// F16's deep products: batches in flight a warp (0: another kernel)
-    /// and the dynamic shared memory they take.
+    /// F16's deep products: batches in flight a warp (0: another kernel).
     pub depth: i32,
+    /// Dynamic shared memory: the deep products' ring, or more where
+    /// LLM_CUDA_LEAN_SPREAD pads it (spread_shared).
     pub shared: u32,
 }
 
@@ -221,8 +222,8 @@ fn f16_deep_shared(depth: usize) -> usize {
 /// Batches of 4 KiB a warp of F16's one-token products keeps in flight
 /// through shared memory (1..7; 0: the register loop, one batch), for the
 /// products whose row groups are not split (`split` false) or are:
-/// `LLM_CUDA_F16_DEPTH` for both (F16_DEPTH unless set),
-/// `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone.
+/// `LLM_CUDA_F16_DEPTH` for both (F16_DEPTH and F16_SPLIT_DEPTH unless
+/// set), `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone.
 fn f16_depth(split: bool) -> usize {
     fn setting(name: &str) -> Option<usize> {
         let v = std::env::var(name).ok()?;
@@ -230,8 +231,9 @@ fn f16_depth(split: bool) -> usize {
     }
     static SET: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
     let (whole, split_rows) = *SET.get_or_init(|| {
-        let whole = setting("LLM_CUDA_F16_DEPTH").unwrap_or(F16_DEPTH);
-        (whole, setting("LLM_CUDA_F16_SPLIT_DEPTH").unwrap_or(whole))
+        let both = setting("LLM_CUDA_F16_DEPTH");
+        let split_rows = setting("LLM_CUDA_F16_SPLIT_DEPTH").or(both);
+        (both.unwrap_or(F16_DEPTH), split_rows.unwrap_or(F16_SPLIT_DEPTH))
     });
     if split {
         split_rows
@@ -240,19 +242,29 @@ fn f16_depth(split: bool) -> usize {
     }
 }
 
-/// `LLM_CUDA_F16_BLOCKS`: the most blocks of a deep F16 product a
-/// multiprocessor runs at once (unset: as many as fit), so that the next
-/// product's blocks find room to start and ask for their first batches
-/// while this one runs.
-fn f16_blocks() -> usize {
-    static SET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_F16_BLOCKS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(usize::MAX)
-    })
+/// `LLM_CUDA_LEAN_SPREAD=1`: a lean product whose grid leaves room on
+/// the multiprocessors takes padding shared memory, so that no more of its
+/// blocks fit on one than an even share of the grid needs (spread_shared).
+/// Off unless set: not yet timed.
+fn lean_spread() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_SPREAD").is_ok_and(|v| v.trim() == "1"))
+}
+
+/// Dynamic shared memory that holds a kernel to `per_sm` of its blocks on
+/// a multiprocessor, where it would otherwise hold more: a grid smaller
+/// than the GPU's room need not be spread evenly by the hardware, which may
+/// put a full complement on some multiprocessors and few on others, and a
+/// memory-bound product then waits for its fullest one. Our reading of
+/// session 36's H100 figures (`test_matmul --bench-f16`): F16's output and
+/// down projections (256 blocks) ran best where only two fit a
+/// multiprocessor, and a layer's bytes as one product on 264 blocks where
+/// three fit ran at 2.57 TB/s against 3.00 on 264 where two fit. None where
+/// the padding would not fit or not hold the count.
+fn spread_shared(f: Function, per_sm: usize, at_least: usize, max_shared: usize) -> Option<usize> {
+    // 228 KiB a multiprocessor, shared out so that one block more does not fit.
+    let shared = ((228usize << 10) / (per_sm + 1)).max(at_least);
+    (shared <= max_shared && f.resident_blocks(THREADS, shared).ok()? == per_sm).then_some(shared)
 }
 
 /// F16's default depth (f16_depth). On the H100 (session 35, the rival's
@@ -263,6 +275,16 @@ fn f16_blocks() -> usize {
 /// 1 us slower. The H200, whose HBM wants more bytes in flight, is the
 /// machine it is meant for and has not run it yet.
 const F16_DEPTH: usize = 2;
+
+/// F16's default depth for the split products (the output and down
+/// projections' adds). At depth 3 a multiprocessor holds two of their
+/// blocks, so their 256 blocks can only spread two to each, where at depth
+/// 2 it holds three and may be given three while others get one (our
+/// reading, see spread_shared; not checked block by block). Session 36, H100,
+/// the rival's 7B F16 file, tg128 alternated twice: 194.25 / 193.97
+/// tokens/s against 192.39 / 191.97 at depth 2 and 191.46 / 191.08 at 0;
+/// `test_matmul --bench-f16`'s layer 148.1 us against 154.3 and 149.6.
+const F16_SPLIT_DEPTH: usize = 3;
 
 /// The bytes a product's warps read a step below which its row groups
 /// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
@@ -698,8 +720,7 @@ impl Matvec1 {
                     let (depth, shared) = (f16_depth(split), f16_deep_shared(f16_depth(split)));
                     let deep_kernel = |variant: &str| -> Option<Kernel> {
                         let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
-                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?;
-                        let most_resident = most_resident.min(f16_blocks()).max(1);
+                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
                         Some(Kernel { most_resident, ..k })
                     };
                     let variant = if split { "deep_split" } else { "deep_piped" };
@@ -782,6 +803,11 @@ impl Matvec1 {
         let resident = sms * k.most_resident;
         let blocks = (groups * split).div_ceil(8).max(1);
         let grid = if piped { blocks.min(resident) } else { blocks };
+        let mut shared = if depth > 0 { f16_deep_shared(depth) } else { 0 };
+        let even = grid.div_ceil(sms);
+        if piped && lean_spread() && even < k.most_resident {
+            shared = spread_shared(k.f, even, shared, k.max_shared).unwrap_or(shared);
+        }
         Some(LeanPlan {
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
@@ -791,11 +817,7 @@ impl Matvec1 {
             prefetch,
             split: split as i32,
             depth: depth as i32,
-            shared: if depth > 0 {
-                f16_deep_shared(depth) as u32
-            } else {
-                0
-            },
+            shared: shared as u32,
         })
     }
 

@@ -1246,8 +1246,9 @@ static void bench_f16() {
                                 {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
     // `depth` for a product whose row groups stay whole, `split_depth` for
     // one split over warps (the backend's LLM_CUDA_F16_SPLIT_DEPTH).
-    // `cap`: the most blocks a multiprocessor (the backend's
-    // LLM_CUDA_F16_BLOCKS; 0: as many as fit).
+    // `cap`: the most blocks a multiprocessor, held there by padding shared
+    // memory (0: as many as fit; -1: an even share of the grid where it
+    // leaves room, the backend's LLM_CUDA_LEAN_SPREAD).
     auto launch = [&](const Product& p, int depth, int split_depth, int cap, int c) {
         const long long rb = 2ll * p.cols;
         const int outs = p.variant >= 2 ? 2 : 4;
@@ -1256,7 +1257,7 @@ static void bench_f16() {
         auto resident = [&](kern_lean_t k, int shared) {
             int per_sm = 0;
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
-            if (cap > 0 && shared > 0) per_sm = std::min(per_sm, cap);
+            if (cap > 0) per_sm = std::min(per_sm, cap);
             return (per_sm > 0 ? per_sm : 1) * sms;
         };
         auto kernels = [&](int at) -> const kern_lean_t(&)[2][4] { return at > 0 ? KDEEP : KF16; };
@@ -1267,9 +1268,21 @@ static void bench_f16() {
         while (split * 2 <= 8 && split * 2 <= steps && groups * split * 2 <= warps) split *= 2;
         if (split > 1) depth = split_depth;
         const kern_lean_t k = kernels(depth)[split > 1][p.variant];
-        const int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
+        int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
         int grid = (groups * split + 7) / 8;
-        grid = std::min(grid, resident(k, shared));
+        const int room = resident(k, shared) / sms;
+        grid = std::min(grid, room * sms);
+        // Padding that holds a multiprocessor to `even` blocks (the backend's
+        // spread_shared), where fewer than fit.
+        int full = 0;
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&full, k, 256, shared));
+        const int even = cap < 0 ? (grid + sms - 1) / sms : room;
+        if (even < full) {
+            const int pad = std::max(shared, (228 << 10) / (even + 1));
+            int held = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&held, k, 256, pad));
+            if (held == even) shared = pad;
+        }
         const uint8_t* W = dW + layer * c + p.off;
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
@@ -1290,12 +1303,14 @@ static void bench_f16() {
     const int deepest = mv1_lean::f16_deep_shared(6);
     for (int v = 0; v < 4; v++)
         for (int sp = 0; sp < 2; sp++)
-            CK(cudaFuncSetAttribute(KDEEP[sp][v], cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+            for (const kern_lean_t k : {KDEEP[sp][v], KF16[sp][v]})
+                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
     // Every product at one depth, then the split ones (the adds) at depth 0
     // beside the others deeper, then fewer blocks a multiprocessor than fit
-    // (room for the next product's first blocks).
-    const int settings[][3] = {{0, 0, 0}, {1, 1, 0}, {2, 2, 0}, {3, 3, 0}, {4, 4, 0}, {6, 6, 0}, {2, 0, 0},
-                               {3, 0, 0}, {4, 0, 0}, {6, 0, 0}, {2, 2, 2}, {1, 1, 2}, {3, 3, 1}, {2, 0, 2}, {2, 3, 0}, {2, 4, 0}};
+    // (room for the next product's first blocks), then grids spread evenly.
+    const int settings[][3] = {{0, 0, 0},  {1, 1, 0},  {2, 2, 0},  {3, 3, 0}, {4, 4, 0}, {6, 6, 0},  {2, 0, 0},
+                               {3, 0, 0},  {4, 0, 0},  {6, 0, 0},  {2, 2, 2}, {1, 1, 2}, {3, 3, 1},  {2, 0, 2},
+                               {2, 3, 0},  {2, 4, 0},  {2, 2, -1}, {0, 0, -1}, {2, 3, -1}};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
