@@ -233,7 +233,10 @@ fn f16_depth(split: bool) -> usize {
     let (whole, split_rows) = *SET.get_or_init(|| {
         let both = setting("LLM_CUDA_F16_DEPTH");
         let split_rows = setting("LLM_CUDA_F16_SPLIT_DEPTH").or(both);
-        (both.unwrap_or(F16_DEPTH), split_rows.unwrap_or(F16_SPLIT_DEPTH))
+        (
+            both.unwrap_or(F16_DEPTH),
+            split_rows.unwrap_or(F16_SPLIT_DEPTH),
+        )
     });
     if split {
         split_rows
