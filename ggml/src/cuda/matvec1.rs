@@ -720,7 +720,8 @@ impl Matvec1 {
                 // a multiprocessor holds beside it (asked once here, not at
                 // every launch).
                 let deep = |split: bool| -> Option<(LeanProducts, usize)> {
-                    let (depth, shared) = (f16_depth(split), f16_deep_shared(f16_depth(split)));
+                    let depth = f16_depth(split);
+                    let shared = f16_deep_shared(depth);
                     let deep_kernel = |variant: &str| -> Option<Kernel> {
                         let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
                         let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
@@ -806,7 +807,7 @@ impl Matvec1 {
         let resident = sms * k.most_resident;
         let blocks = (groups * split).div_ceil(8).max(1);
         let grid = if piped { blocks.min(resident) } else { blocks };
-        let mut shared = if depth > 0 { f16_deep_shared(depth) } else { 0 };
+        let mut shared = f16_deep_shared(depth);
         let even = grid.div_ceil(sms);
         if piped && lean_spread() && even < k.most_resident {
             shared = spread_shared(k.f, even, shared, k.max_shared).unwrap_or(shared);

@@ -1244,61 +1244,63 @@ static void bench_f16() {
                                 {"o+", 1, d, 1, d, 6ll * d * d},
                                 {"glu", 2, ff, 1, d, 8ll * d * d},
                                 {"down+", 1, d, 1, ff, 8ll * d * d + 4ll * ff * d}};
-    // `depth` for a product whose row groups stay whole, `split_depth` for
-    // one split over warps (the backend's LLM_CUDA_F16_SPLIT_DEPTH).
-    // `cap`: the most blocks a multiprocessor, held there by padding shared
-    // memory (0: as many as fit; -1: an even share of the grid where it
-    // leaves room, the backend's LLM_CUDA_LEAN_SPREAD).
-    auto launch = [&](const Product& p, int depth, int split_depth, int cap, int c) {
-        const long long rb = 2ll * p.cols;
+    // A product's launch as the backend would make it: `depth` for a product
+    // whose row groups stay whole, `split_depth` for one split over warps
+    // (the backend's LLM_CUDA_F16_SPLIT_DEPTH); `cap`: the most blocks a
+    // multiprocessor, held there by padding shared memory (0: as many as
+    // fit; -1: an even share of the grid where it leaves room, the
+    // backend's LLM_CUDA_LEAN_SPREAD). Planned once, outside the timed
+    // launches (the occupancy queries are host calls).
+    struct Plan {
+        kern_lean_t k;
+        int grid, shared, split, depth;
+    };
+    auto plan = [&](const Product& p, int depth, int split_depth, int cap) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
-        // The split's resident warps, then the launch's.
-        auto resident = [&](kern_lean_t k, int shared) {
+        auto fits = [&](kern_lean_t k, int shared) {
             int per_sm = 0;
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
-            if (cap > 0) per_sm = std::min(per_sm, cap);
-            return (per_sm > 0 ? per_sm : 1) * sms;
+            return std::max(per_sm, 1);
         };
+        auto room = [&](kern_lean_t k, int shared) { return cap > 0 ? std::min(fits(k, shared), cap) : fits(k, shared); };
         auto kernels = [&](int at) -> const kern_lean_t(&)[2][4] { return at > 0 ? KDEEP : KF16; };
         const int steps = p.cols / 512;
-        const int split_shared = split_depth > 0 ? mv1_lean::f16_deep_shared(split_depth) : 0;
-        const int warps = 8 * resident(kernels(split_depth)[1][p.variant], split_shared);
+        const int warps =
+            8 * sms * room(kernels(split_depth)[1][p.variant], mv1_lean::f16_deep_shared(split_depth));
         int split = 1;
         while (split * 2 <= 8 && split * 2 <= steps && groups * split * 2 <= warps) split *= 2;
         if (split > 1) depth = split_depth;
         const kern_lean_t k = kernels(depth)[split > 1][p.variant];
-        int shared = depth > 0 ? mv1_lean::f16_deep_shared(depth) : 0;
-        int grid = (groups * split + 7) / 8;
-        const int room = resident(k, shared) / sms;
-        grid = std::min(grid, room * sms);
+        int shared = mv1_lean::f16_deep_shared(depth);
+        const int full = fits(k, shared), held = cap > 0 ? std::min(full, cap) : full;
+        const int grid = std::min((groups * split + 7) / 8, held * sms);
         // Padding that holds a multiprocessor to `even` blocks (the backend's
         // spread_shared), where fewer than fit.
-        int full = 0;
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&full, k, 256, shared));
-        const int even = cap < 0 ? (grid + sms - 1) / sms : room;
+        const int even = cap < 0 ? (grid + sms - 1) / sms : held;
         if (even < full) {
             const int pad = std::max(shared, (228 << 10) / (even + 1));
-            int held = 0;
-            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&held, k, 256, pad));
-            if (held == even) shared = pad;
+            if (fits(k, pad) == even) shared = pad;
         }
+        return Plan{k, grid, shared, split, depth};
+    };
+    auto launch = [&](const Product& p, const Plan& q, int c) {
+        const long long rb = 2ll * p.cols;
         const uint8_t* W = dW + layer * c + p.off;
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
         cudaLaunchConfig_t config = {};
-        config.gridDim = dim3(grid);
+        config.gridDim = dim3(q.grid);
         config.blockDim = dim3(256);
-        config.dynamicSmemBytes = shared;
+        config.dynamicSmemBytes = q.shared;
         cudaLaunchAttribute attr[1];
         attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
         attr[0].val.programmaticStreamSerializationAllowed = 1;
         config.attrs = attr;
         config.numAttrs = 1;
-        CK(cudaLaunchKernelEx(&config, k, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
+        CK(cudaLaunchKernelEx(&config, q.k, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
                               W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, 0u,
-                              (const float*)nullptr, 0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, split, depth));
-        return split;
+                              (const float*)nullptr, 0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth));
     };
     const int deepest = mv1_lean::f16_deep_shared(6);
     for (int v = 0; v < 4; v++)
@@ -1307,28 +1309,31 @@ static void bench_f16() {
                 CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
     // Every product at one depth, then the split ones (the adds) at depth 0
     // beside the others deeper, then fewer blocks a multiprocessor than fit
-    // (room for the next product's first blocks), then grids spread evenly.
+    // (held there by padding), then grids spread evenly.
     const int settings[][3] = {{0, 0, 0},  {1, 1, 0},  {2, 2, 0},  {3, 3, 0}, {4, 4, 0}, {6, 6, 0},  {2, 0, 0},
                                {3, 0, 0},  {4, 0, 0},  {6, 0, 0},  {2, 2, 2}, {1, 1, 2}, {3, 3, 1},  {2, 0, 2},
                                {2, 3, 0},  {2, 4, 0},  {2, 2, -1}, {0, 0, -1}, {2, 3, -1}};
+    // A layer's bytes as one product (q, k and v's shape, 16384 rows a
+    // part): the kernel's own rate, no product ending or starting.
+    const Product all = {"all", 0, 16384, 3, d, 0};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
+        Plan plans[4];
+        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap);
         double total_us = 0;
-        for (const Product& p : products) {
-            int split = 1;
-            const float us = launch_us(copies, [&](int c) { split = launch(p, depth, split_depth, cap, c); });
+        for (int i = 0; i < 4; i++) {
+            const Product& p = products[i];
+            const float us = launch_us(copies, [&](int c) { launch(p, plans[i], c); });
             const double bytes = 2.0 * p.parts * p.rows * p.cols * (p.variant >= 2 ? 2 : 1);
-            printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), split);
+            printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), plans[i].split);
             total_us += us;
         }
         const float layer_us = launch_us(copies, [&](int c) {
-            for (const Product& p : products) launch(p, depth, split_depth, cap, c);
+            for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
-        // A layer's bytes as one product (q, k and v's shape, 16384 rows a
-        // part): the kernel's own rate, no product ending or starting.
-        const Product all = {"all", 0, 16384, 3, d, 0};
-        const float all_us = launch_us(copies, [&](int c) { launch(all, depth, split_depth, cap, c); });
+        const Plan one = plan(all, depth, split_depth, cap);
+        const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
         const double all_bytes = 2.0 * 3 * all.rows * d;
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
                layer / (1e6 * layer_us), all_us, all_bytes / (1e6 * all_us));
