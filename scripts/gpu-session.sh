@@ -889,6 +889,28 @@ w14)
   el "F16 A/B"
   scripts/gpu-bench.sh poll | tail -3
   ;;
+w16)
+  # Session 37 (carry .gpu-p: llm, test-gpu, the vocabulary, test_matmul):
+  # F16's chain (LLM_CUDA_F16_CHAIN=1: a layer's products as one launch,
+  # barriers between) checked against its launches alone, timed as a 7B
+  # layer (test_matmul --xs, --bench-f16's chain rows); the synthetic models
+  # on the GPU against the CPU with chains on; a 7B F16's greedy tokens with
+  # chains and without; alternated decode, chains beside the defaults.
+  start_call .gpu-p
+  GQ_XS_ONLY=f16 timeout 150 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0|chain"
+  el "test_matmul"
+  LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 |
+    grep -E "F16|test result|FAIL|panic" | head -20
+  el "test-gpu, chains"
+  f16_model
+  for c in 0 1; do
+    LLM_CUDA_F16_CHAIN=$c timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos \
+      --temp 0 --print-ids 2>/dev/null | md5sum | sed "s/^/chain $c ids /"
+  done
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_F16_CHAIN=1+LLM_CUDA_F16_CHAIN_DEPTH=3
+  el "F16 A/B"
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then

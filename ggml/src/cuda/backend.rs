@@ -11,6 +11,7 @@ use super::driver::{
     check, Context, CuResult, DeviceInfo, DeviceMem, EarlyLaunches, Event, Function, Graph,
     KernelArg, Module, PinnedMem, Stream,
 };
+use super::f16_chain::{self, ChainStep, HeldChain};
 use super::kvcache::QuantKvKernels;
 use super::matvec1::{self, gather_in_matvec1, Epilogue, Matvec1};
 use super::tile::{Tile, TILE_THREADS};
@@ -260,6 +261,11 @@ pub struct CudaScratch {
     /// The glu outputs lean_y holds: their buffer, their count and the
     /// stream's operations just after the glu (none since: still them).
     lean_y_holds: Option<(u64, usize, u64)>,
+    /// F16 products held on the stream as one launch (f16_chain.rs), and
+    /// the chain's barrier counters (two words, zero between launches;
+    /// where LLM_CUDA_F16_CHAIN=1).
+    chain: Option<HeldChain>,
+    chain_sync: Option<DeviceMem>,
 }
 
 /// Room for a lean glu's outputs quantised (as wide as the widest weight),
@@ -495,6 +501,19 @@ pub(super) struct RopeParams {
 impl KernelArg for RopeParams {
     fn arg_ptr(&self) -> *mut std::ffi::c_void {
         self as *const RopeParams as *mut std::ffi::c_void
+    }
+    fn words(&self) -> Vec<u64> {
+        let fields = [
+            self.n_dims as u32,
+            self.freq_base.to_bits(),
+            self.freq_scale.to_bits(),
+            self.ext_factor.to_bits(),
+            self.attn_factor.to_bits(),
+            self.corr_low.to_bits(),
+            self.corr_high.to_bits(),
+            self.neox as u32,
+        ];
+        super::driver::words_of_bytes(&fields.map(u32::to_le_bytes).concat())
     }
 }
 
@@ -1387,13 +1406,44 @@ impl CudaBackend {
             &plan.split,
             &plan.depth,
         ];
-        self.keep(plan.f.launch_overlapping(
-            &self.stream,
-            (plan.grid, 1, 1),
-            256,
-            plan.shared,
-            &args,
-        ));
+        match (&plan.chain, &sc.chain_sync) {
+            (Some((chain, split)), Some(sync)) if yq == 0 => {
+                let step = ChainStep {
+                    x: xp,
+                    w: *ws,
+                    y: *ys,
+                    norm_w,
+                    row_bytes: rb,
+                    rows: *rows,
+                    cols,
+                    out: match ep {
+                        Epilogue::Store => 0,
+                        Epilogue::Add => 1,
+                        Epilogue::Glu(Glu::SwiGlu) => 2,
+                        Epilogue::Glu(Glu::GeGlu) => 3,
+                    },
+                    split: *split,
+                    eps,
+                    _pad: 0,
+                };
+                let own = f16_chain::held_launch(plan.f, plan.grid, plan.shared, &args);
+                self.keep(f16_chain::put(
+                    &self.stream,
+                    &mut sc.chain,
+                    chain,
+                    step,
+                    sync.ptr,
+                    own,
+                ));
+            }
+            _ => self.keep(plan.f.launch_overlapping(
+                &self.stream,
+                (plan.grid, 1, 1),
+                256,
+                plan.shared,
+                &args,
+            )),
+        }
         if yq != 0 {
             sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
         }
@@ -1831,6 +1881,12 @@ impl Backend for CudaBackend {
             },
             lean_x_holds: None,
             lean_y_holds: None,
+            chain: None,
+            chain_sync: if f16_chain::chain_enabled() && matvec1::lean_in_use() {
+                Some(DeviceMem::zeroed(8, "the chained products' counters")?)
+            } else {
+                None
+            },
         })
     }
 

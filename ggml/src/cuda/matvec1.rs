@@ -6,6 +6,7 @@
 //! replace.
 
 use super::driver::{CuResult, Function};
+use super::f16_chain::{self, ChainKernel};
 use crate::backend::Glu;
 use crate::GgmlType;
 
@@ -73,6 +74,10 @@ struct Lean {
     /// may keep the register loop (f16_depth).
     deep_piped: Option<(LeanProducts, usize)>,
     deep_split: Option<(LeanProducts, usize)>,
+    /// F16's chain kernel (f16_chain.rs), where LLM_CUDA_F16_CHAIN asks
+    /// for it and its ring fits: it, its depth and ring, and the blocks a
+    /// multiprocessor holds.
+    chain: Option<(Function, usize, usize, usize)>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -210,6 +215,9 @@ pub(super) struct LeanPlan {
     /// Dynamic shared memory: the deep products' ring, or more where
     /// LLM_CUDA_LEAN_SPREAD pads it (spread_shared).
     pub shared: u32,
+    /// F16's deep products where chains are on: the chain kernel, and this
+    /// product's split as a step of it.
+    pub chain: Option<(ChainKernel, i32)>,
 }
 
 /// Dynamic shared memory of an F16 deep product's block (eight warps) at
@@ -745,6 +753,19 @@ impl Matvec1 {
                     split: products("lean_split")?,
                     deep_piped: if float { deep(false) } else { None },
                     deep_split: if float { deep(true) } else { None },
+                    chain: (|| {
+                        if !float || !f16_chain::chain_enabled() {
+                            return None;
+                        }
+                        let f = find("matvec1_f16_chain").ok()?;
+                        let depth = f16_chain::chain_depth();
+                        let shared = f16_deep_shared(depth);
+                        if shared > dynamic_shared_budget(f) {
+                            return None;
+                        }
+                        let per_sm = f.resident_blocks(THREADS, shared).ok()?;
+                        (per_sm > 0).then_some((f, depth, shared, per_sm))
+                    })(),
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -812,7 +833,19 @@ impl Matvec1 {
         if piped && lean_spread() && even < k.most_resident {
             shared = spread_shared(k.f, even, shared, k.max_shared).unwrap_or(shared);
         }
+        // A chain's steps take deep products' places only (the register
+        // loop, LLM_CUDA_F16_DEPTH=0, runs on its own).
+        let chain = lean.chain.filter(|_| depth > 0).map(|(f, depth, shared, per_sm)| {
+            let ck = ChainKernel {
+                f,
+                depth,
+                shared: shared as u32,
+                grid: (per_sm * sms) as u32,
+            };
+            (ck, ck.split(groups, cols, lean_split_most()))
+        });
         Some(LeanPlan {
+            chain,
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
             f: k.f,

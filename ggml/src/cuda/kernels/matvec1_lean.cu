@@ -743,10 +743,16 @@ __host__ __device__ constexpr int f16_deep_shared(int depth) { return MV1_WARPS 
 // before the kernel waits for the one before it (weights are no kernel's
 // output), so that they cross while that one finishes. Arithmetic and
 // order as product_f16's, so the outputs equal its bit for bit.
-template <int OUT, int SPLIT>
+//
+// `wait` stands where the product waits for what came before it (pdl_begin
+// for a launch of its own; a chain's barrier, matvec1_f16_chain), every
+// thread of the block calling it once, after its first weights are asked
+// for. COHERENT: X comes from an earlier step of the same launch.
+template <int OUT, int SPLIT, bool COHERENT = false, typename Wait>
 __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                                  long long row_bytes, const float* __restrict__ norm_w, float eps,
-                                                 uint8_t* yq, unsigned* counts, int split_given, int depth) {
+                                                 uint8_t* yq, unsigned* counts, int split_given, int depth,
+                                                 Wait wait) {
     constexpr int U = F16_DEEP_U;
     const int split = SPLIT == 1 ? 1 : split_given;
     const RowGroups<OUT> R(parts, row_bytes, yq, counts);
@@ -787,9 +793,9 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     const bool any = live(g);
     if (any)
         for (int d = 0; d < depth; ++d) issue();
-    gq::pdl_begin();
+    wait();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
-    const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
+    const float nscale = norm_w ? mv1_norm_scale<4, COHERENT>(X, cols, eps) : 1.0f;
     if (!any) return;
     bool valid = g < R.groups;
     auto G = R.group(valid ? g : 0);
@@ -807,7 +813,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
             const int step = step_of(k) + u;
             if (!valid || step >= steps) continue;
             float x[8];
-            mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
+            mv1f_x<COHERENT>(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
             for (int i = 0; i < ROWS; ++i) f16_word_fma(slot[(i * U + u) * 32], x, acc[i]);
         }
@@ -824,7 +830,100 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     }
 }
 
+// A chain: one launch running several F16 products one after another
+// (matvec1_f16_chain), each step waiting at a barrier of the whole grid for
+// the step before, so that a step's first weights are asked for while the
+// step before finishes, where a launch of its own waits to be resident.
+// Mirrored by the backend (cuda/matvec1.rs, F16Chain): field for field.
+struct F16ChainStep {
+    const float* x;  // X: floats, normed through norm_w where that is given
+    const uint8_t* W[3];
+    float* Y[3];
+    const float* norm_w;
+    long long row_bytes;
+    int rows[3];
+    int cols;
+    int out;    // Mv1Out
+    int split;  // warps a row group (1: one; a power of two up to 8)
+    float eps;
+};
+static_assert(sizeof(F16ChainStep) == 104, "the backend's F16ChainStep");
+
+constexpr int F16_CHAIN_MOST = 8;
+
+struct F16Chain {
+    F16ChainStep step[F16_CHAIN_MOST];
+    // Two counters, zero between launches: blocks arrived at the steps'
+    // barriers, and blocks done (the last resets both).
+    unsigned* sync;
+    int steps;
+    int depth;  // batches in flight a warp (f16_deep_shared(depth) bytes a block)
+};
+static_assert(sizeof(F16Chain) == 8 * 104 + 16, "the backend's F16Chain");
+
+// Block barrier, then the block's arrival at the grid's barrier; returns once
+// `target` blocks have arrived, what they wrote before visible (cooperative
+// groups' grid barrier: a fence before arriving, a fence after the wait).
+// Every block of the grid must be resident.
+__device__ __forceinline__ void chain_barrier(unsigned* sync, unsigned target) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(sync, 1u);
+        while (*reinterpret_cast<volatile unsigned*>(sync) < target) {
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+// A step of a chain: its product, waiting at the chain's barrier (the first
+// step: for the kernel before, pdl_begin).
+template <int OUT, int SPLIT>
+__device__ __forceinline__ void chain_step(const F16Chain& chain, int s) {
+    const F16ChainStep& st = chain.step[s];
+    const Mv1Parts parts{{st.W[0], st.W[1], st.W[2]}, {st.Y[0], st.Y[1], st.Y[2]}, {st.rows[0], st.rows[1], st.rows[2]}};
+    const unsigned target = static_cast<unsigned>(s) * gridDim.x;
+    product_f16_deep<OUT, SPLIT, true>(st.x, parts, st.cols, st.row_bytes, st.norm_w, st.eps, nullptr, nullptr,
+                                       st.split, chain.depth, [&] {
+                                           if (s == 0)
+                                               gq::pdl_begin();
+                                           else
+                                               chain_barrier(chain.sync, target);
+                                       });
+}
+
 }  // namespace mv1_lean
+
+// The chain's steps in one launch: a grid every block of which is resident
+// at once (the barriers wait for all of them), 256 threads a block,
+// f16_deep_shared(chain.depth) bytes of dynamic shared memory. Each step's
+// outputs equal its own launch's (matvec1_f16_deep_*) of the same split bit
+// for bit.
+extern "C" __global__ void __launch_bounds__(256, 3) matvec1_f16_chain(const mv1_lean::F16Chain chain) {
+    for (int s = 0; s < chain.steps; ++s) {
+        const int out = chain.step[s].out, split = chain.step[s].split > 1;
+        switch (out * 2 + split) {
+            case MV1_STORE * 2: mv1_lean::chain_step<MV1_STORE, 1>(chain, s); break;
+            case MV1_STORE * 2 + 1: mv1_lean::chain_step<MV1_STORE, 0>(chain, s); break;
+            case MV1_ADD * 2: mv1_lean::chain_step<MV1_ADD, 1>(chain, s); break;
+            case MV1_ADD * 2 + 1: mv1_lean::chain_step<MV1_ADD, 0>(chain, s); break;
+            case MV1_SWIGLU * 2: mv1_lean::chain_step<MV1_SWIGLU, 1>(chain, s); break;
+            case MV1_SWIGLU * 2 + 1: mv1_lean::chain_step<MV1_SWIGLU, 0>(chain, s); break;
+            case MV1_GEGLU * 2: mv1_lean::chain_step<MV1_GEGLU, 1>(chain, s); break;
+            default: mv1_lean::chain_step<MV1_GEGLU, 0>(chain, s); break;
+        }
+    }
+    // The last block done resets the counters for the next launch: every
+    // block has passed every barrier by then.
+    __syncthreads();
+    if (threadIdx.x == 0 && chain.steps > 1) {
+        if (atomicAdd(chain.sync + 1, 1u) == gridDim.x - 1) {
+            chain.sync[0] = 0;
+            chain.sync[1] = 0;
+        }
+    }
+}
 
 // X (cols floats, a multiple of 32; through rms_norm(X) * norm_w where
 // norm_w is given) into `out` as mv1_lean reads it: a thread four values, 8
@@ -909,10 +1008,12 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
 #define GQ_MATVEC1_F16_DEEP(variant, OUT)                                                                 \
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                 \
                         mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols, \
-                                                           row_bytes, norm_w, eps, yq, counts, 1, depth))  \
+                                                           row_bytes, norm_w, eps, yq, counts, 1, depth,   \
+                                                           [] { gq::pdl_begin(); }))                       \
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                 \
                         mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols, \
-                                                           row_bytes, norm_w, eps, yq, counts, split, depth))
+                                                           row_bytes, norm_w, eps, yq, counts, split, depth,  \
+                                                           [] { gq::pdl_begin(); }))
 GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
 GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)
 GQ_MATVEC1_F16_DEEP(swiglu, MV1_SWIGLU)
