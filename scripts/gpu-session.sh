@@ -900,7 +900,8 @@ w16)
   GQ_XS_ONLY=f16 timeout 150 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0|chain"
   el "test_matmul"
-  LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 |
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic \
+    --nocapture 2>&1 |
     grep -E "F16|test result|FAIL|panic" | head -20
   el "test-gpu, chains"
   f16_model

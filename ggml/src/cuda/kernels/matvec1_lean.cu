@@ -861,35 +861,52 @@ struct F16Chain {
 };
 static_assert(sizeof(F16Chain) == 8 * 104 + 16, "the backend's F16Chain");
 
-// Block barrier, then the block's arrival at the grid's barrier; returns once
-// `target` blocks have arrived, what they wrote before visible (cooperative
-// groups' grid barrier: a fence before arriving, a fence after the wait).
-// Every block of the grid must be resident.
-__device__ __forceinline__ void chain_barrier(unsigned* sync, unsigned target) {
+// A chain's barrier in two halves. Arriving: once the whole block is done
+// with the step before, its count goes up, the block's writes before it
+// (a fence first, while the thread has no loads in flight: a fence waits
+// for those too, and the next step's first weights, asked for after this,
+// would hold it up behind every block's). Every block of the grid must be
+// resident.
+__device__ __forceinline__ void chain_arrive(unsigned* sync) {
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();
         atomicAdd(sync, 1u);
-        while (*reinterpret_cast<volatile unsigned*>(sync) < target) {
+    }
+}
+
+// Waiting: until `target` blocks have arrived; the acquiring load makes
+// their writes visible to the block's loads after the block barrier.
+__device__ __forceinline__ void chain_wait(const unsigned* sync, unsigned target) {
+    if (threadIdx.x == 0) {
+#if defined(GQ_EMU)
+        while (*reinterpret_cast<const volatile unsigned*>(sync) < target) {
         }
-        __threadfence();
+#else
+        unsigned seen;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(sync) : "memory");
+        } while (seen < target);
+#endif
     }
     __syncthreads();
 }
 
-// A step of a chain: its product, waiting at the chain's barrier (the first
-// step: for the kernel before, pdl_begin).
+// A step of a chain: arriving at the chain's barrier, its first weights
+// asked for, then waiting there (the first step: for the kernel before,
+// pdl_begin), then its product.
 template <int OUT, int SPLIT>
 __device__ __forceinline__ void chain_step(const F16Chain& chain, int s) {
     const F16ChainStep& st = chain.step[s];
     const Mv1Parts parts{{st.W[0], st.W[1], st.W[2]}, {st.Y[0], st.Y[1], st.Y[2]}, {st.rows[0], st.rows[1], st.rows[2]}};
     const unsigned target = static_cast<unsigned>(s) * gridDim.x;
+    if (s > 0) chain_arrive(chain.sync);
     product_f16_deep<OUT, SPLIT, true>(st.x, parts, st.cols, st.row_bytes, st.norm_w, st.eps, nullptr, nullptr,
                                        st.split, chain.depth, [&] {
                                            if (s == 0)
                                                gq::pdl_begin();
                                            else
-                                               chain_barrier(chain.sync, target);
+                                               chain_wait(chain.sync, target);
                                        });
 }
 
