@@ -695,7 +695,14 @@ impl Function {
         // A kernel right after a copy waits for it: early, it would wait only
         // for the kernel before the copy (and read the copy's bytes too soon).
         let after_kernel = stream.count(true);
-        self.launch_raw(stream, grid, block, shared, &mut ptrs, early && after_kernel)
+        self.launch_raw(
+            stream,
+            grid,
+            block,
+            shared,
+            &mut ptrs,
+            early && after_kernel,
+        )
     }
 
     /// The launch itself, counted and ordered by the caller.

@@ -49,7 +49,9 @@ const _: () = assert!(std::mem::size_of::<ChainStep>() == 104);
 const _: () = assert!(std::mem::size_of::<ChainArgs>() == CHAIN_MOST * 104 + 16);
 
 /// `LLM_CUDA_F16_CHAIN=1`: F16's deep one-token products that follow one
-/// another run chained (off unless set).
+/// another run chained (off unless set: the first form, whose barrier's
+/// fence waited behind the next step's first weights, lost on the H100,
+/// a 7B layer 167.7 us against 147.9; README, session 37).
 pub(super) fn chain_enabled() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| std::env::var("LLM_CUDA_F16_CHAIN").is_ok_and(|v| v.trim() == "1"))
@@ -204,7 +206,16 @@ mod tests {
     #[test]
     fn chain_arguments_lay_out_as_the_kernel_reads_them() {
         let args = ChainArgs {
-            step: [step(0), step(1), step(2), step(3), step(0), step(1), step(2), step(3)],
+            step: [
+                step(0),
+                step(1),
+                step(2),
+                step(3),
+                step(0),
+                step(1),
+                step(2),
+                step(3),
+            ],
             sync: 0xabcd,
             steps: 3,
             depth: 2,

@@ -835,15 +835,18 @@ impl Matvec1 {
         }
         // A chain's steps take deep products' places only (the register
         // loop, LLM_CUDA_F16_DEPTH=0, runs on its own).
-        let chain = lean.chain.filter(|_| depth > 0).map(|(f, depth, shared, per_sm)| {
-            let ck = ChainKernel {
-                f,
-                depth,
-                shared: shared as u32,
-                grid: (per_sm * sms) as u32,
-            };
-            (ck, ck.split(groups, cols, lean_split_most()))
-        });
+        let chain = lean
+            .chain
+            .filter(|_| depth > 0)
+            .map(|(f, depth, shared, per_sm)| {
+                let ck = ChainKernel {
+                    f,
+                    depth,
+                    shared: shared as u32,
+                    grid: (per_sm * sms) as u32,
+                };
+                (ck, ck.split(groups, cols, lean_split_most()))
+            });
         Some(LeanPlan {
             chain,
             quantize: lean.quantize,

@@ -895,8 +895,8 @@ __device__ __forceinline__ void chain_wait(const unsigned* sync, unsigned target
 // A step of a chain: arriving at the chain's barrier, its first weights
 // asked for, then waiting there (the first step: for the kernel before,
 // pdl_begin), then its product.
-template <int OUT, int SPLIT>
-__device__ __forceinline__ void chain_step(const F16Chain& chain, int s) {
+template <int OUT, int SPLIT, typename First>
+__device__ __forceinline__ void chain_step(const F16Chain& chain, int s, First first) {
     const F16ChainStep& st = chain.step[s];
     const Mv1Parts parts{{st.W[0], st.W[1], st.W[2]}, {st.Y[0], st.Y[1], st.Y[2]}, {st.rows[0], st.rows[1], st.rows[2]}};
     const unsigned target = static_cast<unsigned>(s) * gridDim.x;
@@ -904,7 +904,7 @@ __device__ __forceinline__ void chain_step(const F16Chain& chain, int s) {
     product_f16_deep<OUT, SPLIT, true>(st.x, parts, st.cols, st.row_bytes, st.norm_w, st.eps, nullptr, nullptr,
                                        st.split, chain.depth, [&] {
                                            if (s == 0)
-                                               gq::pdl_begin();
+                                               first();
                                            else
                                                chain_wait(chain.sync, target);
                                        });
@@ -918,17 +918,20 @@ __device__ __forceinline__ void chain_step(const F16Chain& chain, int s) {
 // outputs equal its own launch's (matvec1_f16_deep_*) of the same split bit
 // for bit.
 extern "C" __global__ void __launch_bounds__(256, 3) matvec1_f16_chain(const mv1_lean::F16Chain chain) {
+    // The first step waits for the kernel before (after asking for its
+    // first weights), the others at the chain's barrier.
+    const auto first = [] { gq::pdl_begin(); };
     for (int s = 0; s < chain.steps; ++s) {
         const int out = chain.step[s].out, split = chain.step[s].split > 1;
         switch (out * 2 + split) {
-            case MV1_STORE * 2: mv1_lean::chain_step<MV1_STORE, 1>(chain, s); break;
-            case MV1_STORE * 2 + 1: mv1_lean::chain_step<MV1_STORE, 0>(chain, s); break;
-            case MV1_ADD * 2: mv1_lean::chain_step<MV1_ADD, 1>(chain, s); break;
-            case MV1_ADD * 2 + 1: mv1_lean::chain_step<MV1_ADD, 0>(chain, s); break;
-            case MV1_SWIGLU * 2: mv1_lean::chain_step<MV1_SWIGLU, 1>(chain, s); break;
-            case MV1_SWIGLU * 2 + 1: mv1_lean::chain_step<MV1_SWIGLU, 0>(chain, s); break;
-            case MV1_GEGLU * 2: mv1_lean::chain_step<MV1_GEGLU, 1>(chain, s); break;
-            default: mv1_lean::chain_step<MV1_GEGLU, 0>(chain, s); break;
+            case MV1_STORE * 2: mv1_lean::chain_step<MV1_STORE, 1>(chain, s, first); break;
+            case MV1_STORE * 2 + 1: mv1_lean::chain_step<MV1_STORE, 0>(chain, s, first); break;
+            case MV1_ADD * 2: mv1_lean::chain_step<MV1_ADD, 1>(chain, s, first); break;
+            case MV1_ADD * 2 + 1: mv1_lean::chain_step<MV1_ADD, 0>(chain, s, first); break;
+            case MV1_SWIGLU * 2: mv1_lean::chain_step<MV1_SWIGLU, 1>(chain, s, first); break;
+            case MV1_SWIGLU * 2 + 1: mv1_lean::chain_step<MV1_SWIGLU, 0>(chain, s, first); break;
+            case MV1_GEGLU * 2: mv1_lean::chain_step<MV1_GEGLU, 1>(chain, s, first); break;
+            default: mv1_lean::chain_step<MV1_GEGLU, 0>(chain, s, first); break;
         }
     }
     // The last block done resets the counters for the next launch: every
