@@ -264,19 +264,11 @@ static const TypeCase CASES[] = {
 // matvec1's shared X: 80 bytes a chunk of 32 (matmul.cu).
 static constexpr int mv_x16_bytes(int cols) { return (cols >> 5) * 80; }
 
-// One launch of a one-token product (256 threads a block) on `grid` blocks,
-// at most `grid_cap` (-1: those that stay resident, as the backend sizes
-// decode's grid; 0: no cap); `pdl`: to start while the launch before it
-// finishes (pdl.cuh), as the backend launches on sm_90.
-template <typename... A>
-static void launch_one_token(kern1_t k, int grid, int grid_cap, int dyn, bool pdl, A... args) {
-    if (grid_cap < 0) {
-        int sms = 0, per_sm = 0;
-        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, dyn));
-        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
-    }
-    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows
+// A launch of `grid` blocks of 256 threads with `dyn` bytes of dynamic
+// shared memory; `pdl`: to start while the launch before it finishes
+// (pdl.cuh), as the backend launches on sm_90.
+template <typename K, typename... A>
+static void launch_256(K k, int grid, int dyn, bool pdl, A... args) {
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(grid);
     config.blockDim = dim3(256);
@@ -287,6 +279,21 @@ static void launch_one_token(kern1_t k, int grid, int grid_cap, int dyn, bool pd
     config.attrs = attr;
     config.numAttrs = pdl ? 1 : 0;
     CK(cudaLaunchKernelEx(&config, k, args...));
+}
+
+// One launch of a one-token product (256 threads a block) on `grid` blocks,
+// at most `grid_cap` (-1: those that stay resident, as the backend sizes
+// decode's grid; 0: no cap); `pdl` as launch_256's.
+template <typename... A>
+static void launch_one_token(kern1_t k, int grid, int grid_cap, int dyn, bool pdl, A... args) {
+    if (grid_cap < 0) {
+        int sms = 0, per_sm = 0;
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, dyn));
+        grid_cap = (per_sm > 0 ? per_sm : 1) * sms;
+    }
+    if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;  // blocks that loop over rows
+    launch_256(k, grid, dyn, pdl, args...);
 }
 
 // One token through matvec1 with R (1 or 2) rows a warp, `stages` slots a
@@ -1427,18 +1434,9 @@ static void bench_f16() {
         const uint8_t* W = dW + layer * c + p.off;
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
-        cudaLaunchConfig_t config = {};
-        config.gridDim = dim3(q.grid);
-        config.blockDim = dim3(256);
-        config.dynamicSmemBytes = q.shared;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        config.attrs = attr;
-        config.numAttrs = 1;
-        CK(cudaLaunchKernelEx(&config, q.k, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
-                              W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, 0u,
-                              (const float*)nullptr, 0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth));
+        launch_256(q.k, q.grid, q.shared, true, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
+                   W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, 0u, (const float*)nullptr,
+                   0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth);
     };
     const int deepest = mv1_lean::f16_deep_shared(6);
     for (int v = 0; v < 4; v++)
@@ -1511,18 +1509,7 @@ static void bench_f16() {
                 ch.steps = 4;
                 ch.depth = depth;
             }
-            auto run = [&](int c) {
-                cudaLaunchConfig_t config = {};
-                config.gridDim = dim3(grid);
-                config.blockDim = dim3(256);
-                config.dynamicSmemBytes = shared;
-                cudaLaunchAttribute attr[1];
-                attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-                attr[0].val.programmaticStreamSerializationAllowed = 1;
-                config.attrs = attr;
-                config.numAttrs = 1;
-                CK(cudaLaunchKernelEx(&config, matvec1_f16_chain, chains[c]));
-            };
+            auto run = [&](int c) { launch_256(matvec1_f16_chain, grid, shared, true, chains[c]); };
             const float us = launch_us(copies, run);
             printf("F16 chain depth %d, %d blocks a multiprocessor (splits %d %d %d %d): layer %6.1f us %4.2f TB/s\n",
                    depth, per_sm, chains[0].step[0].split, chains[0].step[1].split, chains[0].step[2].split,
