@@ -503,17 +503,8 @@ impl KernelArg for RopeParams {
         self as *const RopeParams as *mut std::ffi::c_void
     }
     fn words(&self) -> Vec<u64> {
-        let fields = [
-            self.n_dims as u32,
-            self.freq_base.to_bits(),
-            self.freq_scale.to_bits(),
-            self.ext_factor.to_bits(),
-            self.attn_factor.to_bits(),
-            self.corr_low.to_bits(),
-            self.corr_high.to_bits(),
-            self.neox as u32,
-        ];
-        super::driver::words_of_bytes(&fields.map(u32::to_le_bytes).concat())
+        // SAFETY: eight 4-byte fields, no padding.
+        unsafe { super::driver::words_of_plain(self) }
     }
 }
 
@@ -1416,12 +1407,7 @@ impl CudaBackend {
                     row_bytes: rb,
                     rows: *rows,
                     cols,
-                    out: match ep {
-                        Epilogue::Store => 0,
-                        Epilogue::Add => 1,
-                        Epilogue::Glu(Glu::SwiGlu) => 2,
-                        Epilogue::Glu(Glu::GeGlu) => 3,
-                    },
+                    out: f16_chain::out_of(ep),
                     split: *split,
                     eps,
                     _pad: 0,

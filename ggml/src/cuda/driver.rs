@@ -592,6 +592,18 @@ pub trait KernelArg {
     fn words(&self) -> Vec<u64>;
 }
 
+/// A kernel's struct argument as words.
+///
+/// # Safety
+/// `T` must be plain data with no padding bytes (every byte set), as the
+/// kernels' `#[repr(C)]` argument structs are.
+pub unsafe fn words_of_plain<T: Copy>(v: &T) -> Vec<u64> {
+    // SAFETY: the caller's contract: size_of::<T>() initialised bytes.
+    words_of_bytes(unsafe {
+        std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
+    })
+}
+
 /// `bytes` in words, the last padded with zeros.
 pub fn words_of_bytes(bytes: &[u8]) -> Vec<u64> {
     bytes

@@ -11,7 +11,9 @@
 //! F16 product, with nothing put on the stream between, joins it, and the
 //! held launch becomes the chain's (`Stream::rehold`).
 
-use super::driver::{words_of_bytes, CuResult, Function, HeldLaunch, KernelArg, Stream};
+use super::driver::{words_of_plain, CuResult, Function, HeldLaunch, KernelArg, Stream};
+use super::matvec1::Epilogue;
+use crate::backend::Glu;
 
 /// The most steps a chain takes (matvec1_lean.cu's F16_CHAIN_MOST).
 pub(super) const CHAIN_MOST: usize = 8;
@@ -69,14 +71,15 @@ pub(super) fn chain_depth() -> usize {
     })
 }
 
-/// The chain kernel at its depth, and its grid: every block a
-/// multiprocessor holds at that depth's shared memory, on every
+/// The chain kernel at its depth, the blocks a multiprocessor holds at
+/// that depth's shared memory, and its grid: those on every
 /// multiprocessor (the barriers need each block resident).
 #[derive(Clone, Copy)]
 pub(super) struct ChainKernel {
     pub f: Function,
     pub depth: usize,
     pub shared: u32,
+    pub per_sm: u32,
     pub grid: u32,
 }
 
@@ -119,13 +122,17 @@ impl ChainKernel {
 fn words_of(args: &ChainArgs) -> Vec<u64> {
     // SAFETY: ChainArgs is plain data with no padding inside (ChainStep
     // names its last four bytes; the sizes are asserted above).
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            args as *const ChainArgs as *const u8,
-            std::mem::size_of::<ChainArgs>(),
-        )
-    };
-    words_of_bytes(bytes)
+    unsafe { words_of_plain(args) }
+}
+
+/// matvec1_lean.cu's Mv1Out for a product's epilogue.
+pub(super) fn out_of(ep: Epilogue) -> i32 {
+    match ep {
+        Epilogue::Store => 0,
+        Epilogue::Add => 1,
+        Epilogue::Glu(Glu::SwiGlu) => 2,
+        Epilogue::Glu(Glu::GeGlu) => 3,
+    }
 }
 
 /// A launch of its own, as a held launch takes it.
@@ -240,6 +247,7 @@ mod tests {
             f: Function(std::ptr::null_mut()),
             depth: 2,
             shared: 0,
+            per_sm: 3,
             grid: 396,
         };
         // 3168 warps: a 7B's adds (1024 groups, 4096 or 11008 columns) two

@@ -75,9 +75,8 @@ struct Lean {
     deep_piped: Option<(LeanProducts, usize)>,
     deep_split: Option<(LeanProducts, usize)>,
     /// F16's chain kernel (f16_chain.rs), where LLM_CUDA_F16_CHAIN asks
-    /// for it and its ring fits: it, its depth and ring, and the blocks a
-    /// multiprocessor holds.
-    chain: Option<(Function, usize, usize, usize)>,
+    /// for it and its ring fits (its grid set by each plan).
+    chain: Option<ChainKernel>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -256,7 +255,8 @@ fn f16_depth(split: bool) -> usize {
 /// `LLM_CUDA_LEAN_SPREAD=1`: a lean product whose grid leaves room on
 /// the multiprocessors takes padding shared memory, so that no more of its
 /// blocks fit on one than an even share of the grid needs (spread_shared).
-/// Off unless set: not yet timed.
+/// Off unless set: neutral on the H100 (session 37: F16, Q4_K, Q4_0, Q8_0
+/// and a 1B's decode within 1%).
 fn lean_spread() -> bool {
     static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SET.get_or_init(|| std::env::var("LLM_CUDA_LEAN_SPREAD").is_ok_and(|v| v.trim() == "1"))
@@ -764,7 +764,13 @@ impl Matvec1 {
                             return None;
                         }
                         let per_sm = f.resident_blocks(THREADS, shared).ok()?;
-                        (per_sm > 0).then_some((f, depth, shared, per_sm))
+                        (per_sm > 0).then_some(ChainKernel {
+                            f,
+                            depth,
+                            shared: shared as u32,
+                            per_sm: per_sm as u32,
+                            grid: 0,
+                        })
                     })(),
                     rows: LeanRows::of(name),
                 })
@@ -835,18 +841,13 @@ impl Matvec1 {
         }
         // A chain's steps take deep products' places only (the register
         // loop, LLM_CUDA_F16_DEPTH=0, runs on its own).
-        let chain = lean
-            .chain
-            .filter(|_| depth > 0)
-            .map(|(f, depth, shared, per_sm)| {
-                let ck = ChainKernel {
-                    f,
-                    depth,
-                    shared: shared as u32,
-                    grid: (per_sm * sms) as u32,
-                };
-                (ck, ck.split(groups, cols, lean_split_most()))
-            });
+        let chain = lean.chain.filter(|_| depth > 0).map(|k| {
+            let ck = ChainKernel {
+                grid: k.per_sm * sms as u32,
+                ..k
+            };
+            (ck, ck.split(groups, cols, lean_split_most()))
+        });
         Some(LeanPlan {
             chain,
             quantize: lean.quantize,
