@@ -911,6 +911,8 @@ w16)
   done
   ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_F16_CHAIN=1+LLM_CUDA_F16_CHAIN_DEPTH=3
   el "F16 A/B"
+  # llama.cpp's builds after the A/B (a quiet machine for it), for w3 and n3.
+  scripts/gpu-bench.sh start .rivals >/dev/null
   ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
