@@ -903,7 +903,7 @@ w16)
   h200=; nvidia-smi -L | grep -q H200 && h200=1
   [ -z "$h200" ] || scripts/gpu-bench.sh start .rivals >/dev/null
   GQ_XS_ONLY=f16 timeout 150 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0|chain"
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|split 3 cap 0|chain"
   el "test_matmul"
   LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic \
     --nocapture 2>&1 |
@@ -921,7 +921,7 @@ w16)
       --temp 0 --print-ids 2>/dev/null | md5sum | sed "s/^/chain $c ids /"
   done
   if [ -z "$h200" ]; then
-    ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_F16_CHAIN=1+LLM_CUDA_F16_CHAIN_DEPTH=3
+    ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_LEAN_EARLY=prefetch=2048 LLM_CUDA_LEAN_EARLY=prefetch=4096
     el "F16 A/B"
     # llama.cpp's builds after the A/B (a quiet machine for it), for w3 and n3.
     scripts/gpu-bench.sh start .rivals >/dev/null

@@ -177,15 +177,18 @@ struct RowGroups {
         return G;
     }
 
-    // Lane i < R asks L2 for min(bytes, row_bytes) of row i (bytes a
-    // multiple of 16), from the 16-byte boundary at or below it (Q6_K's
-    // rows start at any even byte).
-    __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes) const {
+    // Lane i < R asks L2 for min(bytes, row_bytes - from) of row i from
+    // byte `from` on (bytes a multiple of 16; nothing where the row ends
+    // first), from the 16-byte boundary at or below it (Q6_K's rows start
+    // at any even byte).
+    __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes, long long from = 0) const {
+        const long long n0 = min(static_cast<long long>(bytes), row_bytes - from);
+        if (n0 <= 0) return;
 #pragma unroll
         for (int i = 0; i < R; ++i)
             if (lane == i) {
-                const uintptr_t a = reinterpret_cast<uintptr_t>(G.row[i]);
-                const long long n = min(static_cast<long long>(bytes), row_bytes) + static_cast<long long>(a & 15);
+                const uintptr_t a = reinterpret_cast<uintptr_t>(G.row[i] + from);
+                const long long n = n0 + static_cast<long long>(a & 15);
                 prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
             }
     }
@@ -748,11 +751,14 @@ __host__ __device__ constexpr int f16_deep_shared(int depth) { return MV1_WARPS 
 // for a launch of its own; a chain's barrier, matvec1_f16_chain), every
 // thread of the block calling it once, after its first weights are asked
 // for. COHERENT: X comes from an earlier step of the same launch.
+// `prefetch` (bytes, a multiple of 16; 0: none): before the wait, L2 is
+// asked for that much more of the first group's rows, past what the ring
+// holds, so that HBM keeps reading while the kernel before finishes.
 template <int OUT, int SPLIT, bool COHERENT = false, typename Wait>
 __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                                  long long row_bytes, const float* __restrict__ norm_w, float eps,
                                                  uint8_t* yq, unsigned* counts, int split_given, int depth,
-                                                 Wait wait) {
+                                                 unsigned prefetch, Wait wait) {
     constexpr int U = F16_DEEP_U;
     const int split = SPLIT == 1 ? 1 : split_given;
     const RowGroups<OUT> R(parts, row_bytes, yq, counts);
@@ -793,6 +799,10 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     const bool any = live(g);
     if (any)
         for (int d = 0; d < depth; ++d) issue();
+    // The team's ring holds its group's first depth x split batches; its
+    // first warp asks for the bytes after them.
+    if (prefetch && s == 0 && g < R.groups)
+        R.prefetch(R.group(g), prefetch, static_cast<long long>(depth) * split * U * 512);
     wait();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4, COHERENT>(X, cols, eps) : 1.0f;
@@ -902,7 +912,7 @@ __device__ __forceinline__ void chain_step(const F16Chain& chain, int s, First f
     const unsigned target = static_cast<unsigned>(s) * gridDim.x;
     if (s > 0) chain_arrive(chain.sync);
     product_f16_deep<OUT, SPLIT, true>(st.x, parts, st.cols, st.row_bytes, st.norm_w, st.eps, nullptr, nullptr,
-                                       st.split, chain.depth, [&] {
+                                       st.split, chain.depth, 0, [&] {
                                            if (s == 0)
                                                first();
                                            else
@@ -983,7 +993,7 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // one). `depth`: the F16 deep products' batches in flight a warp (their
 // dynamic shared memory is mv1_lean::f16_deep_shared(depth)); the others
 // ignore it. The deep products ask for their first weights before they
-// wait, whatever `prefetch`.
+// wait, whatever `prefetch`, and L2 for `prefetch` bytes more of each row.
 #define GQ_MATVEC1_LEAN_SIG(name)                                                                         \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
@@ -999,7 +1009,6 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 #define GQ_MATVEC1_DEEP_ONE(name, ...)                                           \
     GQ_MATVEC1_LEAN_SIG(name) {                                                  \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}}; \
-        (void)prefetch;                                                          \
         __VA_ARGS__;                                                             \
     }
 #define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                                      \
@@ -1029,11 +1038,11 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                 \
                         mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols, \
                                                            row_bytes, norm_w, eps, yq, counts, 1, depth,   \
-                                                           [] { gq::pdl_begin(); }))                       \
+                                                           prefetch, [] { gq::pdl_begin(); }))                       \
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                 \
                         mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols, \
                                                            row_bytes, norm_w, eps, yq, counts, split, depth,  \
-                                                           [] { gq::pdl_begin(); }))
+                                                           prefetch, [] { gq::pdl_begin(); }))
 GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
 GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)
 GQ_MATVEC1_F16_DEEP(swiglu, MV1_SWIGLU)

@@ -1057,7 +1057,8 @@ static int test_matvec1_xs(std::mt19937& rng) {
                     }
                 // Q4_K, Q4_0, Q8_0: X quantised once (quantize_x16), then
                 // the lean product, one row group a warp and in 3 blocks
-                // that loop; early: its rows asked of L2 before it waits;
+                // that loop; early: its rows asked of L2 before it waits
+                // (F16's deep products: the bytes past their rings);
                 // the plain and the piped loop.
                 // The piped loop's groups shared by 1, 2, 4 or 8 warps.
                 if (has_lean(t) && cols % 256 == 0)
@@ -1068,7 +1069,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         const bool piped = loop > 0;
                         const int split = piped ? loop : 1;
                         if (t == gq::F16 && !piped) continue;  // F16: the piped loop alone
-                        if (depth > 0 && (t != gq::F16 || early)) continue;  // F16's deep products wait late anyway
+                        if (depth > 0 && t != gq::F16) continue;
                         // The same outputs before for every depth, whose
                         // results must then equal depth 0's bit for bit.
                         std::vector<float> before(rows), Y(rows);
@@ -1085,7 +1086,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                                  depth > 0 ? "_deep" : (piped ? "_piped" : ""), XS_NAMES[variant], cols, cap, normed,
                                  early, split, depth);
                         int bad = wrong(what, variant, n0, before, Y);
-                        if (t == gq::F16 && !early) {
+                        if (t == gq::F16) {
                             static std::vector<float> registers;
                             if (depth == 0) {
                                 registers = Y;
@@ -1399,6 +1400,7 @@ static void bench_f16() {
     struct Plan {
         kern_lean_t k;
         int grid, shared, split, depth;
+        unsigned prefetch;
     };
     auto plan = [&](const Product& p, int depth, int split_depth, int cap) {
         const int outs = p.variant >= 2 ? 2 : 4;
@@ -1427,7 +1429,7 @@ static void bench_f16() {
             const int pad = std::max(shared, (228 << 10) / (even + 1));
             if (fits(k, pad) == even) shared = pad;
         }
-        return Plan{k, grid, shared, split, depth};
+        return Plan{k, grid, shared, split, depth, 0u};
     };
     auto launch = [&](const Product& p, const Plan& q, int c) {
         const long long rb = 2ll * p.cols;
@@ -1435,7 +1437,7 @@ static void bench_f16() {
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
         launch_256(q.k, q.grid, q.shared, true, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
-                   W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, 0u, (const float*)nullptr,
+                   W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, q.prefetch, (const float*)nullptr,
                    0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth);
     };
     const int deepest = mv1_lean::f16_deep_shared(6);
@@ -1445,18 +1447,26 @@ static void bench_f16() {
                 CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
     // Every product at one depth, then the split ones (the adds) at depth 0
     // beside the others deeper, then fewer blocks a multiprocessor than fit
-    // (held there by padding), then grids spread evenly.
-    const int settings[][3] = {{0, 0, 0},  {1, 1, 0},  {2, 2, 0},  {3, 3, 0}, {4, 4, 0}, {6, 6, 0},  {2, 0, 0},
-                               {3, 0, 0},  {4, 0, 0},  {6, 0, 0},  {2, 2, 2}, {1, 1, 2}, {3, 3, 1},  {2, 0, 2},
-                               {2, 3, 0},  {2, 4, 0},  {2, 2, -1}, {0, 0, -1}, {2, 3, -1}};
+    // (held there by padding), then grids spread evenly, then the deep
+    // products asking L2 for bytes past their rings before they wait.
+    const int settings[][4] = {{0, 0, 0},  {1, 1, 0},  {2, 2, 0},  {3, 3, 0},       {4, 4, 0},       {6, 6, 0},
+                               {2, 0, 0},  {3, 0, 0},  {4, 0, 0},  {6, 0, 0},       {2, 2, 2},       {1, 1, 2},
+                               {3, 3, 1},  {2, 0, 2},  {2, 3, 0},  {2, 4, 0},       {2, 2, -1},      {0, 0, -1},
+                               {2, 3, -1}, {2, 3, 0, 1024}, {2, 3, 0, 2048}, {2, 3, 0, 4096}, {2, 3, 0, 8192},
+                               {3, 3, 0, 2048}};
     // A layer's bytes as one product (q, k and v's shape, 16384 rows a
     // part): the kernel's own rate, no product ending or starting.
     const Product all = {"all", 0, 16384, 3, d, 0};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
+        const unsigned prefetch = at[3];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
+        if (prefetch) printf(" L2 %u", prefetch);
         Plan plans[4];
-        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap);
+        for (int i = 0; i < 4; i++) {
+            plans[i] = plan(products[i], depth, split_depth, cap);
+            plans[i].prefetch = prefetch;
+        }
         double total_us = 0;
         for (int i = 0; i < 4; i++) {
             const Product& p = products[i];
@@ -1468,7 +1478,8 @@ static void bench_f16() {
         const float layer_us = launch_us(copies, [&](int c) {
             for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
-        const Plan one = plan(all, depth, split_depth, cap);
+        Plan one = plan(all, depth, split_depth, cap);
+        one.prefetch = prefetch;
         const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
         const double all_bytes = 2.0 * 3 * all.rows * d;
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
