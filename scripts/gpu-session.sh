@@ -903,7 +903,7 @@ w16)
   h200=; nvidia-smi -L | grep -q H200 && h200=1
   [ -z "$h200" ] || scripts/gpu-bench.sh start .rivals >/dev/null
   GQ_XS_ONLY=f16 timeout 150 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | sed "s/ TB/s (split / (/g"
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
   el "test_matmul"
   LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic \
     --nocapture 2>&1 |
