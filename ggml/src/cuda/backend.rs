@@ -266,6 +266,10 @@ pub struct CudaScratch {
     /// where LLM_CUDA_F16_CHAIN=1).
     chain: Option<HeldChain>,
     chain_sync: Option<DeviceMem>,
+    /// The stream's operation count just after a decode step's attention
+    /// (the product right after it, the output projection, may ask L2 for
+    /// its weights while attention runs: matvec1::after_attention_prefetch).
+    after_attention: Option<u64>,
 }
 
 /// Room for a lean glu's outputs quantised (as wide as the widest weight),
@@ -1332,6 +1336,13 @@ impl CudaBackend {
         let (mut norm_w, mut eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
         let x_key = (x.mem.ptr, norm_w, eps.to_bits(), w.cols);
         let mut xp = x.mem.ptr;
+        // Right after attention, whose few blocks leave HBM idle: launched
+        // early, this product may ask L2 for its weights meanwhile (its
+        // quantize_x16 lets it start before that waits).
+        let after_attention = (sc.after_attention.take() == Some(self.stream.ops()))
+            .then(matvec1::after_attention_prefetch)
+            .flatten();
+        let prefetch = after_attention.unwrap_or(plan.prefetch);
         let held = sc.lean_y_holds.take();
         let x_held = sc.lean_x_holds.take();
         let mut x_quantised = false;
@@ -1350,7 +1361,7 @@ impl CudaBackend {
                 x_quantised = true;
             } else {
                 x_quantised = true;
-                let release = i32::from(plan.release_first);
+                let release = i32::from(plan.release_first || after_attention.is_some());
                 self.keep(quantize.launch_overlapping(
                     &self.stream,
                     (plan.quantize_grid, 1, 1),
@@ -1389,7 +1400,7 @@ impl CudaBackend {
             &rows[2],
             &cols,
             &rb,
-            &plan.prefetch,
+            &prefetch,
             &norm_w,
             &eps,
             &yq,
@@ -1867,6 +1878,7 @@ impl Backend for CudaBackend {
             },
             lean_x_holds: None,
             lean_y_holds: None,
+            after_attention: None,
             chain: None,
             chain_sync: if f16_chain::chain_enabled() && matvec1::lean_in_use() {
                 Some(DeviceMem::zeroed(8, "the chained products' counters")?)
@@ -2415,6 +2427,7 @@ impl Backend for CudaBackend {
         );
         self.attention_q16_written(sc, a, q16, out);
         self.merge_uncounted(sc, tokens, a, splits, count, out);
+        sc.after_attention = Some(self.stream.ops());
     }
 
     fn kv_store(
@@ -2509,6 +2522,7 @@ impl Backend for CudaBackend {
             );
             self.attention_q16_written(sc, a, q16, out);
             self.merge_uncounted(sc, tokens, a, splits, count, out);
+            sc.after_attention = Some(self.stream.ops());
             return;
         }
         if tokens <= MATVEC_MAX_TOKENS && splits > 1 {

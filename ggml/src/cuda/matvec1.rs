@@ -328,14 +328,31 @@ fn lean_early() -> (bool, u32) {
     *SET.get_or_init(|| parse_lean_early(&std::env::var("LLM_CUDA_LEAN_EARLY").unwrap_or_default()))
 }
 
+/// `LLM_CUDA_ATT_PREFETCH` = `BYTES` or `row`: the lean product right
+/// after a decode step's attention (the output projection) asks L2 for
+/// that much of each row before it waits, and its quantize_x16 lets it
+/// start before that waits, so that its weights cross while attention's
+/// few blocks leave HBM idle; unset or `0`: as LLM_CUDA_LEAN_EARLY says.
+pub fn after_attention_prefetch() -> Option<u32> {
+    static SET: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| parse_prefetch(&std::env::var("LLM_CUDA_ATT_PREFETCH").unwrap_or_default()))
+}
+
+/// A prefetch's bytes a row: `row` (all of it) or a count (rounded down
+/// to the bulk prefetch's 16 bytes); None for anything else or zero.
+fn parse_prefetch(setting: &str) -> Option<u32> {
+    match setting.trim() {
+        "row" => Some(!15u32),
+        n => n.parse::<u32>().ok().map(|n| n & !15).filter(|&n| n > 0),
+    }
+}
+
 fn parse_lean_early(setting: &str) -> (bool, u32) {
     let (mut release, mut prefetch) = (false, 0u32);
     for item in setting.split(',').map(str::trim) {
         match item.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
             _ if item.eq_ignore_ascii_case("release") => release = true,
-            Some(("prefetch", "row")) => prefetch = !15u32,
-            // The bulk prefetch takes multiples of 16 bytes.
-            Some(("prefetch", n)) => prefetch = n.trim().parse::<u32>().map_or(0, |n| n & !15),
+            Some(("prefetch", n)) => prefetch = parse_prefetch(n).unwrap_or(0),
             _ => {}
         }
     }
@@ -1025,6 +1042,11 @@ mod tests {
         assert_eq!(parse_lean_early("release, prefetch=row"), (true, !15u32));
         assert_eq!(parse_lean_early("prefetch=lots"), (false, 0));
         assert_eq!(parse_lean_early("prefetch = 64"), (false, 64));
+        assert_eq!(parse_prefetch("row"), Some(!15u32));
+        assert_eq!(parse_prefetch(" 4100 "), Some(4096));
+        assert_eq!(parse_prefetch("8"), None);
+        assert_eq!(parse_prefetch("0"), None);
+        assert_eq!(parse_prefetch(""), None);
     }
 
     #[test]
