@@ -948,6 +948,42 @@ w17)
     el "$spec A/B"
   done
   ;;
+w18)
+  # Session 38's one call where device time is short (carry .gpu-p,
+  # .rivals): F16's kernel checks and --bench-f16 (the chain's second form,
+  # the deep products' L2 prefetch), then alternated decode of
+  # LLM_CUDA_ATT_PREFETCH=row on our writer's 7B and 1B Q4_K and of chains
+  # and the prefetch on the rival's F16 file, greedy ids under each, then
+  # the synthetic models against the CPU with both on, in the time left.
+  start_call .gpu-p
+  GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  el "test_matmul"
+  ids() {  # label, settings...
+    local l=$1; shift
+    env "$@" timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
+      --print-ids 2>/dev/null | md5sum | sed "s/^/$l ids /"
+  }
+  for spec in Q4_K:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    ids "$spec default" LLM_CUDA_ATT_PREFETCH=0
+    ids "$spec att-row" LLM_CUDA_ATT_PREFETCH=row
+    ab tg128 "-p 0 -n 128" LLM_CUDA_ATT_PREFETCH=row | sed "s/^F16/$spec/"
+    el "$spec A/B"
+    rm -f $m
+  done
+  f16_model
+  ids "F16 default" LLM_CUDA_F16_CHAIN=0
+  ids "F16 chain" LLM_CUDA_F16_CHAIN=1
+  ids "F16 att-row" LLM_CUDA_ATT_PREFETCH=row
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_ATT_PREFETCH=row
+  el "F16 A/B"
+  left=$((570 - $(date +%s) + t0))
+  [ $left -lt 30 ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 LLM_CUDA_ATT_PREFETCH=row \
+    timeout $left /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 |
+    grep -E "test result|FAIL|panic" | head -20
+  el "test-gpu, chains and prefetch after attention"
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then
