@@ -134,6 +134,12 @@ our_model() {
   [ -f $m ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_WRITE_MODEL=$m LLM_WRITE_TYPE=$1 LLM_WRITE_SHAPE=$2 \
     /tmp/llm-gpu/test-gpu --ignored write_a_bench_model >/dev/null 2>&1
 }
+# The md5 of 48 greedy ids of file $m, labelled $1, under settings $2...
+ids() {
+  local l=$1; shift
+  env "$@" timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
+    --print-ids 2>/dev/null | md5sum | sed "s/^/$l ids /"
+}
 # Where a 512-token prompt batch of file $m spends its host time.
 host_profile() {
   LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -14
@@ -916,37 +922,13 @@ w16)
   else
     f16_model
   fi
-  for c in 0 1; do
-    LLM_CUDA_F16_CHAIN=$c timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos \
-      --temp 0 --print-ids 2>/dev/null | md5sum | sed "s/^/chain $c ids /"
-  done
+  for c in 0 1; do ids "chain $c" LLM_CUDA_F16_CHAIN=$c; done
   if [ -z "$h200" ]; then
     ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_LEAN_EARLY=prefetch=2048 LLM_CUDA_ATT_PREFETCH=row
     el "F16 A/B"
     # llama.cpp's builds after the A/B (a quiet machine for it), for w3 and n3.
     scripts/gpu-bench.sh start .rivals >/dev/null
   fi
-  ;;
-w17)
-  # Session 38 (after w16 on the same machine, or carry .gpu-p): the
-  # product after a decode step's attention asking L2 for its weights
-  # meanwhile (LLM_CUDA_ATT_PREFETCH): the synthetic models on the GPU
-  # against the CPU under it, greedy ids with it and without, alternated
-  # decode on our writer's 7B and 1B Q4_K files.
-  [ -x /tmp/llm-gpu/llm ] || start_call .gpu-p
-  t0=$(date +%s)
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_ATT_PREFETCH=row timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
-    synthetic --nocapture 2>&1 | grep -E "test result|FAIL|panic" | head -20
-  el "test-gpu, prefetch after attention"
-  for spec in Q4_K:7b Q4_K:1b; do
-    our_model ${spec%:*} ${spec#*:}
-    for a in 0 row; do
-      LLM_CUDA_ATT_PREFETCH=$a timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 \
-        --ignore-eos --temp 0 --print-ids 2>/dev/null | md5sum | sed "s/^/$spec prefetch $a ids /"
-    done
-    ab tg128 "-p 0 -n 128" LLM_CUDA_ATT_PREFETCH=row LLM_CUDA_ATT_PREFETCH=4096 | sed "s/^F16/$spec/"
-    el "$spec A/B"
-  done
   ;;
 w18)
   # Session 38's one call where device time is short (carry .gpu-p,
@@ -959,11 +941,6 @@ w18)
   GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
   el "test_matmul"
-  ids() {  # label, settings...
-    local l=$1; shift
-    env "$@" timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
-      --print-ids 2>/dev/null | md5sum | sed "s/^/$l ids /"
-  }
   for spec in Q4_K:7b Q4_K:1b; do
     our_model ${spec%:*} ${spec#*:}
     ids "$spec default" LLM_CUDA_ATT_PREFETCH=0

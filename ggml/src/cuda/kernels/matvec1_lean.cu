@@ -1034,14 +1034,14 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
     GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_split_##variant,                                                 \
                         mv1_lean::product_f16<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,      \
                                                       row_bytes, prefetch, norm_w, eps, yq, counts, split))
-#define GQ_MATVEC1_F16_DEEP(variant, OUT)                                                                 \
-    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                 \
-                        mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols, \
-                                                           row_bytes, norm_w, eps, yq, counts, 1, depth,   \
-                                                           prefetch, [] { gq::pdl_begin(); }))                       \
-    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                 \
-                        mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols, \
-                                                           row_bytes, norm_w, eps, yq, counts, split, depth,  \
+#define GQ_MATVEC1_F16_DEEP(variant, OUT)                                                                    \
+    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                    \
+                        mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols,   \
+                                                           row_bytes, norm_w, eps, yq, counts, 1, depth,     \
+                                                           prefetch, [] { gq::pdl_begin(); }))               \
+    GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                    \
+                        mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,   \
+                                                           row_bytes, norm_w, eps, yq, counts, split, depth, \
                                                            prefetch, [] { gq::pdl_begin(); }))
 GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
 GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)

@@ -1402,7 +1402,7 @@ static void bench_f16() {
         int grid, shared, split, depth;
         unsigned prefetch;
     };
-    auto plan = [&](const Product& p, int depth, int split_depth, int cap) {
+    auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
         auto fits = [&](kern_lean_t k, int shared) {
@@ -1429,7 +1429,7 @@ static void bench_f16() {
             const int pad = std::max(shared, (228 << 10) / (even + 1));
             if (fits(k, pad) == even) shared = pad;
         }
-        return Plan{k, grid, shared, split, depth, 0u};
+        return Plan{k, grid, shared, split, depth, prefetch};
     };
     auto launch = [&](const Product& p, const Plan& q, int c) {
         const long long rb = 2ll * p.cols;
@@ -1463,10 +1463,7 @@ static void bench_f16() {
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
         if (prefetch) printf(" L2 %u", prefetch);
         Plan plans[4];
-        for (int i = 0; i < 4; i++) {
-            plans[i] = plan(products[i], depth, split_depth, cap);
-            plans[i].prefetch = prefetch;
-        }
+        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap, prefetch);
         double total_us = 0;
         for (int i = 0; i < 4; i++) {
             const Product& p = products[i];
@@ -1478,8 +1475,7 @@ static void bench_f16() {
         const float layer_us = launch_us(copies, [&](int c) {
             for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
-        Plan one = plan(all, depth, split_depth, cap);
-        one.prefetch = prefetch;
+        const Plan one = plan(all, depth, split_depth, cap, prefetch);
         const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
         const double all_bytes = 2.0 * 3 * all.rows * d;
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
