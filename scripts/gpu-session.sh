@@ -895,71 +895,24 @@ w14)
   el "F16 A/B"
   scripts/gpu-bench.sh poll | tail -3
   ;;
-w16)
-  # Session 37 (carry .gpu-p: llm, test-gpu, the vocabulary, test_matmul):
-  # F16's chain (LLM_CUDA_F16_CHAIN=1: a layer's products as one launch,
-  # barriers between) checked against its launches alone, timed as a 7B
-  # layer (test_matmul --xs, --bench-f16's chain rows); the synthetic models
-  # on the GPU against the CPU with chains on; a 7B F16's greedy tokens with
-  # chains and without; alternated decode, chains beside the defaults. On an
-  # H200 (the issue's GPU, seldom lent) llama.cpp's builds start first, for
-  # the side by side (n3) in this sitting, and the decode A/B, which they
-  # would disturb, is left out.
+w19)
+  # Session 39's first call (carry .gpu-p, .rivals): llama.cpp's builds
+  # started first, for the suite (w3) and the side by side (n3) on this
+  # machine; F16's kernel checks and --bench-f16 meanwhile (the GPU alone:
+  # the builds take the CPUs), then the greedy ids of our writer's 7B Q4_K
+  # and the rival's F16 file, to compare with session 39's (chains gone).
   start_call .gpu-p
-  h200=; nvidia-smi -L | grep -q H200 && h200=1
-  [ -z "$h200" ] || scripts/gpu-bench.sh start .rivals >/dev/null
-  GQ_XS_ONLY=f16 timeout 150 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
-  el "test_matmul"
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 synthetic \
-    --nocapture 2>&1 |
-    grep -E "F16|test result|FAIL|panic" | head -20
-  el "test-gpu, chains"
-  if [ -n "$h200" ]; then
-    m=$W/models/m-F16.gguf
-    for _ in $(seq 100); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
-    el "$(tail -1 $W/gen.log)"
-  else
-    f16_model
-  fi
-  for c in 0 1; do ids "chain $c" LLM_CUDA_F16_CHAIN=$c; done
-  if [ -z "$h200" ]; then
-    ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_LEAN_EARLY=prefetch=2048 LLM_CUDA_ATT_PREFETCH=row
-    el "F16 A/B"
-    # llama.cpp's builds after the A/B (a quiet machine for it), for w3 and n3.
-    scripts/gpu-bench.sh start .rivals >/dev/null
-  fi
-  ;;
-w18)
-  # Session 38's one call where device time is short (carry .gpu-p,
-  # .rivals): F16's kernel checks and --bench-f16 (the chain's second form,
-  # the deep products' L2 prefetch), then alternated decode of
-  # LLM_CUDA_ATT_PREFETCH=row on our writer's 7B and 1B Q4_K and of chains
-  # and the prefetch on the rival's F16 file, greedy ids under each, then
-  # the synthetic models against the CPU with both on, in the time left.
-  start_call .gpu-p
+  scripts/gpu-bench.sh start .rivals >/dev/null
   GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0 |depth 0 split 0 cap 0 "
   el "test_matmul"
-  for spec in Q4_K:7b Q4_K:1b; do
-    our_model ${spec%:*} ${spec#*:}
-    ids "$spec default" LLM_CUDA_ATT_PREFETCH=0
-    ids "$spec att-row" LLM_CUDA_ATT_PREFETCH=row
-    ab tg128 "-p 0 -n 128" LLM_CUDA_ATT_PREFETCH=row | sed "s/^F16/$spec/"
-    el "$spec A/B"
-    rm -f $m
-  done
-  f16_model
-  ids "F16 default" LLM_CUDA_F16_CHAIN=0
-  ids "F16 chain" LLM_CUDA_F16_CHAIN=1
-  ids "F16 att-row" LLM_CUDA_ATT_PREFETCH=row
-  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_CHAIN=1 LLM_CUDA_ATT_PREFETCH=row
-  el "F16 A/B"
-  left=$((570 - $(date +%s) + t0))
-  [ $left -lt 30 ] || LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_CUDA_F16_CHAIN=1 LLM_CUDA_ATT_PREFETCH=row \
-    timeout $left /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 |
-    grep -E "test result|FAIL|panic" | head -20
-  el "test-gpu, chains and prefetch after attention"
+  our_model Q4_K 7b
+  ids "Q4_K:7b" LLM_CUDA_LEAN_EARLY=
+  m=$W/models/m-F16.gguf
+  for _ in $(seq 100); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
+  el "$(tail -1 $W/gen.log)"
+  ids "F16" LLM_CUDA_LEAN_EARLY=
+  scripts/gpu-bench.sh poll | tail -3
   ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer

@@ -11,7 +11,6 @@ use super::driver::{
     check, Context, CuResult, DeviceInfo, DeviceMem, EarlyLaunches, Event, Function, Graph,
     KernelArg, Module, PinnedMem, Stream,
 };
-use super::f16_chain::{self, ChainStep, HeldChain};
 use super::kvcache::QuantKvKernels;
 use super::matvec1::{self, gather_in_matvec1, Epilogue, Matvec1};
 use super::tile::{Tile, TILE_THREADS};
@@ -261,15 +260,6 @@ pub struct CudaScratch {
     /// The glu outputs lean_y holds: their buffer, their count and the
     /// stream's operations just after the glu (none since: still them).
     lean_y_holds: Option<(u64, usize, u64)>,
-    /// F16 products held on the stream as one launch (f16_chain.rs), and
-    /// the chain's barrier counters (two words, zero between launches;
-    /// where LLM_CUDA_F16_CHAIN=1).
-    chain: Option<HeldChain>,
-    chain_sync: Option<DeviceMem>,
-    /// The stream's operation count just after a decode step's attention
-    /// (the product right after it, the output projection, may ask L2 for
-    /// its weights while attention runs: matvec1::after_attention_prefetch).
-    after_attention: Option<u64>,
 }
 
 /// Room for a lean glu's outputs quantised (as wide as the widest weight),
@@ -505,10 +495,6 @@ pub(super) struct RopeParams {
 impl KernelArg for RopeParams {
     fn arg_ptr(&self) -> *mut std::ffi::c_void {
         self as *const RopeParams as *mut std::ffi::c_void
-    }
-    fn words(&self) -> Vec<u64> {
-        // SAFETY: eight 4-byte fields, no padding.
-        unsafe { super::driver::words_of_plain(self) }
     }
 }
 
@@ -1336,13 +1322,6 @@ impl CudaBackend {
         let (mut norm_w, mut eps) = norm.map_or((0u64, 0f32), |(v, eps)| (v.mem.ptr(), eps));
         let x_key = (x.mem.ptr, norm_w, eps.to_bits(), w.cols);
         let mut xp = x.mem.ptr;
-        // Right after attention, whose few blocks leave HBM idle: launched
-        // early, this product may ask L2 for its weights meanwhile (its
-        // quantize_x16 lets it start before that waits).
-        let after_attention = (sc.after_attention.take() == Some(self.stream.ops()))
-            .then(matvec1::after_attention_prefetch)
-            .flatten();
-        let prefetch = after_attention.unwrap_or(plan.prefetch);
         let held = sc.lean_y_holds.take();
         let x_held = sc.lean_x_holds.take();
         let mut x_quantised = false;
@@ -1361,7 +1340,7 @@ impl CudaBackend {
                 x_quantised = true;
             } else {
                 x_quantised = true;
-                let release = i32::from(plan.release_first || after_attention.is_some());
+                let release = i32::from(plan.release_first);
                 self.keep(quantize.launch_overlapping(
                     &self.stream,
                     (plan.quantize_grid, 1, 1),
@@ -1400,7 +1379,7 @@ impl CudaBackend {
             &rows[2],
             &cols,
             &rb,
-            &prefetch,
+            &plan.prefetch,
             &norm_w,
             &eps,
             &yq,
@@ -1408,39 +1387,13 @@ impl CudaBackend {
             &plan.split,
             &plan.depth,
         ];
-        match (&plan.chain, &sc.chain_sync) {
-            (Some((chain, split)), Some(sync)) if yq == 0 => {
-                let step = ChainStep {
-                    x: xp,
-                    w: *ws,
-                    y: *ys,
-                    norm_w,
-                    row_bytes: rb,
-                    rows: *rows,
-                    cols,
-                    out: f16_chain::out_of(ep),
-                    split: *split,
-                    eps,
-                    _pad: 0,
-                };
-                let own = f16_chain::held_launch(plan.f, plan.grid, plan.shared, &args);
-                self.keep(f16_chain::put(
-                    &self.stream,
-                    &mut sc.chain,
-                    chain,
-                    step,
-                    sync.ptr,
-                    own,
-                ));
-            }
-            _ => self.keep(plan.f.launch_overlapping(
-                &self.stream,
-                (plan.grid, 1, 1),
-                256,
-                plan.shared,
-                &args,
-            )),
-        }
+        self.keep(plan.f.launch_overlapping(
+            &self.stream,
+            (plan.grid, 1, 1),
+            256,
+            plan.shared,
+            &args,
+        ));
         if yq != 0 {
             sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
         }
@@ -1878,13 +1831,6 @@ impl Backend for CudaBackend {
             },
             lean_x_holds: None,
             lean_y_holds: None,
-            after_attention: None,
-            chain: None,
-            chain_sync: if f16_chain::chain_enabled() && matvec1::lean_in_use() {
-                Some(DeviceMem::zeroed(8, "the chained products' counters")?)
-            } else {
-                None
-            },
         })
     }
 
@@ -2427,7 +2373,6 @@ impl Backend for CudaBackend {
         );
         self.attention_q16_written(sc, a, q16, out);
         self.merge_uncounted(sc, tokens, a, splits, count, out);
-        sc.after_attention = Some(self.stream.ops());
     }
 
     fn kv_store(
@@ -2522,7 +2467,6 @@ impl Backend for CudaBackend {
             );
             self.attention_q16_written(sc, a, q16, out);
             self.merge_uncounted(sc, tokens, a, splits, count, out);
-            sc.after_attention = Some(self.stream.ops());
             return;
         }
         if tokens <= MATVEC_MAX_TOKENS && splits > 1 {

@@ -5,7 +5,7 @@
 
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 
 use cudarc::driver::result;
 use cudarc::driver::sys;
@@ -290,7 +290,6 @@ impl Event {
 
     /// Marks the work queued on `stream` so far.
     pub fn record(&self, stream: &Stream) -> CuResult<()> {
-        stream.release()?;
         // SAFETY: a live event and stream.
         check("recording an event", unsafe {
             result::event::record(self.0, stream.0)
@@ -322,32 +321,7 @@ impl Drop for Event {
 /// graphs): equal counts at two points mean nothing ran between them.
 /// The flag: whether the last operation was a kernel launch (an early
 /// launch waits only for the kernel before it, not for a copy between).
-/// Last, a launch held back (`hold`), made before any later operation.
-pub struct Stream(
-    pub sys::CUstream,
-    EarlyLaunches,
-    AtomicU64,
-    AtomicBool,
-    Mutex<Option<Held>>,
-);
-
-/// A launch put on a stream but held back, so that the launch after it may
-/// still join it (F16's chained products, cuda/f16_chain.rs): the kernel,
-/// its grid, block and dynamic shared memory, and its arguments, each in
-/// words of its own (a 4-byte argument in the low bytes of one).
-pub struct HeldLaunch {
-    pub f: Function,
-    pub grid: u32,
-    pub block: u32,
-    pub shared: u32,
-    pub args: Vec<Vec<u64>>,
-}
-
-/// A held launch and whether it goes early (decided when it was put on).
-pub struct Held {
-    launch: HeldLaunch,
-    early: bool,
-}
+pub struct Stream(pub sys::CUstream, EarlyLaunches, AtomicU64, AtomicBool);
 
 /// Which kernels a stream launches early.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -373,55 +347,7 @@ impl Stream {
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
         )
-        .map(|s| {
-            Stream(
-                s,
-                early_launches,
-                AtomicU64::new(0),
-                AtomicBool::new(false),
-                Mutex::new(None),
-            )
-        })
-    }
-
-    fn held(&self) -> MutexGuard<'_, Option<Held>> {
-        self.4.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Puts `launch` on the stream held back: counted as an operation now,
-    /// made by the next operation (or `release`), unless `rehold` replaces
-    /// it first. A launch held before is made first. Early as
-    /// `Function::launch_overlapping` would launch it.
-    pub fn hold(&self, launch: HeldLaunch) -> CuResult<()> {
-        self.release()?;
-        let after_kernel = self.count(true);
-        let early = self.1 != EarlyLaunches::Off && after_kernel;
-        *self.held() = Some(Held { launch, early });
-        Ok(())
-    }
-
-    /// Replaces the launch still held (counted as one more operation);
-    /// false, and nothing done, where none is.
-    pub fn rehold(&self, launch: HeldLaunch) -> bool {
-        let mut held = self.held();
-        match held.as_mut() {
-            Some(h) => {
-                h.launch = launch;
-                self.2.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Makes the held launch, if there is one.
-    pub fn release(&self) -> CuResult<()> {
-        let Some(h) = self.held().take() else {
-            return Ok(());
-        };
-        let l = &h.launch;
-        let mut ptrs: Vec<*mut c_void> = l.args.iter().map(|a| a.as_ptr() as *mut c_void).collect();
-        l.f.launch_raw(self, (l.grid, 1, 1), l.block, l.shared, &mut ptrs, h.early)
+        .map(|s| Stream(s, early_launches, AtomicU64::new(0), AtomicBool::new(false)))
     }
 
     /// Operations put on the stream so far.
@@ -437,7 +363,6 @@ impl Stream {
     }
 
     pub fn sync(&self) -> CuResult<()> {
-        self.release()?;
         // SAFETY: a live stream.
         check("running kernels", unsafe {
             result::stream::synchronize(self.0)
@@ -445,7 +370,6 @@ impl Stream {
     }
 
     pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
-        self.release()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying to the device", unsafe {
@@ -454,7 +378,6 @@ impl Stream {
     }
 
     pub fn dtoh(&self, dst: *mut u8, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.release()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying from the device", unsafe {
@@ -463,7 +386,6 @@ impl Stream {
     }
 
     pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.release()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying on the device", unsafe {
@@ -472,7 +394,6 @@ impl Stream {
     }
 
     pub fn begin_capture(&self) -> CuResult<()> {
-        self.release()?;
         // A captured graph's first kernel has no kernel before it in the graph.
         self.3.store(false, Ordering::Relaxed);
         // SAFETY: a live stream, not capturing.
@@ -485,7 +406,6 @@ impl Stream {
     }
 
     pub fn end_capture(&self) -> CuResult<Graph> {
-        self.release()?;
         // SAFETY: the stream is capturing.
         let graph = check("ending a graph capture", unsafe {
             result::stream::end_capture(self.0)
@@ -502,7 +422,6 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let _ = self.release();
         // SAFETY: created in `new`, destroyed once.
         unsafe {
             let _ = result::stream::synchronize(self.0);
@@ -519,7 +438,6 @@ unsafe impl Send for Graph {}
 
 impl Graph {
     pub fn launch(&self, stream: &Stream) -> CuResult<()> {
-        stream.release()?;
         stream.count(false);
         // SAFETY: both live.
         check("replaying a graph", unsafe {
@@ -587,33 +505,6 @@ unsafe impl Sync for Function {}
 /// One kernel argument: a pointer to its value, as cuLaunchKernel wants.
 pub trait KernelArg {
     fn arg_ptr(&self) -> *mut c_void;
-    /// The value as whole words, its bytes from the first (a held launch's
-    /// copy).
-    fn words(&self) -> Vec<u64>;
-}
-
-/// A kernel's struct argument as words.
-///
-/// # Safety
-/// `T` must be plain data with no padding bytes (every byte set), as the
-/// kernels' `#[repr(C)]` argument structs are.
-pub unsafe fn words_of_plain<T: Copy>(v: &T) -> Vec<u64> {
-    // SAFETY: the caller's contract: size_of::<T>() initialised bytes.
-    words_of_bytes(unsafe {
-        std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>())
-    })
-}
-
-/// `bytes` in words, the last padded with zeros.
-pub fn words_of_bytes(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            u64::from_le_bytes(w)
-        })
-        .collect()
 }
 
 macro_rules! kernel_arg {
@@ -621,9 +512,6 @@ macro_rules! kernel_arg {
         impl KernelArg for $t {
             fn arg_ptr(&self) -> *mut c_void {
                 self as *const $t as *mut c_void
-            }
-            fn words(&self) -> Vec<u64> {
-                words_of_bytes(&self.to_le_bytes())
             }
         }
     )*};
@@ -702,39 +590,18 @@ impl Function {
         args: &[&dyn KernelArg],
         early: bool,
     ) -> CuResult<()> {
-        stream.release()?;
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
         // A kernel right after a copy waits for it: early, it would wait only
         // for the kernel before the copy (and read the copy's bytes too soon).
         let after_kernel = stream.count(true);
-        self.launch_raw(
-            stream,
-            grid,
-            block,
-            shared,
-            &mut ptrs,
-            early && after_kernel,
-        )
-    }
-
-    /// The launch itself, counted and ordered by the caller.
-    fn launch_raw(
-        &self,
-        stream: &Stream,
-        grid: (u32, u32, u32),
-        block: u32,
-        shared: u32,
-        ptrs: &mut [*mut c_void],
-        early: bool,
-    ) -> CuResult<()> {
-        if early {
-            return self.launch_early(stream, grid, block, shared, ptrs);
+        if early && after_kernel {
+            return self.launch_early(stream, grid, block, shared, &mut ptrs);
         }
         // SAFETY: the argument list matches the kernel's signature (each
         // launcher sits next to its kernel's contract); the values are read
         // during the call.
         check("launching a kernel", unsafe {
-            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, ptrs)
+            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
         })
     }
 

@@ -6,7 +6,6 @@
 //! replace.
 
 use super::driver::{CuResult, Function};
-use super::f16_chain::{self, ChainKernel};
 use crate::backend::Glu;
 use crate::GgmlType;
 
@@ -74,9 +73,6 @@ struct Lean {
     /// may keep the register loop (f16_depth).
     deep_piped: Option<(LeanProducts, usize)>,
     deep_split: Option<(LeanProducts, usize)>,
-    /// F16's chain kernel (f16_chain.rs), where LLM_CUDA_F16_CHAIN asks
-    /// for it and its ring fits (its grid set by each plan).
-    chain: Option<ChainKernel>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -214,9 +210,6 @@ pub(super) struct LeanPlan {
     /// Dynamic shared memory: the deep products' ring, or more where
     /// LLM_CUDA_LEAN_SPREAD pads it (spread_shared).
     pub shared: u32,
-    /// F16's deep products where chains are on: the chain kernel, and this
-    /// product's split as a step of it.
-    pub chain: Option<(ChainKernel, i32)>,
 }
 
 /// Dynamic shared memory of an F16 deep product's block (eight warps) at
@@ -326,16 +319,6 @@ fn lean_split_most() -> usize {
 fn lean_early() -> (bool, u32) {
     static SET: std::sync::OnceLock<(bool, u32)> = std::sync::OnceLock::new();
     *SET.get_or_init(|| parse_lean_early(&std::env::var("LLM_CUDA_LEAN_EARLY").unwrap_or_default()))
-}
-
-/// `LLM_CUDA_ATT_PREFETCH` = `BYTES` or `row`: the lean product right
-/// after a decode step's attention (the output projection) asks L2 for
-/// that much of each row before it waits, and its quantize_x16 lets it
-/// start before that waits, so that its weights cross while attention's
-/// few blocks leave HBM idle; unset or `0`: as LLM_CUDA_LEAN_EARLY says.
-pub fn after_attention_prefetch() -> Option<u32> {
-    static SET: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| parse_prefetch(&std::env::var("LLM_CUDA_ATT_PREFETCH").unwrap_or_default()))
 }
 
 /// A prefetch's bytes a row: `row` (all of it) or a count (rounded down
@@ -770,25 +753,6 @@ impl Matvec1 {
                     split: products("lean_split")?,
                     deep_piped: if float { deep(false) } else { None },
                     deep_split: if float { deep(true) } else { None },
-                    chain: (|| {
-                        if !float || !f16_chain::chain_enabled() {
-                            return None;
-                        }
-                        let f = find("matvec1_f16_chain").ok()?;
-                        let depth = f16_chain::chain_depth();
-                        let shared = f16_deep_shared(depth);
-                        if shared > dynamic_shared_budget(f) {
-                            return None;
-                        }
-                        let per_sm = f.resident_blocks(THREADS, shared).ok()?;
-                        (per_sm > 0).then_some(ChainKernel {
-                            f,
-                            depth,
-                            shared: shared as u32,
-                            per_sm: per_sm as u32,
-                            grid: 0,
-                        })
-                    })(),
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -856,17 +820,7 @@ impl Matvec1 {
         if piped && lean_spread() && even < k.most_resident {
             shared = spread_shared(k.f, even, shared, k.max_shared).unwrap_or(shared);
         }
-        // A chain's steps take deep products' places only (the register
-        // loop, LLM_CUDA_F16_DEPTH=0, runs on its own).
-        let chain = lean.chain.filter(|_| depth > 0).map(|k| {
-            let ck = ChainKernel {
-                grid: k.per_sm * sms as u32,
-                ..k
-            };
-            (ck, ck.split(groups, cols, lean_split_most()))
-        });
         Some(LeanPlan {
-            chain,
             quantize: lean.quantize,
             quantize_grid: cols.div_ceil(1024) as u32,
             f: k.f,

@@ -5,7 +5,6 @@
 
 pub mod backend;
 pub mod driver;
-mod f16_chain;
 mod kvcache;
 mod matvec1;
 pub mod stream;

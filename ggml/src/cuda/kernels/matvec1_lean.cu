@@ -747,18 +747,14 @@ __host__ __device__ constexpr int f16_deep_shared(int depth) { return MV1_WARPS 
 // output), so that they cross while that one finishes. Arithmetic and
 // order as product_f16's, so the outputs equal its bit for bit.
 //
-// `wait` stands where the product waits for what came before it (pdl_begin
-// for a launch of its own; a chain's barrier, matvec1_f16_chain), every
-// thread of the block calling it once, after its first weights are asked
-// for. COHERENT: X comes from an earlier step of the same launch.
 // `prefetch` (bytes, a multiple of 16; 0: none): before the wait, L2 is
 // asked for that much more of the first group's rows, past what the ring
 // holds, so that HBM keeps reading while the kernel before finishes.
-template <int OUT, int SPLIT, bool COHERENT = false, typename Wait>
+template <int OUT, int SPLIT>
 __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                                  long long row_bytes, const float* __restrict__ norm_w, float eps,
                                                  uint8_t* yq, unsigned* counts, int split_given, int depth,
-                                                 unsigned prefetch, Wait wait) {
+                                                 unsigned prefetch) {
     constexpr int U = F16_DEEP_U;
     const int split = SPLIT == 1 ? 1 : split_given;
     const RowGroups<OUT> R(parts, row_bytes, yq, counts);
@@ -803,9 +799,9 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     // first warp asks for the bytes after them.
     if (prefetch && s == 0 && g < R.groups)
         R.prefetch(R.group(g), prefetch, static_cast<long long>(depth) * split * U * 512);
-    wait();
+    gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
-    const float nscale = norm_w ? mv1_norm_scale<4, COHERENT>(X, cols, eps) : 1.0f;
+    const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
     if (!any) return;
     bool valid = g < R.groups;
     auto G = R.group(valid ? g : 0);
@@ -823,7 +819,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
             const int step = step_of(k) + u;
             if (!valid || step >= steps) continue;
             float x[8];
-            mv1f_x<COHERENT>(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
+            mv1f_x(X, nullptr, 256 * step + 8 * lane, x, norm_w, nscale);
 #pragma unroll
             for (int i = 0; i < ROWS; ++i) f16_word_fma(slot[(i * U + u) * 32], x, acc[i]);
         }
@@ -840,120 +836,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     }
 }
 
-// A chain: one launch running several F16 products one after another
-// (matvec1_f16_chain), each step waiting at a barrier of the whole grid for
-// the step before, so that a step's first weights are asked for while the
-// step before finishes, where a launch of its own waits to be resident.
-// Mirrored by the backend (cuda/matvec1.rs, F16Chain): field for field.
-struct F16ChainStep {
-    const float* x;  // X: floats, normed through norm_w where that is given
-    const uint8_t* W[3];
-    float* Y[3];
-    const float* norm_w;
-    long long row_bytes;
-    int rows[3];
-    int cols;
-    int out;    // Mv1Out
-    int split;  // warps a row group (1: one; a power of two up to 8)
-    float eps;
-};
-static_assert(sizeof(F16ChainStep) == 104, "the backend's F16ChainStep");
-
-constexpr int F16_CHAIN_MOST = 8;
-
-struct F16Chain {
-    F16ChainStep step[F16_CHAIN_MOST];
-    // Two counters, zero between launches: blocks arrived at the steps'
-    // barriers, and blocks done (the last resets both).
-    unsigned* sync;
-    int steps;
-    int depth;  // batches in flight a warp (f16_deep_shared(depth) bytes a block)
-};
-static_assert(sizeof(F16Chain) == 8 * 104 + 16, "the backend's F16Chain");
-
-// A chain's barrier in two halves. Arriving: once the whole block is done
-// with the step before, its count goes up, the block's writes before it
-// (a fence first, while the thread has no loads in flight: a fence waits
-// for those too, and the next step's first weights, asked for after this,
-// would hold it up behind every block's). Every block of the grid must be
-// resident.
-__device__ __forceinline__ void chain_arrive(unsigned* sync) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(sync, 1u);
-    }
-}
-
-// Waiting: until `target` blocks have arrived; the acquiring load makes
-// their writes visible to the block's loads after the block barrier.
-__device__ __forceinline__ void chain_wait(const unsigned* sync, unsigned target) {
-    if (threadIdx.x == 0) {
-#if defined(GQ_EMU)
-        while (*reinterpret_cast<const volatile unsigned*>(sync) < target) {
-        }
-#else
-        unsigned seen;
-        do {
-            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(sync) : "memory");
-        } while (seen < target);
-#endif
-    }
-    __syncthreads();
-}
-
-// A step of a chain: arriving at the chain's barrier, its first weights
-// asked for, then waiting there (the first step: for the kernel before,
-// pdl_begin), then its product.
-template <int OUT, int SPLIT, typename First>
-__device__ __forceinline__ void chain_step(const F16Chain& chain, int s, First first) {
-    const F16ChainStep& st = chain.step[s];
-    const Mv1Parts parts{{st.W[0], st.W[1], st.W[2]}, {st.Y[0], st.Y[1], st.Y[2]}, {st.rows[0], st.rows[1], st.rows[2]}};
-    const unsigned target = static_cast<unsigned>(s) * gridDim.x;
-    if (s > 0) chain_arrive(chain.sync);
-    product_f16_deep<OUT, SPLIT, true>(st.x, parts, st.cols, st.row_bytes, st.norm_w, st.eps, nullptr, nullptr,
-                                       st.split, chain.depth, 0, [&] {
-                                           if (s == 0)
-                                               first();
-                                           else
-                                               chain_wait(chain.sync, target);
-                                       });
-}
-
 }  // namespace mv1_lean
-
-// The chain's steps in one launch: a grid every block of which is resident
-// at once (the barriers wait for all of them), 256 threads a block,
-// f16_deep_shared(chain.depth) bytes of dynamic shared memory. Each step's
-// outputs equal its own launch's (matvec1_f16_deep_*) of the same split bit
-// for bit.
-extern "C" __global__ void __launch_bounds__(256, 3) matvec1_f16_chain(const mv1_lean::F16Chain chain) {
-    // The first step waits for the kernel before (after asking for its
-    // first weights), the others at the chain's barrier.
-    const auto first = [] { gq::pdl_begin(); };
-    for (int s = 0; s < chain.steps; ++s) {
-        const int out = chain.step[s].out, split = chain.step[s].split > 1;
-        switch (out * 2 + split) {
-            case MV1_STORE * 2: mv1_lean::chain_step<MV1_STORE, 1>(chain, s, first); break;
-            case MV1_STORE * 2 + 1: mv1_lean::chain_step<MV1_STORE, 0>(chain, s, first); break;
-            case MV1_ADD * 2: mv1_lean::chain_step<MV1_ADD, 1>(chain, s, first); break;
-            case MV1_ADD * 2 + 1: mv1_lean::chain_step<MV1_ADD, 0>(chain, s, first); break;
-            case MV1_SWIGLU * 2: mv1_lean::chain_step<MV1_SWIGLU, 1>(chain, s, first); break;
-            case MV1_SWIGLU * 2 + 1: mv1_lean::chain_step<MV1_SWIGLU, 0>(chain, s, first); break;
-            case MV1_GEGLU * 2: mv1_lean::chain_step<MV1_GEGLU, 1>(chain, s, first); break;
-            default: mv1_lean::chain_step<MV1_GEGLU, 0>(chain, s, first); break;
-        }
-    }
-    // The last block done resets the counters for the next launch: every
-    // block has passed every barrier by then.
-    __syncthreads();
-    if (threadIdx.x == 0 && chain.steps > 1) {
-        if (atomicAdd(chain.sync + 1, 1u) == gridDim.x - 1) {
-            chain.sync[0] = 0;
-            chain.sync[1] = 0;
-        }
-    }
-}
 
 // X (cols floats, a multiple of 32; through rms_norm(X) * norm_w where
 // norm_w is given) into `out` as mv1_lean reads it: a thread four values, 8
@@ -1038,11 +921,11 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                    \
                         mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols,   \
                                                            row_bytes, norm_w, eps, yq, counts, 1, depth,     \
-                                                           prefetch, [] { gq::pdl_begin(); }))               \
+                                                           prefetch))                                        \
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                    \
                         mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,   \
                                                            row_bytes, norm_w, eps, yq, counts, split, depth, \
-                                                           prefetch, [] { gq::pdl_begin(); }))
+                                                           prefetch))
 GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
 GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)
 GQ_MATVEC1_F16_DEEP(swiglu, MV1_SWIGLU)

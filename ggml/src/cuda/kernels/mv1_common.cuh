@@ -39,18 +39,7 @@ enum Mv1Out { MV1_STORE = 0, MV1_ADD = 1, MV1_SWIGLU = 2, MV1_GEGLU = 3 };
 // round trips in a row; matvec1_lean.cu takes 4), the sum in the same order
 // whatever U; matmul.cu's products keep 1 (unrolled in its many kernels for
 // every architecture, the form grew its fatbin past 5 MiB).
-// COHERENT: X was written by another block of this launch (a chain's step,
-// matvec1_lean.cu), so it is read through the coherent path, not the
-// read-only one a launch may assume for its inputs.
-template <bool COHERENT, typename V>
-__device__ __forceinline__ V mv1_load_x(const V* p) {
-    if constexpr (COHERENT)
-        return __ldca(p);
-    else
-        return __ldg(p);
-}
-
-template <int U = 1, bool COHERENT = false>
+template <int U = 1>
 __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int cols, float eps) {
     __shared__ float part[MV1_WARPS];
     float ss = 0.0f;
@@ -61,7 +50,7 @@ __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int q = q0 + u * static_cast<int>(blockDim.x);
-            v[u] = q < n4 ? mv1_load_x<COHERENT>(x4 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            v[u] = q < n4 ? __ldg(x4 + q) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
         // A value past the end is +0 and adds nothing, bit for bit.
 #pragma unroll
@@ -79,15 +68,14 @@ __device__ __forceinline__ float mv1_norm_scale(const float* __restrict__ X, int
 
 // X's elements e..e+7, through `order` where there is one, normed where
 // there is a norm (never both: see mv1_norm_scale).
-template <bool COHERENT = false>
 __device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsigned* __restrict__ order, int e,
                                        float x[8], const float* __restrict__ norm_w, float nscale) {
     if (order) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) x[i] = __ldg(X + __ldg(order + e + i));
     } else {
-        const float4 a = mv1_load_x<COHERENT>(reinterpret_cast<const float4*>(X + e));
-        const float4 b = mv1_load_x<COHERENT>(reinterpret_cast<const float4*>(X + e + 4));
+        const float4 a = __ldg(reinterpret_cast<const float4*>(X + e));
+        const float4 b = __ldg(reinterpret_cast<const float4*>(X + e + 4));
         x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
     }
     if (norm_w) {

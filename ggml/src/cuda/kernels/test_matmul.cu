@@ -802,144 +802,6 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
                                     depth);
 }
 
-// A layer's F16 one-token products as the backend chains them: q, k and v
-// stored (X the residual, normed), the output projection added to the
-// residual (X: q's outputs standing in for attention's), gate and up's
-// SwiGLU (normed), the down projection added, q, k and v again; launched alone, one after
-// another (matvec1_f16_deep_*), and as one matvec1_f16_chain launch of the
-// same splits and depth, whose outputs must equal the launches' bit for bit
-// and whose barrier counters must end at zero. On the GPU at several grids
-// up to every block resident; on the emulator, whose blocks run one after
-// another, one block (its barriers then wait for itself alone).
-struct ChainBuffers {
-    float *res, *q, *k, *v, *g;
-};
-static int test_f16_chain(std::mt19937& rng) {
-    // Rows of 4 and 6 steps of 256: 2 and 3 batches, so that every split
-    // orders the sums its own way.
-    const int d = 1024, kv = 256, ff = 1536;
-    const long long rb_d = 2ll * d, rb_ff = 2ll * ff;
-    // Weights: q, k, v, o (d columns), gate, up (d columns), down (ff columns).
-    const int wrows[7] = {d, kv, kv, d, ff, ff, d};
-    std::vector<long long> at(8, 0);
-    for (int i = 0; i < 7; i++) at[i + 1] = at[i] + wrows[i] * (i == 6 ? rb_ff : rb_d);
-    std::vector<uint8_t> W(at[7]);
-    for (int i = 0; i < 7; i++)
-        for (int r = 0; r < wrows[i]; r++)
-            random_row(gq::F16, W.data() + at[i] + r * (i == 6 ? rb_ff : rb_d), i == 6 ? ff : d, rng);
-    std::uniform_real_distribution<float> u(-1.f, 1.f);
-    std::vector<float> res0(d), n1(d), n2(d);
-    for (auto& v : res0) v = u(rng);
-    for (auto& v : n1) v = 0.5f + u(rng);
-    for (auto& v : n2) v = 0.5f + u(rng);
-    uint8_t* dW;
-    float *dN1, *dN2;
-    unsigned* dSync;
-    CK(cudaMalloc(&dW, W.size()));
-    CK(cudaMemcpy(dW, W.data(), W.size(), cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&dN1, d * 4));
-    CK(cudaMemcpy(dN1, n1.data(), d * 4, cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&dN2, d * 4));
-    CK(cudaMemcpy(dN2, n2.data(), d * 4, cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&dSync, 8));
-    CK(cudaMemset(dSync, 0, 8));
-    auto buffers = [&]() {
-        ChainBuffers b;
-        CK(cudaMalloc(&b.res, d * 4));
-        CK(cudaMemcpy(b.res, res0.data(), d * 4, cudaMemcpyHostToDevice));
-        CK(cudaMalloc(&b.q, d * 4));
-        CK(cudaMalloc(&b.k, kv * 4));
-        CK(cudaMalloc(&b.v, kv * 4));
-        CK(cudaMalloc(&b.g, ff * 4));
-        return b;
-    };
-    // Five steps: the layer, then q, k and v again, which read the residual
-    // the step before wrote after an earlier step read it (no stale copy
-    // of it may be left in a multiprocessor's L1).
-    auto steps_of = [&](const ChainBuffers& b, const int (&split)[4]) {
-        std::vector<mv1_lean::F16ChainStep> st(5);
-        auto w = [&](int i) { return dW + at[i]; };
-        st[0] = {b.res, {w(0), w(1), w(2)}, {b.q, b.k, b.v}, dN1, rb_d, {d, kv, kv}, d, MV1_STORE, split[0], 1e-5f};
-        st[1] = {b.q, {w(3), nullptr, nullptr}, {b.res, nullptr, nullptr}, nullptr, rb_d, {d, 0, 0}, d, MV1_ADD,
-                 split[1], 0.0f};
-        st[2] = {b.res, {w(4), w(5), nullptr}, {b.g, nullptr, nullptr}, dN2, rb_d, {ff, 0, 0}, d, MV1_SWIGLU,
-                 split[2], 1e-5f};
-        st[3] = {b.g, {w(6), nullptr, nullptr}, {b.res, nullptr, nullptr}, nullptr, rb_ff, {d, 0, 0}, ff, MV1_ADD,
-                 split[3], 0.0f};
-        st[4] = st[0];
-        return st;
-    };
-    auto read = [&](const ChainBuffers& b) {
-        std::vector<float> all(d + d + 2 * kv + ff);
-        CK(cudaMemcpy(all.data(), b.res, d * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(all.data() + d, b.q, d * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(all.data() + 2 * d, b.k, kv * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(all.data() + 2 * d + kv, b.v, kv * 4, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(all.data() + 2 * d + 2 * kv, b.g, ff * 4, cudaMemcpyDeviceToHost));
-        return all;
-    };
-    auto release = [&](ChainBuffers& b) {
-        CK(cudaFree(b.res)); CK(cudaFree(b.q)); CK(cudaFree(b.k)); CK(cudaFree(b.v)); CK(cudaFree(b.g));
-    };
-    int sms = 1;
-    if (!EMULATED) CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    int bad = 0;
-    const int splits[][4] = {{1, 2, 1, 4}, {2, 1, 4, 2}, {1, 1, 1, 1}};
-    for (const auto& split : splits)
-        for (int depth : {2, 3}) {
-            const int shared = mv1_lean::f16_deep_shared(depth);
-            // Alone, one launch a step.
-            ChainBuffers alone = buffers();
-            for (const auto& st : steps_of(alone, split)) {
-                const int variant = st.out, outs = variant >= 2 ? 2 : 4;
-                int groups = 0;
-                for (int p = 0; p < (variant >= 2 ? 1 : 3); p++) groups += (st.rows[p] + outs - 1) / outs;
-                const kern_lean_t k = KDEEP[st.split > 1][variant];
-                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-                GQ_LAUNCH((groups * st.split + 7) / 8, 256, shared, k)(
-                    (const uint8_t*)st.x, st.W[0], st.Y[0], st.rows[0], st.W[1], st.Y[1], st.rows[1], st.W[2],
-                    st.Y[2], st.rows[2], st.cols, st.row_bytes, 0u, st.norm_w, st.eps, (uint8_t*)nullptr,
-                    (unsigned*)nullptr, st.split, depth);
-            }
-            CK(cudaGetLastError());
-            const std::vector<float> want = read(alone);
-            release(alone);
-            int per_sm = 1;
-            CK(cudaFuncSetAttribute(matvec1_f16_chain, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-            if (!EMULATED) CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec1_f16_chain, 256, shared));
-            std::vector<int> grids = {1};
-            if (!EMULATED) grids = {1, 3, per_sm * sms};
-            for (int grid : grids) {
-                ChainBuffers b = buffers();
-                mv1_lean::F16Chain chain = {};
-                const auto st = steps_of(b, split);
-                for (int i = 0; i < 5; i++) chain.step[i] = st[i];
-                chain.sync = dSync;
-                chain.steps = 5;
-                chain.depth = depth;
-                // Twice: the counters the first launch leaves serve the second.
-                for (int twice = 0; twice < 2; twice++) {
-                    if (twice) CK(cudaMemcpy(b.res, res0.data(), d * 4, cudaMemcpyHostToDevice));
-                    GQ_LAUNCH(grid, 256, shared, matvec1_f16_chain)(chain);
-                }
-                CK(cudaGetLastError());
-                const std::vector<float> got = read(b);
-                unsigned counters[2];
-                CK(cudaMemcpy(counters, dSync, 8, cudaMemcpyDeviceToHost));
-                release(b);
-                if (memcmp(got.data(), want.data(), want.size() * 4) != 0 || counters[0] || counters[1]) {
-                    printf("FAIL matvec1_f16_chain splits %d %d %d %d depth %d grid %d: %s\n", split[0], split[1],
-                           split[2], split[3], depth, grid,
-                           counters[0] || counters[1] ? "counters not back at zero" : "not the launches' outputs");
-                    bad++;
-                }
-            }
-        }
-    CK(cudaFree(dW)); CK(cudaFree(dN1)); CK(cudaFree(dN2)); CK(cudaFree(dSync));
-    printf("f16 chain %s\n", bad ? "FAIL" : "ok");
-    return bad != 0;
-}
-
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
 // one input, a residual add, both glus, with and without the fused input
 // norm, every split that fits and blocks that loop over row groups; against
@@ -1481,48 +1343,6 @@ static void bench_f16() {
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
                layer / (1e6 * layer_us), all_us, all_bytes / (1e6 * all_us));
     }
-    // The layer as one chain (matvec1_f16_chain): every block resident (or
-    // `cap` a multiprocessor), each step split as the backend would for the
-    // chain's warps, launched early as the backend launches it.
-    unsigned* dSync;
-    CK(cudaMalloc(&dSync, 8));
-    CK(cudaMemset(dSync, 0, 8));
-    for (const int depth : {2, 3, 4})
-        for (const int cap : {0, 2}) {
-            const int shared = mv1_lean::f16_deep_shared(depth);
-            CK(cudaFuncSetAttribute(matvec1_f16_chain, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
-            int per_sm = 0;
-            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, matvec1_f16_chain, 256, shared));
-            if (cap > 0 && per_sm <= cap) continue;
-            if (cap > 0) per_sm = cap;
-            const int grid = per_sm * sms, warps = 8 * grid;
-            mv1_lean::F16Chain chains[copies];
-            for (int c = 0; c < copies; c++) {
-                mv1_lean::F16Chain& ch = chains[c];
-                ch = {};
-                for (int i = 0; i < 4; i++) {
-                    const Product& p = products[i];
-                    const long long rb = 2ll * p.cols, part = (long long)p.rows * rb;
-                    const uint8_t* W = dW + layer * c + p.off;
-                    const int outs = p.variant >= 2 ? 2 : 4;
-                    const int groups = p.parts * ((p.rows + outs - 1) / outs);
-                    int split = 1;
-                    while (split * 2 <= 8 && split * 2 <= p.cols / 512 && groups * split * 2 <= warps) split *= 2;
-                    const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
-                    ch.step[i] = {dX, {W, W + part, W + 2 * part}, {dY, dY + p.rows, dY + 2 * p.rows}, nullptr, rb,
-                                  {p.rows, rows1, p.parts > 2 ? p.rows : 0}, p.cols, p.variant, split, 0.0f};
-                }
-                ch.sync = dSync;
-                ch.steps = 4;
-                ch.depth = depth;
-            }
-            auto run = [&](int c) { launch_256(matvec1_f16_chain, grid, shared, true, chains[c]); };
-            const float us = launch_us(copies, run);
-            printf("F16 chain depth %d, %d blocks a multiprocessor (splits %d %d %d %d): layer %6.1f us %4.2f TB/s\n",
-                   depth, per_sm, chains[0].step[0].split, chains[0].step[1].split, chains[0].step[2].split,
-                   chains[0].step[3].split, us, layer / (1e6 * us));
-        }
-    CK(cudaFree(dSync));
     CK(cudaGetLastError());
     CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
 }
@@ -1579,7 +1399,7 @@ int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-small")) { bench_small(argc > 2 ? atoi(argv[2]) : -1); return 0; }
     std::mt19937 rng(1234);
-    if (argc > 1 && !strcmp(argv[1], "--xs")) return test_matvec1_xs(rng) + test_f16_chain(rng);
+    if (argc > 1 && !strcmp(argv[1], "--xs")) return test_matvec1_xs(rng);
     if (argc > 1 && !strcmp(argv[1], "--wgmma")) return test_wgmma(rng);
     int failures = 0;
     for (const TypeCase& tc : CASES) {
@@ -1698,7 +1518,6 @@ int main(int argc, char** argv) {
         failures += type_fail != 0;
     }
     failures += test_matvec1_xs(rng);  // (one count a type)
-    failures += test_f16_chain(rng);
     failures += test_wgmma(rng);
     printf(failures ? "%d type(s) FAILED\n" : "all ok\n", failures);
     return failures != 0;

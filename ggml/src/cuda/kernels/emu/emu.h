@@ -572,10 +572,6 @@ template <typename T>
 inline T __ldcg(const T* p) {
     return *p;
 }
-template <typename T>
-inline T __ldca(const T* p) {
-    return *p;
-}
 // Blocks run one after another here: every write is seen by the next.
 inline void __threadfence() {}
 
