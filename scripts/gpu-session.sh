@@ -896,23 +896,19 @@ w14)
   scripts/gpu-bench.sh poll | tail -3
   ;;
 w19)
-  # Session 39's first call (carry .gpu-p, .rivals): llama.cpp's builds
-  # started first, for the suite (w3) and the side by side (n3) on this
-  # machine; F16's kernel checks and --bench-f16 meanwhile (the GPU alone:
-  # the builds take the CPUs), then the greedy ids of our writer's 7B Q4_K
-  # and the rival's F16 file, to compare with session 39's (chains gone).
+  # Session 39's first call (carry .gpu-p): F16's kernel checks and the
+  # --bench-f16 rows of the defaults, then the greedy ids of our writer's 7B
+  # and 1B Q4_K, to compare with session 39's before chains went (7B
+  # 47da4c18..., 1B 23ac404d...). Then w3 (carry .gpu-s) on this machine.
   start_call .gpu-p
-  scripts/gpu-bench.sh start .rivals >/dev/null
   GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0 |depth 0 split 0 cap 0 "
   el "test_matmul"
-  our_model Q4_K 7b
-  ids "Q4_K:7b" LLM_CUDA_LEAN_EARLY=
-  m=$W/models/m-F16.gguf
-  for _ in $(seq 100); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
-  el "$(tail -1 $W/gen.log)"
-  ids "F16" LLM_CUDA_LEAN_EARLY=
-  scripts/gpu-bench.sh poll | tail -3
+  for spec in Q4_K:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    ids "$spec" LLM_CUDA_LEAN_EARLY=
+  done
+  el "ids"
   ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
