@@ -9,6 +9,11 @@
 #       three runs on one machine: PART is 1, 2 or 3. Part 1 rides with the
 #       binaries, part 2 alone (`scripts/gpu-suite.sh stash` there keeps it),
 #       part 3 with the run that tests it; each is sized to the room left.
+#   scripts/gpu-suite.sh bundle
+#       here: after pack, joins the pack's binaries into one bins.tar.xz
+#       (they share the kernels and much code: llm, test-ggml and test-gpu
+#       take 16 MB together against 43 MB apart), so that the whole suite
+#       and test_matmul travel in one call.
 #   scripts/gpu-suite.sh stash
 #       there: keeps the SmolLM2 part of the pack for a later run.
 #   scripts/gpu-suite.sh unpack
@@ -37,6 +42,14 @@ keep_smollm2_parts() {
 }
 
 case "${1:-}" in
+bundle)
+  tmp=$(mktemp -d)
+  for f in "$pack"/llm.xz "$pack"/test-*.xz; do xz -dc "$f" >"$tmp/$(basename "$f" .xz)"; done
+  # One stream, one thread: -T2 would cut it into blocks that share nothing.
+  (cd "$tmp" && tar -cf - -- *) | xz -T1 -9e >"$pack/bins.tar.xz"
+  rm -rf "$tmp" "$pack"/llm.xz "$pack"/test-*.xz
+  du -sh "$pack"/*
+  ;;
 stash)
   keep_smollm2_parts /tmp/llm-gpu
   ls -l /tmp/llm-gpu/models
@@ -99,7 +112,9 @@ for line in sys.stdin:
 unpack | run)
   work=/tmp/llm-gpu
   mkdir -p "$work/models"
+  if [ -f "$pack/bins.tar.xz" ]; then tar -C "$work" -xJf "$pack/bins.tar.xz"; fi
   for f in "$pack"/*.xz; do
+    case "$f" in */bins.tar.xz) continue ;; esac
     if [ -f "$f" ]; then xz -dc "$f" >"$work/$(basename "$f" .xz)"; fi
   done
   chmod +x "$work"/llm "$work"/test-*
