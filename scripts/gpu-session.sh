@@ -913,11 +913,10 @@ w19)
 w21)
   # The whole check in one call (carry .gpu-o: `GPU_PACK=.gpu-o
   # scripts/gpu-suite.sh pack`, test_matmul.xz beside, then `... bundle`):
-  # F16's kernel checks, the suite, the greedy ids of our writer's 7B and
-  # 1B Q4_K (session 39: 7B 47da4c18..., 1B 23ac404d...).
-  start_call .gpu-o
-  GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  el "test_matmul"
+  # the suite first, then the greedy ids of our writer's 7B and 1B Q4_K
+  # (session 39: 7B 47da4c18..., 1B 23ac404d...) and F16's kernel checks.
+  t0=$(date +%s)
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
   GPU_PACK=.gpu-o timeout "${GPU_SESSION_SUITE_S:-420}" scripts/gpu-suite.sh run >"$out/suite.log" 2>&1
   echo "suite rc=$?"
   grep -E "^test |test result|fail|panicked" "$out/suite.log" | grep -v " ok$" | tail -30
@@ -927,6 +926,9 @@ w21)
     ids "$spec" LLM_CUDA_LEAN_EARLY=
   done
   el "ids"
+  chmod +x /tmp/llm-gpu/test_matmul
+  GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
+  el "test_matmul"
   ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
