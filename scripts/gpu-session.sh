@@ -895,21 +895,6 @@ w14)
   el "F16 A/B"
   scripts/gpu-bench.sh poll | tail -3
   ;;
-w19)
-  # Session 39's first call (carry .gpu-p): F16's kernel checks and the
-  # --bench-f16 rows of the defaults, then the greedy ids of our writer's 7B
-  # and 1B Q4_K, to compare with session 39's before chains went (7B
-  # 47da4c18..., 1B 23ac404d...). Then w3 (carry .gpu-s) on this machine.
-  start_call .gpu-p
-  GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | grep -E "floor|depth 2 split 3 cap 0 |depth 0 split 0 cap 0 "
-  el "test_matmul"
-  for spec in Q4_K:7b Q4_K:1b; do
-    our_model ${spec%:*} ${spec#*:}
-    ids "$spec" LLM_CUDA_LEAN_EARLY=
-  done
-  el "ids"
-  ;;
 w21)
   # The whole check in one call (carry .gpu-o: `GPU_PACK=.gpu-o
   # scripts/gpu-suite.sh pack`, test_matmul.xz beside, then `... bundle`):
