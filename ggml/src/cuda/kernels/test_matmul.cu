@@ -1264,7 +1264,11 @@ static void bench_f16() {
         int grid, shared, split, depth;
         unsigned prefetch;
     };
-    auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch) {
+    // `gcap` > 0: at most that many blocks a multiprocessor by the grid
+    // alone (no padding), so that the next product's blocks fit beside
+    // them and fill their rings before they wait (the backend's
+    // LLM_CUDA_F16_GRID).
+    auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch, int gcap) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
         auto fits = [&](kern_lean_t k, int shared) {
@@ -1272,7 +1276,10 @@ static void bench_f16() {
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, 256, shared));
             return std::max(per_sm, 1);
         };
-        auto room = [&](kern_lean_t k, int shared) { return cap > 0 ? std::min(fits(k, shared), cap) : fits(k, shared); };
+        auto room = [&](kern_lean_t k, int shared) {
+            const int n = cap > 0 ? std::min(fits(k, shared), cap) : fits(k, shared);
+            return gcap > 0 ? std::min(n, gcap) : n;
+        };
         auto kernels = [&](int at) -> const kern_lean_t(&)[2][4] { return at > 0 ? KDEEP : KF16; };
         const int steps = p.cols / 512;
         const int warps =
@@ -1283,7 +1290,7 @@ static void bench_f16() {
         const kern_lean_t k = kernels(depth)[split > 1][p.variant];
         int shared = mv1_lean::f16_deep_shared(depth);
         const int full = fits(k, shared), held = cap > 0 ? std::min(full, cap) : full;
-        const int grid = std::min((groups * split + 7) / 8, held * sms);
+        const int grid = std::min((groups * split + 7) / 8, (gcap > 0 ? std::min(held, gcap) : held) * sms);
         // Padding that holds a multiprocessor to `even` blocks (the backend's
         // spread_shared), where fewer than fit.
         const int even = cap < 0 ? (grid + sms - 1) / sms : held;
@@ -1311,33 +1318,37 @@ static void bench_f16() {
     // beside the others deeper, then fewer blocks a multiprocessor than fit
     // (held there by padding), then grids spread evenly, then the deep
     // products asking L2 for bytes past their rings before they wait.
-    const int settings[][4] = {{0, 0, 0},  {1, 1, 0},  {2, 2, 0},  {3, 3, 0},       {4, 4, 0},       {6, 6, 0},
-                               {2, 0, 0},  {3, 0, 0},  {4, 0, 0},  {6, 0, 0},       {2, 2, 2},       {1, 1, 2},
-                               {3, 3, 1},  {2, 0, 2},  {2, 3, 0},  {2, 4, 0},       {2, 2, -1},      {0, 0, -1},
-                               {2, 3, -1}, {2, 3, 0, 1024}, {2, 3, 0, 2048}, {2, 3, 0, 4096}, {2, 3, 0, 8192},
-                               {3, 3, 0, 2048}};
+    // Then grids held to fewer blocks a multiprocessor than fit, by the
+    // grid alone (the fifth: gcap), the next product's first blocks beside.
+    const int settings[][5] = {{0, 0, 0},       {2, 2, 0},       {3, 3, 0},       {2, 3, 0},       {2, 0, 0},
+                               {3, 3, 1},       {2, 2, 2},       {2, 3, -1},      {2, 3, 0, 2048}, {2, 2, 0, 0, 2},
+                               {2, 3, 0, 0, 2}, {1, 1, 0, 0, 2}, {1, 2, 0, 0, 2}, {2, 2, 0, 0, 1}, {3, 3, 0, 0, 1},
+                               {4, 4, 0, 0, 1}, {6, 6, 0, 0, 1}, {1, 1, 0, 0, 1}};
     // A layer's bytes as one product (q, k and v's shape, 16384 rows a
     // part): the kernel's own rate, no product ending or starting.
     const Product all = {"all", 0, 16384, 3, d, 0};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         const unsigned prefetch = at[3];
+        const int gcap = at[4];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
         if (prefetch) printf(" L2 %u", prefetch);
+        if (gcap) printf(" grid %d", gcap);
         Plan plans[4];
-        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap, prefetch);
+        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap, prefetch, gcap);
         double total_us = 0;
         for (int i = 0; i < 4; i++) {
             const Product& p = products[i];
             const float us = launch_us(copies, [&](int c) { launch(p, plans[i], c); });
             const double bytes = 2.0 * p.parts * p.rows * p.cols * (p.variant >= 2 ? 2 : 1);
-            printf("  %s %6.1f us %4.2f TB/s (split %d)", p.name, us, bytes / (1e6 * us), plans[i].split);
+            printf("  %s %6.1f us %4.2f TB/s (split %d, %d blocks)", p.name, us, bytes / (1e6 * us), plans[i].split,
+                   plans[i].grid);
             total_us += us;
         }
         const float layer_us = launch_us(copies, [&](int c) {
             for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
-        const Plan one = plan(all, depth, split_depth, cap, prefetch);
+        const Plan one = plan(all, depth, split_depth, cap, prefetch, gcap);
         const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
         const double all_bytes = 2.0 * 3 * all.rows * d;
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
