@@ -935,6 +935,35 @@ w22)
   rm -f "$m"
   [ -n "${GPU_SESSION_NO_RIVAL:-}" ] || scripts/gpu-bench.sh start .rivals >/dev/null
   ;;
+w23)
+  # Session 40's second machine (carry .gpu-q: test_matmul.xz alone): why
+  # F16's split products (the output and down projections, added) run
+  # slower than the others: test_matmul --bench-f16-adds (shapes and
+  # settings), then Nsight Compute on the default's o+ and down+ and on the
+  # GLU and q, k and v (sections below, one launch each, L2 flushed), then
+  # where a layer's sequence leaves gaps (nsys, if there).
+  t0=$(date +%s)
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  xz -dc .gpu-q/test_matmul.xz >/tmp/test_matmul && chmod +x /tmp/test_matmul
+  timeout 120 /tmp/test_matmul --bench-f16-adds 2>&1
+  el "adds"
+  for what in "deep_split_r1a 3 o+" "deep_split_r1a 43 down+" "deep_piped_swiglu 3 glu" "deep_piped_r1 28 qkv"; do
+    set -- $what
+    echo "== ncu $3 ($1, launch $2)"
+    timeout 100 ncu --kernel-name regex:"$1" --launch-skip "$2" --launch-count 1 --section SpeedOfLight \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section SchedulerStats \
+      --print-details all /tmp/test_matmul --bench-f16-adds 2>&1 |
+      grep -iE "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Cycles Per Issued|Stall|Hit Rate|Mem Busy|Max Bandwidth|Block Limit|Issued Warp|No Eligible|Active Warps Per|Eligible Warps" |
+      sed 's/  */ /g' | head -40
+    el "ncu $3"
+  done
+  if command -v nsys >/dev/null; then
+    timeout 150 nsys profile -t cuda -o /tmp/f16 --force-overwrite true /tmp/test_matmul --bench-f16 >/dev/null 2>&1
+    nsys stats -q --report cuda_gpu_trace --format csv /tmp/f16.nsys-rep 2>/dev/null | grep matvec1 |
+      awk -F, '{gsub(/"/, "")} NR > 465 && NR <= 490 {printf "%s start %d dur %d gap %d\n", $NF, $1, $2, $1 - e} {e = $1 + $2}'
+    el "nsys"
+  else echo "no nsys"; fi
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then

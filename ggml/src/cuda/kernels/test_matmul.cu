@@ -1358,6 +1358,70 @@ static void bench_f16() {
     CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
 }
 
+// --bench-f16-adds: where F16's split products (a 7B's output and down
+// projections, added) lose to the others: each shape alone at several
+// depths and splits, beside shapes that differ in one way (the down
+// projection stored, its rows 1 KiB-aligned or shorter, as many rows as
+// the GLU, the GLU and q, k and v themselves). The default (depth 3,
+// split 2) comes first, its output then down projection, so that
+// `ncu --kernel-name regex:deep_split_r1a --launch-skip 3` (and 43) finds
+// them; the GLU at depth 2 unsplit is the first deep_piped_swiglu.
+static void bench_f16_adds() {
+    struct Shape {
+        const char* name;
+        int rows, cols, variant, parts;
+    };
+    const Shape shapes[] = {{"o+", 4096, 4096, 1, 1},      {"down+", 4096, 11008, 1, 1}, {"down", 4096, 11008, 0, 1},
+                            {"down+1K", 4096, 11264, 1, 1}, {"down+10K", 4096, 10752, 1, 1},
+                            {"o+2x", 8192, 4096, 1, 1},    {"wide+", 11008, 4096, 1, 1}, {"glu", 11008, 4096, 2, 1},
+                            {"qkv", 4096, 4096, 0, 3}};
+    const int configs[][2] = {{3, 2}, {2, 1}, {2, 2}, {4, 2}, {6, 2}, {3, 1}, {3, 4}, {2, 4}, {0, 2}, {0, 1}};
+    const long long pool = 512ll << 20;
+    uint8_t* dW;
+    float *dX, *dY;
+    CK(cudaMalloc(&dW, pool));
+    CK(cudaMemset(dW, 0x3c, pool));
+    CK(cudaMalloc(&dX, 4 * 16384));
+    CK(cudaMemset(dX, 0, 4 * 16384));
+    CK(cudaMalloc(&dY, 4 * 3 * 16384));
+    CK(cudaMemset(dY, 0, 4 * 3 * 16384));
+    int sms = 0;
+    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    const int deepest = mv1_lean::f16_deep_shared(6);
+    for (int v = 0; v < 4; v++)
+        for (int sp = 0; sp < 2; sp++)
+            for (const kern_lean_t k : {KDEEP[sp][v], KF16[sp][v]})
+                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+    for (const auto& c : configs) {
+        const int depth = c[0], split = c[1];
+        printf("F16 adds depth %d split %d:", depth, split);
+        for (const Shape& sh : shapes) {
+            const long long rb = 2ll * sh.cols;
+            const long long part = (long long)sh.rows * rb;
+            const long long bytes = part * (sh.variant >= 2 ? 2 : sh.parts);
+            const int copies = (int)std::min(8ll, std::max(3ll, pool / bytes));
+            const int outs = sh.variant >= 2 ? 2 : 4;
+            const int groups = sh.parts * ((sh.rows + outs - 1) / outs);
+            const kern_lean_t k = (depth > 0 ? KDEEP : KF16)[split > 1][sh.variant];
+            const int shared = mv1_lean::f16_deep_shared(depth);
+            int fit = 0;
+            CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, k, 256, shared));
+            const int grid = std::min((groups * split + 7) / 8, std::max(fit, 1) * sms);
+            const int rows1 = sh.variant >= 2 || sh.parts > 1 ? sh.rows : 0, rows2 = sh.parts > 2 ? sh.rows : 0;
+            const float us = launch_us(copies, [&](int i) {
+                const uint8_t* W = dW + bytes * i;
+                launch_256(k, grid, shared, true, (const uint8_t*)dX, W, dY, sh.rows, W + part, dY + sh.rows, rows1,
+                           W + 2 * part, dY + 2 * sh.rows, rows2, sh.cols, rb, 0u, (const float*)nullptr, 0.0f,
+                           (uint8_t*)nullptr, (unsigned*)nullptr, split, depth);
+            });
+            printf("  %s %.1f us %.2f TB/s (%dx%d)", sh.name, us, bytes / (1e6 * us), grid, fit);
+        }
+        printf("\n");
+    }
+    CK(cudaGetLastError());
+    CK(cudaFree(dW)); CK(cudaFree(dX)); CK(cudaFree(dY));
+}
+
 // --bench-glu: a 7B's GLU product (two 11008 x 4096 weights, 512 tokens)
 // with its up weight where the gate's is (one matrix read twice), right
 // after it, and after it plus 4160 and 1 MiB + 4160 bytes; beside the plain
@@ -1405,6 +1469,7 @@ static void bench_glu() {
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "--bench-glu")) { bench_glu(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-f16")) { bench_f16(); return 0; }
+    if (argc > 1 && !strcmp(argv[1], "--bench-f16-adds")) { bench_f16_adds(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench")) { bench(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-lean")) { bench_lean(); return 0; }
     if (argc > 1 && !strcmp(argv[1], "--bench-wgmma")) { bench_wgmma(argc > 2 ? atoi(argv[2]) : -1); return 0; }
