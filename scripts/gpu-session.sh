@@ -964,6 +964,23 @@ w23)
     el "nsys"
   else echo "no nsys"; fi
   ;;
+w24)
+  # Session 40's third machine (carry .gpu-o as w21's, with test_matmul):
+  # every F16 product's row groups split over more warps (w23 found q, k and
+  # v and the GLU 1.5 to 2 us faster alone split over four): --bench-f16's
+  # forced rows and --bench-f16-adds, then alternated decode of our writer's
+  # 7B F16 under LLM_CUDA_F16_SPLIT (two rounds) and its greedy ids.
+  start_call .gpu-o
+  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16-adds 2>&1
+  el "test_matmul"
+  our_model F16 7b
+  el "model written"
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT=4 LLM_CUDA_F16_SPLIT=4+LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_F16_SPLIT=8
+  el "F16 A/B"
+  for s in LLM_CUDA_F16_SPLIT= LLM_CUDA_F16_SPLIT=4 LLM_CUDA_F16_SPLIT=8; do ids "F16 $s" "$s"; done
+  el "ids"
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then

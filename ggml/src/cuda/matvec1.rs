@@ -327,6 +327,19 @@ fn f16_grid_cap() -> Option<usize> {
     })
 }
 
+/// `LLM_CUDA_F16_SPLIT=N` (1, 2, 4 or 8): every F16 deep product splits its
+/// row groups' steps over N warps, whatever LeanRows::split would choose
+/// (the split ones' depth, F16_SPLIT_DEPTH, where N > 1). Off unless set.
+fn f16_split_forced() -> Option<usize> {
+    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::env::var("LLM_CUDA_F16_SPLIT")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| matches!(n, 1 | 2 | 4 | 8))
+    })
+}
+
 /// How the lean launches overlap the kernel before them (pdl.cuh), where
 /// kernels launch early: `LLM_CUDA_LEAN_EARLY` = `release` (quantize_x16
 /// lets the product start before it waits), `prefetch=BYTES` (the product
@@ -822,9 +835,12 @@ impl Matvec1 {
             let (split_products, split_depth) = lean.deep_split.unwrap_or((lean.split, 0));
             let sk = kernel(split_products);
             let resident = 8 * sms * sk.most_resident;
-            split = lean
-                .rows
-                .split(groups, (cols, row_bytes), resident, lean_split_most());
+            split = match f16_split_forced() {
+                Some(n) if lean.deep_split.is_some() => n,
+                _ => lean
+                    .rows
+                    .split(groups, (cols, row_bytes), resident, lean_split_most()),
+            };
             if split > 1 {
                 (k, depth) = (sk, split_depth);
             }

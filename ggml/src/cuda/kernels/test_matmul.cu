@@ -1268,7 +1268,9 @@ static void bench_f16() {
     // alone (no padding), so that the next product's blocks fit beside
     // them and fill their rings before they wait (the backend's
     // LLM_CUDA_F16_GRID).
-    auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch, int gcap) {
+    // `force` > 0: every product's row groups split over that many warps
+    // (the backend's LLM_CUDA_F16_SPLIT).
+    auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch, int gcap, int force) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
         auto fits = [&](kern_lean_t k, int shared) {
@@ -1286,6 +1288,7 @@ static void bench_f16() {
             8 * sms * room(kernels(split_depth)[1][p.variant], mv1_lean::f16_deep_shared(split_depth));
         int split = 1;
         while (split * 2 <= 8 && split * 2 <= steps && groups * split * 2 <= warps) split *= 2;
+        if (force > 0) split = force;
         if (split > 1) depth = split_depth;
         const kern_lean_t k = kernels(depth)[split > 1][p.variant];
         int shared = mv1_lean::f16_deep_shared(depth);
@@ -1320,22 +1323,25 @@ static void bench_f16() {
     // products asking L2 for bytes past their rings before they wait.
     // Then grids held to fewer blocks a multiprocessor than fit, by the
     // grid alone (the fifth: gcap), the next product's first blocks beside.
-    const int settings[][5] = {{0, 0, 0},       {2, 2, 0},       {3, 3, 0},       {2, 3, 0},       {2, 0, 0},
-                               {3, 3, 1},       {2, 2, 2},       {2, 3, -1},      {2, 3, 0, 2048}, {2, 2, 0, 0, 2},
-                               {2, 3, 0, 0, 2}, {1, 1, 0, 0, 2}, {1, 2, 0, 0, 2}, {2, 2, 0, 0, 1}, {3, 3, 0, 0, 1},
-                               {4, 4, 0, 0, 1}, {6, 6, 0, 0, 1}, {1, 1, 0, 0, 1}};
+    // Then every product split over the sixth's warps (force).
+    const int settings[][6] = {{0, 0, 0},       {2, 2, 0},          {3, 3, 0},          {2, 3, 0},
+                               {2, 0, 0},       {2, 2, 2},          {2, 3, -1},         {2, 3, 0, 2048},
+                               {2, 2, 0, 0, 2}, {2, 2, 0, 0, 1},    {2, 3, 0, 0, 0, 4}, {2, 2, 0, 0, 0, 4},
+                               {2, 4, 0, 0, 0, 4}, {2, 3, 0, 0, 0, 8}, {2, 2, 0, 0, 0, 8}, {2, 3, 0, 0, 0, 2},
+                               {0, 0, 0, 0, 0, 4}, {2, 3, -1, 0, 0, 4}};
     // A layer's bytes as one product (q, k and v's shape, 16384 rows a
     // part): the kernel's own rate, no product ending or starting.
     const Product all = {"all", 0, 16384, 3, d, 0};
     for (const auto& at : settings) {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         const unsigned prefetch = at[3];
-        const int gcap = at[4];
+        const int gcap = at[4], force = at[5];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
         if (prefetch) printf(" L2 %u", prefetch);
         if (gcap) printf(" grid %d", gcap);
+        if (force) printf(" forced split %d", force);
         Plan plans[4];
-        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap, prefetch, gcap);
+        for (int i = 0; i < 4; i++) plans[i] = plan(products[i], depth, split_depth, cap, prefetch, gcap, force);
         double total_us = 0;
         for (int i = 0; i < 4; i++) {
             const Product& p = products[i];
@@ -1348,7 +1354,7 @@ static void bench_f16() {
         const float layer_us = launch_us(copies, [&](int c) {
             for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
-        const Plan one = plan(all, depth, split_depth, cap, prefetch, gcap);
+        const Plan one = plan(all, depth, split_depth, cap, prefetch, gcap, force);
         const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
         const double all_bytes = 2.0 * 3 * all.rows * d;
         printf("  | sum %6.1f, layer %6.1f us %4.2f TB/s | one product %6.1f us %4.2f TB/s\n", total_us, layer_us,
@@ -1375,7 +1381,7 @@ static void bench_f16_adds() {
                             {"down+1K", 4096, 11264, 1, 1}, {"down+10K", 4096, 10752, 1, 1},
                             {"o+2x", 8192, 4096, 1, 1},    {"wide+", 11008, 4096, 1, 1}, {"glu", 11008, 4096, 2, 1},
                             {"qkv", 4096, 4096, 0, 3}};
-    const int configs[][2] = {{3, 2}, {2, 1}, {2, 2}, {4, 2}, {6, 2}, {3, 1}, {3, 4}, {2, 4}, {0, 2}, {0, 1}};
+    const int configs[][2] = {{3, 2}, {2, 1}, {2, 2}, {3, 4}, {2, 4}, {3, 8}, {2, 8}, {4, 4}, {1, 4}, {0, 4}};
     const long long pool = 512ll << 20;
     uint8_t* dW;
     float *dX, *dY;
