@@ -969,17 +969,33 @@ w24)
   # every F16 product's row groups split over more warps (w23 found q, k and
   # v and the GLU 1.5 to 2 us faster alone split over four): --bench-f16's
   # forced rows and --bench-f16-adds, then alternated decode of our writer's
-  # 7B F16 under LLM_CUDA_F16_SPLIT (two rounds) and its greedy ids.
+  # 7B F16 under LLM_CUDA_LEAN_FORCE_SPLIT (two rounds) and its greedy ids.
   start_call .gpu-o
   timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
   timeout 100 /tmp/llm-gpu/test_matmul --bench-f16-adds 2>&1
   el "test_matmul"
   our_model F16 7b
   el "model written"
-  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT=4 LLM_CUDA_F16_SPLIT=4+LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_F16_SPLIT=8
+  ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_FORCE_SPLIT=4 LLM_CUDA_LEAN_FORCE_SPLIT=4+LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_LEAN_FORCE_SPLIT=8
   el "F16 A/B"
-  for s in LLM_CUDA_F16_SPLIT= LLM_CUDA_F16_SPLIT=4 LLM_CUDA_F16_SPLIT=8; do ids "F16 $s" "$s"; done
+  for s in LLM_CUDA_LEAN_FORCE_SPLIT= LLM_CUDA_LEAN_FORCE_SPLIT=4 LLM_CUDA_LEAN_FORCE_SPLIT=8; do ids "F16 $s" "$s"; done
   el "ids"
+  rm -f "$m"
+  # The same for our writer's 7B and 1B Q4_K (the quantised products' split loop).
+  for spec in Q4_K:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    ab tg128 "-p 0 -n 128" LLM_CUDA_LEAN_FORCE_SPLIT=2 LLM_CUDA_LEAN_FORCE_SPLIT=4 | sed "s/^F16/$spec/"
+    el "$spec A/B"
+  done
+  # The backend's checks and the synthetic models under split 4 (the suite's
+  # core, GPU_SESSION_SPLIT_CHECK=0: none).
+  if [ "${GPU_SESSION_SPLIT_CHECK:-1}" = 1 ]; then
+    export LLM_CUDA_LEAN_FORCE_SPLIT=4
+    ggml_checks
+    LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
+      synthetic --nocapture 2>&1 | grep -E "F16|Q4_K|test result|FAIL|panicked" | head -20
+    el "split 4 checks"
+  fi
   ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer

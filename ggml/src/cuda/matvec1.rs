@@ -327,13 +327,14 @@ fn f16_grid_cap() -> Option<usize> {
     })
 }
 
-/// `LLM_CUDA_F16_SPLIT=N` (1, 2, 4 or 8): every F16 deep product splits its
-/// row groups' steps over N warps, whatever LeanRows::split would choose
-/// (the split ones' depth, F16_SPLIT_DEPTH, where N > 1). Off unless set.
-fn f16_split_forced() -> Option<usize> {
+/// `LLM_CUDA_LEAN_FORCE_SPLIT=N` (1, 2, 4 or 8): every lean product in the
+/// piped loop splits its row groups' steps over N warps (no more than a
+/// group has steps), whatever LeanRows::split would choose; F16's at the
+/// split products' depth (F16_SPLIT_DEPTH) where N > 1. Off unless set.
+fn lean_forced_split() -> Option<usize> {
     static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_F16_SPLIT")
+        std::env::var("LLM_CUDA_LEAN_FORCE_SPLIT")
             .ok()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|n| matches!(n, 1 | 2 | 4 | 8))
@@ -835,8 +836,12 @@ impl Matvec1 {
             let (split_products, split_depth) = lean.deep_split.unwrap_or((lean.split, 0));
             let sk = kernel(split_products);
             let resident = 8 * sms * sk.most_resident;
-            split = match f16_split_forced() {
-                Some(n) if lean.deep_split.is_some() => n,
+            split = match lean_forced_split() {
+                Some(n) if lean.rows.step_cols > 0 => {
+                    // The largest power of two no more than the steps.
+                    let steps = cols.div_ceil(lean.rows.step_cols).max(1);
+                    n.min(1 << steps.ilog2())
+                }
                 _ => lean
                     .rows
                     .split(groups, (cols, row_bytes), resident, lean_split_most()),

@@ -1269,7 +1269,7 @@ static void bench_f16() {
     // them and fill their rings before they wait (the backend's
     // LLM_CUDA_F16_GRID).
     // `force` > 0: every product's row groups split over that many warps
-    // (the backend's LLM_CUDA_F16_SPLIT).
+    // (the backend's LLM_CUDA_LEAN_FORCE_SPLIT).
     auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch, int gcap, int force) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
