@@ -146,6 +146,14 @@ impl LeanRows {
         split
     }
 
+    /// Warps F16's deep products split a row group of `cols` columns over:
+    /// F16_DEEP_SPLIT, or fewer where each warp would otherwise take less
+    /// than two batches (steps) of a group.
+    fn deep_split(self, cols: usize) -> usize {
+        let steps = cols.div_ceil(self.step_cols.max(1));
+        F16_DEEP_SPLIT.min(1 << (steps / 2).max(1).ilog2())
+    }
+
     /// Outputs a warp takes: its rows of a part, or a glu's outputs (a gate
     /// and an up row each).
     fn outputs(self, epilogue: Epilogue) -> usize {
@@ -280,15 +288,25 @@ fn spread_shared(f: Function, per_sm: usize, at_least: usize, max_shared: usize)
 /// machine it is meant for and has not run it yet.
 const F16_DEPTH: usize = 2;
 
-/// F16's default depth for the split products (the output and down
-/// projections' adds). At depth 3 a multiprocessor holds two of their
-/// blocks, so their 256 blocks can only spread two to each, where at depth
-/// 2 it holds three and may be given three while others get one (our
-/// reading, see spread_shared; not checked block by block). Session 36, H100,
-/// the rival's 7B F16 file, tg128 alternated twice: 194.25 / 193.97
-/// tokens/s against 192.39 / 191.97 at depth 2 and 191.46 / 191.08 at 0;
-/// `test_matmul --bench-f16`'s layer 148.1 us against 154.3 and 149.6.
-const F16_SPLIT_DEPTH: usize = 3;
+/// F16's default depth for the split products, which since session 40 are
+/// all of them (F16_DEEP_SPLIT). Session 36 chose 3 while only the output
+/// and down projections' adds were split over two warps (H100, the rival's
+/// 7B F16 file: 194.25 / 193.97 tokens/s against 192.39 / 191.97 at 2).
+/// With every product split over four, depth 2 wins (session 40, H100, our
+/// writer's 7B F16, tg128 alternated, two rounds each: 189.57, 189.31,
+/// 189.78, 189.53 against 186.56, 186.84 at 3 and 187.62, 187.55 at 1;
+/// the old defaults 186.32 to 186.64).
+const F16_SPLIT_DEPTH: usize = 2;
+
+/// The warps F16's deep products split a row group's steps over, by
+/// default (LeanRows::deep_split). Session 40 (H100, `test_matmul
+/// --bench-f16`): q, k and v 34.7 us and the GLU 61.1 split over four
+/// against 36.4 and 64.1 whole, the adds level, a layer 147.0 us against
+/// 152.4; over eight the output projection (one batch a warp a group)
+/// lost 3 us and decode 4.5%; over two, decode lost 1%. A group's items
+/// are smaller and more of them, so the warps' last round is fuller, and a
+/// team's warps read neighbouring kilobytes of the same rows.
+const F16_DEEP_SPLIT: usize = 4;
 
 /// The bytes a product's warps read a step below which its row groups
 /// are split (LeanRows::split). On the H100 (2026-12-06, tg128, the
@@ -842,6 +860,8 @@ impl Matvec1 {
                     let steps = cols.div_ceil(lean.rows.step_cols).max(1);
                     n.min(1 << steps.ilog2())
                 }
+                // F16's deep products (found only where their ring fits).
+                _ if lean.deep_split.is_some() => lean.rows.deep_split(cols),
                 _ => lean
                     .rows
                     .split(groups, (cols, row_bytes), resident, lean_split_most()),
@@ -1155,7 +1175,8 @@ mod tests {
         // LLM_CUDA_LEAN_SPLIT's most.
         assert_eq!(q6.split(128, q6k(2048), resident, 1), 1);
         assert_eq!(q6.split(128, q6k(2048), resident, 2), 2);
-        // F16 (4 KiB a warp's batch): a 7B's adds (1024 groups, 8 and 22
+        // F16's register loop (4 KiB a warp's batch; the deep products take
+        // deep_split): a 7B's adds (1024 groups, 8 and 22
         // batches) over two warps, its q, k and v and glus whole; a 1B's
         // q and k (640 groups) over two, its glus (4096) whole.
         let f = |cols: usize| (cols, 2 * cols);
@@ -1165,6 +1186,14 @@ mod tests {
         assert_eq!(f16.split(5504, f(4096), resident, 8), 1);
         assert_eq!(f16.split(640, f(2048), resident, 8), 2);
         assert_eq!(f16.split(4096, f(2048), resident, 8), 1);
+        // F16's deep products: four warps, or as many as leave each two
+        // batches of a group (a 1B's 2048 columns: four batches, two warps).
+        assert_eq!(f16.deep_split(4096), 4);
+        assert_eq!(f16.deep_split(11008), 4);
+        assert_eq!(f16.deep_split(2048), 2);
+        assert_eq!(f16.deep_split(1536), 1);
+        assert_eq!(f16.deep_split(512), 1);
+        assert_eq!(f16.deep_split(256), 1);
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("static constexpr int SB_STEP = 4;"));
         assert!(source.contains("static constexpr int SB_STEP = 1;"));

@@ -1269,7 +1269,8 @@ static void bench_f16() {
     // them and fill their rings before they wait (the backend's
     // LLM_CUDA_F16_GRID).
     // `force` > 0: every product's row groups split over that many warps
-    // (the backend's LLM_CUDA_LEAN_FORCE_SPLIT).
+    // (the backend's default for F16 since session 40 is four at depth 2,
+    // the row {2, 2, 0, 0, 0, 4}; LLM_CUDA_LEAN_FORCE_SPLIT sets another).
     auto plan = [&](const Product& p, int depth, int split_depth, int cap, unsigned prefetch, int gcap, int force) {
         const int outs = p.variant >= 2 ? 2 : 4;
         const int groups = p.parts * ((p.rows + outs - 1) / outs);
