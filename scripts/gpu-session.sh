@@ -915,26 +915,6 @@ w21)
   GQ_XS_ONLY=f16 timeout 100 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -3
   el "test_matmul"
   ;;
-w22)
-  # Session 40's first call (carry .gpu-o as w21's, and .rivals): F16's
-  # deep products on grids held to fewer blocks a multiprocessor than fit,
-  # by the grid alone (LLM_CUDA_F16_GRID), so that the next product's first
-  # blocks fit beside them and fill their rings before the wait:
-  # test_matmul --bench-f16 (the "grid N" rows), then alternated decode of
-  # our writer's 7B F16 (two rounds) and greedy ids under each. llama.cpp's
-  # builds start at the end, for the suite (w21) and the side by side (n3).
-  start_call .gpu-o
-  timeout 150 /tmp/llm-gpu/test_matmul --bench-f16 2>&1
-  el "test_matmul"
-  our_model F16 7b
-  el "model written"
-  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_GRID=2 LLM_CUDA_F16_GRID=1 LLM_CUDA_F16_GRID=2+LLM_CUDA_F16_SPLIT_DEPTH=2
-  el "F16 A/B"
-  for s in LLM_CUDA_F16_GRID= LLM_CUDA_F16_GRID=2 LLM_CUDA_F16_GRID=1; do ids "F16 $s" "$s"; done
-  el "ids"
-  rm -f "$m"
-  [ -n "${GPU_SESSION_NO_RIVAL:-}" ] || scripts/gpu-bench.sh start .rivals >/dev/null
-  ;;
 w23)
   # Session 40's second machine (carry .gpu-q: test_matmul.xz alone): why
   # F16's split products (the output and down projections, added) run

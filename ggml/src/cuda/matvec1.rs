@@ -329,22 +329,6 @@ fn lean_split_most() -> usize {
     })
 }
 
-/// `LLM_CUDA_F16_GRID=N` (1..8): F16's deep products launch at most N
-/// blocks a multiprocessor, by the grid alone (no padding, unlike
-/// LLM_CUDA_LEAN_SPREAD), where more fit. A multiprocessor then has room
-/// beside them for the next product's first blocks, which launch early
-/// (pdl.cuh) and fill their rings while this one runs, rather than only
-/// once its blocks leave. Off unless set.
-fn f16_grid_cap() -> Option<usize> {
-    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_F16_GRID")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| (1..=8).contains(n))
-    })
-}
-
 /// `LLM_CUDA_LEAN_FORCE_SPLIT=N` (1, 2, 4 or 8): every lean product in the
 /// piped loop splits its row groups' steps over N warps (no more than a
 /// group has steps), whatever LeanRows::split would choose; F16's at the
@@ -780,8 +764,7 @@ impl Matvec1 {
                     let shared = f16_deep_shared(depth);
                     let deep_kernel = |variant: &str| -> Option<Kernel> {
                         let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
-                        let fit = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
-                        let most_resident = f16_grid_cap().map_or(fit, |cap| fit.min(cap));
+                        let most_resident = k.f.resident_blocks(THREADS, shared).ok()?.max(1);
                         Some(Kernel { most_resident, ..k })
                     };
                     let variant = if split { "deep_split" } else { "deep_piped" };

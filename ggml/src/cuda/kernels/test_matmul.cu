@@ -1266,8 +1266,8 @@ static void bench_f16() {
     };
     // `gcap` > 0: at most that many blocks a multiprocessor by the grid
     // alone (no padding), so that the next product's blocks fit beside
-    // them and fill their rings before they wait (the backend's
-    // LLM_CUDA_F16_GRID).
+    // them and fill their rings before they wait (session 40: slower;
+    // the backend's LLM_CUDA_F16_GRID, removed).
     // `force` > 0: every product's row groups split over that many warps
     // (the backend's default for F16 since session 40 is four at depth 2,
     // the row {2, 2, 0, 0, 0, 4}; LLM_CUDA_LEAN_FORCE_SPLIT sets another).
