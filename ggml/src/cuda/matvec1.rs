@@ -151,7 +151,7 @@ impl LeanRows {
     /// than two batches (steps) of a group.
     fn deep_split(self, cols: usize) -> usize {
         let steps = cols.div_ceil(self.step_cols.max(1));
-        F16_DEEP_SPLIT.min(1 << (steps / 2).max(1).ilog2())
+        F16_DEEP_SPLIT.min(power_of_two_at_most(steps / 2))
     }
 
     /// Outputs a warp takes: its rows of a part, or a glu's outputs (a gate
@@ -162,6 +162,11 @@ impl LeanRows {
             _ => self.a_warp,
         }
     }
+}
+
+/// The largest power of two no more than `n` (1 for 0).
+fn power_of_two_at_most(n: usize) -> usize {
+    1 << n.max(1).ilog2()
 }
 
 /// One loop of the lean products (matvec1_lean.cu: `product`, or
@@ -839,9 +844,7 @@ impl Matvec1 {
             let resident = 8 * sms * sk.most_resident;
             split = match lean_forced_split() {
                 Some(n) if lean.rows.step_cols > 0 => {
-                    // The largest power of two no more than the steps.
-                    let steps = cols.div_ceil(lean.rows.step_cols).max(1);
-                    n.min(1 << steps.ilog2())
+                    n.min(power_of_two_at_most(cols.div_ceil(lean.rows.step_cols)))
                 }
                 // F16's deep products (found only where their ring fits).
                 _ if lean.deep_split.is_some() => lean.rows.deep_split(cols),

@@ -1213,6 +1213,16 @@ static void bench_wgmma(int only) {
     }
 }
 
+// Every F16 lean kernel allowed the dynamic shared memory of the deepest
+// ring the benches ask for (depth 6).
+static void allow_f16_deep_rings() {
+    const int deepest = mv1_lean::f16_deep_shared(6);
+    for (int v = 0; v < 4; v++)
+        for (int sp = 0; sp < 2; sp++)
+            for (const kern_lean_t k : {KDEEP[sp][v], KF16[sp][v]})
+                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+}
+
 // --bench-f16: a 7B F16 decode step's four one-token products (q, k and v
 // stored; the output projection added; gate and up's SwiGLU; the down
 // projection added), each alone and as a layer's sequence launched early
@@ -1313,11 +1323,7 @@ static void bench_f16() {
                    W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, q.prefetch, (const float*)nullptr,
                    0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth);
     };
-    const int deepest = mv1_lean::f16_deep_shared(6);
-    for (int v = 0; v < 4; v++)
-        for (int sp = 0; sp < 2; sp++)
-            for (const kern_lean_t k : {KDEEP[sp][v], KF16[sp][v]})
-                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+    allow_f16_deep_rings();
     // Every product at one depth, then the split ones (the adds) at depth 0
     // beside the others deeper, then fewer blocks a multiprocessor than fit
     // (held there by padding), then grids spread evenly, then the deep
@@ -1369,8 +1375,8 @@ static void bench_f16() {
 // projections, added) lose to the others: each shape alone at several
 // depths and splits, beside shapes that differ in one way (the down
 // projection stored, its rows 1 KiB-aligned or shorter, as many rows as
-// the GLU, the GLU and q, k and v themselves). The default (depth 3,
-// split 2) comes first, its output then down projection, so that
+// the GLU, the GLU and q, k and v themselves). Session 39's default
+// (depth 3, split 2) comes first, its output then down projection, so that
 // `ncu --kernel-name regex:deep_split_r1a --launch-skip 3` (and 43) finds
 // them; the GLU at depth 2 unsplit is the first deep_piped_swiglu.
 static void bench_f16_adds() {
@@ -1394,11 +1400,7 @@ static void bench_f16_adds() {
     CK(cudaMemset(dY, 0, 4 * 3 * 16384));
     int sms = 0;
     CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    const int deepest = mv1_lean::f16_deep_shared(6);
-    for (int v = 0; v < 4; v++)
-        for (int sp = 0; sp < 2; sp++)
-            for (const kern_lean_t k : {KDEEP[sp][v], KF16[sp][v]})
-                CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, deepest));
+    allow_f16_deep_rings();
     for (const auto& c : configs) {
         const int depth = c[0], split = c[1];
         printf("F16 adds depth %d split %d:", depth, split);
