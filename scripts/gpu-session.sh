@@ -977,6 +977,32 @@ w24)
     el "split 4 checks"
   fi
   ;;
+w25)
+  # Session 41 on an H200, after `gpu-bench.sh start` and w21 on the same
+  # machine: once the rival's F16 file is written, alternated decode of it
+  # (two rounds) under the F16 settings the H100 chose between (the H200's
+  # HBM is further from a warp's loads in flight). n9 follows.
+  m=$W/models/m-F16.gguf
+  for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 2; done
+  t0=$(date +%s)
+  el "$(tail -1 "$W/gen.log")"
+  # shellcheck disable=SC2086
+  ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_SPLIT_DEPTH=3 LLM_CUDA_LEAN_FORCE_SPLIT=2}
+  el "F16 A/B"
+  scripts/gpu-bench.sh poll | tail -3
+  ;;
+n9)
+  # The issue's whole side by side in one call once llama.cpp is built:
+  # n3's entries (prompt and decode), then partial offload, llama.cpp and
+  # llm alternating (5 repetitions, two rounds).
+  "$0" n3
+  for i in 1 2; do
+    mkdir -p "$results/hybrid-$i"
+    # shellcheck disable=SC2086
+    env ${GPU_SESSION_ENV:-} GPU_BENCH_ENGINES="rival llm" OUT=$results/hybrid-$i GPU_BENCH_TIMEOUT=200 \
+      scripts/gpu-bench.sh run /tmp/llm-gpu/llm 5 "${HYBRID[@]}" 2>&1 | tee -a "$out/bench-hybrid.log"
+  done
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then
