@@ -1003,6 +1003,22 @@ n9)
       scripts/gpu-bench.sh run /tmp/llm-gpu/llm 5 "${HYBRID[@]}" 2>&1 | tee -a "$out/bench-hybrid.log"
   done
   ;;
+w27)
+  # A short call (device time nearly spent; carry .gpu-o, no test_matmul):
+  # llm alone on our writer's 7B F16 and Q4_K and 1B Q4_K (tg128, -r 10),
+  # to set beside an earlier side by side on the same kind; on an H200
+  # also F16 at split depth 3 (its HBM wants more bytes in flight),
+  # alternated.
+  start_call .gpu-o
+  for spec in F16:7b Q4_K:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    timeout 60 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 128 -r 10 2>&1 | grep -E "^\| [0-9a-z]" | sed "s/^/$spec /"
+    [ "$spec" = F16:7b ] && nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200 &&
+      ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=3
+    rm -f $m
+    el "$spec"
+  done
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then
