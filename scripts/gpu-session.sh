@@ -148,7 +148,7 @@ host_profile() {
 start_call() {
   t0=$(date +%s)
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-  GPU_PACK=$1 scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul
+  GPU_PACK=$1 scripts/gpu-suite.sh unpack && { [ ! -f /tmp/llm-gpu/test_matmul ] || chmod +x /tmp/llm-gpu/test_matmul; }
 }
 el() { echo "[$(($(date +%s) - ${t0:-0})) s] $*"; }
 # Where an F16 prompt batch of file $1 goes (gpu-profile.sh, warm L2).
@@ -978,10 +978,11 @@ w24)
   fi
   ;;
 w25)
-  # Session 41 on an H200, after `gpu-bench.sh start` and w21 on the same
-  # machine: once the rival's F16 file is written, alternated decode of it
-  # (two rounds) under the F16 settings the H100 chose between (the H200's
-  # HBM is further from a warp's loads in flight). n9 follows.
+  # Session 41, after `gpu-bench.sh start` and w21 on the same machine
+  # (meant for an H200, whose HBM is further from a warp's loads in
+  # flight; an H100 came): once the rival's F16 file is written,
+  # alternated decode of it (two rounds) under the F16 settings the H100
+  # chose between in session 40. n9 follows.
   m=$W/models/m-F16.gguf
   for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 2; done
   t0=$(date +%s)
