@@ -151,6 +151,22 @@ start_call() {
   GPU_PACK=$1 scripts/gpu-suite.sh unpack && { [ ! -f /tmp/llm-gpu/test_matmul ] || chmod +x /tmp/llm-gpu/test_matmul; }
 }
 el() { echo "[$(($(date +%s) - ${t0:-0})) s] $*"; }
+# Waits up to $1 tries of $2 seconds for the rival's F16 generator
+# (gpu-bench.sh start) to finish writing its file.
+wait_gen() {
+  for _ in $(seq "$1"); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep "$2"; done
+}
+# Partial offload side by side, llama.cpp and llm alternating: $1 rounds
+# of $2 repetitions each (llm under GPU_SESSION_ENV's settings, if any).
+hybrid_rounds() {
+  local i
+  for i in $(seq "$1"); do
+    mkdir -p "$results/hybrid-$i"
+    # shellcheck disable=SC2086
+    env ${GPU_SESSION_ENV:-} GPU_BENCH_ENGINES="rival llm" OUT=$results/hybrid-$i GPU_BENCH_TIMEOUT=200 \
+      scripts/gpu-bench.sh run /tmp/llm-gpu/llm "$2" "${HYBRID[@]}" 2>&1 | tee -a "$out/bench-hybrid.log"
+  done
+}
 # Where an F16 prompt batch of file $1 goes (gpu-profile.sh, warm L2).
 prompt_profile() {
   GPU_PROFILE_MODEL=$1 GPU_PROFILE_CACHE=none GPU_PROFILE_ARGS="-p 512 -n 0 -r 2" GPU_PROFILE_SKIP=600 \
@@ -210,11 +226,7 @@ b)
   # there): llama.cpp and llm alternate, three runs each, and the note
   # takes medians.
   if [ ${#HYBRID[@]} -gt 0 ]; then
-    for i in 1 2 3; do
-      mkdir -p "$results/hybrid-$i"
-      GPU_BENCH_ENGINES="rival llm" OUT=$results/hybrid-$i GPU_BENCH_TIMEOUT=200 \
-        scripts/gpu-bench.sh run /tmp/llm-gpu/llm "${GPU_SESSION_HYBRID_REPS:-3}" "${HYBRID[@]}" 2>&1 | tee -a "$out/bench-hybrid.log"
-    done
+    hybrid_rounds 3 "${GPU_SESSION_HYBRID_REPS:-3}"
   fi
   cp "$results"/* "$out/" 2>/dev/null
   ;;
@@ -688,7 +700,7 @@ w2)
   timeout 120 /tmp/llm-gpu/test_matmul --bench-wgmma 2>&1
   el "test_matmul"
   m=$W/models/m-F16.gguf
-  for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 5; done
+  wait_gen 60 5
   el "$(cat "$W/gen.log" | tail -1)"
   # shellcheck disable=SC2086
   ab pp512 "-p 512 -n 0" ${GPU_SESSION_AB_PP-LLM_CUDA_WGMMA_FUSE=0 LLM_CUDA_TILE_TOKENS=128}
@@ -888,7 +900,7 @@ w14)
   el "ncu"
   # The rival's F16 file, which its background job writes (then quantizes).
   m=$W/models/m-F16.gguf
-  for _ in $(seq 120); do grep -q "gen rc=" $W/gen.log 2>/dev/null && break; sleep 2; done
+  wait_gen 120 2
   el "$(cat $W/gen.log | tail -1)"
   # shellcheck disable=SC2086
   ab tg128 "-p 0 -n 128" ${GPU_SESSION_AB_TG-LLM_CUDA_F16_DEPTH=0 LLM_CUDA_F16_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_DEPTH=3+LLM_CUDA_F16_SPLIT_DEPTH=0 LLM_CUDA_F16_BLOCKS=2}
@@ -984,7 +996,7 @@ w25)
   # alternated decode of it (two rounds) under the F16 settings the H100
   # chose between in session 40. n9 follows.
   m=$W/models/m-F16.gguf
-  for _ in $(seq 60); do grep -q "gen rc" "$W/gen.log" 2>/dev/null && break; sleep 2; done
+  wait_gen 60 2
   t0=$(date +%s)
   el "$(tail -1 "$W/gen.log")"
   # shellcheck disable=SC2086
@@ -997,12 +1009,7 @@ n9)
   # n3's entries (prompt and decode), then partial offload, llama.cpp and
   # llm alternating (5 repetitions, two rounds).
   "$0" n3
-  for i in 1 2; do
-    mkdir -p "$results/hybrid-$i"
-    # shellcheck disable=SC2086
-    env ${GPU_SESSION_ENV:-} GPU_BENCH_ENGINES="rival llm" OUT=$results/hybrid-$i GPU_BENCH_TIMEOUT=200 \
-      scripts/gpu-bench.sh run /tmp/llm-gpu/llm 5 "${HYBRID[@]}" 2>&1 | tee -a "$out/bench-hybrid.log"
-  done
+  hybrid_rounds 2 5
   ;;
 w27)
   # A short call (device time nearly spent; carry .gpu-o, no test_matmul):
