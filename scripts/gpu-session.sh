@@ -1027,6 +1027,50 @@ w27)
     el "$spec"
   done
   ;;
+w28)
+  # Session 42 (carry .gpu-o with test_matmul and llm-old, the pack of the
+  # commit before the change, and .rivals): llama.cpp's builds and models
+  # in the background; the lean products' checks on the GPU
+  # (test_matmul --xs, each type); then llm-old and llm alternated (two
+  # rounds, tg128, -r 5) on our writer's 7B Q6_K and Q4_K and 1B Q4_K
+  # files, the rival's 7B and 1B Q4_K_M once written, and our 7B Q4_0 and
+  # Q8_0, with both binaries' greedy ids of our files. w21
+  # (the suite) and n9 (the side by side) follow on the same machine.
+  start_call .gpu-o
+  chmod +x /tmp/llm-gpu/llm-old
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  for t in q6_k q4_k q4_0 q8_0; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
+  el "test_matmul"
+  bins() {  # label: llm-old and llm alternated on $m, two rounds
+    for _ in 1 2; do
+      for b in llm-old llm; do
+        timeout 60 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+          grep tg128 | sed "s/^/$1 $b /"
+      done
+    done
+  }
+  ours() {
+  for spec in "$@"; do
+    our_model ${spec%:*} ${spec#*:}
+    bins $spec
+    # Greedy ids of both (Q6_K's sums now meet in another order).
+    for b in llm-old llm; do
+      timeout 60 /tmp/llm-gpu/$b run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
+        --print-ids 2>/dev/null | md5sum | sed "s/^/$spec $b ids /"
+    done
+    rm -f $m
+    el "$spec"
+  done
+  }
+  ours Q6_K:7b Q4_K:7b Q4_K:1b
+  scripts/gpu-bench.sh wait MODELS_READY 150
+  for q in Q4_K_M 1B-Q4_K_M; do
+    m=$W/models/m-$q.gguf
+    bins m-$q
+    el "m-$q"
+  done
+  ours Q4_0:7b Q8_0:7b
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then

@@ -44,10 +44,10 @@ keep_smollm2_parts() {
 case "${1:-}" in
 bundle)
   tmp=$(mktemp -d)
-  for f in "$pack"/llm.xz "$pack"/test-*.xz; do xz -dc "$f" >"$tmp/$(basename "$f" .xz)"; done
+  for f in "$pack"/llm.xz "$pack"/llm-*.xz "$pack"/test-*.xz; do [ -f "$f" ] && xz -dc "$f" >"$tmp/$(basename "$f" .xz)"; done
   # One stream, one thread: -T2 would cut it into blocks that share nothing.
   (cd "$tmp" && tar -cf - -- *) | xz -T1 -9e >"$pack/bins.tar.xz"
-  rm -rf "$tmp" "$pack"/llm.xz "$pack"/test-*.xz
+  rm -rf "$tmp" "$pack"/llm.xz "$pack"/llm-*.xz "$pack"/test-*.xz
   du -sh "$pack"/*
   ;;
 stash)

@@ -99,7 +99,7 @@ impl LeanRows {
             "q6_k" => LeanRows {
                 a_warp: 4,
                 align: 2,
-                step_cols: 256,
+                step_cols: 512,
                 split_below: SPLIT_BELOW_BYTES,
             },
             "f16" => LeanRows {
@@ -122,7 +122,7 @@ impl LeanRows {
     /// `most` and a step each, while the warps' steps read fewer than
     /// SPLIT_BELOW_BYTES at once and the GPU's `resident` warps hold them.
     /// A small product's few warps otherwise run long chains of steps, one
-    /// HBM latency each (a 1B's Q6_K v: 128 row groups of 8 steps).
+    /// HBM latency each (a 1B's Q6_K v: 128 row groups of 4 steps).
     fn split(
         self,
         groups: usize,
@@ -1142,7 +1142,7 @@ mod tests {
         let q8 = |cols: usize| (cols, cols / 32 * 34);
         // A 7B: q, k and v (3072 groups) and the glus (5504) fill the GPU;
         // its adds (1024 groups of 2.4 MB a step, Q8_0's 4.5) stay whole,
-        // Q6_K's (0.9 MB) take two warps each.
+        // Q6_K's (1.7 MB: two super-blocks a lane) take two warps each.
         assert_eq!(q4.split(3072, q4k(4096), resident, 8), 1);
         assert_eq!(q4.split(5504, q4k(4096), resident, 8), 1);
         assert_eq!(q4.split(1024, q4k(4096), resident, 8), 1);
@@ -1150,10 +1150,10 @@ mod tests {
         assert_eq!(q4.split(1024, q8(11008), resident, 8), 1);
         assert_eq!(q6.split(1024, q6k(11008), resident, 8), 2);
         assert_eq!(q6.split(1024, q6k(4096), resident, 8), 2);
-        // A 1B: its Q6_K v (128 groups, 8 steps) over eight; its Q6_K downs
+        // A 1B: its Q6_K v (128 groups, 4 steps) over four; its Q6_K downs
         // (512 groups of 8192 columns) over four; its Q4_K downs and output
         // projection and its q and k (640 groups) over two.
-        assert_eq!(q6.split(128, q6k(2048), resident, 8), 8);
+        assert_eq!(q6.split(128, q6k(2048), resident, 8), 4);
         assert_eq!(q6.split(512, q6k(8192), resident, 8), 4);
         assert_eq!(q4.split(512, q4k(8192), resident, 8), 2);
         assert_eq!(q4.split(512, q4k(2048), resident, 8), 2);

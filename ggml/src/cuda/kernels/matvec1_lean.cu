@@ -206,6 +206,11 @@ struct RowGroups {
     // acc for the next group).
     __device__ __forceinline__ void finish(float (&acc)[R], const Group& G) const {
         reduce(acc);
+        finish_reduced(acc, G);
+    }
+
+    // finish, the warp's sums already in every lane's acc.
+    __device__ __forceinline__ void finish_reduced(float (&acc)[R], const Group& G) const {
         write(acc, G);
 #pragma unroll
         for (int i = 0; i < R; ++i) acc[i] = 0.0f;
@@ -219,6 +224,12 @@ struct RowGroups {
     __device__ __forceinline__ void finish_split(float (&acc)[R], const Group& G, bool valid, int split, int wib,
                                                  float (*part)[R]) const {
         reduce(acc);
+        finish_split_reduced(acc, G, valid, split, wib, part);
+    }
+
+    // finish_split, the warp's sums already in every lane's acc.
+    __device__ __forceinline__ void finish_split_reduced(float (&acc)[R], const Group& G, bool valid, int split,
+                                                         int wib, float (*part)[R]) const {
         if (lane == 0) {
 #pragma unroll
             for (int i = 0; i < R; ++i) part[wib][i] = acc[i];
@@ -295,6 +306,7 @@ struct Lanes : RowGroups<OUT> {
     // a row: one).
     static constexpr int UNROLL = G8::WORDS == 2 ? 2 : 1;
     static constexpr int SB_STEP = 4;  // groups of 256 a step moves on (a lane's eight take one)
+    static constexpr bool PING_PONG = false;  // product_piped's word sets
     struct Words {
         uint4 v[ROWS][G8::WORDS];
     };
@@ -364,107 +376,169 @@ struct Lanes : RowGroups<OUT> {
 
 // Q6_K's lanes. A super-block (ql[128]: the low four bits; qh[64]: the top
 // two; 16 int8 scales, one a sub-block of 16 weights; d) is 210 bytes, so
-// its fields sit at any even offset (rows of 11008 columns start at any
-// even one too): words are read as 4-byte loads from the aligned word at
-// or below and put in place by funnel shifts. A warp takes one super-block
-// of each of its ROWS rows a step, lane l the ql bytes 4l..4l+3 (the
-// warp's loads of a row contiguous: few L1 wavefronts an instruction,
-// where lanes striding over four super-blocks took several times as many):
-// for half n = l / 16, c = l / 8 % 2 and m = l % 8, the low nibbles of
-// weights 128n + 32c + 4m .. + 3 (sub-block 8n + 2c + m / 4) and the high
-// nibbles of the four 64 on (sub-block + 4), with the qh bytes
-// 128 + 32n + 4m .. + 3 holding their top bits (bits 2c and 2c + 4). The
+// its fields sit at 0 or 2 mod 4 (rows of 11008 columns start at any even
+// byte too): words are read as 4-byte loads from the aligned word at or
+// below and put in place by funnel shifts. Eight lanes take a row's
+// super-block, lane l of them (n = l / 4: its half; u = l % 4) 16 ql bytes
+// at 64n + 16u and the 16 qh bytes holding their top bits, i.e. 16 weights
+// of one sub-block (low nibbles) and 16 of the sub-block four on (high
+// nibbles): a load's 4 bytes carry 8 of the lane's weights, where lanes
+// that each took four rows' 8 weights spent most of their instructions on
+// loads and addresses (the products were bound by issue, not HBM). A warp
+// takes its four rows (lane / 8) together, SBS super-blocks a step. The
 // stored integers are q + 32: their dot with X's integers less 32 times
-// the sum of those X values (the same for every row, so taken once a step)
-// is exact. Seven registers of loads a row.
+// the sum of those X values is exact (|(q - 32) x| summed over 16, times a
+// scale, stays under 2^31).
 template <int OUT>
 struct Lanes6 : RowGroups<OUT> {
     static constexpr int R = ROWS;
-    static constexpr int UNROLL = 2;
-    static constexpr int SB_STEP = 1;  // super-blocks a step moves on
-    using Group = typename RowGroups<OUT>::Group;
+    static constexpr int UNROLL = 1;
+    static constexpr int SBS = 2;      // super-blocks a lane takes a step
+    static constexpr int SB_STEP = SBS;
+    static constexpr bool PING_PONG = true;
+    using Base = RowGroups<OUT>;
+    // The group's rows, and the lane's own.
+    struct Group : Base::Group {
+        const uint8_t* mine;
+    };
+    // A super-block's words of the lane: ql and qh from the aligned word
+    // at or below its bytes (five, shifted right by `sh` bits), scales, d.
+    struct One {
+        uint32_t ql[5], qh[5], d, sh;
+        int sc[2];
+    };
     struct Words {
-        uint32_t ql[R][2], qh[R][2], d[R];
-        int sc[R][2];
-        unsigned odd;  // bit i: row i's super-block starts at 2 mod 4
+        One b[SBS];
     };
     struct X {
-        uint2 lo, hi;
-        float dlo, dhi;
-        int slo, shi;
+        int sb;
     };
-    int nsb, sbo, c, e_lo;
-    int ql_at, qh_at, sc_at;  // the lane's bytes in a super-block
+    int nsb, sbo, ri, c2, ql_at, qh_at, sc_at, e_lo;
     const int16_t* q;
     const float* d;
 
     __device__ __forceinline__ Lanes6(const uint8_t* xq, const Mv1Parts& parts_, int cols, long long row_bytes_,
                                       uint8_t* yq_, unsigned* counts_)
-        : RowGroups<OUT>(parts_, row_bytes_, yq_, counts_) {
-        const int l = this->lane, n = l >> 4, m = l & 7;
+        : Base(parts_, row_bytes_, yq_, counts_) {
+        const int l = this->lane & 7, n = l >> 2, u = l & 3, c = u >> 1, lb = 16 * (u & 1);
         nsb = cols >> 8;
         sbo = 0;
-        c = (l >> 3) & 1;
-        e_lo = 128 * n + 32 * c + 4 * m;
-        ql_at = 4 * l;
-        qh_at = 128 + 32 * n + 4 * m;
-        sc_at = 192 + 8 * n + 2 * c + (m >> 2);
+        ri = this->lane >> 3;
+        c2 = 2 * c;
+        ql_at = 64 * n + 16 * u;
+        qh_at = 128 + 32 * n + lb;
+        sc_at = 192 + 8 * n + 2 * c + (u & 1);
+        e_lo = 128 * n + 32 * c + lb;
         q = reinterpret_cast<const int16_t*>(xq);
         d = reinterpret_cast<const float*>(xq + 2ll * cols);
     }
 
-    __device__ __forceinline__ void load_w(const Group& G, int sb, Words& w) const {
-        w.odd = 0;
+    __device__ __forceinline__ Group group(int g) const {
+        Group G;
+        static_cast<typename Base::Group&>(G) = Base::group(g);
+        // As Base::group finds row ri (selecting among G.row would index it).
+        constexpr bool GLU = Base::GLU;
+        constexpr int NO = Base::NO;
+        const int r = min(G.r0 + (GLU ? ri % NO : ri), G.rows - 1);
+        const uint8_t* base = GLU && ri >= NO ? this->parts.W[1] : Mv1Parts::pick(this->parts.W, G.part);
+        G.mine = base + static_cast<long long>(r) * this->row_bytes;
+        return G;
+    }
+
+    // As Base::prefetch, lane 8i asking for row i (its own).
+    __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes, long long from = 0) const {
+        const long long n0 = min(static_cast<long long>(bytes), this->row_bytes - from);
+        if (n0 <= 0 || (this->lane & 7) != 0) return;
+        const uintptr_t a = reinterpret_cast<uintptr_t>(G.mine + from);
+        const long long n = n0 + static_cast<long long>(a & 15);
+        prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
+    }
+
+    __device__ __forceinline__ void load_one(const uint8_t* a, One& o) const {
+        const uintptr_t odd = reinterpret_cast<uintptr_t>(a) & 2;
+        const uint8_t* a4 = a - odd;
+        const uint32_t* ql = reinterpret_cast<const uint32_t*>(a4 + ql_at);
+        const uint32_t* qh = reinterpret_cast<const uint32_t*>(a4 + qh_at);
 #pragma unroll
-        for (int i = 0; i < R; ++i) {
-            const uint8_t* b = G.row[i] + sb * 210;
-            const uintptr_t a = reinterpret_cast<uintptr_t>(b);
-            const uint32_t* ql = reinterpret_cast<const uint32_t*>((a + ql_at) & ~uintptr_t{3});
-            const uint32_t* qh = reinterpret_cast<const uint32_t*>((a + qh_at) & ~uintptr_t{3});
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                w.ql[i][k] = __ldg(ql + k);
-                w.qh[i][k] = __ldg(qh + k);
-            }
-            const signed char* sc = reinterpret_cast<const signed char*>(b + sc_at);
-            w.sc[i][0] = __ldg(sc);
-            w.sc[i][1] = __ldg(sc + 4);
-            w.d[i] = __ldg(reinterpret_cast<const unsigned short*>(b + 208));
-            w.odd |= static_cast<unsigned>((a >> 1) & 1) << i;
+        for (int k = 0; k < 5; ++k) {
+            o.ql[k] = __ldg(ql + k);
+            o.qh[k] = __ldg(qh + k);
         }
+        const signed char* sc = reinterpret_cast<const signed char*>(a + sc_at);
+        o.sc[0] = __ldg(sc);
+        o.sc[1] = __ldg(sc + 4);
+        o.d = __ldg(reinterpret_cast<const unsigned short*>(a + 208));
+        o.sh = static_cast<uint32_t>(odd) << 3;
     }
 
-    // X's four values of each of the lane's two runs, their chunks' scales
-    // and the runs' integer sums.
-    __device__ __forceinline__ X load_x(int sb) const {
-        X x;
+    // Super-blocks sb .. sb + SBS - 1 of the lane's row (those in the row).
+    __device__ __forceinline__ void load_w(const Group& G, int sb, Words& w) const {
+        const uint8_t* a = G.mine + static_cast<long long>(sb) * 210;
+#pragma unroll
+        for (int k = 0; k < SBS; ++k)
+            if (k == 0 || sb + k < nsb) load_one(a + 210 * k, w.b[k]);
+    }
+
+    __device__ __forceinline__ X load_x(int sb) const { return X{sb}; }
+
+    // The sum of 16 of X's integers.
+    __device__ __forceinline__ static int sum16(const uint4 (&x)[2]) {
+        const uint32_t xw[8] = {x[0].x, x[0].y, x[0].z, x[0].w, x[1].x, x[1].y, x[1].z, x[1].w};
+        int s = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) s = gq::dp2a_lo_su(static_cast<int>(xw[k]), 0x0101, s);
+        return s;
+    }
+
+    // The lane's 32 weights of super-block sb against X's.
+    __device__ __forceinline__ float one(const One& o, int sb) const {
         const int e = sb * 256 + e_lo;
-        x.lo = __ldg(reinterpret_cast<const uint2*>(q + e));
-        x.hi = __ldg(reinterpret_cast<const uint2*>(q + e + 64));
-        x.dlo = __ldg(d + (e >> 5));
-        x.dhi = __ldg(d + ((e + 64) >> 5));
-        x.slo = gq::dp2a_lo_su(static_cast<int>(x.lo.y), 0x0101, gq::dp2a_lo_su(static_cast<int>(x.lo.x), 0x0101, 0));
-        x.shi = gq::dp2a_lo_su(static_cast<int>(x.hi.y), 0x0101, gq::dp2a_lo_su(static_cast<int>(x.hi.x), 0x0101, 0));
-        return x;
+        const uint4* xp = reinterpret_cast<const uint4*>(q + e);
+        const uint4 xl[2] = {__ldg(xp), __ldg(xp + 1)};
+        const uint4 xh[2] = {__ldg(xp + 8), __ldg(xp + 9)};  // 64 values on
+        const float dxl = __ldg(d + (e >> 5)), dxh = __ldg(d + (e >> 5) + 2);
+        uint32_t lw[4], hw[4];
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            const uint32_t l4 = __funnelshift_r(o.ql[m], o.ql[m + 1], o.sh);
+            // Shifted c2 further in the same funnel: the bits it brings in
+            // from the next word land above every bit used below.
+            const uint32_t h2 = __funnelshift_r(o.qh[m], o.qh[m + 1], o.sh + c2);
+            lw[m] = (l4 & 0x0f0f0f0fu) | ((h2 << 4) & 0x30303030u);
+            hw[m] = ((l4 >> 4) & 0x0f0f0f0fu) | (h2 & 0x30303030u);
+        }
+        const int dl = gq::dot16(lw, xl) - 32 * sum16(xl);
+        const int dh = gq::dot16(hw, xh) - 32 * sum16(xh);
+        return gq::half_lo(o.d) * (static_cast<float>(dl * o.sc[0]) * dxl + static_cast<float>(dh * o.sc[1]) * dxh);
     }
 
+    // The lane's row's sums in acc[0] (acc[k] for super-block k of a step).
     __device__ __forceinline__ void accumulate(float (&acc)[R], const Words& w, const X& x) const {
 #pragma unroll
-        for (int i = 0; i < R; ++i) {
-            const int sh = ((w.odd >> i) & 1) ? 16 : 0;
-            const uint32_t l4 = __funnelshift_r(w.ql[i][0], w.ql[i][1], sh);
-            const uint32_t h2 = __funnelshift_r(w.qh[i][0], w.qh[i][1], sh);
-            const uint32_t lo = (l4 & 0x0f0f0f0fu) | ((h2 << (4 - 2 * c)) & 0x30303030u);
-            const uint32_t hi = ((l4 >> 4) & 0x0f0f0f0fu) | ((h2 >> (2 * c)) & 0x30303030u);
-            const int dl = gq::dp2a_hi_su(static_cast<int>(x.lo.y), static_cast<int>(lo),
-                                          gq::dp2a_lo_su(static_cast<int>(x.lo.x), static_cast<int>(lo), 0)) -
-                           32 * x.slo;
-            const int dh = gq::dp2a_hi_su(static_cast<int>(x.hi.y), static_cast<int>(hi),
-                                          gq::dp2a_lo_su(static_cast<int>(x.hi.x), static_cast<int>(hi), 0)) -
-                           32 * x.shi;
-            acc[i] += gq::half_lo(w.d[i]) * (static_cast<float>(dl * w.sc[i][0]) * x.dlo +
-                                             static_cast<float>(dh * w.sc[i][1]) * x.dhi);
-        }
+        for (int k = 0; k < SBS; ++k)
+            if (k == 0 || x.sb + k < nsb) acc[k] += one(w.b[k], x.sb + k);
+    }
+
+    // Each row's sum over its eight lanes, then the four rows' sums in every lane.
+    __device__ __forceinline__ void gather(float (&acc)[R]) const {
+        float v = acc[0];
+#pragma unroll
+        for (int k = 1; k < SBS; ++k) v += acc[k];
+#pragma unroll
+        for (int off = 1; off < 8; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+#pragma unroll
+        for (int i = 0; i < R; ++i) acc[i] = __shfl_sync(0xffffffffu, v, 8 * i);
+    }
+
+    __device__ __forceinline__ void finish(float (&acc)[R], const Group& G) const {
+        gather(acc);
+        this->finish_reduced(acc, G);
+    }
+
+    __device__ __forceinline__ void finish_split(float (&acc)[R], const Group& G, bool valid, int split, int wib,
+                                                 float (*part)[R]) const {
+        gather(acc);
+        this->finish_split_reduced(acc, G, valid, split, wib, part);
     }
 };
 
@@ -559,26 +633,35 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     // Whether the warp goes on to group g (split: while its block's first team has a group).
     auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < L.groups; };
     int g = static_cast<int>(blockIdx.x) * teams + team;
-    if (!live(g)) {
+    // A warp without a group leaves. The vote tells ptxas that the whole
+    // warp does: after a return it could not see as uniform it kept the
+    // loads' memory descriptor in ordinary registers and moved it into
+    // uniform ones for every load (a quarter of Q4_K's loop).
+    if (__all_sync(0xffffffffu, !live(g))) {
         if (prefetch) gq::pdl_begin();
         return;
     }
     bool valid = g < L.groups;
     auto G = L.group(min(g, L.groups - 1));
-    Words w = {};
+    // Two sets of words: the next item's loads go into w1. Where the lanes
+    // ask for it (PING_PONG) the sets swap roles from one item to the next
+    // (copying w1 into w0 every item cost Q6_K's loop a sixth of its
+    // instructions); Q8_0's twelve words a row spill that way.
+    Words w0 = {}, w1 = {};
     if (prefetch && valid) L.prefetch(G, prefetch);
-    if (valid && sb_of(0) < L.nsb) L.load_w(G, sb_of(0), w);
+    if (valid && sb_of(0) < L.nsb) L.load_w(G, sb_of(0), w0);
     if (prefetch) gq::pdl_begin();
     float acc[R] = {};
     int k = 0, buf = 0;
-    for (;;) {
+    // The item in `cur`, the next one's loads into `nxt` first; whether
+    // the warp goes on.
+    auto item = [&](const Words& cur, Words& nxt) {
         int ng, nk;
         next_item(g, k, steps, nteams, ng, nk);
         const bool more = live(ng), next_valid = ng < L.groups;
         const auto NG = ng == g ? G : L.group(min(ng, L.groups - 1));
-        Words nw = {};
-        if (next_valid && sb_of(nk) < L.nsb) L.load_w(NG, sb_of(nk), nw);
-        if (valid && sb_of(k) < L.nsb) L.accumulate(acc, w, L.load_x(sb_of(k)));
+        if (next_valid && sb_of(nk) < L.nsb) L.load_w(NG, sb_of(nk), nxt);
+        if (valid && sb_of(k) < L.nsb) L.accumulate(acc, cur, L.load_x(sb_of(k)));
         if (nk == 0) {
             if (split == 1) {
                 L.finish(acc, G);
@@ -587,12 +670,17 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
                 buf ^= 1;
             }
         }
-        if (!more) break;
-        w = nw;
         G = NG;
         g = ng;
         k = nk;
         valid = next_valid;
+        return more;
+    };
+    if constexpr (L_t::PING_PONG) {
+        while (item(w0, w1) && item(w1, w0)) {
+        }
+    } else {
+        while (item(w0, w1)) w0 = w1;
     }
 }
 
@@ -679,7 +767,7 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     if (prefetch) gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
-    if (!any) return;
+    if (__all_sync(0xffffffffu, !any)) return;  // uniform, as product_piped's
     float acc[ROWS][2] = {};
     int k = 0, buf = 0;
     for (;;) {
@@ -802,7 +890,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
-    if (!any) return;
+    if (__all_sync(0xffffffffu, !any)) return;  // uniform, as product_piped's
     bool valid = g < R.groups;
     auto G = R.group(valid ? g : 0);
     float acc[ROWS][2] = {};
