@@ -1182,7 +1182,9 @@ mod tests {
         assert_eq!(f16.deep_split(256), 1);
         let source = include_str!("kernels/matvec1_lean.cu");
         assert!(source.contains("static constexpr int SB_STEP = 4;"));
-        assert!(source.contains("static constexpr int SB_STEP = 1;"));
+        // Q6_K's two super-blocks a lane a step.
+        assert!(source.contains("static constexpr int SBS = 2;"));
+        assert!(source.contains("static constexpr int SB_STEP = SBS;"));
         assert!(source.contains("__shared__ float part[2][8][R];"));
     }
 
