@@ -1071,6 +1071,42 @@ w28)
   done
   ours Q4_0:7b Q8_0:7b
   ;;
+w29)
+  # Session 42's first call where machines are scarce (carry .gpu-o as
+  # w28's, and .rivals): llama.cpp's builds and models in the background,
+  # the lean products' checks on the GPU, then w21 (the suite, the greedy
+  # ids). w30 follows.
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=.gpu-o scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/test_matmul /tmp/llm-gpu/llm-old
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  for t in q6_k q4_k q4_0 q8_0; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
+  GPU_SESSION_SUITE_S=${GPU_SESSION_SUITE_S:-380} "$0" w21
+  ;;
+w30)
+  # After w29 on the same machine: llm-old and llm alternated on the
+  # rival's 7B and 1B Q4_K_M and our 7B Q6_K (w28's), then n9.
+  t0=$(date +%s)
+  bins() {  # label: llm-old and llm alternated on $m, two rounds
+    for _ in 1 2; do
+      for b in llm-old llm; do
+        timeout 60 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+          grep tg128 | sed "s/^/$1 $b /"
+      done
+    done
+  }
+  scripts/gpu-bench.sh wait MODELS_READY 100
+  for q in Q4_K_M 1B-Q4_K_M; do
+    m=$W/models/m-$q.gguf
+    bins m-$q
+    el "m-$q"
+  done
+  our_model Q6_K 7b
+  bins Q6_K:7b
+  rm -f $m
+  el "Q6_K"
+  "$0" n9
+  el "n9"
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then
