@@ -594,30 +594,20 @@ __device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, i
     }
 }
 
-// The same products, software-pipelined over a flat sequence of (group,
-// step) items: each lane's weight loads of the next item are in flight
-// while it computes the current one, across the end of a group too, so
-// that a warp never waits for a whole step's latency from HBM (the plain
-// loop loads its steps, then uses them). X, which L1 and L2 hold, is read
-// as an item is computed (holding it a step ahead too spilled). Where its
-// group of 256 is past the row's end a lane loads and adds nothing. Before
-// the kernel waits (prefetch > 0), the first item's weights are loaded too.
-//
-// `split` (1, 2, 4 or 8; blocks of eight warps) warps of a block, a team,
-// share a group, warp s of the team taking steps s, s + split, ... and
-// their sums meeting at the group's end (RowGroups::finish_split): a small
-// product (a 1B's, Q6_K's of one super-block a step) then has more warps
-// and shorter chains of steps. Teams take groups as warps do unsplit: team
-// t of the grid's T groups t, t + T, ..., so split 1 is the warps' own
-// sequence; a split block goes on while its first team has a group (its
-// barriers need every warp), a team past the end loading nothing.
-// SPLIT: 1 (matvec1_<type>_lean_piped_*: a warp a group, without the
-// teams' arithmetic, which made Q8_0's loop spill), or 0
-// (matvec1_<type>_lean_split_*: `split_given` warps a group).
+// product_piped for lanes whose words a step are few (Q6_K's: PING_PONG):
+// the same items, sums and order, but a warp without a group leaves by a
+// vote, which tells ptxas that the whole warp does (after a return it could
+// not see as uniform it kept the loads' memory descriptor in ordinary
+// registers and moved it into a uniform one before every load), and the
+// words of the next item go into the set the item before used. On the H100
+// (session 42) these two, given to Q4_K, Q4_0 and Q8_0 as well, cut their
+// loops' instructions by a fifth yet their decode by 3.5%, 11.6% and 7.6%
+// (which of the two, and why, is not known yet): those keep product_piped
+// as it was.
 template <int T, int OUT, int SPLIT>
-__device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
-                                              long long row_bytes, unsigned prefetch, uint8_t* yq,
-                                              unsigned* counts, int split_given) {
+__device__ __forceinline__ void product_alternating(const uint8_t* __restrict__ xq, const Mv1Parts& parts,
+                                                    int cols, long long row_bytes, unsigned prefetch, uint8_t* yq,
+                                                    unsigned* counts, int split_given) {
     const int split = SPLIT == 1 ? 1 : split_given;
     using L_t = typename LanesOf<T, OUT>::type;
     constexpr int R = L_t::R;
@@ -633,20 +623,16 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
     // Whether the warp goes on to group g (split: while its block's first team has a group).
     auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < L.groups; };
     int g = static_cast<int>(blockIdx.x) * teams + team;
-    // A warp without a group leaves. The vote tells ptxas that the whole
-    // warp does: after a return it could not see as uniform it kept the
-    // loads' memory descriptor in ordinary registers and moved it into
-    // uniform ones for every load (a quarter of Q4_K's loop).
+    // A warp without a group leaves (by a vote: above).
     if (__all_sync(0xffffffffu, !live(g))) {
         if (prefetch) gq::pdl_begin();
         return;
     }
     bool valid = g < L.groups;
     auto G = L.group(min(g, L.groups - 1));
-    // Two sets of words: the next item's loads go into w1. Where the lanes
-    // ask for it (PING_PONG) the sets swap roles from one item to the next
-    // (copying w1 into w0 every item cost Q6_K's loop a sixth of its
-    // instructions); Q8_0's twelve words a row spill that way.
+    // Two sets of words, whose roles swap from one item to the next
+    // (copying the next item's words into the current one's every item
+    // cost Q6_K's loop a sixth of its instructions).
     Words w0 = {}, w1 = {};
     if (prefetch && valid) L.prefetch(G, prefetch);
     if (valid && sb_of(0) < L.nsb) L.load_w(G, sb_of(0), w0);
@@ -676,11 +662,87 @@ __device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, co
         valid = next_valid;
         return more;
     };
+    while (item(w0, w1) && item(w1, w0)) {
+    }
+}
+
+// The same products, software-pipelined over a flat sequence of (group,
+// step) items: each lane's weight loads of the next item are in flight
+// while it computes the current one, across the end of a group too, so
+// that a warp never waits for a whole step's latency from HBM (the plain
+// loop loads its steps, then uses them). X, which L1 and L2 hold, is read
+// as an item is computed (holding it a step ahead too spilled). Where its
+// group of 256 is past the row's end a lane loads and adds nothing. Before
+// the kernel waits (prefetch > 0), the first item's weights are loaded too.
+//
+// `split` (1, 2, 4 or 8; blocks of eight warps) warps of a block, a team,
+// share a group, warp s of the team taking steps s, s + split, ... and
+// their sums meeting at the group's end (RowGroups::finish_split): a small
+// product (a 1B's, Q6_K's of one super-block a step) then has more warps
+// and shorter chains of steps. Teams take groups as warps do unsplit: team
+// t of the grid's T groups t, t + T, ..., so split 1 is the warps' own
+// sequence; a split block goes on while its first team has a group (its
+// barriers need every warp), a team past the end loading nothing.
+// SPLIT: 1 (matvec1_<type>_lean_piped_*: a warp a group, without the
+// teams' arithmetic, which made Q8_0's loop spill), or 0
+// (matvec1_<type>_lean_split_*: `split_given` warps a group).
+template <int T, int OUT, int SPLIT>
+__device__ __forceinline__ void product_piped(const uint8_t* __restrict__ xq, const Mv1Parts& parts, int cols,
+                                              long long row_bytes, unsigned prefetch, uint8_t* yq,
+                                              unsigned* counts, int split_given) {
+    using L_t = typename LanesOf<T, OUT>::type;
     if constexpr (L_t::PING_PONG) {
-        while (item(w0, w1) && item(w1, w0)) {
+        product_alternating<T, OUT, SPLIT>(xq, parts, cols, row_bytes, prefetch, yq, counts, split_given);
+        return;
+    }
+    const int split = SPLIT == 1 ? 1 : split_given;
+    constexpr int R = L_t::R;
+    const L_t L(xq, parts, cols, row_bytes, yq, counts);
+    using Words = typename L_t::Words;
+    __shared__ float part[2][8][R];
+    const int wib = static_cast<int>(threadIdx.x >> 5);
+    const int teams = static_cast<int>(blockDim.x >> 5) / split, team = wib / split, s = wib % split;
+    const int nteams = static_cast<int>(gridDim.x) * teams;
+    // A warp's steps a group, and where its step k sits.
+    const int steps = ((L.nsb + L_t::SB_STEP - 1) / L_t::SB_STEP + split - 1) / split;
+    auto sb_of = [&](int k) { return L.sbo + L_t::SB_STEP * (s + split * k); };
+    // Whether the warp goes on to group g (split: while its block's first team has a group).
+    auto live = [&](int gi) { return (split == 1 ? gi : gi - team) < L.groups; };
+    int g = static_cast<int>(blockIdx.x) * teams + team;
+    if (!live(g)) {
+        if (prefetch) gq::pdl_begin();
+        return;
+    }
+    bool valid = g < L.groups;
+    auto G = L.group(min(g, L.groups - 1));
+    Words w = {};
+    if (prefetch && valid) L.prefetch(G, prefetch);
+    if (valid && sb_of(0) < L.nsb) L.load_w(G, sb_of(0), w);
+    if (prefetch) gq::pdl_begin();
+    float acc[R] = {};
+    int k = 0, buf = 0;
+    for (;;) {
+        int ng, nk;
+        next_item(g, k, steps, nteams, ng, nk);
+        const bool more = live(ng), next_valid = ng < L.groups;
+        const auto NG = ng == g ? G : L.group(min(ng, L.groups - 1));
+        Words nw = {};
+        if (next_valid && sb_of(nk) < L.nsb) L.load_w(NG, sb_of(nk), nw);
+        if (valid && sb_of(k) < L.nsb) L.accumulate(acc, w, L.load_x(sb_of(k)));
+        if (nk == 0) {
+            if (split == 1) {
+                L.finish(acc, G);
+            } else {
+                L.finish_split(acc, G, valid, split, wib, part[buf]);
+                buf ^= 1;
+            }
         }
-    } else {
-        while (item(w0, w1)) w0 = w1;
+        if (!more) break;
+        w = nw;
+        G = NG;
+        g = ng;
+        k = nk;
+        valid = next_valid;
     }
 }
 
@@ -767,7 +829,7 @@ __device__ __forceinline__ void product_f16(const float* __restrict__ X, const M
     if (prefetch) gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
-    if (__all_sync(0xffffffffu, !any)) return;  // uniform, as product_piped's
+    if (!any) return;
     float acc[ROWS][2] = {};
     int k = 0, buf = 0;
     for (;;) {
@@ -890,7 +952,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
-    if (__all_sync(0xffffffffu, !any)) return;  // uniform, as product_piped's
+    if (!any) return;
     bool valid = g < R.groups;
     auto G = R.group(valid ? g : 0);
     float acc[ROWS][2] = {};
