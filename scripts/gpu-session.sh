@@ -1107,6 +1107,28 @@ w30)
   "$0" n9
   el "n9"
   ;;
+w31)
+  # Session 42's last call (carry .gpu-f: llm, llm-old and test-gpu only):
+  # llm-old and llm alternated (two rounds, tg128, -r 5) and both's greedy
+  # ids on our writer's 7B and 1B Q6_K files.
+  t0=$(date +%s)
+  nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+  GPU_PACK=.gpu-f scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/llm-old
+  for spec in Q6_K:7b Q6_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    for _ in 1 2; do
+      for b in llm-old llm; do
+        timeout 40 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep tg128 | sed "s/^/$spec $b /"
+      done
+    done
+    for b in llm-old llm; do
+      timeout 40 /tmp/llm-gpu/$b run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
+        --print-ids 2>/dev/null | md5sum | sed "s/^/$spec $b ids /"
+    done
+    rm -f $m
+    el "$spec"
+  done
+  ;;
 w15)
   # After session 36 (carry .gpu-p as w14's, and .rivals): F16's layer
   # products with grids spread evenly (test_matmul --bench-f16), then
