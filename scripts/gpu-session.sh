@@ -140,6 +140,25 @@ ids() {
   env "$@" timeout 60 /tmp/llm-gpu/llm run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
     --print-ids 2>/dev/null | md5sum | sed "s/^/$l ids /"
 }
+# llm-old (an earlier pack's llm, where a case carries one) and llm
+# alternated on file $m: two rounds of tg128 (-r 5), labelled $1.
+old_new() {
+  local b
+  for _ in 1 2; do
+    for b in llm-old llm; do
+      timeout 60 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
+        grep tg128 | sed "s/^/$1 $b /"
+    done
+  done
+}
+# Both binaries' greedy ids (48) of file $m, labelled $1.
+old_new_ids() {
+  local b
+  for b in llm-old llm; do
+    timeout 60 /tmp/llm-gpu/$b run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
+      --print-ids 2>/dev/null | md5sum | sed "s/^/$1 $b ids /"
+  done
+}
 # Where a 512-token prompt batch of file $m spends its host time.
 host_profile() {
   LLM_PROFILE=1 timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 512 -n 0 -r 5 2>&1 | grep -v "^ *$" | tail -14
@@ -1027,53 +1046,11 @@ w27)
     el "$spec"
   done
   ;;
-w28)
-  # Session 42 (carry .gpu-o with test_matmul and llm-old, the pack of the
-  # commit before the change, and .rivals): llama.cpp's builds and models
-  # in the background; the lean products' checks on the GPU
-  # (test_matmul --xs, each type); then llm-old and llm alternated (two
-  # rounds, tg128, -r 5) on our writer's 7B Q6_K and Q4_K and 1B Q4_K
-  # files, the rival's 7B and 1B Q4_K_M once written, and our 7B Q4_0 and
-  # Q8_0, with both binaries' greedy ids of our files. w21
-  # (the suite) and n9 (the side by side) follow on the same machine.
-  start_call .gpu-o
-  chmod +x /tmp/llm-gpu/llm-old
-  scripts/gpu-bench.sh start .rivals >/dev/null
-  for t in q6_k q4_k q4_0 q8_0; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
-  el "test_matmul"
-  bins() {  # label: llm-old and llm alternated on $m, two rounds
-    for _ in 1 2; do
-      for b in llm-old llm; do
-        timeout 60 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
-          grep tg128 | sed "s/^/$1 $b /"
-      done
-    done
-  }
-  ours() {
-  for spec in "$@"; do
-    our_model ${spec%:*} ${spec#*:}
-    bins $spec
-    # Greedy ids of both (Q6_K's sums now meet in another order).
-    for b in llm-old llm; do
-      timeout 60 /tmp/llm-gpu/$b run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
-        --print-ids 2>/dev/null | md5sum | sed "s/^/$spec $b ids /"
-    done
-    rm -f $m
-    el "$spec"
-  done
-  }
-  ours Q6_K:7b Q4_K:7b Q4_K:1b
-  scripts/gpu-bench.sh wait MODELS_READY 150
-  for q in Q4_K_M 1B-Q4_K_M; do
-    m=$W/models/m-$q.gguf
-    bins m-$q
-    el "m-$q"
-  done
-  ours Q4_0:7b Q8_0:7b
-  ;;
 w29)
-  # Session 42's first call where machines are scarce (carry .gpu-o as
-  # w28's, and .rivals): llama.cpp's builds and models in the background,
+  # Session 42's first call where machines are scarce (carry .gpu-o:
+  # `GPU_PACK=.gpu-o scripts/gpu-suite.sh pack`, test_matmul.xz and
+  # llm-old.xz, an earlier pack's llm, beside it, then `... bundle`; and
+  # .rivals): llama.cpp's builds and models in the background,
   # the lean products' checks on the GPU, then w21 (the suite, the greedy
   # ids). w30 follows.
   nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
@@ -1084,24 +1061,16 @@ w29)
   ;;
 w30)
   # After w29 on the same machine: llm-old and llm alternated on the
-  # rival's 7B and 1B Q4_K_M and our 7B Q6_K (w28's), then n9.
+  # rival's 7B and 1B Q4_K_M and our writer's 7B Q6_K, then n9.
   t0=$(date +%s)
-  bins() {  # label: llm-old and llm alternated on $m, two rounds
-    for _ in 1 2; do
-      for b in llm-old llm; do
-        timeout 60 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
-          grep tg128 | sed "s/^/$1 $b /"
-      done
-    done
-  }
   scripts/gpu-bench.sh wait MODELS_READY 100
   for q in Q4_K_M 1B-Q4_K_M; do
     m=$W/models/m-$q.gguf
-    bins m-$q
+    old_new m-$q
     el "m-$q"
   done
   our_model Q6_K 7b
-  bins Q6_K:7b
+  old_new Q6_K:7b
   rm -f $m
   el "Q6_K"
   "$0" n9
@@ -1116,15 +1085,8 @@ w31)
   GPU_PACK=.gpu-f scripts/gpu-suite.sh unpack && chmod +x /tmp/llm-gpu/llm-old
   for spec in Q6_K:7b Q6_K:1b; do
     our_model ${spec%:*} ${spec#*:}
-    for _ in 1 2; do
-      for b in llm-old llm; do
-        timeout 40 /tmp/llm-gpu/$b bench -m $m -ngl 99 -p 0 -n 128 -r 5 2>&1 | grep tg128 | sed "s/^/$spec $b /"
-      done
-    done
-    for b in llm-old llm; do
-      timeout 40 /tmp/llm-gpu/$b run $m --n-gpu-layers all -p "The chain" -n 48 --ignore-eos --temp 0 \
-        --print-ids 2>/dev/null | md5sum | sed "s/^/$spec $b ids /"
-    done
+    old_new $spec
+    old_new_ids $spec
     rm -f $m
     el "$spec"
   done

@@ -603,7 +603,8 @@ __device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, i
 // (session 42) these two, given to Q4_K, Q4_0 and Q8_0 as well, cut their
 // loops' instructions by a fifth yet their decode by 3.5%, 11.6% and 7.6%
 // (which of the two, and why, is not known yet): those keep product_piped
-// as it was.
+// as it was. A fork rather than one loop with switches: folded into one,
+// the others' split kernels compiled to other code than was measured.
 template <int T, int OUT, int SPLIT>
 __device__ __forceinline__ void product_alternating(const uint8_t* __restrict__ xq, const Mv1Parts& parts,
                                                     int cols, long long row_bytes, unsigned prefetch, uint8_t* yq,
