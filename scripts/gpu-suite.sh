@@ -117,7 +117,7 @@ unpack | run)
     case "$f" in */bins.tar.xz) continue ;; esac
     if [ -f "$f" ]; then xz -dc "$f" >"$work/$(basename "$f" .xz)"; fi
   done
-  chmod +x "$work"/llm "$work"/test-*
+  for f in "$work"/llm "$work"/llm-* "$work"/test-*; do [ ! -f "$f" ] || chmod +x "$f"; done
   if [ -f "$pack/vocab.gguf" ]; then cp "$pack/vocab.gguf" "$work/"; fi
   keep_smollm2_parts "$work"
   if [ "$1" = unpack ]; then exit 0; fi
