@@ -186,11 +186,14 @@ struct RowGroups {
         if (n0 <= 0) return;
 #pragma unroll
         for (int i = 0; i < R; ++i)
-            if (lane == i) {
-                const uintptr_t a = reinterpret_cast<uintptr_t>(G.row[i] + from);
-                const long long n = n0 + static_cast<long long>(a & 15);
-                prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
-            }
+            if (lane == i) prefetch_row(G.row[i] + from, n0);
+    }
+
+    // L2 asked for n bytes from p on, from the 16-byte boundary at or below it.
+    __device__ __forceinline__ static void prefetch_row(const uint8_t* p, long long n) {
+        const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+        n += static_cast<long long>(a & 15);
+        prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
     }
 
     // The warp's sums, in every lane.
@@ -448,10 +451,7 @@ struct Lanes6 : RowGroups<OUT> {
     // As Base::prefetch, lane 8i asking for row i (its own).
     __device__ __forceinline__ void prefetch(const Group& G, unsigned bytes, long long from = 0) const {
         const long long n0 = min(static_cast<long long>(bytes), this->row_bytes - from);
-        if (n0 <= 0 || (this->lane & 7) != 0) return;
-        const uintptr_t a = reinterpret_cast<uintptr_t>(G.mine + from);
-        const long long n = n0 + static_cast<long long>(a & 15);
-        prefetch_l2(reinterpret_cast<const void*>(a & ~uintptr_t{15}), static_cast<unsigned>((n + 15) & ~15ll));
+        if (n0 > 0 && (this->lane & 7) == 0) Base::prefetch_row(G.mine + from, n0);
     }
 
     __device__ __forceinline__ void load_one(const uint8_t* a, One& o) const {
