@@ -1046,6 +1046,33 @@ w27)
     el "$spec"
   done
   ;;
+w32)
+  # Session 43's first call (carry .gpu-o as w29's, and .rivals): llama.cpp's
+  # builds and models in the background, the lean products' checks on the
+  # GPU, then where a decode step of our writer's 7B Q6_K and Q4_K files
+  # goes (gpu-profile.sh, warm L2) and Nsight Compute's full sections on a
+  # few of their lean products (text under $OUT, a digest here), and the
+  # greedy ids. The suite (w21) and the side by side (w30) follow.
+  start_call .gpu-o
+  chmod +x /tmp/llm-gpu/llm-old
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  for t in q6_k q4_k q4_0 q8_0; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
+  el "test_matmul"
+  for spec in Q6_K:7b Q4_K:7b; do
+    ty=${spec%:*}
+    our_model $ty ${spec#*:}
+    GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 scripts/gpu-profile.sh $ty 7b 2>&1 | head -16
+    timeout 150 ncu --graph-profiling node --clock-control none --set full -k "regex:matvec1_${ty,,}_lean" \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" --launch-skip 300 --launch-count 8 /tmp/llm-gpu/llm bench -m $m -ngl 99 -p 0 -n 16 -r 1 \
+      >"$out/ncu-$ty.txt" 2>&1
+    echo "ncu rc=$?"
+    grep -iE "^  matvec1|Duration|DRAM Throughput|Memory Throughput|Issue Slots Busy|Issued Ipc|No Eligible|Warp Cycles Per Issued|stalled_.*[1-9]|Achieved Occupancy|Registers Per" \
+      "$out/ncu-$ty.txt" | head -120
+    ids "$spec" LLM_CUDA_LEAN_EARLY=
+    rm -f $m
+    el "$spec"
+  done
+  ;;
 w29)
   # Session 42's first call where machines are scarce (carry .gpu-o:
   # `GPU_PACK=.gpu-o scripts/gpu-suite.sh pack`, test_matmul.xz and
