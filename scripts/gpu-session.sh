@@ -1075,7 +1075,7 @@ w32)
   # The 1B: where its step goes, and the two fusions that lost on the 7B
   # (the attention's output and the GLU's quantised in the kernel).
   our_model Q4_K 1b
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 scripts/gpu-profile.sh Q4_K 1b 2>&1 | head -16
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 scripts/gpu-profile.sh Q4_K-1b 1b 2>&1 | head -16
   ab tg128 "-p 0 -n 128" LLM_CUDA_ATT_X16=1 LLM_CUDA_LEAN_FUSE=1 LLM_CUDA_ATT_X16=1+LLM_CUDA_LEAN_FUSE=1
   el "1b"
   ;;
