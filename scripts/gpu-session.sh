@@ -1046,6 +1046,36 @@ w27)
     el "$spec"
   done
   ;;
+w33)
+  # Session 43's last call (carry .gpu-n: the pack of Q6_K's 16-byte loads,
+  # with llm-old the pack before it, and test_matmul; and .rivals): the
+  # rival's models (no llama.cpp build) in the background, Q6_K's checks on
+  # the GPU, then llm-old and llm alternated with both's greedy ids on our
+  # writer's 7B and 1B Q6_K, the synthetic models of every architecture
+  # and type against the CPU, then the same A/B on the rival's 7B and 1B
+  # Q4_K_M.
+  start_call .gpu-n
+  chmod +x /tmp/llm-gpu/llm-old
+  GPU_BENCH_MODELS_ONLY=1 scripts/gpu-bench.sh start .rivals >/dev/null
+  for t in q6_k q4_k; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
+  el "test_matmul"
+  for spec in Q6_K:7b Q6_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    old_new $spec
+    old_new_ids $spec
+    rm -f $m
+    el "$spec"
+  done
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 150 /tmp/llm-gpu/test-gpu synthetic 2>&1 | grep -E "^test |test result" | tail -4
+  el "synthetic"
+  scripts/gpu-bench.sh wait MODELS_READY 300
+  for q in Q4_K_M 1B-Q4_K_M; do
+    m=$W/models/m-$q.gguf
+    old_new m-$q
+    old_new_ids m-$q
+    el "m-$q"
+  done
+  ;;
 w32)
   # Session 43's first call (carry .gpu-o as w29's, and .rivals): llama.cpp's
   # builds and models in the background, the lean products' checks on the
