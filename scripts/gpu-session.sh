@@ -1063,6 +1063,9 @@ w33)
     our_model ${spec%:*} ${spec#*:}
     old_new $spec
     old_new_ids $spec
+    [ $spec = Q6_K:7b ] && timeout 90 ncu --graph-profiling node --clock-control none --section SpeedOfLight \
+      -k "regex:matvec1_q6_k_lean" --launch-skip 300 --launch-count 4 /tmp/llm-gpu/llm bench -m $m -ngl 99 \
+      -p 0 -n 16 -r 1 2>&1 | grep -E "^  matvec1|Duration|DRAM Throughput|L1/TEX Cache"
     rm -f $m
     el "$spec"
   done
