@@ -35,9 +35,8 @@ start)
     cd $W && tar xJf $rivals/llama.cpp.tar.xz && mv llama.cpp lcpp
     (PYTHONUNBUFFERED=1 PYTHONPATH=$W/lcpp/gguf-py python3 $rivals/gen_llama_gguf.py $M/m-F16.gguf > $W/gen.log 2>&1; echo gen rc=\$? >> $W/gen.log) &
     gen=\$!
-    # The CUDA build (ten minutes) goes alongside, at low priority
-    # (GPU_BENCH_MODELS_ONLY=1: the models alone, for llm's own A/B).
-    [ -n \"${GPU_BENCH_MODELS_ONLY:-}\" ] || (nice -n 19 cmake -S lcpp -B $B $common -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON > $W/build.log 2>&1
+    # The CUDA build (ten minutes) goes alongside, at low priority.
+    (nice -n 19 cmake -S lcpp -B $B $common -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON > $W/build.log 2>&1
      nice -n 19 cmake --build $B -j \$(nproc) --target llama-bench >> $W/build.log 2>&1
      echo build rc=\$?
      gcc -O2 $repo/scripts/rival/rival_logits.c -I lcpp/include -I lcpp/ggml/include -L $B/bin -lllama \

@@ -1048,18 +1048,17 @@ w27)
   ;;
 w33)
   # Session 43's last call (carry .gpu-n: the pack of Q6_K's 16-byte loads,
-  # with llm-old the pack before it, and test_matmul; and .rivals): the
-  # rival's models (no llama.cpp build) in the background, Q6_K's checks on
-  # the GPU, then llm-old and llm alternated with both's greedy ids on our
-  # writer's 7B and 1B Q6_K, the synthetic models of every architecture
-  # and type against the CPU, then the same A/B on the rival's 7B and 1B
-  # Q4_K_M.
+  # with llm-old the pack before it, and test_matmul): Q6_K's checks on the
+  # GPU, llm-old and llm alternated with both's greedy ids on our writer's
+  # 7B Q6_K (and Nsight Compute's speed of light on its products), the
+  # synthetic models of every architecture and type against the CPU, then
+  # the A/B on the 1B Q6_K.
   start_call .gpu-n
   chmod +x /tmp/llm-gpu/llm-old
-  GPU_BENCH_MODELS_ONLY=1 scripts/gpu-bench.sh start .rivals >/dev/null
   for t in q6_k q4_k; do GQ_XS_ONLY=$t timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2; done
   el "test_matmul"
-  for spec in Q6_K:7b Q6_K:1b; do
+  q6k_ab() {
+    local spec=$1
     our_model ${spec%:*} ${spec#*:}
     old_new $spec
     old_new_ids $spec
@@ -1068,16 +1067,11 @@ w33)
       -p 0 -n 16 -r 1 2>&1 | grep -E "^  matvec1|Duration|DRAM Throughput|L1/TEX Cache"
     rm -f $m
     el "$spec"
-  done
+  }
+  q6k_ab Q6_K:7b
   LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf timeout 150 /tmp/llm-gpu/test-gpu synthetic 2>&1 | grep -E "^test |test result" | tail -4
   el "synthetic"
-  scripts/gpu-bench.sh wait MODELS_READY 300
-  for q in Q4_K_M 1B-Q4_K_M; do
-    m=$W/models/m-$q.gguf
-    old_new m-$q
-    old_new_ids m-$q
-    el "m-$q"
-  done
+  q6k_ab Q6_K:1b
   ;;
 w32)
   # Session 43's first call (carry .gpu-o as w29's, and .rivals): llama.cpp's
