@@ -379,10 +379,9 @@ struct Lanes : RowGroups<OUT> {
 
 // Q6_K's lanes. A super-block (ql[128]: the low four bits; qh[64]: the top
 // two; 16 int8 scales, one a sub-block of 16 weights; d) is 210 bytes, so
-// its fields sit at any even byte mod 16 (rows of 11008 columns start at
-// any even byte too): a lane's 16 bytes of a field are read as the two
-// aligned 16-byte pieces at or below them and put in place by selects and
-// funnel shifts. Eight lanes take a row's
+// its fields sit at 0 or 2 mod 4 (rows of 11008 columns start at any even
+// byte too): words are read as 4-byte loads from the aligned word at or
+// below and put in place by funnel shifts. Eight lanes take a row's
 // super-block, lane l of them (n = l / 4: its half; u = l % 4) 16 ql bytes
 // at 64n + 16u and the 16 qh bytes holding their top bits, i.e. 16 weights
 // of one sub-block (low nibbles) and 16 of the sub-block four on (high
@@ -405,11 +404,10 @@ struct Lanes6 : RowGroups<OUT> {
     struct Group : Base::Group {
         const uint8_t* mine;
     };
-    // A super-block's words of the lane: ql and qh as the two aligned
-    // 16-byte pieces at or below its bytes (`mis` bytes below), scales, d.
+    // A super-block's words of the lane: ql and qh from the aligned word
+    // at or below its bytes (five, shifted right by `sh` bits), scales, d.
     struct One {
-        uint4 ql[2], qh[2];
-        uint32_t d, mis;
+        uint32_t ql[5], qh[5], d, sh;
         int sc[2];
     };
     struct Words {
@@ -456,36 +454,21 @@ struct Lanes6 : RowGroups<OUT> {
         if (n0 > 0 && (this->lane & 7) == 0) Base::prefetch_row(G.mine + from, n0);
     }
 
-    // Two 16-byte loads a field: a row's eight lanes then take its bytes
-    // in a few whole sectors, where five 4-byte loads 16 bytes apart had
-    // L1 move four sectors for every one used (Nsight Compute, session 43:
-    // L1 81% busy at half of HBM's rate).
     __device__ __forceinline__ void load_one(const uint8_t* a, One& o) const {
-        const uintptr_t mis = reinterpret_cast<uintptr_t>(a) & 14;
-        const uint8_t* a16 = a - mis;
-        const uint4* ql = reinterpret_cast<const uint4*>(a16 + ql_at);
-        const uint4* qh = reinterpret_cast<const uint4*>(a16 + qh_at);
-        o.ql[0] = __ldg(ql);
-        o.ql[1] = __ldg(ql + 1);
-        o.qh[0] = __ldg(qh);
-        o.qh[1] = __ldg(qh + 1);
+        const uintptr_t odd = reinterpret_cast<uintptr_t>(a) & 2;
+        const uint8_t* a4 = a - odd;
+        const uint32_t* ql = reinterpret_cast<const uint32_t*>(a4 + ql_at);
+        const uint32_t* qh = reinterpret_cast<const uint32_t*>(a4 + qh_at);
+#pragma unroll
+        for (int k = 0; k < 5; ++k) {
+            o.ql[k] = __ldg(ql + k);
+            o.qh[k] = __ldg(qh + k);
+        }
         const signed char* sc = reinterpret_cast<const signed char*>(a + sc_at);
         o.sc[0] = __ldg(sc);
         o.sc[1] = __ldg(sc + 4);
         o.d = __ldg(reinterpret_cast<const unsigned short*>(a + 208));
-        o.mis = static_cast<uint32_t>(mis);
-    }
-
-    // The five words from the aligned word at or below the field's bytes:
-    // words mis / 4 .. mis / 4 + 4 of the two pieces, by selects (a
-    // runtime index would put them in local memory).
-    __device__ __forceinline__ static void words_at(const uint4 (&p)[2], uint32_t mis, uint32_t (&w)[5]) {
-        const uint32_t v[8] = {p[0].x, p[0].y, p[0].z, p[0].w, p[1].x, p[1].y, p[1].z, p[1].w};
-        uint32_t t[6];
-#pragma unroll
-        for (int i = 0; i < 6; ++i) t[i] = (mis & 8) ? v[i + 2] : v[i];
-#pragma unroll
-        for (int i = 0; i < 5; ++i) w[i] = (mis & 4) ? t[i + 1] : t[i];
+        o.sh = static_cast<uint32_t>(odd) << 3;
     }
 
     // Super-blocks sb .. sb + SBS - 1 of the lane's row (those in the row).
@@ -514,16 +497,13 @@ struct Lanes6 : RowGroups<OUT> {
         const uint4 xl[2] = {__ldg(xp), __ldg(xp + 1)};
         const uint4 xh[2] = {__ldg(xp + 8), __ldg(xp + 9)};  // 64 values on
         const float dxl = __ldg(d + (e >> 5)), dxh = __ldg(d + (e >> 5) + 2);
-        uint32_t ql[5], qh[5], lw[4], hw[4];
-        words_at(o.ql, o.mis, ql);
-        words_at(o.qh, o.mis, qh);
-        const uint32_t sh = (o.mis & 2) << 3;
+        uint32_t lw[4], hw[4];
 #pragma unroll
         for (int m = 0; m < 4; ++m) {
-            const uint32_t l4 = __funnelshift_r(ql[m], ql[m + 1], sh);
+            const uint32_t l4 = __funnelshift_r(o.ql[m], o.ql[m + 1], o.sh);
             // Shifted c2 further in the same funnel: the bits it brings in
             // from the next word land above every bit used below.
-            const uint32_t h2 = __funnelshift_r(qh[m], qh[m + 1], sh + c2);
+            const uint32_t h2 = __funnelshift_r(o.qh[m], o.qh[m + 1], o.sh + c2);
             lw[m] = (l4 & 0x0f0f0f0fu) | ((h2 << 4) & 0x30303030u);
             hw[m] = ((l4 >> 4) & 0x0f0f0f0fu) | (h2 & 0x30303030u);
         }
