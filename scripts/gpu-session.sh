@@ -1046,6 +1046,22 @@ w27)
     el "$spec"
   done
   ;;
+w34)
+  # Prepared in session 43, not yet run (carry .gpu-o): why Q4_K's adds read
+  # slowly (a 7B's output projection 1.10 TB/s, its down projection 1.65,
+  # where the GLU reads 2.28: 128 blocks, one a multiprocessor, 12% of the
+  # warps): where our writer's 7B Q4_K decode step goes by default and with
+  # every lean product split over two and four warps, kernel by kernel.
+  start_call .gpu-o
+  our_model Q4_K 7b
+  for s in default LLM_CUDA_LEAN_FORCE_SPLIT=2 LLM_CUDA_LEAN_FORCE_SPLIT=4; do
+    echo "== $s"
+    # shellcheck disable=SC2046
+    env $([ $s = default ] || echo $s) GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 \
+      scripts/gpu-profile.sh "Q4_K-${s##*=}" 7b 2>&1 | head -10
+  done
+  el "profiles"
+  ;;
 w33)
   # Session 43's last call (carry .gpu-n: the pack of Q6_K's 16-byte loads,
   # with llm-old the pack before it, and test_matmul): Q6_K's checks on the
