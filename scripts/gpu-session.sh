@@ -1052,6 +1052,10 @@ w34)
   # where the GLU reads 2.28: 128 blocks, one a multiprocessor, 12% of the
   # warps): where our writer's 7B Q4_K decode step goes by default and with
   # every lean product split over two and four warps, kernel by kernel.
+  # Then Q6_K's products asking L2 ahead (LLM_CUDA_Q6K_AHEAD, session 43,
+  # checked on the emulator only): test_matmul's checks (carry test_matmul
+  # in .gpu-o), and decode alternated with the default on our writer's 7B
+  # and 1B Q6_K, with the greedy ids.
   start_call .gpu-o
   our_model Q4_K 7b
   for s in default LLM_CUDA_LEAN_FORCE_SPLIT=2 LLM_CUDA_LEAN_FORCE_SPLIT=4; do
@@ -1060,7 +1064,17 @@ w34)
     env $([ $s = default ] || echo $s) GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 \
       scripts/gpu-profile.sh "Q4_K-${s##*=}" 7b 2>&1 | head -10
   done
+  rm -f $m
   el "profiles"
+  GQ_XS_ONLY=q6_k timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2
+  for spec in Q6_K:7b Q6_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    ab tg128 "-p 0 -n 128" LLM_CUDA_Q6K_AHEAD=1 LLM_CUDA_Q6K_AHEAD=2 LLM_CUDA_Q6K_AHEAD=4 | sed "s/^F16/$spec/"
+    ids "$spec default"
+    ids "$spec ahead 2" LLM_CUDA_Q6K_AHEAD=2
+    rm -f $m
+    el "$spec"
+  done
   ;;
 w33)
   # Session 43's last call (carry .gpu-n: the pack of Q6_K's 16-byte loads,
