@@ -865,6 +865,8 @@ impl Matvec1 {
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
+        // Q6_K's steps asked of L2 ahead (its kernels' `depth`; no ring).
+        let mut ahead = 0;
         if piped {
             let (split_products, split_depth) = lean.deep_split.unwrap_or((lean.split, 0));
             let sk = kernel(split_products);
@@ -884,7 +886,7 @@ impl Matvec1 {
             }
             if let (Some(n), Some((ahead_piped, ahead_split))) = (q6k_ahead(), lean.ahead) {
                 k = kernel(if split > 1 { ahead_split } else { ahead_piped });
-                depth = n;
+                ahead = n;
             }
         }
         let resident = sms * k.most_resident;
@@ -903,7 +905,7 @@ impl Matvec1 {
             release_first,
             prefetch,
             split: split as i32,
-            depth: depth as i32,
+            depth: if ahead > 0 { ahead } else { depth } as i32,
             shared: shared as u32,
         })
     }
