@@ -1043,9 +1043,10 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // quantised as well (RowGroups), else null. At most 128 registers, two
 // blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
 // one). `depth`: the F16 deep products' batches in flight a warp (their
-// dynamic shared memory is mv1_lean::f16_deep_shared(depth)), Q6_K's ahead
-// products' steps asked of L2 ahead; the others ignore it. The deep products ask for their first weights before they
-// wait, whatever `prefetch`, and L2 for `prefetch` bytes more of each row.
+// dynamic shared memory is mv1_lean::f16_deep_shared(depth)), or Q6_K's
+// ahead products' steps asked of L2 ahead; the others ignore it. The deep
+// products ask for their first weights before they wait, whatever
+// `prefetch`, and L2 for `prefetch` bytes more of each row.
 #define GQ_MATVEC1_LEAN_SIG(name)                                                                         \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
