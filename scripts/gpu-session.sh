@@ -102,7 +102,7 @@ gen_f16() {
   mkdir -p /tmp/gen "$W/models" && tar -C /tmp/gen -xJf .rivals/llama.cpp.tar.xz llama.cpp/gguf-py &&
     PYTHONPATH=/tmp/gen/llama.cpp/gguf-py python3 .rivals/gen_llama_gguf.py "$1" >/tmp/gen/gen.log 2>&1
 }
-ab() {  # test args settings...
+ab() {  # test args settings... (rows labelled AB_LABEL, F16 unless set)
   local test=$1 args=$2 settings cmd; shift 2
   settings=("$@")
   for _ in 1 2; do
@@ -112,7 +112,7 @@ ab() {  # test args settings...
       [ "$s" = default ] || cmd+=($(tr '+' ' ' <<<"$s"))
       # shellcheck disable=SC2086
       "${cmd[@]}" timeout 90 /tmp/llm-gpu/llm bench -m $m -ngl 99 $args -r 5 2>&1 | grep -E "^\| [0-9a-z]" |
-        grep "$test" | sed "s/^/F16 $s /"
+        grep "$test" | sed "s/^/${AB_LABEL:-F16} $s /"
     done
   done
 }
@@ -1069,7 +1069,7 @@ w34)
   GQ_XS_ONLY=q6_k timeout 60 /tmp/llm-gpu/test_matmul --xs 2>&1 | tail -2
   for spec in Q6_K:7b Q6_K:1b; do
     our_model ${spec%:*} ${spec#*:}
-    ab tg128 "-p 0 -n 128" LLM_CUDA_Q6K_AHEAD=1 LLM_CUDA_Q6K_AHEAD=2 LLM_CUDA_Q6K_AHEAD=4 | sed "s/^F16/$spec/"
+    AB_LABEL=$spec ab tg128 "-p 0 -n 128" LLM_CUDA_Q6K_AHEAD=1 LLM_CUDA_Q6K_AHEAD=2 LLM_CUDA_Q6K_AHEAD=4
     ids "$spec default"
     ids "$spec ahead 2" LLM_CUDA_Q6K_AHEAD=2
     rm -f $m
