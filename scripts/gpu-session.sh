@@ -1046,6 +1046,32 @@ w27)
     el "$spec"
   done
   ;;
+w35)
+  # Session 44, on an H200 (carry .gpu-o with test_matmul, and .rivals):
+  # llama.cpp's build started, then why F16's decode trails 1.1x there:
+  # test_matmul --bench-f16 (its products alone and as a layer, by depth),
+  # where our writer's 7B F16 decode step goes kernel by kernel, and the
+  # split products' depth (and LLM_CUDA_LEAN_SPREAD) alternated with the
+  # default. The F16 side by side under the winner follows (n3).
+  start_call .gpu-o
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -30
+  el "bench-f16"
+  our_model F16 7b
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 scripts/gpu-profile.sh F16 7b 2>&1 | head -14
+  el "profile"
+  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=4 \
+    LLM_CUDA_F16_SPLIT_DEPTH=5 | tee "$out/ab.txt"
+  rm -f $m
+  el "ab"
+  # The setting of the fastest row (the sum of its two rounds), for n3.
+  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
+    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab.txt")
+  echo "best: $best"
+  [ "$best" = default ] && best=
+  GPU_SESSION_ENV=$best GPU_SESSION_ONLY='^F16' "$0" n3 2>&1 | grep -E "^\| |^==" | tail -6
+  el "n3 F16"
+  ;;
 w34)
   # Prepared in session 43, not yet run (carry .gpu-o): why Q4_K's adds read
   # slowly (a 7B's output projection 1.10 TB/s, its down projection 1.65,

@@ -73,9 +73,6 @@ struct Lean {
     /// may keep the register loop (f16_depth).
     deep_piped: Option<(LeanProducts, usize)>,
     deep_split: Option<(LeanProducts, usize)>,
-    /// Q6_K's piped and split products that also ask L2 for their rows
-    /// some steps ahead (LLM_CUDA_Q6K_AHEAD).
-    ahead: Option<(LeanProducts, LeanProducts)>,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -349,25 +346,6 @@ fn lean_forced_split() -> Option<usize> {
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|n| matches!(n, 1 | 2 | 4 | 8))
     })
-}
-
-/// `LLM_CUDA_Q6K_AHEAD=N` (1 to 8): Q6_K's piped and split products ask L2
-/// for each row's bytes N steps past the next one they load
-/// (matvec1_q6_k_ahead_*). Written in session 43 and not yet timed: its
-/// products read HBM in proportion to the bytes a warp-step holds in
-/// registers (Q4_K's GLU 2.28 TB/s at 2304 bytes, Q6_K's 1.71 at 1680).
-/// Off unless set.
-fn q6k_ahead() -> Option<usize> {
-    static SET: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| parse_q6k_ahead(&std::env::var("LLM_CUDA_Q6K_AHEAD").unwrap_or_default()))
-}
-
-fn parse_q6k_ahead(setting: &str) -> Option<usize> {
-    setting
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| (1..=8).contains(n))
 }
 
 /// How the lean launches overlap the kernel before them (pdl.cuh), where
@@ -812,11 +790,6 @@ impl Matvec1 {
                     split: products("lean_split")?,
                     deep_piped: if float { deep(false) } else { None },
                     deep_split: if float { deep(true) } else { None },
-                    ahead: if name == "q6_k" {
-                        (|| Some((products("ahead_piped")?, products("ahead_split")?)))()
-                    } else {
-                        None
-                    },
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -865,8 +838,6 @@ impl Matvec1 {
         // The piped loop carries a warp's state from one group to the next:
         // no more blocks than the GPU holds at once.
         let mut split = 1;
-        // Q6_K's steps asked of L2 ahead (its kernels' `depth`; no ring).
-        let mut ahead = 0;
         if piped {
             let (split_products, split_depth) = lean.deep_split.unwrap_or((lean.split, 0));
             let sk = kernel(split_products);
@@ -883,10 +854,6 @@ impl Matvec1 {
             };
             if split > 1 {
                 (k, depth) = (sk, split_depth);
-            }
-            if let (Some(n), Some((ahead_piped, ahead_split))) = (q6k_ahead(), lean.ahead) {
-                k = kernel(if split > 1 { ahead_split } else { ahead_piped });
-                ahead = n;
             }
         }
         let resident = sms * k.most_resident;
@@ -905,7 +872,7 @@ impl Matvec1 {
             release_first,
             prefetch,
             split: split as i32,
-            depth: if ahead > 0 { ahead } else { depth } as i32,
+            depth: depth as i32,
             shared: shared as u32,
         })
     }
@@ -1062,16 +1029,6 @@ mod tests {
         assert_eq!(lean_y_bytes(11008), 24768 + 344 * 4);
         assert_eq!(lean_y_counts_at(96) % 16, 0);
         assert!(lean_y_counts_at(96) >= lean_x_bytes(96));
-    }
-
-    #[test]
-    fn q6k_ahead_settings_parse() {
-        assert_eq!(parse_q6k_ahead(""), None);
-        assert_eq!(parse_q6k_ahead("0"), None);
-        assert_eq!(parse_q6k_ahead(" 2 "), Some(2));
-        assert_eq!(parse_q6k_ahead("8"), Some(8));
-        assert_eq!(parse_q6k_ahead("9"), None);
-        assert_eq!(parse_q6k_ahead("far"), None);
     }
 
     #[test]

@@ -454,16 +454,6 @@ struct Lanes6 : RowGroups<OUT> {
         if (n0 > 0 && (this->lane & 7) == 0) Base::prefetch_row(G.mine + from, n0);
     }
 
-    // L2 asked for the row's bytes of step sb (at most SBS super-blocks, to
-    // the row's end): four lines of the row's eight lanes and the line of
-    // its last byte. For product_alternating's AHEAD kernels.
-    __device__ __forceinline__ void prefetch_step(const Group& G, int sb) const {
-        const int l = this->lane & 7, bytes = min(SBS, nsb - sb) * 210;
-        const uint8_t* a = G.mine + static_cast<long long>(sb) * 210;
-        if (l < 4 && 128 * l < bytes) prefetch_l2_line(a + 128 * l);
-        if (l == 4) prefetch_l2_line(a + bytes - 1);
-    }
-
     __device__ __forceinline__ void load_one(const uint8_t* a, One& o) const {
         const uintptr_t odd = reinterpret_cast<uintptr_t>(a) & 2;
         const uint8_t* a4 = a - odd;
@@ -615,15 +605,10 @@ __device__ __forceinline__ void next_item(int g, int k, int steps, int nwarps, i
 // (which of the two, and why, is not known yet): those keep product_piped
 // as it was. A fork rather than one loop with switches: folded into one,
 // the others' split kernels compiled to other code than was measured.
-// AHEAD (matvec1_q6_k_ahead_*, opt-in): each item also asks L2 for the
-// lane's row's bytes `ahead` steps past the next one in the same group
-// (Lanes6::prefetch_step), so that more of a warp's rows are on the way
-// than its registers hold (session 43: Q6_K's products read HBM in
-// proportion to the bytes a warp-step holds, Q4_K's 2304 against 1680).
-template <int T, int OUT, int SPLIT, bool AHEAD = false>
+template <int T, int OUT, int SPLIT>
 __device__ __forceinline__ void product_alternating(const uint8_t* __restrict__ xq, const Mv1Parts& parts,
                                                     int cols, long long row_bytes, unsigned prefetch, uint8_t* yq,
-                                                    unsigned* counts, int split_given, int ahead = 0) {
+                                                    unsigned* counts, int split_given) {
     const int split = SPLIT == 1 ? 1 : split_given;
     using L_t = typename LanesOf<T, OUT>::type;
     constexpr int R = L_t::R;
@@ -663,9 +648,6 @@ __device__ __forceinline__ void product_alternating(const uint8_t* __restrict__ 
         const bool more = live(ng), next_valid = ng < L.groups;
         const auto NG = ng == g ? G : L.group(min(ng, L.groups - 1));
         if (next_valid && sb_of(nk) < L.nsb) L.load_w(NG, sb_of(nk), nxt);
-        if constexpr (AHEAD) {
-            if (next_valid && nk + ahead < steps && sb_of(nk + ahead) < L.nsb) L.prefetch_step(NG, sb_of(nk + ahead));
-        }
         if (valid && sb_of(k) < L.nsb) L.accumulate(acc, cur, L.load_x(sb_of(k)));
         if (nk == 0) {
             if (split == 1) {
@@ -1043,10 +1025,9 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // quantised as well (RowGroups), else null. At most 128 registers, two
 // blocks a multiprocessor (unbounded, ptxas takes 155 to 168 for Q4_K and
 // one). `depth`: the F16 deep products' batches in flight a warp (their
-// dynamic shared memory is mv1_lean::f16_deep_shared(depth)), or Q6_K's
-// ahead products' steps asked of L2 ahead; the others ignore it. The deep
-// products ask for their first weights before they wait, whatever
-// `prefetch`, and L2 for `prefetch` bytes more of each row.
+// dynamic shared memory is mv1_lean::f16_deep_shared(depth)); the others
+// ignore it. The deep products ask for their first weights before they
+// wait, whatever `prefetch`, and L2 for `prefetch` bytes more of each row.
 #define GQ_MATVEC1_LEAN_SIG(name)                                                                         \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
@@ -1080,19 +1061,6 @@ GQ_MATVEC1_LEAN_TYPE(q4_k, gq::Q4_K)
 GQ_MATVEC1_LEAN_TYPE(q4_0, gq::Q4_0)
 GQ_MATVEC1_LEAN_TYPE(q8_0, gq::Q8_0)
 GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
-// Q6_K's piped and split products asking L2 `depth` steps ahead (AHEAD
-// above; the backend's LLM_CUDA_Q6K_AHEAD).
-#define GQ_MATVEC1_Q6K_AHEAD(variant, OUT)                                                                  \
-    GQ_MATVEC1_LEAN_ONE(matvec1_q6_k_ahead_piped_##variant,                                                 \
-                        mv1_lean::product_alternating<gq::Q6_K, OUT, 1, true>(x, parts, cols, row_bytes,     \
-                                                                              prefetch, yq, counts, 1, depth)) \
-    GQ_MATVEC1_LEAN_ONE(matvec1_q6_k_ahead_split_##variant,                                                 \
-                        mv1_lean::product_alternating<gq::Q6_K, OUT, 0, true>(x, parts, cols, row_bytes,     \
-                                                                              prefetch, yq, counts, split, depth))
-GQ_MATVEC1_Q6K_AHEAD(r1, MV1_STORE)
-GQ_MATVEC1_Q6K_AHEAD(r1a, MV1_ADD)
-GQ_MATVEC1_Q6K_AHEAD(swiglu, MV1_SWIGLU)
-GQ_MATVEC1_Q6K_AHEAD(geglu, MV1_GEGLU)
 #define GQ_MATVEC1_LEAN_F16(variant, OUT)                                                                 \
     GQ_MATVEC1_LEAN_ONE(matvec1_f16_lean_piped_##variant,                                                 \
                         mv1_lean::product_f16<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols,      \

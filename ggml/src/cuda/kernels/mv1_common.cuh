@@ -25,14 +25,6 @@ __device__ __forceinline__ void prefetch_l2(const void* p, unsigned bytes) {
 #endif
 }
 
-// Asks L2 for the 128-byte line holding `p`: no register waits for it, so
-// a warp may have more of its rows on the way than its loads can hold.
-__device__ __forceinline__ void prefetch_l2_line(const void* p) {
-#if defined(__CUDA_ARCH__)
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
-#endif
-}
-
 // Warps a block of the one-token products.
 constexpr int MV1_WARPS = 8;
 // What a launch does with its products.

@@ -754,13 +754,6 @@ static const kern_lean_t KDEEP[2][4] = {
     {matvec1_f16_deep_piped_r1, matvec1_f16_deep_piped_r1a, matvec1_f16_deep_piped_swiglu, matvec1_f16_deep_piped_geglu},
     {matvec1_f16_deep_split_r1, matvec1_f16_deep_split_r1a, matvec1_f16_deep_split_swiglu, matvec1_f16_deep_split_geglu}};
 
-// Q6_K's products asking L2 `depth` steps ahead (piped, split) by variant.
-static const kern_lean_t KAHEAD6[2][4] = {
-    {matvec1_q6_k_ahead_piped_r1, matvec1_q6_k_ahead_piped_r1a, matvec1_q6_k_ahead_piped_swiglu,
-     matvec1_q6_k_ahead_piped_geglu},
-    {matvec1_q6_k_ahead_split_r1, matvec1_q6_k_ahead_split_r1a, matvec1_q6_k_ahead_split_swiglu,
-     matvec1_q6_k_ahead_split_geglu}};
-
 // Whether type t has the lean one-token products (matvec1_lean.cu).
 static bool has_lean(int t) {
     return t == gq::Q4_K || t == gq::Q4_0 || t == gq::Q8_0 || t == gq::Q6_K || t == gq::F16;
@@ -773,8 +766,7 @@ static bool has_lean(int t) {
 // quantize_x16 releasing it first; `piped`: the software-pipelined loop
 // (F16's only one: it reads X as it is, normed itself), whose row groups
 // `split` warps may share; F16's `depth` > 0: its deep products, that many
-// batches a warp in flight through shared memory; Q6_K's: its products
-// asking L2 that many steps ahead (piped only).
+// batches a warp in flight through shared memory.
 static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float* dX, float* dY, const int (&n)[3], int cols,
                              long long rb, int grid_cap, const float* norm, float eps, uint8_t* dQ, bool early,
                              bool piped, uint8_t* dYq = nullptr, unsigned* dCounts = nullptr, int split = 1,
@@ -798,11 +790,10 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     if (!piped) split = 1;
     int grid = (groups * split + 7) / 8;
     if (grid_cap > 0 && grid > grid_cap) grid = grid_cap;
-    const bool deep = f16 && depth > 0, ahead = t == gq::Q6_K && depth > 0 && piped;
-    const kern_lean_t k = deep    ? KDEEP[split > 1][variant]
-                          : f16   ? KF16[split > 1][variant]
-                          : ahead ? KAHEAD6[split > 1][variant]
-                                  : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
+    const bool deep = f16 && depth > 0;
+    const kern_lean_t k = deep  ? KDEEP[split > 1][variant]
+                          : f16 ? KF16[split > 1][variant]
+                                : K[ti][split > 1 ? 2 : (piped ? 1 : 0)][variant];
     const int shared = deep ? mv1_lean::f16_deep_shared(depth) : 0;
     if (deep) CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
     GQ_LAUNCH(grid, 256, shared, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb),
@@ -940,7 +931,7 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         const bool piped = loop > 0;
                         const int split = piped ? loop : 1;
                         if (t == gq::F16 && !piped) continue;  // F16: the piped loop alone
-                        if (depth > 0 && !(t == gq::F16 || (t == gq::Q6_K && piped))) continue;
+                        if (depth > 0 && t != gq::F16) continue;
                         // The same outputs before for every depth, whose
                         // results must then equal depth 0's bit for bit.
                         std::vector<float> before(rows), Y(rows);
@@ -954,17 +945,15 @@ static int test_matvec1_xs(std::mt19937& rng) {
                         char what[128];
                         snprintf(what, sizeof what,
                                  "matvec1_%s_lean%s_%s cols=%d grid<=%d norm %d early %d split %d depth %d", xc.name,
-                                 depth > 0 ? (t == gq::F16 ? "_deep" : "_ahead") : (piped ? "_piped" : ""),
-                                 XS_NAMES[variant], cols, cap, normed, early, split, depth);
+                                 depth > 0 ? "_deep" : (piped ? "_piped" : ""), XS_NAMES[variant], cols, cap, normed,
+                                 early, split, depth);
                         int bad = wrong(what, variant, n0, before, Y);
-                        // F16's deep products and Q6_K's that ask ahead:
-                        // depth 0's outputs bit for bit.
-                        if (piped && (t == gq::F16 || t == gq::Q6_K)) {
+                        if (t == gq::F16) {
                             static std::vector<float> registers;
                             if (depth == 0) {
                                 registers = Y;
                             } else if (memcmp(registers.data(), Y.data(), rows * 4) != 0) {
-                                printf("FAIL %s: not depth 0's outputs bit for bit\n", what);
+                                printf("FAIL %s: not the register loop's outputs bit for bit\n", what);
                                 bad++;
                             }
                         }
