@@ -1048,22 +1048,23 @@ w27)
   ;;
 w35)
   # Session 44, on an H200 (carry .gpu-o with test_matmul, and .rivals):
-  # llama.cpp's build started, then why F16's decode trails 1.1x there:
-  # test_matmul --bench-f16 (its products alone and as a layer, by depth),
-  # where our writer's 7B F16 decode step goes kernel by kernel, and the
-  # split products' depth (and LLM_CUDA_LEAN_SPREAD) alternated with the
-  # default. The F16 side by side under the winner follows (n3).
+  # llama.cpp's build started; F16's split products' depth (3 by default
+  # where the GPU's peak bandwidth passes 4 TB/s, 2 below) alternated with
+  # 2 and 4 on our writer's 7B F16; where its decode step goes kernel by
+  # kernel; test_matmul --bench-f16 (its products alone and as a layer,
+  # by depth); then the F16 side by side under the fastest setting (n3).
   start_call .gpu-o
   scripts/gpu-bench.sh start .rivals >/dev/null
-  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -30
-  el "bench-f16"
+  /tmp/llm-gpu/llm devices 2>&1 | tail -1
   our_model F16 7b
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 150 scripts/gpu-profile.sh F16 7b 2>&1 | head -14
-  el "profile"
-  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=3 LLM_CUDA_F16_SPLIT_DEPTH=4 \
-    LLM_CUDA_F16_SPLIT_DEPTH=5 | tee "$out/ab.txt"
-  rm -f $m
+  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_F16_SPLIT_DEPTH=4 |
+    tee "$out/ab.txt"
   el "ab"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 100 scripts/gpu-profile.sh F16 7b 2>&1 | head -12
+  rm -f $m
+  el "profile"
+  timeout 80 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -16
+  el "bench-f16"
   # The setting of the fastest row (the sum of its two rounds), for n3.
   best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
     END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab.txt")

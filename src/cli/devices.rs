@@ -33,13 +33,17 @@ pub fn run() -> anyhow::Result<()> {
     println!("Available devices:");
     for d in gpus {
         println!(
-            "  CUDA{}: {} (compute {}.{}), {} total, {} free{}",
+            "  CUDA{}: {} (compute {}.{}), {} total, {} free{}{}",
             d.ordinal,
             d.name,
             d.capability / 10,
             d.capability % 10,
             human_bytes(d.total as u64),
             human_bytes(d.free as u64),
+            match d.memory_bandwidth {
+                0 => String::new(),
+                b => format!(", {:.2} TB/s peak", b as f64 / 1e12),
+            },
             d.problem
                 .map(|p| format!(" (not used: {p})"))
                 .unwrap_or_default(),

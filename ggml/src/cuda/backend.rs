@@ -634,7 +634,9 @@ impl CudaBackend {
             let float_ty = matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
             let matvec1 = (int_matvec.is_some() || (float_ty && !float_matvec))
                 && std::env::var_os("LLM_CUDA_NO_MATVEC1").is_none();
-            let matvec1 = matvec1.then(|| Matvec1::find(find, &n)).flatten();
+            let matvec1 = matvec1
+                .then(|| Matvec1::find(find, &n, info.memory_bandwidth))
+                .flatten();
             let tile = std::env::var_os("LLM_CUDA_NO_TILE")
                 .is_none()
                 .then(|| Tile::find(find, ty, &n))

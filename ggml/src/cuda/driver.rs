@@ -50,6 +50,9 @@ pub struct DeviceInfo {
     pub capability: u32,
     /// Streaming multiprocessors.
     pub sms: u32,
+    /// Peak memory bandwidth in bytes a second by the memory's clock and
+    /// bus width (0 where the driver reports neither).
+    pub memory_bandwidth: u64,
     /// Why our kernels cannot run there (too old a GPU or driver), if so.
     pub problem: Option<String>,
 }
@@ -63,6 +66,14 @@ pub fn devices() -> Vec<DeviceInfo> {
             ..c.info()
         })
         .collect()
+}
+
+/// Peak bandwidth in bytes a second of memory clocked at `clock_khz` on a
+/// bus `bus_bits` wide: two transfers a clock, as the driver's clock
+/// counts them for HBM and GDDR alike (an H100 SXM: 2619 MHz x 5120 bits,
+/// 3.35 TB/s; an H200: 3201 MHz x 6144 bits, 4.92 TB/s).
+fn peak_bandwidth(clock_khz: u32, bus_bits: u32) -> u64 {
+    clock_khz as u64 * 1000 * 2 * bus_bits as u64 / 8
 }
 
 /// Why our kernels would not run on a device: loading them is the test (a
@@ -158,6 +169,10 @@ impl Context {
             free,
             capability: major * 10 + minor,
             sms: attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+            memory_bandwidth: peak_bandwidth(
+                attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE),
+                attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH),
+            ),
             problem: None,
         }
     }
@@ -636,5 +651,18 @@ impl Function {
         check("launching a kernel", unsafe {
             sys::cuLaunchKernelEx(&config, self.0, ptrs.as_mut_ptr(), std::ptr::null_mut()).result()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peak_bandwidth;
+
+    #[test]
+    fn peak_bandwidth_counts_two_transfers_a_clock() {
+        // The datasheets' figures: H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+        assert_eq!(peak_bandwidth(2_619_000, 5120), 3_352_320_000_000);
+        assert_eq!(peak_bandwidth(3_201_000, 6144), 4_917_436_000_000);
+        assert_eq!(peak_bandwidth(0, 6144), 0);
     }
 }

@@ -236,25 +236,24 @@ fn f16_deep_shared(depth: usize) -> usize {
 /// through shared memory (1..7; 0: the register loop, one batch), for the
 /// products whose row groups are not split (`split` false) or are:
 /// `LLM_CUDA_F16_DEPTH` for both (F16_DEPTH and F16_SPLIT_DEPTH unless
-/// set), `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone.
-fn f16_depth(split: bool) -> usize {
+/// set), `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone. Unless set,
+/// the split ones' depth follows the GPU's peak memory bandwidth
+/// (`bandwidth`, bytes a second; f16_split_depth).
+fn f16_depth(split: bool, bandwidth: u64) -> usize {
     fn setting(name: &str) -> Option<usize> {
         let v = std::env::var(name).ok()?;
         Some(v.trim().parse::<usize>().ok()?.min(7))
     }
-    static SET: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    // The settings once; the defaults per GPU, which may differ.
+    static SET: std::sync::OnceLock<(Option<usize>, Option<usize>)> = std::sync::OnceLock::new();
     let (whole, split_rows) = *SET.get_or_init(|| {
         let both = setting("LLM_CUDA_F16_DEPTH");
-        let split_rows = setting("LLM_CUDA_F16_SPLIT_DEPTH").or(both);
-        (
-            both.unwrap_or(F16_DEPTH),
-            split_rows.unwrap_or(F16_SPLIT_DEPTH),
-        )
+        (both, setting("LLM_CUDA_F16_SPLIT_DEPTH").or(both))
     });
     if split {
-        split_rows
+        split_rows.unwrap_or(f16_split_depth(bandwidth))
     } else {
-        whole
+        whole.unwrap_or(F16_DEPTH)
     }
 }
 
@@ -302,6 +301,24 @@ const F16_DEPTH: usize = 2;
 /// 189.78, 189.53 against 186.56, 186.84 at 3 and 187.62, 187.55 at 1;
 /// the old defaults 186.32 to 186.64).
 const F16_SPLIT_DEPTH: usize = 2;
+
+/// Peak memory bandwidth (bytes a second) from which F16's split products
+/// keep one batch more in flight: HBM this fast wants more bytes on the
+/// way to cover its latency. On the H200 (4.9 TB/s peak; session 44, the
+/// rival's 7B F16 file, tg128 alternated twice) depth 3 ran 240.72 /
+/// 241.43 tokens/s against 239.31 / 238.78 at 2; the H100 (3.35 TB/s)
+/// keeps 2 (session 40, above).
+const F16_FAST_HBM: u64 = 4_000_000_000_000;
+
+/// F16's split products' depth on a GPU of peak memory bandwidth
+/// `bandwidth` (0: unknown, taken as the H100's).
+fn f16_split_depth(bandwidth: u64) -> usize {
+    if bandwidth >= F16_FAST_HBM {
+        F16_SPLIT_DEPTH + 1
+    } else {
+        F16_SPLIT_DEPTH
+    }
+}
 
 /// The warps F16's deep products split a row group's steps over, by
 /// default (LeanRows::deep_split). Session 40 (H100, `test_matmul
@@ -724,7 +741,13 @@ fn dynamic_shared_budget(f: Function) -> usize {
 
 impl Matvec1 {
     /// The kernels of type `name` (lowercase ggml name), if it has them.
-    pub fn find(find: impl Fn(&str) -> CuResult<Function>, name: &str) -> Option<Matvec1> {
+    /// `bandwidth`: the GPU's peak memory bandwidth in bytes a second
+    /// (DeviceInfo::memory_bandwidth), which sets F16's depth.
+    pub fn find(
+        find: impl Fn(&str) -> CuResult<Function>,
+        name: &str,
+        bandwidth: u64,
+    ) -> Option<Matvec1> {
         let kernel = |variant: &str| -> Option<Kernel> {
             let f = find(&format!("matvec1_{name}_{variant}")).ok()?;
             Some(Kernel {
@@ -765,7 +788,7 @@ impl Matvec1 {
                 // a multiprocessor holds beside it (asked once here, not at
                 // every launch).
                 let deep = |split: bool| -> Option<(LeanProducts, usize)> {
-                    let depth = f16_depth(split);
+                    let depth = f16_depth(split, bandwidth);
                     let shared = f16_deep_shared(depth);
                     let deep_kernel = |variant: &str| -> Option<Kernel> {
                         let k = kernel(variant).filter(|k| depth > 0 && shared <= k.max_shared)?;
@@ -1018,6 +1041,15 @@ mod tests {
         assert_eq!(x16_bytes(4096), 128 * 64 + 128 * 4 * 2 + 128 * 8);
         assert_eq!(x16_bytes(96) % 16, 0);
         assert!(x16_bytes(96) >= 3 * 80);
+    }
+
+    #[test]
+    fn f16_split_depth_follows_the_memory() {
+        // Unknown and the H100's 3.35 TB/s: session 40's depth; the H200's
+        // 4.92 TB/s one batch more.
+        assert_eq!(f16_split_depth(0), F16_SPLIT_DEPTH);
+        assert_eq!(f16_split_depth(3_352_320_000_000), F16_SPLIT_DEPTH);
+        assert_eq!(f16_split_depth(4_917_436_000_000), F16_SPLIT_DEPTH + 1);
     }
 
     #[test]
