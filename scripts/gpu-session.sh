@@ -1046,6 +1046,21 @@ w27)
     el "$spec"
   done
   ;;
+w36)
+  # w35 without llama.cpp, for when little device time is left (carry
+  # .gpu-o): the GPU's peak bandwidth as llm sees it, F16's split depth
+  # alternated on our writer's 7B F16 (the default against 2 and 4), and
+  # where its decode step goes.
+  start_call .gpu-o
+  /tmp/llm-gpu/llm devices 2>&1 | tail -1
+  our_model F16 7b
+  el "gen"
+  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_F16_SPLIT_DEPTH=4
+  el "ab"
+  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 100 scripts/gpu-profile.sh F16 7b 2>&1 | head -12
+  rm -f $m
+  el "profile"
+  ;;
 w35)
   # Session 44, on an H200 (carry .gpu-o with test_matmul, and .rivals):
   # llama.cpp's build started; F16's split products' depth (3 by default
