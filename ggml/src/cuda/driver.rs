@@ -662,7 +662,7 @@ mod tests {
     fn peak_bandwidth_counts_two_transfers_a_clock() {
         // The datasheets' figures: H100 SXM 3.35 TB/s, H200 4.8 TB/s.
         assert_eq!(peak_bandwidth(2_619_000, 5120), 3_352_320_000_000);
-        assert_eq!(peak_bandwidth(3_201_000, 6144), 4_917_436_000_000);
+        assert_eq!(peak_bandwidth(3_201_000, 6144), 4_916_736_000_000);
         assert_eq!(peak_bandwidth(0, 6144), 0);
     }
 }

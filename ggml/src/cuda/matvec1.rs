@@ -1049,7 +1049,7 @@ mod tests {
         // 4.92 TB/s one batch more.
         assert_eq!(f16_split_depth(0), F16_SPLIT_DEPTH);
         assert_eq!(f16_split_depth(3_352_320_000_000), F16_SPLIT_DEPTH);
-        assert_eq!(f16_split_depth(4_917_436_000_000), F16_SPLIT_DEPTH + 1);
+        assert_eq!(f16_split_depth(4_916_736_000_000), F16_SPLIT_DEPTH + 1);
     }
 
     #[test]
