@@ -304,10 +304,12 @@ const F16_SPLIT_DEPTH: usize = 2;
 
 /// Peak memory bandwidth (bytes a second) from which F16's split products
 /// keep one batch more in flight: HBM this fast wants more bytes on the
-/// way to cover its latency. On the H200 (4.9 TB/s peak; session 44, the
+/// way to cover its latency. On the H200 (4.81 TB/s peak; session 44, the
 /// rival's 7B F16 file, tg128 alternated twice) depth 3 ran 240.72 /
-/// 241.43 tokens/s against 239.31 / 238.78 at 2; the H100 (3.35 TB/s)
-/// keeps 2 (session 40, above).
+/// 241.43 tokens/s against 239.31 / 238.78 at 2; on another H200, our
+/// writer's 7B F16, 237.49 / 239.08 against 235.68 / 235.48 at 2 and
+/// 211.27 / 212.20 at 4 (one 128 KiB block a multiprocessor). The H100
+/// (3.35 TB/s) keeps 2 (session 40, above).
 const F16_FAST_HBM: u64 = 4_000_000_000_000;
 
 /// F16's split products' depth on a GPU of peak memory bandwidth
@@ -1046,10 +1048,10 @@ mod tests {
     #[test]
     fn f16_split_depth_follows_the_memory() {
         // Unknown and the H100's 3.35 TB/s: session 40's depth; the H200's
-        // 4.92 TB/s one batch more.
+        // 4.81 TB/s one batch more.
         assert_eq!(f16_split_depth(0), F16_SPLIT_DEPTH);
         assert_eq!(f16_split_depth(3_352_320_000_000), F16_SPLIT_DEPTH);
-        assert_eq!(f16_split_depth(4_916_736_000_000), F16_SPLIT_DEPTH + 1);
+        assert_eq!(f16_split_depth(4_814_304_000_000), F16_SPLIT_DEPTH + 1);
     }
 
     #[test]
