@@ -1089,7 +1089,8 @@ w35)
   el "n3 F16"
   ;;
 w34)
-  # Prepared in session 43, not yet run (carry .gpu-o): why Q4_K's adds read
+  # Prepared in session 43, run in session 44 on an H200 (README), after
+  # which the ahead-asking Q6_K kernels were removed (carry .gpu-o): why Q4_K's adds read
   # slowly (a 7B's output projection 1.10 TB/s, its down projection 1.65,
   # where the GLU reads 2.28: 128 blocks, one a multiprocessor, 12% of the
   # warps): where our writer's 7B Q4_K decode step goes by default and with
