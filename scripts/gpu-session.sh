@@ -1090,10 +1090,10 @@ w35)
   ;;
 w34)
   # Prepared in session 43, run in session 44 on an H200 (README), after
-  # which the ahead-asking Q6_K kernels were removed (carry .gpu-o): why Q4_K's adds read
-  # slowly (a 7B's output projection 1.10 TB/s, its down projection 1.65,
-  # where the GLU reads 2.28: 128 blocks, one a multiprocessor, 12% of the
-  # warps): where our writer's 7B Q4_K decode step goes by default and with
+  # which the ahead-asking Q6_K kernels were removed (carry .gpu-o): why
+  # Q4_K's adds read slowly (a 7B's output projection 1.10 TB/s, its down
+  # projection 1.65, where the GLU reads 2.28: 128 blocks, one a
+  # multiprocessor, 12% of the warps): where our writer's 7B Q4_K decode step goes by default and with
   # every lean product split over two and four warps, kernel by kernel.
   # Then Q6_K's products asking L2 ahead (LLM_CUDA_Q6K_AHEAD, session 43,
   # checked on the emulator only): test_matmul's checks (carry test_matmul
