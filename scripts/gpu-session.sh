@@ -1047,8 +1047,8 @@ w27)
   done
   ;;
 w36)
-  # w35 without llama.cpp, for when little device time is left (carry
-  # .gpu-o): the GPU's peak bandwidth as llm sees it, F16's split depth
+  # F16 on the GPU at hand without llama.cpp (carry .gpu-o; w35 runs it
+  # beside llama.cpp's build): the GPU's peak bandwidth as llm sees it, F16's split depth
   # alternated on our writer's 7B F16 (the default against 2 and 4), and
   # where its decode step goes.
   start_call .gpu-o
@@ -1063,26 +1063,17 @@ w36)
   ;;
 w35)
   # Session 44, on an H200 (carry .gpu-o with test_matmul, and .rivals):
-  # llama.cpp's build started; F16's split products' depth (3 by default
-  # where the GPU's peak bandwidth passes 4 TB/s, 2 below) alternated with
-  # 2 and 4 on our writer's 7B F16; where its decode step goes kernel by
-  # kernel; test_matmul --bench-f16 (its products alone and as a layer,
-  # by depth); then the F16 side by side under the fastest setting (n3).
-  start_call .gpu-o
+  # llama.cpp's build started, then w36 (the bandwidth, F16's split depth
+  # alternated, the F16 profile), test_matmul --bench-f16 (its products
+  # alone and as a layer, by depth), then the F16 side by side under the
+  # fastest setting (n3).
   scripts/gpu-bench.sh start .rivals >/dev/null
-  /tmp/llm-gpu/llm devices 2>&1 | tail -1
-  our_model F16 7b
-  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_SPLIT_DEPTH=2 LLM_CUDA_F16_SPLIT_DEPTH=4 |
-    tee "$out/ab.txt"
-  el "ab"
-  GPU_PROFILE_MODEL=$m GPU_PROFILE_CACHE=none timeout 100 scripts/gpu-profile.sh F16 7b 2>&1 | head -12
-  rm -f $m
-  el "profile"
+  "$0" w36 | tee "$out/w36.txt"
   timeout 80 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -16
   el "bench-f16"
-  # The setting of the fastest row (the sum of its two rounds), for n3.
-  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
-    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab.txt")
+  # The setting of the fastest A/B row (the sum of its two rounds), for n3.
+  best=$(grep '^F16:7b ' "$out/w36.txt" | awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
+    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}')
   echo "best: $best"
   [ "$best" = default ] && best=
   GPU_SESSION_ENV=$best GPU_SESSION_ONLY='^F16' "$0" n3 2>&1 | grep -E "^\| |^==" | tail -6
@@ -1093,8 +1084,9 @@ w34)
   # which the ahead-asking Q6_K kernels were removed (carry .gpu-o): why
   # Q4_K's adds read slowly (a 7B's output projection 1.10 TB/s, its down
   # projection 1.65, where the GLU reads 2.28: 128 blocks, one a
-  # multiprocessor, 12% of the warps): where our writer's 7B Q4_K decode step goes by default and with
-  # every lean product split over two and four warps, kernel by kernel.
+  # multiprocessor, 12% of the warps): where our writer's 7B Q4_K decode
+  # step goes by default and with every lean product split over two and
+  # four warps, kernel by kernel.
   # Then Q6_K's products asking L2 ahead (LLM_CUDA_Q6K_AHEAD, session 43,
   # checked on the emulator only): test_matmul's checks (carry test_matmul
   # in .gpu-o), and decode alternated with the default on our writer's 7B

@@ -235,10 +235,10 @@ fn f16_deep_shared(depth: usize) -> usize {
 /// Batches of 4 KiB a warp of F16's one-token products keeps in flight
 /// through shared memory (1..7; 0: the register loop, one batch), for the
 /// products whose row groups are not split (`split` false) or are:
-/// `LLM_CUDA_F16_DEPTH` for both (F16_DEPTH and F16_SPLIT_DEPTH unless
-/// set), `LLM_CUDA_F16_SPLIT_DEPTH` for the split ones alone. Unless set,
-/// the split ones' depth follows the GPU's peak memory bandwidth
-/// (`bandwidth`, bytes a second; f16_split_depth).
+/// `LLM_CUDA_F16_DEPTH` for both, `LLM_CUDA_F16_SPLIT_DEPTH` for the split
+/// ones alone. Unless set, F16_DEPTH, and for the split ones a depth that
+/// follows the GPU's peak memory bandwidth (`bandwidth`, bytes a second;
+/// f16_split_depth).
 fn f16_depth(split: bool, bandwidth: u64) -> usize {
     fn setting(name: &str) -> Option<usize> {
         let v = std::env::var(name).ok()?;
