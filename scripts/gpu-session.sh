@@ -1046,6 +1046,28 @@ w27)
     el "$spec"
   done
   ;;
+w37)
+  # Session 45, after w21 on the same machine (carry .gpu-o with
+  # test_matmul; llama.cpp's build and the rival's files started by
+  # gpu-bench.sh): F16's deep products handing the next product's first
+  # weights to L2 as they finish (LLM_CUDA_F16_HANDOFF, bytes of each
+  # part): test_matmul --bench-f16 (a layer's four products, the handoff
+  # rows last), then decode of the rival's F16 file alternated under 2, 4
+  # and 8 MiB, the greedy ids under each, and the fastest setting.
+  t0=$(date +%s)
+  m=$W/models/m-F16.gguf
+  wait_gen 60 2
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
+  el "bench-f16"
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
+    LLM_CUDA_F16_HANDOFF=8388608 | tee "$out/ab37.txt"
+  el "F16 A/B"
+  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=8388608; do ids "F16 $s" $s; done
+  el "ids"
+  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
+    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab37.txt")
+  echo "best: $best"
+  ;;
 w36)
   # F16 on the GPU at hand without llama.cpp (carry .gpu-o; w35 runs it
   # beside llama.cpp's build): the GPU's peak bandwidth as llm sees it, F16's split depth
