@@ -1068,6 +1068,29 @@ w37)
     END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab37.txt")
   echo "best: $best"
   ;;
+w38)
+  # Session 45, one call without llama.cpp (carry .gpu-o with
+  # test_matmul): F16's handoff (LLM_CUDA_F16_HANDOFF) checked (the
+  # backend's checks and the synthetic models of every architecture and
+  # type against the CPU, under 4 MiB), test_matmul --bench-f16, then
+  # decode of our writer's 7B F16 alternated under 2, 4 and 8 MiB, with
+  # the greedy ids under each.
+  start_call .gpu-o
+  export LLM_CUDA_F16_HANDOFF=4194304
+  ggml_checks
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
+    synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
+  unset LLM_CUDA_F16_HANDOFF
+  el "checks under the handoff"
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
+  el "bench-f16"
+  our_model F16 7b
+  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
+    LLM_CUDA_F16_HANDOFF=8388608
+  el "F16 A/B"
+  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=8388608; do ids "F16 $s" $s; done
+  el "ids"
+  ;;
 w36)
   # F16 on the GPU at hand without llama.cpp (carry .gpu-o; w35 runs it
   # beside llama.cpp's build): the GPU's peak bandwidth as llm sees it, F16's split depth
