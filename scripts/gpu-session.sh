@@ -1091,6 +1091,38 @@ w38)
   for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=8388608; do ids "F16 $s" $s; done
   el "ids"
   ;;
+w39)
+  # Session 45, all in one call where machines are scarce (carry .gpu-o
+  # with test_matmul, and .rivals): llama.cpp's build and the rival's
+  # files started; while they build, the handoff's checks (as w38's) and
+  # test_matmul --bench-f16; once the rival's F16 file is written, its
+  # decode alternated under 2, 4 and 8 MiB of handoff, the greedy ids
+  # under each; then F16's decode side by side with llama.cpp (n3, tg128
+  # alone) under the fastest setting.
+  start_call .gpu-o
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  export LLM_CUDA_F16_HANDOFF=4194304
+  ggml_checks
+  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
+    synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
+  unset LLM_CUDA_F16_HANDOFF
+  el "checks under the handoff"
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
+  el "bench-f16"
+  m=$W/models/m-F16.gguf
+  wait_gen 90 2
+  el "$(tail -1 "$W/gen.log")"
+  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
+    LLM_CUDA_F16_HANDOFF=8388608 | tee "$out/ab39.txt"
+  el "F16 A/B"
+  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=4194304; do ids "F16 $s" $s; done
+  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
+    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab39.txt")
+  echo "best: $best"
+  [ "$best" = default ] && best=
+  GPU_SESSION_TG_ONLY=1 GPU_SESSION_ENV=$best GPU_SESSION_ONLY='^F16' "$0" n3 2>&1 | grep -E "^\| |^==" | tail -6
+  el "n3 F16"
+  ;;
 w36)
   # F16 on the GPU at hand without llama.cpp (carry .gpu-o; w35 runs it
   # beside llama.cpp's build): the GPU's peak bandwidth as llm sees it, F16's split depth
