@@ -122,6 +122,17 @@ ggml_checks() {
     --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
   el "checks"
 }
+# F16's handoff (session 45) checked under 4 MiB: the backend's checks and
+# the synthetic models of every architecture and type against the CPU;
+# then test_matmul --bench-f16 (its handoff rows last).
+handoff_checks() {
+  LLM_CUDA_F16_HANDOFF=4194304 ggml_checks
+  LLM_CUDA_F16_HANDOFF=4194304 LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 \
+    /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
+  el "checks under the handoff"
+  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
+  el "bench-f16"
+}
 # The rival's F16 file, written where $m then names it.
 f16_model() {
   m=$W/models/m-F16.gguf
@@ -1076,14 +1087,7 @@ w38)
   # decode of our writer's 7B F16 alternated under 2, 4 and 8 MiB, with
   # the greedy ids under each.
   start_call .gpu-o
-  export LLM_CUDA_F16_HANDOFF=4194304
-  ggml_checks
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
-    synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
-  unset LLM_CUDA_F16_HANDOFF
-  el "checks under the handoff"
-  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
-  el "bench-f16"
+  handoff_checks
   our_model F16 7b
   AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
     LLM_CUDA_F16_HANDOFF=8388608
@@ -1101,14 +1105,7 @@ w39)
   # alone) under the fastest setting.
   start_call .gpu-o
   scripts/gpu-bench.sh start .rivals >/dev/null
-  export LLM_CUDA_F16_HANDOFF=4194304
-  ggml_checks
-  LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 /tmp/llm-gpu/test-gpu --test-threads 1 \
-    synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
-  unset LLM_CUDA_F16_HANDOFF
-  el "checks under the handoff"
-  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
-  el "bench-f16"
+  handoff_checks
   m=$W/models/m-F16.gguf
   wait_gen 90 2
   el "$(tail -1 "$W/gen.log")"
