@@ -122,17 +122,6 @@ ggml_checks() {
     --skip _on_the_cpu_emulator 2>&1 | grep -E "test result|FAIL|panicked" | tail -5
   el "checks"
 }
-# F16's handoff (session 45) checked under 4 MiB: the backend's checks and
-# the synthetic models of every architecture and type against the CPU;
-# then test_matmul --bench-f16 (its handoff rows last).
-handoff_checks() {
-  LLM_CUDA_F16_HANDOFF=4194304 ggml_checks
-  LLM_CUDA_F16_HANDOFF=4194304 LLM_GPU_VOCAB=/tmp/llm-gpu/vocab.gguf LLM_BIN=/tmp/llm-gpu/llm timeout 200 \
-    /tmp/llm-gpu/test-gpu --test-threads 1 synthetic --nocapture 2>&1 | grep -E "F16|test result|FAIL|panicked" | head -12
-  el "checks under the handoff"
-  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
-  el "bench-f16"
-}
 # The rival's F16 file, written where $m then names it.
 f16_model() {
   m=$W/models/m-F16.gguf
@@ -1056,69 +1045,6 @@ w27)
     rm -f $m
     el "$spec"
   done
-  ;;
-w37)
-  # Session 45, after w21 on the same machine (carry .gpu-o with
-  # test_matmul; llama.cpp's build and the rival's files started by
-  # gpu-bench.sh): F16's deep products handing the next product's first
-  # weights to L2 as they finish (LLM_CUDA_F16_HANDOFF, bytes of each
-  # part): test_matmul --bench-f16 (a layer's four products, the handoff
-  # rows last), then decode of the rival's F16 file alternated under 2, 4
-  # and 8 MiB, the greedy ids under each, and the fastest setting.
-  t0=$(date +%s)
-  m=$W/models/m-F16.gguf
-  wait_gen 60 2
-  timeout 100 /tmp/llm-gpu/test_matmul --bench-f16 2>&1 | tail -26
-  el "bench-f16"
-  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
-    LLM_CUDA_F16_HANDOFF=8388608 | tee "$out/ab37.txt"
-  el "F16 A/B"
-  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=8388608; do ids "F16 $s" $s; done
-  el "ids"
-  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
-    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab37.txt")
-  echo "best: $best"
-  ;;
-w38)
-  # Session 45, one call without llama.cpp (carry .gpu-o with
-  # test_matmul): F16's handoff (LLM_CUDA_F16_HANDOFF) checked (the
-  # backend's checks and the synthetic models of every architecture and
-  # type against the CPU, under 4 MiB), test_matmul --bench-f16, then
-  # decode of our writer's 7B F16 alternated under 2, 4 and 8 MiB, with
-  # the greedy ids under each.
-  start_call .gpu-o
-  handoff_checks
-  our_model F16 7b
-  AB_LABEL=F16:7b ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
-    LLM_CUDA_F16_HANDOFF=8388608
-  el "F16 A/B"
-  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=8388608; do ids "F16 $s" $s; done
-  el "ids"
-  ;;
-w39)
-  # Session 45, all in one call where machines are scarce (carry .gpu-o
-  # with test_matmul, and .rivals): llama.cpp's build and the rival's
-  # files started; while they build, the handoff's checks (as w38's) and
-  # test_matmul --bench-f16; once the rival's F16 file is written, its
-  # decode alternated under 2, 4 and 8 MiB of handoff, the greedy ids
-  # under each; then F16's decode side by side with llama.cpp (n3, tg128
-  # alone) under the fastest setting.
-  start_call .gpu-o
-  scripts/gpu-bench.sh start .rivals >/dev/null
-  handoff_checks
-  m=$W/models/m-F16.gguf
-  wait_gen 90 2
-  el "$(tail -1 "$W/gen.log")"
-  ab tg128 "-p 0 -n 128" LLM_CUDA_F16_HANDOFF=2097152 LLM_CUDA_F16_HANDOFF=4194304 \
-    LLM_CUDA_F16_HANDOFF=8388608 | tee "$out/ab39.txt"
-  el "F16 A/B"
-  for s in LLM_CUDA_F16_HANDOFF=0 LLM_CUDA_F16_HANDOFF=4194304; do ids "F16 $s" $s; done
-  best=$(awk -F'|' '{split($1, a, " "); split($(NF-1), t, " "); s[a[2]] += t[1]}
-    END {for (k in s) if (s[k] > m) {m = s[k]; b = k}; print b}' "$out/ab39.txt")
-  echo "best: $best"
-  [ "$best" = default ] && best=
-  GPU_SESSION_TG_ONLY=1 GPU_SESSION_ENV=$best GPU_SESSION_ONLY='^F16' "$0" n3 2>&1 | grep -E "^\| |^==" | tail -6
-  el "n3 F16"
   ;;
 w36)
   # F16 on the GPU at hand without llama.cpp (carry .gpu-o; w35 runs it

@@ -1302,10 +1302,6 @@ impl CudaBackend {
         true
     }
 
-    /// The lean products' first argument naming the launch after them
-    /// (matvec1_lean.cu's GQ_MATVEC1_LEAN_SIG: next0, next1, next_bytes).
-    const LEAN_NEXT_ARG: usize = 19;
-
     /// A lean one-token product (matvec1_lean.cu): X (normed where
     /// `norm` is given) quantised once into the scratch's lean_x, then the
     /// product reading it; or, for float weights, the product reading X
@@ -1372,7 +1368,7 @@ impl CudaBackend {
             }
             _ => (0, 0),
         };
-        let args: [&dyn KernelArg; 22] = [
+        let args: [&dyn KernelArg; 19] = [
             &xp,
             &ws[0],
             &ys[0],
@@ -1392,39 +1388,14 @@ impl CudaBackend {
             &counts,
             &plan.split,
             &plan.depth,
-            &0u64,
-            &0u64,
-            &0u32,
         ];
-        if plan.handoff > 0 {
-            // What this product reads first, for the one before it to ask
-            // L2 for as it finishes: the first bytes of its first part (a
-            // glu's gate and up).
-            let up = if matches!(ep, Epilogue::Glu(_)) {
-                ws[1]
-            } else {
-                0
-            };
-            let part = (rows[0].max(0) as u64 * w.row_bytes as u64) & !15;
-            let bytes = part.min(u64::from(plan.handoff)) as u32;
-            self.keep(plan.f.launch_handing_off(
-                &self.stream,
-                (plan.grid, 1, 1),
-                256,
-                plan.shared,
-                &args,
-                Self::LEAN_NEXT_ARG,
-                ([ws[0], up], bytes),
-            ));
-        } else {
-            self.keep(plan.f.launch_overlapping(
-                &self.stream,
-                (plan.grid, 1, 1),
-                256,
-                plan.shared,
-                &args,
-            ));
-        }
+        self.keep(plan.f.launch_overlapping(
+            &self.stream,
+            (plan.grid, 1, 1),
+            256,
+            plan.shared,
+            &args,
+        ));
         if yq != 0 {
             sc.lean_y_holds = Some((ys[0], outputs, self.stream.ops()));
         }

@@ -5,7 +5,7 @@
 
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use cudarc::driver::result;
 use cudarc::driver::sys;
@@ -306,7 +306,6 @@ impl Event {
 
     /// Marks the work queued on `stream` so far.
     pub fn record(&self, stream: &Stream) -> CuResult<()> {
-        stream.flush()?;
         // SAFETY: a live event and stream.
         check("recording an event", unsafe {
             result::event::record(self.0, stream.0)
@@ -338,29 +337,7 @@ impl Drop for Event {
 /// graphs): equal counts at two points mean nothing ran between them.
 /// The flag: whether the last operation was a kernel launch (an early
 /// launch waits only for the kernel before it, not for a copy between).
-/// The last field: a launch held back until the next operation on the
-/// stream (Function::launch_handing_off).
-pub struct Stream(
-    pub sys::CUstream,
-    EarlyLaunches,
-    AtomicU64,
-    AtomicBool,
-    Mutex<Option<Held>>,
-);
-
-/// A kernel launch held back so that it may learn what the stream runs
-/// after it: its arguments as bits (each read by the driver for the size
-/// the kernel declares, from the low bytes), `next_at` the first of the
-/// three (two pointers, a byte count) that name the launch after it.
-pub struct Held {
-    f: Function,
-    grid: (u32, u32, u32),
-    block: u32,
-    shared: u32,
-    args: Vec<u64>,
-    next_at: usize,
-    early: bool,
-}
+pub struct Stream(pub sys::CUstream, EarlyLaunches, AtomicU64, AtomicBool);
 
 /// Which kernels a stream launches early.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -386,15 +363,7 @@ impl Stream {
             "creating a stream",
             result::stream::create(result::stream::StreamKind::NonBlocking),
         )
-        .map(|s| {
-            Stream(
-                s,
-                early_launches,
-                AtomicU64::new(0),
-                AtomicBool::new(false),
-                Mutex::new(None),
-            )
-        })
+        .map(|s| Stream(s, early_launches, AtomicU64::new(0), AtomicBool::new(false)))
     }
 
     /// Operations put on the stream so far.
@@ -409,24 +378,7 @@ impl Stream {
         self.3.swap(kernel, Ordering::Relaxed)
     }
 
-    /// Launches the held launch, if any, as it stands.
-    fn flush(&self) -> CuResult<()> {
-        let held = self.4.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match held {
-            Some(h) => {
-                let mut ptrs: Vec<*mut c_void> = h
-                    .args
-                    .iter()
-                    .map(|a| a as *const u64 as *mut c_void)
-                    .collect();
-                h.f.enqueue(self, h.grid, h.block, h.shared, &mut ptrs, h.early)
-            }
-            None => Ok(()),
-        }
-    }
-
     pub fn sync(&self) -> CuResult<()> {
-        self.flush()?;
         // SAFETY: a live stream.
         check("running kernels", unsafe {
             result::stream::synchronize(self.0)
@@ -434,7 +386,6 @@ impl Stream {
     }
 
     pub fn htod(&self, dst: sys::CUdeviceptr, src: *const u8, bytes: usize) -> CuResult<()> {
-        self.flush()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying to the device", unsafe {
@@ -443,7 +394,6 @@ impl Stream {
     }
 
     pub fn dtoh(&self, dst: *mut u8, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.flush()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying from the device", unsafe {
@@ -452,7 +402,6 @@ impl Stream {
     }
 
     pub fn dtod(&self, dst: sys::CUdeviceptr, src: sys::CUdeviceptr, bytes: usize) -> CuResult<()> {
-        self.flush()?;
         self.count(false);
         // SAFETY: callers pass live ranges of `bytes` bytes.
         check("copying on the device", unsafe {
@@ -461,7 +410,6 @@ impl Stream {
     }
 
     pub fn begin_capture(&self) -> CuResult<()> {
-        self.flush()?;
         // A captured graph's first kernel has no kernel before it in the graph.
         self.3.store(false, Ordering::Relaxed);
         // SAFETY: a live stream, not capturing.
@@ -474,7 +422,6 @@ impl Stream {
     }
 
     pub fn end_capture(&self) -> CuResult<Graph> {
-        self.flush()?;
         // SAFETY: the stream is capturing.
         let graph = check("ending a graph capture", unsafe {
             result::stream::end_capture(self.0)
@@ -491,7 +438,6 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let _ = self.flush();
         // SAFETY: created in `new`, destroyed once.
         unsafe {
             let _ = result::stream::synchronize(self.0);
@@ -508,7 +454,6 @@ unsafe impl Send for Graph {}
 
 impl Graph {
     pub fn launch(&self, stream: &Stream) -> CuResult<()> {
-        stream.flush()?;
         stream.count(false);
         // SAFETY: both live.
         check("replaying a graph", unsafe {
@@ -576,32 +521,18 @@ unsafe impl Sync for Function {}
 /// One kernel argument: a pointer to its value, as cuLaunchKernel wants.
 pub trait KernelArg {
     fn arg_ptr(&self) -> *mut c_void;
-    /// The value's bits in the low bytes of a u64 (a held launch's copy);
-    /// None for a wider value.
-    fn bits(&self) -> Option<u64> {
-        None
-    }
 }
 
 macro_rules! kernel_arg {
-    ($($t:ty => $bits:expr),*) => {$(
+    ($($t:ty),*) => {$(
         impl KernelArg for $t {
             fn arg_ptr(&self) -> *mut c_void {
                 self as *const $t as *mut c_void
             }
-            fn bits(&self) -> Option<u64> {
-                Some($bits(*self))
-            }
         }
     )*};
 }
-kernel_arg!(
-    u64 => |v: u64| v,
-    i32 => |v: i32| u64::from(v as u32),
-    u32 => u64::from,
-    i64 => |v: i64| v as u64,
-    f32 => |v: f32| u64::from(v.to_bits())
-);
+kernel_arg!(u64, i32, u32, i64, f32);
 
 impl Function {
     /// Shared memory the kernel declares statically, in bytes.
@@ -675,77 +606,18 @@ impl Function {
         args: &[&dyn KernelArg],
         early: bool,
     ) -> CuResult<()> {
-        stream.flush()?;
         let mut ptrs: Vec<*mut c_void> = args.iter().map(|a| a.arg_ptr()).collect();
         // A kernel right after a copy waits for it: early, it would wait only
         // for the kernel before the copy (and read the copy's bytes too soon).
         let after_kernel = stream.count(true);
-        self.enqueue(
-            stream,
-            grid,
-            block,
-            shared,
-            &mut ptrs,
-            early && after_kernel,
-        )
-    }
-
-    /// `launch_overlapping` for a kernel whose arguments `next_at`,
-    /// `next_at + 1` and `next_at + 2` name the launch after it (two
-    /// pointers and a byte count, all 0 in `args`): held on the stream
-    /// until the next operation there, which launches it as it stands. If
-    /// that is another such launch, the held one first learns `next` and
-    /// `bytes` (what this one reads first) from it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn launch_handing_off(
-        &self,
-        stream: &Stream,
-        grid: (u32, u32, u32),
-        block: u32,
-        shared: u32,
-        args: &[&dyn KernelArg],
-        next_at: usize,
-        (next, bytes): ([u64; 2], u32),
-    ) -> CuResult<()> {
-        if let Some(h) = stream.4.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            h.args[h.next_at..h.next_at + 3].copy_from_slice(&[next[0], next[1], u64::from(bytes)]);
-        }
-        let Some(bits) = args.iter().map(|a| a.bits()).collect::<Option<Vec<u64>>>() else {
-            return self.launch_overlapping(stream, grid, block, shared, args);
-        };
-        stream.flush()?;
-        let after_kernel = stream.count(true);
-        let held = Held {
-            f: *self,
-            grid,
-            block,
-            shared,
-            args: bits,
-            next_at,
-            early: stream.1 != EarlyLaunches::Off && after_kernel,
-        };
-        *stream.4.lock().unwrap_or_else(|p| p.into_inner()) = Some(held);
-        Ok(())
-    }
-
-    /// The launch itself, early (programmatic) or not.
-    fn enqueue(
-        &self,
-        stream: &Stream,
-        grid: (u32, u32, u32),
-        block: u32,
-        shared: u32,
-        ptrs: &mut [*mut c_void],
-        early: bool,
-    ) -> CuResult<()> {
-        if early {
-            return self.launch_early(stream, grid, block, shared, ptrs);
+        if early && after_kernel {
+            return self.launch_early(stream, grid, block, shared, &mut ptrs);
         }
         // SAFETY: the argument list matches the kernel's signature (each
         // launcher sits next to its kernel's contract); the values are read
         // during the call.
         check("launching a kernel", unsafe {
-            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, ptrs)
+            result::launch_kernel(self.0, grid, (block, 1, 1), shared, stream.0, &mut ptrs)
         })
     }
 
@@ -785,18 +657,7 @@ impl Function {
 
 #[cfg(test)]
 mod tests {
-    use super::{peak_bandwidth, KernelArg};
-
-    #[test]
-    fn held_arguments_keep_their_bits_in_the_low_bytes() {
-        // The driver reads a 4-byte parameter from the low bytes of its
-        // u64 (little-endian hosts, as CUDA's are).
-        assert_eq!((-2i32).bits(), Some(0xffff_fffe));
-        assert_eq!(7u32.bits(), Some(7));
-        assert_eq!(1.5f32.bits(), Some(0x3fc0_0000));
-        assert_eq!((-1i64).bits(), Some(u64::MAX));
-        assert_eq!(0xdead_beef_0000_0010u64.bits(), Some(0xdead_beef_0000_0010));
-    }
+    use super::peak_bandwidth;
 
     #[test]
     fn peak_bandwidth_counts_two_transfers_a_clock() {

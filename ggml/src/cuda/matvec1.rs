@@ -73,9 +73,6 @@ struct Lean {
     /// may keep the register loop (f16_depth).
     deep_piped: Option<(LeanProducts, usize)>,
     deep_split: Option<(LeanProducts, usize)>,
-    /// Bytes of each part of the next product that F16's deep products ask
-    /// L2 for as they finish (f16_handoff; 0: none).
-    handoff: u32,
     /// Rows a warp reads at once (LeanRows).
     rows: LeanRows,
 }
@@ -226,9 +223,6 @@ pub(super) struct LeanPlan {
     /// Dynamic shared memory: the deep products' ring, or more where
     /// LLM_CUDA_LEAN_SPREAD pads it (spread_shared).
     pub shared: u32,
-    /// F16's deep products: bytes of each part of the product after this
-    /// one asked of L2 as this one finishes (0: none; f16_handoff).
-    pub handoff: u32,
 }
 
 /// Dynamic shared memory of an F16 deep product's block (eight warps) at
@@ -317,24 +311,6 @@ const F16_SPLIT_DEPTH: usize = 2;
 /// 211.27 / 212.20 at 4 (one 128 KiB block a multiprocessor). The H100
 /// (3.35 TB/s) keeps 2 (session 40, above).
 const F16_FAST_HBM: u64 = 4_000_000_000_000;
-
-/// `LLM_CUDA_F16_HANDOFF=BYTES`: as F16's deep products finish, their
-/// warps ask L2 for the first BYTES of each part of the product launched
-/// after them (kernels/matvec1_lean.cu's f16_handoff; the backend holds
-/// each such launch until it knows the next: Function::launch_handing_off).
-/// Between two products HBM otherwise idles from the moment the first
-/// one's last loads land until the next one's blocks, which take the
-/// multiprocessors only as the first one's leave, have theirs on the way.
-/// 0 or unset: none.
-fn f16_handoff(_bandwidth: u64) -> u32 {
-    static SET: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *SET.get_or_init(|| {
-        std::env::var("LLM_CUDA_F16_HANDOFF")
-            .ok()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .map_or(0, |n| n & !15)
-    })
-}
 
 /// F16's split products' depth on a GPU of peak memory bandwidth
 /// `bandwidth` (0: unknown, taken as the H100's).
@@ -839,7 +815,6 @@ impl Matvec1 {
                     split: products("lean_split")?,
                     deep_piped: if float { deep(false) } else { None },
                     deep_split: if float { deep(true) } else { None },
-                    handoff: if float { f16_handoff(bandwidth) } else { 0 },
                     rows: LeanRows::of(name),
                 })
             })(),
@@ -924,7 +899,6 @@ impl Matvec1 {
             split: split as i32,
             depth: depth as i32,
             shared: shared as u32,
-            handoff: if depth > 0 { lean.handoff } else { 0 },
         })
     }
 

@@ -901,29 +901,11 @@ __host__ __device__ constexpr int f16_deep_shared(int depth) { return MV1_WARPS 
 // `prefetch` (bytes, a multiple of 16; 0: none): before the wait, L2 is
 // asked for that much more of the first group's rows, past what the ring
 // holds, so that HBM keeps reading while the kernel before finishes.
-// The next product's first weights asked of L2 as a warp of this one
-// leaves (`next`; `next_bytes` of each part given, 0: none): the warps'
-// even shares of those bytes, lane 0 the first part's, lane 1 the second's
-// (a glu's up). Between two products HBM otherwise idles from the moment
-// this one's last loads land until the next one's blocks, placed only as
-// this one's leave, have their first loads on the way; these reads fill
-// that gap, and the next product finds its first rows in L2.
-__device__ __forceinline__ void f16_handoff(const Mv1Next& next, int lane) {
-    if (next.bytes == 0 || lane > 1 || !next.w[lane]) return;
-    const unsigned warps = gridDim.x * (blockDim.x >> 5);
-    const unsigned w = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const unsigned share = ((next.bytes + warps - 1) / warps + 15) & ~15u;
-    const unsigned long long from = static_cast<unsigned long long>(w) * share;
-    if (from >= next.bytes) return;
-    const unsigned n = static_cast<unsigned>(min(static_cast<unsigned long long>(share), next.bytes - from));
-    prefetch_l2(next.w[lane] + from, n);
-}
-
 template <int OUT, int SPLIT>
 __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, const Mv1Parts& parts, int cols,
                                                  long long row_bytes, const float* __restrict__ norm_w, float eps,
                                                  uint8_t* yq, unsigned* counts, int split_given, int depth,
-                                                 unsigned prefetch, const Mv1Next& next) {
+                                                 unsigned prefetch) {
     constexpr int U = F16_DEEP_U;
     const int split = SPLIT == 1 ? 1 : split_given;
     const RowGroups<OUT> R(parts, row_bytes, yq, counts);
@@ -971,10 +953,7 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
     gq::pdl_begin();
     // The whole block, before any warp leaves (mv1_norm_scale's barrier).
     const float nscale = norm_w ? mv1_norm_scale<4>(X, cols, eps) : 1.0f;
-    if (!any) {
-        f16_handoff(next, lane);
-        return;
-    }
+    if (!any) return;
     bool valid = g < R.groups;
     auto G = R.group(valid ? g : 0);
     float acc[ROWS][2] = {};
@@ -1006,7 +985,6 @@ __device__ __forceinline__ void product_f16_deep(const float* __restrict__ X, co
         k = nk;
         valid = next_valid;
     }
-    f16_handoff(next, lane);
 }
 
 }  // namespace mv1_lean
@@ -1049,16 +1027,13 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 // one). `depth`: the F16 deep products' batches in flight a warp (their
 // dynamic shared memory is mv1_lean::f16_deep_shared(depth)); the others
 // ignore it. The deep products ask for their first weights before they
-// wait, whatever `prefetch`, and L2 for `prefetch` bytes more of each row;
-// and, as they finish, for `next_bytes` of `next0` and `next1` (Mv1Next:
-// the product after them), which the others ignore.
+// wait, whatever `prefetch`, and L2 for `prefetch` bytes more of each row.
 #define GQ_MATVEC1_LEAN_SIG(name)                                                                         \
     extern "C" __global__ void __launch_bounds__(256, 2)                                                  \
         name(const uint8_t* __restrict__ x, const uint8_t* W0, float* Y0, int rows0, const uint8_t* W1,    \
              float* Y1, int rows1, const uint8_t* W2, float* Y2, int rows2, int cols, long long row_bytes, \
              unsigned prefetch, const float* __restrict__ norm_w, float eps, uint8_t* __restrict__ yq,     \
-             unsigned* __restrict__ counts, int split, int depth, const uint8_t* next0,                   \
-             const uint8_t* next1, unsigned next_bytes)
+             unsigned* __restrict__ counts, int split, int depth)
 #define GQ_MATVEC1_LEAN_ONE(name, ...)                                           \
     GQ_MATVEC1_LEAN_SIG(name) {                                                  \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}}; \
@@ -1068,7 +1043,6 @@ extern "C" __global__ void __launch_bounds__(256) quantize_x16(const float* __re
 #define GQ_MATVEC1_DEEP_ONE(name, ...)                                           \
     GQ_MATVEC1_LEAN_SIG(name) {                                                  \
         const Mv1Parts parts{{W0, W1, W2}, {Y0, Y1, Y2}, {rows0, rows1, rows2}}; \
-        const Mv1Next next{{next0, next1}, next_bytes};                          \
         __VA_ARGS__;                                                             \
     }
 #define GQ_MATVEC1_LEAN(type, T, variant, OUT)                                                      \
@@ -1098,11 +1072,11 @@ GQ_MATVEC1_LEAN_TYPE(q6_k, gq::Q6_K)
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_piped_##variant,                                                    \
                         mv1_lean::product_f16_deep<OUT, 1>(reinterpret_cast<const float*>(x), parts, cols,   \
                                                            row_bytes, norm_w, eps, yq, counts, 1, depth,     \
-                                                           prefetch, next))                                        \
+                                                           prefetch))                                        \
     GQ_MATVEC1_DEEP_ONE(matvec1_f16_deep_split_##variant,                                                    \
                         mv1_lean::product_f16_deep<OUT, 0>(reinterpret_cast<const float*>(x), parts, cols,   \
                                                            row_bytes, norm_w, eps, yq, counts, split, depth, \
-                                                           prefetch, next))
+                                                           prefetch))
 GQ_MATVEC1_F16_DEEP(r1, MV1_STORE)
 GQ_MATVEC1_F16_DEEP(r1a, MV1_ADD)
 GQ_MATVEC1_F16_DEEP(swiglu, MV1_SWIGLU)

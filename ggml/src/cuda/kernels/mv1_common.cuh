@@ -87,14 +87,6 @@ __device__ __forceinline__ void mv1f_x(const float* __restrict__ X, const unsign
     }
 }
 
-// The product launched after this one, for F16's deep products to ask L2
-// for as they finish (f16_handoff): the first `bytes` of W[0] and, where
-// given, of W[1] (a glu's gate and up); bytes 0 or W[0] null: none.
-struct Mv1Next {
-    const uint8_t* w[2];
-    unsigned bytes;
-};
-
 // The products of one launch: part p is W[p] (rows[p] rows) into Y[p].
 struct Mv1Parts {
     const uint8_t* W[3];

@@ -216,7 +216,7 @@ typedef void (*kern1_t)(const float*, const uint8_t*, float*, int, const uint8_t
                         const unsigned*, const float*, float);
 typedef void (*kern_lean_t)(const uint8_t*, const uint8_t*, float*, int, const uint8_t*, float*, int,
                             const uint8_t*, float*, int, int, long long, unsigned, const float*, float, uint8_t*,
-                            unsigned*, int, int, const uint8_t*, const uint8_t*, unsigned);
+                            unsigned*, int, int);
 
 struct TypeCase {
     int t;
@@ -799,8 +799,7 @@ static void run_matvec1_lean(int t, int variant, const uint8_t* dW, const float*
     GQ_LAUNCH(grid, 256, shared, k)(f16 ? (const uint8_t*)dX : dQ, dW, dY, n[0], (const uint8_t*)(dW + n[0] * rb),
                                     dY + n[0], n[1], (const uint8_t*)(dW + (n[0] + n[1]) * rb), dY + n[0] + n[1], n[2],
                                     cols, rb, early ? 1u << 20 : 0u, f16 ? norm : nullptr, eps, dYq, dCounts, split,
-                                    depth, (const uint8_t*)dW, (const uint8_t*)nullptr,
-                                    deep ? (unsigned)std::min(n[0] * rb, 1ll << 16) & ~15u : 0u);
+                                    depth);
 }
 
 // Each variant of matvec1_q4_k_xs on 16-byte aligned rows: three parts of
@@ -1231,9 +1230,7 @@ static void allow_f16_deep_rings() {
 // outsize L2: the register loop
 // (depth 0) against the deep products at several depths, on the grid and
 // split the backend picks (cuda/matvec1.rs: the blocks that stay
-// resident; a group's steps split over warps while the grid holds them);
-// the last rows with each product handing the next one's first weights to
-// L2 as it finishes (1 to 8 MiB of each part; the layer's figure only).
+// resident; a group's steps split over warps while the grid holds them).
 static void bench_f16() {
     const int d = 4096, ff = 11008, copies = 3;
     const long long layer = 2ll * (3ll * d * d + d * d + 2ll * ff * d + (long long)d * ff);
@@ -1317,20 +1314,14 @@ static void bench_f16() {
         }
         return Plan{k, grid, shared, split, depth, prefetch};
     };
-    // `next` (a product, in copy `nc`) and `handoff`: the product launched
-    // after this one, whose first `handoff` bytes of each part the deep
-    // products ask L2 for as they finish (the backend's LLM_CUDA_F16_HANDOFF).
-    auto launch = [&](const Product& p, const Plan& q, int c, const Product* next = nullptr, int nc = 0,
-                      unsigned handoff = 0) {
+    auto launch = [&](const Product& p, const Plan& q, int c) {
         const long long rb = 2ll * p.cols;
         const uint8_t* W = dW + layer * c + p.off;
         const long long part = (long long)p.rows * rb;
         const int rows1 = p.variant >= 2 ? p.rows : (p.parts > 1 ? p.rows : 0);
-        const uint8_t* n0 = next && handoff ? dW + layer * nc + next->off : nullptr;
-        const uint8_t* n1 = n0 && next->variant >= 2 ? n0 + (long long)next->rows * 2ll * next->cols : nullptr;
         launch_256(q.k, q.grid, q.shared, true, (const uint8_t*)dX, W, dY, p.rows, W + part, dY + p.rows, rows1,
                    W + 2 * part, dY + 2 * p.rows, p.parts > 2 ? p.rows : 0, p.cols, rb, q.prefetch, (const float*)nullptr,
-                   0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth, n0, n1, n0 ? handoff : 0u);
+                   0.0f, (uint8_t*)nullptr, (unsigned*)nullptr, q.split, q.depth);
     };
     allow_f16_deep_rings();
     // Every product at one depth, then the split ones (the adds) at depth 0
@@ -1340,13 +1331,11 @@ static void bench_f16() {
     // Then grids held to fewer blocks a multiprocessor than fit, by the
     // grid alone (the fifth: gcap), the next product's first blocks beside.
     // Then every product split over the sixth's warps (force).
-    const int settings[][7] = {{0, 0, 0},       {2, 2, 0},          {3, 3, 0},          {2, 3, 0},
+    const int settings[][6] = {{0, 0, 0},       {2, 2, 0},          {3, 3, 0},          {2, 3, 0},
                                {2, 0, 0},       {2, 2, 2},          {2, 3, -1},         {2, 3, 0, 2048},
                                {2, 2, 0, 0, 2}, {2, 2, 0, 0, 1},    {2, 3, 0, 0, 0, 4}, {2, 2, 0, 0, 0, 4},
                                {2, 4, 0, 0, 0, 4}, {2, 3, 0, 0, 0, 8}, {2, 2, 0, 0, 0, 8}, {2, 3, 0, 0, 0, 2},
-                               {0, 0, 0, 0, 0, 4}, {2, 3, -1, 0, 0, 4}, {2, 3, 0, 0, 0, 4, 1 << 20},
-                               {2, 3, 0, 0, 0, 4, 2 << 20}, {2, 3, 0, 0, 0, 4, 4 << 20}, {2, 3, 0, 0, 0, 4, 8 << 20},
-                               {2, 2, 0, 0, 0, 4, 2 << 20}, {2, 2, 0, 0, 0, 4, 4 << 20}};
+                               {0, 0, 0, 0, 0, 4}, {2, 3, -1, 0, 0, 4}};
     // A layer's bytes as one product (q, k and v's shape, 16384 rows a
     // part): the kernel's own rate, no product ending or starting.
     const Product all = {"all", 0, 16384, 3, d, 0};
@@ -1354,9 +1343,7 @@ static void bench_f16() {
         const int depth = at[0], split_depth = at[1], cap = at[2];
         const unsigned prefetch = at[3];
         const int gcap = at[4], force = at[5];
-        const unsigned handoff = at[6];
         printf("F16 depth %d split %d cap %d", depth, split_depth, cap);
-        if (handoff) printf(" handoff %u KiB", handoff >> 10);
         if (prefetch) printf(" L2 %u", prefetch);
         if (gcap) printf(" grid %d", gcap);
         if (force) printf(" forced split %d", force);
@@ -1371,11 +1358,8 @@ static void bench_f16() {
                    plans[i].grid);
             total_us += us;
         }
-        // Each product hands off to the next; the down projection to the
-        // next copy's q, k and v.
         const float layer_us = launch_us(copies, [&](int c) {
-            for (int i = 0; i < 4; i++)
-                launch(products[i], plans[i], c, &products[(i + 1) % 4], i < 3 ? c : (c + 1) % copies, handoff);
+            for (int i = 0; i < 4; i++) launch(products[i], plans[i], c);
         });
         const Plan one = plan(all, depth, split_depth, cap, prefetch, gcap, force);
         const float all_us = launch_us(copies, [&](int c) { launch(all, one, c); });
@@ -1437,8 +1421,7 @@ static void bench_f16_adds() {
                 const uint8_t* W = dW + bytes * i;
                 launch_256(k, grid, shared, true, (const uint8_t*)dX, W, dY, sh.rows, W + part, dY + sh.rows, rows1,
                            W + 2 * part, dY + 2 * sh.rows, rows2, sh.cols, rb, 0u, (const float*)nullptr, 0.0f,
-                           (uint8_t*)nullptr, (unsigned*)nullptr, split, depth, (const uint8_t*)nullptr,
-                           (const uint8_t*)nullptr, 0u);
+                           (uint8_t*)nullptr, (unsigned*)nullptr, split, depth);
             });
             printf("  %s %.1f us %.2f TB/s (%dx%d)", sh.name, us, bytes / (1e6 * us), grid, fit);
         }
