@@ -1254,5 +1254,42 @@ n3)
     scripts/gpu-bench.sh run /tmp/llm-gpu/llm 10 "${ENTRIES[@]}" 2>&1 | tee "$out/bench.log"
   tar -C "$results" -czf "$out/results.tgz" .
   ;;
+w40)
+  # Session 46's first call (carry .gpu-o: `GPU_PACK=.gpu-o
+  # scripts/gpu-suite.sh pack`, test_ops.xz and llm-old.xz, HEAD's llm
+  # before the change, beside it, then `... bundle`; and .rivals):
+  # llama.cpp's builds and models in the background; decode attention's
+  # checks on the GPU (test_ops: fused against rope_store then attention_vec,
+  # bit for bit), the backend's; then llm-old and llm alternated, with both's
+  # greedy ids, on our writer's 7B and 1B Q4_K and the rival's F16 file, and
+  # the step without its attention (LLM_CUDA_TIMING_SKIP_ATTENTION: what
+  # attention costs a step). w41 (n3 for F16) follows.
+  start_call .gpu-o
+  chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/llm-old
+  scripts/gpu-bench.sh start .rivals >/dev/null
+  timeout 60 /tmp/llm-gpu/test_ops 2>&1 | grep -E "rope_attention_vec128|all ok|FAIL" | tail -8
+  el "test_ops"
+  ggml_checks
+  for spec in Q4_K:7b Q4_K:1b; do
+    our_model ${spec%:*} ${spec#*:}
+    old_new_ids "$spec"
+    old_new "$spec"
+    AB_LABEL=$spec ab tg128 "-p 0 -n 128" LLM_CUDA_TIMING_SKIP_ATTENTION=1
+    el "$spec"
+  done
+  wait_gen 60 5
+  m=$W/models/m-F16.gguf
+  el "gen $(tail -1 $W/gen.log)"
+  old_new_ids F16
+  old_new F16
+  AB_LABEL=F16 ab tg128 "-p 0 -n 128" LLM_CUDA_TIMING_SKIP_ATTENTION=1
+  el "F16"
+  scripts/gpu-bench.sh poll 2>&1 | tail -3
+  ;;
+w41)
+  # After w40 on the same machine: F16's decode beside llama.cpp's, 10
+  # repetitions (n3), then Q4_K_M's if time allows.
+  GPU_SESSION_ONLY='^F16|^Q4_K_M:-ngl 99 -p 512' GPU_SESSION_TG_ONLY=1 "$0" n3
+  ;;
 *) sed -n 2,55p "$0" >&2; exit 2 ;;
 esac

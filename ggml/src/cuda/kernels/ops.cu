@@ -464,12 +464,23 @@ __device__ __forceinline__ bool last_split_done(unsigned* counter, int splits) {
 // (one token; D a multiple of 32, so a warp holds whole chunks) the output
 // is also written quantised there, as quantize_x16 would (x16.cuh), by the
 // block that writes it.
-template <int D, bool FRESH = false, int VU = ATT_VU>
+//
+// `ready` (FRESH only) runs once, by every thread, after the warp's first
+// round of cells is asked of the cache and before any of it or `qh_` is
+// used: the kernel waits there for the one before (pdl.cuh) and fills qh_,
+// fk and fv. Only the newest cell, which no earlier step wrote, depends on
+// that kernel; `step` is the host's. So the first round's reads of HBM, all
+// of a short cache's, overlap the end of the product before.
+struct NoWait {
+    __device__ void operator()() const {}
+};
+template <int D, bool FRESH = false, int VU = ATT_VU, typename Ready = NoWait>
 __device__ __forceinline__ void attention_range_vec(const float* qh_, const __half* kc, const __half* vc,
                                                     float* out, float* part, int n_head, int n_head_kv,
                                                     int cells, const int* step, int window, float kq_scale,
                                                     unsigned* count, const __half* fk = nullptr,
-                                                    const __half* fv = nullptr, uint8_t* q16 = nullptr) {
+                                                    const __half* fv = nullptr, uint8_t* q16 = nullptr,
+                                                    Ready ready = {}) {
     constexpr int L = D / 8, CPW = 32 / L;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
@@ -480,22 +491,17 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
     int pos = pos0 + t;
     int g = h / (n_head / n_head_kv);
     long long kv_dim = (long long)n_head_kv * D;
-    const float* qh = qh_ + 8 * sl;
-    float qr[8], acc[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        qr[i] = qh[i];
-        acc[i] = 0.0f;
-    }
     float m = -INFINITY, l = 0.0f;
     int n_cells = last < cells ? pos + 1 : cells;
     int splits = gridDim.z, split = blockIdx.z;
     int c_lo = split_start(n_cells, split, splits);
     int c_hi = split_start(n_cells, split + 1, splits);
     const int stride = nwarps * CPW;
-    for (int cw = c_lo + warp * CPW; cw < c_hi; cw += VU * stride) {
-        uint4 kr[VU], vr[VU];
-        bool ok[VU];
+    uint4 kr[VU], vr[VU];
+    bool ok[VU];
+    // Round cw's cells into kr and vr; the newest one (FRESH) from fk and
+    // fv once `fresh_ready`, else left for later (zeros).
+    auto load = [&](int cw, bool fresh_ready) {
 #pragma unroll
         for (int u = 0; u < VU; u++) {
             int c = cw + u * stride + sub;
@@ -503,8 +509,12 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
             int p = last - back;
             ok[u] = c < c_hi && p >= 0 && p <= pos && !(window > 0 && pos - p >= window);
             if (FRESH && ok[u] && c == lm) {
-                kr[u] = *reinterpret_cast<const uint4*>(fk + 8 * sl);
-                vr[u] = *reinterpret_cast<const uint4*>(fv + 8 * sl);
+                if (fresh_ready) {
+                    kr[u] = *reinterpret_cast<const uint4*>(fk + 8 * sl);
+                    vr[u] = *reinterpret_cast<const uint4*>(fv + 8 * sl);
+                } else {
+                    kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+                }
             } else if (ok[u]) {
                 long long at = (long long)c * kv_dim + g * D + 8 * sl;
                 kr[u] = *reinterpret_cast<const uint4*>(kc + at);
@@ -513,6 +523,31 @@ __device__ __forceinline__ void attention_range_vec(const float* qh_, const __ha
                 kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
             }
         }
+    };
+    int cw = c_lo + warp * CPW;
+    // The first round asked for before `ready` (FRESH), its newest cell after.
+    bool loaded = FRESH && cw < c_hi;
+    if (loaded) load(cw, false);
+    ready();
+    if (loaded) {
+#pragma unroll
+        for (int u = 0; u < VU; u++) {
+            if (ok[u] && cw + u * stride + sub == lm) {
+                kr[u] = *reinterpret_cast<const uint4*>(fk + 8 * sl);
+                vr[u] = *reinterpret_cast<const uint4*>(fv + 8 * sl);
+            }
+        }
+    }
+    const float* qh = qh_ + 8 * sl;
+    float qr[8], acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        qr[i] = qh[i];
+        acc[i] = 0.0f;
+    }
+    for (; cw < c_hi; cw += VU * stride) {
+        if (!loaded) load(cw, true);
+        loaded = false;
         float s[VU];
         float mx = m;
 #pragma unroll
@@ -636,8 +671,14 @@ ATTENTION_VEC(256)
 // shared memory (as rope_head does in place); the blocks of the split that
 // holds the new cell rope their group's key head there too and take the new
 // cell's key and value from there (attention_range_vec's FRESH), and the
-// first query head of each group among them stores them into the cache. The results and the cache equal rope_store's
-// then attention_vec's; q and k are left unrotated.
+// first query head of each group among them stores them into the cache. The
+// results and the cache equal rope_store's then attention_vec's; q and k are
+// left unrotated.
+//
+// Before it waits for the kernel before (the product that wrote q, k and v),
+// a block computes rope's cosines and sines (the position is the host's) and
+// asks the cache for its first round of cells (attention_range_vec's
+// `ready`); after, q's pairs and k's turn on different threads at once.
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
 // cells, step, window, kq_scale, p, ff, count, q16): grid (1, n_head,
 // splits), block and `count` as attention_vec's; `q16` (or null): the
@@ -648,7 +689,7 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
                                                    int cells, const int* step, int window, float kq_scale,
                                                    const RopeParams& p, const float* ff, unsigned* count,
                                                    uint8_t* q16) {
-    __shared__ float qs[D], ks[D];
+    __shared__ float qs[D], ks[D], rc[D / 2], rs[D / 2];
     __shared__ __align__(16) __half kh[D], vh[D];
     const int h = blockIdx.y, group = n_head / n_head_kv, g = h / group;
     const int pos = step[0];
@@ -659,38 +700,49 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
     const int c_lo = split_start(n_cells, split, splits);
     const int c_hi = split_start(n_cells, split + 1, splits);
     const bool fresh = c_lo <= lm && lm < c_hi;  // block-uniform
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        qs[i] = q[(long long)h * D + i];
-        if (fresh) ks[i] = k[(long long)g * D + i];
-    }
-    __syncthreads();
-    rope_head(qs, pos, p, ff);
-    if (fresh) {
-        rope_head(ks, pos, p, ff);
+    const bool stores = fresh && h % group == 0;
+    const long long at = (long long)lm * n_head_kv * D + (long long)g * D;
+    const int pairs = p.n_dims / 2;
+    for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) rope_cs(pos, p, ff, pair, rc[pair], rs[pair]);
+    auto ready = [&] {
+        gq::pdl_begin();
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            qs[i] = q[(long long)h * D + i];
+            if (fresh) {
+                ks[i] = k[(long long)g * D + i];
+                const __half hv = __float2half_rn(v[(long long)g * D + i]);
+                vh[i] = hv;
+                if (stores) vc[at + i] = hv;
+            }
+        }
         __syncthreads();
-        for (int i = threadIdx.x; i < D; i += blockDim.x) {
-            kh[i] = __float2half_rn(ks[i]);
-            vh[i] = __float2half_rn(v[(long long)g * D + i]);
+        // Pair j of q (j < pairs) or of k (j - pairs), rope_head's turn.
+        for (int j = threadIdx.x; j < (fresh ? 2 : 1) * pairs; j += blockDim.x) {
+            float* head = j < pairs ? qs : ks;
+            const int pair = j < pairs ? j : j - pairs;
+            const int a = rope_a(p, pair), b = rope_b(p, pair);
+            rope_turn(head[a], head[b], rc[pair], rs[pair], head[a], head[b]);
         }
-    }
-    __syncthreads();
-    if (fresh && h % group == 0) {
-        const long long at = (long long)lm * n_head_kv * D + (long long)g * D;
-        for (int i = threadIdx.x; i < D; i += blockDim.x) {
-            kc[at + i] = kh[i];
-            vc[at + i] = vh[i];
+        __syncthreads();
+        if (fresh) {
+            for (int i = threadIdx.x; i < D; i += blockDim.x) {
+                const __half hk = __float2half_rn(ks[i]);
+                kh[i] = hk;
+                if (stores) kc[at + i] = hk;
+            }
+            __syncthreads();
         }
-    }
+    };
     attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale,
-                                     count, kh, vh, q16);
+                                     count, kh, vh, q16, ready);
 }
 
+// The kernel waits inside (rope_attention_vec's `ready`).
 #define ROPE_ATTENTION_VEC_VU(D, VU, SUFFIX)                                                                     \
     extern "C" __global__ void rope_attention_vec##D##SUFFIX(                                                      \
         const float* q, const float* k, const float* v, __half* kc, __half* vc, float* out, float* part,          \
         int n_head, int n_head_kv, int cells, const int* step, int window, float kq_scale, RopeParams p,          \
         const float* ff, unsigned* count, uint8_t* q16) {                                                         \
-        gq::pdl_begin();                                                                                           \
         rope_attention_vec<D, VU>(q, k, v, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale, \
                                   p, ff, count, q16);                                                              \
     }
