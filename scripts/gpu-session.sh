@@ -1291,5 +1291,38 @@ w41)
   # repetitions (n3), then Q4_K_M's if time allows.
   GPU_SESSION_ONLY='^F16|^Q4_K_M:-ngl 99 -p 512' GPU_SESSION_TG_ONLY=1 "$0" n3
   ;;
+w42)
+  # Session 46: decode attention's checks on the GPU in full, the kernels
+  # before the change (test_ops_old.xz, built from HEAD~2's) beside the new
+  # (test_ops.xz), then llm-old and llm alternated, no build beside them, on
+  # our writer's 7B Q4_K and F16 (carry .gpu-o as w40).
+  start_call .gpu-o
+  chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/test_ops_old /tmp/llm-gpu/llm-old
+  for t in test_ops_old test_ops; do
+    timeout 60 /tmp/llm-gpu/$t 2>&1 | grep -v "^ok  " | sed "s/^/$t: /" | tail -20
+  done
+  el "test_ops"
+  for spec in Q4_K:7b F16:7b; do
+    our_model ${spec%:*} ${spec#*:}
+    old_new_ids "$spec"
+    old_new "$spec"
+    rm -f $m
+    el "$spec"
+  done
+  ;;
+w43)
+  # w42 cut to fit the device time left: the checks old and new, then
+  # llm-old and llm alternated on our writer's 7B Q4_K.
+  start_call .gpu-o
+  chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/test_ops_old /tmp/llm-gpu/llm-old
+  for t in test_ops_old test_ops; do
+    timeout 60 /tmp/llm-gpu/$t 2>&1 | grep -v "^ok  " | sed "s/^/$t: /" | tail -12
+  done
+  el "test_ops"
+  our_model Q4_K 7b
+  old_new_ids Q4_K:7b
+  old_new Q4_K:7b
+  el "Q4_K:7b"
+  ;;
 *) sed -n 2,55p "$0" >&2; exit 2 ;;
 esac

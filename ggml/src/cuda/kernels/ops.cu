@@ -702,6 +702,36 @@ __device__ __forceinline__ void rope_attention_vec(const float* q, const float* 
     const bool fresh = c_lo <= lm && lm < c_hi;  // block-uniform
     const bool stores = fresh && h % group == 0;
     const long long at = (long long)lm * n_head_kv * D + (long long)g * D;
+    if (splits > 1) {
+        // A split launch (a cache of 1024 cells or more) waits first, as
+        // before session 46: test_ops' split cases failed on an H100 with
+        // the early start and the cause is not found yet.
+        gq::pdl_begin();
+        for (int i = threadIdx.x; i < D; i += blockDim.x) {
+            qs[i] = q[(long long)h * D + i];
+            if (fresh) ks[i] = k[(long long)g * D + i];
+        }
+        __syncthreads();
+        rope_head(qs, pos, p, ff);
+        if (fresh) {
+            rope_head(ks, pos, p, ff);
+            __syncthreads();
+            for (int i = threadIdx.x; i < D; i += blockDim.x) {
+                kh[i] = __float2half_rn(ks[i]);
+                vh[i] = __float2half_rn(v[(long long)g * D + i]);
+            }
+        }
+        __syncthreads();
+        if (stores) {
+            for (int i = threadIdx.x; i < D; i += blockDim.x) {
+                kc[at + i] = kh[i];
+                vc[at + i] = vh[i];
+            }
+        }
+        attention_range_vec<D, true, VU>(qs, kc, vc, out, part, n_head, n_head_kv, cells, step, window, kq_scale,
+                                         count, kh, vh, q16);
+        return;
+    }
     const int pairs = p.n_dims / 2;
     for (int pair = threadIdx.x; pair < pairs; pair += blockDim.x) rope_cs(pos, p, ff, pair, rc[pair], rs[pair]);
     auto ready = [&] {
