@@ -1262,8 +1262,9 @@ w40)
   # checks on the GPU (test_ops: fused against rope_store then attention_vec,
   # bit for bit), the backend's; then llm-old and llm alternated, with both's
   # greedy ids, on our writer's 7B and 1B Q4_K and the rival's F16 file, and
-  # the step without its attention (LLM_CUDA_TIMING_SKIP_ATTENTION: what
-  # attention costs a step). w41 (n3 for F16) follows.
+  # the step without its attention (LLM_CUDA_TIMING_SKIP_ATTENTION, a
+  # switch of session 46's pack alone, never committed: what attention
+  # costs a step). w41 (n3 for F16) follows.
   start_call .gpu-o
   chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/llm-old
   scripts/gpu-bench.sh start .rivals >/dev/null

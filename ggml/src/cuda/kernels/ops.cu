@@ -675,10 +675,11 @@ ATTENTION_VEC(256)
 // results and the cache equal rope_store's then attention_vec's; q and k are
 // left unrotated.
 //
-// Before it waits for the kernel before (the product that wrote q, k and v),
-// a block computes rope's cosines and sines (the position is the host's) and
-// asks the cache for its first round of cells (attention_range_vec's
-// `ready`); after, q's pairs and k's turn on different threads at once.
+// In a launch of one split, before it waits for the kernel before (the
+// product that wrote q, k and v), a block computes rope's cosines and sines
+// (the position is the host's) and asks the cache for its first round of
+// cells (attention_range_vec's `ready`); after, q's pairs and k's turn on
+// different threads at once.
 // rope_attention_vec<D>(q, k, v, kc, vc, out, part, n_head, n_head_kv,
 // cells, step, window, kq_scale, p, ff, count, q16): grid (1, n_head,
 // splits), block and `count` as attention_vec's; `q16` (or null): the
