@@ -1296,34 +1296,21 @@ w42)
   # Session 46: decode attention's checks on the GPU in full, the kernels
   # before the change (test_ops_old.xz, built from HEAD~2's) beside the new
   # (test_ops.xz), then llm-old and llm alternated, no build beside them, on
-  # our writer's 7B Q4_K and F16 (carry .gpu-o as w40).
+  # our writer's 7B Q4_K and F16 (carry .gpu-o as w40;
+  # GPU_SESSION_SPECS="Q4_K:7b" where device time is short).
   start_call .gpu-o
   chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/test_ops_old /tmp/llm-gpu/llm-old
   for t in test_ops_old test_ops; do
     timeout 60 /tmp/llm-gpu/$t 2>&1 | grep -v "^ok  " | sed "s/^/$t: /" | tail -20
   done
   el "test_ops"
-  for spec in Q4_K:7b F16:7b; do
+  for spec in ${GPU_SESSION_SPECS:-Q4_K:7b F16:7b}; do
     our_model ${spec%:*} ${spec#*:}
     old_new_ids "$spec"
     old_new "$spec"
     rm -f $m
     el "$spec"
   done
-  ;;
-w43)
-  # w42 cut to fit the device time left: the checks old and new, then
-  # llm-old and llm alternated on our writer's 7B Q4_K.
-  start_call .gpu-o
-  chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/test_ops_old /tmp/llm-gpu/llm-old
-  for t in test_ops_old test_ops; do
-    timeout 60 /tmp/llm-gpu/$t 2>&1 | grep -v "^ok  " | sed "s/^/$t: /" | tail -12
-  done
-  el "test_ops"
-  our_model Q4_K 7b
-  old_new_ids Q4_K:7b
-  old_new Q4_K:7b
-  el "Q4_K:7b"
   ;;
 *) sed -n 2,55p "$0" >&2; exit 2 ;;
 esac
