@@ -1261,21 +1261,19 @@ w40)
   # llama.cpp's builds and models in the background; decode attention's
   # checks on the GPU (test_ops: fused against rope_store then attention_vec,
   # bit for bit), the backend's; then llm-old and llm alternated, with both's
-  # greedy ids, on our writer's 7B and 1B Q4_K and the rival's F16 file, and
-  # the step without its attention (LLM_CUDA_TIMING_SKIP_ATTENTION, a
-  # switch of session 46's pack alone, never committed: what attention
-  # costs a step). w41 (n3 for F16) follows.
+  # greedy ids, on our writer's 7B and 1B Q4_K and the rival's F16 file.
+  # (Session 46's pack also timed each without attention, by a switch that
+  # was never committed.) w41 (n3 for F16) follows.
   start_call .gpu-o
   chmod +x /tmp/llm-gpu/test_ops /tmp/llm-gpu/llm-old
   scripts/gpu-bench.sh start .rivals >/dev/null
-  timeout 60 /tmp/llm-gpu/test_ops 2>&1 | grep -E "rope_attention_vec128|all ok|FAIL" | tail -8
+  timeout 60 /tmp/llm-gpu/test_ops 2>&1 | grep -v "^ok  " | tail -20
   el "test_ops"
   ggml_checks
   for spec in Q4_K:7b Q4_K:1b; do
     our_model ${spec%:*} ${spec#*:}
     old_new_ids "$spec"
     old_new "$spec"
-    AB_LABEL=$spec ab tg128 "-p 0 -n 128" LLM_CUDA_TIMING_SKIP_ATTENTION=1
     el "$spec"
   done
   wait_gen 60 5
@@ -1283,7 +1281,6 @@ w40)
   el "gen $(tail -1 $W/gen.log)"
   old_new_ids F16
   old_new F16
-  AB_LABEL=F16 ab tg128 "-p 0 -n 128" LLM_CUDA_TIMING_SKIP_ATTENTION=1
   el "F16"
   scripts/gpu-bench.sh poll 2>&1 | tail -3
   ;;
@@ -1294,7 +1291,7 @@ w41)
   ;;
 w42)
   # Session 46: decode attention's checks on the GPU in full, the kernels
-  # before the change (test_ops_old.xz, built from HEAD~2's) beside the new
+  # before the change (test_ops_old.xz, built from ea17158's) beside the new
   # (test_ops.xz), then llm-old and llm alternated, no build beside them, on
   # our writer's 7B Q4_K and F16 (carry .gpu-o as w40;
   # GPU_SESSION_SPECS="Q4_K:7b" where device time is short).

@@ -138,11 +138,6 @@ mod tests {
         emulated("test_ops");
     }
 
-    /// Where kernels launch early (kernels/pdl.cuh), a kernel that does not
-    /// wait for the one before it would race it: every kernel calls
-    /// pdl_begin() near the top of its body, before any return (the lean
-    /// products' loads of weights before it are checked by hand: no kernel
-    /// writes weights).
     /// Device functions that a kernel calls before it waits, which wait
     /// inside (rope_attention_vec: rope's angles and the cache's first
     /// round before its `ready`).
@@ -158,6 +153,11 @@ mod tests {
         body[..end].contains("gq::pdl_begin()")
     }
 
+    /// Where kernels launch early (kernels/pdl.cuh), a kernel that does not
+    /// wait for the one before it would race it: every kernel calls
+    /// pdl_begin() near the top of its body, before any return (the lean
+    /// products' loads of weights before it are checked by hand: no kernel
+    /// writes weights).
     #[test]
     fn every_kernel_waits_for_the_one_before() {
         let sources = [
